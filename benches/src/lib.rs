@@ -1,0 +1,1 @@
+//! Shared harness code for Herald's benchmarks.

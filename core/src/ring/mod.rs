@@ -1,0 +1,1 @@
+//! The broadcast ring (under construction).

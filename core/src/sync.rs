@@ -1,0 +1,109 @@
+//! The one place atomics come from, so that `cfg(loom)` can swap in loom's
+//! model-checked versions for every lock-free protocol in the crate.
+//!
+//! Run the model checks with
+//! `RUSTFLAGS="--cfg loom" cargo test -p herald-core --release --test loom`.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// Yield the processor to another thread (loom: let the model schedule another thread).
+pub(crate) fn yield_now() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+}
+
+/// Spin-wait hint (loom: a yield, so spinning loops stay finite in the model).
+pub(crate) fn spin_hint() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+}
+
+pub(crate) use pair::AtomicPair;
+
+/// A pair of `u64`s updated together by one compare-and-swap: the ring's
+/// claim head `(seq, pos)`.
+#[cfg(not(loom))]
+mod pair {
+    use portable_atomic::AtomicU128;
+    use std::sync::atomic::Ordering;
+
+    /// Two `u64`s in one 128-bit atomic (`cmpxchg16b` on x86-64, `casp` on aarch64).
+    #[derive(Debug)]
+    pub(crate) struct AtomicPair(AtomicU128);
+
+    const fn pack(hi: u64, lo: u64) -> u128 {
+        ((hi as u128) << 64) | lo as u128
+    }
+    const fn unpack(v: u128) -> (u64, u64) {
+        ((v >> 64) as u64, v as u64)
+    }
+
+    impl AtomicPair {
+        pub(crate) fn new(hi: u64, lo: u64) -> Self {
+            Self(AtomicU128::new(pack(hi, lo)))
+        }
+        pub(crate) fn load(&self, order: Ordering) -> (u64, u64) {
+            unpack(self.0.load(order))
+        }
+        /// Replaces `current` with `new` if it still holds; returns the value seen otherwise.
+        pub(crate) fn compare_exchange(
+            &self,
+            current: (u64, u64),
+            new: (u64, u64),
+            success: Ordering,
+            failure: Ordering,
+        ) -> Result<(), (u64, u64)> {
+            self.0
+                .compare_exchange_weak(pack(current.0, current.1), pack(new.0, new.1), success, failure)
+                .map(|_| ())
+                .map_err(unpack)
+        }
+    }
+}
+
+/// Loom has no 128-bit atomic. Model runs use tiny values, so the pair is
+/// packed 32/32 into one loom `AtomicU64`: the same single-location atomicity
+/// and the same orderings as the double-width CAS, fully checked by the model.
+#[cfg(loom)]
+mod pair {
+    use loom::sync::atomic::{AtomicU64, Ordering};
+
+    #[derive(Debug)]
+    pub(crate) struct AtomicPair(AtomicU64);
+
+    fn pack(hi: u64, lo: u64) -> u64 {
+        assert!(hi < 1 << 32 && lo < 1 << 32, "loom models use small values");
+        (hi << 32) | lo
+    }
+    fn unpack(v: u64) -> (u64, u64) {
+        (v >> 32, v & 0xffff_ffff)
+    }
+
+    impl AtomicPair {
+        pub(crate) fn new(hi: u64, lo: u64) -> Self {
+            Self(AtomicU64::new(pack(hi, lo)))
+        }
+        pub(crate) fn load(&self, order: Ordering) -> (u64, u64) {
+            unpack(self.0.load(order))
+        }
+        pub(crate) fn compare_exchange(
+            &self,
+            current: (u64, u64),
+            new: (u64, u64),
+            success: Ordering,
+            failure: Ordering,
+        ) -> Result<(), (u64, u64)> {
+            self.0
+                .compare_exchange(pack(current.0, current.1), pack(new.0, new.1), success, failure)
+                .map(|_| ())
+                .map_err(unpack)
+        }
+    }
+}
