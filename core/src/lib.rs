@@ -6,6 +6,8 @@
 
 pub mod log;
 pub mod ring;
+
 mod sync;
 
 
+pub use ring::{Ring, RingConfig};

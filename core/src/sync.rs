@@ -9,14 +9,6 @@ pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, O
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-/// Yield the processor to another thread (loom: let the model schedule another thread).
-pub(crate) fn yield_now() {
-    #[cfg(loom)]
-    loom::thread::yield_now();
-    #[cfg(not(loom))]
-    std::thread::yield_now();
-}
-
 /// Spin-wait hint (loom: a yield, so spinning loops stay finite in the model).
 pub(crate) fn spin_hint() {
     #[cfg(loom)]

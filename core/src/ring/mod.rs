@@ -1,1 +1,295 @@
-//! The broadcast ring (under construction).
+//! A lock-free, zero-allocation broadcast ring of variable-length records.
+//!
+//! # Shape
+//! - **Data**: `capacity` bytes (a power of two) of `AtomicU64` words. A record's
+//!   payload is contiguous, 8-byte aligned, and never straddles the end: one
+//!   that would is placed at the start of the next lap instead.
+//! - **Slots**: one per sequence number (`seq & (slots - 1)`), holding the
+//!   record's position, length and commit stamp. Headers live here, not among
+//!   the data bytes, so no payload can ever be mistaken for a header.
+//! - **Head**: `(next seq, next byte)`, one 128-bit atomic: the end of the
+//!   latest claim.
+//! - **Written watermark**: `(seq, end)`: every record below `seq` is
+//!   committed. It lets a publisher prove no older-lap writer is still writing
+//!   the bytes it is about to reuse.
+//!
+//! # Publishing: claim → write → commit
+//! 1. **Claim** `(seq, start..end)` by compare-and-swap of the head from
+//!    `(seq, pos)` to `(seq + 1, end)`: lock-free, one CAS when uncontended.
+//!    Tethered subscribers are checked first (see [`tether`](self)'s docs).
+//! 2. Wait until the watermark shows that the previous users of this slot and
+//!    of these bytes (one lap back) have committed. This never waits for a
+//!    subscriber; it waits only for a publisher that stalled between claim and
+//!    commit for a whole lap of other publishes. Keep claims short.
+//! 3. `fence(Release)`, then **write** the payload and the slot's position and
+//!    length with relaxed atomic stores.
+//! 4. **Commit**: store the slot's stamp `seq·2 + 1` with Release, then wake
+//!    sleepers if any are registered (one load when none are).
+//!
+//! # Reading and why it is sound
+//! A subscriber at `seq` loads the slot's stamp with Acquire. Below the
+//! expected stamp: not committed yet. Above: it was lapped. Equal: it copies
+//! the position, length and payload with relaxed atomic loads, issues
+//! `fence(Acquire)`, and re-reads the head. If the head shows a claim that
+//! reuses the slot (`head.seq > seq + slots`) or the bytes
+//! (`head.pos > pos + capacity`), the copy may be torn and is discarded as
+//! [`Lagged`]; otherwise it is exactly what the publisher committed.
+//!
+//! This is a seqlock whose "sequence" is the claim head, and it is sound under
+//! the Rust (C++20) memory model:
+//! - every shared byte is accessed atomically, so a racing overwrite is never
+//!   a data race, only a value we may have to throw away;
+//! - if any value we copied was stored by a later claim's publisher, that
+//!   publisher's `fence(Release)` (after its claim CAS, before its stores)
+//!   synchronises with our `fence(Acquire)` (after our loads), so its claim
+//!   happens before our re-read of the head, which therefore sees it, by
+//!   read-read coherence, and we discard the copy;
+//! - if we copied nothing from a later claim, every value came from the
+//!   committing publisher (whose stores happen before our Acquire of the stamp)
+//!   and no older-lap writer can interfere, since step 2 proved they finished.
+//!
+//! A lapped subscriber resumes at the oldest record that is a quarter of the
+//! ring away from being overwritten and is told `Lagged { missed_from,
+//! next_available }`: exactly the sequence numbers it will never see.
+//!
+//! The protocols are model-checked with loom (`core/tests/loom.rs`).
+
+mod layout;
+mod publisher;
+mod subscriber;
+mod tether;
+mod wait;
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
+use layout::Shared;
+use wait::DoorbellInner;
+
+pub use publisher::{Claim, Publisher};
+pub use subscriber::Subscriber;
+pub use tether::MAX_TETHERED;
+pub use wait::WaitStrategy;
+
+use crate::sync::Ordering;
+
+/// How to size a [`Ring`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingConfig {
+    /// Data bytes, a power of two, at least 64.
+    pub capacity: usize,
+    /// The largest payload accepted, at most `capacity / 4`.
+    pub max_record: usize,
+    /// Record slots, a power of two; `None` means `capacity / 64` (at least 4).
+    /// The ring holds at most this many records, whatever their size.
+    pub slots: Option<usize>,
+    /// The sequence number of the first record published (the broker starts
+    /// the ring where its log ends).
+    pub first_seq: u64,
+}
+
+impl Default for RingConfig {
+    /// 16 MiB of data, records up to 64 KiB, 262 144 slots.
+    fn default() -> Self {
+        Self { capacity: 16 << 20, max_record: 64 << 10, slots: None, first_seq: 0 }
+    }
+}
+
+/// A [`RingConfig`] that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingConfigError(String);
+
+impl fmt::Display for RingConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid ring configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for RingConfigError {}
+
+/// Why a record was not published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishError {
+    /// The payload exceeds the ring's `max_record`.
+    TooLarge {
+        /// Length of the refused payload.
+        len: usize,
+        /// The ring's limit.
+        max: usize,
+    },
+    /// A tethered subscriber has not read far enough to make room
+    /// (only from the `try_` calls; the others wait).
+    Full,
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLarge { len, max } => write!(f, "record of {len} bytes exceeds the ring's maximum of {max}"),
+            Self::Full => write!(f, "ring is full: a tethered subscriber has not caught up"),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+/// A subscriber was lapped: sequence numbers `missed_from..next_available`
+/// were overwritten before it read them, and reading resumes at
+/// `next_available`. (Aborted claims in that range are counted too.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lagged {
+    /// The first sequence number lost.
+    pub missed_from: u64,
+    /// The sequence number the subscriber reads next.
+    pub next_available: u64,
+}
+
+impl Lagged {
+    /// How many sequence numbers were lost.
+    pub fn missed(&self) -> u64 {
+        self.next_available - self.missed_from
+    }
+}
+
+/// Why a read returned no record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvError {
+    /// No committed record at the cursor yet.
+    Empty,
+    /// The timeout passed with no record.
+    Timeout,
+    /// The subscriber was lapped; the next read continues at `next_available`.
+    Lagged(Lagged),
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => write!(f, "no record available"),
+            Self::Timeout => write!(f, "timed out waiting for a record"),
+            Self::Lagged(l) => {
+                write!(f, "lagged: missed records {}..{}", l.missed_from, l.next_available)
+            }
+        }
+    }
+}
+
+impl std::error::Error for RecvError {}
+
+/// The broadcast ring. Cheap to clone: clones share the same ring.
+#[derive(Debug, Clone)]
+pub struct Ring {
+    shared: Arc<Shared>,
+}
+
+impl Ring {
+    /// Creates a ring.
+    pub fn new(config: RingConfig) -> Result<Ring, RingConfigError> {
+        let RingConfig { capacity, max_record, slots, first_seq } = config;
+        let bad = |why: String| Err(RingConfigError(why));
+        if !capacity.is_power_of_two() || capacity < 64 {
+            return bad(format!("capacity {capacity} must be a power of two and at least 64"));
+        }
+        if capacity as u64 > 1 << 40 {
+            return bad(format!("capacity {capacity} exceeds 1 TiB"));
+        }
+        if max_record == 0 || max_record > capacity / 4 {
+            return bad(format!("max_record {max_record} must be between 1 and capacity/4 = {}", capacity / 4));
+        }
+        let slots = slots.unwrap_or((capacity / 64).max(4));
+        if !slots.is_power_of_two() || slots < 4 || slots as u64 > 1 << 32 {
+            return bad(format!("slots {slots} must be a power of two between 4 and 2^32"));
+        }
+        if first_seq >= 1 << 62 {
+            return bad(format!("first_seq {first_seq} must be below 2^62"));
+        }
+        let shared = Shared::new(capacity as u64, slots as u64, max_record as u64, first_seq);
+        Ok(Ring { shared: Arc::new(shared) })
+    }
+
+    /// The ring's configuration.
+    pub fn config(&self) -> RingConfig {
+        let s = &*self.shared;
+        RingConfig {
+            capacity: s.capacity as usize,
+            max_record: s.max_record as usize,
+            slots: Some(s.slots_len as usize),
+            first_seq: s.first_seq,
+        }
+    }
+
+    /// A new publisher handle (one per publishing thread).
+    pub fn publisher(&self) -> Publisher {
+        Publisher::new(self.shared.clone(), WaitStrategy::default())
+    }
+
+    /// The sequence number the next claim will get.
+    pub fn next_seq(&self) -> u64 {
+        self.shared.head.load(Ordering::Acquire).0
+    }
+
+    /// An untethered subscriber that starts with the next record published.
+    pub fn subscribe(&self) -> Subscriber {
+        Subscriber::new(self.shared.clone(), self.next_seq(), None)
+    }
+
+    /// An untethered subscriber whose first read is record `seq` (if that
+    /// record was already overwritten, its first read reports [`Lagged`]).
+    /// `seq` is clamped to the next sequence to be published.
+    pub fn subscribe_at(&self, seq: u64) -> Subscriber {
+        let seq = seq.clamp(self.shared.first_seq, self.next_seq());
+        Subscriber::new(self.shared.clone(), seq, None)
+    }
+
+    /// A tethered (lossless) subscriber that starts with the next record
+    /// published. Publishers wait for it (or get [`PublishError::Full`]) rather
+    /// than overwrite what it has not read. `None` if [`MAX_TETHERED`] exist.
+    pub fn subscribe_tethered(&self) -> Option<Subscriber> {
+        let shared = &*self.shared;
+        // SeqCst loads on both sides of the registration: see `tether` docs.
+        let (seq, pos) = shared.head.load(Ordering::SeqCst);
+        let index = shared.tether.register(seq, pos)?;
+        let (start, _) = shared.head.load(Ordering::SeqCst);
+        Some(Subscriber::new(self.shared.clone(), start, Some(index)))
+    }
+
+    /// A doorbell: an eventfd that an event loop (mio, libuv, epoll) can poll.
+    /// Arm it with [`Subscriber::arm`]; a publish then makes it readable.
+    pub fn doorbell(&self) -> io::Result<Doorbell> {
+        let inner = Arc::new(DoorbellInner::new()?);
+        self.shared.waiters.add_doorbell(inner.clone());
+        Ok(Doorbell { inner, shared: self.shared.clone() })
+    }
+}
+
+/// A pollable file descriptor that becomes readable when a record is
+/// committed after it was armed ([`Subscriber::arm`]). One doorbell can serve
+/// many subscribers of the same ring. Publishes write to it only while it is
+/// armed, once per arming.
+#[derive(Debug)]
+pub struct Doorbell {
+    inner: Arc<DoorbellInner>,
+    shared: Arc<Shared>,
+}
+
+impl Doorbell {
+    /// Consumes a pending ring so the fd stops being readable. Call it when
+    /// the poller reports the fd, before reading the subscribers again.
+    pub fn clear(&self) {
+        self.inner.clear();
+    }
+}
+
+impl AsRawFd for Doorbell {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.raw_fd()
+    }
+}
+
+impl Drop for Doorbell {
+    fn drop(&mut self) {
+        self.shared.waiters.remove_doorbell(&self.inner);
+    }
+}

@@ -1,0 +1,273 @@
+//! Publishing: claim → write in place → commit (see the protocol in [`super`]).
+
+use std::sync::Arc;
+
+use super::layout::{align8, stamp, Shared, ABORTED};
+use super::tether::Limits;
+use super::wait::WaitStrategy;
+use super::PublishError;
+use crate::sync::{fence, spin_hint, Ordering};
+
+/// A handle that publishes into a [`super::Ring`]. Any number may publish
+/// concurrently; each thread uses its own (clone it). Publishing never
+/// allocates and never waits for untethered subscribers.
+#[derive(Debug)]
+pub struct Publisher {
+    shared: Arc<Shared>,
+    /// The head after our last claim: the first guess for the next CAS, right
+    /// whenever no other publisher claimed in between.
+    guess: (u64, u64),
+    /// Last `written` watermark we saw (Acquire): room we know is free of
+    /// unfinished older-lap writers.
+    written: (u64, u64),
+    limits: Limits,
+    wait: WaitStrategy,
+}
+
+impl Clone for Publisher {
+    fn clone(&self) -> Self {
+        Publisher::new(self.shared.clone(), self.wait)
+    }
+}
+
+impl Publisher {
+    pub(crate) fn new(shared: Arc<Shared>, wait: WaitStrategy) -> Self {
+        let guess = shared.head.load(Ordering::Relaxed);
+        let written = shared.written.load(Ordering::Acquire);
+        Self { shared, guess, written, limits: Limits::UNLIMITED, wait }
+    }
+
+    /// Sets how [`publish`](Self::publish) and [`claim`](Self::claim) wait for
+    /// room when a tethered subscriber holds the ring back.
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+    }
+
+    /// Copies `payload` into the ring and returns its sequence number. Waits
+    /// (per the wait strategy) only if a tethered subscriber holds the ring back.
+    pub fn publish(&mut self, payload: &[u8]) -> Result<u64, PublishError> {
+        let mut claim = self.claim(payload.len())?;
+        claim.write_at(0, payload);
+        Ok(claim.commit())
+    }
+
+    /// Like [`publish`](Self::publish) but returns [`PublishError::Full`]
+    /// instead of waiting for a tethered subscriber.
+    pub fn try_publish(&mut self, payload: &[u8]) -> Result<u64, PublishError> {
+        let mut claim = self.try_claim(payload.len())?;
+        claim.write_at(0, payload);
+        Ok(claim.commit())
+    }
+
+    /// Reserves `len` bytes for a record to be written in place. The record
+    /// becomes visible at [`Claim::commit`]; dropping the claim aborts it.
+    pub fn claim(&mut self, len: usize) -> Result<Claim<'_>, PublishError> {
+        self.claim_inner(len, true)
+    }
+
+    /// Like [`claim`](Self::claim) but returns [`PublishError::Full`] instead
+    /// of waiting for a tethered subscriber.
+    pub fn try_claim(&mut self, len: usize) -> Result<Claim<'_>, PublishError> {
+        self.claim_inner(len, false)
+    }
+
+    fn claim_inner(&mut self, len: usize, blocking: bool) -> Result<Claim<'_>, PublishError> {
+        if len as u64 > self.shared.max_record {
+            return Err(PublishError::TooLarge { len, max: self.shared.max_record as usize });
+        }
+        let mut current = self.guess;
+        let (seq, start, end) = loop {
+            let (seq, pos) = current;
+            let (start, end) = self.shared.placement(pos, len as u64);
+            if !self.tether_allows(seq, end) {
+                if !blocking {
+                    return Err(PublishError::Full);
+                }
+                self.wait_for_tether(seq, end);
+                current = self.shared.head.load(Ordering::Relaxed);
+                continue;
+            }
+            // SeqCst: the claim is the store side of the store-buffering pairs
+            // with tether registration and with sleeping subscribers (which
+            // re-read the head with SeqCst after announcing themselves).
+            match self.shared.head.compare_exchange(current, (seq + 1, end), Ordering::SeqCst, Ordering::Relaxed) {
+                Ok(()) => break (seq, start, end),
+                Err(actual) => current = actual,
+            }
+        };
+        self.guess = (seq + 1, end);
+        // SeqCst: pairs with `Tether::register`'s SeqCst fetch_or (module docs
+        // of `tether`). A subscriber that registered after our pre-check but
+        // before our claim is honoured here, by waiting.
+        let active = self.shared.tether.active.load(Ordering::SeqCst);
+        if active != self.limits.active && !self.tether_allows(seq, end) {
+            self.wait_for_tether(seq, end);
+        }
+        self.wait_for_written(seq, end);
+        // Release: pairs with the reader's Acquire fence before it re-reads the
+        // head. Every store below is ordered after our claim, so a reader that
+        // sees any of them also sees the claim and discards what it read.
+        fence(Ordering::Release);
+        Ok(Claim { publisher: self, seq, start, len: len as u64, done: false })
+    }
+
+    /// Do the cached tether limits allow this claim? Rescans if they might not.
+    #[inline]
+    fn tether_allows(&mut self, seq: u64, end: u64) -> bool {
+        let shared = &*self.shared;
+        let active = shared.tether.active.load(Ordering::Relaxed);
+        if active == 0 {
+            self.limits = Limits::UNLIMITED;
+            return true;
+        }
+        if active == self.limits.active && self.limits.allow(seq, end) {
+            return true;
+        }
+        self.limits = shared.tether.scan(active, shared.slots_len, shared.capacity);
+        self.limits.allow(seq, end)
+    }
+
+    #[cold]
+    fn wait_for_tether(&mut self, seq: u64, end: u64) {
+        let shared = self.shared.clone();
+        let mut limits = self.limits;
+        shared.tether_waiters.wait(self.wait, None, || {
+            // SeqCst: pairs with the subscriber's SeqCst fence after it
+            // releases its cursor (wake-up protocol in `wait`).
+            let active = shared.tether.active.load(Ordering::SeqCst);
+            limits = shared.tether.scan(active, shared.slots_len, shared.capacity);
+            limits.allow(seq, end)
+        });
+        self.limits = limits;
+    }
+
+    /// Waits until no unfinished write from an older lap can still land in
+    /// the slot or the bytes of our claim: every record that used them is
+    /// committed. Only a publisher stalled for a whole lap between its claim
+    /// and its commit can make this wait.
+    #[inline]
+    fn wait_for_written(&mut self, seq: u64, end: u64) {
+        let shared = &*self.shared;
+        let room = |(w_seq, w_end): (u64, u64)| {
+            w_seq + shared.slots_len > seq && w_end + shared.capacity >= end
+        };
+        if room(self.written) {
+            return;
+        }
+        loop {
+            self.written = advance_written(shared);
+            if room(self.written) {
+                return;
+            }
+            spin_hint();
+        }
+    }
+
+    fn commit(&mut self, seq: u64, start: u64, len: u64) {
+        let shared = &*self.shared;
+        let slot = shared.slot(seq);
+        slot.pos.store(start, Ordering::Relaxed);
+        slot.len.store(len, Ordering::Relaxed);
+        // Release: pairs with the reader's Acquire load of the stamp; the
+        // record's bytes and slot fields are visible to whoever sees it.
+        slot.stamp.store(stamp(seq), Ordering::Release);
+        shared.waiters.wake();
+    }
+}
+
+/// Moves the `written` watermark past every committed record, helping any
+/// other publisher that needs room. Returns the watermark it saw or set.
+fn advance_written(shared: &Shared) -> (u64, u64) {
+    // Acquire: pairs with the AcqRel CAS below from whoever advanced it last,
+    // so their Acquire view of the commits is ours too.
+    let mut current = shared.written.load(Ordering::Acquire);
+    loop {
+        let (mut seq, mut end) = current;
+        // Bounded batch so one helper does not walk an unbounded stretch.
+        for _ in 0..1024 {
+            let slot = shared.slot(seq);
+            // Acquire: pairs with `commit`'s Release; the record's writes happen
+            // before anything written after we report it finished.
+            if slot.stamp.load(Ordering::Acquire) != stamp(seq) {
+                break;
+            }
+            let start = slot.pos.load(Ordering::Relaxed);
+            let len = slot.len.load(Ordering::Relaxed) & !ABORTED;
+            seq += 1;
+            end = start + align8(len);
+        }
+        if seq == current.0 {
+            return current;
+        }
+        // AcqRel: Release publishes what we saw to the next Acquire reader; a
+        // failure means someone advanced it meanwhile (our reads may be stale).
+        match shared.written.compare_exchange(current, (seq, end), Ordering::AcqRel, Ordering::Acquire) {
+            Ok(()) => return (seq, end),
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+/// A claimed record being written in place. [`commit`](Self::commit) makes it
+/// visible; dropping it uncommitted aborts it (subscribers skip it, and its
+/// sequence number is counted as missed by anyone lapped across it).
+#[derive(Debug)]
+pub struct Claim<'a> {
+    publisher: &'a mut Publisher,
+    seq: u64,
+    start: u64,
+    len: u64,
+    done: bool,
+}
+
+impl Claim<'_> {
+    /// The record's sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The record's length in bytes, as claimed.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the claim is for an empty record.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes `src` at byte `offset` of the record, directly into the ring.
+    ///
+    /// # Panics
+    /// If `offset + src.len()` exceeds the claimed length.
+    pub fn write_at(&mut self, offset: usize, src: &[u8]) {
+        let end = offset.checked_add(src.len());
+        assert!(
+            end.is_some_and(|e| e as u64 <= self.len),
+            "write of {} bytes at offset {offset} exceeds the claim of {} bytes",
+            src.len(),
+            self.len
+        );
+        self.publisher.shared.write(self.start, offset as u64, src);
+    }
+
+    /// Makes the record visible to subscribers and returns its sequence number.
+    pub fn commit(mut self) -> u64 {
+        self.done = true;
+        self.publisher.commit(self.seq, self.start, self.len);
+        self.seq
+    }
+
+    /// Abandons the record. Subscribers skip it.
+    pub fn abort(self) {}
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // The sequence is taken, so it must still be committed for readers
+            // and the watermark to move past it; ABORTED tells them to skip it.
+            self.publisher.commit(self.seq, self.start, self.len | ABORTED);
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Reading: per-subscriber cursors, seqlock-validated copies, lag recovery.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::layout::{align8, stamp, Shared, ABORTED};
+use super::wait::WaitStrategy;
+use super::{Doorbell, Lagged, RecvError};
+use crate::sync::{fence, Ordering};
+
+/// A reader of a [`super::Ring`] with its own cursor.
+///
+/// Untethered (the default) it never holds publishers back: if it is lapped
+/// it learns exactly which sequence numbers it missed ([`Lagged`]) and carries
+/// on from the oldest record still in the ring. Tethered it never misses
+/// anything and publishers wait for it instead.
+///
+/// Reading never allocates: records are copied into a scratch buffer sized
+/// for the ring's largest record when the subscriber is created.
+#[derive(Debug)]
+pub struct Subscriber {
+    shared: Arc<Shared>,
+    /// The sequence number of the next record to read.
+    next: u64,
+    scratch: Box<[u8]>,
+    /// Index of our cursor in the tether registry, if tethered.
+    tether: Option<usize>,
+    wait: WaitStrategy,
+}
+
+/// What one attempt to read the record at the cursor found.
+enum Fetch {
+    /// The record was copied to the scratch buffer and validated.
+    Record { seq: u64, len: usize },
+    /// An aborted claim: nothing to deliver; the cursor moved past it.
+    Skipped,
+    Empty,
+    Lagged(Lagged),
+}
+
+impl Subscriber {
+    pub(crate) fn new(shared: Arc<Shared>, next: u64, tether: Option<usize>) -> Self {
+        let scratch = vec![0u8; shared.max_record as usize].into_boxed_slice();
+        Self { shared, next, scratch, tether, wait: WaitStrategy::default() }
+    }
+
+    /// Sets how [`recv`](Self::recv) and friends wait for data.
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+    }
+
+    /// The sequence number this subscriber will read next.
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// Whether this subscriber holds publishers back instead of lagging.
+    pub fn is_tethered(&self) -> bool {
+        self.tether.is_some()
+    }
+
+    /// Reads the next record, if one is committed, and hands it to `f`
+    /// together with its sequence number.
+    pub fn try_read<R>(&mut self, f: impl FnOnce(u64, &[u8]) -> R) -> Result<R, RecvError> {
+        loop {
+            match self.fetch() {
+                Fetch::Record { seq, len } => return Ok(f(seq, &self.scratch[..len])),
+                Fetch::Skipped => continue,
+                Fetch::Empty => return Err(RecvError::Empty),
+                Fetch::Lagged(lag) => return Err(RecvError::Lagged(lag)),
+            }
+        }
+    }
+
+    /// Reads the next record into `buf` (cleared first) and returns its
+    /// sequence number. `buf` grows at most once, to the ring's largest record.
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<u64, RecvError> {
+        self.try_read(|seq, bytes| {
+            buf.clear();
+            buf.extend_from_slice(bytes);
+            seq
+        })
+    }
+
+    /// Reads up to `limit` records, handing each to `f`. Stops early at the
+    /// end of the committed records. Returns how many were read, or the lag
+    /// if it was lapped before reading any (a lag after some records is
+    /// reported by the next call).
+    pub fn read_batch(&mut self, limit: usize, mut f: impl FnMut(u64, &[u8])) -> Result<usize, Lagged> {
+        let mut count = 0;
+        while count < limit {
+            match self.fetch() {
+                Fetch::Record { seq, len } => {
+                    f(seq, &self.scratch[..len]);
+                    count += 1;
+                }
+                Fetch::Skipped => {}
+                Fetch::Empty => break,
+                Fetch::Lagged(lag) if count == 0 => return Err(lag),
+                Fetch::Lagged(lag) => {
+                    // Report it on the next call: rewind so it is seen again.
+                    self.next = lag.missed_from;
+                    break;
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    /// Blocks (per the wait strategy) until a record is read into `buf`.
+    pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<u64, Lagged> {
+        loop {
+            match self.try_recv(buf) {
+                Ok(seq) => return Ok(seq),
+                Err(RecvError::Lagged(lag)) => return Err(lag),
+                Err(_) => {
+                    self.wait_for_data(None);
+                }
+            }
+        }
+    }
+
+    /// Like [`recv`](Self::recv) but gives up after `timeout` with
+    /// [`RecvError::Timeout`].
+    pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<u64, RecvError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.try_recv(buf) {
+                Err(RecvError::Empty) => {
+                    if !self.wait_for_data(Some(deadline)) {
+                        return Err(RecvError::Timeout);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Arms `doorbell` for this subscriber. Returns `true` if the caller may
+    /// now sleep on the doorbell's fd (a publish will make it readable), or
+    /// `false` if a record is already available or being committed, in which
+    /// case the caller should read again instead of sleeping.
+    pub fn arm(&self, doorbell: &Doorbell) -> bool {
+        self.shared.waiters.arm(&doorbell.inner);
+        !self.data_claimed()
+    }
+
+    /// Has a record at our cursor at least been claimed? SeqCst: the load side
+    /// of the pair with the publisher's SeqCst claim (wake-up protocol).
+    fn data_claimed(&self) -> bool {
+        self.shared.head.load(Ordering::SeqCst).0 != self.next
+    }
+
+    fn wait_for_data(&self, deadline: Option<Instant>) -> bool {
+        self.shared.waiters.wait(self.wait, deadline, || self.data_claimed())
+    }
+
+    /// One attempt to read the record at `self.next`.
+    fn fetch(&mut self) -> Fetch {
+        let shared = &*self.shared;
+        let seq = self.next;
+        let slot = shared.slot(seq);
+        // Acquire: pairs with the Release store of the stamp in `commit`.
+        let found = slot.stamp.load(Ordering::Acquire);
+        if found < stamp(seq) {
+            return Fetch::Empty;
+        }
+        if found > stamp(seq) {
+            return Fetch::Lagged(self.lagged(seq));
+        }
+        let start = slot.pos.load(Ordering::Relaxed);
+        let raw_len = slot.len.load(Ordering::Relaxed);
+        // Bound the copy even if these fields were torn by an overwrite; the
+        // validation below rejects such a read.
+        let len = ((raw_len & !ABORTED).min(shared.max_record)) as usize;
+        if raw_len & ABORTED == 0 {
+            shared.read(start, &mut self.scratch[..len]);
+        }
+        // Acquire: pairs with the Release fence each publisher issues after
+        // winning its claim and before writing. If anything we just read was
+        // written by a later claim, that claim is visible in the head now.
+        fence(Ordering::Acquire);
+        let head = shared.head.load(Ordering::Relaxed);
+        if shared.overwritten(seq, start, head) {
+            return Fetch::Lagged(self.lagged(seq));
+        }
+        self.next = seq + 1;
+        if let Some(index) = self.tether {
+            self.release(index, seq + 1, start + align8(len as u64));
+        }
+        if raw_len & ABORTED != 0 {
+            Fetch::Skipped
+        } else {
+            Fetch::Record { seq, len }
+        }
+    }
+
+    /// Our record `missed` was overwritten: pick where to resume and report
+    /// exactly what is lost.
+    #[cold]
+    fn lagged(&mut self, missed: u64) -> Lagged {
+        debug_assert!(self.tether.is_none(), "a tethered subscriber was lapped");
+        let resume = self.resume_point(missed).max(missed + 1);
+        self.next = resume;
+        Lagged { missed_from: missed, next_available: resume }
+    }
+
+    /// The oldest record that is likely to stay readable for a while: a
+    /// quarter of the ring (slots and bytes) ahead of the overwrite frontier.
+    fn resume_point(&self, missed: u64) -> u64 {
+        let shared = &*self.shared;
+        let (head_seq, head_pos) = shared.head.load(Ordering::Relaxed);
+        let lo = head_seq.saturating_sub(shared.slots_len - shared.slots_len / 4).max(missed);
+        let min_pos = head_pos.saturating_sub(shared.capacity - shared.capacity / 4);
+        // Positions grow with sequence numbers: binary search for the first
+        // committed record at or after `min_pos`. A slot we cannot read (not
+        // yet committed, or already reused) counts as "recent enough": the
+        // next read validates it anyway and reports any further loss exactly.
+        let (mut lo, mut hi) = (lo, head_seq);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let slot = shared.slot(mid);
+            // Acquire: pairs with `commit`'s Release, so `pos` is this record's.
+            let recent = slot.stamp.load(Ordering::Acquire) != stamp(mid)
+                || slot.pos.load(Ordering::Relaxed) >= min_pos;
+            if recent {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    }
+
+    fn release(&self, index: usize, seq: u64, pos: u64) {
+        let cursor = self.shared.tether.cursor(index);
+        // Release: pairs with the Acquire loads in `Tether::scan`: our reads of
+        // these records happen before a publisher overwrites them.
+        cursor.pos.store(pos, Ordering::Release);
+        cursor.seq.store(seq, Ordering::Release);
+        // SeqCst fence: the store side of the wake-up pair with a publisher
+        // parked in `wait_for_tether` (it re-reads with SeqCst).
+        fence(Ordering::SeqCst);
+        self.shared.tether_waiters.wake();
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        if let Some(index) = self.tether {
+            self.shared.tether.unregister(index);
+            // SeqCst fence: as in `release`, so a parked publisher re-scans.
+            fence(Ordering::SeqCst);
+            self.shared.tether_waiters.wake();
+        }
+    }
+}

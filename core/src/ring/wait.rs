@@ -1,0 +1,186 @@
+//! How blocked threads wait and get woken: wait strategies, the parked-thread
+//! condvar, and doorbells (eventfds an event loop can poll).
+//!
+//! Coalescing: a publish checks one counter (`sleepers`) and makes no syscall
+//! and takes no lock unless someone is actually asleep or armed.
+//!
+//! Lost wake-ups are excluded by a store-buffering pair: a sleeper increments
+//! `sleepers` (SeqCst) and then re-checks for work with a SeqCst load; the
+//! waker publishes work and then loads `sleepers` (SeqCst). One of the two
+//! must see the other.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_utils::{Backoff, CachePadded};
+use parking_lot::{Condvar, Mutex};
+
+use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+
+/// How a blocking call waits for its condition (data for a subscriber, room
+/// for a publisher held back by a tethered subscriber).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WaitStrategy {
+    /// Spin on the CPU: lowest latency, burns a core.
+    BusySpin,
+    /// Spin briefly, then `yield` to the scheduler (crossbeam `Backoff`).
+    #[default]
+    SpinYield,
+    /// Spin briefly, then sleep on a condvar until woken by the other side.
+    Park,
+}
+
+/// Sleepers of one kind (subscribers waiting for data, or publishers waiting
+/// for room) and the means to wake them.
+#[derive(Debug)]
+pub(crate) struct Waiters {
+    /// Parked threads plus armed doorbells.
+    sleepers: CachePadded<AtomicUsize>,
+    lock: Mutex<()>,
+    cond: Condvar,
+    doorbells: Mutex<Vec<Arc<DoorbellInner>>>,
+}
+
+impl Waiters {
+    pub(crate) fn new() -> Self {
+        Self {
+            sleepers: CachePadded::new(AtomicUsize::new(0)),
+            lock: Mutex::new(()),
+            cond: Condvar::new(),
+            doorbells: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Wakes every sleeper, if there is any. The caller has made its work
+    /// visible with a SeqCst operation before this call.
+    #[inline]
+    pub(crate) fn wake(&self) {
+        // SeqCst: the load side of the store-buffering pair with the
+        // sleeper's increment in `wait` / `arm` (module docs).
+        if self.sleepers.load(Ordering::SeqCst) != 0 {
+            self.wake_all();
+        }
+    }
+
+    #[cold]
+    fn wake_all(&self) {
+        drop(self.lock.lock());
+        self.cond.notify_all();
+        for bell in self.doorbells.lock().iter() {
+            // AcqRel: only one waker rings a given arming.
+            if bell.armed.swap(false, Ordering::AcqRel) {
+                self.sleepers.fetch_sub(1, Ordering::Relaxed);
+                bell.ring();
+            }
+        }
+    }
+
+    /// Waits with `strategy` until `ready()` holds or `deadline` passes.
+    /// Returns whether `ready()` held. `ready` must read the shared state with
+    /// SeqCst (or after a SeqCst fence) for the wake-up protocol to hold.
+    pub(crate) fn wait(
+        &self,
+        strategy: WaitStrategy,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut() -> bool,
+    ) -> bool {
+        let backoff = Backoff::new();
+        loop {
+            if ready() {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            match strategy {
+                WaitStrategy::BusySpin => std::hint::spin_loop(),
+                WaitStrategy::SpinYield => backoff.snooze(),
+                WaitStrategy::Park if !backoff.is_completed() => backoff.snooze(),
+                WaitStrategy::Park => return self.park(deadline, ready),
+            }
+        }
+    }
+
+    fn park(&self, deadline: Option<Instant>, mut ready: impl FnMut() -> bool) -> bool {
+        // SeqCst: the store side of the pair with `wake`'s load.
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let mut guard = self.lock.lock();
+        let result = loop {
+            if ready() {
+                break true;
+            }
+            match deadline {
+                Some(d) => {
+                    if self.cond.wait_until(&mut guard, d).timed_out() {
+                        break ready();
+                    }
+                }
+                None => self.cond.wait(&mut guard),
+            }
+        };
+        drop(guard);
+        self.sleepers.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    /// Arms `bell`; the caller then re-checks for work (SeqCst) before sleeping.
+    pub(crate) fn arm(&self, bell: &DoorbellInner) {
+        if !bell.armed.swap(true, Ordering::AcqRel) {
+            // SeqCst: the store side of the pair with `wake`'s load.
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    pub(crate) fn add_doorbell(&self, bell: Arc<DoorbellInner>) {
+        self.doorbells.lock().push(bell);
+    }
+
+    pub(crate) fn remove_doorbell(&self, bell: &Arc<DoorbellInner>) {
+        self.doorbells.lock().retain(|b| !Arc::ptr_eq(b, bell));
+        if bell.armed.swap(false, Ordering::AcqRel) {
+            self.sleepers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The eventfd behind a [`super::Doorbell`].
+#[derive(Debug)]
+pub(crate) struct DoorbellInner {
+    fd: OwnedFd,
+    armed: AtomicBool,
+}
+
+impl DoorbellInner {
+    pub(crate) fn new() -> io::Result<Self> {
+        // SAFETY: eventfd takes no pointers; the result is checked below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self { fd, armed: AtomicBool::new(false) })
+    }
+
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn ring(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd. EAGAIN
+        // (counter saturated) still leaves the fd readable, which is all we need.
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Resets the eventfd so the poller sees it readable again only after the
+    /// next ring. Safe to call when it was not rung.
+    pub(crate) fn clear(&self) {
+        let mut value: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64 from our own
+        // non-blocking eventfd; EAGAIN just means it was not rung.
+        unsafe { libc::read(self.fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+    }
+}

@@ -1,0 +1,281 @@
+//! Behaviour of the ring through its public API, one property per test.
+
+use std::thread;
+use std::time::Duration;
+
+use herald_core::ring::{Lagged, PublishError, RecvError, Ring, RingConfig, WaitStrategy};
+
+fn ring(capacity: usize, max_record: usize, slots: Option<usize>) -> Ring {
+    Ring::new(RingConfig { capacity, max_record, slots, first_seq: 0 }).unwrap()
+}
+
+#[test]
+fn published_records_arrive_in_order_with_their_bytes() {
+    let ring = ring(1024, 64, None);
+    let mut sub = ring.subscribe();
+    let mut publisher = ring.publisher();
+    let mut buf = Vec::new();
+    for i in 0..100u64 {
+        let payload = vec![i as u8; (i % 20) as usize];
+        assert_eq!(publisher.publish(&payload).unwrap(), i);
+        assert_eq!(sub.try_recv(&mut buf).unwrap(), i);
+        assert_eq!(buf, payload);
+    }
+    assert_eq!(sub.try_recv(&mut buf), Err(RecvError::Empty));
+}
+
+#[test]
+fn every_subscriber_sees_every_record() {
+    let ring = ring(4096, 64, None);
+    let mut subs: Vec<_> = (0..5).map(|_| ring.subscribe()).collect();
+    let mut publisher = ring.publisher();
+    for i in 0..20u32 {
+        publisher.publish(&i.to_le_bytes()).unwrap();
+    }
+    for sub in &mut subs {
+        let mut seen = Vec::new();
+        while let Ok(v) = sub.try_read(|_, b| u32::from_le_bytes(b.try_into().unwrap())) {
+            seen.push(v);
+        }
+        assert_eq!(seen, (0..20).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn oversized_record_is_refused_with_a_typed_error() {
+    let ring = ring(1024, 100, None);
+    let mut publisher = ring.publisher();
+    assert_eq!(publisher.publish(&[0; 101]), Err(PublishError::TooLarge { len: 101, max: 100 }));
+    assert_eq!(publisher.publish(&[0; 100]), Ok(0));
+}
+
+#[test]
+fn invalid_configurations_are_refused() {
+    let bad = [
+        RingConfig { capacity: 1000, max_record: 10, slots: None, first_seq: 0 },
+        RingConfig { capacity: 1024, max_record: 0, slots: None, first_seq: 0 },
+        RingConfig { capacity: 1024, max_record: 257, slots: None, first_seq: 0 },
+        RingConfig { capacity: 1024, max_record: 10, slots: Some(6), first_seq: 0 },
+        RingConfig { capacity: 32, max_record: 8, slots: None, first_seq: 0 },
+    ];
+    for config in bad {
+        let err = Ring::new(config).unwrap_err();
+        assert!(err.to_string().starts_with("invalid ring configuration"), "{err}");
+    }
+}
+
+#[test]
+fn lapped_subscriber_learns_exactly_what_it_missed() {
+    // 16 slots: at most 16 records in the ring at once.
+    let ring = ring(4096, 64, Some(16));
+    let mut sub = ring.subscribe();
+    let mut publisher = ring.publisher();
+    for i in 0..100u64 {
+        publisher.publish(&i.to_le_bytes()).unwrap();
+    }
+    let mut buf = Vec::new();
+    let lag = match sub.try_recv(&mut buf) {
+        Err(RecvError::Lagged(lag)) => lag,
+        other => panic!("expected a lag, got {other:?}"),
+    };
+    assert_eq!(lag.missed_from, 0);
+    assert!(lag.next_available > 100 - 16 && lag.next_available < 100, "{lag:?}");
+    // Everything from next_available on is intact and in order.
+    for expected in lag.next_available..100 {
+        assert_eq!(sub.try_recv(&mut buf).unwrap(), expected);
+        assert_eq!(buf, expected.to_le_bytes());
+    }
+    assert_eq!(sub.try_recv(&mut buf), Err(RecvError::Empty));
+}
+
+#[test]
+fn lapping_by_bytes_is_detected_even_with_free_slots() {
+    // Plenty of slots, little data: big records overwrite bytes first.
+    let ring = ring(1024, 256, Some(1024));
+    let mut sub = ring.subscribe();
+    let mut publisher = ring.publisher();
+    for i in 0..20u8 {
+        publisher.publish(&[i; 200]).unwrap();
+    }
+    let mut buf = Vec::new();
+    let Err(RecvError::Lagged(Lagged { missed_from: 0, next_available })) = sub.try_recv(&mut buf) else {
+        panic!("expected a lag from 0");
+    };
+    let mut next = next_available;
+    while let Ok(seq) = sub.try_recv(&mut buf) {
+        assert_eq!(seq, next);
+        assert_eq!(buf, vec![seq as u8; 200]);
+        next += 1;
+    }
+    assert_eq!(next, 20);
+}
+
+#[test]
+fn records_never_straddle_the_end_of_the_buffer() {
+    let ring = ring(256, 64, None);
+    let mut sub = ring.subscribe();
+    let mut publisher = ring.publisher();
+    let mut buf = Vec::new();
+    for i in 0..500u64 {
+        let payload: Vec<u8> = (0..(i % 61) as u8).map(|b| b ^ i as u8).collect();
+        publisher.publish(&payload).unwrap();
+        assert_eq!(sub.try_recv(&mut buf).unwrap(), i);
+        assert_eq!(buf, payload);
+    }
+}
+
+#[test]
+fn tethered_subscriber_holds_back_try_publish() {
+    let ring = ring(1024, 64, Some(8));
+    let mut tethered = ring.subscribe_tethered().unwrap();
+    let mut publisher = ring.publisher();
+    for i in 0..8u64 {
+        assert_eq!(publisher.try_publish(&[1; 8]), Ok(i));
+    }
+    assert_eq!(publisher.try_publish(&[1; 8]), Err(PublishError::Full));
+    let mut buf = Vec::new();
+    assert_eq!(tethered.try_recv(&mut buf), Ok(0));
+    assert_eq!(publisher.try_publish(&[1; 8]), Ok(8));
+    drop(tethered);
+    // Without a tethered subscriber the ring overwrites again.
+    for _ in 0..100 {
+        publisher.try_publish(&[1; 8]).unwrap();
+    }
+}
+
+#[test]
+fn blocking_publish_waits_for_a_tethered_subscriber_and_loses_nothing() {
+    for strategy in [WaitStrategy::BusySpin, WaitStrategy::SpinYield, WaitStrategy::Park] {
+        let ring = ring(512, 64, Some(8));
+        let mut tethered = ring.subscribe_tethered().unwrap();
+        tethered.set_wait_strategy(strategy);
+        let mut publisher = ring.publisher();
+        publisher.set_wait_strategy(strategy);
+        let writer = thread::spawn(move || {
+            for i in 0..10_000u64 {
+                publisher.publish(&i.to_le_bytes()).unwrap();
+            }
+        });
+        let mut buf = Vec::new();
+        for i in 0..10_000u64 {
+            assert_eq!(tethered.recv(&mut buf), Ok(i));
+            assert_eq!(buf, i.to_le_bytes());
+        }
+        writer.join().unwrap();
+    }
+}
+
+#[test]
+fn a_dropped_claim_is_skipped_by_readers() {
+    let ring = ring(1024, 64, None);
+    let mut sub = ring.subscribe();
+    let mut publisher = ring.publisher();
+    {
+        let mut claim = publisher.claim(10).unwrap();
+        claim.write_at(0, b"discarded!");
+    }
+    let mut claim = publisher.claim(11).unwrap();
+    claim.write_at(6, b"world");
+    claim.write_at(0, b"hello ");
+    assert_eq!(claim.commit(), 1);
+    let mut buf = Vec::new();
+    assert_eq!(sub.try_recv(&mut buf), Ok(1));
+    assert_eq!(buf, b"hello world");
+}
+
+#[test]
+#[should_panic(expected = "exceeds the claim")]
+fn writing_past_a_claim_panics() {
+    let ring = ring(1024, 64, None);
+    let mut publisher = ring.publisher();
+    let mut claim = publisher.claim(4).unwrap();
+    claim.write_at(2, b"abc");
+}
+
+#[test]
+fn recv_timeout_times_out_then_a_parked_subscriber_is_woken() {
+    let ring = ring(1024, 64, None);
+    let mut sub = ring.subscribe();
+    sub.set_wait_strategy(WaitStrategy::Park);
+    let mut buf = Vec::new();
+    assert_eq!(sub.recv_timeout(&mut buf, Duration::from_millis(20)), Err(RecvError::Timeout));
+    let mut publisher = ring.publisher();
+    let writer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        publisher.publish(b"wake").unwrap();
+    });
+    assert_eq!(sub.recv_timeout(&mut buf, Duration::from_secs(30)), Ok(0));
+    assert_eq!(buf, b"wake");
+    writer.join().unwrap();
+}
+
+#[test]
+fn doorbell_becomes_readable_only_when_armed_and_published() {
+    use std::os::fd::AsRawFd;
+    let poll = |fd: i32| {
+        let mut pfd = libc_pollfd(fd);
+        // SAFETY: one valid pollfd, zero timeout.
+        unsafe { poll_raw(&mut pfd) }
+    };
+    let ring = ring(1024, 64, None);
+    let mut sub = ring.subscribe();
+    let bell = ring.doorbell().unwrap();
+    let mut publisher = ring.publisher();
+    publisher.publish(b"before arming").unwrap();
+    assert!(!poll(bell.as_raw_fd()), "unarmed doorbell must stay quiet");
+    assert!(!sub.arm(&bell), "data is pending, so arming says: read instead");
+    let mut buf = Vec::new();
+    assert_eq!(sub.try_recv(&mut buf), Ok(0));
+    assert!(sub.arm(&bell), "nothing pending: may sleep");
+    assert!(!poll(bell.as_raw_fd()));
+    publisher.publish(b"ring").unwrap();
+    assert!(poll(bell.as_raw_fd()), "a publish rings an armed doorbell");
+    bell.clear();
+    assert!(!poll(bell.as_raw_fd()));
+    publisher.publish(b"again").unwrap();
+    assert!(!poll(bell.as_raw_fd()), "one ring per arming");
+}
+
+#[repr(C)]
+struct PollFd {
+    fd: i32,
+    events: i16,
+    revents: i16,
+}
+
+fn libc_pollfd(fd: i32) -> PollFd {
+    PollFd { fd, events: 1 /* POLLIN */, revents: 0 }
+}
+
+extern "C" {
+    fn poll(fds: *mut PollFd, nfds: u64, timeout: i32) -> i32;
+}
+
+/// # Safety
+/// `pfd` must be a valid pollfd.
+unsafe fn poll_raw(pfd: &mut PollFd) -> bool {
+    // SAFETY: the caller passes one valid pollfd; a zero timeout never blocks.
+    unsafe { poll(pfd, 1, 0) == 1 && pfd.revents & 1 != 0 }
+}
+
+#[test]
+fn subscribe_at_replays_what_is_still_in_the_ring() {
+    let ring = ring(4096, 64, None);
+    let mut publisher = ring.publisher();
+    for i in 0..10u64 {
+        publisher.publish(&i.to_le_bytes()).unwrap();
+    }
+    let mut sub = ring.subscribe_at(4);
+    let mut buf = Vec::new();
+    for i in 4..10 {
+        assert_eq!(sub.try_recv(&mut buf), Ok(i));
+    }
+}
+
+#[test]
+fn first_seq_offsets_every_sequence_number() {
+    let ring = Ring::new(RingConfig { first_seq: 1_000, ..RingConfig { capacity: 1024, max_record: 64, slots: None, first_seq: 0 } }).unwrap();
+    let mut sub = ring.subscribe();
+    assert_eq!(ring.publisher().publish(b"x"), Ok(1_000));
+    assert_eq!(sub.try_recv(&mut Vec::new()), Ok(1_000));
+}
