@@ -1,2 +1,516 @@
-//! The memory-mapped, append-only sequence log (under construction: see the
-//! open log issue). Nothing here is usable yet.
+//! The memory-mapped, append-only, CRC-checked sequence log.
+//!
+//! One log per broker holds every topic's records in global-sequence order,
+//! in preallocated segment files (`{base_seq:020}.seg`) that are mapped into
+//! memory. The byte layout, the recovery procedure and the durability
+//! guarantees are documented in `docs/FORMAT.md`.
+//!
+//! # Sequences
+//! The caller (the broker) assigns sequences; the log **verifies** them:
+//! `append` fails with [`LogError::SequenceMismatch`] unless the record's
+//! `seq` is [`Log::next_seq`], with [`LogError::TopicSequenceRegression`]
+//! unless its `topic_seq` is greater than the topic's last, and with
+//! [`LogError::TimestampRegression`] if its timestamp is older than the last
+//! record's.
+//!
+//! # Concurrency
+//! `Log` is `Sync`. Appends are serialized internally by a mutex (the record
+//! copy, CRC and index update happen under it); under
+//! [`Durability::Always`] the wait for durability happens after the mutex is
+//! released, so concurrent appenders share one sync (group commit). A caller
+//! that assigns sequences under its own lock should use
+//! [`Log::append_nowait`] under that lock and [`Log::wait_durable`] after
+//! releasing it. Readers take no lock per record (see [`reader`]).
+//!
+//! # Example
+//! ```
+//! use herald_core::log::{Log, LogConfig, RecordRef, ReadItem};
+//! let dir = tempfile::tempdir().unwrap();
+//! let (log, _report) = Log::open(dir.path(), LogConfig::default()).unwrap();
+//! let rec = RecordRef { seq: log.next_seq(), topic_id: 7, topic_seq: 1, timestamp_ns: 10,
+//!                       origin: 0, event_type: b"order.created", payload: b"{}" };
+//! log.append(&rec).unwrap();
+//! let mut r = log.reader_from_seq(1).unwrap();
+//! assert!(matches!(r.next_item(), Some(Ok(ReadItem::Record(v))) if v.topic_id == 7));
+//! ```
+
+mod config;
+mod durability;
+mod error;
+pub mod format;
+mod index;
+mod io;
+pub mod reader;
+mod recovery;
+mod retention;
+mod scan;
+mod segment;
+mod verify;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+pub use config::{Durability, LogConfig, Retention};
+pub use error::LogError;
+pub use io::{Clock, LogIo, StdIo, SystemClock};
+pub use reader::{LogItem, LogReader, ReadItem, Record, RecordView, TopicReader};
+pub use recovery::{RecoveryReport, Truncation};
+pub use retention::{ForcedGap, RetentionReport};
+pub use verify::{dump_dir, verify_dir, VerifyIssue, VerifyReport};
+
+use durability::{Flusher, GroupCommit};
+use format::{aligned, encode_record_header, encode_segment_header, MAX_TYPE_LEN, REC_HEADER_LEN, SEG_HEADER_LEN};
+use index::TopicIndex;
+use retention::Pins;
+use segment::{segment_file_name, Segment};
+
+/// A record to append. Borrowed: nothing is allocated on the append path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Global sequence; must equal [`Log::next_seq`].
+    pub seq: u64,
+    /// Topic id.
+    pub topic_id: u64,
+    /// Topic sequence; must exceed the topic's previous one.
+    pub topic_seq: u64,
+    /// Timestamp in nanoseconds; must not be older than the previous record's.
+    pub timestamp_ns: u64,
+    /// Origin (device/user id) for exclusion filters.
+    pub origin: u64,
+    /// Event type, at most 255 bytes.
+    pub event_type: &'a [u8],
+    /// Payload.
+    pub payload: &'a [u8],
+}
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Its global sequence.
+    pub seq: u64,
+    /// Base sequence of the segment holding it.
+    pub segment_base: u64,
+    /// Byte offset in that segment file.
+    pub offset: u64,
+    /// Bytes it occupies (padded).
+    pub len: u32,
+}
+
+/// Counters, for tests and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogStats {
+    /// Completed group-commit syncs.
+    pub syncs: u64,
+    /// Highest sequence known durable.
+    pub durable_seq: u64,
+    /// Segments currently retained.
+    pub segments: usize,
+}
+
+/// Appender-only state, under the writer mutex.
+#[derive(Debug)]
+struct Writer {
+    tail: Arc<Segment>,
+    last_ts: u64,
+}
+
+/// State shared by the log handle, its readers and its flusher.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Retained segments, oldest first; the last is the tail. Write-locked only
+    /// to add a segment (roll) or remove some (retention).
+    segments: RwLock<Vec<Arc<Segment>>>,
+    writer: Mutex<Writer>,
+    topics: RwLock<TopicIndex>,
+    /// Next sequence to append. Release-stored after each append's publish;
+    /// pairs with Acquire loads in `next_seq()`.
+    next_seq: AtomicU64,
+    /// First retained sequence (Release by retention, Acquire by readers).
+    first_seq: AtomicU64,
+    group: GroupCommit,
+    poisoned: AtomicBool,
+    pins: Mutex<Pins>,
+}
+
+impl Shared {
+    pub(crate) fn next_seq(&self) -> u64 {
+        // Acquire: pairs with the Release store at the end of `append_nowait`.
+        self.next_seq.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn first_seq(&self) -> u64 {
+        // Acquire: pairs with the Release store in `set_first_seq`.
+        self.first_seq.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_first_seq(&self, seq: u64) {
+        // Release: pairs with the Acquire load in `first_seq`.
+        self.first_seq.store(seq, Ordering::Release);
+    }
+
+    pub(crate) fn poison(&self) {
+        // Release: pairs with the Acquire load in `append_nowait`.
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// The segment that holds (or will next hold) `seq`, or the first
+    /// retained segment after it if `seq` was deleted.
+    pub(crate) fn locate(&self, seq: u64) -> Option<Arc<Segment>> {
+        let segs = self.segments.read();
+        let start = segs.partition_point(|s| s.base_seq <= seq).saturating_sub(1);
+        segs[start..].iter().find(|s| !s.is_sealed() || seq < s.base_seq + s.count()).cloned()
+    }
+
+    /// Syncs every committed byte; returns the sequence that is now durable.
+    pub(crate) fn sync_committed(&self) -> Result<u64, LogError> {
+        let target = self.next_seq().saturating_sub(1);
+        let pending: Vec<Arc<Segment>> = {
+            let segs = self.segments.read();
+            let mut v: Vec<Arc<Segment>> =
+                segs.iter().rev().take_while(|s| s.synced.load(Ordering::Relaxed) < s.end() as u64 || !s.is_sealed()).cloned().collect();
+            v.reverse();
+            v
+        };
+        for seg in pending {
+            // Loaded after `target`, so it covers every record up to `target`.
+            let end = seg.end() as u64;
+            let synced = seg.synced.load(Ordering::Relaxed);
+            if end > synced {
+                self.config
+                    .io
+                    .sync_range(seg.map(), synced as usize, (end - synced) as usize)
+                    .map_err(|e| LogError::io("syncing a segment", Some(seg.path.clone()), e))?;
+                // Relaxed: only the sync leader (one at a time, under the
+                // group-commit protocol) reads and writes `synced`.
+                seg.synced.store(end, Ordering::Relaxed);
+            }
+        }
+        Ok(target)
+    }
+
+}
+
+/// Creates segment `base` in `dir`: a temporary file is preallocated and
+/// given its header, synced (unless `Never`), then renamed into place and the
+/// directory synced, so a `.seg` file always starts with a complete header.
+fn create_segment(dir: &Path, cfg: &LogConfig, base: u64) -> Result<Arc<Segment>, LogError> {
+    let path = dir.join(segment_file_name(base));
+    let tmp = dir.join(format!("{}.tmp", segment_file_name(base)));
+    let header = encode_segment_header(base, cfg.segment_size, cfg.clock.now_ns());
+    let ioerr = |ctx: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |e| LogError::io(ctx, Some(p), e)
+    };
+    let file = cfg.io.create_segment(&tmp, cfg.segment_size, &header).map_err(ioerr("creating a segment", &tmp))?;
+    let durable = cfg.durability != Durability::Never;
+    let result = (|| {
+        if durable {
+            cfg.io.sync_file(&file).map_err(ioerr("syncing a new segment", &tmp))?;
+        }
+        cfg.io.rename(&tmp, &path).map_err(ioerr("renaming a new segment", &path))?;
+        if durable {
+            cfg.io.sync_dir(dir).map_err(ioerr("syncing the log directory", dir))?;
+        }
+        memmap2::MmapOptions::new().len(cfg.segment_size as usize).map_raw(&file).map_err(ioerr("mapping a segment", &path))
+    })();
+    let map = match result {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+    };
+    let seg = Segment::new(base, path, file, map);
+    seg.synced.store(SEG_HEADER_LEN as u64, Ordering::Relaxed);
+    Ok(Arc::new(seg))
+}
+
+/// The log. See the [module docs](self).
+#[derive(Debug)]
+pub struct Log {
+    shared: Arc<Shared>,
+    flusher: Option<Flusher>,
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, recovering it: see
+    /// `docs/FORMAT.md`, "Recovery". Fails with [`LogError::Corrupt`] on
+    /// corruption other than a torn tail unless `config.repair` is set.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<(Log, RecoveryReport), LogError> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| LogError::io("creating the log directory", Some(dir.clone()), e))?;
+        let rec = recovery::recover(&dir, &config)?;
+        let mut report = rec.report;
+        let mut segments = rec.segments;
+        let next_seq = rec.next_seq;
+        let shared_group = GroupCommit::new(next_seq - 1);
+        // A directory without segments gets its first one.
+        let tail = match segments.last() {
+            Some(t) => Arc::clone(t),
+            None => {
+                let seg = create_segment(&dir, &config, next_seq)?;
+                segments.push(Arc::clone(&seg));
+                report.segments = 1;
+                seg
+            }
+        };
+        let first_seq = segments.first().map_or(next_seq, |s| s.base_seq);
+        let shared = Arc::new(Shared {
+            dir,
+            config: config.clone(),
+            segments: RwLock::new(segments),
+            writer: Mutex::new(Writer { tail, last_ts: rec.last_ts }),
+            topics: RwLock::new(rec.topics),
+            next_seq: AtomicU64::new(next_seq),
+            first_seq: AtomicU64::new(first_seq),
+            group: shared_group,
+            poisoned: AtomicBool::new(false),
+            pins: Mutex::new(Pins::default()),
+        });
+        let flusher = match config.durability {
+            Durability::Interval(every) => Some(Flusher::start(Arc::clone(&shared), every)?),
+            _ => None,
+        };
+        Ok((Log { shared, flusher }, report))
+    }
+
+    /// The directory holding the segments.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The sequence the next appended record must carry.
+    pub fn next_seq(&self) -> u64 {
+        self.shared.next_seq()
+    }
+
+    /// The last appended sequence, or `None` if the log holds no record.
+    pub fn last_seq(&self) -> Option<u64> {
+        let next = self.shared.next_seq();
+        (next > self.shared.first_seq()).then(|| next - 1)
+    }
+
+    /// The first retained sequence (equals `next_seq()` when empty).
+    pub fn first_seq(&self) -> u64 {
+        self.shared.first_seq()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> LogStats {
+        LogStats {
+            syncs: self.shared.group.syncs.load(Ordering::Relaxed),
+            durable_seq: self.shared.group.durable(),
+            segments: self.shared.segments.read().len(),
+        }
+    }
+
+    /// Appends a record; under [`Durability::Always`] returns once it is
+    /// durable (sharing the sync with concurrent appenders).
+    pub fn append(&self, rec: &RecordRef<'_>) -> Result<AppendInfo, LogError> {
+        let info = self.append_nowait(rec)?;
+        if self.shared.config.durability == Durability::Always {
+            self.wait_durable(info.seq)?;
+        }
+        Ok(info)
+    }
+
+    /// Appends a record without waiting for durability, whatever the policy.
+    /// The record is visible to readers when this returns.
+    pub fn append_nowait(&self, rec: &RecordRef<'_>) -> Result<AppendInfo, LogError> {
+        let sh = &*self.shared;
+        let mut w = sh.writer.lock();
+        // Acquire: pairs with the Release in `Shared::poison`.
+        if sh.poisoned.load(Ordering::Acquire) {
+            return Err(LogError::Poisoned);
+        }
+        // Relaxed: only the appender (under `writer`) stores `next_seq`.
+        let expected = sh.next_seq.load(Ordering::Relaxed);
+        if rec.seq != expected {
+            return Err(LogError::SequenceMismatch { expected, got: rec.seq });
+        }
+        if rec.timestamp_ns < w.last_ts {
+            return Err(LogError::TimestampRegression { last: w.last_ts, got: rec.timestamp_ns });
+        }
+        if rec.event_type.len() > MAX_TYPE_LEN {
+            return Err(LogError::RecordTooLarge { len: rec.event_type.len(), max: MAX_TYPE_LEN });
+        }
+        let len = REC_HEADER_LEN + rec.event_type.len() + rec.payload.len();
+        let alloc = aligned(len);
+        let max = sh.config.max_record_len();
+        if alloc > max || len > u32::MAX as usize {
+            return Err(LogError::RecordTooLarge { len: alloc, max });
+        }
+        let mut topics = sh.topics.write();
+        if let Some(last) = topics.last_topic_seq(rec.topic_id) {
+            if rec.topic_seq <= last {
+                return Err(LogError::TopicSequenceRegression { topic_id: rec.topic_id, last, got: rec.topic_seq });
+            }
+        }
+        let mut off = w.tail.end();
+        if off + alloc > w.tail.size {
+            drop(topics);
+            self.roll(&mut w, expected)?;
+            topics = sh.topics.write();
+            off = w.tail.end();
+        }
+        let seg = &w.tail;
+        let (header, _crc) = encode_record_header(
+            rec.seq,
+            rec.topic_id,
+            rec.topic_seq,
+            rec.timestamp_ns,
+            rec.origin,
+            rec.event_type,
+            rec.payload,
+        );
+        seg.write_at(off, &[&header, rec.event_type, rec.payload]);
+        // Padding is already zero: the region past `end` is never written
+        // except by appends, and recovery zeroes anything beyond the valid prefix.
+        let idx = rec.seq - seg.base_seq;
+        seg.publish(idx, off, off + alloc, rec.timestamp_ns);
+        topics.push(rec.topic_id, rec.topic_seq, rec.seq);
+        drop(topics);
+        let segment_base = seg.base_seq;
+        w.last_ts = rec.timestamp_ns;
+        // Release: pairs with the Acquire in `Shared::next_seq` (sync leader,
+        // `last_seq`, readers' range checks).
+        sh.next_seq.store(expected + 1, Ordering::Release);
+        Ok(AppendInfo { seq: rec.seq, segment_base, offset: off as u64, len: alloc as u32 })
+    }
+
+    /// Waits until every sequence `<= seq` is durable (group commit).
+    pub fn wait_durable(&self, seq: u64) -> Result<(), LogError> {
+        self.shared.group.wait_durable(&self.shared, seq)
+    }
+
+    /// Syncs everything appended so far, whatever the policy.
+    pub fn sync(&self) -> Result<(), LogError> {
+        let last = self.shared.next_seq().saturating_sub(1);
+        self.wait_durable(last)
+    }
+
+    fn roll(&self, w: &mut Writer, base: u64) -> Result<(), LogError> {
+        let sh = &*self.shared;
+        let new = create_segment(&sh.dir, &sh.config, base)?;
+        // Publish the new segment before sealing the old one, so that a reader
+        // that sees `sealed` finds its successor in the list.
+        sh.segments.write().push(Arc::clone(&new));
+        w.tail.seal();
+        w.tail = new;
+        let has_policy = {
+            let r = sh.config.retention;
+            r.max_age.is_some() || r.max_bytes.is_some() || r.max_records.is_some()
+        };
+        if has_policy {
+            // Retention failures (e.g. a file that cannot be removed) do not
+            // fail the append: the segment is out of the list either way.
+            let _ = retention::enforce(sh);
+        }
+        Ok(())
+    }
+
+    /// Deletes the segments the retention policy no longer keeps.
+    pub fn enforce_retention(&self) -> Result<RetentionReport, LogError> {
+        retention::enforce(&self.shared)
+    }
+
+    /// Registers (or moves) a named retention floor: records with sequence
+    /// `>= seq` are kept for it (unless `override_pins`).
+    pub fn set_retention_floor(&self, name: &str, seq: u64) {
+        self.shared.pins.lock().set_floor(name, seq);
+    }
+
+    /// Removes a named retention floor; returns its sequence.
+    pub fn clear_retention_floor(&self, name: &str) -> Option<u64> {
+        self.shared.pins.lock().clear_floor(name)
+    }
+
+    /// A reader that starts at global sequence `seq` (`first_seq()..=next_seq()`;
+    /// an older `seq` first yields a [`ReadItem::Gap`]).
+    pub fn reader_from_seq(&self, seq: u64) -> Result<LogReader, LogError> {
+        let next = self.next_seq();
+        if seq > next {
+            return Err(LogError::OutOfRange { requested: seq, next });
+        }
+        let mut pins = self.shared.pins.lock();
+        let first = self.shared.first_seq();
+        let (start, gap) = if seq < first { (first, Some((seq, first - 1))) } else { (seq, None) };
+        let pin = pins.register(start);
+        drop(pins);
+        Ok(LogReader::new(Arc::clone(&self.shared), start, gap, pin))
+    }
+
+    /// A reader of one topic starting at `topic_seq` (records of the topic
+    /// with `topic_seq >=` it). Sees later appends to the topic.
+    pub fn reader_from_topic(&self, topic_id: u64, topic_seq: u64) -> TopicReader {
+        let mut pins = self.shared.pins.lock();
+        let mut first = Vec::new();
+        self.shared.topics.read().fetch(topic_id, topic_seq, 1, &mut first);
+        let pin = pins.register(first.first().map_or(self.next_seq(), |e| e.seq));
+        drop(pins);
+        TopicReader::new(Arc::clone(&self.shared), topic_id, topic_seq, pin)
+    }
+
+    /// A reader starting at the first record with `timestamp_ns >= ts_ns`.
+    /// If retention deleted records that may be that recent, it first yields
+    /// a gap from `initial_seq` (the log's sequence origin) to `first_seq() - 1`.
+    pub fn reader_from_time(&self, ts_ns: u64) -> Result<LogReader, LogError> {
+        let segs = self.shared.segments.read().clone();
+        let mut start = self.next_seq();
+        for seg in &segs {
+            let count = seg.count();
+            if count == 0 || seg.last_ts.load(Ordering::Relaxed) < ts_ns {
+                continue;
+            }
+            let bytes = seg.committed(seg.end());
+            let ts_at = |i: u64| {
+                let off = seg.offset_of(i) + format::REC_TIMESTAMP_OFF;
+                bytes.get(off..off + 8).map_or(u64::MAX, |b| format::get_u64(b, 0))
+            };
+            let (mut lo, mut hi) = (0u64, count);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if ts_at(mid) < ts_ns {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            start = seg.base_seq + lo;
+            break;
+        }
+        let first = self.shared.first_seq();
+        let origin = self.shared.config.initial_seq;
+        let deleted_last_ts = self.shared.pins.lock().deleted_last_ts;
+        let first_ts = segs.first().map_or(0, |s| s.first_ts.load(Ordering::Relaxed));
+        let maybe_deleted = first > origin && (ts_ns <= deleted_last_ts || (deleted_last_ts == 0 && ts_ns < first_ts));
+        if maybe_deleted && start == first {
+            return self.reader_from_seq(origin.min(first));
+        }
+        self.reader_from_seq(start)
+    }
+
+    /// Syncs everything and stops the flusher. Dropping the log without
+    /// `close` leaves syncing to the policy (and the kernel).
+    pub fn close(mut self) -> Result<(), LogError> {
+        if let Some(mut f) = self.flusher.take() {
+            f.stop();
+        }
+        self.sync()
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        if let Some(mut f) = self.flusher.take() {
+            f.stop();
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The on-disk byte layout of a segment file: constants and pure
+//! encode/decode functions. Nothing here touches the file system.
+//!
+//! `docs/FORMAT.md` documents the same layout byte by byte; the test
+//! `core/tests/log_format_doc.rs` parses that document and checks every offset
+//! against the constants below. All integers are little-endian. Each offset is
+//! built from the previous field's offset and size, so reordering a field is a
+//! compile-visible change.
+
+/// Magic bytes at the start of every segment file.
+pub const SEG_MAGIC: [u8; 8] = *b"HRLDLOG\0";
+/// Current format version (segment header field `version`).
+pub const FORMAT_VERSION: u16 = 1;
+
+/// Segment header: `magic` (8 bytes).
+pub const SEG_MAGIC_OFF: usize = 0;
+/// Segment header: `version` (u16).
+pub const SEG_VERSION_OFF: usize = SEG_MAGIC_OFF + 8;
+/// Segment header: `header_len` (u16), always [`SEG_HEADER_LEN`].
+pub const SEG_HEADER_LEN_OFF: usize = SEG_VERSION_OFF + 2;
+/// Segment header: `flags` (u32), zero in version 1.
+pub const SEG_FLAGS_OFF: usize = SEG_HEADER_LEN_OFF + 2;
+/// Segment header: `base_seq` (u64), global sequence of the segment's first record.
+pub const SEG_BASE_SEQ_OFF: usize = SEG_FLAGS_OFF + 4;
+/// Segment header: `segment_size` (u64), the preallocated file size.
+pub const SEG_SIZE_OFF: usize = SEG_BASE_SEQ_OFF + 8;
+/// Segment header: `created_ns` (u64), wall-clock creation time (informational).
+pub const SEG_CREATED_OFF: usize = SEG_SIZE_OFF + 8;
+/// Segment header: reserved zero bytes up to the header CRC.
+pub const SEG_RESERVED_OFF: usize = SEG_CREATED_OFF + 8;
+/// Segment header: `header_crc` (u32), CRC32C of bytes `0..SEG_HEADER_CRC_OFF`.
+pub const SEG_HEADER_CRC_OFF: usize = 60;
+/// Length of the segment header; the first record starts here.
+pub const SEG_HEADER_LEN: usize = SEG_HEADER_CRC_OFF + 4;
+
+/// Record header: `len` (u32), record length without padding (header + type + payload).
+pub const REC_LEN_OFF: usize = 0;
+/// Record header: `crc` (u32), CRC32C of `len` bytes `0..4` then bytes `8..len`.
+pub const REC_CRC_OFF: usize = REC_LEN_OFF + 4;
+/// Record header: `seq` (u64), dense global sequence.
+pub const REC_SEQ_OFF: usize = REC_CRC_OFF + 4;
+/// Record header: `topic_id` (u64).
+pub const REC_TOPIC_OFF: usize = REC_SEQ_OFF + 8;
+/// Record header: `topic_seq` (u64), strictly increasing per topic.
+pub const REC_TOPIC_SEQ_OFF: usize = REC_TOPIC_OFF + 8;
+/// Record header: `timestamp_ns` (u64), non-decreasing across the log.
+pub const REC_TIMESTAMP_OFF: usize = REC_TOPIC_SEQ_OFF + 8;
+/// Record header: `origin` (u64).
+pub const REC_ORIGIN_OFF: usize = REC_TIMESTAMP_OFF + 8;
+/// Record header: `type_len` (u8), length of the event type string.
+pub const REC_TYPE_LEN_OFF: usize = REC_ORIGIN_OFF + 8;
+/// Record header: `flags` (u8), zero in version 1.
+pub const REC_FLAGS_OFF: usize = REC_TYPE_LEN_OFF + 1;
+/// Record header: reserved (u16), zero.
+pub const REC_RESERVED_OFF: usize = REC_FLAGS_OFF + 1;
+/// Record header: `payload_len` (u32).
+pub const REC_PAYLOAD_LEN_OFF: usize = REC_RESERVED_OFF + 2;
+/// Length of the fixed record header; the event type follows, then the payload.
+pub const REC_HEADER_LEN: usize = REC_PAYLOAD_LEN_OFF + 4;
+/// Every record starts at a multiple of this; padding bytes are zero.
+pub const RECORD_ALIGN: usize = 8;
+/// Longest event type, in bytes.
+pub const MAX_TYPE_LEN: usize = u8::MAX as usize;
+
+/// Bytes a record of `len` unpadded bytes occupies in a segment.
+#[inline]
+pub const fn aligned(len: usize) -> usize {
+    (len + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)
+}
+
+#[inline]
+pub(crate) fn get_u16(b: &[u8], off: usize) -> u16 {
+    let mut a = [0u8; 2];
+    a.copy_from_slice(&b[off..off + 2]);
+    u16::from_le_bytes(a)
+}
+#[inline]
+pub(crate) fn get_u32(b: &[u8], off: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[off..off + 4]);
+    u32::from_le_bytes(a)
+}
+#[inline]
+pub(crate) fn get_u64(b: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_le_bytes(a)
+}
+#[inline]
+fn put_u64(b: &mut [u8], off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+#[inline]
+fn put_u32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Encodes a segment header.
+pub(crate) fn encode_segment_header(base_seq: u64, segment_size: u64, created_ns: u64) -> [u8; SEG_HEADER_LEN] {
+    let mut h = [0u8; SEG_HEADER_LEN];
+    h[SEG_MAGIC_OFF..SEG_MAGIC_OFF + 8].copy_from_slice(&SEG_MAGIC);
+    h[SEG_VERSION_OFF..SEG_VERSION_OFF + 2].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[SEG_HEADER_LEN_OFF..SEG_HEADER_LEN_OFF + 2].copy_from_slice(&(SEG_HEADER_LEN as u16).to_le_bytes());
+    put_u64(&mut h, SEG_BASE_SEQ_OFF, base_seq);
+    put_u64(&mut h, SEG_SIZE_OFF, segment_size);
+    put_u64(&mut h, SEG_CREATED_OFF, created_ns);
+    let crc = crc32c::crc32c(&h[..SEG_HEADER_CRC_OFF]);
+    put_u32(&mut h, SEG_HEADER_CRC_OFF, crc);
+    h
+}
+
+/// A decoded, validated segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    pub(crate) base_seq: u64,
+    pub(crate) segment_size: u64,
+}
+
+/// Decodes a segment header; `Err` names what is wrong.
+pub(crate) fn decode_segment_header(b: &[u8]) -> Result<SegmentHeader, &'static str> {
+    if b.len() < SEG_HEADER_LEN {
+        return Err("file shorter than the segment header");
+    }
+    if b[..SEG_HEADER_LEN].iter().all(|&x| x == 0) {
+        return Err("all-zero segment header (unwritten)");
+    }
+    if b[SEG_MAGIC_OFF..SEG_MAGIC_OFF + 8] != SEG_MAGIC {
+        return Err("bad magic");
+    }
+    if crc32c::crc32c(&b[..SEG_HEADER_CRC_OFF]) != get_u32(b, SEG_HEADER_CRC_OFF) {
+        return Err("segment header CRC mismatch");
+    }
+    if get_u16(b, SEG_VERSION_OFF) != FORMAT_VERSION {
+        return Err("unsupported format version");
+    }
+    if get_u16(b, SEG_HEADER_LEN_OFF) as usize != SEG_HEADER_LEN {
+        return Err("unexpected header length");
+    }
+    Ok(SegmentHeader { base_seq: get_u64(b, SEG_BASE_SEQ_OFF), segment_size: get_u64(b, SEG_SIZE_OFF) })
+}
+
+/// The fields of a record header, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordHeader {
+    pub(crate) len: usize,
+    pub(crate) seq: u64,
+    pub(crate) topic_id: u64,
+    pub(crate) topic_seq: u64,
+    pub(crate) timestamp_ns: u64,
+    pub(crate) origin: u64,
+    pub(crate) type_len: usize,
+    pub(crate) payload_len: usize,
+}
+
+/// Why the bytes at an offset are not a valid record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecordCheck {
+    /// `len` and `crc` are both zero: nothing was written here.
+    Unwritten,
+    /// Something is written but it is not a valid record.
+    Invalid(&'static str),
+}
+
+/// Validates the record at `off` in `seg` (length bounds, field consistency,
+/// CRC). Does not check the sequence number. Never panics for any input.
+pub(crate) fn check_record(seg: &[u8], off: usize) -> Result<RecordHeader, RecordCheck> {
+    check_record_with(seg, off, true)
+}
+
+/// [`check_record`], optionally skipping the CRC (bounds are always checked).
+pub(crate) fn check_record_with(seg: &[u8], off: usize, verify_crc: bool) -> Result<RecordHeader, RecordCheck> {
+    if off.checked_add(REC_HEADER_LEN).is_none_or(|e| e > seg.len()) {
+        if seg[off.min(seg.len())..].iter().all(|&b| b == 0) {
+            return Err(RecordCheck::Unwritten);
+        }
+        return Err(RecordCheck::Invalid("record header runs past the end of the segment"));
+    }
+    let len = get_u32(seg, off + REC_LEN_OFF) as usize;
+    let crc = get_u32(seg, off + REC_CRC_OFF);
+    if len == 0 && crc == 0 {
+        return Err(RecordCheck::Unwritten);
+    }
+    if len < REC_HEADER_LEN {
+        return Err(RecordCheck::Invalid("record length shorter than the record header"));
+    }
+    if off + aligned(len) > seg.len() {
+        return Err(RecordCheck::Invalid("record runs past the end of the segment"));
+    }
+    let type_len = seg[off + REC_TYPE_LEN_OFF] as usize;
+    let payload_len = get_u32(seg, off + REC_PAYLOAD_LEN_OFF) as usize;
+    if REC_HEADER_LEN + type_len + payload_len != len {
+        return Err(RecordCheck::Invalid("record length disagrees with type and payload lengths"));
+    }
+    let body = &seg[off..off + len];
+    if verify_crc && crc32c::crc32c_append(crc32c::crc32c(&body[..4]), &body[8..]) != crc {
+        return Err(RecordCheck::Invalid("record CRC mismatch"));
+    }
+    Ok(RecordHeader {
+        len,
+        seq: get_u64(body, REC_SEQ_OFF),
+        topic_id: get_u64(body, REC_TOPIC_OFF),
+        topic_seq: get_u64(body, REC_TOPIC_SEQ_OFF),
+        timestamp_ns: get_u64(body, REC_TIMESTAMP_OFF),
+        origin: get_u64(body, REC_ORIGIN_OFF),
+        type_len,
+        payload_len,
+    })
+}
+
+/// Builds the fixed header of a record (CRC field left zero) and returns it
+/// with the CRC over header, type and payload.
+pub(crate) fn encode_record_header(
+    seq: u64,
+    topic_id: u64,
+    topic_seq: u64,
+    timestamp_ns: u64,
+    origin: u64,
+    event_type: &[u8],
+    payload: &[u8],
+) -> ([u8; REC_HEADER_LEN], u32) {
+    let len = REC_HEADER_LEN + event_type.len() + payload.len();
+    let mut h = [0u8; REC_HEADER_LEN];
+    put_u32(&mut h, REC_LEN_OFF, len as u32);
+    put_u64(&mut h, REC_SEQ_OFF, seq);
+    put_u64(&mut h, REC_TOPIC_OFF, topic_id);
+    put_u64(&mut h, REC_TOPIC_SEQ_OFF, topic_seq);
+    put_u64(&mut h, REC_TIMESTAMP_OFF, timestamp_ns);
+    put_u64(&mut h, REC_ORIGIN_OFF, origin);
+    h[REC_TYPE_LEN_OFF] = event_type.len() as u8;
+    put_u32(&mut h, REC_PAYLOAD_LEN_OFF, payload.len() as u32);
+    let mut crc = crc32c::crc32c(&h[..4]);
+    crc = crc32c::crc32c_append(crc, &h[8..]);
+    crc = crc32c::crc32c_append(crc, event_type);
+    crc = crc32c::crc32c_append(crc, payload);
+    put_u32(&mut h, REC_CRC_OFF, crc);
+    (h, crc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_record_passes_its_own_check() {
+        let (h, _) = encode_record_header(7, 1, 2, 3, 4, b"t", b"payload");
+        let mut buf = vec![0u8; 128];
+        buf[..REC_HEADER_LEN].copy_from_slice(&h);
+        buf[REC_HEADER_LEN] = b't';
+        buf[REC_HEADER_LEN + 1..REC_HEADER_LEN + 8].copy_from_slice(b"payload");
+        let r = check_record(&buf, 0).expect("valid");
+        assert_eq!((r.seq, r.topic_id, r.topic_seq, r.timestamp_ns, r.origin), (7, 1, 2, 3, 4));
+        buf[REC_HEADER_LEN + 3] ^= 1;
+        assert!(matches!(check_record(&buf, 0), Err(RecordCheck::Invalid(_))));
+        assert_eq!(check_record(&buf, 64), Err(RecordCheck::Unwritten));
+    }
+
+    #[test]
+    fn segment_header_round_trips_and_rejects_flips() {
+        let mut h = encode_segment_header(42, 1 << 20, 9);
+        assert_eq!(decode_segment_header(&h), Ok(SegmentHeader { base_seq: 42, segment_size: 1 << 20 }));
+        h[20] ^= 0x10;
+        assert!(decode_segment_header(&h).is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! One segment file: a preallocated, memory-mapped region holding a segment
+//! header and then records back to back.
+//!
+//! # Publication protocol
+//! Only the appender (holding the writer lock) writes into a segment, and
+//! only past `count`'s committed bytes. For each record it copies the bytes
+//! into the mapping, stores the record's offset into `offsets[i]` (Relaxed),
+//! then release-stores `count = i + 1`. A reader acquire-loads `count` and may
+//! then read `offsets[j]` and the bytes of record `j` for any `j < count`:
+//! those bytes never change again (recovery zeroes only bytes beyond the
+//! valid prefix, before any reader exists).
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use memmap2::MmapRaw;
+
+use super::format::{aligned, REC_HEADER_LEN, SEG_HEADER_LEN};
+
+/// File name of the segment whose first record has global sequence `base`.
+pub(crate) fn segment_file_name(base: u64) -> String {
+    format!("{base:020}.seg")
+}
+
+/// Parses a segment file name back into its base sequence.
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Most records that fit in a segment of `size` bytes.
+pub(crate) fn max_records(size: usize) -> usize {
+    size.saturating_sub(SEG_HEADER_LEN) / aligned(REC_HEADER_LEN) + 1
+}
+
+/// A mapped segment, shared by the appender and readers through `Arc`.
+///
+/// Dropping the last `Arc` unmaps it; a segment removed by retention stays
+/// readable by readers that still hold it (the file is unlinked, the mapping
+/// lives on).
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) base_seq: u64,
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+    map: MmapRaw,
+    /// Mapped length in bytes.
+    pub(crate) size: usize,
+    /// Records committed. Written only by the appender with Release (pairs with
+    /// readers' Acquire loads); see the module docs.
+    count: AtomicU64,
+    /// Byte offset just past the last committed record. Written by the
+    /// appender with Release after `count`; read by the syncer and retention.
+    end: AtomicU64,
+    /// Bytes `0..synced` are known durable. Only the sync leader writes it.
+    pub(crate) synced: AtomicU64,
+    /// Set (Release) by the appender once no record will be added; pairs with
+    /// the Acquire load in readers, which then know `count` is final.
+    sealed: AtomicBool,
+    /// Timestamp of the first and of the last committed record (0 if none).
+    pub(crate) first_ts: AtomicU64,
+    pub(crate) last_ts: AtomicU64,
+    /// `offsets[i]` is the byte offset of record `base_seq + i`.
+    offsets: Box<[AtomicU32]>,
+}
+
+impl Segment {
+    /// Wraps an opened file and its mapping.
+    pub(crate) fn new(base_seq: u64, path: PathBuf, file: File, map: MmapRaw) -> Self {
+        let size = map.len();
+        let cap = max_records(size);
+        Segment {
+            base_seq,
+            path,
+            file,
+            map,
+            size,
+            count: AtomicU64::new(0),
+            end: AtomicU64::new(SEG_HEADER_LEN as u64),
+            synced: AtomicU64::new(0),
+            sealed: AtomicBool::new(false),
+            first_ts: AtomicU64::new(0),
+            last_ts: AtomicU64::new(0),
+            offsets: zeroed_atomic_u32s(cap),
+        }
+    }
+
+    pub(crate) fn map(&self) -> &MmapRaw {
+        &self.map
+    }
+
+    /// Records committed (Acquire; pairs with the Release in [`Self::publish`]).
+    #[inline]
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Byte end of the committed records (Acquire; pairs with the Release in
+    /// [`Self::publish`]).
+    #[inline]
+    pub(crate) fn end(&self) -> usize {
+        self.end.load(Ordering::Acquire) as usize
+    }
+
+    /// Whether the segment is closed to appends (Acquire; pairs with the
+    /// Release in [`Self::seal`]).
+    #[inline]
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    /// Marks the segment closed to appends. Appender only.
+    pub(crate) fn seal(&self) {
+        // Release: pairs with the Acquire in `is_sealed`; every `publish`
+        // before it is visible to a reader that sees `sealed == true`.
+        self.sealed.store(true, Ordering::Release);
+    }
+
+    /// Offset of record `idx`; only valid for `idx < count()` as loaded by the caller.
+    #[inline]
+    pub(crate) fn offset_of(&self, idx: u64) -> usize {
+        // Relaxed: ordered by the caller's Acquire load of `count`.
+        self.offsets[idx as usize].load(Ordering::Relaxed) as usize
+    }
+
+    /// The committed bytes `0..end`.
+    #[inline]
+    pub(crate) fn committed(&self, end: usize) -> &[u8] {
+        debug_assert!(end <= self.size);
+        // SAFETY: the mapping is `self.size` bytes long and lives as long as
+        // `self`; `end <= size` (callers pass a value loaded from `end` or
+        // computed by recovery, both bounded by `size`). Bytes below a
+        // published `end` are never written again (module docs), so no write
+        // races with this shared borrow.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), end.min(self.size)) }
+    }
+
+    /// Writes `parts` back to back at `off`. Appender only, past `end()`.
+    pub(crate) fn write_at(&self, off: usize, parts: &[&[u8]]) {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        assert!(off >= self.end() && off + total <= self.size, "write outside the free region");
+        let mut at = off;
+        for p in parts {
+            // SAFETY: `at..at + p.len()` lies within the mapping (checked just
+            // above) and beyond the published `end`, so no reader reads it and
+            // no other writer exists (the caller holds the writer lock).
+            unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), self.map.as_mut_ptr().add(at), p.len()) };
+            at += p.len();
+        }
+    }
+
+    /// Zeroes `from..to`. Recovery only (no reader exists yet), or appender past `end()`.
+    pub(crate) fn zero(&self, from: usize, to: usize) {
+        let to = to.min(self.size);
+        if from >= to {
+            return;
+        }
+        // SAFETY: `from..to` is within the mapping; callers guarantee no
+        // reader can observe these bytes (they are beyond the published `end`).
+        unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(from), 0, to - from) };
+    }
+
+    /// Publishes record `idx` at `off`, ending at `new_end`. Appender only.
+    pub(crate) fn publish(&self, idx: u64, off: usize, new_end: usize, ts: u64) {
+        // Relaxed: published by the Release store of `count` below.
+        self.offsets[idx as usize].store(off as u32, Ordering::Relaxed);
+        if idx == 0 {
+            self.first_ts.store(ts, Ordering::Relaxed);
+        }
+        self.last_ts.store(ts, Ordering::Relaxed);
+        // Release: pairs with the Acquire in `end()` (syncer, retention).
+        self.end.store(new_end as u64, Ordering::Release);
+        // Release: pairs with the Acquire in `count()` (readers); makes the
+        // record bytes and `offsets[idx]` visible.
+        self.count.store(idx + 1, Ordering::Release);
+    }
+}
+
+/// A boxed slice of zeroed `AtomicU32`s, allocated with `calloc` so that
+/// untouched pages cost nothing.
+fn zeroed_atomic_u32s(n: usize) -> Box<[AtomicU32]> {
+    let plain: Box<[u32]> = vec![0u32; n].into_boxed_slice();
+    let raw = Box::into_raw(plain) as *mut [AtomicU32];
+    // SAFETY: `AtomicU32` has the same size, alignment and bit validity as
+    // `u32` (documented guarantee), so the allocation is a valid
+    // `[AtomicU32]` of the same length and the same layout for deallocation.
+    unsafe { Box::from_raw(raw) }
+}
