@@ -1,1 +1,10 @@
 //! Shared harness code for Herald's benchmarks.
+//!
+//! - [`ring`]: the ring fan-out workloads (1 publisher → N subscribers, 64 B
+//!   messages), run identically against Herald's ring and its peers
+//!   (`tokio::sync::broadcast`, `bus`, `disruptor`, `crossbeam-channel`).
+//! - [`report`]: machine description, peer versions, medians and the
+//!   number formatting used by the markdown tables.
+
+pub mod report;
+pub mod ring;

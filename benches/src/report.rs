@@ -1,0 +1,160 @@
+//! What every benchmark table states beside its figures: the machine, the
+//! versions measured, and numbers formatted the same way everywhere.
+
+use std::fs;
+use std::process::Command;
+
+/// The workspace's `Cargo.lock`, read at build time so that the versions
+/// printed are the versions compiled in.
+const CARGO_LOCK: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock"));
+
+/// The version of `name` in the workspace's `Cargo.lock` (the first entry if
+/// several versions are locked).
+pub fn locked_version(name: &str) -> Option<&'static str> {
+    let wanted = format!("name = \"{name}\"");
+    let mut lines = CARGO_LOCK.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == wanted {
+            let version = lines.next()?.trim();
+            return version.strip_prefix("version = \"")?.strip_suffix('"');
+        }
+    }
+    None
+}
+
+/// One line describing the machine: CPU model, cores, memory, kernel.
+pub fn machine_description() -> String {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown CPU".to_string(), |m| m.trim().to_string());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / (1024.0 * 1024.0));
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let clock = fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+        .unwrap_or_default();
+    format!(
+        "{model}, {cores} cores available, {mem_gib:.0} GiB RAM, Linux {}, clocksource {}",
+        kernel.trim(),
+        clock.trim()
+    )
+}
+
+/// `rustc --version` and the short git revision of the working tree, when
+/// they can be found.
+pub fn toolchain_and_revision() -> String {
+    let run = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let rustc = run("rustc", &["--version"]).unwrap_or_else(|| "rustc (unknown)".into());
+    let rev = run("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty = run("git", &["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    format!("{rustc}, herald at git {rev}{}", if dirty { " (+ uncommitted changes)" } else { "" })
+}
+
+/// The median of `values` (the mean of the middle two for an even count);
+/// NaN for none.
+pub fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+/// A duration in nanoseconds, with a unit that keeps 3 significant digits.
+pub fn fmt_ns(ns: f64) -> String {
+    if !ns.is_finite() {
+        return "–".into();
+    }
+    let (v, unit) = if ns < 1e3 {
+        return format!("{ns:.0} ns");
+    } else if ns < 1e6 {
+        (ns / 1e3, "µs")
+    } else if ns < 1e9 {
+        (ns / 1e6, "ms")
+    } else {
+        (ns / 1e9, "s")
+    };
+    if v < 10.0 {
+        format!("{v:.2} {unit}")
+    } else if v < 100.0 {
+        format!("{v:.1} {unit}")
+    } else {
+        format!("{v:.0} {unit}")
+    }
+}
+
+/// A rate per second, e.g. `12.3 M/s`.
+pub fn fmt_rate(per_sec: f64) -> String {
+    if !per_sec.is_finite() {
+        "–".into()
+    } else if per_sec >= 1e6 {
+        format!("{:.2} M/s", per_sec / 1e6)
+    } else if per_sec >= 1e3 {
+        format!("{:.1} k/s", per_sec / 1e3)
+    } else {
+        format!("{per_sec:.0} /s")
+    }
+}
+
+/// A ratio, e.g. `2.31×`.
+pub fn fmt_ratio(ratio: f64) -> String {
+    if !ratio.is_finite() {
+        "–".into()
+    } else if ratio >= 100.0 {
+        format!("{ratio:.0}×")
+    } else if ratio >= 10.0 {
+        format!("{ratio:.1}×")
+    } else {
+        format!("{ratio:.2}×")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_versions_come_from_the_lock_file() {
+        for peer in ["tokio", "bus", "disruptor", "crossbeam-channel", "hdrhistogram"] {
+            assert!(locked_version(peer).is_some_and(|v| v.chars().next().unwrap().is_ascii_digit()), "{peer}");
+        }
+        assert_eq!(locked_version("no-such-crate"), None);
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn formatting_picks_units() {
+        assert_eq!(fmt_ns(850.0), "850 ns");
+        assert_eq!(fmt_ns(12_345.0), "12.3 µs");
+        assert_eq!(fmt_ns(4_100_000.0), "4.10 ms");
+        assert_eq!(fmt_rate(12_340_000.0), "12.34 M/s");
+        assert_eq!(fmt_ratio(2.314), "2.31×");
+    }
+}
