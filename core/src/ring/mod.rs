@@ -82,7 +82,7 @@ pub struct RingConfig {
     pub capacity: usize,
     /// The largest payload accepted, at most `capacity / 4`.
     pub max_record: usize,
-    /// Record slots, a power of two; `None` means `capacity / 64` (at least 4).
+    /// Record slots, a power of two; `None` means `capacity / 64` (at least 2).
     /// The ring holds at most this many records, whatever their size.
     pub slots: Option<usize>,
     /// The sequence number of the first record published (the broker starts
@@ -198,9 +198,9 @@ impl Ring {
         if max_record == 0 || max_record > capacity / 4 {
             return bad(format!("max_record {max_record} must be between 1 and capacity/4 = {}", capacity / 4));
         }
-        let slots = slots.unwrap_or((capacity / 64).max(4));
-        if !slots.is_power_of_two() || slots < 4 || slots as u64 > 1 << 32 {
-            return bad(format!("slots {slots} must be a power of two between 4 and 2^32"));
+        let slots = slots.unwrap_or((capacity / 64).max(2));
+        if !slots.is_power_of_two() || slots < 2 || slots as u64 > 1 << 32 {
+            return bad(format!("slots {slots} must be a power of two between 2 and 2^32"));
         }
         if first_seq >= 1 << 62 {
             return bad(format!("first_seq {first_seq} must be below 2^62"));
