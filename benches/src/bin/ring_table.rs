@@ -4,7 +4,7 @@
 //! one-way latency flat-out and paced; publish cost at 1 vs 64 subscribers.
 //!
 //! ```text
-//! cargo run --release -p herald-benches --bin ring_table [-- --quick] [-- --runs N]
+//! cargo run --release -p herald-benches --bin ring_table [-- [--quick] [--runs N] [--systems ID,..] [--subs N,..]]
 //! ```
 //! Progress goes to stderr, the table to stdout.
 
@@ -56,6 +56,8 @@ fn median_figures(runs: &[Figures]) -> Figures {
 
 struct Config {
     quick: bool,
+    systems: Vec<System>,
+    subscribers: Vec<usize>,
     runs: usize,
     flat_messages: u64,
     rate: u64,
@@ -67,17 +69,27 @@ struct Config {
 fn parse_args() -> Config {
     let mut quick = false;
     let mut runs = None;
+    let mut systems = System::ALL.to_vec();
+    let mut subscribers = SUBSCRIBERS.to_vec();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--runs" => runs = args.next().and_then(|v| v.parse().ok()),
+            "--systems" => {
+                let list = args.next().unwrap_or_default();
+                systems = System::ALL.into_iter().filter(|s| list.split(',').any(|id| id == s.id())).collect();
+            }
+            "--subs" => {
+                let list = args.next().unwrap_or_default();
+                subscribers = list.split(',').filter_map(|n| n.parse().ok()).collect();
+            }
             "-h" | "--help" => {
-                eprintln!("usage: ring_table [--quick] [--runs N]");
+                eprintln!("usage: ring_table [--quick] [--runs N] [--systems ID,..] [--subs N,..]");
                 std::process::exit(0);
             }
             other => {
-                eprintln!("unknown argument {other:?}; usage: ring_table [--quick] [--runs N]");
+                eprintln!("unknown argument {other:?}; usage: ring_table [--quick] [--runs N] [--systems ID,..] [--subs N,..]");
                 std::process::exit(2);
             }
         }
@@ -85,6 +97,8 @@ fn parse_args() -> Config {
     if quick {
         Config {
             quick,
+            systems,
+            subscribers,
             runs: runs.unwrap_or(1),
             flat_messages: 20_000,
             rate: 100_000,
@@ -95,6 +109,8 @@ fn parse_args() -> Config {
     } else {
         Config {
             quick,
+            systems,
+            subscribers,
             runs: runs.unwrap_or(5).max(1),
             flat_messages: 1_000_000,
             rate: 100_000,
@@ -114,9 +130,9 @@ fn main() {
     // Repetitions outermost and systems innermost: every system sees the same
     // spread of machine noise.
     for rep in 0..cfg.runs {
-        for subs in SUBSCRIBERS {
+        for &subs in &cfg.subscribers {
             for mode in [Mode::FlatOut, Mode::Paced] {
-                for system in System::ALL {
+                for &system in &cfg.systems {
                     let workload = match mode {
                         Mode::FlatOut => Workload { subscribers: subs, messages: cfg.flat_messages, pace: Pace::FlatOut, sample_every: 8 },
                         Mode::Paced => Workload {
@@ -162,7 +178,7 @@ fn main() {
     }
     let mut costs: HashMap<(usize, System), Vec<f64>> = HashMap::new();
     for _ in 0..cfg.runs {
-        for system in System::ALL {
+        for &system in &cfg.systems {
             for subs in COST_SUBSCRIBERS {
                 let ns = median(&publish_cost(system, subs, cfg.cost_rounds, cfg.cost_batch));
                 eprintln!("[{:>5.1}s] publish cost {:<20} {subs:>2} subs: {}", began.elapsed().as_secs_f64(), system.name(), fmt_ns(ns));
