@@ -19,6 +19,11 @@ fn tiny_ring(slots: usize) -> Ring {
     Ring::new(RingConfig { capacity: 64, max_record: 16, slots: Some(slots), first_seq: 0 }).unwrap()
 }
 
+/// Many bytes, two slots: records lap the slots long before the bytes.
+fn slot_bound_ring() -> Ring {
+    Ring::new(RingConfig { capacity: 1024, max_record: 16, slots: Some(2), first_seq: 0 }).unwrap()
+}
+
 fn publish_own_seq(publisher: &mut herald_core::ring::Publisher) -> u64 {
     let mut claim = publisher.claim(8).unwrap();
     let seq = claim.seq();
@@ -81,6 +86,23 @@ fn a_reader_racing_an_overwrite_never_returns_torn_bytes() {
         // Two slots: the third and fourth records reuse the first two slots
         // (and, at 64 bytes of data, lap the bytes too) while the reader reads.
         let ring = tiny_ring(2);
+        let mut sub = ring.subscribe();
+        let mut publisher = ring.publisher();
+        publish_own_seq(&mut publisher);
+        let writer = thread::spawn(move || {
+            for _ in 0..2 {
+                publish_own_seq(&mut publisher);
+            }
+        });
+        read_all(&mut sub, 3);
+        writer.join().unwrap();
+    });
+}
+
+#[test]
+fn a_reader_racing_a_slot_reuse_never_returns_another_record() {
+    loom::model(|| {
+        let ring = slot_bound_ring();
         let mut sub = ring.subscribe();
         let mut publisher = ring.publisher();
         publish_own_seq(&mut publisher);

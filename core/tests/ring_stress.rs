@@ -89,9 +89,14 @@ fn subscribe_loop(mut sub: Subscriber, slow: bool, stop: &AtomicBool, end_seq: &
     }
 }
 
-fn stress(producers: u32, untethered: usize, slow: usize, tethered: usize, per_producer: u64) {
+/// Bytes lap before slots (~110-byte records, 256 slots, 16 KiB).
+const BYTE_BOUND: (usize, usize) = (1 << 14, 256);
+/// Slots lap before bytes (64 slots, 64 KiB).
+const SLOT_BOUND: (usize, usize) = (1 << 16, 64);
+
+fn stress((capacity, slots): (usize, usize), producers: u32, untethered: usize, slow: usize, tethered: usize, per_producer: u64) {
     let max = 200;
-    let ring = Ring::new(RingConfig { capacity: 1 << 14, max_record: max, slots: Some(256), first_seq: 0 }).unwrap();
+    let ring = Ring::new(RingConfig { capacity, max_record: max, slots: Some(slots), first_seq: 0 }).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let end_seq = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
     let mut subs = Vec::new();
@@ -177,10 +182,15 @@ fn stress(producers: u32, untethered: usize, slow: usize, tethered: usize, per_p
 
 #[test]
 fn publishers_and_lagging_subscribers_account_for_every_record() {
-    stress(3, 3, 1, 0, 100_000 * scale());
+    stress(BYTE_BOUND, 3, 3, 1, 0, 60_000 * scale());
+}
+
+#[test]
+fn slot_bound_ring_accounts_for_every_record() {
+    stress(SLOT_BOUND, 2, 2, 1, 0, 60_000 * scale());
 }
 
 #[test]
 fn tethered_subscribers_receive_everything_while_others_lag() {
-    stress(2, 2, 1, 2, 50_000 * scale());
+    stress(BYTE_BOUND, 2, 2, 1, 2, 40_000 * scale());
 }

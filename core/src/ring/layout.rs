@@ -42,6 +42,13 @@ pub(crate) struct Slot {
     pub(crate) len: AtomicU64,
 }
 
+/// See [`Shared::frontier`].
+#[derive(Debug)]
+pub(crate) struct Frontier {
+    pub(crate) seq: AtomicU64,
+    pub(crate) pos: AtomicU64,
+}
+
 /// Everything publishers and subscribers share.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -53,6 +60,9 @@ pub(crate) struct Shared {
     pub(crate) max_record: u64,
     /// The first sequence number this ring hands out.
     pub(crate) first_seq: u64,
+    /// Frontier units: a sixteenth of the slots (at least 1) and of the bytes.
+    pub(crate) seq_unit: u64,
+    pub(crate) pos_unit: u64,
     words: Box<[AtomicU64]>,
     pub(crate) slots: Box<[Slot]>,
     /// `(next seq, next free byte position)`: the end of the latest claim.
@@ -64,6 +74,13 @@ pub(crate) struct Shared {
     /// record `seq - 1` ends at `end pos`. Lags behind commits; advanced lazily
     /// by producers that need room (see `Publisher::wait_for_written`).
     pub(crate) written: CachePadded<AtomicPair>,
+    /// How far claims may have reached, in sixteenths of the ring: every claim
+    /// so far ends at or before `pos_frontier · capacity/16` bytes and below
+    /// `seq_frontier · slots/16` sequences. Publishers raise it *before* the
+    /// claim CAS that needs it (rarely: once per sixteenth of a lap), so it is
+    /// read-mostly and readers validate against it instead of against the
+    /// head, which every publish writes.
+    pub(crate) frontier: CachePadded<Frontier>,
     pub(crate) tether: Tether,
     /// Subscribers asleep waiting for data.
     pub(crate) waiters: Waiters,
@@ -80,10 +97,16 @@ impl Shared {
             slots_len,
             max_record,
             first_seq,
+            seq_unit: (slots_len / 16).max(1),
+            pos_unit: (capacity / 16).max(1),
             words,
             slots,
             head: CachePadded::new(AtomicPair::new(first_seq, 0)),
             written: CachePadded::new(AtomicPair::new(first_seq, 0)),
+            frontier: CachePadded::new(Frontier {
+                seq: AtomicU64::new(first_seq.div_ceil((slots_len / 16).max(1))),
+                pos: AtomicU64::new(0),
+            }),
             tether: Tether::new(),
             waiters: Waiters::new(),
             tether_waiters: Waiters::new(),
@@ -93,11 +116,6 @@ impl Shared {
     #[inline]
     pub(crate) fn slot(&self, seq: u64) -> &Slot {
         &self.slots[(seq & (self.slots_len - 1)) as usize]
-    }
-
-    #[inline]
-    fn word(&self, pos: u64) -> &AtomicU64 {
-        &self.words[((pos & (self.capacity - 1)) >> 3) as usize]
     }
 
     /// Where a record of `len` payload bytes claimed at `pos` starts: at `pos`,
@@ -111,40 +129,59 @@ impl Shared {
         (start, start + size)
     }
 
-    /// Is a record at `(seq, pos)` possibly overwritten, given the claim head
-    /// `(head_seq, head_pos)` seen *after* reading it? Its slot is reused by
-    /// `seq + slots_len`, its bytes by any claim ending past `pos + capacity`.
+    /// The frontier units a claim of `seq` ending at `end` must announce.
     #[inline]
-    pub(crate) fn overwritten(&self, seq: u64, pos: u64, (head_seq, head_pos): (u64, u64)) -> bool {
-        head_seq.wrapping_sub(seq) > self.slots_len || head_pos.wrapping_sub(pos) > self.capacity
+    pub(crate) fn frontier_of(&self, seq: u64, end: u64) -> (u64, u64) {
+        ((seq + 1).div_ceil(self.seq_unit), end.div_ceil(self.pos_unit))
+    }
+
+    /// Is a record at `(seq, pos)` possibly overwritten, given the frontier
+    /// `(seq units, pos units)` read *after* reading the record? Its slot is
+    /// reused by `seq + slots_len`, its bytes by any claim ending past
+    /// `pos + capacity`; the frontier bounds every claim from above, so this
+    /// errs (by at most a sixteenth of the ring) on the side of "overwritten".
+    #[inline]
+    pub(crate) fn overwritten(&self, seq: u64, pos: u64, (seq_units, pos_units): (u64, u64)) -> bool {
+        seq_units * self.seq_unit > seq + self.slots_len || pos_units * self.pos_unit > pos + self.capacity
+    }
+
+    /// The contiguous words of a record's data: records never straddle the end.
+    #[inline]
+    fn record_words(&self, start: u64, len: u64) -> &[AtomicU64] {
+        let first = ((start & (self.capacity - 1)) >> 3) as usize;
+        let count = (align8(len) >> 3) as usize;
+        // A torn slot can give a start whose record would run past the end:
+        // clamp (the read is discarded by validation anyway).
+        let last = (first + count).min(self.words.len());
+        &self.words[first..last]
     }
 
     /// Stores `src` at byte offset `at` of the record whose data starts at
-    /// `start` (8-aligned). The caller owns those bytes through its claim.
-    pub(crate) fn write(&self, start: u64, at: u64, src: &[u8]) {
-        let mut pos = start + at;
+    /// `start` (8-aligned) and is `len` bytes long. The caller owns those
+    /// bytes through its claim, and `at + src.len() <= len`.
+    pub(crate) fn write(&self, start: u64, len: u64, at: u64, src: &[u8]) {
+        let words = self.record_words(start, len);
+        let mut index = (at >> 3) as usize;
         let mut src = src;
         // Leading partial word: merge with what the claim already wrote there.
-        let lead = (pos & 7) as usize;
+        let lead = (at & 7) as usize;
         if lead != 0 && !src.is_empty() {
             let n = (8 - lead).min(src.len());
-            let word = self.word(pos & !7);
-            let mut bytes = word.load(Ordering::Relaxed).to_ne_bytes();
+            let mut bytes = words[index].load(Ordering::Relaxed).to_ne_bytes();
             bytes[lead..lead + n].copy_from_slice(&src[..n]);
-            word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
-            pos = (pos & !7) + 8;
+            words[index].store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
+            index += 1;
             src = &src[n..];
         }
-        let mut chunks = src.chunks_exact(8);
-        for chunk in &mut chunks {
+        let whole = src.len() / 8;
+        let (body, rest) = src.split_at(whole * 8);
+        for (word, chunk) in words[index..index + whole].iter().zip(body.chunks_exact(8)) {
             let mut bytes = [0u8; 8];
             bytes.copy_from_slice(chunk);
-            self.word(pos).store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
-            pos += 8;
+            word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
         }
-        let rest = chunks.remainder();
         if !rest.is_empty() {
-            let word = self.word(pos);
+            let word = &words[index + whole];
             // Merge: another write of this claim may own the rest of the word.
             let mut bytes = word.load(Ordering::Relaxed).to_ne_bytes();
             bytes[..rest.len()].copy_from_slice(rest);
@@ -152,19 +189,19 @@ impl Shared {
         }
     }
 
-    /// Copies `dst.len()` bytes of the record whose data starts at `start`.
+    /// Copies the record whose data starts at `start` into `dst` (its length).
     /// The bytes may be torn by a concurrent overwrite: the caller validates
     /// with [`Shared::overwritten`] before trusting them.
     pub(crate) fn read(&self, start: u64, dst: &mut [u8]) {
-        let mut pos = start;
+        let words = self.record_words(start, dst.len() as u64);
         let mut chunks = dst.chunks_exact_mut(8);
-        for chunk in &mut chunks {
-            chunk.copy_from_slice(&self.word(pos).load(Ordering::Relaxed).to_ne_bytes());
-            pos += 8;
+        let mut words = words.iter();
+        for (chunk, word) in (&mut chunks).zip(&mut words) {
+            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
         }
         let rest = chunks.into_remainder();
-        if !rest.is_empty() {
-            let bytes = self.word(pos).load(Ordering::Relaxed).to_ne_bytes();
+        if let (false, Some(word)) = (rest.is_empty(), words.next()) {
+            let bytes = word.load(Ordering::Relaxed).to_ne_bytes();
             rest.copy_from_slice(&bytes[..rest.len()]);
         }
     }

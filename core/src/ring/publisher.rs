@@ -21,6 +21,8 @@ pub struct Publisher {
     /// unfinished older-lap writers.
     written: (u64, u64),
     limits: Limits,
+    /// The frontier as we last raised or saw it.
+    frontier: (u64, u64),
     wait: WaitStrategy,
 }
 
@@ -34,7 +36,7 @@ impl Publisher {
     pub(crate) fn new(shared: Arc<Shared>, wait: WaitStrategy) -> Self {
         let guess = shared.head.load(Ordering::Relaxed);
         let written = shared.written.load(Ordering::Acquire);
-        Self { shared, guess, written, limits: Limits::UNLIMITED, wait }
+        Self { shared, guess, written, limits: Limits::UNLIMITED, frontier: (0, 0), wait }
     }
 
     /// Sets how [`publish`](Self::publish) and [`claim`](Self::claim) wait for
@@ -87,6 +89,10 @@ impl Publisher {
                 current = self.shared.head.load(Ordering::Relaxed);
                 continue;
             }
+            let needed = self.shared.frontier_of(seq, end);
+            if needed.0 > self.frontier.0 || needed.1 > self.frontier.1 {
+                self.raise_frontier(needed);
+            }
             // SeqCst: the claim is the store side of the store-buffering pairs
             // with tether registration and with sleeping subscribers (which
             // re-read the head with SeqCst after announcing themselves).
@@ -109,6 +115,21 @@ impl Publisher {
         // sees any of them also sees the claim and discards what it read.
         fence(Ordering::Release);
         Ok(Claim { publisher: self, seq, start, len: len as u64, done: false })
+    }
+
+    /// Announces, before the claim CAS, that claims may now reach `needed`.
+    /// Our own fetch_max precedes our Release fence and our writes, so any
+    /// reader that sees one of our bytes also sees a frontier covering our
+    /// claim. A cached value is always one our own fetch_max returned, so the
+    /// same holds when we skip the announcement. Raising it for a claim that
+    /// then loses its CAS only makes readers more cautious (by less than a
+    /// sixteenth of a lap).
+    #[cold]
+    fn raise_frontier(&mut self, needed: (u64, u64)) {
+        let frontier = &self.shared.frontier;
+        let seq = frontier.seq.fetch_max(needed.0, Ordering::Relaxed).max(needed.0);
+        let pos = frontier.pos.fetch_max(needed.1, Ordering::Relaxed).max(needed.1);
+        self.frontier = (seq, pos);
     }
 
     /// Do the cached tether limits allow this claim? Rescans if they might not.
@@ -248,7 +269,7 @@ impl Claim<'_> {
             src.len(),
             self.len
         );
-        self.publisher.shared.write(self.start, offset as u64, src);
+        self.publisher.shared.write(self.start, self.len, offset as u64, src);
     }
 
     /// Makes the record visible to subscribers and returns its sequence number.

@@ -176,13 +176,18 @@ impl Subscriber {
         if raw_len & ABORTED == 0 {
             shared.read(start, &mut self.scratch[..len]);
         }
-        // Acquire: pairs with the Release fence each publisher issues after
-        // winning its claim and before writing. If anything we just read was
-        // written by a later claim, that claim is visible in the head now.
-        fence(Ordering::Acquire);
-        let head = shared.head.load(Ordering::Relaxed);
-        if shared.overwritten(seq, start, head) {
-            return Fetch::Lagged(self.lagged(seq));
+        // A tethered subscriber's records cannot be overwritten (publishers
+        // honour its cursor), so only untethered reads need validating.
+        if self.tether.is_none() {
+            // Acquire: pairs with the Release fence each publisher issues after
+            // winning its claim and before writing. If anything we just read
+            // was written by a later claim, the frontier that claim announced
+            // (before its CAS) is visible now.
+            fence(Ordering::Acquire);
+            let frontier = (shared.frontier.seq.load(Ordering::Relaxed), shared.frontier.pos.load(Ordering::Relaxed));
+            if shared.overwritten(seq, start, frontier) {
+                return Fetch::Lagged(self.lagged(seq));
+            }
         }
         self.next = seq + 1;
         if let Some(index) = self.tether {
