@@ -12,11 +12,18 @@ use proptest::prelude::*;
 const SEG: u64 = 4096;
 
 fn cfg(repair: bool) -> LogConfig {
-    LogConfig { segment_size: SEG, durability: Durability::Never, repair, ..LogConfig::default() }
+    LogConfig {
+        segment_size: SEG,
+        durability: Durability::Never,
+        repair,
+        ..LogConfig::default()
+    }
 }
 
 fn payload(seq: u64) -> Vec<u8> {
-    (0..(seq * 7 % 150) as usize).map(|i| (seq as u8).wrapping_mul(3) ^ i as u8).collect()
+    (0..(seq * 7 % 150) as usize)
+        .map(|i| (seq as u8).wrapping_mul(3) ^ i as u8)
+        .collect()
 }
 
 fn build(dir: &Path, n: u64) {
@@ -24,24 +31,50 @@ fn build(dir: &Path, n: u64) {
     for _ in 0..n {
         let seq = log.next_seq();
         let p = payload(seq);
-        log.append(&RecordRef { seq, topic_id: seq % 3, topic_seq: seq, timestamp_ns: seq, origin: 1, event_type: b"ev", payload: &p })
-            .unwrap();
+        log.append(&RecordRef {
+            seq,
+            topic_id: seq % 3,
+            topic_seq: seq,
+            timestamp_ns: seq,
+            origin: 1,
+            event_type: b"ev",
+            payload: &p,
+        })
+        .unwrap();
     }
     log.close().unwrap();
 }
 
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     v.sort();
     v
 }
 
 #[derive(Debug, Clone)]
 enum Damage {
-    Flip { file: usize, at: u64, bit: u8 },
-    Truncate { file: usize, at: u64 },
-    Zero { file: usize, at: u64, len: u64 },
-    Garbage { file: usize, at: u64, bytes: Vec<u8> },
+    Flip {
+        file: usize,
+        at: u64,
+        bit: u8,
+    },
+    Truncate {
+        file: usize,
+        at: u64,
+    },
+    Zero {
+        file: usize,
+        at: u64,
+        len: u64,
+    },
+    Garbage {
+        file: usize,
+        at: u64,
+        bytes: Vec<u8>,
+    },
 }
 
 fn damage() -> impl Strategy<Value = Damage> {
@@ -70,7 +103,10 @@ fn apply(dir: &Path, d: &Damage) {
             fs::write(p, b).unwrap();
         }
         Damage::Truncate { file, at } => {
-            let f = fs::OpenOptions::new().write(true).open(pick(*file)).unwrap();
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(pick(*file))
+                .unwrap();
             let len = f.metadata().unwrap().len();
             f.set_len((*at).min(len)).unwrap();
         }
@@ -102,8 +138,16 @@ fn check_contents(log: &Log) -> u64 {
         match item {
             Ok(LogItem::Record(r)) => {
                 assert_eq!(r.seq, expect, "contiguous");
-                assert_eq!(r.payload, payload(r.seq), "record {} differs from what was appended", r.seq);
-                assert_eq!((r.topic_id, r.topic_seq, r.timestamp_ns), (r.seq % 3, r.seq, r.seq));
+                assert_eq!(
+                    r.payload,
+                    payload(r.seq),
+                    "record {} differs from what was appended",
+                    r.seq
+                );
+                assert_eq!(
+                    (r.topic_id, r.topic_seq, r.timestamp_ns),
+                    (r.seq % 3, r.seq, r.seq)
+                );
                 expect += 1;
             }
             Ok(LogItem::Gap { from, to }) => panic!("gap {from}..={to} without retention"),
@@ -174,7 +218,11 @@ fn mid_log_corruption_is_an_error_naming_file_and_offset() {
     b[64 + 20] ^= 0x40; // inside the first record's header
     fs::write(victim, b).unwrap();
     match Log::open(dir.path(), cfg(false)) {
-        Err(LogError::Corrupt { path, offset, reason }) => {
+        Err(LogError::Corrupt {
+            path,
+            offset,
+            reason,
+        }) => {
             assert_eq!(&path, victim);
             assert_eq!(offset, 64);
             assert!(reason.contains("CRC"), "{reason}");
@@ -184,8 +232,11 @@ fn mid_log_corruption_is_an_error_naming_file_and_offset() {
     let (log, report) = Log::open(dir.path(), cfg(true)).unwrap();
     assert!(report.repaired);
     assert_eq!(report.truncated.first().map(|t| t.offset), Some(64));
-    assert!(report.removed_files.len() >= 1);
-    assert_eq!(log.last_seq(), Some(log.first_seq() + check_contents(&log) - 1));
+    assert!(!report.removed_files.is_empty());
+    assert_eq!(
+        log.last_seq(),
+        Some(log.first_seq() + check_contents(&log) - 1)
+    );
 }
 
 #[test]

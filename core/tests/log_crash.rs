@@ -26,18 +26,26 @@ fn policy(name: &str) -> Durability {
 }
 
 fn config(name: &str) -> LogConfig {
-    LogConfig { segment_size: 128 << 10, durability: policy(name), ..LogConfig::default() }
+    LogConfig {
+        segment_size: 128 << 10,
+        durability: policy(name),
+        ..LogConfig::default()
+    }
 }
 
 fn payload(seq: u64) -> Vec<u8> {
     let n = (seq.wrapping_mul(2654435761) % 700) as usize;
-    (0..n).map(|i| (seq as u8) ^ (i as u8).wrapping_mul(31)).collect()
+    (0..n)
+        .map(|i| (seq as u8) ^ (i as u8).wrapping_mul(31))
+        .collect()
 }
 
 /// The child: append forever from two threads, acknowledging each record on stdout.
 #[test]
 fn crash_child() {
-    let (Ok(dir), Ok(pol)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_POLICY)) else { return };
+    let (Ok(dir), Ok(pol)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_POLICY)) else {
+        return;
+    };
     let (log, _) = Log::open(&dir, config(&pol)).expect("child open");
     let order = Mutex::new(());
     let out = Mutex::new(std::io::stdout());
@@ -81,16 +89,23 @@ impl Rng {
 }
 
 fn check_after_crash(dir: &Path, pol: &str, acked: &[u64]) -> (u64, bool) {
-    let (log, report) = Log::open(dir, config(pol)).unwrap_or_else(|e| panic!("{pol}: reopen failed: {e}"));
+    let (log, report) =
+        Log::open(dir, config(pol)).unwrap_or_else(|e| panic!("{pol}: reopen failed: {e}"));
     let v = verify_dir(dir).unwrap();
-    assert!(v.is_clean(), "{pol}: verify after recovery: {v:?} (recovery: {report:?})");
+    assert!(
+        v.is_clean(),
+        "{pol}: verify after recovery: {v:?} (recovery: {report:?})"
+    );
     let mut expect = log.first_seq();
     for item in log.reader_from_seq(expect).unwrap() {
         match item.unwrap_or_else(|e| panic!("{pol}: read error {e}")) {
             LogItem::Record(r) => {
                 assert_eq!(r.seq, expect, "{pol}: sequences must be contiguous");
                 assert_eq!(r.payload, payload(r.seq), "{pol}: payload of {}", r.seq);
-                assert_eq!((r.topic_id, r.topic_seq, r.origin), (r.seq % 7, r.seq, r.seq));
+                assert_eq!(
+                    (r.topic_id, r.topic_seq, r.origin),
+                    (r.seq % 7, r.seq, r.seq)
+                );
                 expect += 1;
             }
             LogItem::Gap { from, to } => panic!("{pol}: gap {from}..={to} without retention"),
@@ -98,7 +113,10 @@ fn check_after_crash(dir: &Path, pol: &str, acked: &[u64]) -> (u64, bool) {
     }
     let last = expect - 1;
     if let Some(&max_ack) = acked.iter().max() {
-        assert!(max_ack <= last, "{pol}: acknowledged seq {max_ack} lost (log ends at {last}; {report:?})");
+        assert!(
+            max_ack <= last,
+            "{pol}: acknowledged seq {max_ack} lost (log ends at {last}; {report:?})"
+        );
     }
     (last, !report.truncated.is_empty())
 }
@@ -129,7 +147,12 @@ fn run_policy(pol: &str, kills: usize, seed: u64) {
                 line.clear();
                 if out.read_line(&mut line).unwrap() == 0 {
                     let mut err = String::new();
-                    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                    child
+                        .stderr
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut err)
+                        .unwrap();
                     panic!("{pol}: child exited before appending: {err}");
                 }
                 if let Some(s) = line.trim().strip_prefix("ACK ") {
@@ -152,7 +175,10 @@ fn run_policy(pol: &str, kills: usize, seed: u64) {
         assert!(now >= last, "{pol}: the log shrank from {last} to {now}");
         last = now;
     }
-    assert!(total_acked > kills, "{pol}: the children barely appended ({total_acked} acks)");
+    assert!(
+        total_acked > kills,
+        "{pol}: the children barely appended ({total_acked} acks)"
+    );
     eprintln!("{pol}: {kills} kills, {total_acked} acknowledged appends, {torn} torn tails truncated, log ends at {last}");
 }
 
@@ -165,7 +191,10 @@ fn kills() -> usize {
 }
 
 fn seed() -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     eprintln!("seed {t}");
     t | 1
 }

@@ -8,7 +8,16 @@ use std::time::{Duration, Instant};
 use herald_core::log::{Durability, Log, LogConfig, RecordRef};
 
 fn open(dir: &std::path::Path, durability: Durability) -> Log {
-    Log::open(dir, LogConfig { segment_size: 1 << 20, durability, ..LogConfig::default() }).unwrap().0
+    Log::open(
+        dir,
+        LogConfig {
+            segment_size: 1 << 20,
+            durability,
+            ..LogConfig::default()
+        },
+    )
+    .unwrap()
+    .0
 }
 
 #[test]
@@ -47,7 +56,11 @@ fn concurrent_appenders_under_always_share_syncs() {
     let appends = acked.load(Ordering::Relaxed);
     assert_eq!(appends, 4 * per_thread);
     assert_eq!(stats.durable_seq, appends);
-    assert!(stats.syncs < appends, "group commit: {} syncs for {appends} appends", stats.syncs);
+    assert!(
+        stats.syncs < appends,
+        "group commit: {} syncs for {appends} appends",
+        stats.syncs
+    );
     eprintln!("{} syncs for {appends} appends", stats.syncs);
 }
 
@@ -57,7 +70,16 @@ fn single_appender_under_always_is_durable_on_return() {
     let log = open(dir.path(), Durability::Always);
     for _ in 0..20 {
         let seq = log.next_seq();
-        log.append(&RecordRef { seq, topic_id: 0, topic_seq: seq, timestamp_ns: 0, origin: 0, event_type: b"", payload: b"x" }).unwrap();
+        log.append(&RecordRef {
+            seq,
+            topic_id: 0,
+            topic_seq: seq,
+            timestamp_ns: 0,
+            origin: 0,
+            event_type: b"",
+            payload: b"x",
+        })
+        .unwrap();
         assert_eq!(log.stats().durable_seq, seq);
     }
 }
@@ -65,10 +87,22 @@ fn single_appender_under_always_is_durable_on_return() {
 #[test]
 fn interval_flusher_makes_appends_durable_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(open(dir.path(), Durability::Interval(Duration::from_millis(5))));
+    let log = Arc::new(open(
+        dir.path(),
+        Durability::Interval(Duration::from_millis(5)),
+    ));
     for _ in 0..100 {
         let seq = log.next_seq();
-        log.append(&RecordRef { seq, topic_id: 0, topic_seq: seq, timestamp_ns: 0, origin: 0, event_type: b"", payload: b"x" }).unwrap();
+        log.append(&RecordRef {
+            seq,
+            topic_id: 0,
+            topic_seq: seq,
+            timestamp_ns: 0,
+            origin: 0,
+            event_type: b"",
+            payload: b"x",
+        })
+        .unwrap();
     }
     let t = Instant::now();
     while log.stats().durable_seq < 100 {
@@ -83,7 +117,16 @@ fn never_syncs_only_when_asked() {
     let log = open(dir.path(), Durability::Never);
     for _ in 0..100 {
         let seq = log.next_seq();
-        log.append(&RecordRef { seq, topic_id: 0, topic_seq: seq, timestamp_ns: 0, origin: 0, event_type: b"", payload: b"x" }).unwrap();
+        log.append(&RecordRef {
+            seq,
+            topic_id: 0,
+            topic_seq: seq,
+            timestamp_ns: 0,
+            origin: 0,
+            event_type: b"",
+            payload: b"x",
+        })
+        .unwrap();
     }
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(log.stats().durable_seq, 0);

@@ -13,7 +13,11 @@ fn constants() -> Vec<(&'static str, usize, Option<usize>)> {
         ("SEG_BASE_SEQ_OFF", SEG_BASE_SEQ_OFF, Some(8)),
         ("SEG_SIZE_OFF", SEG_SIZE_OFF, Some(8)),
         ("SEG_CREATED_OFF", SEG_CREATED_OFF, Some(8)),
-        ("SEG_RESERVED_OFF", SEG_RESERVED_OFF, Some(SEG_HEADER_CRC_OFF - SEG_RESERVED_OFF)),
+        (
+            "SEG_RESERVED_OFF",
+            SEG_RESERVED_OFF,
+            Some(SEG_HEADER_CRC_OFF - SEG_RESERVED_OFF),
+        ),
         ("SEG_HEADER_CRC_OFF", SEG_HEADER_CRC_OFF, Some(4)),
         ("SEG_HEADER_LEN", SEG_HEADER_LEN, Some(0)),
         ("REC_LEN_OFF", REC_LEN_OFF, Some(4)),
@@ -33,7 +37,8 @@ fn constants() -> Vec<(&'static str, usize, Option<usize>)> {
 
 #[test]
 fn format_md_offsets_match_the_code() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md")).unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md")).unwrap();
     let mut rows = std::collections::HashMap::new();
     for line in doc.lines() {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -42,17 +47,26 @@ fn format_md_offsets_match_the_code() {
         }
         let name = cells[1].trim_matches('`');
         if let (Ok(off), Ok(size)) = (cells[2].parse::<usize>(), cells[3].parse::<usize>()) {
-            assert!(rows.insert(name.to_string(), (off, size)).is_none(), "{name} documented twice");
+            assert!(
+                rows.insert(name.to_string(), (off, size)).is_none(),
+                "{name} documented twice"
+            );
         }
     }
     for (name, off, size) in constants() {
-        let Some(&(doc_off, doc_size)) = rows.get(name) else { panic!("{name} is not documented in FORMAT.md") };
+        let Some(&(doc_off, doc_size)) = rows.get(name) else {
+            panic!("{name} is not documented in FORMAT.md")
+        };
         assert_eq!(doc_off, off, "offset of {name}");
         if let Some(size) = size {
             assert_eq!(doc_size, size, "size of {name}");
         }
     }
-    assert_eq!(rows.len(), constants().len(), "FORMAT.md documents a constant the test does not know");
+    assert_eq!(
+        rows.len(),
+        constants().len(),
+        "FORMAT.md documents a constant the test does not know"
+    );
 }
 
 #[test]

@@ -1,10 +1,14 @@
 //! Appending and replaying: by sequence, by topic, by time; readers see later
 //! appends; topic replay skips other topics; reopen keeps everything.
 
-use herald_core::log::{Durability, LogConfig, LogError, LogItem, ReadItem, Log, RecordRef};
+use herald_core::log::{Durability, Log, LogConfig, LogError, LogItem, ReadItem, RecordRef};
 
 fn cfg(segment_size: u64) -> LogConfig {
-    LogConfig { segment_size, durability: Durability::Never, ..LogConfig::default() }
+    LogConfig {
+        segment_size,
+        durability: Durability::Never,
+        ..LogConfig::default()
+    }
 }
 
 fn payload(seq: u64) -> Vec<u8> {
@@ -33,7 +37,9 @@ fn fill(log: &Log, n: u64, topics: u64, topic_seqs: &mut Vec<u64>) {
     }
 }
 
-fn records(items: impl Iterator<Item = Result<LogItem, LogError>>) -> Vec<herald_core::log::Record> {
+fn records(
+    items: impl Iterator<Item = Result<LogItem, LogError>>,
+) -> Vec<herald_core::log::Record> {
     items
         .map(|i| match i.expect("read") {
             LogItem::Record(r) => r,
@@ -61,7 +67,10 @@ fn replay_from_seq_returns_every_record_across_segments() {
     let mid = records(log.reader_from_seq(1234).unwrap());
     assert_eq!(mid.first().map(|r| r.seq), Some(1234));
     assert_eq!(mid.len(), 2000 - 1233);
-    assert!(matches!(log.reader_from_seq(2002), Err(LogError::OutOfRange { .. })));
+    assert!(matches!(
+        log.reader_from_seq(2002),
+        Err(LogError::OutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -89,7 +98,10 @@ fn reader_created_before_appends_sees_them() {
     }
     let topic1: Vec<_> = records(&mut t);
     assert_eq!(topic1.len(), 500);
-    assert!(topic1.iter().enumerate().all(|(i, r)| r.topic_id == 1 && r.topic_seq == i as u64 + 1));
+    assert!(topic1
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.topic_id == 1 && r.topic_seq == i as u64 + 1));
 }
 
 #[test]
@@ -129,13 +141,25 @@ fn topic_replay_visits_only_that_topics_records() {
         let seq = log.next_seq();
         let t = seq % 100;
         tseq[t as usize] += 1;
-        log.append(&RecordRef { seq, topic_id: t, topic_seq: tseq[t as usize], timestamp_ns: seq, origin: 0, event_type: b"e", payload: b"x" })
-            .unwrap();
+        log.append(&RecordRef {
+            seq,
+            topic_id: t,
+            topic_seq: tseq[t as usize],
+            timestamp_ns: seq,
+            origin: 0,
+            event_type: b"e",
+            payload: b"x",
+        })
+        .unwrap();
     }
     let mut r = log.reader_from_topic(0, 1);
     let got = records(&mut r);
     assert_eq!(got.len(), 100);
-    assert_eq!(r.records_visited(), 100, "must not visit other topics' records");
+    assert_eq!(
+        r.records_visited(),
+        100,
+        "must not visit other topics' records"
+    );
     // From the middle of the topic.
     let mut r = log.reader_from_topic(0, 51);
     let got = records(&mut r);
@@ -172,17 +196,49 @@ fn replay_from_time_starts_at_first_record_not_older() {
 fn append_rejects_out_of_order_input() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = Log::open(dir.path(), cfg(8192)).unwrap();
-    let rec = |seq, topic_seq, ts| RecordRef { seq, topic_id: 1, topic_seq, timestamp_ns: ts, origin: 0, event_type: b"e", payload: b"" };
+    let rec = |seq, topic_seq, ts| RecordRef {
+        seq,
+        topic_id: 1,
+        topic_seq,
+        timestamp_ns: ts,
+        origin: 0,
+        event_type: b"e",
+        payload: b"",
+    };
     log.append(&rec(1, 1, 100)).unwrap();
-    assert!(matches!(log.append(&rec(3, 2, 100)), Err(LogError::SequenceMismatch { expected: 2, got: 3 })));
-    assert!(matches!(log.append(&rec(2, 1, 100)), Err(LogError::TopicSequenceRegression { .. })));
-    assert!(matches!(log.append(&rec(2, 2, 99)), Err(LogError::TimestampRegression { .. })));
+    assert!(matches!(
+        log.append(&rec(3, 2, 100)),
+        Err(LogError::SequenceMismatch {
+            expected: 2,
+            got: 3
+        })
+    ));
+    assert!(matches!(
+        log.append(&rec(2, 1, 100)),
+        Err(LogError::TopicSequenceRegression { .. })
+    ));
+    assert!(matches!(
+        log.append(&rec(2, 2, 99)),
+        Err(LogError::TimestampRegression { .. })
+    ));
     let big = vec![0u8; 9000];
-    let r = RecordRef { payload: &big, ..rec(2, 2, 100) };
-    assert!(matches!(log.append(&r), Err(LogError::RecordTooLarge { .. })));
+    let r = RecordRef {
+        payload: &big,
+        ..rec(2, 2, 100)
+    };
+    assert!(matches!(
+        log.append(&r),
+        Err(LogError::RecordTooLarge { .. })
+    ));
     let long_type = [b'x'; 256];
-    let r = RecordRef { event_type: &long_type, ..rec(2, 2, 100) };
-    assert!(matches!(log.append(&r), Err(LogError::RecordTooLarge { .. })));
+    let r = RecordRef {
+        event_type: &long_type,
+        ..rec(2, 2, 100)
+    };
+    assert!(matches!(
+        log.append(&r),
+        Err(LogError::RecordTooLarge { .. })
+    ));
     log.append(&rec(2, 2, 100)).unwrap();
     assert_eq!(log.last_seq(), Some(2));
 }

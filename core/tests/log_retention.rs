@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_core::log::{Clock, Durability, Log, LogConfig, LogItem, ReadItem, RecordRef, Retention};
+use herald_core::log::{
+    Clock, Durability, Log, LogConfig, LogItem, ReadItem, RecordRef, Retention,
+};
 
 #[derive(Debug, Default)]
 struct ManualClock(AtomicU64);
@@ -19,7 +21,13 @@ impl Clock for ManualClock {
 const SEG: u64 = 4096;
 
 fn open(dir: &std::path::Path, retention: Retention, clock: Arc<ManualClock>) -> Log {
-    let cfg = LogConfig { segment_size: SEG, durability: Durability::Never, retention, clock, ..LogConfig::default() };
+    let cfg = LogConfig {
+        segment_size: SEG,
+        durability: Durability::Never,
+        retention,
+        clock,
+        ..LogConfig::default()
+    };
     Log::open(dir, cfg).unwrap().0
 }
 
@@ -52,12 +60,22 @@ fn ttl_deletes_segments_whose_newest_record_is_too_old() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::default());
     clock.0.store(1000 * SECOND, Ordering::SeqCst);
-    let log = open(dir.path(), Retention { max_age: Some(Duration::from_secs(60)), ..Default::default() }, clock.clone());
+    let log = open(
+        dir.path(),
+        Retention {
+            max_age: Some(Duration::from_secs(60)),
+            ..Default::default()
+        },
+        clock.clone(),
+    );
     fill(&log, &clock, 200); // several segments at t=1000s
     let before = segment_files(&log);
     assert!(before >= 4);
     clock.0.store(1030 * SECOND, Ordering::SeqCst);
-    assert!(log.enforce_retention().unwrap().deleted.is_empty(), "30 s old: kept");
+    assert!(
+        log.enforce_retention().unwrap().deleted.is_empty(),
+        "30 s old: kept"
+    );
     fill(&log, &clock, 100); // newer records at t=1030s
     clock.0.store(1070 * SECOND, Ordering::SeqCst);
     let r = log.enforce_retention().unwrap();
@@ -68,18 +86,37 @@ fn ttl_deletes_segments_whose_newest_record_is_too_old() {
     assert!(first > 150 && first <= 201, "first_seq {first}");
     // A reader from the start gets an explicit gap, then the records.
     let mut rd = log.reader_from_seq(1).unwrap();
-    assert_eq!(rd.next().map(Result::unwrap), Some(LogItem::Gap { from: 1, to: first - 1 }));
+    assert_eq!(
+        rd.next().map(Result::unwrap),
+        Some(LogItem::Gap {
+            from: 1,
+            to: first - 1
+        })
+    );
     assert!(matches!(rd.next(), Some(Ok(LogItem::Record(r))) if r.seq == first));
     // From time: records before the cut may have been that recent → gap first.
     let mut rt = log.reader_from_time(0).unwrap();
-    assert_eq!(rt.next().map(Result::unwrap), Some(LogItem::Gap { from: 1, to: first - 1 }));
+    assert_eq!(
+        rt.next().map(Result::unwrap),
+        Some(LogItem::Gap {
+            from: 1,
+            to: first - 1
+        })
+    );
 }
 
 #[test]
 fn byte_limit_keeps_at_least_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::default());
-    let log = open(dir.path(), Retention { max_bytes: Some(4 * SEG), ..Default::default() }, clock.clone());
+    let log = open(
+        dir.path(),
+        Retention {
+            max_bytes: Some(4 * SEG),
+            ..Default::default()
+        },
+        clock.clone(),
+    );
     fill(&log, &clock, 2000); // retention runs on every roll
     let n = segment_files(&log);
     assert!((4..=5).contains(&n), "{n} segments");
@@ -92,7 +129,14 @@ fn byte_limit_keeps_at_least_the_limit() {
 fn record_limit_keeps_at_least_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::default());
-    let log = open(dir.path(), Retention { max_records: Some(300), ..Default::default() }, clock.clone());
+    let log = open(
+        dir.path(),
+        Retention {
+            max_records: Some(300),
+            ..Default::default()
+        },
+        clock.clone(),
+    );
     fill(&log, &clock, 3000);
     let kept = log.next_seq() - log.first_seq();
     // Retention runs on each roll: at most one segment beyond the limit plus the tail (33 records each).
@@ -103,7 +147,14 @@ fn record_limit_keeps_at_least_the_limit() {
 fn segments_pinned_by_a_reader_or_a_floor_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::default());
-    let log = open(dir.path(), Retention { max_records: Some(10), ..Default::default() }, clock.clone());
+    let log = open(
+        dir.path(),
+        Retention {
+            max_records: Some(10),
+            ..Default::default()
+        },
+        clock.clone(),
+    );
     let reader = log.reader_from_seq(1).unwrap();
     fill(&log, &clock, 500);
     assert_eq!(log.first_seq(), 1, "a reader at seq 1 pins everything");
@@ -113,7 +164,11 @@ fn segments_pinned_by_a_reader_or_a_floor_are_kept() {
     drop(reader);
     let r = log.enforce_retention().unwrap();
     assert!(!r.deleted.is_empty() && r.blocked_by_pin);
-    assert!(log.first_seq() <= 250 && log.first_seq() > 1, "floor keeps seq 250: first {}", log.first_seq());
+    assert!(
+        log.first_seq() <= 250 && log.first_seq() > 1,
+        "floor keeps seq 250: first {}",
+        log.first_seq()
+    );
     assert_eq!(log.clear_retention_floor("consumer-a"), Some(250));
     log.enforce_retention().unwrap();
     assert!(log.first_seq() > 250);
@@ -123,7 +178,11 @@ fn segments_pinned_by_a_reader_or_a_floor_are_kept() {
 fn forced_deletion_reports_gaps_to_readers_and_floors() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::default());
-    let ret = Retention { max_records: Some(10), override_pins: true, ..Default::default() };
+    let ret = Retention {
+        max_records: Some(10),
+        override_pins: true,
+        ..Default::default()
+    };
     let log = open(dir.path(), ret, clock.clone());
     let mut seq_reader = log.reader_from_seq(1).unwrap();
     let mut topic_reader = log.reader_from_topic(1, 1);
@@ -133,12 +192,18 @@ fn forced_deletion_reports_gaps_to_readers_and_floors() {
     let first = log.first_seq();
     assert!(first > 400, "forced deletion ignores pins: first {first}");
     let _ = r; // deletions happened on the rolls; check the last report names nobody new
-    // The global reader: an explicit gap, then the records, none missing.
+               // The global reader: an explicit gap, then the records, none missing.
     let mut items = Vec::new();
     while let Some(i) = seq_reader.next_item() {
         items.push(i.unwrap().to_owned_item());
     }
-    assert_eq!(items[0], LogItem::Gap { from: 1, to: first - 1 });
+    assert_eq!(
+        items[0],
+        LogItem::Gap {
+            from: 1,
+            to: first - 1
+        }
+    );
     assert_eq!(items.len() as u64, 1 + 501 - first);
     // The topic reader (topic 1 = odd seqs, topic_seq = seq): a gap in topic sequences.
     match topic_reader.next_item() {
@@ -162,7 +227,11 @@ fn forced_deletion_names_the_overridden_holders() {
     let log = open(dir.path(), Retention::default(), clock.clone());
     fill(&log, &clock, 300);
     drop(log);
-    let ret = Retention { max_records: Some(10), override_pins: true, ..Default::default() };
+    let ret = Retention {
+        max_records: Some(10),
+        override_pins: true,
+        ..Default::default()
+    };
     let log = open(dir.path(), ret, clock.clone());
     log.set_retention_floor("consumer-c", 5);
     let r = log.enforce_retention().unwrap();

@@ -19,7 +19,12 @@ use libfuzzer_sys::fuzz_target;
 const SEG: u64 = 4096;
 
 fn cfg(repair: bool) -> LogConfig {
-    LogConfig { segment_size: SEG, durability: Durability::Never, repair, ..LogConfig::default() }
+    LogConfig {
+        segment_size: SEG,
+        durability: Durability::Never,
+        repair,
+        ..LogConfig::default()
+    }
 }
 
 fn scratch() -> &'static PathBuf {
@@ -46,7 +51,15 @@ fn valid_log(dir: &Path, n: u64) {
     for _ in 0..n {
         let seq = log.next_seq();
         let p = vec![seq as u8; (seq * 37 % 300) as usize];
-        let rec = RecordRef { seq, topic_id: seq % 3, topic_seq: seq, timestamp_ns: seq, origin: 0, event_type: b"fz", payload: &p };
+        let rec = RecordRef {
+            seq,
+            topic_id: seq % 3,
+            topic_seq: seq,
+            timestamp_ns: seq,
+            origin: 0,
+            event_type: b"fz",
+            payload: &p,
+        };
         log.append(&rec).unwrap();
     }
 }
@@ -76,7 +89,9 @@ fn check(dir: &Path, repair: bool) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let dir = scratch();
     reset(dir);
     match mode % 4 {
@@ -93,9 +108,13 @@ fuzz_target!(|data: &[u8]| {
         2 => {
             let n = rest.first().map_or(1, |&b| u64::from(b) % 64 + 1);
             valid_log(dir, n);
-            let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
             files.sort();
-            let mut contents: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+            let mut contents: Vec<Vec<u8>> =
+                files.iter().map(|f| std::fs::read(f).unwrap()).collect();
             for chunk in rest.get(1..).unwrap_or(&[]).chunks_exact(4) {
                 let which = chunk[0] as usize % contents.len();
                 let off = u16::from_le_bytes([chunk[1], chunk[2]]) as usize;

@@ -57,6 +57,9 @@ pub struct LogConfig {
     pub initial_seq: u64,
     /// Re-check each record's CRC when a reader returns it.
     pub verify_on_read: bool,
+    /// Prefault new segments (of 4 MiB or more) from a short-lived background
+    /// thread, taking page faults off the append path.
+    pub prefault: bool,
     /// File-system calls (tests inject failures here).
     pub io: Arc<dyn LogIo>,
     /// Clock for retention by age.
@@ -72,6 +75,7 @@ impl Default for LogConfig {
             repair: false,
             initial_seq: 1,
             verify_on_read: true,
+            prefault: true,
             io: Arc::new(StdIo),
             clock: Arc::new(SystemClock),
         }
@@ -81,17 +85,25 @@ impl Default for LogConfig {
 impl LogConfig {
     pub(crate) fn validate(&self) -> Result<(), LogError> {
         if self.segment_size < 4096 || self.segment_size > u64::from(u32::MAX) {
-            return Err(LogError::InvalidConfig("segment_size must be within 4 KiB ..= 4 GiB - 1"));
+            return Err(LogError::InvalidConfig(
+                "segment_size must be within 4 KiB ..= 4 GiB - 1",
+            ));
         }
         if self.segment_size % 8 != 0 {
-            return Err(LogError::InvalidConfig("segment_size must be a multiple of 8"));
+            return Err(LogError::InvalidConfig(
+                "segment_size must be a multiple of 8",
+            ));
         }
         if self.initial_seq == 0 || self.initial_seq == u64::MAX {
-            return Err(LogError::InvalidConfig("initial_seq must be within 1 ..= u64::MAX - 1"));
+            return Err(LogError::InvalidConfig(
+                "initial_seq must be within 1 ..= u64::MAX - 1",
+            ));
         }
         if let Durability::Interval(d) = self.durability {
             if d.is_zero() {
-                return Err(LogError::InvalidConfig("a zero sync interval: use Durability::Always"));
+                return Err(LogError::InvalidConfig(
+                    "a zero sync interval: use Durability::Always",
+                ));
             }
         }
         Ok(())

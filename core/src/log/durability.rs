@@ -39,7 +39,11 @@ pub(crate) struct GroupCommit {
 impl GroupCommit {
     pub(crate) fn new(durable: u64) -> Self {
         GroupCommit {
-            state: Mutex::new(State { durable, syncing: false, failed: false }),
+            state: Mutex::new(State {
+                durable,
+                syncing: false,
+                failed: false,
+            }),
             done: Condvar::new(),
             syncs: AtomicU64::new(0),
         }
@@ -110,7 +114,10 @@ impl Flusher {
                 }
             })
             .map_err(|e| LogError::io("starting the flusher thread", None, e))?;
-        Ok(Flusher { stop, handle: Some(handle) })
+        Ok(Flusher {
+            stop,
+            handle: Some(handle),
+        })
     }
 
     pub(crate) fn stop(&mut self) {

@@ -75,31 +75,69 @@ pub enum LogError {
 
 impl LogError {
     pub(crate) fn io(context: &'static str, path: Option<PathBuf>, source: io::Error) -> Self {
-        LogError::Io { context, path, source }
+        LogError::Io {
+            context,
+            path,
+            source,
+        }
     }
     pub(crate) fn corrupt(path: PathBuf, offset: u64, reason: impl Into<String>) -> Self {
-        LogError::Corrupt { path, offset, reason: reason.into() }
+        LogError::Corrupt {
+            path,
+            offset,
+            reason: reason.into(),
+        }
     }
 }
 
 impl fmt::Display for LogError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LogError::Io { context, path: Some(p), source } => write!(f, "{context} ({}): {source}", p.display()),
-            LogError::Io { context, path: None, source } => write!(f, "{context}: {source}"),
-            LogError::Corrupt { path, offset, reason } => {
-                write!(f, "corrupt log segment {} at offset {offset}: {reason}", path.display())
+            LogError::Io {
+                context,
+                path: Some(p),
+                source,
+            } => write!(f, "{context} ({}): {source}", p.display()),
+            LogError::Io {
+                context,
+                path: None,
+                source,
+            } => write!(f, "{context}: {source}"),
+            LogError::Corrupt {
+                path,
+                offset,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "corrupt log segment {} at offset {offset}: {reason}",
+                    path.display()
+                )
             }
             LogError::SequenceMismatch { expected, got } => {
-                write!(f, "record sequence {got} is not the next sequence {expected}")
+                write!(
+                    f,
+                    "record sequence {got} is not the next sequence {expected}"
+                )
             }
-            LogError::TopicSequenceRegression { topic_id, last, got } => {
+            LogError::TopicSequenceRegression {
+                topic_id,
+                last,
+                got,
+            } => {
                 write!(f, "topic {topic_id}: sequence {got} does not follow {last}")
             }
-            LogError::TimestampRegression { last, got } => write!(f, "timestamp {got} is older than {last}"),
-            LogError::RecordTooLarge { len, max } => write!(f, "record of {len} bytes exceeds {max}"),
+            LogError::TimestampRegression { last, got } => {
+                write!(f, "timestamp {got} is older than {last}")
+            }
+            LogError::RecordTooLarge { len, max } => {
+                write!(f, "record of {len} bytes exceeds {max}")
+            }
             LogError::OutOfRange { requested, next } => {
-                write!(f, "sequence {requested} is beyond the end of the log (next is {next})")
+                write!(
+                    f,
+                    "sequence {requested} is beyond the end of the log (next is {next})"
+                )
             }
             LogError::Poisoned => write!(f, "an earlier sync failed; reopen the log"),
             LogError::InvalidConfig(why) => write!(f, "invalid log configuration: {why}"),

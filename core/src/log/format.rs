@@ -96,11 +96,16 @@ fn put_u32(b: &mut [u8], off: usize, v: u32) {
 }
 
 /// Encodes a segment header.
-pub(crate) fn encode_segment_header(base_seq: u64, segment_size: u64, created_ns: u64) -> [u8; SEG_HEADER_LEN] {
+pub(crate) fn encode_segment_header(
+    base_seq: u64,
+    segment_size: u64,
+    created_ns: u64,
+) -> [u8; SEG_HEADER_LEN] {
     let mut h = [0u8; SEG_HEADER_LEN];
     h[SEG_MAGIC_OFF..SEG_MAGIC_OFF + 8].copy_from_slice(&SEG_MAGIC);
     h[SEG_VERSION_OFF..SEG_VERSION_OFF + 2].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    h[SEG_HEADER_LEN_OFF..SEG_HEADER_LEN_OFF + 2].copy_from_slice(&(SEG_HEADER_LEN as u16).to_le_bytes());
+    h[SEG_HEADER_LEN_OFF..SEG_HEADER_LEN_OFF + 2]
+        .copy_from_slice(&(SEG_HEADER_LEN as u16).to_le_bytes());
     put_u64(&mut h, SEG_BASE_SEQ_OFF, base_seq);
     put_u64(&mut h, SEG_SIZE_OFF, segment_size);
     put_u64(&mut h, SEG_CREATED_OFF, created_ns);
@@ -136,7 +141,10 @@ pub(crate) fn decode_segment_header(b: &[u8]) -> Result<SegmentHeader, &'static 
     if get_u16(b, SEG_HEADER_LEN_OFF) as usize != SEG_HEADER_LEN {
         return Err("unexpected header length");
     }
-    Ok(SegmentHeader { base_seq: get_u64(b, SEG_BASE_SEQ_OFF), segment_size: get_u64(b, SEG_SIZE_OFF) })
+    Ok(SegmentHeader {
+        base_seq: get_u64(b, SEG_BASE_SEQ_OFF),
+        segment_size: get_u64(b, SEG_SIZE_OFF),
+    })
 }
 
 /// The fields of a record header, decoded.
@@ -168,12 +176,21 @@ pub(crate) fn check_record(seg: &[u8], off: usize) -> Result<RecordHeader, Recor
 }
 
 /// [`check_record`], optionally skipping the CRC (bounds are always checked).
-pub(crate) fn check_record_with(seg: &[u8], off: usize, verify_crc: bool) -> Result<RecordHeader, RecordCheck> {
-    if off.checked_add(REC_HEADER_LEN).is_none_or(|e| e > seg.len()) {
+pub(crate) fn check_record_with(
+    seg: &[u8],
+    off: usize,
+    verify_crc: bool,
+) -> Result<RecordHeader, RecordCheck> {
+    if off
+        .checked_add(REC_HEADER_LEN)
+        .is_none_or(|e| e > seg.len())
+    {
         if seg[off.min(seg.len())..].iter().all(|&b| b == 0) {
             return Err(RecordCheck::Unwritten);
         }
-        return Err(RecordCheck::Invalid("record header runs past the end of the segment"));
+        return Err(RecordCheck::Invalid(
+            "record header runs past the end of the segment",
+        ));
     }
     let len = get_u32(seg, off + REC_LEN_OFF) as usize;
     let crc = get_u32(seg, off + REC_CRC_OFF);
@@ -181,18 +198,24 @@ pub(crate) fn check_record_with(seg: &[u8], off: usize, verify_crc: bool) -> Res
         return Err(RecordCheck::Unwritten);
     }
     if len < REC_HEADER_LEN {
-        return Err(RecordCheck::Invalid("record length shorter than the record header"));
+        return Err(RecordCheck::Invalid(
+            "record length shorter than the record header",
+        ));
     }
     if off + aligned(len) > seg.len() {
-        return Err(RecordCheck::Invalid("record runs past the end of the segment"));
+        return Err(RecordCheck::Invalid(
+            "record runs past the end of the segment",
+        ));
     }
     let type_len = seg[off + REC_TYPE_LEN_OFF] as usize;
     let payload_len = get_u32(seg, off + REC_PAYLOAD_LEN_OFF) as usize;
     if REC_HEADER_LEN + type_len + payload_len != len {
-        return Err(RecordCheck::Invalid("record length disagrees with type and payload lengths"));
+        return Err(RecordCheck::Invalid(
+            "record length disagrees with type and payload lengths",
+        ));
     }
     let body = &seg[off..off + len];
-    if verify_crc && crc32c::crc32c_append(crc32c::crc32c(&body[..4]), &body[8..]) != crc {
+    if verify_crc && record_crc(body) != crc {
         return Err(RecordCheck::Invalid("record CRC mismatch"));
     }
     Ok(RecordHeader {
@@ -207,8 +230,8 @@ pub(crate) fn check_record_with(seg: &[u8], off: usize, verify_crc: bool) -> Res
     })
 }
 
-/// Builds the fixed header of a record (CRC field left zero) and returns it
-/// with the CRC over header, type and payload.
+/// Builds the fixed header of a record with the CRC field left zero (the
+/// appender computes the CRC over the bytes once written: [`record_crc`]).
 pub(crate) fn encode_record_header(
     seq: u64,
     topic_id: u64,
@@ -217,7 +240,7 @@ pub(crate) fn encode_record_header(
     origin: u64,
     event_type: &[u8],
     payload: &[u8],
-) -> ([u8; REC_HEADER_LEN], u32) {
+) -> [u8; REC_HEADER_LEN] {
     let len = REC_HEADER_LEN + event_type.len() + payload.len();
     let mut h = [0u8; REC_HEADER_LEN];
     put_u32(&mut h, REC_LEN_OFF, len as u32);
@@ -228,12 +251,13 @@ pub(crate) fn encode_record_header(
     put_u64(&mut h, REC_ORIGIN_OFF, origin);
     h[REC_TYPE_LEN_OFF] = event_type.len() as u8;
     put_u32(&mut h, REC_PAYLOAD_LEN_OFF, payload.len() as u32);
-    let mut crc = crc32c::crc32c(&h[..4]);
-    crc = crc32c::crc32c_append(crc, &h[8..]);
-    crc = crc32c::crc32c_append(crc, event_type);
-    crc = crc32c::crc32c_append(crc, payload);
-    put_u32(&mut h, REC_CRC_OFF, crc);
-    (h, crc)
+    h
+}
+
+/// The CRC of a record's bytes `body` (`len` bytes, CRC field ignored).
+#[inline]
+pub(crate) fn record_crc(body: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&body[..REC_CRC_OFF]), &body[REC_SEQ_OFF..])
 }
 
 #[cfg(test)]
@@ -242,22 +266,36 @@ mod tests {
 
     #[test]
     fn encoded_record_passes_its_own_check() {
-        let (h, _) = encode_record_header(7, 1, 2, 3, 4, b"t", b"payload");
+        let h = encode_record_header(7, 1, 2, 3, 4, b"t", b"payload");
         let mut buf = vec![0u8; 128];
         buf[..REC_HEADER_LEN].copy_from_slice(&h);
         buf[REC_HEADER_LEN] = b't';
         buf[REC_HEADER_LEN + 1..REC_HEADER_LEN + 8].copy_from_slice(b"payload");
+        let crc = record_crc(&buf[..REC_HEADER_LEN + 8]);
+        buf[REC_CRC_OFF..REC_CRC_OFF + 4].copy_from_slice(&crc.to_le_bytes());
         let r = check_record(&buf, 0).expect("valid");
-        assert_eq!((r.seq, r.topic_id, r.topic_seq, r.timestamp_ns, r.origin), (7, 1, 2, 3, 4));
+        assert_eq!(
+            (r.seq, r.topic_id, r.topic_seq, r.timestamp_ns, r.origin),
+            (7, 1, 2, 3, 4)
+        );
         buf[REC_HEADER_LEN + 3] ^= 1;
-        assert!(matches!(check_record(&buf, 0), Err(RecordCheck::Invalid(_))));
+        assert!(matches!(
+            check_record(&buf, 0),
+            Err(RecordCheck::Invalid(_))
+        ));
         assert_eq!(check_record(&buf, 64), Err(RecordCheck::Unwritten));
     }
 
     #[test]
     fn segment_header_round_trips_and_rejects_flips() {
         let mut h = encode_segment_header(42, 1 << 20, 9);
-        assert_eq!(decode_segment_header(&h), Ok(SegmentHeader { base_seq: 42, segment_size: 1 << 20 }));
+        assert_eq!(
+            decode_segment_header(&h),
+            Ok(SegmentHeader {
+                base_seq: 42,
+                segment_size: 1 << 20
+            })
+        );
         h[20] ^= 0x10;
         assert!(decode_segment_header(&h).is_err());
     }

@@ -24,13 +24,13 @@ pub(crate) struct TopicEntries {
     pub(crate) entries: Vec<Entry>,
     /// Highest topic sequence removed by retention in this process (0: none).
     pub(crate) trimmed_through: u64,
-    /// Last topic sequence ever appended (survives trimming).
-    pub(crate) last_topic_seq: u64,
+    /// Last topic sequence ever appended (survives trimming); `None` before the first.
+    pub(crate) last_topic_seq: Option<u64>,
 }
 
-/// A multiplicative hasher for `u64` keys (topic ids are not attacker-chosen
-/// keys of a long-lived map exposed to the network... they are assigned by the
-/// broker), much cheaper than SipHash on the append path.
+/// A multiplicative hasher for `u64` keys, much cheaper than SipHash on the
+/// append path. Topic ids are assigned by the broker, not chosen by clients,
+/// so hash flooding is not a concern here.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct U64Hasher(u64);
 
@@ -60,14 +60,20 @@ pub(crate) struct TopicIndex {
 impl TopicIndex {
     /// Last topic sequence of `topic`, if it has ever had a record.
     pub(crate) fn last_topic_seq(&self, topic: u64) -> Option<u64> {
-        self.topics.get(&topic).map(|t| t.last_topic_seq)
+        self.topics.get(&topic).and_then(|t| t.last_topic_seq)
     }
 
     /// Adds a record; the caller has checked `topic_seq` increases.
     pub(crate) fn push(&mut self, topic: u64, topic_seq: u64, seq: u64) {
         let t = self.topics.entry(topic).or_default();
         t.entries.push(Entry { topic_seq, seq });
-        t.last_topic_seq = topic_seq;
+        t.last_topic_seq = Some(topic_seq);
+    }
+
+    /// The entries of `topic` (created empty if new), for a check-then-push
+    /// with a single hash lookup.
+    pub(crate) fn topic_mut(&mut self, topic: u64) -> &mut TopicEntries {
+        self.topics.entry(topic).or_default()
     }
 
     /// Drops entries with `seq < first_seq` (their segments were deleted).
@@ -84,7 +90,9 @@ impl TopicIndex {
     /// Copies up to `max` entries of `topic` with `topic_seq >= from` into `out`.
     /// Returns the topic's `trimmed_through`.
     pub(crate) fn fetch(&self, topic: u64, from: u64, max: usize, out: &mut Vec<Entry>) -> u64 {
-        let Some(t) = self.topics.get(&topic) else { return 0 };
+        let Some(t) = self.topics.get(&topic) else {
+            return 0;
+        };
         let start = t.entries.partition_point(|e| e.topic_seq < from);
         let end = (start + max).min(t.entries.len());
         out.extend_from_slice(&t.entries[start..end]);

@@ -48,7 +48,11 @@ pub struct StdIo;
 impl LogIo for StdIo {
     fn create_segment(&self, path: &Path, len: u64, header: &[u8]) -> io::Result<File> {
         use std::os::unix::fs::FileExt;
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
         preallocate(&file, len)?;
         file.write_all_at(header, 0)?;
         Ok(file)
@@ -78,7 +82,8 @@ impl LogIo for StdIo {
 pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     file.set_len(len)?;
-    let off_len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let off_len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `posix_fallocate` only reads its integer arguments; the fd is
     // open and owned by `file` for the duration of the call.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, off_len) };
@@ -102,6 +107,8 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ns(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
     }
 }

@@ -40,6 +40,7 @@ mod error;
 pub mod format;
 mod index;
 mod io;
+mod prefault;
 pub mod reader;
 mod recovery;
 mod retention;
@@ -62,7 +63,10 @@ pub use retention::{ForcedGap, RetentionReport};
 pub use verify::{dump_dir, verify_dir, VerifyIssue, VerifyReport};
 
 use durability::{Flusher, GroupCommit};
-use format::{aligned, encode_record_header, encode_segment_header, MAX_TYPE_LEN, REC_HEADER_LEN, SEG_HEADER_LEN};
+use format::{
+    aligned, encode_record_header, encode_segment_header, MAX_TYPE_LEN, REC_HEADER_LEN,
+    SEG_HEADER_LEN,
+};
 use index::TopicIndex;
 use retention::Pins;
 use segment::{segment_file_name, Segment};
@@ -162,8 +166,13 @@ impl Shared {
     /// retained segment after it if `seq` was deleted.
     pub(crate) fn locate(&self, seq: u64) -> Option<Arc<Segment>> {
         let segs = self.segments.read();
-        let start = segs.partition_point(|s| s.base_seq <= seq).saturating_sub(1);
-        segs[start..].iter().find(|s| !s.is_sealed() || seq < s.base_seq + s.count()).cloned()
+        let start = segs
+            .partition_point(|s| s.base_seq <= seq)
+            .saturating_sub(1);
+        segs[start..]
+            .iter()
+            .find(|s| !s.is_sealed() || seq < s.base_seq + s.count())
+            .cloned()
     }
 
     /// Syncs every committed byte; returns the sequence that is now durable.
@@ -171,8 +180,12 @@ impl Shared {
         let target = self.next_seq().saturating_sub(1);
         let pending: Vec<Arc<Segment>> = {
             let segs = self.segments.read();
-            let mut v: Vec<Arc<Segment>> =
-                segs.iter().rev().take_while(|s| s.synced.load(Ordering::Relaxed) < s.end() as u64 || !s.is_sealed()).cloned().collect();
+            let mut v: Vec<Arc<Segment>> = segs
+                .iter()
+                .rev()
+                .take_while(|s| s.synced.load(Ordering::Relaxed) < s.end() as u64 || !s.is_sealed())
+                .cloned()
+                .collect();
             v.reverse();
             v
         };
@@ -192,7 +205,6 @@ impl Shared {
         }
         Ok(target)
     }
-
 }
 
 /// Creates segment `base` in `dir`: a temporary file is preallocated and
@@ -206,17 +218,29 @@ fn create_segment(dir: &Path, cfg: &LogConfig, base: u64) -> Result<Arc<Segment>
         let p = p.to_path_buf();
         move |e| LogError::io(ctx, Some(p), e)
     };
-    let file = cfg.io.create_segment(&tmp, cfg.segment_size, &header).map_err(ioerr("creating a segment", &tmp))?;
+    let file = cfg
+        .io
+        .create_segment(&tmp, cfg.segment_size, &header)
+        .map_err(ioerr("creating a segment", &tmp))?;
     let durable = cfg.durability != Durability::Never;
     let result = (|| {
         if durable {
-            cfg.io.sync_file(&file).map_err(ioerr("syncing a new segment", &tmp))?;
+            cfg.io
+                .sync_file(&file)
+                .map_err(ioerr("syncing a new segment", &tmp))?;
         }
-        cfg.io.rename(&tmp, &path).map_err(ioerr("renaming a new segment", &path))?;
+        cfg.io
+            .rename(&tmp, &path)
+            .map_err(ioerr("renaming a new segment", &path))?;
         if durable {
-            cfg.io.sync_dir(dir).map_err(ioerr("syncing the log directory", dir))?;
+            cfg.io
+                .sync_dir(dir)
+                .map_err(ioerr("syncing the log directory", dir))?;
         }
-        memmap2::MmapOptions::new().len(cfg.segment_size as usize).map_raw(&file).map_err(ioerr("mapping a segment", &path))
+        memmap2::MmapOptions::new()
+            .len(cfg.segment_size as usize)
+            .map_raw(&file)
+            .map_err(ioerr("mapping a segment", &path))
     })();
     let map = match result {
         Ok(m) => m,
@@ -228,7 +252,11 @@ fn create_segment(dir: &Path, cfg: &LogConfig, base: u64) -> Result<Arc<Segment>
     };
     let seg = Segment::new(base, path, file, map);
     seg.synced.store(SEG_HEADER_LEN as u64, Ordering::Relaxed);
-    Ok(Arc::new(seg))
+    let seg = Arc::new(seg);
+    if cfg.prefault {
+        prefault::spawn(&seg);
+    }
+    Ok(seg)
 }
 
 /// The log. See the [module docs](self).
@@ -242,10 +270,14 @@ impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering it: see
     /// `docs/FORMAT.md`, "Recovery". Fails with [`LogError::Corrupt`] on
     /// corruption other than a torn tail unless `config.repair` is set.
-    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<(Log, RecoveryReport), LogError> {
+    pub fn open(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+    ) -> Result<(Log, RecoveryReport), LogError> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| LogError::io("creating the log directory", Some(dir.clone()), e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| LogError::io("creating the log directory", Some(dir.clone()), e))?;
         let rec = recovery::recover(&dir, &config)?;
         let mut report = rec.report;
         let mut segments = rec.segments;
@@ -261,12 +293,18 @@ impl Log {
                 seg
             }
         };
+        if config.prefault {
+            prefault::spawn(&tail);
+        }
         let first_seq = segments.first().map_or(next_seq, |s| s.base_seq);
         let shared = Arc::new(Shared {
             dir,
             config: config.clone(),
             segments: RwLock::new(segments),
-            writer: Mutex::new(Writer { tail, last_ts: rec.last_ts }),
+            writer: Mutex::new(Writer {
+                tail,
+                last_ts: rec.last_ts,
+            }),
             topics: RwLock::new(rec.topics),
             next_seq: AtomicU64::new(next_seq),
             first_seq: AtomicU64::new(first_seq),
@@ -333,13 +371,22 @@ impl Log {
         // Relaxed: only the appender (under `writer`) stores `next_seq`.
         let expected = sh.next_seq.load(Ordering::Relaxed);
         if rec.seq != expected {
-            return Err(LogError::SequenceMismatch { expected, got: rec.seq });
+            return Err(LogError::SequenceMismatch {
+                expected,
+                got: rec.seq,
+            });
         }
         if rec.timestamp_ns < w.last_ts {
-            return Err(LogError::TimestampRegression { last: w.last_ts, got: rec.timestamp_ns });
+            return Err(LogError::TimestampRegression {
+                last: w.last_ts,
+                got: rec.timestamp_ns,
+            });
         }
         if rec.event_type.len() > MAX_TYPE_LEN {
-            return Err(LogError::RecordTooLarge { len: rec.event_type.len(), max: MAX_TYPE_LEN });
+            return Err(LogError::RecordTooLarge {
+                len: rec.event_type.len(),
+                max: MAX_TYPE_LEN,
+            });
         }
         let len = REC_HEADER_LEN + rec.event_type.len() + rec.payload.len();
         let alloc = aligned(len);
@@ -347,21 +394,24 @@ impl Log {
         if alloc > max || len > u32::MAX as usize {
             return Err(LogError::RecordTooLarge { len: alloc, max });
         }
-        let mut topics = sh.topics.write();
-        if let Some(last) = topics.last_topic_seq(rec.topic_id) {
-            if rec.topic_seq <= last {
-                return Err(LogError::TopicSequenceRegression { topic_id: rec.topic_id, last, got: rec.topic_seq });
-            }
-        }
         let mut off = w.tail.end();
         if off + alloc > w.tail.size {
-            drop(topics);
             self.roll(&mut w, expected)?;
-            topics = sh.topics.write();
             off = w.tail.end();
         }
+        let mut topics = sh.topics.write();
+        let entries = topics.topic_mut(rec.topic_id);
+        if let Some(last) = entries.last_topic_seq {
+            if rec.topic_seq <= last {
+                return Err(LogError::TopicSequenceRegression {
+                    topic_id: rec.topic_id,
+                    last,
+                    got: rec.topic_seq,
+                });
+            }
+        }
         let seg = &w.tail;
-        let (header, _crc) = encode_record_header(
+        let header = encode_record_header(
             rec.seq,
             rec.topic_id,
             rec.topic_seq,
@@ -371,18 +421,31 @@ impl Log {
             rec.payload,
         );
         seg.write_at(off, &[&header, rec.event_type, rec.payload]);
+        // One pass over the contiguous bytes just written (cheaper than
+        // checksumming the pieces separately).
+        let crc = seg.unpublished_crc(off, len);
+        seg.write_at(off + format::REC_CRC_OFF, &[&crc.to_le_bytes()]);
         // Padding is already zero: the region past `end` is never written
         // except by appends, and recovery zeroes anything beyond the valid prefix.
         let idx = rec.seq - seg.base_seq;
         seg.publish(idx, off, off + alloc, rec.timestamp_ns);
-        topics.push(rec.topic_id, rec.topic_seq, rec.seq);
+        entries.entries.push(index::Entry {
+            topic_seq: rec.topic_seq,
+            seq: rec.seq,
+        });
+        entries.last_topic_seq = Some(rec.topic_seq);
         drop(topics);
         let segment_base = seg.base_seq;
         w.last_ts = rec.timestamp_ns;
         // Release: pairs with the Acquire in `Shared::next_seq` (sync leader,
         // `last_seq`, readers' range checks).
         sh.next_seq.store(expected + 1, Ordering::Release);
-        Ok(AppendInfo { seq: rec.seq, segment_base, offset: off as u64, len: alloc as u32 })
+        Ok(AppendInfo {
+            seq: rec.seq,
+            segment_base,
+            offset: off as u64,
+            len: alloc as u32,
+        })
     }
 
     /// Waits until every sequence `<= seq` is durable (group commit).
@@ -437,11 +500,18 @@ impl Log {
     pub fn reader_from_seq(&self, seq: u64) -> Result<LogReader, LogError> {
         let next = self.next_seq();
         if seq > next {
-            return Err(LogError::OutOfRange { requested: seq, next });
+            return Err(LogError::OutOfRange {
+                requested: seq,
+                next,
+            });
         }
         let mut pins = self.shared.pins.lock();
         let first = self.shared.first_seq();
-        let (start, gap) = if seq < first { (first, Some((seq, first - 1))) } else { (seq, None) };
+        let (start, gap) = if seq < first {
+            (first, Some((seq, first - 1)))
+        } else {
+            (seq, None)
+        };
         let pin = pins.register(start);
         drop(pins);
         Ok(LogReader::new(Arc::clone(&self.shared), start, gap, pin))
@@ -452,7 +522,10 @@ impl Log {
     pub fn reader_from_topic(&self, topic_id: u64, topic_seq: u64) -> TopicReader {
         let mut pins = self.shared.pins.lock();
         let mut first = Vec::new();
-        self.shared.topics.read().fetch(topic_id, topic_seq, 1, &mut first);
+        self.shared
+            .topics
+            .read()
+            .fetch(topic_id, topic_seq, 1, &mut first);
         let pin = pins.register(first.first().map_or(self.next_seq(), |e| e.seq));
         drop(pins);
         TopicReader::new(Arc::clone(&self.shared), topic_id, topic_seq, pin)
@@ -472,7 +545,9 @@ impl Log {
             let bytes = seg.committed(seg.end());
             let ts_at = |i: u64| {
                 let off = seg.offset_of(i) + format::REC_TIMESTAMP_OFF;
-                bytes.get(off..off + 8).map_or(u64::MAX, |b| format::get_u64(b, 0))
+                bytes
+                    .get(off..off + 8)
+                    .map_or(u64::MAX, |b| format::get_u64(b, 0))
             };
             let (mut lo, mut hi) = (0u64, count);
             while lo < hi {
@@ -489,8 +564,11 @@ impl Log {
         let first = self.shared.first_seq();
         let origin = self.shared.config.initial_seq;
         let deleted_last_ts = self.shared.pins.lock().deleted_last_ts;
-        let first_ts = segs.first().map_or(0, |s| s.first_ts.load(Ordering::Relaxed));
-        let maybe_deleted = first > origin && (ts_ns <= deleted_last_ts || (deleted_last_ts == 0 && ts_ns < first_ts));
+        let first_ts = segs
+            .first()
+            .map_or(0, |s| s.first_ts.load(Ordering::Relaxed));
+        let maybe_deleted = first > origin
+            && (ts_ns <= deleted_last_ts || (deleted_last_ts == 0 && ts_ns < first_ts));
         if maybe_deleted && start == first {
             return self.reader_from_seq(origin.min(first));
         }

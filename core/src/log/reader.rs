@@ -109,13 +109,21 @@ impl ReadItem<'_> {
     pub fn to_owned_item(&self) -> LogItem {
         match self {
             ReadItem::Record(r) => LogItem::Record(r.to_record()),
-            ReadItem::Gap { from, to } => LogItem::Gap { from: *from, to: *to },
+            ReadItem::Gap { from, to } => LogItem::Gap {
+                from: *from,
+                to: *to,
+            },
         }
     }
 }
 
 /// Reads record `idx` of `seg`, which must be committed, and checks it is `seq`.
-fn read_at<'a>(seg: &'a Segment, idx: u64, seq: u64, verify: bool) -> Result<RecordView<'a>, LogError> {
+fn read_at<'a>(
+    seg: &'a Segment,
+    idx: u64,
+    seq: u64,
+    verify: bool,
+) -> Result<RecordView<'a>, LogError> {
     let off = seg.offset_of(idx);
     let bytes = seg.committed(seg.end());
     let corrupt = |why: &str| LogError::corrupt(seg.path.clone(), off as u64, why);
@@ -159,8 +167,21 @@ enum Step {
 }
 
 impl LogReader {
-    pub(crate) fn new(shared: Arc<Shared>, next_seq: u64, pending_gap: Option<(u64, u64)>, pin: Arc<ReaderPin>) -> Self {
-        LogReader { shared, seg: None, idx: 0, next_seq, pending_gap, pin, visited: 0 }
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        next_seq: u64,
+        pending_gap: Option<(u64, u64)>,
+        pin: Arc<ReaderPin>,
+    ) -> Self {
+        LogReader {
+            shared,
+            seg: None,
+            idx: 0,
+            next_seq,
+            pending_gap,
+            pin,
+            visited: 0,
+        }
     }
 
     /// Sequence of the next record this reader will return.
@@ -251,7 +272,12 @@ pub struct TopicReader {
 }
 
 impl TopicReader {
-    pub(crate) fn new(shared: Arc<Shared>, topic: u64, from_topic_seq: u64, pin: Arc<ReaderPin>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        topic: u64,
+        from_topic_seq: u64,
+        pin: Arc<ReaderPin>,
+    ) -> Self {
         TopicReader {
             shared,
             topic,
@@ -276,7 +302,12 @@ impl TopicReader {
 
     fn refill(&mut self) -> Option<(u64, u64)> {
         self.scratch.clear();
-        let trimmed = self.shared.topics.read().fetch(self.topic, self.next_topic_seq, TOPIC_BATCH, &mut self.scratch);
+        let trimmed = self.shared.topics.read().fetch(
+            self.topic,
+            self.next_topic_seq,
+            TOPIC_BATCH,
+            &mut self.scratch,
+        );
         if trimmed >= self.next_topic_seq {
             let gap = (self.next_topic_seq, trimmed);
             self.next_topic_seq = trimmed + 1;
@@ -298,7 +329,10 @@ impl TopicReader {
         let mut gap: Option<(u64, u64)> = None;
         let e = loop {
             let e = *self.buf.front()?;
-            let held = self.seg.as_ref().is_some_and(|s| s.base_seq <= e.seq && e.seq < s.base_seq + s.count());
+            let held = self
+                .seg
+                .as_ref()
+                .is_some_and(|s| s.base_seq <= e.seq && e.seq < s.base_seq + s.count());
             if !held {
                 match self.shared.locate(e.seq) {
                     Some(seg) if seg.base_seq <= e.seq => self.seg = Some(seg),
@@ -319,7 +353,8 @@ impl TopicReader {
             break Some(e);
         };
         if let Some((from, to)) = gap {
-            self.pin.set(self.buf.front().map_or(self.shared.next_seq(), |e| e.seq));
+            self.pin
+                .set(self.buf.front().map_or(self.shared.next_seq(), |e| e.seq));
             return Some(Ok(ReadItem::Gap { from, to }));
         }
         let e = e?;
@@ -328,10 +363,19 @@ impl TopicReader {
         self.visited += 1;
         self.pin.set(self.buf.front().map_or(e.seq + 1, |n| n.seq));
         let seg = self.seg.as_deref()?;
-        let r = read_at(seg, e.seq - seg.base_seq, e.seq, self.shared.config.verify_on_read);
+        let r = read_at(
+            seg,
+            e.seq - seg.base_seq,
+            e.seq,
+            self.shared.config.verify_on_read,
+        );
         Some(r.and_then(|v| {
             if v.topic_id != self.topic || v.topic_seq != e.topic_seq {
-                Err(LogError::corrupt(seg.path.clone(), seg.offset_of(e.seq - seg.base_seq) as u64, "topic index disagrees with record"))
+                Err(LogError::corrupt(
+                    seg.path.clone(),
+                    seg.offset_of(e.seq - seg.base_seq) as u64,
+                    "topic index disagrees with record",
+                ))
             } else {
                 Ok(ReadItem::Record(v))
             }

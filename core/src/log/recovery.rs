@@ -69,9 +69,11 @@ pub(crate) type Listing = (Vec<(u64, PathBuf)>, Vec<PathBuf>);
 pub(crate) fn list_segments(dir: &Path) -> Result<Listing, LogError> {
     let mut segs = Vec::new();
     let mut tmps = Vec::new();
-    let rd = fs::read_dir(dir).map_err(|e| LogError::io("reading the log directory", Some(dir.into()), e))?;
+    let rd = fs::read_dir(dir)
+        .map_err(|e| LogError::io("reading the log directory", Some(dir.into()), e))?;
     for ent in rd {
-        let ent = ent.map_err(|e| LogError::io("reading the log directory", Some(dir.into()), e))?;
+        let ent =
+            ent.map_err(|e| LogError::io("reading the log directory", Some(dir.into()), e))?;
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
         if let Some(base) = parse_segment_file_name(name) {
@@ -90,7 +92,9 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
     let mut report = RecoveryReport::default();
     let (files, tmps) = list_segments(dir)?;
     for t in tmps {
-        cfg.io.remove(&t).map_err(|e| LogError::io("removing a temporary segment", Some(t.clone()), e))?;
+        cfg.io
+            .remove(&t)
+            .map_err(|e| LogError::io("removing a temporary segment", Some(t.clone()), e))?;
         report.removed_files.push(t);
     }
 
@@ -108,20 +112,30 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
             .write(true)
             .open(path)
             .map_err(|e| LogError::io("opening a segment", Some(path.clone()), e))?;
-        let len = file.metadata().map_err(|e| LogError::io("reading segment metadata", Some(path.clone()), e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| LogError::io("reading segment metadata", Some(path.clone()), e))?
+            .len();
         if len > u64::from(u32::MAX) {
             fail_or_cut(cfg, path, 0, "segment file larger than 4 GiB", &mut report)?;
             cut_from = Some(i);
             break;
         }
         if len < SEG_HEADER_LEN as u64 {
-            let small = fs::read(path).map_err(|e| LogError::io("reading a segment", Some(path.clone()), e))?;
+            let small = fs::read(path)
+                .map_err(|e| LogError::io("reading a segment", Some(path.clone()), e))?;
             if is_last && small.iter().all(|&b| b == 0) {
                 drop(file);
                 remove_unwritten(cfg, path, &mut report)?;
                 break;
             }
-            fail_or_cut(cfg, path, 0, "file shorter than the segment header", &mut report)?;
+            fail_or_cut(
+                cfg,
+                path,
+                0,
+                "file shorter than the segment header",
+                &mut report,
+            )?;
             cut_from = Some(i);
             break;
         }
@@ -147,13 +161,20 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
             }
         };
         if header.base_seq != *base {
-            fail_or_cut(cfg, path, 0, "base sequence in header differs from the file name", &mut report)?;
+            fail_or_cut(
+                cfg,
+                path,
+                0,
+                "base sequence in header differs from the file name",
+                &mut report,
+            )?;
             cut_from = Some(i);
             break;
         }
         if let Some(exp) = expected {
             if exp != *base {
-                let why = format!("sequence gap between segments: expected base {exp}, found {base}");
+                let why =
+                    format!("sequence gap between segments: expected base {exp}, found {base}");
                 fail_or_cut(cfg, path, 0, &why, &mut report)?;
                 cut_from = Some(i);
                 break;
@@ -167,13 +188,20 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
                 }
             }
             topics.push(h.topic_id, h.topic_seq, h.seq);
-            seg.publish(idx, off, off + super::format::aligned(h.len), h.timestamp_ns);
+            seg.publish(
+                idx,
+                off,
+                off + super::format::aligned(h.len),
+                h.timestamp_ns,
+            );
             idx += 1;
             Ok(())
         });
         let damaged = outcome.invalid.is_some() || outcome.dirty_end > outcome.end;
         if damaged {
-            let reason = outcome.invalid.unwrap_or("non-zero bytes after the last record");
+            let reason = outcome
+                .invalid
+                .unwrap_or("non-zero bytes after the last record");
             let torn_tail = is_last && !outcome.valid_after;
             if !torn_tail {
                 fail_or_cut(cfg, path, outcome.end as u64, reason, &mut report)?;
@@ -183,7 +211,9 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
             if cfg.durability != Durability::Never {
                 cfg.io
                     .sync_range(seg.map(), outcome.end, outcome.dirty_end - outcome.end)
-                    .map_err(|e| LogError::io("syncing a truncated segment", Some(path.clone()), e))?;
+                    .map_err(|e| {
+                        LogError::io("syncing a truncated segment", Some(path.clone()), e)
+                    })?;
             }
             report.truncated.push(Truncation {
                 path: path.clone(),
@@ -204,7 +234,9 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
     if let Some(from) = cut_from {
         for (_, path) in &files[from..] {
             if path.exists() {
-                cfg.io.remove(path).map_err(|e| LogError::io("removing a segment cut by repair", Some(path.clone()), e))?;
+                cfg.io.remove(path).map_err(|e| {
+                    LogError::io("removing a segment cut by repair", Some(path.clone()), e)
+                })?;
                 report.removed_files.push(path.clone());
             }
         }
@@ -221,32 +253,55 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
         // be durable yet; an append acknowledged later must not sit behind
         // a hole after a power loss.
         for s in &segments {
-            cfg.io.sync_file(&s.file).map_err(|e| LogError::io("syncing a recovered segment", Some(s.path.clone()), e))?;
+            cfg.io.sync_file(&s.file).map_err(|e| {
+                LogError::io("syncing a recovered segment", Some(s.path.clone()), e)
+            })?;
         }
         if !report.removed_files.is_empty() {
-            cfg.io.sync_dir(dir).map_err(|e| LogError::io("syncing the log directory", Some(dir.into()), e))?;
+            cfg.io
+                .sync_dir(dir)
+                .map_err(|e| LogError::io("syncing the log directory", Some(dir.into()), e))?;
         }
     }
     for s in &segments {
-        s.synced.store(s.end() as u64, std::sync::atomic::Ordering::Relaxed);
+        s.synced
+            .store(s.end() as u64, std::sync::atomic::Ordering::Relaxed);
     }
     let next_seq = expected.unwrap_or(cfg.initial_seq);
     report.segments = segments.len();
     report.first_seq = segments.first().map_or(next_seq, |s| s.base_seq);
     report.next_seq = next_seq;
     report.elapsed = started.elapsed();
-    Ok(Recovered { segments, topics, next_seq, last_ts, report })
+    Ok(Recovered {
+        segments,
+        topics,
+        next_seq,
+        last_ts,
+        report,
+    })
 }
 
 /// Removes a tail segment file that holds only zeros.
-fn remove_unwritten(cfg: &LogConfig, path: &Path, report: &mut RecoveryReport) -> Result<(), LogError> {
-    cfg.io.remove(path).map_err(|e| LogError::io("removing an unwritten segment", Some(path.to_path_buf()), e))?;
+fn remove_unwritten(
+    cfg: &LogConfig,
+    path: &Path,
+    report: &mut RecoveryReport,
+) -> Result<(), LogError> {
+    cfg.io
+        .remove(path)
+        .map_err(|e| LogError::io("removing an unwritten segment", Some(path.to_path_buf()), e))?;
     report.removed_files.push(path.to_path_buf());
     Ok(())
 }
 
 /// Without `repair`: the corruption error. With it: note the cut and go on.
-fn fail_or_cut(cfg: &LogConfig, path: &Path, offset: u64, why: &str, report: &mut RecoveryReport) -> Result<(), LogError> {
+fn fail_or_cut(
+    cfg: &LogConfig,
+    path: &Path,
+    offset: u64,
+    why: &str,
+    report: &mut RecoveryReport,
+) -> Result<(), LogError> {
     if !cfg.repair {
         return Err(LogError::corrupt(path.to_path_buf(), offset, why));
     }

@@ -47,7 +47,10 @@ impl Pins {
     }
     pub(crate) fn register(&mut self, seq: u64) -> Arc<ReaderPin> {
         self.next_reader_id += 1;
-        let pin = Arc::new(ReaderPin { id: self.next_reader_id, seq: AtomicU64::new(seq) });
+        let pin = Arc::new(ReaderPin {
+            id: self.next_reader_id,
+            seq: AtomicU64::new(seq),
+        });
         self.readers.retain(|w| w.strong_count() > 0);
         self.readers.push(Arc::downgrade(&pin));
         pin
@@ -55,7 +58,11 @@ impl Pins {
     /// `(holder, lowest needed seq)` for every live pin.
     fn holders(&mut self) -> Vec<(String, u64)> {
         self.readers.retain(|w| w.strong_count() > 0);
-        let mut v: Vec<(String, u64)> = self.floors.iter().map(|(k, &s)| (format!("floor:{k}"), s)).collect();
+        let mut v: Vec<(String, u64)> = self
+            .floors
+            .iter()
+            .map(|(k, &s)| (format!("floor:{k}"), s))
+            .collect();
         for r in self.readers.iter().filter_map(Weak::upgrade) {
             v.push((format!("reader:{}", r.id), r.get()));
         }
@@ -94,7 +101,10 @@ pub(crate) fn enforce(shared: &Shared) -> Result<RetentionReport, LogError> {
     let policy = shared.config.retention;
     let mut pins = shared.pins.lock();
     let segs = shared.segments.read().clone();
-    let mut report = RetentionReport { first_seq: shared.first_seq(), ..Default::default() };
+    let mut report = RetentionReport {
+        first_seq: shared.first_seq(),
+        ..Default::default()
+    };
     if segs.len() < 2 {
         return Ok(report);
     }
@@ -127,7 +137,11 @@ pub(crate) fn enforce(shared: &Shared) -> Result<RetentionReport, LogError> {
                 let from = (*s).max(seg.base_seq);
                 match forced.iter_mut().find(|f| &f.holder == h) {
                     Some(f) => f.to = last_seq - 1,
-                    None => forced.push(ForcedGap { holder: h.clone(), from, to: last_seq - 1 }),
+                    None => forced.push(ForcedGap {
+                        holder: h.clone(),
+                        from,
+                        to: last_seq - 1,
+                    }),
                 }
             }
         }
@@ -146,7 +160,9 @@ pub(crate) fn enforce(shared: &Shared) -> Result<RetentionReport, LogError> {
     shared.set_first_seq(new_first);
     shared.topics.write().trim_below(new_first);
     for seg in &segs[..n] {
-        pins.deleted_last_ts = pins.deleted_last_ts.max(seg.last_ts.load(Ordering::Relaxed));
+        pins.deleted_last_ts = pins
+            .deleted_last_ts
+            .max(seg.last_ts.load(Ordering::Relaxed));
         report.deleted_records += seg.count();
         report.deleted.push(seg.path.clone());
     }
@@ -154,7 +170,11 @@ pub(crate) fn enforce(shared: &Shared) -> Result<RetentionReport, LogError> {
     report.first_seq = new_first;
     report.forced = forced;
     for seg in &segs[..n] {
-        shared.config.io.remove(&seg.path).map_err(|e| LogError::io("removing a segment", Some(seg.path.clone()), e))?;
+        shared
+            .config
+            .io
+            .remove(&seg.path)
+            .map_err(|e| LogError::io("removing a segment", Some(seg.path.clone()), e))?;
     }
     shared
         .config

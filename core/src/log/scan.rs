@@ -68,8 +68,16 @@ pub(crate) fn scan_segment(
     }
     let end = off.min(bytes.len());
     let dirty_end = last_nonzero_end(bytes, end);
-    let valid_after = dirty_end > end && later_valid_record(bytes, end, dirty_end, base_seq.wrapping_add(records));
-    ScanOutcome { records, end, last_ts, invalid, dirty_end, valid_after }
+    let valid_after = dirty_end > end
+        && later_valid_record(bytes, end, dirty_end, base_seq.wrapping_add(records));
+    ScanOutcome {
+        records,
+        end,
+        last_ts,
+        invalid,
+        dirty_end,
+        valid_after,
+    }
 }
 
 /// The offset just past the last non-zero byte in `bytes[from..]`, or `from`.

@@ -142,15 +142,35 @@ impl Segment {
     /// Writes `parts` back to back at `off`. Appender only, past `end()`.
     pub(crate) fn write_at(&self, off: usize, parts: &[&[u8]]) {
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        assert!(off >= self.end() && off + total <= self.size, "write outside the free region");
+        assert!(
+            off >= self.end() && off + total <= self.size,
+            "write outside the free region"
+        );
         let mut at = off;
         for p in parts {
             // SAFETY: `at..at + p.len()` lies within the mapping (checked just
             // above) and beyond the published `end`, so no reader reads it and
             // no other writer exists (the caller holds the writer lock).
-            unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), self.map.as_mut_ptr().add(at), p.len()) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(p.as_ptr(), self.map.as_mut_ptr().add(at), p.len())
+            };
             at += p.len();
         }
+    }
+
+    /// CRC of the record just written at `off` (`len` bytes), not yet
+    /// published. Appender only.
+    pub(crate) fn unpublished_crc(&self, off: usize, len: usize) -> u32 {
+        assert!(
+            off >= self.end() && off + len <= self.size,
+            "read outside the free region"
+        );
+        // SAFETY: `off..off + len` is within the mapping (checked above) and
+        // past the published `end`: only the appender, which is the caller
+        // (holding the writer lock), writes or reads it, and it does not
+        // write it while this borrow lives.
+        let body = unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(off), len) };
+        super::format::record_crc(body)
     }
 
     /// Zeroes `from..to`. Recovery only (no reader exists yet), or appender past `end()`.

@@ -49,8 +49,12 @@ impl VerifyReport {
 }
 
 fn map_read_only(path: &Path) -> Result<Option<memmap2::Mmap>, LogError> {
-    let file = File::open(path).map_err(|e| LogError::io("opening a segment", Some(path.into()), e))?;
-    let len = file.metadata().map_err(|e| LogError::io("reading segment metadata", Some(path.into()), e))?.len();
+    let file =
+        File::open(path).map_err(|e| LogError::io("opening a segment", Some(path.into()), e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| LogError::io("reading segment metadata", Some(path.into()), e))?
+        .len();
     if len == 0 {
         return Ok(None);
     }
@@ -75,13 +79,20 @@ pub fn verify_dir(dir: impl AsRef<Path>) -> Result<VerifyReport, LogError> {
 
 /// Calls `f` for every valid record in `dir`, in sequence order, stopping at
 /// the first problem (which is returned in the report, as by [`verify_dir`]).
-pub fn dump_dir(dir: impl AsRef<Path>, mut f: impl FnMut(&RecordView<'_>)) -> Result<VerifyReport, LogError> {
+pub fn dump_dir(
+    dir: impl AsRef<Path>,
+    mut f: impl FnMut(&RecordView<'_>),
+) -> Result<VerifyReport, LogError> {
     let mut report = VerifyReport::default();
     walk(dir.as_ref(), &mut report, &mut f)?;
     Ok(report)
 }
 
-fn walk(dir: &Path, report: &mut VerifyReport, f: &mut dyn FnMut(&RecordView<'_>)) -> Result<(), LogError> {
+fn walk(
+    dir: &Path,
+    report: &mut VerifyReport,
+    f: &mut dyn FnMut(&RecordView<'_>),
+) -> Result<(), LogError> {
     let (files, _tmps) = list_segments(dir)?;
     let n = files.len();
     let mut expected: Option<u64> = None;
@@ -101,7 +112,11 @@ fn walk(dir: &Path, report: &mut VerifyReport, f: &mut dyn FnMut(&RecordView<'_>
         match decode_segment_header(bytes) {
             Ok(h) if h.base_seq == *base => {}
             Ok(_) => {
-                report.issues.push(issue(0, "base sequence in header differs from the file name", false));
+                report.issues.push(issue(
+                    0,
+                    "base sequence in header differs from the file name",
+                    false,
+                ));
                 return Ok(());
             }
             Err(why) => {
@@ -111,7 +126,11 @@ fn walk(dir: &Path, report: &mut VerifyReport, f: &mut dyn FnMut(&RecordView<'_>
         }
         if let Some(exp) = expected {
             if exp != *base {
-                report.issues.push(issue(0, &format!("sequence gap between segments: expected base {exp}"), false));
+                report.issues.push(issue(
+                    0,
+                    &format!("sequence gap between segments: expected base {exp}"),
+                    false,
+                ));
                 return Ok(());
             }
         }
@@ -126,7 +145,10 @@ fn walk(dir: &Path, report: &mut VerifyReport, f: &mut dyn FnMut(&RecordView<'_>
                 event_type: &bytes[body..body + h.type_len],
                 payload: &bytes[body + h.type_len..body + h.type_len + h.payload_len],
             };
-            if topic_last.get(&h.topic_id).is_some_and(|&l| h.topic_seq <= l) {
+            if topic_last
+                .get(&h.topic_id)
+                .is_some_and(|&l| h.topic_seq <= l)
+            {
                 return Err("topic sequence does not increase");
             }
             topic_last.insert(h.topic_id, h.topic_seq);
@@ -141,8 +163,14 @@ fn walk(dir: &Path, report: &mut VerifyReport, f: &mut dyn FnMut(&RecordView<'_>
         last_ts = outcome.last_ts;
         expected = Some(base + outcome.records);
         if outcome.invalid.is_some() || outcome.dirty_end > outcome.end {
-            let reason = outcome.invalid.unwrap_or("non-zero bytes after the last record");
-            report.issues.push(issue(outcome.end as u64, reason, is_last && !outcome.valid_after));
+            let reason = outcome
+                .invalid
+                .unwrap_or("non-zero bytes after the last record");
+            report.issues.push(issue(
+                outcome.end as u64,
+                reason,
+                is_last && !outcome.valid_after,
+            ));
             return Ok(());
         }
     }
