@@ -4,10 +4,12 @@
 //! No network code lives here. See `docs/ARCHITECTURE.md` for how the parts
 //! fit together.
 
+pub mod broker;
 pub mod log;
 pub mod ring;
 
 mod sync;
 
 
+pub use broker::{Broker, BrokerConfig, BrokerError, Delivery, Event, Filter, StartAt, Subscription};
 pub use ring::{Ring, RingConfig};

@@ -273,6 +273,22 @@ fn subscribe_at_replays_what_is_still_in_the_ring() {
 }
 
 #[test]
+fn subscribe_at_a_future_or_forgotten_sequence() {
+    let ring = Ring::new(RingConfig { capacity: 1024, max_record: 64, slots: None, first_seq: 100 }).unwrap();
+    let mut publisher = ring.publisher();
+    let mut early = ring.subscribe_at(90);
+    let mut future = ring.subscribe_at(102);
+    for _ in 0..3 {
+        publisher.publish(b"x").unwrap();
+    }
+    let mut buf = Vec::new();
+    assert_eq!(early.try_recv(&mut buf), Err(RecvError::Lagged(Lagged { missed_from: 90, next_available: 100 })));
+    assert_eq!(early.try_recv(&mut buf), Ok(100));
+    assert_eq!(future.try_recv(&mut buf), Ok(102));
+    assert_eq!(future.try_recv(&mut buf), Err(RecvError::Empty));
+}
+
+#[test]
 fn first_seq_offsets_every_sequence_number() {
     let ring = Ring::new(RingConfig { first_seq: 1_000, ..RingConfig { capacity: 1024, max_record: 64, slots: None, first_seq: 0 } }).unwrap();
     let mut sub = ring.subscribe();

@@ -235,12 +235,16 @@ impl Ring {
         Subscriber::new(self.shared.clone(), self.next_seq(), None)
     }
 
-    /// An untethered subscriber whose first read is record `seq` (if that
-    /// record was already overwritten, its first read reports [`Lagged`]).
-    /// `seq` is clamped to the next sequence to be published.
+    /// An untethered subscriber whose first read is record `seq`, which may
+    /// also be one not yet published (reads then wait for it). If `seq` was
+    /// already overwritten, or precedes the ring's `first_seq`, the first read
+    /// reports [`Lagged`] with exactly what is missing.
     pub fn subscribe_at(&self, seq: u64) -> Subscriber {
-        let seq = seq.clamp(self.shared.first_seq, self.next_seq());
-        Subscriber::new(self.shared.clone(), seq, None)
+        let mut sub = Subscriber::new(self.shared.clone(), seq.max(self.shared.first_seq), None);
+        if seq < self.shared.first_seq {
+            sub.set_pending_lag(Lagged { missed_from: seq, next_available: self.shared.first_seq });
+        }
+        sub
     }
 
     /// A tethered (lossless) subscriber that starts with the next record

@@ -26,6 +26,8 @@ pub struct Subscriber {
     /// Index of our cursor in the tether registry, if tethered.
     tether: Option<usize>,
     wait: WaitStrategy,
+    /// A lag to report before reading (from `Ring::subscribe_at`).
+    pending_lag: Option<Lagged>,
 }
 
 /// What one attempt to read the record at the cursor found.
@@ -41,7 +43,18 @@ enum Fetch {
 impl Subscriber {
     pub(crate) fn new(shared: Arc<Shared>, next: u64, tether: Option<usize>) -> Self {
         let scratch = vec![0u8; shared.max_record as usize].into_boxed_slice();
-        Self { shared, next, scratch, tether, wait: WaitStrategy::default() }
+        Self { shared, next, scratch, tether, wait: WaitStrategy::default(), pending_lag: None }
+    }
+
+    pub(crate) fn set_pending_lag(&mut self, lag: Lagged) {
+        self.pending_lag = Some(lag);
+    }
+
+    /// Waits (per the wait strategy) until a record at the cursor has been
+    /// claimed, or `timeout` passes; returns whether one was. A read may still
+    /// find it uncommitted for a moment: call it in a loop with `try_read`.
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        self.wait_for_data(timeout.map(|t| Instant::now() + t))
     }
 
     /// Sets how [`recv`](Self::recv) and friends wait for data.
@@ -148,7 +161,7 @@ impl Subscriber {
     /// Has a record at our cursor at least been claimed? SeqCst: the load side
     /// of the pair with the publisher's SeqCst claim (wake-up protocol).
     fn data_claimed(&self) -> bool {
-        self.shared.head.load(Ordering::SeqCst).0 != self.next
+        self.pending_lag.is_some() || self.shared.head.load(Ordering::SeqCst).0 > self.next
     }
 
     fn wait_for_data(&self, deadline: Option<Instant>) -> bool {
@@ -157,6 +170,9 @@ impl Subscriber {
 
     /// One attempt to read the record at `self.next`.
     fn fetch(&mut self) -> Fetch {
+        if let Some(lag) = self.pending_lag.take() {
+            return Fetch::Lagged(lag);
+        }
         let shared = &*self.shared;
         let seq = self.next;
         let slot = shared.slot(seq);

@@ -1,0 +1,97 @@
+//! Broker counters and the publish→deliver latency histogram.
+//!
+//! Counters are relaxed atomics. Latencies are recorded by each subscription
+//! into its own histogram and merged into the broker's every 1024 deliveries
+//! and when the subscription is dropped, so delivery takes no shared lock.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+
+/// A point-in-time copy of the broker's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetricsSnapshot {
+    /// Events published.
+    pub published: u64,
+    /// Events delivered to subscriptions (each subscription counts).
+    pub delivered: u64,
+    /// Times a subscription was lapped on the ring and fell back to the log.
+    pub lagged_fallbacks: u64,
+    /// Gap notices delivered.
+    pub gaps: u64,
+    /// Events delivered from the log rather than the ring.
+    pub replayed: u64,
+    /// Subscriptions currently open.
+    pub active_subscribers: u64,
+    /// Publish→deliver latency percentiles, nanoseconds (wall clock).
+    pub latency_p50_ns: u64,
+    /// 95th percentile.
+    pub latency_p95_ns: u64,
+    /// 99th percentile.
+    pub latency_p99_ns: u64,
+    /// Maximum.
+    pub latency_max_ns: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    published: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) lagged_fallbacks: AtomicU64,
+    pub(crate) gaps: AtomicU64,
+    pub(crate) replayed: AtomicU64,
+    pub(crate) active: AtomicI64,
+    latency: Mutex<Histogram<u64>>,
+}
+
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    // 1 ns .. 1 hour, 3 significant digits; values outside are saturated.
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("static histogram bounds are valid")
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            published: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            lagged_fallbacks: AtomicU64::new(0),
+            gaps: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+            active: AtomicI64::new(0),
+            latency: Mutex::new(new_histogram()),
+        }
+    }
+}
+
+impl Metrics {
+    pub(crate) fn published(&self) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn merge_latency(&self, local: &mut Histogram<u64>) {
+        if local.is_empty() {
+            return;
+        }
+        // Same bounds on both sides: `add` cannot fail.
+        let _ = self.latency.lock().add(&*local);
+        local.reset();
+    }
+
+    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+        let h = self.latency.lock();
+        let q = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+        MetricsSnapshot {
+            published: self.published.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            lagged_fallbacks: self.lagged_fallbacks.load(Ordering::Relaxed),
+            gaps: self.gaps.load(Ordering::Relaxed),
+            replayed: self.replayed.load(Ordering::Relaxed),
+            active_subscribers: self.active.load(Ordering::Relaxed).max(0) as u64,
+            latency_p50_ns: q(0.5),
+            latency_p95_ns: q(0.95),
+            latency_p99_ns: q(0.99),
+            latency_max_ns: if h.is_empty() { 0 } else { h.max() },
+        }
+    }
+}

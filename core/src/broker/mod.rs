@@ -1,0 +1,513 @@
+//! The broker: topics, per-topic and global sequences, filtered subscriptions
+//! that hand off seamlessly between the log and the ring, durable consumers,
+//! presence, metrics.
+//!
+//! # Publishing
+//! A publish takes the broker's publish lock, assigns the next global
+//! sequence (the log's) and the topic's next sequence, appends to the log,
+//! then copies the event into the ring, and releases the lock. Every event is
+//! thus in the log before it can be seen live, and the ring's sequence equals
+//! the global sequence.
+//!
+//! What the publisher's `Ok` means per [`Durability`](crate::log::Durability):
+//! - `Never` / `Interval`: the event is in the log's memory map (it survives a
+//!   crash of this process, not a power loss until the next sync) and has been
+//!   offered to live subscribers.
+//! - `Always`: additionally synced to stable storage before `publish` returns
+//!   (group commit). Live subscribers may receive it *before* the sync
+//!   completes; if the sync fails, `publish` returns the error and the log
+//!   refuses further appends.
+//!
+//! # Subscribing
+//! See [`Subscription`]: a subscriber reads the log until it catches up, then
+//! the ring; if it is lapped on the ring it returns to the log and catches up
+//! again, by itself. Only records deleted by retention are ever missed, and
+//! those arrive as an explicit [`Gap`].
+
+pub mod checkpoint;
+mod event;
+mod filter;
+mod metrics;
+pub mod presence;
+mod subscription;
+mod topics;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use crate::log::{Log, LogConfig, LogError, RecordRef};
+use crate::ring::{self, Ring, RingConfig};
+
+pub use event::{Delivery, DeliveryRef, Event, EventRef, Gap, MAX_CORRELATION_LEN, MAX_TYPE_LEN};
+pub use filter::{Filter, TopicPattern};
+pub use metrics::MetricsSnapshot;
+pub use subscription::{StartAt, Subscription};
+pub use topics::{validate_topic, MAX_TOPIC_LEN};
+
+use event::{ring_header, validate_correlation, validate_type, Fields, RING_HEADER};
+use metrics::Metrics;
+use topics::{Registry, Topic};
+
+/// How to open a [`Broker`].
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Directory for the log, the topic registry and consumer checkpoints.
+    pub data_dir: PathBuf,
+    /// Bytes of the in-memory ring (a power of two).
+    pub ring_capacity: usize,
+    /// Largest payload accepted, in bytes.
+    pub max_payload: usize,
+    /// The log's settings (segment size, durability, retention).
+    pub log: LogConfig,
+    /// Presence sessions expire after this long without a heartbeat.
+    pub presence_ttl: Duration,
+}
+
+impl BrokerConfig {
+    /// Embedded defaults: a 16 MiB ring, payloads up to 1 MiB, the log's
+    /// defaults (64 MiB segments, sync every 100 ms), 30 s presence expiry.
+    pub fn new(data_dir: impl Into<PathBuf>) -> BrokerConfig {
+        BrokerConfig {
+            data_dir: data_dir.into(),
+            ring_capacity: 16 << 20,
+            max_payload: 1 << 20,
+            log: LogConfig::default(),
+            presence_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a broker call failed.
+#[derive(Debug)]
+pub enum BrokerError {
+    /// A topic name or pattern breaks the naming rules.
+    InvalidTopic {
+        /// The offending name.
+        name: String,
+        /// Which rule.
+        why: &'static str,
+    },
+    /// A filter that cannot select anything sensible.
+    InvalidFilter(&'static str),
+    /// An event type breaks the rules (see [`MAX_TYPE_LEN`]).
+    InvalidEventType(String),
+    /// A correlation id breaks the rules (see [`MAX_CORRELATION_LEN`]).
+    InvalidCorrelation(String),
+    /// A payload larger than [`BrokerConfig::max_payload`].
+    PayloadTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A start position that needs a single exact topic in the filter.
+    NeedsSingleTopic,
+    /// No durable consumer of that name exists.
+    UnknownConsumer(String),
+    /// `ack` on a subscription that is not a durable consumer's.
+    NotAConsumer,
+    /// An acknowledgement of an event that was not delivered.
+    Ack(checkpoint::AckError),
+    /// A consumer checkpoint failure.
+    Checkpoint(checkpoint::CheckpointError),
+    /// A presence failure.
+    Presence(presence::PresenceError),
+    /// The log failed.
+    Log(LogError),
+    /// A file-system call failed.
+    Io {
+        /// What the broker was doing.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The topic registry file is corrupt.
+    CorruptRegistry {
+        /// The file.
+        path: PathBuf,
+        /// The first bad line (1-based).
+        line: usize,
+    },
+    /// The configuration cannot work.
+    InvalidConfig(String),
+}
+
+impl fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidTopic { name, why } => write!(f, "invalid topic {name:?}: {why}"),
+            Self::InvalidFilter(why) => write!(f, "invalid filter: {why}"),
+            Self::InvalidEventType(t) => {
+                write!(f, "invalid event type {t:?}: 1 to {MAX_TYPE_LEN} bytes of letters, digits, '_', '.', ':', '-'")
+            }
+            Self::InvalidCorrelation(c) => {
+                write!(f, "invalid correlation id {c:?}: up to {MAX_CORRELATION_LEN} printable ASCII characters")
+            }
+            Self::PayloadTooLarge { len, max } => write!(f, "payload of {len} bytes exceeds the limit of {max}"),
+            Self::NeedsSingleTopic => write!(f, "this start position needs a filter naming exactly one topic"),
+            Self::UnknownConsumer(name) => write!(f, "no durable consumer named {name:?}"),
+            Self::NotAConsumer => write!(f, "only a durable consumer's subscription can acknowledge"),
+            Self::Ack(e) => write!(f, "acknowledgement refused: {e}"),
+            Self::Checkpoint(e) => write!(f, "consumer checkpoint: {e}"),
+            Self::Presence(e) => write!(f, "presence: {e}"),
+            Self::Log(e) => write!(f, "log: {e}"),
+            Self::Io { what, path, source } => write!(f, "{what} ({}): {source}", path.display()),
+            Self::CorruptRegistry { path, line } => {
+                write!(f, "topic registry {} is corrupt at line {line}", path.display())
+            }
+            Self::InvalidConfig(why) => write!(f, "invalid broker configuration: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for BrokerError {}
+
+impl From<LogError> for BrokerError {
+    fn from(e: LogError) -> Self {
+        BrokerError::Log(e)
+    }
+}
+
+impl From<checkpoint::CheckpointError> for BrokerError {
+    fn from(e: checkpoint::CheckpointError) -> Self {
+        BrokerError::Checkpoint(e)
+    }
+}
+
+impl From<checkpoint::AckError> for BrokerError {
+    fn from(e: checkpoint::AckError) -> Self {
+        BrokerError::Ack(e)
+    }
+}
+
+impl From<presence::PresenceError> for BrokerError {
+    fn from(e: presence::PresenceError) -> Self {
+        BrokerError::Presence(e)
+    }
+}
+
+/// Options of one publish.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishOptions<'a> {
+    /// Who published (device or user id), for "not my own events" filters.
+    pub origin: u64,
+    /// Correlation id, carried to subscribers.
+    pub correlation: Option<&'a str>,
+}
+
+/// The sequences a published event got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Global sequence.
+    pub seq: u64,
+    /// Sequence within its topic.
+    pub topic_seq: u64,
+}
+
+/// State behind the publish lock.
+#[derive(Debug)]
+struct PublishState {
+    ring: ring::Publisher,
+    last_ts: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    config: BrokerConfig,
+    pub(crate) log: Log,
+    pub(crate) ring: Ring,
+    pub(crate) topics: Registry,
+    publish: Mutex<PublishState>,
+    pub(crate) metrics: Metrics,
+    pub(crate) checkpoints: checkpoint::CheckpointStore,
+    pub(crate) presence: presence::Presence,
+}
+
+/// The broker. Cheap to clone; every clone is the same broker.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Broker {
+    /// Opens (creating or recovering) the broker's data directory.
+    pub fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        if config.max_payload == 0 {
+            return Err(BrokerError::InvalidConfig("max_payload must be positive".into()));
+        }
+        let dir = config.data_dir.clone();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| BrokerError::Io { what: "creating the data directory", path: dir.clone(), source: e })?;
+        let (log, _report) = Log::open(dir.join("log"), config.log.clone())?;
+        let max_record = RING_HEADER + MAX_TYPE_LEN + MAX_CORRELATION_LEN + config.max_payload;
+        let ring = Ring::new(RingConfig {
+            capacity: config.ring_capacity,
+            max_record,
+            slots: None,
+            first_seq: log.next_seq(),
+        })
+        .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+        let topics = Registry::open(&dir, |id| log.last_topic_seq(id))?;
+        let checkpoints = checkpoint::CheckpointStore::open(&dir.join("consumers"))?;
+        for name in checkpoints.names() {
+            if let Some(seq) = checkpoints.get(&name) {
+                log.set_retention_floor(&consumer_floor(&name), seq + 1);
+            }
+        }
+        let presence = presence::Presence::new(config.presence_ttl);
+        let publish = Mutex::new(PublishState { ring: ring.publisher(), last_ts: 0 });
+        let inner = Inner { config, log, ring, topics, publish, metrics: Metrics::default(), checkpoints, presence };
+        Ok(Broker { inner: Arc::new(inner) })
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.config.data_dir
+    }
+
+    /// A publisher for `topic` (registered on first use). Publishing through it
+    /// does no lookup.
+    pub fn publisher(&self, topic: &str) -> Result<TopicPublisher, BrokerError> {
+        let topic = self.inner.topics.get_or_create(topic, false)?;
+        Ok(TopicPublisher { inner: self.inner.clone(), topic })
+    }
+
+    /// Publishes one event to `topic` (a lookup per call; see [`Broker::publisher`]).
+    pub fn publish(&self, topic: &str, event_type: &str, payload: &[u8]) -> Result<Published, BrokerError> {
+        self.publisher(topic)?.publish(event_type, payload, PublishOptions::default())
+    }
+
+    /// Subscribes with `filter`, starting at `start`.
+    pub fn subscribe(&self, filter: Filter, start: StartAt) -> Result<Subscription, BrokerError> {
+        Subscription::new(self.inner.clone(), filter, start, None)
+    }
+
+    /// Subscribes as the durable consumer `name`: resumes after its
+    /// checkpoint, or at `first_time` if the consumer is new. Acknowledge
+    /// with [`Subscription::ack`] / [`Subscription::ack_up_to`].
+    pub fn subscribe_consumer(&self, name: &str, filter: Filter, first_time: StartAt) -> Result<Subscription, BrokerError> {
+        checkpoint::validate_name(name)?;
+        let start = match self.inner.checkpoints.get(name) {
+            Some(seq) => StartAt::Seq(seq + 1),
+            None => first_time,
+        };
+        Subscription::new(self.inner.clone(), filter, start, Some(name.to_owned()))
+    }
+
+    /// The last acknowledged global sequence of a durable consumer.
+    pub fn consumer_checkpoint(&self, name: &str) -> Result<u64, BrokerError> {
+        self.inner.checkpoints.get(name).ok_or_else(|| BrokerError::UnknownConsumer(name.to_owned()))
+    }
+
+    /// Acknowledges everything up to `seq` for the durable consumer `name`
+    /// (for clients that track delivery themselves, e.g. over HTTP).
+    pub fn ack_consumer(&self, name: &str, seq: u64) -> Result<(), BrokerError> {
+        checkpoint::validate_name(name)?;
+        self.inner.commit_checkpoint(name, seq)
+    }
+
+    /// Forgets a durable consumer and releases what retention kept for it.
+    pub fn remove_consumer(&self, name: &str) -> Result<(), BrokerError> {
+        if self.inner.checkpoints.remove(name)?.is_none() {
+            return Err(BrokerError::UnknownConsumer(name.to_owned()));
+        }
+        self.inner.log.clear_retention_floor(&consumer_floor(name));
+        Ok(())
+    }
+
+    /// A doorbell (eventfd) for event loops; arm it with [`Subscription::arm`].
+    pub fn doorbell(&self) -> std::io::Result<ring::Doorbell> {
+        self.inner.ring.doorbell()
+    }
+
+    /// Counters and latency percentiles.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.metrics.snapshot()
+    }
+
+    /// The next global sequence to be assigned.
+    pub fn next_seq(&self) -> u64 {
+        self.inner.log.next_seq()
+    }
+
+    /// Names of every registered topic.
+    pub fn topics(&self) -> Vec<String> {
+        self.inner.topics.all().iter().map(|t| t.name.to_string()).collect()
+    }
+
+    /// Syncs the log to stable storage.
+    pub fn flush(&self) -> Result<(), BrokerError> {
+        Ok(self.inner.log.sync()?)
+    }
+
+    /// Flushes and closes. Other clones and live subscriptions keep the
+    /// files open until they are dropped.
+    pub fn close(self) -> Result<(), BrokerError> {
+        self.flush()
+    }
+
+    /// Registers a presence session on `topic` (heartbeat with
+    /// [`Broker::presence_heartbeat`]); publishes `presence.join` on
+    /// `$presence.<topic>` when the session is new.
+    pub fn presence_join(
+        &self,
+        topic: &str,
+        client_id: &str,
+        user: &str,
+        device: &str,
+        metadata: &str,
+    ) -> Result<(), BrokerError> {
+        validate_topic(topic)?;
+        let change = self.inner.presence.join(topic, client_id, user, device, metadata, now_ns())?;
+        if let presence::PresenceChange::Joined(s) = change {
+            self.publish_presence(presence::PresenceKind::Join, topic, &s)?;
+        }
+        Ok(())
+    }
+
+    /// Refreshes a presence session.
+    pub fn presence_heartbeat(&self, topic: &str, client_id: &str) -> Result<(), BrokerError> {
+        Ok(self.inner.presence.heartbeat(topic, client_id, now_ns())?)
+    }
+
+    /// Ends a presence session; publishes `presence.leave`.
+    pub fn presence_leave(&self, topic: &str, client_id: &str) -> Result<bool, BrokerError> {
+        match self.inner.presence.leave(topic, client_id, now_ns()) {
+            Some(s) => {
+                self.publish_presence(presence::PresenceKind::Leave, topic, &s)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Expires sessions without a recent heartbeat (publishing
+    /// `presence.expire` for each); call it periodically. Returns how many.
+    pub fn presence_expire(&self) -> Result<usize, BrokerError> {
+        let expired = self.inner.presence.expire(now_ns());
+        for (topic, s) in &expired {
+            self.publish_presence(presence::PresenceKind::Expire, topic, s)?;
+        }
+        Ok(expired.len())
+    }
+
+    /// Who is present on `topic`.
+    pub fn presence(&self, topic: &str) -> Vec<presence::Session> {
+        self.inner.presence.list(topic)
+    }
+
+    fn publish_presence(&self, kind: presence::PresenceKind, topic: &str, s: &presence::Session) -> Result<(), BrokerError> {
+        let (event_type, payload) = presence::presence_event(kind, topic, s);
+        let system = self.inner.topics.get_or_create(&format!("$presence.{topic}"), true)?;
+        TopicPublisher { inner: self.inner.clone(), topic: system }.publish(&event_type, &payload, PublishOptions::default())?;
+        Ok(())
+    }
+}
+
+/// The retention floor name that keeps a consumer's unread records.
+fn consumer_floor(name: &str) -> String {
+    format!("consumer:{name}")
+}
+
+impl Inner {
+    pub(crate) fn commit_checkpoint(&self, name: &str, seq: u64) -> Result<(), BrokerError> {
+        let sync = self.config.log.durability == crate::log::Durability::Always;
+        self.checkpoints.commit(name, seq, sync)?;
+        self.log.set_retention_floor(&consumer_floor(name), seq + 1);
+        Ok(())
+    }
+}
+
+/// Publishes to one topic. Cheap to clone; usable from any thread.
+#[derive(Debug, Clone)]
+pub struct TopicPublisher {
+    inner: Arc<Inner>,
+    topic: Arc<Topic>,
+}
+
+impl TopicPublisher {
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic.name
+    }
+
+    /// Publishes an event; returns its global and topic sequences.
+    pub fn publish(&self, event_type: &str, payload: &[u8], options: PublishOptions<'_>) -> Result<Published, BrokerError> {
+        validate_type(event_type)?;
+        let correlation = options.correlation.unwrap_or("");
+        validate_correlation(correlation)?;
+        let max = self.inner.config.max_payload;
+        if payload.len() > max {
+            return Err(BrokerError::PayloadTooLarge { len: payload.len(), max });
+        }
+        // The log's type field: type, then NUL and the correlation id if any.
+        let mut type_field = [0u8; MAX_TYPE_LEN + 1 + MAX_CORRELATION_LEN];
+        let type_len = {
+            let mut n = event_type.len();
+            type_field[..n].copy_from_slice(event_type.as_bytes());
+            if !correlation.is_empty() {
+                type_field[n] = 0;
+                type_field[n + 1..n + 1 + correlation.len()].copy_from_slice(correlation.as_bytes());
+                n += 1 + correlation.len();
+            }
+            n
+        };
+        let inner = &*self.inner;
+        let published = {
+            let mut state = inner.publish.lock();
+            let mut topic_seq = self.topic.next_seq.lock();
+            let ts = now_ns().max(state.last_ts);
+            let seq = inner.log.next_seq();
+            inner.log.append_nowait(&RecordRef {
+                seq,
+                topic_id: self.topic.id,
+                topic_seq: *topic_seq,
+                timestamp_ns: ts,
+                origin: options.origin,
+                event_type: &type_field[..type_len],
+                payload,
+            })?;
+            let fields = Fields {
+                topic_id: self.topic.id,
+                topic_seq: *topic_seq,
+                timestamp_ns: ts,
+                origin: options.origin,
+                event_type: event_type.as_bytes(),
+                correlation: correlation.as_bytes(),
+                payload,
+            };
+            let header = ring_header(&fields);
+            let len = RING_HEADER + event_type.len() + correlation.len() + payload.len();
+            // The ring only refuses records above its max_record (sized from
+            // max_payload above) and never waits: the broker has no tethered
+            // ring subscribers.
+            if let Ok(mut claim) = state.ring.try_claim(len) {
+                debug_assert_eq!(claim.seq(), seq, "the ring follows the log");
+                claim.write_at(0, &header);
+                claim.write_at(RING_HEADER, event_type.as_bytes());
+                claim.write_at(RING_HEADER + event_type.len(), correlation.as_bytes());
+                claim.write_at(RING_HEADER + event_type.len() + correlation.len(), payload);
+                claim.commit();
+            }
+            state.last_ts = ts;
+            let published = Published { seq, topic_seq: *topic_seq };
+            *topic_seq += 1;
+            published
+        };
+        if inner.config.log.durability == crate::log::Durability::Always {
+            inner.log.wait_durable(published.seq)?;
+        }
+        inner.metrics.published();
+        Ok(published)
+    }
+}

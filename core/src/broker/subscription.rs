@@ -1,0 +1,461 @@
+//! A filtered subscription that moves between the log and the ring by itself.
+//!
+//! ```text
+//!            start in the past                       caught up
+//!   ┌──────────────────────────┐   log reader says   ┌─────────────┐
+//!   │ Log (global or one topic)│ ──── "no more" ───► │ Ring at seq │
+//!   └──────────────────────────┘                     └─────────────┘
+//!               ▲                lapped: Lagged{missed_from}  │
+//!               └─────────────────────────────────────────────┘
+//! ```
+//!
+//! The subscription tracks the next global sequence it must examine. Every
+//! event is appended to the log before it enters the ring, and the ring's
+//! sequence is the global sequence, so switching sources at that sequence
+//! neither skips nor repeats anything. A single-topic subscription replays
+//! with the log's per-topic index and joins the ring at a global sequence
+//! read *before* the index said "no more", skipping ring records it already
+//! delivered; so it cannot miss an append that raced the switch either.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::checkpoint::AckTracker;
+use super::event::{parse_ring, split_log_type, DeliveryRef, EventRef, Gap};
+use super::filter::Filter;
+use super::metrics::new_histogram;
+use super::topics::Topic;
+use super::{now_ns, BrokerError, Delivery, Inner};
+use crate::log::{LogReader, ReadItem, TopicReader};
+use crate::ring::{self, RecvError};
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAt {
+    /// With the next event published.
+    Now,
+    /// At this global sequence (older than retention: a [`Gap`] first).
+    Seq(u64),
+    /// At this sequence of the filter's single topic.
+    TopicSeq(u64),
+    /// At the first event published at or after this time (ns since the epoch).
+    Time(u64),
+    /// With the last `n` events: of the topic for a single-topic filter,
+    /// otherwise the last `n` of the log that pass the filter.
+    LastN(u64),
+}
+
+/// What the subscription reads from now.
+#[derive(Debug)]
+enum Source {
+    Log(LogReader),
+    Topic {
+        reader: TopicReader,
+        /// `log.next_seq()` read before the last `next_item` call.
+        fence: u64,
+    },
+    Ring(ring::Subscriber),
+}
+
+/// Topic names and filter verdicts by topic id, so the ring path does no
+/// lookup and no allocation once a topic has been seen.
+#[derive(Debug, Default)]
+struct TopicCache(Vec<Option<(Arc<str>, bool)>>);
+
+impl TopicCache {
+    fn get(&mut self, inner: &Inner, filter: &Filter, id: u64) -> Option<&(Arc<str>, bool)> {
+        let index = id.checked_sub(1)? as usize;
+        if self.0.get(index).is_none_or(Option::is_none) {
+            let topic = inner.topics.by_id(id)?;
+            let verdict = filter.matches_topic(&topic.name);
+            if self.0.len() <= index {
+                self.0.resize(index + 1, None);
+            }
+            self.0[index] = Some((topic.name.clone(), verdict));
+        }
+        self.0[index].as_ref()
+    }
+}
+
+/// A subscription: see the [module docs](self). Not `Sync`: one reader.
+#[derive(Debug)]
+pub struct Subscription {
+    inner: Arc<Inner>,
+    filter: Filter,
+    /// The filter's single exact topic, if that is all it selects.
+    single: Option<Arc<Topic>>,
+    source: Source,
+    /// The next global sequence to examine.
+    next: u64,
+    topics: TopicCache,
+    progress: Progress,
+}
+
+/// What has been delivered, and the per-subscription metrics not yet merged.
+#[derive(Debug)]
+struct Progress {
+    /// Highest global sequence delivered (ring records at or below it are
+    /// duplicates from a single-topic handoff).
+    delivered_upto: Option<u64>,
+    /// Single topic: the next topic sequence expected.
+    next_topic_seq: u64,
+    consumer: Option<(String, AckTracker)>,
+    latency: Histogram<u64>,
+    delivered: u64,
+    replayed: u64,
+    gaps: u64,
+}
+
+impl Progress {
+    fn event(&mut self, inner: &Inner, seq: u64, topic_seq: u64, timestamp_ns: u64, live: bool) {
+        self.delivered_upto = Some(seq);
+        self.next_topic_seq = topic_seq + 1;
+        if let Some((_, tracker)) = &mut self.consumer {
+            // Cannot fail: deliveries are in increasing sequence order.
+            let _ = tracker.delivered(seq);
+        }
+        self.delivered += 1;
+        if live {
+            let _ = self.latency.record(now_ns().saturating_sub(timestamp_ns).max(1));
+        } else {
+            self.replayed += 1;
+        }
+        if self.delivered % 1024 == 0 {
+            self.flush(inner);
+        }
+    }
+
+    fn flush(&mut self, inner: &Inner) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &inner.metrics;
+        m.delivered.fetch_add(std::mem::take(&mut self.delivered), Relaxed);
+        m.replayed.fetch_add(std::mem::take(&mut self.replayed), Relaxed);
+        m.gaps.fetch_add(std::mem::take(&mut self.gaps), Relaxed);
+        m.merge_latency(&mut self.latency);
+    }
+}
+
+/// Outcome of one step of the state machine.
+enum Step<R> {
+    Done(R),
+    /// Something was consumed (filtered out, or a source switch): go on.
+    Again,
+    /// Nothing to read right now.
+    Empty,
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        filter: Filter,
+        start: StartAt,
+        consumer: Option<String>,
+    ) -> Result<Subscription, BrokerError> {
+        let single = match filter.single_topic() {
+            Some(name) if !name.starts_with('$') => Some(inner.topics.get_or_create(name, false)?),
+            Some(name) => inner.topics.get(name),
+            None => None,
+        };
+        let log = &inner.log;
+        // A consistent (global, topic) position for "now".
+        let (now_seq, now_topic_seq) = {
+            let _state = inner.publish.lock();
+            (log.next_seq(), single.as_ref().map_or(1, |t| *t.next_seq.lock()))
+        };
+        let mut next_topic_seq = now_topic_seq;
+        let (source, next) = match (start, &single) {
+            (StartAt::Now, _) => (Source::Ring(inner.ring.subscribe_at(now_seq)), now_seq),
+            (StartAt::Seq(seq), _) => {
+                let seq = seq.min(now_seq);
+                (Source::Log(log.reader_from_seq(seq)?), seq)
+            }
+            (StartAt::Time(ts), _) => {
+                let reader = log.reader_from_time(ts)?;
+                let next = reader.next_seq();
+                (Source::Log(reader), next)
+            }
+            (StartAt::TopicSeq(topic_seq), Some(topic)) => {
+                next_topic_seq = topic_seq.max(1);
+                let reader = log.reader_from_topic(topic.id, next_topic_seq);
+                (Source::Topic { reader, fence: now_seq }, log.first_seq())
+            }
+            (StartAt::TopicSeq(_), None) => return Err(BrokerError::NeedsSingleTopic),
+            (StartAt::LastN(n), Some(topic)) => {
+                next_topic_seq = now_topic_seq.saturating_sub(n).max(1);
+                let reader = log.reader_from_topic(topic.id, next_topic_seq);
+                (Source::Topic { reader, fence: now_seq }, log.first_seq())
+            }
+            (StartAt::LastN(n), None) => {
+                let seq = now_seq.saturating_sub(n).max(log.first_seq());
+                (Source::Log(log.reader_from_seq(seq)?), seq)
+            }
+        };
+        let consumer = consumer.map(|name| {
+            let checkpoint = inner.checkpoints.get(&name).unwrap_or(next.saturating_sub(1));
+            (name, AckTracker::new(checkpoint))
+        });
+        inner.metrics.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let progress = Progress {
+            delivered_upto: None,
+            next_topic_seq,
+            consumer,
+            latency: new_histogram(),
+            delivered: 0,
+            replayed: 0,
+            gaps: 0,
+        };
+        Ok(Subscription { inner, filter, single, source, next, topics: TopicCache::default(), progress })
+    }
+
+    /// The filter.
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// Whether the subscription currently reads the live ring (as opposed to
+    /// replaying the log).
+    pub fn is_live(&self) -> bool {
+        matches!(self.source, Source::Ring(_))
+    }
+
+    /// The next global sequence the subscription will examine.
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// Hands the next delivery, if one is available now, to `f` (borrowed:
+    /// nothing is copied or allocated for it). `Ok(None)`: nothing available.
+    pub fn try_next_with<R>(&mut self, f: impl FnOnce(DeliveryRef<'_>) -> R) -> Result<Option<R>, BrokerError> {
+        let mut f = Some(f);
+        loop {
+            match self.step(&mut f)? {
+                Step::Done(r) => return Ok(Some(r)),
+                Step::Again => {}
+                Step::Empty => return Ok(None),
+            }
+        }
+    }
+
+    /// The next delivery, if one is available now.
+    pub fn try_next(&mut self) -> Result<Option<Delivery>, BrokerError> {
+        self.try_next_with(|d| d.to_owned_delivery())
+    }
+
+    /// Waits for the next delivery.
+    pub fn next(&mut self) -> Result<Delivery, BrokerError> {
+        loop {
+            if let Some(d) = self.try_next()? {
+                return Ok(d);
+            }
+            self.wait(None);
+        }
+    }
+
+    /// Waits up to `timeout` for the next delivery.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Delivery>, BrokerError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(d) = self.try_next()? {
+                return Ok(Some(d));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !self.wait(Some(left)) {
+                return self.try_next();
+            }
+        }
+    }
+
+    /// Hands up to `limit` deliveries available now to `f`; returns how many.
+    pub fn next_batch(&mut self, limit: usize, mut f: impl FnMut(DeliveryRef<'_>)) -> Result<usize, BrokerError> {
+        let mut n = 0;
+        while n < limit && self.try_next_with(&mut f)?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Arms `doorbell` for this subscription: `true` if the caller may sleep
+    /// on its fd, `false` if it should read again first.
+    pub fn arm(&self, doorbell: &ring::Doorbell) -> bool {
+        match &self.source {
+            Source::Ring(sub) => sub.arm(doorbell),
+            _ => false,
+        }
+    }
+
+    /// Acknowledges one delivered event (durable consumers only). The
+    /// checkpoint advances over every event delivered and acknowledged.
+    pub fn ack(&mut self, seq: u64) -> Result<(), BrokerError> {
+        let (name, tracker) = self.progress.consumer.as_mut().ok_or(BrokerError::NotAConsumer)?;
+        if let Some(checkpoint) = tracker.ack(seq)? {
+            self.inner.commit_checkpoint(name, checkpoint)?;
+        }
+        Ok(())
+    }
+
+    /// Acknowledges every delivered event up to `seq` (durable consumers only).
+    pub fn ack_up_to(&mut self, seq: u64) -> Result<(), BrokerError> {
+        let (name, tracker) = self.progress.consumer.as_mut().ok_or(BrokerError::NotAConsumer)?;
+        if let Some(checkpoint) = tracker.ack_up_to(seq) {
+            self.inner.commit_checkpoint(name, checkpoint)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the ring may have something; `false` on timeout.
+    fn wait(&self, timeout: Option<Duration>) -> bool {
+        match &self.source {
+            Source::Ring(sub) => sub.wait(timeout),
+            _ => true,
+        }
+    }
+
+    /// One step: read one record or gap from the current source, or switch
+    /// source.
+    fn step<R, F: FnOnce(DeliveryRef<'_>) -> R>(&mut self, f: &mut Option<F>) -> Result<Step<R>, BrokerError> {
+        let Subscription { inner, filter, single, source, next, topics, progress } = self;
+        let inner = &**inner;
+        match source {
+            Source::Log(reader) => {
+                let item = match reader.next_item() {
+                    Some(item) => item?,
+                    None => {
+                        *source = Source::Ring(inner.ring.subscribe_at(*next));
+                        return Ok(Step::Again);
+                    }
+                };
+                match item {
+                    ReadItem::Gap { from, to } => {
+                        *next = to + 1;
+                        progress.gaps += 1;
+                        Ok(deliver(f, DeliveryRef::Gap(Gap { topic: None, from, to })))
+                    }
+                    ReadItem::Record(v) => {
+                        *next = v.seq + 1;
+                        if progress.delivered_upto.is_some_and(|d| v.seq <= d) {
+                            return Ok(Step::Again);
+                        }
+                        let Some((name, true)) = topics.get(inner, filter, v.topic_id) else {
+                            return Ok(Step::Again);
+                        };
+                        let (event_type, correlation) = split_log_type(v.event_type);
+                        if !filter.matches_event(event_type, v.origin) {
+                            return Ok(Step::Again);
+                        }
+                        progress.event(inner, v.seq, v.topic_seq, v.timestamp_ns, false);
+                        let event = EventRef {
+                            seq: v.seq,
+                            topic: name,
+                            topic_seq: v.topic_seq,
+                            timestamp_ns: v.timestamp_ns,
+                            origin: v.origin,
+                            event_type: std::str::from_utf8(event_type).unwrap_or(""),
+                            correlation: std::str::from_utf8(correlation).unwrap_or(""),
+                            payload: v.payload,
+                        };
+                        Ok(deliver(f, DeliveryRef::Event(event)))
+                    }
+                }
+            }
+            Source::Topic { reader, fence } => {
+                // Read the log's end *before* asking the index: everything of
+                // this topic below it is in the index by then.
+                *fence = inner.log.next_seq();
+                let item = match reader.next_item() {
+                    Some(item) => item?,
+                    None => {
+                        *next = (*next).max(*fence);
+                        *source = Source::Ring(inner.ring.subscribe_at(*next));
+                        return Ok(Step::Again);
+                    }
+                };
+                let Some(topic) = single.as_ref() else { return Ok(Step::Again) };
+                match item {
+                    ReadItem::Gap { from, to } => {
+                        progress.next_topic_seq = to + 1;
+                        progress.gaps += 1;
+                        Ok(deliver(f, DeliveryRef::Gap(Gap { topic: Some(topic.name.clone()), from, to })))
+                    }
+                    ReadItem::Record(v) => {
+                        *next = v.seq + 1;
+                        let (event_type, correlation) = split_log_type(v.event_type);
+                        progress.next_topic_seq = v.topic_seq + 1;
+                        if !filter.matches_event(event_type, v.origin) {
+                            return Ok(Step::Again);
+                        }
+                        progress.event(inner, v.seq, v.topic_seq, v.timestamp_ns, false);
+                        let event = EventRef {
+                            seq: v.seq,
+                            topic: &topic.name,
+                            topic_seq: v.topic_seq,
+                            timestamp_ns: v.timestamp_ns,
+                            origin: v.origin,
+                            event_type: std::str::from_utf8(event_type).unwrap_or(""),
+                            correlation: std::str::from_utf8(correlation).unwrap_or(""),
+                            payload: v.payload,
+                        };
+                        Ok(deliver(f, DeliveryRef::Event(event)))
+                    }
+                }
+            }
+            Source::Ring(sub) => {
+                let read = sub.try_read(|seq, bytes| {
+                    *next = seq + 1;
+                    if progress.delivered_upto.is_some_and(|d| seq <= d) {
+                        return None;
+                    }
+                    let fields = parse_ring(bytes)?;
+                    let (name, verdict) = topics.get(inner, filter, fields.topic_id)?;
+                    if !*verdict || !filter.matches_event(fields.event_type, fields.origin) {
+                        return None;
+                    }
+                    progress.event(inner, seq, fields.topic_seq, fields.timestamp_ns, true);
+                    let event = EventRef {
+                        seq,
+                        topic: name,
+                        topic_seq: fields.topic_seq,
+                        timestamp_ns: fields.timestamp_ns,
+                        origin: fields.origin,
+                        event_type: std::str::from_utf8(fields.event_type).unwrap_or(""),
+                        correlation: std::str::from_utf8(fields.correlation).unwrap_or(""),
+                        payload: fields.payload,
+                    };
+                    Some(f.take().map(|f| f(DeliveryRef::Event(event))))
+                });
+                match read {
+                    Ok(Some(Some(r))) => Ok(Step::Done(r)),
+                    Ok(_) => Ok(Step::Again),
+                    Err(RecvError::Lagged(lag)) => {
+                        inner.metrics.lagged_fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        *next = lag.missed_from;
+                        *source = match single {
+                            Some(topic) => Source::Topic {
+                                reader: inner.log.reader_from_topic(topic.id, progress.next_topic_seq),
+                                fence: lag.missed_from,
+                            },
+                            None => Source::Log(inner.log.reader_from_seq(lag.missed_from)?),
+                        };
+                        Ok(Step::Again)
+                    }
+                    Err(_) => Ok(Step::Empty),
+                }
+            }
+        }
+    }
+}
+
+fn deliver<R, F: FnOnce(DeliveryRef<'_>) -> R>(f: &mut Option<F>, delivery: DeliveryRef<'_>) -> Step<R> {
+    match f.take() {
+        Some(f) => Step::Done(f(delivery)),
+        None => Step::Again,
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.progress.flush(&self.inner);
+        self.inner.metrics.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}

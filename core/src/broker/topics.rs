@@ -1,0 +1,192 @@
+//! Topic names, their validation, and the name ↔ id registry persisted in
+//! `<data_dir>/topics`.
+//!
+//! # Names
+//! 1 to 255 bytes; dot-separated tokens; each token is non-empty and made of
+//! ASCII letters, digits, `_` and `-`. A leading `$` marks a system topic
+//! (`$presence.acme.room.1`), which only the broker itself publishes to.
+//! `*` and `>` are wildcards in [filters](super::filter), never in names.
+//!
+//! # The registry file
+//! One line per topic, `"<id> <name>\n"`, appended and synced before the
+//! topic's first record can reach the log, so every topic id in the log has a
+//! name after any crash. A torn last line (no newline) is ignored on open.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::BrokerError;
+
+/// Longest topic name, in bytes.
+pub const MAX_TOPIC_LEN: usize = 255;
+
+/// Checks a topic name a client may publish or subscribe to.
+pub fn validate_topic(name: &str) -> Result<(), BrokerError> {
+    validate(name, false)
+}
+
+pub(crate) fn validate(name: &str, allow_system: bool) -> Result<(), BrokerError> {
+    let invalid = |why: &'static str| Err(BrokerError::InvalidTopic { name: name.to_owned(), why });
+    if name.is_empty() || name.len() > MAX_TOPIC_LEN {
+        return invalid("must be 1 to 255 bytes");
+    }
+    let body = match name.strip_prefix('$') {
+        Some(rest) if allow_system => rest,
+        Some(_) => return invalid("topics starting with '$' are reserved for the system"),
+        None => name,
+    };
+    for token in body.split('.') {
+        if token.is_empty() {
+            return invalid("empty token (leading, trailing or double '.')");
+        }
+        if !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return invalid("tokens may hold only ASCII letters, digits, '_' and '-'");
+        }
+    }
+    Ok(())
+}
+
+/// One topic's broker-side state.
+#[derive(Debug)]
+pub(crate) struct Topic {
+    pub(crate) id: u64,
+    pub(crate) name: Arc<str>,
+    /// The next topic sequence. Only read and written under the broker's
+    /// publish lock.
+    pub(crate) next_seq: Mutex<u64>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Registry {
+    path: PathBuf,
+    by_name: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
+    /// Index `id - 1` → topic.
+    by_id: RwLock<Vec<Arc<Topic>>>,
+    file: Mutex<File>,
+}
+
+impl Registry {
+    /// Loads `<dir>/topics`; `last_topic_seq` gives each topic's last sequence
+    /// found in the log.
+    pub(crate) fn open(dir: &Path, last_topic_seq: impl Fn(u64) -> Option<u64>) -> Result<Registry, BrokerError> {
+        let path = dir.join("topics");
+        let io = |what: &'static str| {
+            let path = path.clone();
+            move |e| BrokerError::Io { what, path: path.clone(), source: e }
+        };
+        let text = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io("reading the topic registry")(e)),
+        };
+        let mut by_id: Vec<Arc<Topic>> = Vec::new();
+        let mut by_name = HashMap::new();
+        let mut valid_len = 0;
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            let Some(line) = line.strip_suffix(b"\n") else { break }; // torn tail
+            let parsed = std::str::from_utf8(line).ok().and_then(|l| {
+                let (id, name) = l.split_once(' ')?;
+                Some((id.parse::<u64>().ok()?, name))
+            });
+            let Some((id, name)) = parsed.filter(|(id, name)| *id == by_id.len() as u64 + 1 && validate(name, true).is_ok())
+            else {
+                return Err(BrokerError::CorruptRegistry { path, line: by_id.len() + 1 });
+            };
+            let next = last_topic_seq(id).map_or(1, |s| s + 1);
+            let topic = Arc::new(Topic { id, name: name.into(), next_seq: Mutex::new(next) });
+            by_name.insert(topic.name.clone(), topic.clone());
+            by_id.push(topic);
+            valid_len += line.len() + 1;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io("opening the topic registry"))?;
+        if valid_len < text.len() {
+            file.set_len(valid_len as u64).map_err(io("truncating a torn topic registry line"))?;
+        }
+        Ok(Registry { path, by_name: RwLock::new(by_name), by_id: RwLock::new(by_id), file: Mutex::new(file) })
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.by_name.read().get(name).cloned()
+    }
+
+    pub(crate) fn by_id(&self, id: u64) -> Option<Arc<Topic>> {
+        self.by_id.read().get(id.checked_sub(1)? as usize).cloned()
+    }
+
+    /// Every topic, in id order.
+    pub(crate) fn all(&self) -> Vec<Arc<Topic>> {
+        self.by_id.read().clone()
+    }
+
+    /// The topic named `name`, registering it (durably) if new.
+    pub(crate) fn get_or_create(&self, name: &str, allow_system: bool) -> Result<Arc<Topic>, BrokerError> {
+        if let Some(topic) = self.get(name) {
+            return Ok(topic);
+        }
+        validate(name, allow_system)?;
+        let mut file = self.file.lock();
+        if let Some(topic) = self.get(name) {
+            return Ok(topic);
+        }
+        let id = self.by_id.read().len() as u64 + 1;
+        let line = format!("{id} {name}\n");
+        let io = |what| {
+            let path = self.path.clone();
+            move |e| BrokerError::Io { what, path, source: e }
+        };
+        file.write_all(line.as_bytes()).map_err(io("appending to the topic registry"))?;
+        file.sync_data().map_err(io("syncing the topic registry"))?;
+        let topic = Arc::new(Topic { id, name: name.into(), next_seq: Mutex::new(1) });
+        self.by_id.write().push(topic.clone());
+        self.by_name.write().insert(topic.name.clone(), topic.clone());
+        Ok(topic)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        for ok in ["a", "acme.ws.42", "a-b_c.D9", &"x".repeat(255)] {
+            assert!(validate_topic(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".a", "a.", "a..b", "a b", "a.*", "a.>", "é", "$presence.a", &"x".repeat(256)] {
+            assert!(validate_topic(bad).is_err(), "{bad}");
+        }
+        assert!(validate("$presence.acme.room", true).is_ok());
+    }
+
+    #[test]
+    fn registry_persists_and_ignores_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let reg = Registry::open(dir.path(), |_| None).unwrap();
+            assert_eq!(reg.get_or_create("a.b", false).unwrap().id, 1);
+            assert_eq!(reg.get_or_create("c", false).unwrap().id, 2);
+            assert_eq!(reg.get_or_create("a.b", false).unwrap().id, 1);
+        }
+        let mut f = OpenOptions::new().append(true).open(dir.path().join("topics")).unwrap();
+        f.write_all(b"3 torn").unwrap();
+        let reg = Registry::open(dir.path(), |id| (id == 2).then_some(41)).unwrap();
+        assert_eq!(reg.get("c").unwrap().id, 2);
+        assert_eq!(*reg.get("c").unwrap().next_seq.lock(), 42);
+        assert_eq!(reg.get_or_create("d", false).unwrap().id, 3);
+        drop(reg);
+        let reg = Registry::open(dir.path(), |_| None).unwrap();
+        assert_eq!(reg.by_id(3).unwrap().name.as_ref(), "d");
+    }
+
+    #[test]
+    fn a_corrupt_registry_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("topics"), b"1 a\n7 b\n").unwrap();
+        assert!(matches!(Registry::open(dir.path(), |_| None), Err(BrokerError::CorruptRegistry { line: 2, .. })));
+    }
+}
