@@ -48,8 +48,9 @@ pub fn machine_description() -> String {
     )
 }
 
-/// `rustc --version` and the short git revision of the working tree, when
-/// they can be found.
+/// `rustc --version` and the short git revision of the working tree (flagged
+/// if the ring or the benches have uncommitted changes), when they can be
+/// found.
 pub fn toolchain_and_revision() -> String {
     let run = |cmd: &str, args: &[&str]| {
         Command::new(cmd)
@@ -61,8 +62,12 @@ pub fn toolchain_and_revision() -> String {
     };
     let rustc = run("rustc", &["--version"]).unwrap_or_else(|| "rustc (unknown)".into());
     let rev = run("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    let dirty = run("git", &["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-    format!("{rustc}, herald at git {rev}{}", if dirty { " (+ uncommitted changes)" } else { "" })
+    // Only the files this benchmark compiles from.
+    let paths = ["core/src/ring", "core/src/sync.rs", "benches", "Cargo.toml", "Cargo.lock", ".cargo"];
+    let mut args = vec!["status", "--porcelain", "--untracked-files=no", "--"];
+    args.extend(paths);
+    let dirty = run("git", &args).is_some_and(|s| !s.is_empty());
+    format!("{rustc}, herald at git {rev}{}", if dirty { " (+ uncommitted changes to the ring or benches)" } else { "" })
 }
 
 /// The median of `values` (the mean of the middle two for an even count);
@@ -125,8 +130,67 @@ pub fn fmt_ratio(ratio: f64) -> String {
         format!("{ratio:.0}×")
     } else if ratio >= 10.0 {
         format!("{ratio:.1}×")
-    } else {
+    } else if ratio >= 0.1 || ratio == 0.0 {
         format!("{ratio:.2}×")
+    } else {
+        // Two significant digits, however small.
+        let digits = (-ratio.log10()).ceil() as usize + 1;
+        format!("{ratio:.digits$}×")
+    }
+}
+
+/// Measures how busy the machine was with *other* processes while a
+/// benchmark ran: all CPU time the kernel accounted (including steal) minus
+/// this process's own, as a fraction of the cores' wall time.
+#[derive(Debug)]
+pub struct CpuMeter {
+    start: (u64, u64, u64),
+}
+
+impl CpuMeter {
+    /// Starts measuring now.
+    pub fn start() -> Self {
+        CpuMeter { start: Self::sample() }
+    }
+
+    /// The fraction (0..=1) of all cores' time spent on other processes since
+    /// [`start`](Self::start); `None` where `/proc` cannot tell.
+    pub fn others_busy(&self) -> Option<f64> {
+        let (busy0, total0, own0) = self.start;
+        let (busy1, total1, own1) = Self::sample();
+        if total1 <= total0 {
+            return None;
+        }
+        let others = (busy1 - busy0).saturating_sub(own1 - own0);
+        Some(others as f64 / (total1 - total0) as f64)
+    }
+
+    /// (busy ticks, total ticks over all cores, this process's ticks).
+    fn sample() -> (u64, u64, u64) {
+        let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal ...
+        let at = |i: usize| cpu.get(i).copied().unwrap_or(0);
+        let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+        let total = busy + at(3) + at(4);
+        let own = fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                // Fields after the command name (which is in parentheses):
+                // field 3 (state) is token 0, so utime (14) and stime (15)
+                // are tokens 11 and 12.
+                let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+                Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0);
+        (busy, total, own)
     }
 }
 
@@ -156,5 +220,7 @@ mod tests {
         assert_eq!(fmt_ns(4_100_000.0), "4.10 ms");
         assert_eq!(fmt_rate(12_340_000.0), "12.34 M/s");
         assert_eq!(fmt_ratio(2.314), "2.31×");
+        assert_eq!(fmt_ratio(0.0012), "0.0012×");
+        assert_eq!(fmt_ratio(0.05), "0.050×");
     }
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use herald_benches::report::{fmt_ns, fmt_rate, fmt_ratio, locked_version, machine_description, median, toolchain_and_revision};
+use herald_benches::report::{CpuMeter, fmt_ns, fmt_rate, fmt_ratio, locked_version, machine_description, median, toolchain_and_revision};
 use herald_benches::ring::{publish_cost, run, Pace, System, Workload, CAPACITY, MSG_LEN};
 
 const COMMAND: &str = "cargo run --release -p herald-benches --bin ring_table";
@@ -124,6 +124,7 @@ fn parse_args() -> Config {
 fn main() {
     let cfg = parse_args();
     let began = Instant::now();
+    let meter = CpuMeter::start();
     let mut cases: HashMap<(Mode, usize, System), Vec<Figures>> = HashMap::new();
     let mut lost: HashMap<(Mode, usize, System), Vec<u64>> = HashMap::new();
     let mut failures = Vec::new();
@@ -188,7 +189,8 @@ fn main() {
     }
     let medians: HashMap<_, _> = cases.iter().map(|(k, v)| (*k, median_figures(v))).collect();
     let cost: HashMap<_, _> = costs.iter().map(|(k, v)| (*k, median(v))).collect();
-    print!("{}", render(&cfg, &medians, &lost, &cost, began.elapsed().as_secs_f64()));
+    let others = meter.others_busy();
+    print!("{}", render(&cfg, &medians, &lost, &cost, began.elapsed().as_secs_f64(), others));
     if !failures.is_empty() {
         for f in &failures {
             eprintln!("FAILED: {f}");
@@ -203,6 +205,7 @@ fn render(
     lost: &HashMap<(Mode, usize, System), Vec<u64>>,
     cost: &HashMap<(usize, System), f64>,
     seconds: f64,
+    others: Option<f64>,
 ) -> String {
     let mut out = String::new();
     let v = |name| locked_version(name).unwrap_or("?");
@@ -219,6 +222,13 @@ fn render(
         v("hdrhistogram")
     );
     let _ = writeln!(out, "- **Command**: `{cmd}` ({} run(s) per case, medians; whole run {seconds:.0} s)", cfg.runs);
+    if let Some(others) = others {
+        let _ = writeln!(
+            out,
+            "- **Noise**: other processes used {:.0}% of the machine's CPU time during the run",
+            others * 100.0
+        );
+    }
     let _ = writeln!(
         out,
         "- **Workload**: 1 publisher thread → 1/4/16 subscriber threads, {MSG_LEN}-byte messages, every system holding {CAPACITY} messages. \
