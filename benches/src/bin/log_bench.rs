@@ -7,6 +7,8 @@
 //! cargo build -p herald-benches --release --bin log_bench
 //! target/release/log_bench            # full run
 //! target/release/log_bench --quick    # smaller volumes, 1 run each
+//! target/release/log_bench --append-only 64   # one Never append run (profiling)
+//! target/release/log_bench --prefaulted       # 64 B appends into a prefaulted segment
 //! ```
 //! Files go to a temporary directory (`$TMPDIR`, default /tmp) and are deleted.
 
@@ -250,6 +252,24 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--reopen-child") {
         reopen_child(&args[2], args[3].parse().unwrap(), args[4].parse().unwrap());
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--prefaulted") {
+        // Append cost without page faults: 64 B records into a segment the
+        // prefault thread has finished populating.
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open(dir.path(), config(Durability::Never)).unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let data = vec![0x5a_u8; 64];
+        let n = 400_000u64;
+        let t = Instant::now();
+        for seq in 1..=n {
+            log.append(&rec(seq, &data)).unwrap();
+        }
+        println!(
+            "{} rec/s in a prefaulted segment",
+            fmt(n as f64 / t.elapsed().as_secs_f64())
+        );
         return;
     }
     if args.get(1).map(String::as_str) == Some("--append-only") {

@@ -63,13 +63,6 @@ impl TopicIndex {
         self.topics.get(&topic).and_then(|t| t.last_topic_seq)
     }
 
-    /// Adds a record; the caller has checked `topic_seq` increases.
-    pub(crate) fn push(&mut self, topic: u64, topic_seq: u64, seq: u64) {
-        let t = self.topics.entry(topic).or_default();
-        t.entries.push(Entry { topic_seq, seq });
-        t.last_topic_seq = Some(topic_seq);
-    }
-
     /// The entries of `topic` (created empty if new), for a check-then-push
     /// with a single hash lookup.
     pub(crate) fn topic_mut(&mut self, topic: u64) -> &mut TopicEntries {

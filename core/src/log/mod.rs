@@ -282,7 +282,14 @@ impl Log {
         let mut report = rec.report;
         let mut segments = rec.segments;
         let next_seq = rec.next_seq;
-        let shared_group = GroupCommit::new(next_seq - 1);
+        // Under `Never` nothing recovered is known durable (a later `sync` or
+        // `close` must cover it); otherwise recovery synced every segment.
+        let durable = if config.durability == Durability::Never {
+            0
+        } else {
+            next_seq - 1
+        };
+        let shared_group = GroupCommit::new(durable);
         // A directory without segments gets its first one.
         let tail = match segments.last() {
             Some(t) => Arc::clone(t),
@@ -338,6 +345,12 @@ impl Log {
     /// The first retained sequence (equals `next_seq()` when empty).
     pub fn first_seq(&self) -> u64 {
         self.shared.first_seq()
+    }
+
+    /// The last topic sequence appended to `topic_id` (kept after retention
+    /// deletes the record, for the life of the process), or `None`.
+    pub fn last_topic_seq(&self, topic_id: u64) -> Option<u64> {
+        self.shared.topics.read().last_topic_seq(topic_id)
     }
 
     /// Counters.

@@ -11,7 +11,7 @@ use memmap2::MmapOptions;
 
 use super::config::{Durability, LogConfig};
 use super::format::{decode_segment_header, SEG_HEADER_LEN};
-use super::index::TopicIndex;
+use super::index::{Entry, TopicIndex};
 use super::scan::scan_segment;
 use super::segment::{parse_segment_file_name, Segment};
 use super::LogError;
@@ -182,12 +182,15 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
         }
         let mut idx = 0u64;
         let outcome = scan_segment(bytes, *base, last_ts, |off, h| {
-            if let Some(last) = topics.last_topic_seq(h.topic_id) {
-                if h.topic_seq <= last {
-                    return Err("topic sequence does not increase");
-                }
+            let t = topics.topic_mut(h.topic_id);
+            if t.last_topic_seq.is_some_and(|last| h.topic_seq <= last) {
+                return Err("topic sequence does not increase");
             }
-            topics.push(h.topic_id, h.topic_seq, h.seq);
+            t.entries.push(Entry {
+                topic_seq: h.topic_seq,
+                seq: h.seq,
+            });
+            t.last_topic_seq = Some(h.topic_seq);
             seg.publish(
                 idx,
                 off,
@@ -263,9 +266,11 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
                 .map_err(|e| LogError::io("syncing the log directory", Some(dir.into()), e))?;
         }
     }
-    for s in &segments {
-        s.synced
-            .store(s.end() as u64, std::sync::atomic::Ordering::Relaxed);
+    if cfg.durability != Durability::Never {
+        for s in &segments {
+            s.synced
+                .store(s.end() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
     }
     let next_seq = expected.unwrap_or(cfg.initial_seq);
     report.segments = segments.len();
