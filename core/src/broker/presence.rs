@@ -1,0 +1,794 @@
+//! The presence registry: which clients (user, device) are connected to which
+//! topic, kept alive by heartbeats.
+//!
+//! A [`Session`] is one client on one topic. A client joins a topic
+//! ([`Presence::join`]), sends heartbeats ([`Presence::heartbeat`], or
+//! [`Presence::heartbeat_client`] for all its topics at once), and leaves
+//! ([`Presence::leave`], [`Presence::leave_client`] on disconnect). A session
+//! whose last heartbeat is more than the TTL old is removed by
+//! [`Presence::expire`], which the broker calls periodically.
+//!
+//! The clock is injected: every call takes `now_ns` (any monotonic
+//! nanosecond clock), which keeps the registry deterministic and testable. A
+//! heartbeat never moves `last_heartbeat_ns` backwards.
+//!
+//! The broker publishes each change as an event on the system topic
+//! `$presence.<topic>`; [`presence_event`] encodes it (event type
+//! `presence.join`, `presence.leave` or `presence.expire`, and a JSON payload).
+//!
+//! Limits ([`PresenceConfig`]): client id, user and device at most 256 bytes,
+//! metadata at most 4 KiB of valid JSON (or empty), 100 000 sessions per
+//! topic. The topic name itself is validated by the broker; here it must only
+//! be non-empty.
+//!
+//! Thread-safe behind one mutex: presence is off the publish path.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+/// One client's presence on one topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Session {
+    /// The client (connection) id, unique per topic.
+    pub client_id: String,
+    /// The user the client authenticated as.
+    pub user: String,
+    /// The device the client runs on.
+    pub device: String,
+    /// Opaque JSON text supplied by the client (validated), or empty.
+    pub metadata: String,
+    /// When the session joined.
+    pub connected_at_ns: u64,
+    /// When its last heartbeat (or join) arrived.
+    pub last_heartbeat_ns: u64,
+}
+
+/// What [`Presence::join`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PresenceChange {
+    /// A new session; publish a `presence.join` event.
+    Joined(Session),
+    /// The client was already present: user, device and metadata were
+    /// replaced and the session refreshed as by a heartbeat (its
+    /// `connected_at_ns` is kept).
+    Refreshed(Session),
+}
+
+impl PresenceChange {
+    /// The session as it is now.
+    pub fn session(&self) -> &Session {
+        match self {
+            PresenceChange::Joined(s) | PresenceChange::Refreshed(s) => s,
+        }
+    }
+}
+
+/// The kind of a presence event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PresenceKind {
+    /// A session joined.
+    Join,
+    /// A session left.
+    Leave,
+    /// A session expired (no heartbeat within the TTL).
+    Expire,
+}
+
+impl PresenceKind {
+    /// The event type: `presence.join`, `presence.leave` or `presence.expire`.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            PresenceKind::Join => "presence.join",
+            PresenceKind::Leave => "presence.leave",
+            PresenceKind::Expire => "presence.expire",
+        }
+    }
+}
+
+/// The registry's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceConfig {
+    /// A session expires when its last heartbeat is more than this old.
+    pub ttl: Duration,
+    /// The most sessions one topic may hold.
+    pub max_sessions_per_topic: usize,
+    /// The longest client id, user or device, in bytes.
+    pub max_field_len: usize,
+    /// The longest metadata, in bytes.
+    pub max_metadata_len: usize,
+}
+
+/// Default [`PresenceConfig::max_sessions_per_topic`].
+pub const DEFAULT_MAX_SESSIONS_PER_TOPIC: usize = 100_000;
+/// Default [`PresenceConfig::max_field_len`].
+pub const DEFAULT_MAX_FIELD_LEN: usize = 256;
+/// Default [`PresenceConfig::max_metadata_len`].
+pub const DEFAULT_MAX_METADATA_LEN: usize = 4096;
+/// The deepest nesting of arrays and objects accepted in metadata.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+impl PresenceConfig {
+    /// The defaults with the given TTL.
+    pub fn with_ttl(ttl: Duration) -> PresenceConfig {
+        PresenceConfig {
+            ttl,
+            max_sessions_per_topic: DEFAULT_MAX_SESSIONS_PER_TOPIC,
+            max_field_len: DEFAULT_MAX_FIELD_LEN,
+            max_metadata_len: DEFAULT_MAX_METADATA_LEN,
+        }
+    }
+}
+
+impl Default for PresenceConfig {
+    /// A 30-second TTL and the default limits.
+    fn default() -> Self {
+        PresenceConfig::with_ttl(Duration::from_secs(30))
+    }
+}
+
+/// Why the registry refused a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PresenceError {
+    /// A required field (`topic` or `client_id`) is empty.
+    EmptyField(&'static str),
+    /// A field exceeds its limit.
+    FieldTooLong {
+        /// `client_id`, `user`, `device` or `metadata`.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The metadata is neither empty nor valid JSON.
+    InvalidMetadata(JsonError),
+    /// The topic already holds the maximum number of sessions.
+    TopicFull {
+        /// The topic.
+        topic: String,
+        /// The limit.
+        max: usize,
+    },
+    /// No such session (never joined, left, or expired).
+    UnknownSession {
+        /// The topic.
+        topic: String,
+        /// The client.
+        client_id: String,
+    },
+}
+
+impl fmt::Display for PresenceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PresenceError::EmptyField(field) => write!(f, "presence: {field} is empty"),
+            PresenceError::FieldTooLong { field, len, max } => {
+                write!(f, "presence: {field} is {len} bytes, more than {max}")
+            }
+            PresenceError::InvalidMetadata(e) => write!(f, "presence: metadata: {e}"),
+            PresenceError::TopicFull { topic, max } => {
+                write!(f, "presence: topic {topic:?} already has {max} sessions")
+            }
+            PresenceError::UnknownSession { topic, client_id } => write!(
+                f,
+                "presence: client {client_id:?} has no session on topic {topic:?}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PresenceError {}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// topic → client id → session.
+    topics: HashMap<String, BTreeMap<String, Session>>,
+    /// client id → its topics.
+    clients: HashMap<String, BTreeSet<String>>,
+    /// (last heartbeat, topic, client id) of every session: the expiry order.
+    by_heartbeat: BTreeSet<(u64, String, String)>,
+    /// Number of sessions.
+    sessions: usize,
+}
+
+impl Inner {
+    fn remove(&mut self, topic: &str, client_id: &str) -> Option<Session> {
+        let sessions = self.topics.get_mut(topic)?;
+        let s = sessions.remove(client_id)?;
+        if sessions.is_empty() {
+            self.topics.remove(topic);
+        }
+        if let Some(ts) = self.clients.get_mut(client_id) {
+            ts.remove(topic);
+            if ts.is_empty() {
+                self.clients.remove(client_id);
+            }
+        }
+        self.by_heartbeat
+            .remove(&(s.last_heartbeat_ns, topic.to_owned(), client_id.to_owned()));
+        self.sessions -= 1;
+        Some(s)
+    }
+
+    /// Refreshes a session's heartbeat (never backwards).
+    fn touch(&mut self, topic: &str, client_id: &str, now_ns: u64) -> Option<&mut Session> {
+        let s = self.topics.get_mut(topic)?.get_mut(client_id)?;
+        if now_ns > s.last_heartbeat_ns {
+            let mut key = (s.last_heartbeat_ns, topic.to_owned(), client_id.to_owned());
+            self.by_heartbeat.remove(&key);
+            key.0 = now_ns;
+            self.by_heartbeat.insert(key);
+            s.last_heartbeat_ns = now_ns;
+        }
+        Some(s)
+    }
+}
+
+/// The presence registry. See the module documentation.
+#[derive(Debug)]
+pub struct Presence {
+    config: PresenceConfig,
+    ttl_ns: u64,
+    inner: Mutex<Inner>,
+}
+
+impl Presence {
+    /// A registry with the given TTL and the default limits.
+    pub fn new(ttl: Duration) -> Presence {
+        Presence::with_config(PresenceConfig::with_ttl(ttl))
+    }
+
+    /// A registry with the given configuration.
+    pub fn with_config(config: PresenceConfig) -> Presence {
+        Presence {
+            ttl_ns: u64::try_from(config.ttl.as_nanos()).unwrap_or(u64::MAX),
+            config,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PresenceConfig {
+        &self.config
+    }
+
+    fn check_field(&self, field: &'static str, v: &str, max: usize) -> Result<(), PresenceError> {
+        if v.len() > max {
+            return Err(PresenceError::FieldTooLong {
+                field,
+                len: v.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds client `client_id` to `topic`, or refreshes its session if it is
+    /// already there (replacing user, device and metadata). `metadata` must be
+    /// empty or valid JSON.
+    pub fn join(
+        &self,
+        topic: &str,
+        client_id: &str,
+        user: &str,
+        device: &str,
+        metadata: &str,
+        now_ns: u64,
+    ) -> Result<PresenceChange, PresenceError> {
+        if topic.is_empty() {
+            return Err(PresenceError::EmptyField("topic"));
+        }
+        if client_id.is_empty() {
+            return Err(PresenceError::EmptyField("client_id"));
+        }
+        let max = self.config.max_field_len;
+        self.check_field("client_id", client_id, max)?;
+        self.check_field("user", user, max)?;
+        self.check_field("device", device, max)?;
+        self.check_field("metadata", metadata, self.config.max_metadata_len)?;
+        if !metadata.is_empty() {
+            validate_json(metadata).map_err(PresenceError::InvalidMetadata)?;
+        }
+        let mut g = self.inner.lock();
+        if let Some(s) = g.touch(topic, client_id, now_ns) {
+            s.user.clear();
+            s.user.push_str(user);
+            s.device.clear();
+            s.device.push_str(device);
+            s.metadata.clear();
+            s.metadata.push_str(metadata);
+            return Ok(PresenceChange::Refreshed(s.clone()));
+        }
+        let count = g.topics.get(topic).map_or(0, BTreeMap::len);
+        if count >= self.config.max_sessions_per_topic {
+            return Err(PresenceError::TopicFull {
+                topic: topic.to_owned(),
+                max: self.config.max_sessions_per_topic,
+            });
+        }
+        let s = Session {
+            client_id: client_id.to_owned(),
+            user: user.to_owned(),
+            device: device.to_owned(),
+            metadata: metadata.to_owned(),
+            connected_at_ns: now_ns,
+            last_heartbeat_ns: now_ns,
+        };
+        g.topics
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(client_id.to_owned(), s.clone());
+        g.clients
+            .entry(client_id.to_owned())
+            .or_default()
+            .insert(topic.to_owned());
+        g.by_heartbeat
+            .insert((now_ns, topic.to_owned(), client_id.to_owned()));
+        g.sessions += 1;
+        Ok(PresenceChange::Joined(s))
+    }
+
+    /// Records a heartbeat of `client_id`'s session on `topic`.
+    pub fn heartbeat(
+        &self,
+        topic: &str,
+        client_id: &str,
+        now_ns: u64,
+    ) -> Result<(), PresenceError> {
+        let mut g = self.inner.lock();
+        match g.touch(topic, client_id, now_ns) {
+            Some(_) => Ok(()),
+            None => Err(PresenceError::UnknownSession {
+                topic: topic.to_owned(),
+                client_id: client_id.to_owned(),
+            }),
+        }
+    }
+
+    /// Records a heartbeat of every session of `client_id` (a connection-level
+    /// keep-alive). Returns how many sessions it refreshed.
+    pub fn heartbeat_client(&self, client_id: &str, now_ns: u64) -> usize {
+        let mut g = self.inner.lock();
+        let topics: Vec<String> = match g.clients.get(client_id) {
+            Some(ts) => ts.iter().cloned().collect(),
+            None => return 0,
+        };
+        for t in &topics {
+            g.touch(t, client_id, now_ns);
+        }
+        topics.len()
+    }
+
+    /// Removes `client_id`'s session on `topic` and returns it (publish a
+    /// `presence.leave` event). `now_ns` is the time of leaving (not stored).
+    pub fn leave(&self, topic: &str, client_id: &str, now_ns: u64) -> Option<Session> {
+        let _ = now_ns;
+        self.inner.lock().remove(topic, client_id)
+    }
+
+    /// Removes every session of `client_id` (on disconnect) and returns them
+    /// with their topics, sorted by topic.
+    pub fn leave_client(&self, client_id: &str, now_ns: u64) -> Vec<(String, Session)> {
+        let _ = now_ns;
+        let mut g = self.inner.lock();
+        let Some(topics) = g.clients.get(client_id).cloned() else {
+            return Vec::new();
+        };
+        topics
+            .into_iter()
+            .filter_map(|t| g.remove(&t, client_id).map(|s| (t, s)))
+            .collect()
+    }
+
+    /// Removes and returns every session whose last heartbeat is more than
+    /// the TTL before `now_ns` (`now_ns - last_heartbeat_ns > ttl`), as
+    /// `(topic, session)`, oldest heartbeat first (ties by topic, then client).
+    pub fn expire(&self, now_ns: u64) -> Vec<(String, Session)> {
+        let mut g = self.inner.lock();
+        let mut out = Vec::new();
+        while let Some((hb, topic, client)) = g.by_heartbeat.first().cloned() {
+            if hb.saturating_add(self.ttl_ns) >= now_ns {
+                break;
+            }
+            match g.remove(&topic, &client) {
+                Some(s) => out.push((topic, s)),
+                // Unreachable (every index entry has its session), but never
+                // loop forever on it.
+                None => {
+                    g.by_heartbeat.remove(&(hb, topic, client));
+                }
+            }
+        }
+        out
+    }
+
+    /// The sessions on `topic`, sorted by client id.
+    pub fn list(&self, topic: &str) -> Vec<Session> {
+        let g = self.inner.lock();
+        g.topics
+            .get(topic)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// One session.
+    pub fn session(&self, topic: &str, client_id: &str) -> Option<Session> {
+        let g = self.inner.lock();
+        g.topics.get(topic)?.get(client_id).cloned()
+    }
+
+    /// The number of sessions on `topic`.
+    pub fn count(&self, topic: &str) -> usize {
+        self.inner.lock().topics.get(topic).map_or(0, BTreeMap::len)
+    }
+
+    /// The topics `client_id` is present on, sorted.
+    pub fn topics_of(&self, client_id: &str) -> Vec<String> {
+        let g = self.inner.lock();
+        g.clients
+            .get(client_id)
+            .map(|ts| ts.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The topics with at least one session, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        let g = self.inner.lock();
+        let mut v: Vec<String> = g.topics.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The total number of sessions.
+    pub fn len(&self) -> usize {
+        self.inner.lock().sessions
+    }
+
+    /// Whether there is no session at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Encodes a presence change as the event the broker publishes on
+/// `$presence.<topic>`: the event type ([`PresenceKind::event_type`]) and a
+/// JSON payload
+///
+/// ```text
+/// {"topic":"…","client_id":"…","user":"…","device":"…","metadata":…,
+///  "connected_at_ns":…,"last_heartbeat_ns":…}
+/// ```
+///
+/// where `metadata` is the session's metadata JSON (compacted), `null` if it
+/// is empty, or a JSON string holding it if it is not valid JSON (a
+/// hand-built [`Session`]). The payload is always valid JSON.
+pub fn presence_event(kind: PresenceKind, topic: &str, session: &Session) -> (String, Vec<u8>) {
+    let mut p = Vec::with_capacity(
+        128 + topic.len()
+            + session.client_id.len()
+            + session.user.len()
+            + session.device.len()
+            + session.metadata.len(),
+    );
+    p.extend_from_slice(b"{\"topic\":");
+    write_json_string(&mut p, topic);
+    p.extend_from_slice(b",\"client_id\":");
+    write_json_string(&mut p, &session.client_id);
+    p.extend_from_slice(b",\"user\":");
+    write_json_string(&mut p, &session.user);
+    p.extend_from_slice(b",\"device\":");
+    write_json_string(&mut p, &session.device);
+    p.extend_from_slice(b",\"metadata\":");
+    if session.metadata.is_empty() {
+        p.extend_from_slice(b"null");
+    } else {
+        match compact_json(&session.metadata) {
+            Ok(m) => p.extend_from_slice(m.as_bytes()),
+            Err(_) => write_json_string(&mut p, &session.metadata),
+        }
+    }
+    p.extend_from_slice(b",\"connected_at_ns\":");
+    p.extend_from_slice(session.connected_at_ns.to_string().as_bytes());
+    p.extend_from_slice(b",\"last_heartbeat_ns\":");
+    p.extend_from_slice(session.last_heartbeat_ns.to_string().as_bytes());
+    p.push(b'}');
+    (kind.event_type().to_owned(), p)
+}
+
+/// Appends `s` to `out` as a JSON string literal, quotes included.
+///
+/// Escapes `"` and `\`, writes `\n \r \t \b \f` for those control
+/// characters and `\u00XX` for the other C0 controls and DEL, and escapes
+/// U+2028 and U+2029 (valid JSON, but line terminators in JavaScript). Every
+/// other character is copied as UTF-8.
+pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let esc: &[u8] = match c {
+            '"' => b"\\\"",
+            '\\' => b"\\\\",
+            '\n' => b"\\n",
+            '\r' => b"\\r",
+            '\t' => b"\\t",
+            '\u{8}' => b"\\b",
+            '\u{c}' => b"\\f",
+            '\u{2028}' => b"\\u2028",
+            '\u{2029}' => b"\\u2029",
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.extend_from_slice(&s.as_bytes()[start..i]);
+                let b = c as u8;
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&s.as_bytes()[start..i]);
+        out.extend_from_slice(esc);
+        start = i + c.len_utf8();
+    }
+    out.extend_from_slice(&s.as_bytes()[start..]);
+    out.push(b'"');
+}
+
+/// Why a text is not valid JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonError {
+    /// Byte offset of the problem.
+    pub offset: usize,
+    /// What is wrong.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid JSON at byte {}: {}", self.offset, self.reason)
+    }
+}
+
+impl std::error::Error for JsonError {}
+
+/// Checks that `s` is one valid JSON value (RFC 8259, surrounding whitespace
+/// allowed), nested at most [`MAX_JSON_DEPTH`] deep, with no unpaired
+/// surrogate escape.
+pub fn validate_json(s: &str) -> Result<(), JsonError> {
+    let mut p = JsonParser {
+        b: s.as_bytes(),
+        i: 0,
+        out: None,
+    };
+    p.document()
+}
+
+/// Validates `s` like [`validate_json`] and returns it without insignificant
+/// whitespace.
+pub fn compact_json(s: &str) -> Result<String, JsonError> {
+    let mut p = JsonParser {
+        b: s.as_bytes(),
+        i: 0,
+        out: Some(Vec::with_capacity(s.len())),
+    };
+    p.document()?;
+    let out = p.out.unwrap_or_default();
+    // The output is the input minus ASCII whitespace outside strings: UTF-8.
+    Ok(String::from_utf8(out).unwrap_or_default())
+}
+
+struct JsonParser<'a> {
+    b: &'a [u8],
+    i: usize,
+    out: Option<Vec<u8>>,
+}
+
+impl JsonParser<'_> {
+    fn err(&self, reason: &'static str) -> JsonError {
+        JsonError {
+            offset: self.i,
+            reason,
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    /// Copies input bytes `from..self.i` to the output.
+    fn emit(&mut self, from: usize) {
+        if let Some(o) = self.out.as_mut() {
+            o.extend_from_slice(&self.b[from..self.i]);
+        }
+    }
+
+    fn document(&mut self) -> Result<(), JsonError> {
+        self.ws();
+        self.value(0)?;
+        self.ws();
+        if self.i != self.b.len() {
+            return Err(self.err("trailing characters"));
+        }
+        Ok(())
+    }
+
+    fn value(&mut self, depth: usize) -> Result<(), JsonError> {
+        match self.peek() {
+            None => Err(self.err("unexpected end")),
+            Some(b'{') => self.container(depth, b'}', true),
+            Some(b'[') => self.container(depth, b']', false),
+            Some(b'"') => self.string(),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(_) => Err(self.err("expected a value")),
+        }
+    }
+
+    fn literal(&mut self, lit: &'static [u8]) -> Result<(), JsonError> {
+        if self.b[self.i..].starts_with(lit) {
+            let from = self.i;
+            self.i += lit.len();
+            self.emit(from);
+            Ok(())
+        } else {
+            Err(self.err("invalid literal"))
+        }
+    }
+
+    fn container(&mut self, depth: usize, close: u8, object: bool) -> Result<(), JsonError> {
+        if depth >= MAX_JSON_DEPTH {
+            return Err(self.err("nested too deeply"));
+        }
+        let from = self.i;
+        self.i += 1;
+        self.emit(from);
+        self.ws();
+        if self.peek() == Some(close) {
+            let from = self.i;
+            self.i += 1;
+            self.emit(from);
+            return Ok(());
+        }
+        loop {
+            if object {
+                if self.peek() != Some(b'"') {
+                    return Err(self.err("expected a string key"));
+                }
+                self.string()?;
+                self.ws();
+                if self.peek() != Some(b':') {
+                    return Err(self.err("expected ':'"));
+                }
+                let from = self.i;
+                self.i += 1;
+                self.emit(from);
+                self.ws();
+            }
+            self.value(depth + 1)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    let from = self.i;
+                    self.i += 1;
+                    self.emit(from);
+                    self.ws();
+                }
+                Some(c) if c == close => {
+                    let from = self.i;
+                    self.i += 1;
+                    self.emit(from);
+                    return Ok(());
+                }
+                _ => return Err(self.err("expected ',' or a closing bracket")),
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u16, JsonError> {
+        let mut v = 0u16;
+        for _ in 0..4 {
+            let d = match self.peek() {
+                Some(c @ b'0'..=b'9') => c - b'0',
+                Some(c @ b'a'..=b'f') => c - b'a' + 10,
+                Some(c @ b'A'..=b'F') => c - b'A' + 10,
+                _ => return Err(self.err("bad \\u escape")),
+            };
+            v = v << 4 | u16::from(d);
+            self.i += 1;
+        }
+        Ok(v)
+    }
+
+    fn string(&mut self) -> Result<(), JsonError> {
+        let from = self.i;
+        self.i += 1;
+        loop {
+            match self.peek() {
+                None => return Err(self.err("unterminated string")),
+                Some(b'"') => {
+                    self.i += 1;
+                    self.emit(from);
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    self.i += 1;
+                    match self.peek() {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 1,
+                        Some(b'u') => {
+                            self.i += 1;
+                            let u = self.hex4()?;
+                            if (0xDC00..0xE000).contains(&u) {
+                                return Err(self.err("unpaired low surrogate"));
+                            }
+                            if (0xD800..0xDC00).contains(&u) {
+                                if !self.b[self.i..].starts_with(b"\\u") {
+                                    return Err(self.err("unpaired high surrogate"));
+                                }
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return Err(self.err("unpaired high surrogate"));
+                                }
+                            }
+                        }
+                        _ => return Err(self.err("bad escape")),
+                    }
+                }
+                Some(c) if c < 0x20 => return Err(self.err("control character in string")),
+                Some(_) => self.i += 1,
+            }
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let from = self.i;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+        self.i - from
+    }
+
+    fn number(&mut self) -> Result<(), JsonError> {
+        let from = self.i;
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(self.err("bad number")),
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return Err(self.err("bad number fraction"));
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.err("bad number exponent"));
+            }
+        }
+        self.emit(from);
+        Ok(())
+    }
+}
