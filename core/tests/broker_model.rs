@@ -111,7 +111,7 @@ fn run(case: Case) -> Result<(), TestCaseError> {
     let publishers: Vec<_> = TOPICS.iter().map(|t| broker.publisher(t).unwrap()).collect();
     // The model: global seq -> record, from what publish returned.
     let mut model: BTreeMap<u64, Rec> = BTreeMap::new();
-    let mut publish = |topic: usize, ty: usize, origin: u64| {
+    let publish = |topic: usize, ty: usize, origin: u64| {
         let payload = format!("{topic}/{ty}/{origin}");
         let p = publishers[topic].publish(TYPES[ty], payload.as_bytes(), PublishOptions { origin, correlation: None }).unwrap();
         (p.seq, Rec { topic, topic_seq: p.topic_seq, ty, origin })
@@ -174,15 +174,12 @@ fn run(case: Case) -> Result<(), TestCaseError> {
                 let mut got = Vec::new();
                 let mut n = 0u32;
                 while sub.next_seq() < end {
-                    match sub.next_timeout(Duration::from_millis(200)).unwrap() {
-                        Some(d) => {
-                            got.push(d);
-                            n += 1;
-                            if spec.stall_every > 0 && n % spec.stall_every == 0 {
-                                thread::sleep(Duration::from_micros(spec.stall_us));
-                            }
+                    if let Some(d) = sub.next_timeout(Duration::from_millis(200)).unwrap() {
+                        got.push(d);
+                        n += 1;
+                        if spec.stall_every > 0 && n % spec.stall_every == 0 {
+                            thread::sleep(Duration::from_micros(spec.stall_us));
                         }
-                        None => {}
                     }
                 }
                 while let Some(d) = sub.try_next().unwrap() {

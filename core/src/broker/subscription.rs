@@ -244,6 +244,7 @@ impl Subscription {
     }
 
     /// Waits for the next delivery.
+    #[allow(clippy::should_implement_trait)] // fallible and blocking: not an Iterator
     pub fn next(&mut self) -> Result<Delivery, BrokerError> {
         loop {
             if let Some(d) = self.try_next()? {
