@@ -254,6 +254,14 @@ fn main() {
         reopen_child(&args[2], args[3].parse().unwrap(), args[4].parse().unwrap());
         return;
     }
+    if args.get(1).map(String::as_str) == Some("--reopen-only") {
+        // One reopen measurement: --reopen-only MIB PAYLOAD
+        let mib: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1024);
+        let payload: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(256);
+        let (mut warm, mut cold, records) = reopen_times(mib << 20, payload, 3);
+        println!("{records} records: warm {:.3} s, cold {:.3} s", median(&mut warm), median(&mut cold));
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("--prefaulted") {
         // Append cost without page faults: 64 B records into a segment the
         // prefault thread has finished populating.
