@@ -824,8 +824,8 @@ impl AckTracker {
             self.checkpoint = s;
             self.pending.pop_front();
         }
-        let adv = self.advance();
-        (self.checkpoint != old).then_some(adv.unwrap_or(self.checkpoint))
+        self.advance();
+        (self.checkpoint != old).then_some(self.checkpoint)
     }
 
     /// Pops acknowledged events off the front; `Some(checkpoint)` if any.
