@@ -1,16 +1,134 @@
-//! Herald's C ABI.
+//! Herald's C ABI: `libherald.so` / `libherald.a`, described by the
+//! cbindgen-generated `include/herald.h` (committed, checked fresh by
+//! `tests/header_fresh.rs`).
 //!
-//! Only the version query exists so far; the broker, publisher and subscriber
-//! handles arrive with the C ABI issue, together with the cbindgen-generated
-//! `include/herald.h`.
+//! Conventions (rustls-ffi, hyper's C API, Aeron's `aeronc.h`):
+//! `herald_<type>_<verb>` names; opaque handles; `_free(NULL)` is a no-op;
+//! outputs written only on success; every buffer followed by its `size_t`
+//! length; stable numbered [`herald_result`] codes with
+//! [`herald_strerror`] and the thread-local [`herald_last_error`]; every
+//! entry point wrapped in [`ffi_entry!`](error::ffi_entry), so no panic
+//! crosses the boundary; NULL or invalid arguments return a code.
+//!
+//! Handles carry a tag checked on entry, which catches a handle of the wrong
+//! type (and, on a best-effort basis, a freed one).
+#![allow(non_camel_case_types)]
 
 use std::ffi::c_char;
 
+mod broker;
+mod error;
+mod filter;
+mod publisher;
+mod subscriber;
+
+pub use broker::*;
+pub use error::{herald_last_error, herald_result, herald_strerror};
+pub use filter::*;
+pub use publisher::*;
+pub use subscriber::*;
+
+use error::{fail, Fail};
+use herald_result::*;
+
 /// The library version as a NUL-terminated string with static lifetime,
-/// e.g. `"0.1.0"`. Never NULL; the caller must not free it.
+/// e.g. `"0.1.0"` (equal to `HERALD_VERSION_STRING` of a matching header).
+/// Never NULL; the caller must not free it. Thread-safe.
 #[no_mangle]
 pub extern "C" fn herald_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// A handle type: its tag, checked on every entry.
+pub(crate) trait Handle {
+    const TAG: u64;
+    fn tag(&self) -> u64;
+}
+
+/// Tag of a freed handle.
+pub(crate) const DEAD: u64 = 0xdead_dead_dead_dead;
+
+/// Borrows a handle, checking NULL, alignment and its tag.
+///
+/// # Safety
+/// `p` must be NULL or point to readable memory of at least `size_of::<T>()`
+/// bytes; if its tag is `T::TAG` it must be a live handle made by this
+/// library.
+#[inline(always)]
+pub(crate) unsafe fn handle<'a, T: Handle>(p: *const T) -> Result<&'a T, Fail> {
+    if p.is_null() {
+        return Err(fail(HERALD_E_NULL, "the handle argument is NULL"));
+    }
+    if !p.is_aligned() {
+        return Err(fail(HERALD_E_INVALID_HANDLE, "the handle argument is misaligned"));
+    }
+    // SAFETY: non-NULL and aligned; the caller guarantees it points to a
+    // handle this library made (the tag check rejects other handle types).
+    let h = unsafe { &*p };
+    if h.tag() != T::TAG {
+        return Err(fail(HERALD_E_INVALID_HANDLE, "the handle is of another type or was freed"));
+    }
+    Ok(h)
+}
+
+/// Moves a new handle to the heap and returns its pointer.
+pub(crate) fn into_raw<T>(value: T) -> *mut T {
+    Box::into_raw(Box::new(value))
+}
+
+/// Borrows a `(pointer, length)` byte buffer; NULL is allowed for length 0.
+///
+/// # Safety
+/// If `len > 0`, `ptr` must point to `len` readable bytes that stay valid
+/// and unmodified for `'a`.
+#[inline(always)]
+pub(crate) unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8], Fail> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(fail(HERALD_E_NULL, format_args!("{what} is NULL with length {len}")));
+    }
+    if len > isize::MAX as usize {
+        return Err(fail(HERALD_E_INVALID_ARGUMENT, format_args!("{what}: length {len} is too large")));
+    }
+    // SAFETY: non-NULL, len <= isize::MAX, and the caller guarantees `len`
+    // readable bytes for 'a (u8 has no alignment requirement).
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// Borrows a `(pointer, length)` UTF-8 string (no NUL terminator needed).
+///
+/// # Safety
+/// As [`bytes_arg`].
+#[inline(always)]
+pub(crate) unsafe fn str_arg<'a>(ptr: *const c_char, len: usize, what: &str) -> Result<&'a str, Fail> {
+    // SAFETY: forwarded from the caller.
+    let bytes = unsafe { bytes_arg(ptr.cast(), len, what) }?;
+    std::str::from_utf8(bytes).map_err(|e| fail(HERALD_E_INVALID_UTF8, format_args!("{what} is not UTF-8: {e}")))
+}
+
+/// Checks an output pointer for NULL and alignment.
+#[inline(always)]
+pub(crate) fn out_arg<T>(p: *mut T, what: &str) -> Result<*mut T, Fail> {
+    if p.is_null() {
+        return Err(fail(HERALD_E_NULL, format_args!("the output {what} is NULL")));
+    }
+    if !p.is_aligned() {
+        return Err(fail(HERALD_E_INVALID_ARGUMENT, format_args!("the output {what} is misaligned")));
+    }
+    Ok(p)
+}
+
+/// Writes `value` through an output pointer checked by [`out_arg`].
+///
+/// # Safety
+/// `p` must come from [`out_arg`] and point to writable memory for a `T`.
+#[inline(always)]
+pub(crate) unsafe fn write_out<T>(p: *mut T, value: T) {
+    // SAFETY: non-NULL and aligned (out_arg), writable (caller). `write`
+    // does not drop the old (possibly uninitialised) value.
+    unsafe { p.write(value) }
 }
 
 #[cfg(test)]

@@ -1,0 +1,148 @@
+//! The filter builder handle.
+
+use std::ffi::c_char;
+use std::sync::Mutex;
+
+use herald_core::broker::TopicPattern;
+use herald_core::Filter;
+
+use crate::error::{fail, ffi_entry, herald_result};
+use crate::herald_result::*;
+use crate::{handle, into_raw, out_arg, str_arg, write_out, Handle, DEAD};
+
+/// What a subscriber selects: topic names or patterns (NATS-style `*` one
+/// token, `>` one or more trailing tokens), optionally event types, and an
+/// origin to exclude ("not my own events"). Build it, pass it to
+/// `herald_subscriber_open*` (which copy it), free it.
+///
+/// Thread-safety: thread-safe (calls on one filter are serialised internally).
+#[derive(Debug)]
+pub struct herald_filter {
+    tag: u64,
+    spec: Mutex<FilterSpec>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FilterSpec {
+    topics: Vec<String>,
+    types: Vec<String>,
+    exclude_origin: Option<u64>,
+}
+
+impl Handle for herald_filter {
+    const TAG: u64 = 0x4845_5241_4c44_4649; // "HERALDFI"
+    fn tag(&self) -> u64 {
+        self.tag
+    }
+}
+
+impl herald_filter {
+    /// The core filter this builder describes.
+    pub(crate) fn build(&self) -> Result<Filter, crate::error::Fail> {
+        let spec = self.spec.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let patterns: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
+        let mut filter = Filter::patterns(&patterns)?;
+        if !spec.types.is_empty() {
+            filter = filter.with_types(&spec.types);
+        }
+        if let Some(origin) = spec.exclude_origin {
+            filter = filter.excluding_origin(origin);
+        }
+        Ok(filter)
+    }
+}
+
+/// A new, empty filter (add at least one topic before subscribing).
+///
+/// # Safety
+/// `out` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn herald_filter_new(out: *mut *mut herald_filter) -> herald_result {
+    ffi_entry!({
+        let out = out_arg(out, "filter")?;
+        let f = herald_filter { tag: herald_filter::TAG, spec: Mutex::new(FilterSpec::default()) };
+        // SAFETY: checked by out_arg.
+        unsafe { write_out(out, into_raw(f)) };
+        Ok(())
+    })
+}
+
+/// Frees a filter. `NULL` is a no-op.
+///
+/// # Safety
+/// `filter` must be NULL or a live filter handle, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn herald_filter_free(filter: *mut herald_filter) {
+    let _ = ffi_entry!({
+        if filter.is_null() {
+            return Ok(());
+        }
+        // SAFETY: the caller guarantees NULL or a live handle.
+        unsafe { handle(filter) }?;
+        // SAFETY: made by Box::into_raw in herald_filter_new; the caller gives it up.
+        let mut f = unsafe { Box::from_raw(filter) };
+        f.tag = DEAD;
+        Ok(())
+    });
+}
+
+/// Adds a topic name or pattern (checked now: `HERALD_E_INVALID_TOPIC`).
+///
+/// # Safety
+/// `filter` NULL or live; `pattern` points to `pattern_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn herald_filter_add_topic(
+    filter: *const herald_filter,
+    pattern: *const c_char,
+    pattern_len: usize,
+) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let f = unsafe { handle(filter) }?;
+        // SAFETY: the caller guarantees pattern_len readable bytes.
+        let pattern = unsafe { str_arg(pattern, pattern_len, "pattern") }?;
+        TopicPattern::parse(pattern)?;
+        f.spec.lock().unwrap_or_else(|p| p.into_inner()).topics.push(pattern.to_owned());
+        Ok(())
+    })
+}
+
+/// Restricts the filter to events of this type (call again to allow several).
+///
+/// # Safety
+/// `filter` NULL or live; `event_type` points to `event_type_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn herald_filter_add_type(
+    filter: *const herald_filter,
+    event_type: *const c_char,
+    event_type_len: usize,
+) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let f = unsafe { handle(filter) }?;
+        // SAFETY: the caller guarantees event_type_len readable bytes.
+        let t = unsafe { str_arg(event_type, event_type_len, "event_type") }?;
+        let ok = !t.is_empty()
+            && t.len() <= herald_core::broker::MAX_TYPE_LEN
+            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+        if !ok {
+            return Err(fail(HERALD_E_INVALID_EVENT_TYPE, format_args!("invalid event type {t:?}")));
+        }
+        f.spec.lock().unwrap_or_else(|p| p.into_inner()).types.push(t.to_owned());
+        Ok(())
+    })
+}
+
+/// Leaves out events published with this origin ("not my own events").
+///
+/// # Safety
+/// `filter` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn herald_filter_exclude_origin(filter: *const herald_filter, origin: u64) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let f = unsafe { handle(filter) }?;
+        f.spec.lock().unwrap_or_else(|p| p.into_inner()).exclude_origin = Some(origin);
+        Ok(())
+    })
+}

@@ -1,0 +1,294 @@
+//! The topic publisher handle: copying publish, and claim → write → commit.
+
+use std::cell::UnsafeCell;
+use std::ffi::c_char;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use herald_core::broker::{PublishOptions, TopicPublisher};
+
+use crate::broker::herald_broker;
+use crate::error::{fail, ffi_entry, herald_result, Fail};
+use crate::herald_result::*;
+use crate::{bytes_arg, handle, into_raw, out_arg, str_arg, write_out, Handle, DEAD};
+
+/// Options of one publish (pass NULL for the defaults: origin 0, no
+/// correlation id).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct herald_publish_options {
+    /// Who published (device or user id), for "not my own events" filters.
+    pub origin: u64,
+    /// Correlation id carried to subscribers (may be NULL when the length is 0).
+    pub correlation: *const c_char,
+    /// Length of `correlation` in bytes (0: none).
+    pub correlation_len: usize,
+}
+
+/// The sequences a published event got.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct herald_published {
+    /// Global sequence (dense across all topics).
+    pub seq: u64,
+    /// Sequence within the topic (dense per topic).
+    pub topic_seq: u64,
+}
+
+const IDLE: u8 = 0;
+const CLAIMED: u8 = 1;
+/// A thread is inside claim/commit and owns `scratch`.
+const BUSY: u8 = 2;
+
+/// Publishes to one topic (resolved once, at creation).
+///
+/// Thread-safety: `herald_publisher_publish` is thread-safe: any number of
+/// threads may publish through one handle concurrently. A handle holds at
+/// most one outstanding claim: a second `claim` before `commit`/`abort`
+/// returns `HERALD_E_BUSY`; use one publisher per thread for concurrent
+/// claims. The claimed buffer belongs to the claiming thread until
+/// commit/abort.
+#[derive(Debug)]
+pub struct herald_publisher {
+    tag: u64,
+    publisher: TopicPublisher,
+    max_payload: usize,
+    /// IDLE → (claim) BUSY → CLAIMED → (commit) BUSY → IDLE, or CLAIMED →
+    /// (abort) IDLE. `scratch` is touched by Rust only by the thread that
+    /// moved the state to BUSY, and by the C caller only while CLAIMED.
+    state: AtomicU8,
+    scratch: UnsafeCell<Vec<u8>>,
+}
+
+impl Handle for herald_publisher {
+    const TAG: u64 = 0x4845_5241_4c44_5055; // "HERALDPU"
+    fn tag(&self) -> u64 {
+        self.tag
+    }
+}
+
+/// A publisher for `topic` (registered on first use); free with
+/// `herald_publisher_free`. `HERALD_E_INVALID_TOPIC` for a bad name.
+///
+/// # Safety
+/// `broker` NULL or live; `topic` points to `topic_len` bytes; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn herald_publisher_new(
+    broker: *const herald_broker,
+    topic: *const c_char,
+    topic_len: usize,
+    out: *mut *mut herald_publisher,
+) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let b = unsafe { handle(broker) }?;
+        // SAFETY: the caller guarantees topic_len readable bytes.
+        let topic = unsafe { str_arg(topic, topic_len, "topic") }?;
+        let out = out_arg(out, "publisher")?;
+        let publisher = b.broker.publisher(topic)?;
+        let p = herald_publisher {
+            tag: herald_publisher::TAG,
+            publisher,
+            max_payload: b.max_payload,
+            state: AtomicU8::new(IDLE),
+            scratch: UnsafeCell::new(Vec::new()),
+        };
+        // SAFETY: checked by out_arg.
+        unsafe { write_out(out, into_raw(p)) };
+        Ok(())
+    })
+}
+
+/// Frees a publisher (an outstanding claim is dropped). `NULL` is a no-op.
+///
+/// # Safety
+/// `publisher` must be NULL or a live handle, not used afterwards nor
+/// concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn herald_publisher_free(publisher: *mut herald_publisher) {
+    let _ = ffi_entry!({
+        if publisher.is_null() {
+            return Ok(());
+        }
+        // SAFETY: the caller guarantees NULL or a live handle.
+        unsafe { handle(publisher) }?;
+        // SAFETY: made by Box::into_raw in herald_publisher_new; the caller gives it up.
+        let mut p = unsafe { Box::from_raw(publisher) };
+        p.tag = DEAD;
+        Ok(())
+    });
+}
+
+/// Reads the optional publish options.
+///
+/// # Safety
+/// `options` NULL or a valid `herald_publish_options` whose correlation
+/// points to its length in bytes, valid for `'a`.
+#[inline(always)]
+unsafe fn options<'a>(options: *const herald_publish_options) -> Result<PublishOptions<'a>, Fail> {
+    if options.is_null() {
+        return Ok(PublishOptions::default());
+    }
+    // SAFETY: non-NULL; the caller guarantees a valid struct.
+    let o = unsafe { options.read_unaligned() };
+    let correlation = if o.correlation_len == 0 {
+        None
+    } else {
+        // SAFETY: the caller guarantees correlation_len readable bytes.
+        Some(unsafe { str_arg(o.correlation, o.correlation_len, "options.correlation") }?)
+    };
+    Ok(PublishOptions { origin: o.origin, correlation })
+}
+
+/// Publishes one event, copying `payload`. `options` may be NULL;
+/// `out` (may be NULL) receives its sequences. With
+/// `HERALD_DURABILITY_ALWAYS` it returns once the event is durable.
+///
+/// # Safety
+/// `publisher` NULL or live; `event_type`/`payload` point to their lengths
+/// in bytes; `options` NULL or valid; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn herald_publisher_publish(
+    publisher: *const herald_publisher,
+    event_type: *const c_char,
+    event_type_len: usize,
+    payload: *const u8,
+    payload_len: usize,
+    options: *const herald_publish_options,
+    out: *mut herald_published,
+) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let p = unsafe { handle(publisher) }?;
+        // SAFETY: the caller guarantees event_type_len readable bytes.
+        let event_type = unsafe { str_arg(event_type, event_type_len, "event_type") }?;
+        // SAFETY: the caller guarantees payload_len readable bytes.
+        let payload = unsafe { bytes_arg(payload, payload_len, "payload") }?;
+        // SAFETY: forwarded from the caller.
+        let opts = unsafe { self::options(options) }?;
+        let out = if out.is_null() { None } else { Some(out_arg(out, "published")?) };
+        let published = p.publisher.publish(event_type, payload, opts)?;
+        if let Some(out) = out {
+            // SAFETY: checked by out_arg.
+            unsafe { write_out(out, herald_published { seq: published.seq, topic_seq: published.topic_seq }) };
+        }
+        Ok(())
+    })
+}
+
+/// Claims a buffer of `len` bytes (at most the broker's `max_payload`) for
+/// the next event's payload: `*out_buf` points to it. Fill it in place, then
+/// `herald_publisher_commit` or `herald_publisher_abort`.
+///
+/// What it does: the buffer is the publisher's own scratch buffer, reused
+/// across claims (no allocation once it has grown to the largest claim).
+/// The event is not yet sequenced or visible; the copy into the log and the
+/// ring happens at commit, under the broker's publish lock, so a slow writer
+/// never holds other publishers back. The buffer stays valid until
+/// commit/abort/free. `HERALD_E_BUSY` if this handle already has a claim.
+///
+/// # Safety
+/// `publisher` NULL or live; `out_buf` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn herald_publisher_claim(
+    publisher: *const herald_publisher,
+    len: usize,
+    out_buf: *mut *mut u8,
+) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let p = unsafe { handle(publisher) }?;
+        let out = out_arg(out_buf, "out_buf")?;
+        if len > p.max_payload {
+            return Err(fail(
+                HERALD_E_PAYLOAD_TOO_LARGE,
+                format_args!("claim of {len} bytes exceeds max_payload {}", p.max_payload),
+            ));
+        }
+        // Acquire: pairs with the Release stores that end a commit/abort, so
+        // the previous owner's use of `scratch` happens before ours.
+        if p.state.compare_exchange(IDLE, BUSY, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            return Err(fail(HERALD_E_BUSY, "this publisher already has an outstanding claim"));
+        }
+        // SAFETY: state BUSY, set by our CAS: no other thread touches scratch.
+        let scratch = unsafe { &mut *p.scratch.get() };
+        scratch.clear();
+        scratch.resize(len, 0);
+        let ptr = scratch.as_mut_ptr();
+        // Release: pairs with the Acquire CAS in commit/abort.
+        p.state.store(CLAIMED, Ordering::Release);
+        // SAFETY: checked by out_arg.
+        unsafe { write_out(out, ptr) };
+        Ok(())
+    })
+}
+
+/// Publishes the claimed buffer's first `len` bytes (`len` ≤ the claimed
+/// length) as an event of `event_type`, and releases the claim (also when
+/// the publish fails). `HERALD_E_NO_CLAIM` without an outstanding claim.
+///
+/// # Safety
+/// As `herald_publisher_publish`; the caller must not touch the claimed
+/// buffer after this call.
+#[no_mangle]
+pub unsafe extern "C" fn herald_publisher_commit(
+    publisher: *const herald_publisher,
+    event_type: *const c_char,
+    event_type_len: usize,
+    len: usize,
+    options: *const herald_publish_options,
+    out: *mut herald_published,
+) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let p = unsafe { handle(publisher) }?;
+        // SAFETY: the caller guarantees event_type_len readable bytes.
+        let event_type = unsafe { str_arg(event_type, event_type_len, "event_type") }?;
+        // SAFETY: forwarded from the caller.
+        let opts = unsafe { self::options(options) }?;
+        let out = if out.is_null() { None } else { Some(out_arg(out, "published")?) };
+        // Acquire: pairs with the Release store at the end of claim.
+        if p.state.compare_exchange(CLAIMED, BUSY, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            return Err(fail(HERALD_E_NO_CLAIM, "commit without an outstanding claim"));
+        }
+        struct Release<'a>(&'a AtomicU8);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                // Release: pairs with the Acquire CAS of the next claim.
+                self.0.store(IDLE, Ordering::Release);
+            }
+        }
+        let _release = Release(&p.state);
+        // SAFETY: state BUSY, set by our CAS: no other thread touches scratch.
+        let scratch = unsafe { &*p.scratch.get() };
+        let Some(payload) = scratch.get(..len) else {
+            return Err(fail(
+                HERALD_E_INVALID_ARGUMENT,
+                format_args!("commit of {len} bytes exceeds the claimed {}", scratch.len()),
+            ));
+        };
+        let published = p.publisher.publish(event_type, payload, opts)?;
+        if let Some(out) = out {
+            // SAFETY: checked by out_arg.
+            unsafe { write_out(out, herald_published { seq: published.seq, topic_seq: published.topic_seq }) };
+        }
+        Ok(())
+    })
+}
+
+/// Drops the outstanding claim without publishing.
+/// `HERALD_E_NO_CLAIM` without one.
+///
+/// # Safety
+/// `publisher` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn herald_publisher_abort(publisher: *const herald_publisher) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let p = unsafe { handle(publisher) }?;
+        // Release: pairs with the Acquire CAS of the next claim.
+        if p.state.compare_exchange(CLAIMED, IDLE, Ordering::Release, Ordering::Relaxed).is_err() {
+            return Err(fail(HERALD_E_NO_CLAIM, "abort without an outstanding claim"));
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,685 @@
+//! The subscriber handle: poll with a callback, next into a buffer, a
+//! pollable fd for host event loops, durable-consumer acks, lag.
+
+use std::cell::UnsafeCell;
+use std::ffi::c_char;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use herald_core::broker::{DeliveryRef, EventRef, Gap};
+use herald_core::ring::Doorbell;
+use herald_core::{Broker, Delivery, StartAt, Subscription};
+
+use crate::broker::herald_broker;
+use crate::error::{fail, ffi_entry, herald_result, Fail};
+use crate::filter::herald_filter;
+use crate::herald_result::*;
+use crate::{handle, into_raw, out_arg, str_arg, write_out, Handle, DEAD};
+
+/// Start with the next event published (`start_value` ignored).
+pub const HERALD_START_NOW: u32 = 0;
+/// Start at global sequence `start_value` (older than retention: a gap first).
+pub const HERALD_START_SEQ: u32 = 1;
+/// Start at sequence `start_value` of the filter's single topic.
+pub const HERALD_START_TOPIC_SEQ: u32 = 2;
+/// Start at the first event published at or after `start_value` ns since
+/// the Unix epoch.
+pub const HERALD_START_TIME: u32 = 3;
+/// Start with the last `start_value` events (of the topic for a single-topic
+/// filter, otherwise of the log, filtered).
+pub const HERALD_START_LAST_N: u32 = 4;
+
+/// A delivery that is an event.
+pub const HERALD_DELIVERY_EVENT: u32 = 0;
+/// A delivery that is a gap notice: events `gap_from..=gap_to` were deleted
+/// by retention before this subscriber read them (topic sequences if
+/// `topic_len > 0`, else global sequences). Never silence: always this.
+pub const HERALD_DELIVERY_GAP: u32 = 1;
+
+/// One delivery: an event or a gap notice.
+///
+/// In a `herald_subscriber_poll` callback the pointers borrow the library's
+/// memory and are valid only during the callback. From
+/// `herald_subscriber_next` they point into the caller's buffer, laid out as
+/// payload, topic, event type, correlation id, back to back from offset 0
+/// (so `payload == buf`). Strings are not NUL-terminated.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct herald_delivery {
+    /// `HERALD_DELIVERY_EVENT` or `HERALD_DELIVERY_GAP`.
+    pub kind: u32,
+    /// Global sequence (events; 0 for gaps).
+    pub seq: u64,
+    /// Sequence within the topic (events; 0 for gaps).
+    pub topic_seq: u64,
+    /// Publish time, ns since the Unix epoch (events).
+    pub timestamp_ns: u64,
+    /// Origin given by the publisher (0 if none).
+    pub origin: u64,
+    /// Gaps: first missing sequence (inclusive).
+    pub gap_from: u64,
+    /// Gaps: last missing sequence (inclusive).
+    pub gap_to: u64,
+    /// Topic name (events; gaps of a single-topic subscriber).
+    pub topic: *const c_char,
+    /// Length of `topic`.
+    pub topic_len: usize,
+    /// Event type.
+    pub event_type: *const c_char,
+    /// Length of `event_type`.
+    pub event_type_len: usize,
+    /// Correlation id (length 0: none).
+    pub correlation: *const c_char,
+    /// Length of `correlation`.
+    pub correlation_len: usize,
+    /// Payload.
+    pub payload: *const u8,
+    /// Length of `payload`.
+    pub payload_len: usize,
+}
+
+/// Callback of `herald_subscriber_poll`: return 0 to go on, non-zero to stop
+/// after this delivery. It must not unwind (no C++ exception, no longjmp).
+/// It may call into the library, except on the same subscriber
+/// (`HERALD_E_BUSY`).
+pub type herald_poll_fn = Option<unsafe extern "C" fn(user: *mut std::ffi::c_void, delivery: *const herald_delivery) -> i32>;
+
+/// A subscription: reads the log until it catches up, then the live ring,
+/// falling back to the log by itself when lapped (lag never loses events;
+/// see `herald_subscriber_lag`). Only retention can make it miss events,
+/// and those arrive as `HERALD_DELIVERY_GAP`.
+///
+/// Thread-safety: one call at a time. A subscriber may move between threads
+/// (e.g. a worker pool) but calls on it must not overlap: an overlapping
+/// call returns `HERALD_E_BUSY` instead of racing. Different subscribers are
+/// independent.
+#[derive(Debug)]
+pub struct herald_subscriber {
+    tag: u64,
+    /// Set while a thread is inside a call; guards `state`.
+    busy: AtomicBool,
+    state: UnsafeCell<SubState>,
+}
+
+#[derive(Debug)]
+struct SubState {
+    sub: Subscription,
+    broker: Broker,
+    doorbell: Option<Doorbell>,
+    /// A delivery taken from the subscription that did not fit the caller's
+    /// buffer: returned first by the next call.
+    pending: Option<Delivery>,
+}
+
+impl Handle for herald_subscriber {
+    const TAG: u64 = 0x4845_5241_4c44_5355; // "HERALDSU"
+    fn tag(&self) -> u64 {
+        self.tag
+    }
+}
+
+/// Exclusive access to a subscriber's state for one call.
+struct Entered<'a> {
+    sub: &'a herald_subscriber,
+}
+
+impl Entered<'_> {
+    fn state(&mut self) -> &mut SubState {
+        // SAFETY: `busy` was false and we set it (Acquire swap in `enter`),
+        // so no other call is inside this subscriber until our Drop.
+        unsafe { &mut *self.sub.state.get() }
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        // Release: pairs with the Acquire swap of the next `enter`.
+        self.sub.busy.store(false, Ordering::Release);
+    }
+}
+
+/// Checks and enters a subscriber handle.
+///
+/// # Safety
+/// As [`handle`].
+#[inline(always)]
+unsafe fn enter<'a>(p: *const herald_subscriber) -> Result<Entered<'a>, Fail> {
+    // SAFETY: forwarded from the caller.
+    let sub = unsafe { handle(p) }?;
+    // Acquire: pairs with the Release store in `Entered::drop`.
+    if sub.busy.swap(true, Ordering::Acquire) {
+        return Err(fail(HERALD_E_BUSY, "another call is inside this subscriber"));
+    }
+    Ok(Entered { sub })
+}
+
+fn start_at(kind: u32, value: u64) -> Result<StartAt, Fail> {
+    Ok(match kind {
+        HERALD_START_NOW => StartAt::Now,
+        HERALD_START_SEQ => StartAt::Seq(value),
+        HERALD_START_TOPIC_SEQ => StartAt::TopicSeq(value),
+        HERALD_START_TIME => StartAt::Time(value),
+        HERALD_START_LAST_N => StartAt::LastN(value),
+        other => return Err(fail(HERALD_E_INVALID_ARGUMENT, format_args!("unknown start kind {other}"))),
+    })
+}
+
+fn new_handle(sub: Subscription, broker: Broker) -> *mut herald_subscriber {
+    into_raw(herald_subscriber {
+        tag: herald_subscriber::TAG,
+        busy: AtomicBool::new(false),
+        state: UnsafeCell::new(SubState { sub, broker, doorbell: None, pending: None }),
+    })
+}
+
+/// Subscribes with `filter` (copied; free it when you like) from the start
+/// position `start_kind` (`HERALD_START_*`) / `start_value`. Free with
+/// `herald_subscriber_free`.
+///
+/// # Safety
+/// `broker`, `filter` NULL or live; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn herald_subscriber_open(
+    broker: *const herald_broker,
+    filter: *const herald_filter,
+    start_kind: u32,
+    start_value: u64,
+    out: *mut *mut herald_subscriber,
+) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let b = unsafe { handle(broker) }?;
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let f = unsafe { handle(filter) }?;
+        let out = out_arg(out, "subscriber")?;
+        let start = start_at(start_kind, start_value)?;
+        let sub = b.broker.subscribe(f.build()?, start)?;
+        // SAFETY: checked by out_arg.
+        unsafe { write_out(out, new_handle(sub, b.broker.clone())) };
+        Ok(())
+    })
+}
+
+/// Subscribes as the durable consumer `name` (1..=128 bytes of
+/// `[A-Za-z0-9_.-]`): resumes after its checkpoint, or at the given start
+/// position if the consumer is new. Acknowledge with `herald_subscriber_ack`
+/// / `herald_subscriber_ack_up_to`.
+///
+/// # Safety
+/// `broker`, `filter` NULL or live; `name` points to `name_len` bytes; `out`
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn herald_subscriber_open_consumer(
+    broker: *const herald_broker,
+    name: *const c_char,
+    name_len: usize,
+    filter: *const herald_filter,
+    start_kind: u32,
+    start_value: u64,
+    out: *mut *mut herald_subscriber,
+) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let b = unsafe { handle(broker) }?;
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let f = unsafe { handle(filter) }?;
+        // SAFETY: the caller guarantees name_len readable bytes.
+        let name = unsafe { str_arg(name, name_len, "name") }?;
+        let out = out_arg(out, "subscriber")?;
+        let start = start_at(start_kind, start_value)?;
+        let sub = b.broker.subscribe_consumer(name, f.build()?, start)?;
+        // SAFETY: checked by out_arg.
+        unsafe { write_out(out, new_handle(sub, b.broker.clone())) };
+        Ok(())
+    })
+}
+
+/// Frees a subscriber. `NULL` is a no-op.
+///
+/// # Safety
+/// `subscriber` must be NULL or a live handle, not used afterwards nor
+/// concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn herald_subscriber_free(subscriber: *mut herald_subscriber) {
+    let _ = ffi_entry!({
+        if subscriber.is_null() {
+            return Ok(());
+        }
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let entered = unsafe { enter(subscriber) }?;
+        std::mem::forget(entered);
+        // SAFETY: made by Box::into_raw; the caller gives it up and no call
+        // is inside it (we hold `busy`).
+        let mut s = unsafe { Box::from_raw(subscriber) };
+        s.tag = DEAD;
+        Ok(())
+    });
+}
+
+fn event_delivery(e: &EventRef<'_>) -> herald_delivery {
+    herald_delivery {
+        kind: HERALD_DELIVERY_EVENT,
+        seq: e.seq,
+        topic_seq: e.topic_seq,
+        timestamp_ns: e.timestamp_ns,
+        origin: e.origin,
+        gap_from: 0,
+        gap_to: 0,
+        topic: e.topic.as_ptr().cast(),
+        topic_len: e.topic.len(),
+        event_type: e.event_type.as_ptr().cast(),
+        event_type_len: e.event_type.len(),
+        correlation: e.correlation.as_ptr().cast(),
+        correlation_len: e.correlation.len(),
+        payload: e.payload.as_ptr(),
+        payload_len: e.payload.len(),
+    }
+}
+
+fn gap_delivery(g: &Gap) -> herald_delivery {
+    let topic: &str = g.topic.as_deref().unwrap_or("");
+    herald_delivery {
+        kind: HERALD_DELIVERY_GAP,
+        seq: 0,
+        topic_seq: 0,
+        timestamp_ns: 0,
+        origin: 0,
+        gap_from: g.from,
+        gap_to: g.to,
+        topic: topic.as_ptr().cast(),
+        topic_len: topic.len(),
+        event_type: "".as_ptr().cast(),
+        event_type_len: 0,
+        correlation: "".as_ptr().cast(),
+        correlation_len: 0,
+        payload: [].as_ptr(),
+        payload_len: 0,
+    }
+}
+
+fn borrowed(d: &DeliveryRef<'_>) -> herald_delivery {
+    match d {
+        DeliveryRef::Event(e) => event_delivery(e),
+        DeliveryRef::Gap(g) => gap_delivery(g),
+    }
+}
+
+fn owned_ref(d: &Delivery) -> DeliveryRef<'_> {
+    match d {
+        Delivery::Event(e) => DeliveryRef::Event(EventRef {
+            seq: e.seq,
+            topic: &e.topic,
+            topic_seq: e.topic_seq,
+            timestamp_ns: e.timestamp_ns,
+            origin: e.origin,
+            event_type: &e.event_type,
+            correlation: e.correlation.as_deref().unwrap_or(""),
+            payload: &e.payload,
+        }),
+        Delivery::Gap(g) => DeliveryRef::Gap(g.clone()),
+    }
+}
+
+/// Hands up to `limit` deliveries available now to `callback` (no waiting,
+/// no copy: the delivery borrows the library's memory for the duration of
+/// the callback). Returns how many were handed over (0: none available), or
+/// a negated `herald_result` (e.g. `-HERALD_E_NULL`) on error; deliveries
+/// handed over before an error count as handled.
+///
+/// # Safety
+/// `subscriber` NULL or live; `callback` a valid function that does not
+/// unwind; `user` is passed through untouched.
+#[no_mangle]
+pub unsafe extern "C" fn herald_subscriber_poll(
+    subscriber: *const herald_subscriber,
+    callback: herald_poll_fn,
+    user: *mut std::ffi::c_void,
+    limit: usize,
+) -> i64 {
+    ffi_entry!(-(HERALD_E_PANIC as i64) => i64, {
+        let result = (|| -> Result<i64, Fail> {
+            // SAFETY: the caller guarantees NULL or a live handle.
+            let mut entered = unsafe { enter(subscriber) }?;
+            let Some(cb) = callback else {
+                return Err(fail(HERALD_E_NULL, "callback is NULL"));
+            };
+            let st = entered.state();
+            let mut n: i64 = 0;
+            let mut stop = false;
+            if limit == 0 {
+                return Ok(0);
+            }
+            if let Some(d) = st.pending.take() {
+                let view = borrowed(&owned_ref(&d));
+                // SAFETY: the caller guarantees a valid callback; `view`
+                // borrows `d`, alive across the call.
+                stop = unsafe { cb(user, &view) } != 0;
+                n += 1;
+            }
+            while !stop && (n as usize) < limit {
+                let got = st.sub.try_next_with(|d| {
+                    let view = borrowed(&d);
+                    // SAFETY: as above; `view` borrows `d` for this closure.
+                    unsafe { cb(user, &view) }
+                })?;
+                match got {
+                    Some(r) => {
+                        n += 1;
+                        stop = r != 0;
+                    }
+                    None => break,
+                }
+            }
+            Ok(n)
+        })();
+        match result {
+            Ok(n) => n,
+            Err(f) => -(f.0 as i64),
+        }
+    })
+}
+
+/// Copies `d` into `buf` (payload, topic, type, correlation) and describes
+/// it; `Err(needed)` if it does not fit.
+fn copy_into(d: &DeliveryRef<'_>, buf: *mut u8, cap: usize) -> Result<(herald_delivery, usize), usize> {
+    let mut view = borrowed(d);
+    let parts: [(*const u8, usize); 4] = [
+        (view.payload, view.payload_len),
+        (view.topic.cast(), view.topic_len),
+        (view.event_type.cast(), view.event_type_len),
+        (view.correlation.cast(), view.correlation_len),
+    ];
+    let needed: usize = parts.iter().map(|p| p.1).sum();
+    if needed > cap {
+        return Err(needed);
+    }
+    let mut at = 0;
+    let mut placed = [std::ptr::null::<u8>(); 4];
+    for (i, (src, len)) in parts.into_iter().enumerate() {
+        // SAFETY: at + len <= needed <= cap, and `buf` has `cap` writable
+        // bytes (checked non-NULL by the caller when cap > 0; here cap >=
+        // needed > 0 whenever len > 0). The source is the delivery's own
+        // memory, disjoint from the caller's buffer.
+        let dst = unsafe { buf.add(at) };
+        if len > 0 {
+            // SAFETY: as above.
+            unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+        }
+        placed[i] = dst;
+        at += len;
+    }
+    view.payload = placed[0];
+    view.topic = placed[1].cast();
+    view.event_type = placed[2].cast();
+    view.correlation = placed[3].cast();
+    Ok((view, needed))
+}
+
+enum Copied {
+    Done(herald_delivery, usize),
+    TooSmall(Delivery, usize),
+}
+
+/// Waits on the subscriber's doorbell up to `deadline`; `true` if it may
+/// have something now.
+fn wait(st: &mut SubState, deadline: Option<Instant>) -> Result<bool, Fail> {
+    if st.pending.is_some() {
+        return Ok(true);
+    }
+    let bell = match &mut st.doorbell {
+        Some(b) => b,
+        slot => slot.insert(st.broker.doorbell()?),
+    };
+    bell.clear();
+    if !st.sub.arm(bell) {
+        return Ok(true);
+    }
+    let fd = bell.as_raw_fd();
+    loop {
+        let timeout_ms: i32 = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(false);
+                }
+                left.as_millis().clamp(1, i32::MAX as u128) as i32
+            }
+        };
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd on our stack; fd is the doorbell's
+        // eventfd, open while `bell` lives.
+        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if r > 0 {
+            return Ok(true);
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+/// Copies the next delivery into `buf` (layout: see `herald_delivery`) and
+/// describes it in `*out_delivery` (its pointers point into `buf`);
+/// `*out_len` gets the bytes used. Waits up to `timeout_ms` (0: do not wait;
+/// negative: wait forever) and returns `HERALD_E_TIMEOUT` if nothing came.
+/// If the delivery does not fit, returns `HERALD_E_BUFFER_TOO_SMALL`, writes
+/// the needed size to `*out_len` and keeps the delivery for the next call
+/// (nothing is lost). `buf` may be NULL when `cap` is 0.
+///
+/// # Safety
+/// `subscriber` NULL or live; `buf` NULL or `cap` writable bytes; outputs
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn herald_subscriber_next(
+    subscriber: *const herald_subscriber,
+    buf: *mut u8,
+    cap: usize,
+    out_len: *mut usize,
+    out_delivery: *mut herald_delivery,
+    timeout_ms: i32,
+) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let mut entered = unsafe { enter(subscriber) }?;
+        let out_len = out_arg(out_len, "out_len")?;
+        let out_delivery = out_arg(out_delivery, "out_delivery")?;
+        if buf.is_null() && cap > 0 {
+            return Err(fail(HERALD_E_NULL, "buf is NULL with a non-zero cap"));
+        }
+        if cap > isize::MAX as usize {
+            return Err(fail(HERALD_E_INVALID_ARGUMENT, "cap is too large"));
+        }
+        let st = entered.state();
+        let mut last_try = false;
+        let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        loop {
+            let copied = match st.pending.take() {
+                Some(d) => Some(match copy_into(&owned_ref(&d), buf, cap) {
+                    Ok((v, n)) => Copied::Done(v, n),
+                    Err(needed) => Copied::TooSmall(d, needed),
+                }),
+                None => st.sub.try_next_with(|d| match copy_into(&d, buf, cap) {
+                    Ok((v, n)) => Copied::Done(v, n),
+                    Err(needed) => Copied::TooSmall(d.to_owned_delivery(), needed),
+                })?,
+            };
+            match copied {
+                Some(Copied::Done(view, n)) => {
+                    // SAFETY: both checked by out_arg.
+                    unsafe {
+                        write_out(out_len, n);
+                        write_out(out_delivery, view);
+                    }
+                    return Ok(());
+                }
+                Some(Copied::TooSmall(d, needed)) => {
+                    st.pending = Some(d);
+                    // SAFETY: checked by out_arg.
+                    unsafe { write_out(out_len, needed) };
+                    return Err(fail(
+                        HERALD_E_BUFFER_TOO_SMALL,
+                        format_args!("the delivery needs {needed} bytes, the buffer has {cap}"),
+                    ));
+                }
+                None => {}
+            }
+            if timeout_ms == 0 || last_try {
+                return Err(fail(HERALD_E_TIMEOUT, format_args!("no delivery within {timeout_ms} ms")));
+            }
+            if !wait(st, if timeout_ms < 0 { None } else { deadline })? {
+                // The deadline passed: one last look, then give up.
+                last_try = true;
+            }
+        }
+    })
+}
+
+/// A file descriptor (an eventfd owned by the subscriber) that a host event
+/// loop can watch for readability: libuv `uv_poll`, Go's netpoller, epoll.
+/// Protocol: read until `HERALD_E_TIMEOUT` (next with timeout 0) or poll
+/// returns 0; call `herald_subscriber_arm`; if it says you may sleep, wait
+/// for the fd to become readable, then read again. Do not read from or close
+/// the fd yourself; it stays valid until the subscriber is freed.
+///
+/// # Safety
+/// `subscriber` NULL or live; `out_fd` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn herald_subscriber_fd(subscriber: *const herald_subscriber, out_fd: *mut i32) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let mut entered = unsafe { enter(subscriber) }?;
+        let out = out_arg(out_fd, "out_fd")?;
+        let st = entered.state();
+        let bell = match &mut st.doorbell {
+            Some(b) => b,
+            slot => slot.insert(st.broker.doorbell()?),
+        };
+        // SAFETY: checked by out_arg.
+        unsafe { write_out(out, bell.as_raw_fd()) };
+        Ok(())
+    })
+}
+
+/// Prepares to sleep on `herald_subscriber_fd`: resets the fd and arms it.
+/// `*out_may_sleep` is true if the caller may now wait for the fd (a publish
+/// will make it readable), false if something may already be readable (read
+/// again instead of sleeping).
+///
+/// # Safety
+/// `subscriber` NULL or live; `out_may_sleep` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn herald_subscriber_arm(subscriber: *const herald_subscriber, out_may_sleep: *mut bool) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let mut entered = unsafe { enter(subscriber) }?;
+        let out = out_arg(out_may_sleep, "out_may_sleep")?;
+        let st = entered.state();
+        let may_sleep = if st.pending.is_some() {
+            false
+        } else {
+            let bell = match &mut st.doorbell {
+                Some(b) => b,
+                slot => slot.insert(st.broker.doorbell()?),
+            };
+            bell.clear();
+            st.sub.arm(bell)
+        };
+        // SAFETY: checked by out_arg.
+        unsafe { write_out(out, may_sleep) };
+        Ok(())
+    })
+}
+
+/// Blocks until the subscriber may have a delivery or `timeout_ms` passes
+/// (negative: no limit); `*out_ready` (may be NULL) tells which. It does not
+/// consume anything: read with poll/next afterwards. Meant for hosts that
+/// wait on a worker thread (koffi async calls, JVM threads).
+///
+/// # Safety
+/// `subscriber` NULL or live; `out_ready` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn herald_subscriber_wait(
+    subscriber: *const herald_subscriber,
+    timeout_ms: i32,
+    out_ready: *mut bool,
+) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let mut entered = unsafe { enter(subscriber) }?;
+        let out = if out_ready.is_null() { None } else { Some(out_arg(out_ready, "out_ready")?) };
+        let deadline = (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        let ready = wait(entered.state(), deadline)?;
+        if let Some(out) = out {
+            // SAFETY: checked by out_arg.
+            unsafe { write_out(out, ready) };
+        }
+        Ok(())
+    })
+}
+
+/// How far behind the subscriber is: `*out_behind` = global sequences
+/// published that it has not examined yet (0: caught up), `*out_live`
+/// (may be NULL) whether it reads the live ring (false: replaying the log,
+/// e.g. after it was lapped). Lag is never silent loss: a lapped subscriber
+/// replays from the log; the broker's `lagged_fallbacks` metric counts it.
+///
+/// # Safety
+/// `subscriber` NULL or live; outputs NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn herald_subscriber_lag(
+    subscriber: *const herald_subscriber,
+    out_behind: *mut u64,
+    out_live: *mut bool,
+) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let mut entered = unsafe { enter(subscriber) }?;
+        let behind = out_arg(out_behind, "out_behind")?;
+        let live = if out_live.is_null() { None } else { Some(out_arg(out_live, "out_live")?) };
+        let st = entered.state();
+        let lag = st.broker.next_seq().saturating_sub(st.sub.next_seq());
+        // SAFETY: checked by out_arg.
+        unsafe { write_out(behind, lag) };
+        if let Some(live) = live {
+            // SAFETY: checked by out_arg.
+            unsafe { write_out(live, st.sub.is_live()) };
+        }
+        Ok(())
+    })
+}
+
+/// Acknowledges one delivered event (durable consumers only;
+/// `HERALD_E_NOT_A_CONSUMER` otherwise). The checkpoint advances over every
+/// event delivered and acknowledged.
+///
+/// # Safety
+/// `subscriber` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn herald_subscriber_ack(subscriber: *const herald_subscriber, seq: u64) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let mut entered = unsafe { enter(subscriber) }?;
+        entered.state().sub.ack(seq)?;
+        Ok(())
+    })
+}
+
+/// Acknowledges every delivered event up to global sequence `seq` (durable
+/// consumers only).
+///
+/// # Safety
+/// `subscriber` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn herald_subscriber_ack_up_to(subscriber: *const herald_subscriber, seq: u64) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let mut entered = unsafe { enter(subscriber) }?;
+        entered.state().sub.ack_up_to(seq)?;
+        Ok(())
+    })
+}
