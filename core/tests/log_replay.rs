@@ -279,3 +279,12 @@ fn dump_dir_lists_records_in_order() {
     assert!(rep.is_clean());
     assert_eq!(seqs, (1..=300).collect::<Vec<_>>());
 }
+
+#[test]
+fn log_and_readers_can_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Log>();
+    send::<herald_core::log::LogReader>();
+    send::<herald_core::log::TopicReader>();
+}
