@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds and runs the C host test against target/release/libherald.so with
+# AddressSanitizer and UndefinedBehaviorSanitizer. Needs
+# `cargo build -p herald-ffi --release` first.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+lib="${HERALD_LIB_DIR:-$PWD/target/release}"
+out="$PWD/target/c-tests"
+mkdir -p "$out"
+gcc -std=c11 -Wall -Wextra -Werror -g -O1 -fno-omit-frame-pointer \
+    -fsanitize=address,undefined -fno-sanitize-recover=all \
+    -Iinclude tests/c/herald_test.c -L"$lib" -lherald -lpthread -o "$out/herald_test"
+# A C++ compiler must accept the header too (cpp_compat).
+if command -v g++ >/dev/null 2>&1; then
+    printf '#include <herald.h>\nint main() { return herald_version() == nullptr; }\n' |
+        g++ -x c++ -std=c++17 -Wall -Werror -Iinclude - -L"$lib" -lherald -o "$out/herald_cxx"
+fi
+LD_LIBRARY_PATH="$lib" ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    "$out/herald_test"
