@@ -1,0 +1,3 @@
+module herald.invalid/herald
+
+go 1.19
