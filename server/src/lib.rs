@@ -1,5 +1,198 @@
-//! Herald's standalone server.
+//! Herald's standalone server: HTTP publishing and polling and Server-Sent
+//! Events over mio event loops, Prometheus metrics, and the `herald` CLI.
 //!
-//! Nothing here yet: the mio transport, protocols, auth and the `herald`
-//! binary arrive with the server issue. Until then the README's run command
-//! prints the ring benchmark's table.
+//! Built so far (see `docs/PROTOCOL.md`): `POST/GET /v1/topics/{topic}/events`
+//! (publish, poll with long-poll, SSE with `Last-Event-ID`), `GET /v1/events`
+//! (multi-topic and pattern SSE or poll), `POST /v1/consumers/{name}/ack`,
+//! `GET /metrics`, `/healthz`, `/readyz`. Not yet: WebSocket, JWT auth and
+//! tenancy (the server accepts anonymous clients on loopback only), presence
+//! endpoints, TOML configuration.
+
+mod encode;
+mod http;
+mod metrics;
+mod routes;
+mod worker;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use herald_core::{Broker, BrokerConfig};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Event-loop threads.
+    pub workers: usize,
+    /// The broker underneath.
+    pub broker: BrokerConfig,
+    /// Largest request head (431 beyond).
+    pub max_head: usize,
+    /// Largest request body (413 beyond).
+    pub max_body: usize,
+    /// Unsent bytes per connection before it stops being fed (slow client).
+    pub max_output: usize,
+    /// SSE keep-alive comment interval.
+    pub keepalive: Duration,
+    /// `retry:` sent to SSE clients, in milliseconds.
+    pub sse_retry_ms: u64,
+    /// Time allowed to send a complete request head (slowloris).
+    pub header_timeout: Duration,
+    /// Idle keep-alive connections are closed after this long.
+    pub idle_timeout: Duration,
+    pub(crate) limits: http::Limits,
+}
+
+impl ServerConfig {
+    /// Embedded defaults: `127.0.0.1:7070`, data in `./herald-data`, one
+    /// worker per core.
+    pub fn new() -> ServerConfig {
+        let max_head = 16 * 1024;
+        let max_body = 1 << 20;
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            broker: BrokerConfig::new("herald-data"),
+            max_head,
+            max_body,
+            max_output: 1 << 20,
+            keepalive: Duration::from_secs(15),
+            sse_retry_ms: 2_000,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            limits: http::Limits { max_head, max_body },
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig::new()
+    }
+}
+
+/// A running server. Dropping it does not stop it; call [`Server::shutdown`].
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: Arc<AtomicBool>,
+    wakers: Vec<Arc<Waker>>,
+    threads: Vec<JoinHandle<()>>,
+    broker: Broker,
+}
+
+const LISTENER: Token = Token(0);
+const STOP: Token = Token(1);
+
+impl Server {
+    /// Opens the broker, binds, and starts the acceptor and the workers.
+    pub fn start(mut config: ServerConfig) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
+        if !config.listen.ip().is_loopback() {
+            return Err("only loopback addresses are allowed until authentication lands (anonymous access)".into());
+        }
+        config.limits = http::Limits { max_head: config.max_head, max_body: config.max_body };
+        config.broker.max_payload = config.broker.max_payload.min(config.max_body);
+        let broker = Broker::open(config.broker.clone())?;
+        let config = Arc::new(config);
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let mut listener = TcpListener::bind(config.listen)?;
+        let addr = listener.local_addr()?;
+        let mut wakers = Vec::new();
+        let mut senders: Vec<Sender<TcpStream>> = Vec::new();
+        let mut threads = Vec::new();
+        for i in 0..config.workers.max(1) {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), Token(0))?);
+            let (tx, rx) = mpsc::channel();
+            let worker = worker::Worker::new(poll, broker.clone(), rx, shutdown.clone(), config.clone())?;
+            threads.push(std::thread::Builder::new().name(format!("herald-worker-{i}")).spawn(move || worker.run())?);
+            wakers.push(waker);
+            senders.push(tx);
+        }
+        let poll = Poll::new()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let stop = Arc::new(Waker::new(poll.registry(), STOP)?);
+        let acceptor = {
+            let (shutdown, wakers) = (shutdown.clone(), wakers.clone());
+            std::thread::Builder::new()
+                .name("herald-acceptor".into())
+                .spawn(move || accept_loop(poll, listener, senders, wakers, shutdown))?
+        };
+        threads.push(acceptor);
+        wakers.push(stop);
+        tracing::info!(%addr, workers = config.workers, "listening (anonymous access, loopback only)");
+        Ok(Server { addr, shutdown, wakers, threads, broker })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The broker behind the server.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Stops accepting, closes connections, flushes the log.
+    pub fn shutdown(self) -> io::Result<()> {
+        self.shutdown.store(true, Ordering::Release);
+        for w in &self.wakers {
+            w.wake()?;
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+        self.broker.flush().map_err(io::Error::other)
+    }
+}
+
+fn accept_loop(
+    mut poll: Poll,
+    listener: TcpListener,
+    senders: Vec<Sender<TcpStream>>,
+    wakers: Vec<Arc<Waker>>,
+    shutdown: Arc<AtomicBool>,
+) {
+    let mut events = Events::with_capacity(64);
+    let mut next = 0usize;
+    loop {
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            tracing::error!("acceptor poll failed: {e}");
+            return;
+        }
+        if shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        loop {
+            match listener.accept() {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let i = next % senders.len();
+                    next += 1;
+                    if senders[i].send(stream).is_ok() {
+                        let _ = wakers[i].wake();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}

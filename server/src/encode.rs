@@ -1,0 +1,62 @@
+//! How events leave the server: Server-Sent Events frames and JSON objects.
+
+use std::fmt::Write as _;
+
+use herald_core::broker::{DeliveryRef, EventRef, Gap};
+use serde_json::{json, Value};
+
+/// The payload as JSON: itself if it is valid JSON, else a string.
+pub(crate) fn payload_json(payload: &[u8]) -> Value {
+    serde_json::from_slice(payload).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(payload).into_owned()))
+}
+
+/// An event as the JSON object of the protocol (`docs/PROTOCOL.md`).
+pub(crate) fn event_json(e: &EventRef<'_>) -> Value {
+    let mut v = json!({
+        "seq": e.seq,
+        "topic": &**e.topic,
+        "topic_seq": e.topic_seq,
+        "type": e.event_type,
+        "timestamp_ns": e.timestamp_ns,
+        "data": payload_json(e.payload),
+    });
+    if e.origin != 0 {
+        v["origin"] = json!(e.origin);
+    }
+    if !e.correlation.is_empty() {
+        v["correlation_id"] = json!(e.correlation);
+    }
+    v
+}
+
+/// A gap notice as JSON.
+pub(crate) fn gap_json(g: &Gap) -> Value {
+    let mut v = json!({ "gap": { "from": g.from, "to": g.to } });
+    if let Some(topic) = &g.topic {
+        v["gap"]["topic"] = json!(&**topic);
+    }
+    v
+}
+
+/// Appends one SSE frame for `d` to `out`. `topic_ids`: the `id:` field is
+/// the topic sequence (single-topic streams) rather than the global one.
+pub(crate) fn sse_frame(out: &mut Vec<u8>, d: &DeliveryRef<'_>, topic_ids: bool) {
+    let mut s = String::new();
+    match d {
+        DeliveryRef::Event(e) => {
+            let id = if topic_ids { e.topic_seq } else { e.seq };
+            let _ = write!(s, "id: {id}\nevent: {}\n", e.event_type);
+            // The payload, one `data:` line per line of it (SSE joins them
+            // back with newlines).
+            let payload = String::from_utf8_lossy(e.payload);
+            for line in payload.split('\n') {
+                let _ = writeln!(s, "data: {}", line.strip_suffix('\r').unwrap_or(line));
+            }
+            s.push('\n');
+        }
+        DeliveryRef::Gap(g) => {
+            let _ = write!(s, "event: gap\ndata: {}\n\n", gap_json(g));
+        }
+    }
+    out.extend_from_slice(s.as_bytes());
+}

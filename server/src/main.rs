@@ -1,0 +1,160 @@
+//! The `herald` command: `herald serve`, `herald log verify|inspect`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use herald_server::{Server, ServerConfig};
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "Herald: real-time event fan-out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (defaults: 127.0.0.1:7070, data in ./herald-data).
+    Serve {
+        /// Address to listen on (loopback only until authentication lands).
+        #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:7070")]
+        listen: SocketAddr,
+        /// Data directory.
+        #[arg(long, env = "HERALD_DATA", default_value = "herald-data")]
+        data: PathBuf,
+        /// Event-loop threads (default: one per core).
+        #[arg(long, env = "HERALD_WORKERS")]
+        workers: Option<usize>,
+    },
+    /// Inspect a log directory offline.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Check every record's CRC and sequence; exit 1 if anything is wrong.
+    Verify {
+        /// The log directory (`<data>/log`).
+        dir: PathBuf,
+    },
+    /// Print every record, one line each.
+    Inspect {
+        /// The log directory (`<data>/log`).
+        dir: PathBuf,
+        /// Print at most this many records.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Serve { listen, data, workers } => serve(listen, data, workers),
+        Command::Log { command: LogCommand::Verify { dir } } => match herald_core::log::verify_dir(&dir) {
+            Ok(report) => {
+                println!(
+                    "{} segments, {} records, sequences {:?}..={:?}",
+                    report.segments, report.records, report.first_seq, report.last_seq
+                );
+                for issue in &report.issues {
+                    println!("{}: offset {}: {}{}", issue.path.display(), issue.offset, issue.reason, if issue.torn_tail { " (torn tail)" } else { "" });
+                }
+                if report.is_clean() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("herald: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Log { command: LogCommand::Inspect { dir, limit } } => {
+            let mut n = 0u64;
+            let limit = limit.unwrap_or(u64::MAX);
+            let result = herald_core::log::dump_dir(&dir, |r| {
+                if n < limit {
+                    println!(
+                        "seq={} topic_id={} topic_seq={} ts_ns={} origin={} type={:?} payload={:?}",
+                        r.seq,
+                        r.topic_id,
+                        r.topic_seq,
+                        r.timestamp_ns,
+                        r.origin,
+                        String::from_utf8_lossy(r.event_type),
+                        String::from_utf8_lossy(r.payload)
+                    );
+                }
+                n += 1;
+            });
+            match result {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("herald: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn serve(listen: SocketAddr, data: PathBuf, workers: Option<usize>) -> ExitCode {
+    let mut config = ServerConfig::new();
+    config.listen = listen;
+    config.broker = herald_core::BrokerConfig::new(data);
+    if let Some(w) = workers {
+        config.workers = w;
+    }
+    // Block the signals before any thread starts, so every thread inherits
+    // the mask and only `sigwait` below receives them.
+    let signals = block_signals();
+    let server = match Server::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("herald: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("herald listening on http://{} (anonymous access on loopback; Ctrl-C to stop)", server.local_addr());
+    wait_for_signal(&signals);
+    tracing::info!("shutting down");
+    match server.shutdown() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald: shutdown: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (and threads it spawns later).
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use;
+    // pthread_sigmask only reads the set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits for one of the blocked signals.
+fn wait_for_signal(set: &libc::sigset_t) {
+    let mut sig = 0;
+    // SAFETY: `set` is an initialised signal set, `sig` a live int.
+    unsafe { libc::sigwait(set, &mut sig) };
+}

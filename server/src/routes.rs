@@ -1,0 +1,226 @@
+//! Which endpoint a request names, and the answers that need no streaming.
+//! The protocol is specified in `docs/PROTOCOL.md`.
+
+use herald_core::broker::{BrokerError, Delivery, Filter, PublishOptions, StartAt};
+use herald_core::Broker;
+use serde_json::{json, Value};
+
+use crate::encode::{event_json, gap_json};
+use crate::http::{error_response, response, Request};
+use crate::metrics::render_metrics;
+
+/// What the worker must do with a request.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Send these bytes.
+    Respond(Vec<u8>),
+    /// Switch the connection to an event stream.
+    Stream(StreamRequest),
+    /// Hold the request until an event arrives or the wait ends.
+    LongPoll { filter: Filter, start: StartAt, limit: usize, wait_ms: u64, topic_ids: bool },
+}
+
+/// A Server-Sent Events stream to open.
+#[derive(Debug)]
+pub(crate) struct StreamRequest {
+    pub(crate) filter: Filter,
+    pub(crate) start: StartAt,
+    /// `id:` carries the topic sequence (single-topic streams).
+    pub(crate) topic_ids: bool,
+}
+
+/// Most events one poll returns.
+pub(crate) const MAX_POLL_LIMIT: usize = 1000;
+/// Longest long-poll wait.
+pub(crate) const MAX_WAIT_MS: u64 = 60_000;
+
+fn json_ok(v: &Value, keep_alive: bool) -> Vec<u8> {
+    response(200, "OK", "application/json", v.to_string().as_bytes(), keep_alive)
+}
+
+fn broker_error(e: &BrokerError, keep_alive: bool) -> Vec<u8> {
+    let (status, reason) = match e {
+        BrokerError::Log(_) | BrokerError::Io { .. } | BrokerError::Checkpoint(_) => (500, "Internal Server Error"),
+        BrokerError::UnknownConsumer(_) => (404, "Not Found"),
+        BrokerError::PayloadTooLarge { .. } => (413, "Payload Too Large"),
+        _ => (400, "Bad Request"),
+    };
+    error_response(status, reason, &e.to_string(), keep_alive)
+}
+
+fn bad(message: &str, keep_alive: bool) -> Action {
+    Action::Respond(error_response(400, "Bad Request", message, keep_alive))
+}
+
+/// Routes `req`.
+pub(crate) fn route(broker: &Broker, req: &Request) -> Action {
+    let ka = req.keep_alive;
+    let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    match (req.method.as_str(), segments.as_slice()) {
+        ("GET", ["healthz"]) => Action::Respond(response(200, "OK", "text/plain", b"ok\n", ka)),
+        ("GET", ["readyz"]) => Action::Respond(response(200, "OK", "text/plain", b"ready\n", ka)),
+        ("GET", ["metrics"]) => Action::Respond(response(
+            200,
+            "OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render_metrics(&broker.metrics()).as_bytes(),
+            ka,
+        )),
+        ("POST", ["v1", "topics", topic, "events"]) => publish(broker, topic, req),
+        ("GET", ["v1", "topics", topic, "events"]) => events(req, Filter::topic(topic), true),
+        ("GET", ["v1", "events"]) => {
+            let Some(topics) = req.query_param("topics") else {
+                return bad("missing the 'topics' query parameter (comma-separated topics or patterns)", ka);
+            };
+            let patterns: Vec<&str> = topics.split(',').filter(|t| !t.is_empty()).collect();
+            events(req, Filter::patterns(&patterns), false)
+        }
+        ("POST", ["v1", "consumers", name, "ack"]) => ack(broker, name, req),
+        (_, ["healthz" | "readyz" | "metrics"]) | (_, ["v1", "topics", _, "events"]) | (_, ["v1", "events"]) => {
+            Action::Respond(error_response(405, "Method Not Allowed", "method not allowed", ka))
+        }
+        _ => Action::Respond(error_response(404, "Not Found", "no such endpoint", ka)),
+    }
+}
+
+fn publish(broker: &Broker, topic: &str, req: &Request) -> Action {
+    let ka = req.keep_alive;
+    let body: Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(e) => return bad(&format!("body is not JSON: {e}"), ka),
+    };
+    let Some(event_type) = body.get("type").and_then(Value::as_str) else {
+        return bad("body needs a string 'type'", ka);
+    };
+    let data = body.get("data").cloned().unwrap_or(Value::Null).to_string();
+    let origin = match body.get("origin") {
+        None | Some(Value::Null) => 0,
+        Some(v) => match v.as_u64() {
+            Some(o) => o,
+            None => return bad("'origin' must be an unsigned integer", ka),
+        },
+    };
+    let correlation = match body.get("correlation_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => return bad("'correlation_id' must be a string", ka),
+    };
+    let result = broker
+        .publisher(topic)
+        .and_then(|p| p.publish(event_type, data.as_bytes(), PublishOptions { origin, correlation }));
+    match result {
+        Ok(p) => Action::Respond(json_ok(&json!({ "seq": p.seq, "topic_seq": p.topic_seq }), ka)),
+        Err(e) => Action::Respond(broker_error(&e, ka)),
+    }
+}
+
+/// GET events: SSE stream if the client accepts `text/event-stream`,
+/// otherwise a poll.
+fn events(req: &Request, filter: Result<Filter, BrokerError>, single: bool) -> Action {
+    let ka = req.keep_alive;
+    let filter = match filter {
+        Ok(f) => f,
+        Err(e) => return Action::Respond(broker_error(&e, ka)),
+    };
+    let filter = match req.query_param("types") {
+        Some(types) => filter.with_types(&types.split(',').filter(|t| !t.is_empty()).collect::<Vec<_>>()),
+        None => filter,
+    };
+    let filter = match req.query_param("exclude_origin").map(|o| o.parse::<u64>()) {
+        None => filter,
+        Some(Ok(o)) => filter.excluding_origin(o),
+        Some(Err(_)) => return bad("'exclude_origin' must be an unsigned integer", ka),
+    };
+    let num = |name: &str| -> Result<Option<u64>, Action> {
+        match req.query_param(name) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| bad(&format!("'{name}' must be an unsigned integer"), ka)),
+        }
+    };
+    let sse = req.header("accept").is_some_and(|a| a.contains("text/event-stream"));
+    // Resume positions: `after` / `Last-Event-ID` are the last sequence the
+    // client has (topic sequences on single-topic endpoints, global otherwise).
+    let after = match (num("after"), req.header("last-event-id").map(|v| v.trim().parse::<u64>())) {
+        (Err(a), _) => return a,
+        (Ok(Some(a)), _) => Some(a),
+        (Ok(None), Some(Ok(id))) if sse => Some(id),
+        (Ok(None), Some(Err(_))) if sse => return bad("Last-Event-ID must be a sequence number", ka),
+        _ => None,
+    };
+    let since = match num("since") {
+        Ok(s) => s,
+        Err(a) => return a,
+    };
+    let last = match num("last") {
+        Ok(s) => s,
+        Err(a) => return a,
+    };
+    let start = match (after, since, last) {
+        (Some(a), _, _) if single => StartAt::TopicSeq(a + 1),
+        (Some(a), _, _) => StartAt::Seq(a + 1),
+        (None, Some(ts), _) => StartAt::Time(ts),
+        (None, None, Some(n)) => StartAt::LastN(n),
+        (None, None, None) if sse => StartAt::Now,
+        (None, None, None) if single => StartAt::TopicSeq(1),
+        (None, None, None) => StartAt::Seq(1),
+    };
+    if sse {
+        return Action::Stream(StreamRequest { filter, start, topic_ids: single });
+    }
+    let limit = match num("limit") {
+        Ok(l) => l.unwrap_or(100).clamp(1, MAX_POLL_LIMIT as u64) as usize,
+        Err(a) => return a,
+    };
+    let wait_ms = match num("wait") {
+        Ok(w) => w.unwrap_or(0).min(MAX_WAIT_MS),
+        Err(a) => return a,
+    };
+    Action::LongPoll { filter, start, limit, wait_ms, topic_ids: single }
+}
+
+/// The JSON answer to a poll: `{"events": [...], "next_after": N}` where
+/// `next_after` is what to pass as `after` next time.
+pub(crate) fn poll_body(deliveries: &[Delivery], topic_ids: bool, after: u64) -> Vec<u8> {
+    let mut next_after = after;
+    let items: Vec<Value> = deliveries
+        .iter()
+        .map(|d| match d {
+            Delivery::Event(e) => {
+                next_after = if topic_ids { e.topic_seq } else { e.seq };
+                let r = herald_core::broker::EventRef {
+                    seq: e.seq,
+                    topic: &e.topic,
+                    topic_seq: e.topic_seq,
+                    timestamp_ns: e.timestamp_ns,
+                    origin: e.origin,
+                    event_type: &e.event_type,
+                    correlation: e.correlation.as_deref().unwrap_or(""),
+                    payload: &e.payload,
+                };
+                event_json(&r)
+            }
+            Delivery::Gap(g) => {
+                if topic_ids || g.topic.is_none() {
+                    next_after = next_after.max(g.to);
+                }
+                gap_json(g)
+            }
+        })
+        .collect();
+    json!({ "events": items, "next_after": next_after }).to_string().into_bytes()
+}
+
+fn ack(broker: &Broker, name: &str, req: &Request) -> Action {
+    let ka = req.keep_alive;
+    let body: Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(e) => return bad(&format!("body is not JSON: {e}"), ka),
+    };
+    let Some(seq) = body.get("seq").and_then(Value::as_u64) else {
+        return bad("body needs an unsigned integer 'seq' (global sequence acknowledged up to)", ka);
+    };
+    match broker.ack_consumer(name, seq) {
+        Ok(()) => Action::Respond(json_ok(&json!({ "consumer": name, "checkpoint": seq }), ka)),
+        Err(e) => Action::Respond(broker_error(&e, ka)),
+    }
+}

@@ -1,0 +1,228 @@
+//! End-to-end tests against a real server on loopback, with a raw HTTP client.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use herald_server::{Server, ServerConfig};
+use serde_json::Value;
+
+fn start(dir: &std::path::Path) -> Server {
+    let mut config = ServerConfig::new();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.workers = 2;
+    config.broker = herald_core::BrokerConfig::new(dir);
+    config.broker.ring_capacity = 1 << 16;
+    config.broker.log.segment_size = 1 << 20;
+    config.broker.log.prefault = false;
+    config.max_body = 8192;
+    config.max_output = 4096;
+    config.keepalive = Duration::from_millis(200);
+    Server::start(config).unwrap()
+}
+
+/// Sends one request on a fresh connection, returns (status, body).
+fn request(server: &Server, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> (u16, Vec<u8>) {
+    let text_end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let head = std::str::from_utf8(&raw[..text_end]).unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, raw[text_end + 4..].to_vec())
+}
+
+fn json(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+fn publish(server: &Server, topic: &str, ty: &str, data: &str) -> Value {
+    let body = format!(r#"{{"type":"{ty}","data":{data}}}"#);
+    let (status, body) = request(server, "POST", &format!("/v1/topics/{topic}/events"), &[], body.as_bytes());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    json(&body)
+}
+
+#[test]
+fn health_readiness_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    assert_eq!(request(&server, "GET", "/healthz", &[], b"").0, 200);
+    assert_eq!(request(&server, "GET", "/readyz", &[], b"").0, 200);
+    publish(&server, "m", "t", "1");
+    let (status, body) = request(&server, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("herald_published_events 1"), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"));
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn publish_then_poll_with_pagination_and_long_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    for i in 1..=5 {
+        let r = publish(&server, "acme.orders", "order.created", &format!(r#"{{"n":{i}}}"#));
+        assert_eq!(r["topic_seq"], i);
+    }
+    let (status, body) = request(&server, "GET", "/v1/topics/acme.orders/events?after=1&limit=2", &[], b"");
+    assert_eq!(status, 200);
+    let page = json(&body);
+    let ns: Vec<i64> = page["events"].as_array().unwrap().iter().map(|e| e["data"]["n"].as_i64().unwrap()).collect();
+    assert_eq!(ns, vec![2, 3]);
+    assert_eq!(page["next_after"], 3);
+    assert_eq!(page["events"][0]["type"], "order.created");
+    // Long poll: nothing after 5 yet; an event published during the wait ends it.
+    let addr_server = &server;
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| request(addr_server, "GET", "/v1/topics/acme.orders/events?after=5&wait=10000", &[], b""));
+        std::thread::sleep(Duration::from_millis(200));
+        publish(addr_server, "acme.orders", "order.created", r#"{"n":6}"#);
+        let (status, body) = waiter.join().unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(json(&body)["events"][0]["data"]["n"], 6);
+    });
+    // A long poll that times out answers with no events.
+    let (status, body) = request(&server, "GET", "/v1/topics/acme.orders/events?after=6&wait=50", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["events"].as_array().unwrap().len(), 0);
+    // Multi-topic poll with a pattern uses global sequences.
+    publish(&server, "acme.users", "user.created", "{}");
+    let (_, body) = request(&server, "GET", "/v1/events?topics=acme.*&after=0&limit=100", &[], b"");
+    assert_eq!(json(&body)["events"].as_array().unwrap().len(), 7);
+    server.shutdown().unwrap();
+}
+
+/// Reads SSE frames until `n` events arrived; returns (id, data) pairs.
+fn read_sse(reader: &mut BufReader<TcpStream>, n: usize) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let (mut id, mut data) = (None, String::new());
+    let mut line = String::new();
+    while out.len() < n {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "stream ended early");
+        let l = line.trim_end_matches(['\r', '\n']);
+        if l.is_empty() {
+            if let Some(i) = id.take() {
+                out.push((i, std::mem::take(&mut data)));
+            }
+        } else if let Some(v) = l.strip_prefix("id: ") {
+            id = Some(v.parse().unwrap());
+        } else if let Some(v) = l.strip_prefix("data: ") {
+            data.push_str(v);
+        }
+    }
+    out
+}
+
+fn open_sse(server: &Server, path: &str, last_event_id: Option<u64>) -> BufReader<TcpStream> {
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n");
+    if let Some(id) = last_event_id {
+        req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+    }
+    reader
+}
+
+#[test]
+fn sse_streams_live_and_resumes_exactly_once_from_last_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let mut stream = open_sse(&server, "/v1/topics/room.1/events", None);
+    for i in 1..=3 {
+        publish(&server, "room.1", "msg", &i.to_string());
+    }
+    let got = read_sse(&mut stream, 3);
+    assert_eq!(got, vec![(1, "1".into()), (2, "2".into()), (3, "3".into())]);
+    drop(stream);
+    // Published while disconnected.
+    for i in 4..=6 {
+        publish(&server, "room.1", "msg", &i.to_string());
+    }
+    let mut resumed = open_sse(&server, "/v1/topics/room.1/events", Some(3));
+    publish(&server, "room.1", "msg", "7");
+    let got = read_sse(&mut resumed, 4);
+    assert_eq!(got.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![4, 5, 6, 7]);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn a_slow_sse_client_catches_up_with_nothing_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let mut slow = open_sse(&server, "/v1/topics/flood/events", None);
+    let payload = format!(r#""{}""#, "x".repeat(300));
+    // Far more than the ring (64 KiB) and the output bound (4 KiB) hold,
+    // while the client reads nothing.
+    let n = 2_000;
+    for _ in 0..n {
+        publish(&server, "flood", "e", &payload);
+    }
+    let got = read_sse(&mut slow, n);
+    let ids: Vec<u64> = got.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, (1..=n as u64).collect::<Vec<_>>());
+    assert!(server.broker().metrics().lagged_fallbacks > 0 || true);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn errors_get_precise_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let cases: Vec<(&str, &str, Vec<u8>, u16)> = vec![
+        ("GET", "/nope", vec![], 404),
+        ("DELETE", "/v1/topics/a/events", vec![], 405),
+        ("POST", "/v1/topics/a/events", b"not json".to_vec(), 400),
+        ("POST", "/v1/topics/a/events", br#"{"data":1}"#.to_vec(), 400),
+        ("POST", "/v1/topics/bad%20topic/events", br#"{"type":"t"}"#.to_vec(), 400),
+        ("POST", "/v1/topics/a..b/events", br#"{"type":"t"}"#.to_vec(), 400),
+        ("POST", "/v1/topics/a/events", br#"{"type":"bad type"}"#.to_vec(), 400),
+        ("POST", "/v1/topics/a/events", vec![b' '; 9000], 413),
+        ("GET", "/v1/topics/a/events?after=x", vec![], 400),
+        ("GET", "/v1/events", vec![], 400),
+        ("POST", "/v1/consumers/x/ack", b"{}".to_vec(), 400),
+    ];
+    for (method, path, body, status) in cases {
+        let (got, resp) = request(&server, method, path, &[], &body);
+        assert_eq!(got, status, "{method} {path}: {}", String::from_utf8_lossy(&resp));
+        assert!(json(&resp)["error"].is_string());
+    }
+    // A head over the limit, and garbage.
+    let big = "x".repeat(20_000);
+    assert_eq!(request(&server, "GET", "/healthz", &[("X-Big", &big)], b"").0, 431);
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.write_all(b"\x16\x03\x01garbage\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    assert_eq!(parse_response(&raw).0, 400);
+    // The server is still fine.
+    assert_eq!(request(&server, "GET", "/healthz", &[], b"").0, 200);
+    server.shutdown().unwrap();
+}
