@@ -1,0 +1,428 @@
+'use strict';
+// Node binding of Herald's C ABI (include/herald.h) through koffi.
+//
+// Library lookup: $HERALD_LIB, else ../../target/release/libherald.so.
+//
+// Threading: a Broker and Publisher may be used from any worker thread
+// (pass `broker.address` to a worker and use Broker.fromAddress there). A
+// Subscriber belongs to the thread that opened it; it reads on the event
+// loop and waits for new events on a libuv worker thread (an async
+// herald_subscriber_wait), so the loop is never blocked.
+
+const koffi = require('koffi');
+const path = require('node:path');
+const { EventEmitter } = require('node:events');
+
+const libPath = process.env.HERALD_LIB || path.join(__dirname, '..', '..', 'target', 'release', 'libherald.so');
+const lib = koffi.load(libPath);
+
+koffi.struct('herald_config', {
+  data_dir: 'const char *', data_dir_len: 'size_t', ring_capacity: 'size_t', max_payload: 'size_t',
+  segment_size: 'uint64_t', durability: 'uint32_t', sync_interval_ms: 'uint32_t',
+  retention_max_age_ms: 'uint64_t', retention_max_bytes: 'uint64_t', retention_max_records: 'uint64_t',
+  presence_ttl_ms: 'uint64_t', prefault: 'bool',
+});
+koffi.struct('herald_publish_options', { origin: 'uint64_t', correlation: 'const char *', correlation_len: 'size_t' });
+koffi.struct('herald_published', { seq: 'uint64_t', topic_seq: 'uint64_t' });
+koffi.struct('herald_metrics', {
+  published: 'uint64_t', delivered: 'uint64_t', lagged_fallbacks: 'uint64_t', gaps: 'uint64_t', replayed: 'uint64_t',
+  active_subscribers: 'uint64_t', latency_p50_ns: 'uint64_t', latency_p95_ns: 'uint64_t', latency_p99_ns: 'uint64_t',
+  latency_max_ns: 'uint64_t',
+});
+
+// Handles are declared uintptr_t: plain numbers, transferable to workers.
+const C = {
+  version: lib.func('const char *herald_version()'),
+  strerror: lib.func('const char *herald_strerror(int32_t code)'),
+  lastError: lib.func('const char *herald_last_error()'),
+  configInit: lib.func('int32_t herald_config_init(_Out_ herald_config *c)'),
+  brokerOpen: lib.func('int32_t herald_broker_open(const herald_config *c, _Out_ uintptr_t *out)'),
+  brokerClose: lib.func('int32_t herald_broker_close(uintptr_t b)'),
+  brokerNextSeq: lib.func('int32_t herald_broker_next_seq(uintptr_t b, _Out_ uint64_t *out)'),
+  brokerMetrics: lib.func('int32_t herald_broker_metrics(uintptr_t b, _Out_ herald_metrics *out)'),
+  consumerCheckpoint: lib.func('int32_t herald_broker_consumer_checkpoint(uintptr_t b, const char *n, size_t len, _Out_ uint64_t *out)'),
+  presenceJoin: lib.func('int32_t herald_broker_presence_join(uintptr_t b, const char *t, size_t tl, const char *c, size_t cl, const char *u, size_t ul, const char *d, size_t dl, const char *m, size_t ml)'),
+  presenceLeave: lib.func('int32_t herald_broker_presence_leave(uintptr_t b, const char *t, size_t tl, const char *c, size_t cl, _Out_ bool *was)'),
+  presenceList: lib.func('int32_t herald_broker_presence_list(uintptr_t b, const char *t, size_t tl, void *buf, size_t cap, _Out_ size_t *len, _Out_ size_t *count)'),
+  filterNew: lib.func('int32_t herald_filter_new(_Out_ uintptr_t *out)'),
+  filterFree: lib.func('void herald_filter_free(uintptr_t f)'),
+  filterAddTopic: lib.func('int32_t herald_filter_add_topic(uintptr_t f, const char *p, size_t n)'),
+  filterAddType: lib.func('int32_t herald_filter_add_type(uintptr_t f, const char *p, size_t n)'),
+  filterExcludeOrigin: lib.func('int32_t herald_filter_exclude_origin(uintptr_t f, uint64_t origin)'),
+  publisherNew: lib.func('int32_t herald_publisher_new(uintptr_t b, const char *t, size_t n, _Out_ uintptr_t *out)'),
+  publisherFree: lib.func('void herald_publisher_free(uintptr_t p)'),
+  publish: lib.func('int32_t herald_publisher_publish(uintptr_t p, const char *t, size_t tl, const void *payload, size_t pl, const herald_publish_options *o, _Out_ herald_published *out)'),
+  claim: lib.func('int32_t herald_publisher_claim(uintptr_t p, size_t len, _Out_ void **out)'),
+  commit: lib.func('int32_t herald_publisher_commit(uintptr_t p, const char *t, size_t tl, size_t len, const herald_publish_options *o, _Out_ herald_published *out)'),
+  abort: lib.func('int32_t herald_publisher_abort(uintptr_t p)'),
+  subscriberOpen: lib.func('int32_t herald_subscriber_open(uintptr_t b, uintptr_t f, uint32_t kind, uint64_t value, _Out_ uintptr_t *out)'),
+  consumerOpen: lib.func('int32_t herald_subscriber_open_consumer(uintptr_t b, const char *n, size_t nl, uintptr_t f, uint32_t kind, uint64_t value, _Out_ uintptr_t *out)'),
+  subscriberFree: lib.func('void herald_subscriber_free(uintptr_t s)'),
+  next: lib.func('int32_t herald_subscriber_next(uintptr_t s, void *buf, size_t cap, void *out_len, void *out_delivery, int32_t timeout_ms)'),
+  wait: lib.func('int32_t herald_subscriber_wait(uintptr_t s, int32_t timeout_ms, void *out_ready)'),
+  ack: lib.func('int32_t herald_subscriber_ack(uintptr_t s, uint64_t seq)'),
+  ackUpTo: lib.func('int32_t herald_subscriber_ack_up_to(uintptr_t s, uint64_t seq)'),
+  lag: lib.func('int32_t herald_subscriber_lag(uintptr_t s, _Out_ uint64_t *behind, _Out_ bool *live)'),
+};
+
+/** Stable result codes of include/herald.h. */
+const codes = Object.freeze({
+  OK: 0, NULL: 1, INVALID_HANDLE: 2, INVALID_ARGUMENT: 3, INVALID_UTF8: 4, INVALID_TOPIC: 5, INVALID_FILTER: 6,
+  INVALID_EVENT_TYPE: 7, INVALID_CORRELATION: 8, PAYLOAD_TOO_LARGE: 9, NEEDS_SINGLE_TOPIC: 10, INVALID_CONFIG: 11,
+  BUFFER_TOO_SMALL: 12, TIMEOUT: 13, BUSY: 14, NO_CLAIM: 15, UNKNOWN_CONSUMER: 16, NOT_A_CONSUMER: 17, ACK: 18,
+  CHECKPOINT: 19, PRESENCE: 20, LOG: 21, IO: 22, CORRUPT: 23, PANIC: 24,
+});
+const Durability = Object.freeze({ NEVER: 0, INTERVAL: 1, ALWAYS: 2 });
+const START = { now: 0, seq: 1, topicSeq: 2, time: 3, lastN: 4 };
+
+class HeraldError extends Error {
+  constructor(code, message, needed) {
+    super(`${C.strerror(code)} (code ${code})${message ? `: ${message}` : ''}`);
+    this.name = 'HeraldError';
+    this.code = code;
+    if (needed !== undefined) this.needed = needed;
+  }
+}
+
+function check(rc) {
+  if (rc !== 0) throw new HeraldError(rc, C.lastError());
+}
+
+const len = (s) => Buffer.byteLength(s, 'utf8');
+
+class Broker {
+  /** Opens (creating or recovering) a broker. Options: dataDir (required),
+   * ringCapacity, maxPayload, segmentSize, durability, retentionMaxRecords, prefault. */
+  static open(options) {
+    const cfg = {};
+    check(C.configInit(cfg));
+    const dir = options.dataDir || '';
+    cfg.data_dir = dir;
+    cfg.data_dir_len = len(dir);
+    if (options.ringCapacity) cfg.ring_capacity = options.ringCapacity;
+    if (options.maxPayload) cfg.max_payload = options.maxPayload;
+    if (options.segmentSize) cfg.segment_size = options.segmentSize;
+    if (options.durability !== undefined) cfg.durability = options.durability;
+    if (options.retentionMaxRecords) cfg.retention_max_records = options.retentionMaxRecords;
+    if (options.prefault !== undefined) cfg.prefault = options.prefault;
+    const out = [0];
+    check(C.brokerOpen(cfg, out));
+    return new Broker(out[0], true);
+  }
+
+  /** A non-owning view of a broker opened elsewhere (e.g. in another worker). */
+  static fromAddress(address) {
+    return new Broker(address, false);
+  }
+
+  constructor(address, owned) {
+    this.address = address;
+    this.maxPayload = 0;
+    this._owned = owned;
+  }
+
+  /** Flushes and closes (owning handle only). */
+  close() {
+    if (this._owned && this.address) {
+      const a = this.address;
+      this.address = 0;
+      check(C.brokerClose(a));
+    }
+  }
+
+  publisher(topic) {
+    const out = [0];
+    check(C.publisherNew(this.address, topic, len(topic), out));
+    return new Publisher(out[0]);
+  }
+
+  nextSeq() {
+    const out = [0];
+    check(C.brokerNextSeq(this.address, out));
+    return Number(out[0]);
+  }
+
+  metrics() {
+    const m = {};
+    check(C.brokerMetrics(this.address, m));
+    return m;
+  }
+
+  consumerCheckpoint(name) {
+    const out = [0];
+    check(C.consumerCheckpoint(this.address, name, len(name), out));
+    return Number(out[0]);
+  }
+
+  presenceJoin(topic, clientId, user = '', device = '', metadata = '') {
+    check(C.presenceJoin(this.address, topic, len(topic), clientId, len(clientId), user, len(user), device, len(device),
+      metadata, len(metadata)));
+  }
+
+  presenceLeave(topic, clientId) {
+    const was = [false];
+    check(C.presenceLeave(this.address, topic, len(topic), clientId, len(clientId), was));
+    return was[0];
+  }
+
+  presence(topic) {
+    const need = [0];
+    const count = [0];
+    const rc = C.presenceList(this.address, topic, len(topic), null, 0, need, count);
+    if (rc !== codes.BUFFER_TOO_SMALL) check(rc);
+    const buf = Buffer.alloc(need[0]);
+    check(C.presenceList(this.address, topic, len(topic), buf, buf.length, need, count));
+    return JSON.parse(buf.toString('utf8', 0, need[0]));
+  }
+
+  /** A Subscriber (EventEmitter + async iterator). filter: {topics, types, excludeOrigin};
+   * start: {now: true} | {seq} | {topicSeq} | {time} | {lastN}. */
+  subscribe(filter, start = { now: true }) {
+    return Subscriber._open(this, null, filter, start);
+  }
+
+  /** The durable consumer `name`: resumes after its last ack, or at `start` if new. */
+  consumer(name, filter, start = { now: true }) {
+    return Subscriber._open(this, name, filter, start);
+  }
+}
+
+function publishOptions(opts) {
+  if (!opts || (!opts.origin && !opts.correlation)) return null;
+  const c = opts.correlation || '';
+  return { origin: opts.origin || 0, correlation: c || null, correlation_len: len(c) };
+}
+
+class Publisher {
+  constructor(address) {
+    this.address = address;
+  }
+
+  /** Publishes (copying payload: Buffer, Uint8Array or string). Returns {seq, topicSeq}. */
+  publish(eventType, payload, opts) {
+    const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
+    const out = {};
+    check(C.publish(this.address, eventType, len(eventType), body, body ? body.length : 0, publishOptions(opts), out));
+    return { seq: Number(out.seq), topicSeq: Number(out.topic_seq) };
+  }
+
+  /** Claim → write → commit: `fill(view)` writes the payload in place into the
+   * publisher's claimed buffer of `size` bytes (valid only during fill). */
+  publishWith(eventType, size, fill, opts) {
+    const ptr = [null];
+    check(C.claim(this.address, size, ptr));
+    try {
+      if (size > 0) fill(new Uint8Array(koffi.view(ptr[0], size)));
+    } catch (e) {
+      C.abort(this.address);
+      throw e;
+    }
+    const out = {};
+    check(C.commit(this.address, eventType, len(eventType), size, publishOptions(opts), out));
+    return { seq: Number(out.seq), topicSeq: Number(out.topic_seq) };
+  }
+
+  close() {
+    C.publisherFree(this.address);
+    this.address = 0;
+  }
+}
+
+const DELIVERY_SIZE = 120;
+const u64 = (b, at) => b.readUInt32LE(at) + b.readUInt32LE(at + 4) * 4294967296;
+
+function buildFilter(filter) {
+  const out = [0];
+  check(C.filterNew(out));
+  const f = out[0];
+  try {
+    for (const t of filter.topics || []) check(C.filterAddTopic(f, t, len(t)));
+    for (const t of filter.types || []) check(C.filterAddType(f, t, len(t)));
+    if (filter.excludeOrigin !== undefined) check(C.filterExcludeOrigin(f, filter.excludeOrigin));
+  } catch (e) {
+    C.filterFree(f);
+    throw e;
+  }
+  return f;
+}
+
+function startOf(start) {
+  for (const [k, kind] of Object.entries(START)) {
+    if (start[k] !== undefined && start[k] !== false) return [kind, k === 'now' ? 0 : start[k]];
+  }
+  return [START.now, 0];
+}
+
+/**
+ * A subscription. Use it as an async iterator (`for await (const e of sub)`)
+ * or as an EventEmitter (`sub.on('event', …)`, `'gap'`, `'error'`; reading
+ * starts with the first listener). Events: {seq, topicSeq, timestampNs,
+ * origin, topic, type, correlation, payload: Buffer}. Gaps: {gap: true, from,
+ * to, topic} — retention deleted those events before this subscriber read
+ * them (never silence).
+ */
+class Subscriber extends EventEmitter {
+  static _open(broker, name, filter, start) {
+    const f = buildFilter(filter);
+    const out = [0];
+    const [kind, value] = startOf(start);
+    try {
+      if (name === null) check(C.subscriberOpen(broker.address, f, kind, value, out));
+      else check(C.consumerOpen(broker.address, name, len(name), f, kind, value, out));
+    } finally {
+      C.filterFree(f);
+    }
+    return new Subscriber(out[0]);
+  }
+
+  constructor(address) {
+    super();
+    this.address = address;
+    this._buf = Buffer.alloc(4096);
+    this._meta = Buffer.alloc(DELIVERY_SIZE);
+    this._len = Buffer.alloc(8);
+    this._ready = Buffer.alloc(1);
+    this._waiting = false;
+    this._closed = false;
+    this._pumping = false;
+    this._waiters = [];
+    this.on('newListener', (ev) => {
+      if (ev === 'event' && !this._pumping) {
+        this._pumping = true;
+        setImmediate(() => this._pump());
+      }
+    });
+  }
+
+  /** The raw call: copies the next delivery into `buf`. Throws HeraldError
+   * (code BUFFER_TOO_SMALL with `needed`, or TIMEOUT) on failure. */
+  nextInto(buf, timeoutMs = 0) {
+    const rc = C.next(this.address, buf, buf.length, this._len, this._meta, timeoutMs);
+    if (rc !== 0) {
+      const needed = rc === codes.BUFFER_TOO_SMALL ? Number(this._len.readBigUInt64LE(0)) : undefined;
+      throw new HeraldError(rc, C.lastError(), needed);
+    }
+    return decode(buf, this._meta);
+  }
+
+  /** The next delivery available now, or null (synchronous, never blocks). */
+  tryNext() {
+    for (;;) {
+      const rc = C.next(this.address, this._buf, this._buf.length, this._len, this._meta, 0);
+      if (rc === 0) return decode(this._buf, this._meta);
+      if (rc === codes.TIMEOUT) return null;
+      if (rc === codes.BUFFER_TOO_SMALL) {
+        this._buf = Buffer.alloc(Number(this._len.readBigUInt64LE(0)));
+        continue;
+      }
+      check(rc);
+    }
+  }
+
+  /** Resolves once something may be readable (waits on a libuv worker). */
+  _wait(timeoutMs = 100) {
+    return new Promise((resolve, reject) => {
+      this._waiting = true;
+      C.wait.async(this.address, timeoutMs, this._ready, (err, rc) => {
+        this._waiting = false;
+        if (this._closed) this._free();
+        if (err) reject(err);
+        else if (rc !== 0 && rc !== codes.TIMEOUT) reject(new HeraldError(rc, ''));
+        else resolve(this._ready[0] !== 0);
+      });
+    });
+  }
+
+  /** Resolves with the next delivery (waiting without blocking the loop). */
+  async next() {
+    for (;;) {
+      if (this._closed) return null;
+      const d = this.tryNext();
+      if (d) return d;
+      await this._wait();
+    }
+  }
+
+  async *[Symbol.asyncIterator]() {
+    for (;;) {
+      const d = await this.next();
+      if (d === null) return;
+      yield d;
+    }
+  }
+
+  async _pump() {
+    try {
+      while (!this._closed && this.listenerCount('event') > 0) {
+        let n = 0;
+        let d;
+        while (n < 1024 && !this._closed && (d = this.tryNext())) {
+          this.emit(d.gap ? 'gap' : 'event', d);
+          n++;
+        }
+        if (n === 1024) await new Promise(setImmediate);
+        else if (!this._closed) await this._wait();
+      }
+    } catch (e) {
+      this.emit('error', e);
+    } finally {
+      this._pumping = false;
+    }
+  }
+
+  ack(seq) {
+    check(C.ack(this.address, seq));
+  }
+
+  ackUpTo(seq) {
+    check(C.ackUpTo(this.address, seq));
+  }
+
+  lag() {
+    const behind = [0];
+    const live = [false];
+    check(C.lag(this.address, behind, live));
+    return { behind: Number(behind[0]), live: live[0] };
+  }
+
+  _free() {
+    if (this.address) {
+      C.subscriberFree(this.address);
+      this.address = 0;
+    }
+  }
+
+  /** Stops reading and frees the subscriber (after any wait in flight). */
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    if (!this._waiting) this._free();
+  }
+}
+
+function decode(buf, m) {
+  const pl = u64(m, 112);
+  const tl = u64(m, 64);
+  const yl = u64(m, 80);
+  const cl = u64(m, 96);
+  if (m.readUInt32LE(0) === 1) {
+    return { gap: true, from: u64(m, 40), to: u64(m, 48), topic: buf.toString('utf8', pl, pl + tl) };
+  }
+  return {
+    seq: u64(m, 8),
+    topicSeq: u64(m, 16),
+    timestampNs: u64(m, 24),
+    origin: u64(m, 32),
+    payload: Buffer.from(buf.subarray(0, pl)),
+    topic: buf.toString('latin1', pl, pl + tl),
+    type: buf.toString('latin1', pl + tl, pl + tl + yl),
+    correlation: buf.toString('latin1', pl + tl + yl, pl + tl + yl + cl),
+  };
+}
+
+module.exports = {
+  Broker, Publisher, Subscriber, HeraldError, codes, Durability,
+  version: () => C.version(),
+  strerror: (code) => C.strerror(code),
+  _raw: C,
+};
