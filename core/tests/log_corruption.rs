@@ -260,3 +260,37 @@ fn torn_tail_is_truncated_without_repair() {
     assert_eq!(log.last_seq(), Some(last - 1));
     assert!(verify_dir(dir.path()).unwrap().is_clean());
 }
+
+#[test]
+fn short_empty_tail_left_by_damage_is_replaced_on_the_next_append() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 100);
+    let files = segment_files(dir.path());
+    let tail = files.last().unwrap();
+    // Cut the tail right after its header plus a few bytes: no record left.
+    let f = fs::OpenOptions::new().write(true).open(tail).unwrap();
+    f.set_len(100).unwrap();
+    drop(f);
+    let (log, report) = Log::open(dir.path(), cfg(false)).unwrap();
+    let next = log.next_seq();
+    assert!(report.truncated.len() <= 1);
+    let p = payload(next);
+    log.append(&RecordRef {
+        seq: next,
+        topic_id: next % 3,
+        topic_seq: next,
+        timestamp_ns: next,
+        origin: 1,
+        event_type: b"ev",
+        payload: &p,
+    })
+    .unwrap();
+    assert!(check_contents(&log) > 0);
+    // One in-memory segment per file: the empty tail was replaced, not shadowed.
+    assert_eq!(log.stats().segments, segment_files(dir.path()).len());
+    drop(log);
+    let (log, _) = Log::open(dir.path(), cfg(false)).unwrap();
+    assert_eq!(log.last_seq(), Some(next));
+    check_contents(&log);
+    assert!(verify_dir(dir.path()).unwrap().is_clean());
+}

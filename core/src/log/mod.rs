@@ -474,6 +474,23 @@ impl Log {
 
     fn roll(&self, w: &mut Writer, base: u64) -> Result<(), LogError> {
         let sh = &*self.shared;
+        if w.tail.count() == 0 {
+            // An empty tail too small for the record (a short file left by
+            // corruption and repair) would share the new segment's name:
+            // replace it instead of sealing it.
+            sh.segments.write().retain(|s| !Arc::ptr_eq(s, &w.tail));
+            match sh.config.io.remove(&w.tail.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(LogError::io(
+                        "removing an empty segment",
+                        Some(w.tail.path.clone()),
+                        e,
+                    ))
+                }
+            }
+        }
         let new = create_segment(&sh.dir, &sh.config, base)?;
         // Publish the new segment before sealing the old one, so that a reader
         // that sees `sealed` finds its successor in the list.
