@@ -586,7 +586,9 @@ herald_result herald_subscriber_open_consumer(const struct herald_broker *broker
                                               uint64_t start_value,
                                               struct herald_subscriber **out);
 
-// Frees a subscriber. `NULL` is a no-op.
+// Frees a subscriber. `NULL` is a no-op. If another thread is inside a
+// call on it (a caller bug), nothing is freed and the details go to
+// `herald_last_error`: a leak, never a use-after-free.
 //
 // # Safety
 // `subscriber` must be NULL or a live handle, not used afterwards nor

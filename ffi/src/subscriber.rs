@@ -235,7 +235,9 @@ pub unsafe extern "C" fn herald_subscriber_open_consumer(
     })
 }
 
-/// Frees a subscriber. `NULL` is a no-op.
+/// Frees a subscriber. `NULL` is a no-op. If another thread is inside a
+/// call on it (a caller bug), nothing is freed and the details go to
+/// `herald_last_error`: a leak, never a use-after-free.
 ///
 /// # Safety
 /// `subscriber` must be NULL or a live handle, not used afterwards nor

@@ -1,0 +1,57 @@
+package herald;
+
+import com.sun.jna.NativeLibrary;
+import com.sun.jna.Pointer;
+
+/**
+ * JNA direct mapping of include/herald.h. Handles are {@link Pointer}s;
+ * {@code size_t} is {@code long} (64-bit Linux). Library lookup: the system
+ * property {@code jna.library.path} or {@code HERALD_LIB_DIR}.
+ */
+final class Native {
+    private Native() {}
+
+    static {
+        String dir = System.getenv("HERALD_LIB_DIR");
+        if (dir != null && System.getProperty("jna.library.path") == null) {
+            System.setProperty("jna.library.path", dir);
+        }
+        com.sun.jna.Native.register(Native.class, NativeLibrary.getInstance("herald"));
+    }
+
+    static native String herald_version();
+    static native String herald_strerror(int code);
+    static native String herald_last_error();
+
+    static native int herald_config_init(Pointer config);
+    static native int herald_broker_open(Pointer config, Pointer out);
+    static native int herald_broker_close(Pointer broker);
+    static native int herald_broker_next_seq(Pointer broker, Pointer out);
+    static native int herald_broker_metrics(Pointer broker, Pointer out);
+    static native int herald_broker_consumer_checkpoint(Pointer broker, byte[] name, long nameLen, Pointer out);
+
+    static native int herald_filter_new(Pointer out);
+    static native void herald_filter_free(Pointer filter);
+    static native int herald_filter_add_topic(Pointer filter, byte[] pattern, long len);
+    static native int herald_filter_add_type(Pointer filter, byte[] type, long len);
+    static native int herald_filter_exclude_origin(Pointer filter, long origin);
+
+    static native int herald_publisher_new(Pointer broker, byte[] topic, long topicLen, Pointer out);
+    static native void herald_publisher_free(Pointer publisher);
+    static native int herald_publisher_publish(Pointer publisher, byte[] type, long typeLen, byte[] payload,
+            long payloadLen, Pointer options, Pointer out);
+    static native int herald_publisher_claim(Pointer publisher, long len, Pointer outBuf);
+    static native int herald_publisher_commit(Pointer publisher, byte[] type, long typeLen, long len, Pointer options,
+            Pointer out);
+    static native int herald_publisher_abort(Pointer publisher);
+
+    static native int herald_subscriber_open(Pointer broker, Pointer filter, int startKind, long startValue, Pointer out);
+    static native int herald_subscriber_open_consumer(Pointer broker, byte[] name, long nameLen, Pointer filter,
+            int startKind, long startValue, Pointer out);
+    static native void herald_subscriber_free(Pointer subscriber);
+    static native int herald_subscriber_next(Pointer subscriber, Pointer buf, long cap, Pointer outLen,
+            Pointer outDelivery, int timeoutMs);
+    static native int herald_subscriber_ack(Pointer subscriber, long seq);
+    static native int herald_subscriber_ack_up_to(Pointer subscriber, long seq);
+    static native int herald_subscriber_lag(Pointer subscriber, Pointer behind, Pointer live);
+}
