@@ -30,7 +30,14 @@ fn cfg(repair: bool) -> LogConfig {
 fn scratch() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("herald-fuzz-log-{}", std::process::id()));
+        // tmpfs when available: file creation and removal dominate each run.
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let d = base.join(format!("herald-fuzz-log-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         d
     })
