@@ -298,3 +298,13 @@ fn presence_joins_and_leaves_are_events_and_queryable() {
     let mut everything = everything;
     assert!(drain(&mut everything).is_empty(), "wildcards do not match system topics");
 }
+
+#[test]
+fn a_data_directory_is_used_by_one_broker_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    let err = Broker::open(config(dir.path())).unwrap_err();
+    assert!(matches!(err, BrokerError::Io { .. }), "{err}");
+    drop(broker);
+    Broker::open(config(dir.path())).unwrap();
+}

@@ -216,7 +216,8 @@ fn run(case: Case) -> Result<(), TestCaseError> {
                 .map_or(end, |(s, _)| *s),
             (StartAt::LastN(n), Some(t)) => {
                 let last = model.range(..now).filter(|(_, r)| r.topic == t).count() as u64;
-                let from = last.saturating_sub(*n).max(1);
+                // The last n of topic sequences 1..=last.
+                let from = (last + 1).saturating_sub(*n).max(1);
                 model.iter().find(|(_, r)| r.topic == t && r.topic_seq >= from).map_or(end, |(s, _)| *s)
             }
             (StartAt::LastN(n), None) => now.saturating_sub(*n).max(1),

@@ -227,6 +227,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     pub(crate) checkpoints: checkpoint::CheckpointStore,
     pub(crate) presence: presence::Presence,
+    /// Held for the broker's life: one process per data directory.
+    _lock: std::fs::File,
 }
 
 /// The broker. Cheap to clone; every clone is the same broker.
@@ -248,6 +250,7 @@ impl Broker {
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir)
             .map_err(|e| BrokerError::Io { what: "creating the data directory", path: dir.clone(), source: e })?;
+        let lock = lock_data_dir(&dir)?;
         let (log, _report) = Log::open(dir.join("log"), config.log.clone())?;
         let max_record = RING_HEADER + MAX_TYPE_LEN + MAX_CORRELATION_LEN + config.max_payload;
         let ring = Ring::new(RingConfig {
@@ -266,7 +269,7 @@ impl Broker {
         }
         let presence = presence::Presence::new(config.presence_ttl);
         let publish = Mutex::new(PublishState { ring: ring.publisher(), last_ts: 0 });
-        let inner = Inner { config, log, ring, topics, publish, metrics: Metrics::default(), checkpoints, presence };
+        let inner = Inner { config, log, ring, topics, publish, metrics: Metrics::default(), checkpoints, presence, _lock: lock };
         Ok(Broker { inner: Arc::new(inner) })
     }
 
@@ -414,6 +417,28 @@ impl Broker {
     }
 }
 
+/// Takes an exclusive `flock` on `<dir>/lock`, so that a second process (or
+/// a second broker in this one) cannot open the same data directory.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, BrokerError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| BrokerError::Io { what: "opening the data directory lock", path: path.clone(), source: e })?;
+    // SAFETY: flock on a descriptor we own; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(BrokerError::Io {
+            what: "locking the data directory (is another broker using it?)",
+            path,
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(file)
+}
+
 /// The retention floor name that keeps a consumer's unread records.
 fn consumer_floor(name: &str) -> String {
     format!("consumer:{name}")
@@ -422,7 +447,13 @@ fn consumer_floor(name: &str) -> String {
 impl Inner {
     pub(crate) fn commit_checkpoint(&self, name: &str, seq: u64) -> Result<(), BrokerError> {
         let sync = self.config.log.durability == crate::log::Durability::Always;
-        self.checkpoints.commit(name, seq, sync)?;
+        match self.checkpoints.commit(name, seq, sync) {
+            Ok(()) => {}
+            // Another subscription of the same consumer acknowledged further:
+            // the checkpoint already covers this one.
+            Err(checkpoint::CheckpointError::Backwards { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
         self.log.set_retention_floor(&consumer_floor(name), seq + 1);
         Ok(())
     }

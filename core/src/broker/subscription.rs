@@ -188,7 +188,9 @@ impl Subscription {
                 (Source::Topic { reader, fence: now_seq }, log.first_seq())
             }
             (StartAt::LastN(n), None) => {
-                let seq = now_seq.saturating_sub(n).max(log.first_seq());
+                // Not clamped to what retention kept: the part it deleted
+                // arrives as a gap notice, never as silence.
+                let seq = now_seq.saturating_sub(n).max(1);
                 (Source::Log(log.reader_from_seq(seq)?), seq)
             }
         };
@@ -408,6 +410,13 @@ impl Subscription {
                         return None;
                     }
                     let fields = parse_ring(bytes)?;
+                    // A single-topic subscription expects its topic's
+                    // sequences from `next_topic_seq` on: anything below is
+                    // before its start (a `TopicSeq` start in the future) or
+                    // already delivered from the log.
+                    if single.is_some() && fields.topic_seq < progress.next_topic_seq {
+                        return None;
+                    }
                     let (name, verdict) = topics.get(inner, filter, fields.topic_id)?;
                     if !*verdict || !filter.matches_event(fields.event_type, fields.origin) {
                         return None;
