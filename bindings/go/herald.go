@@ -523,8 +523,9 @@ func (w *waiter) wait(ctx context.Context) error {
 }
 
 // Subscribe opens a subscriber and delivers its events on the returned
-// channel until ctx is done (then the channel is closed and the subscriber
-// freed). Gap notices arrive as events with Gap set. Waiting uses the
+// channel until ctx is done (then the subscriber is freed and the channel
+// closed: drain it to know the subscriber is gone, e.g. before reopening the
+// data directory, which stays locked while any handle of the broker lives). Gap notices arrive as events with Gap set. Waiting uses the
 // subscriber's fd in Go's netpoller.
 func (b *Broker) Subscribe(ctx context.Context, f Filter, start Start) (<-chan Event, error) {
 	s, err := b.OpenSubscriber(f, start)
@@ -539,7 +540,7 @@ func (b *Broker) Subscribe(ctx context.Context, f Filter, start Start) (<-chan E
 	ch := make(chan Event, 1024)
 	var once sync.Once
 	go func() {
-		defer once.Do(func() { w.file.Close(); s.Close(); close(ch) })
+		defer once.Do(func() { _ = w.file.Close(); s.Close(); close(ch) })
 		for ctx.Err() == nil {
 			e, err := s.Next(0)
 			if err == nil {

@@ -99,6 +99,12 @@ func TestPublishSubscribeReplayConsumer(t *testing.T) {
 		}
 	}
 	cancel()
+	// Each channel is closed once its subscriber is freed: the data
+	// directory stays locked while any handle of the broker lives.
+	for _, ch := range subs {
+		for range ch {
+		}
+	}
 	if m, err := b.Metrics(); err != nil || m.Published != total {
 		t.Fatalf("metrics %+v %v", m, err)
 	}

@@ -390,13 +390,20 @@ class Subscriber extends EventEmitter {
       C.subscriberFree(this.address);
       this.address = 0;
     }
+    if (this._onFreed) this._onFreed();
   }
 
-  /** Stops reading and frees the subscriber (after any wait in flight). */
+  /** Stops reading and frees the subscriber once any wait in flight on a
+   * worker has returned (within 100 ms). Returns a promise of that moment:
+   * await it before reopening the broker's data directory, which stays
+   * locked while any handle made from the broker lives. */
   close() {
-    if (this._closed) return;
-    this._closed = true;
-    if (!this._waiting) this._free();
+    if (!this._closed) {
+      this._closed = true;
+      this._freed = new Promise((resolve) => { this._onFreed = resolve; });
+      if (!this._waiting) this._free();
+    }
+    return this._freed;
   }
 }
 

@@ -78,8 +78,7 @@ test('two workers publish 100 000 events; an async iterator and an EventEmitter 
   await Promise.all(workers);
   const [a, b] = await Promise.all([viaIterator, viaEmitter]);
   for (const c of [a, b]) assert.deepEqual(c.next, [TOTAL / 2, TOTAL / 2]);
-  iterSub.close();
-  emitterSub.close();
+  await Promise.all([iterSub.close(), emitterSub.close()]);
   assert.equal(broker.metrics().published, TOTAL);
   assert.equal(broker.nextSeq(), TOTAL + 1);
   broker.close();
@@ -93,7 +92,7 @@ test('two workers publish 100 000 events; an async iterator and an EventEmitter 
     assert.equal(e.topicSeq, want);
   }
   assert.equal(replay.tryNext(), null);
-  replay.close();
+  await replay.close();
 
   // A durable consumer resumes after its acknowledgement.
   let c = broker.consumer('billing', { topics: [TOPIC] }, { seq: 1 });
@@ -104,11 +103,11 @@ test('two workers publish 100 000 events; an async iterator and an EventEmitter 
     last = e.seq;
   }
   c.ackUpTo(last);
-  c.close();
+  await c.close();
   assert.equal(broker.consumerCheckpoint('billing'), 1000);
   c = broker.consumer('billing', { topics: [TOPIC] });
   assert.equal((await c.next()).seq, 1001);
-  c.close();
+  await c.close();
   broker.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Events/s received (and published) through the Node, Go and JVM bindings,
+# 64-byte events, medians of 5 rounds (docs/BENCHMARKS.md, "C ABI").
+#   bindings/bench.sh [EVENTS]      (default 500000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+events="${1:-500000}"
+lib="$PWD/target/release"
+cargo build -p herald-ffi --release --locked >/dev/null
+(cd bindings/node && HERALD_LIB="$lib/libherald.so" node bench.js "$events" 5)
+(cd bindings/go && GOTOOLCHAIN=local GOFLAGS=-mod=mod GOPROXY=off CGO_LDFLAGS="-L$lib" LD_LIBRARY_PATH="$lib" \
+    HERALD_BENCH="$events" go test -count=1 -run TestBenchReceive -v . | sed -n 's/^ *bench_test.go:[0-9]*: //p')
+out=target/java-bench
+rm -rf "$out" && mkdir -p "$out"
+javac -cp /usr/share/java/jna.jar -d "$out" bindings/java/src/herald/*.java bindings/java/test/herald/Bench.java
+java -cp "$out:/usr/share/java/jna.jar" -Djna.library.path="$lib" herald.Bench "$events" 5
