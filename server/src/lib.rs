@@ -13,6 +13,7 @@ mod http;
 mod metrics;
 mod routes;
 mod worker;
+mod ws;
 
 use std::io;
 use std::net::SocketAddr;

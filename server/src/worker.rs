@@ -26,6 +26,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::encode::sse_frame;
 use crate::http::{self, error_response};
 use crate::routes::{poll_body, route, Action};
+use crate::ws::{upgrade_response, WsConn, WsStatus};
 use crate::ServerConfig;
 
 const WAKER: Token = Token(0);
@@ -35,6 +36,8 @@ const FIRST_CONN: usize = 2;
 enum State {
     /// Reading requests.
     Http,
+    /// A WebSocket connection (after the upgrade).
+    Ws(Box<WsConn>),
     /// Streaming Server-Sent Events.
     Sse { sub: Subscription, topic_ids: bool, next_keepalive: Instant },
     /// A poll waiting for its first event or its deadline.
@@ -149,6 +152,9 @@ impl Worker {
         for index in 0..self.conns.len() {
             if let Some(conn) = self.conns[index].as_mut() {
                 let _ = flush(conn);
+                if let State::Ws(ws) = &mut conn.state {
+                    ws.shutdown(1001, "server shutting down");
+                }
             }
             self.close(index);
         }
@@ -156,6 +162,12 @@ impl Worker {
 
     fn on_io(&mut self, index: usize) {
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
+        if let State::Ws(ws) = &mut conn.state {
+            if let WsStatus::Closed = ws.on_readable(&self.broker) {
+                self.close(index);
+            }
+            return;
+        }
         let open = read_available(conn, self.config.limits.max_head + self.config.limits.max_body);
         if !open {
             self.close(index);
@@ -188,6 +200,25 @@ impl Worker {
             conn.input.drain(..used);
             conn.request_started = None;
             let keep_alive = request.keep_alive;
+            match upgrade_response(&request) {
+                None => {}
+                Some(Err(why)) => {
+                    conn.output.extend_from_slice(&error_response(400, "Bad Request", why, false));
+                    conn.close_when_flushed = true;
+                    return;
+                }
+                Some(Ok(switching)) => {
+                    conn.output.extend_from_slice(&switching);
+                    match websocket_over(conn, self.config.max_output) {
+                        Ok(ws) => conn.state = State::Ws(Box::new(ws)),
+                        Err(e) => {
+                            tracing::warn!("cannot start a WebSocket: {e}");
+                            conn.close_when_flushed = true;
+                        }
+                    }
+                    return;
+                }
+            }
             match route(&self.broker, &request) {
                 Action::Respond(bytes) => {
                     conn.output.extend_from_slice(&bytes);
@@ -250,6 +281,24 @@ impl Worker {
             let mut finished_poll = false;
             match &mut conn.state {
                 State::Http => continue,
+                State::Ws(_) => {
+                    // The 101 answer must be out before any frame.
+                    if flush(conn).is_err() {
+                        self.close(index);
+                        continue;
+                    }
+                    if conn.pending() > 0 {
+                        continue;
+                    }
+                    let State::Ws(ws) = &mut conn.state else { continue };
+                    let (status, more) = ws.pump();
+                    if let WsStatus::Closed = status {
+                        self.close(index);
+                        continue;
+                    }
+                    busy |= more || !ws.arm(&self.doorbell);
+                    continue;
+                }
                 State::Sse { sub, topic_ids, .. } => {
                     let topic_ids = *topic_ids;
                     while conn.output.len() - conn.sent < max_output {
@@ -306,7 +355,7 @@ impl Worker {
             }
             let armed = match &conn.state {
                 State::Sse { sub, .. } | State::Poll { sub, .. } => sub.arm(&self.doorbell),
-                State::Http => true,
+                State::Http | State::Ws(_) => true,
             };
             busy |= !armed;
         }
@@ -343,6 +392,22 @@ impl Worker {
             }
         }
     }
+}
+
+/// A WebSocket over the connection's socket: tungstenite gets its own
+/// descriptor (a `dup` of the same socket, so the same non-blocking file
+/// description) while the poller keeps the original registered.
+fn websocket_over(conn: &mut Conn, max_output: usize) -> io::Result<WsConn> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: dup of a descriptor this connection owns; the result is checked.
+    let fd = unsafe { libc::dup(conn.stream.as_raw_fd()) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor owned by nothing else.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let already_read = std::mem::take(&mut conn.input);
+    Ok(WsConn::new(stream, already_read, max_output))
 }
 
 /// Reads everything available. Returns false if the peer closed or failed.

@@ -1,0 +1,158 @@
+//! WebSocket end-to-end tests against a real server, with tungstenite as the client.
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use herald_server::{Server, ServerConfig};
+use serde_json::{json, Value};
+use tungstenite::{Message, WebSocket};
+
+fn start(dir: &std::path::Path) -> Server {
+    let mut config = ServerConfig::new();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.workers = 2;
+    config.broker = herald_core::BrokerConfig::new(dir);
+    config.broker.ring_capacity = 1 << 16;
+    config.broker.log.segment_size = 1 << 20;
+    config.broker.log.prefault = false;
+    config.max_body = 8192;
+    Server::start(config).unwrap()
+}
+
+type Ws = WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
+
+fn connect(server: &Server) -> Ws {
+    let (ws, response) = tungstenite::connect(format!("ws://{}/v1/ws", server.local_addr())).unwrap();
+    assert_eq!(response.status(), 101);
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    }
+    ws
+}
+
+fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).unwrap();
+}
+
+fn recv(ws: &mut Ws) -> Value {
+    loop {
+        match ws.read().unwrap() {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn subscribe_publish_and_receive_over_websocket() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let mut ws = connect(&server);
+    send(&mut ws, json!({"op": "subscribe", "id": "a", "topic": "room.1"}));
+    assert_eq!(recv(&mut ws), json!({"type": "subscribed", "id": "a", "recovered": false}));
+    send(&mut ws, json!({"op": "publish", "topic": "room.1", "type": "msg", "data": {"text": "hi"}, "ref": 7, "correlation_id": "c1"}));
+    let mut published = None;
+    let mut event = None;
+    while published.is_none() || event.is_none() {
+        let m = recv(&mut ws);
+        match m["type"].as_str().unwrap() {
+            "published" => published = Some(m),
+            "event" => event = Some(m),
+            other => panic!("unexpected {other}: {m}"),
+        }
+    }
+    let (published, event) = (published.unwrap(), event.unwrap());
+    assert_eq!(published["ref"], 7);
+    assert_eq!(published["topic_seq"], 1);
+    assert_eq!(event["sub"], "a");
+    assert_eq!(event["event_type"], "msg");
+    assert_eq!(event["data"], json!({"text": "hi"}));
+    assert_eq!(event["seq"], published["seq"]);
+    assert_eq!(event["correlation_id"], "c1");
+    send(&mut ws, json!({"op": "ping", "ref": 1}));
+    assert_eq!(recv(&mut ws)["type"], "pong");
+    send(&mut ws, json!({"op": "unsubscribe", "id": "a"}));
+    assert_eq!(recv(&mut ws)["type"], "unsubscribed");
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn reconnecting_client_recovers_missed_events_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let publisher = server.broker().publisher("feed").unwrap();
+    let publish = |i: u32| publisher.publish("tick", i.to_string().as_bytes(), Default::default()).unwrap();
+    let mut ws = connect(&server);
+    send(&mut ws, json!({"op": "subscribe", "id": "f", "topic": "feed"}));
+    assert_eq!(recv(&mut ws)["type"], "subscribed");
+    for i in 1..=3 {
+        publish(i);
+    }
+    let mut last = 0;
+    for i in 1..=3 {
+        let e = recv(&mut ws);
+        assert_eq!(e["data"], i);
+        last = e["topic_seq"].as_u64().unwrap();
+    }
+    drop(ws);
+    for i in 4..=10 {
+        publish(i);
+    }
+    let mut ws = connect(&server);
+    send(&mut ws, json!({"op": "subscribe", "id": "f", "topic": "feed", "after": last}));
+    assert_eq!(recv(&mut ws), json!({"type": "subscribed", "id": "f", "recovered": true}));
+    publish(11);
+    for i in 4..=11 {
+        assert_eq!(recv(&mut ws)["data"], i, "missed events arrive once, in order, then live ones");
+    }
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn bad_messages_get_precise_errors_and_the_connection_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let mut ws = connect(&server);
+    ws.send(Message::text("not json")).unwrap();
+    assert!(recv(&mut ws)["message"].as_str().unwrap().starts_with("not JSON"));
+    for (msg, needle) in [
+        (json!({"op": "nope"}), "unknown op"),
+        (json!({}), "missing 'op'"),
+        (json!({"op": "subscribe", "id": "x", "topic": "bad topic"}), "invalid topic"),
+        (json!({"op": "subscribe", "topic": "t"}), "needs a string 'id'"),
+        (json!({"op": "publish", "topic": "t"}), "needs string 'topic' and 'type'"),
+        (json!({"op": "publish", "topic": "t", "type": "bad type"}), "invalid event type"),
+        (json!({"op": "unsubscribe", "id": "none"}), "no such subscription"),
+    ] {
+        send(&mut ws, msg.clone());
+        let reply = recv(&mut ws);
+        assert_eq!(reply["type"], "error", "{msg}");
+        assert!(reply["message"].as_str().unwrap().contains(needle), "{msg}: {reply}");
+    }
+    ws.send(Message::binary(vec![1, 2, 3])).unwrap();
+    assert_eq!(recv(&mut ws)["type"], "error");
+    send(&mut ws, json!({"op": "ping"}));
+    assert_eq!(recv(&mut ws)["type"], "pong");
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn shutdown_closes_websockets_with_1001() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let mut ws = connect(&server);
+    send(&mut ws, json!({"op": "ping"}));
+    assert_eq!(recv(&mut ws)["type"], "pong");
+    server.shutdown().unwrap();
+    loop {
+        match ws.read() {
+            Ok(Message::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 1001);
+                break;
+            }
+            Ok(_) => continue,
+            Err(e) => panic!("expected a close frame, got {e}"),
+        }
+    }
+}
