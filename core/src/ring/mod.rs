@@ -48,7 +48,7 @@
 //!   committing publisher (whose stores happen before our Acquire of the stamp)
 //!   and no older-lap writer can interfere, since step 2 proved they finished.
 //!
-//! A lapped subscriber resumes at the oldest record that is a quarter of the
+//! A lapped subscriber resumes at the oldest record that is an eighth of the
 //! ring away from being overwritten and is told `Lagged { missed_from,
 //! next_available }`: exactly the sequence numbers it will never see.
 //!

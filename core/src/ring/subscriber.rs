@@ -28,7 +28,13 @@ pub struct Subscriber {
     wait: WaitStrategy,
     /// A lag to report before reading (from `Ring::subscribe_at`).
     pending_lag: Option<Lagged>,
+    /// Tethered: records released since parked publishers were last signalled.
+    unsignalled: u32,
 }
+
+/// How many records a tethered subscriber releases between wake-ups of
+/// parked publishers.
+const SIGNAL_EVERY: u32 = 64;
 
 /// What one attempt to read the record at the cursor found.
 enum Fetch {
@@ -43,7 +49,7 @@ enum Fetch {
 impl Subscriber {
     pub(crate) fn new(shared: Arc<Shared>, next: u64, tether: Option<usize>) -> Self {
         let scratch = vec![0u8; shared.max_record as usize].into_boxed_slice();
-        Self { shared, next, scratch, tether, wait: WaitStrategy::default(), pending_lag: None }
+        Self { shared, next, scratch, tether, wait: WaitStrategy::default(), pending_lag: None, unsignalled: 0 }
     }
 
     pub(crate) fn set_pending_lag(&mut self, lag: Lagged) {
@@ -179,6 +185,9 @@ impl Subscriber {
         // Acquire: pairs with the Release store of the stamp in `commit`.
         let found = slot.stamp.load(Ordering::Acquire);
         if found < stamp(seq) {
+            if self.unsignalled > 0 {
+                self.signal_release();
+            }
             return Fetch::Empty;
         }
         if found > stamp(seq) {
@@ -226,13 +235,14 @@ impl Subscriber {
         Lagged { missed_from: missed, next_available: resume }
     }
 
-    /// The oldest record that is likely to stay readable for a while: a
-    /// quarter of the ring (slots and bytes) ahead of the overwrite frontier.
+    /// The oldest record that is likely to stay readable for a while: an
+    /// eighth of the ring (slots and bytes) ahead of the overwrite frontier,
+    /// twice the frontier's granularity, so that little is skipped needlessly.
     fn resume_point(&self, missed: u64) -> u64 {
         let shared = &*self.shared;
         let (head_seq, head_pos) = shared.head.load(Ordering::Relaxed);
-        let lo = head_seq.saturating_sub(shared.slots_len - shared.slots_len / 4).max(missed);
-        let min_pos = head_pos.saturating_sub(shared.capacity - shared.capacity / 4);
+        let lo = head_seq.saturating_sub(shared.slots_len - shared.slots_len / 8).max(missed);
+        let min_pos = head_pos.saturating_sub(shared.capacity - shared.capacity / 8);
         // Positions grow with sequence numbers: binary search for the first
         // committed record at or after `min_pos`. A slot we cannot read (not
         // yet committed, or already reused) counts as "recent enough": the
@@ -253,18 +263,29 @@ impl Subscriber {
         lo
     }
 
-    fn release(&self, index: usize, seq: u64, pos: u64) {
+    fn release(&mut self, index: usize, seq: u64, pos: u64) {
         let cursor = self.shared.tether.cursor(index);
         // Release: pairs with the Acquire loads in `Tether::scan`: our reads of
         // these records happen before a publisher overwrites them.
         cursor.pos.store(pos, Ordering::Release);
         cursor.seq.store(seq, Ordering::Release);
+        self.unsignalled += 1;
+        if self.unsignalled >= SIGNAL_EVERY {
+            self.signal_release();
+        }
+    }
+
+    /// Wakes publishers parked for room. Done every [`SIGNAL_EVERY`] records
+    /// and whenever the subscriber runs out of records (so a parked publisher
+    /// is never left waiting on a subscriber that is itself about to wait),
+    /// not after every record: the SeqCst fence is the expensive part.
+    fn signal_release(&mut self) {
+        self.unsignalled = 0;
         // SeqCst fence: the store side of the wake-up pair with a publisher
         // parked in `wait_for_tether` (it re-reads with SeqCst).
         fence(Ordering::SeqCst);
         self.shared.tether_waiters.wake();
-    }
-}
+    }}
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
