@@ -32,6 +32,10 @@ fn constants() -> Vec<(&'static str, usize, Option<usize>)> {
         ("REC_RESERVED_OFF", REC_RESERVED_OFF, Some(2)),
         ("REC_PAYLOAD_LEN_OFF", REC_PAYLOAD_LEN_OFF, Some(4)),
         ("REC_HEADER_LEN", REC_HEADER_LEN, Some(0)),
+        ("HWM_MAGIC_OFF", HWM_MAGIC_OFF, Some(HWM_MAGIC.len())),
+        ("HWM_VERSION_OFF", HWM_VERSION_OFF, Some(4)),
+        ("HWM_COUNT_OFF", HWM_COUNT_OFF, Some(4)),
+        ("HWM_ENTRIES_OFF", HWM_ENTRIES_OFF, Some(HWM_ENTRY_LEN)),
     ]
 }
 
@@ -75,7 +79,7 @@ fn fields_are_contiguous_and_aligned() {
     for w in c.windows(2) {
         let (a, off_a, size_a) = w[0];
         let (_, off_b, _) = w[1];
-        if a == "SEG_HEADER_LEN" {
+        if a == "SEG_HEADER_LEN" || a == "REC_HEADER_LEN" {
             continue;
         }
         assert_eq!(off_a + size_a.unwrap(), off_b, "gap or overlap after {a}");

@@ -239,3 +239,106 @@ fn forced_deletion_names_the_overridden_holders() {
     assert_eq!(r.forced[0].holder, "floor:consumer-c");
     assert_eq!((r.forced[0].from, r.forced[0].to), (5, r.first_seq - 1));
 }
+
+#[test]
+fn emptied_topics_keep_their_high_water_mark_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::default());
+    let ret = Retention {
+        max_records: Some(10),
+        ..Default::default()
+    };
+    let cfg = || LogConfig {
+        segment_size: SEG,
+        durability: Durability::Never,
+        retention: ret,
+        clock: clock.clone(),
+        ..LogConfig::default()
+    };
+    {
+        let (log, _) = Log::open(dir.path(), cfg()).unwrap();
+        // Topic 77 gets 5 records first, then only topic 1 traffic.
+        for i in 1..=5u64 {
+            let seq = log.next_seq();
+            log.append(&RecordRef {
+                seq,
+                topic_id: 77,
+                topic_seq: i,
+                timestamp_ns: 0,
+                origin: 0,
+                event_type: b"e",
+                payload: &[0; 60],
+            })
+            .unwrap();
+        }
+        for i in 1..=400u64 {
+            let seq = log.next_seq();
+            log.append(&RecordRef {
+                seq,
+                topic_id: 1,
+                topic_seq: i,
+                timestamp_ns: 0,
+                origin: 0,
+                event_type: b"e",
+                payload: &[0; 60],
+            })
+            .unwrap();
+        }
+        assert!(log.first_seq() > 5, "topic 77's records were deleted");
+        assert_eq!(log.last_topic_seq(77), Some(5));
+    }
+    assert!(dir.path().join("topics.hwm").exists());
+    let (log, _) = Log::open(dir.path(), cfg()).unwrap();
+    assert_eq!(
+        log.last_topic_seq(77),
+        Some(5),
+        "high-water mark survives the restart"
+    );
+    let seq = log.next_seq();
+    let stale = RecordRef {
+        seq,
+        topic_id: 77,
+        topic_seq: 3,
+        timestamp_ns: 0,
+        origin: 0,
+        event_type: b"e",
+        payload: b"",
+    };
+    assert!(matches!(
+        log.append(&stale),
+        Err(herald_core::log::LogError::TopicSequenceRegression { last: 5, .. })
+    ));
+    let mut r = log.reader_from_topic(77, 1);
+    assert_eq!(
+        r.next().map(Result::unwrap),
+        Some(LogItem::Gap { from: 1, to: 5 })
+    );
+    log.append(&RecordRef {
+        topic_seq: 6,
+        ..stale
+    })
+    .unwrap();
+    assert!(matches!(r.next(), Some(Ok(LogItem::Record(rec))) if rec.topic_seq == 6));
+    assert!(herald_core::log::verify_dir(dir.path()).unwrap().is_clean());
+    // A damaged high-water-mark file is corruption; repair drops it.
+    drop(r);
+    drop(log);
+    let p = dir.path().join("topics.hwm");
+    let mut b = std::fs::read(&p).unwrap();
+    b[17] ^= 1;
+    std::fs::write(&p, b).unwrap();
+    assert!(matches!(
+        Log::open(dir.path(), cfg()),
+        Err(herald_core::log::LogError::Corrupt { .. })
+    ));
+    assert!(!herald_core::log::verify_dir(dir.path()).unwrap().is_clean());
+    let (_log, report) = Log::open(
+        dir.path(),
+        LogConfig {
+            repair: true,
+            ..cfg()
+        },
+    )
+    .unwrap();
+    assert!(report.removed_files.contains(&p));
+}

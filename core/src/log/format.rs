@@ -62,6 +62,21 @@ pub const RECORD_ALIGN: usize = 8;
 /// Longest event type, in bytes.
 pub const MAX_TYPE_LEN: usize = u8::MAX as usize;
 
+/// Name of the topic high-water-mark file in the log directory.
+pub const HWM_FILE_NAME: &str = "topics.hwm";
+/// Magic bytes at the start of the high-water-mark file.
+pub const HWM_MAGIC: [u8; 8] = *b"HRLDHWM\0";
+/// High-water-mark file: `magic` (8 bytes).
+pub const HWM_MAGIC_OFF: usize = 0;
+/// High-water-mark file: `version` (u32).
+pub const HWM_VERSION_OFF: usize = HWM_MAGIC_OFF + 8;
+/// High-water-mark file: `count` (u32), number of entries.
+pub const HWM_COUNT_OFF: usize = HWM_VERSION_OFF + 4;
+/// High-water-mark file: first entry; each is `topic_id` (u64) then `last_topic_seq` (u64).
+pub const HWM_ENTRIES_OFF: usize = HWM_COUNT_OFF + 4;
+/// Bytes per high-water-mark entry; a CRC32C (u32) of everything before it follows the entries.
+pub const HWM_ENTRY_LEN: usize = 16;
+
 /// Bytes a record of `len` unpadded bytes occupies in a segment.
 #[inline]
 pub const fn aligned(len: usize) -> usize {

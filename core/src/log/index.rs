@@ -80,6 +80,28 @@ impl TopicIndex {
         }
     }
 
+    /// `(topic, last_topic_seq)` of every topic with no retained record.
+    pub(crate) fn emptied(&self) -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = self
+            .topics
+            .iter()
+            .filter(|(_, t)| t.entries.is_empty())
+            .filter_map(|(&id, t)| Some((id, t.last_topic_seq?)))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Raises a topic's high-water mark from the `topics.hwm` file; a topic
+    /// with no retained record counts as trimmed up to it.
+    pub(crate) fn apply_high_water_mark(&mut self, topic: u64, last: u64) {
+        let t = self.topic_mut(topic);
+        t.last_topic_seq = Some(t.last_topic_seq.map_or(last, |l| l.max(last)));
+        if t.entries.is_empty() {
+            t.trimmed_through = t.trimmed_through.max(last);
+        }
+    }
+
     /// Copies up to `max` entries of `topic` with `topic_seq >= from` into `out`.
     /// Returns the topic's `trimmed_through`.
     pub(crate) fn fetch(&self, topic: u64, from: u64, max: usize, out: &mut Vec<Entry>) -> u64 {

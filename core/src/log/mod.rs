@@ -38,6 +38,7 @@ mod config;
 mod durability;
 mod error;
 pub mod format;
+mod hwm;
 mod index;
 mod io;
 mod prefault;

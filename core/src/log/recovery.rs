@@ -78,7 +78,7 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Listing, LogError> {
         let Some(name) = name.to_str() else { continue };
         if let Some(base) = parse_segment_file_name(name) {
             segs.push((base, ent.path()));
-        } else if name.ends_with(".seg.tmp") {
+        } else if name.ends_with(".seg.tmp") || name == "topics.hwm.tmp" {
             tmps.push(ent.path());
         }
     }
@@ -244,6 +244,32 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
             }
         }
         report.repaired = true;
+    }
+
+    // Topics that retention emptied keep their high-water marks.
+    match super::hwm::read(dir) {
+        Ok(Some(entries)) => {
+            for (topic, last) in entries {
+                topics.apply_high_water_mark(topic, last);
+            }
+        }
+        Ok(None) => {}
+        Err(e @ LogError::Corrupt { .. }) => {
+            if !cfg.repair {
+                return Err(e);
+            }
+            let p = dir.join(super::format::HWM_FILE_NAME);
+            cfg.io.remove(&p).map_err(|e| {
+                LogError::io(
+                    "removing a corrupt high-water-mark file",
+                    Some(p.clone()),
+                    e,
+                )
+            })?;
+            report.removed_files.push(p);
+            report.repaired = true;
+        }
+        Err(e) => return Err(e),
     }
 
     // Every segment but the tail is sealed; the tail takes appends.

@@ -158,7 +158,11 @@ pub(crate) fn enforce(shared: &Shared) -> Result<RetentionReport, LogError> {
         list.drain(..n);
     }
     shared.set_first_seq(new_first);
-    shared.topics.write().trim_below(new_first);
+    let emptied: Vec<(u64, u64)> = {
+        let mut topics = shared.topics.write();
+        topics.trim_below(new_first);
+        topics.emptied()
+    };
     for seg in &segs[..n] {
         pins.deleted_last_ts = pins
             .deleted_last_ts
@@ -169,6 +173,10 @@ pub(crate) fn enforce(shared: &Shared) -> Result<RetentionReport, LogError> {
     drop(pins);
     report.first_seq = new_first;
     report.forced = forced;
+    // Persist the emptied topics' high-water marks before their records go.
+    if !emptied.is_empty() {
+        super::hwm::write(&shared.dir, &shared.config, &emptied)?;
+    }
     for seg in &segs[..n] {
         shared
             .config

@@ -94,6 +94,19 @@ fn walk(
     f: &mut dyn FnMut(&RecordView<'_>),
 ) -> Result<(), LogError> {
     let (files, _tmps) = list_segments(dir)?;
+    if let Err(LogError::Corrupt {
+        path,
+        offset,
+        reason,
+    }) = super::hwm::read(dir)
+    {
+        report.issues.push(VerifyIssue {
+            path,
+            offset,
+            reason,
+            torn_tail: false,
+        });
+    }
     let n = files.len();
     let mut expected: Option<u64> = None;
     let mut last_ts = 0;
