@@ -211,3 +211,52 @@ pub extern "C" fn herald_last_error() -> *const c_char {
         LAST_ERROR.with(|e| e.borrow().as_ptr())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+
+    fn last() -> String {
+        // SAFETY: herald_last_error never returns NULL; the string is valid
+        // until the next failure on this thread.
+        unsafe { CStr::from_ptr(herald_last_error()) }.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn a_panic_becomes_herald_e_panic_with_its_message() {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let rc = ffi_entry!({
+            if last().len() < usize::MAX {
+                panic!("boom {}", 42);
+            }
+            Ok(())
+        });
+        let value = ffi_entry!(-1i64 => i64, { panic!("static message") });
+        std::panic::set_hook(hook);
+        assert_eq!(rc, HERALD_E_PANIC);
+        assert_eq!(value, -1);
+        assert!(last().contains("static message"), "{}", last());
+    }
+
+    #[test]
+    fn errors_are_recorded_per_thread() {
+        let rc = ffi_entry!({ Err(fail(HERALD_E_INVALID_TOPIC, "bad \0name")) });
+        assert_eq!(rc, HERALD_E_INVALID_TOPIC);
+        assert_eq!(last(), "bad name");
+        std::thread::spawn(|| assert_eq!(last(), "")).join().unwrap();
+    }
+
+    #[test]
+    fn every_code_has_a_description_and_unknown_codes_are_named() {
+        for code in 0..=HERALD_E_PANIC as i32 {
+            // SAFETY: static NUL-terminated strings.
+            let s = unsafe { CStr::from_ptr(herald_strerror(code)) }.to_str().unwrap();
+            assert_ne!(s, "unknown result code", "code {code}");
+        }
+        // SAFETY: as above.
+        let s = unsafe { CStr::from_ptr(herald_strerror(HERALD_E_PANIC as i32 + 1)) };
+        assert_eq!(s.to_str().unwrap(), "unknown result code");
+    }
+}

@@ -418,11 +418,6 @@ fn copy_into(d: &DeliveryRef<'_>, buf: *mut u8, cap: usize) -> Result<(herald_de
     Ok((view, needed))
 }
 
-enum Copied {
-    Done(herald_delivery, usize),
-    TooSmall(Delivery, usize),
-}
-
 /// Waits on the subscriber's doorbell up to `deadline`; `true` if it may
 /// have something now.
 fn wait(st: &mut SubState, deadline: Option<Instant>) -> Result<bool, Fail> {
@@ -500,27 +495,42 @@ pub unsafe extern "C" fn herald_subscriber_next(
         let mut last_try = false;
         let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
         loop {
-            let copied = match st.pending.take() {
+            let SubState { sub, pending, .. } = &mut *st;
+            // On success both outputs are written right here (no large value
+            // is moved back through the subscription's state machine); a
+            // delivery that does not fit is kept in `pending`.
+            let done = |view: herald_delivery, n: usize| {
+                // SAFETY: both checked by out_arg.
+                unsafe {
+                    write_out(out_len, n);
+                    write_out(out_delivery, view);
+                }
+            };
+            let copied: Option<Result<(), usize>> = match pending.take() {
                 Some(d) => Some(match copy_into(&owned_ref(&d), buf, cap) {
-                    Ok((v, n)) => Copied::Done(v, n),
-                    Err(needed) => Copied::TooSmall(d, needed),
+                    Ok((view, n)) => {
+                        done(view, n);
+                        Ok(())
+                    }
+                    Err(needed) => {
+                        *pending = Some(d);
+                        Err(needed)
+                    }
                 }),
-                None => st.sub.try_next_with(|d| match copy_into(&d, buf, cap) {
-                    Ok((v, n)) => Copied::Done(v, n),
-                    Err(needed) => Copied::TooSmall(d.to_owned_delivery(), needed),
+                None => sub.try_next_with(|d| match copy_into(&d, buf, cap) {
+                    Ok((view, n)) => {
+                        done(view, n);
+                        Ok(())
+                    }
+                    Err(needed) => {
+                        *pending = Some(d.to_owned_delivery());
+                        Err(needed)
+                    }
                 })?,
             };
             match copied {
-                Some(Copied::Done(view, n)) => {
-                    // SAFETY: both checked by out_arg.
-                    unsafe {
-                        write_out(out_len, n);
-                        write_out(out_delivery, view);
-                    }
-                    return Ok(());
-                }
-                Some(Copied::TooSmall(d, needed)) => {
-                    st.pending = Some(d);
+                Some(Ok(())) => return Ok(()),
+                Some(Err(needed)) => {
                     // SAFETY: checked by out_arg.
                     unsafe { write_out(out_len, needed) };
                     return Err(fail(

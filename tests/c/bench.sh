@@ -18,7 +18,7 @@ for ((r = 1; r <= rounds; r++)); do
         if [[ $who == c ]]; then
             LD_LIBRARY_PATH=target/release "$out/bench" "$dir" "$events" | sed "s/^/c /" >>"$results"
         else
-            target/release/examples/bench_rust "$dir" "$events" | sed "s/^/rust /" >>"$results"
+            target/release/examples/bench_rust "$dir/b" "$events" | sed "s/^/rust /" >>"$results"
         fi
         rm -rf "$dir"
     done
@@ -36,5 +36,14 @@ for n in names:
     r, c = runs[("rust", n)], runs[("c", n)]
     rm, cm = statistics.median(r), statistics.median(c)
     print(f"| {n} | {rm:.1f} / {min(r):.1f} | {cm:.1f} / {min(c):.1f} | {cm - rm:+.1f} / {min(c) - min(r):+.1f} |")
+print()
+print("In-process, interleaved batches (Rust API vs the C ABI functions called through pointers):")
+print()
+print("| operation | Rust API ns/event (median) | C ABI ns/event (median) | overhead ns (median of per-round differences) |")
+print("|---|---:|---:|---:|")
+for n in ["publish", "receive_poll", "receive_next", "next_seq_call"]:
+    r, c = runs[("rust", "inproc_rust_" + n)], runs[("rust", "inproc_ffi_" + n)]
+    diffs = [b - a for a, b in zip(r, c)]
+    print(f"| {n} | {statistics.median(r):.1f} | {statistics.median(c):.1f} | {statistics.median(diffs):+.1f} |")
 PY
 rm -f "$results"
