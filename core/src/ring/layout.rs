@@ -60,9 +60,10 @@ pub(crate) struct Shared {
     pub(crate) max_record: u64,
     /// The first sequence number this ring hands out.
     pub(crate) first_seq: u64,
-    /// Frontier units: a sixteenth of the slots (at least 1) and of the bytes.
-    pub(crate) seq_unit: u64,
-    pub(crate) pos_unit: u64,
+    /// Frontier units, as shifts: a sixteenth of the slots (at least 1) and
+    /// of the bytes. Both are powers of two, so no division on the hot path.
+    seq_shift: u32,
+    pos_shift: u32,
     words: Box<[AtomicU64]>,
     pub(crate) slots: Box<[Slot]>,
     /// `(next seq, next free byte position)`: the end of the latest claim.
@@ -97,8 +98,8 @@ impl Shared {
             slots_len,
             max_record,
             first_seq,
-            seq_unit: (slots_len / 16).max(1),
-            pos_unit: (capacity / 16).max(1),
+            seq_shift: (slots_len / 16).max(1).trailing_zeros(),
+            pos_shift: (capacity / 16).max(1).trailing_zeros(),
             words,
             slots,
             head: CachePadded::new(AtomicPair::new(first_seq, 0)),
@@ -132,7 +133,8 @@ impl Shared {
     /// The frontier units a claim of `seq` ending at `end` must announce.
     #[inline]
     pub(crate) fn frontier_of(&self, seq: u64, end: u64) -> (u64, u64) {
-        ((seq + 1).div_ceil(self.seq_unit), end.div_ceil(self.pos_unit))
+        let up = |x: u64, shift: u32| (x + (1 << shift) - 1) >> shift;
+        (up(seq + 1, self.seq_shift), up(end, self.pos_shift))
     }
 
     /// Is a record at `(seq, pos)` possibly overwritten, given the frontier
@@ -142,7 +144,7 @@ impl Shared {
     /// errs (by at most a sixteenth of the ring) on the side of "overwritten".
     #[inline]
     pub(crate) fn overwritten(&self, seq: u64, pos: u64, (seq_units, pos_units): (u64, u64)) -> bool {
-        seq_units * self.seq_unit > seq + self.slots_len || pos_units * self.pos_unit > pos + self.capacity
+        (seq_units << self.seq_shift) > seq + self.slots_len || (pos_units << self.pos_shift) > pos + self.capacity
     }
 
     /// The contiguous words of a record's data: records never straddle the end.
