@@ -34,6 +34,7 @@
 //! assert!(matches!(r.next_item(), Some(Ok(ReadItem::Record(v))) if v.topic_id == 7));
 //! ```
 
+mod append;
 mod config;
 mod durability;
 mod error;
@@ -63,14 +64,11 @@ pub use recovery::{RecoveryReport, Truncation};
 pub use retention::{ForcedGap, RetentionReport};
 pub use verify::{dump_dir, verify_dir, VerifyIssue, VerifyReport};
 
+use append::create_segment;
 use durability::{Flusher, GroupCommit};
-use format::{
-    aligned, encode_record_header, encode_segment_header, MAX_TYPE_LEN, REC_HEADER_LEN,
-    SEG_HEADER_LEN,
-};
 use index::TopicIndex;
 use retention::Pins;
-use segment::{segment_file_name, Segment};
+use segment::Segment;
 
 /// A record to append. Borrowed: nothing is allocated on the append path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,58 +206,6 @@ impl Shared {
     }
 }
 
-/// Creates segment `base` in `dir`: a temporary file is preallocated and
-/// given its header, synced (unless `Never`), then renamed into place and the
-/// directory synced, so a `.seg` file always starts with a complete header.
-fn create_segment(dir: &Path, cfg: &LogConfig, base: u64) -> Result<Arc<Segment>, LogError> {
-    let path = dir.join(segment_file_name(base));
-    let tmp = dir.join(format!("{}.tmp", segment_file_name(base)));
-    let header = encode_segment_header(base, cfg.segment_size, cfg.clock.now_ns());
-    let ioerr = |ctx: &'static str, p: &Path| {
-        let p = p.to_path_buf();
-        move |e| LogError::io(ctx, Some(p), e)
-    };
-    let file = cfg
-        .io
-        .create_segment(&tmp, cfg.segment_size, &header)
-        .map_err(ioerr("creating a segment", &tmp))?;
-    let durable = cfg.durability != Durability::Never;
-    let result = (|| {
-        if durable {
-            cfg.io
-                .sync_file(&file)
-                .map_err(ioerr("syncing a new segment", &tmp))?;
-        }
-        cfg.io
-            .rename(&tmp, &path)
-            .map_err(ioerr("renaming a new segment", &path))?;
-        if durable {
-            cfg.io
-                .sync_dir(dir)
-                .map_err(ioerr("syncing the log directory", dir))?;
-        }
-        memmap2::MmapOptions::new()
-            .len(cfg.segment_size as usize)
-            .map_raw(&file)
-            .map_err(ioerr("mapping a segment", &path))
-    })();
-    let map = match result {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
-    };
-    let seg = Segment::new(base, path, file, map);
-    seg.synced.store(SEG_HEADER_LEN as u64, Ordering::Relaxed);
-    let seg = Arc::new(seg);
-    if cfg.prefault {
-        prefault::spawn(&seg);
-    }
-    Ok(seg)
-}
-
 /// The log. See the [module docs](self).
 #[derive(Debug)]
 pub struct Log {
@@ -361,153 +307,6 @@ impl Log {
             durable_seq: self.shared.group.durable(),
             segments: self.shared.segments.read().len(),
         }
-    }
-
-    /// Appends a record; under [`Durability::Always`] returns once it is
-    /// durable (sharing the sync with concurrent appenders).
-    pub fn append(&self, rec: &RecordRef<'_>) -> Result<AppendInfo, LogError> {
-        let info = self.append_nowait(rec)?;
-        if self.shared.config.durability == Durability::Always {
-            self.wait_durable(info.seq)?;
-        }
-        Ok(info)
-    }
-
-    /// Appends a record without waiting for durability, whatever the policy.
-    /// The record is visible to readers when this returns.
-    pub fn append_nowait(&self, rec: &RecordRef<'_>) -> Result<AppendInfo, LogError> {
-        let sh = &*self.shared;
-        let mut w = sh.writer.lock();
-        // Acquire: pairs with the Release in `Shared::poison`.
-        if sh.poisoned.load(Ordering::Acquire) {
-            return Err(LogError::Poisoned);
-        }
-        // Relaxed: only the appender (under `writer`) stores `next_seq`.
-        let expected = sh.next_seq.load(Ordering::Relaxed);
-        if rec.seq != expected {
-            return Err(LogError::SequenceMismatch {
-                expected,
-                got: rec.seq,
-            });
-        }
-        if rec.timestamp_ns < w.last_ts {
-            return Err(LogError::TimestampRegression {
-                last: w.last_ts,
-                got: rec.timestamp_ns,
-            });
-        }
-        if rec.event_type.len() > MAX_TYPE_LEN {
-            return Err(LogError::RecordTooLarge {
-                len: rec.event_type.len(),
-                max: MAX_TYPE_LEN,
-            });
-        }
-        let len = REC_HEADER_LEN + rec.event_type.len() + rec.payload.len();
-        let alloc = aligned(len);
-        let max = sh.config.max_record_len();
-        if alloc > max || len > u32::MAX as usize {
-            return Err(LogError::RecordTooLarge { len: alloc, max });
-        }
-        let mut off = w.tail.end();
-        if off + alloc > w.tail.size {
-            self.roll(&mut w, expected)?;
-            off = w.tail.end();
-        }
-        let mut topics = sh.topics.write();
-        let entries = topics.topic_mut(rec.topic_id);
-        if let Some(last) = entries.last_topic_seq {
-            if rec.topic_seq <= last {
-                return Err(LogError::TopicSequenceRegression {
-                    topic_id: rec.topic_id,
-                    last,
-                    got: rec.topic_seq,
-                });
-            }
-        }
-        let seg = &w.tail;
-        let header = encode_record_header(
-            rec.seq,
-            rec.topic_id,
-            rec.topic_seq,
-            rec.timestamp_ns,
-            rec.origin,
-            rec.event_type,
-            rec.payload,
-        );
-        seg.write_at(off, &[&header, rec.event_type, rec.payload]);
-        // One pass over the contiguous bytes just written (cheaper than
-        // checksumming the pieces separately).
-        let crc = seg.unpublished_crc(off, len);
-        seg.write_at(off + format::REC_CRC_OFF, &[&crc.to_le_bytes()]);
-        // Padding is already zero: the region past `end` is never written
-        // except by appends, and recovery zeroes anything beyond the valid prefix.
-        let idx = rec.seq - seg.base_seq;
-        seg.publish(idx, off, off + alloc, rec.timestamp_ns);
-        entries.entries.push(index::Entry {
-            topic_seq: rec.topic_seq,
-            seq: rec.seq,
-        });
-        entries.last_topic_seq = Some(rec.topic_seq);
-        drop(topics);
-        let segment_base = seg.base_seq;
-        w.last_ts = rec.timestamp_ns;
-        // Release: pairs with the Acquire in `Shared::next_seq` (sync leader,
-        // `last_seq`, readers' range checks).
-        sh.next_seq.store(expected + 1, Ordering::Release);
-        Ok(AppendInfo {
-            seq: rec.seq,
-            segment_base,
-            offset: off as u64,
-            len: alloc as u32,
-        })
-    }
-
-    /// Waits until every sequence `<= seq` is durable (group commit).
-    pub fn wait_durable(&self, seq: u64) -> Result<(), LogError> {
-        self.shared.group.wait_durable(&self.shared, seq)
-    }
-
-    /// Syncs everything appended so far, whatever the policy.
-    pub fn sync(&self) -> Result<(), LogError> {
-        let last = self.shared.next_seq().saturating_sub(1);
-        self.wait_durable(last)
-    }
-
-    fn roll(&self, w: &mut Writer, base: u64) -> Result<(), LogError> {
-        let sh = &*self.shared;
-        if w.tail.count() == 0 {
-            // An empty tail too small for the record (a short file left by
-            // corruption and repair) would share the new segment's name:
-            // replace it instead of sealing it.
-            sh.segments.write().retain(|s| !Arc::ptr_eq(s, &w.tail));
-            match sh.config.io.remove(&w.tail.path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(LogError::io(
-                        "removing an empty segment",
-                        Some(w.tail.path.clone()),
-                        e,
-                    ))
-                }
-            }
-        }
-        let new = create_segment(&sh.dir, &sh.config, base)?;
-        // Publish the new segment before sealing the old one, so that a reader
-        // that sees `sealed` finds its successor in the list.
-        sh.segments.write().push(Arc::clone(&new));
-        w.tail.seal();
-        w.tail = new;
-        let has_policy = {
-            let r = sh.config.retention;
-            r.max_age.is_some() || r.max_bytes.is_some() || r.max_records.is_some()
-        };
-        if has_policy {
-            // Retention failures (e.g. a file that cannot be removed) do not
-            // fail the append: the segment is out of the list either way.
-            let _ = retention::enforce(sh);
-        }
-        Ok(())
     }
 
     /// Deletes the segments the retention policy no longer keeps.
