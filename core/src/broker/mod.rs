@@ -253,6 +253,14 @@ impl Broker {
         let lock = lock_data_dir(&dir)?;
         let (log, _report) = Log::open(dir.join("log"), config.log.clone())?;
         let max_record = RING_HEADER + MAX_TYPE_LEN + MAX_CORRELATION_LEN + config.max_payload;
+        if config.ring_capacity / 4 < max_record {
+            return Err(BrokerError::InvalidConfig(format!(
+                "ring_capacity ({} bytes) must be at least 4 × (max_payload + {} bytes of header) = {}: raise it or lower max_payload",
+                config.ring_capacity,
+                max_record - config.max_payload,
+                4 * max_record
+            )));
+        }
         let ring = Ring::new(RingConfig {
             capacity: config.ring_capacity,
             max_record,
