@@ -68,6 +68,9 @@
 // `topic_len > 0`, else global sequences). Never silence: always this.
 #define HERALD_DELIVERY_GAP 1
 
+// Bytes of the header of each record written by `herald_subscriber_read`.
+#define HERALD_RECORD_HEADER 64
+
 // Result of every call. Codes are stable: a code's meaning never changes and
 // a retired code is never reused. `HERALD_OK` is 0; errors are positive.
 enum herald_result
@@ -625,6 +628,36 @@ herald_result herald_subscriber_next(const struct herald_subscriber *subscriber,
                                      size_t cap,
                                      size_t *out_len,
                                      struct herald_delivery *out_delivery,
+                                     int32_t timeout_ms);
+
+// Reads up to `limit` deliveries in one call, packed into `buf` back to
+// back: the batch form of `herald_subscriber_next`, one boundary crossing
+// for many events (what host bindings use). Waits up to `timeout_ms` for
+// the first delivery (0: no wait, negative: forever; `HERALD_E_TIMEOUT` if
+// none came), then takes whatever else is available now, as long as it
+// fits. `*out_len` gets the bytes written, `*out_count` the records.
+//
+// Each record starts at a multiple of 8 and is, little-endian:
+// `u32 kind` (`HERALD_DELIVERY_*`), `u32 record_len` (bytes to the next
+// record), `u64 seq`, `u64 topic_seq`, `u64 timestamp_ns`, `u64 origin`,
+// `u64 gap_from`, `u64 gap_to`, `u32 payload_len`, `u8 topic_len`,
+// `u8 event_type_len`, `u8 correlation_len`, `u8` zero
+// (`HERALD_RECORD_HEADER` = 64 bytes), then the payload, topic, event type
+// and correlation id, then zero padding to a multiple of 8.
+//
+// A delivery that does not fit is kept for the next call; if not even the
+// first fits, returns `HERALD_E_BUFFER_TOO_SMALL` with its record length in
+// `*out_len`.
+//
+// # Safety
+// `subscriber` NULL or live; `buf` NULL or `cap` writable bytes; outputs
+// NULL or writable.
+herald_result herald_subscriber_read(const struct herald_subscriber *subscriber,
+                                     uint8_t *buf,
+                                     size_t cap,
+                                     size_t limit,
+                                     size_t *out_len,
+                                     size_t *out_count,
                                      int32_t timeout_ms);
 
 // A file descriptor (an eventfd owned by the subscriber) that a host event

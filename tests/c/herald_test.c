@@ -483,6 +483,71 @@ static void test_bad_calls(const char *dir) {
     printf("ok bad_calls_return_documented_codes\n");
 }
 
+static uint64_t rd64(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static uint32_t rd32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static void test_batch_read(const char *dir) {
+    herald_broker *b = open_broker(dir);
+    herald_publisher *pub = NULL;
+    OK(herald_publisher_new(b, S("batch.t"), &pub));
+    herald_filter *f = topic_filter("batch.t");
+    herald_subscriber *sub = NULL;
+    OK(herald_subscriber_open(b, f, HERALD_START_NOW, 0, &sub));
+    enum { N = 5000 };
+    for (uint32_t i = 0; i < N; i++) {
+        uint8_t payload[300];
+        size_t n = i % 300;
+        memset(payload, (int)(i & 0xff), n);
+        herald_publish_options o = {.origin = i, .correlation = (i % 2) ? "c-1" : NULL, .correlation_len = (i % 2) ? 3 : 0};
+        OK(herald_publisher_publish(pub, S("batch.e"), payload, n, &o, NULL));
+    }
+    size_t len = 0, count = 0;
+    uint8_t tiny[32];
+    CHECK_CODE(herald_subscriber_read(sub, tiny, sizeof tiny, 10, &len, &count, 0), HERALD_E_BUFFER_TOO_SMALL);
+    ASSERT(len == ((HERALD_RECORD_HEADER + 0 + 7 + 7 + 0 + 7) & ~(size_t)7)); /* event 0: empty payload */
+    CHECK_CODE(herald_subscriber_read(sub, tiny, sizeof tiny, 0, &len, &count, 0), HERALD_E_INVALID_ARGUMENT);
+    uint8_t *buf = malloc(4096);
+    uint32_t next = 0;
+    size_t calls = 0;
+    while (next < N) {
+        OK(herald_subscriber_read(sub, buf, 4096, 1000, &len, &count, 1000));
+        calls++;
+        ASSERT(count >= 1 && len <= 4096);
+        size_t at = 0;
+        for (size_t k = 0; k < count; k++, next++) {
+            const uint8_t *r = buf + at;
+            uint32_t rlen = rd32(r + 4);
+            ASSERT(rd32(r) == HERALD_DELIVERY_EVENT && rlen % 8 == 0 && at % 8 == 0);
+            ASSERT(rd64(r + 16) == next + 1 && rd64(r + 32) == next);
+            uint32_t pl = rd32(r + 56);
+            ASSERT(pl == next % 300 && r[60] == 7 && r[61] == 7 && r[62] == ((next % 2) ? 3 : 0));
+            const uint8_t *body = r + HERALD_RECORD_HEADER;
+            for (uint32_t j = 0; j < pl; j++) ASSERT(body[j] == (next & 0xff));
+            ASSERT(memcmp(body + pl, "batch.t", 7) == 0 && memcmp(body + pl + 7, "batch.e", 7) == 0);
+            if (next % 2) ASSERT(memcmp(body + pl + 14, "c-1", 3) == 0);
+            at += rlen;
+        }
+        ASSERT(at == len);
+    }
+    ASSERT(calls > 1 && calls < N / 5);
+    CHECK_CODE(herald_subscriber_read(sub, buf, 4096, 1000, &len, &count, 0), HERALD_E_TIMEOUT);
+    free(buf);
+    herald_subscriber_free(sub);
+    herald_filter_free(f);
+    herald_publisher_free(pub);
+    OK(herald_broker_close(b));
+    printf("ok batch_read_packs_records_and_keeps_what_does_not_fit\n");
+}
+
 static char *subdir(const char *root, const char *name) {
     char *p = malloc(strlen(root) + strlen(name) + 2);
     sprintf(p, "%s/%s", root, name);
@@ -495,12 +560,14 @@ int main(void) {
         perror("mkdtemp");
         return 1;
     }
-    char *main_dir = subdir(root, "main"), *gap_dir = subdir(root, "gap"), *bad_dir = subdir(root, "bad");
+    char *main_dir = subdir(root, "main"), *gap_dir = subdir(root, "gap"), *bad_dir = subdir(root, "bad"), *batch_dir = subdir(root, "batch");
     test_publish_and_subscribe(main_dir);
     test_reopen_and_replay(main_dir);
     test_durable_consumer(main_dir);
     test_gap_is_explicit(gap_dir);
     test_bad_calls(bad_dir);
+    test_batch_read(batch_dir);
+    free(batch_dir);
     free(main_dir);
     free(gap_dir);
     free(bad_dir);
