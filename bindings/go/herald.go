@@ -22,6 +22,7 @@ import "C"
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -335,8 +336,13 @@ func (f Filter) build() (*C.herald_filter, error) {
 
 // Subscriber reads deliveries. One goroutine at a time.
 type Subscriber struct {
-	ptr *C.herald_subscriber
-	buf []byte
+	ptr   *C.herald_subscriber
+	buf   []byte
+	batch []byte
+	queue []Event
+	qi    int
+	// The last topic, type and correlation strings, reused while they repeat.
+	lastTopic, lastType, lastCorr string
 }
 
 // OpenSubscriber opens a subscriber (see Subscribe for a channel).
@@ -352,7 +358,11 @@ func (b *Broker) OpenSubscriber(f Filter, start Start) (*Subscriber, error) {
 	}); err != nil {
 		return nil, err
 	}
-	return &Subscriber{ptr: out, buf: make([]byte, 4096)}, nil
+	return newSubscriber(out), nil
+}
+
+func newSubscriber(p *C.herald_subscriber) *Subscriber {
+	return &Subscriber{ptr: p, buf: make([]byte, 4096), batch: make([]byte, 256<<10)}
 }
 
 // OpenConsumer opens the durable consumer name: it resumes after its last
@@ -371,7 +381,7 @@ func (b *Broker) OpenConsumer(name string, f Filter, start Start) (*Subscriber, 
 		return nil, err
 	}
 	runtime.KeepAlive(name)
-	return &Subscriber{ptr: out, buf: make([]byte, 4096)}, nil
+	return newSubscriber(out), nil
 }
 
 // Close frees the subscriber.
@@ -430,16 +440,81 @@ func (s *Subscriber) NextInto(buf []byte, timeout time.Duration) (Event, error) 
 }
 
 // Next waits up to timeout (negative: forever; 0: do not wait) for the next
-// delivery; ErrTimeout if none came. Grows its buffer as needed.
+// delivery; ErrTimeout if none came. It reads in batches
+// (herald_subscriber_read: one cgo call for up to 1024 deliveries, queued
+// here); payloads of one batch share one copy of it.
 func (s *Subscriber) Next(timeout time.Duration) (Event, error) {
+	if s.qi < len(s.queue) {
+		e := s.queue[s.qi]
+		s.queue[s.qi] = Event{}
+		s.qi++
+		return e, nil
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	ms := C.int32_t(timeout / time.Millisecond)
+	if timeout < 0 {
+		ms = -1
+	}
 	for {
-		e, err := s.NextInto(s.buf, timeout)
-		var he *Error
-		if errors.As(err, &he) && he.Code == ErrBufferTooSmall {
-			s.buf = make([]byte, he.Needed)
+		var n, count C.size_t
+		rc := C.herald_subscriber_read(s.ptr, bytesPtr(s.batch), C.size_t(len(s.batch)), 1024, &n, &count, ms)
+		if rc == C.HERALD_E_BUFFER_TOO_SMALL {
+			size := 2 * len(s.batch)
+			if int(n) > size {
+				size = int(n)
+			}
+			s.batch = make([]byte, size)
 			continue
 		}
-		return e, err
+		if rc != C.HERALD_OK {
+			return Event{}, check(rc)
+		}
+		s.decodeBatch(int(n), int(count))
+		e := s.queue[0]
+		s.queue[0] = Event{}
+		s.qi = 1
+		return e, nil
+	}
+}
+
+func (s *Subscriber) str(b []byte, last *string) string {
+	if string(b) != *last {
+		*last = string(b)
+	}
+	return *last
+}
+
+func (s *Subscriber) decodeBatch(total, count int) {
+	b := append([]byte(nil), s.batch[:total]...)
+	if cap(s.queue) < count {
+		s.queue = make([]Event, count)
+	}
+	s.queue = s.queue[:count]
+	le := binary.LittleEndian
+	at := 0
+	for k := 0; k < count; k++ {
+		r := b[at:]
+		rlen := int(le.Uint32(r[4:]))
+		pl, tl, yl, cl := int(le.Uint32(r[56:])), int(r[60]), int(r[61]), int(r[62])
+		body := r[64:]
+		e := Event{
+			Gap:         le.Uint32(r) == C.HERALD_DELIVERY_GAP,
+			Seq:         le.Uint64(r[8:]),
+			TopicSeq:    le.Uint64(r[16:]),
+			TimestampNs: le.Uint64(r[24:]),
+			Origin:      le.Uint64(r[32:]),
+			GapFrom:     le.Uint64(r[40:]),
+			GapTo:       le.Uint64(r[48:]),
+			Payload:     body[:pl:pl],
+			Topic:       s.str(body[pl:pl+tl], &s.lastTopic),
+			Type:        s.str(body[pl+tl:pl+tl+yl], &s.lastType),
+		}
+		if cl > 0 {
+			e.Correlation = s.str(body[pl+tl+yl:pl+tl+yl+cl], &s.lastCorr)
+		}
+		s.queue[k] = e
+		at += rlen
 	}
 }
 

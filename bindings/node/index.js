@@ -58,6 +58,7 @@ const C = {
   subscriberOpen: lib.func('int32_t herald_subscriber_open(uintptr_t b, uintptr_t f, uint32_t kind, uint64_t value, _Out_ uintptr_t *out)'),
   consumerOpen: lib.func('int32_t herald_subscriber_open_consumer(uintptr_t b, const char *n, size_t nl, uintptr_t f, uint32_t kind, uint64_t value, _Out_ uintptr_t *out)'),
   subscriberFree: lib.func('void herald_subscriber_free(uintptr_t s)'),
+  read: lib.func('int32_t herald_subscriber_read(uintptr_t s, void *buf, size_t cap, size_t limit, void *out_len, void *out_count, int32_t timeout_ms)'),
   next: lib.func('int32_t herald_subscriber_next(uintptr_t s, void *buf, size_t cap, void *out_len, void *out_delivery, int32_t timeout_ms)'),
   wait: lib.func('int32_t herald_subscriber_wait(uintptr_t s, int32_t timeout_ms, void *out_ready)'),
   ack: lib.func('int32_t herald_subscriber_ack(uintptr_t s, uint64_t seq)'),
@@ -257,7 +258,8 @@ function startOf(start) {
  * A subscription. Use it as an async iterator (`for await (const e of sub)`)
  * or as an EventEmitter (`sub.on('event', …)`, `'gap'`, `'error'`; reading
  * starts with the first listener). Events: {seq, topicSeq, timestampNs,
- * origin, topic, type, correlation, payload: Buffer}. Gaps: {gap: true, from,
+ * origin, topic, type, correlation, payload: Buffer} (the payload is a view
+ * into the copy of the batch it was read in). Gaps: {gap: true, from,
  * to, topic} — retention deleted those events before this subscriber read
  * them (never silence).
  */
@@ -282,6 +284,10 @@ class Subscriber extends EventEmitter {
     this._meta = Buffer.alloc(DELIVERY_SIZE);
     this._len = Buffer.alloc(8);
     this._ready = Buffer.alloc(1);
+    this._batch = Buffer.alloc(256 * 1024);
+    this._count = Buffer.alloc(8);
+    this._queue = [];
+    this._qi = 0;
     this._waiting = false;
     this._closed = false;
     this._pumping = false;
@@ -305,18 +311,31 @@ class Subscriber extends EventEmitter {
     return decode(buf, this._meta);
   }
 
-  /** The next delivery available now, or null (synchronous, never blocks). */
+  /** The next delivery available now, or null (synchronous, never blocks).
+   * Reads in batches (herald_subscriber_read): one FFI call per up to 1024
+   * deliveries, queued in this object. */
   tryNext() {
+    if (this._qi < this._queue.length) return this._take();
     for (;;) {
-      const rc = C.next(this.address, this._buf, this._buf.length, this._len, this._meta, 0);
-      if (rc === 0) return decode(this._buf, this._meta);
+      const rc = C.read(this.address, this._batch, this._batch.length, 1024, this._len, this._count, 0);
+      if (rc === 0) {
+        this._queue = decodeBatch(this._batch, this._len.readUInt32LE(0), this._count.readUInt32LE(0));
+        this._qi = 0;
+        return this._take();
+      }
       if (rc === codes.TIMEOUT) return null;
       if (rc === codes.BUFFER_TOO_SMALL) {
-        this._buf = Buffer.alloc(Number(this._len.readBigUInt64LE(0)));
+        this._batch = Buffer.alloc(Math.max(2 * this._batch.length, this._len.readUInt32LE(0)));
         continue;
       }
       check(rc);
     }
+  }
+
+  _take() {
+    const d = this._queue[this._qi];
+    this._queue[this._qi++] = undefined;
+    return d;
   }
 
   /** Resolves once something may be readable (waits on a libuv worker). */
@@ -405,6 +424,39 @@ class Subscriber extends EventEmitter {
     }
     return this._freed;
   }
+}
+
+function decodeBatch(src, total, count) {
+  // One copy per batch: payloads are views into it (they keep it alive).
+  const b = Buffer.allocUnsafe(total);
+  src.copy(b, 0, 0, total);
+  const out = new Array(count);
+  let at = 0;
+  for (let k = 0; k < count; k++) {
+    const rlen = b.readUInt32LE(at + 4);
+    const pl = b.readUInt32LE(at + 56);
+    const tl = b[at + 60];
+    const yl = b[at + 61];
+    const cl = b[at + 62];
+    const body = at + 64;
+    if (b.readUInt32LE(at) === 1) {
+      out[k] = { gap: true, from: u64(b, at + 40), to: u64(b, at + 48), topic: b.latin1Slice(body + pl, body + pl + tl) };
+    } else {
+      out[k] = {
+        seq: u64(b, at + 8),
+        topicSeq: u64(b, at + 16),
+        timestampNs: u64(b, at + 24),
+        origin: u64(b, at + 32),
+        payload: b.subarray(body, body + pl),
+        topic: b.latin1Slice(body + pl, body + pl + tl),
+        type: b.latin1Slice(body + pl + tl, body + pl + tl + yl),
+        correlation: cl ? b.latin1Slice(body + pl + tl + yl, body + pl + tl + yl + cl) : '',
+      };
+    }
+    at += rlen;
+  }
+  if (at !== total) throw new Error(`herald: batch of ${total} bytes decoded to ${at}`);
+  return out;
 }
 
 function decode(buf, m) {

@@ -51,6 +51,8 @@ final class Native {
     static native void herald_subscriber_free(Pointer subscriber);
     static native int herald_subscriber_next(Pointer subscriber, Pointer buf, long cap, Pointer outLen,
             Pointer outDelivery, int timeoutMs);
+    static native int herald_subscriber_read(Pointer subscriber, Pointer buf, long cap, long limit, Pointer outLen,
+            Pointer outCount, int timeoutMs);
     static native int herald_subscriber_ack(Pointer subscriber, long seq);
     static native int herald_subscriber_ack_up_to(Pointer subscriber, long seq);
     static native int herald_subscriber_lag(Pointer subscriber, Pointer behind, Pointer live);

@@ -21,6 +21,10 @@ public final class Subscriber implements AutoCloseable, Iterable<Event> {
     private Memory buf = new Memory(4096);
     private final Memory meta = new Memory(120);
     private final Memory len = new Memory(8);
+    private final Memory count = new Memory(8);
+    private Memory batch = new Memory(256 * 1024);
+    private final java.util.ArrayDeque<Event> queue = new java.util.ArrayDeque<>();
+    private String lastTopic = "", lastType = "", lastCorr = "";
 
     private Subscriber(Pointer ptr) {
         this.ptr = ptr;
@@ -54,18 +58,57 @@ public final class Subscriber implements AutoCloseable, Iterable<Event> {
         return decode(buffer);
     }
 
-    /** The next delivery within {@code timeoutMs} (negative: forever), or null on timeout. */
+    /**
+     * The next delivery within {@code timeoutMs} (negative: forever), or null
+     * on timeout. Reads in batches (herald_subscriber_read: one native call
+     * for up to 1024 deliveries, queued here).
+     */
     public synchronized Event next(int timeoutMs) {
         if (closed) return null;
+        Event e = queue.poll();
+        if (e != null) return e;
         for (;;) {
-            int rc = Native.herald_subscriber_next(ptr, buf, buf.size(), len, meta, timeoutMs);
-            if (rc == 0) return decode(buf);
+            int rc = Native.herald_subscriber_read(ptr, batch, batch.size(), 1024, len, count, timeoutMs);
+            if (rc == 0) {
+                decodeBatch((int) len.getLong(0), (int) count.getLong(0));
+                return queue.poll();
+            }
             if (rc == Codes.TIMEOUT) return null;
             if (rc == Codes.BUFFER_TOO_SMALL) {
-                buf = new Memory(len.getLong(0));
+                batch = new Memory(Math.max(2 * batch.size(), len.getLong(0)));
                 continue;
             }
             HeraldException.check(rc);
+        }
+    }
+
+    private String intern(byte[] all, int at, int n, String last) {
+        if (last.length() == n) {
+            boolean same = true;
+            for (int i = 0; i < n && same; i++) same = all[at + i] == (byte) last.charAt(i);
+            if (same) return last;
+        }
+        return new String(all, at, n, StandardCharsets.ISO_8859_1);
+    }
+
+    private void decodeBatch(int total, int n) {
+        byte[] all = batch.getByteArray(0, total);
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(all).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        int at = 0;
+        for (int k = 0; k < n; k++) {
+            int rlen = b.getInt(at + 4), pl = b.getInt(at + 56);
+            int tl = all[at + 60] & 0xff, yl = all[at + 61] & 0xff, cl = all[at + 62] & 0xff;
+            int body = at + 64;
+            String topic = lastTopic = intern(all, body + pl, tl, lastTopic);
+            if (b.getInt(at) == 1) {
+                queue.add(new Event(true, 0, 0, 0, 0, topic, "", "", new byte[0], b.getLong(at + 40), b.getLong(at + 48)));
+            } else {
+                String type = lastType = intern(all, body + pl + tl, yl, lastType);
+                String corr = lastCorr = intern(all, body + pl + tl + yl, cl, lastCorr);
+                queue.add(new Event(false, b.getLong(at + 8), b.getLong(at + 16), b.getLong(at + 24), b.getLong(at + 32),
+                        topic, type, corr, java.util.Arrays.copyOfRange(all, body, body + pl), 0, 0));
+            }
+            at += rlen;
         }
     }
 
