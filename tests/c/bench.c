@@ -56,7 +56,8 @@ int main(int argc, char **argv) {
     herald_filter *f;
     OK(herald_filter_new(&f));
     OK(herald_filter_add_topic(f, "bench.topic", 11));
-    herald_subscriber *s_poll, *s_next;
+    herald_subscriber *s_poll, *s_next, *s_read;
+    OK(herald_subscriber_open(b, f, HERALD_START_NOW, 0, &s_read));
     OK(herald_subscriber_open(b, f, HERALD_START_NOW, 0, &s_poll));
     OK(herald_subscriber_open(b, f, HERALD_START_NOW, 0, &s_next));
     uint8_t payload[64];
@@ -70,6 +71,9 @@ int main(int argc, char **argv) {
         size_t len;
         herald_delivery d;
         while (herald_subscriber_next(s_next, buf, sizeof buf, &len, &d, 0) == HERALD_OK) {}
+        static uint8_t batch[1 << 18];
+        size_t count;
+        while (herald_subscriber_read(s_read, batch, sizeof batch, 1024, &len, &count, 0) == HERALD_OK) {}
     }
 
     double t0 = now_ns();
@@ -112,6 +116,29 @@ int main(int argc, char **argv) {
     }
     printf("receive_next %.1f\n", (t1 - t0) / got);
 
+    static uint8_t batch[1 << 18];
+    size_t count;
+    got = 0;
+    uint64_t bytes = 0;
+    t0 = now_ns();
+    while (herald_subscriber_read(s_read, batch, sizeof batch, 1024, &len, &count, 0) == HERALD_OK) {
+        size_t at = 0;
+        for (size_t k = 0; k < count; k++) {
+            uint32_t rlen, pl;
+            memcpy(&rlen, batch + at + 4, 4);
+            memcpy(&pl, batch + at + 56, 4);
+            bytes += pl;
+            at += rlen;
+        }
+        got += (long)count;
+    }
+    t1 = now_ns();
+    if (got != total || bytes != (uint64_t)total * 64) {
+        fprintf(stderr, "read received %ld of %ld\n", got, total);
+        return 1;
+    }
+    printf("receive_read %.1f\n", (t1 - t0) / got);
+
     uint64_t seq = 0, sink = 0;
     t0 = now_ns();
     for (long i = 0; i < n; i++) {
@@ -124,6 +151,7 @@ int main(int argc, char **argv) {
 
     herald_subscriber_free(s_poll);
     herald_subscriber_free(s_next);
+    herald_subscriber_free(s_read);
     herald_filter_free(f);
     herald_publisher_free(pub);
     OK(herald_broker_close(b));
