@@ -105,6 +105,11 @@ pub(crate) unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Re
 pub(crate) unsafe fn str_arg<'a>(ptr: *const c_char, len: usize, what: &str) -> Result<&'a str, Fail> {
     // SAFETY: forwarded from the caller.
     let bytes = unsafe { bytes_arg(ptr.cast(), len, what) }?;
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8. (Names, types and ids are ASCII: this
+        // skips the general decoder on the publish path.)
+        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
     std::str::from_utf8(bytes).map_err(|e| fail(HERALD_E_INVALID_UTF8, format_args!("{what} is not UTF-8: {e}")))
 }
 
