@@ -148,7 +148,9 @@ typedef int32_t herald_result;
 // Thread-safety: fully thread-safe; any thread may call any broker
 // function concurrently. Publishers and subscribers made from it keep the
 // broker's files open until they are freed too, so closing the broker while
-// they live is safe (they keep working).
+// they live is safe (they keep working). The data directory stays locked
+// (a second open fails with `HERALD_E_IO`) until the broker and every handle
+// made from it are freed.
 typedef struct herald_broker herald_broker;
 
 // What a subscriber selects: topic names or patterns (NATS-style `*` one

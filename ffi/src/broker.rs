@@ -87,7 +87,9 @@ pub unsafe extern "C" fn herald_config_init(config: *mut herald_config) -> heral
 /// Thread-safety: fully thread-safe; any thread may call any broker
 /// function concurrently. Publishers and subscribers made from it keep the
 /// broker's files open until they are freed too, so closing the broker while
-/// they live is safe (they keep working).
+/// they live is safe (they keep working). The data directory stays locked
+/// (a second open fails with `HERALD_E_IO`) until the broker and every handle
+/// made from it are freed.
 #[derive(Debug)]
 pub struct herald_broker {
     tag: u64,
