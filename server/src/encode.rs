@@ -11,10 +11,11 @@ pub(crate) fn payload_json(payload: &[u8]) -> Value {
 }
 
 /// An event as the JSON object of the protocol (`docs/PROTOCOL.md`).
-pub(crate) fn event_json(e: &EventRef<'_>) -> Value {
+/// `prefix_len`: bytes of tenant prefix to strip from the topic name.
+pub(crate) fn event_json(e: &EventRef<'_>, prefix_len: usize) -> Value {
     let mut v = json!({
         "seq": e.seq,
-        "topic": &**e.topic,
+        "topic": e.topic.get(prefix_len..).unwrap_or(&**e.topic),
         "topic_seq": e.topic_seq,
         "type": e.event_type,
         "timestamp_ns": e.timestamp_ns,
@@ -30,17 +31,17 @@ pub(crate) fn event_json(e: &EventRef<'_>) -> Value {
 }
 
 /// A gap notice as JSON.
-pub(crate) fn gap_json(g: &Gap) -> Value {
+pub(crate) fn gap_json(g: &Gap, prefix_len: usize) -> Value {
     let mut v = json!({ "gap": { "from": g.from, "to": g.to } });
     if let Some(topic) = &g.topic {
-        v["gap"]["topic"] = json!(&**topic);
+        v["gap"]["topic"] = json!(topic.get(prefix_len..).unwrap_or(&**topic));
     }
     v
 }
 
 /// Appends one SSE frame for `d` to `out`. `topic_ids`: the `id:` field is
 /// the topic sequence (single-topic streams) rather than the global one.
-pub(crate) fn sse_frame(out: &mut Vec<u8>, d: &DeliveryRef<'_>, topic_ids: bool) {
+pub(crate) fn sse_frame(out: &mut Vec<u8>, d: &DeliveryRef<'_>, topic_ids: bool, prefix_len: usize) {
     let mut s = String::new();
     match d {
         DeliveryRef::Event(e) => {
@@ -55,7 +56,7 @@ pub(crate) fn sse_frame(out: &mut Vec<u8>, d: &DeliveryRef<'_>, topic_ids: bool)
             s.push('\n');
         }
         DeliveryRef::Gap(g) => {
-            let _ = write!(s, "event: gap\ndata: {}\n\n", gap_json(g));
+            let _ = write!(s, "event: gap\ndata: {}\n\n", gap_json(g, prefix_len));
         }
     }
     out.extend_from_slice(s.as_bytes());

@@ -4,10 +4,11 @@
 //! Built so far (see `docs/PROTOCOL.md`): `POST/GET /v1/topics/{topic}/events`
 //! (publish, poll with long-poll, SSE with `Last-Event-ID`), `GET /v1/events`
 //! (multi-topic and pattern SSE or poll), `POST /v1/consumers/{name}/ack`,
-//! `GET /metrics`, `/healthz`, `/readyz`. Not yet: WebSocket, JWT auth and
-//! tenancy (the server accepts anonymous clients on loopback only), presence
-//! endpoints, TOML configuration.
+//! `GET /metrics`, `/healthz`, `/readyz`, WebSocket at `/v1/ws`, JWT bearer
+//! tokens with tenant-scoped topics. Not yet: presence endpoints, TOML
+//! configuration, per-IP connection limits.
 
+mod auth;
 mod encode;
 mod http;
 mod metrics;
@@ -24,6 +25,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use herald_core::{Broker, BrokerConfig};
+
+pub use auth::{mint_hs256, AuthConfig, Claims};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -50,6 +53,11 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// Idle keep-alive connections are closed after this long.
     pub idle_timeout: Duration,
+    /// Keys accepted for JWT bearer tokens.
+    pub auth: AuthConfig,
+    /// Serve clients without a token (full access, no tenant). Allowed only
+    /// on loopback addresses; the zero-configuration default.
+    pub anonymous: bool,
     pub(crate) limits: http::Limits,
 }
 
@@ -70,6 +78,8 @@ impl ServerConfig {
             sse_retry_ms: 2_000,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
+            auth: AuthConfig::default(),
+            anonymous: true,
             limits: http::Limits { max_head, max_body },
         }
     }
@@ -97,9 +107,10 @@ const STOP: Token = Token(1);
 impl Server {
     /// Opens the broker, binds, and starts the acceptor and the workers.
     pub fn start(mut config: ServerConfig) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
-        if !config.listen.ip().is_loopback() {
-            return Err("only loopback addresses are allowed until authentication lands (anonymous access)".into());
+        if config.anonymous && !config.listen.ip().is_loopback() {
+            return Err("anonymous access is allowed only on loopback addresses: configure a token key and turn anonymous access off".into());
         }
+        let auth = Arc::new(auth::Authenticator::new(&config.auth, config.anonymous)?);
         config.limits = http::Limits { max_head: config.max_head, max_body: config.max_body };
         config.broker.max_payload = config.broker.max_payload.min(config.max_body);
         let broker = Broker::open(config.broker.clone())?;
@@ -114,7 +125,7 @@ impl Server {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), Token(0))?);
             let (tx, rx) = mpsc::channel();
-            let worker = worker::Worker::new(poll, broker.clone(), rx, shutdown.clone(), config.clone())?;
+            let worker = worker::Worker::new(poll, broker.clone(), rx, shutdown.clone(), config.clone(), auth.clone())?;
             threads.push(std::thread::Builder::new().name(format!("herald-worker-{i}")).spawn(move || worker.run())?);
             wakers.push(waker);
             senders.push(tx);
@@ -130,7 +141,11 @@ impl Server {
         };
         threads.push(acceptor);
         wakers.push(stop);
-        tracing::info!(%addr, workers = config.workers, "listening (anonymous access, loopback only)");
+        if config.anonymous {
+            tracing::warn!(%addr, workers = config.workers, "listening; anonymous clients have full access (loopback only)");
+        } else {
+            tracing::info!(%addr, workers = config.workers, "listening; bearer tokens required");
+        }
         Ok(Server { addr, shutdown, wakers, threads, broker })
     }
 

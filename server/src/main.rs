@@ -27,6 +27,36 @@ enum Command {
         /// Event-loop threads (default: one per core).
         #[arg(long, env = "HERALD_WORKERS")]
         workers: Option<usize>,
+        /// File holding the HS256 secret that signs accepted tokens.
+        #[arg(long, env = "HERALD_JWT_SECRET_FILE")]
+        jwt_secret_file: Option<PathBuf>,
+        /// PEM file of the RS256 public key that verifies accepted tokens.
+        #[arg(long, env = "HERALD_JWT_RS256_PUBLIC_KEY")]
+        jwt_rs256_public_key: Option<PathBuf>,
+        /// Refuse clients without a token (required off loopback).
+        #[arg(long, env = "HERALD_NO_ANONYMOUS")]
+        no_anonymous: bool,
+    },
+    /// Mint an HS256 token for local use.
+    Token {
+        /// File holding the HS256 secret (the server's --jwt-secret-file).
+        #[arg(long)]
+        secret_file: PathBuf,
+        /// Tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Subject.
+        #[arg(long, default_value = "local")]
+        sub: String,
+        /// Patterns the bearer may publish to (repeatable).
+        #[arg(long)]
+        publish: Vec<String>,
+        /// Patterns the bearer may subscribe to (repeatable).
+        #[arg(long)]
+        subscribe: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
     },
     /// Inspect a log directory offline.
     Log {
@@ -59,7 +89,42 @@ fn main() -> ExitCode {
         )
         .init();
     match Cli::parse().command {
-        Command::Serve { listen, data, workers } => serve(listen, data, workers),
+        Command::Serve { listen, data, workers, jwt_secret_file, jwt_rs256_public_key, no_anonymous } => {
+            let mut auth = herald_server::AuthConfig::default();
+            for (path, slot) in [(jwt_secret_file, &mut auth.hs256_secret), (jwt_rs256_public_key, &mut auth.rs256_public_pem)] {
+                if let Some(path) = path {
+                    match std::fs::read(&path) {
+                        Ok(bytes) => *slot = Some(trim_secret(bytes)),
+                        Err(e) => {
+                            eprintln!("herald: cannot read {}: {e}", path.display());
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+            }
+            serve(listen, data, workers, auth, !no_anonymous)
+        }
+        Command::Token { secret_file, tenant, sub, publish, subscribe, ttl } => {
+            let secret = match std::fs::read(&secret_file) {
+                Ok(s) => trim_secret(s),
+                Err(e) => {
+                    eprintln!("herald: cannot read {}: {e}", secret_file.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let claims = herald_server::Claims { sub, exp: now + ttl, tenant, publish, subscribe };
+            match herald_server::mint_hs256(&claims, &secret) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("herald: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Log { command: LogCommand::Verify { dir } } => match herald_core::log::verify_dir(&dir) {
             Ok(report) => {
                 println!(
@@ -109,9 +174,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(listen: SocketAddr, data: PathBuf, workers: Option<usize>) -> ExitCode {
+/// Secrets read from files lose a trailing newline.
+fn trim_secret(mut bytes: Vec<u8>) -> Vec<u8> {
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    bytes
+}
+
+fn serve(listen: SocketAddr, data: PathBuf, workers: Option<usize>, auth: herald_server::AuthConfig, anonymous: bool) -> ExitCode {
     let mut config = ServerConfig::new();
     config.listen = listen;
+    config.auth = auth;
+    config.anonymous = anonymous;
     config.broker = herald_core::BrokerConfig::new(data);
     if let Some(w) = workers {
         config.workers = w;
@@ -126,7 +201,7 @@ fn serve(listen: SocketAddr, data: PathBuf, workers: Option<usize>) -> ExitCode 
             return ExitCode::FAILURE;
         }
     };
-    println!("herald listening on http://{} (anonymous access on loopback; Ctrl-C to stop)", server.local_addr());
+    println!("herald listening on http://{} (Ctrl-C to stop)", server.local_addr());
     wait_for_signal(&signals);
     tracing::info!("shutting down");
     match server.shutdown() {

@@ -5,6 +5,7 @@ use herald_core::broker::{BrokerError, Delivery, Filter, PublishOptions, StartAt
 use herald_core::Broker;
 use serde_json::{json, Value};
 
+use crate::auth::{Denied, Grants};
 use crate::encode::{event_json, gap_json};
 use crate::http::{error_response, response, Request};
 use crate::metrics::render_metrics;
@@ -17,7 +18,7 @@ pub(crate) enum Action {
     /// Switch the connection to an event stream.
     Stream(StreamRequest),
     /// Hold the request until an event arrives or the wait ends.
-    LongPoll { filter: Filter, start: StartAt, limit: usize, wait_ms: u64, topic_ids: bool },
+    LongPoll { filter: Filter, start: StartAt, limit: usize, wait_ms: u64, topic_ids: bool, prefix_len: usize },
 }
 
 /// A Server-Sent Events stream to open.
@@ -27,6 +28,8 @@ pub(crate) struct StreamRequest {
     pub(crate) start: StartAt,
     /// `id:` carries the topic sequence (single-topic streams).
     pub(crate) topic_ids: bool,
+    /// Tenant prefix to strip from topic names sent back.
+    pub(crate) prefix_len: usize,
 }
 
 /// Most events one poll returns.
@@ -52,8 +55,16 @@ fn bad(message: &str, keep_alive: bool) -> Action {
     Action::Respond(error_response(400, "Bad Request", message, keep_alive))
 }
 
+/// The answer to a refused request.
+pub(crate) fn denied(d: &Denied, keep_alive: bool) -> Vec<u8> {
+    match d {
+        Denied::Unauthenticated(m) => error_response(401, "Unauthorized", m, keep_alive),
+        Denied::Forbidden(m) => error_response(403, "Forbidden", m, keep_alive),
+    }
+}
+
 /// Routes `req`.
-pub(crate) fn route(broker: &Broker, req: &Request) -> Action {
+pub(crate) fn route(broker: &Broker, req: &Request, grants: &Grants) -> Action {
     let ka = req.keep_alive;
     let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
     match (req.method.as_str(), segments.as_slice()) {
@@ -66,16 +77,34 @@ pub(crate) fn route(broker: &Broker, req: &Request) -> Action {
             render_metrics(&broker.metrics()).as_bytes(),
             ka,
         )),
-        ("POST", ["v1", "topics", topic, "events"]) => publish(broker, topic, req),
-        ("GET", ["v1", "topics", topic, "events"]) => events(req, Filter::topic(topic), true),
+        ("POST", ["v1", "topics", topic, "events"]) => {
+            let internal = grants.internal(topic);
+            if let Err(d) = grants.check_publish(&internal) {
+                return Action::Respond(denied(&d, ka));
+            }
+            publish(broker, &internal, req)
+        }
+        ("GET", ["v1", "topics", topic, "events"]) => {
+            let internal = grants.internal(topic);
+            if let Err(d) = grants.check_subscribe(&internal) {
+                return Action::Respond(denied(&d, ka));
+            }
+            events(req, Filter::topic(&internal), true, grants.prefix_len())
+        }
         ("GET", ["v1", "events"]) => {
             let Some(topics) = req.query_param("topics") else {
                 return bad("missing the 'topics' query parameter (comma-separated topics or patterns)", ka);
             };
-            let patterns: Vec<&str> = topics.split(',').filter(|t| !t.is_empty()).collect();
-            events(req, Filter::patterns(&patterns), false)
+            let patterns: Vec<String> = topics.split(',').filter(|t| !t.is_empty()).map(|t| grants.internal(t)).collect();
+            for p in &patterns {
+                if let Err(d) = grants.check_subscribe(p) {
+                    return Action::Respond(denied(&d, ka));
+                }
+            }
+            let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+            events(req, Filter::patterns(&refs), false, grants.prefix_len())
         }
-        ("POST", ["v1", "consumers", name, "ack"]) => ack(broker, name, req),
+        ("POST", ["v1", "consumers", name, "ack"]) => ack(broker, &grants.internal(name), req),
         (_, ["healthz" | "readyz" | "metrics"]) | (_, ["v1", "topics", _, "events"]) | (_, ["v1", "events"]) => {
             Action::Respond(error_response(405, "Method Not Allowed", "method not allowed", ka))
         }
@@ -116,7 +145,7 @@ fn publish(broker: &Broker, topic: &str, req: &Request) -> Action {
 
 /// GET events: SSE stream if the client accepts `text/event-stream`,
 /// otherwise a poll.
-fn events(req: &Request, filter: Result<Filter, BrokerError>, single: bool) -> Action {
+fn events(req: &Request, filter: Result<Filter, BrokerError>, single: bool, prefix_len: usize) -> Action {
     let ka = req.keep_alive;
     let filter = match filter {
         Ok(f) => f,
@@ -165,7 +194,7 @@ fn events(req: &Request, filter: Result<Filter, BrokerError>, single: bool) -> A
         (None, None, None) => StartAt::Seq(1),
     };
     if sse {
-        return Action::Stream(StreamRequest { filter, start, topic_ids: single });
+        return Action::Stream(StreamRequest { filter, start, topic_ids: single, prefix_len });
     }
     let limit = match num("limit") {
         Ok(l) => l.unwrap_or(100).clamp(1, MAX_POLL_LIMIT as u64) as usize,
@@ -175,12 +204,12 @@ fn events(req: &Request, filter: Result<Filter, BrokerError>, single: bool) -> A
         Ok(w) => w.unwrap_or(0).min(MAX_WAIT_MS),
         Err(a) => return a,
     };
-    Action::LongPoll { filter, start, limit, wait_ms, topic_ids: single }
+    Action::LongPoll { filter, start, limit, wait_ms, topic_ids: single, prefix_len }
 }
 
 /// The JSON answer to a poll: `{"events": [...], "next_after": N}` where
 /// `next_after` is what to pass as `after` next time.
-pub(crate) fn poll_body(deliveries: &[Delivery], topic_ids: bool, after: u64) -> Vec<u8> {
+pub(crate) fn poll_body(deliveries: &[Delivery], topic_ids: bool, after: u64, prefix_len: usize) -> Vec<u8> {
     let mut next_after = after;
     let items: Vec<Value> = deliveries
         .iter()
@@ -197,13 +226,13 @@ pub(crate) fn poll_body(deliveries: &[Delivery], topic_ids: bool, after: u64) ->
                     correlation: e.correlation.as_deref().unwrap_or(""),
                     payload: &e.payload,
                 };
-                event_json(&r)
+                event_json(&r, prefix_len)
             }
             Delivery::Gap(g) => {
                 if topic_ids || g.topic.is_none() {
                     next_after = next_after.max(g.to);
                 }
-                gap_json(g)
+                gap_json(g, prefix_len)
             }
         })
         .collect();

@@ -25,7 +25,8 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::encode::sse_frame;
 use crate::http::{self, error_response};
-use crate::routes::{poll_body, route, Action};
+use crate::auth::{Authenticator, Grants};
+use crate::routes::{denied, poll_body, route, Action};
 use crate::ws::{upgrade_response, WsConn, WsStatus};
 use crate::ServerConfig;
 
@@ -39,9 +40,9 @@ enum State {
     /// A WebSocket connection (after the upgrade).
     Ws(Box<WsConn>),
     /// Streaming Server-Sent Events.
-    Sse { sub: Subscription, topic_ids: bool, next_keepalive: Instant },
+    Sse { sub: Subscription, topic_ids: bool, prefix_len: usize, next_keepalive: Instant },
     /// A poll waiting for its first event or its deadline.
-    Poll { sub: Subscription, deadline: Instant, limit: usize, topic_ids: bool, after: u64, keep_alive: bool },
+    Poll { sub: Subscription, deadline: Instant, limit: usize, topic_ids: bool, after: u64, keep_alive: bool, prefix_len: usize },
 }
 
 struct Conn {
@@ -72,6 +73,7 @@ pub(crate) struct Worker {
     shutdown: Arc<AtomicBool>,
     doorbell: Doorbell,
     config: Arc<ServerConfig>,
+    auth: Arc<Authenticator>,
 }
 
 impl Worker {
@@ -81,10 +83,11 @@ impl Worker {
         incoming: Receiver<TcpStream>,
         shutdown: Arc<AtomicBool>,
         config: Arc<ServerConfig>,
+        auth: Arc<Authenticator>,
     ) -> io::Result<Worker> {
         let doorbell = broker.doorbell()?;
         poll.registry().register(&mut SourceFd(&doorbell.as_raw_fd()), DOORBELL, Interest::READABLE)?;
-        Ok(Worker { poll, conns: Vec::new(), free: Vec::new(), broker, incoming, shutdown, doorbell, config })
+        Ok(Worker { poll, conns: Vec::new(), free: Vec::new(), broker, incoming, shutdown, doorbell, config, auth })
     }
 
     pub(crate) fn run(mut self) {
@@ -200,6 +203,21 @@ impl Worker {
             conn.input.drain(..used);
             conn.request_started = None;
             let keep_alive = request.keep_alive;
+            let public = matches!(request.path.as_str(), "/healthz" | "/readyz" | "/metrics");
+            let grants = if public {
+                Grants::anonymous()
+            } else {
+                match self.auth.authenticate(&request) {
+                    Ok(g) => g,
+                    Err(d) => {
+                        conn.output.extend_from_slice(&denied(&d, keep_alive));
+                        if !keep_alive {
+                            conn.close_when_flushed = true;
+                        }
+                        continue;
+                    }
+                }
+            };
             match upgrade_response(&request) {
                 None => {}
                 Some(Err(why)) => {
@@ -209,7 +227,7 @@ impl Worker {
                 }
                 Some(Ok(switching)) => {
                     conn.output.extend_from_slice(&switching);
-                    match websocket_over(conn, self.config.max_output) {
+                    match websocket_over(conn, self.config.max_output, grants) {
                         Ok(ws) => conn.state = State::Ws(Box::new(ws)),
                         Err(e) => {
                             tracing::warn!("cannot start a WebSocket: {e}");
@@ -219,7 +237,7 @@ impl Worker {
                     return;
                 }
             }
-            match route(&self.broker, &request) {
+            match route(&self.broker, &request, &grants) {
                 Action::Respond(bytes) => {
                     conn.output.extend_from_slice(&bytes);
                     if !keep_alive {
@@ -238,6 +256,7 @@ impl Worker {
                         conn.state = State::Sse {
                             sub,
                             topic_ids: s.topic_ids,
+                            prefix_len: s.prefix_len,
                             next_keepalive: Instant::now() + self.config.keepalive,
                         };
                     }
@@ -246,7 +265,7 @@ impl Worker {
                         conn.close_when_flushed = true;
                     }
                 },
-                Action::LongPoll { filter, start, limit, wait_ms, topic_ids } => {
+                Action::LongPoll { filter, start, limit, wait_ms, topic_ids, prefix_len } => {
                     let after = match start {
                         herald_core::broker::StartAt::TopicSeq(s) | herald_core::broker::StartAt::Seq(s) => s.saturating_sub(1),
                         _ => 0,
@@ -260,6 +279,7 @@ impl Worker {
                                 topic_ids,
                                 after,
                                 keep_alive,
+                                prefix_len,
                             };
                         }
                         Err(e) => {
@@ -299,11 +319,11 @@ impl Worker {
                     busy |= more || !ws.arm(&self.doorbell);
                     continue;
                 }
-                State::Sse { sub, topic_ids, .. } => {
-                    let topic_ids = *topic_ids;
+                State::Sse { sub, topic_ids, prefix_len, .. } => {
+                    let (topic_ids, prefix_len) = (*topic_ids, *prefix_len);
                     while conn.output.len() - conn.sent < max_output {
                         let out = &mut conn.output;
-                        match sub.try_next_with(|d| sse_frame(out, &d, topic_ids)) {
+                        match sub.try_next_with(|d| sse_frame(out, &d, topic_ids, prefix_len)) {
                             Ok(Some(())) => {}
                             Ok(None) => break,
                             Err(e) => {
@@ -314,7 +334,7 @@ impl Worker {
                         }
                     }
                 }
-                State::Poll { sub, deadline, limit, topic_ids, after, keep_alive } => {
+                State::Poll { sub, deadline, limit, topic_ids, after, keep_alive, prefix_len } => {
                     let mut got: Vec<Delivery> = Vec::new();
                     while got.len() < *limit {
                         match sub.try_next() {
@@ -327,7 +347,7 @@ impl Worker {
                         }
                     }
                     if !got.is_empty() || Instant::now() >= *deadline {
-                        let body = poll_body(&got, *topic_ids, *after);
+                        let body = poll_body(&got, *topic_ids, *after, *prefix_len);
                         conn.output.extend_from_slice(&http::response(200, "OK", "application/json", &body, *keep_alive));
                         if !*keep_alive {
                             conn.close_when_flushed = true;
@@ -397,7 +417,7 @@ impl Worker {
 /// A WebSocket over the connection's socket: tungstenite gets its own
 /// descriptor (a `dup` of the same socket, so the same non-blocking file
 /// description) while the poller keeps the original registered.
-fn websocket_over(conn: &mut Conn, max_output: usize) -> io::Result<WsConn> {
+fn websocket_over(conn: &mut Conn, max_output: usize, grants: Grants) -> io::Result<WsConn> {
     use std::os::fd::FromRawFd;
     // SAFETY: dup of a descriptor this connection owns; the result is checked.
     let fd = unsafe { libc::dup(conn.stream.as_raw_fd()) };
@@ -407,7 +427,7 @@ fn websocket_over(conn: &mut Conn, max_output: usize) -> io::Result<WsConn> {
     // SAFETY: `fd` is a fresh descriptor owned by nothing else.
     let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
     let already_read = std::mem::take(&mut conn.input);
-    Ok(WsConn::new(stream, already_read, max_output))
+    Ok(WsConn::new(stream, already_read, max_output, grants))
 }
 
 /// Reads everything available. Returns false if the peer closed or failed.

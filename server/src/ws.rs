@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, WebSocket};
 
+use crate::auth::Grants;
 use crate::encode::{event_json, gap_json};
 use crate::http::Request;
 
@@ -52,6 +53,7 @@ pub(crate) struct WsConn {
     /// A message the write buffer refused; sent before anything else.
     pending: Option<Message>,
     closing: bool,
+    grants: Grants,
 }
 
 /// What a pump or a read left the connection in.
@@ -63,14 +65,14 @@ pub(crate) enum WsStatus {
 impl WsConn {
     /// Wraps `stream` (already upgraded, non-blocking). `max_output`: bytes
     /// the write buffer may hold before the connection stops being fed.
-    pub(crate) fn new(stream: StdTcpStream, already_read: Vec<u8>, max_output: usize) -> WsConn {
+    pub(crate) fn new(stream: StdTcpStream, already_read: Vec<u8>, max_output: usize, grants: Grants) -> WsConn {
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE))
             .max_frame_size(Some(MAX_MESSAGE))
             .write_buffer_size(0)
             .max_write_buffer_size(max_output.max(64 * 1024));
         let ws = WebSocket::from_partially_read(stream, already_read, Role::Server, Some(config));
-        WsConn { ws, subs: BTreeMap::new(), pending: None, closing: false }
+        WsConn { ws, subs: BTreeMap::new(), pending: None, closing: false, grants }
     }
 
     /// Reads and answers every message available.
@@ -144,9 +146,10 @@ impl WsConn {
             }
         }
         let mut more = false;
+        let prefix_len = self.grants.prefix_len();
         'subs: for (id, sub) in self.subs.iter_mut() {
             for _ in 0..256 {
-                let msg = match sub.try_next_with(|d| ws_delivery(id, &d)) {
+                let msg = match sub.try_next_with(|d| ws_delivery(id, &d, prefix_len)) {
                     Ok(Some(v)) => Message::text(v.to_string()),
                     Ok(None) => continue 'subs,
                     Err(e) => Message::text(json!({"type": "error", "id": id, "message": e.to_string()}).to_string()),
@@ -190,7 +193,7 @@ impl WsConn {
                 if self.subs.len() >= MAX_SUBSCRIPTIONS {
                     return error(format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"));
                 }
-                match subscribe(broker, &msg) {
+                match subscribe(broker, &msg, &self.grants) {
                     Ok((sub, recovered)) => {
                         self.subs.insert(id.to_owned(), sub);
                         Some(json!({"type": "subscribed", "id": id, "recovered": recovered}))
@@ -209,7 +212,11 @@ impl WsConn {
                 let data = msg.get("data").cloned().unwrap_or(Value::Null).to_string();
                 let origin = msg.get("origin").and_then(Value::as_u64).unwrap_or(0);
                 let correlation = msg.get("correlation_id").and_then(Value::as_str);
-                match broker.publisher(topic).and_then(|p| p.publish(ty, data.as_bytes(), PublishOptions { origin, correlation })) {
+                let topic = self.grants.internal(topic);
+                if let Err(d) = self.grants.check_publish(&topic) {
+                    return error(denial(&d));
+                }
+                match broker.publisher(&topic).and_then(|p| p.publish(ty, data.as_bytes(), PublishOptions { origin, correlation })) {
                     Ok(p) => Some(json!({"type": "published", "ref": reference, "seq": p.seq, "topic_seq": p.topic_seq})),
                     Err(e) => error(e.to_string()),
                 }
@@ -218,7 +225,7 @@ impl WsConn {
                 let (Some(consumer), Some(seq)) = (msg.get("consumer").and_then(Value::as_str), msg.get("seq").and_then(Value::as_u64)) else {
                     return error("ack needs string 'consumer' and integer 'seq'".into());
                 };
-                match broker.ack_consumer(consumer, seq) {
+                match broker.ack_consumer(&self.grants.internal(consumer), seq) {
                     Ok(()) => Some(json!({"type": "acked", "ref": reference, "consumer": consumer, "seq": seq})),
                     Err(e) => error(e.to_string()),
                 }
@@ -231,17 +238,25 @@ impl WsConn {
 
 /// Builds a subscription from a `subscribe` message; `recovered` tells the
 /// client whether it resumes from a past position.
-fn subscribe(broker: &Broker, msg: &Value) -> Result<(Subscription, bool), String> {
-    let filter = match (msg.get("topic").and_then(Value::as_str), msg.get("topics").and_then(Value::as_array)) {
-        (Some(t), None) => Filter::topic(t),
+fn subscribe(broker: &Broker, msg: &Value, grants: &Grants) -> Result<(Subscription, bool), String> {
+    let names: Vec<String> = match (msg.get("topic").and_then(Value::as_str), msg.get("topics").and_then(Value::as_array)) {
+        (Some(t), None) => vec![grants.internal(t)],
         (None, Some(list)) => {
-            let names: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
-            if names.len() != list.len() {
-                return Err("'topics' must be an array of strings".into());
+            let names: Vec<String> = list.iter().filter_map(Value::as_str).map(|t| grants.internal(t)).collect();
+            if names.len() != list.len() || names.is_empty() {
+                return Err("'topics' must be a non-empty array of strings".into());
             }
-            Filter::patterns(&names)
+            names
         }
         _ => return Err("subscribe needs 'topic' (a name) or 'topics' (names and patterns)".into()),
+    };
+    for n in &names {
+        grants.check_subscribe(n).map_err(|d| denial(&d))?;
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let filter = match msg.get("topic") {
+        Some(_) => Filter::topic(refs[0]),
+        None => Filter::patterns(&refs),
     }
     .map_err(|e| e.to_string())?;
     let single = msg.get("topic").is_some();
@@ -263,18 +278,24 @@ fn subscribe(broker: &Broker, msg: &Value) -> Result<(Subscription, bool), Strin
     };
     let recovered = start != StartAt::Now;
     let sub = match msg.get("consumer").and_then(Value::as_str) {
-        Some(name) => broker.subscribe_consumer(name, filter, start).map(|s| (s, true)),
+        Some(name) => broker.subscribe_consumer(&grants.internal(name), filter, start).map(|s| (s, true)),
         None => broker.subscribe(filter, start).map(|s| (s, recovered)),
     };
     sub.map_err(|e| e.to_string())
 }
 
 /// An event or gap as the WebSocket message of subscription `id`.
-fn ws_delivery(id: &str, d: &DeliveryRef<'_>) -> Value {
+fn denial(d: &crate::auth::Denied) -> String {
+    match d {
+        crate::auth::Denied::Unauthenticated(m) | crate::auth::Denied::Forbidden(m) => m.clone(),
+    }
+}
+
+fn ws_delivery(id: &str, d: &DeliveryRef<'_>, prefix_len: usize) -> Value {
     match d {
         DeliveryRef::Event(e) => {
             let mut out = json!({"type": "event", "sub": id});
-            if let Value::Object(fields) = event_json(e) {
+            if let Value::Object(fields) = event_json(e, prefix_len) {
                 for (k, val) in fields {
                     // `type` names the message; the event's own type is `event_type`.
                     let key = if k == "type" { "event_type".to_owned() } else { k };
@@ -284,7 +305,7 @@ fn ws_delivery(id: &str, d: &DeliveryRef<'_>) -> Value {
             out
         }
         DeliveryRef::Gap(g) => {
-            let mut v = gap_json(g)["gap"].clone();
+            let mut v = gap_json(g, prefix_len)["gap"].clone();
             v["type"] = json!("gap");
             v["sub"] = json!(id);
             v

@@ -1,0 +1,240 @@
+//! Authentication (JWT, HS256 or RS256) and tenant-scoped authorisation.
+//!
+//! A token's claims name its subject, expiry, tenant, and the topic patterns
+//! it may publish to and subscribe to, relative to the tenant:
+//!
+//! ```json
+//! {"sub": "device-7", "exp": 1893456000, "tenant": "acme",
+//!  "publish": ["orders.*"], "subscribe": ["orders.>", "presence.>"]}
+//! ```
+//!
+//! Every topic lives in its tenant's namespace: the client says `orders.42`,
+//! the broker stores `acme.orders.42`, and the client sees `orders.42` again
+//! in what it receives. A client's names are always prefixed with its own
+//! tenant, so no name it can write reaches another tenant's topics: isolation
+//! holds by construction, whatever the grants say.
+
+use herald_core::broker::TopicPattern;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::http::Request;
+
+/// Keys the server accepts tokens signed with.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Shared secret for HS256 tokens.
+    pub hs256_secret: Option<Vec<u8>>,
+    /// PEM public key for RS256 tokens.
+    pub rs256_public_pem: Option<Vec<u8>>,
+}
+
+/// A token's claims.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// Subject (user or device).
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Tenant: one token of `[A-Za-z0-9_-]`.
+    pub tenant: String,
+    /// Patterns (relative to the tenant) the bearer may publish to.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Patterns (relative to the tenant) the bearer may subscribe to.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+}
+
+/// Signs claims with an HS256 secret (for `herald token` and tests).
+pub fn mint_hs256(claims: &Claims, secret: &[u8]) -> Result<String, String> {
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret)).map_err(|e| e.to_string())
+}
+
+/// What a request may do.
+#[derive(Debug, Clone)]
+pub(crate) struct Grants {
+    /// `None`: anonymous full access (loopback only, when configured).
+    tenant: Option<String>,
+    publish: Vec<TopicPattern>,
+    subscribe: Vec<TopicPattern>,
+}
+
+/// Why a request is refused (401 or 403).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Denied {
+    /// 401: no token, or a bad or expired one.
+    Unauthenticated(String),
+    /// 403: authenticated, but not allowed.
+    Forbidden(String),
+}
+
+impl Grants {
+    pub(crate) fn anonymous() -> Grants {
+        Grants { tenant: None, publish: Vec::new(), subscribe: Vec::new() }
+    }
+
+    /// The broker's name for a client's topic or pattern.
+    pub(crate) fn internal(&self, name: &str) -> String {
+        match &self.tenant {
+            Some(t) => format!("{t}.{name}"),
+            None => name.to_owned(),
+        }
+    }
+
+    /// Bytes of tenant prefix on internal names.
+    pub(crate) fn prefix_len(&self) -> usize {
+        self.tenant.as_ref().map_or(0, |t| t.len() + 1)
+    }
+
+    pub(crate) fn check_publish(&self, topic: &str) -> Result<(), Denied> {
+        if self.tenant.is_none() || self.publish.iter().any(|g| g.matches(topic)) {
+            Ok(())
+        } else {
+            Err(Denied::Forbidden(format!("the token may not publish to {topic:?}")))
+        }
+    }
+
+    /// A subscription pattern is allowed if some grant covers every topic
+    /// it can match.
+    pub(crate) fn check_subscribe(&self, pattern: &str) -> Result<(), Denied> {
+        if self.tenant.is_none() || self.subscribe.iter().any(|g| covers(g.as_str(), pattern)) {
+            Ok(())
+        } else {
+            Err(Denied::Forbidden(format!("the token may not subscribe to {pattern:?}")))
+        }
+    }
+}
+
+/// Does grant pattern `grant` match every topic that `requested` matches?
+pub(crate) fn covers(grant: &str, requested: &str) -> bool {
+    let g: Vec<&str> = grant.split('.').collect();
+    let r: Vec<&str> = requested.split('.').collect();
+    for (i, gt) in g.iter().enumerate() {
+        match *gt {
+            ">" => return r.len() > i,
+            "*" => match r.get(i) {
+                Some(&">") | None => return false,
+                Some(_) => {}
+            },
+            literal => match r.get(i) {
+                Some(rt) if rt == &literal => {}
+                _ => return false,
+            },
+        }
+    }
+    r.len() == g.len()
+}
+
+/// Checks tokens.
+#[derive(Debug)]
+pub(crate) struct Authenticator {
+    keys: Vec<(Algorithm, DecodingKey)>,
+    anonymous: bool,
+}
+
+impl Authenticator {
+    pub(crate) fn new(config: &AuthConfig, anonymous: bool) -> Result<Authenticator, String> {
+        let mut keys = Vec::new();
+        if let Some(secret) = &config.hs256_secret {
+            keys.push((Algorithm::HS256, DecodingKey::from_secret(secret)));
+        }
+        if let Some(pem) = &config.rs256_public_pem {
+            let key = DecodingKey::from_rsa_pem(pem).map_err(|e| format!("bad RS256 public key: {e}"))?;
+            keys.push((Algorithm::RS256, key));
+        }
+        if keys.is_empty() && !anonymous {
+            return Err("no token key configured and anonymous access is off: nobody could connect".into());
+        }
+        Ok(Authenticator { keys, anonymous })
+    }
+
+    /// The grants of `req`'s bearer token (`Authorization: Bearer` header or
+    /// `access_token` query parameter, for browsers' `EventSource` and
+    /// `WebSocket`, which cannot set headers).
+    pub(crate) fn authenticate(&self, req: &Request) -> Result<Grants, Denied> {
+        let token = req
+            .header("authorization")
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::to_owned)
+            .or_else(|| req.query_param("access_token"));
+        let Some(token) = token else {
+            return if self.anonymous {
+                Ok(Grants::anonymous())
+            } else {
+                Err(Denied::Unauthenticated("missing bearer token".into()))
+            };
+        };
+        let mut last_error = String::from("no key accepts this token");
+        for (algorithm, key) in &self.keys {
+            let mut validation = Validation::new(*algorithm);
+            validation.set_required_spec_claims(&["exp", "sub"]);
+            validation.leeway = 5;
+            match jsonwebtoken::decode::<Claims>(&token, key, &validation) {
+                Ok(data) => return grants(data.claims),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        Err(Denied::Unauthenticated(format!("invalid token: {last_error}")))
+    }
+}
+
+fn grants(claims: Claims) -> Result<Grants, Denied> {
+    let tenant_ok = !claims.tenant.is_empty()
+        && claims.tenant.len() <= 64
+        && claims.tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !tenant_ok {
+        return Err(Denied::Unauthenticated("the token's tenant must be 1-64 letters, digits, '_' or '-'".into()));
+    }
+    let parse = |list: &[String]| -> Result<Vec<TopicPattern>, Denied> {
+        list.iter()
+            .map(|p| {
+                TopicPattern::parse(&format!("{}.{p}", claims.tenant))
+                    .map_err(|e| Denied::Unauthenticated(format!("bad grant pattern {p:?}: {e}")))
+            })
+            .collect()
+    };
+    Ok(Grants { publish: parse(&claims.publish)?, subscribe: parse(&claims.subscribe)?, tenant: Some(claims.tenant) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coverage_of_patterns_is_conservative() {
+        for (g, r, want) in [
+            ("a.>", "a.b", true),
+            ("a.>", "a.b.>", true),
+            ("a.>", "a", false),
+            ("a.>", "b.c", false),
+            ("a.*", "a.b", true),
+            ("a.*", "a.*", true),
+            ("a.*", "a.>", false),
+            ("a.*", "a.b.c", false),
+            ("a.b", "a.b", true),
+            ("a.b", "a.*", false),
+            ("a.*.c", "a.x.c", true),
+            ("a.*.c", "a.x.d", false),
+        ] {
+            assert_eq!(covers(g, r), want, "{g} covers {r}?");
+        }
+    }
+
+    #[test]
+    fn names_are_prefixed_and_stripped() {
+        let g = grants(Claims {
+            sub: "s".into(),
+            exp: 0,
+            tenant: "acme".into(),
+            publish: vec!["orders.*".into()],
+            subscribe: vec!["orders.>".into()],
+        })
+        .unwrap();
+        assert_eq!(g.internal("orders.1"), "acme.orders.1");
+        assert!(g.check_publish("acme.orders.1").is_ok());
+        assert!(g.check_publish("acme.users.1").is_err());
+        assert!(g.check_subscribe("acme.orders.*").is_ok());
+        assert!(g.check_subscribe("acme.>").is_err());
+    }
+}

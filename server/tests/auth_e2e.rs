@@ -1,0 +1,115 @@
+//! Authentication and tenant isolation against a real server.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herald_server::{mint_hs256, AuthConfig, Claims, Server, ServerConfig};
+use proptest::prelude::*;
+use serde_json::Value;
+
+const SECRET: &[u8] = b"test-secret";
+
+fn start(dir: &std::path::Path) -> Server {
+    let mut config = ServerConfig::new();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.workers = 1;
+    config.broker = herald_core::BrokerConfig::new(dir);
+    config.broker.ring_capacity = 1 << 16;
+    config.broker.log.segment_size = 1 << 20;
+    config.broker.log.prefault = false;
+    config.max_body = 8192;
+    config.anonymous = false;
+    config.auth = AuthConfig { hs256_secret: Some(SECRET.to_vec()), rs256_public_pem: None };
+    Server::start(config).unwrap()
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn token(tenant: &str, publish: &[&str], subscribe: &[&str]) -> String {
+    let claims = Claims {
+        sub: "test".into(),
+        exp: now() + 600,
+        tenant: tenant.into(),
+        publish: publish.iter().map(|s| s.to_string()).collect(),
+        subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+    };
+    mint_hs256(&claims, SECRET).unwrap()
+}
+
+fn request(server: &Server, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n{body}", body.len());
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_slice(&raw[split + 4..]).unwrap_or(Value::Null))
+}
+
+#[test]
+fn tokens_are_required_checked_and_scoped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let body = r#"{"type":"e","data":1}"#;
+    assert_eq!(request(&server, "POST", "/v1/topics/orders.1/events", None, body).0, 401);
+    assert_eq!(request(&server, "POST", "/v1/topics/orders.1/events", Some("not.a.token"), body).0, 401);
+    let forged = mint_hs256(&Claims { sub: "x".into(), exp: now() + 60, tenant: "acme".into(), publish: vec![">".into()], subscribe: vec![] }, b"wrong").unwrap();
+    assert_eq!(request(&server, "POST", "/v1/topics/orders.1/events", Some(&forged), body).0, 401);
+    let expired = mint_hs256(&Claims { sub: "x".into(), exp: now() - 3600, tenant: "acme".into(), publish: vec![">".into()], subscribe: vec![] }, SECRET).unwrap();
+    assert_eq!(request(&server, "POST", "/v1/topics/orders.1/events", Some(&expired), body).0, 401);
+    let acme = token("acme", &["orders.*"], &["orders.>"]);
+    assert_eq!(request(&server, "POST", "/v1/topics/users.1/events", Some(&acme), body).0, 403);
+    assert_eq!(request(&server, "GET", "/v1/events?topics=>", Some(&acme), "").0, 403);
+    assert_eq!(request(&server, "POST", "/v1/topics/orders.1/events", Some(&acme), body).0, 200);
+    // The same name in another tenant is another topic.
+    let globex = token("globex", &["orders.*"], &["orders.>"]);
+    let (_, theirs) = request(&server, "GET", "/v1/topics/orders.1/events?after=0", Some(&globex), "");
+    assert_eq!(theirs["events"].as_array().unwrap().len(), 0);
+    let (_, ours) = request(&server, "GET", "/v1/topics/orders.1/events?after=0", Some(&acme), "");
+    assert_eq!(ours["events"][0]["topic"], "orders.1", "topics are shown without the tenant prefix");
+    assert_eq!(request(&server, "GET", "/healthz", None, "").0, 200);
+    server.shutdown().unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Random tenants, grants, topics and patterns: no subscriber ever
+    /// receives another tenant's event, whatever it asks for.
+    #[test]
+    fn no_cross_tenant_delivery(
+        publishes in proptest::collection::vec((0..3usize, 0..4usize), 1..20),
+        subs in proptest::collection::vec((0..3usize, prop_oneof![Just(">"), Just("a.*"), Just("a.>"), Just("b"), Just("*")]), 1..6),
+    ) {
+        const TENANTS: [&str; 3] = ["t0", "t1", "t2"];
+        const TOPICS: [&str; 4] = ["a.x", "a.y", "b", "a.x.z"];
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(dir.path());
+        for (tenant, topic) in &publishes {
+            let t = token(TENANTS[*tenant], &[">"], &[]);
+            let body = format!(r#"{{"type":"e","data":{{"tenant":"{}"}}}}"#, TENANTS[*tenant]);
+            let (status, _) = request(&server, "POST", &format!("/v1/topics/{}/events", TOPICS[*topic]), Some(&t), &body);
+            prop_assert_eq!(status, 200);
+        }
+        for (tenant, pattern) in &subs {
+            let t = token(TENANTS[*tenant], &[], &[">"]);
+            let (status, page) = request(&server, "GET", &format!("/v1/events?topics={pattern}&after=0&limit=1000"), Some(&t), "");
+            prop_assert_eq!(status, 200);
+            let events = page["events"].as_array().unwrap();
+            for e in events {
+                prop_assert_eq!(e["data"]["tenant"].as_str(), Some(TENANTS[*tenant]), "cross-tenant delivery: {}", e);
+            }
+            // And it got all of its own tenant's matching events.
+            let expected = publishes.iter().filter(|(tn, tp)| tn == tenant && herald_core::broker::TopicPattern::parse(pattern).unwrap().matches(TOPICS[*tp])).count();
+            prop_assert_eq!(events.len(), expected);
+        }
+        server.shutdown().unwrap();
+    }
+}
