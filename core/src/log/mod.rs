@@ -22,6 +22,15 @@
 //! [`Log::append_nowait`] under that lock and [`Log::wait_durable`] after
 //! releasing it. Readers take no lock per record (see [`reader`]).
 //!
+//! # Modules
+//! `format` (byte layout), `segment` (one mapped file and its publication
+//! protocol), `scan` (walking a segment's records), `recovery` (open),
+//! `append` (the write path and segment roll), `durability` (group commit,
+//! flusher), `reader` (replay by sequence, topic, time), `index` (per-topic
+//! index), `retention` (deletion and pins), `hwm` (emptied topics' last
+//! sequences), `prefault`, `io` (the I/O and clock seams), `verify`
+//! (read-only checks for `herald log verify/inspect`).
+//!
 //! # Example
 //! ```
 //! use herald_core::log::{Log, LogConfig, RecordRef, ReadItem};
