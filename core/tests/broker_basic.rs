@@ -300,11 +300,30 @@ fn presence_joins_and_leaves_are_events_and_queryable() {
 }
 
 #[test]
-fn a_data_directory_is_used_by_one_broker_at_a_time() {
+fn a_data_directory_is_used_by_one_process_at_a_time() {
+    const CHILD: &str = "HERALD_LOCK_TEST_CHILD";
+    if let Ok(dir) = std::env::var(CHILD) {
+        let _broker = Broker::open(config(std::path::Path::new(&dir))).unwrap();
+        println!("open");
+        thread::sleep(Duration::from_secs(60));
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::open(config(dir.path())).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "a_data_directory_is_used_by_one_process_at_a_time", "--nocapture"])
+        .env(CHILD, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    while !line.contains("open") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0, "child ended early");
+    }
     let err = Broker::open(config(dir.path())).unwrap_err();
     assert!(matches!(err, BrokerError::Io { .. }), "{err}");
-    drop(broker);
+    child.kill().unwrap();
+    child.wait().unwrap();
     Broker::open(config(dir.path())).unwrap();
 }

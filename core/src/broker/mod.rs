@@ -425,8 +425,11 @@ impl Broker {
     }
 }
 
-/// Takes an exclusive `flock` on `<dir>/lock`, so that a second process (or
-/// a second broker in this one) cannot open the same data directory.
+/// Takes an exclusive POSIX record lock on `<dir>/lock`, so that a second
+/// process cannot open the same data directory. (POSIX locks belong to the
+/// process: a host that closes a broker and reopens it while handles of the
+/// old one are still being released, as garbage-collected hosts do, is not
+/// refused.)
 fn lock_data_dir(dir: &Path) -> Result<std::fs::File, BrokerError> {
     use std::os::fd::AsRawFd;
     let path = dir.join("lock");
@@ -436,10 +439,15 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File, BrokerError> {
         .write(true)
         .open(&path)
         .map_err(|e| BrokerError::Io { what: "opening the data directory lock", path: path.clone(), source: e })?;
-    // SAFETY: flock on a descriptor we own; no memory is passed.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    // SAFETY: `flock` is plain data; zeroed is a valid value before we set
+    // the fields fcntl reads.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as _;
+    lock.l_whence = libc::SEEK_SET as _;
+    // SAFETY: F_SETLK on a descriptor we own with a live, initialised flock.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } != 0 {
         return Err(BrokerError::Io {
-            what: "locking the data directory (is another broker using it?)",
+            what: "locking the data directory (is another process using it?)",
             path,
             source: std::io::Error::last_os_error(),
         });
