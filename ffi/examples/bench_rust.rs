@@ -18,7 +18,9 @@ use herald_core::{Broker, BrokerConfig, Filter, StartAt};
 fn main() {
     let mut args = std::env::args().skip(1);
     let dir = args.next().expect("usage: bench_rust DIR [EVENTS]");
-    let n: u64 = args.next().map_or(1_000_000, |s| s.parse().expect("EVENTS is a number"));
+    let n: u64 = args
+        .next()
+        .map_or(1_000_000, |s| s.parse().expect("EVENTS is a number"));
     let mut c = BrokerConfig::new(dir);
     c.ring_capacity = 1 << 28;
     c.log.segment_size = 1 << 30;
@@ -38,14 +40,16 @@ fn main() {
     };
 
     for _ in 0..n / 10 {
-        p.publish("e", &payload, PublishOptions::default()).expect("publish");
+        p.publish("e", &payload, PublishOptions::default())
+            .expect("publish");
     }
     while s_poll.next_batch(1024, &mut on).expect("poll") > 0 {}
     while s_next.try_next().expect("next").is_some() {}
 
     let t = Instant::now();
     for _ in 0..n {
-        p.publish("e", black_box(&payload), PublishOptions::default()).expect("publish");
+        p.publish("e", black_box(&payload), PublishOptions::default())
+            .expect("publish");
     }
     println!("publish {:.1}", t.elapsed().as_nanos() as f64 / n as f64);
 
@@ -54,9 +58,13 @@ fn main() {
     let t = Instant::now();
     for _ in 0..n / 2 {
         scratch.copy_from_slice(black_box(&payload));
-        p.publish("e", &scratch, PublishOptions::default()).expect("publish");
+        p.publish("e", &scratch, PublishOptions::default())
+            .expect("publish");
     }
-    println!("claim_commit {:.1}", t.elapsed().as_nanos() as f64 / (n / 2) as f64);
+    println!(
+        "claim_commit {:.1}",
+        t.elapsed().as_nanos() as f64 / (n / 2) as f64
+    );
     let total = n + n / 2;
 
     let t = Instant::now();
@@ -69,7 +77,10 @@ fn main() {
         got += r as u64;
     }
     assert_eq!(got, total);
-    println!("receive_poll {:.1}", t.elapsed().as_nanos() as f64 / got as f64);
+    println!(
+        "receive_poll {:.1}",
+        t.elapsed().as_nanos() as f64 / got as f64
+    );
 
     // The Rust equivalent of next-into-a-buffer: copy each delivery out.
     let mut buf = [0u8; 256];
@@ -78,7 +89,12 @@ fn main() {
     while let Some(n) = s_next
         .try_next_with(|d| match d {
             DeliveryRef::Event(e) => {
-                let parts = [e.payload, e.topic.as_bytes(), e.event_type.as_bytes(), e.correlation.as_bytes()];
+                let parts = [
+                    e.payload,
+                    e.topic.as_bytes(),
+                    e.event_type.as_bytes(),
+                    e.correlation.as_bytes(),
+                ];
                 let mut at = 0;
                 for part in parts {
                     buf[at..at + part.len()].copy_from_slice(part);
@@ -94,7 +110,10 @@ fn main() {
         got += 1;
     }
     assert_eq!(got, total);
-    println!("receive_next {:.1}", t.elapsed().as_nanos() as f64 / got as f64);
+    println!(
+        "receive_next {:.1}",
+        t.elapsed().as_nanos() as f64 / got as f64
+    );
 
     let t = Instant::now();
     let mut sink = 0u64;
@@ -102,7 +121,10 @@ fn main() {
         sink = sink.wrapping_add(black_box(&b).next_seq());
     }
     black_box(sink);
-    println!("next_seq_call {:.1}", t.elapsed().as_nanos() as f64 / n as f64);
+    println!(
+        "next_seq_call {:.1}",
+        t.elapsed().as_nanos() as f64 / n as f64
+    );
     black_box(received);
     in_process(&b, n);
 }
@@ -115,7 +137,8 @@ fn in_process(b: &Broker, n: u64) {
     let batch = (n / ROUNDS).max(1);
     let mut cfg = std::mem::MaybeUninit::<herald_config>::uninit();
     // SAFETY: a valid out pointer.
-    assert_eq!(unsafe { herald_config_init(cfg.as_mut_ptr()) }, herald_result::HERALD_OK);
+    let r = unsafe { herald_config_init(cfg.as_mut_ptr()) };
+    assert_eq!(r, herald_result::HERALD_OK);
     // SAFETY: initialised by herald_config_init.
     let mut cfg = unsafe { cfg.assume_init() };
     let dir = format!("{}-ffi", b.data_dir().display());
@@ -127,7 +150,8 @@ fn in_process(b: &Broker, n: u64) {
     cfg.prefault = false;
     let mut hb = null_mut();
     // SAFETY: valid config and out pointer.
-    assert_eq!(unsafe { herald_broker_open(&cfg, &mut hb) }, herald_result::HERALD_OK);
+    let r = unsafe { herald_broker_open(&cfg, &mut hb) };
+    assert_eq!(r, herald_result::HERALD_OK);
     // The Rust side uses its own broker in the same process, configured alike.
     let mut rc = BrokerConfig::new(format!("{}-rust", b.data_dir().display()));
     rc.ring_capacity = 1 << 28;
@@ -136,19 +160,35 @@ fn in_process(b: &Broker, n: u64) {
     rc.log.prefault = false;
     let rb = Broker::open(rc).expect("open");
     let rp = rb.publisher("t").expect("publisher");
-    let mut rs = rb.subscribe(Filter::topic("t").expect("filter"), StartAt::Now).expect("subscribe");
-    let mut rs2 = rb.subscribe(Filter::topic("t").expect("filter"), StartAt::Now).expect("subscribe");
+    let mut rs = rb
+        .subscribe(Filter::topic("t").expect("filter"), StartAt::Now)
+        .expect("subscribe");
+    let mut rs2 = rb
+        .subscribe(Filter::topic("t").expect("filter"), StartAt::Now)
+        .expect("subscribe");
     let mut hs2 = null_mut();
     let mut hp = null_mut();
     let mut hf = null_mut();
     let mut hs = null_mut();
     // SAFETY: live handles, valid strings and out pointers.
     unsafe {
-        assert_eq!(herald_publisher_new(hb, c"t".as_ptr(), 1, &mut hp), herald_result::HERALD_OK);
+        assert_eq!(
+            herald_publisher_new(hb, c"t".as_ptr(), 1, &mut hp),
+            herald_result::HERALD_OK
+        );
         assert_eq!(herald_filter_new(&mut hf), herald_result::HERALD_OK);
-        assert_eq!(herald_filter_add_topic(hf, c"t".as_ptr(), 1), herald_result::HERALD_OK);
-        assert_eq!(herald_subscriber_open(hb, hf, HERALD_START_NOW, 0, &mut hs), herald_result::HERALD_OK);
-        assert_eq!(herald_subscriber_open(hb, hf, HERALD_START_NOW, 0, &mut hs2), herald_result::HERALD_OK);
+        assert_eq!(
+            herald_filter_add_topic(hf, c"t".as_ptr(), 1),
+            herald_result::HERALD_OK
+        );
+        assert_eq!(
+            herald_subscriber_open(hb, hf, HERALD_START_NOW, 0, &mut hs),
+            herald_result::HERALD_OK
+        );
+        assert_eq!(
+            herald_subscriber_open(hb, hf, HERALD_START_NOW, 0, &mut hs2),
+            herald_result::HERALD_OK
+        );
     }
     let publish: unsafe extern "C" fn(
         *const herald_publisher,
@@ -159,10 +199,20 @@ fn in_process(b: &Broker, n: u64) {
         *const herald_publish_options,
         *mut herald_published,
     ) -> herald_result = black_box(herald_publisher_publish);
-    let poll: unsafe extern "C" fn(*const herald_subscriber, herald_poll_fn, *mut std::ffi::c_void, usize) -> i64 =
-        black_box(herald_subscriber_poll);
-    let next: unsafe extern "C" fn(*const herald_subscriber, *mut u8, usize, *mut usize, *mut herald_delivery, i32) -> herald_result =
-        black_box(herald_subscriber_next);
+    let poll: unsafe extern "C" fn(
+        *const herald_subscriber,
+        herald_poll_fn,
+        *mut std::ffi::c_void,
+        usize,
+    ) -> i64 = black_box(herald_subscriber_poll);
+    let next: unsafe extern "C" fn(
+        *const herald_subscriber,
+        *mut u8,
+        usize,
+        *mut usize,
+        *mut herald_delivery,
+        i32,
+    ) -> herald_result = black_box(herald_subscriber_next);
     let next_seq: unsafe extern "C" fn(*const herald_broker, *mut u64) -> herald_result =
         black_box(herald_broker_next_seq);
     unsafe extern "C" fn count(user: *mut std::ffi::c_void, d: *const herald_delivery) -> i32 {
@@ -181,13 +231,24 @@ fn in_process(b: &Broker, n: u64) {
             let t = Instant::now();
             if side == 0 {
                 for _ in 0..batch {
-                    rp.publish("e", black_box(&payload), PublishOptions::default()).expect("publish");
+                    rp.publish("e", black_box(&payload), PublishOptions::default())
+                        .expect("publish");
                 }
                 t_rust[0] += t.elapsed().as_nanos() as f64;
             } else {
                 for _ in 0..batch {
                     // SAFETY: live handle, valid buffers.
-                    let r = unsafe { publish(hp, c"e".as_ptr(), 1, payload.as_ptr(), 64, null(), null_mut()) };
+                    let r = unsafe {
+                        publish(
+                            hp,
+                            c"e".as_ptr(),
+                            1,
+                            payload.as_ptr(),
+                            64,
+                            null(),
+                            null_mut(),
+                        )
+                    };
                     assert_eq!(r, herald_result::HERALD_OK);
                 }
                 t_ffi[0] += t.elapsed().as_nanos() as f64;
@@ -223,8 +284,12 @@ fn in_process(b: &Broker, n: u64) {
                     let n = rs2
                         .try_next_with(|d| match d {
                             DeliveryRef::Event(e) => {
-                                let parts =
-                                    [e.payload, e.topic.as_bytes(), e.event_type.as_bytes(), e.correlation.as_bytes()];
+                                let parts = [
+                                    e.payload,
+                                    e.topic.as_bytes(),
+                                    e.event_type.as_bytes(),
+                                    e.correlation.as_bytes(),
+                                ];
                                 let mut at = 0;
                                 for part in parts {
                                     buf[at..at + part.len()].copy_from_slice(part);
@@ -243,7 +308,16 @@ fn in_process(b: &Broker, n: u64) {
                 let mut d = std::mem::MaybeUninit::<herald_delivery>::uninit();
                 for _ in 0..batch {
                     // SAFETY: live handle, valid buffer and out pointers.
-                    let r = unsafe { next(hs2, buf.as_mut_ptr(), buf.len(), &mut len, d.as_mut_ptr(), 0) };
+                    let r = unsafe {
+                        next(
+                            hs2,
+                            buf.as_mut_ptr(),
+                            buf.len(),
+                            &mut len,
+                            d.as_mut_ptr(),
+                            0,
+                        )
+                    };
                     assert_eq!(r, herald_result::HERALD_OK);
                 }
                 t_ffi[3] += t.elapsed().as_nanos() as f64;
@@ -270,7 +344,10 @@ fn in_process(b: &Broker, n: u64) {
     black_box(bytes);
     black_box(sink);
     let per = (batch * ROUNDS) as f64;
-    for (i, name) in ["publish", "receive_poll", "next_seq_call", "receive_next"].iter().enumerate() {
+    for (i, name) in ["publish", "receive_poll", "next_seq_call", "receive_next"]
+        .iter()
+        .enumerate()
+    {
         println!("inproc_rust_{name} {:.1}", t_rust[i] / per);
         println!("inproc_ffi_{name} {:.1}", t_ffi[i] / per);
     }

@@ -112,7 +112,10 @@ impl Handle for herald_broker {
 /// `data_dir` points to `data_dir_len` readable bytes; `out` must be NULL or
 /// writable.
 #[no_mangle]
-pub unsafe extern "C" fn herald_broker_open(config: *const herald_config, out: *mut *mut herald_broker) -> herald_result {
+pub unsafe extern "C" fn herald_broker_open(
+    config: *const herald_config,
+    out: *mut *mut herald_broker,
+) -> herald_result {
     ffi_entry!({
         if config.is_null() {
             return Err(fail(HERALD_E_NULL, "config is NULL"));
@@ -131,9 +134,16 @@ pub unsafe extern "C" fn herald_broker_open(config: *const herald_config, out: *
         bc.log.segment_size = c.segment_size;
         bc.log.durability = match c.durability {
             HERALD_DURABILITY_NEVER => Durability::Never,
-            HERALD_DURABILITY_INTERVAL => Durability::Interval(Duration::from_millis(u64::from(c.sync_interval_ms))),
+            HERALD_DURABILITY_INTERVAL => {
+                Durability::Interval(Duration::from_millis(u64::from(c.sync_interval_ms)))
+            }
             HERALD_DURABILITY_ALWAYS => Durability::Always,
-            other => return Err(fail(HERALD_E_INVALID_CONFIG, format_args!("unknown durability {other}"))),
+            other => {
+                return Err(fail(
+                    HERALD_E_INVALID_CONFIG,
+                    format_args!("unknown durability {other}"),
+                ))
+            }
         };
         let limit = |v: u64| (v != 0).then_some(v);
         bc.log.retention = Retention {
@@ -147,7 +157,16 @@ pub unsafe extern "C" fn herald_broker_open(config: *const herald_config, out: *
         let max_payload = bc.max_payload;
         let broker = Broker::open(bc)?;
         // SAFETY: checked by out_arg.
-        unsafe { write_out(out, into_raw(herald_broker { tag: herald_broker::TAG, broker, max_payload })) };
+        unsafe {
+            write_out(
+                out,
+                into_raw(herald_broker {
+                    tag: herald_broker::TAG,
+                    broker,
+                    max_payload,
+                }),
+            )
+        };
         Ok(())
     })
 }
@@ -196,7 +215,10 @@ pub unsafe extern "C" fn herald_broker_flush(broker: *const herald_broker) -> he
 /// # Safety
 /// `broker` must be NULL or a live broker handle; `out_seq` NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn herald_broker_next_seq(broker: *const herald_broker, out_seq: *mut u64) -> herald_result {
+pub unsafe extern "C" fn herald_broker_next_seq(
+    broker: *const herald_broker,
+    out_seq: *mut u64,
+) -> herald_result {
     ffi_entry!({
         // SAFETY: the caller guarantees NULL or a live handle.
         let b = unsafe { handle(broker) }?;
@@ -238,7 +260,10 @@ pub struct herald_metrics {
 /// # Safety
 /// `broker` must be NULL or a live broker handle; `out` NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn herald_broker_metrics(broker: *const herald_broker, out: *mut herald_metrics) -> herald_result {
+pub unsafe extern "C" fn herald_broker_metrics(
+    broker: *const herald_broker,
+    out: *mut herald_metrics,
+) -> herald_result {
     ffi_entry!({
         // SAFETY: the caller guarantees NULL or a live handle.
         let b = unsafe { handle(broker) }?;
@@ -362,7 +387,8 @@ pub unsafe extern "C" fn herald_broker_presence_join(
         let device = unsafe { str_arg(device, device_len, "device") }?;
         // SAFETY: as above.
         let metadata = unsafe { str_arg(metadata, metadata_len, "metadata") }?;
-        b.broker.presence_join(topic, client_id, user, device, metadata)?;
+        b.broker
+            .presence_join(topic, client_id, user, device, metadata)?;
         Ok(())
     })
 }
@@ -430,7 +456,10 @@ pub unsafe extern "C" fn herald_broker_presence_leave(
 /// # Safety
 /// `broker` NULL or live; `out_count` NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn herald_broker_presence_expire(broker: *const herald_broker, out_count: *mut usize) -> herald_result {
+pub unsafe extern "C" fn herald_broker_presence_expire(
+    broker: *const herald_broker,
+    out_count: *mut usize,
+) -> herald_result {
     ffi_entry!({
         // SAFETY: the caller guarantees NULL or a live handle.
         let b = unsafe { handle(broker) }?;
@@ -492,8 +521,11 @@ pub unsafe extern "C" fn herald_broker_presence_list(
                 json.extend_from_slice(s.metadata.as_bytes());
             }
             json.extend_from_slice(
-                format!(",\"connected_at_ns\":{},\"last_heartbeat_ns\":{}}}", s.connected_at_ns, s.last_heartbeat_ns)
-                    .as_bytes(),
+                format!(
+                    ",\"connected_at_ns\":{},\"last_heartbeat_ns\":{}}}",
+                    s.connected_at_ns, s.last_heartbeat_ns
+                )
+                .as_bytes(),
             );
         }
         json.push(b']');
@@ -502,7 +534,10 @@ pub unsafe extern "C" fn herald_broker_presence_list(
             unsafe { write_out(out_len, json.len()) };
             return Err(fail(
                 HERALD_E_BUFFER_TOO_SMALL,
-                format_args!("the presence list needs {} bytes, the buffer has {cap}", json.len()),
+                format_args!(
+                    "the presence list needs {} bytes, the buffer has {cap}",
+                    json.len()
+                ),
             ));
         }
         // SAFETY: buf is checked non-NULL by bytes_arg below when cap > 0.

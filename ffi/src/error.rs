@@ -130,7 +130,10 @@ pub(crate) fn record_panic(payload: Box<dyn Any + Send>) {
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_owned());
-    let _ = fail(HERALD_E_PANIC, format_args!("internal error (panic): {what}"));
+    let _ = fail(
+        HERALD_E_PANIC,
+        format_args!("internal error (panic): {what}"),
+    );
 }
 
 /// The one panic-catching wrapper of every entry point.
@@ -220,7 +223,9 @@ mod tests {
     fn last() -> String {
         // SAFETY: herald_last_error never returns NULL; the string is valid
         // until the next failure on this thread.
-        unsafe { CStr::from_ptr(herald_last_error()) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(herald_last_error()) }
+            .to_string_lossy()
+            .into_owned()
     }
 
     #[test]
@@ -245,14 +250,18 @@ mod tests {
         let rc = ffi_entry!({ Err(fail(HERALD_E_INVALID_TOPIC, "bad \0name")) });
         assert_eq!(rc, HERALD_E_INVALID_TOPIC);
         assert_eq!(last(), "bad name");
-        std::thread::spawn(|| assert_eq!(last(), "")).join().unwrap();
+        std::thread::spawn(|| assert_eq!(last(), ""))
+            .join()
+            .unwrap();
     }
 
     #[test]
     fn every_code_has_a_description_and_unknown_codes_are_named() {
         for code in 0..=HERALD_E_PANIC as i32 {
             // SAFETY: static NUL-terminated strings.
-            let s = unsafe { CStr::from_ptr(herald_strerror(code)) }.to_str().unwrap();
+            let s = unsafe { CStr::from_ptr(herald_strerror(code)) }
+                .to_str()
+                .unwrap();
             assert_ne!(s, "unknown result code", "code {code}");
         }
         // SAFETY: as above.

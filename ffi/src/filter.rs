@@ -60,7 +60,10 @@ impl herald_filter {
 pub unsafe extern "C" fn herald_filter_new(out: *mut *mut herald_filter) -> herald_result {
     ffi_entry!({
         let out = out_arg(out, "filter")?;
-        let f = herald_filter { tag: herald_filter::TAG, spec: Mutex::new(FilterSpec::default()) };
+        let f = herald_filter {
+            tag: herald_filter::TAG,
+            spec: Mutex::new(FilterSpec::default()),
+        };
         // SAFETY: checked by out_arg.
         unsafe { write_out(out, into_raw(f)) };
         Ok(())
@@ -102,7 +105,11 @@ pub unsafe extern "C" fn herald_filter_add_topic(
         // SAFETY: the caller guarantees pattern_len readable bytes.
         let pattern = unsafe { str_arg(pattern, pattern_len, "pattern") }?;
         TopicPattern::parse(pattern)?;
-        f.spec.lock().unwrap_or_else(|p| p.into_inner()).topics.push(pattern.to_owned());
+        f.spec
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .topics
+            .push(pattern.to_owned());
         Ok(())
     })
 }
@@ -124,11 +131,19 @@ pub unsafe extern "C" fn herald_filter_add_type(
         let t = unsafe { str_arg(event_type, event_type_len, "event_type") }?;
         let ok = !t.is_empty()
             && t.len() <= herald_core::broker::MAX_TYPE_LEN
-            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
         if !ok {
-            return Err(fail(HERALD_E_INVALID_EVENT_TYPE, format_args!("invalid event type {t:?}")));
+            return Err(fail(
+                HERALD_E_INVALID_EVENT_TYPE,
+                format_args!("invalid event type {t:?}"),
+            ));
         }
-        f.spec.lock().unwrap_or_else(|p| p.into_inner()).types.push(t.to_owned());
+        f.spec
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .types
+            .push(t.to_owned());
         Ok(())
     })
 }
@@ -138,11 +153,17 @@ pub unsafe extern "C" fn herald_filter_add_type(
 /// # Safety
 /// `filter` NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn herald_filter_exclude_origin(filter: *const herald_filter, origin: u64) -> herald_result {
+pub unsafe extern "C" fn herald_filter_exclude_origin(
+    filter: *const herald_filter,
+    origin: u64,
+) -> herald_result {
     ffi_entry!({
         // SAFETY: the caller guarantees NULL or a live handle.
         let f = unsafe { handle(filter) }?;
-        f.spec.lock().unwrap_or_else(|p| p.into_inner()).exclude_origin = Some(origin);
+        f.spec
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .exclude_origin = Some(origin);
         Ok(())
     })
 }

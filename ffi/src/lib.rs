@@ -60,13 +60,19 @@ pub(crate) unsafe fn handle<'a, T: Handle>(p: *const T) -> Result<&'a T, Fail> {
         return Err(fail(HERALD_E_NULL, "the handle argument is NULL"));
     }
     if !p.is_aligned() {
-        return Err(fail(HERALD_E_INVALID_HANDLE, "the handle argument is misaligned"));
+        return Err(fail(
+            HERALD_E_INVALID_HANDLE,
+            "the handle argument is misaligned",
+        ));
     }
     // SAFETY: non-NULL and aligned; the caller guarantees it points to a
     // handle this library made (the tag check rejects other handle types).
     let h = unsafe { &*p };
     if h.tag() != T::TAG {
-        return Err(fail(HERALD_E_INVALID_HANDLE, "the handle is of another type or was freed"));
+        return Err(fail(
+            HERALD_E_INVALID_HANDLE,
+            "the handle is of another type or was freed",
+        ));
     }
     Ok(h)
 }
@@ -82,15 +88,25 @@ pub(crate) fn into_raw<T>(value: T) -> *mut T {
 /// If `len > 0`, `ptr` must point to `len` readable bytes that stay valid
 /// and unmodified for `'a`.
 #[inline(always)]
-pub(crate) unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8], Fail> {
+pub(crate) unsafe fn bytes_arg<'a>(
+    ptr: *const u8,
+    len: usize,
+    what: &str,
+) -> Result<&'a [u8], Fail> {
     if len == 0 {
         return Ok(&[]);
     }
     if ptr.is_null() {
-        return Err(fail(HERALD_E_NULL, format_args!("{what} is NULL with length {len}")));
+        return Err(fail(
+            HERALD_E_NULL,
+            format_args!("{what} is NULL with length {len}"),
+        ));
     }
     if len > isize::MAX as usize {
-        return Err(fail(HERALD_E_INVALID_ARGUMENT, format_args!("{what}: length {len} is too large")));
+        return Err(fail(
+            HERALD_E_INVALID_ARGUMENT,
+            format_args!("{what}: length {len} is too large"),
+        ));
     }
     // SAFETY: non-NULL, len <= isize::MAX, and the caller guarantees `len`
     // readable bytes for 'a (u8 has no alignment requirement).
@@ -102,7 +118,11 @@ pub(crate) unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Re
 /// # Safety
 /// As [`bytes_arg`].
 #[inline(always)]
-pub(crate) unsafe fn str_arg<'a>(ptr: *const c_char, len: usize, what: &str) -> Result<&'a str, Fail> {
+pub(crate) unsafe fn str_arg<'a>(
+    ptr: *const c_char,
+    len: usize,
+    what: &str,
+) -> Result<&'a str, Fail> {
     // SAFETY: forwarded from the caller.
     let bytes = unsafe { bytes_arg(ptr.cast(), len, what) }?;
     if bytes.is_ascii() {
@@ -110,17 +130,28 @@ pub(crate) unsafe fn str_arg<'a>(ptr: *const c_char, len: usize, what: &str) -> 
         // skips the general decoder on the publish path.)
         return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
     }
-    std::str::from_utf8(bytes).map_err(|e| fail(HERALD_E_INVALID_UTF8, format_args!("{what} is not UTF-8: {e}")))
+    std::str::from_utf8(bytes).map_err(|e| {
+        fail(
+            HERALD_E_INVALID_UTF8,
+            format_args!("{what} is not UTF-8: {e}"),
+        )
+    })
 }
 
 /// Checks an output pointer for NULL and alignment.
 #[inline(always)]
 pub(crate) fn out_arg<T>(p: *mut T, what: &str) -> Result<*mut T, Fail> {
     if p.is_null() {
-        return Err(fail(HERALD_E_NULL, format_args!("the output {what} is NULL")));
+        return Err(fail(
+            HERALD_E_NULL,
+            format_args!("the output {what} is NULL"),
+        ));
     }
     if !p.is_aligned() {
-        return Err(fail(HERALD_E_INVALID_ARGUMENT, format_args!("the output {what} is misaligned")));
+        return Err(fail(
+            HERALD_E_INVALID_ARGUMENT,
+            format_args!("the output {what} is misaligned"),
+        ));
     }
     Ok(p)
 }

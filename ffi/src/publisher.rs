@@ -136,7 +136,10 @@ unsafe fn options<'a>(options: *const herald_publish_options) -> Result<PublishO
         // SAFETY: the caller guarantees correlation_len readable bytes.
         Some(unsafe { str_arg(o.correlation, o.correlation_len, "options.correlation") }?)
     };
-    Ok(PublishOptions { origin: o.origin, correlation })
+    Ok(PublishOptions {
+        origin: o.origin,
+        correlation,
+    })
 }
 
 /// Publishes one event, copying `payload`. `options` may be NULL;
@@ -165,11 +168,23 @@ pub unsafe extern "C" fn herald_publisher_publish(
         let payload = unsafe { bytes_arg(payload, payload_len, "payload") }?;
         // SAFETY: forwarded from the caller.
         let opts = unsafe { self::options(options) }?;
-        let out = if out.is_null() { None } else { Some(out_arg(out, "published")?) };
+        let out = if out.is_null() {
+            None
+        } else {
+            Some(out_arg(out, "published")?)
+        };
         let published = p.publisher.publish(event_type, payload, opts)?;
         if let Some(out) = out {
             // SAFETY: checked by out_arg.
-            unsafe { write_out(out, herald_published { seq: published.seq, topic_seq: published.topic_seq }) };
+            unsafe {
+                write_out(
+                    out,
+                    herald_published {
+                        seq: published.seq,
+                        topic_seq: published.topic_seq,
+                    },
+                )
+            };
         }
         Ok(())
     })
@@ -206,8 +221,14 @@ pub unsafe extern "C" fn herald_publisher_claim(
         }
         // Acquire: pairs with the Release stores that end a commit/abort, so
         // the previous owner's use of `scratch` happens before ours.
-        if p.state.compare_exchange(IDLE, BUSY, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            return Err(fail(HERALD_E_BUSY, "this publisher already has an outstanding claim"));
+        if p.state
+            .compare_exchange(IDLE, BUSY, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(fail(
+                HERALD_E_BUSY,
+                "this publisher already has an outstanding claim",
+            ));
         }
         // SAFETY: state BUSY, set by our CAS: no other thread touches scratch.
         let scratch = unsafe { &mut *p.scratch.get() };
@@ -245,10 +266,20 @@ pub unsafe extern "C" fn herald_publisher_commit(
         let event_type = unsafe { str_arg(event_type, event_type_len, "event_type") }?;
         // SAFETY: forwarded from the caller.
         let opts = unsafe { self::options(options) }?;
-        let out = if out.is_null() { None } else { Some(out_arg(out, "published")?) };
+        let out = if out.is_null() {
+            None
+        } else {
+            Some(out_arg(out, "published")?)
+        };
         // Acquire: pairs with the Release store at the end of claim.
-        if p.state.compare_exchange(CLAIMED, BUSY, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            return Err(fail(HERALD_E_NO_CLAIM, "commit without an outstanding claim"));
+        if p.state
+            .compare_exchange(CLAIMED, BUSY, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(fail(
+                HERALD_E_NO_CLAIM,
+                "commit without an outstanding claim",
+            ));
         }
         struct Release<'a>(&'a AtomicU8);
         impl Drop for Release<'_> {
@@ -263,13 +294,24 @@ pub unsafe extern "C" fn herald_publisher_commit(
         let Some(payload) = scratch.get(..len) else {
             return Err(fail(
                 HERALD_E_INVALID_ARGUMENT,
-                format_args!("commit of {len} bytes exceeds the claimed {}", scratch.len()),
+                format_args!(
+                    "commit of {len} bytes exceeds the claimed {}",
+                    scratch.len()
+                ),
             ));
         };
         let published = p.publisher.publish(event_type, payload, opts)?;
         if let Some(out) = out {
             // SAFETY: checked by out_arg.
-            unsafe { write_out(out, herald_published { seq: published.seq, topic_seq: published.topic_seq }) };
+            unsafe {
+                write_out(
+                    out,
+                    herald_published {
+                        seq: published.seq,
+                        topic_seq: published.topic_seq,
+                    },
+                )
+            };
         }
         Ok(())
     })
@@ -281,13 +323,21 @@ pub unsafe extern "C" fn herald_publisher_commit(
 /// # Safety
 /// `publisher` NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn herald_publisher_abort(publisher: *const herald_publisher) -> herald_result {
+pub unsafe extern "C" fn herald_publisher_abort(
+    publisher: *const herald_publisher,
+) -> herald_result {
     ffi_entry!({
         // SAFETY: the caller guarantees NULL or a live handle.
         let p = unsafe { handle(publisher) }?;
         // Release: pairs with the Acquire CAS of the next claim.
-        if p.state.compare_exchange(CLAIMED, IDLE, Ordering::Release, Ordering::Relaxed).is_err() {
-            return Err(fail(HERALD_E_NO_CLAIM, "abort without an outstanding claim"));
+        if p.state
+            .compare_exchange(CLAIMED, IDLE, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(fail(
+                HERALD_E_NO_CLAIM,
+                "abort without an outstanding claim",
+            ));
         }
         Ok(())
     })

@@ -83,7 +83,9 @@ pub struct herald_delivery {
 /// after this delivery. It must not unwind (no C++ exception, no longjmp).
 /// It may call into the library, except on the same subscriber
 /// (`HERALD_E_BUSY`).
-pub type herald_poll_fn = Option<unsafe extern "C" fn(user: *mut std::ffi::c_void, delivery: *const herald_delivery) -> i32>;
+pub type herald_poll_fn = Option<
+    unsafe extern "C" fn(user: *mut std::ffi::c_void, delivery: *const herald_delivery) -> i32,
+>;
 
 /// A subscription: reads the log until it catches up, then the live ring,
 /// falling back to the log by itself when lapped (lag never loses events;
@@ -149,7 +151,10 @@ unsafe fn enter<'a>(p: *const herald_subscriber) -> Result<Entered<'a>, Fail> {
     let sub = unsafe { handle(p) }?;
     // Acquire: pairs with the Release store in `Entered::drop`.
     if sub.busy.swap(true, Ordering::Acquire) {
-        return Err(fail(HERALD_E_BUSY, "another call is inside this subscriber"));
+        return Err(fail(
+            HERALD_E_BUSY,
+            "another call is inside this subscriber",
+        ));
     }
     Ok(Entered { sub })
 }
@@ -161,7 +166,12 @@ fn start_at(kind: u32, value: u64) -> Result<StartAt, Fail> {
         HERALD_START_TOPIC_SEQ => StartAt::TopicSeq(value),
         HERALD_START_TIME => StartAt::Time(value),
         HERALD_START_LAST_N => StartAt::LastN(value),
-        other => return Err(fail(HERALD_E_INVALID_ARGUMENT, format_args!("unknown start kind {other}"))),
+        other => {
+            return Err(fail(
+                HERALD_E_INVALID_ARGUMENT,
+                format_args!("unknown start kind {other}"),
+            ))
+        }
     })
 }
 
@@ -169,7 +179,12 @@ fn new_handle(sub: Subscription, broker: Broker) -> *mut herald_subscriber {
     into_raw(herald_subscriber {
         tag: herald_subscriber::TAG,
         busy: AtomicBool::new(false),
-        state: UnsafeCell::new(SubState { sub, broker, doorbell: None, pending: None }),
+        state: UnsafeCell::new(SubState {
+            sub,
+            broker,
+            doorbell: None,
+            pending: None,
+        }),
     })
 }
 
@@ -384,7 +399,11 @@ pub unsafe extern "C" fn herald_subscriber_poll(
 
 /// Copies `d` into `buf` (payload, topic, type, correlation) and describes
 /// it; `Err(needed)` if it does not fit.
-fn copy_into(d: &DeliveryRef<'_>, buf: *mut u8, cap: usize) -> Result<(herald_delivery, usize), usize> {
+fn copy_into(
+    d: &DeliveryRef<'_>,
+    buf: *mut u8,
+    cap: usize,
+) -> Result<(herald_delivery, usize), usize> {
     let mut view = borrowed(d);
     let parts: [(*const u8, usize); 4] = [
         (view.payload, view.payload_len),
@@ -444,7 +463,11 @@ fn wait(st: &mut SubState, deadline: Option<Instant>) -> Result<bool, Fail> {
                 left.as_millis().clamp(1, i32::MAX as u128) as i32
             }
         };
-        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd on our stack; fd is the doorbell's
         // eventfd, open while `bell` lives.
         let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
@@ -493,7 +516,8 @@ pub unsafe extern "C" fn herald_subscriber_next(
         }
         let st = entered.state();
         let mut last_try = false;
-        let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        let deadline =
+            (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
         loop {
             let SubState { sub, pending, .. } = &mut *st;
             // On success both outputs are written right here (no large value
@@ -541,7 +565,10 @@ pub unsafe extern "C" fn herald_subscriber_next(
                 None => {}
             }
             if timeout_ms == 0 || last_try {
-                return Err(fail(HERALD_E_TIMEOUT, format_args!("no delivery within {timeout_ms} ms")));
+                return Err(fail(
+                    HERALD_E_TIMEOUT,
+                    format_args!("no delivery within {timeout_ms} ms"),
+                ));
             }
             if !wait(st, if timeout_ms < 0 { None } else { deadline })? {
                 // The deadline passed: one last look, then give up.
@@ -566,7 +593,17 @@ fn write_record(d: &DeliveryRef<'_>, buf: *mut u8, cap: usize, at: usize) -> Res
     let mut h = [0u8; HERALD_RECORD_HEADER];
     h[0..4].copy_from_slice(&v.kind.to_le_bytes());
     h[4..8].copy_from_slice(&(len as u32).to_le_bytes());
-    for (i, x) in [v.seq, v.topic_seq, v.timestamp_ns, v.origin, v.gap_from, v.gap_to].into_iter().enumerate() {
+    for (i, x) in [
+        v.seq,
+        v.topic_seq,
+        v.timestamp_ns,
+        v.origin,
+        v.gap_from,
+        v.gap_to,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         h[8 + 8 * i..16 + 8 * i].copy_from_slice(&x.to_le_bytes());
     }
     h[56..60].copy_from_slice(&(v.payload_len as u32).to_le_bytes());
@@ -645,7 +682,8 @@ pub unsafe extern "C" fn herald_subscriber_read(
             return Err(fail(HERALD_E_INVALID_ARGUMENT, "limit is 0"));
         }
         let st = entered.state();
-        let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        let deadline =
+            (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
         let mut last_try = false;
         loop {
             let SubState { sub, pending, .. } = &mut *st;
@@ -702,7 +740,10 @@ pub unsafe extern "C" fn herald_subscriber_read(
                 ));
             }
             if timeout_ms == 0 || last_try {
-                return Err(fail(HERALD_E_TIMEOUT, format_args!("no delivery within {timeout_ms} ms")));
+                return Err(fail(
+                    HERALD_E_TIMEOUT,
+                    format_args!("no delivery within {timeout_ms} ms"),
+                ));
             }
             if !wait(st, if timeout_ms < 0 { None } else { deadline })? {
                 last_try = true;
@@ -721,7 +762,10 @@ pub unsafe extern "C" fn herald_subscriber_read(
 /// # Safety
 /// `subscriber` NULL or live; `out_fd` NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn herald_subscriber_fd(subscriber: *const herald_subscriber, out_fd: *mut i32) -> herald_result {
+pub unsafe extern "C" fn herald_subscriber_fd(
+    subscriber: *const herald_subscriber,
+    out_fd: *mut i32,
+) -> herald_result {
     ffi_entry!({
         // SAFETY: the caller guarantees NULL or a live handle.
         let mut entered = unsafe { enter(subscriber) }?;
@@ -745,7 +789,10 @@ pub unsafe extern "C" fn herald_subscriber_fd(subscriber: *const herald_subscrib
 /// # Safety
 /// `subscriber` NULL or live; `out_may_sleep` NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn herald_subscriber_arm(subscriber: *const herald_subscriber, out_may_sleep: *mut bool) -> herald_result {
+pub unsafe extern "C" fn herald_subscriber_arm(
+    subscriber: *const herald_subscriber,
+    out_may_sleep: *mut bool,
+) -> herald_result {
     ffi_entry!({
         // SAFETY: the caller guarantees NULL or a live handle.
         let mut entered = unsafe { enter(subscriber) }?;
@@ -783,8 +830,13 @@ pub unsafe extern "C" fn herald_subscriber_wait(
     ffi_entry!({
         // SAFETY: the caller guarantees NULL or a live handle.
         let mut entered = unsafe { enter(subscriber) }?;
-        let out = if out_ready.is_null() { None } else { Some(out_arg(out_ready, "out_ready")?) };
-        let deadline = (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        let out = if out_ready.is_null() {
+            None
+        } else {
+            Some(out_arg(out_ready, "out_ready")?)
+        };
+        let deadline =
+            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
         let ready = wait(entered.state(), deadline)?;
         if let Some(out) = out {
             // SAFETY: checked by out_arg.
@@ -812,7 +864,11 @@ pub unsafe extern "C" fn herald_subscriber_lag(
         // SAFETY: the caller guarantees NULL or a live handle.
         let mut entered = unsafe { enter(subscriber) }?;
         let behind = out_arg(out_behind, "out_behind")?;
-        let live = if out_live.is_null() { None } else { Some(out_arg(out_live, "out_live")?) };
+        let live = if out_live.is_null() {
+            None
+        } else {
+            Some(out_arg(out_live, "out_live")?)
+        };
         let st = entered.state();
         let lag = st.broker.next_seq().saturating_sub(st.sub.next_seq());
         // SAFETY: checked by out_arg.
@@ -832,7 +888,10 @@ pub unsafe extern "C" fn herald_subscriber_lag(
 /// # Safety
 /// `subscriber` NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn herald_subscriber_ack(subscriber: *const herald_subscriber, seq: u64) -> herald_result {
+pub unsafe extern "C" fn herald_subscriber_ack(
+    subscriber: *const herald_subscriber,
+    seq: u64,
+) -> herald_result {
     ffi_entry!({
         // SAFETY: the caller guarantees NULL or a live handle.
         let mut entered = unsafe { enter(subscriber) }?;
@@ -847,7 +906,10 @@ pub unsafe extern "C" fn herald_subscriber_ack(subscriber: *const herald_subscri
 /// # Safety
 /// `subscriber` NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn herald_subscriber_ack_up_to(subscriber: *const herald_subscriber, seq: u64) -> herald_result {
+pub unsafe extern "C" fn herald_subscriber_ack_up_to(
+    subscriber: *const herald_subscriber,
+    seq: u64,
+) -> herald_result {
     ffi_entry!({
         // SAFETY: the caller guarantees NULL or a live handle.
         let mut entered = unsafe { enter(subscriber) }?;

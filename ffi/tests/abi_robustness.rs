@@ -23,7 +23,9 @@ impl Rng {
     fn bytes(&mut self) -> Vec<u8> {
         let len = (self.next() % 40) as usize;
         let alphabet = b"ab.*>$_- \xff\x00\xc3\xa9Z9";
-        (0..len).map(|_| alphabet[(self.next() % alphabet.len() as u64) as usize]).collect()
+        (0..len)
+            .map(|_| alphabet[(self.next() % alphabet.len() as u64) as usize])
+            .collect()
     }
 }
 
@@ -61,29 +63,62 @@ fn null_and_wrong_type_handles_return_codes() {
         let mut seq = 0u64;
         assert_eq!(herald_broker_next_seq(null(), &mut seq), HERALD_E_NULL);
         assert_eq!(herald_broker_next_seq(b, null_mut()), HERALD_E_NULL);
-        assert_eq!(herald_broker_next_seq(f.cast(), &mut seq), HERALD_E_INVALID_HANDLE);
-        assert_eq!(herald_filter_add_topic(b.cast(), c"a".as_ptr(), 1), HERALD_E_INVALID_HANDLE);
+        assert_eq!(
+            herald_broker_next_seq(f.cast(), &mut seq),
+            HERALD_E_INVALID_HANDLE
+        );
+        assert_eq!(
+            herald_filter_add_topic(b.cast(), c"a".as_ptr(), 1),
+            HERALD_E_INVALID_HANDLE
+        );
         let mut p = null_mut();
         assert_eq!(herald_publisher_new(b, null(), 5, &mut p), HERALD_E_NULL);
-        assert_eq!(herald_publisher_new(b, c"a".as_ptr(), 1, null_mut()), HERALD_E_NULL);
+        assert_eq!(
+            herald_publisher_new(b, c"a".as_ptr(), 1, null_mut()),
+            HERALD_E_NULL
+        );
         assert!(p.is_null());
-        assert_eq!(herald_publisher_publish(null(), null(), 0, null(), 0, null(), null_mut()), HERALD_E_NULL);
+        assert_eq!(
+            herald_publisher_publish(null(), null(), 0, null(), 0, null(), null_mut()),
+            HERALD_E_NULL
+        );
         assert_eq!(herald_publisher_claim(null(), 1, null_mut()), HERALD_E_NULL);
-        assert_eq!(herald_publisher_commit(null(), null(), 0, 0, null(), null_mut()), HERALD_E_NULL);
+        assert_eq!(
+            herald_publisher_commit(null(), null(), 0, 0, null(), null_mut()),
+            HERALD_E_NULL
+        );
         assert_eq!(herald_publisher_abort(null()), HERALD_E_NULL);
         let mut s = null_mut();
-        assert_eq!(herald_subscriber_open(b, null(), 0, 0, &mut s), HERALD_E_NULL);
-        assert_eq!(herald_subscriber_open(null(), f, 0, 0, &mut s), HERALD_E_NULL);
-        assert_eq!(herald_subscriber_poll(null(), None, null_mut(), 1), -(HERALD_E_NULL as i64));
+        assert_eq!(
+            herald_subscriber_open(b, null(), 0, 0, &mut s),
+            HERALD_E_NULL
+        );
+        assert_eq!(
+            herald_subscriber_open(null(), f, 0, 0, &mut s),
+            HERALD_E_NULL
+        );
+        assert_eq!(
+            herald_subscriber_poll(null(), None, null_mut(), 1),
+            -(HERALD_E_NULL as i64)
+        );
         let (mut len, mut count, mut ready, mut fd) = (0usize, 0usize, false, 0i32);
-        assert_eq!(herald_subscriber_read(null(), null_mut(), 0, 1, &mut len, &mut count, 0), HERALD_E_NULL);
+        assert_eq!(
+            herald_subscriber_read(null(), null_mut(), 0, 1, &mut len, &mut count, 0),
+            HERALD_E_NULL
+        );
         assert_eq!(herald_subscriber_wait(null(), 0, &mut ready), HERALD_E_NULL);
         assert_eq!(herald_subscriber_arm(null(), &mut ready), HERALD_E_NULL);
         assert_eq!(herald_subscriber_fd(null(), &mut fd), HERALD_E_NULL);
         assert_eq!(herald_subscriber_ack(null(), 1), HERALD_E_NULL);
-        assert_eq!(herald_subscriber_lag(null(), null_mut(), null_mut()), HERALD_E_NULL);
+        assert_eq!(
+            herald_subscriber_lag(null(), null_mut(), null_mut()),
+            HERALD_E_NULL
+        );
         assert_eq!(herald_broker_metrics(null(), null_mut()), HERALD_E_NULL);
-        assert_eq!(herald_broker_presence_list(b, null(), 0, null_mut(), 0, null_mut(), null_mut()), HERALD_E_NULL);
+        assert_eq!(
+            herald_broker_presence_list(b, null(), 0, null_mut(), 0, null_mut(), null_mut()),
+            HERALD_E_NULL
+        );
         assert_eq!(herald_config_init(null_mut()), HERALD_E_NULL);
         assert_eq!(herald_broker_open(null(), null_mut()), HERALD_E_NULL);
         herald_filter_free(f);
@@ -101,7 +136,10 @@ fn random_strings_never_crash_and_return_known_codes() {
     // SAFETY: live handles and valid locals throughout; every string is a
     // live Vec with its true length.
     unsafe {
-        assert_eq!(herald_publisher_new(b, c"fuzz".as_ptr(), 4, &mut p), HERALD_OK);
+        assert_eq!(
+            herald_publisher_new(b, c"fuzz".as_ptr(), 4, &mut p),
+            HERALD_OK
+        );
         assert_eq!(herald_filter_new(&mut f), HERALD_OK);
         assert_eq!(herald_filter_add_topic(f, c"fuzz".as_ptr(), 4), HERALD_OK);
         for _ in 0..5_000 {
@@ -111,8 +149,13 @@ fn random_strings_never_crash_and_return_known_codes() {
             let r = herald_publisher_new(b, s(&a), a.len(), &mut q);
             assert!(KNOWN.contains(&(r as i32)));
             herald_publisher_free(q);
-            let opts = herald_publish_options { origin: rng.next(), correlation: s(&c), correlation_len: c.len() };
-            let r = herald_publisher_publish(p, s(&d), d.len(), a.as_ptr(), a.len(), &opts, null_mut());
+            let opts = herald_publish_options {
+                origin: rng.next(),
+                correlation: s(&c),
+                correlation_len: c.len(),
+            };
+            let r =
+                herald_publisher_publish(p, s(&d), d.len(), a.as_ptr(), a.len(), &opts, null_mut());
             assert!(KNOWN.contains(&(r as i32)));
             let r = herald_filter_add_type(f, s(&a), a.len());
             assert!(KNOWN.contains(&(r as i32)));
@@ -129,10 +172,23 @@ fn random_strings_never_crash_and_return_known_codes() {
             assert!(KNOWN.contains(&(r as i32)));
             herald_subscriber_free(sub);
             herald_filter_free(g);
-            let r = herald_broker_presence_join(b, s(&a), a.len(), s(&c), c.len(), s(&d), d.len(), s(&a), a.len(), s(&c), c.len());
+            let r = herald_broker_presence_join(
+                b,
+                s(&a),
+                a.len(),
+                s(&c),
+                c.len(),
+                s(&d),
+                d.len(),
+                s(&a),
+                a.len(),
+                s(&c),
+                c.len(),
+            );
             assert!(KNOWN.contains(&(r as i32)));
             let mut len = 0;
-            let r = herald_broker_presence_list(b, s(&a), a.len(), null_mut(), 0, &mut len, null_mut());
+            let r =
+                herald_broker_presence_list(b, s(&a), a.len(), null_mut(), 0, &mut len, null_mut());
             assert!(KNOWN.contains(&(r as i32)));
             let mut cp = 0;
             let r = herald_broker_consumer_checkpoint(b, s(&d), d.len(), &mut cp);
@@ -153,7 +209,10 @@ fn concurrent_calls_on_one_subscriber_are_refused_not_raced() {
     unsafe {
         assert_eq!(herald_filter_new(&mut f), HERALD_OK);
         assert_eq!(herald_filter_add_topic(f, c"c".as_ptr(), 1), HERALD_OK);
-        assert_eq!(herald_subscriber_open(b, f, HERALD_START_NOW, 0, &mut s), HERALD_OK);
+        assert_eq!(
+            herald_subscriber_open(b, f, HERALD_START_NOW, 0, &mut s),
+            HERALD_OK
+        );
     }
     let addr = s as usize;
     // One thread blocks in `wait`; the other's calls meet HERALD_E_BUSY.

@@ -29,15 +29,32 @@ fn header_version_macros_match_cargo_toml() {
     let header = GENERATED;
     let macro_value = |name: &str| -> String {
         let prefix = format!("#define {name} ");
-        let line = header.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("{name} missing"));
+        let line = header
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("{name} missing"));
         line[prefix.len()..].trim().trim_matches('"').to_owned()
     };
-    assert_eq!(macro_value("HERALD_VERSION_MAJOR"), env!("CARGO_PKG_VERSION_MAJOR"));
-    assert_eq!(macro_value("HERALD_VERSION_MINOR"), env!("CARGO_PKG_VERSION_MINOR"));
-    assert_eq!(macro_value("HERALD_VERSION_PATCH"), env!("CARGO_PKG_VERSION_PATCH"));
-    assert_eq!(macro_value("HERALD_VERSION_STRING"), env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        macro_value("HERALD_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MAJOR")
+    );
+    assert_eq!(
+        macro_value("HERALD_VERSION_MINOR"),
+        env!("CARGO_PKG_VERSION_MINOR")
+    );
+    assert_eq!(
+        macro_value("HERALD_VERSION_PATCH"),
+        env!("CARGO_PKG_VERSION_PATCH")
+    );
+    assert_eq!(
+        macro_value("HERALD_VERSION_STRING"),
+        env!("CARGO_PKG_VERSION")
+    );
     // The manifest itself, not just cargo's view of it.
-    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml")).unwrap();
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+            .unwrap();
     assert!(manifest.contains(&format!("version = \"{}\"", env!("CARGO_PKG_VERSION"))));
 }
 
