@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::Request;
 
+const PRESENCE: &str = "$presence.";
+
 /// Keys the server accepts tokens signed with.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
@@ -74,11 +76,13 @@ impl Grants {
         Grants { tenant: None, publish: Vec::new(), subscribe: Vec::new() }
     }
 
-    /// The broker's name for a client's topic or pattern.
+    /// The broker's name for a client's topic or pattern. Presence topics
+    /// (`$presence.<topic>`) keep their system prefix in front.
     pub(crate) fn internal(&self, name: &str) -> String {
-        match &self.tenant {
-            Some(t) => format!("{t}.{name}"),
-            None => name.to_owned(),
+        match (&self.tenant, name.strip_prefix(PRESENCE)) {
+            (Some(t), Some(rest)) => format!("{PRESENCE}{t}.{rest}"),
+            (Some(t), None) => format!("{t}.{name}"),
+            (None, _) => name.to_owned(),
         }
     }
 
@@ -96,9 +100,10 @@ impl Grants {
     }
 
     /// A subscription pattern is allowed if some grant covers every topic
-    /// it can match.
+    /// it can match. A topic's presence events go with the topic.
     pub(crate) fn check_subscribe(&self, pattern: &str) -> Result<(), Denied> {
-        if self.tenant.is_none() || self.subscribe.iter().any(|g| covers(g.as_str(), pattern)) {
+        let underlying = pattern.strip_prefix(PRESENCE).unwrap_or(pattern);
+        if self.tenant.is_none() || self.subscribe.iter().any(|g| covers(g.as_str(), underlying)) {
             Ok(())
         } else {
             Err(Denied::Forbidden(format!("the token may not subscribe to {pattern:?}")))

@@ -11,11 +11,21 @@ pub(crate) fn payload_json(payload: &[u8]) -> Value {
 }
 
 /// An event as the JSON object of the protocol (`docs/PROTOCOL.md`).
+/// The client's name for a broker topic: without the tenant prefix
+/// (`prefix_len` bytes), which presence topics carry after `$presence.`.
+pub(crate) fn external_topic(topic: &str, prefix_len: usize) -> String {
+    const PRESENCE: &str = "$presence.";
+    match topic.strip_prefix(PRESENCE) {
+        Some(rest) if prefix_len > 0 => format!("{PRESENCE}{}", rest.get(prefix_len..).unwrap_or(rest)),
+        _ => topic.get(prefix_len..).unwrap_or(topic).to_owned(),
+    }
+}
+
 /// `prefix_len`: bytes of tenant prefix to strip from the topic name.
 pub(crate) fn event_json(e: &EventRef<'_>, prefix_len: usize) -> Value {
     let mut v = json!({
         "seq": e.seq,
-        "topic": e.topic.get(prefix_len..).unwrap_or(&**e.topic),
+        "topic": external_topic(e.topic, prefix_len),
         "topic_seq": e.topic_seq,
         "type": e.event_type,
         "timestamp_ns": e.timestamp_ns,
@@ -34,7 +44,7 @@ pub(crate) fn event_json(e: &EventRef<'_>, prefix_len: usize) -> Value {
 pub(crate) fn gap_json(g: &Gap, prefix_len: usize) -> Value {
     let mut v = json!({ "gap": { "from": g.from, "to": g.to } });
     if let Some(topic) = &g.topic {
-        v["gap"]["topic"] = json!(topic.get(prefix_len..).unwrap_or(&**topic));
+        v["gap"]["topic"] = json!(external_topic(topic, prefix_len));
     }
     v
 }

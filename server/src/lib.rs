@@ -5,8 +5,9 @@
 //! (publish, poll with long-poll, SSE with `Last-Event-ID`), `GET /v1/events`
 //! (multi-topic and pattern SSE or poll), `POST /v1/consumers/{name}/ack`,
 //! `GET /metrics`, `/healthz`, `/readyz`, WebSocket at `/v1/ws`, JWT bearer
-//! tokens with tenant-scoped topics. Not yet: presence endpoints, TOML
-//! configuration, per-IP connection limits.
+//! tokens with tenant-scoped topics, presence (`GET /v1/topics/{topic}/presence`,
+//! `POST /v1/presence/heartbeat|leave`). Not yet: TOML configuration, per-IP
+//! connection limits, `herald pub|sub`.
 
 mod auth;
 mod encode;
@@ -125,7 +126,7 @@ impl Server {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), Token(0))?);
             let (tx, rx) = mpsc::channel();
-            let worker = worker::Worker::new(poll, broker.clone(), rx, shutdown.clone(), config.clone(), auth.clone())?;
+            let worker = worker::Worker::new(poll, broker.clone(), rx, shutdown.clone(), config.clone(), auth.clone(), i == 0)?;
             threads.push(std::thread::Builder::new().name(format!("herald-worker-{i}")).spawn(move || worker.run())?);
             wakers.push(waker);
             senders.push(tx);

@@ -105,7 +105,29 @@ pub(crate) fn route(broker: &Broker, req: &Request, grants: &Grants) -> Action {
             events(req, Filter::patterns(&refs), false, grants.prefix_len())
         }
         ("POST", ["v1", "consumers", name, "ack"]) => ack(broker, &grants.internal(name), req),
-        (_, ["healthz" | "readyz" | "metrics"]) | (_, ["v1", "topics", _, "events"]) | (_, ["v1", "events"]) => {
+        ("GET", ["v1", "topics", topic, "presence"]) => {
+            let internal = grants.internal(topic);
+            if let Err(d) = grants.check_subscribe(&internal) {
+                return Action::Respond(denied(&d, ka));
+            }
+            let present: Vec<Value> = broker
+                .presence(&internal)
+                .into_iter()
+                .map(|s| {
+                    json!({
+                        "client_id": s.client_id, "user": s.user, "device": s.device,
+                        "metadata": if s.metadata.is_empty() { Value::Null } else { serde_json::from_str(&s.metadata).unwrap_or(Value::Null) },
+                        "connected_at_ns": s.connected_at_ns, "last_heartbeat_ns": s.last_heartbeat_ns,
+                    })
+                })
+                .collect();
+            Action::Respond(json_ok(&json!({ "topic": topic, "present": present }), ka))
+        }
+        ("POST", ["v1", "presence", op @ ("heartbeat" | "leave")]) => presence(broker, op, req, grants),
+        (_, ["healthz" | "readyz" | "metrics"])
+        | (_, ["v1", "topics", _, "events" | "presence"])
+        | (_, ["v1", "events"])
+        | (_, ["v1", "presence", "heartbeat" | "leave"]) => {
             Action::Respond(error_response(405, "Method Not Allowed", "method not allowed", ka))
         }
         _ => Action::Respond(error_response(404, "Not Found", "no such endpoint", ka)),
@@ -237,6 +259,36 @@ pub(crate) fn poll_body(deliveries: &[Delivery], topic_ids: bool, after: u64, pr
         })
         .collect();
     json!({ "events": items, "next_after": next_after }).to_string().into_bytes()
+}
+
+/// `POST /v1/presence/heartbeat` (joins if new) and `/v1/presence/leave`.
+fn presence(broker: &Broker, op: &str, req: &Request, grants: &Grants) -> Action {
+    let ka = req.keep_alive;
+    let body: Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(e) => return bad(&format!("body is not JSON: {e}"), ka),
+    };
+    let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("");
+    let (topic, client_id) = (field("topic"), field("client_id"));
+    if topic.is_empty() || client_id.is_empty() {
+        return bad("body needs string 'topic' and 'client_id'", ka);
+    }
+    let internal = grants.internal(topic);
+    if let Err(d) = grants.check_subscribe(&internal) {
+        return Action::Respond(denied(&d, ka));
+    }
+    let result = if op == "leave" {
+        broker.presence_leave(&internal, client_id).map(|left| json!({ "left": left }))
+    } else if broker.presence_heartbeat(&internal, client_id).is_ok() {
+        Ok(json!({ "joined": false }))
+    } else {
+        let metadata = body.get("metadata").filter(|m| !m.is_null()).map(Value::to_string).unwrap_or_default();
+        broker.presence_join(&internal, client_id, field("user"), field("device"), &metadata).map(|()| json!({ "joined": true }))
+    };
+    match result {
+        Ok(v) => Action::Respond(json_ok(&v, ka)),
+        Err(e) => Action::Respond(broker_error(&e, ka)),
+    }
 }
 
 fn ack(broker: &Broker, name: &str, req: &Request) -> Action {

@@ -74,6 +74,9 @@ pub(crate) struct Worker {
     doorbell: Doorbell,
     config: Arc<ServerConfig>,
     auth: Arc<Authenticator>,
+    /// This worker expires presence sessions (one worker does).
+    expires_presence: bool,
+    next_presence_expiry: Instant,
 }
 
 impl Worker {
@@ -84,10 +87,23 @@ impl Worker {
         shutdown: Arc<AtomicBool>,
         config: Arc<ServerConfig>,
         auth: Arc<Authenticator>,
+        expires_presence: bool,
     ) -> io::Result<Worker> {
         let doorbell = broker.doorbell()?;
         poll.registry().register(&mut SourceFd(&doorbell.as_raw_fd()), DOORBELL, Interest::READABLE)?;
-        Ok(Worker { poll, conns: Vec::new(), free: Vec::new(), broker, incoming, shutdown, doorbell, config, auth })
+        Ok(Worker {
+            poll,
+            conns: Vec::new(),
+            free: Vec::new(),
+            broker,
+            incoming,
+            shutdown,
+            doorbell,
+            config,
+            auth,
+            expires_presence,
+            next_presence_expiry: Instant::now(),
+        })
     }
 
     pub(crate) fn run(mut self) {
@@ -284,6 +300,9 @@ impl Worker {
                         }
                         Err(e) => {
                             conn.output.extend_from_slice(&error_response(400, "Bad Request", &e.to_string(), keep_alive));
+                            if !keep_alive {
+                                conn.close_when_flushed = true;
+                            }
                         }
                     }
                 }
@@ -382,9 +401,16 @@ impl Worker {
         busy
     }
 
-    /// Keep-alive comments, long-poll deadlines, and idle or slow requests.
+    /// Keep-alive comments, long-poll deadlines, idle or slow requests, and
+    /// (on the first worker) presence expiry.
     fn timers(&mut self) {
         let now = Instant::now();
+        if self.expires_presence && now >= self.next_presence_expiry {
+            self.next_presence_expiry = now + Duration::from_secs(1);
+            if let Err(e) = self.broker.presence_expire() {
+                tracing::warn!("presence expiry failed: {e}");
+            }
+        }
         for index in 0..self.conns.len() {
             let Some(conn) = self.conns[index].as_mut() else { continue };
             let mut close = false;

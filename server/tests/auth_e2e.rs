@@ -113,3 +113,33 @@ proptest! {
         server.shutdown().unwrap();
     }
 }
+
+#[test]
+fn presence_is_tenant_scoped_and_published_as_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let acme = token("acme", &[], &["room.>"]);
+    let globex = token("globex", &[], &["room.>"]);
+    let hb = r#"{"topic":"room.1","client_id":"c1","user":"alice","device":"web","metadata":{"x":1}}"#;
+    let (status, body) = request(&server, "POST", "/v1/presence/heartbeat", Some(&acme), hb);
+    assert_eq!((status, &body["joined"]), (200, &Value::Bool(true)));
+    let (_, body) = request(&server, "POST", "/v1/presence/heartbeat", Some(&acme), hb);
+    assert_eq!(body["joined"], false);
+    let (_, mine) = request(&server, "GET", "/v1/topics/room.1/presence", Some(&acme), "");
+    assert_eq!(mine["present"][0]["client_id"], "c1");
+    assert_eq!(mine["present"][0]["metadata"]["x"], 1);
+    let (_, theirs) = request(&server, "GET", "/v1/topics/room.1/presence", Some(&globex), "");
+    assert_eq!(theirs["present"].as_array().unwrap().len(), 0, "another tenant sees nobody");
+    assert_eq!(request(&server, "GET", "/v1/topics/other/presence", Some(&acme), "").0, 403);
+    let (_, left) = request(&server, "POST", "/v1/presence/leave", Some(&acme), r#"{"topic":"room.1","client_id":"c1"}"#);
+    assert_eq!(left["left"], true);
+    // Join and leave were published on the tenant's presence topic.
+    let (status, page) = request(&server, "GET", "/v1/topics/$presence.room.1/events?after=0", Some(&acme), "");
+    assert_eq!(status, 200);
+    let types: Vec<&str> = page["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["presence.join", "presence.leave"]);
+    assert_eq!(page["events"][0]["topic"], "$presence.room.1");
+    let (_, theirs) = request(&server, "GET", "/v1/topics/$presence.room.1/events?after=0", Some(&globex), "");
+    assert_eq!(theirs["events"].as_array().unwrap().len(), 0);
+    server.shutdown().unwrap();
+}

@@ -156,9 +156,11 @@ impl Subscription {
         start: StartAt,
         consumer: Option<String>,
     ) -> Result<Subscription, BrokerError> {
+        // A single-topic subscription registers its topic, so that its topic
+        // sequences can be tracked before the first event (system topics
+        // included: only the broker publishes to them).
         let single = match filter.single_topic() {
-            Some(name) if !name.starts_with('$') => Some(inner.topics.get_or_create(name, false)?),
-            Some(name) => inner.topics.get(name),
+            Some(name) => Some(inner.topics.get_or_create(name, name.starts_with('$'))?),
             None => None,
         };
         let log = &inner.log;
