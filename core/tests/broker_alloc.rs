@@ -53,7 +53,7 @@ fn publish_and_live_delivery_allocate_at_most_for_index_growth() {
     let mut sub = broker.subscribe(Filter::topic("alloc.test").unwrap(), StartAt::Now).unwrap();
     let payload = [b'x'; 64];
     let mut sum = 0u64;
-    let mut read = |sub: &mut herald_core::Subscription, sum: &mut u64| {
+    let read = |sub: &mut herald_core::Subscription, sum: &mut u64| {
         sub.try_next_with(|d| {
             if let DeliveryRef::Event(e) = d {
                 *sum += e.seq + e.payload.len() as u64;
