@@ -246,9 +246,15 @@ impl Log {
             next_seq - 1
         };
         let shared_group = GroupCommit::new(durable);
-        // A directory without segments gets its first one.
+        // A directory without segments gets its first one (which
+        // `create_segment` prefaults); a recovered tail is prefaulted here.
         let tail = match segments.last() {
-            Some(t) => Arc::clone(t),
+            Some(t) => {
+                if config.prefault {
+                    prefault::spawn(t);
+                }
+                Arc::clone(t)
+            }
             None => {
                 let seg = create_segment(&dir, &config, next_seq)?;
                 segments.push(Arc::clone(&seg));
@@ -256,9 +262,6 @@ impl Log {
                 seg
             }
         };
-        if config.prefault {
-            prefault::spawn(&tail);
-        }
         let first_seq = segments.first().map_or(next_seq, |s| s.base_seq);
         let shared = Arc::new(Shared {
             dir,
