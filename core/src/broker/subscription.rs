@@ -28,7 +28,7 @@ use super::filter::Filter;
 use super::metrics::new_histogram;
 use super::topics::Topic;
 use super::{now_ns, BrokerError, Delivery, Inner};
-use crate::log::{LogReader, ReadItem, TopicReader};
+use crate::log::{LogReader, ReadItem, RecordView, TopicReader};
 use crate::ring::{self, RecvError};
 
 /// Where a subscription starts.
@@ -353,17 +353,7 @@ impl Subscription {
                             return Ok(Step::Again);
                         }
                         progress.event(inner, v.seq, v.topic_seq, v.timestamp_ns, false);
-                        let event = EventRef {
-                            seq: v.seq,
-                            topic: name,
-                            topic_seq: v.topic_seq,
-                            timestamp_ns: v.timestamp_ns,
-                            origin: v.origin,
-                            event_type: std::str::from_utf8(event_type).unwrap_or(""),
-                            correlation: std::str::from_utf8(correlation).unwrap_or(""),
-                            payload: v.payload,
-                        };
-                        Ok(deliver(f, DeliveryRef::Event(event)))
+                        Ok(deliver(f, DeliveryRef::Event(log_event(&v, name, event_type, correlation))))
                     }
                 }
             }
@@ -394,17 +384,7 @@ impl Subscription {
                             return Ok(Step::Again);
                         }
                         progress.event(inner, v.seq, v.topic_seq, v.timestamp_ns, false);
-                        let event = EventRef {
-                            seq: v.seq,
-                            topic: &topic.name,
-                            topic_seq: v.topic_seq,
-                            timestamp_ns: v.timestamp_ns,
-                            origin: v.origin,
-                            event_type: std::str::from_utf8(event_type).unwrap_or(""),
-                            correlation: std::str::from_utf8(correlation).unwrap_or(""),
-                            payload: v.payload,
-                        };
-                        Ok(deliver(f, DeliveryRef::Event(event)))
+                        Ok(deliver(f, DeliveryRef::Event(log_event(&v, &topic.name, event_type, correlation))))
                     }
                 }
             }
@@ -458,6 +438,20 @@ impl Subscription {
                 }
             }
         }
+    }
+}
+
+/// An event read from the log, its type field already split.
+fn log_event<'a>(v: &RecordView<'a>, topic: &'a Arc<str>, event_type: &'a [u8], correlation: &'a [u8]) -> EventRef<'a> {
+    EventRef {
+        seq: v.seq,
+        topic,
+        topic_seq: v.topic_seq,
+        timestamp_ns: v.timestamp_ns,
+        origin: v.origin,
+        event_type: std::str::from_utf8(event_type).unwrap_or(""),
+        correlation: std::str::from_utf8(correlation).unwrap_or(""),
+        payload: v.payload,
     }
 }
 
