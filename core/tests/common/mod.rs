@@ -1,2 +1,2 @@
 //! Helpers shared by integration tests.
-pub mod counting_alloc;
+pub(crate) mod counting_alloc;
