@@ -6,19 +6,20 @@
 //! (multi-topic and pattern SSE or poll), `POST /v1/consumers/{name}/ack`,
 //! `GET /metrics`, `/healthz`, `/readyz`, WebSocket at `/v1/ws`, JWT bearer
 //! tokens with tenant-scoped topics, presence (`GET /v1/topics/{topic}/presence`,
-//! `POST /v1/presence/heartbeat|leave`). Not yet: TOML configuration, per-IP
-//! connection limits, `herald pub|sub`.
+//! `POST /v1/presence/heartbeat|leave`), connection limits and the
+//! slow-client deadline. Not yet: TOML configuration, `herald pub|sub`.
 
 mod auth;
 mod encode;
 mod http;
+mod limits;
 mod metrics;
 mod routes;
 mod worker;
 mod ws;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
@@ -46,6 +47,14 @@ pub struct ServerConfig {
     pub max_body: usize,
     /// Unsent bytes per connection before it stops being fed (slow client).
     pub max_output: usize,
+    /// A client whose unsent output stays at the bound this long is closed
+    /// (SSE: it resumes with `Last-Event-ID`; WebSocket: close code 4008
+    /// whose reason names the last sequence delivered per subscription).
+    pub slow_client_deadline: Duration,
+    /// Most open connections; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Most open connections from one IP address.
+    pub max_connections_per_ip: usize,
     /// SSE keep-alive comment interval.
     pub keepalive: Duration,
     /// `retry:` sent to SSE clients, in milliseconds.
@@ -75,6 +84,9 @@ impl ServerConfig {
             max_head,
             max_body,
             max_output: 1 << 20,
+            slow_client_deadline: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
             keepalive: Duration::from_secs(15),
             sse_retry_ms: 2_000,
             header_timeout: Duration::from_secs(10),
@@ -120,13 +132,21 @@ impl Server {
         let mut listener = TcpListener::bind(config.listen)?;
         let addr = listener.local_addr()?;
         let mut wakers = Vec::new();
-        let mut senders: Vec<Sender<TcpStream>> = Vec::new();
+        let limits = Arc::new(limits::ConnLimits::new(config.max_connections, config.max_connections_per_ip));
+        let mut senders: Vec<Sender<(TcpStream, IpAddr, Option<&'static str>)>> = Vec::new();
+        let shared = worker::WorkerShared {
+            broker: broker.clone(),
+            shutdown: shutdown.clone(),
+            config: config.clone(),
+            auth: auth.clone(),
+            limits: limits.clone(),
+        };
         let mut threads = Vec::new();
         for i in 0..config.workers.max(1) {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), Token(0))?);
             let (tx, rx) = mpsc::channel();
-            let worker = worker::Worker::new(poll, broker.clone(), rx, shutdown.clone(), config.clone(), auth.clone(), i == 0)?;
+            let worker = worker::Worker::new(poll, rx, shared.clone(), i == 0)?;
             threads.push(std::thread::Builder::new().name(format!("herald-worker-{i}")).spawn(move || worker.run())?);
             wakers.push(waker);
             senders.push(tx);
@@ -138,7 +158,7 @@ impl Server {
             let (shutdown, wakers) = (shutdown.clone(), wakers.clone());
             std::thread::Builder::new()
                 .name("herald-acceptor".into())
-                .spawn(move || accept_loop(poll, listener, senders, wakers, shutdown))?
+                .spawn(move || accept_loop(poll, listener, senders, wakers, shutdown, limits))?
         };
         threads.push(acceptor);
         wakers.push(stop);
@@ -176,9 +196,10 @@ impl Server {
 fn accept_loop(
     mut poll: Poll,
     listener: TcpListener,
-    senders: Vec<Sender<TcpStream>>,
+    senders: Vec<Sender<(TcpStream, IpAddr, Option<&'static str>)>>,
     wakers: Vec<Arc<Waker>>,
     shutdown: Arc<AtomicBool>,
+    limits: Arc<limits::ConnLimits>,
 ) {
     let mut events = Events::with_capacity(64);
     let mut next = 0usize;
@@ -195,12 +216,18 @@ fn accept_loop(
         }
         loop {
             match listener.accept() {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
+                    // A refused connection still goes to a worker, which reads
+                    // its request and answers 503 (closing at once would reset
+                    // it before the client reads the answer).
+                    let refused = limits.admit(peer.ip()).err();
                     let _ = stream.set_nodelay(true);
                     let i = next % senders.len();
                     next += 1;
-                    if senders[i].send(stream).is_ok() {
+                    if senders[i].send((stream, peer.ip(), refused)).is_ok() {
                         let _ = wakers[i].wake();
+                    } else if refused.is_none() {
+                        limits.release(peer.ip());
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -10,6 +10,7 @@
 //! and catches up when the client drains (nothing is lost).
 
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -26,6 +27,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::encode::sse_frame;
 use crate::http::{self, error_response};
 use crate::auth::{Authenticator, Grants};
+use crate::limits::ConnLimits;
 use crate::routes::{denied, poll_body, route, Action};
 use crate::ws::{upgrade_response, WsConn, WsStatus};
 use crate::ServerConfig;
@@ -47,6 +49,12 @@ enum State {
 
 struct Conn {
     stream: TcpStream,
+    peer: IpAddr,
+    /// Over a connection limit: every request gets 503 (and the slot was
+    /// never counted).
+    refused: Option<&'static str>,
+    /// Since when the output has been at its bound (slow client).
+    stalled_since: Option<Instant>,
     input: Vec<u8>,
     output: Vec<u8>,
     /// Bytes of `output` already written.
@@ -64,16 +72,27 @@ impl Conn {
     }
 }
 
+/// What every worker shares with the others and the acceptor.
+#[derive(Clone)]
+pub(crate) struct WorkerShared {
+    pub(crate) broker: Broker,
+    pub(crate) shutdown: Arc<AtomicBool>,
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) auth: Arc<Authenticator>,
+    pub(crate) limits: Arc<ConnLimits>,
+}
+
 pub(crate) struct Worker {
     poll: Poll,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     broker: Broker,
-    incoming: Receiver<TcpStream>,
+    incoming: Receiver<(TcpStream, IpAddr, Option<&'static str>)>,
     shutdown: Arc<AtomicBool>,
     doorbell: Doorbell,
     config: Arc<ServerConfig>,
     auth: Arc<Authenticator>,
+    limits: Arc<ConnLimits>,
     /// This worker expires presence sessions (one worker does).
     expires_presence: bool,
     next_presence_expiry: Instant,
@@ -82,13 +101,11 @@ pub(crate) struct Worker {
 impl Worker {
     pub(crate) fn new(
         poll: Poll,
-        broker: Broker,
-        incoming: Receiver<TcpStream>,
-        shutdown: Arc<AtomicBool>,
-        config: Arc<ServerConfig>,
-        auth: Arc<Authenticator>,
+        incoming: Receiver<(TcpStream, IpAddr, Option<&'static str>)>,
+        shared: WorkerShared,
         expires_presence: bool,
     ) -> io::Result<Worker> {
+        let WorkerShared { broker, shutdown, config, auth, limits } = shared;
         let doorbell = broker.doorbell()?;
         poll.registry().register(&mut SourceFd(&doorbell.as_raw_fd()), DOORBELL, Interest::READABLE)?;
         Ok(Worker {
@@ -101,6 +118,7 @@ impl Worker {
             doorbell,
             config,
             auth,
+            limits,
             expires_presence,
             next_presence_expiry: Instant::now(),
         })
@@ -135,7 +153,7 @@ impl Worker {
     }
 
     fn accept(&mut self) {
-        while let Ok(mut stream) = self.incoming.try_recv() {
+        while let Ok((mut stream, peer, refused)) = self.incoming.try_recv() {
             let index = self.free.pop().unwrap_or_else(|| {
                 self.conns.push(None);
                 self.conns.len() - 1
@@ -144,11 +162,17 @@ impl Worker {
             if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
                 tracing::warn!("cannot register a connection: {e}");
                 self.free.push(index);
+                if refused.is_none() {
+                    self.limits.release(peer);
+                }
                 continue;
             }
             let now = Instant::now();
             self.conns[index] = Some(Conn {
                 stream,
+                peer,
+                refused,
+                stalled_since: None,
                 input: Vec::new(),
                 output: Vec::new(),
                 sent: 0,
@@ -163,6 +187,9 @@ impl Worker {
     fn close(&mut self, index: usize) {
         if let Some(mut conn) = self.conns.get_mut(index).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            if conn.refused.is_none() {
+                self.limits.release(conn.peer);
+            }
             self.free.push(index);
         }
     }
@@ -219,6 +246,11 @@ impl Worker {
             conn.input.drain(..used);
             conn.request_started = None;
             let keep_alive = request.keep_alive;
+            if let Some(why) = conn.refused {
+                conn.output.extend_from_slice(&error_response(503, "Service Unavailable", why, false));
+                conn.close_when_flushed = true;
+                return;
+            }
             let public = matches!(request.path.as_str(), "/healthz" | "/readyz" | "/metrics");
             let grants = if public {
                 Grants::anonymous()
@@ -335,6 +367,15 @@ impl Worker {
                         self.close(index);
                         continue;
                     }
+                    if ws.is_stalled() {
+                        let since = *conn.stalled_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > self.config.slow_client_deadline {
+                            ws.close_slow();
+                            self.close(index);
+                        }
+                        continue;
+                    }
+                    conn.stalled_since = None;
                     busy |= more || !ws.arm(&self.doorbell);
                     continue;
                 }
@@ -388,10 +429,19 @@ impl Worker {
                 self.handle_requests(index);
                 continue;
             }
-            let Some(conn) = self.conns[index].as_ref() else { continue };
+            let Some(conn) = self.conns[index].as_mut() else { continue };
             if conn.pending() >= max_output {
-                continue; // resumes when the socket drains (writable event)
+                // Not fed until the socket drains (writable event); closed if
+                // it stays full past the deadline. An SSE client resumes
+                // exactly with Last-Event-ID.
+                let since = *conn.stalled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > self.config.slow_client_deadline {
+                    tracing::info!("closing a slow client after {:?}", self.config.slow_client_deadline);
+                    self.close(index);
+                }
+                continue;
             }
+            conn.stalled_since = None;
             let armed = match &conn.state {
                 State::Sse { sub, .. } | State::Poll { sub, .. } => sub.arm(&self.doorbell),
                 State::Http | State::Ws(_) => true,

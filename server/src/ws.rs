@@ -54,6 +54,8 @@ pub(crate) struct WsConn {
     pending: Option<Message>,
     closing: bool,
     grants: Grants,
+    /// Per subscription: (global, topic) sequence of the last event queued.
+    last: BTreeMap<String, (u64, u64)>,
 }
 
 /// What a pump or a read left the connection in.
@@ -72,7 +74,7 @@ impl WsConn {
             .write_buffer_size(0)
             .max_write_buffer_size(max_output.max(64 * 1024));
         let ws = WebSocket::from_partially_read(stream, already_read, Role::Server, Some(config));
-        WsConn { ws, subs: BTreeMap::new(), pending: None, closing: false, grants }
+        WsConn { ws, subs: BTreeMap::new(), pending: None, closing: false, grants, last: BTreeMap::new() }
     }
 
     /// Reads and answers every message available.
@@ -102,6 +104,22 @@ impl WsConn {
         let _ = self.ws.flush();
         self.closing = true;
         WsStatus::Closed
+    }
+
+    /// Whether the write buffer is full (a slow client).
+    pub(crate) fn is_stalled(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Closes a client too slow to drain its buffer (code 4008). The reason
+    /// names, per subscription, the last global and topic sequence queued, so
+    /// that a reconnect resumes with `after` exactly.
+    pub(crate) fn close_slow(&mut self) {
+        let mut reason = String::from("slow consumer; last sent");
+        for (id, (seq, topic_seq)) in &self.last {
+            reason.push_str(&format!(" {id}={seq}/{topic_seq}"));
+        }
+        let _ = self.close_with(4008, &reason);
     }
 
     /// Sends a close frame with `code` (e.g. 1001 on shutdown).
@@ -150,7 +168,12 @@ impl WsConn {
         'subs: for (id, sub) in self.subs.iter_mut() {
             for _ in 0..256 {
                 let msg = match sub.try_next_with(|d| ws_delivery(id, &d, prefix_len)) {
-                    Ok(Some(v)) => Message::text(v.to_string()),
+                    Ok(Some(v)) => {
+                        if let (Some(seq), Some(topic_seq)) = (v["seq"].as_u64(), v["topic_seq"].as_u64()) {
+                            self.last.insert(id.clone(), (seq, topic_seq));
+                        }
+                        Message::text(v.to_string())
+                    }
                     Ok(None) => continue 'subs,
                     Err(e) => Message::text(json!({"type": "error", "id": id, "message": e.to_string()}).to_string()),
                 };
@@ -201,7 +224,10 @@ impl WsConn {
                     Err(e) => error(e),
                 }
             }
-            "unsubscribe" => match msg.get("id").and_then(Value::as_str).and_then(|id| self.subs.remove(id).map(|_| id)) {
+            "unsubscribe" => match msg.get("id").and_then(Value::as_str).and_then(|id| {
+                self.last.remove(id);
+                self.subs.remove(id).map(|_| id)
+            }) {
                 Some(id) => Some(json!({"type": "unsubscribed", "id": id})),
                 None => error("no such subscription".into()),
             },

@@ -227,3 +227,79 @@ fn errors_get_precise_statuses() {
     assert_eq!(request(&server, "GET", "/healthz", &[], b"").0, 200);
     server.shutdown().unwrap();
 }
+
+#[test]
+fn connections_over_the_per_ip_limit_get_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.workers = 1;
+    config.broker = herald_core::BrokerConfig::new(dir.path());
+    config.broker.ring_capacity = 1 << 16;
+    config.broker.log.prefault = false;
+    config.max_body = 8192;
+    config.max_connections_per_ip = 2;
+    let server = Server::start(config).unwrap();
+    let a = TcpStream::connect(server.local_addr()).unwrap();
+    let _b = TcpStream::connect(server.local_addr()).unwrap();
+    let (status, body) = request(&server, "GET", "/healthz", &[], b"");
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    drop(a);
+    // The worker notices the close and releases the slot.
+    let mut ok = false;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(20));
+        if request(&server, "GET", "/healthz", &[], b"").0 == 200 {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "a released slot is admitted again");
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn a_stalled_sse_client_is_closed_after_the_deadline_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.workers = 1;
+    config.broker = herald_core::BrokerConfig::new(dir.path());
+    config.broker.ring_capacity = 1 << 16;
+    config.broker.log.segment_size = 1 << 24;
+    config.broker.log.prefault = false;
+    config.max_body = 8192;
+    config.max_output = 4096;
+    config.slow_client_deadline = Duration::from_millis(200);
+    let server = Server::start(config).unwrap();
+    let mut stalled = open_sse(&server, "/v1/topics/flood/events", None);
+    let payload = format!(r#""{}""#, "y".repeat(2000));
+    let publisher = server.broker().publisher("flood").unwrap();
+    let n = 8_000u64;
+    for _ in 0..n {
+        publisher.publish("e", payload.as_bytes(), Default::default()).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    // Whatever reached the socket before the close is readable, then EOF.
+    let mut ids = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match stalled.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                if let Some(id) = line.trim_end().strip_prefix("id: ") {
+                    ids.push(id.parse::<u64>().unwrap());
+                }
+            }
+        }
+    }
+    assert!((ids.len() as u64) < n, "the server closed the stalled stream before the end");
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
+    // The reconnect resumes exactly after the last event received.
+    let last = ids.last().copied().unwrap_or(0);
+    let mut resumed = open_sse(&server, "/v1/topics/flood/events", Some(last));
+    let rest = read_sse(&mut resumed, (n - last) as usize);
+    assert_eq!(rest.iter().map(|(id, _)| *id).collect::<Vec<_>>(), (last + 1..=n).collect::<Vec<_>>());
+    server.shutdown().unwrap();
+}
