@@ -7,9 +7,10 @@
 //! `GET /metrics`, `/healthz`, `/readyz`, WebSocket at `/v1/ws`, JWT bearer
 //! tokens with tenant-scoped topics, presence (`GET /v1/topics/{topic}/presence`,
 //! `POST /v1/presence/heartbeat|leave`), connection limits and the
-//! slow-client deadline. Not yet: TOML configuration, `herald pub|sub`.
+//! slow-client deadline, a TOML configuration file ([`config_file`]).
 
 mod auth;
+pub mod config_file;
 mod encode;
 mod http;
 mod limits;

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use herald_server::config_file::{read_key, FileConfig};
 use herald_server::{Server, ServerConfig};
+
+mod client;
 
 #[derive(Parser)]
 #[command(name = "herald", version, about = "Herald: real-time event fan-out")]
@@ -18,13 +21,16 @@ struct Cli {
 enum Command {
     /// Run the server (defaults: 127.0.0.1:7070, data in ./herald-data).
     Serve {
-        /// Address to listen on (loopback only until authentication lands).
-        #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:7070")]
-        listen: SocketAddr,
-        /// Data directory.
-        #[arg(long, env = "HERALD_DATA", default_value = "herald-data")]
-        data: PathBuf,
-        /// Event-loop threads (default: one per core).
+        /// TOML configuration file (flags and environment override it).
+        #[arg(long, env = "HERALD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on [default: 127.0.0.1:7070].
+        #[arg(long, env = "HERALD_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Data directory [default: herald-data].
+        #[arg(long, env = "HERALD_DATA")]
+        data: Option<PathBuf>,
+        /// Event-loop threads [default: one per core].
         #[arg(long, env = "HERALD_WORKERS")]
         workers: Option<usize>,
         /// File holding the HS256 secret that signs accepted tokens.
@@ -36,6 +42,36 @@ enum Command {
         /// Refuse clients without a token (required off loopback).
         #[arg(long, env = "HERALD_NO_ANONYMOUS")]
         no_anonymous: bool,
+    },
+    /// Publish one event to a running server.
+    Pub {
+        /// Server URL.
+        #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:7070")]
+        url: String,
+        /// Bearer token.
+        #[arg(long, env = "HERALD_TOKEN")]
+        token: Option<String>,
+        /// Topic.
+        topic: String,
+        /// Event type.
+        event_type: String,
+        /// JSON payload.
+        #[arg(default_value = "null")]
+        data: String,
+    },
+    /// Print a topic's events as they arrive (Server-Sent Events).
+    Sub {
+        /// Server URL.
+        #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:7070")]
+        url: String,
+        /// Bearer token.
+        #[arg(long, env = "HERALD_TOKEN")]
+        token: Option<String>,
+        /// Start after this topic sequence (default: with the next event).
+        #[arg(long)]
+        after: Option<u64>,
+        /// Topic.
+        topic: String,
     },
     /// Mint an HS256 token for local use.
     Token {
@@ -89,26 +125,22 @@ fn main() -> ExitCode {
         )
         .init();
     match Cli::parse().command {
-        Command::Serve { listen, data, workers, jwt_secret_file, jwt_rs256_public_key, no_anonymous } => {
-            let mut auth = herald_server::AuthConfig::default();
-            for (path, slot) in [(jwt_secret_file, &mut auth.hs256_secret), (jwt_rs256_public_key, &mut auth.rs256_public_pem)] {
-                if let Some(path) = path {
-                    match std::fs::read(&path) {
-                        Ok(bytes) => *slot = Some(trim_secret(bytes)),
-                        Err(e) => {
-                            eprintln!("herald: cannot read {}: {e}", path.display());
-                            return ExitCode::FAILURE;
-                        }
-                    }
+        Command::Serve { config, listen, data, workers, jwt_secret_file, jwt_rs256_public_key, no_anonymous } => {
+            match server_config(config, listen, data, workers, jwt_secret_file, jwt_rs256_public_key, no_anonymous) {
+                Ok(config) => serve(config),
+                Err(e) => {
+                    eprintln!("herald: {e}");
+                    ExitCode::FAILURE
                 }
             }
-            serve(listen, data, workers, auth, !no_anonymous)
         }
+        Command::Pub { url, token, topic, event_type, data } => client::publish(&url, token.as_deref(), &topic, &event_type, &data),
+        Command::Sub { url, token, after, topic } => client::subscribe(&url, token.as_deref(), &topic, after),
         Command::Token { secret_file, tenant, sub, publish, subscribe, ttl } => {
-            let secret = match std::fs::read(&secret_file) {
-                Ok(s) => trim_secret(s),
+            let secret = match read_key(&secret_file) {
+                Ok(s) => s,
                 Err(e) => {
-                    eprintln!("herald: cannot read {}: {e}", secret_file.display());
+                    eprintln!("herald: {e}");
                     return ExitCode::FAILURE;
                 }
             };
@@ -174,23 +206,42 @@ fn main() -> ExitCode {
     }
 }
 
-/// Secrets read from files lose a trailing newline.
-fn trim_secret(mut bytes: Vec<u8>) -> Vec<u8> {
-    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        bytes.pop();
+/// Defaults, then the file, then flags and environment.
+fn server_config(
+    file: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    data: Option<PathBuf>,
+    workers: Option<usize>,
+    jwt_secret_file: Option<PathBuf>,
+    jwt_rs256_public_key: Option<PathBuf>,
+    no_anonymous: bool,
+) -> Result<ServerConfig, String> {
+    let mut config = ServerConfig::new();
+    if let Some(path) = file {
+        FileConfig::load(&path)?.apply(&mut config)?;
     }
-    bytes
+    if let Some(v) = listen {
+        config.listen = v;
+    }
+    if let Some(v) = data {
+        config.broker.data_dir = v;
+    }
+    if let Some(v) = workers {
+        config.workers = v;
+    }
+    if let Some(p) = jwt_secret_file {
+        config.auth.hs256_secret = Some(read_key(&p)?);
+    }
+    if let Some(p) = jwt_rs256_public_key {
+        config.auth.rs256_public_pem = Some(read_key(&p)?);
+    }
+    if no_anonymous {
+        config.anonymous = false;
+    }
+    Ok(config)
 }
 
-fn serve(listen: SocketAddr, data: PathBuf, workers: Option<usize>, auth: herald_server::AuthConfig, anonymous: bool) -> ExitCode {
-    let mut config = ServerConfig::new();
-    config.listen = listen;
-    config.auth = auth;
-    config.anonymous = anonymous;
-    config.broker = herald_core::BrokerConfig::new(data);
-    if let Some(w) = workers {
-        config.workers = w;
-    }
+fn serve(config: ServerConfig) -> ExitCode {
     // Block the signals before any thread starts, so every thread inherits
     // the mask and only `sigwait` below receives them.
     let signals = block_signals();

@@ -1,0 +1,103 @@
+//! `herald pub` and `herald sub`: a minimal HTTP/1.1 client over `TcpStream`
+//! for the server's own endpoints (plain `http://` URLs).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::ExitCode;
+
+/// `http://host:port` → `host:port`.
+fn authority(url: &str) -> Result<&str, String> {
+    url.strip_prefix("http://")
+        .map(|rest| rest.trim_end_matches('/'))
+        .filter(|a| !a.is_empty() && !a.contains('/'))
+        .ok_or_else(|| format!("unsupported URL {url:?}: expected http://host:port"))
+}
+
+fn connect(url: &str, request: &str) -> Result<TcpStream, String> {
+    let addr = authority(url)?;
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    stream.write_all(request.as_bytes()).map_err(|e| format!("cannot send the request: {e}"))?;
+    Ok(stream)
+}
+
+fn auth_header(token: Option<&str>) -> String {
+    token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default()
+}
+
+/// Publishes one event; prints the server's answer.
+pub(crate) fn publish(url: &str, token: Option<&str>, topic: &str, event_type: &str, data: &str) -> ExitCode {
+    let data: serde_json::Value = match serde_json::from_str(data) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("herald: the payload is not JSON: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let body = serde_json::json!({ "type": event_type, "data": data }).to_string();
+    let request = format!(
+        "POST /v1/topics/{topic}/events HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        auth_header(token),
+        body.len()
+    );
+    let mut response = String::new();
+    let result = connect(url, &request).and_then(|mut s| s.read_to_string(&mut response).map_err(|e| e.to_string()));
+    if let Err(e) = result {
+        eprintln!("herald: {e}");
+        return ExitCode::FAILURE;
+    }
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    println!("{body}");
+    if head.starts_with("HTTP/1.1 200") {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("herald: {}", head.lines().next().unwrap_or("no answer"));
+        ExitCode::FAILURE
+    }
+}
+
+/// Streams a topic's events, one line each: `<topic_seq> <type> <payload>`.
+pub(crate) fn subscribe(url: &str, token: Option<&str>, topic: &str, after: Option<u64>) -> ExitCode {
+    let query = after.map(|a| format!("?after={a}")).unwrap_or_default();
+    let request = format!(
+        "GET /v1/topics/{topic}/events{query} HTTP/1.1\r\nHost: herald\r\nAccept: text/event-stream\r\n{}\r\n",
+        auth_header(token)
+    );
+    let stream = match connect(url, &request) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut lines = BufReader::new(stream).lines();
+    match lines.next() {
+        Some(Ok(status)) if status.starts_with("HTTP/1.1 200") => {}
+        Some(Ok(status)) => {
+            eprintln!("herald: {status}");
+            return ExitCode::FAILURE;
+        }
+        _ => {
+            eprintln!("herald: no answer");
+            return ExitCode::FAILURE;
+        }
+    }
+    let (mut id, mut event, mut data) = (String::new(), String::new(), Vec::new());
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        let Ok(line) = line else { break };
+        if line.is_empty() {
+            if !data.is_empty() {
+                let _ = writeln!(out, "{id} {event} {}", data.join("\n"));
+                let _ = out.flush();
+            }
+            (id, event, data) = (String::new(), String::new(), Vec::new());
+        } else if let Some(v) = line.strip_prefix("id: ") {
+            id = v.to_owned();
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            event = v.to_owned();
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            data.push(v.to_owned());
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,179 @@
+//! The server's TOML configuration file. Every key is optional; flags and
+//! environment variables override the file, which overrides the defaults.
+//!
+//! ```toml
+//! listen = "127.0.0.1:7070"
+//! data = "herald-data"
+//! workers = 2
+//! anonymous = true
+//! jwt_secret_file = "secret.txt"
+//! jwt_rs256_public_key = "public.pem"
+//! max_body = 1048576
+//! max_output = 1048576
+//! max_connections = 10000
+//! max_connections_per_ip = 1000
+//! keepalive_secs = 15
+//! slow_client_deadline_secs = 30
+//! ring_capacity = 16777216
+//! max_payload = 1048576
+//! segment_size = 67108864
+//! durability = "interval:100"   # "never", "always" or "interval:<ms>"
+//! retention_max_age_secs = 86400
+//! retention_max_bytes = 10737418240
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use herald_core::log::Durability;
+use serde::Deserialize;
+
+use crate::ServerConfig;
+
+/// The file's keys (see the module docs).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+    /// Data directory.
+    pub data: Option<PathBuf>,
+    /// Event-loop threads.
+    pub workers: Option<usize>,
+    /// Serve clients without a token (loopback only).
+    pub anonymous: Option<bool>,
+    /// File with the HS256 secret.
+    pub jwt_secret_file: Option<PathBuf>,
+    /// PEM file with the RS256 public key.
+    pub jwt_rs256_public_key: Option<PathBuf>,
+    /// Largest request body.
+    pub max_body: Option<usize>,
+    /// Unsent bytes per connection before it stops being fed.
+    pub max_output: Option<usize>,
+    /// Most open connections.
+    pub max_connections: Option<usize>,
+    /// Most open connections per IP address.
+    pub max_connections_per_ip: Option<usize>,
+    /// SSE keep-alive interval.
+    pub keepalive_secs: Option<u64>,
+    /// Slow-client deadline.
+    pub slow_client_deadline_secs: Option<u64>,
+    /// Ring bytes.
+    pub ring_capacity: Option<usize>,
+    /// Largest payload.
+    pub max_payload: Option<usize>,
+    /// Log segment size.
+    pub segment_size: Option<u64>,
+    /// `never`, `always` or `interval:<ms>`.
+    pub durability: Option<String>,
+    /// Retention by age.
+    pub retention_max_age_secs: Option<u64>,
+    /// Retention by total bytes.
+    pub retention_max_bytes: Option<u64>,
+}
+
+impl FileConfig {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<FileConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Applies the keys that are set to `config`.
+    pub fn apply(self, config: &mut ServerConfig) -> Result<(), String> {
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = self.data {
+            config.broker.data_dir = v;
+        }
+        if let Some(v) = self.workers {
+            config.workers = v;
+        }
+        if let Some(v) = self.anonymous {
+            config.anonymous = v;
+        }
+        if let Some(p) = self.jwt_secret_file {
+            config.auth.hs256_secret = Some(read_key(&p)?);
+        }
+        if let Some(p) = self.jwt_rs256_public_key {
+            config.auth.rs256_public_pem = Some(read_key(&p)?);
+        }
+        let set = |slot: &mut usize, v: Option<usize>| {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        };
+        set(&mut config.max_body, self.max_body);
+        set(&mut config.max_output, self.max_output);
+        set(&mut config.max_connections, self.max_connections);
+        set(&mut config.max_connections_per_ip, self.max_connections_per_ip);
+        set(&mut config.broker.ring_capacity, self.ring_capacity);
+        set(&mut config.broker.max_payload, self.max_payload);
+        if let Some(s) = self.keepalive_secs {
+            config.keepalive = Duration::from_secs(s);
+        }
+        if let Some(s) = self.slow_client_deadline_secs {
+            config.slow_client_deadline = Duration::from_secs(s);
+        }
+        if let Some(v) = self.segment_size {
+            config.broker.log.segment_size = v;
+        }
+        if let Some(d) = self.durability {
+            config.broker.log.durability = parse_durability(&d)?;
+        }
+        if let Some(s) = self.retention_max_age_secs {
+            config.broker.log.retention.max_age = Some(Duration::from_secs(s));
+        }
+        if let Some(b) = self.retention_max_bytes {
+            config.broker.log.retention.max_bytes = Some(b);
+        }
+        Ok(())
+    }
+}
+
+/// Reads a key file, without a trailing newline.
+pub fn read_key(path: &Path) -> Result<Vec<u8>, String> {
+    let mut bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    Ok(bytes)
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    match s {
+        "never" => Ok(Durability::Never),
+        "always" => Ok(Durability::Always),
+        _ => s
+            .strip_prefix("interval:")
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(|ms| Durability::Interval(Duration::from_millis(ms)))
+            .ok_or_else(|| format!("durability {s:?}: expected \"never\", \"always\" or \"interval:<ms>\"")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_overrides_defaults_and_bad_keys_are_refused() {
+        let file: FileConfig = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\nworkers = 3\ndurability = \"interval:250\"\nmax_connections_per_ip = 7\nretention_max_age_secs = 60",
+        )
+        .unwrap();
+        let mut config = ServerConfig::new();
+        file.apply(&mut config).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.max_connections_per_ip, 7);
+        assert_eq!(config.broker.log.durability, Durability::Interval(Duration::from_millis(250)));
+        assert_eq!(config.broker.log.retention.max_age, Some(Duration::from_secs(60)));
+        assert!(toml::from_str::<FileConfig>("listn = \"x\"").is_err(), "unknown keys are refused");
+        let bad: FileConfig = toml::from_str("durability = \"sometimes\"").unwrap();
+        assert!(bad.apply(&mut ServerConfig::new()).is_err());
+    }
+}
