@@ -22,10 +22,20 @@ use herald_benches::ring::{baseline, publish_cost, run, Pace, System, Workload};
 fn fanout(c: &mut Criterion) {
     for subscribers in [1, 4, 16] {
         let mut group = c.benchmark_group(format!("ring_fanout/{subscribers}sub"));
-        group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
         group.throughput(Throughput::Elements(1));
-        let workload = |messages| Workload { subscribers, messages, pace: Pace::FlatOut, sample_every: 8 };
-        group.bench_function("baseline", |b| b.iter_custom(|iters| baseline(&workload(iters))));
+        let workload = |messages| Workload {
+            subscribers,
+            messages,
+            pace: Pace::FlatOut,
+            sample_every: 8,
+        };
+        group.bench_function("baseline", |b| {
+            b.iter_custom(|iters| baseline(&workload(iters)))
+        });
         for system in System::ALL {
             group.bench_function(BenchmarkId::from_parameter(system.id()), |b| {
                 b.iter_custom(|iters| {
@@ -43,13 +53,19 @@ fn publish(c: &mut Criterion) {
     const BATCH: usize = 4096;
     for subscribers in [1, 64] {
         let mut group = c.benchmark_group(format!("ring_publish/{subscribers}sub"));
-        group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2));
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(2));
         group.throughput(Throughput::Elements(1));
         for system in System::ALL {
             group.bench_function(BenchmarkId::from_parameter(system.id()), |b| {
                 b.iter_custom(|iters| {
                     let rounds = (iters as usize).div_ceil(BATCH).max(1);
-                    let ns: f64 = publish_cost(system, subscribers, rounds, BATCH).iter().sum::<f64>() * BATCH as f64;
+                    let ns: f64 = publish_cost(system, subscribers, rounds, BATCH)
+                        .iter()
+                        .sum::<f64>()
+                        * BATCH as f64;
                     // Scale to the requested iteration count.
                     Duration::from_nanos((ns * iters as f64 / (rounds * BATCH) as f64) as u64)
                 })

@@ -39,8 +39,9 @@ pub fn machine_description() -> String {
         .and_then(|kib| kib.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / (1024.0 * 1024.0));
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let clock = fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
-        .unwrap_or_default();
+    let clock =
+        fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+            .unwrap_or_default();
     format!(
         "{model}, {cores} cores available, {mem_gib:.0} GiB RAM, Linux {}, clocksource {}",
         kernel.trim(),
@@ -63,11 +64,25 @@ pub fn toolchain_and_revision() -> String {
     let rustc = run("rustc", &["--version"]).unwrap_or_else(|| "rustc (unknown)".into());
     let rev = run("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
     // Only the files this benchmark compiles from.
-    let paths = ["core/src/ring", "core/src/sync.rs", "benches", "Cargo.toml", "Cargo.lock", ".cargo"];
+    let paths = [
+        "core/src/ring",
+        "core/src/sync.rs",
+        "benches",
+        "Cargo.toml",
+        "Cargo.lock",
+        ".cargo",
+    ];
     let mut args = vec!["status", "--porcelain", "--untracked-files=no", "--"];
     args.extend(paths);
     let dirty = run("git", &args).is_some_and(|s| !s.is_empty());
-    format!("{rustc}, herald at git {rev}{}", if dirty { " (+ uncommitted changes to the ring or benches)" } else { "" })
+    format!(
+        "{rustc}, herald at git {rev}{}",
+        if dirty {
+            " (+ uncommitted changes to the ring or benches)"
+        } else {
+            ""
+        }
+    )
 }
 
 /// The median of `values` (the mean of the middle two for an even count);
@@ -150,7 +165,9 @@ pub struct CpuMeter {
 impl CpuMeter {
     /// Starts measuring now.
     pub fn start() -> Self {
-        CpuMeter { start: Self::sample() }
+        CpuMeter {
+            start: Self::sample(),
+        }
     }
 
     /// The fraction (0..=1) of all cores' time spent on other processes since
@@ -200,8 +217,17 @@ mod tests {
 
     #[test]
     fn peer_versions_come_from_the_lock_file() {
-        for peer in ["tokio", "bus", "disruptor", "crossbeam-channel", "hdrhistogram"] {
-            assert!(locked_version(peer).is_some_and(|v| v.chars().next().unwrap().is_ascii_digit()), "{peer}");
+        for peer in [
+            "tokio",
+            "bus",
+            "disruptor",
+            "crossbeam-channel",
+            "hdrhistogram",
+        ] {
+            assert!(
+                locked_version(peer).is_some_and(|v| v.chars().next().unwrap().is_ascii_digit()),
+                "{peer}"
+            );
         }
         assert_eq!(locked_version("no-such-crate"), None);
     }

@@ -64,8 +64,14 @@ pub enum System {
 
 impl System {
     /// Every system, Herald first.
-    pub const ALL: [System; 6] =
-        [System::HeraldTethered, System::Herald, System::Tokio, System::Bus, System::Disruptor, System::Crossbeam];
+    pub const ALL: [System; 6] = [
+        System::HeraldTethered,
+        System::Herald,
+        System::Tokio,
+        System::Bus,
+        System::Disruptor,
+        System::Crossbeam,
+    ];
 
     /// The name used in tables and benchmark ids.
     pub fn name(self) -> &'static str {
@@ -173,7 +179,8 @@ impl Outcome {
 
     /// Fraction of the published messages an average subscriber received.
     pub fn delivered_fraction(&self) -> f64 {
-        self.total_delivered() as f64 / (self.workload.messages * self.delivered.len() as u64) as f64
+        self.total_delivered() as f64
+            / (self.workload.messages * self.delivered.len() as u64) as f64
     }
 
     /// Latency at `quantile` (0..=1), nanoseconds.
@@ -186,11 +193,18 @@ impl Outcome {
     pub fn check(&self) -> Result<(), String> {
         let n = self.workload.messages;
         if self.misordered != 0 {
-            return Err(format!("{}: {} messages out of order or duplicated", self.system.name(), self.misordered));
+            return Err(format!(
+                "{}: {} messages out of order or duplicated",
+                self.system.name(),
+                self.misordered
+            ));
         }
         for (i, &got) in self.delivered.iter().enumerate() {
             if got > n || (!self.system.is_lossy() && got != n) || got == 0 {
-                return Err(format!("{}: subscriber {i} received {got} of {n} messages", self.system.name()));
+                return Err(format!(
+                    "{}: subscriber {i} received {got} of {n} messages",
+                    self.system.name()
+                ));
             }
         }
         Ok(())
@@ -215,7 +229,10 @@ struct Tracker {
 
 impl Tracker {
     fn new(origin: Instant, workload: &Workload) -> Self {
-        assert!(workload.sample_every.is_power_of_two(), "sample_every must be a power of two");
+        assert!(
+            workload.sample_every.is_power_of_two(),
+            "sample_every must be a power of two"
+        );
         Tracker {
             origin,
             total: workload.messages,
@@ -307,7 +324,10 @@ fn drive<R: Send>(
             publish(&msg);
         }
         let publish_elapsed = start.elapsed();
-        let stats: Vec<_> = handles.into_iter().map(|h| h.join().expect("subscriber panicked")).collect();
+        let stats: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("subscriber panicked"))
+            .collect();
         (stats, publish_elapsed, start)
     });
     let mut latency = new_histogram();
@@ -320,7 +340,15 @@ fn drive<R: Send>(
         delivered.push(tracker.received);
         misordered += tracker.misordered;
     }
-    Outcome { system, workload: *workload, elapsed: end - start, publish_elapsed, delivered, misordered, latency }
+    Outcome {
+        system,
+        workload: *workload,
+        elapsed: end - start,
+        publish_elapsed,
+        delivered,
+        misordered,
+        latency,
+    }
 }
 
 /// Runs one case against one system.
@@ -332,7 +360,8 @@ pub fn run(system: System, workload: &Workload) -> Outcome {
             let readers: Vec<Subscriber> = (0..n)
                 .map(|_| {
                     if system == System::HeraldTethered {
-                        ring.subscribe_tethered().expect("at most MAX_TETHERED subscribers")
+                        ring.subscribe_tethered()
+                            .expect("at most MAX_TETHERED subscribers")
                     } else {
                         ring.subscribe()
                     }
@@ -363,17 +392,22 @@ pub fn run(system: System, workload: &Workload) -> Outcome {
         System::Disruptor => {
             let (readers, producer) = disruptor_pipeline(n);
             match producer {
-                DisruptorProducer::Single(mut p) => drive(system, workload, readers, disruptor_read, |msg| {
-                    disruptor_publish(&mut p, msg);
-                }),
-                DisruptorProducer::Multi(mut p) => drive(system, workload, readers, disruptor_read, |msg| {
-                    disruptor_publish(&mut p, msg);
-                }),
+                DisruptorProducer::Single(mut p) => {
+                    drive(system, workload, readers, disruptor_read, |msg| {
+                        disruptor_publish(&mut p, msg);
+                    })
+                }
+                DisruptorProducer::Multi(mut p) => {
+                    drive(system, workload, readers, disruptor_read, |msg| {
+                        disruptor_publish(&mut p, msg);
+                    })
+                }
             }
         }
         System::Crossbeam => {
-            let (senders, readers): (Vec<_>, Vec<_>) =
-                (0..n).map(|_| crossbeam_channel::bounded::<Msg>(CAPACITY)).unzip();
+            let (senders, readers): (Vec<_>, Vec<_>) = (0..n)
+                .map(|_| crossbeam_channel::bounded::<Msg>(CAPACITY))
+                .unzip();
             drive(system, workload, readers, crossbeam_read, |msg| {
                 for tx in &senders {
                     crossbeam_send(tx, msg);
@@ -385,8 +419,13 @@ pub fn run(system: System, workload: &Workload) -> Outcome {
 
 /// Herald's ring sized like the peers: 1 MiB of data, 16 384 slots of 64 B.
 fn herald_ring() -> Ring {
-    Ring::new(RingConfig { capacity: CAPACITY * MSG_LEN, max_record: MSG_LEN, slots: Some(CAPACITY), first_seq: 0 })
-        .expect("valid ring configuration")
+    Ring::new(RingConfig {
+        capacity: CAPACITY * MSG_LEN,
+        max_record: MSG_LEN,
+        slots: Some(CAPACITY),
+        first_seq: 0,
+    })
+    .expect("valid ring configuration")
 }
 
 fn herald_read(mut sub: Subscriber, t: &mut Tracker) {
@@ -526,7 +565,9 @@ fn crossbeam_read(rx: crossbeam_channel::Receiver<Msg>, t: &mut Tracker) {
 /// one thread, with no hand-over at all.
 pub fn baseline(workload: &Workload) -> Duration {
     let origin = Instant::now();
-    let mut trackers: Vec<_> = (0..workload.subscribers).map(|_| Tracker::new(origin, workload)).collect();
+    let mut trackers: Vec<_> = (0..workload.subscribers)
+        .map(|_| Tracker::new(origin, workload))
+        .collect();
     let mut msg = [0xA5u8; MSG_LEN];
     let start = Instant::now();
     for seq in 0..workload.messages {
@@ -546,7 +587,10 @@ pub fn baseline(workload: &Workload) -> Duration {
 /// same thread drains every subscriber (not timed). Returns nanoseconds per
 /// publish for each round.
 pub fn publish_cost(system: System, subscribers: usize, rounds: usize, batch: usize) -> Vec<f64> {
-    assert!(batch <= CAPACITY / 4, "a round must fit in every system without waiting");
+    assert!(
+        batch <= CAPACITY / 4,
+        "a round must fit in every system without waiting"
+    );
     let mut msg = [0xA5u8; MSG_LEN];
     let mut out = Vec::with_capacity(rounds);
     let mut seq = 0u64;
@@ -561,7 +605,12 @@ pub fn publish_cost(system: System, subscribers: usize, rounds: usize, batch: us
             }
             let ns = start.elapsed().as_nanos() as f64 / batch as f64;
             let drained = drain();
-            assert_eq!(drained, batch * subscribers, "{}: every subscriber drains every message", system.name());
+            assert_eq!(
+                drained,
+                batch * subscribers,
+                "{}: every subscriber drains every message",
+                system.name()
+            );
             out.push(ns);
         }
     };
@@ -574,7 +623,8 @@ pub fn publish_cost(system: System, subscribers: usize, rounds: usize, batch: us
             let mut subs: Vec<Subscriber> = (0..subscribers)
                 .map(|_| {
                     if system == System::HeraldTethered {
-                        ring.subscribe_tethered().expect("at most MAX_TETHERED subscribers")
+                        ring.subscribe_tethered()
+                            .expect("at most MAX_TETHERED subscribers")
                     } else {
                         ring.subscribe()
                     }
@@ -648,25 +698,39 @@ pub fn publish_cost(system: System, subscribers: usize, rounds: usize, batch: us
             };
             match producer {
                 DisruptorProducer::Single(mut p) => timed(
-                    &mut |m| p.try_publish(|e| e.0 = *m).map(drop).expect("room for the round"),
+                    &mut |m| {
+                        p.try_publish(|e| e.0 = *m)
+                            .map(drop)
+                            .expect("room for the round")
+                    },
                     &mut drain,
                 ),
                 DisruptorProducer::Multi(mut p) => timed(
-                    &mut |m| p.try_publish(|e| e.0 = *m).map(drop).expect("room for the round"),
+                    &mut |m| {
+                        p.try_publish(|e| e.0 = *m)
+                            .map(drop)
+                            .expect("room for the round")
+                    },
                     &mut drain,
                 ),
             }
         }
         System::Crossbeam => {
-            let (senders, receivers): (Vec<_>, Vec<_>) =
-                (0..subscribers).map(|_| crossbeam_channel::bounded::<Msg>(CAPACITY)).unzip();
+            let (senders, receivers): (Vec<_>, Vec<_>) = (0..subscribers)
+                .map(|_| crossbeam_channel::bounded::<Msg>(CAPACITY))
+                .unzip();
             timed(
                 &mut |m| {
                     for tx in &senders {
                         tx.try_send(*m).expect("room for the round");
                     }
                 },
-                &mut || receivers.iter().map(|rx| rx.try_iter().map(black_box).count()).sum(),
+                &mut || {
+                    receivers
+                        .iter()
+                        .map(|rx| rx.try_iter().map(black_box).count())
+                        .sum()
+                },
             );
         }
     }
@@ -684,9 +748,16 @@ mod tests {
         for system in System::ALL {
             for subscribers in [1, 4] {
                 for pace in [Pace::FlatOut, Pace::PerSecond(200_000)] {
-                    let workload = Workload { subscribers, messages: 20_000, pace, sample_every: 1 };
+                    let workload = Workload {
+                        subscribers,
+                        messages: 20_000,
+                        pace,
+                        sample_every: 1,
+                    };
                     let outcome = run(system, &workload);
-                    outcome.check().unwrap_or_else(|e| panic!("{pace:?}, {subscribers} subscribers: {e}"));
+                    outcome
+                        .check()
+                        .unwrap_or_else(|e| panic!("{pace:?}, {subscribers} subscribers: {e}"));
                     if !system.is_lossy() {
                         assert_eq!(outcome.lost(), 0);
                         assert_eq!(outcome.latency.len(), 20_000 * subscribers as u64);
@@ -710,7 +781,12 @@ mod tests {
 
     #[test]
     fn check_rejects_a_lossless_system_that_lost_messages() {
-        let workload = Workload { subscribers: 1, messages: 10, pace: Pace::FlatOut, sample_every: 1 };
+        let workload = Workload {
+            subscribers: 1,
+            messages: 10,
+            pace: Pace::FlatOut,
+            sample_every: 1,
+        };
         let outcome = Outcome {
             system: System::Bus,
             workload,

@@ -10,6 +10,7 @@ pub mod ring;
 
 mod sync;
 
-
-pub use broker::{Broker, BrokerConfig, BrokerError, Delivery, Event, Filter, StartAt, Subscription};
+pub use broker::{
+    Broker, BrokerConfig, BrokerError, Delivery, Event, Filter, StartAt, Subscription,
+};
 pub use ring::{Ring, RingConfig};

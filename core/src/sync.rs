@@ -53,7 +53,12 @@ mod pair {
             failure: Ordering,
         ) -> Result<(), (u64, u64)> {
             self.0
-                .compare_exchange_weak(pack(current.0, current.1), pack(new.0, new.1), success, failure)
+                .compare_exchange_weak(
+                    pack(current.0, current.1),
+                    pack(new.0, new.1),
+                    success,
+                    failure,
+                )
                 .map(|_| ())
                 .map_err(unpack)
         }
@@ -93,7 +98,12 @@ mod pair {
             failure: Ordering,
         ) -> Result<(), (u64, u64)> {
             self.0
-                .compare_exchange(pack(current.0, current.1), pack(new.0, new.1), success, failure)
+                .compare_exchange(
+                    pack(current.0, current.1),
+                    pack(new.0, new.1),
+                    success,
+                    failure,
+                )
                 .map(|_| ())
                 .map_err(unpack)
         }

@@ -20,7 +20,9 @@ fn publish_and_live_delivery_allocate_at_most_for_index_growth() {
     config.log.prefault = false;
     let broker = Broker::open(config).unwrap();
     let publisher = broker.publisher("alloc.test").unwrap();
-    let mut sub = broker.subscribe(Filter::topic("alloc.test").unwrap(), StartAt::Now).unwrap();
+    let mut sub = broker
+        .subscribe(Filter::topic("alloc.test").unwrap(), StartAt::Now)
+        .unwrap();
     let payload = [b'x'; 64];
     let mut sum = 0u64;
     let read = |sub: &mut herald_core::Subscription, sum: &mut u64| {
@@ -33,18 +35,25 @@ fn publish_and_live_delivery_allocate_at_most_for_index_growth() {
         .expect("an event")
     };
     for _ in 0..1_000 {
-        publisher.publish("e", &payload, PublishOptions::default()).unwrap();
+        publisher
+            .publish("e", &payload, PublishOptions::default())
+            .unwrap();
         read(&mut sub, &mut sum);
     }
     let n = 100_000u64;
     let before = allocations();
     for _ in 0..n {
-        publisher.publish("e", &payload, PublishOptions::default()).unwrap();
+        publisher
+            .publish("e", &payload, PublishOptions::default())
+            .unwrap();
         read(&mut sub, &mut sum);
     }
     let count = allocations() - before;
     eprintln!("{count} allocations for {n} publish+deliver pairs (checksum {sum})");
     // The log's per-topic index is a growing vector: it reallocates
     // O(log n) times, never per event.
-    assert!(count <= 64, "{count} allocations for {n} events: something allocates per event");
+    assert!(
+        count <= 64,
+        "{count} allocations for {n} events: something allocates per event"
+    );
 }

@@ -53,10 +53,19 @@ fn sequences_are_dense_per_topic_and_globally() {
 fn live_subscribers_get_events_with_all_fields() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::open(config(dir.path())).unwrap();
-    let mut sub = broker.subscribe(Filter::topic("acme.orders").unwrap(), StartAt::Now).unwrap();
+    let mut sub = broker
+        .subscribe(Filter::topic("acme.orders").unwrap(), StartAt::Now)
+        .unwrap();
     let p = broker.publisher("acme.orders").unwrap();
     let published = p
-        .publish("order.created", br#"{"id":1}"#, PublishOptions { origin: 42, correlation: Some("req-7") })
+        .publish(
+            "order.created",
+            br#"{"id":1}"#,
+            PublishOptions {
+                origin: 42,
+                correlation: Some("req-7"),
+            },
+        )
         .unwrap();
     let e = event(sub.next_timeout(Duration::from_secs(5)).unwrap().unwrap());
     assert_eq!((e.seq, e.topic_seq), (published.seq, published.topic_seq));
@@ -72,10 +81,20 @@ fn live_subscribers_get_events_with_all_fields() {
 fn filters_select_by_pattern_type_and_origin() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::open(config(dir.path())).unwrap();
-    let mut star = broker.subscribe(Filter::patterns(&["acme.ws.*"]).unwrap(), StartAt::Now).unwrap();
-    let mut deep = broker.subscribe(Filter::patterns(&["acme.>"]).unwrap(), StartAt::Now).unwrap();
+    let mut star = broker
+        .subscribe(Filter::patterns(&["acme.ws.*"]).unwrap(), StartAt::Now)
+        .unwrap();
+    let mut deep = broker
+        .subscribe(Filter::patterns(&["acme.>"]).unwrap(), StartAt::Now)
+        .unwrap();
     let mut typed = broker
-        .subscribe(Filter::patterns(&["acme.>"]).unwrap().with_types(&["keep"]).excluding_origin(9), StartAt::Now)
+        .subscribe(
+            Filter::patterns(&["acme.>"])
+                .unwrap()
+                .with_types(&["keep"])
+                .excluding_origin(9),
+            StartAt::Now,
+        )
         .unwrap();
     for (topic, ty, origin) in [
         ("acme.ws.1", "keep", 1),
@@ -84,13 +103,30 @@ fn filters_select_by_pattern_type_and_origin() {
         ("acme.ws.2", "keep", 9),
         ("other.ws.1", "keep", 1),
     ] {
-        broker.publisher(topic).unwrap().publish(ty, b"x", PublishOptions { origin, correlation: None }).unwrap();
+        broker
+            .publisher(topic)
+            .unwrap()
+            .publish(
+                ty,
+                b"x",
+                PublishOptions {
+                    origin,
+                    correlation: None,
+                },
+            )
+            .unwrap();
     }
     let topics = |sub: &mut herald_core::Subscription| -> Vec<String> {
-        drain(sub).into_iter().map(|d| event(d).topic.to_string()).collect()
+        drain(sub)
+            .into_iter()
+            .map(|d| event(d).topic.to_string())
+            .collect()
     };
     assert_eq!(topics(&mut star), ["acme.ws.1", "acme.ws.2"]);
-    assert_eq!(topics(&mut deep), ["acme.ws.1", "acme.ws.1.x", "acme.other", "acme.ws.2"]);
+    assert_eq!(
+        topics(&mut deep),
+        ["acme.ws.1", "acme.ws.1.x", "acme.other", "acme.ws.2"]
+    );
     assert_eq!(topics(&mut typed), ["acme.ws.1", "acme.ws.1.x"]);
 }
 
@@ -102,26 +138,49 @@ fn replay_from_every_kind_of_start_then_live() {
     let other = broker.publisher("o").unwrap();
     let mut times = Vec::new();
     for i in 0..20u8 {
-        times.push(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+        times.push(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64,
+        );
         t.publish("e", &[i], PublishOptions::default()).unwrap();
         other.publish("e", &[i], PublishOptions::default()).unwrap();
     }
     let payloads = |start: StartAt, filter: Filter| -> Vec<u8> {
         let mut sub = broker.subscribe(filter, start).unwrap();
-        drain(&mut sub).into_iter().map(|d| event(d).payload[0]).collect()
+        drain(&mut sub)
+            .into_iter()
+            .map(|d| event(d).payload[0])
+            .collect()
     };
     let f = || Filter::topic("t").unwrap();
-    assert_eq!(payloads(StartAt::TopicSeq(15), f()), (14..20).collect::<Vec<u8>>());
+    assert_eq!(
+        payloads(StartAt::TopicSeq(15), f()),
+        (14..20).collect::<Vec<u8>>()
+    );
     assert_eq!(payloads(StartAt::LastN(3), f()), vec![17, 18, 19]);
     // Global sequence 21 is the 11th event of "t" (they alternate t, o).
-    assert_eq!(payloads(StartAt::Seq(21), f()), (10..20).collect::<Vec<u8>>());
-    assert_eq!(payloads(StartAt::Time(times[5]), f()), (5..20).collect::<Vec<u8>>());
-    assert_eq!(payloads(StartAt::LastN(4), Filter::patterns(&["*"]).unwrap()), vec![18, 18, 19, 19]);
+    assert_eq!(
+        payloads(StartAt::Seq(21), f()),
+        (10..20).collect::<Vec<u8>>()
+    );
+    assert_eq!(
+        payloads(StartAt::Time(times[5]), f()),
+        (5..20).collect::<Vec<u8>>()
+    );
+    assert_eq!(
+        payloads(StartAt::LastN(4), Filter::patterns(&["*"]).unwrap()),
+        vec![18, 18, 19, 19]
+    );
     // Then live.
     let mut sub = broker.subscribe(f(), StartAt::LastN(1)).unwrap();
     assert_eq!(event(sub.try_next().unwrap().unwrap()).payload, [19]);
     t.publish("e", &[20], PublishOptions::default()).unwrap();
-    assert_eq!(event(sub.next_timeout(Duration::from_secs(5)).unwrap().unwrap()).payload, [20]);
+    assert_eq!(
+        event(sub.next_timeout(Duration::from_secs(5)).unwrap().unwrap()).payload,
+        [20]
+    );
 }
 
 /// A subscriber that starts in the past while a publisher keeps publishing
@@ -136,7 +195,8 @@ fn replay_to_live_handoff_has_no_gap_and_no_duplicate() {
         let broker = Broker::open(config(dir.path())).unwrap();
         let p = broker.publisher("h").unwrap();
         for i in 0..2_000u32 {
-            p.publish("e", &i.to_le_bytes(), PublishOptions::default()).unwrap();
+            p.publish("e", &i.to_le_bytes(), PublishOptions::default())
+                .unwrap();
         }
         let total = 20_000u32;
         let writer = {
@@ -144,7 +204,8 @@ fn replay_to_live_handoff_has_no_gap_and_no_duplicate() {
             let noise = broker.publisher("noise").unwrap();
             thread::spawn(move || {
                 for i in 2_000..total {
-                    p.publish("e", &i.to_le_bytes(), PublishOptions::default()).unwrap();
+                    p.publish("e", &i.to_le_bytes(), PublishOptions::default())
+                        .unwrap();
                     noise.publish("e", b"n", PublishOptions::default()).unwrap();
                 }
             })
@@ -154,7 +215,11 @@ fn replay_to_live_handoff_has_no_gap_and_no_duplicate() {
         while expected < total {
             match sub.next_timeout(Duration::from_secs(10)).unwrap() {
                 Some(Delivery::Event(e)) => {
-                    assert_eq!(e.payload, expected.to_le_bytes(), "event {expected} out of order, missing or repeated");
+                    assert_eq!(
+                        e.payload,
+                        expected.to_le_bytes(),
+                        "event {expected} out of order, missing or repeated"
+                    );
                     assert_eq!(e.topic_seq, expected as u64 + 1);
                     expected += 1;
                 }
@@ -174,7 +239,9 @@ fn stalled_subscriber_costs_the_publisher_nothing_and_catches_up() {
     let mut c = config(dir.path());
     c.ring_capacity = 1 << 16; // 64 KiB
     let broker = Broker::open(c).unwrap();
-    let mut stalled = broker.subscribe(Filter::topic("s").unwrap(), StartAt::Now).unwrap();
+    let mut stalled = broker
+        .subscribe(Filter::topic("s").unwrap(), StartAt::Now)
+        .unwrap();
     let p = broker.publisher("s").unwrap();
     let payload = [7u8; 200];
     // 10 × the ring in bytes.
@@ -192,7 +259,10 @@ fn stalled_subscriber_costs_the_publisher_nothing_and_catches_up() {
     assert_eq!(got, n as u64);
     drop(stalled);
     let after = broker.metrics();
-    assert!(after.lagged_fallbacks > before.lagged_fallbacks, "it must have been lapped and fallen back");
+    assert!(
+        after.lagged_fallbacks > before.lagged_fallbacks,
+        "it must have been lapped and fallen back"
+    );
     assert!(after.replayed >= n as u64 - (1 << 16) / 200);
 }
 
@@ -201,24 +271,45 @@ fn retention_loss_arrives_as_an_explicit_gap() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     c.log.segment_size = 4096;
-    c.log.retention = Retention { max_records: Some(50), override_pins: true, ..Retention::default() };
+    c.log.retention = Retention {
+        max_records: Some(50),
+        override_pins: true,
+        ..Retention::default()
+    };
     let broker = Broker::open(c).unwrap();
-    let mut sub = broker.subscribe(Filter::topic("r").unwrap(), StartAt::TopicSeq(1)).unwrap();
-    let mut global = broker.subscribe(Filter::patterns(&["r"]).unwrap(), StartAt::Seq(1)).unwrap();
+    let mut sub = broker
+        .subscribe(Filter::topic("r").unwrap(), StartAt::TopicSeq(1))
+        .unwrap();
+    let mut global = broker
+        .subscribe(Filter::patterns(&["r"]).unwrap(), StartAt::Seq(1))
+        .unwrap();
     let p = broker.publisher("r").unwrap();
     for _ in 0..2_000 {
-        p.publish("e", &[1u8; 100], PublishOptions::default()).unwrap();
+        p.publish("e", &[1u8; 100], PublishOptions::default())
+            .unwrap();
     }
     for (sub, topic) in [(&mut sub, true), (&mut global, false)] {
         let items = drain(sub);
-        let Delivery::Gap(gap) = &items[0] else { panic!("expected a gap first, got {:?}", items[0]) };
+        let Delivery::Gap(gap) = &items[0] else {
+            panic!("expected a gap first, got {:?}", items[0])
+        };
         assert_eq!(gap.topic.is_some(), topic);
         assert_eq!(gap.from, 1);
         let first = event(items[1].clone());
-        assert_eq!(first.topic_seq, gap.to + 1, "the gap ends right before the first event");
+        assert_eq!(
+            first.topic_seq,
+            gap.to + 1,
+            "the gap ends right before the first event"
+        );
         assert_eq!(event(items.last().unwrap().clone()).topic_seq, 2_000);
     }
-    assert!(broker.metrics().gaps >= 2 || { drop(sub); drop(global); broker.metrics().gaps >= 2 });
+    assert!(
+        broker.metrics().gaps >= 2 || {
+            drop(sub);
+            drop(global);
+            broker.metrics().gaps >= 2
+        }
+    );
 }
 
 #[test]
@@ -230,7 +321,9 @@ fn durable_consumer_resumes_after_its_checkpoint_across_reopen() {
         for i in 0..10u8 {
             p.publish("e", &[i], PublishOptions::default()).unwrap();
         }
-        let mut sub = broker.subscribe_consumer("worker-1", Filter::topic("c").unwrap(), StartAt::Seq(1)).unwrap();
+        let mut sub = broker
+            .subscribe_consumer("worker-1", Filter::topic("c").unwrap(), StartAt::Seq(1))
+            .unwrap();
         let mut seqs = Vec::new();
         for _ in 0..6 {
             seqs.push(event(sub.try_next().unwrap().unwrap()).seq);
@@ -245,11 +338,20 @@ fn durable_consumer_resumes_after_its_checkpoint_across_reopen() {
         broker.close().unwrap();
     }
     let broker = Broker::open(config(dir.path())).unwrap();
-    let mut sub = broker.subscribe_consumer("worker-1", Filter::topic("c").unwrap(), StartAt::Now).unwrap();
-    let rest: Vec<u8> = drain(&mut sub).into_iter().map(|d| event(d).payload[0]).collect();
+    let mut sub = broker
+        .subscribe_consumer("worker-1", Filter::topic("c").unwrap(), StartAt::Now)
+        .unwrap();
+    let rest: Vec<u8> = drain(&mut sub)
+        .into_iter()
+        .map(|d| event(d).payload[0])
+        .collect();
     assert_eq!(rest, vec![5, 6, 7, 8, 9]);
     // Sequences continue after reopen, without reuse.
-    let p = broker.publisher("c").unwrap().publish("e", b"x", PublishOptions::default()).unwrap();
+    let p = broker
+        .publisher("c")
+        .unwrap()
+        .publish("e", b"x", PublishOptions::default())
+        .unwrap();
     assert_eq!((p.seq, p.topic_seq), (11, 11));
 }
 
@@ -257,21 +359,60 @@ fn durable_consumer_resumes_after_its_checkpoint_across_reopen() {
 fn bad_input_gets_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::open(config(dir.path())).unwrap();
-    assert!(matches!(broker.publisher("bad topic"), Err(BrokerError::InvalidTopic { .. })));
-    assert!(matches!(broker.publisher("$system"), Err(BrokerError::InvalidTopic { .. })));
-    assert!(matches!(Filter::patterns(&["a.>.b"]), Err(BrokerError::InvalidTopic { .. })));
-    let p = broker.publisher("ok").unwrap();
-    assert!(matches!(p.publish("e", &[0; 4097], PublishOptions::default()), Err(BrokerError::PayloadTooLarge { len: 4097, max: 4096 })));
-    assert!(matches!(p.publish("bad type", b"", PublishOptions::default()), Err(BrokerError::InvalidEventType(_))));
     assert!(matches!(
-        p.publish("e", b"", PublishOptions { origin: 0, correlation: Some("has space") }),
+        broker.publisher("bad topic"),
+        Err(BrokerError::InvalidTopic { .. })
+    ));
+    assert!(matches!(
+        broker.publisher("$system"),
+        Err(BrokerError::InvalidTopic { .. })
+    ));
+    assert!(matches!(
+        Filter::patterns(&["a.>.b"]),
+        Err(BrokerError::InvalidTopic { .. })
+    ));
+    let p = broker.publisher("ok").unwrap();
+    assert!(matches!(
+        p.publish("e", &[0; 4097], PublishOptions::default()),
+        Err(BrokerError::PayloadTooLarge {
+            len: 4097,
+            max: 4096
+        })
+    ));
+    assert!(matches!(
+        p.publish("bad type", b"", PublishOptions::default()),
+        Err(BrokerError::InvalidEventType(_))
+    ));
+    assert!(matches!(
+        p.publish(
+            "e",
+            b"",
+            PublishOptions {
+                origin: 0,
+                correlation: Some("has space")
+            }
+        ),
         Err(BrokerError::InvalidCorrelation(_))
     ));
-    assert!(matches!(broker.consumer_checkpoint("nobody"), Err(BrokerError::UnknownConsumer(_))));
-    assert!(matches!(broker.remove_consumer("nobody"), Err(BrokerError::UnknownConsumer(_))));
-    assert!(matches!(broker.subscribe(Filter::patterns(&["a.*"]).unwrap(), StartAt::TopicSeq(1)), Err(BrokerError::NeedsSingleTopic)));
-    assert!(matches!(broker.subscribe_consumer("bad name!", Filter::topic("ok").unwrap(), StartAt::Now), Err(BrokerError::Checkpoint(_))));
-    let mut plain = broker.subscribe(Filter::topic("ok").unwrap(), StartAt::Now).unwrap();
+    assert!(matches!(
+        broker.consumer_checkpoint("nobody"),
+        Err(BrokerError::UnknownConsumer(_))
+    ));
+    assert!(matches!(
+        broker.remove_consumer("nobody"),
+        Err(BrokerError::UnknownConsumer(_))
+    ));
+    assert!(matches!(
+        broker.subscribe(Filter::patterns(&["a.*"]).unwrap(), StartAt::TopicSeq(1)),
+        Err(BrokerError::NeedsSingleTopic)
+    ));
+    assert!(matches!(
+        broker.subscribe_consumer("bad name!", Filter::topic("ok").unwrap(), StartAt::Now),
+        Err(BrokerError::Checkpoint(_))
+    ));
+    let mut plain = broker
+        .subscribe(Filter::topic("ok").unwrap(), StartAt::Now)
+        .unwrap();
     assert!(matches!(plain.ack(1), Err(BrokerError::NotAConsumer)));
     // Nothing was published by the failed calls.
     assert_eq!(broker.next_seq(), 1);
@@ -281,22 +422,49 @@ fn bad_input_gets_typed_errors() {
 fn presence_joins_and_leaves_are_events_and_queryable() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::open(config(dir.path())).unwrap();
-    let mut sub = broker.subscribe(Filter::topic("$presence.room.1").unwrap(), StartAt::Now).unwrap();
-    broker.presence_join("room.1", "client-a", "alice", "phone", r#"{"x":1}"#).unwrap();
-    broker.presence_join("room.1", "client-b", "bob", "web", "").unwrap();
+    let mut sub = broker
+        .subscribe(Filter::topic("$presence.room.1").unwrap(), StartAt::Now)
+        .unwrap();
+    broker
+        .presence_join("room.1", "client-a", "alice", "phone", r#"{"x":1}"#)
+        .unwrap();
+    broker
+        .presence_join("room.1", "client-b", "bob", "web", "")
+        .unwrap();
     broker.presence_heartbeat("room.1", "client-a").unwrap();
-    let present: Vec<String> = broker.presence("room.1").into_iter().map(|s| s.client_id).collect();
+    let present: Vec<String> = broker
+        .presence("room.1")
+        .into_iter()
+        .map(|s| s.client_id)
+        .collect();
     assert_eq!(present, ["client-a", "client-b"]);
     assert!(broker.presence_leave("room.1", "client-b").unwrap());
     assert!(!broker.presence_leave("room.1", "client-b").unwrap());
-    let mut sub2 = broker.subscribe(Filter::patterns(&["$presence.room.*"]).unwrap(), StartAt::Seq(1)).unwrap();
+    let mut sub2 = broker
+        .subscribe(
+            Filter::patterns(&["$presence.room.*"]).unwrap(),
+            StartAt::Seq(1),
+        )
+        .unwrap();
     for s in [&mut sub, &mut sub2] {
         let types: Vec<String> = drain(s).into_iter().map(|d| event(d).event_type).collect();
-        assert!(types.ends_with(&["presence.join".into(), "presence.join".into(), "presence.leave".into()]), "{types:?}");
+        assert!(
+            types.ends_with(&[
+                "presence.join".into(),
+                "presence.join".into(),
+                "presence.leave".into()
+            ]),
+            "{types:?}"
+        );
     }
-    let everything = broker.subscribe(Filter::patterns(&[">"]).unwrap(), StartAt::Seq(1)).unwrap();
+    let everything = broker
+        .subscribe(Filter::patterns(&[">"]).unwrap(), StartAt::Seq(1))
+        .unwrap();
     let mut everything = everything;
-    assert!(drain(&mut everything).is_empty(), "wildcards do not match system topics");
+    assert!(
+        drain(&mut everything).is_empty(),
+        "wildcards do not match system topics"
+    );
 }
 
 #[test]
@@ -310,7 +478,11 @@ fn a_data_directory_is_used_by_one_process_at_a_time() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "a_data_directory_is_used_by_one_process_at_a_time", "--nocapture"])
+        .args([
+            "--exact",
+            "a_data_directory_is_used_by_one_process_at_a_time",
+            "--nocapture",
+        ])
         .env(CHILD, dir.path())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -319,7 +491,10 @@ fn a_data_directory_is_used_by_one_process_at_a_time() {
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     while !line.contains("open") {
         line.clear();
-        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0, "child ended early");
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+            "child ended early"
+        );
     }
     let err = Broker::open(config(dir.path())).unwrap_err();
     assert!(matches!(err, BrokerError::Io { .. }), "{err}");

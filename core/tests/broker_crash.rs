@@ -31,11 +31,22 @@ fn config(dir: &std::path::Path, durability: Durability) -> BrokerConfig {
 /// The child: publish forever, report each acknowledged publish and ack.
 fn child(dir: &str) {
     let broker = Broker::open(config(dir.as_ref(), Durability::Always)).unwrap();
-    let pubs: Vec<_> = TOPICS.iter().map(|t| broker.publisher(t).unwrap()).collect();
-    let mut consumer = broker.subscribe_consumer("crash-consumer", Filter::patterns(&["crash.*"]).unwrap(), StartAt::Seq(1)).unwrap();
+    let pubs: Vec<_> = TOPICS
+        .iter()
+        .map(|t| broker.publisher(t).unwrap())
+        .collect();
+    let mut consumer = broker
+        .subscribe_consumer(
+            "crash-consumer",
+            Filter::patterns(&["crash.*"]).unwrap(),
+            StartAt::Seq(1),
+        )
+        .unwrap();
     let mut out = std::io::stdout().lock();
     for i in 0u64.. {
-        let p = pubs[(i % 3) as usize].publish("e", &i.to_le_bytes(), PublishOptions::default()).unwrap();
+        let p = pubs[(i % 3) as usize]
+            .publish("e", &i.to_le_bytes(), PublishOptions::default())
+            .unwrap();
         writeln!(out, "P {} {} {}", p.seq, i % 3, p.topic_seq).unwrap();
         if i % 7 == 0 {
             // Consume what is there and acknowledge it.
@@ -58,14 +69,24 @@ fn broker_survives_sigkill_with_dense_sequences_and_checkpoints() {
         child(&dir);
         return;
     }
-    let kills = if std::env::var_os("HERALD_LONG").is_some() { 100 } else { 15 };
+    let kills = if std::env::var_os("HERALD_LONG").is_some() {
+        100
+    } else {
+        15
+    };
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let (mut max_acked_pub, mut max_ack, mut child_publishes, mut child_acks) = (0u64, 0u64, 0u64, 0u64);
+    let (mut max_acked_pub, mut max_ack, mut child_publishes, mut child_acks) =
+        (0u64, 0u64, 0u64, 0u64);
     for round in 0..kills {
         let mut child = Command::new(&exe)
-            .args(["--exact", "broker_survives_sigkill_with_dense_sequences_and_checkpoints", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "broker_survives_sigkill_with_dense_sequences_and_checkpoints",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -108,28 +129,51 @@ fn broker_survives_sigkill_with_dense_sequences_and_checkpoints() {
         }
         // Reopen and check.
         let broker = Broker::open(config(dir.path(), Durability::Always)).unwrap();
-        let mut all = broker.subscribe(Filter::patterns(&["crash.*"]).unwrap(), StartAt::Seq(1)).unwrap();
+        let mut all = broker
+            .subscribe(Filter::patterns(&["crash.*"]).unwrap(), StartAt::Seq(1))
+            .unwrap();
         let mut next_seq = 1;
         let mut topic_seq = [0u64; 3];
         while let Some(d) = all.try_next().unwrap() {
-            let Delivery::Event(e) = d else { panic!("no retention configured, yet {d:?}") };
+            let Delivery::Event(e) = d else {
+                panic!("no retention configured, yet {d:?}")
+            };
             assert_eq!(e.seq, next_seq, "round {round}: global sequences are dense");
             next_seq += 1;
             let t = TOPICS.iter().position(|t| **t == *e.topic).unwrap();
             topic_seq[t] += 1;
-            assert_eq!(e.topic_seq, topic_seq[t], "round {round}: topic sequences are dense");
+            assert_eq!(
+                e.topic_seq, topic_seq[t],
+                "round {round}: topic sequences are dense"
+            );
         }
-        assert!(next_seq > max_acked_pub, "round {round}: acknowledged event {max_acked_pub} lost (log ends at {})", next_seq - 1);
+        assert!(
+            next_seq > max_acked_pub,
+            "round {round}: acknowledged event {max_acked_pub} lost (log ends at {})",
+            next_seq - 1
+        );
         let checkpoint = broker.consumer_checkpoint("crash-consumer").unwrap_or(0);
-        assert!(checkpoint >= max_ack, "round {round}: checkpoint {checkpoint} behind acknowledged {max_ack}");
+        assert!(
+            checkpoint >= max_ack,
+            "round {round}: checkpoint {checkpoint} behind acknowledged {max_ack}"
+        );
         assert!(checkpoint < next_seq);
         // Sequences continue without reuse.
-        let p = broker.publisher(TOPICS[0]).unwrap().publish("probe", b"", PublishOptions::default()).unwrap();
+        let p = broker
+            .publisher(TOPICS[0])
+            .unwrap()
+            .publish("probe", b"", PublishOptions::default())
+            .unwrap();
         assert_eq!(p.seq, next_seq, "round {round}");
         assert_eq!(p.topic_seq, topic_seq[0] + 1, "round {round}");
         max_acked_pub = p.seq;
         broker.close().unwrap();
     }
-    eprintln!("{kills} kills, {child_publishes} acknowledged publishes, {child_acks} consumer acks");
-    assert!(child_publishes > 10 * kills as u64 && child_acks > 0, "the children made progress");
+    eprintln!(
+        "{kills} kills, {child_publishes} acknowledged publishes, {child_acks} consumer acks"
+    );
+    assert!(
+        child_publishes > 10 * kills as u64 && child_acks > 0,
+        "the children made progress"
+    );
 }

@@ -55,9 +55,12 @@ struct Case {
 fn case() -> impl Strategy<Value = Case> {
     let filter = prop_oneof![
         (0..TOPICS.len()).prop_map(FilterSpec::Topic),
-        prop_oneof![Just("acme.ws.*"), Just("acme.>"), Just(">"), Just("*.x")].prop_map(FilterSpec::Pattern),
-        (prop_oneof![Just("acme.>"), Just(">")], 0..TYPES.len()).prop_map(|(p, t)| FilterSpec::Typed(p, t)),
-        (prop_oneof![Just("acme.>"), Just(">")], 0..3u64).prop_map(|(p, o)| FilterSpec::NotOrigin(p, o)),
+        prop_oneof![Just("acme.ws.*"), Just("acme.>"), Just(">"), Just("*.x")]
+            .prop_map(FilterSpec::Pattern),
+        (prop_oneof![Just("acme.>"), Just(">")], 0..TYPES.len())
+            .prop_map(|(p, t)| FilterSpec::Typed(p, t)),
+        (prop_oneof![Just("acme.>"), Just(">")], 0..3u64)
+            .prop_map(|(p, o)| FilterSpec::NotOrigin(p, o)),
     ];
     let start = prop_oneof![
         Just(StartSpec::Now),
@@ -65,8 +68,18 @@ fn case() -> impl Strategy<Value = Case> {
         (1..100u64).prop_map(StartSpec::TopicSeq),
         (0..300u64).prop_map(StartSpec::LastN),
     ];
-    let sub = (filter, start, prop_oneof![Just(0u32), 1..200u32], 0..3_000u64)
-        .prop_map(|(filter, start, stall_every, stall_us)| SubSpec { filter, start, stall_every, stall_us });
+    let sub = (
+        filter,
+        start,
+        prop_oneof![Just(0u32), 1..200u32],
+        0..3_000u64,
+    )
+        .prop_map(|(filter, start, stall_every, stall_us)| SubSpec {
+            filter,
+            start,
+            stall_every,
+            stall_us,
+        });
     let event = (0..TOPICS.len(), 0..TYPES.len(), 0..3u64);
     (
         12..16u32,
@@ -75,7 +88,13 @@ fn case() -> impl Strategy<Value = Case> {
         proptest::collection::vec(proptest::collection::vec(event, 1..1_500), 1..4),
         proptest::collection::vec(sub, 1..5),
     )
-        .prop_map(|(ring_log2, retention, preload, publishers, subs)| Case { ring_log2, retention, preload, publishers, subs })
+        .prop_map(|(ring_log2, retention, preload, publishers, subs)| Case {
+            ring_log2,
+            retention,
+            preload,
+            publishers,
+            subs,
+        })
 }
 
 #[derive(Debug, Clone)]
@@ -87,7 +106,11 @@ struct Rec {
 }
 
 fn selects(f: &FilterSpec, r: &Rec) -> bool {
-    let m = |p: &str| Filter::patterns(&[p]).unwrap().matches_topic(TOPICS[r.topic]);
+    let m = |p: &str| {
+        Filter::patterns(&[p])
+            .unwrap()
+            .matches_topic(TOPICS[r.topic])
+    };
     match f {
         FilterSpec::Topic(t) => r.topic == *t,
         FilterSpec::Pattern(p) => m(p),
@@ -105,16 +128,40 @@ fn run(case: Case) -> Result<(), TestCaseError> {
     config.log.durability = Durability::Never;
     config.log.prefault = false;
     if let Some(max) = case.retention {
-        config.log.retention = Retention { max_records: Some(max), override_pins: true, ..Retention::default() };
+        config.log.retention = Retention {
+            max_records: Some(max),
+            override_pins: true,
+            ..Retention::default()
+        };
     }
     let broker = Broker::open(config).unwrap();
-    let publishers: Vec<_> = TOPICS.iter().map(|t| broker.publisher(t).unwrap()).collect();
+    let publishers: Vec<_> = TOPICS
+        .iter()
+        .map(|t| broker.publisher(t).unwrap())
+        .collect();
     // The model: global seq -> record, from what publish returned.
     let mut model: BTreeMap<u64, Rec> = BTreeMap::new();
     let publish = |topic: usize, ty: usize, origin: u64| {
         let payload = format!("{topic}/{ty}/{origin}");
-        let p = publishers[topic].publish(TYPES[ty], payload.as_bytes(), PublishOptions { origin, correlation: None }).unwrap();
-        (p.seq, Rec { topic, topic_seq: p.topic_seq, ty, origin })
+        let p = publishers[topic]
+            .publish(
+                TYPES[ty],
+                payload.as_bytes(),
+                PublishOptions {
+                    origin,
+                    correlation: None,
+                },
+            )
+            .unwrap();
+        (
+            p.seq,
+            Rec {
+                topic,
+                topic_seq: p.topic_seq,
+                ty,
+                origin,
+            },
+        )
     };
     for i in 0..case.preload as usize {
         let (seq, rec) = publish(i % TOPICS.len(), i % TYPES.len(), (i % 3) as u64);
@@ -127,8 +174,13 @@ fn run(case: Case) -> Result<(), TestCaseError> {
         let (filter, single) = match &spec.filter {
             FilterSpec::Topic(t) => (Filter::topic(TOPICS[*t]).unwrap(), true),
             FilterSpec::Pattern(p) => (Filter::patterns(&[p]).unwrap(), false),
-            FilterSpec::Typed(p, t) => (Filter::patterns(&[p]).unwrap().with_types(&[TYPES[*t]]), false),
-            FilterSpec::NotOrigin(p, o) => (Filter::patterns(&[p]).unwrap().excluding_origin(*o), false),
+            FilterSpec::Typed(p, t) => (
+                Filter::patterns(&[p]).unwrap().with_types(&[TYPES[*t]]),
+                false,
+            ),
+            FilterSpec::NotOrigin(p, o) => {
+                (Filter::patterns(&[p]).unwrap().excluding_origin(*o), false)
+            }
         };
         let start = match (&spec.start, single) {
             (StartSpec::TopicSeq(_), false) => StartAt::Now,
@@ -148,7 +200,10 @@ fn run(case: Case) -> Result<(), TestCaseError> {
         .iter()
         .map(|events| {
             let events = events.clone();
-            let publishers: Vec<_> = TOPICS.iter().map(|t| broker.publisher(t).unwrap()).collect();
+            let publishers: Vec<_> = TOPICS
+                .iter()
+                .map(|t| broker.publisher(t).unwrap())
+                .collect();
             let barrier = barrier.clone();
             thread::spawn(move || {
                 barrier.wait();
@@ -157,9 +212,24 @@ fn run(case: Case) -> Result<(), TestCaseError> {
                     .map(|(topic, ty, origin)| {
                         let payload = format!("{topic}/{ty}/{origin}");
                         let p = publishers[topic]
-                            .publish(TYPES[ty], payload.as_bytes(), PublishOptions { origin, correlation: None })
+                            .publish(
+                                TYPES[ty],
+                                payload.as_bytes(),
+                                PublishOptions {
+                                    origin,
+                                    correlation: None,
+                                },
+                            )
                             .unwrap();
-                        (p.seq, Rec { topic, topic_seq: p.topic_seq, ty, origin })
+                        (
+                            p.seq,
+                            Rec {
+                                topic,
+                                topic_seq: p.topic_seq,
+                                ty,
+                                origin,
+                            },
+                        )
                     })
                     .collect::<Vec<_>>()
             })
@@ -192,21 +262,38 @@ fn run(case: Case) -> Result<(), TestCaseError> {
     barrier.wait();
     for w in writers {
         for (seq, rec) in w.join().unwrap() {
-            prop_assert!(model.insert(seq, rec).is_none(), "global sequence {} assigned twice", seq);
+            prop_assert!(
+                model.insert(seq, rec).is_none(),
+                "global sequence {} assigned twice",
+                seq
+            );
         }
     }
     // Dense global sequences; dense per-topic sequences in global order.
-    prop_assert_eq!(model.keys().copied().collect::<Vec<_>>(), (1..end).collect::<Vec<_>>());
+    prop_assert_eq!(
+        model.keys().copied().collect::<Vec<_>>(),
+        (1..end).collect::<Vec<_>>()
+    );
     let mut per_topic = [0u64; TOPICS.len()];
     for rec in model.values() {
         per_topic[rec.topic] += 1;
-        prop_assert_eq!(rec.topic_seq, per_topic[rec.topic], "topic sequences are dense and follow global order");
+        prop_assert_eq!(
+            rec.topic_seq,
+            per_topic[rec.topic],
+            "topic sequences are dense and follow global order"
+        );
     }
     let first_retained = broker.next_seq() - 1; // upper bound for gap checks below
     for reader in readers {
         let (spec, start, got) = reader.join().unwrap();
         // Where the model says this subscriber starts.
-        let topic_of = |f: &FilterSpec| if let FilterSpec::Topic(t) = f { Some(*t) } else { None };
+        let topic_of = |f: &FilterSpec| {
+            if let FilterSpec::Topic(t) = f {
+                Some(*t)
+            } else {
+                None
+            }
+        };
         let first_seq = match (&start, topic_of(&spec.filter)) {
             (StartAt::Now, _) => now,
             (StartAt::Seq(s), _) => (*s).min(now),
@@ -218,23 +305,38 @@ fn run(case: Case) -> Result<(), TestCaseError> {
                 let last = model.range(..now).filter(|(_, r)| r.topic == t).count() as u64;
                 // The last n of topic sequences 1..=last.
                 let from = (last + 1).saturating_sub(*n).max(1);
-                model.iter().find(|(_, r)| r.topic == t && r.topic_seq >= from).map_or(end, |(s, _)| *s)
+                model
+                    .iter()
+                    .find(|(_, r)| r.topic == t && r.topic_seq >= from)
+                    .map_or(end, |(s, _)| *s)
             }
             (StartAt::LastN(n), None) => now.saturating_sub(*n).max(1),
             _ => unreachable!(),
         };
-        let expected: Vec<u64> = model.range(first_seq..).filter(|(_, r)| selects(&spec.filter, r)).map(|(s, _)| *s).collect();
+        let expected: Vec<u64> = model
+            .range(first_seq..)
+            .filter(|(_, r)| selects(&spec.filter, r))
+            .map(|(s, _)| *s)
+            .collect();
         // Walk the deliveries against the expected list.
         let mut i = 0;
         for d in &got {
             match d {
                 Delivery::Event(e) => {
                     prop_assert!(i < expected.len(), "extra event {} for {:?}", e.seq, spec);
-                    prop_assert_eq!(e.seq, expected[i], "wrong, missing or duplicate event for {:?}", spec);
+                    prop_assert_eq!(
+                        e.seq,
+                        expected[i],
+                        "wrong, missing or duplicate event for {:?}",
+                        spec
+                    );
                     let rec = &model[&e.seq];
                     prop_assert_eq!(e.topic_seq, rec.topic_seq);
                     prop_assert_eq!(&*e.topic, TOPICS[rec.topic]);
-                    prop_assert_eq!(e.payload.clone(), format!("{}/{}/{}", rec.topic, rec.ty, rec.origin).into_bytes());
+                    prop_assert_eq!(
+                        e.payload.clone(),
+                        format!("{}/{}/{}", rec.topic, rec.ty, rec.origin).into_bytes()
+                    );
                     i += 1;
                 }
                 Delivery::Gap(g) => {
@@ -256,7 +358,12 @@ fn run(case: Case) -> Result<(), TestCaseError> {
                 }
             }
         }
-        prop_assert_eq!(i, expected.len(), "events never delivered nor covered by a gap for {:?}", spec);
+        prop_assert_eq!(
+            i,
+            expected.len(),
+            "events never delivered nor covered by a gap for {:?}",
+            spec
+        );
     }
     Ok(())
 }

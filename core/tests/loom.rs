@@ -16,12 +16,24 @@ fn payload(seq: u64) -> [u8; 8] {
 }
 
 fn tiny_ring(slots: usize) -> Ring {
-    Ring::new(RingConfig { capacity: 64, max_record: 16, slots: Some(slots), first_seq: 0 }).unwrap()
+    Ring::new(RingConfig {
+        capacity: 64,
+        max_record: 16,
+        slots: Some(slots),
+        first_seq: 0,
+    })
+    .unwrap()
 }
 
 /// Many bytes, two slots: records lap the slots long before the bytes.
 fn slot_bound_ring() -> Ring {
-    Ring::new(RingConfig { capacity: 1024, max_record: 16, slots: Some(2), first_seq: 0 }).unwrap()
+    Ring::new(RingConfig {
+        capacity: 1024,
+        max_record: 16,
+        slots: Some(2),
+        first_seq: 0,
+    })
+    .unwrap()
 }
 
 fn publish_own_seq(publisher: &mut herald_core::ring::Publisher) -> u64 {

@@ -9,7 +9,13 @@ use herald_core::ring::{Ring, RingConfig};
 
 #[test]
 fn publish_and_read_do_not_allocate_after_warm_up() {
-    let ring = Ring::new(RingConfig { capacity: 1 << 12, max_record: 256, slots: Some(32), first_seq: 0 }).unwrap();
+    let ring = Ring::new(RingConfig {
+        capacity: 1 << 12,
+        max_record: 256,
+        slots: Some(32),
+        first_seq: 0,
+    })
+    .unwrap();
     let mut publisher = ring.publisher();
     let mut sub = ring.subscribe();
     let mut lagging = ring.subscribe();
@@ -39,5 +45,9 @@ fn publish_and_read_do_not_allocate_after_warm_up() {
         // Lapped again and again: lag recovery does not allocate either.
         let _ = lagging.read_batch(4, |seq, _| sum += seq);
     }
-    assert_eq!(allocations() - before, 0, "allocations on the hot paths (checksum {sum})");
+    assert_eq!(
+        allocations() - before,
+        0,
+        "allocations on the hot paths (checksum {sum})"
+    );
 }

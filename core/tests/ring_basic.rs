@@ -6,7 +6,13 @@ use std::time::Duration;
 use herald_core::ring::{Lagged, PublishError, RecvError, Ring, RingConfig, WaitStrategy};
 
 fn ring(capacity: usize, max_record: usize, slots: Option<usize>) -> Ring {
-    Ring::new(RingConfig { capacity, max_record, slots, first_seq: 0 }).unwrap()
+    Ring::new(RingConfig {
+        capacity,
+        max_record,
+        slots,
+        first_seq: 0,
+    })
+    .unwrap()
 }
 
 #[test]
@@ -45,22 +51,53 @@ fn every_subscriber_sees_every_record() {
 fn oversized_record_is_refused_with_a_typed_error() {
     let ring = ring(1024, 100, None);
     let mut publisher = ring.publisher();
-    assert_eq!(publisher.publish(&[0; 101]), Err(PublishError::TooLarge { len: 101, max: 100 }));
+    assert_eq!(
+        publisher.publish(&[0; 101]),
+        Err(PublishError::TooLarge { len: 101, max: 100 })
+    );
     assert_eq!(publisher.publish(&[0; 100]), Ok(0));
 }
 
 #[test]
 fn invalid_configurations_are_refused() {
     let bad = [
-        RingConfig { capacity: 1000, max_record: 10, slots: None, first_seq: 0 },
-        RingConfig { capacity: 1024, max_record: 0, slots: None, first_seq: 0 },
-        RingConfig { capacity: 1024, max_record: 257, slots: None, first_seq: 0 },
-        RingConfig { capacity: 1024, max_record: 10, slots: Some(6), first_seq: 0 },
-        RingConfig { capacity: 32, max_record: 8, slots: None, first_seq: 0 },
+        RingConfig {
+            capacity: 1000,
+            max_record: 10,
+            slots: None,
+            first_seq: 0,
+        },
+        RingConfig {
+            capacity: 1024,
+            max_record: 0,
+            slots: None,
+            first_seq: 0,
+        },
+        RingConfig {
+            capacity: 1024,
+            max_record: 257,
+            slots: None,
+            first_seq: 0,
+        },
+        RingConfig {
+            capacity: 1024,
+            max_record: 10,
+            slots: Some(6),
+            first_seq: 0,
+        },
+        RingConfig {
+            capacity: 32,
+            max_record: 8,
+            slots: None,
+            first_seq: 0,
+        },
     ];
     for config in bad {
         let err = Ring::new(config).unwrap_err();
-        assert!(err.to_string().starts_with("invalid ring configuration"), "{err}");
+        assert!(
+            err.to_string().starts_with("invalid ring configuration"),
+            "{err}"
+        );
     }
 }
 
@@ -79,7 +116,10 @@ fn lapped_subscriber_learns_exactly_what_it_missed() {
         other => panic!("expected a lag, got {other:?}"),
     };
     assert_eq!(lag.missed_from, 0);
-    assert!(lag.next_available > 100 - 16 && lag.next_available < 100, "{lag:?}");
+    assert!(
+        lag.next_available > 100 - 16 && lag.next_available < 100,
+        "{lag:?}"
+    );
     // Everything from next_available on is intact and in order.
     for expected in lag.next_available..100 {
         assert_eq!(sub.try_recv(&mut buf).unwrap(), expected);
@@ -98,7 +138,11 @@ fn lapping_by_bytes_is_detected_even_with_free_slots() {
         publisher.publish(&[i; 200]).unwrap();
     }
     let mut buf = Vec::new();
-    let Err(RecvError::Lagged(Lagged { missed_from: 0, next_available })) = sub.try_recv(&mut buf) else {
+    let Err(RecvError::Lagged(Lagged {
+        missed_from: 0,
+        next_available,
+    })) = sub.try_recv(&mut buf)
+    else {
         panic!("expected a lag from 0");
     };
     let mut next = next_available;
@@ -145,7 +189,11 @@ fn tethered_subscriber_holds_back_try_publish() {
 
 #[test]
 fn blocking_publish_waits_for_a_tethered_subscriber_and_loses_nothing() {
-    for strategy in [WaitStrategy::BusySpin, WaitStrategy::SpinYield, WaitStrategy::Park] {
+    for strategy in [
+        WaitStrategy::BusySpin,
+        WaitStrategy::SpinYield,
+        WaitStrategy::Park,
+    ] {
         let ring = ring(512, 64, Some(8));
         let mut tethered = ring.subscribe_tethered().unwrap();
         tethered.set_wait_strategy(strategy);
@@ -198,7 +246,10 @@ fn recv_timeout_times_out_then_a_parked_subscriber_is_woken() {
     let mut sub = ring.subscribe();
     sub.set_wait_strategy(WaitStrategy::Park);
     let mut buf = Vec::new();
-    assert_eq!(sub.recv_timeout(&mut buf, Duration::from_millis(20)), Err(RecvError::Timeout));
+    assert_eq!(
+        sub.recv_timeout(&mut buf, Duration::from_millis(20)),
+        Err(RecvError::Timeout)
+    );
     let mut publisher = ring.publisher();
     let writer = thread::spawn(move || {
         thread::sleep(Duration::from_millis(50));
@@ -223,7 +274,10 @@ fn doorbell_becomes_readable_only_when_armed_and_published() {
     let mut publisher = ring.publisher();
     publisher.publish(b"before arming").unwrap();
     assert!(!poll(bell.as_raw_fd()), "unarmed doorbell must stay quiet");
-    assert!(!sub.arm(&bell), "data is pending, so arming says: read instead");
+    assert!(
+        !sub.arm(&bell),
+        "data is pending, so arming says: read instead"
+    );
     let mut buf = Vec::new();
     assert_eq!(sub.try_recv(&mut buf), Ok(0));
     assert!(sub.arm(&bell), "nothing pending: may sleep");
@@ -244,7 +298,11 @@ struct PollFd {
 }
 
 fn libc_pollfd(fd: i32) -> PollFd {
-    PollFd { fd, events: 1 /* POLLIN */, revents: 0 }
+    PollFd {
+        fd,
+        events: 1, /* POLLIN */
+        revents: 0,
+    }
 }
 
 extern "C" {
@@ -274,7 +332,13 @@ fn subscribe_at_replays_what_is_still_in_the_ring() {
 
 #[test]
 fn subscribe_at_a_future_or_forgotten_sequence() {
-    let ring = Ring::new(RingConfig { capacity: 1024, max_record: 64, slots: None, first_seq: 100 }).unwrap();
+    let ring = Ring::new(RingConfig {
+        capacity: 1024,
+        max_record: 64,
+        slots: None,
+        first_seq: 100,
+    })
+    .unwrap();
     let mut publisher = ring.publisher();
     let mut early = ring.subscribe_at(90);
     let mut future = ring.subscribe_at(102);
@@ -282,7 +346,13 @@ fn subscribe_at_a_future_or_forgotten_sequence() {
         publisher.publish(b"x").unwrap();
     }
     let mut buf = Vec::new();
-    assert_eq!(early.try_recv(&mut buf), Err(RecvError::Lagged(Lagged { missed_from: 90, next_available: 100 })));
+    assert_eq!(
+        early.try_recv(&mut buf),
+        Err(RecvError::Lagged(Lagged {
+            missed_from: 90,
+            next_available: 100
+        }))
+    );
     assert_eq!(early.try_recv(&mut buf), Ok(100));
     assert_eq!(future.try_recv(&mut buf), Ok(102));
     assert_eq!(future.try_recv(&mut buf), Err(RecvError::Empty));
@@ -290,7 +360,16 @@ fn subscribe_at_a_future_or_forgotten_sequence() {
 
 #[test]
 fn first_seq_offsets_every_sequence_number() {
-    let ring = Ring::new(RingConfig { first_seq: 1_000, ..RingConfig { capacity: 1024, max_record: 64, slots: None, first_seq: 0 } }).unwrap();
+    let ring = Ring::new(RingConfig {
+        first_seq: 1_000,
+        ..RingConfig {
+            capacity: 1024,
+            max_record: 64,
+            slots: None,
+            first_seq: 0,
+        }
+    })
+    .unwrap();
     let mut sub = ring.subscribe();
     assert_eq!(ring.publisher().publish(b"x"), Ok(1_000));
     assert_eq!(sub.try_recv(&mut Vec::new()), Ok(1_000));

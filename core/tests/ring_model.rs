@@ -16,12 +16,22 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Publish { len: usize, fill: u8, via_claim: bool },
-    Abort { len: usize },
-    Read { sub: usize },
+    Publish {
+        len: usize,
+        fill: u8,
+        via_claim: bool,
+    },
+    Abort {
+        len: usize,
+    },
+    Read {
+        sub: usize,
+    },
     Join,
     JoinTethered,
-    Leave { sub: usize },
+    Leave {
+        sub: usize,
+    },
 }
 
 fn op(max_record: usize) -> impl Strategy<Value = Op> {
@@ -56,13 +66,22 @@ impl Model {
     fn place(&self, len: usize) -> (u64, u64) {
         let size = (len as u64 + 7) & !7;
         let offset = self.head_pos % self.capacity;
-        let start = if offset + size > self.capacity { self.head_pos + self.capacity - offset } else { self.head_pos };
+        let start = if offset + size > self.capacity {
+            self.head_pos + self.capacity - offset
+        } else {
+            self.head_pos
+        };
         (start, start + size)
     }
     fn push(&mut self, len: usize, payload: Option<Vec<u8>>) -> u64 {
         let (start, end) = self.place(len);
         let seq = self.head_seq;
-        self.records.push_back(Rec { seq, start, end, payload });
+        self.records.push_back(Rec {
+            seq,
+            start,
+            end,
+            payload,
+        });
         self.head_seq += 1;
         self.head_pos = end;
         while self.records.len() > 4 * self.slots as usize + 8 {
@@ -101,20 +120,46 @@ struct Sub {
     released_pos: u64,
 }
 
-fn run(capacity: usize, max_record: usize, slots: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let ring = Ring::new(RingConfig { capacity, max_record, slots: Some(slots), first_seq: 0 }).unwrap();
+fn run(
+    capacity: usize,
+    max_record: usize,
+    slots: usize,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
+    let ring = Ring::new(RingConfig {
+        capacity,
+        max_record,
+        slots: Some(slots),
+        first_seq: 0,
+    })
+    .unwrap();
     let mut publisher = ring.publisher();
-    let mut model = Model { capacity: capacity as u64, slots: slots as u64, records: VecDeque::new(), head_seq: 0, head_pos: 0 };
-    let mut subs: Vec<Sub> = vec![Sub { sub: ring.subscribe(), expected: 0, released_pos: 0 }];
+    let mut model = Model {
+        capacity: capacity as u64,
+        slots: slots as u64,
+        records: VecDeque::new(),
+        head_seq: 0,
+        head_pos: 0,
+    };
+    let mut subs: Vec<Sub> = vec![Sub {
+        sub: ring.subscribe(),
+        expected: 0,
+        released_pos: 0,
+    }];
     let mut buf = Vec::new();
     for op in ops {
         match op {
-            Op::Publish { len, fill, via_claim } => {
+            Op::Publish {
+                len,
+                fill,
+                via_claim,
+            } => {
                 let payload: Vec<u8> = (0..len).map(|i| fill.wrapping_add(i as u8)).collect();
                 let (_, end) = model.place(len);
                 let blocked = subs.iter().any(|s| {
                     s.sub.is_tethered()
-                        && (model.head_seq >= s.expected + model.slots || end > s.released_pos + model.capacity)
+                        && (model.head_seq >= s.expected + model.slots
+                            || end > s.released_pos + model.capacity)
                 });
                 let result = if via_claim {
                     publisher.try_claim(len).map(|mut c| {
@@ -138,7 +183,8 @@ fn run(capacity: usize, max_record: usize, slots: usize, ops: Vec<Op>) -> Result
                 let (_, end) = model.place(len);
                 let blocked = subs.iter().any(|s| {
                     s.sub.is_tethered()
-                        && (model.head_seq >= s.expected + model.slots || end > s.released_pos + model.capacity)
+                        && (model.head_seq >= s.expected + model.slots
+                            || end > s.released_pos + model.capacity)
                 });
                 match publisher.try_claim(len) {
                     Ok(claim) => {
@@ -168,8 +214,16 @@ fn run(capacity: usize, max_record: usize, slots: usize, ops: Vec<Op>) -> Result
                 }
                 match s.sub.try_recv(&mut buf) {
                     Ok(seq) => {
-                        prop_assert!(!model.overwritten(seq), "record {} was delivered after being overwritten", seq);
-                        prop_assert_eq!(seq, skip_to, "records arrive in order, aborted ones skipped");
+                        prop_assert!(
+                            !model.overwritten(seq),
+                            "record {} was delivered after being overwritten",
+                            seq
+                        );
+                        prop_assert_eq!(
+                            seq,
+                            skip_to,
+                            "records arrive in order, aborted ones skipped"
+                        );
                         let rec = model.get(seq).unwrap();
                         prop_assert_eq!(Some(&buf), rec.payload.as_ref());
                         s.expected = seq + 1;
@@ -188,20 +242,38 @@ fn run(capacity: usize, max_record: usize, slots: usize, ops: Vec<Op>) -> Result
                     Err(RecvError::Lagged(lag)) => {
                         prop_assert!(!s.sub.is_tethered(), "tethered subscribers never lag");
                         prop_assert!(lag.missed_from <= skip_to, "lag starts at the cursor");
-                        prop_assert!(model.may_be_overwritten(lag.missed_from), "lag reported for record {} that is still intact", lag.missed_from);
-                        prop_assert!(lag.next_available > lag.missed_from && lag.next_available <= model.head_seq);
-                        prop_assert!(!model.may_be_overwritten(lag.next_available) || lag.next_available == model.head_seq);
+                        prop_assert!(
+                            model.may_be_overwritten(lag.missed_from),
+                            "lag reported for record {} that is still intact",
+                            lag.missed_from
+                        );
+                        prop_assert!(
+                            lag.next_available > lag.missed_from
+                                && lag.next_available <= model.head_seq
+                        );
+                        prop_assert!(
+                            !model.may_be_overwritten(lag.next_available)
+                                || lag.next_available == model.head_seq
+                        );
                         prop_assert_eq!(s.sub.next_seq(), lag.next_available);
                         s.expected = lag.next_available;
                     }
                     Err(other) => prop_assert!(false, "unexpected {:?}", other),
                 }
             }
-            Op::Join => subs.push(Sub { sub: ring.subscribe(), expected: model.head_seq, released_pos: model.head_pos }),
+            Op::Join => subs.push(Sub {
+                sub: ring.subscribe(),
+                expected: model.head_seq,
+                released_pos: model.head_pos,
+            }),
             Op::JoinTethered => {
                 if let Some(sub) = ring.subscribe_tethered() {
                     prop_assert_eq!(sub.next_seq(), model.head_seq);
-                    subs.push(Sub { sub, expected: model.head_seq, released_pos: model.head_pos });
+                    subs.push(Sub {
+                        sub,
+                        expected: model.head_seq,
+                        released_pos: model.head_pos,
+                    });
                 }
             }
             Op::Leave { sub } => {

@@ -19,7 +19,11 @@ use std::thread;
 use herald_core::ring::{RecvError, Ring, RingConfig, Subscriber};
 
 fn scale() -> u64 {
-    if std::env::var_os("HERALD_LONG").is_some() { 10 } else { 1 }
+    if std::env::var_os("HERALD_LONG").is_some() {
+        10
+    } else {
+        1
+    }
 }
 
 fn mix(mut x: u64) -> u64 {
@@ -44,15 +48,24 @@ fn encode(producer: u32, counter: u64, max: usize, out: &mut Vec<u8>) {
 }
 
 fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Returns (producer, counter) or panics on a corrupt payload.
 fn decode(bytes: &[u8]) -> (u32, u64) {
     assert!(bytes.len() >= 20, "short payload: {} bytes", bytes.len());
     let (body, sum) = bytes.split_at(bytes.len() - 8);
-    assert_eq!(checksum(body), u64::from_le_bytes(sum.try_into().unwrap()), "checksum mismatch: torn read");
-    (u32::from_le_bytes(body[..4].try_into().unwrap()), u64::from_le_bytes(body[4..12].try_into().unwrap()))
+    assert_eq!(
+        checksum(body),
+        u64::from_le_bytes(sum.try_into().unwrap()),
+        "checksum mismatch: torn read"
+    );
+    (
+        u32::from_le_bytes(body[..4].try_into().unwrap()),
+        u64::from_le_bytes(body[4..12].try_into().unwrap()),
+    )
 }
 
 #[derive(Default)]
@@ -63,7 +76,12 @@ struct Seen {
     lags: Vec<(u64, u64)>,
 }
 
-fn subscribe_loop(mut sub: Subscriber, slow: bool, stop: &AtomicBool, end_seq: &std::sync::atomic::AtomicU64) -> Seen {
+fn subscribe_loop(
+    mut sub: Subscriber,
+    slow: bool,
+    stop: &AtomicBool,
+    end_seq: &std::sync::atomic::AtomicU64,
+) -> Seen {
     let mut seen = Seen::default();
     let mut n = 0u64;
     loop {
@@ -80,7 +98,8 @@ fn subscribe_loop(mut sub: Subscriber, slow: bool, stop: &AtomicBool, end_seq: &
             }
             Err(RecvError::Lagged(lag)) => seen.lags.push((lag.missed_from, lag.next_available)),
             Err(_) => {
-                if stop.load(Ordering::Acquire) && sub.next_seq() >= end_seq.load(Ordering::Acquire) {
+                if stop.load(Ordering::Acquire) && sub.next_seq() >= end_seq.load(Ordering::Acquire)
+                {
                     return seen;
                 }
                 thread::yield_now();
@@ -94,9 +113,22 @@ const BYTE_BOUND: (usize, usize) = (1 << 14, 256);
 /// Slots lap before bytes (64 slots, 64 KiB).
 const SLOT_BOUND: (usize, usize) = (1 << 16, 64);
 
-fn stress((capacity, slots): (usize, usize), producers: u32, untethered: usize, slow: usize, tethered: usize, per_producer: u64) {
+fn stress(
+    (capacity, slots): (usize, usize),
+    producers: u32,
+    untethered: usize,
+    slow: usize,
+    tethered: usize,
+    per_producer: u64,
+) {
     let max = 200;
-    let ring = Ring::new(RingConfig { capacity, max_record: max, slots: Some(slots), first_seq: 0 }).unwrap();
+    let ring = Ring::new(RingConfig {
+        capacity,
+        max_record: max,
+        slots: Some(slots),
+        first_seq: 0,
+    })
+    .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let end_seq = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
     let mut subs = Vec::new();
@@ -111,7 +143,10 @@ fn stress((capacity, slots): (usize, usize), producers: u32, untethered: usize, 
         .into_iter()
         .map(|(sub, slow, tethered)| {
             let (stop, end_seq) = (stop.clone(), end_seq.clone());
-            (tethered, thread::spawn(move || subscribe_loop(sub, slow, &stop, &end_seq)))
+            (
+                tethered,
+                thread::spawn(move || subscribe_loop(sub, slow, &stop, &end_seq)),
+            )
         })
         .collect();
     let writers: Vec<_> = (0..producers)
@@ -136,7 +171,11 @@ fn stress((capacity, slots): (usize, usize), producers: u32, untethered: usize, 
     let mut by_seq = vec![(u32::MAX, 0u64); total as usize];
     for (p, w) in writers.into_iter().enumerate() {
         for (counter, seq) in w.join().unwrap().into_iter().enumerate() {
-            assert_eq!(by_seq[seq as usize].0, u32::MAX, "sequence {seq} handed out twice");
+            assert_eq!(
+                by_seq[seq as usize].0,
+                u32::MAX,
+                "sequence {seq} handed out twice"
+            );
             by_seq[seq as usize] = (p as u32, counter as u64);
         }
     }
@@ -147,7 +186,11 @@ fn stress((capacity, slots): (usize, usize), producers: u32, untethered: usize, 
         // Delivered records and lag ranges partition 0..total exactly.
         let mut covered = vec![0u8; total as usize];
         for &(seq, p, c) in &seen.records {
-            assert_eq!(by_seq[seq as usize], (p, c), "record {seq} is not what was published there");
+            assert_eq!(
+                by_seq[seq as usize],
+                (p, c),
+                "record {seq} is not what was published there"
+            );
             covered[seq as usize] += 1;
         }
         for &(from, to) in &seen.lags {
@@ -156,8 +199,16 @@ fn stress((capacity, slots): (usize, usize), producers: u32, untethered: usize, 
                 covered[seq as usize] += 1;
             }
         }
-        let bad: Vec<_> = covered.iter().enumerate().filter(|(_, &c)| c != 1).take(5).collect();
-        assert!(bad.is_empty(), "sequences seen/missed a number of times other than once: {bad:?}");
+        let bad: Vec<_> = covered
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c != 1)
+            .take(5)
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "sequences seen/missed a number of times other than once: {bad:?}"
+        );
         // Per-publisher order (and global order) of what was delivered.
         let mut last = vec![None::<u64>; producers as usize];
         let mut last_seq = None;

@@ -50,7 +50,12 @@ pub struct Claims {
 
 /// Signs claims with an HS256 secret (for `herald token` and tests).
 pub fn mint_hs256(claims: &Claims, secret: &[u8]) -> Result<String, String> {
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret)).map_err(|e| e.to_string())
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// What a request may do.
@@ -73,7 +78,11 @@ pub(crate) enum Denied {
 
 impl Grants {
     pub(crate) fn anonymous() -> Grants {
-        Grants { tenant: None, publish: Vec::new(), subscribe: Vec::new() }
+        Grants {
+            tenant: None,
+            publish: Vec::new(),
+            subscribe: Vec::new(),
+        }
     }
 
     /// The broker's name for a client's topic or pattern. Presence topics
@@ -95,7 +104,9 @@ impl Grants {
         if self.tenant.is_none() || self.publish.iter().any(|g| g.matches(topic)) {
             Ok(())
         } else {
-            Err(Denied::Forbidden(format!("the token may not publish to {topic:?}")))
+            Err(Denied::Forbidden(format!(
+                "the token may not publish to {topic:?}"
+            )))
         }
     }
 
@@ -103,10 +114,17 @@ impl Grants {
     /// it can match. A topic's presence events go with the topic.
     pub(crate) fn check_subscribe(&self, pattern: &str) -> Result<(), Denied> {
         let underlying = pattern.strip_prefix(PRESENCE).unwrap_or(pattern);
-        if self.tenant.is_none() || self.subscribe.iter().any(|g| covers(g.as_str(), underlying)) {
+        if self.tenant.is_none()
+            || self
+                .subscribe
+                .iter()
+                .any(|g| covers(g.as_str(), underlying))
+        {
             Ok(())
         } else {
-            Err(Denied::Forbidden(format!("the token may not subscribe to {pattern:?}")))
+            Err(Denied::Forbidden(format!(
+                "the token may not subscribe to {pattern:?}"
+            )))
         }
     }
 }
@@ -145,11 +163,14 @@ impl Authenticator {
             keys.push((Algorithm::HS256, DecodingKey::from_secret(secret)));
         }
         if let Some(pem) = &config.rs256_public_pem {
-            let key = DecodingKey::from_rsa_pem(pem).map_err(|e| format!("bad RS256 public key: {e}"))?;
+            let key =
+                DecodingKey::from_rsa_pem(pem).map_err(|e| format!("bad RS256 public key: {e}"))?;
             keys.push((Algorithm::RS256, key));
         }
         if keys.is_empty() && !anonymous {
-            return Err("no token key configured and anonymous access is off: nobody could connect".into());
+            return Err(
+                "no token key configured and anonymous access is off: nobody could connect".into(),
+            );
         }
         Ok(Authenticator { keys, anonymous })
     }
@@ -160,7 +181,10 @@ impl Authenticator {
     pub(crate) fn authenticate(&self, req: &Request) -> Result<Grants, Denied> {
         let token = req
             .header("authorization")
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::to_owned)
             .or_else(|| req.query_param("access_token"));
         let Some(token) = token else {
@@ -180,16 +204,23 @@ impl Authenticator {
                 Err(e) => last_error = e.to_string(),
             }
         }
-        Err(Denied::Unauthenticated(format!("invalid token: {last_error}")))
+        Err(Denied::Unauthenticated(format!(
+            "invalid token: {last_error}"
+        )))
     }
 }
 
 fn grants(claims: Claims) -> Result<Grants, Denied> {
     let tenant_ok = !claims.tenant.is_empty()
         && claims.tenant.len() <= 64
-        && claims.tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && claims
+            .tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !tenant_ok {
-        return Err(Denied::Unauthenticated("the token's tenant must be 1-64 letters, digits, '_' or '-'".into()));
+        return Err(Denied::Unauthenticated(
+            "the token's tenant must be 1-64 letters, digits, '_' or '-'".into(),
+        ));
     }
     let parse = |list: &[String]| -> Result<Vec<TopicPattern>, Denied> {
         list.iter()
@@ -199,7 +230,11 @@ fn grants(claims: Claims) -> Result<Grants, Denied> {
             })
             .collect()
     };
-    Ok(Grants { publish: parse(&claims.publish)?, subscribe: parse(&claims.subscribe)?, tenant: Some(claims.tenant) })
+    Ok(Grants {
+        publish: parse(&claims.publish)?,
+        subscribe: parse(&claims.subscribe)?,
+        tenant: Some(claims.tenant),
+    })
 }
 
 #[cfg(test)]

@@ -15,17 +15,28 @@ fn authority(url: &str) -> Result<&str, String> {
 
 fn connect(url: &str, request: &str) -> Result<TcpStream, String> {
     let addr = authority(url)?;
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    stream.write_all(request.as_bytes()).map_err(|e| format!("cannot send the request: {e}"))?;
+    let mut stream =
+        TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("cannot send the request: {e}"))?;
     Ok(stream)
 }
 
 fn auth_header(token: Option<&str>) -> String {
-    token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default()
+    token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default()
 }
 
 /// Publishes one event; prints the server's answer.
-pub(crate) fn publish(url: &str, token: Option<&str>, topic: &str, event_type: &str, data: &str) -> ExitCode {
+pub(crate) fn publish(
+    url: &str,
+    token: Option<&str>,
+    topic: &str,
+    event_type: &str,
+    data: &str,
+) -> ExitCode {
     let data: serde_json::Value = match serde_json::from_str(data) {
         Ok(v) => v,
         Err(e) => {
@@ -40,7 +51,8 @@ pub(crate) fn publish(url: &str, token: Option<&str>, topic: &str, event_type: &
         body.len()
     );
     let mut response = String::new();
-    let result = connect(url, &request).and_then(|mut s| s.read_to_string(&mut response).map_err(|e| e.to_string()));
+    let result = connect(url, &request)
+        .and_then(|mut s| s.read_to_string(&mut response).map_err(|e| e.to_string()));
     if let Err(e) = result {
         eprintln!("herald: {e}");
         return ExitCode::FAILURE;
@@ -56,7 +68,12 @@ pub(crate) fn publish(url: &str, token: Option<&str>, topic: &str, event_type: &
 }
 
 /// Streams a topic's events, one line each: `<topic_seq> <type> <payload>`.
-pub(crate) fn subscribe(url: &str, token: Option<&str>, topic: &str, after: Option<u64>) -> ExitCode {
+pub(crate) fn subscribe(
+    url: &str,
+    token: Option<&str>,
+    topic: &str,
+    after: Option<u64>,
+) -> ExitCode {
     let query = after.map(|a| format!("?after={a}")).unwrap_or_default();
     let request = format!(
         "GET /v1/topics/{topic}/events{query} HTTP/1.1\r\nHost: herald\r\nAccept: text/event-stream\r\n{}\r\n",

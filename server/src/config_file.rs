@@ -76,7 +76,8 @@ pub struct FileConfig {
 impl FileConfig {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<FileConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -108,7 +109,10 @@ impl FileConfig {
         set(&mut config.max_body, self.max_body);
         set(&mut config.max_output, self.max_output);
         set(&mut config.max_connections, self.max_connections);
-        set(&mut config.max_connections_per_ip, self.max_connections_per_ip);
+        set(
+            &mut config.max_connections_per_ip,
+            self.max_connections_per_ip,
+        );
         set(&mut config.broker.ring_capacity, self.ring_capacity);
         set(&mut config.broker.max_payload, self.max_payload);
         if let Some(s) = self.keepalive_secs {
@@ -135,7 +139,8 @@ impl FileConfig {
 
 /// Reads a key file, without a trailing newline.
 pub fn read_key(path: &Path) -> Result<Vec<u8>, String> {
-    let mut bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         bytes.pop();
     }
@@ -151,7 +156,9 @@ fn parse_durability(s: &str) -> Result<Durability, String> {
             .and_then(|ms| ms.parse::<u64>().ok())
             .filter(|ms| *ms > 0)
             .map(|ms| Durability::Interval(Duration::from_millis(ms)))
-            .ok_or_else(|| format!("durability {s:?}: expected \"never\", \"always\" or \"interval:<ms>\"")),
+            .ok_or_else(|| {
+                format!("durability {s:?}: expected \"never\", \"always\" or \"interval:<ms>\"")
+            }),
     }
 }
 
@@ -170,9 +177,18 @@ mod tests {
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.workers, 3);
         assert_eq!(config.max_connections_per_ip, 7);
-        assert_eq!(config.broker.log.durability, Durability::Interval(Duration::from_millis(250)));
-        assert_eq!(config.broker.log.retention.max_age, Some(Duration::from_secs(60)));
-        assert!(toml::from_str::<FileConfig>("listn = \"x\"").is_err(), "unknown keys are refused");
+        assert_eq!(
+            config.broker.log.durability,
+            Durability::Interval(Duration::from_millis(250))
+        );
+        assert_eq!(
+            config.broker.log.retention.max_age,
+            Some(Duration::from_secs(60))
+        );
+        assert!(
+            toml::from_str::<FileConfig>("listn = \"x\"").is_err(),
+            "unknown keys are refused"
+        );
         let bad: FileConfig = toml::from_str("durability = \"sometimes\"").unwrap();
         assert!(bad.apply(&mut ServerConfig::new()).is_err());
     }

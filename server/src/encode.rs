@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 /// The payload as JSON: itself if it is valid JSON, else a string.
 pub(crate) fn payload_json(payload: &[u8]) -> Value {
-    serde_json::from_slice(payload).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(payload).into_owned()))
+    serde_json::from_slice(payload)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(payload).into_owned()))
 }
 
 /// An event as the JSON object of the protocol (`docs/PROTOCOL.md`).
@@ -16,7 +17,9 @@ pub(crate) fn payload_json(payload: &[u8]) -> Value {
 pub(crate) fn external_topic(topic: &str, prefix_len: usize) -> String {
     const PRESENCE: &str = "$presence.";
     match topic.strip_prefix(PRESENCE) {
-        Some(rest) if prefix_len > 0 => format!("{PRESENCE}{}", rest.get(prefix_len..).unwrap_or(rest)),
+        Some(rest) if prefix_len > 0 => {
+            format!("{PRESENCE}{}", rest.get(prefix_len..).unwrap_or(rest))
+        }
         _ => topic.get(prefix_len..).unwrap_or(topic).to_owned(),
     }
 }
@@ -51,7 +54,12 @@ pub(crate) fn gap_json(g: &Gap, prefix_len: usize) -> Value {
 
 /// Appends one SSE frame for `d` to `out`. `topic_ids`: the `id:` field is
 /// the topic sequence (single-topic streams) rather than the global one.
-pub(crate) fn sse_frame(out: &mut Vec<u8>, d: &DeliveryRef<'_>, topic_ids: bool, prefix_len: usize) {
+pub(crate) fn sse_frame(
+    out: &mut Vec<u8>,
+    d: &DeliveryRef<'_>,
+    topic_ids: bool,
+    prefix_len: usize,
+) {
     let mut s = String::new();
     match d {
         DeliveryRef::Event(e) => {

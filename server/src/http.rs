@@ -25,7 +25,10 @@ pub(crate) struct Request {
 
 impl Request {
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The value of query parameter `name`, percent-decoded.
@@ -54,8 +57,15 @@ impl ParseError {
     pub(crate) fn response(&self) -> Vec<u8> {
         match self {
             ParseError::Malformed(why) => error_response(400, "Bad Request", why, false),
-            ParseError::HeadTooLarge => error_response(431, "Request Header Fields Too Large", "request head too large", false),
-            ParseError::BodyTooLarge => error_response(413, "Payload Too Large", "request body too large", false),
+            ParseError::HeadTooLarge => error_response(
+                431,
+                "Request Header Fields Too Large",
+                "request head too large",
+                false,
+            ),
+            ParseError::BodyTooLarge => {
+                error_response(413, "Payload Too Large", "request body too large", false)
+            }
             ParseError::Unsupported(why) => error_response(501, "Not Implemented", why, false),
         }
     }
@@ -69,7 +79,11 @@ pub(crate) fn parse(buf: &[u8], limits: Limits) -> Result<Option<(Request, usize
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
-            return if buf.len() > limits.max_head { Err(ParseError::HeadTooLarge) } else { Ok(None) };
+            return if buf.len() > limits.max_head {
+                Err(ParseError::HeadTooLarge)
+            } else {
+                Ok(None)
+            };
         }
         Err(httparse::Error::TooManyHeaders) => return Err(ParseError::HeadTooLarge),
         Err(_) => return Err(ParseError::Malformed("malformed request head")),
@@ -85,13 +99,21 @@ pub(crate) fn parse(buf: &[u8], limits: Limits) -> Result<Option<(Request, usize
     let mut content_length = 0usize;
     let mut keep_alive = version == 1;
     for h in req.headers.iter() {
-        let value = std::str::from_utf8(h.value).map_err(|_| ParseError::Malformed("header value is not UTF-8"))?;
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| ParseError::Malformed("header value is not UTF-8"))?;
         let name = h.name.to_ascii_lowercase();
         match name.as_str() {
             "content-length" => {
-                content_length = value.trim().parse().map_err(|_| ParseError::Malformed("bad Content-Length"))?;
+                content_length = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| ParseError::Malformed("bad Content-Length"))?;
             }
-            "transfer-encoding" => return Err(ParseError::Unsupported("chunked request bodies are not supported")),
+            "transfer-encoding" => {
+                return Err(ParseError::Unsupported(
+                    "chunked request bodies are not supported",
+                ))
+            }
             "connection" if value.eq_ignore_ascii_case("close") => keep_alive = false,
             "connection" if value.eq_ignore_ascii_case("keep-alive") => keep_alive = true,
             _ => {}
@@ -123,7 +145,9 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -149,7 +173,13 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// A complete response with a body.
-pub(crate) fn response(status: u16, reason: &str, content_type: &str, body: &[u8], keep_alive: bool) -> Vec<u8> {
+pub(crate) fn response(
+    status: u16,
+    reason: &str,
+    content_type: &str,
+    body: &[u8],
+    keep_alive: bool,
+) -> Vec<u8> {
     let mut head = String::with_capacity(128);
     let _ = write!(
         head,
@@ -163,23 +193,40 @@ pub(crate) fn response(status: u16, reason: &str, content_type: &str, body: &[u8
 }
 
 /// A JSON error body: `{"error": "..."}`.
-pub(crate) fn error_response(status: u16, reason: &str, message: &str, keep_alive: bool) -> Vec<u8> {
+pub(crate) fn error_response(
+    status: u16,
+    reason: &str,
+    message: &str,
+    keep_alive: bool,
+) -> Vec<u8> {
     let body = serde_json::json!({ "error": message }).to_string();
-    response(status, reason, "application/json", body.as_bytes(), keep_alive)
+    response(
+        status,
+        reason,
+        "application/json",
+        body.as_bytes(),
+        keep_alive,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits { max_head: 1024, max_body: 16 };
+    const LIMITS: Limits = Limits {
+        max_head: 1024,
+        max_body: 16,
+    };
 
     #[test]
     fn parses_a_request_with_a_body_and_query() {
         let raw = b"POST /v1/topics/a/events?x=1&y=a%20b HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}rest";
         let (req, used) = parse(raw, LIMITS).unwrap().unwrap();
         assert_eq!(used, raw.len() - 4);
-        assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/v1/topics/a/events"));
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            ("POST", "/v1/topics/a/events")
+        );
         assert_eq!(req.query_param("y").as_deref(), Some("a b"));
         assert_eq!(req.body, b"{}");
         assert!(req.keep_alive);
@@ -187,13 +234,35 @@ mod tests {
 
     #[test]
     fn partial_requests_wait_and_limits_are_enforced() {
-        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost", LIMITS).unwrap().map(|_| ()), None);
-        assert_eq!(parse(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nab", LIMITS).unwrap().map(|_| ()), None);
-        assert_eq!(parse(b"POST / HTTP/1.1\r\nContent-Length: 17\r\n\r\n", LIMITS).unwrap_err(), ParseError::BodyTooLarge);
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost", LIMITS)
+                .unwrap()
+                .map(|_| ()),
+            None
+        );
+        assert_eq!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nab", LIMITS)
+                .unwrap()
+                .map(|_| ()),
+            None
+        );
+        assert_eq!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: 17\r\n\r\n", LIMITS).unwrap_err(),
+            ParseError::BodyTooLarge
+        );
         let long = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(2000));
-        assert_eq!(parse(long.as_bytes(), LIMITS).unwrap_err(), ParseError::HeadTooLarge);
-        assert!(matches!(parse(b"\x00\x01garbage\r\n\r\n", LIMITS), Err(ParseError::Malformed(_))));
-        assert!(matches!(parse(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", LIMITS), Err(ParseError::Malformed(_))));
+        assert_eq!(
+            parse(long.as_bytes(), LIMITS).unwrap_err(),
+            ParseError::HeadTooLarge
+        );
+        assert!(matches!(
+            parse(b"\x00\x01garbage\r\n\r\n", LIMITS),
+            Err(ParseError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", LIMITS),
+            Err(ParseError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -120,12 +120,17 @@ const STOP: Token = Token(1);
 
 impl Server {
     /// Opens the broker, binds, and starts the acceptor and the workers.
-    pub fn start(mut config: ServerConfig) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
+    pub fn start(
+        mut config: ServerConfig,
+    ) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
         if config.anonymous && !config.listen.ip().is_loopback() {
             return Err("anonymous access is allowed only on loopback addresses: configure a token key and turn anonymous access off".into());
         }
         let auth = Arc::new(auth::Authenticator::new(&config.auth, config.anonymous)?);
-        config.limits = http::Limits { max_head: config.max_head, max_body: config.max_body };
+        config.limits = http::Limits {
+            max_head: config.max_head,
+            max_body: config.max_body,
+        };
         config.broker.max_payload = config.broker.max_payload.min(config.max_body);
         let broker = Broker::open(config.broker.clone())?;
         let config = Arc::new(config);
@@ -133,7 +138,10 @@ impl Server {
         let mut listener = TcpListener::bind(config.listen)?;
         let addr = listener.local_addr()?;
         let mut wakers = Vec::new();
-        let limits = Arc::new(limits::ConnLimits::new(config.max_connections, config.max_connections_per_ip));
+        let limits = Arc::new(limits::ConnLimits::new(
+            config.max_connections,
+            config.max_connections_per_ip,
+        ));
         let mut senders: Vec<Sender<(TcpStream, IpAddr, Option<&'static str>)>> = Vec::new();
         let shared = worker::WorkerShared {
             broker: broker.clone(),
@@ -148,12 +156,17 @@ impl Server {
             let waker = Arc::new(Waker::new(poll.registry(), Token(0))?);
             let (tx, rx) = mpsc::channel();
             let worker = worker::Worker::new(poll, rx, shared.clone(), i == 0)?;
-            threads.push(std::thread::Builder::new().name(format!("herald-worker-{i}")).spawn(move || worker.run())?);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("herald-worker-{i}"))
+                    .spawn(move || worker.run())?,
+            );
             wakers.push(waker);
             senders.push(tx);
         }
         let poll = Poll::new()?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
         let stop = Arc::new(Waker::new(poll.registry(), STOP)?);
         let acceptor = {
             let (shutdown, wakers) = (shutdown.clone(), wakers.clone());
@@ -168,7 +181,13 @@ impl Server {
         } else {
             tracing::info!(%addr, workers = config.workers, "listening; bearer tokens required");
         }
-        Ok(Server { addr, shutdown, wakers, threads, broker })
+        Ok(Server {
+            addr,
+            shutdown,
+            wakers,
+            threads,
+            broker,
+        })
     }
 
     /// The bound address (useful with port 0).

@@ -16,7 +16,11 @@ pub(crate) struct ConnLimits {
 
 impl ConnLimits {
     pub(crate) fn new(max_total: usize, max_per_ip: usize) -> ConnLimits {
-        ConnLimits { max_total, max_per_ip, open: Mutex::new((0, HashMap::new())) }
+        ConnLimits {
+            max_total,
+            max_per_ip,
+            open: Mutex::new((0, HashMap::new())),
+        }
     }
 
     /// Counts a new connection from `ip`, or says which limit refuses it.

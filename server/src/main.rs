@@ -121,12 +121,29 @@ enum LogCommand {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
     match Cli::parse().command {
-        Command::Serve { config, listen, data, workers, jwt_secret_file, jwt_rs256_public_key, no_anonymous } => {
-            match server_config(config, listen, data, workers, jwt_secret_file, jwt_rs256_public_key, no_anonymous) {
+        Command::Serve {
+            config,
+            listen,
+            data,
+            workers,
+            jwt_secret_file,
+            jwt_rs256_public_key,
+            no_anonymous,
+        } => {
+            match server_config(
+                config,
+                listen,
+                data,
+                workers,
+                jwt_secret_file,
+                jwt_rs256_public_key,
+                no_anonymous,
+            ) {
                 Ok(config) => serve(config),
                 Err(e) => {
                     eprintln!("herald: {e}");
@@ -134,9 +151,27 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Pub { url, token, topic, event_type, data } => client::publish(&url, token.as_deref(), &topic, &event_type, &data),
-        Command::Sub { url, token, after, topic } => client::subscribe(&url, token.as_deref(), &topic, after),
-        Command::Token { secret_file, tenant, sub, publish, subscribe, ttl } => {
+        Command::Pub {
+            url,
+            token,
+            topic,
+            event_type,
+            data,
+        } => client::publish(&url, token.as_deref(), &topic, &event_type, &data),
+        Command::Sub {
+            url,
+            token,
+            after,
+            topic,
+        } => client::subscribe(&url, token.as_deref(), &topic, after),
+        Command::Token {
+            secret_file,
+            tenant,
+            sub,
+            publish,
+            subscribe,
+            ttl,
+        } => {
             let secret = match read_key(&secret_file) {
                 Ok(s) => s,
                 Err(e) => {
@@ -144,8 +179,16 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            let claims = herald_server::Claims { sub, exp: now + ttl, tenant, publish, subscribe };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let claims = herald_server::Claims {
+                sub,
+                exp: now + ttl,
+                tenant,
+                publish,
+                subscribe,
+            };
             match herald_server::mint_hs256(&claims, &secret) {
                 Ok(token) => {
                     println!("{token}");
@@ -157,14 +200,22 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Log { command: LogCommand::Verify { dir } } => match herald_core::log::verify_dir(&dir) {
+        Command::Log {
+            command: LogCommand::Verify { dir },
+        } => match herald_core::log::verify_dir(&dir) {
             Ok(report) => {
                 println!(
                     "{} segments, {} records, sequences {:?}..={:?}",
                     report.segments, report.records, report.first_seq, report.last_seq
                 );
                 for issue in &report.issues {
-                    println!("{}: offset {}: {}{}", issue.path.display(), issue.offset, issue.reason, if issue.torn_tail { " (torn tail)" } else { "" });
+                    println!(
+                        "{}: offset {}: {}{}",
+                        issue.path.display(),
+                        issue.offset,
+                        issue.reason,
+                        if issue.torn_tail { " (torn tail)" } else { "" }
+                    );
                 }
                 if report.is_clean() {
                     ExitCode::SUCCESS
@@ -177,7 +228,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Log { command: LogCommand::Inspect { dir, limit } } => {
+        Command::Log {
+            command: LogCommand::Inspect { dir, limit },
+        } => {
             let mut n = 0u64;
             let limit = limit.unwrap_or(u64::MAX);
             let result = herald_core::log::dump_dir(&dir, |r| {
@@ -252,7 +305,10 @@ fn serve(config: ServerConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("herald listening on http://{} (Ctrl-C to stop)", server.local_addr());
+    println!(
+        "herald listening on http://{} (Ctrl-C to stop)",
+        server.local_addr()
+    );
     wait_for_signal(&signals);
     tracing::info!("shutting down");
     match server.shutdown() {

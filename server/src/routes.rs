@@ -18,7 +18,14 @@ pub(crate) enum Action {
     /// Switch the connection to an event stream.
     Stream(StreamRequest),
     /// Hold the request until an event arrives or the wait ends.
-    LongPoll { filter: Filter, start: StartAt, limit: usize, wait_ms: u64, topic_ids: bool, prefix_len: usize },
+    LongPoll {
+        filter: Filter,
+        start: StartAt,
+        limit: usize,
+        wait_ms: u64,
+        topic_ids: bool,
+        prefix_len: usize,
+    },
 }
 
 /// A Server-Sent Events stream to open.
@@ -38,12 +45,20 @@ pub(crate) const MAX_POLL_LIMIT: usize = 1000;
 pub(crate) const MAX_WAIT_MS: u64 = 60_000;
 
 fn json_ok(v: &Value, keep_alive: bool) -> Vec<u8> {
-    response(200, "OK", "application/json", v.to_string().as_bytes(), keep_alive)
+    response(
+        200,
+        "OK",
+        "application/json",
+        v.to_string().as_bytes(),
+        keep_alive,
+    )
 }
 
 fn broker_error(e: &BrokerError, keep_alive: bool) -> Vec<u8> {
     let (status, reason) = match e {
-        BrokerError::Log(_) | BrokerError::Io { .. } | BrokerError::Checkpoint(_) => (500, "Internal Server Error"),
+        BrokerError::Log(_) | BrokerError::Io { .. } | BrokerError::Checkpoint(_) => {
+            (500, "Internal Server Error")
+        }
         BrokerError::UnknownConsumer(_) => (404, "Not Found"),
         BrokerError::PayloadTooLarge { .. } => (413, "Payload Too Large"),
         _ => (400, "Bad Request"),
@@ -93,9 +108,16 @@ pub(crate) fn route(broker: &Broker, req: &Request, grants: &Grants) -> Action {
         }
         ("GET", ["v1", "events"]) => {
             let Some(topics) = req.query_param("topics") else {
-                return bad("missing the 'topics' query parameter (comma-separated topics or patterns)", ka);
+                return bad(
+                    "missing the 'topics' query parameter (comma-separated topics or patterns)",
+                    ka,
+                );
             };
-            let patterns: Vec<String> = topics.split(',').filter(|t| !t.is_empty()).map(|t| grants.internal(t)).collect();
+            let patterns: Vec<String> = topics
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(|t| grants.internal(t))
+                .collect();
             for p in &patterns {
                 if let Err(d) = grants.check_subscribe(p) {
                     return Action::Respond(denied(&d, ka));
@@ -123,13 +145,18 @@ pub(crate) fn route(broker: &Broker, req: &Request, grants: &Grants) -> Action {
                 .collect();
             Action::Respond(json_ok(&json!({ "topic": topic, "present": present }), ka))
         }
-        ("POST", ["v1", "presence", op @ ("heartbeat" | "leave")]) => presence(broker, op, req, grants),
+        ("POST", ["v1", "presence", op @ ("heartbeat" | "leave")]) => {
+            presence(broker, op, req, grants)
+        }
         (_, ["healthz" | "readyz" | "metrics"])
         | (_, ["v1", "topics", _, "events" | "presence"])
         | (_, ["v1", "events"])
-        | (_, ["v1", "presence", "heartbeat" | "leave"]) => {
-            Action::Respond(error_response(405, "Method Not Allowed", "method not allowed", ka))
-        }
+        | (_, ["v1", "presence", "heartbeat" | "leave"]) => Action::Respond(error_response(
+            405,
+            "Method Not Allowed",
+            "method not allowed",
+            ka,
+        )),
         _ => Action::Respond(error_response(404, "Not Found", "no such endpoint", ka)),
     }
 }
@@ -156,25 +183,45 @@ fn publish(broker: &Broker, topic: &str, req: &Request) -> Action {
         Some(Value::String(s)) => Some(s.as_str()),
         Some(_) => return bad("'correlation_id' must be a string", ka),
     };
-    let result = broker
-        .publisher(topic)
-        .and_then(|p| p.publish(event_type, data.as_bytes(), PublishOptions { origin, correlation }));
+    let result = broker.publisher(topic).and_then(|p| {
+        p.publish(
+            event_type,
+            data.as_bytes(),
+            PublishOptions {
+                origin,
+                correlation,
+            },
+        )
+    });
     match result {
-        Ok(p) => Action::Respond(json_ok(&json!({ "seq": p.seq, "topic_seq": p.topic_seq }), ka)),
+        Ok(p) => Action::Respond(json_ok(
+            &json!({ "seq": p.seq, "topic_seq": p.topic_seq }),
+            ka,
+        )),
         Err(e) => Action::Respond(broker_error(&e, ka)),
     }
 }
 
 /// GET events: SSE stream if the client accepts `text/event-stream`,
 /// otherwise a poll.
-fn events(req: &Request, filter: Result<Filter, BrokerError>, single: bool, prefix_len: usize) -> Action {
+fn events(
+    req: &Request,
+    filter: Result<Filter, BrokerError>,
+    single: bool,
+    prefix_len: usize,
+) -> Action {
     let ka = req.keep_alive;
     let filter = match filter {
         Ok(f) => f,
         Err(e) => return Action::Respond(broker_error(&e, ka)),
     };
     let filter = match req.query_param("types") {
-        Some(types) => filter.with_types(&types.split(',').filter(|t| !t.is_empty()).collect::<Vec<_>>()),
+        Some(types) => filter.with_types(
+            &types
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>(),
+        ),
         None => filter,
     };
     let filter = match req.query_param("exclude_origin").map(|o| o.parse::<u64>()) {
@@ -185,17 +232,27 @@ fn events(req: &Request, filter: Result<Filter, BrokerError>, single: bool, pref
     let num = |name: &str| -> Result<Option<u64>, Action> {
         match req.query_param(name) {
             None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| bad(&format!("'{name}' must be an unsigned integer"), ka)),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| bad(&format!("'{name}' must be an unsigned integer"), ka)),
         }
     };
-    let sse = req.header("accept").is_some_and(|a| a.contains("text/event-stream"));
+    let sse = req
+        .header("accept")
+        .is_some_and(|a| a.contains("text/event-stream"));
     // Resume positions: `after` / `Last-Event-ID` are the last sequence the
     // client has (topic sequences on single-topic endpoints, global otherwise).
-    let after = match (num("after"), req.header("last-event-id").map(|v| v.trim().parse::<u64>())) {
+    let after = match (
+        num("after"),
+        req.header("last-event-id").map(|v| v.trim().parse::<u64>()),
+    ) {
         (Err(a), _) => return a,
         (Ok(Some(a)), _) => Some(a),
         (Ok(None), Some(Ok(id))) if sse => Some(id),
-        (Ok(None), Some(Err(_))) if sse => return bad("Last-Event-ID must be a sequence number", ka),
+        (Ok(None), Some(Err(_))) if sse => {
+            return bad("Last-Event-ID must be a sequence number", ka)
+        }
         _ => None,
     };
     let since = match num("since") {
@@ -216,7 +273,12 @@ fn events(req: &Request, filter: Result<Filter, BrokerError>, single: bool, pref
         (None, None, None) => StartAt::Seq(1),
     };
     if sse {
-        return Action::Stream(StreamRequest { filter, start, topic_ids: single, prefix_len });
+        return Action::Stream(StreamRequest {
+            filter,
+            start,
+            topic_ids: single,
+            prefix_len,
+        });
     }
     let limit = match num("limit") {
         Ok(l) => l.unwrap_or(100).clamp(1, MAX_POLL_LIMIT as u64) as usize,
@@ -226,12 +288,24 @@ fn events(req: &Request, filter: Result<Filter, BrokerError>, single: bool, pref
         Ok(w) => w.unwrap_or(0).min(MAX_WAIT_MS),
         Err(a) => return a,
     };
-    Action::LongPoll { filter, start, limit, wait_ms, topic_ids: single, prefix_len }
+    Action::LongPoll {
+        filter,
+        start,
+        limit,
+        wait_ms,
+        topic_ids: single,
+        prefix_len,
+    }
 }
 
 /// The JSON answer to a poll: `{"events": [...], "next_after": N}` where
 /// `next_after` is what to pass as `after` next time.
-pub(crate) fn poll_body(deliveries: &[Delivery], topic_ids: bool, after: u64, prefix_len: usize) -> Vec<u8> {
+pub(crate) fn poll_body(
+    deliveries: &[Delivery],
+    topic_ids: bool,
+    after: u64,
+    prefix_len: usize,
+) -> Vec<u8> {
     let mut next_after = after;
     let items: Vec<Value> = deliveries
         .iter()
@@ -258,7 +332,9 @@ pub(crate) fn poll_body(deliveries: &[Delivery], topic_ids: bool, after: u64, pr
             }
         })
         .collect();
-    json!({ "events": items, "next_after": next_after }).to_string().into_bytes()
+    json!({ "events": items, "next_after": next_after })
+        .to_string()
+        .into_bytes()
 }
 
 /// `POST /v1/presence/heartbeat` (joins if new) and `/v1/presence/leave`.
@@ -278,12 +354,26 @@ fn presence(broker: &Broker, op: &str, req: &Request, grants: &Grants) -> Action
         return Action::Respond(denied(&d, ka));
     }
     let result = if op == "leave" {
-        broker.presence_leave(&internal, client_id).map(|left| json!({ "left": left }))
+        broker
+            .presence_leave(&internal, client_id)
+            .map(|left| json!({ "left": left }))
     } else if broker.presence_heartbeat(&internal, client_id).is_ok() {
         Ok(json!({ "joined": false }))
     } else {
-        let metadata = body.get("metadata").filter(|m| !m.is_null()).map(Value::to_string).unwrap_or_default();
-        broker.presence_join(&internal, client_id, field("user"), field("device"), &metadata).map(|()| json!({ "joined": true }))
+        let metadata = body
+            .get("metadata")
+            .filter(|m| !m.is_null())
+            .map(Value::to_string)
+            .unwrap_or_default();
+        broker
+            .presence_join(
+                &internal,
+                client_id,
+                field("user"),
+                field("device"),
+                &metadata,
+            )
+            .map(|()| json!({ "joined": true }))
     };
     match result {
         Ok(v) => Action::Respond(json_ok(&v, ka)),
@@ -298,7 +388,10 @@ fn ack(broker: &Broker, name: &str, req: &Request) -> Action {
         Err(e) => return bad(&format!("body is not JSON: {e}"), ka),
     };
     let Some(seq) = body.get("seq").and_then(Value::as_u64) else {
-        return bad("body needs an unsigned integer 'seq' (global sequence acknowledged up to)", ka);
+        return bad(
+            "body needs an unsigned integer 'seq' (global sequence acknowledged up to)",
+            ka,
+        );
     };
     match broker.ack_consumer(name, seq) {
         Ok(()) => Action::Respond(json_ok(&json!({ "consumer": name, "checkpoint": seq }), ka)),

@@ -24,9 +24,9 @@ use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::auth::{Authenticator, Grants};
 use crate::encode::sse_frame;
 use crate::http::{self, error_response};
-use crate::auth::{Authenticator, Grants};
 use crate::limits::ConnLimits;
 use crate::routes::{denied, poll_body, route, Action};
 use crate::ws::{upgrade_response, WsConn, WsStatus};
@@ -42,9 +42,22 @@ enum State {
     /// A WebSocket connection (after the upgrade).
     Ws(Box<WsConn>),
     /// Streaming Server-Sent Events.
-    Sse { sub: Subscription, topic_ids: bool, prefix_len: usize, next_keepalive: Instant },
+    Sse {
+        sub: Subscription,
+        topic_ids: bool,
+        prefix_len: usize,
+        next_keepalive: Instant,
+    },
     /// A poll waiting for its first event or its deadline.
-    Poll { sub: Subscription, deadline: Instant, limit: usize, topic_ids: bool, after: u64, keep_alive: bool, prefix_len: usize },
+    Poll {
+        sub: Subscription,
+        deadline: Instant,
+        limit: usize,
+        topic_ids: bool,
+        after: u64,
+        keep_alive: bool,
+        prefix_len: usize,
+    },
 }
 
 struct Conn {
@@ -105,9 +118,19 @@ impl Worker {
         shared: WorkerShared,
         expires_presence: bool,
     ) -> io::Result<Worker> {
-        let WorkerShared { broker, shutdown, config, auth, limits } = shared;
+        let WorkerShared {
+            broker,
+            shutdown,
+            config,
+            auth,
+            limits,
+        } = shared;
         let doorbell = broker.doorbell()?;
-        poll.registry().register(&mut SourceFd(&doorbell.as_raw_fd()), DOORBELL, Interest::READABLE)?;
+        poll.registry().register(
+            &mut SourceFd(&doorbell.as_raw_fd()),
+            DOORBELL,
+            Interest::READABLE,
+        )?;
         Ok(Worker {
             poll,
             conns: Vec::new(),
@@ -128,7 +151,11 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut busy = false;
         loop {
-            let timeout = if busy { Duration::ZERO } else { Duration::from_millis(250) };
+            let timeout = if busy {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(250)
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -159,7 +186,11 @@ impl Worker {
                 self.conns.len() - 1
             });
             let token = Token(index + FIRST_CONN);
-            if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
                 tracing::warn!("cannot register a connection: {e}");
                 self.free.push(index);
                 if refused.is_none() {
@@ -207,20 +238,27 @@ impl Worker {
     }
 
     fn on_io(&mut self, index: usize) {
-        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
         if let State::Ws(ws) = &mut conn.state {
             if let WsStatus::Closed = ws.on_readable(&self.broker) {
                 self.close(index);
             }
             return;
         }
-        let open = read_available(conn, self.config.limits.max_head + self.config.limits.max_body);
+        let open = read_available(
+            conn,
+            self.config.limits.max_head + self.config.limits.max_body,
+        );
         if !open {
             self.close(index);
             return;
         }
         self.handle_requests(index);
-        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
         if flush(conn).is_err() || (conn.close_when_flushed && conn.pending() == 0) {
             self.close(index);
         }
@@ -229,8 +267,13 @@ impl Worker {
     /// Parses and answers every complete request in the input buffer.
     fn handle_requests(&mut self, index: usize) {
         loop {
-            let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
-            if !matches!(conn.state, State::Http) || conn.close_when_flushed || conn.input.is_empty() {
+            let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+                return;
+            };
+            if !matches!(conn.state, State::Http)
+                || conn.close_when_flushed
+                || conn.input.is_empty()
+            {
                 return;
             }
             conn.request_started.get_or_insert_with(Instant::now);
@@ -247,7 +290,12 @@ impl Worker {
             conn.request_started = None;
             let keep_alive = request.keep_alive;
             if let Some(why) = conn.refused {
-                conn.output.extend_from_slice(&error_response(503, "Service Unavailable", why, false));
+                conn.output.extend_from_slice(&error_response(
+                    503,
+                    "Service Unavailable",
+                    why,
+                    false,
+                ));
                 conn.close_when_flushed = true;
                 return;
             }
@@ -269,7 +317,8 @@ impl Worker {
             match upgrade_response(&request) {
                 None => {}
                 Some(Err(why)) => {
-                    conn.output.extend_from_slice(&error_response(400, "Bad Request", why, false));
+                    conn.output
+                        .extend_from_slice(&error_response(400, "Bad Request", why, false));
                     conn.close_when_flushed = true;
                     return;
                 }
@@ -309,13 +358,26 @@ impl Worker {
                         };
                     }
                     Err(e) => {
-                        conn.output.extend_from_slice(&error_response(400, "Bad Request", &e.to_string(), false));
+                        conn.output.extend_from_slice(&error_response(
+                            400,
+                            "Bad Request",
+                            &e.to_string(),
+                            false,
+                        ));
                         conn.close_when_flushed = true;
                     }
                 },
-                Action::LongPoll { filter, start, limit, wait_ms, topic_ids, prefix_len } => {
+                Action::LongPoll {
+                    filter,
+                    start,
+                    limit,
+                    wait_ms,
+                    topic_ids,
+                    prefix_len,
+                } => {
                     let after = match start {
-                        herald_core::broker::StartAt::TopicSeq(s) | herald_core::broker::StartAt::Seq(s) => s.saturating_sub(1),
+                        herald_core::broker::StartAt::TopicSeq(s)
+                        | herald_core::broker::StartAt::Seq(s) => s.saturating_sub(1),
                         _ => 0,
                     };
                     match self.broker.subscribe(filter, start) {
@@ -331,7 +393,12 @@ impl Worker {
                             };
                         }
                         Err(e) => {
-                            conn.output.extend_from_slice(&error_response(400, "Bad Request", &e.to_string(), keep_alive));
+                            conn.output.extend_from_slice(&error_response(
+                                400,
+                                "Bad Request",
+                                &e.to_string(),
+                                keep_alive,
+                            ));
                             if !keep_alive {
                                 conn.close_when_flushed = true;
                             }
@@ -348,7 +415,9 @@ impl Worker {
         let mut busy = false;
         let max_output = self.config.max_output;
         for index in 0..self.conns.len() {
-            let Some(conn) = self.conns[index].as_mut() else { continue };
+            let Some(conn) = self.conns[index].as_mut() else {
+                continue;
+            };
             let mut finished_poll = false;
             match &mut conn.state {
                 State::Http => continue,
@@ -361,7 +430,9 @@ impl Worker {
                     if conn.pending() > 0 {
                         continue;
                     }
-                    let State::Ws(ws) = &mut conn.state else { continue };
+                    let State::Ws(ws) = &mut conn.state else {
+                        continue;
+                    };
                     let (status, more) = ws.pump();
                     if let WsStatus::Closed = status {
                         self.close(index);
@@ -379,7 +450,12 @@ impl Worker {
                     busy |= more || !ws.arm(&self.doorbell);
                     continue;
                 }
-                State::Sse { sub, topic_ids, prefix_len, .. } => {
+                State::Sse {
+                    sub,
+                    topic_ids,
+                    prefix_len,
+                    ..
+                } => {
                     let (topic_ids, prefix_len) = (*topic_ids, *prefix_len);
                     while conn.output.len() - conn.sent < max_output {
                         let out = &mut conn.output;
@@ -394,7 +470,15 @@ impl Worker {
                         }
                     }
                 }
-                State::Poll { sub, deadline, limit, topic_ids, after, keep_alive, prefix_len } => {
+                State::Poll {
+                    sub,
+                    deadline,
+                    limit,
+                    topic_ids,
+                    after,
+                    keep_alive,
+                    prefix_len,
+                } => {
                     let mut got: Vec<Delivery> = Vec::new();
                     while got.len() < *limit {
                         match sub.try_next() {
@@ -408,7 +492,13 @@ impl Worker {
                     }
                     if !got.is_empty() || Instant::now() >= *deadline {
                         let body = poll_body(&got, *topic_ids, *after, *prefix_len);
-                        conn.output.extend_from_slice(&http::response(200, "OK", "application/json", &body, *keep_alive));
+                        conn.output.extend_from_slice(&http::response(
+                            200,
+                            "OK",
+                            "application/json",
+                            &body,
+                            *keep_alive,
+                        ));
                         if !*keep_alive {
                             conn.close_when_flushed = true;
                         }
@@ -429,14 +519,19 @@ impl Worker {
                 self.handle_requests(index);
                 continue;
             }
-            let Some(conn) = self.conns[index].as_mut() else { continue };
+            let Some(conn) = self.conns[index].as_mut() else {
+                continue;
+            };
             if conn.pending() >= max_output {
                 // Not fed until the socket drains (writable event); closed if
                 // it stays full past the deadline. An SSE client resumes
                 // exactly with Last-Event-ID.
                 let since = *conn.stalled_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > self.config.slow_client_deadline {
-                    tracing::info!("closing a slow client after {:?}", self.config.slow_client_deadline);
+                    tracing::info!(
+                        "closing a slow client after {:?}",
+                        self.config.slow_client_deadline
+                    );
                     self.close(index);
                 }
                 continue;
@@ -462,7 +557,9 @@ impl Worker {
             }
         }
         for index in 0..self.conns.len() {
-            let Some(conn) = self.conns[index].as_mut() else { continue };
+            let Some(conn) = self.conns[index].as_mut() else {
+                continue;
+            };
             let mut close = false;
             match &mut conn.state {
                 State::Sse { next_keepalive, .. } if now >= *next_keepalive => {
@@ -471,10 +568,19 @@ impl Worker {
                     close = flush(conn).is_err();
                 }
                 State::Http => {
-                    let slow_head = conn.request_started.is_some_and(|t| now - t > self.config.header_timeout);
-                    let idle = conn.input.is_empty() && conn.pending() == 0 && now - conn.last_activity > self.config.idle_timeout;
+                    let slow_head = conn
+                        .request_started
+                        .is_some_and(|t| now - t > self.config.header_timeout);
+                    let idle = conn.input.is_empty()
+                        && conn.pending() == 0
+                        && now - conn.last_activity > self.config.idle_timeout;
                     if slow_head {
-                        conn.output.extend_from_slice(&error_response(408, "Request Timeout", "request head not received in time", false));
+                        conn.output.extend_from_slice(&error_response(
+                            408,
+                            "Request Timeout",
+                            "request head not received in time",
+                            false,
+                        ));
                         let _ = flush(conn);
                         close = true;
                     } else if idle {

@@ -37,7 +37,9 @@ pub(crate) fn upgrade_response(req: &Request) -> Option<Result<Vec<u8>, &'static
         if req.header("sec-websocket-version") != Some("13") {
             return Err("unsupported Sec-WebSocket-Version (need 13)");
         }
-        let key = req.header("sec-websocket-key").ok_or("missing Sec-WebSocket-Key")?;
+        let key = req
+            .header("sec-websocket-key")
+            .ok_or("missing Sec-WebSocket-Key")?;
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
         Ok(format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
@@ -67,14 +69,26 @@ pub(crate) enum WsStatus {
 impl WsConn {
     /// Wraps `stream` (already upgraded, non-blocking). `max_output`: bytes
     /// the write buffer may hold before the connection stops being fed.
-    pub(crate) fn new(stream: StdTcpStream, already_read: Vec<u8>, max_output: usize, grants: Grants) -> WsConn {
+    pub(crate) fn new(
+        stream: StdTcpStream,
+        already_read: Vec<u8>,
+        max_output: usize,
+        grants: Grants,
+    ) -> WsConn {
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE))
             .max_frame_size(Some(MAX_MESSAGE))
             .write_buffer_size(0)
             .max_write_buffer_size(max_output.max(64 * 1024));
         let ws = WebSocket::from_partially_read(stream, already_read, Role::Server, Some(config));
-        WsConn { ws, subs: BTreeMap::new(), pending: None, closing: false, grants, last: BTreeMap::new() }
+        WsConn {
+            ws,
+            subs: BTreeMap::new(),
+            pending: None,
+            closing: false,
+            grants,
+            last: BTreeMap::new(),
+        }
     }
 
     /// Reads and answers every message available.
@@ -99,7 +113,10 @@ impl WsConn {
     }
 
     fn close_with(&mut self, code: u16, reason: &str) -> WsStatus {
-        let frame = CloseFrame { code: code.into(), reason: reason.chars().take(120).collect::<String>().into() };
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: reason.chars().take(120).collect::<String>().into(),
+        };
         let _ = self.ws.close(Some(frame));
         let _ = self.ws.flush();
         self.closing = true;
@@ -147,7 +164,11 @@ impl WsConn {
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(_) => return WsStatus::Closed,
         }
-        if self.closing { WsStatus::Closed } else { WsStatus::Open }
+        if self.closing {
+            WsStatus::Closed
+        } else {
+            WsStatus::Open
+        }
     }
 
     /// Feeds every subscription into the socket until it would block.
@@ -169,13 +190,17 @@ impl WsConn {
             for _ in 0..256 {
                 let msg = match sub.try_next_with(|d| ws_delivery(id, &d, prefix_len)) {
                     Ok(Some(v)) => {
-                        if let (Some(seq), Some(topic_seq)) = (v["seq"].as_u64(), v["topic_seq"].as_u64()) {
+                        if let (Some(seq), Some(topic_seq)) =
+                            (v["seq"].as_u64(), v["topic_seq"].as_u64())
+                        {
                             self.last.insert(id.clone(), (seq, topic_seq));
                         }
                         Message::text(v.to_string())
                     }
                     Ok(None) => continue 'subs,
-                    Err(e) => Message::text(json!({"type": "error", "id": id, "message": e.to_string()}).to_string()),
+                    Err(e) => Message::text(
+                        json!({"type": "error", "id": id, "message": e.to_string()}).to_string(),
+                    ),
                 };
                 match self.ws.write(msg) {
                     Ok(()) => {}
@@ -203,7 +228,9 @@ impl WsConn {
         };
         let op = msg.get("op").and_then(Value::as_str).unwrap_or("");
         let reference = msg.get("ref").cloned().unwrap_or(Value::Null);
-        let error = |message: String| Some(json!({"type": "error", "op": op, "ref": reference, "message": message}));
+        let error = |message: String| {
+            Some(json!({"type": "error", "op": op, "ref": reference, "message": message}))
+        };
         match op {
             "ping" => Some(json!({"type": "pong", "ref": reference})),
             "subscribe" => {
@@ -214,7 +241,9 @@ impl WsConn {
                     return error(format!("subscription id {id:?} is already in use"));
                 }
                 if self.subs.len() >= MAX_SUBSCRIPTIONS {
-                    return error(format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"));
+                    return error(format!(
+                        "at most {MAX_SUBSCRIPTIONS} subscriptions per connection"
+                    ));
                 }
                 match subscribe(broker, &msg, &self.grants) {
                     Ok((sub, recovered)) => {
@@ -232,7 +261,10 @@ impl WsConn {
                 None => error("no such subscription".into()),
             },
             "publish" => {
-                let (Some(topic), Some(ty)) = (msg.get("topic").and_then(Value::as_str), msg.get("type").and_then(Value::as_str)) else {
+                let (Some(topic), Some(ty)) = (
+                    msg.get("topic").and_then(Value::as_str),
+                    msg.get("type").and_then(Value::as_str),
+                ) else {
                     return error("publish needs string 'topic' and 'type'".into());
                 };
                 let data = msg.get("data").cloned().unwrap_or(Value::Null).to_string();
@@ -242,17 +274,33 @@ impl WsConn {
                 if let Err(d) = self.grants.check_publish(&topic) {
                     return error(denial(&d));
                 }
-                match broker.publisher(&topic).and_then(|p| p.publish(ty, data.as_bytes(), PublishOptions { origin, correlation })) {
-                    Ok(p) => Some(json!({"type": "published", "ref": reference, "seq": p.seq, "topic_seq": p.topic_seq})),
+                match broker.publisher(&topic).and_then(|p| {
+                    p.publish(
+                        ty,
+                        data.as_bytes(),
+                        PublishOptions {
+                            origin,
+                            correlation,
+                        },
+                    )
+                }) {
+                    Ok(p) => Some(
+                        json!({"type": "published", "ref": reference, "seq": p.seq, "topic_seq": p.topic_seq}),
+                    ),
                     Err(e) => error(e.to_string()),
                 }
             }
             "ack" => {
-                let (Some(consumer), Some(seq)) = (msg.get("consumer").and_then(Value::as_str), msg.get("seq").and_then(Value::as_u64)) else {
+                let (Some(consumer), Some(seq)) = (
+                    msg.get("consumer").and_then(Value::as_str),
+                    msg.get("seq").and_then(Value::as_u64),
+                ) else {
                     return error("ack needs string 'consumer' and integer 'seq'".into());
                 };
                 match broker.ack_consumer(&self.grants.internal(consumer), seq) {
-                    Ok(()) => Some(json!({"type": "acked", "ref": reference, "consumer": consumer, "seq": seq})),
+                    Ok(()) => Some(
+                        json!({"type": "acked", "ref": reference, "consumer": consumer, "seq": seq}),
+                    ),
                     Err(e) => error(e.to_string()),
                 }
             }
@@ -264,17 +312,30 @@ impl WsConn {
 
 /// Builds a subscription from a `subscribe` message; `recovered` tells the
 /// client whether it resumes from a past position.
-fn subscribe(broker: &Broker, msg: &Value, grants: &Grants) -> Result<(Subscription, bool), String> {
-    let names: Vec<String> = match (msg.get("topic").and_then(Value::as_str), msg.get("topics").and_then(Value::as_array)) {
+fn subscribe(
+    broker: &Broker,
+    msg: &Value,
+    grants: &Grants,
+) -> Result<(Subscription, bool), String> {
+    let names: Vec<String> = match (
+        msg.get("topic").and_then(Value::as_str),
+        msg.get("topics").and_then(Value::as_array),
+    ) {
         (Some(t), None) => vec![grants.internal(t)],
         (None, Some(list)) => {
-            let names: Vec<String> = list.iter().filter_map(Value::as_str).map(|t| grants.internal(t)).collect();
+            let names: Vec<String> = list
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|t| grants.internal(t))
+                .collect();
             if names.len() != list.len() || names.is_empty() {
                 return Err("'topics' must be a non-empty array of strings".into());
             }
             names
         }
-        _ => return Err("subscribe needs 'topic' (a name) or 'topics' (names and patterns)".into()),
+        _ => {
+            return Err("subscribe needs 'topic' (a name) or 'topics' (names and patterns)".into())
+        }
     };
     for n in &names {
         grants.check_subscribe(n).map_err(|d| denial(&d))?;
@@ -287,7 +348,9 @@ fn subscribe(broker: &Broker, msg: &Value, grants: &Grants) -> Result<(Subscript
     .map_err(|e| e.to_string())?;
     let single = msg.get("topic").is_some();
     let filter = match msg.get("types").and_then(Value::as_array) {
-        Some(types) => filter.with_types(&types.iter().filter_map(Value::as_str).collect::<Vec<_>>()),
+        Some(types) => {
+            filter.with_types(&types.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+        }
         None => filter,
     };
     let filter = match msg.get("exclude_origin").and_then(Value::as_u64) {
@@ -304,7 +367,9 @@ fn subscribe(broker: &Broker, msg: &Value, grants: &Grants) -> Result<(Subscript
     };
     let recovered = start != StartAt::Now;
     let sub = match msg.get("consumer").and_then(Value::as_str) {
-        Some(name) => broker.subscribe_consumer(&grants.internal(name), filter, start).map(|s| (s, true)),
+        Some(name) => broker
+            .subscribe_consumer(&grants.internal(name), filter, start)
+            .map(|s| (s, true)),
         None => broker.subscribe(filter, start).map(|s| (s, recovered)),
     };
     sub.map_err(|e| e.to_string())
@@ -324,7 +389,11 @@ fn ws_delivery(id: &str, d: &DeliveryRef<'_>, prefix_len: usize) -> Value {
             if let Value::Object(fields) = event_json(e, prefix_len) {
                 for (k, val) in fields {
                     // `type` names the message; the event's own type is `event_type`.
-                    let key = if k == "type" { "event_type".to_owned() } else { k };
+                    let key = if k == "type" {
+                        "event_type".to_owned()
+                    } else {
+                        k
+                    };
                     out[key] = val;
                 }
             }

@@ -20,12 +20,18 @@ fn start(dir: &std::path::Path) -> Server {
     config.broker.log.prefault = false;
     config.max_body = 8192;
     config.anonymous = false;
-    config.auth = AuthConfig { hs256_secret: Some(SECRET.to_vec()), rs256_public_pem: None };
+    config.auth = AuthConfig {
+        hs256_secret: Some(SECRET.to_vec()),
+        rs256_public_pem: None,
+    };
     Server::start(config).unwrap()
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn token(tenant: &str, publish: &[&str], subscribe: &[&str]) -> String {
@@ -39,10 +45,18 @@ fn token(tenant: &str, publish: &[&str], subscribe: &[&str]) -> String {
     mint_hs256(&claims, SECRET).unwrap()
 }
 
-fn request(server: &Server, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+fn request(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
     let mut s = TcpStream::connect(server.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n{body}", body.len());
     s.write_all(req.as_bytes()).unwrap();
     let mut raw = Vec::new();
@@ -50,7 +64,10 @@ fn request(server: &Server, method: &str, path: &str, token: Option<&str>, body:
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8_lossy(&raw[..split]);
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_slice(&raw[split + 4..]).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&raw[split + 4..]).unwrap_or(Value::Null),
+    )
 }
 
 #[test]
@@ -58,22 +75,113 @@ fn tokens_are_required_checked_and_scoped() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
     let body = r#"{"type":"e","data":1}"#;
-    assert_eq!(request(&server, "POST", "/v1/topics/orders.1/events", None, body).0, 401);
-    assert_eq!(request(&server, "POST", "/v1/topics/orders.1/events", Some("not.a.token"), body).0, 401);
-    let forged = mint_hs256(&Claims { sub: "x".into(), exp: now() + 60, tenant: "acme".into(), publish: vec![">".into()], subscribe: vec![] }, b"wrong").unwrap();
-    assert_eq!(request(&server, "POST", "/v1/topics/orders.1/events", Some(&forged), body).0, 401);
-    let expired = mint_hs256(&Claims { sub: "x".into(), exp: now() - 3600, tenant: "acme".into(), publish: vec![">".into()], subscribe: vec![] }, SECRET).unwrap();
-    assert_eq!(request(&server, "POST", "/v1/topics/orders.1/events", Some(&expired), body).0, 401);
+    assert_eq!(
+        request(&server, "POST", "/v1/topics/orders.1/events", None, body).0,
+        401
+    );
+    assert_eq!(
+        request(
+            &server,
+            "POST",
+            "/v1/topics/orders.1/events",
+            Some("not.a.token"),
+            body
+        )
+        .0,
+        401
+    );
+    let forged = mint_hs256(
+        &Claims {
+            sub: "x".into(),
+            exp: now() + 60,
+            tenant: "acme".into(),
+            publish: vec![">".into()],
+            subscribe: vec![],
+        },
+        b"wrong",
+    )
+    .unwrap();
+    assert_eq!(
+        request(
+            &server,
+            "POST",
+            "/v1/topics/orders.1/events",
+            Some(&forged),
+            body
+        )
+        .0,
+        401
+    );
+    let expired = mint_hs256(
+        &Claims {
+            sub: "x".into(),
+            exp: now() - 3600,
+            tenant: "acme".into(),
+            publish: vec![">".into()],
+            subscribe: vec![],
+        },
+        SECRET,
+    )
+    .unwrap();
+    assert_eq!(
+        request(
+            &server,
+            "POST",
+            "/v1/topics/orders.1/events",
+            Some(&expired),
+            body
+        )
+        .0,
+        401
+    );
     let acme = token("acme", &["orders.*"], &["orders.>"]);
-    assert_eq!(request(&server, "POST", "/v1/topics/users.1/events", Some(&acme), body).0, 403);
-    assert_eq!(request(&server, "GET", "/v1/events?topics=>", Some(&acme), "").0, 403);
-    assert_eq!(request(&server, "POST", "/v1/topics/orders.1/events", Some(&acme), body).0, 200);
+    assert_eq!(
+        request(
+            &server,
+            "POST",
+            "/v1/topics/users.1/events",
+            Some(&acme),
+            body
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        request(&server, "GET", "/v1/events?topics=>", Some(&acme), "").0,
+        403
+    );
+    assert_eq!(
+        request(
+            &server,
+            "POST",
+            "/v1/topics/orders.1/events",
+            Some(&acme),
+            body
+        )
+        .0,
+        200
+    );
     // The same name in another tenant is another topic.
     let globex = token("globex", &["orders.*"], &["orders.>"]);
-    let (_, theirs) = request(&server, "GET", "/v1/topics/orders.1/events?after=0", Some(&globex), "");
+    let (_, theirs) = request(
+        &server,
+        "GET",
+        "/v1/topics/orders.1/events?after=0",
+        Some(&globex),
+        "",
+    );
     assert_eq!(theirs["events"].as_array().unwrap().len(), 0);
-    let (_, ours) = request(&server, "GET", "/v1/topics/orders.1/events?after=0", Some(&acme), "");
-    assert_eq!(ours["events"][0]["topic"], "orders.1", "topics are shown without the tenant prefix");
+    let (_, ours) = request(
+        &server,
+        "GET",
+        "/v1/topics/orders.1/events?after=0",
+        Some(&acme),
+        "",
+    );
+    assert_eq!(
+        ours["events"][0]["topic"], "orders.1",
+        "topics are shown without the tenant prefix"
+    );
     assert_eq!(request(&server, "GET", "/healthz", None, "").0, 200);
     server.shutdown().unwrap();
 }
@@ -120,26 +228,69 @@ fn presence_is_tenant_scoped_and_published_as_events() {
     let server = start(dir.path());
     let acme = token("acme", &[], &["room.>"]);
     let globex = token("globex", &[], &["room.>"]);
-    let hb = r#"{"topic":"room.1","client_id":"c1","user":"alice","device":"web","metadata":{"x":1}}"#;
+    let hb =
+        r#"{"topic":"room.1","client_id":"c1","user":"alice","device":"web","metadata":{"x":1}}"#;
     let (status, body) = request(&server, "POST", "/v1/presence/heartbeat", Some(&acme), hb);
     assert_eq!((status, &body["joined"]), (200, &Value::Bool(true)));
     let (_, body) = request(&server, "POST", "/v1/presence/heartbeat", Some(&acme), hb);
     assert_eq!(body["joined"], false);
-    let (_, mine) = request(&server, "GET", "/v1/topics/room.1/presence", Some(&acme), "");
+    let (_, mine) = request(
+        &server,
+        "GET",
+        "/v1/topics/room.1/presence",
+        Some(&acme),
+        "",
+    );
     assert_eq!(mine["present"][0]["client_id"], "c1");
     assert_eq!(mine["present"][0]["metadata"]["x"], 1);
-    let (_, theirs) = request(&server, "GET", "/v1/topics/room.1/presence", Some(&globex), "");
-    assert_eq!(theirs["present"].as_array().unwrap().len(), 0, "another tenant sees nobody");
-    assert_eq!(request(&server, "GET", "/v1/topics/other/presence", Some(&acme), "").0, 403);
-    let (_, left) = request(&server, "POST", "/v1/presence/leave", Some(&acme), r#"{"topic":"room.1","client_id":"c1"}"#);
+    let (_, theirs) = request(
+        &server,
+        "GET",
+        "/v1/topics/room.1/presence",
+        Some(&globex),
+        "",
+    );
+    assert_eq!(
+        theirs["present"].as_array().unwrap().len(),
+        0,
+        "another tenant sees nobody"
+    );
+    assert_eq!(
+        request(&server, "GET", "/v1/topics/other/presence", Some(&acme), "").0,
+        403
+    );
+    let (_, left) = request(
+        &server,
+        "POST",
+        "/v1/presence/leave",
+        Some(&acme),
+        r#"{"topic":"room.1","client_id":"c1"}"#,
+    );
     assert_eq!(left["left"], true);
     // Join and leave were published on the tenant's presence topic.
-    let (status, page) = request(&server, "GET", "/v1/topics/$presence.room.1/events?after=0", Some(&acme), "");
+    let (status, page) = request(
+        &server,
+        "GET",
+        "/v1/topics/$presence.room.1/events?after=0",
+        Some(&acme),
+        "",
+    );
     assert_eq!(status, 200);
-    let types: Vec<&str> = page["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
     assert_eq!(types, ["presence.join", "presence.leave"]);
     assert_eq!(page["events"][0]["topic"], "$presence.room.1");
-    let (_, theirs) = request(&server, "GET", "/v1/topics/$presence.room.1/events?after=0", Some(&globex), "");
+    let (_, theirs) = request(
+        &server,
+        "GET",
+        "/v1/topics/$presence.room.1/events?after=0",
+        Some(&globex),
+        "",
+    );
     assert_eq!(theirs["events"].as_array().unwrap().len(), 0);
     server.shutdown().unwrap();
 }

@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -21,21 +25,51 @@ fn serve_pub_sub_verify_and_stop_gracefully() {
         format!("listen = \"127.0.0.1:{port}\"\ndata = \"{}\"\nworkers = 1\ndurability = \"never\"\nsegment_size = 1048576\n", dir.path().join("data").display()),
     )
     .unwrap();
-    let mut server = Command::new(HERALD).args(["serve", "--config"]).arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut server = Command::new(HERALD)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "the server did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the server did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     for i in 1..=3 {
-        let out = Command::new(HERALD).args(["pub", "--url", &url, "cli.test", "tick", &format!("{{\"n\":{i}}}")]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(HERALD)
+            .args([
+                "pub",
+                "--url",
+                &url,
+                "cli.test",
+                "tick",
+                &format!("{{\"n\":{i}}}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("\"topic_seq\":{i}")));
     }
-    let bad = Command::new(HERALD).args(["pub", "--url", &url, "bad topic", "tick"]).output().unwrap();
+    let bad = Command::new(HERALD)
+        .args(["pub", "--url", &url, "bad topic", "tick"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
-    let mut sub = Command::new(HERALD).args(["sub", "--url", &url, "--after", "1", "cli.test"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut sub = Command::new(HERALD)
+        .args(["sub", "--url", &url, "--after", "1", "cli.test"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "2 tick {\"n\":2}");
     assert_eq!(lines.next().unwrap().unwrap(), "3 tick {\"n\":3}");
@@ -44,9 +78,20 @@ fn serve_pub_sub_verify_and_stop_gracefully() {
     // SIGTERM: a graceful stop that flushes the log.
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
-    assert!(server.wait().unwrap().success(), "graceful shutdown exits 0");
-    let verify = Command::new(HERALD).args(["log", "verify"]).arg(dir.path().join("data/log")).output().unwrap();
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        server.wait().unwrap().success(),
+        "graceful shutdown exits 0"
+    );
+    let verify = Command::new(HERALD)
+        .args(["log", "verify"])
+        .arg(dir.path().join("data/log"))
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
     assert!(String::from_utf8_lossy(&verify.stdout).contains("3 records"));
 }
 
@@ -55,16 +100,42 @@ fn token_minting_and_bad_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "s3cret\n").unwrap();
-    let out = Command::new(HERALD).args(["token", "--tenant", "acme", "--publish", "orders.*", "--secret-file"]).arg(&secret).output().unwrap();
+    let out = Command::new(HERALD)
+        .args([
+            "token",
+            "--tenant",
+            "acme",
+            "--publish",
+            "orders.*",
+            "--secret-file",
+        ])
+        .arg(&secret)
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim().split('.').count(), 3, "a JWT");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .split('.')
+            .count(),
+        3,
+        "a JWT"
+    );
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "listn = 1\n").unwrap();
-    let out = Command::new(HERALD).args(["serve", "--config"]).arg(&bad).output().unwrap();
+    let out = Command::new(HERALD)
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
     // Anonymous access off loopback is refused.
-    let out = Command::new(HERALD).args(["serve", "--listen", "0.0.0.0:0", "--data"]).arg(dir.path().join("d")).output().unwrap();
+    let out = Command::new(HERALD)
+        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 }

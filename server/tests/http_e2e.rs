@@ -22,10 +22,19 @@ fn start(dir: &std::path::Path) -> Server {
 }
 
 /// Sends one request on a fresh connection, returns (status, body).
-fn request(server: &Server, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+fn request(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(server.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -38,19 +47,29 @@ fn request(server: &Server, method: &str, path: &str, headers: &[(&str, &str)], 
 }
 
 fn parse_response(raw: &[u8]) -> (u16, Vec<u8>) {
-    let text_end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let text_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
     let head = std::str::from_utf8(&raw[..text_end]).unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, raw[text_end + 4..].to_vec())
 }
 
 fn json(body: &[u8]) -> Value {
-    serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
 
 fn publish(server: &Server, topic: &str, ty: &str, data: &str) -> Value {
     let body = format!(r#"{{"type":"{ty}","data":{data}}}"#);
-    let (status, body) = request(server, "POST", &format!("/v1/topics/{topic}/events"), &[], body.as_bytes());
+    let (status, body) = request(
+        server,
+        "POST",
+        &format!("/v1/topics/{topic}/events"),
+        &[],
+        body.as_bytes(),
+    );
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     json(&body)
 }
@@ -75,20 +94,44 @@ fn publish_then_poll_with_pagination_and_long_poll() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
     for i in 1..=5 {
-        let r = publish(&server, "acme.orders", "order.created", &format!(r#"{{"n":{i}}}"#));
+        let r = publish(
+            &server,
+            "acme.orders",
+            "order.created",
+            &format!(r#"{{"n":{i}}}"#),
+        );
         assert_eq!(r["topic_seq"], i);
     }
-    let (status, body) = request(&server, "GET", "/v1/topics/acme.orders/events?after=1&limit=2", &[], b"");
+    let (status, body) = request(
+        &server,
+        "GET",
+        "/v1/topics/acme.orders/events?after=1&limit=2",
+        &[],
+        b"",
+    );
     assert_eq!(status, 200);
     let page = json(&body);
-    let ns: Vec<i64> = page["events"].as_array().unwrap().iter().map(|e| e["data"]["n"].as_i64().unwrap()).collect();
+    let ns: Vec<i64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"]["n"].as_i64().unwrap())
+        .collect();
     assert_eq!(ns, vec![2, 3]);
     assert_eq!(page["next_after"], 3);
     assert_eq!(page["events"][0]["type"], "order.created");
     // Long poll: nothing after 5 yet; an event published during the wait ends it.
     let addr_server = &server;
     std::thread::scope(|scope| {
-        let waiter = scope.spawn(|| request(addr_server, "GET", "/v1/topics/acme.orders/events?after=5&wait=10000", &[], b""));
+        let waiter = scope.spawn(|| {
+            request(
+                addr_server,
+                "GET",
+                "/v1/topics/acme.orders/events?after=5&wait=10000",
+                &[],
+                b"",
+            )
+        });
         std::thread::sleep(Duration::from_millis(200));
         publish(addr_server, "acme.orders", "order.created", r#"{"n":6}"#);
         let (status, body) = waiter.join().unwrap();
@@ -96,12 +139,24 @@ fn publish_then_poll_with_pagination_and_long_poll() {
         assert_eq!(json(&body)["events"][0]["data"]["n"], 6);
     });
     // A long poll that times out answers with no events.
-    let (status, body) = request(&server, "GET", "/v1/topics/acme.orders/events?after=6&wait=50", &[], b"");
+    let (status, body) = request(
+        &server,
+        "GET",
+        "/v1/topics/acme.orders/events?after=6&wait=50",
+        &[],
+        b"",
+    );
     assert_eq!(status, 200);
     assert_eq!(json(&body)["events"].as_array().unwrap().len(), 0);
     // Multi-topic poll with a pattern uses global sequences.
     publish(&server, "acme.users", "user.created", "{}");
-    let (_, body) = request(&server, "GET", "/v1/events?topics=acme.*&after=0&limit=100", &[], b"");
+    let (_, body) = request(
+        &server,
+        "GET",
+        "/v1/events?topics=acme.*&after=0&limit=100",
+        &[],
+        b"",
+    );
     assert_eq!(json(&body)["events"].as_array().unwrap().len(), 7);
     server.shutdown().unwrap();
 }
@@ -113,7 +168,10 @@ fn read_sse(reader: &mut BufReader<TcpStream>, n: usize) -> Vec<(u64, String)> {
     let mut line = String::new();
     while out.len() < n {
         line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "stream ended early");
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "stream ended early"
+        );
         let l = line.trim_end_matches(['\r', '\n']);
         if l.is_empty() {
             if let Some(i) = id.take() {
@@ -169,7 +227,10 @@ fn sse_streams_live_and_resumes_exactly_once_from_last_event_id() {
     let mut resumed = open_sse(&server, "/v1/topics/room.1/events", Some(3));
     publish(&server, "room.1", "msg", "7");
     let got = read_sse(&mut resumed, 4);
-    assert_eq!(got.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![4, 5, 6, 7]);
+    assert_eq!(
+        got.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![4, 5, 6, 7]
+    );
     server.shutdown().unwrap();
 }
 
@@ -184,12 +245,17 @@ fn a_slow_sse_client_catches_up_with_nothing_missing() {
     let n = 8_000;
     let publisher = server.broker().publisher("flood").unwrap();
     for _ in 0..n {
-        publisher.publish("e", payload.as_bytes(), Default::default()).unwrap();
+        publisher
+            .publish("e", payload.as_bytes(), Default::default())
+            .unwrap();
     }
     let got = read_sse(&mut slow, n);
     let ids: Vec<u64> = got.iter().map(|(id, _)| *id).collect();
     assert_eq!(ids, (1..=n as u64).collect::<Vec<_>>());
-    assert!(server.broker().metrics().lagged_fallbacks > 0, "the slow client must have fallen back to the log");
+    assert!(
+        server.broker().metrics().lagged_fallbacks > 0,
+        "the slow client must have fallen back to the log"
+    );
     server.shutdown().unwrap();
 }
 
@@ -201,10 +267,30 @@ fn errors_get_precise_statuses() {
         ("GET", "/nope", vec![], 404),
         ("DELETE", "/v1/topics/a/events", vec![], 405),
         ("POST", "/v1/topics/a/events", b"not json".to_vec(), 400),
-        ("POST", "/v1/topics/a/events", br#"{"data":1}"#.to_vec(), 400),
-        ("POST", "/v1/topics/bad%20topic/events", br#"{"type":"t"}"#.to_vec(), 400),
-        ("POST", "/v1/topics/a..b/events", br#"{"type":"t"}"#.to_vec(), 400),
-        ("POST", "/v1/topics/a/events", br#"{"type":"bad type"}"#.to_vec(), 400),
+        (
+            "POST",
+            "/v1/topics/a/events",
+            br#"{"data":1}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/topics/bad%20topic/events",
+            br#"{"type":"t"}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/topics/a..b/events",
+            br#"{"type":"t"}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/topics/a/events",
+            br#"{"type":"bad type"}"#.to_vec(),
+            400,
+        ),
         ("POST", "/v1/topics/a/events", vec![b' '; 9000], 413),
         ("GET", "/v1/topics/a/events?after=x", vec![], 400),
         ("GET", "/v1/events", vec![], 400),
@@ -212,12 +298,20 @@ fn errors_get_precise_statuses() {
     ];
     for (method, path, body, status) in cases {
         let (got, resp) = request(&server, method, path, &[], &body);
-        assert_eq!(got, status, "{method} {path}: {}", String::from_utf8_lossy(&resp));
+        assert_eq!(
+            got,
+            status,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&resp)
+        );
         assert!(json(&resp)["error"].is_string());
     }
     // A head over the limit, and garbage.
     let big = "x".repeat(20_000);
-    assert_eq!(request(&server, "GET", "/healthz", &[("X-Big", &big)], b"").0, 431);
+    assert_eq!(
+        request(&server, "GET", "/healthz", &[("X-Big", &big)], b"").0,
+        431
+    );
     let mut s = TcpStream::connect(server.local_addr()).unwrap();
     s.write_all(b"\x16\x03\x01garbage\r\n\r\n").unwrap();
     let mut raw = Vec::new();
@@ -277,7 +371,9 @@ fn a_stalled_sse_client_is_closed_after_the_deadline_and_resumes_exactly() {
     let publisher = server.broker().publisher("flood").unwrap();
     let n = 8_000u64;
     for _ in 0..n {
-        publisher.publish("e", payload.as_bytes(), Default::default()).unwrap();
+        publisher
+            .publish("e", payload.as_bytes(), Default::default())
+            .unwrap();
     }
     std::thread::sleep(Duration::from_millis(800));
     // Whatever reached the socket before the close is readable, then EOF.
@@ -294,12 +390,18 @@ fn a_stalled_sse_client_is_closed_after_the_deadline_and_resumes_exactly() {
             }
         }
     }
-    assert!((ids.len() as u64) < n, "the server closed the stalled stream before the end");
+    assert!(
+        (ids.len() as u64) < n,
+        "the server closed the stalled stream before the end"
+    );
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
     // The reconnect resumes exactly after the last event received.
     let last = ids.last().copied().unwrap_or(0);
     let mut resumed = open_sse(&server, "/v1/topics/flood/events", Some(last));
     let rest = read_sse(&mut resumed, (n - last) as usize);
-    assert_eq!(rest.iter().map(|(id, _)| *id).collect::<Vec<_>>(), (last + 1..=n).collect::<Vec<_>>());
+    assert_eq!(
+        rest.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        (last + 1..=n).collect::<Vec<_>>()
+    );
     server.shutdown().unwrap();
 }

@@ -22,7 +22,8 @@ fn start(dir: &std::path::Path) -> Server {
 type Ws = WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
 
 fn connect(server: &Server) -> Ws {
-    let (ws, response) = tungstenite::connect(format!("ws://{}/v1/ws", server.local_addr())).unwrap();
+    let (ws, response) =
+        tungstenite::connect(format!("ws://{}/v1/ws", server.local_addr())).unwrap();
     assert_eq!(response.status(), 101);
     if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -49,9 +50,18 @@ fn subscribe_publish_and_receive_over_websocket() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
     let mut ws = connect(&server);
-    send(&mut ws, json!({"op": "subscribe", "id": "a", "topic": "room.1"}));
-    assert_eq!(recv(&mut ws), json!({"type": "subscribed", "id": "a", "recovered": false}));
-    send(&mut ws, json!({"op": "publish", "topic": "room.1", "type": "msg", "data": {"text": "hi"}, "ref": 7, "correlation_id": "c1"}));
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "a", "topic": "room.1"}),
+    );
+    assert_eq!(
+        recv(&mut ws),
+        json!({"type": "subscribed", "id": "a", "recovered": false})
+    );
+    send(
+        &mut ws,
+        json!({"op": "publish", "topic": "room.1", "type": "msg", "data": {"text": "hi"}, "ref": 7, "correlation_id": "c1"}),
+    );
     let mut published = None;
     let mut event = None;
     while published.is_none() || event.is_none() {
@@ -82,9 +92,16 @@ fn reconnecting_client_recovers_missed_events_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
     let publisher = server.broker().publisher("feed").unwrap();
-    let publish = |i: u32| publisher.publish("tick", i.to_string().as_bytes(), Default::default()).unwrap();
+    let publish = |i: u32| {
+        publisher
+            .publish("tick", i.to_string().as_bytes(), Default::default())
+            .unwrap()
+    };
     let mut ws = connect(&server);
-    send(&mut ws, json!({"op": "subscribe", "id": "f", "topic": "feed"}));
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "f", "topic": "feed"}),
+    );
     assert_eq!(recv(&mut ws)["type"], "subscribed");
     for i in 1..=3 {
         publish(i);
@@ -100,11 +117,21 @@ fn reconnecting_client_recovers_missed_events_exactly_once() {
         publish(i);
     }
     let mut ws = connect(&server);
-    send(&mut ws, json!({"op": "subscribe", "id": "f", "topic": "feed", "after": last}));
-    assert_eq!(recv(&mut ws), json!({"type": "subscribed", "id": "f", "recovered": true}));
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "f", "topic": "feed", "after": last}),
+    );
+    assert_eq!(
+        recv(&mut ws),
+        json!({"type": "subscribed", "id": "f", "recovered": true})
+    );
     publish(11);
     for i in 4..=11 {
-        assert_eq!(recv(&mut ws)["data"], i, "missed events arrive once, in order, then live ones");
+        assert_eq!(
+            recv(&mut ws)["data"],
+            i,
+            "missed events arrive once, in order, then live ones"
+        );
     }
     server.shutdown().unwrap();
 }
@@ -115,20 +142,41 @@ fn bad_messages_get_precise_errors_and_the_connection_survives() {
     let server = start(dir.path());
     let mut ws = connect(&server);
     ws.send(Message::text("not json")).unwrap();
-    assert!(recv(&mut ws)["message"].as_str().unwrap().starts_with("not JSON"));
+    assert!(recv(&mut ws)["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("not JSON"));
     for (msg, needle) in [
         (json!({"op": "nope"}), "unknown op"),
         (json!({}), "missing 'op'"),
-        (json!({"op": "subscribe", "id": "x", "topic": "bad topic"}), "invalid topic"),
-        (json!({"op": "subscribe", "topic": "t"}), "needs a string 'id'"),
-        (json!({"op": "publish", "topic": "t"}), "needs string 'topic' and 'type'"),
-        (json!({"op": "publish", "topic": "t", "type": "bad type"}), "invalid event type"),
-        (json!({"op": "unsubscribe", "id": "none"}), "no such subscription"),
+        (
+            json!({"op": "subscribe", "id": "x", "topic": "bad topic"}),
+            "invalid topic",
+        ),
+        (
+            json!({"op": "subscribe", "topic": "t"}),
+            "needs a string 'id'",
+        ),
+        (
+            json!({"op": "publish", "topic": "t"}),
+            "needs string 'topic' and 'type'",
+        ),
+        (
+            json!({"op": "publish", "topic": "t", "type": "bad type"}),
+            "invalid event type",
+        ),
+        (
+            json!({"op": "unsubscribe", "id": "none"}),
+            "no such subscription",
+        ),
     ] {
         send(&mut ws, msg.clone());
         let reply = recv(&mut ws);
         assert_eq!(reply["type"], "error", "{msg}");
-        assert!(reply["message"].as_str().unwrap().contains(needle), "{msg}: {reply}");
+        assert!(
+            reply["message"].as_str().unwrap().contains(needle),
+            "{msg}: {reply}"
+        );
     }
     ws.send(Message::binary(vec![1, 2, 3])).unwrap();
     assert_eq!(recv(&mut ws)["type"], "error");

@@ -36,7 +36,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
 use hdrhistogram::Histogram;
-use herald_benches::report::{fmt_ns, fmt_rate, fmt_ratio, machine_description, median, toolchain_and_revision, CpuMeter};
+use herald_benches::report::{
+    fmt_ns, fmt_rate, fmt_ratio, machine_description, median, toolchain_and_revision, CpuMeter,
+};
 use herald_core::broker::{DeliveryRef, Filter, PublishOptions, StartAt, Subscription};
 use herald_core::log::Durability;
 use herald_core::ring::{RecvError, RingConfig};
@@ -118,7 +120,10 @@ struct Env {
 /// Defaults of `BrokerConfig::new` (16 MiB ring, 64 MiB prefaulted segments,
 /// CRC check on read) except the durability.
 fn open(durability: Durability) -> Env {
-    let dir = tempfile::Builder::new().prefix("herald-broker-bench").tempdir().expect("temp dir");
+    let dir = tempfile::Builder::new()
+        .prefix("herald-broker-bench")
+        .tempdir()
+        .expect("temp dir");
     let mut config = BrokerConfig::new(dir.path());
     config.log.durability = durability;
     config.log.verify_on_read = !NO_VERIFY.load(Ordering::Relaxed);
@@ -167,7 +172,10 @@ const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
 
 /// This thread's CPU time, ns (`clock_gettime(CLOCK_THREAD_CPUTIME_ID)`).
 fn thread_cpu_ns() -> u64 {
-    let mut ts = Timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a live, writable timespec with the C layout (x86-64 and
     // aarch64 Linux: two 64-bit fields); the call writes only to it.
     let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
@@ -182,7 +190,11 @@ fn thread_cpu_ns() -> u64 {
 /// second from `/proc/thread-self/schedstat` (0 where it cannot be read).
 fn thread_times() -> (u64, u64) {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    let waiting = s.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let waiting = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     (thread_cpu_ns(), waiting)
 }
 
@@ -194,7 +206,14 @@ fn timed<R>(f: impl FnOnce() -> R) -> (R, Timing) {
     let wall = t.elapsed();
     let (cpu1, wait1) = thread_times();
     let cpu = Duration::from_nanos(cpu1.saturating_sub(cpu0));
-    (r, Timing { wall, cpu, waiting: Duration::from_nanos(wait1.saturating_sub(wait0)) })
+    (
+        r,
+        Timing {
+            wall,
+            cpu,
+            waiting: Duration::from_nanos(wait1.saturating_sub(wait0)),
+        },
+    )
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -210,7 +229,10 @@ impl Timing {
     /// Events per second of wall time and per second of this thread's CPU time.
     fn rates(&self, n: u64) -> (f64, f64) {
         let cpu = self.cpu.as_secs_f64();
-        (n as f64 / self.wall.as_secs_f64(), if cpu > 0.0 { n as f64 / cpu } else { f64::NAN })
+        (
+            n as f64 / self.wall.as_secs_f64(),
+            if cpu > 0.0 { n as f64 / cpu } else { f64::NAN },
+        )
     }
 }
 
@@ -231,7 +253,9 @@ impl LatencySystem {
     fn name(self) -> String {
         match self {
             LatencySystem::RingAlone => "ring alone (`Ring`, 1 pub → 1 sub)".into(),
-            LatencySystem::Broker(d) => format!("broker, log on, durability `{}`", durability_name(d)),
+            LatencySystem::Broker(d) => {
+                format!("broker, log on, durability `{}`", durability_name(d))
+            }
         }
     }
 }
@@ -250,7 +274,12 @@ struct Latency {
 
 /// A subscriber loop: `poll` hands the payload of the next record to its
 /// callback and says whether there was one. Checks order and completeness.
-fn consume_paced(n: u64, warmup: u64, base: Instant, mut poll: impl FnMut(&mut dyn FnMut(&[u8])) -> bool) -> (Histogram<u64>, u64) {
+fn consume_paced(
+    n: u64,
+    warmup: u64,
+    base: Instant,
+    mut poll: impl FnMut(&mut dyn FnMut(&[u8])) -> bool,
+) -> (Histogram<u64>, u64) {
     let mut hist = new_histogram();
     let mut got = 0u64;
     while got < n {
@@ -297,17 +326,24 @@ fn latency_run(system: LatencySystem, p: &Params) -> Latency {
     let warmup = p.warmup_events.min(n / 2);
     let (hist, delivered) = match system {
         LatencySystem::RingAlone => {
-            let ring = Ring::new(RingConfig { capacity: 16 << 20, max_record: 64 << 10, slots: None, first_seq: 1 })
-                .expect("ring config");
+            let ring = Ring::new(RingConfig {
+                capacity: 16 << 20,
+                max_record: 64 << 10,
+                slots: None,
+                first_seq: 1,
+            })
+            .expect("ring config");
             let mut sub = ring.subscribe();
             let reader = {
                 let ready = ready.clone();
                 thread::spawn(move || {
                     ready.wait();
-                    consume_paced(n, warmup, base, |f| match sub.try_read(|_, bytes| f(bytes)) {
-                        Ok(()) => true,
-                        Err(RecvError::Empty) => false,
-                        Err(e) => panic!("ring subscriber lost records: {e}"),
+                    consume_paced(n, warmup, base, |f| {
+                        match sub.try_read(|_, bytes| f(bytes)) {
+                            Ok(()) => true,
+                            Err(RecvError::Empty) => false,
+                            Err(e) => panic!("ring subscriber lost records: {e}"),
+                        }
                     })
                 })
             };
@@ -320,7 +356,10 @@ fn latency_run(system: LatencySystem, p: &Params) -> Latency {
         }
         LatencySystem::Broker(durability) => {
             let env = open(durability);
-            let mut sub = env.broker.subscribe(Filter::topic(TOPIC).expect("filter"), StartAt::Now).expect("subscribe");
+            let mut sub = env
+                .broker
+                .subscribe(Filter::topic(TOPIC).expect("filter"), StartAt::Now)
+                .expect("subscribe");
             let reader = {
                 let ready = ready.clone();
                 thread::spawn(move || {
@@ -339,7 +378,9 @@ fn latency_run(system: LatencySystem, p: &Params) -> Latency {
             let publisher = env.broker.publisher(TOPIC).expect("publisher");
             ready.wait();
             paced(&mut |payload| {
-                publisher.publish(EVENT_TYPE, payload, PublishOptions::default()).expect("publish");
+                publisher
+                    .publish(EVENT_TYPE, payload, PublishOptions::default())
+                    .expect("publish");
             });
             reader.join().expect("reader thread")
         }
@@ -389,8 +430,13 @@ fn inline_run(system: LatencySystem, n: u64) -> Inline {
     let mut delivered = 0u64;
     match system {
         LatencySystem::RingAlone => {
-            let ring = Ring::new(RingConfig { capacity: 16 << 20, max_record: 64 << 10, slots: None, first_seq: 1 })
-                .expect("ring config");
+            let ring = Ring::new(RingConfig {
+                capacity: 16 << 20,
+                max_record: 64 << 10,
+                slots: None,
+                first_seq: 1,
+            })
+            .expect("ring config");
             let mut sub = ring.subscribe();
             let mut publisher = ring.publisher();
             for i in 0..n {
@@ -398,7 +444,9 @@ fn inline_run(system: LatencySystem, n: u64) -> Inline {
                 let t0 = Instant::now();
                 publisher.publish(&payload).expect("ring publish");
                 let t1 = Instant::now();
-                let index = sub.try_read(|_, bytes| read_u64(bytes, 8)).expect("the record just published");
+                let index = sub
+                    .try_read(|_, bytes| read_u64(bytes, 8))
+                    .expect("the record just published");
                 let t2 = Instant::now();
                 assert_eq!(index, i);
                 delivered += 1;
@@ -407,12 +455,17 @@ fn inline_run(system: LatencySystem, n: u64) -> Inline {
         }
         LatencySystem::Broker(durability) => {
             let env = open(durability);
-            let mut sub = env.broker.subscribe(Filter::topic(TOPIC).expect("filter"), StartAt::Now).expect("subscribe");
+            let mut sub = env
+                .broker
+                .subscribe(Filter::topic(TOPIC).expect("filter"), StartAt::Now)
+                .expect("subscribe");
             let publisher = env.broker.publisher(TOPIC).expect("publisher");
             for i in 0..n {
                 let payload = payload_with(0, i);
                 let t0 = Instant::now();
-                publisher.publish(EVENT_TYPE, &payload, PublishOptions::default()).expect("publish");
+                publisher
+                    .publish(EVENT_TYPE, &payload, PublishOptions::default())
+                    .expect("publish");
                 let t1 = Instant::now();
                 let index = sub
                     .try_next_with(|d| match d {
@@ -430,7 +483,11 @@ fn inline_run(system: LatencySystem, n: u64) -> Inline {
     }
     eprintln!(
         "  slowest publishes (event index: time): {}",
-        slowest.iter().map(|(ns, i)| format!("#{i}: {}", fmt_ns(*ns as f64))).collect::<Vec<_>>().join(", ")
+        slowest
+            .iter()
+            .map(|(ns, i)| format!("#{i}: {}", fmt_ns(*ns as f64)))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Inline {
         publish_p50: publish.value_at_quantile(0.5) as f64,
@@ -461,7 +518,10 @@ impl Fanout {
             Fanout::None(Durability::Never) => "0 subscribers".into(),
             Fanout::None(d) => format!("0 subscribers, durability `{}`", durability_name(d)),
             Fanout::Stalled => "1 stalled subscriber (`StartAt::Now`, read only at the end)".into(),
-            Fanout::Live { subscribers, threads } => format!(
+            Fanout::Live {
+                subscribers,
+                threads,
+            } => format!(
                 "{subscribers} live subscribers, {threads} reader thread{} × {} subscriptions",
                 if threads == 1 { "" } else { "s" },
                 subscribers / threads
@@ -501,7 +561,11 @@ fn read_checked(sub: &mut Subscription, got: &mut u64, limit: usize) -> usize {
             .expect("subscription");
         match r {
             Some(topic_seq) => {
-                assert_eq!(topic_seq, *got + 1, "event missing, repeated or out of order");
+                assert_eq!(
+                    topic_seq,
+                    *got + 1,
+                    "event missing, repeated or out of order"
+                );
                 *got += 1;
                 n += 1;
             }
@@ -537,7 +601,9 @@ fn throughput_run(fanout: Fanout, n: u64) -> Throughput {
     let publish_all = || {
         timed(|| {
             for i in 0..n {
-                publisher.publish(EVENT_TYPE, &payload_with(0, i), PublishOptions::default()).expect("publish");
+                publisher
+                    .publish(EVENT_TYPE, &payload_with(0, i), PublishOptions::default())
+                    .expect("publish");
             }
         })
         .1
@@ -550,14 +616,18 @@ fn throughput_run(fanout: Fanout, n: u64) -> Throughput {
             let catch_up = drain(&mut sub, n);
             (publish_time, catch_up.rates(n).0)
         }
-        Fanout::Live { subscribers, threads } => {
+        Fanout::Live {
+            subscribers,
+            threads,
+        } => {
             let start = Arc::new(Barrier::new(threads + 1));
             let finished = Arc::new(AtomicU64::new(0));
             let mut handles = Vec::new();
             for t in 0..threads {
                 let mine = subscribers / threads + usize::from(t < subscribers % threads);
-                let mut subs: Vec<Subscription> =
-                    (0..mine).map(|_| broker.subscribe(filter(), StartAt::Now).expect("subscribe")).collect();
+                let mut subs: Vec<Subscription> = (0..mine)
+                    .map(|_| broker.subscribe(filter(), StartAt::Now).expect("subscribe"))
+                    .collect();
                 let (start, finished) = (start.clone(), finished.clone());
                 handles.push(thread::spawn(move || {
                     let mut got = vec![0u64; subs.len()];
@@ -591,7 +661,10 @@ fn throughput_run(fanout: Fanout, n: u64) -> Throughput {
             }
             start.wait();
             let publish_time = publish_all();
-            let delivered: u64 = handles.into_iter().map(|h| h.join().expect("reader thread")).sum();
+            let delivered: u64 = handles
+                .into_iter()
+                .map(|h| h.join().expect("reader thread"))
+                .sum();
             assert_eq!(delivered, n * subscribers as u64);
             let all = Duration::from_nanos(finished.load(Ordering::Relaxed)).max(publish_time.wall);
             (publish_time, delivered as f64 / all.as_secs_f64())
@@ -607,7 +680,11 @@ fn throughput_run(fanout: Fanout, n: u64) -> Throughput {
         publish_waiting: publish_time.waiting.as_secs_f64() / publish_time.wall.as_secs_f64(),
         drain: drain_rate,
         fallbacks: m.lagged_fallbacks as f64,
-        replayed: if m.delivered == 0 { f64::NAN } else { m.replayed as f64 / m.delivered as f64 },
+        replayed: if m.delivered == 0 {
+            f64::NAN
+        } else {
+            m.replayed as f64 / m.delivered as f64
+        },
         others_busy,
     }
 }
@@ -626,8 +703,12 @@ enum CatchUp {
 impl CatchUp {
     fn name(self) -> String {
         match self {
-            CatchUp::Topic { topics } => format!("single-topic filter `t3.ev`, events over {topics} topic(s)"),
-            CatchUp::Pattern { topics } => format!("pattern filter `t3.*`, events over {topics} topic(s)"),
+            CatchUp::Topic { topics } => {
+                format!("single-topic filter `t3.ev`, events over {topics} topic(s)")
+            }
+            CatchUp::Pattern { topics } => {
+                format!("pattern filter `t3.*`, events over {topics} topic(s)")
+            }
         }
     }
 }
@@ -652,21 +733,38 @@ fn catchup_run(topics: usize, n: u64) -> [(CatchUp, CatchUpFigures); 2] {
     assert!((1..=10).contains(&topics));
     let env = open(Durability::Never);
     let broker = &env.broker;
-    let names: Vec<String> = (0..topics).map(|i| format!("t{}.ev", if topics == 1 { 3 } else { i })).collect();
-    let publishers: Vec<_> = names.iter().map(|t| broker.publisher(t).expect("publisher")).collect();
-    let mut single = broker.subscribe(Filter::topic("t3.ev").expect("filter"), StartAt::Now).expect("subscribe");
-    let mut pattern = broker.subscribe(Filter::patterns(&["t3.*"]).expect("filter"), StartAt::Now).expect("subscribe");
+    let names: Vec<String> = (0..topics)
+        .map(|i| format!("t{}.ev", if topics == 1 { 3 } else { i }))
+        .collect();
+    let publishers: Vec<_> = names
+        .iter()
+        .map(|t| broker.publisher(t).expect("publisher"))
+        .collect();
+    let mut single = broker
+        .subscribe(Filter::topic("t3.ev").expect("filter"), StartAt::Now)
+        .expect("subscribe");
+    let mut pattern = broker
+        .subscribe(Filter::patterns(&["t3.*"]).expect("filter"), StartAt::Now)
+        .expect("subscribe");
     for i in 0..n {
         publishers[i as usize % topics]
             .publish(EVENT_TYPE, &payload_with(0, i), PublishOptions::default())
             .expect("publish");
     }
-    let expected = (0..n).filter(|i| names[*i as usize % topics] == "t3.ev").count() as u64;
+    let expected = (0..n)
+        .filter(|i| names[*i as usize % topics] == "t3.ev")
+        .count() as u64;
     let mut out = Vec::new();
-    for (case, sub) in [(CatchUp::Topic { topics }, &mut single), (CatchUp::Pattern { topics }, &mut pattern)] {
+    for (case, sub) in [
+        (CatchUp::Topic { topics }, &mut single),
+        (CatchUp::Pattern { topics }, &mut pattern),
+    ] {
         let meter = CpuMeter::start();
         let took = drain(sub, expected);
-        assert!(sub.try_next().expect("subscription").is_none(), "more than expected");
+        assert!(
+            sub.try_next().expect("subscription").is_none(),
+            "more than expected"
+        );
         let (delivered_rate, delivered_cpu_rate) = took.rates(expected);
         out.push((
             case,
@@ -708,7 +806,12 @@ fn machine() -> String {
             .unwrap_or_default()
     };
     let free = run("free", &["-h"]);
-    let mem = free.lines().find(|l| l.starts_with("Mem:")).unwrap_or("").split_whitespace().collect::<Vec<_>>();
+    let mem = free
+        .lines()
+        .find(|l| l.starts_with("Mem:"))
+        .unwrap_or("")
+        .split_whitespace()
+        .collect::<Vec<_>>();
     format!(
         "{}; nproc {}; free -h: total {}, available {}",
         machine_description(),
@@ -739,7 +842,10 @@ fn parse_args() -> Args {
             "--no-verify" => NO_VERIFY.store(true, Ordering::Relaxed),
             "--no-prefault" => NO_PREFAULT.store(true, Ordering::Relaxed),
             "--segment-mib" => {
-                SEGMENT_MIB.store(args.next().and_then(|v| v.parse().ok()).unwrap_or(0), Ordering::Relaxed);
+                SEGMENT_MIB.store(
+                    args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+                    Ordering::Relaxed,
+                );
             }
             other => {
                 eprintln!("unknown argument {other:?}\nusage: broker_bench [--quick] [--runs N] [--only latency,inline,throughput,catchup] [--no-verify] [--no-prefault] [--segment-mib N]");
@@ -747,18 +853,36 @@ fn parse_args() -> Args {
             }
         }
     }
-    let mut params = if quick { Params::quick() } else { Params::full() };
+    let mut params = if quick {
+        Params::quick()
+    } else {
+        Params::full()
+    };
     if let Some(r) = runs {
         params.runs = r.max(1);
     }
-    let wants = |what: &str| only.as_deref().is_none_or(|o| o.split(',').any(|w| w == what));
-    Args { params, latency: wants("latency"), inline: wants("inline"), throughput: wants("throughput"), catchup: wants("catchup") }
+    let wants = |what: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|w| w == what))
+    };
+    Args {
+        params,
+        latency: wants("latency"),
+        inline: wants("inline"),
+        throughput: wants("throughput"),
+        catchup: wants("catchup"),
+    }
 }
 
 /// Runs `case` on every item of `cases`, `runs` times, interleaved (run 1 of
 /// every case, then run 2, …) so slow drifts in the machine's load spread
 /// over all cases; returns the runs per case.
-fn interleaved<C: Copy, T>(cases: &[C], runs: usize, label: impl Fn(C) -> String, mut case: impl FnMut(C) -> T) -> Vec<Vec<T>> {
+fn interleaved<C: Copy, T>(
+    cases: &[C],
+    runs: usize,
+    label: impl Fn(C) -> String,
+    mut case: impl FnMut(C) -> T,
+) -> Vec<Vec<T>> {
     let mut out: Vec<Vec<T>> = cases.iter().map(|_| Vec::new()).collect();
     for r in 0..runs {
         for (i, &c) in cases.iter().enumerate() {
@@ -774,7 +898,12 @@ fn main() {
     let p = &args.params;
     let mut out = String::new();
     let quick = p.flat_events < Params::full().flat_events;
-    writeln!(out, "Command: `{COMMAND}`{}", if quick { " -- --quick" } else { "" }).unwrap();
+    writeln!(
+        out,
+        "Command: `{COMMAND}`{}",
+        if quick { " -- --quick" } else { "" }
+    )
+    .unwrap();
     writeln!(out).unwrap();
     writeln!(out, "Machine: {}", machine()).unwrap();
     writeln!(out).unwrap();
@@ -789,13 +918,26 @@ fn main() {
     )
     .unwrap();
     if NO_VERIFY.load(Ordering::Relaxed) {
-        writeln!(out, "**`--no-verify`: the log's CRC check on read is off.**\n").unwrap();
+        writeln!(
+            out,
+            "**`--no-verify`: the log's CRC check on read is off.**\n"
+        )
+        .unwrap();
     }
     if NO_PREFAULT.load(Ordering::Relaxed) {
-        writeln!(out, "**`--no-prefault`: the log's segment prefaulting is off.**\n").unwrap();
+        writeln!(
+            out,
+            "**`--no-prefault`: the log's segment prefaulting is off.**\n"
+        )
+        .unwrap();
     }
     if SEGMENT_MIB.load(Ordering::Relaxed) != 0 {
-        writeln!(out, "**`--segment-mib {}`: log segments of that size.**\n", SEGMENT_MIB.load(Ordering::Relaxed)).unwrap();
+        writeln!(
+            out,
+            "**`--segment-mib {}`: log segments of that size.**\n",
+            SEGMENT_MIB.load(Ordering::Relaxed)
+        )
+        .unwrap();
     }
     writeln!(out).unwrap();
 
@@ -805,11 +947,16 @@ fn main() {
         LatencySystem::Broker(Durability::Interval(INTERVAL)),
     ];
     if args.latency {
-        let all = interleaved(&systems, p.runs, |s| format!("latency: {}", s.name()), |s| {
-            let l = latency_run(s, p);
-            assert_eq!(l.delivered, p.paced_events);
-            l
-        });
+        let all = interleaved(
+            &systems,
+            p.runs,
+            |s| format!("latency: {}", s.name()),
+            |s| {
+                let l = latency_run(s, p);
+                assert_eq!(l.delivered, p.paced_events);
+                l
+            },
+        );
         writeln!(
             out,
             "### Publish→deliver latency, 1 publisher thread → 1 subscriber thread, {} events/s, {} events ({} not recorded as warm-up)\n",
@@ -839,12 +986,21 @@ fn main() {
     }
     if args.inline {
         let n = p.flat_events;
-        let all = interleaved(&systems, p.runs, |s| format!("same-thread latency: {}", s.name()), |s| {
-            let l = inline_run(s, n);
-            assert_eq!(l.delivered, n);
-            l
-        });
-        writeln!(out, "### Publish→deliver in one thread (publish, then read it back), {n} events flat out\n").unwrap();
+        let all = interleaved(
+            &systems,
+            p.runs,
+            |s| format!("same-thread latency: {}", s.name()),
+            |s| {
+                let l = inline_run(s, n);
+                assert_eq!(l.delivered, n);
+                l
+            },
+        );
+        writeln!(
+            out,
+            "### Publish→deliver in one thread (publish, then read it back), {n} events flat out\n"
+        )
+        .unwrap();
         writeln!(
             out,
             "| system | publish p50 | publish p99.9 | deliver p50 | deliver p99.9 | total p50 | total p99 | total p99.9 | total max | p50 vs ring |"
@@ -874,11 +1030,23 @@ fn main() {
     }
 
     if args.throughput {
-        let mut cases = vec![Fanout::None(Durability::Never), Fanout::None(Durability::Interval(INTERVAL)), Fanout::Stalled];
+        let mut cases = vec![
+            Fanout::None(Durability::Never),
+            Fanout::None(Durability::Interval(INTERVAL)),
+            Fanout::Stalled,
+        ];
         for &threads in &p.reader_threads {
-            cases.push(Fanout::Live { subscribers: p.live_subscribers, threads });
+            cases.push(Fanout::Live {
+                subscribers: p.live_subscribers,
+                threads,
+            });
         }
-        let all = interleaved(&cases, p.runs, |f| format!("throughput: {}", f.name()), |f| throughput_run(f, p.flat_events));
+        let all = interleaved(
+            &cases,
+            p.runs,
+            |f| format!("throughput: {}", f.name()),
+            |f| throughput_run(f, p.flat_events),
+        );
         writeln!(out, "### Publisher throughput, 1 publisher flat out, {} events, durability `Never` unless stated\n", p.flat_events)
             .unwrap();
         writeln!(
@@ -920,9 +1088,12 @@ fn main() {
 
     if args.catchup {
         let layouts = [1, p.topics];
-        let all = interleaved(&layouts, p.runs, |t| format!("catch-up: events over {t} topic(s)"), |t| {
-            catchup_run(t, p.catchup_events)
-        });
+        let all = interleaved(
+            &layouts,
+            p.runs,
+            |t| format!("catch-up: events over {t} topic(s)"),
+            |t| catchup_run(t, p.catchup_events),
+        );
         writeln!(
             out,
             "### Catch-up of a subscriber {} events behind (stalled since before the first publish; log in the page cache)\n",
@@ -966,7 +1137,11 @@ mod tests {
     /// run functions assert it; the counts are checked here too).
     #[test]
     fn every_case_delivers_every_event() {
-        let p = Params { paced_events: 2_000, warmup_events: 100, ..Params::quick() };
+        let p = Params {
+            paced_events: 2_000,
+            warmup_events: 100,
+            ..Params::quick()
+        };
         for system in [
             LatencySystem::RingAlone,
             LatencySystem::Broker(Durability::Never),
@@ -975,7 +1150,14 @@ mod tests {
             assert_eq!(latency_run(system, &p).delivered, 2_000);
             assert_eq!(inline_run(system, 2_000).delivered, 2_000);
         }
-        for fanout in [Fanout::None(Durability::Never), Fanout::Stalled, Fanout::Live { subscribers: 6, threads: 2 }] {
+        for fanout in [
+            Fanout::None(Durability::Never),
+            Fanout::Stalled,
+            Fanout::Live {
+                subscribers: 6,
+                threads: 2,
+            },
+        ] {
             let t = throughput_run(fanout, 5_000);
             assert!(t.publish > 0.0);
         }

@@ -259,7 +259,11 @@ fn main() {
         let mib: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1024);
         let payload: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(256);
         let (mut warm, mut cold, records) = reopen_times(mib << 20, payload, 3);
-        println!("{records} records: warm {:.3} s, cold {:.3} s", median(&mut warm), median(&mut cold));
+        println!(
+            "{records} records: warm {:.3} s, cold {:.3} s",
+            median(&mut warm),
+            median(&mut cold)
+        );
         return;
     }
     if args.get(1).map(String::as_str) == Some("--prefaulted") {

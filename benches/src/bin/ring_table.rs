@@ -12,7 +12,10 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use herald_benches::report::{CpuMeter, fmt_ns, fmt_rate, fmt_ratio, locked_version, machine_description, median, toolchain_and_revision};
+use herald_benches::report::{
+    fmt_ns, fmt_rate, fmt_ratio, locked_version, machine_description, median,
+    toolchain_and_revision, CpuMeter,
+};
 use herald_benches::ring::{publish_cost, run, Pace, System, Workload, CAPACITY, MSG_LEN};
 
 const COMMAND: &str = "cargo run --release -p herald-benches --bin ring_table";
@@ -50,8 +53,20 @@ const FIELDS: [fn(&Figures) -> f64; 8] = [
 ];
 
 fn median_figures(runs: &[Figures]) -> Figures {
-    let m: Vec<f64> = FIELDS.iter().map(|field| median(&runs.iter().map(field).collect::<Vec<_>>())).collect();
-    Figures { per_sub: m[0], aggregate: m[1], publish: m[2], delivered: m[3], p50: m[4], p99: m[5], p999: m[6], max: m[7] }
+    let m: Vec<f64> = FIELDS
+        .iter()
+        .map(|field| median(&runs.iter().map(field).collect::<Vec<_>>()))
+        .collect();
+    Figures {
+        per_sub: m[0],
+        aggregate: m[1],
+        publish: m[2],
+        delivered: m[3],
+        p50: m[4],
+        p99: m[5],
+        p999: m[6],
+        max: m[7],
+    }
 }
 
 struct Config {
@@ -78,7 +93,10 @@ fn parse_args() -> Config {
             "--runs" => runs = args.next().and_then(|v| v.parse().ok()),
             "--systems" => {
                 let list = args.next().unwrap_or_default();
-                systems = System::ALL.into_iter().filter(|s| list.split(',').any(|id| id == s.id())).collect();
+                systems = System::ALL
+                    .into_iter()
+                    .filter(|s| list.split(',').any(|id| id == s.id()))
+                    .collect();
             }
             "--subs" => {
                 let list = args.next().unwrap_or_default();
@@ -135,7 +153,12 @@ fn main() {
             for mode in [Mode::FlatOut, Mode::Paced] {
                 for &system in &cfg.systems {
                     let workload = match mode {
-                        Mode::FlatOut => Workload { subscribers: subs, messages: cfg.flat_messages, pace: Pace::FlatOut, sample_every: 8 },
+                        Mode::FlatOut => Workload {
+                            subscribers: subs,
+                            messages: cfg.flat_messages,
+                            pace: Pace::FlatOut,
+                            sample_every: 8,
+                        },
                         Mode::Paced => Workload {
                             subscribers: subs,
                             messages: cfg.paced_messages,
@@ -172,7 +195,9 @@ fn main() {
                         fmt_ns(f.max)
                     );
                     cases.entry((mode, subs, system)).or_default().push(f);
-                    lost.entry((mode, subs, system)).or_default().push(outcome.lost());
+                    lost.entry((mode, subs, system))
+                        .or_default()
+                        .push(outcome.lost());
                 }
             }
         }
@@ -182,7 +207,12 @@ fn main() {
         for &system in &cfg.systems {
             for subs in COST_SUBSCRIBERS {
                 let ns = median(&publish_cost(system, subs, cfg.cost_rounds, cfg.cost_batch));
-                eprintln!("[{:>5.1}s] publish cost {:<20} {subs:>2} subs: {}", began.elapsed().as_secs_f64(), system.name(), fmt_ns(ns));
+                eprintln!(
+                    "[{:>5.1}s] publish cost {:<20} {subs:>2} subs: {}",
+                    began.elapsed().as_secs_f64(),
+                    system.name(),
+                    fmt_ns(ns)
+                );
                 costs.entry((subs, system)).or_default().push(ns);
             }
         }
@@ -190,7 +220,17 @@ fn main() {
     let medians: HashMap<_, _> = cases.iter().map(|(k, v)| (*k, median_figures(v))).collect();
     let cost: HashMap<_, _> = costs.iter().map(|(k, v)| (*k, median(v))).collect();
     let others = meter.others_busy();
-    print!("{}", render(&cfg, &medians, &lost, &cost, began.elapsed().as_secs_f64(), others));
+    print!(
+        "{}",
+        render(
+            &cfg,
+            &medians,
+            &lost,
+            &cost,
+            began.elapsed().as_secs_f64(),
+            others
+        )
+    );
     if !failures.is_empty() {
         for f in &failures {
             eprintln!("FAILED: {f}");
@@ -209,7 +249,11 @@ fn render(
 ) -> String {
     let mut out = String::new();
     let v = |name| locked_version(name).unwrap_or("?");
-    let cmd = if cfg.quick { format!("{COMMAND} -- --quick") } else { COMMAND.to_string() };
+    let cmd = if cfg.quick {
+        format!("{COMMAND} -- --quick")
+    } else {
+        COMMAND.to_string()
+    };
     let _ = writeln!(out, "- **Machine**: {}", machine_description());
     let _ = writeln!(out, "- **Toolchain**: {}", toolchain_and_revision());
     let _ = writeln!(
@@ -221,7 +265,11 @@ fn render(
         v("crossbeam-channel"),
         v("hdrhistogram")
     );
-    let _ = writeln!(out, "- **Command**: `{cmd}` ({} run(s) per case, medians; whole run {seconds:.0} s)", cfg.runs);
+    let _ = writeln!(
+        out,
+        "- **Command**: `{cmd}` ({} run(s) per case, medians; whole run {seconds:.0} s)",
+        cfg.runs
+    );
     if let Some(others) = others {
         let _ = writeln!(
             out,
@@ -246,15 +294,24 @@ fn render(
     let _ = writeln!(out, "#### Flat-out throughput and latency");
     let _ = writeln!(out);
     let _ = writeln!(out, "| subs | system | delivery | msg/s per subscriber | aggregate | publish rate | delivered | p50 | p99 | p99.9 | max |");
-    let _ = writeln!(out, "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for subs in SUBSCRIBERS {
         for system in System::ALL {
-            let Some(f) = m.get(&(Mode::FlatOut, subs, system)) else { continue };
+            let Some(f) = m.get(&(Mode::FlatOut, subs, system)) else {
+                continue;
+            };
             let _ = writeln!(
                 out,
                 "| {subs} | {} | {} | {} | {} | {} | {:.1}% | {} | {} | {} | {} |",
                 system.name(),
-                if system.is_lossy() { "lossy" } else { "lossless" },
+                if system.is_lossy() {
+                    "lossy"
+                } else {
+                    "lossless"
+                },
                 fmt_rate(f.per_sub),
                 fmt_rate(f.aggregate),
                 fmt_rate(f.publish),
@@ -271,12 +328,19 @@ fn render(
     // Paced table.
     let _ = writeln!(out, "#### Paced latency ({} msg/s)", cfg.rate);
     let _ = writeln!(out);
-    let _ = writeln!(out, "| subs | system | p50 | p99 | p99.9 | max | lost (all runs) |");
+    let _ = writeln!(
+        out,
+        "| subs | system | p50 | p99 | p99.9 | max | lost (all runs) |"
+    );
     let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|---:|");
     for subs in SUBSCRIBERS {
         for system in System::ALL {
-            let Some(f) = m.get(&(Mode::Paced, subs, system)) else { continue };
-            let l: u64 = lost.get(&(Mode::Paced, subs, system)).map_or(0, |v| v.iter().sum());
+            let Some(f) = m.get(&(Mode::Paced, subs, system)) else {
+                continue;
+            };
+            let l: u64 = lost
+                .get(&(Mode::Paced, subs, system))
+                .map_or(0, |v| v.iter().sum());
             let _ = writeln!(
                 out,
                 "| {subs} | {} | {} | {} | {} | {} | {l} |",
@@ -303,20 +367,30 @@ fn render(
         out,
         "| subs | peer | Herald | throughput | flat p50 | flat p99 | flat p99.9 | flat max | paced p50 | paced p99 | paced p99.9 | paced max |"
     );
-    let _ = writeln!(out, "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for subs in SUBSCRIBERS {
         for (peer, herald) in pairs() {
             let get = |mode, s| m.get(&(mode, subs, s));
-            let (Some(hf), Some(pf), Some(hp), Some(pp)) =
-                (get(Mode::FlatOut, herald), get(Mode::FlatOut, peer), get(Mode::Paced, herald), get(Mode::Paced, peer))
-            else {
+            let (Some(hf), Some(pf), Some(hp), Some(pp)) = (
+                get(Mode::FlatOut, herald),
+                get(Mode::FlatOut, peer),
+                get(Mode::Paced, herald),
+                get(Mode::Paced, peer),
+            ) else {
                 continue;
             };
             let _ = writeln!(
                 out,
                 "| {subs} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 peer.name(),
-                if herald == System::Herald { "untethered" } else { "tethered" },
+                if herald == System::Herald {
+                    "untethered"
+                } else {
+                    "tethered"
+                },
                 fmt_ratio(hf.per_sub / pf.per_sub),
                 fmt_ratio(hf.p50 / pf.p50),
                 fmt_ratio(hf.p99 / pf.p99),
@@ -345,8 +419,17 @@ fn render(
     let _ = writeln!(out, "| system | 1 subscriber | 64 subscribers | 64 vs 1 |");
     let _ = writeln!(out, "|---|---:|---:|---:|");
     for system in System::ALL {
-        let (Some(&one), Some(&many)) = (cost.get(&(1, system)), cost.get(&(64, system))) else { continue };
-        let _ = writeln!(out, "| {} | {} | {} | {:+.1}% |", system.name(), fmt_ns(one), fmt_ns(many), (many / one - 1.0) * 100.0);
+        let (Some(&one), Some(&many)) = (cost.get(&(1, system)), cost.get(&(64, system))) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:+.1}% |",
+            system.name(),
+            fmt_ns(one),
+            fmt_ns(many),
+            (many / one - 1.0) * 100.0
+        );
     }
     let _ = writeln!(out);
 
@@ -359,18 +442,43 @@ fn render(
     for subs in SUBSCRIBERS {
         let f = |mode, s| m.get(&(mode, subs, s)).copied();
         for herald in [System::Herald, System::HeraldTethered] {
-            let label = if herald == System::Herald { "untethered" } else { "tethered" };
-            if let (Some(h), Some(t)) = (f(Mode::FlatOut, herald), f(Mode::FlatOut, System::Tokio)) {
+            let label = if herald == System::Herald {
+                "untethered"
+            } else {
+                "tethered"
+            };
+            if let (Some(h), Some(t)) = (f(Mode::FlatOut, herald), f(Mode::FlatOut, System::Tokio))
+            {
                 let r = h.per_sub / t.per_sub;
-                let _ = writeln!(out, "| throughput ≥ 2× tokio::broadcast | {subs} | {label} | {} | {} |", fmt_ratio(r), status(r >= 2.0));
+                let _ = writeln!(
+                    out,
+                    "| throughput ≥ 2× tokio::broadcast | {subs} | {label} | {} | {} |",
+                    fmt_ratio(r),
+                    status(r >= 2.0)
+                );
             }
         }
-        if let (Some(h), Some(d)) = (f(Mode::FlatOut, System::HeraldTethered), f(Mode::FlatOut, System::Disruptor)) {
+        if let (Some(h), Some(d)) = (
+            f(Mode::FlatOut, System::HeraldTethered),
+            f(Mode::FlatOut, System::Disruptor),
+        ) {
             let r = h.per_sub / d.per_sub;
-            let _ = writeln!(out, "| throughput ≥ disruptor | {subs} | tethered | {} | {} |", fmt_ratio(r), status(r >= 1.0));
+            let _ = writeln!(
+                out,
+                "| throughput ≥ disruptor | {subs} | tethered | {} | {} |",
+                fmt_ratio(r),
+                status(r >= 1.0)
+            );
         }
-        for (peer, herald) in [(System::Tokio, System::Herald), (System::Disruptor, System::HeraldTethered)] {
-            let label = if herald == System::Herald { "untethered" } else { "tethered" };
+        for (peer, herald) in [
+            (System::Tokio, System::Herald),
+            (System::Disruptor, System::HeraldTethered),
+        ] {
+            let label = if herald == System::Herald {
+                "untethered"
+            } else {
+                "tethered"
+            };
             for (mode, name) in [(Mode::Paced, "paced"), (Mode::FlatOut, "flat-out")] {
                 if let (Some(h), Some(p)) = (f(mode, herald), f(mode, peer)) {
                     let r = h.p999 / p.p999;
@@ -393,7 +501,11 @@ fn render(
             let _ = writeln!(
                 out,
                 "| publish cost 1 vs 64 subscribers within 10% | 1→64 | {} | {d:+.1}% | {} |",
-                if herald == System::Herald { "untethered" } else { "tethered" },
+                if herald == System::Herald {
+                    "untethered"
+                } else {
+                    "tethered"
+                },
                 status(d.abs() <= 10.0)
             );
         }

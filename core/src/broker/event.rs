@@ -36,7 +36,9 @@ pub(crate) const RING_HEADER: usize = 40;
 pub(crate) fn validate_type(event_type: &str) -> Result<(), BrokerError> {
     let ok = !event_type.is_empty()
         && event_type.len() <= MAX_TYPE_LEN
-        && event_type.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+        && event_type
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -187,7 +189,15 @@ pub(crate) fn parse_ring(bytes: &[u8]) -> Option<Fields<'_>> {
     }
     let (event_type, rest) = body.split_at(type_len);
     let (correlation, payload) = rest.split_at(corr_len);
-    Some(Fields { topic_id: u(0), topic_seq: u(8), timestamp_ns: u(16), origin: u(24), event_type, correlation, payload })
+    Some(Fields {
+        topic_id: u(0),
+        topic_seq: u(8),
+        timestamp_ns: u(16),
+        origin: u(24),
+        event_type,
+        correlation,
+        payload,
+    })
 }
 
 /// Splits the log's `event_type` field into type and correlation id.

@@ -19,7 +19,12 @@ pub struct TopicPattern {
 impl TopicPattern {
     /// Parses a pattern; an exact name is a pattern without wildcards.
     pub fn parse(text: &str) -> Result<TopicPattern, BrokerError> {
-        let invalid = |why: &'static str| Err(BrokerError::InvalidTopic { name: text.to_owned(), why });
+        let invalid = |why: &'static str| {
+            Err(BrokerError::InvalidTopic {
+                name: text.to_owned(),
+                why,
+            })
+        };
         if text.is_empty() || text.len() > super::topics::MAX_TOPIC_LEN {
             return invalid("must be 1 to 255 bytes");
         }
@@ -30,14 +35,22 @@ impl TopicPattern {
                 "*" => exact = false,
                 ">" if i + 1 == tokens.len() => exact = false,
                 ">" => return invalid("'>' may only be the last token"),
-                _ if token.contains(['*', '>']) => return invalid("wildcards must be whole tokens"),
+                _ if token.contains(['*', '>']) => {
+                    return invalid("wildcards must be whole tokens")
+                }
                 _ => {}
             }
         }
         // Validate the non-wildcard tokens with the name rules.
-        let literal: Vec<&str> = tokens.iter().map(|t| if *t == "*" || *t == ">" { "x" } else { t }).collect();
+        let literal: Vec<&str> = tokens
+            .iter()
+            .map(|t| if *t == "*" || *t == ">" { "x" } else { t })
+            .collect();
         validate(&literal.join("."), true)?;
-        Ok(TopicPattern { text: text.to_owned(), exact })
+        Ok(TopicPattern {
+            text: text.to_owned(),
+            exact,
+        })
     }
 
     /// The pattern as written.
@@ -94,10 +107,19 @@ impl Filter {
     /// Events of every topic matching any of `patterns`.
     pub fn patterns(patterns: &[&str]) -> Result<Filter, BrokerError> {
         if patterns.is_empty() {
-            return Err(BrokerError::InvalidFilter("a filter needs at least one topic or pattern"));
+            return Err(BrokerError::InvalidFilter(
+                "a filter needs at least one topic or pattern",
+            ));
         }
-        let topics = patterns.iter().map(|p| TopicPattern::parse(p)).collect::<Result<_, _>>()?;
-        Ok(Filter { topics, types: Vec::new(), exclude_origin: None })
+        let topics = patterns
+            .iter()
+            .map(|p| TopicPattern::parse(p))
+            .collect::<Result<_, _>>()?;
+        Ok(Filter {
+            topics,
+            types: Vec::new(),
+            exclude_origin: None,
+        })
     }
 
     /// Only events whose type is one of `types`.
@@ -170,7 +192,10 @@ mod tests {
 
     #[test]
     fn type_and_origin_filters() {
-        let f = Filter::topic("a").unwrap().with_types(&["x", "y"]).excluding_origin(7);
+        let f = Filter::topic("a")
+            .unwrap()
+            .with_types(&["x", "y"])
+            .excluding_origin(7);
         assert!(f.matches_event(b"x", 1));
         assert!(!f.matches_event(b"z", 1));
         assert!(!f.matches_event(b"x", 7));

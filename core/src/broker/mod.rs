@@ -149,17 +149,28 @@ impl fmt::Display for BrokerError {
             Self::InvalidCorrelation(c) => {
                 write!(f, "invalid correlation id {c:?}: up to {MAX_CORRELATION_LEN} printable ASCII characters")
             }
-            Self::PayloadTooLarge { len, max } => write!(f, "payload of {len} bytes exceeds the limit of {max}"),
-            Self::NeedsSingleTopic => write!(f, "this start position needs a filter naming exactly one topic"),
+            Self::PayloadTooLarge { len, max } => {
+                write!(f, "payload of {len} bytes exceeds the limit of {max}")
+            }
+            Self::NeedsSingleTopic => write!(
+                f,
+                "this start position needs a filter naming exactly one topic"
+            ),
             Self::UnknownConsumer(name) => write!(f, "no durable consumer named {name:?}"),
-            Self::NotAConsumer => write!(f, "only a durable consumer's subscription can acknowledge"),
+            Self::NotAConsumer => {
+                write!(f, "only a durable consumer's subscription can acknowledge")
+            }
             Self::Ack(e) => write!(f, "acknowledgement refused: {e}"),
             Self::Checkpoint(e) => write!(f, "consumer checkpoint: {e}"),
             Self::Presence(e) => write!(f, "presence: {e}"),
             Self::Log(e) => write!(f, "log: {e}"),
             Self::Io { what, path, source } => write!(f, "{what} ({}): {source}", path.display()),
             Self::CorruptRegistry { path, line } => {
-                write!(f, "topic registry {} is corrupt at line {line}", path.display())
+                write!(
+                    f,
+                    "topic registry {} is corrupt at line {line}",
+                    path.display()
+                )
             }
             Self::InvalidConfig(why) => write!(f, "invalid broker configuration: {why}"),
         }
@@ -238,18 +249,25 @@ pub struct Broker {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl Broker {
     /// Opens (creating or recovering) the broker's data directory.
     pub fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
         if config.max_payload == 0 {
-            return Err(BrokerError::InvalidConfig("max_payload must be positive".into()));
+            return Err(BrokerError::InvalidConfig(
+                "max_payload must be positive".into(),
+            ));
         }
         let dir = config.data_dir.clone();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| BrokerError::Io { what: "creating the data directory", path: dir.clone(), source: e })?;
+        std::fs::create_dir_all(&dir).map_err(|e| BrokerError::Io {
+            what: "creating the data directory",
+            path: dir.clone(),
+            source: e,
+        })?;
         let lock = lock_data_dir(&dir)?;
         let (log, _report) = Log::open(dir.join("log"), config.log.clone())?;
         let max_record = RING_HEADER + MAX_TYPE_LEN + MAX_CORRELATION_LEN + config.max_payload;
@@ -276,9 +294,24 @@ impl Broker {
             }
         }
         let presence = presence::Presence::new(config.presence_ttl);
-        let publish = Mutex::new(PublishState { ring: ring.publisher(), last_ts: 0 });
-        let inner = Inner { config, log, ring, topics, publish, metrics: Metrics::default(), checkpoints, presence, _lock: lock };
-        Ok(Broker { inner: Arc::new(inner) })
+        let publish = Mutex::new(PublishState {
+            ring: ring.publisher(),
+            last_ts: 0,
+        });
+        let inner = Inner {
+            config,
+            log,
+            ring,
+            topics,
+            publish,
+            metrics: Metrics::default(),
+            checkpoints,
+            presence,
+            _lock: lock,
+        };
+        Ok(Broker {
+            inner: Arc::new(inner),
+        })
     }
 
     /// The data directory.
@@ -290,12 +323,21 @@ impl Broker {
     /// does no lookup.
     pub fn publisher(&self, topic: &str) -> Result<TopicPublisher, BrokerError> {
         let topic = self.inner.topics.get_or_create(topic, false)?;
-        Ok(TopicPublisher { inner: self.inner.clone(), topic })
+        Ok(TopicPublisher {
+            inner: self.inner.clone(),
+            topic,
+        })
     }
 
     /// Publishes one event to `topic` (a lookup per call; see [`Broker::publisher`]).
-    pub fn publish(&self, topic: &str, event_type: &str, payload: &[u8]) -> Result<Published, BrokerError> {
-        self.publisher(topic)?.publish(event_type, payload, PublishOptions::default())
+    pub fn publish(
+        &self,
+        topic: &str,
+        event_type: &str,
+        payload: &[u8],
+    ) -> Result<Published, BrokerError> {
+        self.publisher(topic)?
+            .publish(event_type, payload, PublishOptions::default())
     }
 
     /// Subscribes with `filter`, starting at `start`.
@@ -306,7 +348,12 @@ impl Broker {
     /// Subscribes as the durable consumer `name`: resumes after its
     /// checkpoint, or at `first_time` if the consumer is new. Acknowledge
     /// with [`Subscription::ack`] / [`Subscription::ack_up_to`].
-    pub fn subscribe_consumer(&self, name: &str, filter: Filter, first_time: StartAt) -> Result<Subscription, BrokerError> {
+    pub fn subscribe_consumer(
+        &self,
+        name: &str,
+        filter: Filter,
+        first_time: StartAt,
+    ) -> Result<Subscription, BrokerError> {
         checkpoint::validate_name(name)?;
         let start = match self.inner.checkpoints.get(name) {
             Some(seq) => StartAt::Seq(seq + 1),
@@ -317,7 +364,10 @@ impl Broker {
 
     /// The last acknowledged global sequence of a durable consumer.
     pub fn consumer_checkpoint(&self, name: &str) -> Result<u64, BrokerError> {
-        self.inner.checkpoints.get(name).ok_or_else(|| BrokerError::UnknownConsumer(name.to_owned()))
+        self.inner
+            .checkpoints
+            .get(name)
+            .ok_or_else(|| BrokerError::UnknownConsumer(name.to_owned()))
     }
 
     /// Acknowledges everything up to `seq` for the durable consumer `name`
@@ -353,7 +403,12 @@ impl Broker {
 
     /// Names of every registered topic.
     pub fn topics(&self) -> Vec<String> {
-        self.inner.topics.all().iter().map(|t| t.name.to_string()).collect()
+        self.inner
+            .topics
+            .all()
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect()
     }
 
     /// Syncs the log to stable storage.
@@ -379,7 +434,10 @@ impl Broker {
         metadata: &str,
     ) -> Result<(), BrokerError> {
         validate_topic(topic)?;
-        let change = self.inner.presence.join(topic, client_id, user, device, metadata, now_ns())?;
+        let change =
+            self.inner
+                .presence
+                .join(topic, client_id, user, device, metadata, now_ns())?;
         if let presence::PresenceChange::Joined(s) = change {
             self.publish_presence(presence::PresenceKind::Join, topic, &s)?;
         }
@@ -417,10 +475,22 @@ impl Broker {
         self.inner.presence.list(topic)
     }
 
-    fn publish_presence(&self, kind: presence::PresenceKind, topic: &str, s: &presence::Session) -> Result<(), BrokerError> {
+    fn publish_presence(
+        &self,
+        kind: presence::PresenceKind,
+        topic: &str,
+        s: &presence::Session,
+    ) -> Result<(), BrokerError> {
         let (event_type, payload) = presence::presence_event(kind, topic, s);
-        let system = self.inner.topics.get_or_create(&format!("$presence.{topic}"), true)?;
-        TopicPublisher { inner: self.inner.clone(), topic: system }.publish(&event_type, &payload, PublishOptions::default())?;
+        let system = self
+            .inner
+            .topics
+            .get_or_create(&format!("$presence.{topic}"), true)?;
+        TopicPublisher {
+            inner: self.inner.clone(),
+            topic: system,
+        }
+        .publish(&event_type, &payload, PublishOptions::default())?;
         Ok(())
     }
 }
@@ -438,7 +508,11 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File, BrokerError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| BrokerError::Io { what: "opening the data directory lock", path: path.clone(), source: e })?;
+        .map_err(|e| BrokerError::Io {
+            what: "opening the data directory lock",
+            path: path.clone(),
+            source: e,
+        })?;
     // SAFETY: `flock` is plain data; zeroed is a valid value before we set
     // the fields fcntl reads.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
@@ -489,13 +563,21 @@ impl TopicPublisher {
     }
 
     /// Publishes an event; returns its global and topic sequences.
-    pub fn publish(&self, event_type: &str, payload: &[u8], options: PublishOptions<'_>) -> Result<Published, BrokerError> {
+    pub fn publish(
+        &self,
+        event_type: &str,
+        payload: &[u8],
+        options: PublishOptions<'_>,
+    ) -> Result<Published, BrokerError> {
         validate_type(event_type)?;
         let correlation = options.correlation.unwrap_or("");
         validate_correlation(correlation)?;
         let max = self.inner.config.max_payload;
         if payload.len() > max {
-            return Err(BrokerError::PayloadTooLarge { len: payload.len(), max });
+            return Err(BrokerError::PayloadTooLarge {
+                len: payload.len(),
+                max,
+            });
         }
         // The log's type field: type, then NUL and the correlation id if any.
         let mut type_field = [0u8; MAX_TYPE_LEN + 1 + MAX_CORRELATION_LEN];
@@ -504,7 +586,8 @@ impl TopicPublisher {
             type_field[..n].copy_from_slice(event_type.as_bytes());
             if !correlation.is_empty() {
                 type_field[n] = 0;
-                type_field[n + 1..n + 1 + correlation.len()].copy_from_slice(correlation.as_bytes());
+                type_field[n + 1..n + 1 + correlation.len()]
+                    .copy_from_slice(correlation.as_bytes());
                 n += 1 + correlation.len();
             }
             n
@@ -547,7 +630,10 @@ impl TopicPublisher {
                 claim.commit();
             }
             state.last_ts = ts;
-            let published = Published { seq, topic_seq: *topic_seq };
+            let published = Published {
+                seq,
+                topic_seq: *topic_seq,
+            };
             *topic_seq += 1;
             published
         };

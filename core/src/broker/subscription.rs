@@ -120,7 +120,9 @@ impl Progress {
         if live {
             // Sampled: reading the clock costs as much as the delivery itself.
             if seq % 16 == 0 {
-                let _ = self.latency.record(now_ns().saturating_sub(timestamp_ns).max(1));
+                let _ = self
+                    .latency
+                    .record(now_ns().saturating_sub(timestamp_ns).max(1));
             }
         } else {
             self.replayed += 1;
@@ -133,8 +135,10 @@ impl Progress {
     fn flush(&mut self, inner: &Inner) {
         use std::sync::atomic::Ordering::Relaxed;
         let m = &inner.metrics;
-        m.delivered.fetch_add(std::mem::take(&mut self.delivered), Relaxed);
-        m.replayed.fetch_add(std::mem::take(&mut self.replayed), Relaxed);
+        m.delivered
+            .fetch_add(std::mem::take(&mut self.delivered), Relaxed);
+        m.replayed
+            .fetch_add(std::mem::take(&mut self.replayed), Relaxed);
         m.gaps.fetch_add(std::mem::take(&mut self.gaps), Relaxed);
         m.merge_latency(&mut self.latency);
     }
@@ -167,7 +171,10 @@ impl Subscription {
         // A consistent (global, topic) position for "now".
         let (now_seq, now_topic_seq) = {
             let _state = inner.publish.lock();
-            (log.next_seq(), single.as_ref().map_or(1, |t| *t.next_seq.lock()))
+            (
+                log.next_seq(),
+                single.as_ref().map_or(1, |t| *t.next_seq.lock()),
+            )
         };
         let mut next_topic_seq = now_topic_seq;
         let (source, next) = match (start, &single) {
@@ -184,13 +191,25 @@ impl Subscription {
             (StartAt::TopicSeq(topic_seq), Some(topic)) => {
                 next_topic_seq = topic_seq.max(1);
                 let reader = log.reader_from_topic(topic.id, next_topic_seq);
-                (Source::Topic { reader, fence: now_seq }, log.first_seq())
+                (
+                    Source::Topic {
+                        reader,
+                        fence: now_seq,
+                    },
+                    log.first_seq(),
+                )
             }
             (StartAt::TopicSeq(_), None) => return Err(BrokerError::NeedsSingleTopic),
             (StartAt::LastN(n), Some(topic)) => {
                 next_topic_seq = now_topic_seq.saturating_sub(n).max(1);
                 let reader = log.reader_from_topic(topic.id, next_topic_seq);
-                (Source::Topic { reader, fence: now_seq }, log.first_seq())
+                (
+                    Source::Topic {
+                        reader,
+                        fence: now_seq,
+                    },
+                    log.first_seq(),
+                )
             }
             (StartAt::LastN(n), None) => {
                 // Not clamped to what retention kept: the part it deleted
@@ -200,10 +219,16 @@ impl Subscription {
             }
         };
         let consumer = consumer.map(|name| {
-            let checkpoint = inner.checkpoints.get(&name).unwrap_or(next.saturating_sub(1));
+            let checkpoint = inner
+                .checkpoints
+                .get(&name)
+                .unwrap_or(next.saturating_sub(1));
             (name, AckTracker::new(checkpoint))
         });
-        inner.metrics.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        inner
+            .metrics
+            .active
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let progress = Progress {
             delivered_upto: None,
             next_topic_seq,
@@ -213,7 +238,15 @@ impl Subscription {
             replayed: 0,
             gaps: 0,
         };
-        Ok(Subscription { inner, filter, single, source, next, topics: TopicCache::default(), progress })
+        Ok(Subscription {
+            inner,
+            filter,
+            single,
+            source,
+            next,
+            topics: TopicCache::default(),
+            progress,
+        })
     }
 
     /// The filter.
@@ -234,7 +267,10 @@ impl Subscription {
 
     /// Hands the next delivery, if one is available now, to `f` (borrowed:
     /// nothing is copied or allocated for it). `Ok(None)`: nothing available.
-    pub fn try_next_with<R>(&mut self, f: impl FnOnce(DeliveryRef<'_>) -> R) -> Result<Option<R>, BrokerError> {
+    pub fn try_next_with<R>(
+        &mut self,
+        f: impl FnOnce(DeliveryRef<'_>) -> R,
+    ) -> Result<Option<R>, BrokerError> {
         let mut f = Some(f);
         loop {
             match self.step(&mut f)? {
@@ -276,7 +312,11 @@ impl Subscription {
     }
 
     /// Hands up to `limit` deliveries available now to `f`; returns how many.
-    pub fn next_batch(&mut self, limit: usize, mut f: impl FnMut(DeliveryRef<'_>)) -> Result<usize, BrokerError> {
+    pub fn next_batch(
+        &mut self,
+        limit: usize,
+        mut f: impl FnMut(DeliveryRef<'_>),
+    ) -> Result<usize, BrokerError> {
         let mut n = 0;
         while n < limit && self.try_next_with(&mut f)?.is_some() {
             n += 1;
@@ -296,7 +336,11 @@ impl Subscription {
     /// Acknowledges one delivered event (durable consumers only). The
     /// checkpoint advances over every event delivered and acknowledged.
     pub fn ack(&mut self, seq: u64) -> Result<(), BrokerError> {
-        let (name, tracker) = self.progress.consumer.as_mut().ok_or(BrokerError::NotAConsumer)?;
+        let (name, tracker) = self
+            .progress
+            .consumer
+            .as_mut()
+            .ok_or(BrokerError::NotAConsumer)?;
         if let Some(checkpoint) = tracker.ack(seq)? {
             self.inner.commit_checkpoint(name, checkpoint)?;
         }
@@ -305,7 +349,11 @@ impl Subscription {
 
     /// Acknowledges every delivered event up to `seq` (durable consumers only).
     pub fn ack_up_to(&mut self, seq: u64) -> Result<(), BrokerError> {
-        let (name, tracker) = self.progress.consumer.as_mut().ok_or(BrokerError::NotAConsumer)?;
+        let (name, tracker) = self
+            .progress
+            .consumer
+            .as_mut()
+            .ok_or(BrokerError::NotAConsumer)?;
         if let Some(checkpoint) = tracker.ack_up_to(seq) {
             self.inner.commit_checkpoint(name, checkpoint)?;
         }
@@ -322,8 +370,19 @@ impl Subscription {
 
     /// One step: read one record or gap from the current source, or switch
     /// source.
-    fn step<R, F: FnOnce(DeliveryRef<'_>) -> R>(&mut self, f: &mut Option<F>) -> Result<Step<R>, BrokerError> {
-        let Subscription { inner, filter, single, source, next, topics, progress } = self;
+    fn step<R, F: FnOnce(DeliveryRef<'_>) -> R>(
+        &mut self,
+        f: &mut Option<F>,
+    ) -> Result<Step<R>, BrokerError> {
+        let Subscription {
+            inner,
+            filter,
+            single,
+            source,
+            next,
+            topics,
+            progress,
+        } = self;
         let inner = &**inner;
         match source {
             Source::Log(reader) => {
@@ -338,7 +397,14 @@ impl Subscription {
                     ReadItem::Gap { from, to } => {
                         *next = to + 1;
                         progress.gaps += 1;
-                        Ok(deliver(f, DeliveryRef::Gap(Gap { topic: None, from, to })))
+                        Ok(deliver(
+                            f,
+                            DeliveryRef::Gap(Gap {
+                                topic: None,
+                                from,
+                                to,
+                            }),
+                        ))
                     }
                     ReadItem::Record(v) => {
                         *next = v.seq + 1;
@@ -353,7 +419,10 @@ impl Subscription {
                             return Ok(Step::Again);
                         }
                         progress.event(inner, v.seq, v.topic_seq, v.timestamp_ns, false);
-                        Ok(deliver(f, DeliveryRef::Event(log_event(&v, name, event_type, correlation))))
+                        Ok(deliver(
+                            f,
+                            DeliveryRef::Event(log_event(&v, name, event_type, correlation)),
+                        ))
                     }
                 }
             }
@@ -369,12 +438,21 @@ impl Subscription {
                         return Ok(Step::Again);
                     }
                 };
-                let Some(topic) = single.as_ref() else { return Ok(Step::Again) };
+                let Some(topic) = single.as_ref() else {
+                    return Ok(Step::Again);
+                };
                 match item {
                     ReadItem::Gap { from, to } => {
                         progress.next_topic_seq = to + 1;
                         progress.gaps += 1;
-                        Ok(deliver(f, DeliveryRef::Gap(Gap { topic: Some(topic.name.clone()), from, to })))
+                        Ok(deliver(
+                            f,
+                            DeliveryRef::Gap(Gap {
+                                topic: Some(topic.name.clone()),
+                                from,
+                                to,
+                            }),
+                        ))
                     }
                     ReadItem::Record(v) => {
                         *next = v.seq + 1;
@@ -384,7 +462,10 @@ impl Subscription {
                             return Ok(Step::Again);
                         }
                         progress.event(inner, v.seq, v.topic_seq, v.timestamp_ns, false);
-                        Ok(deliver(f, DeliveryRef::Event(log_event(&v, &topic.name, event_type, correlation))))
+                        Ok(deliver(
+                            f,
+                            DeliveryRef::Event(log_event(&v, &topic.name, event_type, correlation)),
+                        ))
                     }
                 }
             }
@@ -423,11 +504,16 @@ impl Subscription {
                     Ok(Some(Some(r))) => Ok(Step::Done(r)),
                     Ok(_) => Ok(Step::Again),
                     Err(RecvError::Lagged(lag)) => {
-                        inner.metrics.lagged_fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        inner
+                            .metrics
+                            .lagged_fallbacks
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         *next = lag.missed_from;
                         *source = match single {
                             Some(topic) => Source::Topic {
-                                reader: inner.log.reader_from_topic(topic.id, progress.next_topic_seq),
+                                reader: inner
+                                    .log
+                                    .reader_from_topic(topic.id, progress.next_topic_seq),
                                 fence: lag.missed_from,
                             },
                             None => Source::Log(inner.log.reader_from_seq(lag.missed_from)?),
@@ -442,7 +528,12 @@ impl Subscription {
 }
 
 /// An event read from the log, its type field already split.
-fn log_event<'a>(v: &RecordView<'a>, topic: &'a Arc<str>, event_type: &'a [u8], correlation: &'a [u8]) -> EventRef<'a> {
+fn log_event<'a>(
+    v: &RecordView<'a>,
+    topic: &'a Arc<str>,
+    event_type: &'a [u8],
+    correlation: &'a [u8],
+) -> EventRef<'a> {
     EventRef {
         seq: v.seq,
         topic,
@@ -455,7 +546,10 @@ fn log_event<'a>(v: &RecordView<'a>, topic: &'a Arc<str>, event_type: &'a [u8], 
     }
 }
 
-fn deliver<R, F: FnOnce(DeliveryRef<'_>) -> R>(f: &mut Option<F>, delivery: DeliveryRef<'_>) -> Step<R> {
+fn deliver<R, F: FnOnce(DeliveryRef<'_>) -> R>(
+    f: &mut Option<F>,
+    delivery: DeliveryRef<'_>,
+) -> Step<R> {
     match f.take() {
         Some(f) => Step::Done(f(delivery)),
         None => Step::Again,
@@ -465,6 +559,9 @@ fn deliver<R, F: FnOnce(DeliveryRef<'_>) -> R>(f: &mut Option<F>, delivery: Deli
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.progress.flush(&self.inner);
-        self.inner.metrics.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .metrics
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -31,7 +31,12 @@ pub fn validate_topic(name: &str) -> Result<(), BrokerError> {
 }
 
 pub(crate) fn validate(name: &str, allow_system: bool) -> Result<(), BrokerError> {
-    let invalid = |why: &'static str| Err(BrokerError::InvalidTopic { name: name.to_owned(), why });
+    let invalid = |why: &'static str| {
+        Err(BrokerError::InvalidTopic {
+            name: name.to_owned(),
+            why,
+        })
+    };
     if name.is_empty() || name.len() > MAX_TOPIC_LEN {
         return invalid("must be 1 to 255 bytes");
     }
@@ -44,7 +49,10 @@ pub(crate) fn validate(name: &str, allow_system: bool) -> Result<(), BrokerError
         if token.is_empty() {
             return invalid("empty token (leading, trailing or double '.')");
         }
-        if !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        if !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
             return invalid("tokens may hold only ASCII letters, digits, '_' and '-'");
         }
     }
@@ -73,11 +81,18 @@ pub(crate) struct Registry {
 impl Registry {
     /// Loads `<dir>/topics`; `last_topic_seq` gives each topic's last sequence
     /// found in the log.
-    pub(crate) fn open(dir: &Path, last_topic_seq: impl Fn(u64) -> Option<u64>) -> Result<Registry, BrokerError> {
+    pub(crate) fn open(
+        dir: &Path,
+        last_topic_seq: impl Fn(u64) -> Option<u64>,
+    ) -> Result<Registry, BrokerError> {
         let path = dir.join("topics");
         let io = |what: &'static str| {
             let path = path.clone();
-            move |e| BrokerError::Io { what, path: path.clone(), source: e }
+            move |e| BrokerError::Io {
+                what,
+                path: path.clone(),
+                source: e,
+            }
         };
         let text = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -88,26 +103,46 @@ impl Registry {
         let mut by_name = HashMap::new();
         let mut valid_len = 0;
         for line in text.split_inclusive(|&b| b == b'\n') {
-            let Some(line) = line.strip_suffix(b"\n") else { break }; // torn tail
+            let Some(line) = line.strip_suffix(b"\n") else {
+                break;
+            }; // torn tail
             let parsed = std::str::from_utf8(line).ok().and_then(|l| {
                 let (id, name) = l.split_once(' ')?;
                 Some((id.parse::<u64>().ok()?, name))
             });
-            let Some((id, name)) = parsed.filter(|(id, name)| *id == by_id.len() as u64 + 1 && validate(name, true).is_ok())
+            let Some((id, name)) = parsed
+                .filter(|(id, name)| *id == by_id.len() as u64 + 1 && validate(name, true).is_ok())
             else {
-                return Err(BrokerError::CorruptRegistry { path, line: by_id.len() + 1 });
+                return Err(BrokerError::CorruptRegistry {
+                    path,
+                    line: by_id.len() + 1,
+                });
             };
             let next = last_topic_seq(id).map_or(1, |s| s + 1);
-            let topic = Arc::new(Topic { id, name: name.into(), next_seq: Mutex::new(next) });
+            let topic = Arc::new(Topic {
+                id,
+                name: name.into(),
+                next_seq: Mutex::new(next),
+            });
             by_name.insert(topic.name.clone(), topic.clone());
             by_id.push(topic);
             valid_len += line.len() + 1;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io("opening the topic registry"))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io("opening the topic registry"))?;
         if valid_len < text.len() {
-            file.set_len(valid_len as u64).map_err(io("truncating a torn topic registry line"))?;
+            file.set_len(valid_len as u64)
+                .map_err(io("truncating a torn topic registry line"))?;
         }
-        Ok(Registry { path, by_name: RwLock::new(by_name), by_id: RwLock::new(by_id), file: Mutex::new(file) })
+        Ok(Registry {
+            path,
+            by_name: RwLock::new(by_name),
+            by_id: RwLock::new(by_id),
+            file: Mutex::new(file),
+        })
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<Arc<Topic>> {
@@ -124,7 +159,11 @@ impl Registry {
     }
 
     /// The topic named `name`, registering it (durably) if new.
-    pub(crate) fn get_or_create(&self, name: &str, allow_system: bool) -> Result<Arc<Topic>, BrokerError> {
+    pub(crate) fn get_or_create(
+        &self,
+        name: &str,
+        allow_system: bool,
+    ) -> Result<Arc<Topic>, BrokerError> {
         if let Some(topic) = self.get(name) {
             return Ok(topic);
         }
@@ -137,13 +176,24 @@ impl Registry {
         let line = format!("{id} {name}\n");
         let io = |what| {
             let path = self.path.clone();
-            move |e| BrokerError::Io { what, path, source: e }
+            move |e| BrokerError::Io {
+                what,
+                path,
+                source: e,
+            }
         };
-        file.write_all(line.as_bytes()).map_err(io("appending to the topic registry"))?;
+        file.write_all(line.as_bytes())
+            .map_err(io("appending to the topic registry"))?;
         file.sync_data().map_err(io("syncing the topic registry"))?;
-        let topic = Arc::new(Topic { id, name: name.into(), next_seq: Mutex::new(1) });
+        let topic = Arc::new(Topic {
+            id,
+            name: name.into(),
+            next_seq: Mutex::new(1),
+        });
         self.by_id.write().push(topic.clone());
-        self.by_name.write().insert(topic.name.clone(), topic.clone());
+        self.by_name
+            .write()
+            .insert(topic.name.clone(), topic.clone());
         Ok(topic)
     }
 }
@@ -157,7 +207,18 @@ mod tests {
         for ok in ["a", "acme.ws.42", "a-b_c.D9", &"x".repeat(255)] {
             assert!(validate_topic(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".a", "a.", "a..b", "a b", "a.*", "a.>", "é", "$presence.a", &"x".repeat(256)] {
+        for bad in [
+            "",
+            ".a",
+            "a.",
+            "a..b",
+            "a b",
+            "a.*",
+            "a.>",
+            "é",
+            "$presence.a",
+            &"x".repeat(256),
+        ] {
             assert!(validate_topic(bad).is_err(), "{bad}");
         }
         assert!(validate("$presence.acme.room", true).is_ok());
@@ -172,7 +233,10 @@ mod tests {
             assert_eq!(reg.get_or_create("c", false).unwrap().id, 2);
             assert_eq!(reg.get_or_create("a.b", false).unwrap().id, 1);
         }
-        let mut f = OpenOptions::new().append(true).open(dir.path().join("topics")).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("topics"))
+            .unwrap();
         f.write_all(b"3 torn").unwrap();
         let reg = Registry::open(dir.path(), |id| (id == 2).then_some(41)).unwrap();
         assert_eq!(reg.get("c").unwrap().id, 2);
@@ -187,6 +251,9 @@ mod tests {
     fn a_corrupt_registry_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("topics"), b"1 a\n7 b\n").unwrap();
-        assert!(matches!(Registry::open(dir.path(), |_| None), Err(BrokerError::CorruptRegistry { line: 2, .. })));
+        assert!(matches!(
+            Registry::open(dir.path(), |_| None),
+            Err(BrokerError::CorruptRegistry { line: 2, .. })
+        ));
     }
 }

@@ -126,7 +126,11 @@ impl Shared {
     pub(crate) fn placement(&self, pos: u64, len: u64) -> (u64, u64) {
         let size = align8(len);
         let offset = pos & (self.capacity - 1);
-        let start = if offset + size > self.capacity { pos + (self.capacity - offset) } else { pos };
+        let start = if offset + size > self.capacity {
+            pos + (self.capacity - offset)
+        } else {
+            pos
+        };
         (start, start + size)
     }
 
@@ -143,8 +147,14 @@ impl Shared {
     /// `pos + capacity`; the frontier bounds every claim from above, so this
     /// errs (by at most a sixteenth of the ring) on the side of "overwritten".
     #[inline]
-    pub(crate) fn overwritten(&self, seq: u64, pos: u64, (seq_units, pos_units): (u64, u64)) -> bool {
-        (seq_units << self.seq_shift) > seq + self.slots_len || (pos_units << self.pos_shift) > pos + self.capacity
+    pub(crate) fn overwritten(
+        &self,
+        seq: u64,
+        pos: u64,
+        (seq_units, pos_units): (u64, u64),
+    ) -> bool {
+        (seq_units << self.seq_shift) > seq + self.slots_len
+            || (pos_units << self.pos_shift) > pos + self.capacity
     }
 
     /// The contiguous words of a record's data: records never straddle the end.

@@ -93,7 +93,12 @@ pub struct RingConfig {
 impl Default for RingConfig {
     /// 16 MiB of data, records up to 64 KiB, 262 144 slots.
     fn default() -> Self {
-        Self { capacity: 16 << 20, max_record: 64 << 10, slots: None, first_seq: 0 }
+        Self {
+            capacity: 16 << 20,
+            max_record: 64 << 10,
+            slots: None,
+            first_seq: 0,
+        }
     }
 }
 
@@ -127,7 +132,10 @@ pub enum PublishError {
 impl fmt::Display for PublishError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::TooLarge { len, max } => write!(f, "record of {len} bytes exceeds the ring's maximum of {max}"),
+            Self::TooLarge { len, max } => write!(
+                f,
+                "record of {len} bytes exceeds the ring's maximum of {max}"
+            ),
             Self::Full => write!(f, "ring is full: a tethered subscriber has not caught up"),
         }
     }
@@ -170,7 +178,11 @@ impl fmt::Display for RecvError {
             Self::Empty => write!(f, "no record available"),
             Self::Timeout => write!(f, "timed out waiting for a record"),
             Self::Lagged(l) => {
-                write!(f, "lagged: missed records {}..{}", l.missed_from, l.next_available)
+                write!(
+                    f,
+                    "lagged: missed records {}..{}",
+                    l.missed_from, l.next_available
+                )
             }
         }
     }
@@ -187,26 +199,40 @@ pub struct Ring {
 impl Ring {
     /// Creates a ring.
     pub fn new(config: RingConfig) -> Result<Ring, RingConfigError> {
-        let RingConfig { capacity, max_record, slots, first_seq } = config;
+        let RingConfig {
+            capacity,
+            max_record,
+            slots,
+            first_seq,
+        } = config;
         let bad = |why: String| Err(RingConfigError(why));
         if !capacity.is_power_of_two() || capacity < 64 {
-            return bad(format!("capacity {capacity} must be a power of two and at least 64"));
+            return bad(format!(
+                "capacity {capacity} must be a power of two and at least 64"
+            ));
         }
         if capacity as u64 > 1 << 40 {
             return bad(format!("capacity {capacity} exceeds 1 TiB"));
         }
         if max_record == 0 || max_record > capacity / 4 {
-            return bad(format!("max_record {max_record} must be between 1 and capacity/4 = {}", capacity / 4));
+            return bad(format!(
+                "max_record {max_record} must be between 1 and capacity/4 = {}",
+                capacity / 4
+            ));
         }
         let slots = slots.unwrap_or((capacity / 64).max(2));
         if !slots.is_power_of_two() || slots < 2 || slots as u64 > 1 << 32 {
-            return bad(format!("slots {slots} must be a power of two between 2 and 2^32"));
+            return bad(format!(
+                "slots {slots} must be a power of two between 2 and 2^32"
+            ));
         }
         if first_seq >= 1 << 62 {
             return bad(format!("first_seq {first_seq} must be below 2^62"));
         }
         let shared = Shared::new(capacity as u64, slots as u64, max_record as u64, first_seq);
-        Ok(Ring { shared: Arc::new(shared) })
+        Ok(Ring {
+            shared: Arc::new(shared),
+        })
     }
 
     /// The ring's configuration.
@@ -242,7 +268,10 @@ impl Ring {
     pub fn subscribe_at(&self, seq: u64) -> Subscriber {
         let mut sub = Subscriber::new(self.shared.clone(), seq.max(self.shared.first_seq), None);
         if seq < self.shared.first_seq {
-            sub.set_pending_lag(Lagged { missed_from: seq, next_available: self.shared.first_seq });
+            sub.set_pending_lag(Lagged {
+                missed_from: seq,
+                next_available: self.shared.first_seq,
+            });
         }
         sub
     }
@@ -264,7 +293,10 @@ impl Ring {
     pub fn doorbell(&self) -> io::Result<Doorbell> {
         let inner = Arc::new(DoorbellInner::new()?);
         self.shared.waiters.add_doorbell(inner.clone());
-        Ok(Doorbell { inner, shared: self.shared.clone() })
+        Ok(Doorbell {
+            inner,
+            shared: self.shared.clone(),
+        })
     }
 }
 

@@ -36,7 +36,14 @@ impl Publisher {
     pub(crate) fn new(shared: Arc<Shared>, wait: WaitStrategy) -> Self {
         let guess = shared.head.load(Ordering::Relaxed);
         let written = shared.written.load(Ordering::Acquire);
-        Self { shared, guess, written, limits: Limits::UNLIMITED, frontier: (0, 0), wait }
+        Self {
+            shared,
+            guess,
+            written,
+            limits: Limits::UNLIMITED,
+            frontier: (0, 0),
+            wait,
+        }
     }
 
     /// Sets how [`publish`](Self::publish) and [`claim`](Self::claim) wait for
@@ -75,7 +82,10 @@ impl Publisher {
 
     fn claim_inner(&mut self, len: usize, blocking: bool) -> Result<Claim<'_>, PublishError> {
         if len as u64 > self.shared.max_record {
-            return Err(PublishError::TooLarge { len, max: self.shared.max_record as usize });
+            return Err(PublishError::TooLarge {
+                len,
+                max: self.shared.max_record as usize,
+            });
         }
         let mut current = self.guess;
         let (seq, start, end) = loop {
@@ -96,7 +106,12 @@ impl Publisher {
             // SeqCst: the claim is the store side of the store-buffering pairs
             // with tether registration and with sleeping subscribers (which
             // re-read the head with SeqCst after announcing themselves).
-            match self.shared.head.compare_exchange(current, (seq + 1, end), Ordering::SeqCst, Ordering::Relaxed) {
+            match self.shared.head.compare_exchange(
+                current,
+                (seq + 1, end),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
                 Ok(()) => break (seq, start, end),
                 Err(actual) => current = actual,
             }
@@ -114,7 +129,13 @@ impl Publisher {
         // head. Every store below is ordered after our claim, so a reader that
         // sees any of them also sees the claim and discards what it read.
         fence(Ordering::Release);
-        Ok(Claim { publisher: self, seq, start, len: len as u64, done: false })
+        Ok(Claim {
+            publisher: self,
+            seq,
+            start,
+            len: len as u64,
+            done: false,
+        })
     }
 
     /// Announces, before the claim CAS, that claims may now reach `needed`.
@@ -127,8 +148,14 @@ impl Publisher {
     #[cold]
     fn raise_frontier(&mut self, needed: (u64, u64)) {
         let frontier = &self.shared.frontier;
-        let seq = frontier.seq.fetch_max(needed.0, Ordering::Relaxed).max(needed.0);
-        let pos = frontier.pos.fetch_max(needed.1, Ordering::Relaxed).max(needed.1);
+        let seq = frontier
+            .seq
+            .fetch_max(needed.0, Ordering::Relaxed)
+            .max(needed.0);
+        let pos = frontier
+            .pos
+            .fetch_max(needed.1, Ordering::Relaxed)
+            .max(needed.1);
         self.frontier = (seq, pos);
     }
 
@@ -144,7 +171,9 @@ impl Publisher {
         if active == self.limits.active && self.limits.allow(seq, end) {
             return true;
         }
-        self.limits = shared.tether.scan(active, shared.slots_len, shared.capacity);
+        self.limits = shared
+            .tether
+            .scan(active, shared.slots_len, shared.capacity);
         self.limits.allow(seq, end)
     }
 
@@ -156,7 +185,9 @@ impl Publisher {
             // SeqCst: pairs with the subscriber's SeqCst fence after it
             // releases its cursor (wake-up protocol in `wait`).
             let active = shared.tether.active.load(Ordering::SeqCst);
-            limits = shared.tether.scan(active, shared.slots_len, shared.capacity);
+            limits = shared
+                .tether
+                .scan(active, shared.slots_len, shared.capacity);
             limits.allow(seq, end)
         });
         self.limits = limits;
@@ -222,7 +253,12 @@ fn advance_written(shared: &Shared) -> (u64, u64) {
         }
         // AcqRel: Release publishes what we saw to the next Acquire reader; a
         // failure means someone advanced it meanwhile (our reads may be stale).
-        match shared.written.compare_exchange(current, (seq, end), Ordering::AcqRel, Ordering::Acquire) {
+        match shared.written.compare_exchange(
+            current,
+            (seq, end),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             Ok(()) => return (seq, end),
             Err(actual) => current = actual,
         }
@@ -269,7 +305,9 @@ impl Claim<'_> {
             src.len(),
             self.len
         );
-        self.publisher.shared.write(self.start, self.len, offset as u64, src);
+        self.publisher
+            .shared
+            .write(self.start, self.len, offset as u64, src);
     }
 
     /// Makes the record visible to subscribers and returns its sequence number.
@@ -288,7 +326,8 @@ impl Drop for Claim<'_> {
         if !self.done {
             // The sequence is taken, so it must still be committed for readers
             // and the watermark to move past it; ABORTED tells them to skip it.
-            self.publisher.commit(self.seq, self.start, self.len | ABORTED);
+            self.publisher
+                .commit(self.seq, self.start, self.len | ABORTED);
         }
     }
 }

@@ -39,7 +39,10 @@ const SIGNAL_EVERY: u32 = 64;
 /// What one attempt to read the record at the cursor found.
 enum Fetch {
     /// The record was copied to the scratch buffer and validated.
-    Record { seq: u64, len: usize },
+    Record {
+        seq: u64,
+        len: usize,
+    },
     /// An aborted claim: nothing to deliver; the cursor moved past it.
     Skipped,
     Empty,
@@ -49,7 +52,15 @@ enum Fetch {
 impl Subscriber {
     pub(crate) fn new(shared: Arc<Shared>, next: u64, tether: Option<usize>) -> Self {
         let scratch = vec![0u8; shared.max_record as usize].into_boxed_slice();
-        Self { shared, next, scratch, tether, wait: WaitStrategy::default(), pending_lag: None, unsignalled: 0 }
+        Self {
+            shared,
+            next,
+            scratch,
+            tether,
+            wait: WaitStrategy::default(),
+            pending_lag: None,
+            unsignalled: 0,
+        }
     }
 
     pub(crate) fn set_pending_lag(&mut self, lag: Lagged) {
@@ -105,7 +116,11 @@ impl Subscriber {
     /// end of the committed records. Returns how many were read, or the lag
     /// if it was lapped before reading any (a lag after some records is
     /// reported by the next call).
-    pub fn read_batch(&mut self, limit: usize, mut f: impl FnMut(u64, &[u8])) -> Result<usize, Lagged> {
+    pub fn read_batch(
+        &mut self,
+        limit: usize,
+        mut f: impl FnMut(u64, &[u8]),
+    ) -> Result<usize, Lagged> {
         let mut count = 0;
         while count < limit {
             match self.fetch() {
@@ -171,7 +186,9 @@ impl Subscriber {
     }
 
     fn wait_for_data(&self, deadline: Option<Instant>) -> bool {
-        self.shared.waiters.wait(self.wait, deadline, || self.data_claimed())
+        self.shared
+            .waiters
+            .wait(self.wait, deadline, || self.data_claimed())
     }
 
     /// One attempt to read the record at `self.next`.
@@ -209,7 +226,10 @@ impl Subscriber {
             // was written by a later claim, the frontier that claim announced
             // (before its CAS) is visible now.
             fence(Ordering::Acquire);
-            let frontier = (shared.frontier.seq.load(Ordering::Relaxed), shared.frontier.pos.load(Ordering::Relaxed));
+            let frontier = (
+                shared.frontier.seq.load(Ordering::Relaxed),
+                shared.frontier.pos.load(Ordering::Relaxed),
+            );
             if shared.overwritten(seq, start, frontier) {
                 return Fetch::Lagged(self.lagged(seq));
             }
@@ -232,7 +252,10 @@ impl Subscriber {
         debug_assert!(self.tether.is_none(), "a tethered subscriber was lapped");
         let resume = self.resume_point(missed).max(missed + 1);
         self.next = resume;
-        Lagged { missed_from: missed, next_available: resume }
+        Lagged {
+            missed_from: missed,
+            next_available: resume,
+        }
     }
 
     /// The oldest record that is likely to stay readable for a while: an
@@ -241,7 +264,9 @@ impl Subscriber {
     fn resume_point(&self, missed: u64) -> u64 {
         let shared = &*self.shared;
         let (head_seq, head_pos) = shared.head.load(Ordering::Relaxed);
-        let lo = head_seq.saturating_sub(shared.slots_len - shared.slots_len / 8).max(missed);
+        let lo = head_seq
+            .saturating_sub(shared.slots_len - shared.slots_len / 8)
+            .max(missed);
         let min_pos = head_pos.saturating_sub(shared.capacity - shared.capacity / 8);
         // Positions grow with sequence numbers: binary search for the first
         // committed record at or after `min_pos`. A slot we cannot read (not
@@ -285,7 +310,8 @@ impl Subscriber {
         // parked in `wait_for_tether` (it re-reads with SeqCst).
         fence(Ordering::SeqCst);
         self.shared.tether_waiters.wake();
-    }}
+    }
+}
 
 impl Drop for Subscriber {
     fn drop(&mut self) {

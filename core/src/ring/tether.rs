@@ -54,7 +54,11 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    pub(crate) const UNLIMITED: Limits = Limits { active: 0, seq_limit: u64::MAX, pos_limit: u64::MAX };
+    pub(crate) const UNLIMITED: Limits = Limits {
+        active: 0,
+        seq_limit: u64::MAX,
+        pos_limit: u64::MAX,
+    };
 
     #[inline]
     pub(crate) fn allow(&self, seq: u64, end: u64) -> bool {
@@ -66,7 +70,9 @@ impl Tether {
     pub(crate) fn new() -> Self {
         Self {
             active: CachePadded::new(AtomicU64::new(0)),
-            cursors: (0..MAX_TETHERED).map(|_| CachePadded::new(Cursor::default())).collect(),
+            cursors: (0..MAX_TETHERED)
+                .map(|_| CachePadded::new(Cursor::default()))
+                .collect(),
             register: Mutex::new(()),
         }
     }
@@ -77,7 +83,10 @@ impl Tether {
 
     /// Recomputes the limits from every active cursor.
     pub(crate) fn scan(&self, active: u64, slots_len: u64, capacity: u64) -> Limits {
-        let mut limits = Limits { active, ..Limits::UNLIMITED };
+        let mut limits = Limits {
+            active,
+            ..Limits::UNLIMITED
+        };
         let mut bits = active;
         while bits != 0 {
             let cursor = &self.cursors[bits.trailing_zeros() as usize];

@@ -161,7 +161,10 @@ impl DoorbellInner {
         }
         // SAFETY: `fd` is a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Self { fd, armed: AtomicBool::new(false) })
+        Ok(Self {
+            fd,
+            armed: AtomicBool::new(false),
+        })
     }
 
     pub(crate) fn raw_fd(&self) -> RawFd {
