@@ -34,6 +34,7 @@ mod topics;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -595,13 +596,14 @@ impl TopicPublisher {
         let inner = &*self.inner;
         let published = {
             let mut state = inner.publish.lock();
-            let mut topic_seq = self.topic.next_seq.lock();
+            // Relaxed: the publish lock orders every access (see `Topic`).
+            let topic_seq = self.topic.next_seq.load(Ordering::Relaxed);
             let ts = now_ns().max(state.last_ts);
             let seq = inner.log.next_seq();
             inner.log.append_nowait(&RecordRef {
                 seq,
                 topic_id: self.topic.id,
-                topic_seq: *topic_seq,
+                topic_seq,
                 timestamp_ns: ts,
                 origin: options.origin,
                 event_type: &type_field[..type_len],
@@ -609,7 +611,7 @@ impl TopicPublisher {
             })?;
             let fields = Fields {
                 topic_id: self.topic.id,
-                topic_seq: *topic_seq,
+                topic_seq,
                 timestamp_ns: ts,
                 origin: options.origin,
                 event_type: event_type.as_bytes(),
@@ -630,12 +632,8 @@ impl TopicPublisher {
                 claim.commit();
             }
             state.last_ts = ts;
-            let published = Published {
-                seq,
-                topic_seq: *topic_seq,
-            };
-            *topic_seq += 1;
-            published
+            self.topic.next_seq.store(topic_seq + 1, Ordering::Relaxed);
+            Published { seq, topic_seq }
         };
         if inner.config.log.durability == crate::log::Durability::Always {
             inner.log.wait_durable(published.seq)?;

@@ -17,6 +17,7 @@
 //! read *before* the index said "no more", skipping ring records it already
 //! delivered; so it cannot miss an append that raced the switch either.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -96,10 +97,11 @@ pub struct Subscription {
 /// What has been delivered, and the per-subscription metrics not yet merged.
 #[derive(Debug)]
 struct Progress {
-    /// Highest global sequence delivered (ring records at or below it are
-    /// duplicates from a single-topic handoff).
-    delivered_upto: Option<u64>,
-    /// Single topic: the next topic sequence expected.
+    /// Single topic: the next topic sequence expected. Ring records below it
+    /// precede the start or were already delivered from the log (a
+    /// single-topic subscription joins the ring at a fence that may lie
+    /// behind what its topic reader delivered). Other subscriptions switch
+    /// sources at exactly `next`, so they need no such guard.
     next_topic_seq: u64,
     consumer: Option<(String, AckTracker)>,
     latency: Histogram<u64>,
@@ -110,7 +112,6 @@ struct Progress {
 
 impl Progress {
     fn event(&mut self, inner: &Inner, seq: u64, topic_seq: u64, timestamp_ns: u64, live: bool) {
-        self.delivered_upto = Some(seq);
         self.next_topic_seq = topic_seq + 1;
         if let Some((_, tracker)) = &mut self.consumer {
             // Cannot fail: deliveries are in increasing sequence order.
@@ -133,13 +134,13 @@ impl Progress {
     }
 
     fn flush(&mut self, inner: &Inner) {
-        use std::sync::atomic::Ordering::Relaxed;
         let m = &inner.metrics;
         m.delivered
-            .fetch_add(std::mem::take(&mut self.delivered), Relaxed);
+            .fetch_add(std::mem::take(&mut self.delivered), Ordering::Relaxed);
         m.replayed
-            .fetch_add(std::mem::take(&mut self.replayed), Relaxed);
-        m.gaps.fetch_add(std::mem::take(&mut self.gaps), Relaxed);
+            .fetch_add(std::mem::take(&mut self.replayed), Ordering::Relaxed);
+        m.gaps
+            .fetch_add(std::mem::take(&mut self.gaps), Ordering::Relaxed);
         m.merge_latency(&mut self.latency);
     }
 }
@@ -173,7 +174,9 @@ impl Subscription {
             let _state = inner.publish.lock();
             (
                 log.next_seq(),
-                single.as_ref().map_or(1, |t| *t.next_seq.lock()),
+                single
+                    .as_ref()
+                    .map_or(1, |t| t.next_seq.load(Ordering::Relaxed)),
             )
         };
         let mut next_topic_seq = now_topic_seq;
@@ -225,12 +228,8 @@ impl Subscription {
                 .unwrap_or(next.saturating_sub(1));
             (name, AckTracker::new(checkpoint))
         });
-        inner
-            .metrics
-            .active
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        inner.metrics.active.fetch_add(1, Ordering::Relaxed);
         let progress = Progress {
-            delivered_upto: None,
             next_topic_seq,
             consumer,
             latency: new_histogram(),
@@ -408,9 +407,6 @@ impl Subscription {
                     }
                     ReadItem::Record(v) => {
                         *next = v.seq + 1;
-                        if progress.delivered_upto.is_some_and(|d| v.seq <= d) {
-                            return Ok(Step::Again);
-                        }
                         let Some((name, true)) = topics.get(inner, filter, v.topic_id) else {
                             return Ok(Step::Again);
                         };
@@ -472,14 +468,8 @@ impl Subscription {
             Source::Ring(sub) => {
                 let read = sub.try_read(|seq, bytes| {
                     *next = seq + 1;
-                    if progress.delivered_upto.is_some_and(|d| seq <= d) {
-                        return None;
-                    }
                     let fields = parse_ring(bytes)?;
-                    // A single-topic subscription expects its topic's
-                    // sequences from `next_topic_seq` on: anything below is
-                    // before its start (a `TopicSeq` start in the future) or
-                    // already delivered from the log.
+                    // See `Progress::next_topic_seq`.
                     if single.is_some() && fields.topic_seq < progress.next_topic_seq {
                         return None;
                     }
@@ -507,7 +497,7 @@ impl Subscription {
                         inner
                             .metrics
                             .lagged_fallbacks
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            .fetch_add(1, Ordering::Relaxed);
                         *next = lag.missed_from;
                         *source = match single {
                             Some(topic) => Source::Topic {
@@ -559,9 +549,6 @@ fn deliver<R, F: FnOnce(DeliveryRef<'_>) -> R>(
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.progress.flush(&self.inner);
-        self.inner
-            .metrics
-            .active
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.metrics.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
