@@ -1,6 +1,6 @@
 //! How events leave the server: Server-Sent Events frames and JSON objects.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use herald_core::broker::{DeliveryRef, EventRef, Gap};
 use serde_json::{json, Value};
@@ -60,22 +60,23 @@ pub(crate) fn sse_frame(
     topic_ids: bool,
     prefix_len: usize,
 ) {
-    let mut s = String::new();
+    // Written straight into the connection's output: no per-event buffer.
+    // (Writing into a Vec cannot fail.)
     match d {
         DeliveryRef::Event(e) => {
             let id = if topic_ids { e.topic_seq } else { e.seq };
-            let _ = write!(s, "id: {id}\nevent: {}\n", e.event_type);
+            let _ = write!(out, "id: {id}\nevent: {}\n", e.event_type);
             // The payload, one `data:` line per line of it (SSE joins them
             // back with newlines).
-            let payload = String::from_utf8_lossy(e.payload);
-            for line in payload.split('\n') {
-                let _ = writeln!(s, "data: {}", line.strip_suffix('\r').unwrap_or(line));
+            for line in e.payload.split(|&b| b == b'\n') {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+                out.push(b'\n');
             }
-            s.push('\n');
+            out.push(b'\n');
         }
         DeliveryRef::Gap(g) => {
-            let _ = write!(s, "event: gap\ndata: {}\n\n", gap_json(g, prefix_len));
+            let _ = write!(out, "event: gap\ndata: {}\n\n", gap_json(g, prefix_len));
         }
     }
-    out.extend_from_slice(s.as_bytes());
 }

@@ -4,21 +4,17 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use herald_server::{mint_hs256, AuthConfig, Claims, Server, ServerConfig};
+mod common;
+
+use common::test_config;
+use herald_server::{mint_hs256, AuthConfig, Claims, Server};
 use proptest::prelude::*;
 use serde_json::Value;
 
 const SECRET: &[u8] = b"test-secret";
 
 fn start(dir: &std::path::Path) -> Server {
-    let mut config = ServerConfig::new();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.workers = 1;
-    config.broker = herald_core::BrokerConfig::new(dir);
-    config.broker.ring_capacity = 1 << 16;
-    config.broker.log.segment_size = 1 << 20;
-    config.broker.log.prefault = false;
-    config.max_body = 8192;
+    let mut config = test_config(dir, 1);
     config.anonymous = false;
     config.auth = AuthConfig {
         hs256_secret: Some(SECRET.to_vec()),

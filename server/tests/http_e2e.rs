@@ -4,18 +4,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use herald_server::{Server, ServerConfig};
+mod common;
+
+use common::test_config;
+use herald_server::Server;
 use serde_json::Value;
 
 fn start(dir: &std::path::Path) -> Server {
-    let mut config = ServerConfig::new();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.workers = 2;
-    config.broker = herald_core::BrokerConfig::new(dir);
-    config.broker.ring_capacity = 1 << 16;
-    config.broker.log.segment_size = 1 << 20;
-    config.broker.log.prefault = false;
-    config.max_body = 8192;
+    let mut config = test_config(dir, 2);
     config.max_output = 4096;
     config.keepalive = Duration::from_millis(200);
     Server::start(config).unwrap()
@@ -325,13 +321,7 @@ fn errors_get_precise_statuses() {
 #[test]
 fn connections_over_the_per_ip_limit_get_503() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig::new();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.workers = 1;
-    config.broker = herald_core::BrokerConfig::new(dir.path());
-    config.broker.ring_capacity = 1 << 16;
-    config.broker.log.prefault = false;
-    config.max_body = 8192;
+    let mut config = test_config(dir.path(), 1);
     config.max_connections_per_ip = 2;
     let server = Server::start(config).unwrap();
     let a = TcpStream::connect(server.local_addr()).unwrap();
@@ -355,14 +345,8 @@ fn connections_over_the_per_ip_limit_get_503() {
 #[test]
 fn a_stalled_sse_client_is_closed_after_the_deadline_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig::new();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.workers = 1;
-    config.broker = herald_core::BrokerConfig::new(dir.path());
-    config.broker.ring_capacity = 1 << 16;
+    let mut config = test_config(dir.path(), 1);
     config.broker.log.segment_size = 1 << 24;
-    config.broker.log.prefault = false;
-    config.max_body = 8192;
     config.max_output = 4096;
     config.slow_client_deadline = Duration::from_millis(200);
     let server = Server::start(config).unwrap();

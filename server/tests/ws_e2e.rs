@@ -3,20 +3,15 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
-use herald_server::{Server, ServerConfig};
+mod common;
+
+use common::test_config;
+use herald_server::Server;
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
 
 fn start(dir: &std::path::Path) -> Server {
-    let mut config = ServerConfig::new();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.workers = 2;
-    config.broker = herald_core::BrokerConfig::new(dir);
-    config.broker.ring_capacity = 1 << 16;
-    config.broker.log.segment_size = 1 << 20;
-    config.broker.log.prefault = false;
-    config.max_body = 8192;
-    Server::start(config).unwrap()
+    Server::start(test_config(dir, 2)).unwrap()
 }
 
 type Ws = WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
