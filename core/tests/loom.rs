@@ -92,40 +92,31 @@ fn concurrent_publishers_get_distinct_sequences_and_readers_see_whole_records() 
     });
 }
 
+/// One record published, then two more from another thread while the
+/// reader reads: the later ones reuse the first one's slot (and, in a tiny
+/// ring, its bytes).
+fn reader_races_two_more_publishes(ring: Ring) {
+    let mut sub = ring.subscribe();
+    let mut publisher = ring.publisher();
+    publish_own_seq(&mut publisher);
+    let writer = thread::spawn(move || {
+        for _ in 0..2 {
+            publish_own_seq(&mut publisher);
+        }
+    });
+    read_all(&mut sub, 3);
+    writer.join().unwrap();
+}
+
 #[test]
 fn a_reader_racing_an_overwrite_never_returns_torn_bytes() {
-    loom::model(|| {
-        // Two slots: the third and fourth records reuse the first two slots
-        // (and, at 64 bytes of data, lap the bytes too) while the reader reads.
-        let ring = tiny_ring(2);
-        let mut sub = ring.subscribe();
-        let mut publisher = ring.publisher();
-        publish_own_seq(&mut publisher);
-        let writer = thread::spawn(move || {
-            for _ in 0..2 {
-                publish_own_seq(&mut publisher);
-            }
-        });
-        read_all(&mut sub, 3);
-        writer.join().unwrap();
-    });
+    // Two slots and 64 bytes: the third record laps both the slot and the bytes.
+    loom::model(|| reader_races_two_more_publishes(tiny_ring(2)));
 }
 
 #[test]
 fn a_reader_racing_a_slot_reuse_never_returns_another_record() {
-    loom::model(|| {
-        let ring = slot_bound_ring();
-        let mut sub = ring.subscribe();
-        let mut publisher = ring.publisher();
-        publish_own_seq(&mut publisher);
-        let writer = thread::spawn(move || {
-            for _ in 0..2 {
-                publish_own_seq(&mut publisher);
-            }
-        });
-        read_all(&mut sub, 3);
-        writer.join().unwrap();
-    });
+    loom::model(|| reader_races_two_more_publishes(slot_bound_ring()));
 }
 
 #[test]
