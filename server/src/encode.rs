@@ -1,6 +1,8 @@
 //! How events leave the server: Server-Sent Events frames and JSON objects.
 
-use std::io::Write as _;
+use std::fmt::Write as _;
+
+use bytes::{BufMut, Bytes, BytesMut};
 
 use herald_core::broker::{DeliveryRef, EventRef, Gap};
 use serde_json::{json, Value};
@@ -55,13 +57,12 @@ pub(crate) fn gap_json(g: &Gap, prefix_len: usize) -> Value {
 /// Appends one SSE frame for `d` to `out`. `topic_ids`: the `id:` field is
 /// the topic sequence (single-topic streams) rather than the global one.
 pub(crate) fn sse_frame(
-    out: &mut Vec<u8>,
+    out: &mut BytesMut,
     d: &DeliveryRef<'_>,
     topic_ids: bool,
     prefix_len: usize,
 ) {
-    // Written straight into the connection's output: no per-event buffer.
-    // (Writing into a Vec cannot fail.)
+    // (Formatting into a BytesMut cannot fail.)
     match d {
         DeliveryRef::Event(e) => {
             let id = if topic_ids { e.topic_seq } else { e.seq };
@@ -71,12 +72,125 @@ pub(crate) fn sse_frame(
             for line in e.payload.split(|&b| b == b'\n') {
                 out.extend_from_slice(b"data: ");
                 out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
-                out.push(b'\n');
+                out.extend_from_slice(b"\n");
             }
-            out.push(b'\n');
+            out.extend_from_slice(b"\n");
         }
         DeliveryRef::Gap(g) => {
             let _ = write!(out, "event: gap\ndata: {}\n\n", gap_json(g, prefix_len));
+        }
+    }
+}
+
+/// The start of every WebSocket event message of subscription `id`; the
+/// rest is [`ws_event_body`], shared by every subscription.
+pub(crate) fn ws_event_prefix(id: &str) -> Bytes {
+    let mut v = br#"{"type":"event","sub":"#.to_vec();
+    // Serializing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut v, id);
+    v.push(b',');
+    Bytes::from(v)
+}
+
+/// The event's fields and the closing brace of a WebSocket event message:
+/// the same bytes for every subscription of one tenant, so a worker encodes
+/// it once per event.
+pub(crate) fn ws_event_body(out: &mut BytesMut, e: &EventRef<'_>, prefix_len: usize) {
+    let _ = write!(out, r#""seq":{},"topic":"#, e.seq);
+    json_string(out, &external_topic(e.topic, prefix_len));
+    let _ = write!(out, r#","topic_seq":{},"event_type":"#, e.topic_seq);
+    json_string(out, e.event_type);
+    let _ = write!(out, r#","timestamp_ns":{},"data":"#, e.timestamp_ns);
+    if serde_json::from_slice::<serde::de::IgnoredAny>(e.payload).is_ok() {
+        out.extend_from_slice(e.payload);
+    } else {
+        json_string(out, &String::from_utf8_lossy(e.payload));
+    }
+    if e.origin != 0 {
+        let _ = write!(out, r#","origin":{}"#, e.origin);
+    }
+    if !e.correlation.is_empty() {
+        out.extend_from_slice(br#","correlation_id":"#);
+        json_string(out, e.correlation);
+    }
+    out.extend_from_slice(b"}");
+}
+
+fn json_string(out: &mut BytesMut, s: &str) {
+    // Serializing a string into a BytesMut cannot fail.
+    let _ = serde_json::to_writer(out.writer(), s);
+}
+
+/// The header of an unmasked (server-to-client) WebSocket text frame
+/// carrying `len` bytes, whole (FIN set).
+pub(crate) fn ws_text_header(out: &mut BytesMut, len: usize) {
+    out.extend_from_slice(&[0x81]);
+    if len < 126 {
+        out.extend_from_slice(&[len as u8]);
+    } else if len <= usize::from(u16::MAX) {
+        out.extend_from_slice(&[126]);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.extend_from_slice(&[127]);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ws_event_message_is_prefix_and_body() {
+        let topic: std::sync::Arc<str> = "acme.orders".into();
+        let e = EventRef {
+            seq: 7,
+            topic: &topic,
+            topic_seq: 3,
+            event_type: "order.created",
+            timestamp_ns: 11,
+            payload: br#"{"id": 42}"#,
+            origin: 5,
+            correlation: "req-\"9\"",
+        };
+        let mut body = BytesMut::new();
+        ws_event_body(&mut body, &e, "acme.".len());
+        let mut text = ws_event_prefix("s1").to_vec();
+        text.extend_from_slice(&body);
+        let v: Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "event", "sub": "s1", "seq": 7, "topic": "orders",
+                   "topic_seq": 3, "event_type": "order.created", "timestamp_ns": 11,
+                   "data": {"id": 42}, "origin": 5, "correlation_id": "req-\"9\""})
+        );
+        // A payload that is not JSON arrives as a string.
+        let e = EventRef {
+            payload: b"plain \"text\"",
+            origin: 0,
+            correlation: "",
+            ..e
+        };
+        let mut body = BytesMut::new();
+        ws_event_body(&mut body, &e, 0);
+        let v: Value = serde_json::from_slice(&[b"{".as_slice(), &body].concat()).unwrap();
+        assert_eq!(v["data"], json!("plain \"text\""));
+        assert_eq!(v["topic"], json!("acme.orders"));
+        assert!(v.get("origin").is_none() && v.get("correlation_id").is_none());
+    }
+
+    #[test]
+    fn ws_headers_use_the_shortest_length_form() {
+        for (len, expected) in [
+            (0usize, vec![0x81, 0]),
+            (125, vec![0x81, 125]),
+            (126, vec![0x81, 126, 0, 126]),
+            (65_535, vec![0x81, 126, 0xff, 0xff]),
+            (65_536, vec![0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ] {
+            let mut out = BytesMut::new();
+            ws_text_header(&mut out, len);
+            assert_eq!(out.to_vec(), expected, "length {len}");
         }
     }
 }

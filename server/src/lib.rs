@@ -15,7 +15,9 @@ mod encode;
 mod http;
 mod limits;
 mod metrics;
+mod output;
 mod routes;
+mod routing;
 mod worker;
 mod ws;
 
@@ -149,6 +151,7 @@ impl Server {
             config: config.clone(),
             auth: auth.clone(),
             limits: limits.clone(),
+            stats: Arc::new(metrics::ServerStats::default()),
         };
         let mut threads = Vec::new();
         for i in 0..config.workers.max(1) {

@@ -1,14 +1,30 @@
-//! `GET /metrics`: the broker's counters in the OpenMetrics text format,
-//! encoded by prometheus-client.
+//! `GET /metrics`: the broker's and the server's counters in the
+//! OpenMetrics text format, encoded by prometheus-client.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use herald_core::broker::MetricsSnapshot;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+/// The server's own counters, shared by its workers.
+#[derive(Debug, Default)]
+pub(crate) struct ServerStats {
+    /// Events written to client connections (SSE and WebSocket).
+    pub(crate) deliveries: AtomicU64,
+    /// Streams taken off their worker's feed because their client was slow.
+    pub(crate) slow_streams: AtomicU64,
+    /// Clients closed for staying slow past the deadline.
+    pub(crate) slow_client_closes: AtomicU64,
+    /// Open client connections.
+    pub(crate) connections: AtomicU64,
+}
+
 /// Renders a snapshot. A fresh registry per scrape: the values come from the
-/// broker's own counters, so nothing needs registering ahead of time.
-pub(crate) fn render_metrics(m: &MetricsSnapshot) -> String {
+/// broker's and the server's own counters, so nothing needs registering
+/// ahead of time.
+pub(crate) fn render_metrics(m: &MetricsSnapshot, server: &ServerStats) -> String {
     let mut registry = Registry::with_prefix("herald");
     let mut gauge = |name: &str, help: &str, value: u64| {
         let g: Gauge<u64, std::sync::atomic::AtomicU64> = Gauge::default();
@@ -56,6 +72,27 @@ pub(crate) fn render_metrics(m: &MetricsSnapshot) -> String {
         "delivery_latency_max_ns",
         "Publish to deliver latency, maximum",
         m.latency_max_ns,
+    );
+    let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    gauge(
+        "server_deliveries",
+        "Events written to client connections",
+        read(&server.deliveries),
+    );
+    gauge(
+        "server_slow_streams",
+        "Client streams taken off the live feed because the client was slow (caught up from the log later)",
+        read(&server.slow_streams),
+    );
+    gauge(
+        "server_slow_client_closes",
+        "Clients closed for staying slow past the deadline",
+        read(&server.slow_client_closes),
+    );
+    gauge(
+        "server_connections",
+        "Open client connections",
+        read(&server.connections),
     );
     let mut out = String::new();
     // Writing into a String cannot fail.

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::auth::{Denied, Grants};
 use crate::encode::{event_json, gap_json};
 use crate::http::{error_response, response, Request};
-use crate::metrics::render_metrics;
+use crate::metrics::{render_metrics, ServerStats};
 
 /// What the worker must do with a request.
 #[derive(Debug)]
@@ -79,7 +79,12 @@ pub(crate) fn denied(d: &Denied, keep_alive: bool) -> Vec<u8> {
 }
 
 /// Routes `req`.
-pub(crate) fn route(broker: &Broker, req: &Request, grants: &Grants) -> Action {
+pub(crate) fn route(
+    broker: &Broker,
+    req: &Request,
+    grants: &Grants,
+    stats: &ServerStats,
+) -> Action {
     let ka = req.keep_alive;
     let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
     match (req.method.as_str(), segments.as_slice()) {
@@ -89,7 +94,7 @@ pub(crate) fn route(broker: &Broker, req: &Request, grants: &Grants) -> Action {
             200,
             "OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render_metrics(&broker.metrics()).as_bytes(),
+            render_metrics(&broker.metrics(), stats).as_bytes(),
             ka,
         )),
         ("POST", ["v1", "topics", topic, "events"]) => {

@@ -1,16 +1,18 @@
 //! One event loop (its own mio `Poll`) serving a share of the connections.
 //!
-//! Each streaming connection (SSE or a waiting long-poll) owns a broker
-//! subscription. The worker arms the broker's doorbell (an eventfd registered
-//! in its `Poll`) for those subscriptions whenever it has drained them, so a
-//! publish wakes it with one eventfd write and an idle worker costs nothing.
+//! The worker's [`Router`] is its subscriber: it reads each event once and
+//! routes it to the SSE and WebSocket streams of this worker's connections
+//! (see `routing.rs`). A waiting long-poll owns a broker subscription of its
+//! own. The worker arms the broker's doorbell (an eventfd registered in its
+//! `Poll`) whenever it has drained everything, so a publish wakes it with one
+//! eventfd write and an idle worker costs nothing.
 //!
-//! Slow clients: a connection whose unsent output exceeds the bound stops
-//! being fed; its subscription falls behind, falls back to the log by itself
-//! and catches up when the client drains (nothing is lost).
+//! Slow clients: a connection whose unsent output reaches the bound stops
+//! being fed; it is caught up from the log when it drains (nothing is lost),
+//! and closed if it stays full past the deadline.
 
-use std::io::{self, Read, Write};
-use std::net::IpAddr;
+use std::io::{self, Read};
+use std::net::{IpAddr, Shutdown};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -25,16 +27,20 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::auth::{Authenticator, Grants};
-use crate::encode::sse_frame;
 use crate::http::{self, error_response};
 use crate::limits::ConnLimits;
+use crate::metrics::ServerStats;
+use crate::output::Output;
 use crate::routes::{denied, poll_body, route, Action};
-use crate::ws::{upgrade_response, WsConn, WsStatus};
+use crate::routing::{Encoding, Outputs, Router, StreamId};
+use crate::ws::{upgrade_response, WsConn, WsContext, WsStatus};
 use crate::ServerConfig;
 
 const WAKER: Token = Token(0);
 const DOORBELL: Token = Token(1);
 const FIRST_CONN: usize = 2;
+/// How long a closing connection may take to close its side.
+const LINGER: Duration = Duration::from_secs(2);
 
 enum State {
     /// Reading requests.
@@ -43,14 +49,12 @@ enum State {
     Ws(Box<WsConn>),
     /// Streaming Server-Sent Events.
     Sse {
-        sub: Subscription,
-        topic_ids: bool,
-        prefix_len: usize,
+        stream: StreamId,
         next_keepalive: Instant,
     },
     /// A poll waiting for its first event or its deadline.
     Poll {
-        sub: Subscription,
+        sub: Box<Subscription>,
         deadline: Instant,
         limit: usize,
         topic_ids: bool,
@@ -69,19 +73,27 @@ struct Conn {
     /// Since when the output has been at its bound (slow client).
     stalled_since: Option<Instant>,
     input: Vec<u8>,
-    output: Vec<u8>,
-    /// Bytes of `output` already written.
-    sent: usize,
+    output: Output,
     state: State,
     /// When the current request started arriving (header timeout).
     request_started: Option<Instant>,
     last_activity: Instant,
     close_when_flushed: bool,
+    /// Since when the connection, its answer sent and its write side shut,
+    /// discards input until the peer closes (closing with unread input
+    /// would reset the connection and could destroy the answer in flight).
+    lingering: Option<Instant>,
 }
 
 impl Conn {
     fn pending(&self) -> usize {
-        self.output.len() - self.sent
+        self.output.pending()
+    }
+}
+
+impl Outputs for Vec<Option<Conn>> {
+    fn output(&mut self, conn: usize) -> Option<&mut Output> {
+        self.get_mut(conn)?.as_mut().map(|c| &mut c.output)
     }
 }
 
@@ -93,6 +105,7 @@ pub(crate) struct WorkerShared {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) limits: Arc<ConnLimits>,
+    pub(crate) stats: Arc<ServerStats>,
 }
 
 pub(crate) struct Worker {
@@ -103,9 +116,16 @@ pub(crate) struct Worker {
     incoming: Receiver<(TcpStream, IpAddr, Option<&'static str>)>,
     shutdown: Arc<AtomicBool>,
     doorbell: Doorbell,
+    router: Router,
+    /// Connections with new output (reused buffer).
+    dirty: Vec<usize>,
+    /// Connections waiting in a long-poll.
+    polls_waiting: usize,
+    next_timers: Instant,
     config: Arc<ServerConfig>,
     auth: Arc<Authenticator>,
     limits: Arc<ConnLimits>,
+    stats: Arc<ServerStats>,
     /// This worker expires presence sessions (one worker does).
     expires_presence: bool,
     next_presence_expiry: Instant,
@@ -124,8 +144,10 @@ impl Worker {
             config,
             auth,
             limits,
+            stats,
         } = shared;
         let doorbell = broker.doorbell()?;
+        let router = Router::new(broker.clone(), config.max_output).map_err(io::Error::other)?;
         poll.registry().register(
             &mut SourceFd(&doorbell.as_raw_fd()),
             DOORBELL,
@@ -139,9 +161,14 @@ impl Worker {
             incoming,
             shutdown,
             doorbell,
+            router,
+            dirty: Vec::new(),
+            polls_waiting: 0,
+            next_timers: Instant::now(),
             config,
             auth,
             limits,
+            stats,
             expires_presence,
             next_presence_expiry: Instant::now(),
         })
@@ -198,6 +225,7 @@ impl Worker {
                 }
                 continue;
             }
+            self.stats.connections.fetch_add(1, Ordering::Relaxed);
             let now = Instant::now();
             self.conns[index] = Some(Conn {
                 stream,
@@ -205,19 +233,42 @@ impl Worker {
                 refused,
                 stalled_since: None,
                 input: Vec::new(),
-                output: Vec::new(),
-                sent: 0,
+                output: Output::default(),
                 state: State::Http,
                 request_started: None,
                 last_activity: now,
                 close_when_flushed: false,
+                lingering: None,
             });
         }
     }
 
+    /// Takes a connection's streams off the router.
+    fn retire_streams(&mut self, index: usize) {
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        match std::mem::replace(&mut conn.state, State::Http) {
+            State::Sse { stream, .. } => self.router.remove(stream),
+            State::Ws(ws) => {
+                for stream in ws.streams() {
+                    self.router.remove(stream);
+                }
+                // Keeps the protocol state (closing) without its streams.
+                let mut ws = ws;
+                ws.forget_streams();
+                conn.state = State::Ws(ws);
+            }
+            State::Poll { .. } => self.polls_waiting -= 1,
+            State::Http => {}
+        }
+    }
+
     fn close(&mut self, index: usize) {
+        self.retire_streams(index);
         if let Some(mut conn) = self.conns.get_mut(index).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.stats.connections.fetch_sub(1, Ordering::Relaxed);
             if conn.refused.is_none() {
                 self.limits.release(conn.peer);
             }
@@ -228,10 +279,10 @@ impl Worker {
     fn close_all(&mut self) {
         for index in 0..self.conns.len() {
             if let Some(conn) = self.conns[index].as_mut() {
-                let _ = flush(conn);
                 if let State::Ws(ws) = &mut conn.state {
-                    ws.shutdown(1001, "server shutting down");
+                    ws.close_and_drain(1001, "server shutting down", &mut conn.output);
                 }
+                let _ = flush(conn);
             }
             self.close(index);
         }
@@ -241,10 +292,23 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
-        if let State::Ws(ws) = &mut conn.state {
-            if let WsStatus::Closed = ws.on_readable(&self.broker) {
+        if conn.lingering.is_some() {
+            if !discard_input(&mut conn.stream) {
                 self.close(index);
             }
+            return;
+        }
+        if let State::Ws(ws) = &mut conn.state {
+            let mut cx = WsContext {
+                broker: &self.broker,
+                router: &mut self.router,
+                conn: index,
+                out: &mut conn.output,
+            };
+            if let WsStatus::Closed = ws.on_readable(&mut cx) {
+                conn.close_when_flushed = true;
+            }
+            self.flush_or_close(index);
             return;
         }
         let open = read_available(
@@ -256,12 +320,28 @@ impl Worker {
             return;
         }
         self.handle_requests(index);
+        self.flush_or_close(index);
+    }
+
+    /// Writes what the socket takes; closes the connection if that failed
+    /// or if it is done.
+    fn flush_or_close(&mut self, index: usize) {
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
-        if flush(conn).is_err() || (conn.close_when_flushed && conn.pending() == 0) {
+        if flush(conn).is_err() {
             self.close(index);
+            return;
         }
+        if !conn.close_when_flushed || conn.pending() > 0 || conn.lingering.is_some() {
+            return;
+        }
+        if conn.stream.shutdown(Shutdown::Write).is_err() || !discard_input(&mut conn.stream) {
+            self.close(index);
+            return;
+        }
+        conn.lingering = Some(Instant::now());
+        self.retire_streams(index);
     }
 
     /// Parses and answers every complete request in the input buffer.
@@ -281,7 +361,7 @@ impl Worker {
                 Ok(Some(parsed)) => parsed,
                 Ok(None) => return,
                 Err(e) => {
-                    conn.output.extend_from_slice(&e.response());
+                    conn.output.extend(&e.response());
                     conn.close_when_flushed = true;
                     return;
                 }
@@ -290,12 +370,8 @@ impl Worker {
             conn.request_started = None;
             let keep_alive = request.keep_alive;
             if let Some(why) = conn.refused {
-                conn.output.extend_from_slice(&error_response(
-                    503,
-                    "Service Unavailable",
-                    why,
-                    false,
-                ));
+                conn.output
+                    .extend(&error_response(503, "Service Unavailable", why, false));
                 conn.close_when_flushed = true;
                 return;
             }
@@ -306,7 +382,7 @@ impl Worker {
                 match self.auth.authenticate(&request) {
                     Ok(g) => g,
                     Err(d) => {
-                        conn.output.extend_from_slice(&denied(&d, keep_alive));
+                        conn.output.extend(&denied(&d, keep_alive));
                         if !keep_alive {
                             conn.close_when_flushed = true;
                         }
@@ -318,14 +394,26 @@ impl Worker {
                 None => {}
                 Some(Err(why)) => {
                     conn.output
-                        .extend_from_slice(&error_response(400, "Bad Request", why, false));
+                        .extend(&error_response(400, "Bad Request", why, false));
                     conn.close_when_flushed = true;
                     return;
                 }
                 Some(Ok(switching)) => {
-                    conn.output.extend_from_slice(&switching);
-                    match websocket_over(conn, self.config.max_output, grants) {
-                        Ok(ws) => conn.state = State::Ws(Box::new(ws)),
+                    conn.output.extend(&switching);
+                    match websocket_over(conn, grants) {
+                        Ok(mut ws) => {
+                            // Messages that came with the upgrade request.
+                            let mut cx = WsContext {
+                                broker: &self.broker,
+                                router: &mut self.router,
+                                conn: index,
+                                out: &mut conn.output,
+                            };
+                            if let WsStatus::Closed = ws.on_readable(&mut cx) {
+                                conn.close_when_flushed = true;
+                            }
+                            conn.state = State::Ws(Box::new(ws));
+                        }
                         Err(e) => {
                             tracing::warn!("cannot start a WebSocket: {e}");
                             conn.close_when_flushed = true;
@@ -334,16 +422,24 @@ impl Worker {
                     return;
                 }
             }
-            match route(&self.broker, &request, &grants) {
+            match route(&self.broker, &request, &grants, &self.stats) {
                 Action::Respond(bytes) => {
-                    conn.output.extend_from_slice(&bytes);
+                    conn.output.extend(&bytes);
                     if !keep_alive {
                         conn.close_when_flushed = true;
                     }
                 }
                 Action::Stream(s) => match self.broker.subscribe(s.filter, s.start) {
                     Ok(sub) => {
-                        conn.output.extend_from_slice(
+                        let stream = self.router.add(
+                            index,
+                            sub,
+                            Encoding::Sse {
+                                topic_ids: s.topic_ids,
+                            },
+                            s.prefix_len,
+                        );
+                        conn.output.extend(
                             format!(
                                 "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: keep-alive\r\nX-Accel-Buffering: no\r\n\r\nretry: {}\n\n",
                                 self.config.sse_retry_ms
@@ -351,14 +447,12 @@ impl Worker {
                             .as_bytes(),
                         );
                         conn.state = State::Sse {
-                            sub,
-                            topic_ids: s.topic_ids,
-                            prefix_len: s.prefix_len,
+                            stream,
                             next_keepalive: Instant::now() + self.config.keepalive,
                         };
                     }
                     Err(e) => {
-                        conn.output.extend_from_slice(&error_response(
+                        conn.output.extend(&error_response(
                             400,
                             "Bad Request",
                             &e.to_string(),
@@ -382,8 +476,9 @@ impl Worker {
                     };
                     match self.broker.subscribe(filter, start) {
                         Ok(sub) => {
+                            self.polls_waiting += 1;
                             conn.state = State::Poll {
-                                sub,
+                                sub: Box::new(sub),
                                 deadline: Instant::now() + Duration::from_millis(wait_ms),
                                 limit,
                                 topic_ids,
@@ -393,7 +488,7 @@ impl Worker {
                             };
                         }
                         Err(e) => {
-                            conn.output.extend_from_slice(&error_response(
+                            conn.output.extend(&error_response(
                                 400,
                                 "Bad Request",
                                 &e.to_string(),
@@ -409,139 +504,78 @@ impl Worker {
         }
     }
 
-    /// Feeds every streaming connection from its subscription. Returns true
-    /// if some subscription may have more right away (poll again at once).
+    /// Routes events to streams, catches streams up, answers long-polls
+    /// that have events, and writes what that produced. Returns true if
+    /// there may be more to do right away (poll again at once).
     fn pump(&mut self) -> bool {
+        let mut busy = self.router.route(&mut self.conns);
+        busy |= self.router.catch_up(&mut self.conns);
+        if self.polls_waiting > 0 {
+            busy |= self.pump_polls();
+        }
+        // Counted before clients can see what they count.
+        self.router.report(&self.stats);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        self.router.take_dirty(&mut dirty);
+        for index in dirty.drain(..) {
+            self.flush_or_close(index);
+        }
+        self.dirty = dirty;
+        busy || !self.router.arm(&self.doorbell)
+    }
+
+    /// Answers the long-polls that have events. Returns whether one may
+    /// have more right away.
+    fn pump_polls(&mut self) -> bool {
         let mut busy = false;
-        let max_output = self.config.max_output;
         for index in 0..self.conns.len() {
             let Some(conn) = self.conns[index].as_mut() else {
                 continue;
             };
-            let mut finished_poll = false;
-            match &mut conn.state {
-                State::Http => continue,
-                State::Ws(_) => {
-                    // The 101 answer must be out before any frame.
-                    if flush(conn).is_err() {
-                        self.close(index);
-                        continue;
-                    }
-                    if conn.pending() > 0 {
-                        continue;
-                    }
-                    let State::Ws(ws) = &mut conn.state else {
-                        continue;
-                    };
-                    let (status, more) = ws.pump();
-                    if let WsStatus::Closed = status {
-                        self.close(index);
-                        continue;
-                    }
-                    if ws.is_stalled() {
-                        let since = *conn.stalled_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() > self.config.slow_client_deadline {
-                            ws.close_slow();
-                            self.close(index);
-                        }
-                        continue;
-                    }
-                    conn.stalled_since = None;
-                    busy |= more || !ws.arm(&self.doorbell);
-                    continue;
-                }
-                State::Sse {
-                    sub,
-                    topic_ids,
-                    prefix_len,
-                    ..
-                } => {
-                    let (topic_ids, prefix_len) = (*topic_ids, *prefix_len);
-                    while conn.output.len() - conn.sent < max_output {
-                        let out = &mut conn.output;
-                        match sub.try_next_with(|d| sse_frame(out, &d, topic_ids, prefix_len)) {
-                            Ok(Some(())) => {}
-                            Ok(None) => break,
-                            Err(e) => {
-                                tracing::warn!("subscription failed: {e}");
-                                conn.close_when_flushed = true;
-                                break;
-                            }
-                        }
-                    }
-                }
-                State::Poll {
-                    sub,
-                    deadline,
-                    limit,
-                    topic_ids,
-                    after,
-                    keep_alive,
-                    prefix_len,
-                } => {
-                    let mut got: Vec<Delivery> = Vec::new();
-                    while got.len() < *limit {
-                        match sub.try_next() {
-                            Ok(Some(d)) => got.push(d),
-                            Ok(None) => break,
-                            Err(e) => {
-                                tracing::warn!("poll failed: {e}");
-                                break;
-                            }
-                        }
-                    }
-                    if !got.is_empty() || Instant::now() >= *deadline {
-                        let body = poll_body(&got, *topic_ids, *after, *prefix_len);
-                        conn.output.extend_from_slice(&http::response(
-                            200,
-                            "OK",
-                            "application/json",
-                            &body,
-                            *keep_alive,
-                        ));
-                        if !*keep_alive {
-                            conn.close_when_flushed = true;
-                        }
-                        finished_poll = true;
-                    }
-                }
-            }
-            if finished_poll {
-                conn.state = State::Http;
-            }
-            let failed = flush(conn).is_err();
-            if failed || (conn.close_when_flushed && conn.pending() == 0) {
-                self.close(index);
-                continue;
-            }
-            if finished_poll {
-                // Requests that arrived while the poll waited.
-                self.handle_requests(index);
-                continue;
-            }
-            let Some(conn) = self.conns[index].as_mut() else {
+            let State::Poll {
+                sub,
+                deadline,
+                limit,
+                topic_ids,
+                after,
+                keep_alive,
+                prefix_len,
+            } = &mut conn.state
+            else {
                 continue;
             };
-            if conn.pending() >= max_output {
-                // Not fed until the socket drains (writable event); closed if
-                // it stays full past the deadline. An SSE client resumes
-                // exactly with Last-Event-ID.
-                let since = *conn.stalled_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > self.config.slow_client_deadline {
-                    tracing::info!(
-                        "closing a slow client after {:?}",
-                        self.config.slow_client_deadline
-                    );
-                    self.close(index);
+            let mut got: Vec<Delivery> = Vec::new();
+            while got.len() < *limit {
+                match sub.try_next() {
+                    Ok(Some(d)) => got.push(d),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!("poll failed: {e}");
+                        break;
+                    }
                 }
+            }
+            if got.is_empty() && Instant::now() < *deadline {
+                busy |= !sub.arm(&self.doorbell);
                 continue;
             }
-            conn.stalled_since = None;
-            let armed = match &conn.state {
-                State::Sse { sub, .. } | State::Poll { sub, .. } => sub.arm(&self.doorbell),
-                State::Http | State::Ws(_) => true,
-            };
-            busy |= !armed;
+            let body = poll_body(&got, *topic_ids, *after, *prefix_len);
+            conn.output.extend(&http::response(
+                200,
+                "OK",
+                "application/json",
+                &body,
+                *keep_alive,
+            ));
+            if !*keep_alive {
+                conn.close_when_flushed = true;
+            }
+            conn.state = State::Http;
+            self.polls_waiting -= 1;
+            self.flush_or_close(index);
+            // Requests that arrived while the poll waited.
+            self.handle_requests(index);
+            self.flush_or_close(index);
         }
         busy
     }
@@ -550,20 +584,58 @@ impl Worker {
     /// (on the first worker) presence expiry.
     fn timers(&mut self) {
         let now = Instant::now();
+        if now < self.next_timers {
+            return;
+        }
+        self.next_timers = now + Duration::from_millis(50);
         if self.expires_presence && now >= self.next_presence_expiry {
             self.next_presence_expiry = now + Duration::from_secs(1);
             if let Err(e) = self.broker.presence_expire() {
                 tracing::warn!("presence expiry failed: {e}");
             }
         }
+        let deadline = self.config.slow_client_deadline;
         for index in 0..self.conns.len() {
             let Some(conn) = self.conns[index].as_mut() else {
                 continue;
             };
+            if conn.lingering.is_some_and(|t| now - t > LINGER) {
+                self.close(index);
+                continue;
+            }
             let mut close = false;
+            let streaming = matches!(conn.state, State::Sse { .. } | State::Ws(_));
+            if streaming && conn.pending() >= self.config.max_output {
+                let since = *conn.stalled_since.get_or_insert(now);
+                if now - since > deadline * 2 {
+                    // Not even the close frame got out.
+                    close = true;
+                } else if now - since > deadline && !conn.close_when_flushed {
+                    tracing::info!("closing a slow client after {deadline:?}");
+                    self.stats
+                        .slow_client_closes
+                        .fetch_add(1, Ordering::Relaxed);
+                    match &mut conn.state {
+                        // It resumes with Last-Event-ID.
+                        State::Sse { .. } => close = true,
+                        // Everything queued, then a close frame naming the
+                        // last sequence queued per subscription.
+                        State::Ws(ws) => {
+                            ws.close_slow(&self.router, &mut conn.output);
+                            conn.close_when_flushed = true;
+                            self.retire_streams(index);
+                            self.flush_or_close(index);
+                            continue;
+                        }
+                        _ => {}
+                    }
+                }
+            } else {
+                conn.stalled_since = None;
+            }
             match &mut conn.state {
-                State::Sse { next_keepalive, .. } if now >= *next_keepalive => {
-                    conn.output.extend_from_slice(b": keep-alive\n\n");
+                State::Sse { next_keepalive, .. } if now >= *next_keepalive && !close => {
+                    conn.output.extend(b": keep-alive\n\n");
                     *next_keepalive = now + self.config.keepalive;
                     close = flush(conn).is_err();
                 }
@@ -575,7 +647,7 @@ impl Worker {
                         && conn.pending() == 0
                         && now - conn.last_activity > self.config.idle_timeout;
                     if slow_head {
-                        conn.output.extend_from_slice(&error_response(
+                        conn.output.extend(&error_response(
                             408,
                             "Request Timeout",
                             "request head not received in time",
@@ -599,7 +671,7 @@ impl Worker {
 /// A WebSocket over the connection's socket: tungstenite gets its own
 /// descriptor (a `dup` of the same socket, so the same non-blocking file
 /// description) while the poller keeps the original registered.
-fn websocket_over(conn: &mut Conn, max_output: usize, grants: Grants) -> io::Result<WsConn> {
+fn websocket_over(conn: &mut Conn, grants: Grants) -> io::Result<WsConn> {
     use std::os::fd::FromRawFd;
     // SAFETY: dup of a descriptor this connection owns; the result is checked.
     let fd = unsafe { libc::dup(conn.stream.as_raw_fd()) };
@@ -609,7 +681,7 @@ fn websocket_over(conn: &mut Conn, max_output: usize, grants: Grants) -> io::Res
     // SAFETY: `fd` is a fresh descriptor owned by nothing else.
     let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
     let already_read = std::mem::take(&mut conn.input);
-    Ok(WsConn::new(stream, already_read, max_output, grants))
+    Ok(WsConn::new(stream, already_read, grants))
 }
 
 /// Reads everything available. Returns false if the peer closed or failed.
@@ -635,26 +707,24 @@ fn read_available(conn: &mut Conn, cap: usize) -> bool {
     }
 }
 
-/// Writes as much pending output as the socket takes.
-fn flush(conn: &mut Conn) -> io::Result<()> {
-    while conn.sent < conn.output.len() {
-        match conn.stream.write(&conn.output[conn.sent..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                conn.sent += n;
-                conn.last_activity = Instant::now();
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+/// Reads and drops what the peer sent. Returns false once it closed.
+fn discard_input(stream: &mut TcpStream) -> bool {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
     }
-    if conn.sent == conn.output.len() {
-        conn.output.clear();
-        conn.sent = 0;
-    } else if conn.sent > 64 * 1024 {
-        conn.output.drain(..conn.sent);
-        conn.sent = 0;
+}
+
+/// Writes as much pending output as the socket takes.
+fn flush(conn: &mut Conn) -> io::Result<()> {
+    if conn.output.write_to(&mut conn.stream)? {
+        conn.last_activity = Instant::now();
     }
     Ok(())
 }

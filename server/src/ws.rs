@@ -2,18 +2,19 @@
 //! socket) and their JSON messages, specified in `docs/PROTOCOL.md`.
 
 use std::collections::BTreeMap;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::TcpStream as StdTcpStream;
 
-use herald_core::broker::{DeliveryRef, Filter, PublishOptions, StartAt, Subscription};
+use herald_core::broker::{Filter, PublishOptions, StartAt, Subscription};
 use herald_core::Broker;
 use serde_json::{json, Value};
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, WebSocket};
 
 use crate::auth::Grants;
-use crate::encode::{event_json, gap_json};
 use crate::http::Request;
+use crate::output::Output;
+use crate::routing::{Encoding, Router, StreamId};
 
 /// Most subscriptions one WebSocket connection may hold.
 pub(crate) const MAX_SUBSCRIPTIONS: usize = 64;
@@ -48,67 +49,118 @@ pub(crate) fn upgrade_response(req: &Request) -> Option<Result<Vec<u8>, &'static
     })())
 }
 
-/// One WebSocket connection's protocol state.
-pub(crate) struct WsConn {
-    ws: WebSocket<StdTcpStream>,
-    subs: BTreeMap<String, Subscription>,
-    /// A message the write buffer refused; sent before anything else.
-    pending: Option<Message>,
-    closing: bool,
-    grants: Grants,
-    /// Per subscription: (global, topic) sequence of the last event queued.
-    last: BTreeMap<String, (u64, u64)>,
+/// tungstenite's stream: reads come from the socket; writes land in a
+/// buffer that the worker moves into the connection's output, behind or
+/// between the event frames that it writes itself.
+struct Duplex {
+    socket: StdTcpStream,
+    written: Vec<u8>,
 }
 
-/// What a pump or a read left the connection in.
+impl Read for Duplex {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.socket.read(buf)
+    }
+}
+
+impl Write for Duplex {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.written.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What handling a client's messages needs from the worker.
+pub(crate) struct WsContext<'a> {
+    pub(crate) broker: &'a Broker,
+    pub(crate) router: &'a mut Router,
+    /// The connection's index in its worker.
+    pub(crate) conn: usize,
+    pub(crate) out: &'a mut Output,
+}
+
+/// One WebSocket connection's protocol state. Its subscriptions are streams
+/// of the worker's router, which writes their event frames.
+pub(crate) struct WsConn {
+    ws: WebSocket<Duplex>,
+    /// Subscription ids and their streams.
+    subs: BTreeMap<String, StreamId>,
+    closing: bool,
+    grants: Grants,
+}
+
+/// What a read left the connection in.
 pub(crate) enum WsStatus {
     Open,
+    /// Close once the output (a close frame last) is written.
     Closed,
 }
 
 impl WsConn {
-    /// Wraps `stream` (already upgraded, non-blocking). `max_output`: bytes
-    /// the write buffer may hold before the connection stops being fed.
-    pub(crate) fn new(
-        stream: StdTcpStream,
-        already_read: Vec<u8>,
-        max_output: usize,
-        grants: Grants,
-    ) -> WsConn {
+    /// Wraps `socket` (already upgraded, non-blocking).
+    pub(crate) fn new(socket: StdTcpStream, already_read: Vec<u8>, grants: Grants) -> WsConn {
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE))
             .max_frame_size(Some(MAX_MESSAGE))
-            .write_buffer_size(0)
-            .max_write_buffer_size(max_output.max(64 * 1024));
-        let ws = WebSocket::from_partially_read(stream, already_read, Role::Server, Some(config));
+            .write_buffer_size(0);
+        let duplex = Duplex {
+            socket,
+            written: Vec::new(),
+        };
+        let ws = WebSocket::from_partially_read(duplex, already_read, Role::Server, Some(config));
         WsConn {
             ws,
             subs: BTreeMap::new(),
-            pending: None,
             closing: false,
             grants,
-            last: BTreeMap::new(),
         }
     }
 
+    /// The streams of this connection's subscriptions.
+    pub(crate) fn streams(&self) -> impl Iterator<Item = StreamId> + '_ {
+        self.subs.values().copied()
+    }
+
+    /// Forgets the streams (the router no longer has them).
+    pub(crate) fn forget_streams(&mut self) {
+        self.subs.clear();
+    }
+
     /// Reads and answers every message available.
-    pub(crate) fn on_readable(&mut self, broker: &Broker) -> WsStatus {
-        loop {
+    pub(crate) fn on_readable(&mut self, cx: &mut WsContext<'_>) -> WsStatus {
+        let status = loop {
             match self.ws.read() {
                 Ok(Message::Text(text)) => {
-                    let reply = self.handle(broker, text.as_str());
-                    if let Some(reply) = reply {
+                    if let Some(reply) = self.handle(cx, text.as_str()) {
                         self.send(reply);
                     }
                 }
                 Ok(Message::Binary(_)) => self.send(json!({"type": "error", "message": "binary messages are not supported: send JSON text"})),
                 Ok(_) => {} // ping/pong/close handled by tungstenite
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return self.flush(),
-                Err(WsError::Capacity(e)) => return self.close_with(1009, &format!("message too big: {e}")),
-                Err(WsError::Utf8(_)) => return self.close_with(1007, "invalid UTF-8 in a text message"),
-                Err(WsError::Protocol(e)) => return self.close_with(1002, &format!("protocol error: {e}")),
-                Err(_) => return WsStatus::Closed,
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let _ = self.ws.flush();
+                    break if self.closing { WsStatus::Closed } else { WsStatus::Open };
+                }
+                Err(WsError::Capacity(e)) => break self.close_with(1009, &format!("message too big: {e}")),
+                Err(WsError::Utf8(_)) => break self.close_with(1007, "invalid UTF-8 in a text message"),
+                Err(WsError::Protocol(e)) => break self.close_with(1002, &format!("protocol error: {e}")),
+                Err(_) => break WsStatus::Closed,
             }
+            self.drain(cx.out);
+        };
+        self.drain(cx.out);
+        status
+    }
+
+    /// Moves what tungstenite wrote into the connection's output.
+    fn drain(&mut self, out: &mut Output) {
+        let written = &mut self.ws.get_mut().written;
+        if !written.is_empty() {
+            out.extend(written);
+            written.clear();
         }
     }
 
@@ -123,105 +175,34 @@ impl WsConn {
         WsStatus::Closed
     }
 
-    /// Whether the write buffer is full (a slow client).
-    pub(crate) fn is_stalled(&self) -> bool {
-        self.pending.is_some()
-    }
-
-    /// Closes a client too slow to drain its buffer (code 4008). The reason
-    /// names, per subscription, the last global and topic sequence queued, so
-    /// that a reconnect resumes with `after` exactly.
-    pub(crate) fn close_slow(&mut self) {
+    /// Closes a client too slow to drain its output (code 4008). The reason
+    /// names, per subscription, the last global and topic sequence sent, so
+    /// that a reconnect resumes with `after` exactly. What is still unsent
+    /// is dropped: the close frame must get through.
+    pub(crate) fn close_slow(&mut self, router: &Router, out: &mut Output) {
         let mut reason = String::from("slow consumer; last sent");
-        for (id, (seq, topic_seq)) in &self.last {
+        for (id, stream) in &self.subs {
+            let (seq, topic_seq) = router.last(*stream);
             reason.push_str(&format!(" {id}={seq}/{topic_seq}"));
         }
-        let _ = self.close_with(4008, &reason);
+        self.close_and_drain(4008, &reason, out);
     }
 
     /// Sends a close frame with `code` (e.g. 1001 on shutdown).
-    pub(crate) fn shutdown(&mut self, code: u16, reason: &str) {
+    pub(crate) fn close_and_drain(&mut self, code: u16, reason: &str, out: &mut Output) {
         let _ = self.close_with(code, reason);
+        self.drain(out);
     }
 
     fn send(&mut self, v: Value) {
-        let msg = Message::text(v.to_string());
-        if self.pending.is_some() {
-            // Only replies land here while the buffer is full; keep order by
-            // flushing first, and drop nothing: buffer it behind the pending one.
-            let _ = self.ws.flush();
-        }
-        match self.ws.write(msg) {
-            Ok(()) => {}
-            Err(WsError::WriteBufferFull(m)) => self.pending = Some(*m),
-            Err(_) => self.closing = true,
+        // Writes into `Duplex`, which never refuses.
+        if self.ws.send(Message::text(v.to_string())).is_err() {
+            self.closing = true;
         }
     }
 
-    fn flush(&mut self) -> WsStatus {
-        match self.ws.flush() {
-            Ok(()) => {}
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return WsStatus::Closed,
-        }
-        if self.closing {
-            WsStatus::Closed
-        } else {
-            WsStatus::Open
-        }
-    }
-
-    /// Feeds every subscription into the socket until it would block.
-    /// Returns whether some subscription may still have more.
-    pub(crate) fn pump(&mut self) -> (WsStatus, bool) {
-        if let Some(m) = self.pending.take() {
-            match self.ws.write(m) {
-                Ok(()) => {}
-                Err(WsError::WriteBufferFull(m)) => {
-                    self.pending = Some(*m);
-                    return (self.flush(), false);
-                }
-                Err(_) => return (WsStatus::Closed, false),
-            }
-        }
-        let mut more = false;
-        let prefix_len = self.grants.prefix_len();
-        'subs: for (id, sub) in self.subs.iter_mut() {
-            for _ in 0..256 {
-                let msg = match sub.try_next_with(|d| ws_delivery(id, &d, prefix_len)) {
-                    Ok(Some(v)) => {
-                        if let (Some(seq), Some(topic_seq)) =
-                            (v["seq"].as_u64(), v["topic_seq"].as_u64())
-                        {
-                            self.last.insert(id.clone(), (seq, topic_seq));
-                        }
-                        Message::text(v.to_string())
-                    }
-                    Ok(None) => continue 'subs,
-                    Err(e) => Message::text(
-                        json!({"type": "error", "id": id, "message": e.to_string()}).to_string(),
-                    ),
-                };
-                match self.ws.write(msg) {
-                    Ok(()) => {}
-                    Err(WsError::WriteBufferFull(m)) => {
-                        self.pending = Some(*m);
-                        break 'subs;
-                    }
-                    Err(_) => return (WsStatus::Closed, false),
-                }
-            }
-            more = true;
-        }
-        (self.flush(), more && self.pending.is_none())
-    }
-
-    /// Arms the doorbell for every subscription; false if one has data now.
-    pub(crate) fn arm(&self, doorbell: &herald_core::ring::Doorbell) -> bool {
-        self.pending.is_none() && self.subs.values().all(|s| s.arm(doorbell))
-    }
-
-    fn handle(&mut self, broker: &Broker, text: &str) -> Option<Value> {
+    fn handle(&mut self, cx: &mut WsContext<'_>, text: &str) -> Option<Value> {
+        let broker = cx.broker;
         let msg: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => return Some(json!({"type": "error", "message": format!("not JSON: {e}")})),
@@ -247,15 +228,18 @@ impl WsConn {
                 }
                 match subscribe(broker, &msg, &self.grants) {
                     Ok((sub, recovered)) => {
-                        self.subs.insert(id.to_owned(), sub);
+                        let prefix_len = self.grants.prefix_len();
+                        let stream = cx.router.add(cx.conn, sub, Encoding::ws(id), prefix_len);
+                        self.subs.insert(id.to_owned(), stream);
                         Some(json!({"type": "subscribed", "id": id, "recovered": recovered}))
                     }
                     Err(e) => error(e),
                 }
             }
             "unsubscribe" => match msg.get("id").and_then(Value::as_str).and_then(|id| {
-                self.last.remove(id);
-                self.subs.remove(id).map(|_| id)
+                let stream = self.subs.remove(id)?;
+                cx.router.remove(stream);
+                Some(id)
             }) {
                 Some(id) => Some(json!({"type": "unsubscribed", "id": id})),
                 None => error("no such subscription".into()),
@@ -375,35 +359,8 @@ fn subscribe(
     sub.map_err(|e| e.to_string())
 }
 
-/// An event or gap as the WebSocket message of subscription `id`.
 fn denial(d: &crate::auth::Denied) -> String {
     match d {
         crate::auth::Denied::Unauthenticated(m) | crate::auth::Denied::Forbidden(m) => m.clone(),
-    }
-}
-
-fn ws_delivery(id: &str, d: &DeliveryRef<'_>, prefix_len: usize) -> Value {
-    match d {
-        DeliveryRef::Event(e) => {
-            let mut out = json!({"type": "event", "sub": id});
-            if let Value::Object(fields) = event_json(e, prefix_len) {
-                for (k, val) in fields {
-                    // `type` names the message; the event's own type is `event_type`.
-                    let key = if k == "type" {
-                        "event_type".to_owned()
-                    } else {
-                        k
-                    };
-                    out[key] = val;
-                }
-            }
-            out
-        }
-        DeliveryRef::Gap(g) => {
-            let mut v = gap_json(g, prefix_len)["gap"].clone();
-            v["type"] = json!("gap");
-            v["sub"] = json!(id);
-            v
-        }
     }
 }

@@ -1,0 +1,549 @@
+//! Per-worker event routing: the worker, not each connection, is the
+//! broker's subscriber.
+//!
+//! A worker reads every event once through its *feed* (one broker
+//! subscription to all topics) and routes it through a topic→streams map to
+//! the streams of its connections (an SSE connection has one stream, a
+//! WebSocket one per subscription). Each frame is encoded once per worker
+//! and shared between connections as `Bytes`.
+//!
+//! A stream is in one of three states:
+//! - **live**: in the map, fed by the feed;
+//! - **catching up**: it owns a broker subscription that replays from its
+//!   start position (the log, then the ring). When that subscription is
+//!   caught up and at or past the feed's position, the stream goes live;
+//!   the feed skips events below the stream's position, so the hand-over
+//!   loses and repeats nothing;
+//! - **parked**: its connection's output reached the bound. It is not fed;
+//!   it remembers the first event it missed and, once the client drains,
+//!   catches up from there with a fresh subscription (invariant 3: a slow
+//!   client never slows the others and never loses an event).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use herald_core::broker::{BrokerError, DeliveryRef, EventRef, Filter, StartAt, Subscription};
+use herald_core::ring::Doorbell;
+use herald_core::Broker;
+
+use crate::encode::{gap_json, sse_frame, ws_event_body, ws_event_prefix, ws_text_header};
+use crate::metrics::ServerStats;
+use crate::output::Output;
+
+/// A stream's index in its worker's router.
+pub(crate) type StreamId = usize;
+
+/// Events the feed routes per call, so that sockets get written in between.
+const FEED_BUDGET: usize = 4096;
+/// Deliveries one catching-up stream gets per call.
+const CATCH_UP_BUDGET: usize = 256;
+
+/// Where the router finds a connection's output.
+pub(crate) trait Outputs {
+    fn output(&mut self, conn: usize) -> Option<&mut Output>;
+}
+
+/// How a stream's events are framed.
+pub(crate) enum Encoding {
+    /// Server-Sent Events; `topic_ids`: `id:` is the topic sequence.
+    Sse { topic_ids: bool },
+    /// WebSocket event messages of subscription `id`.
+    Ws { id: String, prefix: Bytes },
+}
+
+impl Encoding {
+    pub(crate) fn ws(id: &str) -> Encoding {
+        Encoding::Ws {
+            id: id.to_owned(),
+            prefix: ws_event_prefix(id),
+        }
+    }
+}
+
+enum State {
+    Live,
+    CatchingUp(Box<Subscription>),
+    /// Resumes at this position once the connection drains.
+    Parked(StartAt),
+}
+
+struct Stream {
+    conn: usize,
+    filter: Filter,
+    encoding: Encoding,
+    /// Tenant prefix stripped from topic names sent back.
+    prefix_len: usize,
+    state: State,
+    /// Every matching event below this global sequence has been delivered
+    /// (live streams: or is below the feed's position).
+    next: u64,
+    /// The last event delivered: (global, topic) sequence.
+    last: (u64, u64),
+}
+
+/// One worker's streams and its feed.
+pub(crate) struct Router {
+    broker: Broker,
+    feed: Subscription,
+    streams: Vec<Option<Stream>>,
+    free: Vec<StreamId>,
+    /// Live single-topic streams by topic.
+    by_topic: HashMap<Arc<str>, Vec<StreamId>>,
+    /// Live streams of patterns or several topics.
+    patterns: Vec<StreamId>,
+    /// Streams catching up or parked.
+    behind: Vec<StreamId>,
+    frames: Frames,
+    /// Connections given output since the last [`Router::take_dirty`].
+    dirty: Vec<usize>,
+    max_output: usize,
+    /// Events written to connections, not yet reported.
+    delivered: u64,
+    /// Streams parked, not yet reported.
+    parked_count: u64,
+    /// Streams found slow while routing one event (kept for its buffer).
+    parked: Vec<(StreamId, StartAt)>,
+}
+
+impl Router {
+    pub(crate) fn new(broker: Broker, max_output: usize) -> Result<Router, BrokerError> {
+        // Every topic, the system's (`$presence.…`) included.
+        let everything = Filter::patterns(&[">", "$presence.>"])?;
+        let feed = broker.subscribe(everything, StartAt::Now)?;
+        Ok(Router {
+            broker,
+            feed,
+            streams: Vec::new(),
+            free: Vec::new(),
+            by_topic: HashMap::new(),
+            patterns: Vec::new(),
+            behind: Vec::new(),
+            frames: Frames::default(),
+            dirty: Vec::new(),
+            max_output,
+            delivered: 0,
+            parked_count: 0,
+            parked: Vec::new(),
+        })
+    }
+
+    /// Adds a stream for connection `conn`, reading `sub` until it catches
+    /// up with the feed.
+    pub(crate) fn add(
+        &mut self,
+        conn: usize,
+        sub: Subscription,
+        encoding: Encoding,
+        prefix_len: usize,
+    ) -> StreamId {
+        let stream = Stream {
+            conn,
+            filter: sub.filter().clone(),
+            encoding,
+            prefix_len,
+            next: sub.next_seq(),
+            state: State::CatchingUp(Box::new(sub)),
+            last: (0, 0),
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.streams[id] = Some(stream);
+                id
+            }
+            None => {
+                self.streams.push(Some(stream));
+                self.streams.len() - 1
+            }
+        };
+        self.behind.push(id);
+        id
+    }
+
+    /// Removes a stream (unsubscribe, or its connection closed).
+    pub(crate) fn remove(&mut self, id: StreamId) {
+        let Some(stream) = self.streams.get_mut(id).and_then(Option::take) else {
+            return;
+        };
+        match stream.state {
+            State::Live => self.unlink(id, &stream.filter),
+            State::CatchingUp(_) | State::Parked(_) => drop_from(&mut self.behind, id),
+        }
+        self.free.push(id);
+    }
+
+    /// The last event delivered on a stream: (global, topic) sequence.
+    pub(crate) fn last(&self, id: StreamId) -> (u64, u64) {
+        self.streams
+            .get(id)
+            .and_then(Option::as_ref)
+            .map_or((0, 0), |s| s.last)
+    }
+
+    /// Connections that got output since the last call (each once or more).
+    pub(crate) fn take_dirty(&mut self, into: &mut Vec<usize>) {
+        into.append(&mut self.dirty);
+    }
+
+    /// Adds what happened since the last call to the server's counters.
+    pub(crate) fn report(&mut self, stats: &ServerStats) {
+        if self.delivered > 0 {
+            let n = std::mem::take(&mut self.delivered);
+            stats.deliveries.fetch_add(n, Ordering::Relaxed);
+        }
+        if self.parked_count > 0 {
+            let n = std::mem::take(&mut self.parked_count);
+            stats.slow_streams.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Arms `doorbell` for the feed and every catching-up stream: `true` if
+    /// the worker may sleep.
+    pub(crate) fn arm(&self, doorbell: &Doorbell) -> bool {
+        self.feed.arm(doorbell)
+            && self.behind.iter().all(|&id| match &self.streams[id] {
+                Some(Stream {
+                    state: State::CatchingUp(sub),
+                    ..
+                }) => sub.arm(doorbell),
+                _ => true,
+            })
+    }
+
+    /// Routes what the feed has to the live streams. Returns whether it may
+    /// have more right away.
+    pub(crate) fn route(&mut self, outs: &mut impl Outputs) -> bool {
+        let mut routed = 0;
+        while routed < FEED_BUDGET {
+            let Router {
+                feed,
+                streams,
+                by_topic,
+                patterns,
+                frames,
+                dirty,
+                max_output,
+                delivered,
+                parked,
+                ..
+            } = self;
+            let mut lost_feed = false;
+            let step = feed.try_next_with(|d| match d {
+                DeliveryRef::Event(e) => {
+                    frames.clear();
+                    let mut to = Deliver {
+                        streams,
+                        outs,
+                        frames,
+                        dirty,
+                        parked,
+                        max_output: *max_output,
+                        delivered,
+                    };
+                    if let Some(ids) = by_topic.get(e.topic.as_ref()) {
+                        for &id in ids {
+                            to.deliver(id, &e, false);
+                        }
+                    }
+                    for &id in patterns.iter() {
+                        to.deliver(id, &e, true);
+                    }
+                }
+                // The feed itself fell behind retention (a worker stalled
+                // for longer than the log keeps events). Every live stream
+                // replays on its own and gets its own precise gap notice.
+                DeliveryRef::Gap(_) => lost_feed = true,
+            });
+            match step {
+                Ok(Some(())) => routed += 1,
+                Ok(None) => return false,
+                Err(e) => {
+                    tracing::warn!("the worker's feed failed: {e}");
+                    return false;
+                }
+            }
+            let mut parked = std::mem::take(&mut self.parked);
+            for (id, at) in parked.drain(..) {
+                self.park(id, at);
+            }
+            self.parked = parked;
+            if lost_feed {
+                let position = self.feed.next_seq();
+                let live: Vec<StreamId> = (0..self.streams.len())
+                    .filter(|&id| {
+                        matches!(
+                            self.streams[id],
+                            Some(Stream {
+                                state: State::Live,
+                                ..
+                            })
+                        )
+                    })
+                    .collect();
+                for id in live {
+                    let next = self.streams[id].as_ref().map_or(position, |s| s.next);
+                    self.park(id, StartAt::Seq(next));
+                }
+            }
+        }
+        true
+    }
+
+    /// Feeds catching-up streams from their own subscriptions, resumes
+    /// parked streams whose connection drained, and hands caught-up streams
+    /// to the feed. Returns whether some stream may have more right away.
+    pub(crate) fn catch_up(&mut self, outs: &mut impl Outputs) -> bool {
+        let mut more = false;
+        let feed_next = self.feed.next_seq();
+        let mut i = 0;
+        while i < self.behind.len() {
+            let id = self.behind[i];
+            let Some(stream) = self.streams[id].as_mut() else {
+                self.behind.swap_remove(i);
+                continue;
+            };
+            let Some(out) = outs.output(stream.conn) else {
+                i += 1;
+                continue;
+            };
+            if let State::Parked(at) = &stream.state {
+                if out.pending() >= self.max_output / 2 {
+                    i += 1;
+                    continue;
+                }
+                match self.broker.subscribe(stream.filter.clone(), at.clone()) {
+                    Ok(sub) => stream.state = State::CatchingUp(Box::new(sub)),
+                    Err(e) => {
+                        tracing::warn!("cannot resume a stream: {e}");
+                        i += 1;
+                        continue;
+                    }
+                }
+            }
+            let State::CatchingUp(sub) = &mut stream.state else {
+                i += 1;
+                continue;
+            };
+            let mut exhausted = false;
+            let mut wrote = false;
+            for _ in 0..CATCH_UP_BUDGET {
+                if out.pending() >= self.max_output {
+                    break;
+                }
+                let (encoding, prefix_len) = (&stream.encoding, stream.prefix_len);
+                let last = &mut stream.last;
+                match sub.try_next_with(|d| {
+                    if let DeliveryRef::Event(e) = &d {
+                        *last = (e.seq, e.topic_seq);
+                    }
+                    encode_own(out, encoding, &d, prefix_len)
+                }) {
+                    Ok(Some(())) => {
+                        wrote = true;
+                        self.delivered += 1;
+                    }
+                    Ok(None) => {
+                        exhausted = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!("a stream's subscription failed: {e}");
+                        break;
+                    }
+                }
+            }
+            if wrote {
+                self.dirty.push(stream.conn);
+            }
+            if !exhausted {
+                // Full output (resumes on a writable event) or more to read.
+                more |= out.pending() < self.max_output;
+                i += 1;
+                continue;
+            }
+            let position = sub.next_seq().max(stream.last.0 + 1);
+            if sub.is_live() && position >= feed_next {
+                // Caught up: the feed delivers from `position` on.
+                stream.next = position;
+                stream.state = State::Live;
+                self.behind.swap_remove(i);
+                self.link(id);
+                continue;
+            }
+            // The feed is ahead: read on to it.
+            more = true;
+            i += 1;
+        }
+        more
+    }
+
+    fn link(&mut self, id: StreamId) {
+        let Some(stream) = self.streams[id].as_ref() else {
+            return;
+        };
+        match stream.filter.single_topic() {
+            Some(topic) => self.by_topic.entry(topic.into()).or_default().push(id),
+            None => self.patterns.push(id),
+        }
+    }
+
+    fn unlink(&mut self, id: StreamId, filter: &Filter) {
+        match filter.single_topic() {
+            Some(topic) => {
+                if let Some(ids) = self.by_topic.get_mut(topic) {
+                    drop_from(ids, id);
+                    if ids.is_empty() {
+                        self.by_topic.remove(topic);
+                    }
+                }
+            }
+            None => drop_from(&mut self.patterns, id),
+        }
+    }
+
+    /// Takes a live stream off the feed; it resumes at `at`.
+    fn park(&mut self, id: StreamId, at: StartAt) {
+        let Some(stream) = self.streams[id].as_mut() else {
+            return;
+        };
+        if !matches!(stream.state, State::Live) {
+            return;
+        }
+        stream.state = State::Parked(at);
+        self.parked_count += 1;
+        let filter = stream.filter.clone();
+        self.unlink(id, &filter);
+        self.behind.push(id);
+    }
+}
+
+/// What routing one event needs (borrowed apart from the feed).
+struct Deliver<'a, O: Outputs> {
+    streams: &'a mut Vec<Option<Stream>>,
+    outs: &'a mut O,
+    frames: &'a mut Frames,
+    dirty: &'a mut Vec<usize>,
+    parked: &'a mut Vec<(StreamId, StartAt)>,
+    max_output: usize,
+    delivered: &'a mut u64,
+}
+
+impl<O: Outputs> Deliver<'_, O> {
+    fn deliver(&mut self, id: StreamId, e: &EventRef<'_>, check_topic: bool) {
+        let Some(stream) = self.streams[id].as_mut() else {
+            return;
+        };
+        if e.seq < stream.next
+            || (check_topic && !stream.filter.matches_topic(e.topic))
+            || !stream
+                .filter
+                .matches_event(e.event_type.as_bytes(), e.origin)
+        {
+            return;
+        }
+        let Some(out) = self.outs.output(stream.conn) else {
+            return;
+        };
+        if out.pending() >= self.max_output {
+            // A slow client: off the feed, caught up from here later.
+            let at = match stream.filter.single_topic() {
+                Some(_) => StartAt::TopicSeq(e.topic_seq),
+                None => StartAt::Seq(e.seq),
+            };
+            self.parked.push((id, at));
+            return;
+        }
+        if out.pending() == 0 {
+            self.dirty.push(stream.conn);
+        }
+        match &stream.encoding {
+            Encoding::Sse { topic_ids } => {
+                out.push_shared(self.frames.sse(e, *topic_ids));
+            }
+            Encoding::Ws { prefix, .. } => {
+                let body = self.frames.ws_body(e, stream.prefix_len);
+                ws_text_header(out.tail(), prefix.len() + body.len());
+                out.extend(prefix);
+                out.push_shared(body);
+            }
+        }
+        stream.next = e.seq + 1;
+        stream.last = (e.seq, e.topic_seq);
+        *self.delivered += 1;
+    }
+}
+
+/// The frames of the event being routed, encoded on first use.
+#[derive(Default)]
+struct Frames {
+    buf: BytesMut,
+    /// SSE frames: `id:` global sequence, and `id:` topic sequence.
+    sse: [Option<Bytes>; 2],
+    /// WebSocket message bodies by tenant prefix length.
+    ws: Vec<(usize, Bytes)>,
+}
+
+impl Frames {
+    fn clear(&mut self) {
+        self.sse = [None, None];
+        self.ws.clear();
+        // Frames are carved off one buffer: one allocation per 64 KiB of
+        // frames (or none, once written frames have released it).
+        if self.buf.capacity() < 4096 {
+            self.buf.reserve(64 * 1024);
+        }
+    }
+
+    fn sse(&mut self, e: &EventRef<'_>, topic_ids: bool) -> Bytes {
+        let slot = &mut self.sse[usize::from(topic_ids)];
+        if let Some(frame) = slot {
+            return frame.clone();
+        }
+        // Prefix length only matters for gap notices, never routed here.
+        sse_frame(&mut self.buf, &DeliveryRef::Event(*e), topic_ids, 0);
+        let frame = self.buf.split().freeze();
+        *slot = Some(frame.clone());
+        frame
+    }
+
+    fn ws_body(&mut self, e: &EventRef<'_>, prefix_len: usize) -> Bytes {
+        if let Some((_, body)) = self.ws.iter().find(|(p, _)| *p == prefix_len) {
+            return body.clone();
+        }
+        ws_event_body(&mut self.buf, e, prefix_len);
+        let body = self.buf.split().freeze();
+        self.ws.push((prefix_len, body.clone()));
+        body
+    }
+}
+
+/// Encodes a delivery for one stream only (catch-up: nothing to share).
+fn encode_own(out: &mut Output, encoding: &Encoding, d: &DeliveryRef<'_>, prefix_len: usize) {
+    match encoding {
+        Encoding::Sse { topic_ids } => sse_frame(out.tail(), d, *topic_ids, prefix_len),
+        Encoding::Ws { id, prefix } => {
+            let text = match d {
+                DeliveryRef::Event(e) => {
+                    let mut text = BytesMut::from(&prefix[..]);
+                    ws_event_body(&mut text, e, prefix_len);
+                    text
+                }
+                DeliveryRef::Gap(g) => {
+                    let mut v = gap_json(g, prefix_len)["gap"].clone();
+                    v["type"] = serde_json::json!("gap");
+                    v["sub"] = serde_json::json!(id);
+                    BytesMut::from(v.to_string().as_bytes())
+                }
+            };
+            ws_text_header(out.tail(), text.len());
+            out.extend(&text);
+        }
+    }
+}
+
+fn drop_from(ids: &mut Vec<StreamId>, id: StreamId) {
+    if let Some(i) = ids.iter().position(|&x| x == id) {
+        ids.swap_remove(i);
+    }
+}
