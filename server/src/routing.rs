@@ -547,3 +547,6 @@ fn drop_from(ids: &mut Vec<StreamId>, id: StreamId) {
         ids.swap_remove(i);
     }
 }
+
+#[cfg(test)]
+mod tests;
