@@ -102,9 +102,12 @@ pub(crate) enum WsStatus {
 impl WsConn {
     /// Wraps `socket` (already upgraded, non-blocking).
     pub(crate) fn new(socket: StdTcpStream, already_read: Vec<u8>, grants: Grants) -> WsConn {
+        // A small read buffer: tungstenite allocates it whole per connection
+        // (128 KiB by default) and grows it for larger messages as needed.
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE))
             .max_frame_size(Some(MAX_MESSAGE))
+            .read_buffer_size(4096)
             .write_buffer_size(0);
         let duplex = Duplex {
             socket,

@@ -77,6 +77,22 @@ fn subscribe_publish_and_receive_over_websocket() {
     assert_eq!(event["correlation_id"], "c1");
     send(&mut ws, json!({"op": "ping", "ref": 1}));
     assert_eq!(recv(&mut ws)["type"], "pong");
+    // A message larger than the server's read buffer, both ways.
+    let big = json!({"big": "y".repeat(7000)});
+    send(
+        &mut ws,
+        json!({"op": "publish", "topic": "room.1", "type": "msg", "data": big, "ref": 8}),
+    );
+    let (mut acked, mut got) = (false, None);
+    while !acked || got.is_none() {
+        let m = recv(&mut ws);
+        match m["type"].as_str().unwrap() {
+            "published" => acked = m["ref"] == 8,
+            "event" => got = Some(m["data"].clone()),
+            other => panic!("unexpected {other}: {m}"),
+        }
+    }
+    assert_eq!(got.unwrap(), big);
     send(&mut ws, json!({"op": "unsubscribe", "id": "a"}));
     assert_eq!(recv(&mut ws)["type"], "unsubscribed");
     server.shutdown().unwrap();
