@@ -81,6 +81,8 @@ struct Stream {
     next: u64,
     /// The last event delivered: (global, topic) sequence.
     last: (u64, u64),
+    /// Its subscription failed: retried on the next wake-up, not at once.
+    failed: bool,
 }
 
 /// One worker's streams and its feed.
@@ -146,6 +148,7 @@ impl Router {
             next: sub.next_seq(),
             state: State::CatchingUp(Box::new(sub)),
             last: (0, 0),
+            failed: false,
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -199,14 +202,21 @@ impl Router {
     }
 
     /// Arms `doorbell` for the feed and every catching-up stream: `true` if
-    /// the worker may sleep.
-    pub(crate) fn arm(&self, doorbell: &Doorbell) -> bool {
+    /// the worker may sleep. Call after writing the outputs: a stream whose
+    /// output is still full waits for its socket, not for the doorbell.
+    pub(crate) fn arm(&self, doorbell: &Doorbell, outs: &mut impl Outputs) -> bool {
         self.feed.arm(doorbell)
             && self.behind.iter().all(|&id| match &self.streams[id] {
                 Some(Stream {
                     state: State::CatchingUp(sub),
+                    failed: false,
+                    conn,
                     ..
-                }) => sub.arm(doorbell),
+                }) => {
+                    outs.output(*conn)
+                        .is_none_or(|o| o.pending() >= self.max_output)
+                        || sub.arm(doorbell)
+                }
                 _ => true,
             })
     }
@@ -326,6 +336,7 @@ impl Router {
                 continue;
             };
             let mut exhausted = false;
+            let mut failed = false;
             let mut wrote = false;
             for _ in 0..CATCH_UP_BUDGET {
                 if out.pending() >= self.max_output {
@@ -348,7 +359,9 @@ impl Router {
                         break;
                     }
                     Err(e) => {
+                        // Retried on the next wake-up, not in a loop.
                         tracing::warn!("a stream's subscription failed: {e}");
+                        failed = true;
                         break;
                     }
                 }
@@ -356,9 +369,10 @@ impl Router {
             if wrote {
                 self.dirty.push(stream.conn);
             }
+            stream.failed = failed;
             if !exhausted {
-                // Full output (resumes on a writable event) or more to read.
-                more |= out.pending() < self.max_output;
+                // More to read, or a full output: `arm` tells which.
+                more |= !failed && out.pending() < self.max_output;
                 i += 1;
                 continue;
             }

@@ -521,7 +521,7 @@ impl Worker {
             self.flush_or_close(index);
         }
         self.dirty = dirty;
-        busy || !self.router.arm(&self.doorbell)
+        busy || !self.router.arm(&self.doorbell, &mut self.conns)
     }
 
     /// Answers the long-polls that have events. Returns whether one may
