@@ -248,17 +248,16 @@ fn events(
         .is_some_and(|a| a.contains("text/event-stream"));
     // Resume positions: `after` / `Last-Event-ID` are the last sequence the
     // client has (topic sequences on single-topic endpoints, global otherwise).
-    let after = match (
-        num("after"),
-        req.header("last-event-id").map(|v| v.trim().parse::<u64>()),
-    ) {
-        (Err(a), _) => return a,
-        (Ok(Some(a)), _) => Some(a),
-        (Ok(None), Some(Ok(id))) if sse => Some(id),
-        (Ok(None), Some(Err(_))) if sse => {
-            return bad("Last-Event-ID must be a sequence number", ka)
-        }
-        _ => None,
+    // `Last-Event-ID` wins: a browser's EventSource reconnects to the same
+    // URL (with its `after`, `since` or `last`) and adds the header.
+    let after = match num("after") {
+        Ok(a) => a,
+        Err(a) => return a,
+    };
+    let after = match req.header("last-event-id").map(|v| v.trim().parse::<u64>()) {
+        Some(Ok(id)) if sse => Some(id),
+        Some(Err(_)) if sse => return bad("Last-Event-ID must be a sequence number", ka),
+        _ => after,
     };
     let since = match num("since") {
         Ok(s) => s,

@@ -238,6 +238,12 @@ fn sse_streams_live_and_resumes_exactly_once_from_last_event_id() {
         got.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
         vec![4, 5, 6, 7]
     );
+    drop(resumed);
+    // A browser reconnects to the URL it opened (`?after=1`) and adds the
+    // header: the header wins.
+    let mut reconnected = open_sse(&server, "/v1/topics/room.1/events?after=1", Some(6));
+    let got = read_sse(&mut reconnected, 1);
+    assert_eq!(got, vec![(7, "7".into())]);
     server.shutdown().unwrap();
 }
 
