@@ -6,6 +6,7 @@
 //! data = "herald-data"
 //! workers = 2
 //! anonymous = true
+//! allowed_origins = ["https://app.example"]   # web pages allowed cross-origin ("*": any)
 //! jwt_secret_file = "secret.txt"
 //! jwt_rs256_public_key = "public.pem"
 //! max_body = 1048576
@@ -43,6 +44,8 @@ pub struct FileConfig {
     pub workers: Option<usize>,
     /// Serve clients without a token (loopback only).
     pub anonymous: Option<bool>,
+    /// Web origins whose pages may use the server cross-origin.
+    pub allowed_origins: Option<Vec<String>>,
     /// File with the HS256 secret.
     pub jwt_secret_file: Option<PathBuf>,
     /// PEM file with the RS256 public key.
@@ -94,6 +97,9 @@ impl FileConfig {
         }
         if let Some(v) = self.anonymous {
             config.anonymous = v;
+        }
+        if let Some(v) = self.allowed_origins {
+            config.allowed_origins = v;
         }
         if let Some(p) = self.jwt_secret_file {
             config.auth.hs256_secret = Some(read_key(&p)?);
@@ -169,7 +175,7 @@ mod tests {
     #[test]
     fn a_file_overrides_defaults_and_bad_keys_are_refused() {
         let file: FileConfig = toml::from_str(
-            "listen = \"127.0.0.1:9000\"\nworkers = 3\ndurability = \"interval:250\"\nmax_connections_per_ip = 7\nretention_max_age_secs = 60",
+            "listen = \"127.0.0.1:9000\"\nworkers = 3\ndurability = \"interval:250\"\nmax_connections_per_ip = 7\nretention_max_age_secs = 60\nallowed_origins = [\"https://a.example\"]",
         )
         .unwrap();
         let mut config = ServerConfig::new();
@@ -177,6 +183,7 @@ mod tests {
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.workers, 3);
         assert_eq!(config.max_connections_per_ip, 7);
+        assert_eq!(config.allowed_origins, vec!["https://a.example".to_owned()]);
         assert_eq!(
             config.broker.log.durability,
             Durability::Interval(Duration::from_millis(250))

@@ -15,6 +15,7 @@ mod encode;
 mod http;
 mod limits;
 mod metrics;
+mod origins;
 mod output;
 mod routes;
 mod routing;
@@ -71,6 +72,10 @@ pub struct ServerConfig {
     /// Serve clients without a token (full access, no tenant). Allowed only
     /// on loopback addresses; the zero-configuration default.
     pub anonymous: bool,
+    /// Web origins (`https://app.example`, or `*`) whose pages may use the
+    /// server cross-origin (CORS). Pages from other origins get 403; clients
+    /// that are not pages (no `Origin` header) are not affected.
+    pub allowed_origins: Vec<String>,
     pub(crate) limits: http::Limits,
 }
 
@@ -96,6 +101,7 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(120),
             auth: AuthConfig::default(),
             anonymous: true,
+            allowed_origins: Vec::new(),
             limits: http::Limits { max_head, max_body },
         }
     }
@@ -152,6 +158,7 @@ impl Server {
             auth: auth.clone(),
             limits: limits.clone(),
             stats: Arc::new(metrics::ServerStats::default()),
+            origins: Arc::new(origins::Origins::new(&config.allowed_origins)),
         };
         let mut threads = Vec::new();
         for i in 0..config.workers.max(1) {

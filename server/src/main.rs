@@ -42,6 +42,14 @@ enum Command {
         /// Refuse clients without a token (required off loopback).
         #[arg(long, env = "HERALD_NO_ANONYMOUS")]
         no_anonymous: bool,
+        /// A web origin whose pages may use the server cross-origin
+        /// (repeatable; `*` allows any). Other pages get 403.
+        #[arg(
+            long = "allow-origin",
+            env = "HERALD_ALLOWED_ORIGINS",
+            value_delimiter = ','
+        )]
+        allowed_origins: Vec<String>,
     },
     /// Publish one event to a running server.
     Pub {
@@ -134,6 +142,7 @@ fn main() -> ExitCode {
             jwt_secret_file,
             jwt_rs256_public_key,
             no_anonymous,
+            allowed_origins,
         } => {
             match server_config(
                 config,
@@ -143,6 +152,7 @@ fn main() -> ExitCode {
                 jwt_secret_file,
                 jwt_rs256_public_key,
                 no_anonymous,
+                allowed_origins,
             ) {
                 Ok(config) => serve(config),
                 Err(e) => {
@@ -260,6 +270,7 @@ fn main() -> ExitCode {
 }
 
 /// Defaults, then the file, then flags and environment.
+#[allow(clippy::too_many_arguments)] // one per flag
 fn server_config(
     file: Option<PathBuf>,
     listen: Option<SocketAddr>,
@@ -268,6 +279,7 @@ fn server_config(
     jwt_secret_file: Option<PathBuf>,
     jwt_rs256_public_key: Option<PathBuf>,
     no_anonymous: bool,
+    allowed_origins: Vec<String>,
 ) -> Result<ServerConfig, String> {
     let mut config = ServerConfig::new();
     if let Some(path) = file {
@@ -290,6 +302,9 @@ fn server_config(
     }
     if no_anonymous {
         config.anonymous = false;
+    }
+    if !allowed_origins.is_empty() {
+        config.allowed_origins = allowed_origins;
     }
     Ok(config)
 }

@@ -30,6 +30,7 @@ use crate::auth::{Authenticator, Grants};
 use crate::http::{self, error_response};
 use crate::limits::ConnLimits;
 use crate::metrics::ServerStats;
+use crate::origins::{add_cors_headers, preflight_response, Origins, Verdict};
 use crate::output::Output;
 use crate::routes::{denied, poll_body, route, Action};
 use crate::routing::{Encoding, Outputs, Router, StreamId};
@@ -83,11 +84,21 @@ struct Conn {
     /// discards input until the peer closes (closing with unread input
     /// would reset the connection and could destroy the answer in flight).
     lingering: Option<Instant>,
+    /// The current request's cross-origin page, if allowed (CORS headers).
+    cors: Option<String>,
 }
 
 impl Conn {
     fn pending(&self) -> usize {
         self.output.pending()
+    }
+
+    /// Queues an HTTP response, with CORS headers for an allowed page.
+    fn answer(&mut self, mut response: Vec<u8>) {
+        if let Some(origin) = &self.cors {
+            add_cors_headers(&mut response, origin);
+        }
+        self.output.extend(&response);
     }
 }
 
@@ -106,6 +117,7 @@ pub(crate) struct WorkerShared {
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) limits: Arc<ConnLimits>,
     pub(crate) stats: Arc<ServerStats>,
+    pub(crate) origins: Arc<Origins>,
 }
 
 pub(crate) struct Worker {
@@ -126,6 +138,7 @@ pub(crate) struct Worker {
     auth: Arc<Authenticator>,
     limits: Arc<ConnLimits>,
     stats: Arc<ServerStats>,
+    origins: Arc<Origins>,
     /// This worker expires presence sessions (one worker does).
     expires_presence: bool,
     next_presence_expiry: Instant,
@@ -145,6 +158,7 @@ impl Worker {
             auth,
             limits,
             stats,
+            origins,
         } = shared;
         let doorbell = broker.doorbell()?;
         let router = Router::new(broker.clone(), config.max_output).map_err(io::Error::other)?;
@@ -169,6 +183,7 @@ impl Worker {
             auth,
             limits,
             stats,
+            origins,
             expires_presence,
             next_presence_expiry: Instant::now(),
         })
@@ -239,6 +254,7 @@ impl Worker {
                 last_activity: now,
                 close_when_flushed: false,
                 lingering: None,
+                cors: None,
             });
         }
     }
@@ -357,11 +373,12 @@ impl Worker {
                 return;
             }
             conn.request_started.get_or_insert_with(Instant::now);
+            conn.cors = None;
             let (request, used) = match http::parse(&conn.input, self.config.limits) {
                 Ok(Some(parsed)) => parsed,
                 Ok(None) => return,
                 Err(e) => {
-                    conn.output.extend(&e.response());
+                    conn.answer(e.response());
                     conn.close_when_flushed = true;
                     return;
                 }
@@ -370,10 +387,38 @@ impl Worker {
             conn.request_started = None;
             let keep_alive = request.keep_alive;
             if let Some(why) = conn.refused {
-                conn.output
-                    .extend(&error_response(503, "Service Unavailable", why, false));
+                conn.answer(error_response(503, "Service Unavailable", why, false));
                 conn.close_when_flushed = true;
                 return;
+            }
+            match self
+                .origins
+                .check(request.header("origin"), request.header("host"))
+            {
+                Verdict::Pass => {}
+                Verdict::Cors(origin) => conn.cors = Some(origin.to_owned()),
+                Verdict::Refuse => {
+                    conn.answer(error_response(
+                        403,
+                        "Forbidden",
+                        "requests from this web origin are not allowed (see allowed_origins)",
+                        keep_alive,
+                    ));
+                    if !keep_alive {
+                        conn.close_when_flushed = true;
+                    }
+                    continue;
+                }
+            }
+            if request.method == "OPTIONS" {
+                if let Some(origin) = &conn.cors {
+                    let preflight = preflight_response(origin);
+                    conn.output.extend(&preflight);
+                    if !keep_alive {
+                        conn.close_when_flushed = true;
+                    }
+                    continue;
+                }
             }
             let public = matches!(request.path.as_str(), "/healthz" | "/readyz" | "/metrics");
             let grants = if public {
@@ -382,7 +427,7 @@ impl Worker {
                 match self.auth.authenticate(&request) {
                     Ok(g) => g,
                     Err(d) => {
-                        conn.output.extend(&denied(&d, keep_alive));
+                        conn.answer(denied(&d, keep_alive));
                         if !keep_alive {
                             conn.close_when_flushed = true;
                         }
@@ -393,8 +438,7 @@ impl Worker {
             match upgrade_response(&request) {
                 None => {}
                 Some(Err(why)) => {
-                    conn.output
-                        .extend(&error_response(400, "Bad Request", why, false));
+                    conn.answer(error_response(400, "Bad Request", why, false));
                     conn.close_when_flushed = true;
                     return;
                 }
@@ -424,7 +468,7 @@ impl Worker {
             }
             match route(&self.broker, &request, &grants, &self.stats) {
                 Action::Respond(bytes) => {
-                    conn.output.extend(&bytes);
+                    conn.answer(bytes);
                     if !keep_alive {
                         conn.close_when_flushed = true;
                     }
@@ -439,12 +483,12 @@ impl Worker {
                             },
                             s.prefix_len,
                         );
-                        conn.output.extend(
+                        conn.answer(
                             format!(
                                 "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: keep-alive\r\nX-Accel-Buffering: no\r\n\r\nretry: {}\n\n",
                                 self.config.sse_retry_ms
                             )
-                            .as_bytes(),
+                            .into_bytes(),
                         );
                         conn.state = State::Sse {
                             stream,
@@ -452,12 +496,7 @@ impl Worker {
                         };
                     }
                     Err(e) => {
-                        conn.output.extend(&error_response(
-                            400,
-                            "Bad Request",
-                            &e.to_string(),
-                            false,
-                        ));
+                        conn.answer(error_response(400, "Bad Request", &e.to_string(), false));
                         conn.close_when_flushed = true;
                     }
                 },
@@ -488,7 +527,7 @@ impl Worker {
                             };
                         }
                         Err(e) => {
-                            conn.output.extend(&error_response(
+                            conn.answer(error_response(
                                 400,
                                 "Bad Request",
                                 &e.to_string(),
@@ -559,15 +598,11 @@ impl Worker {
                 busy |= !sub.arm(&self.doorbell);
                 continue;
             }
+            let keep_alive = *keep_alive;
             let body = poll_body(&got, *topic_ids, *after, *prefix_len);
-            conn.output.extend(&http::response(
-                200,
-                "OK",
-                "application/json",
-                &body,
-                *keep_alive,
-            ));
-            if !*keep_alive {
+            let response = http::response(200, "OK", "application/json", &body, keep_alive);
+            conn.answer(response);
+            if !keep_alive {
                 conn.close_when_flushed = true;
             }
             conn.state = State::Http;

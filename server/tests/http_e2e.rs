@@ -408,3 +408,93 @@ fn a_stalled_sse_client_is_closed_after_the_deadline_and_resumes_exactly() {
     );
     server.shutdown().unwrap();
 }
+
+#[test]
+fn pages_from_other_origins_are_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path(), 2);
+    config.allowed_origins = vec!["https://app.example".into()];
+    let server = Server::start(config).unwrap();
+    let host = server.local_addr().to_string();
+    let body = br#"{"type":"t","data":1}"#;
+    // Not a page (no Origin): as always.
+    let (status, _) = request(&server, "POST", "/v1/topics/o/events", &[], body);
+    assert_eq!(status, 200);
+    // A page of another origin cannot publish (a form post, say)...
+    let evil = [("Origin", "http://evil.example")];
+    let (status, resp) = request(&server, "POST", "/v1/topics/o/events", &evil, body);
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&resp));
+    // ...nor open a WebSocket, which browsers do not guard with CORS.
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(
+        b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://evil.example\r\n\r\n",
+    )
+    .unwrap();
+    let mut raw = [0u8; 12];
+    s.read_exact(&mut raw).unwrap();
+    assert_eq!(&raw, b"HTTP/1.1 403");
+    // The server's own origin passes, without CORS headers.
+    let own = format!("http://{host}");
+    let own = [("Origin", own.as_str()), ("Host", host.as_str())];
+    let raw = raw_request(&server, "POST", "/v1/topics/o/events", &own, body);
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(!raw.contains("Access-Control-Allow-Origin"), "{raw}");
+    // An allowed origin gets CORS headers, on answers and on the preflight.
+    let app = [("Origin", "https://app.example")];
+    let raw = raw_request(&server, "POST", "/v1/topics/o/events", &app, body);
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(
+        raw.contains("Access-Control-Allow-Origin: https://app.example\r\n"),
+        "{raw}"
+    );
+    let raw = raw_request(&server, "OPTIONS", "/v1/topics/o/events", &app, b"");
+    assert!(raw.starts_with("HTTP/1.1 204"), "{raw}");
+    assert!(
+        raw.contains("Access-Control-Allow-Headers: Authorization, Content-Type, Last-Event-ID"),
+        "{raw}"
+    );
+    // Its EventSource too.
+    let mut sse = TcpStream::connect(server.local_addr()).unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    sse.write_all(b"GET /v1/topics/o/events?after=0 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nOrigin: https://app.example\r\n\r\n").unwrap();
+    let mut head = String::new();
+    let mut reader = BufReader::new(sse);
+    while !head.ends_with("\r\n\r\n") {
+        reader.read_line(&mut head).unwrap();
+    }
+    assert!(
+        head.contains("Access-Control-Allow-Origin: https://app.example"),
+        "{head}"
+    );
+    assert_eq!(read_sse(&mut reader, 3).len(), 3);
+    server.shutdown().unwrap();
+}
+
+/// A request's whole answer, head included, as text.
+fn raw_request(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> String {
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !headers.iter().any(|(k, _)| *k == "Host") {
+        req.push_str("Host: x\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    String::from_utf8_lossy(&raw).into_owned()
+}
