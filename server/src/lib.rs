@@ -17,6 +17,7 @@ mod limits;
 mod metrics;
 mod origins;
 mod output;
+mod presence;
 mod routes;
 mod routing;
 mod worker;

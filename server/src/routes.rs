@@ -9,6 +9,7 @@ use crate::auth::{Denied, Grants};
 use crate::encode::{event_json, gap_json};
 use crate::http::{error_response, response, Request};
 use crate::metrics::{render_metrics, ServerStats};
+use crate::presence;
 
 /// What the worker must do with a request.
 #[derive(Debug)]
@@ -133,22 +134,10 @@ pub(crate) fn route(
         }
         ("POST", ["v1", "consumers", name, "ack"]) => ack(broker, &grants.internal(name), req),
         ("GET", ["v1", "topics", topic, "presence"]) => {
-            let internal = grants.internal(topic);
-            if let Err(d) = grants.check_subscribe(&internal) {
-                return Action::Respond(denied(&d, ka));
+            match presence::list(broker, grants, topic) {
+                Ok(v) => Action::Respond(json_ok(&v, ka)),
+                Err(d) => Action::Respond(denied(&d, ka)),
             }
-            let present: Vec<Value> = broker
-                .presence(&internal)
-                .into_iter()
-                .map(|s| {
-                    json!({
-                        "client_id": s.client_id, "user": s.user, "device": s.device,
-                        "metadata": if s.metadata.is_empty() { Value::Null } else { serde_json::from_str(&s.metadata).unwrap_or(Value::Null) },
-                        "connected_at_ns": s.connected_at_ns, "last_heartbeat_ns": s.last_heartbeat_ns,
-                    })
-                })
-                .collect();
-            Action::Respond(json_ok(&json!({ "topic": topic, "present": present }), ka))
         }
         ("POST", ["v1", "presence", op @ ("heartbeat" | "leave")]) => {
             presence(broker, op, req, grants)
@@ -348,40 +337,16 @@ fn presence(broker: &Broker, op: &str, req: &Request, grants: &Grants) -> Action
         Ok(v) => v,
         Err(e) => return bad(&format!("body is not JSON: {e}"), ka),
     };
-    let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("");
-    let (topic, client_id) = (field("topic"), field("client_id"));
-    if topic.is_empty() || client_id.is_empty() {
-        return bad("body needs string 'topic' and 'client_id'", ka);
-    }
-    let internal = grants.internal(topic);
-    if let Err(d) = grants.check_subscribe(&internal) {
-        return Action::Respond(denied(&d, ka));
-    }
-    let result = if op == "leave" {
-        broker
-            .presence_leave(&internal, client_id)
-            .map(|left| json!({ "left": left }))
-    } else if broker.presence_heartbeat(&internal, client_id).is_ok() {
-        Ok(json!({ "joined": false }))
+    let update = if op == "leave" {
+        presence::leave(broker, grants, &body)
     } else {
-        let metadata = body
-            .get("metadata")
-            .filter(|m| !m.is_null())
-            .map(Value::to_string)
-            .unwrap_or_default();
-        broker
-            .presence_join(
-                &internal,
-                client_id,
-                field("user"),
-                field("device"),
-                &metadata,
-            )
-            .map(|()| json!({ "joined": true }))
+        presence::heartbeat(broker, grants, &body)
     };
-    match result {
-        Ok(v) => Action::Respond(json_ok(&v, ka)),
-        Err(e) => Action::Respond(broker_error(&e, ka)),
+    match update {
+        Ok((_, v)) => Action::Respond(json_ok(&v, ka)),
+        Err(presence::Refused::Bad(m)) => bad(&m, ka),
+        Err(presence::Refused::Denied(d)) => Action::Respond(denied(&d, ka)),
+        Err(presence::Refused::Broker(e)) => Action::Respond(broker_error(&e, ka)),
     }
 }
 

@@ -272,7 +272,7 @@ impl Worker {
                 }
                 // Keeps the protocol state (closing) without its streams.
                 let mut ws = ws;
-                ws.forget_streams();
+                ws.retire(&self.broker);
                 conn.state = State::Ws(ws);
             }
             State::Poll { .. } => self.polls_waiting -= 1,

@@ -1,7 +1,7 @@
 //! WebSocket connections (RFC 6455 via tungstenite on the non-blocking
 //! socket) and their JSON messages, specified in `docs/PROTOCOL.md`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::net::TcpStream as StdTcpStream;
 
@@ -14,6 +14,7 @@ use tungstenite::{Error as WsError, Message, WebSocket};
 use crate::auth::Grants;
 use crate::http::Request;
 use crate::output::Output;
+use crate::presence;
 use crate::routing::{Encoding, Router, StreamId};
 
 /// Most subscriptions one WebSocket connection may hold.
@@ -90,6 +91,8 @@ pub(crate) struct WsConn {
     subs: BTreeMap<String, StreamId>,
     closing: bool,
     grants: Grants,
+    /// Presence sessions joined over this connection: left when it closes.
+    joined: BTreeSet<presence::Session>,
 }
 
 /// What a read left the connection in.
@@ -119,6 +122,7 @@ impl WsConn {
             subs: BTreeMap::new(),
             closing: false,
             grants,
+            joined: BTreeSet::new(),
         }
     }
 
@@ -127,9 +131,16 @@ impl WsConn {
         self.subs.values().copied()
     }
 
-    /// Forgets the streams (the router no longer has them).
-    pub(crate) fn forget_streams(&mut self) {
+    /// Forgets the streams (the router no longer has them) and leaves the
+    /// presence sessions joined over this connection (the connection is
+    /// closing).
+    pub(crate) fn retire(&mut self, broker: &Broker) {
         self.subs.clear();
+        for (topic, client_id) in std::mem::take(&mut self.joined) {
+            if let Err(e) = broker.presence_leave(&topic, &client_id) {
+                tracing::warn!("presence leave on close failed: {e}");
+            }
+        }
     }
 
     /// Reads and answers every message available.
@@ -275,6 +286,42 @@ impl WsConn {
                         json!({"type": "published", "ref": reference, "seq": p.seq, "topic_seq": p.topic_seq}),
                     ),
                     Err(e) => error(e.to_string()),
+                }
+            }
+            "heartbeat" | "leave" => {
+                let update = if op == "leave" {
+                    presence::leave(broker, &self.grants, &msg)
+                } else {
+                    presence::heartbeat(broker, &self.grants, &msg)
+                };
+                match update {
+                    Ok((session, mut v)) => {
+                        v["ref"] = reference;
+                        if op == "leave" {
+                            self.joined.remove(&session);
+                            v["type"] = json!("left");
+                        } else {
+                            self.joined.insert(session);
+                            v["type"] = json!("heartbeat");
+                        }
+                        Some(v)
+                    }
+                    Err(presence::Refused::Bad(m)) => error(m),
+                    Err(presence::Refused::Denied(d)) => error(denial(&d)),
+                    Err(presence::Refused::Broker(e)) => error(e.to_string()),
+                }
+            }
+            "presence" => {
+                let Some(topic) = msg.get("topic").and_then(Value::as_str) else {
+                    return error("presence needs a string 'topic'".into());
+                };
+                match presence::list(broker, &self.grants, topic) {
+                    Ok(mut v) => {
+                        v["type"] = json!("presence");
+                        v["ref"] = reference;
+                        Some(v)
+                    }
+                    Err(d) => error(denial(&d)),
                 }
             }
             "ack" => {

@@ -215,3 +215,45 @@ fn shutdown_closes_websockets_with_1001() {
         }
     }
 }
+
+#[test]
+fn presence_over_websocket_and_leave_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let mut watcher = connect(&server);
+    send(
+        &mut watcher,
+        json!({"op": "subscribe", "id": "p", "topic": "$presence.room.9"}),
+    );
+    assert_eq!(recv(&mut watcher)["type"], "subscribed");
+    let mut member = connect(&server);
+    let hello =
+        json!({"op": "heartbeat", "topic": "room.9", "client_id": "b", "user": "bob", "ref": 1});
+    send(&mut member, hello.clone());
+    assert_eq!(
+        recv(&mut member),
+        json!({"type": "heartbeat", "ref": 1, "joined": true})
+    );
+    send(&mut member, hello);
+    assert_eq!(recv(&mut member)["joined"], false);
+    send(
+        &mut member,
+        json!({"op": "presence", "topic": "room.9", "ref": 2}),
+    );
+    let present = recv(&mut member);
+    assert_eq!(present["type"], "presence");
+    assert_eq!(present["ref"], 2);
+    assert_eq!(present["present"][0]["client_id"], "b");
+    assert_eq!(present["present"][0]["user"], "bob");
+    send(&mut member, json!({"op": "heartbeat", "topic": "room.9"}));
+    let e = recv(&mut member);
+    assert_eq!(e["type"], "error", "{e}");
+    // Closing the connection leaves the session it joined.
+    member.close(None).unwrap();
+    let joined = recv(&mut watcher);
+    assert_eq!(joined["event_type"], "presence.join", "{joined}");
+    let left = recv(&mut watcher);
+    assert_eq!(left["event_type"], "presence.leave", "{left}");
+    assert_eq!(left["data"]["client_id"], "b", "{left}");
+    server.shutdown().unwrap();
+}
