@@ -45,8 +45,9 @@ pub(crate) fn publish(
         }
     };
     let body = serde_json::json!({ "type": event_type, "data": data }).to_string();
+    let host = authority(url).unwrap_or_default();
     let request = format!(
-        "POST /v1/topics/{topic}/events HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/topics/{topic}/events HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         auth_header(token),
         body.len()
     );
@@ -75,8 +76,9 @@ pub(crate) fn subscribe(
     after: Option<u64>,
 ) -> ExitCode {
     let query = after.map(|a| format!("?after={a}")).unwrap_or_default();
+    let host = authority(url).unwrap_or_default();
     let request = format!(
-        "GET /v1/topics/{topic}/events{query} HTTP/1.1\r\nHost: herald\r\nAccept: text/event-stream\r\n{}\r\n",
+        "GET /v1/topics/{topic}/events{query} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n{}\r\n",
         auth_header(token)
     );
     let stream = match connect(url, &request) {

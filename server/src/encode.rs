@@ -101,7 +101,10 @@ pub(crate) fn ws_event_body(out: &mut BytesMut, e: &EventRef<'_>, prefix_len: us
     let _ = write!(out, r#","topic_seq":{},"event_type":"#, e.topic_seq);
     json_string(out, e.event_type);
     let _ = write!(out, r#","timestamp_ns":{},"data":"#, e.timestamp_ns);
-    if serde_json::from_slice::<serde::de::IgnoredAny>(e.payload).is_ok() {
+    // (serde skips strings without checking their UTF-8: check it too.)
+    let raw_json = std::str::from_utf8(e.payload).is_ok()
+        && serde_json::from_slice::<serde::de::IgnoredAny>(e.payload).is_ok();
+    if raw_json {
         out.extend_from_slice(e.payload);
     } else {
         json_string(out, &String::from_utf8_lossy(e.payload));

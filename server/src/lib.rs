@@ -159,7 +159,10 @@ impl Server {
             auth: auth.clone(),
             limits: limits.clone(),
             stats: Arc::new(metrics::ServerStats::default()),
-            origins: Arc::new(origins::Origins::new(&config.allowed_origins)),
+            origins: Arc::new(origins::Origins::new(
+                &config.allowed_origins,
+                config.anonymous,
+            )),
         };
         let mut threads = Vec::new();
         for i in 0..config.workers.max(1) {

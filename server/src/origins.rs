@@ -7,7 +7,9 @@
 //! otherwise it gets 403. This matters most for anonymous access on
 //! loopback: without it, any website the local user visits could publish
 //! to the server with a form post or read it over a WebSocket (browsers
-//! apply no CORS to WebSocket upgrades).
+//! apply no CORS to WebSocket upgrades). An anonymous server also answers
+//! only loopback `Host` names, or a page could rebind its own name to
+//! 127.0.0.1 and be "same-origin" (DNS rebinding).
 
 /// What to do with a request, by its `Origin`.
 #[derive(Debug, PartialEq, Eq)]
@@ -16,28 +18,36 @@ pub(crate) enum Verdict<'a> {
     Pass,
     /// From an allowed cross-origin page: answer with CORS headers for it.
     Cors(&'a str),
-    /// From a page that is not allowed.
-    Refuse,
+    /// From a page that is not allowed, or to a name that is not.
+    Refuse(&'static str),
 }
 
 /// The configured origins (`*`: any).
 #[derive(Debug, Default)]
 pub(crate) struct Origins {
     allowed: Vec<String>,
+    /// Answer only loopback `Host` names (anonymous servers).
+    loopback_hosts_only: bool,
 }
 
 impl Origins {
-    pub(crate) fn new(allowed: &[String]) -> Origins {
+    pub(crate) fn new(allowed: &[String], loopback_hosts_only: bool) -> Origins {
         Origins {
             allowed: allowed
                 .iter()
                 .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
                 .collect(),
+            loopback_hosts_only,
         }
     }
 
     /// Judges a request by its `Origin` and `Host` headers.
     pub(crate) fn check<'a>(&self, origin: Option<&'a str>, host: Option<&str>) -> Verdict<'a> {
+        if self.loopback_hosts_only && host.is_some_and(|h| !is_loopback_host(h)) {
+            return Verdict::Refuse(
+                "an anonymous server answers only loopback Host names (127.0.0.1, [::1], localhost)",
+            );
+        }
         let Some(origin) = origin else {
             return Verdict::Pass;
         };
@@ -56,9 +66,23 @@ impl Origins {
         if allowed {
             Verdict::Cors(origin)
         } else {
-            Verdict::Refuse
+            Verdict::Refuse("requests from this web origin are not allowed (see allowed_origins)")
         }
     }
+}
+
+/// `127.0.0.1:7070`, `[::1]`, `localhost`, `app.localhost:80`…
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Inserts CORS headers for `origin` into a complete response head.
@@ -85,38 +109,65 @@ pub(crate) fn preflight_response(origin: &str) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    fn refused(v: Verdict<'_>) -> bool {
+        matches!(v, Verdict::Refuse(_))
+    }
+
     #[test]
     fn pages_pass_only_from_their_own_or_allowed_origins() {
-        let none = Origins::new(&[]);
+        let none = Origins::new(&[], false);
         assert_eq!(none.check(None, Some("127.0.0.1:7070")), Verdict::Pass);
         assert_eq!(
             none.check(Some("http://127.0.0.1:7070"), Some("127.0.0.1:7070")),
             Verdict::Pass
         );
-        assert_eq!(
-            none.check(Some("http://evil.example"), Some("127.0.0.1:7070")),
-            Verdict::Refuse
-        );
+        assert!(refused(
+            none.check(Some("http://evil.example"), Some("127.0.0.1:7070"))
+        ));
         // A different port is a different origin.
-        assert_eq!(
-            none.check(Some("http://127.0.0.1:8080"), Some("127.0.0.1:7070")),
-            Verdict::Refuse
-        );
-        assert_eq!(none.check(Some("null"), Some("x")), Verdict::Refuse);
-        let some = Origins::new(&["https://App.example/".into()]);
+        assert!(refused(
+            none.check(Some("http://127.0.0.1:8080"), Some("127.0.0.1:7070"))
+        ));
+        assert!(refused(none.check(Some("null"), Some("x"))));
+        let some = Origins::new(&["https://App.example/".into()], false);
         assert_eq!(
             some.check(Some("https://app.example"), Some("herald:7070")),
             Verdict::Cors("https://app.example")
         );
-        assert_eq!(
-            some.check(Some("https://other.example"), Some("herald:7070")),
-            Verdict::Refuse
-        );
-        let any = Origins::new(&["*".into()]);
+        assert!(refused(
+            some.check(Some("https://other.example"), Some("herald:7070"))
+        ));
+        let any = Origins::new(&["*".into()], false);
         assert_eq!(
             any.check(Some("https://other.example"), Some("herald:7070")),
             Verdict::Cors("https://other.example")
         );
+    }
+
+    #[test]
+    fn an_anonymous_server_answers_only_loopback_host_names() {
+        let local = Origins::new(&[], true);
+        for host in [
+            "127.0.0.1:7070",
+            "127.9.9.9",
+            "[::1]:7070",
+            "localhost:1",
+            "a.localhost",
+        ] {
+            assert_eq!(local.check(None, Some(host)), Verdict::Pass, "{host}");
+        }
+        // A rebound name is "same-origin" for the page, but not loopback.
+        for host in [
+            "evil.example:7070",
+            "10.0.0.1:7070",
+            "localhost.evil.example",
+        ] {
+            assert!(refused(local.check(None, Some(host))), "{host}");
+            assert!(
+                refused(local.check(Some(&format!("http://{host}")), Some(host))),
+                "{host}"
+            );
+        }
     }
 
     #[test]

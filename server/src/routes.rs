@@ -256,9 +256,14 @@ fn events(
         Ok(s) => s,
         Err(a) => return a,
     };
+    let after = match after.map(|a| a.checked_add(1)) {
+        Some(None) => return bad("'after' / Last-Event-ID is out of range", ka),
+        Some(Some(next)) => Some(next),
+        None => None,
+    };
     let start = match (after, since, last) {
-        (Some(a), _, _) if single => StartAt::TopicSeq(a + 1),
-        (Some(a), _, _) => StartAt::Seq(a + 1),
+        (Some(a), _, _) if single => StartAt::TopicSeq(a),
+        (Some(a), _, _) => StartAt::Seq(a),
         (None, Some(ts), _) => StartAt::Time(ts),
         (None, None, Some(n)) => StartAt::LastN(n),
         (None, None, None) if sse => StartAt::Now,

@@ -43,6 +43,9 @@ const CATCH_UP_BUDGET: usize = 256;
 /// Where the router finds a connection's output.
 pub(crate) trait Outputs {
     fn output(&mut self, conn: usize) -> Option<&mut Output>;
+    /// Writes what the connection's socket takes now (errors are left for
+    /// the worker to find on its next write).
+    fn write_now(&mut self, conn: usize);
 }
 
 /// How a stream's events are framed.
@@ -217,6 +220,14 @@ impl Router {
                         .is_none_or(|o| o.pending() >= self.max_output)
                         || sub.arm(doorbell)
                 }
+                // A parked stream resumes once its output has drained to half.
+                Some(Stream {
+                    state: State::Parked(_),
+                    conn,
+                    ..
+                }) => outs
+                    .output(*conn)
+                    .is_none_or(|o| o.pending() >= self.max_output / 2),
                 _ => true,
             })
     }
@@ -238,7 +249,7 @@ impl Router {
                 parked,
                 ..
             } = self;
-            let mut lost_feed = false;
+            let mut lost_feed = None;
             let step = feed.try_next_with(|d| match d {
                 DeliveryRef::Event(e) => {
                     frames.clear();
@@ -263,13 +274,26 @@ impl Router {
                 // The feed itself fell behind retention (a worker stalled
                 // for longer than the log keeps events). Every live stream
                 // replays on its own and gets its own precise gap notice.
-                DeliveryRef::Gap(_) => lost_feed = true,
+                DeliveryRef::Gap(g) => lost_feed = Some(g.from),
             });
             match step {
                 Ok(Some(())) => routed += 1,
                 Ok(None) => return false,
                 Err(e) => {
-                    tracing::warn!("the worker's feed failed: {e}");
+                    // Not retried in a loop: a fresh feed from now on, and
+                    // every live stream replays (or fails) on its own.
+                    tracing::warn!("the worker's feed failed: {e}; starting a new one");
+                    match self
+                        .broker
+                        .subscribe(self.feed.filter().clone(), StartAt::Now)
+                    {
+                        Ok(feed) => {
+                            let lost_from = self.feed.next_seq();
+                            self.feed = feed;
+                            self.park_all_live(lost_from);
+                        }
+                        Err(e) => tracing::warn!("cannot start a new feed: {e}"),
+                    }
                     return false;
                 }
             }
@@ -278,23 +302,8 @@ impl Router {
                 self.park(id, at);
             }
             self.parked = parked;
-            if lost_feed {
-                let position = self.feed.next_seq();
-                let live: Vec<StreamId> = (0..self.streams.len())
-                    .filter(|&id| {
-                        matches!(
-                            self.streams[id],
-                            Some(Stream {
-                                state: State::Live,
-                                ..
-                            })
-                        )
-                    })
-                    .collect();
-                for id in live {
-                    let next = self.streams[id].as_ref().map_or(position, |s| s.next);
-                    self.park(id, StartAt::Seq(next));
-                }
+            if let Some(from) = lost_feed {
+                self.park_all_live(from);
             }
         }
         true
@@ -392,6 +401,26 @@ impl Router {
         more
     }
 
+    /// Parks every live stream: the feed lost what follows `from` (every
+    /// event below it was routed).
+    fn park_all_live(&mut self, from: u64) {
+        let live: Vec<StreamId> = (0..self.streams.len())
+            .filter(|&id| {
+                matches!(
+                    self.streams[id],
+                    Some(Stream {
+                        state: State::Live,
+                        ..
+                    })
+                )
+            })
+            .collect();
+        for id in live {
+            let next = self.streams[id].as_ref().map_or(from, |s| s.next.max(from));
+            self.park(id, StartAt::Seq(next));
+        }
+    }
+
     fn link(&mut self, id: StreamId) {
         let Some(stream) = self.streams[id].as_ref() else {
             return;
@@ -460,6 +489,13 @@ impl<O: Outputs> Deliver<'_, O> {
             return;
         };
         if out.pending() >= self.max_output {
+            // A burst, not necessarily a slow client: write, then judge.
+            self.outs.write_now(stream.conn);
+        }
+        let Some(out) = self.outs.output(stream.conn) else {
+            return;
+        };
+        if out.pending() >= self.max_output {
             // A slow client: off the feed, caught up from here later.
             let at = match stream.filter.single_topic() {
                 Some(_) => StartAt::TopicSeq(e.topic_seq),
@@ -488,10 +524,11 @@ impl<O: Outputs> Deliver<'_, O> {
     }
 }
 
-/// The frames of the event being routed, encoded on first use.
+/// The frames of the event being routed, encoded on first use. Each frame
+/// is its own allocation: frames carved from one shared block would keep the
+/// whole block alive while any one of them waits in a slow client's output.
 #[derive(Default)]
 struct Frames {
-    buf: BytesMut,
     /// SSE frames: `id:` global sequence, and `id:` topic sequence.
     sse: [Option<Bytes>; 2],
     /// WebSocket message bodies by tenant prefix length.
@@ -502,11 +539,10 @@ impl Frames {
     fn clear(&mut self) {
         self.sse = [None, None];
         self.ws.clear();
-        // Frames are carved off one buffer: one allocation per 64 KiB of
-        // frames (or none, once written frames have released it).
-        if self.buf.capacity() < 4096 {
-            self.buf.reserve(64 * 1024);
-        }
+    }
+
+    fn buffer(e: &EventRef<'_>) -> BytesMut {
+        BytesMut::with_capacity(e.payload.len() + e.topic.len() + 160)
     }
 
     fn sse(&mut self, e: &EventRef<'_>, topic_ids: bool) -> Bytes {
@@ -514,9 +550,10 @@ impl Frames {
         if let Some(frame) = slot {
             return frame.clone();
         }
+        let mut buf = Frames::buffer(e);
         // Prefix length only matters for gap notices, never routed here.
-        sse_frame(&mut self.buf, &DeliveryRef::Event(*e), topic_ids, 0);
-        let frame = self.buf.split().freeze();
+        sse_frame(&mut buf, &DeliveryRef::Event(*e), topic_ids, 0);
+        let frame = buf.freeze();
         *slot = Some(frame.clone());
         frame
     }
@@ -525,8 +562,9 @@ impl Frames {
         if let Some((_, body)) = self.ws.iter().find(|(p, _)| *p == prefix_len) {
             return body.clone();
         }
-        ws_event_body(&mut self.buf, e, prefix_len);
-        let body = self.buf.split().freeze();
+        let mut buf = Frames::buffer(e);
+        ws_event_body(&mut buf, e, prefix_len);
+        let body = buf.freeze();
         self.ws.push((prefix_len, body.clone()));
         body
     }

@@ -86,6 +86,11 @@ struct Conn {
     lingering: Option<Instant>,
     /// The current request's cross-origin page, if allowed (CORS headers).
     cors: Option<String>,
+    /// Not read while its output is full (a client that sends but does not
+    /// read its answers); resumed when the output drains.
+    read_paused: bool,
+    /// Since when it has been closing (`close_when_flushed`).
+    closing_since: Option<Instant>,
 }
 
 impl Conn {
@@ -105,6 +110,12 @@ impl Conn {
 impl Outputs for Vec<Option<Conn>> {
     fn output(&mut self, conn: usize) -> Option<&mut Output> {
         self.get_mut(conn)?.as_mut().map(|c| &mut c.output)
+    }
+
+    fn write_now(&mut self, conn: usize) {
+        if let Some(c) = self.get_mut(conn).and_then(Option::as_mut) {
+            let _ = flush(c);
+        }
     }
 }
 
@@ -131,6 +142,8 @@ pub(crate) struct Worker {
     router: Router,
     /// Connections with new output (reused buffer).
     dirty: Vec<usize>,
+    /// Connections whose reading was paused and may resume.
+    resume_reads: Vec<usize>,
     /// Connections waiting in a long-poll.
     polls_waiting: usize,
     next_timers: Instant,
@@ -177,6 +190,7 @@ impl Worker {
             doorbell,
             router,
             dirty: Vec::new(),
+            resume_reads: Vec::new(),
             polls_waiting: 0,
             next_timers: Instant::now(),
             config,
@@ -217,6 +231,10 @@ impl Worker {
                 return;
             }
             busy = self.pump();
+            while let Some(index) = self.resume_reads.pop() {
+                self.on_io(index);
+                busy = true;
+            }
             self.timers();
         }
     }
@@ -255,6 +273,8 @@ impl Worker {
                 close_when_flushed: false,
                 lingering: None,
                 cors: None,
+                read_paused: false,
+                closing_since: None,
             });
         }
     }
@@ -314,6 +334,15 @@ impl Worker {
             }
             return;
         }
+        // Backpressure on input: answers pile up in the output only as far
+        // as the output bound.
+        let writable = flush(conn).is_ok();
+        if !writable || conn.pending() >= self.config.max_output {
+            conn.read_paused = writable;
+            self.flush_or_close(index);
+            return;
+        }
+        conn.read_paused = false;
         if let State::Ws(ws) = &mut conn.state {
             let mut cx = WsContext {
                 broker: &self.broker,
@@ -322,7 +351,9 @@ impl Worker {
                 out: &mut conn.output,
             };
             if let WsStatus::Closed = ws.on_readable(&mut cx) {
+                // Nothing may follow the close frame.
                 conn.close_when_flushed = true;
+                self.retire_streams(index);
             }
             self.flush_or_close(index);
             return;
@@ -348,6 +379,10 @@ impl Worker {
         if flush(conn).is_err() {
             self.close(index);
             return;
+        }
+        if conn.read_paused && conn.pending() < self.config.max_output / 2 {
+            conn.read_paused = false;
+            self.resume_reads.push(index);
         }
         if !conn.close_when_flushed || conn.pending() > 0 || conn.lingering.is_some() {
             return;
@@ -397,13 +432,8 @@ impl Worker {
             {
                 Verdict::Pass => {}
                 Verdict::Cors(origin) => conn.cors = Some(origin.to_owned()),
-                Verdict::Refuse => {
-                    conn.answer(error_response(
-                        403,
-                        "Forbidden",
-                        "requests from this web origin are not allowed (see allowed_origins)",
-                        keep_alive,
-                    ));
+                Verdict::Refuse(why) => {
+                    conn.answer(error_response(403, "Forbidden", why, keep_alive));
                     if !keep_alive {
                         conn.close_when_flushed = true;
                     }
@@ -453,10 +483,12 @@ impl Worker {
                                 conn: index,
                                 out: &mut conn.output,
                             };
-                            if let WsStatus::Closed = ws.on_readable(&mut cx) {
-                                conn.close_when_flushed = true;
-                            }
+                            let closed = matches!(ws.on_readable(&mut cx), WsStatus::Closed);
                             conn.state = State::Ws(Box::new(ws));
+                            if closed {
+                                conn.close_when_flushed = true;
+                                self.retire_streams(index);
+                            }
                         }
                         Err(e) => {
                             tracing::warn!("cannot start a WebSocket: {e}");
@@ -608,9 +640,10 @@ impl Worker {
             conn.state = State::Http;
             self.polls_waiting -= 1;
             self.flush_or_close(index);
-            // Requests that arrived while the poll waited.
+            // Requests that arrived while the poll waited (maybe a poll).
             self.handle_requests(index);
             self.flush_or_close(index);
+            busy = true;
         }
         busy
     }
@@ -634,18 +667,25 @@ impl Worker {
             let Some(conn) = self.conns[index].as_mut() else {
                 continue;
             };
-            if conn.lingering.is_some_and(|t| now - t > LINGER) {
-                self.close(index);
+            if let Some(since) = conn.lingering {
+                if now - since > LINGER {
+                    self.close(index);
+                }
+                continue;
+            }
+            if conn.close_when_flushed {
+                // Its last bytes get the slow-client deadline to leave.
+                let since = *conn.closing_since.get_or_insert(now);
+                if now - since > deadline.max(LINGER) {
+                    self.close(index);
+                }
                 continue;
             }
             let mut close = false;
             let streaming = matches!(conn.state, State::Sse { .. } | State::Ws(_));
             if streaming && conn.pending() >= self.config.max_output {
                 let since = *conn.stalled_since.get_or_insert(now);
-                if now - since > deadline * 2 {
-                    // Not even the close frame got out.
-                    close = true;
-                } else if now - since > deadline && !conn.close_when_flushed {
+                if now - since > deadline {
                     tracing::info!("closing a slow client after {deadline:?}");
                     self.stats
                         .slow_client_closes
@@ -727,7 +767,8 @@ fn read_available(conn: &mut Conn, cap: usize) -> bool {
             Ok(0) => return false,
             Ok(n) => {
                 conn.last_activity = Instant::now();
-                if matches!(conn.state, State::Http) {
+                // (A waiting long-poll keeps what follows it: pipelining.)
+                if matches!(conn.state, State::Http | State::Poll { .. }) {
                     conn.input.extend_from_slice(&chunk[..n]);
                     if conn.input.len() > cap + 16 * 1024 {
                         // The parser will refuse it; do not buffer more.

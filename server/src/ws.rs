@@ -147,6 +147,8 @@ impl WsConn {
     pub(crate) fn on_readable(&mut self, cx: &mut WsContext<'_>) -> WsStatus {
         let status = loop {
             match self.ws.read() {
+                // After our close frame, messages are read and dropped.
+                Ok(Message::Text(_) | Message::Binary(_)) if self.closing => {}
                 Ok(Message::Text(text)) => {
                     if let Some(reply) = self.handle(cx, text.as_str()) {
                         self.send(reply);
@@ -179,9 +181,14 @@ impl WsConn {
     }
 
     fn close_with(&mut self, code: u16, reason: &str) -> WsStatus {
+        // A close frame's reason is at most 123 bytes.
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
         let frame = CloseFrame {
             code: code.into(),
-            reason: reason.chars().take(120).collect::<String>().into(),
+            reason: reason[..end].to_owned().into(),
         };
         let _ = self.ws.close(Some(frame));
         let _ = self.ws.flush();
@@ -301,7 +308,11 @@ impl WsConn {
                             self.joined.remove(&session);
                             v["type"] = json!("left");
                         } else {
-                            self.joined.insert(session);
+                            // Only sessions this connection started end
+                            // with it (a refresh may be another's).
+                            if v["joined"] == true && self.joined.len() < MAX_SUBSCRIPTIONS {
+                                self.joined.insert(session);
+                            }
                             v["type"] = json!("heartbeat");
                         }
                         Some(v)
@@ -392,9 +403,13 @@ fn subscribe(
         None => filter,
     };
     let num = |k: &str| msg.get(k).and_then(Value::as_u64);
-    let start = match (num("after"), num("since"), num("last")) {
-        (Some(a), _, _) if single => StartAt::TopicSeq(a + 1),
-        (Some(a), _, _) => StartAt::Seq(a + 1),
+    let after = match num("after") {
+        Some(a) => Some(a.checked_add(1).ok_or("'after' is out of range")?),
+        None => None,
+    };
+    let start = match (after, num("since"), num("last")) {
+        (Some(a), _, _) if single => StartAt::TopicSeq(a),
+        (Some(a), _, _) => StartAt::Seq(a),
         (None, Some(ts), _) => StartAt::Time(ts),
         (None, None, Some(n)) => StartAt::LastN(n),
         _ => StartAt::Now,

@@ -28,7 +28,7 @@ fn request(
     let mut s = TcpStream::connect(server.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
@@ -196,7 +196,8 @@ fn read_sse(reader: &mut BufReader<TcpStream>, n: usize) -> Vec<(u64, String)> {
 fn open_sse(server: &Server, path: &str, last_event_id: Option<u64>) -> BufReader<TcpStream> {
     let mut s = TcpStream::connect(server.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n");
+    let mut req =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n");
     if let Some(id) = last_event_id {
         req.push_str(&format!("Last-Event-ID: {id}\r\n"));
     }
@@ -428,12 +429,23 @@ fn pages_from_other_origins_are_refused_unless_allowed() {
     let mut s = TcpStream::connect(server.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.write_all(
-        b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://evil.example\r\n\r\n",
+        b"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://evil.example\r\n\r\n",
     )
     .unwrap();
     let mut raw = [0u8; 12];
     s.read_exact(&mut raw).unwrap();
     assert_eq!(&raw, b"HTTP/1.1 403");
+    // An anonymous server answers only loopback names: a page that rebinds
+    // its own name to 127.0.0.1 is "same-origin" but gets nothing.
+    let rebound = format!("evil.example:{}", server.local_addr().port());
+    let origin = format!("http://{rebound}");
+    for headers in [
+        vec![("Host", rebound.as_str())],
+        vec![("Host", rebound.as_str()), ("Origin", origin.as_str())],
+    ] {
+        let raw = raw_request(&server, "GET", "/v1/topics/o/events", &headers, b"");
+        assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
+    }
     // The server's own origin passes, without CORS headers.
     let own = format!("http://{host}");
     let own = [("Origin", own.as_str()), ("Host", host.as_str())];
@@ -457,7 +469,7 @@ fn pages_from_other_origins_are_refused_unless_allowed() {
     // Its EventSource too.
     let mut sse = TcpStream::connect(server.local_addr()).unwrap();
     sse.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    sse.write_all(b"GET /v1/topics/o/events?after=0 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nOrigin: https://app.example\r\n\r\n").unwrap();
+    sse.write_all(b"GET /v1/topics/o/events?after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nOrigin: https://app.example\r\n\r\n").unwrap();
     let mut head = String::new();
     let mut reader = BufReader::new(sse);
     while !head.ends_with("\r\n\r\n") {
@@ -486,7 +498,7 @@ fn raw_request(
         body.len()
     );
     if !headers.iter().any(|(k, _)| *k == "Host") {
-        req.push_str("Host: x\r\n");
+        req.push_str("Host: 127.0.0.1\r\n");
     }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));

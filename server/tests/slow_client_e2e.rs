@@ -105,7 +105,7 @@ impl Client {
                 s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
                 s.write_all(
                     format!(
-                        "GET /v1/topics/{TOPIC}/events HTTP/1.1\r\nHost: x\r\n\
+                        "GET /v1/topics/{TOPIC}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\
                          Accept: text/event-stream\r\n\r\n"
                     )
                     .as_bytes(),

@@ -29,6 +29,9 @@ impl Outputs for Clients {
     fn output(&mut self, conn: usize) -> Option<&mut Output> {
         self.0.get_mut(conn)?.as_mut().map(|c| &mut c.out)
     }
+
+    /// The model's clients read only in their own turn.
+    fn write_now(&mut self, _conn: usize) {}
 }
 
 /// A sink taking at most `room` bytes per round.
