@@ -84,6 +84,9 @@ struct Stream {
     next: u64,
     /// The last event delivered: (global, topic) sequence.
     last: (u64, u64),
+    /// Single-topic streams: no event below this topic sequence (it came
+    /// before the start, or was delivered).
+    next_topic_seq: u64,
     /// Its subscription failed: retried on the next wake-up, not at once.
     failed: bool,
 }
@@ -151,6 +154,7 @@ impl Router {
             next: sub.next_seq(),
             state: State::CatchingUp(Box::new(sub)),
             last: (0, 0),
+            next_topic_seq: 0,
             failed: false,
         };
         let id = match self.free.pop() {
@@ -389,6 +393,7 @@ impl Router {
             if sub.is_live() && position >= feed_next {
                 // Caught up: the feed delivers from `position` on.
                 stream.next = position;
+                stream.next_topic_seq = sub.next_topic_seq().unwrap_or(0);
                 stream.state = State::Live;
                 self.behind.swap_remove(i);
                 self.link(id);
@@ -478,6 +483,7 @@ impl<O: Outputs> Deliver<'_, O> {
             return;
         };
         if e.seq < stream.next
+            || e.topic_seq < stream.next_topic_seq
             || (check_topic && !stream.filter.matches_topic(e.topic))
             || !stream
                 .filter

@@ -264,6 +264,15 @@ impl Subscription {
         self.next
     }
 
+    /// Single-topic subscriptions: the next topic sequence they deliver
+    /// (those below it came before the start or were delivered). A reader
+    /// taking over from this subscription must skip events below it, even
+    /// ones published later than `next_seq`: a start beyond the topic's end
+    /// (`TopicSeq`) is reached only by events not yet published.
+    pub fn next_topic_seq(&self) -> Option<u64> {
+        self.single.as_ref().map(|_| self.progress.next_topic_seq)
+    }
+
     /// Hands the next delivery, if one is available now, to `f` (borrowed:
     /// nothing is copied or allocated for it). `Ok(None)`: nothing available.
     pub fn try_next_with<R>(
