@@ -79,7 +79,6 @@ fn sse_ids(wire: &[u8]) -> Vec<u64> {
 /// Global sequences in a stream of unmasked WebSocket text frames.
 fn ws_ids(mut wire: &[u8]) -> Vec<u64> {
     let mut ids = Vec::new();
-    let mut removals = 0;
     while !wire.is_empty() {
         assert_eq!(wire[0], 0x81, "a whole text frame");
         let (len, head) = match wire[1] {
