@@ -7,6 +7,18 @@ use std::time::{Duration, Instant};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 
+/// Kills the child process if the test fails before it is done with it.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -25,13 +37,15 @@ fn serve_pub_sub_verify_and_stop_gracefully() {
         format!("listen = \"127.0.0.1:{port}\"\ndata = \"{}\"\nworkers = 1\ndurability = \"never\"\nsegment_size = 1048576\n", dir.path().join("data").display()),
     )
     .unwrap();
-    let mut server = Command::new(HERALD)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut guard = KillOnDrop(Some(
+        Command::new(HERALD)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
     let url = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -76,6 +90,7 @@ fn serve_pub_sub_verify_and_stop_gracefully() {
     sub.kill().unwrap();
     sub.wait().unwrap();
     // SIGTERM: a graceful stop that flushes the log.
+    let mut server = guard.0.take().unwrap();
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
     assert!(
