@@ -309,7 +309,23 @@ fn server_config(
     Ok(config)
 }
 
+/// Raises the soft limit of open files to the hard one: a connection is a
+/// descriptor, and the usual soft limit (1024) is far below what the server
+/// serves.
+fn raise_open_file_limit() {
+    // SAFETY: getrlimit fills the struct it is given; setrlimit only reads it.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 fn serve(config: ServerConfig) -> ExitCode {
+    raise_open_file_limit();
     // Block the signals before any thread starts, so every thread inherits
     // the mask and only `sigwait` below receives them.
     let signals = block_signals();

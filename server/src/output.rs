@@ -9,6 +9,9 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// Most buffers handed to one `writev`.
 const MAX_IOVECS: usize = 64;
+/// The own-bytes buffer grows by at least this much: per-delivery headers
+/// (a few dozen bytes each) then share one allocation.
+const TAIL_BLOCK: usize = 4096;
 
 /// Unsent output, in order: `chunks`, then `tail`.
 #[derive(Default)]
@@ -30,12 +33,20 @@ impl Output {
 
     /// Appends bytes of this connection's own.
     pub(crate) fn extend(&mut self, bytes: &[u8]) {
+        self.room(bytes.len());
         self.tail.extend_from_slice(bytes);
     }
 
     /// The buffer for bytes of this connection's own (appended last).
     pub(crate) fn tail(&mut self) -> &mut BytesMut {
+        self.room(64);
         &mut self.tail
+    }
+
+    fn room(&mut self, n: usize) {
+        if self.tail.capacity() - self.tail.len() < n {
+            self.tail.reserve(n.max(TAIL_BLOCK));
+        }
     }
 
     /// Appends a frame shared with other connections (no copy).

@@ -474,26 +474,19 @@ impl Worker {
                 }
                 Some(Ok(switching)) => {
                     conn.output.extend(&switching);
-                    match websocket_over(conn, grants) {
-                        Ok(mut ws) => {
-                            // Messages that came with the upgrade request.
-                            let mut cx = WsContext {
-                                broker: &self.broker,
-                                router: &mut self.router,
-                                conn: index,
-                                out: &mut conn.output,
-                            };
-                            let closed = matches!(ws.on_readable(&mut cx), WsStatus::Closed);
-                            conn.state = State::Ws(Box::new(ws));
-                            if closed {
-                                conn.close_when_flushed = true;
-                                self.retire_streams(index);
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!("cannot start a WebSocket: {e}");
-                            conn.close_when_flushed = true;
-                        }
+                    let mut ws = websocket_over(conn, grants);
+                    // Messages that came with the upgrade request.
+                    let mut cx = WsContext {
+                        broker: &self.broker,
+                        router: &mut self.router,
+                        conn: index,
+                        out: &mut conn.output,
+                    };
+                    let closed = matches!(ws.on_readable(&mut cx), WsStatus::Closed);
+                    conn.state = State::Ws(Box::new(ws));
+                    if closed {
+                        conn.close_when_flushed = true;
+                        self.retire_streams(index);
                     }
                     return;
                 }
@@ -743,20 +736,21 @@ impl Worker {
     }
 }
 
-/// A WebSocket over the connection's socket: tungstenite gets its own
-/// descriptor (a `dup` of the same socket, so the same non-blocking file
-/// description) while the poller keeps the original registered.
-fn websocket_over(conn: &mut Conn, grants: Grants) -> io::Result<WsConn> {
+/// A WebSocket over the connection's socket. tungstenite reads the same
+/// descriptor through a `TcpStream` that never closes it (no second
+/// descriptor per connection); the worker's `TcpStream` stays registered in
+/// the poller and owns it.
+fn websocket_over(conn: &mut Conn, grants: Grants) -> WsConn {
     use std::os::fd::FromRawFd;
-    // SAFETY: dup of a descriptor this connection owns; the result is checked.
-    let fd = unsafe { libc::dup(conn.stream.as_raw_fd()) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor owned by nothing else.
-    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    // SAFETY: the descriptor stays open as long as `conn.stream`, which lives
+    // in the same `Conn` as the WebSocket and is dropped with it; the
+    // `ManuallyDrop` never closes it, and nothing reads through it after the
+    // connection is dropped.
+    let socket = std::mem::ManuallyDrop::new(unsafe {
+        std::net::TcpStream::from_raw_fd(conn.stream.as_raw_fd())
+    });
     let already_read = std::mem::take(&mut conn.input);
-    Ok(WsConn::new(stream, already_read, grants))
+    WsConn::new(socket, already_read, grants)
 }
 
 /// Reads everything available. Returns false if the peer closed or failed.

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
+use std::mem::ManuallyDrop;
 use std::net::TcpStream as StdTcpStream;
 
 use herald_core::broker::{Filter, PublishOptions, StartAt, Subscription};
@@ -54,7 +55,9 @@ pub(crate) fn upgrade_response(req: &Request) -> Option<Result<Vec<u8>, &'static
 /// buffer that the worker moves into the connection's output, behind or
 /// between the event frames that it writes itself.
 struct Duplex {
-    socket: StdTcpStream,
+    /// The connection's socket, borrowed: the worker's `TcpStream` owns and
+    /// closes it (see `websocket_over`).
+    socket: ManuallyDrop<StdTcpStream>,
     written: Vec<u8>,
 }
 
@@ -104,7 +107,11 @@ pub(crate) enum WsStatus {
 
 impl WsConn {
     /// Wraps `socket` (already upgraded, non-blocking).
-    pub(crate) fn new(socket: StdTcpStream, already_read: Vec<u8>, grants: Grants) -> WsConn {
+    pub(crate) fn new(
+        socket: ManuallyDrop<StdTcpStream>,
+        already_read: Vec<u8>,
+        grants: Grants,
+    ) -> WsConn {
         // A small read buffer: tungstenite allocates it whole per connection
         // (128 KiB by default) and grows it for larger messages as needed.
         let config = WebSocketConfig::default()

@@ -104,7 +104,9 @@ struct Progress {
     /// sources at exactly `next`, so they need no such guard.
     next_topic_seq: u64,
     consumer: Option<(String, AckTracker)>,
-    latency: Histogram<u64>,
+    /// Allocated at the first live sample (some 16 KiB: a subscription
+    /// that only replays, or hands over before going live, never needs it).
+    latency: Option<Box<Histogram<u64>>>,
     delivered: u64,
     replayed: u64,
     gaps: u64,
@@ -121,9 +123,10 @@ impl Progress {
         if live {
             // Sampled: reading the clock costs as much as the delivery itself.
             if seq % 16 == 0 {
-                let _ = self
+                let latency = self
                     .latency
-                    .record(now_ns().saturating_sub(timestamp_ns).max(1));
+                    .get_or_insert_with(|| Box::new(new_histogram()));
+                let _ = latency.record(now_ns().saturating_sub(timestamp_ns).max(1));
             }
         } else {
             self.replayed += 1;
@@ -141,7 +144,9 @@ impl Progress {
             .fetch_add(std::mem::take(&mut self.replayed), Ordering::Relaxed);
         m.gaps
             .fetch_add(std::mem::take(&mut self.gaps), Ordering::Relaxed);
-        m.merge_latency(&mut self.latency);
+        if let Some(latency) = &mut self.latency {
+            m.merge_latency(latency);
+        }
     }
 }
 
@@ -232,7 +237,7 @@ impl Subscription {
         let progress = Progress {
             next_topic_seq,
             consumer,
-            latency: new_histogram(),
+            latency: None,
             delivered: 0,
             replayed: 0,
             gaps: 0,

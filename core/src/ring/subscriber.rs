@@ -15,14 +15,16 @@ use crate::sync::{fence, Ordering};
 /// on from the oldest record still in the ring. Tethered it never misses
 /// anything and publishers wait for it instead.
 ///
-/// Reading never allocates: records are copied into a scratch buffer sized
-/// for the ring's largest record when the subscriber is created.
+/// Records are copied into a scratch buffer that grows to the largest
+/// record read (at most the ring's largest record), so reading allocates
+/// only when a record larger than any before arrives: a subscriber that
+/// reads small records costs little memory.
 #[derive(Debug)]
 pub struct Subscriber {
     shared: Arc<Shared>,
     /// The sequence number of the next record to read.
     next: u64,
-    scratch: Box<[u8]>,
+    scratch: Vec<u8>,
     /// Index of our cursor in the tether registry, if tethered.
     tether: Option<usize>,
     wait: WaitStrategy,
@@ -31,6 +33,9 @@ pub struct Subscriber {
     /// Tethered: records released since parked publishers were last signalled.
     unsignalled: u32,
 }
+
+/// The scratch buffer's first size (it grows as larger records arrive).
+const INITIAL_SCRATCH: usize = 1024;
 
 /// How many records a tethered subscriber releases between wake-ups of
 /// parked publishers.
@@ -51,7 +56,7 @@ enum Fetch {
 
 impl Subscriber {
     pub(crate) fn new(shared: Arc<Shared>, next: u64, tether: Option<usize>) -> Self {
-        let scratch = vec![0u8; shared.max_record as usize].into_boxed_slice();
+        let scratch = vec![0u8; (shared.max_record as usize).min(INITIAL_SCRATCH)];
         Self {
             shared,
             next,
@@ -216,6 +221,10 @@ impl Subscriber {
         // validation below rejects such a read.
         let len = ((raw_len & !ABORTED).min(shared.max_record)) as usize;
         if raw_len & ABORTED == 0 {
+            if self.scratch.len() < len {
+                let grown = len.next_power_of_two().min(shared.max_record as usize);
+                self.scratch.resize(grown, 0);
+            }
             shared.read(start, &mut self.scratch[..len]);
         }
         // A tethered subscriber's records cannot be overwritten (publishers
