@@ -43,6 +43,14 @@ impl Output {
         &mut self.tail
     }
 
+    /// Frees the own-bytes buffer if nothing is pending (an idle
+    /// connection keeps no block).
+    pub(crate) fn release_if_idle(&mut self) {
+        if self.pending() == 0 && self.tail.capacity() > 0 {
+            self.tail = BytesMut::new();
+        }
+    }
+
     fn room(&mut self, n: usize) {
         if self.tail.capacity() - self.tail.len() < n {
             self.tail.reserve(n.max(TAIL_BLOCK));

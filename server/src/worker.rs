@@ -674,6 +674,7 @@ impl Worker {
                 }
                 continue;
             }
+            conn.output.release_if_idle();
             let mut close = false;
             let streaming = matches!(conn.state, State::Sse { .. } | State::Ws(_));
             if streaming && conn.pending() >= self.config.max_output {
