@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use herald_server::config_file::{read_key, FileConfig};
 use herald_server::{Server, ServerConfig};
 
@@ -17,40 +17,44 @@ struct Cli {
     command: Command,
 }
 
+/// `herald serve`: flags and environment, over the configuration file.
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML configuration file (flags and environment override it).
+    #[arg(long, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7070].
+    #[arg(long, env = "HERALD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Data directory [default: herald-data].
+    #[arg(long, env = "HERALD_DATA")]
+    data: Option<PathBuf>,
+    /// Event-loop threads [default: one per core].
+    #[arg(long, env = "HERALD_WORKERS")]
+    workers: Option<usize>,
+    /// File holding the HS256 secret that signs accepted tokens.
+    #[arg(long, env = "HERALD_JWT_SECRET_FILE")]
+    jwt_secret_file: Option<PathBuf>,
+    /// PEM file of the RS256 public key that verifies accepted tokens.
+    #[arg(long, env = "HERALD_JWT_RS256_PUBLIC_KEY")]
+    jwt_rs256_public_key: Option<PathBuf>,
+    /// Refuse clients without a token (required off loopback).
+    #[arg(long, env = "HERALD_NO_ANONYMOUS")]
+    no_anonymous: bool,
+    /// A web origin whose pages may use the server cross-origin
+    /// (repeatable; `*` allows any). Other pages get 403.
+    #[arg(
+        long = "allow-origin",
+        env = "HERALD_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (defaults: 127.0.0.1:7070, data in ./herald-data).
-    Serve {
-        /// TOML configuration file (flags and environment override it).
-        #[arg(long, env = "HERALD_CONFIG")]
-        config: Option<PathBuf>,
-        /// Address to listen on [default: 127.0.0.1:7070].
-        #[arg(long, env = "HERALD_LISTEN")]
-        listen: Option<SocketAddr>,
-        /// Data directory [default: herald-data].
-        #[arg(long, env = "HERALD_DATA")]
-        data: Option<PathBuf>,
-        /// Event-loop threads [default: one per core].
-        #[arg(long, env = "HERALD_WORKERS")]
-        workers: Option<usize>,
-        /// File holding the HS256 secret that signs accepted tokens.
-        #[arg(long, env = "HERALD_JWT_SECRET_FILE")]
-        jwt_secret_file: Option<PathBuf>,
-        /// PEM file of the RS256 public key that verifies accepted tokens.
-        #[arg(long, env = "HERALD_JWT_RS256_PUBLIC_KEY")]
-        jwt_rs256_public_key: Option<PathBuf>,
-        /// Refuse clients without a token (required off loopback).
-        #[arg(long, env = "HERALD_NO_ANONYMOUS")]
-        no_anonymous: bool,
-        /// A web origin whose pages may use the server cross-origin
-        /// (repeatable; `*` allows any). Other pages get 403.
-        #[arg(
-            long = "allow-origin",
-            env = "HERALD_ALLOWED_ORIGINS",
-            value_delimiter = ','
-        )]
-        allowed_origins: Vec<String>,
-    },
+    Serve(ServeArgs),
     /// Publish one event to a running server.
     Pub {
         /// Server URL.
@@ -134,33 +138,13 @@ fn main() -> ExitCode {
         )
         .init();
     match Cli::parse().command {
-        Command::Serve {
-            config,
-            listen,
-            data,
-            workers,
-            jwt_secret_file,
-            jwt_rs256_public_key,
-            no_anonymous,
-            allowed_origins,
-        } => {
-            match server_config(
-                config,
-                listen,
-                data,
-                workers,
-                jwt_secret_file,
-                jwt_rs256_public_key,
-                no_anonymous,
-                allowed_origins,
-            ) {
-                Ok(config) => serve(config),
-                Err(e) => {
-                    eprintln!("herald: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::Serve(args) => match server_config(args) {
+            Ok(config) => serve(config),
+            Err(e) => {
+                eprintln!("herald: {e}");
+                ExitCode::FAILURE
             }
-        }
+        },
         Command::Pub {
             url,
             token,
@@ -269,43 +253,24 @@ fn main() -> ExitCode {
     }
 }
 
-/// Defaults, then the file, then flags and environment.
-#[allow(clippy::too_many_arguments)] // one per flag
-fn server_config(
-    file: Option<PathBuf>,
-    listen: Option<SocketAddr>,
-    data: Option<PathBuf>,
-    workers: Option<usize>,
-    jwt_secret_file: Option<PathBuf>,
-    jwt_rs256_public_key: Option<PathBuf>,
-    no_anonymous: bool,
-    allowed_origins: Vec<String>,
-) -> Result<ServerConfig, String> {
+/// Defaults, then the file, then flags and environment (applied as a
+/// second file).
+fn server_config(args: ServeArgs) -> Result<ServerConfig, String> {
     let mut config = ServerConfig::new();
-    if let Some(path) = file {
-        FileConfig::load(&path)?.apply(&mut config)?;
+    if let Some(path) = &args.config {
+        FileConfig::load(path)?.apply(&mut config)?;
     }
-    if let Some(v) = listen {
-        config.listen = v;
+    FileConfig {
+        listen: args.listen,
+        data: args.data,
+        workers: args.workers,
+        jwt_secret_file: args.jwt_secret_file,
+        jwt_rs256_public_key: args.jwt_rs256_public_key,
+        anonymous: args.no_anonymous.then_some(false),
+        allowed_origins: (!args.allowed_origins.is_empty()).then_some(args.allowed_origins),
+        ..FileConfig::default()
     }
-    if let Some(v) = data {
-        config.broker.data_dir = v;
-    }
-    if let Some(v) = workers {
-        config.workers = v;
-    }
-    if let Some(p) = jwt_secret_file {
-        config.auth.hs256_secret = Some(read_key(&p)?);
-    }
-    if let Some(p) = jwt_rs256_public_key {
-        config.auth.rs256_public_pem = Some(read_key(&p)?);
-    }
-    if no_anonymous {
-        config.anonymous = false;
-    }
-    if !allowed_origins.is_empty() {
-        config.allowed_origins = allowed_origins;
-    }
+    .apply(&mut config)?;
     Ok(config)
 }
 

@@ -26,74 +26,60 @@ pub(crate) struct ServerStats {
 /// ahead of time.
 pub(crate) fn render_metrics(m: &MetricsSnapshot, server: &ServerStats) -> String {
     let mut registry = Registry::with_prefix("herald");
-    let mut gauge = |name: &str, help: &str, value: u64| {
-        let g: Gauge<u64, std::sync::atomic::AtomicU64> = Gauge::default();
+    let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let gauges: [(&str, &str, u64); 14] = [
+        ("published_events", "Events published", m.published),
+        ("delivered_events", "Events delivered to subscriptions", m.delivered),
+        ("replayed_events", "Events delivered from the log", m.replayed),
+        (
+            "lagged_fallbacks",
+            "Subscriptions lapped on the ring that fell back to the log",
+            m.lagged_fallbacks,
+        ),
+        ("gap_notices", "Gap notices delivered", m.gaps),
+        ("active_subscriptions", "Open subscriptions", m.active_subscribers),
+        (
+            "delivery_latency_p50_ns",
+            "Publish to deliver latency, median",
+            m.latency_p50_ns,
+        ),
+        (
+            "delivery_latency_p95_ns",
+            "Publish to deliver latency, 95th percentile",
+            m.latency_p95_ns,
+        ),
+        (
+            "delivery_latency_p99_ns",
+            "Publish to deliver latency, 99th percentile",
+            m.latency_p99_ns,
+        ),
+        (
+            "delivery_latency_max_ns",
+            "Publish to deliver latency, maximum",
+            m.latency_max_ns,
+        ),
+        (
+            "server_deliveries",
+            "Events written to client connections",
+            read(&server.deliveries),
+        ),
+        (
+            "server_slow_streams",
+            "Client streams taken off the live feed because the client was slow (caught up from the log later)",
+            read(&server.slow_streams),
+        ),
+        (
+            "server_slow_client_closes",
+            "Clients closed for staying slow past the deadline",
+            read(&server.slow_client_closes),
+        ),
+        ("server_connections", "Open client connections", read(&server.connections)),
+    ];
+    for (name, help, value) in gauges {
+        let g: Gauge<u64, AtomicU64> = Gauge::default();
         g.set(value);
         registry.register(name, help, g);
-    };
-    gauge("published_events", "Events published", m.published);
-    gauge(
-        "delivered_events",
-        "Events delivered to subscriptions",
-        m.delivered,
-    );
-    gauge(
-        "replayed_events",
-        "Events delivered from the log",
-        m.replayed,
-    );
-    gauge(
-        "lagged_fallbacks",
-        "Subscriptions lapped on the ring that fell back to the log",
-        m.lagged_fallbacks,
-    );
-    gauge("gap_notices", "Gap notices delivered", m.gaps);
-    gauge(
-        "active_subscriptions",
-        "Open subscriptions",
-        m.active_subscribers,
-    );
-    gauge(
-        "delivery_latency_p50_ns",
-        "Publish to deliver latency, median",
-        m.latency_p50_ns,
-    );
-    gauge(
-        "delivery_latency_p95_ns",
-        "Publish to deliver latency, 95th percentile",
-        m.latency_p95_ns,
-    );
-    gauge(
-        "delivery_latency_p99_ns",
-        "Publish to deliver latency, 99th percentile",
-        m.latency_p99_ns,
-    );
-    gauge(
-        "delivery_latency_max_ns",
-        "Publish to deliver latency, maximum",
-        m.latency_max_ns,
-    );
-    let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    gauge(
-        "server_deliveries",
-        "Events written to client connections",
-        read(&server.deliveries),
-    );
-    gauge(
-        "server_slow_streams",
-        "Client streams taken off the live feed because the client was slow (caught up from the log later)",
-        read(&server.slow_streams),
-    );
-    gauge(
-        "server_slow_client_closes",
-        "Clients closed for staying slow past the deadline",
-        read(&server.slow_client_closes),
-    );
-    gauge(
-        "server_connections",
-        "Open client connections",
-        read(&server.connections),
-    );
+    }
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &registry);

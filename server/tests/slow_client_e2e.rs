@@ -7,14 +7,14 @@
 //! happen. Every fast client has received everything before the slow client
 //! reads its first byte, and what the slow client then reads is complete.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::test_config;
+use common::{open_sse, test_config};
 use herald_server::Server;
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
@@ -101,27 +101,8 @@ impl Client {
     fn open(server: &Server, kind: Kind) -> Client {
         match kind {
             Kind::Sse => {
-                let mut s = TcpStream::connect(server.local_addr()).unwrap();
-                s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-                s.write_all(
-                    format!(
-                        "GET /v1/topics/{TOPIC}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-                         Accept: text/event-stream\r\n\r\n"
-                    )
-                    .as_bytes(),
-                )
-                .unwrap();
-                let mut reader = BufReader::new(s);
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                assert!(line.starts_with("HTTP/1.1 200"), "{line}");
-                loop {
-                    line.clear();
-                    assert!(reader.read_line(&mut line).unwrap() > 0, "head cut short");
-                    if line == "\r\n" {
-                        break;
-                    }
-                }
+                let reader = open_sse(server, &format!("/v1/topics/{TOPIC}/events"), None);
+                let line = String::new();
                 Client::Sse { reader, line }
             }
             Kind::Ws => {

@@ -287,3 +287,79 @@ fn run(seed: u64) {
     // so the count is the run's).
     assert!(router.parked_count > 0, "seed {seed}: no stream was parked");
 }
+
+/// Invariant 3 through the router: a client parked while retention deletes
+/// what it has not received yet gets an explicit gap notice, then the rest.
+#[test]
+fn a_parked_stream_past_retention_gets_a_gap_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BrokerConfig::new(dir.path());
+    config.ring_capacity = 8 << 10;
+    config.max_payload = 256;
+    config.log.segment_size = 4096;
+    config.log.prefault = false;
+    config.log.retention = herald_core::log::Retention {
+        max_records: Some(50),
+        override_pins: true,
+        ..Default::default()
+    };
+    let broker = Broker::open(config).unwrap();
+    // An output bound of one frame: the second event finds it full.
+    let mut router = Router::new(broker.clone(), 16).unwrap();
+    let sub = broker
+        .subscribe(Filter::topic("r").unwrap(), StartAt::Now)
+        .unwrap();
+    let id = router.add(0, sub, Encoding::Sse { topic_ids: false }, 0);
+    let mut clients = Clients(vec![Some(Client {
+        out: Output::default(),
+        got: Vec::new(),
+        stalled_until: 0,
+    })]);
+    router.catch_up(&mut clients); // goes live
+    let p = broker.publisher("r").unwrap();
+    let total = 2_000u64;
+    for _ in 0..total {
+        p.publish("e", &[b'x'; 100], Default::default()).unwrap();
+        router.route(&mut clients);
+    }
+    assert!(router.parked_count > 0, "the stream was parked");
+    // The client drains: the stream resumes where it stopped.
+    let client = clients.0[0].as_mut().unwrap();
+    while client.out.pending() > 0 {
+        let mut wire = Wire {
+            got: &mut client.got,
+            room: usize::MAX,
+        };
+        client.out.write_to(&mut wire).unwrap();
+    }
+    for _ in 0..100 {
+        router.route(&mut clients);
+        router.catch_up(&mut clients);
+        let client = clients.0[0].as_mut().unwrap();
+        let mut wire = Wire {
+            got: &mut client.got,
+            room: usize::MAX,
+        };
+        client.out.write_to(&mut wire).unwrap();
+    }
+    let text = String::from_utf8(clients.0[0].as_ref().unwrap().got.clone()).unwrap();
+    let gap_line = text
+        .lines()
+        .find(|l| l.starts_with("data: {\"gap\""))
+        .expect("a gap notice");
+    let gap: serde_json::Value = serde_json::from_str(&gap_line["data: ".len()..]).unwrap();
+    let (from, to) = (
+        gap["gap"]["from"].as_u64().unwrap(),
+        gap["gap"]["to"].as_u64().unwrap(),
+    );
+    let ids: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .map(|i| i.parse().unwrap())
+        .collect();
+    // Everything before the gap, nothing inside it, everything after it.
+    let expected: Vec<u64> = (1..from).chain(to + 1..=total).collect();
+    assert_eq!(ids, expected, "gap {from}..={to}");
+    assert!(from > 1 && to < total, "gap {from}..={to}");
+    router.remove(id);
+}

@@ -1,6 +1,10 @@
 //! Helpers shared by the server's end-to-end tests.
 
-use herald_server::ServerConfig;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use herald_server::{Server, ServerConfig};
 
 /// A small server for tests: an ephemeral loopback port, a small ring and
 /// log in `dir`, 8 KiB bodies.
@@ -14,4 +18,35 @@ pub(crate) fn test_config(dir: &std::path::Path, workers: usize) -> ServerConfig
     config.broker.log.prefault = false;
     config.max_body = 8192;
     config
+}
+
+/// Opens an SSE stream (resuming after `last_event_id` if given) and reads
+/// its `200` head. Reads time out after 20 s, so a broken server fails the
+/// test instead of hanging it.
+#[allow(dead_code)] // not every test file streams
+pub(crate) fn open_sse(
+    server: &Server,
+    path: &str,
+    last_event_id: Option<u64>,
+) -> BufReader<TcpStream> {
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n");
+    if let Some(id) = last_event_id {
+        req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    loop {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "head cut short");
+        if line == "\r\n" {
+            return reader;
+        }
+    }
 }
