@@ -7,13 +7,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use herald_core::broker::{DeliveryRef, EventRef, Gap};
 use serde_json::{json, Value};
 
-/// The payload as JSON: itself if it is valid JSON, else a string.
-pub(crate) fn payload_json(payload: &[u8]) -> Value {
-    serde_json::from_slice(payload)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(payload).into_owned()))
-}
-
-/// An event as the JSON object of the protocol (`docs/PROTOCOL.md`).
 /// The client's name for a broker topic: without the tenant prefix
 /// (`prefix_len` bytes), which presence topics carry after `$presence.`.
 pub(crate) fn external_topic(topic: &str, prefix_len: usize) -> String {
@@ -24,25 +17,6 @@ pub(crate) fn external_topic(topic: &str, prefix_len: usize) -> String {
         }
         _ => topic.get(prefix_len..).unwrap_or(topic).to_owned(),
     }
-}
-
-/// `prefix_len`: bytes of tenant prefix to strip from the topic name.
-pub(crate) fn event_json(e: &EventRef<'_>, prefix_len: usize) -> Value {
-    let mut v = json!({
-        "seq": e.seq,
-        "topic": external_topic(e.topic, prefix_len),
-        "topic_seq": e.topic_seq,
-        "type": e.event_type,
-        "timestamp_ns": e.timestamp_ns,
-        "data": payload_json(e.payload),
-    });
-    if e.origin != 0 {
-        v["origin"] = json!(e.origin);
-    }
-    if !e.correlation.is_empty() {
-        v["correlation_id"] = json!(e.correlation);
-    }
-    v
 }
 
 /// A gap notice as JSON.
@@ -94,11 +68,24 @@ pub(crate) fn ws_event_prefix(id: &str) -> Bytes {
 
 /// The event's fields and the closing brace of a WebSocket event message:
 /// the same bytes for every subscription of one tenant, so a worker encodes
-/// it once per event.
+/// it once per event. (The message's own `type` is "event": the event's type
+/// is `event_type`.)
 pub(crate) fn ws_event_body(out: &mut BytesMut, e: &EventRef<'_>, prefix_len: usize) {
+    event_fields(out, e, prefix_len, "event_type");
+}
+
+/// An event as the JSON object of the protocol (`docs/PROTOCOL.md`), as in
+/// poll answers. `prefix_len`: bytes of tenant prefix to strip from topics.
+fn event_object(out: &mut BytesMut, e: &EventRef<'_>, prefix_len: usize) {
+    out.extend_from_slice(b"{");
+    event_fields(out, e, prefix_len, "type");
+}
+
+/// An event's fields and the closing brace; `type_key` names its type.
+fn event_fields(out: &mut BytesMut, e: &EventRef<'_>, prefix_len: usize, type_key: &str) {
     let _ = write!(out, r#""seq":{},"topic":"#, e.seq);
     json_string(out, &external_topic(e.topic, prefix_len));
-    let _ = write!(out, r#","topic_seq":{},"event_type":"#, e.topic_seq);
+    let _ = write!(out, r#","topic_seq":{},"{type_key}":"#, e.topic_seq);
     json_string(out, e.event_type);
     let _ = write!(out, r#","timestamp_ns":{},"data":"#, e.timestamp_ns);
     // (serde skips strings without checking their UTF-8: check it too.)
@@ -117,6 +104,58 @@ pub(crate) fn ws_event_body(out: &mut BytesMut, e: &EventRef<'_>, prefix_len: us
         json_string(out, e.correlation);
     }
     out.extend_from_slice(b"}");
+}
+
+/// The JSON answer to a poll, built delivery by delivery:
+/// `{"events": [...], "next_after": N}`, where `next_after` is what to pass
+/// as `after` next time.
+pub(crate) struct PollBody {
+    out: BytesMut,
+    count: usize,
+    next_after: u64,
+    topic_ids: bool,
+    prefix_len: usize,
+}
+
+impl PollBody {
+    /// `topic_ids`: positions are topic sequences (single-topic polls).
+    pub(crate) fn new(after: u64, topic_ids: bool, prefix_len: usize) -> PollBody {
+        PollBody {
+            out: BytesMut::from(&br#"{"events":["#[..]),
+            count: 0,
+            next_after: after,
+            topic_ids,
+            prefix_len,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    pub(crate) fn push(&mut self, d: &DeliveryRef<'_>) {
+        if self.count > 0 {
+            self.out.extend_from_slice(b",");
+        }
+        self.count += 1;
+        match d {
+            DeliveryRef::Event(e) => {
+                self.next_after = if self.topic_ids { e.topic_seq } else { e.seq };
+                event_object(&mut self.out, e, self.prefix_len);
+            }
+            DeliveryRef::Gap(g) => {
+                if self.topic_ids || g.topic.is_none() {
+                    self.next_after = self.next_after.max(g.to);
+                }
+                let _ = write!(self.out, "{}", gap_json(g, self.prefix_len));
+            }
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        let _ = write!(self.out, r#"],"next_after":{}}}"#, self.next_after);
+        self.out.to_vec()
+    }
 }
 
 fn json_string(out: &mut BytesMut, s: &str) {

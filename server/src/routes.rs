@@ -1,12 +1,11 @@
 //! Which endpoint a request names, and the answers that need no streaming.
 //! The protocol is specified in `docs/PROTOCOL.md`.
 
-use herald_core::broker::{BrokerError, Delivery, Filter, PublishOptions, StartAt};
+use herald_core::broker::{BrokerError, Filter, PublishOptions, StartAt};
 use herald_core::Broker;
 use serde_json::{json, Value};
 
 use crate::auth::{Denied, Grants};
-use crate::encode::{event_json, gap_json};
 use crate::http::{error_response, response, Request};
 use crate::metrics::{render_metrics, ServerStats};
 use crate::presence;
@@ -294,45 +293,6 @@ fn events(
         topic_ids: single,
         prefix_len,
     }
-}
-
-/// The JSON answer to a poll: `{"events": [...], "next_after": N}` where
-/// `next_after` is what to pass as `after` next time.
-pub(crate) fn poll_body(
-    deliveries: &[Delivery],
-    topic_ids: bool,
-    after: u64,
-    prefix_len: usize,
-) -> Vec<u8> {
-    let mut next_after = after;
-    let items: Vec<Value> = deliveries
-        .iter()
-        .map(|d| match d {
-            Delivery::Event(e) => {
-                next_after = if topic_ids { e.topic_seq } else { e.seq };
-                let r = herald_core::broker::EventRef {
-                    seq: e.seq,
-                    topic: &e.topic,
-                    topic_seq: e.topic_seq,
-                    timestamp_ns: e.timestamp_ns,
-                    origin: e.origin,
-                    event_type: &e.event_type,
-                    correlation: e.correlation.as_deref().unwrap_or(""),
-                    payload: &e.payload,
-                };
-                event_json(&r, prefix_len)
-            }
-            Delivery::Gap(g) => {
-                if topic_ids || g.topic.is_none() {
-                    next_after = next_after.max(g.to);
-                }
-                gap_json(g, prefix_len)
-            }
-        })
-        .collect();
-    json!({ "events": items, "next_after": next_after })
-        .to_string()
-        .into_bytes()
 }
 
 /// `POST /v1/presence/heartbeat` (joins if new) and `/v1/presence/leave`.

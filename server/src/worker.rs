@@ -19,7 +19,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald_core::broker::{Delivery, Subscription};
+use herald_core::broker::Subscription;
 use herald_core::ring::Doorbell;
 use herald_core::Broker;
 use mio::net::TcpStream;
@@ -27,12 +27,13 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::auth::{Authenticator, Grants};
+use crate::encode::PollBody;
 use crate::http::{self, error_response};
 use crate::limits::ConnLimits;
 use crate::metrics::ServerStats;
 use crate::origins::{add_cors_headers, preflight_response, Origins, Verdict};
 use crate::output::Output;
-use crate::routes::{denied, poll_body, route, Action};
+use crate::routes::{denied, route, Action};
 use crate::routing::{Encoding, Outputs, Router, StreamId};
 use crate::ws::{upgrade_response, WsConn, WsContext, WsStatus};
 use crate::ServerConfig;
@@ -608,10 +609,12 @@ impl Worker {
             else {
                 continue;
             };
-            let mut got: Vec<Delivery> = Vec::new();
-            while got.len() < *limit {
-                match sub.try_next() {
-                    Ok(Some(d)) => got.push(d),
+            // Encoded as they come (created with the first delivery).
+            let mut body: Option<PollBody> = None;
+            while body.as_ref().map_or(0, PollBody::len) < *limit {
+                let new = || PollBody::new(*after, *topic_ids, *prefix_len);
+                match sub.try_next_with(|d| body.get_or_insert_with(new).push(&d)) {
+                    Ok(Some(())) => {}
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!("poll failed: {e}");
@@ -619,12 +622,14 @@ impl Worker {
                     }
                 }
             }
-            if got.is_empty() && Instant::now() < *deadline {
+            if body.is_none() && Instant::now() < *deadline {
                 busy |= !sub.arm(&self.doorbell);
                 continue;
             }
             let keep_alive = *keep_alive;
-            let body = poll_body(&got, *topic_ids, *after, *prefix_len);
+            let body = body
+                .unwrap_or_else(|| PollBody::new(*after, *topic_ids, *prefix_len))
+                .finish();
             let response = http::response(200, "OK", "application/json", &body, keep_alive);
             conn.answer(response);
             if !keep_alive {
