@@ -403,6 +403,14 @@ type Event struct {
 	GapFrom, GapTo uint64
 }
 
+// timeoutMs is a timeout as the C calls take it (negative: forever).
+func timeoutMs(timeout time.Duration) C.int32_t {
+	if timeout < 0 {
+		return -1
+	}
+	return C.int32_t(timeout / time.Millisecond)
+}
+
 // NextInto is the raw call: it copies the next delivery into buf. With a
 // buffer too small it returns an *Error with ErrBufferTooSmall and Needed.
 func (s *Subscriber) NextInto(buf []byte, timeout time.Duration) (Event, error) {
@@ -410,10 +418,7 @@ func (s *Subscriber) NextInto(buf []byte, timeout time.Duration) (Event, error) 
 	defer runtime.UnlockOSThread()
 	var n C.size_t
 	var d C.herald_delivery
-	ms := C.int32_t(timeout / time.Millisecond)
-	if timeout < 0 {
-		ms = -1
-	}
+	ms := timeoutMs(timeout)
 	rc := C.herald_subscriber_next(s.ptr, bytesPtr(buf), C.size_t(len(buf)), &n, &d, ms)
 	if rc != C.HERALD_OK {
 		err := check(rc).(*Error)
@@ -452,10 +457,7 @@ func (s *Subscriber) Next(timeout time.Duration) (Event, error) {
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	ms := C.int32_t(timeout / time.Millisecond)
-	if timeout < 0 {
-		ms = -1
-	}
+	ms := timeoutMs(timeout)
 	for {
 		var n, count C.size_t
 		rc := C.herald_subscriber_read(s.ptr, bytesPtr(s.batch), C.size_t(len(s.batch)), 1024, &n, &count, ms)

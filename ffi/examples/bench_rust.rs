@@ -21,12 +21,7 @@ fn main() {
     let n: u64 = args
         .next()
         .map_or(1_000_000, |s| s.parse().expect("EVENTS is a number"));
-    let mut c = BrokerConfig::new(dir);
-    c.ring_capacity = 1 << 28;
-    c.log.segment_size = 1 << 30;
-    c.log.durability = Durability::Never;
-    c.log.prefault = false;
-    let b = Broker::open(c).expect("open");
+    let b = Broker::open(config(dir)).expect("open");
     let p = b.publisher("bench.topic").expect("publisher");
     let f = Filter::topic("bench.topic").expect("filter");
     let mut s_poll = b.subscribe(f.clone(), StartAt::Now).expect("subscribe");
@@ -87,23 +82,7 @@ fn main() {
     let t = Instant::now();
     let mut got = 0u64;
     while let Some(n) = s_next
-        .try_next_with(|d| match d {
-            DeliveryRef::Event(e) => {
-                let parts = [
-                    e.payload,
-                    e.topic.as_bytes(),
-                    e.event_type.as_bytes(),
-                    e.correlation.as_bytes(),
-                ];
-                let mut at = 0;
-                for part in parts {
-                    buf[at..at + part.len()].copy_from_slice(part);
-                    at += part.len();
-                }
-                at
-            }
-            DeliveryRef::Gap(_) => 0,
-        })
+        .try_next_with(|d| copy_out(d, &mut buf))
         .expect("next")
     {
         black_box(n);
@@ -127,6 +106,38 @@ fn main() {
     );
     black_box(received);
     in_process(&b, n);
+}
+
+/// The benchmark's broker configuration (the C side sets the same fields).
+fn config(dir: String) -> BrokerConfig {
+    let mut c = BrokerConfig::new(dir);
+    c.ring_capacity = 1 << 28;
+    c.log.segment_size = 1 << 30;
+    c.log.durability = Durability::Never;
+    c.log.prefault = false;
+    c
+}
+
+/// The Rust equivalent of next-into-a-buffer: copies an event's payload,
+/// topic, type and correlation id into `buf`, back to back; returns the
+/// bytes used.
+#[inline(always)]
+fn copy_out(d: DeliveryRef<'_>, buf: &mut [u8]) -> usize {
+    let DeliveryRef::Event(e) = d else {
+        return 0;
+    };
+    let parts = [
+        e.payload,
+        e.topic.as_bytes(),
+        e.event_type.as_bytes(),
+        e.correlation.as_bytes(),
+    ];
+    let mut at = 0;
+    for part in parts {
+        buf[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    at
 }
 
 /// Interleaved batches: Rust API vs C ABI entry points on one broker.
@@ -153,12 +164,7 @@ fn in_process(b: &Broker, n: u64) {
     let r = unsafe { herald_broker_open(&cfg, &mut hb) };
     assert_eq!(r, herald_result::HERALD_OK);
     // The Rust side uses its own broker in the same process, configured alike.
-    let mut rc = BrokerConfig::new(format!("{}-rust", b.data_dir().display()));
-    rc.ring_capacity = 1 << 28;
-    rc.log.segment_size = 1 << 30;
-    rc.log.durability = Durability::Never;
-    rc.log.prefault = false;
-    let rb = Broker::open(rc).expect("open");
+    let rb = Broker::open(config(format!("{}-rust", b.data_dir().display()))).expect("open");
     let rp = rb.publisher("t").expect("publisher");
     let mut rs = rb
         .subscribe(Filter::topic("t").expect("filter"), StartAt::Now)
@@ -281,25 +287,7 @@ fn in_process(b: &Broker, n: u64) {
             let t = Instant::now();
             if side == 0 {
                 for _ in 0..batch {
-                    let n = rs2
-                        .try_next_with(|d| match d {
-                            DeliveryRef::Event(e) => {
-                                let parts = [
-                                    e.payload,
-                                    e.topic.as_bytes(),
-                                    e.event_type.as_bytes(),
-                                    e.correlation.as_bytes(),
-                                ];
-                                let mut at = 0;
-                                for part in parts {
-                                    buf[at..at + part.len()].copy_from_slice(part);
-                                    at += part.len();
-                                }
-                                at
-                            }
-                            DeliveryRef::Gap(_) => 0,
-                        })
-                        .expect("next");
+                    let n = rs2.try_next_with(|d| copy_out(d, &mut buf)).expect("next");
                     black_box(n);
                 }
                 t_rust[3] += t.elapsed().as_nanos() as f64;

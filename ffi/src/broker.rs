@@ -2,6 +2,7 @@
 //! presence.
 
 use std::ffi::c_char;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,7 +12,9 @@ use herald_core::{Broker, BrokerConfig};
 
 use crate::error::{fail, ffi_entry, herald_result};
 use crate::herald_result::*;
-use crate::{bytes_arg, handle, into_raw, out_arg, str_arg, write_out, Handle, DEAD};
+use crate::{
+    bytes_arg, handle, into_raw, opt_out_arg, out_arg, str_arg, too_small, write_out, Handle, DEAD,
+};
 
 /// Durability: never sync explicitly (the OS writes back; close syncs).
 pub const HERALD_DURABILITY_NEVER: u32 = 0;
@@ -441,8 +444,7 @@ pub unsafe extern "C" fn herald_broker_presence_leave(
         // SAFETY: as above.
         let client_id = unsafe { str_arg(client_id, client_id_len, "client_id") }?;
         let was = b.broker.presence_leave(topic, client_id)?;
-        if !out_was_present.is_null() {
-            let out = out_arg(out_was_present, "out_was_present")?;
+        if let Some(out) = opt_out_arg(out_was_present, "out_was_present")? {
             // SAFETY: checked by out_arg.
             unsafe { write_out(out, was) };
         }
@@ -464,8 +466,7 @@ pub unsafe extern "C" fn herald_broker_presence_expire(
         // SAFETY: the caller guarantees NULL or a live handle.
         let b = unsafe { handle(broker) }?;
         let n = b.broker.presence_expire()?;
-        if !out_count.is_null() {
-            let out = out_arg(out_count, "out_count")?;
+        if let Some(out) = opt_out_arg(out_count, "out_count")? {
             // SAFETY: checked by out_arg.
             unsafe { write_out(out, n) };
         }
@@ -520,38 +521,28 @@ pub unsafe extern "C" fn herald_broker_presence_list(
             } else {
                 json.extend_from_slice(s.metadata.as_bytes());
             }
-            json.extend_from_slice(
-                format!(
-                    ",\"connected_at_ns\":{},\"last_heartbeat_ns\":{}}}",
-                    s.connected_at_ns, s.last_heartbeat_ns
-                )
-                .as_bytes(),
+            // Writing to a Vec cannot fail.
+            let _ = write!(
+                json,
+                ",\"connected_at_ns\":{},\"last_heartbeat_ns\":{}}}",
+                s.connected_at_ns, s.last_heartbeat_ns
             );
         }
         json.push(b']');
         if json.len() > cap {
             // SAFETY: checked by out_arg.
-            unsafe { write_out(out_len, json.len()) };
-            return Err(fail(
-                HERALD_E_BUFFER_TOO_SMALL,
-                format_args!(
-                    "the presence list needs {} bytes, the buffer has {cap}",
-                    json.len()
-                ),
-            ));
+            return Err(unsafe { too_small(out_len, json.len(), cap, "the presence list") });
         }
         // SAFETY: buf is checked non-NULL by bytes_arg below when cap > 0.
         let _ = unsafe { bytes_arg(buf, cap, "buf") }?;
-        if !out_count.is_null() {
-            out_arg(out_count, "out_count")?;
-        }
+        let out_count = opt_out_arg(out_count, "out_count")?;
         // SAFETY: json.len() <= cap, and the caller guarantees `cap` writable
         // bytes at buf (non-NULL when cap > 0, checked above); the regions
         // cannot overlap (json is our own allocation).
         unsafe { std::ptr::copy_nonoverlapping(json.as_ptr(), buf, json.len()) };
         // SAFETY: checked by out_arg.
         unsafe { write_out(out_len, json.len()) };
-        if !out_count.is_null() {
+        if let Some(out_count) = out_count {
             // SAFETY: checked by out_arg above.
             unsafe { write_out(out_count, sessions.len()) };
         }

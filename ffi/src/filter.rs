@@ -1,7 +1,7 @@
 //! The filter builder handle.
 
 use std::ffi::c_char;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use herald_core::broker::TopicPattern;
 use herald_core::Filter;
@@ -22,7 +22,7 @@ pub struct herald_filter {
     spec: Mutex<FilterSpec>,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub(crate) struct FilterSpec {
     topics: Vec<String>,
     types: Vec<String>,
@@ -37,9 +37,15 @@ impl Handle for herald_filter {
 }
 
 impl herald_filter {
+    /// Locks the spec (a panic while it was held leaves it usable: every
+    /// change is a single push or assignment).
+    fn spec(&self) -> MutexGuard<'_, FilterSpec> {
+        self.spec.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The core filter this builder describes.
     pub(crate) fn build(&self) -> Result<Filter, crate::error::Fail> {
-        let spec = self.spec.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let spec = self.spec();
         let patterns: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
         let mut filter = Filter::patterns(&patterns)?;
         if !spec.types.is_empty() {
@@ -105,11 +111,7 @@ pub unsafe extern "C" fn herald_filter_add_topic(
         // SAFETY: the caller guarantees pattern_len readable bytes.
         let pattern = unsafe { str_arg(pattern, pattern_len, "pattern") }?;
         TopicPattern::parse(pattern)?;
-        f.spec
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .topics
-            .push(pattern.to_owned());
+        f.spec().topics.push(pattern.to_owned());
         Ok(())
     })
 }
@@ -139,11 +141,7 @@ pub unsafe extern "C" fn herald_filter_add_type(
                 format_args!("invalid event type {t:?}"),
             ));
         }
-        f.spec
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .types
-            .push(t.to_owned());
+        f.spec().types.push(t.to_owned());
         Ok(())
     })
 }
@@ -160,10 +158,7 @@ pub unsafe extern "C" fn herald_filter_exclude_origin(
     ffi_entry!({
         // SAFETY: the caller guarantees NULL or a live handle.
         let f = unsafe { handle(filter) }?;
-        f.spec
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .exclude_origin = Some(origin);
+        f.spec().exclude_origin = Some(origin);
         Ok(())
     })
 }

@@ -156,6 +156,15 @@ pub(crate) fn out_arg<T>(p: *mut T, what: &str) -> Result<*mut T, Fail> {
     Ok(p)
 }
 
+/// An optional output pointer: `None` for NULL, else checked as [`out_arg`].
+#[inline(always)]
+pub(crate) fn opt_out_arg<T>(p: *mut T, what: &str) -> Result<Option<*mut T>, Fail> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    out_arg(p, what).map(Some)
+}
+
 /// Writes `value` through an output pointer checked by [`out_arg`].
 ///
 /// # Safety
@@ -165,6 +174,21 @@ pub(crate) unsafe fn write_out<T>(p: *mut T, value: T) {
     // SAFETY: non-NULL and aligned (out_arg), writable (caller). `write`
     // does not drop the old (possibly uninitialised) value.
     unsafe { p.write(value) }
+}
+
+/// Writes the `needed` size to `out_len` and fails with
+/// `HERALD_E_BUFFER_TOO_SMALL`.
+///
+/// # Safety
+/// `out_len` checked by `out_arg`.
+#[cold]
+pub(crate) unsafe fn too_small(out_len: *mut usize, needed: usize, cap: usize, what: &str) -> Fail {
+    // SAFETY: checked by out_arg (the caller's contract).
+    unsafe { write_out(out_len, needed) };
+    fail(
+        HERALD_E_BUFFER_TOO_SMALL,
+        format_args!("{what} needs {needed} bytes, the buffer has {cap}"),
+    )
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use herald_core::broker::{PublishOptions, TopicPublisher};
 use crate::broker::herald_broker;
 use crate::error::{fail, ffi_entry, herald_result, Fail};
 use crate::herald_result::*;
-use crate::{bytes_arg, handle, into_raw, out_arg, str_arg, write_out, Handle, DEAD};
+use crate::{bytes_arg, handle, into_raw, opt_out_arg, out_arg, str_arg, write_out, Handle, DEAD};
 
 /// Options of one publish (pass NULL for the defaults: origin 0, no
 /// correlation id).
@@ -142,6 +142,28 @@ unsafe fn options<'a>(options: *const herald_publish_options) -> Result<PublishO
     })
 }
 
+/// Publishes through `p` and writes the sequences to `out` if it is given
+/// (checked by `opt_out_arg`).
+#[inline(always)]
+fn publish(
+    p: &herald_publisher,
+    event_type: &str,
+    payload: &[u8],
+    opts: PublishOptions<'_>,
+    out: Option<*mut herald_published>,
+) -> Result<(), Fail> {
+    let published = p.publisher.publish(event_type, payload, opts)?;
+    if let Some(out) = out {
+        let published = herald_published {
+            seq: published.seq,
+            topic_seq: published.topic_seq,
+        };
+        // SAFETY: checked by opt_out_arg.
+        unsafe { write_out(out, published) };
+    }
+    Ok(())
+}
+
 /// Publishes one event, copying `payload`. `options` may be NULL;
 /// `out` (may be NULL) receives its sequences. With
 /// `HERALD_DURABILITY_ALWAYS` it returns once the event is durable.
@@ -168,25 +190,8 @@ pub unsafe extern "C" fn herald_publisher_publish(
         let payload = unsafe { bytes_arg(payload, payload_len, "payload") }?;
         // SAFETY: forwarded from the caller.
         let opts = unsafe { self::options(options) }?;
-        let out = if out.is_null() {
-            None
-        } else {
-            Some(out_arg(out, "published")?)
-        };
-        let published = p.publisher.publish(event_type, payload, opts)?;
-        if let Some(out) = out {
-            // SAFETY: checked by out_arg.
-            unsafe {
-                write_out(
-                    out,
-                    herald_published {
-                        seq: published.seq,
-                        topic_seq: published.topic_seq,
-                    },
-                )
-            };
-        }
-        Ok(())
+        let out = opt_out_arg(out, "published")?;
+        publish(p, event_type, payload, opts, out)
     })
 }
 
@@ -266,11 +271,7 @@ pub unsafe extern "C" fn herald_publisher_commit(
         let event_type = unsafe { str_arg(event_type, event_type_len, "event_type") }?;
         // SAFETY: forwarded from the caller.
         let opts = unsafe { self::options(options) }?;
-        let out = if out.is_null() {
-            None
-        } else {
-            Some(out_arg(out, "published")?)
-        };
+        let out = opt_out_arg(out, "published")?;
         // Acquire: pairs with the Release store at the end of claim.
         if p.state
             .compare_exchange(CLAIMED, BUSY, Ordering::Acquire, Ordering::Relaxed)
@@ -300,20 +301,7 @@ pub unsafe extern "C" fn herald_publisher_commit(
                 ),
             ));
         };
-        let published = p.publisher.publish(event_type, payload, opts)?;
-        if let Some(out) = out {
-            // SAFETY: checked by out_arg.
-            unsafe {
-                write_out(
-                    out,
-                    herald_published {
-                        seq: published.seq,
-                        topic_seq: published.topic_seq,
-                    },
-                )
-            };
-        }
-        Ok(())
+        publish(p, event_type, payload, opts, out)
     })
 }
 

@@ -3,7 +3,7 @@
 
 use std::cell::UnsafeCell;
 use std::ffi::c_char;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use crate::broker::herald_broker;
 use crate::error::{fail, ffi_entry, herald_result, Fail};
 use crate::filter::herald_filter;
 use crate::herald_result::*;
-use crate::{handle, into_raw, out_arg, str_arg, write_out, Handle, DEAD};
+use crate::{handle, into_raw, opt_out_arg, out_arg, str_arg, too_small, write_out, Handle, DEAD};
 
 /// Start with the next event published (`start_value` ignored).
 pub const HERALD_START_NOW: u32 = 0;
@@ -437,21 +437,32 @@ fn copy_into(
     Ok((view, needed))
 }
 
+/// The subscriber's doorbell, made on first use.
+fn doorbell<'a>(slot: &'a mut Option<Doorbell>, broker: &Broker) -> Result<&'a mut Doorbell, Fail> {
+    Ok(match slot {
+        Some(b) => b,
+        slot => slot.insert(broker.doorbell()?),
+    })
+}
+
+/// Resets and arms the doorbell: `Some(fd)` if the caller may now sleep on
+/// `fd` (a publish will make it readable), `None` if something may already
+/// be readable.
+fn arm(st: &mut SubState) -> Result<Option<RawFd>, Fail> {
+    if st.pending.is_some() {
+        return Ok(None);
+    }
+    let bell = doorbell(&mut st.doorbell, &st.broker)?;
+    bell.clear();
+    Ok(st.sub.arm(bell).then(|| bell.as_raw_fd()))
+}
+
 /// Waits on the subscriber's doorbell up to `deadline`; `true` if it may
 /// have something now.
 fn wait(st: &mut SubState, deadline: Option<Instant>) -> Result<bool, Fail> {
-    if st.pending.is_some() {
+    let Some(fd) = arm(st)? else {
         return Ok(true);
-    }
-    let bell = match &mut st.doorbell {
-        Some(b) => b,
-        slot => slot.insert(st.broker.doorbell()?),
     };
-    bell.clear();
-    if !st.sub.arm(bell) {
-        return Ok(true);
-    }
-    let fd = bell.as_raw_fd();
     loop {
         let timeout_ms: i32 = match deadline {
             None => -1,
@@ -483,6 +494,76 @@ fn wait(st: &mut SubState, deadline: Option<Instant>) -> Result<bool, Fail> {
     }
 }
 
+/// The waiting part of a call with a `timeout_ms` (0: do not wait,
+/// negative: wait forever).
+struct Timeout {
+    ms: i32,
+    deadline: Option<Instant>,
+    /// The deadline passed: one last look, then give up.
+    last_try: bool,
+}
+
+impl Timeout {
+    fn new(ms: i32) -> Timeout {
+        Timeout {
+            ms,
+            deadline: (ms > 0).then(|| Instant::now() + Duration::from_millis(ms as u64)),
+            last_try: false,
+        }
+    }
+
+    /// After a look that found nothing: `HERALD_E_TIMEOUT` if the time is
+    /// up, else waits until something may be readable or the deadline.
+    fn wait(&mut self, st: &mut SubState) -> Result<(), Fail> {
+        if self.ms == 0 || self.last_try {
+            return Err(fail(
+                HERALD_E_TIMEOUT,
+                format_args!("no delivery within {} ms", self.ms),
+            ));
+        }
+        if !wait(st, self.deadline)? {
+            self.last_try = true;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a caller's output buffer: NULL only with `cap` 0.
+fn buf_arg(buf: *mut u8, cap: usize) -> Result<(), Fail> {
+    if buf.is_null() && cap > 0 {
+        return Err(fail(HERALD_E_NULL, "buf is NULL with a non-zero cap"));
+    }
+    if cap > isize::MAX as usize {
+        return Err(fail(HERALD_E_INVALID_ARGUMENT, "cap is too large"));
+    }
+    Ok(())
+}
+
+/// Hands the pending delivery, else the next available one (`None`: none),
+/// to `f`; one that `f` refuses (`Err`, e.g. it does not fit the caller's
+/// buffer) is kept in `pending` for the next call: nothing is lost.
+#[inline(always)]
+fn take_next<T, E>(
+    sub: &mut Subscription,
+    pending: &mut Option<Delivery>,
+    f: impl FnOnce(&DeliveryRef<'_>) -> Result<T, E>,
+) -> Result<Option<Result<T, E>>, Fail> {
+    if let Some(d) = pending.take() {
+        let r = f(&owned_ref(&d));
+        if r.is_err() {
+            *pending = Some(d);
+        }
+        return Ok(Some(r));
+    }
+    Ok(sub.try_next_with(|d| {
+        let r = f(&d);
+        if r.is_err() {
+            *pending = Some(d.to_owned_delivery());
+        }
+        r
+    })?)
+}
+
 /// Copies the next delivery into `buf` (layout: see `herald_delivery`) and
 /// describes it in `*out_delivery` (its pointers point into `buf`);
 /// `*out_len` gets the bytes used. Waits up to `timeout_ms` (0: do not wait;
@@ -508,71 +589,29 @@ pub unsafe extern "C" fn herald_subscriber_next(
         let mut entered = unsafe { enter(subscriber) }?;
         let out_len = out_arg(out_len, "out_len")?;
         let out_delivery = out_arg(out_delivery, "out_delivery")?;
-        if buf.is_null() && cap > 0 {
-            return Err(fail(HERALD_E_NULL, "buf is NULL with a non-zero cap"));
-        }
-        if cap > isize::MAX as usize {
-            return Err(fail(HERALD_E_INVALID_ARGUMENT, "cap is too large"));
-        }
+        buf_arg(buf, cap)?;
         let st = entered.state();
-        let mut last_try = false;
-        let deadline =
-            (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        let mut timeout = Timeout::new(timeout_ms);
         loop {
             let SubState { sub, pending, .. } = &mut *st;
             // On success both outputs are written right here (no large value
-            // is moved back through the subscription's state machine); a
-            // delivery that does not fit is kept in `pending`.
-            let done = |view: herald_delivery, n: usize| {
+            // is moved back through the subscription's state machine).
+            let copied = take_next(sub, pending, |d| {
+                let (view, n) = copy_into(d, buf, cap)?;
                 // SAFETY: both checked by out_arg.
                 unsafe {
                     write_out(out_len, n);
                     write_out(out_delivery, view);
                 }
-            };
-            let copied: Option<Result<(), usize>> = match pending.take() {
-                Some(d) => Some(match copy_into(&owned_ref(&d), buf, cap) {
-                    Ok((view, n)) => {
-                        done(view, n);
-                        Ok(())
-                    }
-                    Err(needed) => {
-                        *pending = Some(d);
-                        Err(needed)
-                    }
-                }),
-                None => sub.try_next_with(|d| match copy_into(&d, buf, cap) {
-                    Ok((view, n)) => {
-                        done(view, n);
-                        Ok(())
-                    }
-                    Err(needed) => {
-                        *pending = Some(d.to_owned_delivery());
-                        Err(needed)
-                    }
-                })?,
-            };
+                Ok(())
+            })?;
             match copied {
                 Some(Ok(())) => return Ok(()),
                 Some(Err(needed)) => {
                     // SAFETY: checked by out_arg.
-                    unsafe { write_out(out_len, needed) };
-                    return Err(fail(
-                        HERALD_E_BUFFER_TOO_SMALL,
-                        format_args!("the delivery needs {needed} bytes, the buffer has {cap}"),
-                    ));
+                    return Err(unsafe { too_small(out_len, needed, cap, "the delivery") });
                 }
-                None => {}
-            }
-            if timeout_ms == 0 || last_try {
-                return Err(fail(
-                    HERALD_E_TIMEOUT,
-                    format_args!("no delivery within {timeout_ms} ms"),
-                ));
-            }
-            if !wait(st, if timeout_ms < 0 { None } else { deadline })? {
-                // The deadline passed: one last look, then give up.
-                last_try = true;
+                None => timeout.wait(st)?,
             }
         }
     })
@@ -672,55 +711,27 @@ pub unsafe extern "C" fn herald_subscriber_read(
         let mut entered = unsafe { enter(subscriber) }?;
         let out_len = out_arg(out_len, "out_len")?;
         let out_count = out_arg(out_count, "out_count")?;
-        if buf.is_null() && cap > 0 {
-            return Err(fail(HERALD_E_NULL, "buf is NULL with a non-zero cap"));
-        }
-        if cap > isize::MAX as usize {
-            return Err(fail(HERALD_E_INVALID_ARGUMENT, "cap is too large"));
-        }
+        buf_arg(buf, cap)?;
         if limit == 0 {
             return Err(fail(HERALD_E_INVALID_ARGUMENT, "limit is 0"));
         }
         let st = entered.state();
-        let deadline =
-            (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
-        let mut last_try = false;
+        let mut timeout = Timeout::new(timeout_ms);
         loop {
             let SubState { sub, pending, .. } = &mut *st;
             let (mut at, mut count) = (0usize, 0usize);
-            let mut first_needed = None;
-            if let Some(d) = pending.take() {
-                match write_record(&owned_ref(&d), buf, cap, 0) {
-                    Ok(end) => {
-                        at = end;
-                        count = 1;
-                    }
-                    Err(needed) => {
-                        *pending = Some(d);
-                        first_needed = Some(needed);
-                    }
-                }
-            }
-            while first_needed.is_none() && count < limit {
-                let got = sub.try_next_with(|d| match write_record(&d, buf, cap, at) {
-                    Ok(end) => Ok(end),
-                    Err(needed) => {
-                        *pending = Some(d.to_owned_delivery());
-                        Err(needed)
-                    }
-                })?;
-                match got {
+            while count < limit {
+                match take_next(sub, pending, |d| write_record(d, buf, cap, at))? {
                     Some(Ok(end)) => {
                         at = end;
                         count += 1;
                     }
-                    Some(Err(needed)) => {
-                        if count == 0 {
-                            first_needed = Some(needed);
-                        }
-                        break;
+                    // Not even the first record fits.
+                    Some(Err(needed)) if count == 0 => {
+                        // SAFETY: checked by out_arg.
+                        return Err(unsafe { too_small(out_len, needed, cap, "the next record") });
                     }
-                    None => break,
+                    Some(Err(_)) | None => break,
                 }
             }
             if count > 0 {
@@ -731,23 +742,7 @@ pub unsafe extern "C" fn herald_subscriber_read(
                 }
                 return Ok(());
             }
-            if let Some(needed) = first_needed {
-                // SAFETY: checked by out_arg.
-                unsafe { write_out(out_len, needed) };
-                return Err(fail(
-                    HERALD_E_BUFFER_TOO_SMALL,
-                    format_args!("the next record needs {needed} bytes, the buffer has {cap}"),
-                ));
-            }
-            if timeout_ms == 0 || last_try {
-                return Err(fail(
-                    HERALD_E_TIMEOUT,
-                    format_args!("no delivery within {timeout_ms} ms"),
-                ));
-            }
-            if !wait(st, if timeout_ms < 0 { None } else { deadline })? {
-                last_try = true;
-            }
+            timeout.wait(st)?;
         }
     })
 }
@@ -771,12 +766,9 @@ pub unsafe extern "C" fn herald_subscriber_fd(
         let mut entered = unsafe { enter(subscriber) }?;
         let out = out_arg(out_fd, "out_fd")?;
         let st = entered.state();
-        let bell = match &mut st.doorbell {
-            Some(b) => b,
-            slot => slot.insert(st.broker.doorbell()?),
-        };
+        let fd = doorbell(&mut st.doorbell, &st.broker)?.as_raw_fd();
         // SAFETY: checked by out_arg.
-        unsafe { write_out(out, bell.as_raw_fd()) };
+        unsafe { write_out(out, fd) };
         Ok(())
     })
 }
@@ -797,17 +789,7 @@ pub unsafe extern "C" fn herald_subscriber_arm(
         // SAFETY: the caller guarantees NULL or a live handle.
         let mut entered = unsafe { enter(subscriber) }?;
         let out = out_arg(out_may_sleep, "out_may_sleep")?;
-        let st = entered.state();
-        let may_sleep = if st.pending.is_some() {
-            false
-        } else {
-            let bell = match &mut st.doorbell {
-                Some(b) => b,
-                slot => slot.insert(st.broker.doorbell()?),
-            };
-            bell.clear();
-            st.sub.arm(bell)
-        };
+        let may_sleep = arm(entered.state())?.is_some();
         // SAFETY: checked by out_arg.
         unsafe { write_out(out, may_sleep) };
         Ok(())
@@ -830,11 +812,7 @@ pub unsafe extern "C" fn herald_subscriber_wait(
     ffi_entry!({
         // SAFETY: the caller guarantees NULL or a live handle.
         let mut entered = unsafe { enter(subscriber) }?;
-        let out = if out_ready.is_null() {
-            None
-        } else {
-            Some(out_arg(out_ready, "out_ready")?)
-        };
+        let out = opt_out_arg(out_ready, "out_ready")?;
         let deadline =
             (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
         let ready = wait(entered.state(), deadline)?;
@@ -864,11 +842,7 @@ pub unsafe extern "C" fn herald_subscriber_lag(
         // SAFETY: the caller guarantees NULL or a live handle.
         let mut entered = unsafe { enter(subscriber) }?;
         let behind = out_arg(out_behind, "out_behind")?;
-        let live = if out_live.is_null() {
-            None
-        } else {
-            Some(out_arg(out_live, "out_live")?)
-        };
+        let live = opt_out_arg(out_live, "out_live")?;
         let st = entered.state();
         let lag = st.broker.next_seq().saturating_sub(st.sub.next_seq());
         // SAFETY: checked by out_arg.

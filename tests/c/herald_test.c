@@ -19,14 +19,15 @@
 #define PER_THREAD (TOTAL / 2)
 #define TOPIC "acme.workspace.42"
 
-static int checks = 0, failures = 0;
+/* Checks run; a failing check exits at once, so the end is reached only
+ * when all passed. */
+static atomic_int checks = 0; /* the subscriber threads check too */
 
 #define CHECK_CODE(expr, want)                                                          \
     do {                                                                                \
         herald_result rc_ = (expr);                                                     \
         checks++;                                                                       \
         if (rc_ != (want)) {                                                            \
-            failures++;                                                                 \
             fprintf(stderr, "%s:%d: %s returned %d (%s), expected %d; last error: %s\n", \
                     __FILE__, __LINE__, #expr, (int)rc_, herald_strerror(rc_), (int)(want), \
                     herald_last_error());                                               \
@@ -574,6 +575,6 @@ int main(void) {
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     if (system(cmd) != 0) return 1;
-    printf("%d passed, %d failed\n", checks, failures);
-    return failures != 0;
+    printf("%d checks passed\n", checks);
+    return 0;
 }
