@@ -154,6 +154,25 @@ pub fn fmt_ratio(ratio: f64) -> String {
     }
 }
 
+/// Whole-machine CPU ticks from `/proc/stat`, over all cores: (busy, total).
+/// Busy counts user, nice, system, irq, softirq and steal; total adds idle
+/// and iowait.
+pub fn machine_ticks() -> (u64, u64) {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let at = |i: usize| cpu.get(i).copied().unwrap_or(0);
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+    (busy, busy + at(3) + at(4))
+}
+
 /// Measures how busy the machine was with *other* processes while a
 /// benchmark ran: all CPU time the kernel accounted (including steal) minus
 /// this process's own, as a fraction of the cores' wall time.
@@ -184,19 +203,7 @@ impl CpuMeter {
 
     /// (busy ticks, total ticks over all cores, this process's ticks).
     fn sample() -> (u64, u64, u64) {
-        let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-        let cpu: Vec<u64> = stat
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        // user nice system idle iowait irq softirq steal ...
-        let at = |i: usize| cpu.get(i).copied().unwrap_or(0);
-        let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
-        let total = busy + at(3) + at(4);
+        let (busy, total) = machine_ticks();
         let own = fs::read_to_string("/proc/self/stat")
             .ok()
             .and_then(|s| {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use herald_core::broker::{Delivery, Filter, PublishOptions, StartAt};
+use herald_core::broker::{Delivery, Filter, PublishOptions, StartAt, TopicPublisher};
 use herald_core::log::{Durability, Retention};
 use herald_core::{Broker, BrokerConfig};
 use proptest::prelude::*;
@@ -119,6 +119,31 @@ fn selects(f: &FilterSpec, r: &Rec) -> bool {
     }
 }
 
+/// Publishes one event of type `ty` from `origin` on `topic`; returns its
+/// global sequence and the model's record of it.
+fn publish(publishers: &[TopicPublisher], topic: usize, ty: usize, origin: u64) -> (u64, Rec) {
+    let payload = format!("{topic}/{ty}/{origin}");
+    let p = publishers[topic]
+        .publish(
+            TYPES[ty],
+            payload.as_bytes(),
+            PublishOptions {
+                origin,
+                correlation: None,
+            },
+        )
+        .unwrap();
+    (
+        p.seq,
+        Rec {
+            topic,
+            topic_seq: p.topic_seq,
+            ty,
+            origin,
+        },
+    )
+}
+
 fn run(case: Case) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let mut config = BrokerConfig::new(dir.path());
@@ -141,30 +166,13 @@ fn run(case: Case) -> Result<(), TestCaseError> {
         .collect();
     // The model: global seq -> record, from what publish returned.
     let mut model: BTreeMap<u64, Rec> = BTreeMap::new();
-    let publish = |topic: usize, ty: usize, origin: u64| {
-        let payload = format!("{topic}/{ty}/{origin}");
-        let p = publishers[topic]
-            .publish(
-                TYPES[ty],
-                payload.as_bytes(),
-                PublishOptions {
-                    origin,
-                    correlation: None,
-                },
-            )
-            .unwrap();
-        (
-            p.seq,
-            Rec {
-                topic,
-                topic_seq: p.topic_seq,
-                ty,
-                origin,
-            },
-        )
-    };
     for i in 0..case.preload as usize {
-        let (seq, rec) = publish(i % TOPICS.len(), i % TYPES.len(), (i % 3) as u64);
+        let (seq, rec) = publish(
+            &publishers,
+            i % TOPICS.len(),
+            i % TYPES.len(),
+            (i % 3) as u64,
+        );
         model.insert(seq, rec);
     }
     let now = broker.next_seq();
@@ -209,28 +217,7 @@ fn run(case: Case) -> Result<(), TestCaseError> {
                 barrier.wait();
                 events
                     .into_iter()
-                    .map(|(topic, ty, origin)| {
-                        let payload = format!("{topic}/{ty}/{origin}");
-                        let p = publishers[topic]
-                            .publish(
-                                TYPES[ty],
-                                payload.as_bytes(),
-                                PublishOptions {
-                                    origin,
-                                    correlation: None,
-                                },
-                            )
-                            .unwrap();
-                        (
-                            p.seq,
-                            Rec {
-                                topic,
-                                topic_seq: p.topic_seq,
-                                ty,
-                                origin,
-                            },
-                        )
-                    })
+                    .map(|(topic, ty, origin)| publish(&publishers, topic, ty, origin))
                     .collect::<Vec<_>>()
             })
         })

@@ -258,31 +258,19 @@ fn emptied_topics_keep_their_high_water_mark_across_reopen() {
     {
         let (log, _) = Log::open(dir.path(), cfg()).unwrap();
         // Topic 77 gets 5 records first, then only topic 1 traffic.
-        for i in 1..=5u64 {
-            let seq = log.next_seq();
-            log.append(&RecordRef {
-                seq,
-                topic_id: 77,
-                topic_seq: i,
-                timestamp_ns: 0,
-                origin: 0,
-                event_type: b"e",
-                payload: &[0; 60],
-            })
-            .unwrap();
-        }
-        for i in 1..=400u64 {
-            let seq = log.next_seq();
-            log.append(&RecordRef {
-                seq,
-                topic_id: 1,
-                topic_seq: i,
-                timestamp_ns: 0,
-                origin: 0,
-                event_type: b"e",
-                payload: &[0; 60],
-            })
-            .unwrap();
+        for (topic_id, records) in [(77, 5u64), (1, 400)] {
+            for topic_seq in 1..=records {
+                log.append(&RecordRef {
+                    seq: log.next_seq(),
+                    topic_id,
+                    topic_seq,
+                    timestamp_ns: 0,
+                    origin: 0,
+                    event_type: b"e",
+                    payload: &[0; 60],
+                })
+                .unwrap();
+            }
         }
         assert!(log.first_seq() > 5, "topic 77's records were deleted");
         assert_eq!(log.last_topic_seq(77), Some(5));

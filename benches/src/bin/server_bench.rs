@@ -16,8 +16,8 @@
 //!    system's own maximum and at 1, 10, 25 and 50 % of the lower of the two
 //!    maxima (the same load for both).
 //! 2. **Latency at 10k connections**: `--connections` open (default 10 000,
-//!    lowered to what the open-file limit allows: Herald holds two
-//!    descriptors per WebSocket connection); `--latency-subscribers` of them
+//!    lowered to what the open-file limit allows: one descriptor per
+//!    connection in each process); `--latency-subscribers` of them
 //!    (one case per value, default 100 and 1) subscribe to the measured
 //!    topic, half of the rest to a topic each that never receives anything,
 //!    the others only handshake; a paced publisher at `--rate-10k`.
@@ -68,7 +68,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use herald_benches::report::{
-    fmt_ns, fmt_rate, fmt_ratio, locked_version, machine_description, median,
+    fmt_ns, fmt_rate, fmt_ratio, locked_version, machine_description, machine_ticks, median,
 };
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -550,22 +550,6 @@ fn raise_nofile() -> u64 {
         }
     }
     lim.rlim_cur
-}
-
-/// Whole-machine CPU ticks (busy, total) from `/proc/stat`.
-fn machine_ticks() -> (u64, u64) {
-    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-    let cpu: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let at = |i: usize| cpu.get(i).copied().unwrap_or(0);
-    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
-    (busy, busy + at(3) + at(4))
 }
 
 // ---------------------------------------------------------------------------
@@ -2221,13 +2205,9 @@ fn memory_run(peer: Peer, cfg: &Config, distinct: bool, notes: &mut Notes) -> Me
 // Report
 // ---------------------------------------------------------------------------
 
-fn med(runs: &[f64]) -> f64 {
-    median(runs)
-}
-
 /// `median (min–max)` of `values` formatted by `f`.
 fn spread(values: &[f64], f: impl Fn(f64) -> String) -> String {
-    let m = med(values);
+    let m = median(values);
     if values.len() < 2 {
         return f(m);
     }
@@ -2316,9 +2296,9 @@ fn main() {
     let mut cfg = parse_args();
     let _ = now_ns();
     let nofile = raise_nofile();
-    // Herald's server holds two descriptors per WebSocket connection (the
-    // socket and a dup of it for tungstenite): at most this many fit.
-    let fit = (nofile.saturating_sub(200) / 2 / 100 * 100) as usize;
+    // One descriptor per connection in the server and in this process: at
+    // most this many fit under the open-file limit.
+    let fit = (nofile.saturating_sub(200) / 100 * 100) as usize;
     let mut clamped = None;
     for (n, set) in [
         (&mut cfg.connections, cfg.connections_set),
@@ -2503,7 +2483,7 @@ fn main() {
         writeln!(
             w,
             "- **Connections**: {} instead of {asked} for both systems: the open-file limit is {nofile} (the hard limit; this \
-             container cannot raise it) and Herald holds two descriptors per WebSocket connection",
+             container cannot raise it)",
             cfg.connections.max(cfg.mem_connections)
         )
         .unwrap();
@@ -2550,10 +2530,10 @@ fn main() {
                 "| {} | {} | {:.2} | {:.2} | {} | {} |",
                 peer.name(),
                 spread(&col(&fanout, p, &|r| r.sat.deliveries), fmt_rate),
-                med(&col(&fanout, p, &|r| r.sat.server_cpu)),
-                med(&col(&fanout, p, &|r| r.sat.client_cpu)),
+                median(&col(&fanout, p, &|r| r.sat.server_cpu)),
+                median(&col(&fanout, p, &|r| r.sat.client_cpu)),
                 spread(&col(&fanout, p, &|r| r.max_rate), |v| format!("{v:.0}")),
-                fmt_rate(med(&col(&fanout, p, &|r| r.max_rate)) * n),
+                fmt_rate(median(&col(&fanout, p, &|r| r.max_rate)) * n),
             )
             .unwrap();
         }
@@ -2571,23 +2551,25 @@ fn main() {
                     w,
                     "| {} | {label} | {:.0} | {} | {} | {} | {} | {:.2} / {:.2} |",
                     peer.name(),
-                    med(&pick(&|l| l.rate)),
+                    median(&pick(&|l| l.rate)),
                     spread(&pick(&|l| l.lat.p50), fmt_ns),
                     spread(&pick(&|l| l.lat.p99), fmt_ns),
-                    fmt_ns(med(&pick(&|l| l.lat.p999))),
-                    fmt_ns(med(&pick(&|l| l.lat.max))),
-                    med(&pick(&|l| l.cpu.0)),
-                    med(&pick(&|l| l.cpu.1)),
+                    fmt_ns(median(&pick(&|l| l.lat.p999))),
+                    fmt_ns(median(&pick(&|l| l.lat.max))),
+                    median(&pick(&|l| l.cpu.0)),
+                    median(&pick(&|l| l.cpu.1)),
                 )
                 .unwrap();
             }
         }
         writeln!(w).unwrap();
         let ratio = |f: &dyn Fn(&FanoutRun) -> f64| {
-            med(&fanout
-                .iter()
-                .map(|r| f(&r[0]) / f(&r[1]))
-                .collect::<Vec<_>>())
+            median(
+                &fanout
+                    .iter()
+                    .map(|r| f(&r[0]) / f(&r[1]))
+                    .collect::<Vec<_>>(),
+            )
         };
         writeln!(
             w,
@@ -2650,19 +2632,19 @@ fn main() {
                 w,
                 "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {:.2} / {:.2} |",
                 peer.name(),
-                med(&c(&|r| r.open as f64)),
-                med(&c(&|r| r.measured as f64)),
+                median(&c(&|r| r.open as f64)),
+                median(&c(&|r| r.measured as f64)),
                 spread(&c(&|r| r.lat.p50), fmt_ns),
                 spread(&c(&|r| r.lat.p99), fmt_ns),
-                fmt_ns(med(&c(&|r| r.lat.p999))),
-                fmt_ns(med(&c(&|r| r.lat.max))),
+                fmt_ns(median(&c(&|r| r.lat.p999))),
+                fmt_ns(median(&c(&|r| r.lat.max))),
                 if conn.iter().all(|r| r[p].complete) {
                     "yes"
                 } else {
                     "no"
                 },
-                med(&c(&|r| r.cpu.0)),
-                med(&c(&|r| r.cpu.1)),
+                median(&c(&|r| r.cpu.0)),
+                median(&c(&|r| r.cpu.1)),
             )
             .unwrap();
         }
@@ -2690,8 +2672,8 @@ fn main() {
                 w,
                 "| {} | {:.0} | {} | {} | {} | {} |",
                 peer.name(),
-                med(&c(0, &|m| m.n as f64)),
-                fmt_bytes(med(&c(0, &|m| m.base_kib as f64)) * 1024.0),
+                median(&c(0, &|m| m.n as f64)),
+                fmt_bytes(median(&c(0, &|m| m.base_kib as f64)) * 1024.0),
                 spread(&hs, fmt_bytes),
                 spread(&c(0, &|m| m.subscribed), fmt_bytes),
                 spread(&c(1, &|m| m.subscribed), fmt_bytes),
@@ -2706,14 +2688,18 @@ fn main() {
     writeln!(w, "| target | measured | |").unwrap();
     writeln!(w, "|---|---|---|").unwrap();
     if !fanout.is_empty() {
-        let r = med(&fanout
-            .iter()
-            .map(|r| r[0].max_rate / r[1].max_rate)
-            .collect::<Vec<_>>());
-        let rs = med(&fanout
-            .iter()
-            .map(|r| r[0].sat.deliveries / r[1].sat.deliveries)
-            .collect::<Vec<_>>());
+        let r = median(
+            &fanout
+                .iter()
+                .map(|r| r[0].max_rate / r[1].max_rate)
+                .collect::<Vec<_>>(),
+        );
+        let rs = median(
+            &fanout
+                .iter()
+                .map(|r| r[0].sat.deliveries / r[1].sat.deliveries)
+                .collect::<Vec<_>>(),
+        );
         writeln!(
             w,
             "| fan-out deliveries/s ≥ 2× nats-server | max sustainable {}, saturated {} | {} |",
@@ -2722,8 +2708,8 @@ fn main() {
             yes(r >= 2.0)
         )
         .unwrap();
-        let h = med(&col(&fanout, 0, &|r| r.lat[0].lat.p99));
-        let n = med(&col(&fanout, 1, &|r| r.lat[0].lat.p99));
+        let h = median(&col(&fanout, 0, &|r| r.lat[0].lat.p99));
+        let n = median(&col(&fanout, 1, &|r| r.lat[0].lat.p99));
         writeln!(
             w,
             "| p99 at half of max load ≤ nats-server's | {} vs {} | {} |",
@@ -2735,9 +2721,9 @@ fn main() {
     }
     if cfg.conn10k {
         for (runs, m) in conn.iter().zip(&cfg.latency_subscribers) {
-            let p50 = med(&runs.iter().map(|r| r[0].lat.p50).collect::<Vec<_>>());
-            let p99 = med(&runs.iter().map(|r| r[0].lat.p99).collect::<Vec<_>>());
-            let open = med(&runs.iter().map(|r| r[0].open as f64).collect::<Vec<_>>());
+            let p50 = median(&runs.iter().map(|r| r[0].lat.p50).collect::<Vec<_>>());
+            let p99 = median(&runs.iter().map(|r| r[0].lat.p99).collect::<Vec<_>>());
+            let open = median(&runs.iter().map(|r| r[0].open as f64).collect::<Vec<_>>());
             writeln!(
                 w,
                 "| p50 ≤ 100 µs at 10k connections | {} ({open:.0} open, {m} subscriber(s)) | {} |",
@@ -2755,11 +2741,12 @@ fn main() {
         }
     }
     if !mem.is_empty() {
-        let s = med(&mem.iter().map(|r| r[0][0].subscribed).collect::<Vec<_>>());
-        let h = med(&mem
-            .iter()
-            .flat_map(|r| [r[0][0].handshake, r[0][1].handshake])
-            .collect::<Vec<_>>());
+        let s = median(&mem.iter().map(|r| r[0][0].subscribed).collect::<Vec<_>>());
+        let h = median(
+            &mem.iter()
+                .flat_map(|r| [r[0][0].handshake, r[0][1].handshake])
+                .collect::<Vec<_>>(),
+        );
         writeln!(
             w,
             "| ≤ 8 KiB per idle WebSocket connection | {} subscribed, {} handshake only | {} |",

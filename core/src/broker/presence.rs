@@ -190,9 +190,8 @@ struct Inner {
     /// client id → its topics.
     clients: HashMap<String, BTreeSet<String>>,
     /// (last heartbeat, topic, client id) of every session: the expiry order.
+    /// One entry per session, so its length is the number of sessions.
     by_heartbeat: BTreeSet<(u64, String, String)>,
-    /// Number of sessions.
-    sessions: usize,
 }
 
 impl Inner {
@@ -210,7 +209,6 @@ impl Inner {
         }
         self.by_heartbeat
             .remove(&(s.last_heartbeat_ns, topic.to_owned(), client_id.to_owned()));
-        self.sessions -= 1;
         Some(s)
     }
 
@@ -328,7 +326,6 @@ impl Presence {
             .insert(topic.to_owned());
         g.by_heartbeat
             .insert((now_ns, topic.to_owned(), client_id.to_owned()));
-        g.sessions += 1;
         Ok(PresenceChange::Joined(s))
     }
 
@@ -445,7 +442,7 @@ impl Presence {
 
     /// The total number of sessions.
     pub fn len(&self) -> usize {
-        self.inner.lock().sessions
+        self.inner.lock().by_heartbeat.len()
     }
 
     /// Whether there is no session at all.
