@@ -322,22 +322,6 @@ fn borrowed(d: &DeliveryRef<'_>) -> herald_delivery {
     }
 }
 
-fn owned_ref(d: &Delivery) -> DeliveryRef<'_> {
-    match d {
-        Delivery::Event(e) => DeliveryRef::Event(EventRef {
-            seq: e.seq,
-            topic: &e.topic,
-            topic_seq: e.topic_seq,
-            timestamp_ns: e.timestamp_ns,
-            origin: e.origin,
-            event_type: &e.event_type,
-            correlation: e.correlation.as_deref().unwrap_or(""),
-            payload: &e.payload,
-        }),
-        Delivery::Gap(g) => DeliveryRef::Gap(g.clone()),
-    }
-}
-
 /// Hands up to `limit` deliveries available now to `callback` (no waiting,
 /// no copy: the delivery borrows the library's memory for the duration of
 /// the callback). Returns how many were handed over (0: none available), or
@@ -368,7 +352,7 @@ pub unsafe extern "C" fn herald_subscriber_poll(
                 return Ok(0);
             }
             if let Some(d) = st.pending.take() {
-                let view = borrowed(&owned_ref(&d));
+                let view = borrowed(&d.as_delivery_ref());
                 // SAFETY: the caller guarantees a valid callback; `view`
                 // borrows `d`, alive across the call.
                 stop = unsafe { cb(user, &view) } != 0;
@@ -549,7 +533,7 @@ fn take_next<T, E>(
     f: impl FnOnce(&DeliveryRef<'_>) -> Result<T, E>,
 ) -> Result<Option<Result<T, E>>, Fail> {
     if let Some(d) = pending.take() {
-        let r = f(&owned_ref(&d));
+        let r = f(&d.as_delivery_ref());
         if r.is_err() {
             *pending = Some(d);
         }

@@ -144,6 +144,26 @@ pub enum DeliveryRef<'a> {
     Gap(Gap),
 }
 
+impl Delivery {
+    /// Borrows it as the [`DeliveryRef`] a live delivery would be (a gap
+    /// notice is cloned: it is small).
+    pub fn as_delivery_ref(&self) -> DeliveryRef<'_> {
+        match self {
+            Delivery::Event(e) => DeliveryRef::Event(EventRef {
+                seq: e.seq,
+                topic: &e.topic,
+                topic_seq: e.topic_seq,
+                timestamp_ns: e.timestamp_ns,
+                origin: e.origin,
+                event_type: &e.event_type,
+                correlation: e.correlation.as_deref().unwrap_or(""),
+                payload: &e.payload,
+            }),
+            Delivery::Gap(g) => DeliveryRef::Gap(g.clone()),
+        }
+    }
+}
+
 impl DeliveryRef<'_> {
     /// Copies into an owned [`Delivery`].
     pub fn to_owned_delivery(&self) -> Delivery {
