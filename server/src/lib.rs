@@ -7,21 +7,14 @@
 //! `GET /metrics`, `/healthz`, `/readyz`, WebSocket at `/v1/ws`, JWT bearer
 //! tokens with tenant-scoped topics, presence (`GET /v1/topics/{topic}/presence`,
 //! `POST /v1/presence/heartbeat|leave`), connection limits and the
-//! slow-client deadline, a TOML configuration file ([`config_file`]).
+//! slow-client deadline, a TOML configuration file ([`config`]).
 
-mod auth;
-pub mod config_file;
-mod encode;
-mod http;
-mod limits;
+mod api;
+pub mod config;
+mod conn;
+mod fanout;
 mod metrics;
-mod origins;
-mod output;
-mod presence;
-mod routes;
-mod routing;
-mod worker;
-mod ws;
+mod wire;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -29,90 +22,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use herald_core::{Broker, BrokerConfig};
+use herald_core::Broker;
 
-pub use auth::{mint_hs256, AuthConfig, Claims};
+pub use api::auth::{mint_hs256, AuthConfig, Claims};
+pub use config::ServerConfig;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-
-/// How to run the server.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Address to listen on.
-    pub listen: SocketAddr,
-    /// Event-loop threads.
-    pub workers: usize,
-    /// The broker underneath.
-    pub broker: BrokerConfig,
-    /// Largest request head (431 beyond).
-    pub max_head: usize,
-    /// Largest request body (413 beyond).
-    pub max_body: usize,
-    /// Unsent bytes per connection before it stops being fed (slow client).
-    pub max_output: usize,
-    /// A client whose unsent output stays at the bound this long is closed
-    /// (SSE: it resumes with `Last-Event-ID`; WebSocket: close code 4008
-    /// whose reason names the last sequence delivered per subscription).
-    pub slow_client_deadline: Duration,
-    /// Most open connections; more are answered 503 and closed.
-    pub max_connections: usize,
-    /// Most open connections from one IP address.
-    pub max_connections_per_ip: usize,
-    /// SSE keep-alive comment interval.
-    pub keepalive: Duration,
-    /// `retry:` sent to SSE clients, in milliseconds.
-    pub sse_retry_ms: u64,
-    /// Time allowed to send a complete request head (slowloris).
-    pub header_timeout: Duration,
-    /// Idle keep-alive connections are closed after this long.
-    pub idle_timeout: Duration,
-    /// Keys accepted for JWT bearer tokens.
-    pub auth: AuthConfig,
-    /// Serve clients without a token (full access, no tenant). Allowed only
-    /// on loopback addresses; the zero-configuration default.
-    pub anonymous: bool,
-    /// Web origins (`https://app.example`, or `*`) whose pages may use the
-    /// server cross-origin (CORS). Pages from other origins get 403; clients
-    /// that are not pages (no `Origin` header) are not affected.
-    pub allowed_origins: Vec<String>,
-    pub(crate) limits: http::Limits,
-}
-
-impl ServerConfig {
-    /// Embedded defaults: `127.0.0.1:7070`, data in `./herald-data`, one
-    /// worker per core.
-    pub fn new() -> ServerConfig {
-        let max_head = 16 * 1024;
-        let max_body = 1 << 20;
-        ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
-            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            broker: BrokerConfig::new("herald-data"),
-            max_head,
-            max_body,
-            max_output: 1 << 20,
-            slow_client_deadline: Duration::from_secs(30),
-            max_connections: 10_000,
-            max_connections_per_ip: 1_000,
-            keepalive: Duration::from_secs(15),
-            sse_retry_ms: 2_000,
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(120),
-            auth: AuthConfig::default(),
-            anonymous: true,
-            allowed_origins: Vec::new(),
-            limits: http::Limits { max_head, max_body },
-        }
-    }
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig::new()
-    }
-}
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
 #[derive(Debug)]
@@ -135,8 +51,11 @@ impl Server {
         if config.anonymous && !config.listen.ip().is_loopback() {
             return Err("anonymous access is allowed only on loopback addresses: configure a token key and turn anonymous access off".into());
         }
-        let auth = Arc::new(auth::Authenticator::new(&config.auth, config.anonymous)?);
-        config.limits = http::Limits {
+        let auth = Arc::new(api::auth::Authenticator::new(
+            &config.auth,
+            config.anonymous,
+        )?);
+        config.limits = wire::http::Limits {
             max_head: config.max_head,
             max_body: config.max_body,
         };
@@ -147,19 +66,19 @@ impl Server {
         let mut listener = TcpListener::bind(config.listen)?;
         let addr = listener.local_addr()?;
         let mut wakers = Vec::new();
-        let limits = Arc::new(limits::ConnLimits::new(
+        let limits = Arc::new(conn::limits::ConnLimits::new(
             config.max_connections,
             config.max_connections_per_ip,
         ));
         let mut senders: Vec<Sender<(TcpStream, IpAddr, Option<&'static str>)>> = Vec::new();
-        let shared = worker::WorkerShared {
+        let shared = conn::worker::WorkerShared {
             broker: broker.clone(),
             shutdown: shutdown.clone(),
             config: config.clone(),
             auth: auth.clone(),
             limits: limits.clone(),
             stats: Arc::new(metrics::ServerStats::default()),
-            origins: Arc::new(origins::Origins::new(
+            origins: Arc::new(api::origins::Origins::new(
                 &config.allowed_origins,
                 config.anonymous,
             )),
@@ -169,7 +88,7 @@ impl Server {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), Token(0))?);
             let (tx, rx) = mpsc::channel();
-            let worker = worker::Worker::new(poll, rx, shared.clone(), i == 0)?;
+            let worker = conn::worker::Worker::new(poll, rx, shared.clone(), i == 0)?;
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("herald-worker-{i}"))
@@ -233,7 +152,7 @@ fn accept_loop(
     senders: Vec<Sender<(TcpStream, IpAddr, Option<&'static str>)>>,
     wakers: Vec<Arc<Waker>>,
     shutdown: Arc<AtomicBool>,
-    limits: Arc<limits::ConnLimits>,
+    limits: Arc<conn::limits::ConnLimits>,
 ) {
     let mut events = Events::with_capacity(64);
     let mut next = 0usize;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use herald_server::config_file::{read_key, FileConfig};
+use herald_server::config::{read_key, FileConfig};
 use herald_server::{Server, ServerConfig};
 
 mod client;

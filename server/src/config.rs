@@ -30,7 +30,10 @@ use std::time::Duration;
 use herald_core::log::Durability;
 use serde::Deserialize;
 
-use crate::ServerConfig;
+use herald_core::BrokerConfig;
+
+use crate::api::auth::AuthConfig;
+use crate::wire::http;
 
 /// The file's keys (see the module docs).
 #[derive(Debug, Default, Deserialize)]
@@ -198,5 +201,82 @@ mod tests {
         );
         let bad: FileConfig = toml::from_str("durability = \"sometimes\"").unwrap();
         assert!(bad.apply(&mut ServerConfig::new()).is_err());
+    }
+}
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Event-loop threads.
+    pub workers: usize,
+    /// The broker underneath.
+    pub broker: BrokerConfig,
+    /// Largest request head (431 beyond).
+    pub max_head: usize,
+    /// Largest request body (413 beyond).
+    pub max_body: usize,
+    /// Unsent bytes per connection before it stops being fed (slow client).
+    pub max_output: usize,
+    /// A client whose unsent output stays at the bound this long is closed
+    /// (SSE: it resumes with `Last-Event-ID`; WebSocket: close code 4008
+    /// whose reason names the last sequence delivered per subscription).
+    pub slow_client_deadline: Duration,
+    /// Most open connections; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Most open connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// SSE keep-alive comment interval.
+    pub keepalive: Duration,
+    /// `retry:` sent to SSE clients, in milliseconds.
+    pub sse_retry_ms: u64,
+    /// Time allowed to send a complete request head (slowloris).
+    pub header_timeout: Duration,
+    /// Idle keep-alive connections are closed after this long.
+    pub idle_timeout: Duration,
+    /// Keys accepted for JWT bearer tokens.
+    pub auth: AuthConfig,
+    /// Serve clients without a token (full access, no tenant). Allowed only
+    /// on loopback addresses; the zero-configuration default.
+    pub anonymous: bool,
+    /// Web origins (`https://app.example`, or `*`) whose pages may use the
+    /// server cross-origin (CORS). Pages from other origins get 403; clients
+    /// that are not pages (no `Origin` header) are not affected.
+    pub allowed_origins: Vec<String>,
+    pub(crate) limits: http::Limits,
+}
+
+impl ServerConfig {
+    /// Embedded defaults: `127.0.0.1:7070`, data in `./herald-data`, one
+    /// worker per core.
+    pub fn new() -> ServerConfig {
+        let max_head = 16 * 1024;
+        let max_body = 1 << 20;
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            broker: BrokerConfig::new("herald-data"),
+            max_head,
+            max_body,
+            max_output: 1 << 20,
+            slow_client_deadline: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            keepalive: Duration::from_secs(15),
+            sse_retry_ms: 2_000,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            auth: AuthConfig::default(),
+            anonymous: true,
+            allowed_origins: Vec::new(),
+            limits: http::Limits { max_head, max_body },
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig::new()
     }
 }

@@ -5,10 +5,10 @@ use herald_core::broker::{BrokerError, Filter, PublishOptions, StartAt};
 use herald_core::Broker;
 use serde_json::{json, Value};
 
-use crate::auth::{Denied, Grants};
-use crate::http::{error_response, response, Request};
+use crate::api::auth::{Denied, Grants};
+use crate::api::presence;
 use crate::metrics::{render_metrics, ServerStats};
-use crate::presence;
+use crate::wire::http::{error_response, response, Request};
 
 /// What the worker must do with a request.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 //!
 //! The worker's [`Router`] is its subscriber: it reads each event once and
 //! routes it to the SSE and WebSocket streams of this worker's connections
-//! (see `routing.rs`). A waiting long-poll owns a broker subscription of its
+//! (see `fanout`). A waiting long-poll owns a broker subscription of its
 //! own. The worker arms the broker's doorbell (an eventfd registered in its
 //! `Poll`) whenever it has drained everything, so a publish wakes it with one
 //! eventfd write and an idle worker costs nothing.
@@ -26,17 +26,17 @@ use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::auth::{Authenticator, Grants};
-use crate::encode::PollBody;
-use crate::http::{self, error_response};
-use crate::limits::ConnLimits;
+use crate::api::auth::{Authenticator, Grants};
+use crate::api::origins::{add_cors_headers, preflight_response, Origins, Verdict};
+use crate::api::routes::{denied, route, Action};
+use crate::api::ws::{upgrade_response, WsConn, WsContext, WsStatus};
+use crate::config::ServerConfig;
+use crate::conn::limits::ConnLimits;
+use crate::conn::output::Output;
+use crate::fanout::encode::PollBody;
+use crate::fanout::{Encoding, Outputs, Router, StreamId};
 use crate::metrics::ServerStats;
-use crate::origins::{add_cors_headers, preflight_response, Origins, Verdict};
-use crate::output::Output;
-use crate::routes::{denied, route, Action};
-use crate::routing::{Encoding, Outputs, Router, StreamId};
-use crate::ws::{upgrade_response, WsConn, WsContext, WsStatus};
-use crate::ServerConfig;
+use crate::wire::http::{self, error_response};
 
 const WAKER: Token = Token(0);
 const DOORBELL: Token = Token(1);

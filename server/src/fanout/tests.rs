@@ -10,7 +10,7 @@ use herald_core::broker::{DeliveryRef, Filter, StartAt};
 use herald_core::{Broker, BrokerConfig};
 
 use super::{Encoding, Outputs, Router};
-use crate::output::Output;
+use crate::conn::output::Output;
 
 const TOPICS: [&str; 4] = ["a.x", "a.y", "b.x", "b.y"];
 const TYPES: [&str; 3] = ["t1", "t2", "t3"];

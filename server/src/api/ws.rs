@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, WebSocket};
 
-use crate::auth::Grants;
-use crate::http::Request;
-use crate::output::Output;
-use crate::presence;
-use crate::routing::{Encoding, Router, StreamId};
+use crate::api::auth::Grants;
+use crate::api::presence;
+use crate::conn::output::Output;
+use crate::fanout::{Encoding, Router, StreamId};
+use crate::wire::http::Request;
 
 /// Most subscriptions one WebSocket connection may hold.
 pub(crate) const MAX_SUBSCRIPTIONS: usize = 64;
@@ -431,8 +431,10 @@ fn subscribe(
     sub.map_err(|e| e.to_string())
 }
 
-fn denial(d: &crate::auth::Denied) -> String {
+fn denial(d: &crate::api::auth::Denied) -> String {
     match d {
-        crate::auth::Denied::Unauthenticated(m) | crate::auth::Denied::Forbidden(m) => m.clone(),
+        crate::api::auth::Denied::Unauthenticated(m) | crate::api::auth::Denied::Forbidden(m) => {
+            m.clone()
+        }
     }
 }

@@ -28,9 +28,11 @@ use herald_core::broker::{BrokerError, DeliveryRef, EventRef, Filter, StartAt, S
 use herald_core::ring::Doorbell;
 use herald_core::Broker;
 
-use crate::encode::{gap_json, sse_frame, ws_event_body, ws_event_prefix, ws_text_header};
+pub(crate) mod encode;
+
+use crate::conn::output::Output;
 use crate::metrics::ServerStats;
-use crate::output::Output;
+use encode::{gap_json, sse_frame, ws_event_body, ws_event_prefix, ws_text_header};
 
 /// A stream's index in its worker's router.
 pub(crate) type StreamId = usize;

@@ -6,7 +6,7 @@ use herald_core::broker::BrokerError;
 use herald_core::Broker;
 use serde_json::{json, Value};
 
-use crate::auth::{Denied, Grants};
+use crate::api::auth::{Denied, Grants};
 
 /// Why a presence request was refused.
 pub(crate) enum Refused {

@@ -18,7 +18,7 @@ use herald_core::broker::TopicPattern;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::http::Request;
+use crate::wire::http::Request;
 
 const PRESENCE: &str = "$presence.";
 
