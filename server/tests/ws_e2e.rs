@@ -166,11 +166,11 @@ fn bad_messages_get_precise_errors_and_the_connection_survives() {
         ),
         (
             json!({"op": "subscribe", "topic": "t"}),
-            "needs a string 'id'",
+            "missing field `id`",
         ),
         (
             json!({"op": "publish", "topic": "t"}),
-            "needs string 'topic' and 'type'",
+            "missing field `type`",
         ),
         (
             json!({"op": "publish", "topic": "t", "type": "bad type"}),
@@ -178,7 +178,7 @@ fn bad_messages_get_precise_errors_and_the_connection_survives() {
         ),
         (
             json!({"op": "unsubscribe", "id": "none"}),
-            "no such subscription",
+            "no subscription",
         ),
     ] {
         send(&mut ws, msg.clone());

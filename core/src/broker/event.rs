@@ -33,7 +33,7 @@ pub const MAX_CORRELATION_LEN: usize = 126;
 pub(crate) const RING_HEADER: usize = 40;
 
 /// Event types: 1 to 128 bytes of ASCII letters, digits and `_ . : -`.
-pub(crate) fn validate_type(event_type: &str) -> Result<(), BrokerError> {
+pub fn validate_event_type(event_type: &str) -> Result<(), BrokerError> {
     let ok = !event_type.is_empty()
         && event_type.len() <= MAX_TYPE_LEN
         && event_type

@@ -43,13 +43,16 @@ use parking_lot::Mutex;
 use crate::log::{Log, LogConfig, LogError, RecordRef};
 use crate::ring::{self, Ring, RingConfig};
 
-pub use event::{Delivery, DeliveryRef, Event, EventRef, Gap, MAX_CORRELATION_LEN, MAX_TYPE_LEN};
+pub use event::{
+    validate_event_type, Delivery, DeliveryRef, Event, EventRef, Gap, MAX_CORRELATION_LEN,
+    MAX_TYPE_LEN,
+};
 pub use filter::{Filter, TopicPattern};
 pub use metrics::MetricsSnapshot;
 pub use subscription::{StartAt, Subscription};
 pub use topics::{validate_topic, MAX_TOPIC_LEN};
 
-use event::{ring_header, validate_correlation, validate_type, Fields, RING_HEADER};
+use event::{ring_header, validate_correlation, Fields, RING_HEADER};
 use metrics::Metrics;
 use topics::{Registry, Topic};
 
@@ -570,7 +573,7 @@ impl TopicPublisher {
         payload: &[u8],
         options: PublishOptions<'_>,
     ) -> Result<Published, BrokerError> {
-        validate_type(event_type)?;
+        validate_event_type(event_type)?;
         let correlation = options.correlation.unwrap_or("");
         validate_correlation(correlation)?;
         let max = self.inner.config.max_payload;

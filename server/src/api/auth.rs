@@ -18,6 +18,7 @@ use herald_core::broker::TopicPattern;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use super::error::ApiError;
 use crate::wire::http::Request;
 
 const PRESENCE: &str = "$presence.";
@@ -67,15 +68,6 @@ pub(crate) struct Grants {
     subscribe: Vec<TopicPattern>,
 }
 
-/// Why a request is refused (401 or 403).
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Denied {
-    /// 401: no token, or a bad or expired one.
-    Unauthenticated(String),
-    /// 403: authenticated, but not allowed.
-    Forbidden(String),
-}
-
 impl Grants {
     pub(crate) fn anonymous() -> Grants {
         Grants {
@@ -100,11 +92,11 @@ impl Grants {
         self.tenant.as_ref().map_or(0, |t| t.len() + 1)
     }
 
-    pub(crate) fn check_publish(&self, topic: &str) -> Result<(), Denied> {
+    pub(crate) fn check_publish(&self, topic: &str) -> Result<(), ApiError> {
         if self.tenant.is_none() || self.publish.iter().any(|g| g.matches(topic)) {
             Ok(())
         } else {
-            Err(Denied::Forbidden(format!(
+            Err(ApiError::Forbidden(format!(
                 "the token may not publish to {topic:?}"
             )))
         }
@@ -112,7 +104,7 @@ impl Grants {
 
     /// A subscription pattern is allowed if some grant covers every topic
     /// it can match. A topic's presence events go with the topic.
-    pub(crate) fn check_subscribe(&self, pattern: &str) -> Result<(), Denied> {
+    pub(crate) fn check_subscribe(&self, pattern: &str) -> Result<(), ApiError> {
         let underlying = pattern.strip_prefix(PRESENCE).unwrap_or(pattern);
         if self.tenant.is_none()
             || self
@@ -122,7 +114,7 @@ impl Grants {
         {
             Ok(())
         } else {
-            Err(Denied::Forbidden(format!(
+            Err(ApiError::Forbidden(format!(
                 "the token may not subscribe to {pattern:?}"
             )))
         }
@@ -178,7 +170,7 @@ impl Authenticator {
     /// The grants of `req`'s bearer token (`Authorization: Bearer` header or
     /// `access_token` query parameter, for browsers' `EventSource` and
     /// `WebSocket`, which cannot set headers).
-    pub(crate) fn authenticate(&self, req: &Request) -> Result<Grants, Denied> {
+    pub(crate) fn authenticate(&self, req: &Request) -> Result<Grants, ApiError> {
         let token = req
             .header("authorization")
             .and_then(|h| {
@@ -191,7 +183,7 @@ impl Authenticator {
             return if self.anonymous {
                 Ok(Grants::anonymous())
             } else {
-                Err(Denied::Unauthenticated("missing bearer token".into()))
+                Err(ApiError::Unauthenticated("missing bearer token".into()))
             };
         };
         let mut last_error = String::from("no key accepts this token");
@@ -204,13 +196,13 @@ impl Authenticator {
                 Err(e) => last_error = e.to_string(),
             }
         }
-        Err(Denied::Unauthenticated(format!(
+        Err(ApiError::Unauthenticated(format!(
             "invalid token: {last_error}"
         )))
     }
 }
 
-fn grants(claims: Claims) -> Result<Grants, Denied> {
+fn grants(claims: Claims) -> Result<Grants, ApiError> {
     let tenant_ok = !claims.tenant.is_empty()
         && claims.tenant.len() <= 64
         && claims
@@ -218,15 +210,15 @@ fn grants(claims: Claims) -> Result<Grants, Denied> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !tenant_ok {
-        return Err(Denied::Unauthenticated(
+        return Err(ApiError::Unauthenticated(
             "the token's tenant must be 1-64 letters, digits, '_' or '-'".into(),
         ));
     }
-    let parse = |list: &[String]| -> Result<Vec<TopicPattern>, Denied> {
+    let parse = |list: &[String]| -> Result<Vec<TopicPattern>, ApiError> {
         list.iter()
             .map(|p| {
                 TopicPattern::parse(&format!("{}.{p}", claims.tenant))
-                    .map_err(|e| Denied::Unauthenticated(format!("bad grant pattern {p:?}: {e}")))
+                    .map_err(|e| ApiError::Unauthenticated(format!("bad grant pattern {p:?}: {e}")))
             })
             .collect()
     };

@@ -1,8 +1,13 @@
-//! Client requests: authentication, origins, the HTTP endpoints, the
-//! WebSocket messages and presence.
+//! Client requests. Every transport decodes what a client asks into one
+//! typed operation ([`ops`]), validated once, executed once ([`exec`])
+//! within the client's grants ([`auth`]), refused with one error type
+//! ([`error`]). HTTP ([`http`]) fills operations from the path, the query
+//! and the body; WebSocket ([`ws`]) from its JSON messages.
 
 pub(crate) mod auth;
+pub(crate) mod error;
+pub(crate) mod exec;
+pub(crate) mod http;
+pub(crate) mod ops;
 pub(crate) mod origins;
-pub(crate) mod presence;
-pub(crate) mod routes;
 pub(crate) mod ws;

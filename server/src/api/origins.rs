@@ -85,26 +85,6 @@ fn is_loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Inserts CORS headers for `origin` into a complete response head.
-pub(crate) fn add_cors_headers(response: &mut Vec<u8>, origin: &str) {
-    let at = response
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .map_or(response.len(), |p| p + 2);
-    let headers = format!(
-        "Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\nAccess-Control-Expose-Headers: Content-Type\r\n"
-    );
-    response.splice(at..at, headers.into_bytes());
-}
-
-/// The answer to a CORS preflight (`OPTIONS`) from an allowed origin.
-pub(crate) fn preflight_response(origin: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: {origin}\r\nVary: Origin\r\nAccess-Control-Allow-Methods: GET, POST, OPTIONS\r\nAccess-Control-Allow-Headers: Authorization, Content-Type, Last-Event-ID\r\nAccess-Control-Max-Age: 600\r\nContent-Length: 0\r\n\r\n"
-    )
-    .into_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,16 +148,5 @@ mod tests {
                 "{host}"
             );
         }
-    }
-
-    #[test]
-    fn cors_headers_go_right_after_the_status_line() {
-        let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
-        add_cors_headers(&mut r, "https://a.example");
-        let text = String::from_utf8(r).unwrap();
-        assert!(text.starts_with(
-            "HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: https://a.example\r\nVary: Origin\r\n"
-        ));
-        assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
     }
 }

@@ -1,6 +1,8 @@
-//! Connections and I/O: the worker event loops, connection admission, and
-//! each connection's unsent output.
+//! Connections and I/O: the worker event loops, each connection's state
+//! and unsent output, WebSocket framing, connection admission.
 
+pub(crate) mod connection;
 pub(crate) mod limits;
 pub(crate) mod output;
+pub(crate) mod websocket;
 pub(crate) mod worker;

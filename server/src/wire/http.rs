@@ -33,10 +33,9 @@ impl Request {
 
     /// The value of query parameter `name`, percent-decoded.
     pub(crate) fn query_param(&self, name: &str) -> Option<String> {
-        self.query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == name).then(|| percent_decode(v))
-        })
+        form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
     }
 }
 
@@ -54,20 +53,24 @@ pub(crate) enum ParseError {
 }
 
 impl ParseError {
-    pub(crate) fn response(&self) -> Vec<u8> {
-        match self {
-            ParseError::Malformed(why) => error_response(400, "Bad Request", why, false),
-            ParseError::HeadTooLarge => error_response(
+    /// The answer; the connection closes after it.
+    pub(crate) fn response(&self) -> Response {
+        let (status, reason, message) = match self {
+            ParseError::Malformed(why) => (400, "Bad Request", *why),
+            ParseError::HeadTooLarge => (
                 431,
                 "Request Header Fields Too Large",
                 "request head too large",
-                false,
             ),
-            ParseError::BodyTooLarge => {
-                error_response(413, "Payload Too Large", "request body too large", false)
-            }
-            ParseError::Unsupported(why) => error_response(501, "Not Implemented", why, false),
-        }
+            ParseError::BodyTooLarge => (413, "Payload Too Large", "request body too large"),
+            ParseError::Unsupported(why) => (501, "Not Implemented", *why),
+        };
+        let code = if status == 413 {
+            "too_large"
+        } else {
+            "invalid"
+        };
+        Response::error(status, reason, code, message).closing()
     }
 }
 
@@ -138,75 +141,110 @@ pub(crate) fn parse(buf: &[u8], limits: Limits) -> Result<Option<(Request, usize
     Ok(Some((request, head_len + content_length)))
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
+/// An HTTP response, a value until the worker writes it. `body: None`
+/// is a head for what follows on the connection (an event stream, a
+/// protocol switch): no `Content-Length`.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) reason: &'static str,
+    pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) body: Option<Vec<u8>>,
+    /// The connection closes after this answer, whatever the request asked.
+    pub(crate) close: bool,
+}
+
+impl Response {
+    /// A complete response with a body.
+    pub(crate) fn new(
+        status: u16,
+        reason: &'static str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Self {
+        Response {
+            status,
+            reason,
+            headers: vec![("Content-Type", content_type.to_owned())],
+            body: Some(body),
+            close: false,
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+
+    /// A JSON body.
+    pub(crate) fn json(value: &impl serde::Serialize) -> Response {
+        // Serializing the server's own plain types cannot fail.
+        let body = serde_json::to_vec(value).unwrap_or_default();
+        Response::new(200, "OK", "application/json", body)
+    }
+
+    /// A head for what follows (no body, no `Content-Length`).
+    pub(crate) fn head(status: u16, reason: &'static str) -> Response {
+        Response {
+            status,
+            reason,
+            headers: Vec::new(),
+            body: None,
+            close: false,
+        }
+    }
+
+    /// An error: `{"error": message, "code": kind}`.
+    pub(crate) fn error(status: u16, reason: &'static str, code: &str, message: &str) -> Response {
+        #[derive(serde::Serialize)]
+        struct ErrorBody<'a> {
+            error: &'a str,
+            code: &'a str,
+        }
+        let body = serde_json::to_vec(&ErrorBody {
+            error: message,
+            code,
+        })
+        .unwrap_or_default();
+        Response::new(status, reason, "application/json", body)
+    }
+
+    pub(crate) fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Closes the connection after it.
+    pub(crate) fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    /// Serialises the response. `keep_alive`: the connection stays open
+    /// after it (`Connection: keep-alive` rather than `close`), unless a
+    /// header of its own says otherwise.
+    pub(crate) fn write(&self, keep_alive: bool, out: &mut Vec<u8>) {
+        let _ = write!(Bytes(out), "HTTP/1.1 {} {}\r\n", self.status, self.reason);
+        for (name, value) in &self.headers {
+            let _ = write!(Bytes(out), "{name}: {value}\r\n");
+        }
+        if let Some(body) = &self.body {
+            let _ = write!(Bytes(out), "Content-Length: {}\r\n", body.len());
+        }
+        if !self.headers.iter().any(|(n, _)| *n == "Connection") {
+            let connection = if keep_alive { "keep-alive" } else { "close" };
+            let _ = write!(Bytes(out), "Connection: {connection}\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if let Some(body) = &self.body {
+            out.extend_from_slice(body);
+        }
+    }
 }
 
-/// A complete response with a body.
-pub(crate) fn response(
-    status: u16,
-    reason: &str,
-    content_type: &str,
-    body: &[u8],
-    keep_alive: bool,
-) -> Vec<u8> {
-    let mut head = String::with_capacity(128);
-    let _ = write!(
-        head,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
-        body.len(),
-        if keep_alive { "keep-alive" } else { "close" }
-    );
-    let mut out = head.into_bytes();
-    out.extend_from_slice(body);
-    out
-}
+/// `fmt::Write` into a byte buffer.
+struct Bytes<'a>(&'a mut Vec<u8>);
 
-/// A JSON error body: `{"error": "..."}`.
-pub(crate) fn error_response(
-    status: u16,
-    reason: &str,
-    message: &str,
-    keep_alive: bool,
-) -> Vec<u8> {
-    let body = serde_json::json!({ "error": message }).to_string();
-    response(
-        status,
-        reason,
-        "application/json",
-        body.as_bytes(),
-        keep_alive,
-    )
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -267,6 +305,27 @@ mod tests {
 
     #[test]
     fn percent_decoding_survives_bad_escapes() {
-        assert_eq!(percent_decode("a%2Fb%zz%"), "a/b%zz%");
+        let raw = b"GET /?a=a%2Fb%zz%&b=x+y HTTP/1.1\r\n\r\n";
+        let (req, _) = parse(raw, LIMITS).unwrap().unwrap();
+        assert_eq!(req.query_param("a").as_deref(), Some("a/b%zz%"));
+        assert_eq!(req.query_param("b").as_deref(), Some("x y"));
+    }
+
+    #[test]
+    fn a_response_decides_its_connection_header_once() {
+        let mut out = Vec::new();
+        Response::json(&serde_json::json!({"a": 1})).write(true, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 7\r\nConnection: keep-alive\r\n\r\n{\"a\":1}"
+        );
+        let mut out = Vec::new();
+        Response::head(101, "Switching Protocols")
+            .with_header("Connection", "Upgrade")
+            .write(false, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n"
+        );
     }
 }

@@ -1,3 +1,3 @@
-//! Wire formats: HTTP/1.1 request parsing and responses.
+//! Wire formats: HTTP/1.1 request parsing and response values.
 
 pub(crate) mod http;

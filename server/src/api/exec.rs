@@ -1,0 +1,224 @@
+//! Executes typed operations against the broker, within the caller's
+//! grants. One function per operation, whatever the transport; each
+//! returns a typed result or an [`ApiError`].
+
+use herald_core::broker::{Filter, PublishOptions, StartAt, Subscription};
+use herald_core::Broker;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::auth::Grants;
+use super::error::ApiError;
+use super::ops::{Ack, Heartbeat, Leave, PresenceQuery, Publish, Selection, StartDefault, Topics};
+
+/// Who asks, and of which broker.
+#[derive(Clone, Copy)]
+pub(crate) struct Caller<'a> {
+    pub(crate) broker: &'a Broker,
+    pub(crate) grants: &'a Grants,
+}
+
+/// A published event's sequences.
+#[derive(Debug, Serialize)]
+pub(crate) struct Published {
+    pub(crate) seq: u64,
+    pub(crate) topic_seq: u64,
+}
+
+/// An acknowledgement recorded.
+#[derive(Debug)]
+pub(crate) struct Acked {
+    /// The consumer, as the client names it.
+    pub(crate) consumer: String,
+    pub(crate) seq: u64,
+}
+
+/// A presence session: the broker's topic and the client id.
+pub(crate) type Session = (String, String);
+
+/// A heartbeat's outcome.
+#[derive(Debug, Serialize)]
+pub(crate) struct Joined {
+    /// True: a new session; false: a refresh.
+    pub(crate) joined: bool,
+}
+
+/// A leave's outcome.
+#[derive(Debug, Serialize)]
+pub(crate) struct Left {
+    /// False: there was no such session.
+    pub(crate) left: bool,
+}
+
+/// Who is present on a topic.
+#[derive(Debug, Serialize)]
+pub(crate) struct PresenceList {
+    pub(crate) topic: String,
+    pub(crate) present: Vec<Present>,
+}
+
+/// One present client.
+#[derive(Debug, Serialize)]
+pub(crate) struct Present {
+    client_id: String,
+    user: String,
+    device: String,
+    metadata: Value,
+    connected_at_ns: u64,
+    last_heartbeat_ns: u64,
+}
+
+/// A stream opened on the broker.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub(crate) sub: Subscription,
+    /// One topic: positions are its topic sequences.
+    pub(crate) single: bool,
+    /// It resumes from a past position.
+    pub(crate) recovered: bool,
+    /// The last sequence before its start (0 if it starts elsewhere):
+    /// what a poll with nothing to return passes back as `next_after`.
+    pub(crate) after: u64,
+}
+
+impl Caller<'_> {
+    /// `publish`.
+    pub(crate) fn publish(&self, op: Publish) -> Result<Published, ApiError> {
+        let topic = self.grants.internal(&op.topic);
+        self.grants.check_publish(&topic)?;
+        let data = op.data.to_string();
+        let published = self.broker.publisher(&topic)?.publish(
+            &op.event_type,
+            data.as_bytes(),
+            PublishOptions {
+                origin: op.origin.unwrap_or(0),
+                correlation: op.correlation_id.as_deref(),
+            },
+        )?;
+        Ok(Published {
+            seq: published.seq,
+            topic_seq: published.topic_seq,
+        })
+    }
+
+    /// Opens a stream (`subscribe`, an SSE stream, a poll). `default`:
+    /// where it starts without a position.
+    pub(crate) fn open(
+        &self,
+        selection: Selection,
+        default: StartDefault,
+    ) -> Result<Opened, ApiError> {
+        let (names, single) = match selection.topics {
+            Topics::One(t) => (vec![self.grants.internal(&t)], true),
+            Topics::Many(list) => (
+                list.iter().map(|t| self.grants.internal(t)).collect(),
+                false,
+            ),
+        };
+        for name in &names {
+            self.grants.check_subscribe(name)?;
+        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut filter = Filter::patterns(&refs)?.with_types(&selection.types);
+        if let Some(origin) = selection.exclude_origin {
+            filter = filter.excluding_origin(origin);
+        }
+        let start = selection.position.start(single, default)?;
+        let after = match start {
+            StartAt::TopicSeq(s) | StartAt::Seq(s) => s - 1,
+            _ => 0,
+        };
+        let (sub, recovered) = match &selection.consumer {
+            Some(name) => (
+                self.broker
+                    .subscribe_consumer(&self.grants.internal(name), filter, start)?,
+                true,
+            ),
+            None => {
+                let recovered = start != StartAt::Now;
+                (self.broker.subscribe(filter, start)?, recovered)
+            }
+        };
+        Ok(Opened {
+            sub,
+            single,
+            recovered,
+            after,
+        })
+    }
+
+    /// `ack`: only what has been published can be acknowledged (an
+    /// acknowledgement past the end would skip events not yet published).
+    pub(crate) fn ack(&self, op: Ack) -> Result<Acked, ApiError> {
+        let last = self.broker.next_seq().saturating_sub(1);
+        if op.seq > last {
+            return Err(ApiError::invalid(format!(
+                "'seq': {} is past the last published event ({last})",
+                op.seq
+            )));
+        }
+        self.broker
+            .ack_consumer(&self.grants.internal(&op.consumer), op.seq)?;
+        Ok(Acked {
+            consumer: op.consumer,
+            seq: op.seq,
+        })
+    }
+
+    /// `heartbeat`: refreshes a session, or joins.
+    pub(crate) fn heartbeat(&self, op: Heartbeat) -> Result<(Session, Joined), ApiError> {
+        let (topic, client_id) = self.session(&op.topic, &op.client_id)?;
+        if self.broker.presence_heartbeat(&topic, &client_id).is_ok() {
+            return Ok(((topic, client_id), Joined { joined: false }));
+        }
+        let metadata = match &op.metadata {
+            Value::Null => String::new(),
+            m => m.to_string(),
+        };
+        self.broker
+            .presence_join(&topic, &client_id, &op.user, &op.device, &metadata)?;
+        Ok(((topic, client_id), Joined { joined: true }))
+    }
+
+    /// `leave`.
+    pub(crate) fn leave(&self, op: Leave) -> Result<(Session, Left), ApiError> {
+        let (topic, client_id) = self.session(&op.topic, &op.client_id)?;
+        let left = self.broker.presence_leave(&topic, &client_id)?;
+        Ok(((topic, client_id), Left { left }))
+    }
+
+    /// `presence`: who is present on the client's topic.
+    pub(crate) fn presence(&self, op: PresenceQuery) -> Result<PresenceList, ApiError> {
+        let internal = self.grants.internal(&op.topic);
+        self.grants.check_subscribe(&internal)?;
+        let present = self
+            .broker
+            .presence(&internal)
+            .into_iter()
+            .map(|s| Present {
+                metadata: serde_json::from_str(&s.metadata).unwrap_or(Value::Null),
+                client_id: s.client_id,
+                user: s.user,
+                device: s.device,
+                connected_at_ns: s.connected_at_ns,
+                last_heartbeat_ns: s.last_heartbeat_ns,
+            })
+            .collect();
+        Ok(PresenceList {
+            topic: op.topic,
+            present,
+        })
+    }
+
+    /// A presence session's broker topic, within the subscribe grants.
+    fn session(&self, topic: &str, client_id: &str) -> Result<Session, ApiError> {
+        if topic.is_empty() || client_id.is_empty() {
+            return Err(ApiError::invalid(
+                "presence needs a non-empty 'topic' and 'client_id'",
+            ));
+        }
+        let internal = self.grants.internal(topic);
+        self.grants.check_subscribe(&internal)?;
+        Ok((internal, client_id.to_owned()))
+    }
+}

@@ -1,0 +1,301 @@
+//! HTTP requests: origin and token checks, then one typed operation per
+//! endpoint, filled from the path, the query and the body. Answers are
+//! [`Response`] values; the worker writes them and decides keep-alive.
+//! The endpoints are specified in `docs/PROTOCOL.md`.
+
+use std::time::Duration;
+
+use herald_core::broker::Subscription;
+use herald_core::Broker;
+use serde::Serialize;
+
+use super::auth::Authenticator;
+use super::error::ApiError;
+use super::exec::{Caller, Opened};
+use super::ops::{self, EventsQuery, NoQuery, PresenceQuery, StartDefault};
+use super::origins::{Origins, Verdict};
+use super::ws::WsSession;
+use crate::metrics::{render_metrics, ServerStats};
+use crate::wire::http::{Request, Response};
+
+/// What answering a request needs.
+pub(crate) struct HttpContext<'a> {
+    pub(crate) broker: &'a Broker,
+    pub(crate) auth: &'a Authenticator,
+    pub(crate) origins: &'a Origins,
+    pub(crate) stats: &'a ServerStats,
+    /// `retry:` sent to SSE clients, in milliseconds.
+    pub(crate) sse_retry_ms: u64,
+}
+
+/// What the worker must do with a request.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Send this answer.
+    Respond(Response),
+    /// Send this head, then stream Server-Sent Events.
+    Stream(Box<Stream>),
+    /// Hold the request until an event arrives or the wait ends.
+    Poll(Box<Poll>),
+    /// Send this `101`, then speak WebSocket.
+    Upgrade(Response, Box<WsSession>),
+}
+
+/// A Server-Sent Events stream to start.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub(crate) head: Response,
+    /// The stream's first bytes (`retry:`).
+    pub(crate) preamble: String,
+    pub(crate) sub: Subscription,
+    /// `id:` carries the topic sequence (single-topic streams).
+    pub(crate) topic_ids: bool,
+    /// Tenant prefix to strip from topic names sent back.
+    pub(crate) prefix_len: usize,
+}
+
+/// A poll to answer once it has events or its wait is over.
+#[derive(Debug)]
+pub(crate) struct Poll {
+    pub(crate) sub: Subscription,
+    pub(crate) limit: usize,
+    pub(crate) wait: Duration,
+    /// Positions are topic sequences (single-topic polls).
+    pub(crate) topic_ids: bool,
+    /// `next_after` if nothing comes.
+    pub(crate) after: u64,
+    pub(crate) prefix_len: usize,
+    /// CORS headers for the answer.
+    pub(crate) cors: Option<String>,
+}
+
+/// The answer to an acknowledgement over HTTP.
+#[derive(Serialize)]
+struct Checkpoint<'a> {
+    consumer: &'a str,
+    checkpoint: u64,
+}
+
+/// The answer to `e`.
+pub(crate) fn error(e: &ApiError) -> Response {
+    let (status, reason) = e.status();
+    Response::error(status, reason, e.code(), e.message())
+}
+
+/// Handles one request.
+pub(crate) fn handle(cx: &HttpContext<'_>, req: &Request) -> Action {
+    let cors = match cx.origins.check(req.header("origin"), req.header("host")) {
+        Verdict::Pass => None,
+        Verdict::Cors(origin) => Some(origin.to_owned()),
+        Verdict::Refuse(why) => return Action::Respond(error(&ApiError::Forbidden(why.into()))),
+    };
+    if let (Some(origin), "OPTIONS") = (&cors, req.method.as_str()) {
+        return Action::Respond(preflight(origin));
+    }
+    let action = match dispatch(cx, req, cors.as_deref()) {
+        Ok(action) => action,
+        Err(e) => Action::Respond(error(&e)),
+    };
+    match (action, cors) {
+        (Action::Respond(r), Some(origin)) => Action::Respond(with_cors(r, &origin)),
+        (Action::Stream(mut s), Some(origin)) => {
+            s.head = with_cors(s.head, &origin);
+            Action::Stream(s)
+        }
+        (action, _) => action,
+    }
+}
+
+fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<Action, ApiError> {
+    let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    let respond = |r: Response| Ok(Action::Respond(r));
+    match (req.method.as_str(), segments.as_slice()) {
+        ("GET", ["healthz"]) => respond(Response::new(200, "OK", "text/plain", b"ok\n".to_vec())),
+        ("GET", ["readyz"]) => respond(Response::new(200, "OK", "text/plain", b"ready\n".to_vec())),
+        ("GET", ["metrics"]) => respond(Response::new(
+            200,
+            "OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render_metrics(&cx.broker.metrics(), cx.stats).into_bytes(),
+        )),
+        (_, ["healthz" | "readyz" | "metrics"]) => Err(ApiError::MethodNotAllowed),
+        _ => {
+            let grants = cx.auth.authenticate(req)?;
+            let caller = Caller {
+                broker: cx.broker,
+                grants: &grants,
+            };
+            match upgrade(req) {
+                None => {}
+                Some(Ok(switching)) => {
+                    let session = Box::new(WsSession::new(grants));
+                    return Ok(Action::Upgrade(switching, session));
+                }
+                // The rest of the connection would not be HTTP: close it.
+                Some(Err(e)) => return Ok(Action::Respond(error(&e).closing())),
+            }
+            client_request(cx, &caller, req, &segments, cors)
+        }
+    }
+}
+
+/// The endpoints that need a token (or anonymous access).
+fn client_request(
+    cx: &HttpContext<'_>,
+    caller: &Caller<'_>,
+    req: &Request,
+    segments: &[&str],
+    cors: Option<&str>,
+) -> Result<Action, ApiError> {
+    match (req.method.as_str(), segments) {
+        ("POST", ["v1", "topics", topic, "events"]) => {
+            from_query::<NoQuery>(req)?;
+            let op = ops::from_body(&req.body, &[("topic", topic)])?;
+            json(&caller.publish(op)?)
+        }
+        ("GET", ["v1", "topics", topic, "events"]) => events(cx, caller, req, Some(topic), cors),
+        ("GET", ["v1", "events"]) => events(cx, caller, req, None, cors),
+        ("POST", ["v1", "consumers", name, "ack"]) => {
+            from_query::<NoQuery>(req)?;
+            let acked = caller.ack(ops::from_body(&req.body, &[("consumer", name)])?)?;
+            json(&Checkpoint {
+                consumer: &acked.consumer,
+                checkpoint: acked.seq,
+            })
+        }
+        ("GET", ["v1", "topics", topic, "presence"]) => {
+            from_query::<NoQuery>(req)?;
+            json(&caller.presence(PresenceQuery {
+                topic: (*topic).to_owned(),
+            })?)
+        }
+        ("POST", ["v1", "presence", "heartbeat"]) => {
+            from_query::<NoQuery>(req)?;
+            json(&caller.heartbeat(ops::from_body(&req.body, &[])?)?.1)
+        }
+        ("POST", ["v1", "presence", "leave"]) => {
+            from_query::<NoQuery>(req)?;
+            json(&caller.leave(ops::from_body(&req.body, &[])?)?.1)
+        }
+        (_, ["v1", "topics", _, "events" | "presence"])
+        | (_, ["v1", "events"])
+        | (_, ["v1", "consumers", _, "ack"])
+        | (_, ["v1", "presence", "heartbeat" | "leave"]) => Err(ApiError::MethodNotAllowed),
+        _ => Err(ApiError::NotFound("no such endpoint".into())),
+    }
+}
+
+/// A typed result, answered as JSON.
+fn json(result: &impl Serialize) -> Result<Action, ApiError> {
+    Ok(Action::Respond(Response::json(result)))
+}
+
+fn from_query<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    ops::from_query(&req.query)
+}
+
+/// `GET` events: a Server-Sent Events stream if the client accepts
+/// `text/event-stream`, otherwise a poll.
+fn events(
+    cx: &HttpContext<'_>,
+    caller: &Caller<'_>,
+    req: &Request,
+    path_topic: Option<&str>,
+    cors: Option<&str>,
+) -> Result<Action, ApiError> {
+    let query: EventsQuery = from_query(req)?;
+    let sse = req
+        .header("accept")
+        .is_some_and(|a| a.contains("text/event-stream"));
+    let last_event_id = match req.header("last-event-id") {
+        Some(id) if sse => Some(
+            id.trim()
+                .parse()
+                .map_err(|_| ApiError::invalid("Last-Event-ID must be a sequence number"))?,
+        ),
+        _ => None,
+    };
+    let selection = query.selection(path_topic, last_event_id)?;
+    let prefix_len = caller.grants.prefix_len();
+    if sse {
+        let Opened { sub, single, .. } = caller.open(selection, StartDefault::Now)?;
+        let head = Response::head(200, "OK")
+            .with_header("Content-Type", "text/event-stream")
+            .with_header("Cache-Control", "no-cache")
+            .with_header("Connection", "keep-alive")
+            .with_header("X-Accel-Buffering", "no");
+        return Ok(Action::Stream(Box::new(Stream {
+            head,
+            preamble: format!("retry: {}\n\n", cx.sse_retry_ms),
+            sub,
+            topic_ids: single,
+            prefix_len,
+        })));
+    }
+    let (limit, wait_ms) = query.poll_bounds();
+    let Opened {
+        sub, single, after, ..
+    } = caller.open(selection, StartDefault::Beginning)?;
+    Ok(Action::Poll(Box::new(Poll {
+        sub,
+        limit,
+        wait: Duration::from_millis(wait_ms),
+        topic_ids: single,
+        after,
+        prefix_len,
+        cors: cors.map(str::to_owned),
+    })))
+}
+
+/// The `101 Switching Protocols` answer to a valid upgrade request, or
+/// `None` if `req` is not a WebSocket upgrade.
+fn upgrade(req: &Request) -> Option<Result<Response, ApiError>> {
+    let upgrade = req.header("upgrade")?;
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return None;
+    }
+    let refuse = |why: &str| Err(ApiError::invalid(why));
+    Some((|| {
+        if req.path != "/v1/ws" {
+            return refuse("WebSocket connections are served at /v1/ws");
+        }
+        if req.method != "GET" {
+            return refuse("WebSocket upgrades must use GET");
+        }
+        if req.header("sec-websocket-version") != Some("13") {
+            return refuse("unsupported Sec-WebSocket-Version (need 13)");
+        }
+        let Some(key) = req.header("sec-websocket-key") else {
+            return refuse("missing Sec-WebSocket-Key");
+        };
+        from_query::<NoQuery>(req)?;
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        Ok(Response::head(101, "Switching Protocols")
+            .with_header("Upgrade", "websocket")
+            .with_header("Connection", "Upgrade")
+            .with_header("Sec-WebSocket-Accept", accept))
+    })())
+}
+
+/// CORS headers for an allowed cross-origin page.
+pub(crate) fn with_cors(response: Response, origin: &str) -> Response {
+    response
+        .with_header("Access-Control-Allow-Origin", origin)
+        .with_header("Vary", "Origin")
+        .with_header("Access-Control-Expose-Headers", "Content-Type")
+}
+
+/// The answer to a CORS preflight (`OPTIONS`) from an allowed origin.
+fn preflight(origin: &str) -> Response {
+    let mut r = Response::head(204, "No Content")
+        .with_header("Access-Control-Allow-Origin", origin)
+        .with_header("Vary", "Origin")
+        .with_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        .with_header(
+            "Access-Control-Allow-Headers",
+            "Authorization, Content-Type, Last-Event-ID",
+        )
+        .with_header("Access-Control-Max-Age", "600");
+    r.body = Some(Vec::new());
+    r
+}

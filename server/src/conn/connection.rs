@@ -1,0 +1,195 @@
+//! One client connection: its socket, buffers, what it speaks (HTTP, an
+//! SSE stream, a waiting poll, WebSocket), where it is in its life (open,
+//! closing, lingering), and its timers.
+
+use std::io::{self, Read};
+use std::net::{IpAddr, Shutdown};
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use super::output::Output;
+use super::websocket::WsConn;
+use crate::api::http::Poll;
+use crate::api::ws::WsSession;
+use crate::fanout::StreamId;
+use crate::wire::http::Response;
+
+/// What the connection speaks now.
+pub(crate) enum Mode {
+    /// Reading requests.
+    Http,
+    /// A WebSocket connection (after the upgrade).
+    Ws(Box<WsConn>),
+    /// Streaming Server-Sent Events.
+    Sse {
+        stream: StreamId,
+        next_keepalive: Instant,
+    },
+    /// A poll waiting for its first event or its deadline; requests
+    /// pipelined behind it wait in the input.
+    Poll {
+        poll: Box<Poll>,
+        deadline: Instant,
+        keep_alive: bool,
+    },
+}
+
+/// Where the connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lifecycle {
+    /// Serving.
+    Open,
+    /// Its last answer is queued: once written, the write side is shut.
+    /// Given the slow-client deadline to leave.
+    Closing { since: Instant },
+    /// Its write side is shut; it discards input until the peer closes
+    /// (closing with unread input would reset the connection and could
+    /// destroy the answer in flight). Closed after a short linger.
+    Lingering { since: Instant },
+}
+
+pub(crate) struct Conn {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: IpAddr,
+    /// Over a connection limit: every request gets 503 (and the slot was
+    /// never counted).
+    pub(crate) refused: Option<&'static str>,
+    pub(crate) input: Vec<u8>,
+    pub(crate) output: Output,
+    pub(crate) mode: Mode,
+    pub(crate) lifecycle: Lifecycle,
+    /// When the current request started arriving (header timeout).
+    pub(crate) request_started: Option<Instant>,
+    pub(crate) last_activity: Instant,
+    /// Since when the output has been at its bound (slow client).
+    pub(crate) stalled_since: Option<Instant>,
+    /// Not read while its output is full (a client that sends but does not
+    /// read its answers); resumed when the output drains.
+    pub(crate) read_paused: bool,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream, peer: IpAddr, refused: Option<&'static str>) -> Conn {
+        let now = Instant::now();
+        Conn {
+            stream,
+            peer,
+            refused,
+            input: Vec::new(),
+            output: Output::default(),
+            mode: Mode::Http,
+            lifecycle: Lifecycle::Open,
+            request_started: None,
+            last_activity: now,
+            stalled_since: None,
+            read_paused: false,
+        }
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.output.pending()
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.lifecycle == Lifecycle::Open
+    }
+
+    /// Queues an HTTP answer. The one place that decides whether the
+    /// connection stays open after it: the request asked for keep-alive and
+    /// the answer does not end the connection.
+    pub(crate) fn respond(&mut self, response: &Response, keep_alive: bool) {
+        let keep_alive = keep_alive && !response.close;
+        let mut bytes = Vec::with_capacity(256);
+        response.write(keep_alive, &mut bytes);
+        self.output.extend(&bytes);
+        if !keep_alive {
+            self.close_when_flushed();
+        }
+    }
+
+    /// Closes once what is queued is written.
+    pub(crate) fn close_when_flushed(&mut self) {
+        if self.lifecycle == Lifecycle::Open {
+            self.lifecycle = Lifecycle::Closing {
+                since: Instant::now(),
+            };
+        }
+    }
+
+    /// Switches to WebSocket. tungstenite reads the same descriptor through
+    /// a `TcpStream` that never closes it (no second descriptor per
+    /// connection); this connection's `TcpStream` stays registered in the
+    /// poller and owns it.
+    pub(crate) fn upgrade(&mut self, session: WsSession) {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the descriptor stays open as long as `self.stream`, which
+        // lives in the same `Conn` as the WebSocket and is dropped with it;
+        // the `ManuallyDrop` never closes it, and nothing reads through it
+        // after the connection is dropped.
+        let socket = std::mem::ManuallyDrop::new(unsafe {
+            std::net::TcpStream::from_raw_fd(self.stream.as_raw_fd())
+        });
+        let already_read = std::mem::take(&mut self.input);
+        self.mode = Mode::Ws(Box::new(WsConn::new(socket, already_read, session)));
+    }
+
+    /// Reads everything available into the input (HTTP, or requests
+    /// pipelined behind a waiting poll), at most `cap` bytes beyond which
+    /// the parser refuses anyway. Returns false if the peer closed or failed.
+    pub(crate) fn read_available(&mut self, cap: usize) -> bool {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.last_activity = Instant::now();
+                    if matches!(self.mode, Mode::Http | Mode::Poll { .. }) {
+                        self.input.extend_from_slice(&chunk[..n]);
+                        if self.input.len() > cap {
+                            return true;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Reads and drops what the peer sent. Returns false once it closed.
+    pub(crate) fn discard_input(&mut self) -> bool {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Writes as much pending output as the socket takes.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        if self.output.write_to(&mut self.stream)? {
+            self.last_activity = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// A closing connection whose output is written: shuts its write side
+    /// and starts lingering. Returns false if the socket failed (close it).
+    pub(crate) fn start_lingering(&mut self) -> bool {
+        if self.stream.shutdown(Shutdown::Write).is_err() || !self.discard_input() {
+            return false;
+        }
+        self.lifecycle = Lifecycle::Lingering {
+            since: Instant::now(),
+        };
+        true
+    }
+}

@@ -1,0 +1,179 @@
+//! WebSocket framing (RFC 6455, tungstenite on the non-blocking socket):
+//! reads client messages and hands each text message to the connection's
+//! [`WsSession`]; writes replies and close frames into the connection's
+//! output. Event frames are written by the router, not here.
+
+use std::io::{self, Read, Write};
+use std::mem::ManuallyDrop;
+use std::net::TcpStream as StdTcpStream;
+
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Error as WsError, Message, WebSocket};
+
+use crate::api::error::ApiError;
+use crate::api::ops::Envelope;
+use crate::api::ws::{error_reply, WsContext, WsSession};
+use crate::conn::output::Output;
+use crate::fanout::Router;
+
+/// Largest message a client may send.
+pub(crate) const MAX_MESSAGE: usize = 1 << 20;
+
+/// tungstenite's stream: reads come from the socket; writes land in a
+/// buffer that the worker moves into the connection's output, behind or
+/// between the event frames that it writes itself.
+struct Duplex {
+    /// The connection's socket, borrowed: the worker's `TcpStream` owns and
+    /// closes it (see `Conn::upgrade`).
+    socket: ManuallyDrop<StdTcpStream>,
+    written: Vec<u8>,
+}
+
+impl Read for Duplex {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.socket.read(buf)
+    }
+}
+
+impl Write for Duplex {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.written.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A WebSocket connection: framing plus its session.
+pub(crate) struct WsConn {
+    ws: WebSocket<Duplex>,
+    /// Our close frame is sent: nothing more may follow it.
+    closing: bool,
+    pub(crate) session: WsSession,
+}
+
+/// What a read left the connection in.
+pub(crate) enum WsStatus {
+    Open,
+    /// Close once the output (a close frame last) is written.
+    Closed,
+}
+
+impl WsConn {
+    /// Wraps `socket` (already upgraded, non-blocking).
+    pub(crate) fn new(
+        socket: ManuallyDrop<StdTcpStream>,
+        already_read: Vec<u8>,
+        session: WsSession,
+    ) -> WsConn {
+        // A small read buffer: tungstenite allocates it whole per connection
+        // (128 KiB by default) and grows it for larger messages as needed.
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE))
+            .max_frame_size(Some(MAX_MESSAGE))
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let duplex = Duplex {
+            socket,
+            written: Vec::new(),
+        };
+        let ws = WebSocket::from_partially_read(duplex, already_read, Role::Server, Some(config));
+        WsConn {
+            ws,
+            closing: false,
+            session,
+        }
+    }
+
+    /// Reads and answers every message available.
+    pub(crate) fn on_readable(&mut self, cx: &mut WsContext<'_>, out: &mut Output) -> WsStatus {
+        let status = loop {
+            match self.ws.read() {
+                // After our close frame, messages are read and dropped.
+                Ok(Message::Text(_) | Message::Binary(_)) if self.closing => {}
+                Ok(Message::Text(text)) => {
+                    let answer = self.session.handle(cx, text.as_str());
+                    self.send(answer);
+                }
+                Ok(Message::Binary(_)) => {
+                    let e = ApiError::invalid("binary messages are not supported: send JSON text");
+                    self.send(error_reply(&Envelope::default(), &e));
+                }
+                Ok(_) => {} // ping/pong/close handled by tungstenite
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let _ = self.ws.flush();
+                    break if self.closing {
+                        WsStatus::Closed
+                    } else {
+                        WsStatus::Open
+                    };
+                }
+                Err(WsError::Capacity(e)) => {
+                    break self.close_with(1009, &format!("message too big: {e}"))
+                }
+                Err(WsError::Utf8(_)) => {
+                    break self.close_with(1007, "invalid UTF-8 in a text message")
+                }
+                Err(WsError::Protocol(e)) => {
+                    break self.close_with(1002, &format!("protocol error: {e}"))
+                }
+                Err(_) => break WsStatus::Closed,
+            }
+            self.drain(out);
+        };
+        self.drain(out);
+        status
+    }
+
+    /// Moves what tungstenite wrote into the connection's output.
+    fn drain(&mut self, out: &mut Output) {
+        let written = &mut self.ws.get_mut().written;
+        if !written.is_empty() {
+            out.extend(written);
+            written.clear();
+        }
+    }
+
+    fn close_with(&mut self, code: u16, reason: &str) -> WsStatus {
+        // A close frame's reason is at most 123 bytes.
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: reason[..end].to_owned().into(),
+        };
+        let _ = self.ws.close(Some(frame));
+        let _ = self.ws.flush();
+        self.closing = true;
+        WsStatus::Closed
+    }
+
+    /// Closes a client too slow to drain its output (code 4008). The reason
+    /// names, per subscription, the last global and topic sequence sent, so
+    /// that a reconnect resumes with `after` exactly. What is still unsent
+    /// is dropped: the close frame must get through.
+    pub(crate) fn close_slow(&mut self, router: &Router, out: &mut Output) {
+        let mut reason = String::from("slow consumer; last sent");
+        for (id, stream) in self.session.subscriptions() {
+            let (seq, topic_seq) = router.last(stream);
+            reason.push_str(&format!(" {id}={seq}/{topic_seq}"));
+        }
+        self.close_and_drain(4008, &reason, out);
+    }
+
+    /// Sends a close frame with `code` (e.g. 1001 on shutdown).
+    pub(crate) fn close_and_drain(&mut self, code: u16, reason: &str, out: &mut Output) {
+        let _ = self.close_with(code, reason);
+        self.drain(out);
+    }
+
+    fn send(&mut self, text: String) {
+        // Writes into `Duplex`, which never refuses.
+        if self.ws.send(Message::text(text)).is_err() {
+            self.closing = true;
+        }
+    }
+}
