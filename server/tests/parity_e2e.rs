@@ -1,0 +1,463 @@
+//! The same request gets the same verdict over HTTP and over WebSocket:
+//! accepted with a result of the same shape, or refused with the same error
+//! code (and, where both transports carry the request as JSON, the same
+//! message). Against a real server with bearer tokens, from a table of
+//! valid and invalid requests and from generated publish bodies.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+mod common;
+
+use common::test_config;
+use herald_server::{mint_hs256, AuthConfig, Claims, Server};
+use proptest::prelude::*;
+use serde_json::{json, Map, Value};
+use tungstenite::{Message, WebSocket};
+
+const SECRET: &[u8] = b"parity-secret";
+
+type Ws = WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
+
+/// What a transport said.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Accepted; the result's field names.
+    Accepted(Vec<String>),
+    /// Refused with this code (and message).
+    Refused(String, String),
+}
+
+impl Verdict {
+    /// Same outcome; `same_message`: refusals must also say the same thing.
+    fn agrees(&self, other: &Verdict, same_message: bool) -> bool {
+        match (self, other) {
+            (Verdict::Accepted(a), Verdict::Accepted(b)) => a == b,
+            // (An HTTP body over the limit is refused by the framing,
+            // before it is read: the same code, its own message.)
+            (Verdict::Refused(c1, m1), Verdict::Refused(c2, m2)) => {
+                c1 == c2 && (!same_message || m1 == m2 || c1 == "too_large")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A request, as either transport carries it.
+#[derive(Debug, Clone)]
+enum Request {
+    /// `POST /v1/topics/{topic}/events` | `{"op":"publish","topic":…}`.
+    Publish(&'static str, Value),
+    /// A poll of `GET /v1/topics/{topic}/events` | `{"op":"subscribe","topic":…}`;
+    /// `topic` None: `GET /v1/events` | `"topics"` (in the fields).
+    Subscribe(Option<&'static str>, Value),
+    /// `POST /v1/consumers/{name}/ack` | `{"op":"ack","consumer":…}`.
+    Ack(&'static str, Value),
+    /// `POST /v1/presence/{op}` | `{"op":op,…}`.
+    Presence(&'static str, Value),
+    /// `GET /v1/topics/{topic}/presence` | `{"op":"presence","topic":…}`.
+    PresenceList(&'static str),
+}
+
+impl Request {
+    /// Whether the request travels as JSON on both transports (so their
+    /// error messages must match too; a query string carries only text).
+    fn json_on_both(&self) -> bool {
+        !matches!(self, Request::Subscribe(..))
+    }
+}
+
+struct Client {
+    server: Server,
+    token: String,
+    ws: Ws,
+    next_ref: u64,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+impl Client {
+    fn start(dir: &std::path::Path) -> Client {
+        let mut config = test_config(dir, 1);
+        config.anonymous = false;
+        config.auth = AuthConfig {
+            hs256_secret: Some(SECRET.to_vec()),
+            rs256_public_pem: None,
+        };
+        let server = Server::start(config).unwrap();
+        let claims = Claims {
+            sub: "parity".into(),
+            exp: now() + 3600,
+            tenant: "acme".into(),
+            publish: vec!["orders.*".into(), "rooms.>".into()],
+            subscribe: vec!["orders.>".into(), "rooms.>".into()],
+        };
+        let token = mint_hs256(&claims, SECRET).unwrap();
+        let url = format!("ws://{}/v1/ws?access_token={token}", server.local_addr());
+        let (ws, _) = tungstenite::connect(url).unwrap();
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        }
+        Client {
+            server,
+            token,
+            ws,
+            next_ref: 0,
+        }
+    }
+
+    fn http(&self, method: &str, target: &str, body: &str) -> Verdict {
+        let mut s = TcpStream::connect(self.server.local_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let req = format!(
+            "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n{body}",
+            self.token,
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&raw[..split]);
+        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let body: Value = serde_json::from_slice(&raw[split + 4..]).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return Verdict::Accepted(fields(&body));
+        }
+        let code = body["code"]
+            .as_str()
+            .map_or_else(|| format!("status {status}"), str::to_owned);
+        let message = body["error"].as_str().unwrap_or("").to_owned();
+        Verdict::Refused(code, message)
+    }
+
+    /// Sends one WebSocket message and reads its reply (by `ref`).
+    fn ws(&mut self, mut msg: Map<String, Value>) -> (Verdict, Value) {
+        self.next_ref += 1;
+        let reference = self.next_ref;
+        msg.insert("ref".into(), json!(reference));
+        self.ws
+            .send(Message::text(Value::Object(msg).to_string()))
+            .unwrap();
+        loop {
+            let Message::Text(text) = self.ws.read().unwrap() else {
+                continue;
+            };
+            let reply: Value = serde_json::from_str(text.as_str()).unwrap();
+            if reply["ref"] != json!(reference) {
+                continue; // an event or a gap of an earlier subscription
+            }
+            let verdict = if reply["type"] == "error" {
+                let code = reply["code"]
+                    .as_str()
+                    .map_or_else(|| "error".to_owned(), str::to_owned);
+                let message = reply["message"].as_str().unwrap_or("").to_owned();
+                Verdict::Refused(code, message)
+            } else {
+                Verdict::Accepted(fields(&reply))
+            };
+            return (verdict, reply);
+        }
+    }
+
+    /// Both transports' verdicts on `req`.
+    fn both(&mut self, req: &Request) -> (Verdict, Verdict) {
+        match req {
+            Request::Publish(topic, body) => {
+                let http = self.http(
+                    "POST",
+                    &format!("/v1/topics/{topic}/events"),
+                    &body.to_string(),
+                );
+                let mut msg = object(body);
+                msg.insert("op".into(), json!("publish"));
+                msg.insert("topic".into(), json!(topic));
+                (http, self.ws(msg).0)
+            }
+            Request::Subscribe(topic, fields) => {
+                let mut query: Vec<String> = object(fields)
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", query_value(v)))
+                    .collect();
+                query.push("wait=0".into());
+                let path = match topic {
+                    Some(t) => format!("/v1/topics/{t}/events"),
+                    None => "/v1/events".to_owned(),
+                };
+                let http = self.http("GET", &format!("{path}?{}", query.join("&")), "");
+                let mut msg = object(fields);
+                msg.insert("op".into(), json!("subscribe"));
+                let id = format!("s{}", self.next_ref + 1);
+                msg.insert("id".into(), json!(id));
+                if let Some(t) = topic {
+                    msg.insert("topic".into(), json!(t));
+                }
+                let (ws, _) = self.ws(msg);
+                if let Verdict::Accepted(_) = ws {
+                    let mut unsubscribe = Map::new();
+                    unsubscribe.insert("op".into(), json!("unsubscribe"));
+                    unsubscribe.insert("id".into(), json!(id));
+                    let (done, _) = self.ws(unsubscribe);
+                    assert!(matches!(done, Verdict::Accepted(_)), "{done:?}");
+                }
+                (http, ws)
+            }
+            Request::Ack(consumer, body) => {
+                let http = self.http(
+                    "POST",
+                    &format!("/v1/consumers/{consumer}/ack"),
+                    &body.to_string(),
+                );
+                let mut msg = object(body);
+                msg.insert("op".into(), json!("ack"));
+                msg.insert("consumer".into(), json!(consumer));
+                (http, self.ws(msg).0)
+            }
+            Request::Presence(op, body) => {
+                let http = self.http("POST", &format!("/v1/presence/{op}"), &body.to_string());
+                let mut msg = object(body);
+                msg.insert("op".into(), json!(op));
+                (http, self.ws(msg).0)
+            }
+            Request::PresenceList(topic) => {
+                let http = self.http("GET", &format!("/v1/topics/{topic}/presence"), "");
+                let mut msg = Map::new();
+                msg.insert("op".into(), json!("presence"));
+                msg.insert("topic".into(), json!(topic));
+                (http, self.ws(msg).0)
+            }
+        }
+    }
+}
+
+/// A body's fields (a non-object is sent as is over HTTP; over WebSocket
+/// its fields are none).
+fn object(v: &Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+/// A JSON value as a query string carries it: strings and numbers as
+/// their text, arrays comma-separated, anything else as JSON text.
+fn query_value(v: &Value) -> String {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(query_value).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    };
+    text.replace('%', "%25")
+        .replace('&', "%26")
+        .replace(' ', "%20")
+        .replace('#', "%23")
+}
+
+/// A result's field names, without the WebSocket envelope, with the HTTP
+/// acknowledgement's `checkpoint` under its WebSocket name `seq`.
+fn fields(v: &Value) -> Vec<String> {
+    let mut names: Vec<String> = v
+        .as_object()
+        .map(|o| {
+            o.keys()
+                .filter(|k| !matches!(k.as_str(), "type" | "ref" | "id" | "recovered"))
+                .map(|k| {
+                    if k == "checkpoint" {
+                        "seq".into()
+                    } else {
+                        k.clone()
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    // A subscription's result is the subscription (WebSocket) or a poll
+    // answer (HTTP): only whether it was accepted is compared.
+    names.retain(|k| !matches!(k.as_str(), "events" | "next_after"));
+    names.sort();
+    names
+}
+
+fn table() -> Vec<Request> {
+    use Request::*;
+    let long = |n: usize| "x".repeat(n);
+    let many: Vec<String> = (0..33).map(|i| format!("orders.{i}")).collect();
+    let many_types: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
+    vec![
+        // publish
+        Publish(
+            "orders.1",
+            json!({"type": "order.created", "data": {"id": 1}}),
+        ),
+        Publish(
+            "orders.1",
+            json!({"type": "order.created", "origin": 7, "correlation_id": "req-1"}),
+        ),
+        Publish("orders.1", json!({"type": "order.created", "origin": "7"})),
+        Publish("orders.1", json!({"type": "order.created", "origin": -1})),
+        Publish(
+            "orders.1",
+            json!({"type": "order.created", "origin": null, "correlation_id": null}),
+        ),
+        Publish(
+            "orders.1",
+            json!({"type": "order.created", "correlation_id": 5}),
+        ),
+        Publish(
+            "orders.1",
+            json!({"type": "order.created", "correlation_id": "has space"}),
+        ),
+        Publish(
+            "orders.1",
+            json!({"type": "order.created", "correlation_id": long(127)}),
+        ),
+        Publish("orders.1", json!({"data": 1})),
+        Publish("orders.1", json!({"type": 5})),
+        Publish("orders.1", json!({"type": "bad type"})),
+        Publish("orders.1", json!({"type": long(129)})),
+        Publish("orders.1", json!({"type": "e", "colour": "red"})),
+        Publish("orders.1", json!({"type": "e", "data": long(9000)})),
+        Publish("secret.1", json!({"type": "e"})),
+        Publish("orders..1", json!({"type": "e"})),
+        Publish("rooms.a.b", json!({"type": "e"})),
+        // subscribe / poll
+        Subscribe(Some("orders.1"), json!({"after": 0})),
+        Subscribe(Some("orders.1"), json!({"since": 5})),
+        Subscribe(
+            Some("orders.1"),
+            json!({"last": 2, "types": ["order.created"]}),
+        ),
+        Subscribe(Some("orders.1"), json!({"after": "x"})),
+        Subscribe(Some("orders.1"), json!({"after": -1})),
+        Subscribe(Some("orders.1"), json!({"after": u64::MAX})),
+        Subscribe(Some("orders.1"), json!({"types": ["bad type"]})),
+        Subscribe(Some("orders.1"), json!({"types": many_types})),
+        Subscribe(Some("orders.1"), json!({"exclude_origin": 7})),
+        Subscribe(Some("orders.1"), json!({"exclude_origin": "x"})),
+        Subscribe(Some("orders.1"), json!({"colour": "red"})),
+        Subscribe(Some("orders.*"), json!({"after": 1})),
+        Subscribe(Some("orders..1"), json!({})),
+        Subscribe(Some("secret.1"), json!({})),
+        Subscribe(None, json!({"topics": ["orders.*", "rooms.>"]})),
+        Subscribe(None, json!({"topics": ["orders.*"], "after": 1})),
+        Subscribe(None, json!({"topics": []})),
+        Subscribe(None, json!({"topics": many})),
+        Subscribe(None, json!({"topics": ["orders.>", "secret.>"]})),
+        Subscribe(None, json!({"topics": ["orders.*", "a b"]})),
+        // acknowledgements
+        Ack("worker-1", json!({"seq": 1})),
+        Ack("worker-1", json!({"seq": 1_000_000})),
+        Ack("worker-1", json!({"seq": "1"})),
+        Ack("worker-1", json!({})),
+        Ack("worker-1", json!({"seq": 1, "extra": true})),
+        Ack("bad*name", json!({"seq": 1})),
+        // presence
+        Presence(
+            "heartbeat",
+            json!({"topic": "rooms.1", "client_id": "c1", "user": "u", "device": "d", "metadata": {"a": 1}}),
+        ),
+        Presence(
+            "heartbeat",
+            json!({"topic": "rooms.1", "client_id": "c1", "user": 5}),
+        ),
+        Presence("heartbeat", json!({"topic": "rooms.1"})),
+        Presence("heartbeat", json!({"topic": "rooms.1", "client_id": ""})),
+        Presence(
+            "heartbeat",
+            json!({"topic": "rooms.1", "client_id": long(300)}),
+        ),
+        Presence(
+            "heartbeat",
+            json!({"topic": "rooms.1", "client_id": "c2", "metadata": long(5000)}),
+        ),
+        Presence("heartbeat", json!({"topic": "secret.1", "client_id": "c1"})),
+        Presence(
+            "heartbeat",
+            json!({"topic": "rooms.1", "client_id": "c1", "colour": 1}),
+        ),
+        Presence("leave", json!({"topic": "rooms.1", "client_id": "c1"})),
+        Presence("leave", json!({"topic": "rooms.1", "client_id": 1})),
+        PresenceList("rooms.1"),
+        PresenceList("secret.1"),
+        PresenceList("rooms..1"),
+    ]
+}
+
+#[test]
+fn every_request_gets_the_same_verdict_over_http_and_websocket() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut client = Client::start(dir.path());
+    let mut disagreements = Vec::new();
+    let mut refused = 0;
+    for req in table() {
+        let (http, ws) = client.both(&req);
+        if !http.agrees(&ws, req.json_on_both()) {
+            let mut shown = format!("{req:?}");
+            shown.truncate(300);
+            disagreements.push(format!("{shown}\n    HTTP: {http:?}\n    WS:   {ws:?}"));
+        }
+        refused += usize::from(matches!(http, Verdict::Refused(..)));
+    }
+    assert!(
+        disagreements.is_empty(),
+        "{} disagreements:\n{}",
+        disagreements.len(),
+        disagreements.join("\n")
+    );
+    // The table exercises both outcomes.
+    assert!(refused > 20 && refused < table().len() - 10, "{refused}");
+}
+
+/// A generated value of a random JSON type.
+fn any_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        "[a-z. :_-]{0,12}".prop_map(Value::from),
+        Just(json!({"id": 1})),
+        Just(json!([1, "a"])),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+
+    #[test]
+    fn generated_publish_bodies_get_the_same_verdict(
+        fields in proptest::collection::btree_map(
+            prop_oneof![
+                Just("type"), Just("data"), Just("origin"), Just("correlation_id"),
+                Just("extra"),
+            ],
+            any_value(),
+            0..5,
+        ),
+        event_type in prop_oneof![Just(Some("order.created")), Just(None)],
+    ) {
+        thread_local! {
+            static CLIENT: std::cell::RefCell<Option<(tempfile::TempDir, Client)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let mut body: Map<String, Value> =
+            fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        if let Some(t) = event_type {
+            body.insert("type".into(), json!(t));
+        }
+        let req = Request::Publish("orders.7", Value::Object(body));
+        let (http, ws) = CLIENT.with(|c| {
+            let mut c = c.borrow_mut();
+            let (_, client) = c.get_or_insert_with(|| {
+                let dir = tempfile::tempdir().unwrap();
+                let client = Client::start(dir.path());
+                (dir, client)
+            });
+            client.both(&req)
+        });
+        prop_assert!(http.agrees(&ws, true), "{:?}\nHTTP: {:?}\nWS:   {:?}", req, http, ws);
+    }
+}
