@@ -1,10 +1,15 @@
-//! How events leave the server: Server-Sent Events frames and JSON objects.
+//! How events leave the server: the per-event frame cache shared by a
+//! worker's streams, and the encoders of SSE frames, WebSocket messages
+//! and poll answers.
 
 use std::fmt::Write as _;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use herald_core::broker::{DeliveryRef, EventRef, Gap};
+
+use super::Encoding;
+use crate::conn::output::Output;
 use serde_json::{json, Value};
 
 /// The client's name for a broker topic: without the tenant prefix
@@ -175,6 +180,81 @@ pub(crate) fn ws_text_header(out: &mut BytesMut, len: usize) {
     } else {
         out.extend_from_slice(&[127]);
         out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+}
+
+/// The frames of the event being routed, encoded on first use. Each frame
+/// is its own allocation: frames carved from one shared block would keep the
+/// whole block alive while any one of them waits in a slow client's output.
+#[derive(Default)]
+pub(crate) struct Frames {
+    /// SSE frames: `id:` global sequence, and `id:` topic sequence.
+    sse: [Option<Bytes>; 2],
+    /// WebSocket message bodies by tenant prefix length.
+    ws: Vec<(usize, Bytes)>,
+}
+
+impl Frames {
+    pub(crate) fn clear(&mut self) {
+        self.sse = [None, None];
+        self.ws.clear();
+    }
+
+    fn buffer(e: &EventRef<'_>) -> BytesMut {
+        BytesMut::with_capacity(e.payload.len() + e.topic.len() + 160)
+    }
+
+    pub(crate) fn sse(&mut self, e: &EventRef<'_>, topic_ids: bool) -> Bytes {
+        let slot = &mut self.sse[usize::from(topic_ids)];
+        if let Some(frame) = slot {
+            return frame.clone();
+        }
+        let mut buf = Frames::buffer(e);
+        // Prefix length only matters for gap notices, never routed here.
+        sse_frame(&mut buf, &DeliveryRef::Event(*e), topic_ids, 0);
+        let frame = buf.freeze();
+        *slot = Some(frame.clone());
+        frame
+    }
+
+    pub(crate) fn ws_body(&mut self, e: &EventRef<'_>, prefix_len: usize) -> Bytes {
+        if let Some((_, body)) = self.ws.iter().find(|(p, _)| *p == prefix_len) {
+            return body.clone();
+        }
+        let mut buf = Frames::buffer(e);
+        ws_event_body(&mut buf, e, prefix_len);
+        let body = buf.freeze();
+        self.ws.push((prefix_len, body.clone()));
+        body
+    }
+}
+
+/// Encodes a delivery for one stream only (catch-up: nothing to share).
+pub(crate) fn encode_own(
+    out: &mut Output,
+    encoding: &Encoding,
+    d: &DeliveryRef<'_>,
+    prefix_len: usize,
+) {
+    match encoding {
+        Encoding::Sse { topic_ids } => sse_frame(out.tail(), d, *topic_ids, prefix_len),
+        Encoding::Ws { id, prefix } => {
+            let text = match d {
+                DeliveryRef::Event(e) => {
+                    let mut text = BytesMut::from(&prefix[..]);
+                    ws_event_body(&mut text, e, prefix_len);
+                    text
+                }
+                DeliveryRef::Gap(g) => {
+                    let mut v = gap_json(g, prefix_len)["gap"].clone();
+                    v["type"] = serde_json::json!("gap");
+                    v["sub"] = serde_json::json!(id);
+                    BytesMut::from(v.to_string().as_bytes())
+                }
+            };
+            ws_text_header(out.tail(), text.len());
+            out.extend(&text);
+        }
     }
 }
 

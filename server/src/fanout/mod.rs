@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use herald_core::broker::{BrokerError, DeliveryRef, EventRef, Filter, StartAt, Subscription};
 use herald_core::ring::Doorbell;
 use herald_core::Broker;
@@ -32,7 +32,7 @@ pub(crate) mod encode;
 
 use crate::conn::output::Output;
 use crate::metrics::ServerStats;
-use encode::{gap_json, sse_frame, ws_event_body, ws_event_prefix, ws_text_header};
+use encode::{encode_own, ws_event_prefix, ws_text_header, Frames};
 
 /// A stream's index in its worker's router.
 pub(crate) type StreamId = usize;
@@ -529,76 +529,6 @@ impl<O: Outputs> Deliver<'_, O> {
         stream.next = e.seq + 1;
         stream.last = (e.seq, e.topic_seq);
         *self.delivered += 1;
-    }
-}
-
-/// The frames of the event being routed, encoded on first use. Each frame
-/// is its own allocation: frames carved from one shared block would keep the
-/// whole block alive while any one of them waits in a slow client's output.
-#[derive(Default)]
-struct Frames {
-    /// SSE frames: `id:` global sequence, and `id:` topic sequence.
-    sse: [Option<Bytes>; 2],
-    /// WebSocket message bodies by tenant prefix length.
-    ws: Vec<(usize, Bytes)>,
-}
-
-impl Frames {
-    fn clear(&mut self) {
-        self.sse = [None, None];
-        self.ws.clear();
-    }
-
-    fn buffer(e: &EventRef<'_>) -> BytesMut {
-        BytesMut::with_capacity(e.payload.len() + e.topic.len() + 160)
-    }
-
-    fn sse(&mut self, e: &EventRef<'_>, topic_ids: bool) -> Bytes {
-        let slot = &mut self.sse[usize::from(topic_ids)];
-        if let Some(frame) = slot {
-            return frame.clone();
-        }
-        let mut buf = Frames::buffer(e);
-        // Prefix length only matters for gap notices, never routed here.
-        sse_frame(&mut buf, &DeliveryRef::Event(*e), topic_ids, 0);
-        let frame = buf.freeze();
-        *slot = Some(frame.clone());
-        frame
-    }
-
-    fn ws_body(&mut self, e: &EventRef<'_>, prefix_len: usize) -> Bytes {
-        if let Some((_, body)) = self.ws.iter().find(|(p, _)| *p == prefix_len) {
-            return body.clone();
-        }
-        let mut buf = Frames::buffer(e);
-        ws_event_body(&mut buf, e, prefix_len);
-        let body = buf.freeze();
-        self.ws.push((prefix_len, body.clone()));
-        body
-    }
-}
-
-/// Encodes a delivery for one stream only (catch-up: nothing to share).
-fn encode_own(out: &mut Output, encoding: &Encoding, d: &DeliveryRef<'_>, prefix_len: usize) {
-    match encoding {
-        Encoding::Sse { topic_ids } => sse_frame(out.tail(), d, *topic_ids, prefix_len),
-        Encoding::Ws { id, prefix } => {
-            let text = match d {
-                DeliveryRef::Event(e) => {
-                    let mut text = BytesMut::from(&prefix[..]);
-                    ws_event_body(&mut text, e, prefix_len);
-                    text
-                }
-                DeliveryRef::Gap(g) => {
-                    let mut v = gap_json(g, prefix_len)["gap"].clone();
-                    v["type"] = serde_json::json!("gap");
-                    v["sub"] = serde_json::json!(id);
-                    BytesMut::from(v.to_string().as_bytes())
-                }
-            };
-            ws_text_header(out.tail(), text.len());
-            out.extend(&text);
-        }
     }
 }
 
