@@ -10,7 +10,7 @@ use herald_core::broker::{DeliveryRef, EventRef, Gap};
 
 use super::Encoding;
 use crate::conn::output::Output;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 /// The client's name for a broker topic: without the tenant prefix
 /// (`prefix_len` bytes), which presence topics carry after `$presence.`.
@@ -24,13 +24,48 @@ pub(crate) fn external_topic(topic: &str, prefix_len: usize) -> String {
     }
 }
 
-/// A gap notice as JSON.
-pub(crate) fn gap_json(g: &Gap, prefix_len: usize) -> Value {
-    let mut v = json!({ "gap": { "from": g.from, "to": g.to } });
-    if let Some(topic) = &g.topic {
-        v["gap"]["topic"] = json!(external_topic(topic, prefix_len));
+/// A gap notice's fields: `from..=to`, topic sequences if `topic` is set.
+#[derive(Serialize)]
+struct GapFields {
+    from: u64,
+    to: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<String>,
+}
+
+impl GapFields {
+    fn new(g: &Gap, prefix_len: usize) -> GapFields {
+        GapFields {
+            from: g.from,
+            to: g.to,
+            topic: g.topic.as_ref().map(|t| external_topic(t, prefix_len)),
+        }
     }
-    v
+}
+
+/// A gap notice as SSE data and in poll answers: `{"gap": {…}}`.
+#[derive(Serialize)]
+struct GapNotice {
+    gap: GapFields,
+}
+
+/// A gap notice as a WebSocket message: `{"type":"gap","sub":…,…}`.
+#[derive(Serialize)]
+struct WsGap<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    sub: &'a str,
+    #[serde(flatten)]
+    gap: GapFields,
+}
+
+/// Appends a gap notice `{"gap": {…}}`.
+fn gap_notice(out: &mut BytesMut, g: &Gap, prefix_len: usize) {
+    let notice = GapNotice {
+        gap: GapFields::new(g, prefix_len),
+    };
+    // Serializing into a BytesMut cannot fail.
+    let _ = serde_json::to_writer(out.writer(), &notice);
 }
 
 /// Appends one SSE frame for `d` to `out`. `topic_ids`: the `id:` field is
@@ -56,7 +91,9 @@ pub(crate) fn sse_frame(
             out.extend_from_slice(b"\n");
         }
         DeliveryRef::Gap(g) => {
-            let _ = write!(out, "event: gap\ndata: {}\n\n", gap_json(g, prefix_len));
+            out.extend_from_slice(b"event: gap\ndata: ");
+            gap_notice(out, g, prefix_len);
+            out.extend_from_slice(b"\n\n");
         }
     }
 }
@@ -152,7 +189,7 @@ impl PollBody {
                 if self.topic_ids || g.topic.is_none() {
                     self.next_after = self.next_after.max(g.to);
                 }
-                let _ = write!(self.out, "{}", gap_json(g, self.prefix_len));
+                gap_notice(&mut self.out, g, self.prefix_len);
             }
         }
     }
@@ -246,10 +283,15 @@ pub(crate) fn encode_own(
                     text
                 }
                 DeliveryRef::Gap(g) => {
-                    let mut v = gap_json(g, prefix_len)["gap"].clone();
-                    v["type"] = serde_json::json!("gap");
-                    v["sub"] = serde_json::json!(id);
-                    BytesMut::from(v.to_string().as_bytes())
+                    let gap = WsGap {
+                        kind: "gap",
+                        sub: id,
+                        gap: GapFields::new(g, prefix_len),
+                    };
+                    let mut text = BytesMut::new();
+                    // Serializing into a BytesMut cannot fail.
+                    let _ = serde_json::to_writer((&mut text).writer(), &gap);
+                    text
                 }
             };
             ws_text_header(out.tail(), text.len());
@@ -261,6 +303,7 @@ pub(crate) fn encode_own(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     #[test]
     fn a_ws_event_message_is_prefix_and_body() {
@@ -299,6 +342,33 @@ mod tests {
         assert_eq!(v["data"], json!("plain \"text\""));
         assert_eq!(v["topic"], json!("acme.orders"));
         assert!(v.get("origin").is_none() && v.get("correlation_id").is_none());
+    }
+
+    #[test]
+    fn gap_notices_name_their_topic_without_the_tenant() {
+        let g = Gap {
+            from: 3,
+            to: 9,
+            topic: Some("acme.orders".into()),
+        };
+        let mut sse = BytesMut::new();
+        sse_frame(&mut sse, &DeliveryRef::Gap(g.clone()), true, "acme.".len());
+        assert_eq!(
+            &sse[..],
+            b"event: gap\ndata: {\"gap\":{\"from\":3,\"to\":9,\"topic\":\"orders\"}}\n\n"
+        );
+        let mut out = Output::default();
+        let ws = Encoding::ws("s1");
+        encode_own(
+            &mut out,
+            &ws,
+            &DeliveryRef::Gap(Gap { topic: None, ..g }),
+            0,
+        );
+        let mut sink = Vec::new();
+        out.write_to(&mut sink).unwrap();
+        let v: Value = serde_json::from_slice(&sink[2..]).unwrap();
+        assert_eq!(v, json!({"type": "gap", "sub": "s1", "from": 3, "to": 9}));
     }
 
     #[test]
