@@ -1,13 +1,18 @@
-//! Herald's standalone server: HTTP publishing and polling and Server-Sent
-//! Events over mio event loops, Prometheus metrics, and the `herald` CLI.
+//! Herald's standalone server: HTTP publishing and polling, Server-Sent
+//! Events and WebSocket over mio event loops, JWT tenancy, presence,
+//! Prometheus metrics, and the `herald` CLI. The wire protocol is
+//! `docs/PROTOCOL.md`; the layout (`conn/`, `api/`, `fanout/`, `wire/`) is
+//! in `docs/ARCHITECTURE.md`.
 //!
-//! Built so far (see `docs/PROTOCOL.md`): `POST/GET /v1/topics/{topic}/events`
-//! (publish, poll with long-poll, SSE with `Last-Event-ID`), `GET /v1/events`
-//! (multi-topic and pattern SSE or poll), `POST /v1/consumers/{name}/ack`,
-//! `GET /metrics`, `/healthz`, `/readyz`, WebSocket at `/v1/ws`, JWT bearer
-//! tokens with tenant-scoped topics, presence (`GET /v1/topics/{topic}/presence`,
-//! `POST /v1/presence/heartbeat|leave`), connection limits and the
-//! slow-client deadline, a TOML configuration file ([`config`]).
+//! ```no_run
+//! use herald_server::{Server, ServerConfig};
+//!
+//! let mut config = ServerConfig::new(); // 127.0.0.1:7070, data in ./herald-data
+//! config.listen = "127.0.0.1:0".parse().unwrap();
+//! let server = Server::start(config).unwrap();
+//! println!("listening on {}", server.local_addr());
+//! server.shutdown().unwrap();
+//! ```
 
 mod api;
 pub mod config;
