@@ -150,10 +150,13 @@ impl Client {
                 continue;
             };
             let reply: Value = serde_json::from_str(text.as_str()).unwrap();
-            if reply["ref"] != json!(reference) {
-                continue; // an event or a gap of an earlier subscription
+            if reply["type"] == "event" || reply["type"] == "gap" {
+                continue; // a delivery to an earlier subscription
             }
-            let verdict = if reply["type"] == "error" {
+            // Replies come in order: this one answers our message.
+            let verdict = if reply["ref"] != json!(reference) {
+                Verdict::Refused("ref not echoed".into(), reply.to_string())
+            } else if reply["type"] == "error" {
                 let code = reply["code"]
                     .as_str()
                     .map_or_else(|| "error".to_owned(), str::to_owned);
