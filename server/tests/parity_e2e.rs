@@ -421,37 +421,63 @@ fn any_value() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
+        (0u64..4).prop_map(Value::from),
         "[a-z. :_-]{0,12}".prop_map(Value::from),
         Just(json!({"id": 1})),
         Just(json!([1, "a"])),
     ]
 }
 
+/// A generated request body: an operation's fields (and an unknown one),
+/// each of a random JSON type, most often of the right one.
+fn generated_request() -> impl Strategy<Value = Request> {
+    let fields = |keys: &'static [&'static str]| {
+        proptest::collection::btree_map(
+            proptest::sample::select(keys),
+            any_value(),
+            0..keys.len() + 1,
+        )
+    };
+    let body = |m: std::collections::BTreeMap<&str, Value>| {
+        Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    };
+    prop_oneof![
+        (
+            fields(&["type", "data", "origin", "correlation_id", "extra"]),
+            any::<bool>()
+        )
+            .prop_map(move |(m, typed)| {
+                let mut b = body(m);
+                if typed {
+                    b["type"] = json!("order.created");
+                }
+                Request::Publish("orders.7", b)
+            }),
+        fields(&["seq", "extra"]).prop_map(move |m| Request::Ack("worker-9", body(m))),
+        (
+            fields(&["topic", "client_id", "user", "device", "metadata", "extra"]),
+            any::<bool>()
+        )
+            .prop_map(move |(m, named)| {
+                let mut b = body(m);
+                if named {
+                    b["topic"] = json!("rooms.7");
+                    b["client_id"] = json!("gen");
+                }
+                Request::Presence("heartbeat", b)
+            }),
+    ]
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
 
     #[test]
-    fn generated_publish_bodies_get_the_same_verdict(
-        fields in proptest::collection::btree_map(
-            prop_oneof![
-                Just("type"), Just("data"), Just("origin"), Just("correlation_id"),
-                Just("extra"),
-            ],
-            any_value(),
-            0..5,
-        ),
-        event_type in prop_oneof![Just(Some("order.created")), Just(None)],
-    ) {
+    fn generated_requests_get_the_same_verdict(req in generated_request()) {
         thread_local! {
             static CLIENT: std::cell::RefCell<Option<(tempfile::TempDir, Client)>> =
                 const { std::cell::RefCell::new(None) };
         }
-        let mut body: Map<String, Value> =
-            fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        if let Some(t) = event_type {
-            body.insert("type".into(), json!(t));
-        }
-        let req = Request::Publish("orders.7", Value::Object(body));
         let (http, ws) = CLIENT.with(|c| {
             let mut c = c.borrow_mut();
             let (_, client) = c.get_or_insert_with(|| {

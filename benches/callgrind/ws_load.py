@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""A minimal WebSocket load for instruction counts of a server under Valgrind.
+
+    ws_load.py HOST PORT EVENTS SUBSCRIBERS
+
+Opens SUBSCRIBERS connections subscribed to one topic, then one publisher
+that pipelines EVENTS `publish` ops (128-byte JSON payloads), and returns
+once every publish is acknowledged and every subscriber has every event.
+Standard library only (no WebSocket package): masked client text frames,
+unmasked server frames.
+"""
+import base64
+import json
+import os
+import selectors
+import socket
+import struct
+import sys
+
+TOPIC = "bench.t"
+
+
+def connect(host, port):
+    s = socket.create_connection((host, port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(
+        f"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        f"Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(4096)
+    return s, buf.split(b"\r\n\r\n", 1)[1]
+
+
+def frame(text):
+    p = text.encode()
+    mask = b"\x01\x02\x03\x04"
+    if len(p) < 126:
+        head = bytes([0x81, 0x80 | len(p)])
+    else:
+        head = bytes([0x81, 0x80 | 126]) + struct.pack(">H", len(p))
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(p))
+
+
+def frames(buf):
+    """Complete frames' payloads at the front of buf, and the rest."""
+    out = []
+    while len(buf) >= 2:
+        n, off = buf[1] & 0x7F, 2
+        if n == 126:
+            if len(buf) < 4:
+                break
+            n, off = struct.unpack(">H", buf[2:4])[0], 4
+        if len(buf) < off + n:
+            break
+        out.append(buf[off : off + n])
+        buf = buf[off + n :]
+    return out, buf
+
+
+def main():
+    host, port = sys.argv[1], int(sys.argv[2])
+    events, subscribers = int(sys.argv[3]), int(sys.argv[4])
+    sel = selectors.DefaultSelector()
+    for _ in range(subscribers):
+        s, buf = connect(host, port)
+        s.sendall(frame('{"op":"subscribe","id":"s","topic":"%s"}' % TOPIC))
+        while True:
+            buf += s.recv(65536)
+            got, buf = frames(buf)
+            if got:
+                break
+        sel.register(s, selectors.EVENT_READ, {"buf": buf, "want": events, "kind": b'"event"'})
+    publisher, buf = connect(host, port)
+    payload = json.dumps({"p": "x" * 90, "t": 10**18})
+    publisher.sendall(
+        b"".join(
+            frame('{"op":"publish","topic":"%s","type":"e","ref":%d,"data":%s}' % (TOPIC, i, payload))
+            for i in range(events)
+        )
+    )
+    sel.register(publisher, selectors.EVENT_READ, {"buf": buf, "want": events, "kind": b'"published"'})
+    left = subscribers + 1
+    while left:
+        for key, _ in sel.select():
+            state = key.data
+            state["buf"] += key.fileobj.recv(1 << 20)
+            got, state["buf"] = frames(state["buf"])
+            for f in got:
+                if b'"type":"error"' in f:
+                    sys.exit(f"error: {f!r}")
+            state["want"] -= sum(1 for f in got if state["kind"] in f)
+            if state["want"] <= 0:
+                sel.unregister(key.fileobj)
+                left -= 1
+
+
+if __name__ == "__main__":
+    main()
