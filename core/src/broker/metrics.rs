@@ -67,8 +67,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn published(&self) {
-        self.published.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn published_n(&self, events: u64) {
+        self.published.fetch_add(events, Ordering::Relaxed);
     }
 
     pub(crate) fn merge_latency(&self, local: &mut Histogram<u64>) {

@@ -140,6 +140,8 @@ pub enum BrokerError {
     },
     /// The configuration cannot work.
     InvalidConfig(String),
+    /// A batch event's publisher belongs to another broker.
+    ForeignPublisher,
 }
 
 impl fmt::Display for BrokerError {
@@ -177,6 +179,9 @@ impl fmt::Display for BrokerError {
                 )
             }
             Self::InvalidConfig(why) => write!(f, "invalid broker configuration: {why}"),
+            Self::ForeignPublisher => {
+                write!(f, "a batch event's publisher belongs to another broker")
+            }
         }
     }
 }
@@ -342,6 +347,44 @@ impl Broker {
     ) -> Result<Published, BrokerError> {
         self.publisher(topic)?
             .publish(event_type, payload, PublishOptions::default())
+    }
+
+    /// Publishes a batch of events, to one topic or several, under one
+    /// acquisition of the publish lock: their global sequences are
+    /// consecutive and no other publish lands between them. Every event is
+    /// checked before any is appended, so an invalid event refuses the whole
+    /// batch and stores nothing. (A log I/O error in the middle of a batch
+    /// fails it with the events before it appended, as it would fail a
+    /// sequence of single publishes; the log is then unusable anyway.)
+    ///
+    /// The sequences are appended to `out`, in order (no allocation if it
+    /// has the room).
+    pub fn publish_batch(
+        &self,
+        events: &[BatchEvent<'_>],
+        out: &mut Vec<Published>,
+    ) -> Result<(), BrokerError> {
+        let inner = &*self.inner;
+        // Checked events are large (their log type field): checked one at a
+        // time up front, again under the lock, rather than all kept at once.
+        for e in events {
+            if !Arc::ptr_eq(&e.publisher.inner, &self.inner) {
+                return Err(BrokerError::ForeignPublisher);
+            }
+            Checked::new(inner, e.event_type, e.payload, e.options)?;
+        }
+        let first = out.len();
+        {
+            let mut state = inner.publish.lock();
+            for e in events {
+                let checked = Checked::new(inner, e.event_type, e.payload, e.options)?;
+                out.push(inner.append_locked(&mut state, &e.publisher.topic, &checked)?);
+            }
+        }
+        if let Some(last) = out[first..].last() {
+            inner.finish_publish(last.seq, events.len() as u64)?;
+        }
+        Ok(())
     }
 
     /// Subscribes with `filter`, starting at `start`.
@@ -573,75 +616,135 @@ impl TopicPublisher {
         payload: &[u8],
         options: PublishOptions<'_>,
     ) -> Result<Published, BrokerError> {
+        let event = Checked::new(&self.inner, event_type, payload, options)?;
+        let inner = &*self.inner;
+        let published = {
+            let mut state = inner.publish.lock();
+            inner.append_locked(&mut state, &self.topic, &event)?
+        };
+        inner.finish_publish(published.seq, 1)?;
+        Ok(published)
+    }
+}
+
+/// One event of a batch (see [`Broker::publish_batch`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchEvent<'a> {
+    /// Its topic.
+    pub publisher: &'a TopicPublisher,
+    /// Its type.
+    pub event_type: &'a str,
+    /// Its payload.
+    pub payload: &'a [u8],
+    /// Origin and correlation id.
+    pub options: PublishOptions<'a>,
+}
+
+/// An event checked against the rules, ready to append.
+struct Checked<'a> {
+    event_type: &'a str,
+    correlation: &'a str,
+    payload: &'a [u8],
+    origin: u64,
+    /// The log's type field: type, then NUL and the correlation id if any.
+    type_field: [u8; MAX_TYPE_LEN + 1 + MAX_CORRELATION_LEN],
+    type_len: usize,
+}
+
+impl<'a> Checked<'a> {
+    fn new(
+        inner: &Inner,
+        event_type: &'a str,
+        payload: &'a [u8],
+        options: PublishOptions<'a>,
+    ) -> Result<Checked<'a>, BrokerError> {
         validate_event_type(event_type)?;
         let correlation = options.correlation.unwrap_or("");
         validate_correlation(correlation)?;
-        let max = self.inner.config.max_payload;
+        let max = inner.config.max_payload;
         if payload.len() > max {
             return Err(BrokerError::PayloadTooLarge {
                 len: payload.len(),
                 max,
             });
         }
-        // The log's type field: type, then NUL and the correlation id if any.
         let mut type_field = [0u8; MAX_TYPE_LEN + 1 + MAX_CORRELATION_LEN];
-        let type_len = {
-            let mut n = event_type.len();
-            type_field[..n].copy_from_slice(event_type.as_bytes());
-            if !correlation.is_empty() {
-                type_field[n] = 0;
-                type_field[n + 1..n + 1 + correlation.len()]
-                    .copy_from_slice(correlation.as_bytes());
-                n += 1 + correlation.len();
-            }
-            n
-        };
-        let inner = &*self.inner;
-        let published = {
-            let mut state = inner.publish.lock();
-            // Relaxed: the publish lock orders every access (see `Topic`).
-            let topic_seq = self.topic.next_seq.load(Ordering::Relaxed);
-            let ts = now_ns().max(state.last_ts);
-            let seq = inner.log.next_seq();
-            inner.log.append_nowait(&RecordRef {
-                seq,
-                topic_id: self.topic.id,
-                topic_seq,
-                timestamp_ns: ts,
-                origin: options.origin,
-                event_type: &type_field[..type_len],
-                payload,
-            })?;
-            let fields = Fields {
-                topic_id: self.topic.id,
-                topic_seq,
-                timestamp_ns: ts,
-                origin: options.origin,
-                event_type: event_type.as_bytes(),
-                correlation: correlation.as_bytes(),
-                payload,
-            };
-            let header = ring_header(&fields);
-            let len = RING_HEADER + event_type.len() + correlation.len() + payload.len();
-            // The ring only refuses records above its max_record (sized from
-            // max_payload above) and never waits: the broker has no tethered
-            // ring subscribers.
-            if let Ok(mut claim) = state.ring.try_claim(len) {
-                debug_assert_eq!(claim.seq(), seq, "the ring follows the log");
-                claim.write_at(0, &header);
-                claim.write_at(RING_HEADER, event_type.as_bytes());
-                claim.write_at(RING_HEADER + event_type.len(), correlation.as_bytes());
-                claim.write_at(RING_HEADER + event_type.len() + correlation.len(), payload);
-                claim.commit();
-            }
-            state.last_ts = ts;
-            self.topic.next_seq.store(topic_seq + 1, Ordering::Relaxed);
-            Published { seq, topic_seq }
-        };
-        if inner.config.log.durability == crate::log::Durability::Always {
-            inner.log.wait_durable(published.seq)?;
+        let mut type_len = event_type.len();
+        type_field[..type_len].copy_from_slice(event_type.as_bytes());
+        if !correlation.is_empty() {
+            type_field[type_len] = 0;
+            type_field[type_len + 1..type_len + 1 + correlation.len()]
+                .copy_from_slice(correlation.as_bytes());
+            type_len += 1 + correlation.len();
         }
-        inner.metrics.published();
-        Ok(published)
+        Ok(Checked {
+            event_type,
+            correlation,
+            payload,
+            origin: options.origin,
+            type_field,
+            type_len,
+        })
+    }
+}
+
+impl Inner {
+    /// Appends a checked event to the log and the ring. The caller holds
+    /// the publish lock (`state`), which orders every sequence assignment.
+    fn append_locked(
+        &self,
+        state: &mut PublishState,
+        topic: &Topic,
+        event: &Checked<'_>,
+    ) -> Result<Published, BrokerError> {
+        // Relaxed: the publish lock orders every access (see `Topic`).
+        let topic_seq = topic.next_seq.load(Ordering::Relaxed);
+        let ts = now_ns().max(state.last_ts);
+        let seq = self.log.next_seq();
+        self.log.append_nowait(&RecordRef {
+            seq,
+            topic_id: topic.id,
+            topic_seq,
+            timestamp_ns: ts,
+            origin: event.origin,
+            event_type: &event.type_field[..event.type_len],
+            payload: event.payload,
+        })?;
+        let fields = Fields {
+            topic_id: topic.id,
+            topic_seq,
+            timestamp_ns: ts,
+            origin: event.origin,
+            event_type: event.event_type.as_bytes(),
+            correlation: event.correlation.as_bytes(),
+            payload: event.payload,
+        };
+        let header = ring_header(&fields);
+        let (ty, corr) = (event.event_type.len(), event.correlation.len());
+        let len = RING_HEADER + ty + corr + event.payload.len();
+        // The ring only refuses records above its max_record (sized from
+        // max_payload above) and never waits: the broker has no tethered
+        // ring subscribers.
+        if let Ok(mut claim) = state.ring.try_claim(len) {
+            debug_assert_eq!(claim.seq(), seq, "the ring follows the log");
+            claim.write_at(0, &header);
+            claim.write_at(RING_HEADER, event.event_type.as_bytes());
+            claim.write_at(RING_HEADER + ty, event.correlation.as_bytes());
+            claim.write_at(RING_HEADER + ty + corr, event.payload);
+            claim.commit();
+        }
+        state.last_ts = ts;
+        topic.next_seq.store(topic_seq + 1, Ordering::Relaxed);
+        Ok(Published { seq, topic_seq })
+    }
+
+    /// After the lock: waits for durability (under `always`) up to `last`,
+    /// and counts `events` publishes.
+    fn finish_publish(&self, last: u64, events: u64) -> Result<(), BrokerError> {
+        if self.config.log.durability == crate::log::Durability::Always {
+            self.log.wait_durable(last)?;
+        }
+        self.metrics.published_n(events);
+        Ok(())
     }
 }
