@@ -484,3 +484,40 @@ fn raw_request(
 ) -> String {
     String::from_utf8_lossy(&exchange(server, method, path, headers, body)).into_owned()
 }
+
+#[test]
+fn a_json_array_body_publishes_a_batch_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let batch = |body: &str| {
+        request(
+            &server,
+            "POST",
+            "/v1/topics/jobs/events",
+            &[],
+            body.as_bytes(),
+        )
+    };
+    let (status, body) = batch(r#"[{"type":"a"},{"type":"b","topic":"other"}]"#);
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(json(&body)["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("event [1]: 'topic'"));
+    let (status, body) =
+        batch(r#"[{"type":"a","data":{"n":1}},{"type":"b","correlation_id":"c-2"}]"#);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        json(&body),
+        serde_json::json!({"events": [{"seq": 1, "topic_seq": 1}, {"seq": 2, "topic_seq": 2}]})
+    );
+    let (_, body) = request(&server, "GET", "/v1/topics/jobs/events?after=0", &[], b"");
+    let events = json(&body)["events"].clone();
+    assert_eq!(events[0]["data"], serde_json::json!({"n": 1}));
+    assert_eq!(events[1]["correlation_id"], "c-2");
+    assert_eq!(
+        events.as_array().unwrap().len(),
+        2,
+        "nothing of the refused batch"
+    );
+}

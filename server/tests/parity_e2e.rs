@@ -49,6 +49,9 @@ impl Verdict {
 enum Request {
     /// `POST /v1/topics/{topic}/events` | `{"op":"publish","topic":…}`.
     Publish(&'static str, Value),
+    /// A batch: a JSON array body | `{"op":"publish","events":[…]}`, each
+    /// event given the topic.
+    PublishBatch(&'static str, Vec<Value>),
     /// A poll of `GET /v1/topics/{topic}/events` | `{"op":"subscribe","topic":…}`;
     /// `topic` None: `GET /v1/events` | `"topics"` (in the fields).
     Subscribe(Option<&'static str>, Value),
@@ -64,7 +67,9 @@ impl Request {
     /// Whether the request travels as JSON on both transports (so their
     /// error messages must match too; a query string carries only text).
     fn json_on_both(&self) -> bool {
-        !matches!(self, Request::Subscribe(..))
+        // (A batch's errors name an event by its place in the HTTP array,
+        // by its path in the WebSocket message.)
+        !matches!(self, Request::Subscribe(..) | Request::PublishBatch(..))
     }
 }
 
@@ -181,6 +186,25 @@ impl Client {
                 let mut msg = object(body);
                 msg.insert("op".into(), json!("publish"));
                 msg.insert("topic".into(), json!(topic));
+                (http, self.ws(msg).0)
+            }
+            Request::PublishBatch(topic, events) => {
+                let http = self.http(
+                    "POST",
+                    &format!("/v1/topics/{topic}/events"),
+                    &Value::Array(events.clone()).to_string(),
+                );
+                let with_topic: Vec<Value> = events
+                    .iter()
+                    .map(|e| {
+                        let mut e = object(e);
+                        e.insert("topic".into(), json!(topic));
+                        Value::Object(e)
+                    })
+                    .collect();
+                let mut msg = Map::new();
+                msg.insert("op".into(), json!("publish"));
+                msg.insert("events".into(), Value::Array(with_topic));
                 (http, self.ws(msg).0)
             }
             Request::Subscribe(topic, fields) => {
@@ -326,6 +350,24 @@ fn table() -> Vec<Request> {
         Publish("secret.1", json!({"type": "e"})),
         Publish("orders..1", json!({"type": "e"})),
         Publish("rooms.a.b", json!({"type": "e"})),
+        // batches
+        PublishBatch(
+            "orders.2",
+            vec![
+                json!({"type": "a", "data": 1}),
+                json!({"type": "b", "origin": 3}),
+            ],
+        ),
+        PublishBatch(
+            "orders.2",
+            vec![json!({"type": "a"}), json!({"type": "bad type"})],
+        ),
+        PublishBatch(
+            "orders.2",
+            vec![json!({"type": "a"}), json!({"type": "b", "origin": "3"})],
+        ),
+        PublishBatch("orders.2", vec![]),
+        PublishBatch("secret.2", vec![json!({"type": "a"})]),
         // subscribe / poll
         Subscribe(Some("orders.1"), json!({"after": 0})),
         Subscribe(Some("orders.1"), json!({"since": 5})),

@@ -257,3 +257,70 @@ fn presence_over_websocket_and_leave_on_close() {
     assert_eq!(left["data"]["client_id"], "b", "{left}");
     server.shutdown().unwrap();
 }
+
+#[test]
+fn a_batch_is_published_together_and_delivered_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let mut sub = connect(&server);
+    send(
+        &mut sub,
+        json!({"op": "subscribe", "id": "all", "topics": ["batch.>"]}),
+    );
+    assert_eq!(recv(&mut sub)["type"], "subscribed");
+    let mut ws = connect(&server);
+    // Refused whole: the second event's type is invalid.
+    send(
+        &mut ws,
+        json!({"op": "publish", "ref": 1, "events": [
+            {"topic": "batch.a", "type": "ok"},
+            {"topic": "batch.a", "type": "not ok"},
+        ]}),
+    );
+    let refused = recv(&mut ws);
+    assert_eq!(
+        (refused["type"].as_str(), refused["ref"].as_i64()),
+        (Some("error"), Some(1))
+    );
+    // Payloads stay as written, key order included (line breaks become
+    // spaces: one SSE data line).
+    let text = r#"{"op":"publish","ref":2,"events":[
+        {"topic":"batch.a","type":"one","data":{"z":1,"a":[1, 2]}},
+        {"topic":"batch.b","type":"two","data":{"b":
+            true}},
+        {"topic":"batch.a","type":"three"}]}"#;
+    ws.send(Message::text(text)).unwrap();
+    let published = recv(&mut ws);
+    assert_eq!(published["type"], "published");
+    assert_eq!(published["ref"], 2);
+    let acks: Vec<(u64, u64)> = published["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["seq"].as_u64().unwrap(), e["topic_seq"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        acks,
+        [(1, 1), (2, 1), (3, 2)],
+        "nothing of the refused batch"
+    );
+    let expected = [
+        ("one", r#"{"z":1,"a":[1, 2]}"#),
+        ("two", r#"{"b":             true}"#),
+        ("three", "null"),
+    ];
+    for ((seq, topic_seq), (ty, data)) in acks.iter().zip(expected) {
+        let Message::Text(raw) = sub.read().unwrap() else {
+            panic!("not a text message")
+        };
+        assert!(raw.as_str().contains(&format!(r#""data":{data}"#)), "{raw}");
+        let e: Value = serde_json::from_str(raw.as_str()).unwrap();
+        assert_eq!(
+            (e["seq"].as_u64(), e["topic_seq"].as_u64()),
+            (Some(*seq), Some(*topic_seq))
+        );
+        assert_eq!(e["event_type"], ty);
+        assert_eq!(e["data"], serde_json::from_str::<Value>(data).unwrap());
+    }
+    assert_eq!(server.broker().next_seq(), 4);
+}

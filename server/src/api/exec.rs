@@ -2,14 +2,20 @@
 //! grants. One function per operation, whatever the transport; each
 //! returns a typed result or an [`ApiError`].
 
-use herald_core::broker::{Filter, PublishOptions, StartAt, Subscription};
+use std::borrow::Cow;
+
+use herald_core::broker::TopicPublisher;
+use herald_core::broker::{BatchEvent, Filter, PublishOptions, StartAt, Subscription};
 use herald_core::Broker;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::auth::Grants;
 use super::error::ApiError;
-use super::ops::{Ack, Heartbeat, Leave, PresenceQuery, Publish, Selection, StartDefault, Topics};
+use super::ops::{
+    Ack, Heartbeat, Leave, PresenceQuery, Publish, PublishRequest, Selection, StartDefault, Topics,
+};
 
 /// Who asks, and of which broker.
 #[derive(Clone, Copy)]
@@ -23,6 +29,33 @@ pub(crate) struct Caller<'a> {
 pub(crate) struct Published {
     pub(crate) seq: u64,
     pub(crate) topic_seq: u64,
+}
+
+/// What a `publish` stored: one event's sequences, or a batch's.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum PublishedAll {
+    One(Published),
+    Batch { events: Vec<Published> },
+}
+
+/// An event's payload: the JSON as the client wrote it. Line breaks (JSON
+/// whitespace, never inside a string) become spaces, so that the payload
+/// is one SSE `data:` line.
+fn payload<'a>(data: Option<&'a RawValue>) -> Cow<'a, [u8]> {
+    let text = data.map_or("null", RawValue::get);
+    if text.contains(['\n', '\r']) {
+        Cow::Owned(text.replace(['\n', '\r'], " ").into_bytes())
+    } else {
+        Cow::Borrowed(text.as_bytes())
+    }
+}
+
+fn options<'a>(op: &'a Publish<'_>) -> PublishOptions<'a> {
+    PublishOptions {
+        origin: op.origin.unwrap_or(0),
+        correlation: op.correlation_id.as_deref(),
+    }
 }
 
 /// An acknowledgement recorded.
@@ -82,23 +115,54 @@ pub(crate) struct Opened {
 }
 
 impl Caller<'_> {
-    /// `publish`.
-    pub(crate) fn publish(&self, op: Publish) -> Result<Published, ApiError> {
+    /// `publish`: one event, or a batch stored together or not at all.
+    pub(crate) fn publish(&self, request: &PublishRequest<'_>) -> Result<PublishedAll, ApiError> {
+        match request {
+            PublishRequest::One(op) => {
+                let publisher = self.publisher(op)?;
+                let payload = payload(op.data);
+                let published = publisher.publish(&op.event_type, &payload, options(op))?;
+                Ok(PublishedAll::One(Published {
+                    seq: published.seq,
+                    topic_seq: published.topic_seq,
+                }))
+            }
+            PublishRequest::Batch(ops) => {
+                let publishers = ops
+                    .iter()
+                    .map(|op| self.publisher(op))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let payloads: Vec<Cow<'_, [u8]>> = ops.iter().map(|op| payload(op.data)).collect();
+                let events: Vec<BatchEvent<'_>> = ops
+                    .iter()
+                    .zip(&publishers)
+                    .zip(&payloads)
+                    .map(|((op, publisher), payload)| BatchEvent {
+                        publisher,
+                        event_type: &op.event_type,
+                        payload,
+                        options: options(op),
+                    })
+                    .collect();
+                let mut out = Vec::with_capacity(events.len());
+                self.broker.publish_batch(&events, &mut out)?;
+                let events = out
+                    .into_iter()
+                    .map(|p| Published {
+                        seq: p.seq,
+                        topic_seq: p.topic_seq,
+                    })
+                    .collect();
+                Ok(PublishedAll::Batch { events })
+            }
+        }
+    }
+
+    /// The publisher of an event's topic, within the grants.
+    fn publisher(&self, op: &Publish<'_>) -> Result<TopicPublisher, ApiError> {
         let topic = self.grants.internal(&op.topic);
         self.grants.check_publish(&topic)?;
-        let data = op.data.to_string();
-        let published = self.broker.publisher(&topic)?.publish(
-            &op.event_type,
-            data.as_bytes(),
-            PublishOptions {
-                origin: op.origin.unwrap_or(0),
-                correlation: op.correlation_id.as_deref(),
-            },
-        )?;
-        Ok(Published {
-            seq: published.seq,
-            topic_seq: published.topic_seq,
-        })
+        Ok(self.broker.publisher(&topic)?)
     }
 
     /// Opens a stream (`subscribe`, an SSE stream, a poll). `default`:

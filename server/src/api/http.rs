@@ -150,14 +150,16 @@ fn client_request(
     match (req.method.as_str(), segments) {
         ("POST", ["v1", "topics", topic, "events"]) => {
             from_query::<NoQuery>(req)?;
-            let op = ops::from_body(&req.body, &[("topic", topic)])?;
-            json(&caller.publish(op)?)
+            let topic = ops::raw_string(topic);
+            let request = ops::publish_body(&req.body, &topic)?;
+            json(&caller.publish(&request)?)
         }
         ("GET", ["v1", "topics", topic, "events"]) => events(cx, caller, req, Some(topic), cors),
         ("GET", ["v1", "events"]) => events(cx, caller, req, None, cors),
         ("POST", ["v1", "consumers", name, "ack"]) => {
             from_query::<NoQuery>(req)?;
-            let acked = caller.ack(ops::from_body(&req.body, &[("consumer", name)])?)?;
+            let name = ops::raw_string(name);
+            let acked = caller.ack(ops::from_body(&req.body, &[("consumer", &name)])?)?;
             json(&Checkpoint {
                 consumer: &acked.consumer,
                 checkpoint: acked.seq,

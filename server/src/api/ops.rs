@@ -7,10 +7,15 @@
 //! the broker's own: topics 255 bytes, event types 128, correlation ids
 //! 126, consumer names 128, presence fields 256, presence metadata 4 KiB).
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use herald_core::broker::{validate_event_type, StartAt};
+use serde::de::value::MapDeserializer;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use super::error::ApiError;
 
@@ -29,21 +34,53 @@ pub(crate) const DEFAULT_POLL_LIMIT: u64 = 100;
 /// Longest long-poll wait.
 pub(crate) const MAX_WAIT_MS: u64 = 60_000;
 
+/// Most events in one batched publish.
+pub(crate) const MAX_BATCH: usize = 1000;
+
 /// `publish`: one event to one topic.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Publish {
+pub(crate) struct Publish<'a> {
     pub(crate) topic: String,
     #[serde(rename = "type")]
     pub(crate) event_type: String,
-    /// The payload, any JSON (`null` when absent).
-    #[serde(default)]
-    pub(crate) data: Value,
+    /// The payload, any JSON, as the client wrote it (`null` when absent).
+    #[serde(borrow, default)]
+    pub(crate) data: Option<&'a RawValue>,
     /// The publisher's id, for "not my own events" filters (0: none).
     #[serde(default)]
     pub(crate) origin: Option<u64>,
     #[serde(default)]
     pub(crate) correlation_id: Option<String>,
+}
+
+/// `publish` with `events`: several events, stored together or not at all.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PublishBatch<'a> {
+    #[serde(borrow)]
+    pub(crate) events: Vec<Publish<'a>>,
+}
+
+/// A `publish` request: one event, or a batch.
+#[derive(Debug)]
+pub(crate) enum PublishRequest<'a> {
+    One(Publish<'a>),
+    Batch(Vec<Publish<'a>>),
+}
+
+impl<'a> PublishBatch<'a> {
+    fn checked(self) -> Result<PublishRequest<'a>, ApiError> {
+        match self.events.len() {
+            0 => Err(ApiError::invalid(
+                "'events': a batch needs at least one event",
+            )),
+            n if n > MAX_BATCH => Err(ApiError::invalid(format!(
+                "'events': at most {MAX_BATCH} events per batch"
+            ))),
+            _ => Ok(PublishRequest::Batch(self.events)),
+        }
+    }
 }
 
 /// `subscribe` (WebSocket): a stream of events under an id of the
@@ -117,12 +154,14 @@ pub(crate) struct Ping {}
 ///
 /// Decoded in two steps (the `op` names the type of the rest) rather than
 /// with serde's internally tagged enums, which buffer the fields and lose
-/// the name of the one that is wrong.
+/// the name of the one that is wrong. The first step only splits the
+/// object into fields (values are not decoded, no tree is built); the
+/// second decodes the op's type from them, the payload kept as raw JSON.
 #[derive(Debug)]
-pub(crate) enum Op {
+pub(crate) enum Op<'a> {
     Subscribe(Subscribe),
     Unsubscribe(Unsubscribe),
-    Publish(Publish),
+    Publish(PublishRequest<'a>),
     Ack(Ack),
     Heartbeat(Heartbeat),
     Leave(Leave),
@@ -139,31 +178,31 @@ pub(crate) struct Envelope {
     pub(crate) reference: Value,
 }
 
-impl Op {
+impl<'a> Op<'a> {
     /// Decodes a WebSocket text message.
-    pub(crate) fn decode(text: &str) -> (Envelope, Result<Op, ApiError>) {
+    pub(crate) fn decode(text: &'a str) -> (Envelope, Result<Op<'a>, ApiError>) {
         let mut envelope = Envelope::default();
-        let mut fields = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(fields)) => fields,
-            Ok(_) => {
-                return (
-                    envelope,
-                    Err(ApiError::invalid("a message is a JSON object")),
-                )
-            }
-            Err(e) => return (envelope, Err(ApiError::invalid(format!("not JSON: {e}")))),
+        let mut fields = match object(text, "a message") {
+            Ok(fields) => fields,
+            Err(e) => return (envelope, Err(e)),
         };
-        envelope.reference = fields.remove("ref").unwrap_or(Value::Null);
-        let op = match fields.remove("op") {
-            Some(Value::String(op)) => op,
-            Some(_) => return (envelope, Err(ApiError::invalid("'op' must be a string"))),
+        if let Some(reference) = fields.remove("ref") {
+            // Valid JSON already (it was split out of the message).
+            envelope.reference = serde_json::from_str(reference.get()).unwrap_or(Value::Null);
+        }
+        let op = match fields.remove("op").map(|op| serde_json::from_str(op.get())) {
+            Some(Ok(op)) => op,
+            Some(Err(_)) => return (envelope, Err(ApiError::invalid("'op' must be a string"))),
             None => return (envelope, Err(ApiError::invalid("missing 'op'"))),
         };
-        let op = envelope.op.insert(op);
-        let decoded = match op.as_str() {
+        let op: &str = envelope.op.insert(op);
+        let decoded = match op {
             "subscribe" => from_fields(fields).map(Op::Subscribe),
             "unsubscribe" => from_fields(fields).map(Op::Unsubscribe),
-            "publish" => from_fields(fields).map(Op::Publish),
+            "publish" if fields.contains_key("events") => from_fields::<PublishBatch<'a>>(fields)
+                .and_then(PublishBatch::checked)
+                .map(Op::Publish),
+            "publish" => from_fields(fields).map(|p| Op::Publish(PublishRequest::One(p))),
             "ack" => from_fields(fields).map(Op::Ack),
             "heartbeat" => from_fields(fields).map(Op::Heartbeat),
             "leave" => from_fields(fields).map(Op::Leave),
@@ -175,32 +214,132 @@ impl Op {
     }
 }
 
+/// A JSON object's fields, their values not decoded yet.
+pub(crate) type Fields<'a> = BTreeMap<Key<'a>, &'a RawValue>;
+
+/// A field name, borrowed from the text unless it had escapes.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Key<'a>(Cow<'a, str>);
+
+impl std::borrow::Borrow<str> for Key<'_> {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key<'de>, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+/// Splits a JSON object into its fields. `what` names it in errors.
+fn object<'a>(text: &'a str, what: &str) -> Result<Fields<'a>, ApiError> {
+    serde_json::from_str(text).map_err(|e| match serde_json::from_str::<&RawValue>(text) {
+        Ok(_) => ApiError::invalid(format!("{what} is a JSON object")),
+        Err(_) => ApiError::invalid(format!("not JSON: {}", without_position(&e))),
+    })
+}
+
 /// Decodes a request from the fields of a JSON object.
-pub(crate) fn from_fields<T: DeserializeOwned>(fields: Map<String, Value>) -> Result<T, ApiError> {
-    Ok(serde_path_to_error::deserialize(Value::Object(fields))?)
+pub(crate) fn from_fields<'a, T: Deserialize<'a>>(fields: Fields<'a>) -> Result<T, ApiError> {
+    let fields = fields.into_iter().map(|(k, v)| (k.0, v));
+    let de = MapDeserializer::<_, serde_json::Error>::new(fields);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = without_position(e.inner());
+        if path == "." || path == "?" {
+            ApiError::Invalid(message)
+        } else {
+            ApiError::Invalid(format!("'{path}': {message}"))
+        }
+    })
+}
+
+/// A serde_json error's message without its " at line L column C" (a
+/// position within one field is no help to the client).
+fn without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    text.strip_suffix(&suffix).unwrap_or(&text).to_owned()
+}
+
+/// A JSON string as a raw value (for fields the transport supplies).
+pub(crate) fn raw_string(s: &str) -> Box<RawValue> {
+    // A string always serializes, and always to valid JSON.
+    RawValue::from_string(serde_json::to_string(s).unwrap_or_default())
+        .unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap_or_default())
 }
 
 /// Decodes a JSON object body, adding fields the transport supplies (an
-/// HTTP path's topic or consumer). A body field of the same name is refused:
-/// the path says it.
-pub(crate) fn from_body<T: DeserializeOwned>(
-    body: &[u8],
-    supplied: &[(&str, &str)],
+/// HTTP path's topic or consumer, as raw JSON strings from
+/// [`raw_string`]). A body field of the same name is refused: the path
+/// says it.
+pub(crate) fn from_body<'a, T: Deserialize<'a>>(
+    body: &'a [u8],
+    supplied: &[(&'static str, &'a RawValue)],
 ) -> Result<T, ApiError> {
-    let mut fields = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(fields)) => fields,
-        Ok(_) => return Err(ApiError::invalid("the body must be a JSON object")),
-        Err(e) => return Err(ApiError::invalid(format!("body is not JSON: {e}"))),
-    };
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::invalid("body is not JSON: invalid UTF-8"))?;
+    from_fields(with_supplied(object(text, "the body")?, supplied)?)
+}
+
+fn with_supplied<'a>(
+    mut fields: Fields<'a>,
+    supplied: &[(&'static str, &'a RawValue)],
+) -> Result<Fields<'a>, ApiError> {
     for (name, value) in supplied {
         if fields.contains_key(*name) {
             return Err(ApiError::invalid(format!(
                 "'{name}': unknown field (the path names it)"
             )));
         }
-        fields.insert((*name).to_owned(), Value::String((*value).to_owned()));
+        fields.insert(Key(Cow::Borrowed(name)), value);
     }
-    from_fields(fields)
+    Ok(fields)
+}
+
+/// Decodes an HTTP publish body: one event (an object) or a batch (an
+/// array of objects), each given the path's topic.
+pub(crate) fn publish_body<'a>(
+    body: &'a [u8],
+    topic: &'a RawValue,
+) -> Result<PublishRequest<'a>, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::invalid("body is not JSON: invalid UTF-8"))?;
+    let supplied = [("topic", topic)];
+    if !text.trim_start().starts_with('[') {
+        return from_body(body, &supplied).map(PublishRequest::One);
+    }
+    let items: Vec<&'a RawValue> = serde_json::from_str(text)
+        .map_err(|e| ApiError::invalid(format!("body is not JSON: {}", without_position(&e))))?;
+    let events = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let fields = object(item.get(), "an event").map_err(|e| at_index(i, e))?;
+            from_fields(with_supplied(fields, &supplied).map_err(|e| at_index(i, e))?)
+                .map_err(|e| at_index(i, e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    PublishBatch { events }.checked()
+}
+
+fn at_index(i: usize, e: ApiError) -> ApiError {
+    ApiError::invalid(format!("event [{i}]: {}", e.message()))
 }
 
 /// Decodes a query string (`a=1&b=x%20y`).
@@ -460,6 +599,36 @@ mod tests {
         assert!(op.is_err());
         assert_eq!(envelope.op.as_deref(), Some("publish"));
         assert_eq!(envelope.reference, serde_json::json!({"n": 1}));
+    }
+
+    #[test]
+    fn batches_are_bounded_and_name_the_failing_event() {
+        let events: Vec<Value> = (0..=MAX_BATCH)
+            .map(|_| serde_json::json!({"topic": "t", "type": "a"}))
+            .collect();
+        let text = serde_json::json!({"op": "publish", "events": events}).to_string();
+        assert!(refused(&text).contains("at most 1000 events"));
+        assert!(refused(r#"{"op":"publish","events":[]}"#).contains("at least one"));
+        let text = r#"{"op":"publish","events":[{"topic":"t","type":"a"},{"topic":"t","type":"a","origin":"7"}]}"#;
+        assert!(
+            refused(text).starts_with("'events[1].origin': invalid type"),
+            "{}",
+            refused(text)
+        );
+        let topic = raw_string("t");
+        let body = br#"[{"type":"a"},{"type":"a","origin":"7"}]"#;
+        let e = publish_body(body, &topic).unwrap_err();
+        assert!(
+            e.message().starts_with("event [1]: 'origin': invalid type"),
+            "{e}"
+        );
+        let Ok(PublishRequest::Batch(events)) =
+            publish_body(br#"[{"type":"a","data":{"k": [1, 2]}}]"#, &topic)
+        else {
+            panic!()
+        };
+        assert_eq!(events[0].topic, "t");
+        assert_eq!(events[0].data.map(RawValue::get), Some(r#"{"k": [1, 2]}"#));
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl WsSession {
         };
         Ok(match op {
             Op::Ping(_) => reply("pong", reference, Nothing {}),
-            Op::Publish(p) => reply("published", reference, caller.publish(p)?),
+            Op::Publish(p) => reply("published", reference, caller.publish(&p)?),
             Op::Ack(a) => {
                 let acked = caller.ack(a)?;
                 let body = AckedBody {
