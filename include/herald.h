@@ -255,6 +255,22 @@ typedef struct herald_published {
   uint64_t topic_seq;
 } herald_published;
 
+// One event of a batch (see `herald_broker_publish_batch`).
+typedef struct herald_batch_event {
+  // Its topic's publisher (of the same broker).
+  const struct herald_publisher *publisher;
+  // Its type.
+  const char *event_type;
+  // Length of `event_type` in bytes.
+  size_t event_type_len;
+  // Its payload (copied).
+  const uint8_t *payload;
+  // Length of `payload` in bytes.
+  size_t payload_len;
+  // Its options, or NULL for the defaults.
+  const struct herald_publish_options *options;
+} herald_batch_event;
+
 // One delivery: an event or a gap notice.
 //
 // In a `herald_subscriber_poll` callback the pointers borrow the library's
@@ -524,6 +540,26 @@ herald_result herald_publisher_publish(const struct herald_publisher *publisher,
                                        size_t payload_len,
                                        const struct herald_publish_options *options,
                                        struct herald_published *out);
+
+// Publishes `count` events, to one topic or several, under one acquisition
+// of the broker's publish lock: their global sequences are consecutive and
+// nothing else lands between them. Every event is checked first: an
+// invalid one (type, correlation id, payload size, a publisher of another
+// broker) fails the whole batch and stores nothing. `out` (may be NULL)
+// receives `count` sequences, in order. With `HERALD_DURABILITY_ALWAYS` it
+// returns once the last is durable. `count` 0 is a no-op.
+//
+// Unlike `herald_publisher_publish`, it allocates (the list of events it
+// passes to the broker).
+//
+// # Safety
+// `broker` NULL or live; `events` points to `count` valid entries, each
+// with a live publisher and buffers of their lengths; `out` NULL or
+// writable for `count` entries.
+herald_result herald_broker_publish_batch(const struct herald_broker *broker,
+                                          const struct herald_batch_event *events,
+                                          size_t count,
+                                          struct herald_published *out);
 
 // Claims a buffer of `len` bytes (at most the broker's `max_payload`) for
 // the next event's payload: `*out_buf` points to it. Fill it in place, then

@@ -4,7 +4,7 @@ use std::cell::UnsafeCell;
 use std::ffi::c_char;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use herald_core::broker::{PublishOptions, TopicPublisher};
+use herald_core::broker::{BatchEvent, PublishOptions, TopicPublisher};
 
 use crate::broker::herald_broker;
 use crate::error::{fail, ffi_entry, herald_result, Fail};
@@ -192,6 +192,95 @@ pub unsafe extern "C" fn herald_publisher_publish(
         let opts = unsafe { self::options(options) }?;
         let out = opt_out_arg(out, "published")?;
         publish(p, event_type, payload, opts, out)
+    })
+}
+
+/// One event of a batch (see `herald_broker_publish_batch`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct herald_batch_event {
+    /// Its topic's publisher (of the same broker).
+    pub publisher: *const herald_publisher,
+    /// Its type.
+    pub event_type: *const c_char,
+    /// Length of `event_type` in bytes.
+    pub event_type_len: usize,
+    /// Its payload (copied).
+    pub payload: *const u8,
+    /// Length of `payload` in bytes.
+    pub payload_len: usize,
+    /// Its options, or NULL for the defaults.
+    pub options: *const herald_publish_options,
+}
+
+/// Publishes `count` events, to one topic or several, under one acquisition
+/// of the broker's publish lock: their global sequences are consecutive and
+/// nothing else lands between them. Every event is checked first: an
+/// invalid one (type, correlation id, payload size, a publisher of another
+/// broker) fails the whole batch and stores nothing. `out` (may be NULL)
+/// receives `count` sequences, in order. With `HERALD_DURABILITY_ALWAYS` it
+/// returns once the last is durable. `count` 0 is a no-op.
+///
+/// Unlike `herald_publisher_publish`, it allocates (the list of events it
+/// passes to the broker).
+///
+/// # Safety
+/// `broker` NULL or live; `events` points to `count` valid entries, each
+/// with a live publisher and buffers of their lengths; `out` NULL or
+/// writable for `count` entries.
+#[no_mangle]
+pub unsafe extern "C" fn herald_broker_publish_batch(
+    broker: *const herald_broker,
+    events: *const herald_batch_event,
+    count: usize,
+    out: *mut herald_published,
+) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let b = unsafe { handle(broker) }?;
+        if count == 0 {
+            return Ok(());
+        }
+        let out = opt_out_arg(out, "published")?;
+        if events.is_null() {
+            return Err(fail(HERALD_E_NULL, "events is NULL"));
+        }
+        if !events.is_aligned() {
+            return Err(fail(HERALD_E_INVALID_ARGUMENT, "events is misaligned"));
+        }
+        // SAFETY: non-NULL, aligned; the caller guarantees `count` entries.
+        let events = unsafe { std::slice::from_raw_parts(events, count) };
+        let mut batch = Vec::with_capacity(count);
+        for e in events {
+            // SAFETY: the caller guarantees a live handle per entry.
+            let p = unsafe { handle(e.publisher) }?;
+            // SAFETY: the caller guarantees event_type_len readable bytes.
+            let event_type = unsafe { str_arg(e.event_type, e.event_type_len, "event_type") }?;
+            // SAFETY: the caller guarantees payload_len readable bytes.
+            let payload = unsafe { bytes_arg(e.payload, e.payload_len, "payload") }?;
+            // SAFETY: forwarded from the caller.
+            let options = unsafe { self::options(e.options) }?;
+            batch.push(BatchEvent {
+                publisher: &p.publisher,
+                event_type,
+                payload,
+                options,
+            });
+        }
+        let mut published = Vec::with_capacity(count);
+        b.broker.publish_batch(&batch, &mut published)?;
+        if let Some(out) = out {
+            for (i, p) in published.iter().enumerate() {
+                let value = herald_published {
+                    seq: p.seq,
+                    topic_seq: p.topic_seq,
+                };
+                // SAFETY: the caller guarantees `count` writable entries;
+                // `out` is aligned (opt_out_arg) and i < count.
+                unsafe { write_out(out.add(i), value) };
+            }
+        }
+        Ok(())
     })
 }
 

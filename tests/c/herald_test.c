@@ -549,6 +549,53 @@ static void test_batch_read(const char *dir) {
     printf("ok batch_read_packs_records_and_keeps_what_does_not_fit\n");
 }
 
+/* A batch across two topics lands together, in order, with consecutive
+ * sequences; one invalid event refuses the whole batch. */
+static void test_publish_batch(const char *dir) {
+    herald_broker *b = open_broker(dir);
+    herald_publisher *x = NULL, *y = NULL;
+    OK(herald_publisher_new(b, S("acme.batch.x"), &x));
+    OK(herald_publisher_new(b, S("acme.batch.y"), &y));
+    herald_publish_options opts = {.origin = 9, .correlation = "c-7", .correlation_len = 3};
+    herald_batch_event events[3] = {
+        {x, S("a"), (const uint8_t *)"1", 1, NULL},
+        {y, S("b"), (const uint8_t *)"22", 2, &opts},
+        {x, S("c"), (const uint8_t *)"333", 3, NULL},
+    };
+    herald_batch_event bad[2] = {events[0], {y, S("bad type"), (const uint8_t *)"x", 1, NULL}};
+    herald_published out[3] = {{0}};
+    CHECK_CODE(herald_broker_publish_batch(b, bad, 2, out), HERALD_E_INVALID_EVENT_TYPE);
+    uint64_t next = 0;
+    OK(herald_broker_next_seq(b, &next));
+    ASSERT(next == 1);
+    CHECK_CODE(herald_broker_publish_batch(b, NULL, 2, out), HERALD_E_NULL);
+    OK(herald_broker_publish_batch(b, NULL, 0, NULL));
+    OK(herald_broker_publish_batch(b, events, 3, out));
+    ASSERT(out[0].seq == 1 && out[0].topic_seq == 1);
+    ASSERT(out[1].seq == 2 && out[1].topic_seq == 1);
+    ASSERT(out[2].seq == 3 && out[2].topic_seq == 2);
+    herald_filter *f = NULL;
+    OK(herald_filter_new(&f));
+    OK(herald_filter_add_topic(f, S("acme.batch.>")));
+    herald_subscriber *sub = NULL;
+    OK(herald_subscriber_open(b, f, HERALD_START_SEQ, 1, &sub));
+    herald_filter_free(f);
+    const char *payloads[3] = {"1", "22", "333"};
+    for (int i = 0; i < 3; i++) {
+        uint8_t buf[256];
+        size_t len = 0;
+        herald_delivery d;
+        OK(herald_subscriber_next(sub, buf, sizeof buf, &len, &d, 1000));
+        ASSERT(d.kind == HERALD_DELIVERY_EVENT && d.seq == out[i].seq && d.topic_seq == out[i].topic_seq);
+        ASSERT(d.payload_len == strlen(payloads[i]) && memcmp(d.payload, payloads[i], d.payload_len) == 0);
+    }
+    herald_subscriber_free(sub);
+    herald_publisher_free(x);
+    herald_publisher_free(y);
+    OK(herald_broker_close(b));
+    printf("ok publish_batch_together_or_not_at_all\n");
+}
+
 static char *subdir(const char *root, const char *name) {
     char *p = malloc(strlen(root) + strlen(name) + 2);
     sprintf(p, "%s/%s", root, name);
@@ -561,14 +608,17 @@ int main(void) {
         perror("mkdtemp");
         return 1;
     }
-    char *main_dir = subdir(root, "main"), *gap_dir = subdir(root, "gap"), *bad_dir = subdir(root, "bad"), *batch_dir = subdir(root, "batch");
+    char *main_dir = subdir(root, "main"), *gap_dir = subdir(root, "gap"), *bad_dir = subdir(root, "bad"), *batch_dir = subdir(root, "batch"),
+         *pub_batch_dir = subdir(root, "pub-batch");
     test_publish_and_subscribe(main_dir);
     test_reopen_and_replay(main_dir);
     test_durable_consumer(main_dir);
     test_gap_is_explicit(gap_dir);
     test_bad_calls(bad_dir);
     test_batch_read(batch_dir);
+    test_publish_batch(pub_batch_dir);
     free(batch_dir);
+    free(pub_batch_dir);
     free(main_dir);
     free(gap_dir);
     free(bad_dir);

@@ -25,6 +25,11 @@
 //!    `--mem-connections` idle connections, handshake only, then subscribed
 //!    (all to one topic; in a second server process, each to its own topic).
 //!
+//! `--subscribers 1` measures ingest (one connection publishing flat out);
+//! `--publish-batch N` makes Herald's publisher send `N` events per
+//! `publish` op (`"events":[…]`, one acknowledgement), NATS's publisher
+//! already writes every due `PUB` in one `write`.
+//!
 //! Every server is a fresh process per fixture, with its own temporary data
 //! directory. Herald runs `herald serve` with a configuration file that only
 //! raises its connection limits (every client comes from 127.0.0.1), plus
@@ -121,6 +126,8 @@ struct Config {
     rate_10k: f64,
     mem_connections: usize,
     client_threads: usize,
+    /// Herald's publisher: events per `publish` op (`--publish-batch`).
+    publish_batch: usize,
     herald: PathBuf,
     nats: PathBuf,
     herald_workers: Option<usize>,
@@ -152,6 +159,7 @@ impl Config {
             rate_10k: 1_000.0,
             mem_connections: 10_000,
             client_threads: 1,
+            publish_batch: 1,
             herald: PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/../target/release/herald"
@@ -185,7 +193,7 @@ impl Config {
 const USAGE: &str = "usage: server_bench [--quick] [--runs N] [--only fanout,conn10k,memory]
     [--subscribers N] [--seconds S] [--step-seconds S] [--search-steps N] [--window N]
     [--connections N] [--latency-subscribers N,N…] [--rate-10k R] [--mem-connections N]
-    [--client-threads N] [--herald PATH] [--nats-server PATH] [--herald-workers N]
+    [--client-threads N] [--publish-batch N] [--herald PATH] [--nats-server PATH] [--herald-workers N]
     [--herald-config 'key = value']  (repeatable: a line added to Herald's configuration file)
     [--peers herald,nats]  (conn10k and memory only: the fan-out case always runs both)";
 
@@ -233,6 +241,9 @@ fn parse_args() -> Config {
                 cfg.mem_connections_set = true;
             }
             "--client-threads" => cfg.client_threads = value::<usize>(&arg, args.next()).max(1),
+            "--publish-batch" => {
+                cfg.publish_batch = value::<usize>(&arg, args.next()).clamp(1, 1000)
+            }
             "--herald" => cfg.herald = value(&arg, args.next()),
             "--nats-server" => cfg.nats = value(&arg, args.next()),
             "--herald-workers" => cfg.herald_workers = Some(value(&arg, args.next())),
@@ -1451,6 +1462,8 @@ impl PubShared {
 
 struct Publisher {
     peer: Peer,
+    /// Herald: events per `publish` op (1: one op per event).
+    batch: usize,
     stream: StdTcpStream,
     buf: Vec<u8>,
     text: Vec<u8>,
@@ -1460,7 +1473,7 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn connect(peer: Peer, addr: SocketAddr) -> io::Result<Publisher> {
+    fn connect(peer: Peer, addr: SocketAddr, batch: usize) -> io::Result<Publisher> {
         let mut s = StdTcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -1500,6 +1513,7 @@ impl Publisher {
         };
         Ok(Publisher {
             peer,
+            batch,
             stream: s,
             buf: Vec::new(),
             text: Vec::new(),
@@ -1517,6 +1531,32 @@ impl Publisher {
             self.buf.extend_from_slice(b"PONG\r\n");
         }
         let ts = now_ns();
+        if self.peer == Peer::Herald && self.batch > 1 {
+            // `{"op":"publish","ref":R,"events":[{…},…]}`, acknowledged once.
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(self.batch);
+                left -= k;
+                self.text.clear();
+                let _ = write!(
+                    self.text,
+                    r#"{{"op":"publish","ref":{},"events":["#,
+                    self.sent + 1
+                );
+                for i in 0..k {
+                    if i > 0 {
+                        self.text.push(b',');
+                    }
+                    let _ = write!(self.text, r#"{{"topic":"{TOPIC}","type":"e","data":"#);
+                    push_payload(&mut self.text, ts);
+                    self.text.push(b'}');
+                }
+                self.text.extend_from_slice(b"]}");
+                push_ws_frame(&mut self.buf, 1, &self.text);
+                self.sent += k as u64;
+            }
+            return self.stream.write_all(&self.buf);
+        }
         for _ in 0..n {
             self.sent += 1;
             match self.peer {
@@ -1574,7 +1614,9 @@ fn publisher_reader(peer: Peer, mut s: StdTcpStream, mut acc: Vec<u8>, shared: &
                     };
                     let msg = &rest[start..end];
                     if opcode == 1 && contains(msg, br#""type":"published""#) {
-                        shared.acks.fetch_add(1, Ordering::Relaxed);
+                        // A batch's acknowledgement lists each event's sequences.
+                        let events = msg.windows(6).filter(|w| w == br#""seq":"#).count();
+                        shared.acks.fetch_add(events as u64, Ordering::Relaxed);
                     } else if opcode == 1 || opcode == 8 {
                         shared.error(String::from_utf8_lossy(msg).into_owned());
                     }
@@ -1636,7 +1678,7 @@ impl Fixture {
             t.elapsed().as_secs_f64()
         );
         let per_event = clients.snapshot().measured as u64;
-        let publ = Publisher::connect(peer, server.addr)
+        let publ = Publisher::connect(peer, server.addr, cfg.publish_batch)
             .unwrap_or_else(|e| panic!("{}: publisher cannot connect: {e}", peer.name()));
         Fixture {
             peer,

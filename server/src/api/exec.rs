@@ -44,7 +44,7 @@ pub(crate) enum PublishedAll {
 /// is one SSE `data:` line.
 fn payload<'a>(data: Option<&'a RawValue>) -> Cow<'a, [u8]> {
     let text = data.map_or("null", RawValue::get);
-    if text.contains(['\n', '\r']) {
+    if text.bytes().any(|b| b == b'\n' || b == b'\r') {
         Cow::Owned(text.replace(['\n', '\r'], " ").into_bytes())
     } else {
         Cow::Borrowed(text.as_bytes())
