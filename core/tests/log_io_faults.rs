@@ -190,39 +190,3 @@ fn any_single_failed_io_call_loses_nothing_acknowledged() {
         }
     }
 }
-
-#[test]
-fn a_roll_leaves_its_file_and_directory_syncs_to_the_next_sync() {
-    let dir = tempfile::tempdir().unwrap();
-    // Counts file and directory syncs (never fails).
-    let io = FaultyIo::new(u64::MAX, &["sync_file", "sync_dir"]);
-    let interval = Durability::Interval(std::time::Duration::from_secs(3600));
-    let (log, _) = Log::open(dir.path(), cfg(io.clone(), interval)).unwrap();
-    let at_open = io.calls.load(Ordering::SeqCst);
-    assert_eq!(at_open, 2, "the first segment is synced at open");
-    for _ in 0..100 {
-        let seq = log.next_seq();
-        log.append(&rec(seq, &payload(seq))).unwrap();
-    }
-    let segments = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension() == Some("seg".as_ref()))
-        .count();
-    assert!(segments >= 3, "rolled: {segments} segments");
-    assert_eq!(
-        io.calls.load(Ordering::SeqCst),
-        at_open,
-        "no file or directory sync on the appender's path"
-    );
-    log.sync().unwrap();
-    let synced = io.calls.load(Ordering::SeqCst) - at_open;
-    assert_eq!(
-        synced,
-        2 * (segments as u64 - 1),
-        "each rolled segment's file and name"
-    );
-    log.sync().unwrap();
-    assert_eq!(io.calls.load(Ordering::SeqCst) - at_open, synced, "once");
-    drop(log);
-    reopen_and_check(dir.path(), 100);
-}

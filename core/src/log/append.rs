@@ -15,17 +15,12 @@ use super::{index, prefault, retention};
 use super::{AppendInfo, Durability, Log, LogConfig, LogError, RecordRef, Writer};
 
 /// Creates segment `base` in `dir`: a temporary file is preallocated and
-/// given its header, then renamed into place, so a `.seg` file always starts
-/// with a complete header. With `sync_now` (and a policy other than `Never`)
-/// the file is synced before the rename and the directory after it; without,
-/// both syncs are left to the next sync of the log (`sync_committed`), which
-/// makes them before it declares any record of the segment durable: a roll
-/// then costs the appender no sync.
+/// given its header, synced (unless `Never`), then renamed into place and the
+/// directory synced, so a `.seg` file always starts with a complete header.
 pub(super) fn create_segment(
     dir: &Path,
     cfg: &LogConfig,
     base: u64,
-    sync_now: bool,
 ) -> Result<Arc<Segment>, LogError> {
     let path = dir.join(segment_file_name(base));
     let tmp = dir.join(format!("{}.tmp", segment_file_name(base)));
@@ -38,7 +33,7 @@ pub(super) fn create_segment(
         .io
         .create_segment(&tmp, cfg.segment_size, &header)
         .map_err(ioerr("creating a segment", &tmp))?;
-    let durable = sync_now && cfg.durability != Durability::Never;
+    let durable = cfg.durability != Durability::Never;
     let result = (|| {
         if durable {
             cfg.io
@@ -68,9 +63,6 @@ pub(super) fn create_segment(
     };
     let seg = Segment::new(base, path, file, map);
     seg.synced.store(SEG_HEADER_LEN as u64, Ordering::Relaxed);
-    if !durable && cfg.durability != Durability::Never {
-        seg.name_synced.store(false, Ordering::Relaxed);
-    }
     let seg = Arc::new(seg);
     if cfg.prefault {
         prefault::spawn(&seg);
@@ -208,9 +200,7 @@ impl Log {
                 }
             }
         }
-        // The syncs of the new file and of the directory wait for the next
-        // sync of the log: not on the appender's path.
-        let new = create_segment(&sh.dir, &sh.config, base, false)?;
+        let new = create_segment(&sh.dir, &sh.config, base)?;
         // Publish the new segment before sealing the old one, so that a reader
         // that sees `sealed` finds its successor in the list.
         sh.segments.write().push(Arc::clone(&new));

@@ -191,11 +191,7 @@ impl Shared {
             let mut v: Vec<Arc<Segment>> = segs
                 .iter()
                 .rev()
-                .take_while(|s| {
-                    s.synced.load(Ordering::Relaxed) < s.end() as u64
-                        || !s.is_sealed()
-                        || !s.name_synced.load(Ordering::Relaxed)
-                })
+                .take_while(|s| s.synced.load(Ordering::Relaxed) < s.end() as u64 || !s.is_sealed())
                 .cloned()
                 .collect();
             v.reverse();
@@ -213,24 +209,6 @@ impl Shared {
                 // Relaxed: only the sync leader (one at a time, under the
                 // group-commit protocol) reads and writes `synced`.
                 seg.synced.store(end, Ordering::Relaxed);
-            }
-            // A segment made by a roll: its file (size, header) and its
-            // name become durable before any of its records is declared so.
-            // Relaxed: only the sync leader reads and writes `name_synced`.
-            if !seg.name_synced.load(Ordering::Relaxed) {
-                let ioerr = |what| {
-                    let path = seg.path.clone();
-                    move |e| LogError::io(what, Some(path), e)
-                };
-                self.config
-                    .io
-                    .sync_file(&seg.file)
-                    .map_err(ioerr("syncing a new segment"))?;
-                self.config
-                    .io
-                    .sync_dir(&self.dir)
-                    .map_err(ioerr("syncing the log directory"))?;
-                seg.name_synced.store(true, Ordering::Relaxed);
             }
         }
         Ok(target)
@@ -278,7 +256,7 @@ impl Log {
                 Arc::clone(t)
             }
             None => {
-                let seg = create_segment(&dir, &config, next_seq, true)?;
+                let seg = create_segment(&dir, &config, next_seq)?;
                 segments.push(Arc::clone(&seg));
                 report.segments = 1;
                 seg

@@ -58,10 +58,6 @@ pub(crate) struct Segment {
     end: AtomicU64,
     /// Bytes `0..synced` are known durable. Only the sync leader writes it.
     pub(crate) synced: AtomicU64,
-    /// The file and its directory entry are durable. False for a segment
-    /// created by a roll, whose file and directory syncs are left to the
-    /// next sync (off the appender's path); only the sync leader sets it.
-    pub(crate) name_synced: AtomicBool,
     /// Set (Release) by the appender once no record will be added; pairs with
     /// the Acquire load in readers, which then know `count` is final.
     sealed: AtomicBool,
@@ -86,7 +82,6 @@ impl Segment {
             count: AtomicU64::new(0),
             end: AtomicU64::new(SEG_HEADER_LEN as u64),
             synced: AtomicU64::new(0),
-            name_synced: AtomicBool::new(true),
             sealed: AtomicBool::new(false),
             first_ts: AtomicU64::new(0),
             last_ts: AtomicU64::new(0),
