@@ -197,3 +197,31 @@ fn interleaved_batches_and_singles_keep_topics_dense_and_acks_exact() {
     assert!(sub.try_next().unwrap().is_none(), "nothing unacknowledged");
     assert_eq!(acks.len() as u64, broker.next_seq() - 1);
 }
+
+#[test]
+fn an_event_too_large_for_a_segment_refuses_the_batch_before_any_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.max_payload = 1 << 20; // larger than a 64 KiB segment can hold
+    c.ring_capacity = 8 << 20;
+    let broker = Broker::open(c).unwrap();
+    let a = broker.publisher("acme.a").unwrap();
+    let big = vec![b'x'; 70_000];
+    let event = |payload| BatchEvent {
+        publisher: &a,
+        event_type: "t",
+        payload,
+        options: PublishOptions::default(),
+    };
+    let mut out = Vec::new();
+    let refused = broker.publish_batch(&[event(b"small".as_slice()), event(&big)], &mut out);
+    assert!(
+        matches!(refused, Err(BrokerError::PayloadTooLarge { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(broker.next_seq(), 1, "nothing appended");
+    assert!(matches!(
+        a.publish("t", &big, PublishOptions::default()),
+        Err(BrokerError::PayloadTooLarge { .. })
+    ));
+}

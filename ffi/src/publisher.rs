@@ -248,6 +248,9 @@ pub unsafe extern "C" fn herald_broker_publish_batch(
         if !events.is_aligned() {
             return Err(fail(HERALD_E_INVALID_ARGUMENT, "events is misaligned"));
         }
+        if count > isize::MAX as usize / std::mem::size_of::<herald_batch_event>() {
+            return Err(fail(HERALD_E_INVALID_ARGUMENT, "count is too large"));
+        }
         // SAFETY: non-NULL, aligned; the caller guarantees `count` entries.
         let events = unsafe { std::slice::from_raw_parts(events, count) };
         let mut batch = Vec::with_capacity(count);

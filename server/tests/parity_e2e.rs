@@ -368,6 +368,14 @@ fn table() -> Vec<Request> {
         ),
         PublishBatch("orders.2", vec![]),
         PublishBatch("secret.2", vec![json!({"type": "a"})]),
+        Publish(
+            "orders.1",
+            json!({"type": "e", "data": {"deep": (0..70).fold(json!(1), |v, _| json!([v]))}}),
+        ),
+        Presence(
+            "heartbeat",
+            json!({"topic": "rooms.1", "client_id": "c3", "user": null, "device": null}),
+        ),
         // subscribe / poll
         Subscribe(Some("orders.1"), json!({"after": 0})),
         Subscribe(Some("orders.1"), json!({"since": 5})),

@@ -47,7 +47,7 @@ pub fn validate_event_type(event_type: &str) -> Result<(), BrokerError> {
 }
 
 /// Correlation ids: up to 126 bytes of printable ASCII (no spaces).
-pub(crate) fn validate_correlation(id: &str) -> Result<(), BrokerError> {
+pub fn validate_correlation(id: &str) -> Result<(), BrokerError> {
     if id.len() <= MAX_CORRELATION_LEN && id.bytes().all(|b| b.is_ascii_graphic()) {
         Ok(())
     } else {

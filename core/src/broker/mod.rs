@@ -44,15 +44,15 @@ use crate::log::{Log, LogConfig, LogError, RecordRef};
 use crate::ring::{self, Ring, RingConfig};
 
 pub use event::{
-    validate_event_type, Delivery, DeliveryRef, Event, EventRef, Gap, MAX_CORRELATION_LEN,
-    MAX_TYPE_LEN,
+    validate_correlation, validate_event_type, Delivery, DeliveryRef, Event, EventRef, Gap,
+    MAX_CORRELATION_LEN, MAX_TYPE_LEN,
 };
 pub use filter::{Filter, TopicPattern};
 pub use metrics::MetricsSnapshot;
 pub use subscription::{StartAt, Subscription};
 pub use topics::{validate_topic, MAX_TOPIC_LEN};
 
-use event::{ring_header, validate_correlation, Fields, RING_HEADER};
+use event::{ring_header, Fields, RING_HEADER};
 use metrics::Metrics;
 use topics::{Registry, Topic};
 
@@ -661,7 +661,19 @@ impl<'a> Checked<'a> {
         validate_event_type(event_type)?;
         let correlation = options.correlation.unwrap_or("");
         validate_correlation(correlation)?;
-        let max = inner.config.max_payload;
+        // The broker's limit, and the log's: a record must fit in a segment
+        // (checked here so that a batch is refused before any append).
+        let type_len = event_type.len()
+            + if correlation.is_empty() {
+                0
+            } else {
+                1 + correlation.len()
+            };
+        let overhead = crate::log::format::REC_HEADER_LEN + type_len + 7;
+        let max = inner
+            .config
+            .max_payload
+            .min(inner.config.log.max_record_len().saturating_sub(overhead));
         if payload.len() > max {
             return Err(BrokerError::PayloadTooLarge {
                 len: payload.len(),

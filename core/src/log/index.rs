@@ -124,7 +124,8 @@ impl TopicIndex {
 const CHUNK: usize = 4096;
 
 /// A topic's entries in fixed-size chunks: appended at the back, dropped
-/// from the front, never moved.
+/// from the front, never moved once a chunk is full (a topic's first chunk
+/// grows by doubling up to `CHUNK`: at most 64 KiB copied).
 #[derive(Debug, Default)]
 pub(crate) struct Entries {
     /// Every chunk is full but the last; the first starts at `front`.
@@ -149,7 +150,13 @@ impl Entries {
         match self.chunks.back_mut() {
             Some(last) if last.len() < CHUNK => last.push(e),
             _ => {
-                let mut chunk = Vec::with_capacity(CHUNK);
+                // A topic's first chunk grows as it fills (most topics hold
+                // a few entries); the next ones are allocated whole.
+                let mut chunk = if self.chunks.is_empty() {
+                    Vec::new()
+                } else {
+                    Vec::with_capacity(CHUNK)
+                };
                 chunk.push(e);
                 self.chunks.push_back(chunk);
             }

@@ -4,8 +4,12 @@
 
 use std::borrow::Cow;
 
+use herald_core::broker::presence::validate_json;
 use herald_core::broker::TopicPublisher;
-use herald_core::broker::{BatchEvent, Filter, PublishOptions, StartAt, Subscription};
+use herald_core::broker::{
+    validate_correlation, validate_event_type, validate_topic, BatchEvent, Filter, PublishOptions,
+    StartAt, Subscription,
+};
 use herald_core::Broker;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -39,16 +43,18 @@ pub(crate) enum PublishedAll {
     Batch { events: Vec<Published> },
 }
 
-/// An event's payload: the JSON as the client wrote it. Line breaks (JSON
-/// whitespace, never inside a string) become spaces, so that the payload
-/// is one SSE `data:` line.
-fn payload<'a>(data: Option<&'a RawValue>) -> Cow<'a, [u8]> {
+/// An event's payload: the JSON as the client wrote it, checked as
+/// subscribers' parsers need it (nested at most 64 deep, no unpaired
+/// surrogate escape). Line breaks (JSON whitespace, never inside a string)
+/// become spaces, so that the payload is one SSE `data:` line.
+fn payload<'a>(data: Option<&'a RawValue>) -> Result<Cow<'a, [u8]>, ApiError> {
     let text = data.map_or("null", RawValue::get);
-    if text.bytes().any(|b| b == b'\n' || b == b'\r') {
+    validate_json(text).map_err(|e| ApiError::invalid(format!("'data': {e}")))?;
+    Ok(if text.bytes().any(|b| b == b'\n' || b == b'\r') {
         Cow::Owned(text.replace(['\n', '\r'], " ").into_bytes())
     } else {
         Cow::Borrowed(text.as_bytes())
-    }
+    })
 }
 
 fn options<'a>(op: &'a Publish<'_>) -> PublishOptions<'a> {
@@ -119,8 +125,8 @@ impl Caller<'_> {
     pub(crate) fn publish(&self, request: &PublishRequest<'_>) -> Result<PublishedAll, ApiError> {
         match request {
             PublishRequest::One(op) => {
+                let payload = payload(op.data)?;
                 let publisher = self.publisher(op)?;
-                let payload = payload(op.data);
                 let published = publisher.publish(&op.event_type, &payload, options(op))?;
                 Ok(PublishedAll::One(Published {
                     seq: published.seq,
@@ -128,11 +134,23 @@ impl Caller<'_> {
                 }))
             }
             PublishRequest::Batch(ops) => {
+                // Everything checked before any topic is created: a refused
+                // batch leaves nothing behind (the broker checks the rest).
+                let payloads = ops
+                    .iter()
+                    .map(|op| {
+                        let topic = self.grants.internal(&op.topic);
+                        self.grants.check_publish(&topic)?;
+                        validate_topic(&topic)?;
+                        validate_event_type(&op.event_type)?;
+                        validate_correlation(op.correlation_id.as_deref().unwrap_or(""))?;
+                        payload(op.data)
+                    })
+                    .collect::<Result<Vec<_>, ApiError>>()?;
                 let publishers = ops
                     .iter()
                     .map(|op| self.publisher(op))
                     .collect::<Result<Vec<_>, _>>()?;
-                let payloads: Vec<Cow<'_, [u8]>> = ops.iter().map(|op| payload(op.data)).collect();
                 let events: Vec<BatchEvent<'_>> = ops
                     .iter()
                     .zip(&publishers)
@@ -239,8 +257,13 @@ impl Caller<'_> {
             Value::Null => String::new(),
             m => m.to_string(),
         };
-        self.broker
-            .presence_join(&topic, &client_id, &op.user, &op.device, &metadata)?;
+        self.broker.presence_join(
+            &topic,
+            &client_id,
+            op.user.as_deref().unwrap_or(""),
+            op.device.as_deref().unwrap_or(""),
+            &metadata,
+        )?;
         Ok(((topic, client_id), Joined { joined: true }))
     }
 

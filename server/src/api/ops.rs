@@ -123,9 +123,9 @@ pub(crate) struct Heartbeat {
     pub(crate) topic: String,
     pub(crate) client_id: String,
     #[serde(default)]
-    pub(crate) user: String,
+    pub(crate) user: Option<String>,
     #[serde(default)]
-    pub(crate) device: String,
+    pub(crate) device: Option<String>,
     #[serde(default)]
     pub(crate) metadata: Value,
 }
@@ -379,17 +379,15 @@ pub(crate) struct NoQuery {
     pub(crate) access_token: Option<String>,
 }
 
-/// A comma-separated list in a query string (`a,b`; empty: none).
+/// A comma-separated list in a query string (`a,b`; empty items dropped).
 #[derive(Debug, Default)]
 pub(crate) struct CommaList(pub(crate) Vec<String>);
 
 impl<'de> Deserialize<'de> for CommaList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<CommaList, D::Error> {
         let text = String::deserialize(d)?;
-        if text.is_empty() {
-            return Ok(CommaList(Vec::new()));
-        }
-        Ok(CommaList(text.split(',').map(str::to_owned).collect()))
+        let items = text.split(',').filter(|t| !t.is_empty());
+        Ok(CommaList(items.map(str::to_owned).collect()))
     }
 }
 
