@@ -151,6 +151,7 @@ impl Log {
         // except by appends, and recovery zeroes anything beyond the valid prefix.
         let idx = rec.seq - seg.base_seq;
         seg.publish(idx, off, off + alloc, rec.timestamp_ns);
+        seg.kick_prefaulter(off + alloc);
         entries.entries.push(index::Entry {
             topic_seq: rec.topic_seq,
             seq: rec.seq,

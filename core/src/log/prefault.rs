@@ -1,18 +1,25 @@
 //! Prefaulting: the first store to each page of a fresh segment mapping
 //! costs a page fault that zero-fills the page, which dominates small-record
-//! appends. A short-lived background thread walks a new segment ahead of the
-//! appender with `MADV_POPULATE_WRITE` (Linux 5.14+; silently skipped where
-//! unsupported), so the appender mostly finds its pages mapped already.
+//! appends. A background thread per tail segment keeps a window of
+//! [`WINDOW`] bytes ahead of the appender populated with
+//! `MADV_POPULATE_WRITE` (Linux 5.14+; silently skipped where unsupported),
+//! so the appender mostly finds its pages mapped already, while an idle log
+//! keeps only that window resident (not the whole segment). The appender
+//! wakes the thread each time it crosses a [`STEP`]; the thread also looks
+//! by itself every 100 ms, and ends when the segment is sealed.
 
 use std::sync::{Arc, Weak};
 use std::thread;
+use std::time::Duration;
 
 use memmap2::Advice;
 
 use super::segment::Segment;
 
 /// Bytes populated per step (the thread re-checks the segment between steps).
-const STEP: usize = 1 << 20;
+pub(crate) const STEP: usize = 1 << 20;
+/// Bytes kept populated ahead of the appender.
+const WINDOW: usize = 8 << 20;
 /// Segments smaller than this are not worth a thread.
 pub(crate) const MIN_SEGMENT: usize = 4 << 20;
 
@@ -22,7 +29,7 @@ pub(crate) fn spawn(seg: &Arc<Segment>) {
         return;
     }
     let weak: Weak<Segment> = Arc::downgrade(seg);
-    let _ = thread::Builder::new()
+    let spawned = thread::Builder::new()
         .name("herald-log-prefault".into())
         .spawn(move || {
             let mut off = 0usize;
@@ -32,7 +39,13 @@ pub(crate) fn spawn(seg: &Arc<Segment>) {
                     return;
                 }
                 // Skip what the appender has already written.
-                off = off.max(seg.end() & !(4096 - 1));
+                let end = seg.end();
+                off = off.max(end & !(4096 - 1));
+                if off >= (end + WINDOW).min(seg.size) {
+                    drop(seg); // not kept alive while parked
+                    thread::park_timeout(Duration::from_millis(100));
+                    continue;
+                }
                 let len = STEP.min(seg.size - off);
                 if seg
                     .map()
@@ -44,4 +57,7 @@ pub(crate) fn spawn(seg: &Arc<Segment>) {
                 off += len;
             }
         });
+    if let Ok(handle) = spawned {
+        seg.set_prefaulter(handle.thread().clone());
+    }
 }

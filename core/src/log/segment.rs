@@ -66,6 +66,11 @@ pub(crate) struct Segment {
     pub(crate) last_ts: AtomicU64,
     /// `offsets[i]` is the byte offset of record `base_seq + i`.
     offsets: Box<[AtomicU32]>,
+    /// The thread keeping pages populated ahead of the appender, if any.
+    prefaulter: std::sync::OnceLock<std::thread::Thread>,
+    /// The appender wakes the prefaulter when `end` reaches this offset.
+    /// Appender only (Relaxed).
+    next_kick: AtomicU64,
 }
 
 impl Segment {
@@ -86,6 +91,28 @@ impl Segment {
             first_ts: AtomicU64::new(0),
             last_ts: AtomicU64::new(0),
             offsets: zeroed_atomic_u32s(cap),
+            prefaulter: std::sync::OnceLock::new(),
+            next_kick: AtomicU64::new(0),
+        }
+    }
+
+    /// Records the prefault thread (see `prefault`).
+    pub(crate) fn set_prefaulter(&self, thread: std::thread::Thread) {
+        let _ = self.prefaulter.set(thread);
+    }
+
+    /// Wakes the prefault thread when the appender has crossed another
+    /// step since the last wake-up. Appender only.
+    #[inline]
+    pub(crate) fn kick_prefaulter(&self, end: usize) {
+        // Relaxed: only the appender reads and writes `next_kick`.
+        if (end as u64) < self.next_kick.load(Ordering::Relaxed) {
+            return;
+        }
+        self.next_kick
+            .store((end + super::prefault::STEP) as u64, Ordering::Relaxed);
+        if let Some(t) = self.prefaulter.get() {
+            t.unpark();
         }
     }
 
