@@ -342,8 +342,20 @@ fn at_index(i: usize, e: ApiError) -> ApiError {
     ApiError::invalid(format!("event [{i}]: {}", e.message()))
 }
 
-/// Decodes a query string (`a=1&b=x%20y`).
+/// Decodes a query string (`a=1&b=x%20y`). `access_token` is left out: it
+/// is the bearer token of clients that cannot set headers, read by
+/// authentication, allowed on every endpoint.
 pub(crate) fn from_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let without_token: String;
+    let query = if query.contains("access_token") {
+        let pairs = form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k != "access_token");
+        without_token = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        &without_token
+    } else {
+        query
+    };
     let pairs = form_urlencoded::parse(query.as_bytes());
     Ok(serde_path_to_error::deserialize(
         serde_urlencoded::Deserializer::new(pairs),
@@ -365,19 +377,12 @@ pub(crate) struct EventsQuery {
     pub(crate) limit: Option<u64>,
     /// Polls: milliseconds to wait for a first event (at most 60 000).
     pub(crate) wait: Option<u64>,
-    /// The bearer token, for clients that cannot set headers (read by
-    /// authentication, listed here so that it is not an unknown field).
-    #[allow(dead_code)]
-    pub(crate) access_token: Option<String>,
 }
 
-/// The query of endpoints that take no parameters but the token.
+/// The query of endpoints that take no parameters (but the token).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct NoQuery {
-    #[allow(dead_code)]
-    pub(crate) access_token: Option<String>,
-}
+pub(crate) struct NoQuery {}
 
 /// A comma-separated list in a query string (`a,b`; empty items dropped).
 #[derive(Debug, Default)]
@@ -636,6 +641,13 @@ mod tests {
         assert_eq!(q.types.unwrap().0, ["a", "b"]);
         let e = from_query::<EventsQuery>("after=x").unwrap_err();
         assert!(e.message().starts_with("'after': "), "{e}");
+        let q: EventsQuery = from_query("access_token=a%26b&after=3").unwrap();
+        assert_eq!(
+            q.after,
+            Some(3),
+            "the token is authentication's, not a field"
+        );
+        from_query::<NoQuery>("access_token=t").unwrap();
         let e = from_query::<EventsQuery>("colour=red").unwrap_err();
         assert!(e.message().contains("unknown field `colour`"), "{e}");
     }
