@@ -1,5 +1,5 @@
 //! Allocation counts on the broker's publish path and a live subscription's
-//! read path, after warm-up (DESIGN invariant 6).
+//! read path, after warm-up (invariant 6 of `docs/DESIGN.md`).
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The headline property (DESIGN.md invariants 1–4): random concurrent
+//! The headline property (invariants 1–4 of `docs/DESIGN.md`): random concurrent
 //! publishers, random subscribers with random filters, start positions and
 //! speeds (some stalled for long stretches), random ring sizes and retention.
 //! Every subscriber receives exactly the events its filter selects, in order,

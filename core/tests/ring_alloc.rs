@@ -1,5 +1,5 @@
 //! Zero allocation on the publish path and the steady-state read path,
-//! checked with a counting global allocator (invariant 6 of the design).
+//! checked with a counting global allocator (invariant 6 of `docs/DESIGN.md`).
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! No input across the C ABI crashes the process (DESIGN.md invariant 8):
+//! No input across the C ABI crashes the process (invariant 8 of `docs/DESIGN.md`):
 //! NULL and wrong-type handles, NULL buffers with lengths, invalid UTF-8,
 //! random bytes for every string argument, out-of-range enum values, and
 //! concurrent calls on one subscriber all come back as documented codes.

@@ -1,4 +1,4 @@
-//! Prints the broker benchmark (issue 4, "Measure") as markdown tables:
+//! Prints the broker benchmark (the broker rows of `docs/DESIGN.md`, "Performance targets") as markdown tables:
 //!
 //! 1. **Publish→deliver latency**, one subscriber, 64 B payloads at a paced
 //!    rate: the ring alone (`herald_core::ring::Ring`) against the broker with

@@ -434,7 +434,7 @@ fn render(
     let _ = writeln!(out);
 
     // Targets.
-    let _ = writeln!(out, "#### Targets (DESIGN.md §4, ring rows)");
+    let _ = writeln!(out, "#### Targets (docs/DESIGN.md, ring rows)");
     let _ = writeln!(out);
     let _ = writeln!(out, "| target | subs | Herald | measured | status |");
     let _ = writeln!(out, "|---|---:|---|---:|---|");

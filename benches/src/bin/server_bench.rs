@@ -1,4 +1,4 @@
-//! Prints the server benchmark (DESIGN.md §4, server rows) as markdown
+//! Prints the server benchmark (`docs/DESIGN.md`, "Performance targets", server rows) as markdown
 //! tables: Herald's server against `nats-server`, each started by this
 //! program as a separate process on a free loopback port (and killed at the
 //! end), both driven by the same load generator in this process.
@@ -2725,7 +2725,7 @@ fn main() {
         writeln!(w).unwrap();
     }
 
-    writeln!(w, "#### Targets (DESIGN.md §4, server rows)").unwrap();
+    writeln!(w, "#### Targets (docs/DESIGN.md, server rows)").unwrap();
     writeln!(w).unwrap();
     writeln!(w, "| target | measured | |").unwrap();
     writeln!(w, "|---|---|---|").unwrap();

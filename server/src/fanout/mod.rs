@@ -16,7 +16,7 @@
 //!   loses and repeats nothing;
 //! - **parked**: its connection's output reached the bound. It is not fed;
 //!   it remembers the first event it missed and, once the client drains,
-//!   catches up from there with a fresh subscription (invariant 3: a slow
+//!   catches up from there with a fresh subscription (invariant 3 of `docs/DESIGN.md`: a slow
 //!   client never slows the others and never loses an event).
 
 use std::collections::HashMap;

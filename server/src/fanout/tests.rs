@@ -288,7 +288,7 @@ fn run(seed: u64) {
     assert!(router.parked_count > 0, "seed {seed}: no stream was parked");
 }
 
-/// Invariant 3 through the router: a client parked while retention deletes
+/// Invariant 3 of `docs/DESIGN.md` through the router: a client parked while retention deletes
 /// what it has not received yet gets an explicit gap notice, then the rest.
 #[test]
 fn a_parked_stream_past_retention_gets_a_gap_notice() {
