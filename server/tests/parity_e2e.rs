@@ -183,9 +183,7 @@ impl Client {
                     &format!("/v1/topics/{topic}/events"),
                     &body.to_string(),
                 );
-                let mut msg = object(body);
-                msg.insert("op".into(), json!("publish"));
-                msg.insert("topic".into(), json!(topic));
+                let msg = message(body, [("op", json!("publish")), ("topic", json!(topic))]);
                 (http, self.ws(msg).0)
             }
             Request::PublishBatch(topic, events) => {
@@ -196,19 +194,19 @@ impl Client {
                 );
                 let with_topic: Vec<Value> = events
                     .iter()
-                    .map(|e| {
-                        let mut e = object(e);
-                        e.insert("topic".into(), json!(topic));
-                        Value::Object(e)
-                    })
+                    .map(|e| Value::Object(message(e, [("topic", json!(topic))])))
                     .collect();
-                let mut msg = Map::new();
-                msg.insert("op".into(), json!("publish"));
-                msg.insert("events".into(), Value::Array(with_topic));
+                let msg = message(
+                    &json!({}),
+                    [
+                        ("op", json!("publish")),
+                        ("events", Value::Array(with_topic)),
+                    ],
+                );
                 (http, self.ws(msg).0)
             }
             Request::Subscribe(topic, fields) => {
-                let mut query: Vec<String> = object(fields)
+                let mut query: Vec<String> = message(fields, [])
                     .iter()
                     .map(|(k, v)| format!("{k}={}", query_value(v)))
                     .collect();
@@ -218,19 +216,15 @@ impl Client {
                     None => "/v1/events".to_owned(),
                 };
                 let http = self.http("GET", &format!("{path}?{}", query.join("&")), "");
-                let mut msg = object(fields);
-                msg.insert("op".into(), json!("subscribe"));
                 let id = format!("s{}", self.next_ref + 1);
-                msg.insert("id".into(), json!(id));
+                let mut msg = message(fields, [("op", json!("subscribe")), ("id", json!(id))]);
                 if let Some(t) = topic {
                     msg.insert("topic".into(), json!(t));
                 }
                 let (ws, _) = self.ws(msg);
                 if let Verdict::Accepted(_) = ws {
-                    let mut unsubscribe = Map::new();
-                    unsubscribe.insert("op".into(), json!("unsubscribe"));
-                    unsubscribe.insert("id".into(), json!(id));
-                    let (done, _) = self.ws(unsubscribe);
+                    let unsubscribe = [("op", json!("unsubscribe")), ("id", json!(id))];
+                    let (done, _) = self.ws(message(&json!({}), unsubscribe));
                     assert!(matches!(done, Verdict::Accepted(_)), "{done:?}");
                 }
                 (http, ws)
@@ -241,32 +235,33 @@ impl Client {
                     &format!("/v1/consumers/{consumer}/ack"),
                     &body.to_string(),
                 );
-                let mut msg = object(body);
-                msg.insert("op".into(), json!("ack"));
-                msg.insert("consumer".into(), json!(consumer));
+                let msg = message(body, [("op", json!("ack")), ("consumer", json!(consumer))]);
                 (http, self.ws(msg).0)
             }
             Request::Presence(op, body) => {
                 let http = self.http("POST", &format!("/v1/presence/{op}"), &body.to_string());
-                let mut msg = object(body);
-                msg.insert("op".into(), json!(op));
-                (http, self.ws(msg).0)
+                (http, self.ws(message(body, [("op", json!(op))])).0)
             }
             Request::PresenceList(topic) => {
                 let http = self.http("GET", &format!("/v1/topics/{topic}/presence"), "");
-                let mut msg = Map::new();
-                msg.insert("op".into(), json!("presence"));
-                msg.insert("topic".into(), json!(topic));
+                let msg = message(
+                    &json!({}),
+                    [("op", json!("presence")), ("topic", json!(topic))],
+                );
                 (http, self.ws(msg).0)
             }
         }
     }
 }
 
-/// A body's fields (a non-object is sent as is over HTTP; over WebSocket
-/// its fields are none).
-fn object(v: &Value) -> Map<String, Value> {
-    v.as_object().cloned().unwrap_or_default()
+/// A WebSocket message: a body's fields (a non-object has none) and
+/// `extra` fields.
+fn message<const N: usize>(body: &Value, extra: [(&str, Value); N]) -> Map<String, Value> {
+    let mut msg = body.as_object().cloned().unwrap_or_default();
+    for (k, v) in extra {
+        msg.insert(k.into(), v);
+    }
+    msg
 }
 
 /// A JSON value as a query string carries it: strings and numbers as

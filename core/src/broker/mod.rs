@@ -349,6 +349,18 @@ impl Broker {
             .publish(event_type, payload, PublishOptions::default())
     }
 
+    /// Checks an event as a publish would (type, correlation id, payload
+    /// size), without publishing it: for callers that must refuse a whole
+    /// request before creating any of its topics.
+    pub fn check_event(
+        &self,
+        event_type: &str,
+        payload: &[u8],
+        options: PublishOptions<'_>,
+    ) -> Result<(), BrokerError> {
+        Checked::new(&self.inner, event_type, payload, options).map(|_| ())
+    }
+
     /// Publishes a batch of events, to one topic or several, under one
     /// acquisition of the publish lock: their global sequences are
     /// consecutive and no other publish lands between them. Every event is
@@ -365,8 +377,6 @@ impl Broker {
         out: &mut Vec<Published>,
     ) -> Result<(), BrokerError> {
         let inner = &*self.inner;
-        // Checked events are large (their log type field): checked one at a
-        // time up front, again under the lock, rather than all kept at once.
         for e in events {
             if !Arc::ptr_eq(&e.publisher.inner, &self.inner) {
                 return Err(BrokerError::ForeignPublisher);
@@ -377,7 +387,13 @@ impl Broker {
         {
             let mut state = inner.publish.lock();
             for e in events {
-                let checked = Checked::new(inner, e.event_type, e.payload, e.options)?;
+                // Checked above.
+                let checked = Checked {
+                    event_type: e.event_type,
+                    correlation: e.options.correlation.unwrap_or(""),
+                    payload: e.payload,
+                    origin: e.options.origin,
+                };
                 out.push(inner.append_locked(&mut state, &e.publisher.topic, &checked)?);
             }
         }
@@ -641,14 +657,12 @@ pub struct BatchEvent<'a> {
 }
 
 /// An event checked against the rules, ready to append.
+#[derive(Clone, Copy)]
 struct Checked<'a> {
     event_type: &'a str,
     correlation: &'a str,
     payload: &'a [u8],
     origin: u64,
-    /// The log's type field: type, then NUL and the correlation id if any.
-    type_field: [u8; MAX_TYPE_LEN + 1 + MAX_CORRELATION_LEN],
-    type_len: usize,
 }
 
 impl<'a> Checked<'a> {
@@ -661,15 +675,15 @@ impl<'a> Checked<'a> {
         validate_event_type(event_type)?;
         let correlation = options.correlation.unwrap_or("");
         validate_correlation(correlation)?;
+        let event = Checked {
+            event_type,
+            correlation,
+            payload,
+            origin: options.origin,
+        };
         // The broker's limit, and the log's: a record must fit in a segment
         // (checked here so that a batch is refused before any append).
-        let type_len = event_type.len()
-            + if correlation.is_empty() {
-                0
-            } else {
-                1 + correlation.len()
-            };
-        let overhead = crate::log::format::REC_HEADER_LEN + type_len + 7;
+        let overhead = crate::log::format::REC_HEADER_LEN + event.type_field_len() + 7;
         let max = inner
             .config
             .max_payload
@@ -680,23 +694,16 @@ impl<'a> Checked<'a> {
                 max,
             });
         }
-        let mut type_field = [0u8; MAX_TYPE_LEN + 1 + MAX_CORRELATION_LEN];
-        let mut type_len = event_type.len();
-        type_field[..type_len].copy_from_slice(event_type.as_bytes());
-        if !correlation.is_empty() {
-            type_field[type_len] = 0;
-            type_field[type_len + 1..type_len + 1 + correlation.len()]
-                .copy_from_slice(correlation.as_bytes());
-            type_len += 1 + correlation.len();
+        Ok(event)
+    }
+
+    /// Length of the log's type field: type, then NUL and the correlation
+    /// id if any.
+    fn type_field_len(&self) -> usize {
+        match self.correlation.len() {
+            0 => self.event_type.len(),
+            n => self.event_type.len() + 1 + n,
         }
-        Ok(Checked {
-            event_type,
-            correlation,
-            payload,
-            origin: options.origin,
-            type_field,
-            type_len,
-        })
     }
 }
 
@@ -713,13 +720,20 @@ impl Inner {
         let topic_seq = topic.next_seq.load(Ordering::Relaxed);
         let ts = now_ns().max(state.last_ts);
         let seq = self.log.next_seq();
+        let mut type_field = [0u8; MAX_TYPE_LEN + 1 + MAX_CORRELATION_LEN];
+        let type_len = event.type_field_len();
+        let ty = event.event_type.len();
+        type_field[..ty].copy_from_slice(event.event_type.as_bytes());
+        if type_len > ty {
+            type_field[ty + 1..type_len].copy_from_slice(event.correlation.as_bytes());
+        }
         self.log.append_nowait(&RecordRef {
             seq,
             topic_id: topic.id,
             topic_seq,
             timestamp_ns: ts,
             origin: event.origin,
-            event_type: &event.type_field[..event.type_len],
+            event_type: &type_field[..type_len],
             payload: event.payload,
         })?;
         let fields = Fields {
@@ -732,7 +746,7 @@ impl Inner {
             payload: event.payload,
         };
         let header = ring_header(&fields);
-        let (ty, corr) = (event.event_type.len(), event.correlation.len());
+        let corr = event.correlation.len();
         let len = RING_HEADER + ty + corr + event.payload.len();
         // The ring only refuses records above its max_record (sized from
         // max_payload above) and never waits: the broker has no tethered

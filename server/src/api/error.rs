@@ -100,14 +100,15 @@ impl From<BrokerError> for ApiError {
     }
 }
 
-/// A decoding error (serde, with the path of the failing field).
-impl<E: fmt::Display> From<serde_path_to_error::Error<E>> for ApiError {
-    fn from(e: serde_path_to_error::Error<E>) -> ApiError {
-        let path = e.path().to_string();
+impl ApiError {
+    /// A decoding error at `path` (serde_path_to_error's, `.` or `?` at
+    /// the top): the message names the field.
+    pub(crate) fn at_path(path: &serde_path_to_error::Path, message: &str) -> ApiError {
+        let path = path.to_string();
         if path == "." || path == "?" {
-            ApiError::Invalid(e.into_inner().to_string())
+            ApiError::Invalid(message.to_owned())
         } else {
-            ApiError::Invalid(format!("'{path}': {}", e.into_inner()))
+            ApiError::Invalid(format!("'{path}': {message}"))
         }
     }
 }

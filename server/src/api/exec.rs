@@ -5,10 +5,8 @@
 use std::borrow::Cow;
 
 use herald_core::broker::presence::validate_json;
-use herald_core::broker::TopicPublisher;
 use herald_core::broker::{
-    validate_correlation, validate_event_type, validate_topic, BatchEvent, Filter, PublishOptions,
-    StartAt, Subscription,
+    validate_topic, BatchEvent, Filter, PublishOptions, StartAt, Subscription,
 };
 use herald_core::Broker;
 use serde::Serialize;
@@ -33,6 +31,15 @@ pub(crate) struct Caller<'a> {
 pub(crate) struct Published {
     pub(crate) seq: u64,
     pub(crate) topic_seq: u64,
+}
+
+impl From<herald_core::broker::Published> for Published {
+    fn from(p: herald_core::broker::Published) -> Published {
+        Published {
+            seq: p.seq,
+            topic_seq: p.topic_seq,
+        }
+    }
 }
 
 /// What a `publish` stored: one event's sequences, or a batch's.
@@ -126,30 +133,27 @@ impl Caller<'_> {
         match request {
             PublishRequest::One(op) => {
                 let payload = payload(op.data)?;
-                let publisher = self.publisher(op)?;
+                let publisher = self.broker.publisher(&self.publish_topic(op)?)?;
                 let published = publisher.publish(&op.event_type, &payload, options(op))?;
-                Ok(PublishedAll::One(Published {
-                    seq: published.seq,
-                    topic_seq: published.topic_seq,
-                }))
+                Ok(PublishedAll::One(published.into()))
             }
             PublishRequest::Batch(ops) => {
-                // Everything checked before any topic is created: a refused
-                // batch leaves nothing behind (the broker checks the rest).
-                let payloads = ops
+                // Every event checked before any topic is created: a refused
+                // batch leaves nothing behind.
+                let mut topics = Vec::with_capacity(ops.len());
+                let mut payloads = Vec::with_capacity(ops.len());
+                for op in ops {
+                    let topic = self.publish_topic(op)?;
+                    validate_topic(&topic)?;
+                    let payload = payload(op.data)?;
+                    self.broker
+                        .check_event(&op.event_type, &payload, options(op))?;
+                    topics.push(topic);
+                    payloads.push(payload);
+                }
+                let publishers = topics
                     .iter()
-                    .map(|op| {
-                        let topic = self.grants.internal(&op.topic);
-                        self.grants.check_publish(&topic)?;
-                        validate_topic(&topic)?;
-                        validate_event_type(&op.event_type)?;
-                        validate_correlation(op.correlation_id.as_deref().unwrap_or(""))?;
-                        payload(op.data)
-                    })
-                    .collect::<Result<Vec<_>, ApiError>>()?;
-                let publishers = ops
-                    .iter()
-                    .map(|op| self.publisher(op))
+                    .map(|t| self.broker.publisher(t))
                     .collect::<Result<Vec<_>, _>>()?;
                 let events: Vec<BatchEvent<'_>> = ops
                     .iter()
@@ -164,23 +168,17 @@ impl Caller<'_> {
                     .collect();
                 let mut out = Vec::with_capacity(events.len());
                 self.broker.publish_batch(&events, &mut out)?;
-                let events = out
-                    .into_iter()
-                    .map(|p| Published {
-                        seq: p.seq,
-                        topic_seq: p.topic_seq,
-                    })
-                    .collect();
+                let events = out.into_iter().map(Published::from).collect();
                 Ok(PublishedAll::Batch { events })
             }
         }
     }
 
-    /// The publisher of an event's topic, within the grants.
-    fn publisher(&self, op: &Publish<'_>) -> Result<TopicPublisher, ApiError> {
+    /// The broker's name of an event's topic, within the publish grants.
+    fn publish_topic(&self, op: &Publish<'_>) -> Result<String, ApiError> {
         let topic = self.grants.internal(&op.topic);
         self.grants.check_publish(&topic)?;
-        Ok(self.broker.publisher(&topic)?)
+        Ok(topic)
     }
 
     /// Opens a stream (`subscribe`, an SSE stream, a poll). `default`:

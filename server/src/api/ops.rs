@@ -258,15 +258,8 @@ fn object<'a>(text: &'a str, what: &str) -> Result<Fields<'a>, ApiError> {
 pub(crate) fn from_fields<'a, T: Deserialize<'a>>(fields: Fields<'a>) -> Result<T, ApiError> {
     let fields = fields.into_iter().map(|(k, v)| (k.0, v));
     let de = MapDeserializer::<_, serde_json::Error>::new(fields);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let message = without_position(e.inner());
-        if path == "." || path == "?" {
-            ApiError::Invalid(message)
-        } else {
-            ApiError::Invalid(format!("'{path}': {message}"))
-        }
-    })
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| ApiError::at_path(e.path(), &without_position(e.inner())))
 }
 
 /// A serde_json error's message without its " at line L column C" (a
@@ -357,9 +350,8 @@ pub(crate) fn from_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError
         query
     };
     let pairs = form_urlencoded::parse(query.as_bytes());
-    Ok(serde_path_to_error::deserialize(
-        serde_urlencoded::Deserializer::new(pairs),
-    )?)
+    serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(pairs))
+        .map_err(|e| ApiError::at_path(e.path(), &e.inner().to_string()))
 }
 
 /// The query of `GET /v1/topics/{topic}/events` and `GET /v1/events`:

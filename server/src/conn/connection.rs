@@ -101,9 +101,7 @@ impl Conn {
     /// the answer does not end the connection.
     pub(crate) fn respond(&mut self, response: &Response, keep_alive: bool) {
         let keep_alive = keep_alive && !response.close;
-        let mut bytes = Vec::with_capacity(256);
-        response.write(keep_alive, &mut bytes);
-        self.output.extend(&bytes);
+        response.write(keep_alive, self.output.tail());
         if !keep_alive {
             self.close_when_flushed();
         }

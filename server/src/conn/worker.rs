@@ -270,17 +270,8 @@ impl Worker {
             return;
         }
         conn.read_paused = false;
-        if let Mode::Ws(ws) = &mut conn.mode {
-            let mut cx = WsContext {
-                broker: &self.shared.broker,
-                router: &mut self.router,
-                conn: index,
-            };
-            if let WsStatus::Closed = ws.on_readable(&mut cx, &mut conn.output) {
-                // Nothing may follow the close frame.
-                conn.close_when_flushed();
-                self.retire_streams(index);
-            }
+        if let Mode::Ws(_) = conn.mode {
+            self.read_websocket(index);
             self.flush_or_close(index);
             return;
         }
@@ -291,6 +282,26 @@ impl Worker {
         }
         self.handle_requests(index);
         self.flush_or_close(index);
+    }
+
+    /// Reads and answers a WebSocket connection's messages; after its close
+    /// frame, retires its streams (nothing may follow the close frame).
+    fn read_websocket(&mut self, index: usize) {
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let Mode::Ws(ws) = &mut conn.mode else {
+            return;
+        };
+        let mut cx = WsContext {
+            broker: &self.shared.broker,
+            router: &mut self.router,
+            conn: index,
+        };
+        if let WsStatus::Closed = ws.on_readable(&mut cx, &mut conn.output) {
+            conn.close_when_flushed();
+            self.retire_streams(index);
+        }
     }
 
     /// Writes what the socket takes; closes the connection if that failed,
@@ -373,19 +384,7 @@ impl Worker {
                     conn.respond(&switching, true);
                     conn.upgrade(*session);
                     // Messages that came with the upgrade request.
-                    let Mode::Ws(ws) = &mut conn.mode else {
-                        return;
-                    };
-                    let mut cx = WsContext {
-                        broker: &self.shared.broker,
-                        router: &mut self.router,
-                        conn: index,
-                    };
-                    if let WsStatus::Closed = ws.on_readable(&mut cx, &mut conn.output) {
-                        conn.close_when_flushed();
-                        self.retire_streams(index);
-                    }
-                    return;
+                    return self.read_websocket(index);
                 }
             }
         }

@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use bytes::BytesMut;
+
 /// Most headers a request may carry.
 pub(crate) const MAX_HEADERS: usize = 64;
 
@@ -215,35 +217,26 @@ impl Response {
         self
     }
 
-    /// Serialises the response. `keep_alive`: the connection stays open
-    /// after it (`Connection: keep-alive` rather than `close`), unless a
-    /// header of its own says otherwise.
-    pub(crate) fn write(&self, keep_alive: bool, out: &mut Vec<u8>) {
-        let _ = write!(Bytes(out), "HTTP/1.1 {} {}\r\n", self.status, self.reason);
+    /// Serialises the response into `out`. `keep_alive`: the connection
+    /// stays open after it (`Connection: keep-alive` rather than `close`),
+    /// unless a header of its own says otherwise.
+    pub(crate) fn write(&self, keep_alive: bool, out: &mut BytesMut) {
+        // (Formatting into a BytesMut cannot fail.)
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, self.reason);
         for (name, value) in &self.headers {
-            let _ = write!(Bytes(out), "{name}: {value}\r\n");
+            let _ = write!(out, "{name}: {value}\r\n");
         }
         if let Some(body) = &self.body {
-            let _ = write!(Bytes(out), "Content-Length: {}\r\n", body.len());
+            let _ = write!(out, "Content-Length: {}\r\n", body.len());
         }
         if !self.headers.iter().any(|(n, _)| *n == "Connection") {
             let connection = if keep_alive { "keep-alive" } else { "close" };
-            let _ = write!(Bytes(out), "Connection: {connection}\r\n");
+            let _ = write!(out, "Connection: {connection}\r\n");
         }
         out.extend_from_slice(b"\r\n");
         if let Some(body) = &self.body {
             out.extend_from_slice(body);
         }
-    }
-}
-
-/// `fmt::Write` into a byte buffer.
-struct Bytes<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for Bytes<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
     }
 }
 
@@ -313,18 +306,18 @@ mod tests {
 
     #[test]
     fn a_response_decides_its_connection_header_once() {
-        let mut out = Vec::new();
+        let mut out = BytesMut::new();
         Response::json(&serde_json::json!({"a": 1})).write(true, &mut out);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(out.to_vec()).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 7\r\nConnection: keep-alive\r\n\r\n{\"a\":1}"
         );
-        let mut out = Vec::new();
+        let mut out = BytesMut::new();
         Response::head(101, "Switching Protocols")
             .with_header("Connection", "Upgrade")
             .write(false, &mut out);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(out.to_vec()).unwrap(),
             "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n"
         );
     }
