@@ -380,7 +380,11 @@ herald_result herald_broker_consumer_checkpoint(const struct herald_broker *brok
                                                 uint64_t *out_seq);
 
 // Acknowledges everything up to global sequence `seq` for the durable
-// consumer `name` (for hosts that track delivery themselves).
+// consumer `name` (for hosts that track delivery themselves). The consumer
+// must exist (`HERALD_E_UNKNOWN_CONSUMER`; it is created by its first
+// `herald_subscriber_open_consumer`). `seq` past the last published event,
+// or below the checkpoint, is refused with `HERALD_E_ACK` and changes
+// nothing; acknowledging the checkpoint again is a no-op.
 //
 // # Safety
 // `broker` NULL or live; `name` points to `name_len` bytes.

@@ -3,6 +3,7 @@
 use std::thread;
 use std::time::Duration;
 
+use herald_core::broker::checkpoint::AckError;
 use herald_core::broker::{BrokerError, Delivery, Event, Filter, PublishOptions, StartAt};
 use herald_core::log::{Durability, Retention};
 use herald_core::{Broker, BrokerConfig};
@@ -350,6 +351,85 @@ fn durable_consumer_resumes_after_its_checkpoint_across_reopen() {
         .publish("e", b"x", PublishOptions::default())
         .unwrap();
     assert_eq!((p.seq, p.topic_seq), (11, 11));
+}
+
+#[test]
+fn broker_acknowledgements_need_a_consumer_and_move_forward_within_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    let p = broker.publisher("c").unwrap();
+    for i in 0..5u8 {
+        p.publish("e", &[i], PublishOptions::default()).unwrap();
+    }
+    assert!(matches!(
+        broker.ack_consumer("worker", 2),
+        Err(BrokerError::UnknownConsumer(_))
+    ));
+    assert!(
+        broker.consumers().is_empty(),
+        "a refused ack creates nothing"
+    );
+    // The first subscription creates the consumer at its start.
+    let sub = broker
+        .subscribe_consumer("worker", Filter::topic("c").unwrap(), StartAt::Seq(3))
+        .unwrap();
+    assert_eq!(broker.consumers(), [("worker".to_owned(), 2)]);
+    drop(sub);
+    for past_end in [6, u64::MAX] {
+        assert!(matches!(
+            broker.ack_consumer("worker", past_end),
+            Err(BrokerError::Ack(AckError::PastEnd { last: 5, .. }))
+        ));
+    }
+    broker.ack_consumer("worker", 4).unwrap();
+    assert!(matches!(
+        broker.ack_consumer("worker", 3),
+        Err(BrokerError::Ack(AckError::Backwards {
+            seq: 3,
+            checkpoint: 4
+        }))
+    ));
+    broker.ack_consumer("worker", 4).unwrap();
+    assert_eq!(broker.consumer_checkpoint("worker").unwrap(), 4);
+    broker.remove_consumer("worker").unwrap();
+    assert!(broker.consumers().is_empty());
+}
+
+#[test]
+fn a_start_past_the_end_of_the_log_starts_at_the_end_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    let a = broker.publisher("a").unwrap();
+    let b = broker.publisher("b").unwrap();
+    for _ in 0..3 {
+        a.publish("e", b"a", PublishOptions::default()).unwrap();
+        b.publish("e", b"b", PublishOptions::default()).unwrap();
+    }
+    // Global sequences 1..=6; topic a has topic sequences 1..=3.
+    let at_end = broker
+        .subscribe(Filter::topic("a").unwrap(), StartAt::TopicSeq(4))
+        .unwrap();
+    assert_eq!(
+        at_end.beyond_end(),
+        None,
+        "just after the end is not past it"
+    );
+    let mut by_topic = broker
+        .subscribe(Filter::topic("a").unwrap(), StartAt::TopicSeq(10))
+        .unwrap();
+    assert_eq!(by_topic.beyond_end(), Some(3));
+    let mut by_seq = broker
+        .subscribe(Filter::patterns(&[">"]).unwrap(), StartAt::Seq(100))
+        .unwrap();
+    assert_eq!(by_seq.beyond_end(), Some(6));
+    a.publish("e", b"new", PublishOptions::default()).unwrap();
+    let e = event(by_topic.try_next().unwrap().unwrap());
+    assert_eq!(
+        (e.topic_seq, e.seq),
+        (4, 7),
+        "the next event, not silence until 10"
+    );
+    assert_eq!(event(by_seq.try_next().unwrap().unwrap()).seq, 7);
 }
 
 #[test]

@@ -200,7 +200,8 @@ fn run(case: Case) -> Result<(), TestCaseError> {
         // The first global sequence (and, single-topic, topic sequence) the
         // model expects this subscriber to start at.
         let sub = broker.subscribe(filter, start.clone()).unwrap();
-        subs.push((spec.clone(), start, sub));
+        let beyond_end = sub.beyond_end();
+        subs.push((spec.clone(), start, beyond_end, sub));
     }
     let barrier = Arc::new(Barrier::new(case.publishers.len() + 1));
     let writers: Vec<_> = case
@@ -226,7 +227,7 @@ fn run(case: Case) -> Result<(), TestCaseError> {
     let end = now + total;
     let readers: Vec<_> = subs
         .into_iter()
-        .map(|(spec, start, mut sub)| {
+        .map(|(spec, start, beyond_end, mut sub)| {
             thread::spawn(move || {
                 let mut got = Vec::new();
                 let mut n = 0u32;
@@ -242,7 +243,7 @@ fn run(case: Case) -> Result<(), TestCaseError> {
                 while let Some(d) = sub.try_next().unwrap() {
                     got.push(d);
                 }
-                (spec, start, got)
+                (spec, start, beyond_end, got)
             })
         })
         .collect();
@@ -272,7 +273,7 @@ fn run(case: Case) -> Result<(), TestCaseError> {
     }
     let first_retained = broker.next_seq() - 1; // upper bound for gap checks below
     for reader in readers {
-        let (spec, start, got) = reader.join().unwrap();
+        let (spec, start, beyond_end, got) = reader.join().unwrap();
         // Where the model says this subscriber starts.
         let topic_of = |f: &FilterSpec| {
             if let FilterSpec::Topic(t) = f {
@@ -281,13 +282,30 @@ fn run(case: Case) -> Result<(), TestCaseError> {
                 None
             }
         };
+        // A start past the end of the log starts at its end and says so.
+        let topic_last = |t| model.range(..now).filter(|(_, r)| r.topic == t).count() as u64;
+        let expected_beyond_end = match (&start, topic_of(&spec.filter)) {
+            (StartAt::Seq(s), _) if *s > now => Some(now - 1),
+            (StartAt::TopicSeq(ts), Some(t)) if *ts > topic_last(t) + 1 => Some(topic_last(t)),
+            _ => None,
+        };
+        prop_assert_eq!(
+            beyond_end,
+            expected_beyond_end,
+            "{:?} from {:?}",
+            spec,
+            start
+        );
         let first_seq = match (&start, topic_of(&spec.filter)) {
             (StartAt::Now, _) => now,
             (StartAt::Seq(s), _) => (*s).min(now),
-            (StartAt::TopicSeq(ts), Some(t)) => model
-                .iter()
-                .find(|(_, r)| r.topic == t && r.topic_seq >= *ts)
-                .map_or(end, |(s, _)| *s),
+            (StartAt::TopicSeq(ts), Some(t)) => {
+                let from = (*ts).min(topic_last(t) + 1);
+                model
+                    .iter()
+                    .find(|(_, r)| r.topic == t && r.topic_seq >= from)
+                    .map_or(end, |(s, _)| *s)
+            }
             (StartAt::LastN(n), Some(t)) => {
                 let last = model.range(..now).filter(|(_, r)| r.topic == t).count() as u64;
                 // The last n of topic sequences 1..=last.

@@ -154,6 +154,7 @@ pub unsafe extern "C" fn herald_broker_open(
             max_bytes: limit(c.retention_max_bytes),
             max_records: limit(c.retention_max_records),
             override_pins: false,
+            max_pinned_age: None,
         };
         bc.log.prefault = c.prefault;
         bc.presence_ttl = Duration::from_millis(c.presence_ttl_ms);
@@ -316,7 +317,11 @@ pub unsafe extern "C" fn herald_broker_consumer_checkpoint(
 }
 
 /// Acknowledges everything up to global sequence `seq` for the durable
-/// consumer `name` (for hosts that track delivery themselves).
+/// consumer `name` (for hosts that track delivery themselves). The consumer
+/// must exist (`HERALD_E_UNKNOWN_CONSUMER`; it is created by its first
+/// `herald_subscriber_open_consumer`). `seq` past the last published event,
+/// or below the checkpoint, is refused with `HERALD_E_ACK` and changes
+/// nothing; acknowledging the checkpoint again is a no-op.
 ///
 /// # Safety
 /// `broker` NULL or live; `name` points to `name_len` bytes.

@@ -5,7 +5,7 @@
 //! listen = "127.0.0.1:7070"
 //! data = "herald-data"
 //! workers = 2
-//! anonymous = true
+//! anonymous = false             # unset: on only while no token key is configured
 //! allowed_origins = ["https://app.example"]   # web pages allowed cross-origin ("*": any)
 //! jwt_secret_file = "secret.txt"
 //! jwt_rs256_public_key = "public.pem"
@@ -21,6 +21,7 @@
 //! durability = "interval:100"   # "never", "always" or "interval:<ms>"
 //! retention_max_age_secs = 86400
 //! retention_max_bytes = 10737418240
+//! retention_max_pinned_age_secs = 604800   # what a stalled consumer may keep
 //! ```
 
 use std::net::SocketAddr;
@@ -45,7 +46,8 @@ pub struct FileConfig {
     pub data: Option<PathBuf>,
     /// Event-loop threads.
     pub workers: Option<usize>,
-    /// Serve clients without a token (loopback only).
+    /// Serve clients without a token (loopback only). Unset: only while no
+    /// token key is configured.
     pub anonymous: Option<bool>,
     /// Web origins whose pages may use the server cross-origin.
     pub allowed_origins: Option<Vec<String>>,
@@ -77,14 +79,31 @@ pub struct FileConfig {
     pub retention_max_age_secs: Option<u64>,
     /// Retention by total bytes.
     pub retention_max_bytes: Option<u64>,
+    /// The oldest log segment a durable consumer or a stalled reader may
+    /// keep from retention (it then gets a gap notice). Unset: no bound.
+    pub retention_max_pinned_age_secs: Option<u64>,
 }
 
 impl FileConfig {
-    /// Reads and parses `path`.
+    /// Reads and parses `path`. Relative paths in it are relative to the
+    /// file, not to the working directory the server happens to start in.
     pub fn load(path: &Path) -> Result<FileConfig, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let mut file: FileConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let paths = [
+            &mut file.data,
+            &mut file.jwt_secret_file,
+            &mut file.jwt_rs256_public_key,
+        ];
+        for p in paths.into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(file)
     }
 
     /// Applies the keys that are set to `config`.
@@ -99,7 +118,7 @@ impl FileConfig {
             config.workers = v;
         }
         if let Some(v) = self.anonymous {
-            config.anonymous = v;
+            config.anonymous = Some(v);
         }
         if let Some(v) = self.allowed_origins {
             config.allowed_origins = v;
@@ -135,6 +154,9 @@ impl FileConfig {
         }
         if let Some(d) = self.durability {
             config.broker.log.durability = parse_durability(&d)?;
+        }
+        if let Some(s) = self.retention_max_pinned_age_secs {
+            config.broker.log.retention.max_pinned_age = Some(Duration::from_secs(s));
         }
         if let Some(s) = self.retention_max_age_secs {
             config.broker.log.retention.max_age = Some(Duration::from_secs(s));
@@ -174,6 +196,19 @@ fn parse_durability(s: &str) -> Result<Durability, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths_in_a_file_are_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "data = \"d\"\n").unwrap();
+        let mut config = ServerConfig::new();
+        FileConfig::load(&path).unwrap().apply(&mut config).unwrap();
+        assert_eq!(config.broker.data_dir, dir.path().join("d"));
+        std::fs::write(&path, "data = \"/abs/d\"\n").unwrap();
+        FileConfig::load(&path).unwrap().apply(&mut config).unwrap();
+        assert_eq!(config.broker.data_dir, Path::new("/abs/d"));
+    }
 
     #[test]
     fn a_file_overrides_defaults_and_bad_keys_are_refused() {
@@ -237,9 +272,12 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Keys accepted for JWT bearer tokens.
     pub auth: AuthConfig,
-    /// Serve clients without a token (full access, no tenant). Allowed only
-    /// on loopback addresses; the zero-configuration default.
-    pub anonymous: bool,
+    /// Serve clients without a token (full access, no tenant): allowed only
+    /// on loopback addresses, and never to requests that came through a
+    /// reverse proxy. `None` (the default): only while no token key is
+    /// configured, so configuring a key turns it off; `Some(true)` keeps it
+    /// on beside the keys (the server warns at startup).
+    pub anonymous: Option<bool>,
     /// Web origins (`https://app.example`, or `*`) whose pages may use the
     /// server cross-origin (CORS). Pages from other origins get 403; clients
     /// that are not pages (no `Origin` header) are not affected.
@@ -268,7 +306,7 @@ impl ServerConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             auth: AuthConfig::default(),
-            anonymous: true,
+            anonymous: None,
             allowed_origins: Vec::new(),
             limits: http::Limits { max_head, max_body },
         }

@@ -53,13 +53,13 @@ impl Server {
     pub fn start(
         mut config: ServerConfig,
     ) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
-        if config.anonymous && !config.listen.ip().is_loopback() {
-            return Err("anonymous access is allowed only on loopback addresses: configure a token key and turn anonymous access off".into());
-        }
         let auth = Arc::new(api::auth::Authenticator::new(
             &config.auth,
             config.anonymous,
         )?);
+        if auth.anonymous() && !config.listen.ip().is_loopback() {
+            return Err("anonymous access is allowed only on loopback addresses: configure a token key (and leave anonymous access off)".into());
+        }
         config.limits = wire::http::Limits {
             max_head: config.max_head,
             max_body: config.max_body,
@@ -85,7 +85,7 @@ impl Server {
             stats: Arc::new(metrics::ServerStats::default()),
             origins: Arc::new(api::origins::Origins::new(
                 &config.allowed_origins,
-                config.anonymous,
+                auth.anonymous(),
             )),
         };
         let mut threads = Vec::new();
@@ -114,8 +114,10 @@ impl Server {
         };
         threads.push(acceptor);
         wakers.push(stop);
-        if config.anonymous {
-            tracing::warn!(%addr, workers = config.workers, "listening; anonymous clients have full access (loopback only)");
+        if auth.anonymous() && auth.has_keys() {
+            tracing::warn!(%addr, workers = config.workers, "listening; token keys are configured, but anonymous access is on as configured: clients without a token have full access (loopback only, not through a proxy)");
+        } else if auth.anonymous() {
+            tracing::warn!(%addr, workers = config.workers, "listening; anonymous clients have full access (loopback only, not through a proxy)");
         } else {
             tracing::info!(%addr, workers = config.workers, "listening; bearer tokens required");
         }

@@ -38,9 +38,14 @@ struct ServeArgs {
     /// PEM file of the RS256 public key that verifies accepted tokens.
     #[arg(long, env = "HERALD_JWT_RS256_PUBLIC_KEY")]
     jwt_rs256_public_key: Option<PathBuf>,
-    /// Refuse clients without a token (required off loopback).
-    #[arg(long, env = "HERALD_NO_ANONYMOUS")]
+    /// Refuse clients without a token (the default once a token key is
+    /// configured; required off loopback).
+    #[arg(long, env = "HERALD_NO_ANONYMOUS", conflicts_with = "anonymous")]
     no_anonymous: bool,
+    /// Serve clients without a token even though token keys are configured
+    /// (loopback only; never to requests that came through a proxy).
+    #[arg(long, env = "HERALD_ANONYMOUS")]
+    anonymous: bool,
     /// A web origin whose pages may use the server cross-origin
     /// (repeatable; `*` allows any). Other pages get 403.
     #[arg(
@@ -136,6 +141,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // Colours only on a terminal: a log file gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     match Cli::parse().command {
         Command::Serve(args) => match server_config(args) {
@@ -266,7 +273,11 @@ fn server_config(args: ServeArgs) -> Result<ServerConfig, String> {
         workers: args.workers,
         jwt_secret_file: args.jwt_secret_file,
         jwt_rs256_public_key: args.jwt_rs256_public_key,
-        anonymous: args.no_anonymous.then_some(false),
+        anonymous: match (args.anonymous, args.no_anonymous) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
         allowed_origins: (!args.allowed_origins.is_empty()).then_some(args.allowed_origins),
         ..FileConfig::default()
     }

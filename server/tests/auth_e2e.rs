@@ -15,7 +15,7 @@ const SECRET: &[u8] = b"test-secret";
 
 fn start(dir: &std::path::Path) -> Server {
     let mut config = test_config(dir, 1);
-    config.anonymous = false;
+    config.anonymous = Some(false);
     config.auth = AuthConfig {
         hs256_secret: Some(SECRET.to_vec()),
         rs256_public_pem: None,
@@ -288,5 +288,99 @@ fn presence_is_tenant_scoped_and_published_as_events() {
         "",
     );
     assert_eq!(theirs["events"].as_array().unwrap().len(), 0);
+    server.shutdown().unwrap();
+}
+
+/// A token whose claims are given as JSON (for claims `Claims` lacks).
+fn token_with(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+#[test]
+fn configuring_a_key_turns_anonymous_access_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path(), 1);
+    config.auth.hs256_secret = Some(SECRET.to_vec());
+    assert_eq!(config.anonymous, None, "the default leaves it to the keys");
+    let server = Server::start(config).unwrap();
+    let (status, body) = request(&server, "GET", "/v1/events?topics=>&after=0", None, "");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn anonymous_access_beside_keys_is_explicit_and_never_through_a_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path(), 1);
+    config.auth.hs256_secret = Some(SECRET.to_vec());
+    config.anonymous = Some(true);
+    let server = Server::start(config).unwrap();
+    assert_eq!(
+        request(&server, "GET", "/v1/events?topics=>&after=0", None, "").0,
+        200
+    );
+    for header in [
+        "X-Forwarded-For: 203.0.113.9",
+        "Forwarded: for=203.0.113.9",
+        "X-Real-IP: 203.0.113.9",
+    ] {
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(s, "GET /v1/events?topics=>&after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n{header}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        assert!(raw.starts_with("HTTP/1.1 401"), "{header}: {raw}");
+        assert!(raw.contains("proxy"), "{raw}");
+    }
+    // A token still works through a proxy.
+    let t = token("acme", &[], &[">"]);
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    write!(s, "GET /v1/events?topics=>&after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: 203.0.113.9\r\nAuthorization: Bearer {t}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn not_before_is_enforced_and_errors_come_from_the_tokens_own_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path(), 1);
+    config.auth = AuthConfig {
+        hs256_secret: Some(SECRET.to_vec()),
+        rs256_public_pem: Some(include_bytes!("fixtures/rs256_public.pem").to_vec()),
+    };
+    let server = Server::start(config).unwrap();
+    let path = "/v1/events?topics=>&after=0";
+    let claims = |nbf: u64, exp: u64| serde_json::json!({"sub": "s", "tenant": "acme", "subscribe": [">"], "nbf": nbf, "exp": exp});
+    let early = token_with(claims(now() + 3600, now() + 7200));
+    let (status, body) = request(&server, "GET", path, Some(&early), "");
+    assert_eq!(status, 401, "a token before its nbf is refused: {body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("ImmatureSignature"),
+        "{body}"
+    );
+    let valid = token_with(claims(now() - 10, now() + 600));
+    assert_eq!(request(&server, "GET", path, Some(&valid), "").0, 200);
+    // With an RS256 key configured too, an expired HS256 token is reported
+    // as expired (it used to be the RS256 key's "InvalidAlgorithm").
+    let expired = token_with(claims(now() - 7200, now() - 3600));
+    let (status, body) = request(&server, "GET", path, Some(&expired), "");
+    assert_eq!(status, 401);
+    assert!(
+        body["error"].as_str().unwrap().contains("ExpiredSignature"),
+        "{body}"
+    );
     server.shutdown().unwrap();
 }

@@ -154,3 +154,83 @@ fn token_minting_and_bad_configuration() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 }
+
+/// Starts `herald serve` on `port` with its data in `data`.
+fn serve(port: u16, data: &std::path::Path, log: std::fs::File) -> KillOnDrop {
+    let child = Command::new(HERALD)
+        .args(["serve", "--workers", "1", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data")
+        .arg(data)
+        .stdout(log)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    KillOnDrop(Some(child))
+}
+
+fn publish(url: &str, n: u32) {
+    let out = Command::new(HERALD)
+        .args(["pub", "--url", url, "cli.resume", "tick"])
+        .arg(format!("{{\"n\":{n}}}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn sub_reconnects_and_resumes_exactly_once_across_a_server_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let data = dir.path().join("data");
+    let log = || std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let mut server = serve(port, &data, log());
+    publish(&url, 1);
+    let mut sub = KillOnDrop(Some(
+        Command::new(HERALD)
+            .args(["sub", "--url", &url, "--after", "0", "cli.resume"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let stdout = sub.0.as_mut().unwrap().stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "1 tick {\"n\":1}");
+    publish(&url, 2);
+    assert_eq!(lines.next().unwrap().unwrap(), "2 tick {\"n\":2}");
+    // SIGKILL: the subscriber loses its connection mid-stream.
+    drop(server);
+    server = serve(port, &data, log());
+    publish(&url, 3);
+    publish(&url, 4);
+    assert_eq!(lines.next().unwrap().unwrap(), "3 tick {\"n\":3}");
+    assert_eq!(lines.next().unwrap().unwrap(), "4 tick {\"n\":4}");
+    let sub_process = sub.0.as_mut().unwrap();
+    assert!(
+        sub_process.try_wait().unwrap().is_none(),
+        "herald sub is still running"
+    );
+    drop(sub);
+    // Logs written to a file carry no colour codes.
+    drop(server);
+    let text = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    assert!(text.contains("listening"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "ANSI escapes in a log file: {text:?}"
+    );
+}

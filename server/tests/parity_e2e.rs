@@ -90,7 +90,7 @@ fn now() -> u64 {
 impl Client {
     fn start(dir: &std::path::Path) -> Client {
         let mut config = test_config(dir, 1);
-        config.anonymous = false;
+        config.anonymous = Some(false);
         config.auth = AuthConfig {
             hs256_secret: Some(SECRET.to_vec()),
             rs256_public_pem: None,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::test_config;
+use common::{test_config, ws_connect, ws_recv, ws_send, Ws};
 use herald_server::Server;
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
@@ -14,30 +14,16 @@ fn start(dir: &std::path::Path) -> Server {
     Server::start(test_config(dir, 2)).unwrap()
 }
 
-type Ws = WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
-
 fn connect(server: &Server) -> Ws {
-    let (ws, response) =
-        tungstenite::connect(format!("ws://{}/v1/ws", server.local_addr())).unwrap();
-    assert_eq!(response.status(), 101);
-    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    }
-    ws
+    ws_connect(&format!("ws://{}/v1/ws", server.local_addr()))
 }
 
 fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::text(v.to_string())).unwrap();
+    ws_send(ws, v)
 }
 
 fn recv(ws: &mut Ws) -> Value {
-    loop {
-        match ws.read().unwrap() {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    ws_recv(ws)
 }
 
 #[test]

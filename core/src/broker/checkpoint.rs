@@ -711,6 +711,22 @@ pub enum AckError {
         /// The last delivered sequence (or the checkpoint).
         last: u64,
     },
+    /// [`Broker::ack_consumer`](crate::Broker::ack_consumer) past the last
+    /// published event: it would skip events not yet published.
+    PastEnd {
+        /// The sequence passed.
+        seq: u64,
+        /// The last published sequence.
+        last: u64,
+    },
+    /// [`Broker::ack_consumer`](crate::Broker::ack_consumer) below the
+    /// consumer's checkpoint, which stays where it is.
+    Backwards {
+        /// The sequence passed.
+        seq: u64,
+        /// The consumer's checkpoint.
+        checkpoint: u64,
+    },
 }
 
 impl fmt::Display for AckError {
@@ -720,6 +736,13 @@ impl fmt::Display for AckError {
             AckError::NotIncreasing { seq, last } => write!(
                 f,
                 "delivered event {seq} is not after the last delivered or acknowledged {last}"
+            ),
+            AckError::PastEnd { seq, last } => {
+                write!(f, "{seq} is past the last published event ({last})")
+            }
+            AckError::Backwards { seq, checkpoint } => write!(
+                f,
+                "{seq} is below the consumer's checkpoint, which stays at {checkpoint}"
             ),
         }
     }

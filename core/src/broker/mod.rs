@@ -418,11 +418,32 @@ impl Broker {
         first_time: StartAt,
     ) -> Result<Subscription, BrokerError> {
         checkpoint::validate_name(name)?;
-        let start = match self.inner.checkpoints.get(name) {
-            Some(seq) => StartAt::Seq(seq + 1),
-            None => first_time,
+        let (start, new) = match self.inner.checkpoints.get(name) {
+            Some(seq) => (StartAt::Seq(seq + 1), false),
+            None => (first_time, true),
         };
-        Subscription::new(self.inner.clone(), filter, start, Some(name.to_owned()))
+        let sub = Subscription::new(self.inner.clone(), filter, start, Some(name.to_owned()))?;
+        if new {
+            // The consumer exists from its first subscription (not its
+            // first acknowledgement): it can be acknowledged, listed and
+            // removed, and retention keeps what it has not read.
+            let checkpoint = sub.consumer_checkpoint().unwrap_or(0);
+            self.inner.commit_checkpoint(name, checkpoint)?;
+        }
+        Ok(sub)
+    }
+
+    /// Every durable consumer and its checkpoint, by name.
+    pub fn consumers(&self) -> Vec<(String, u64)> {
+        let store = &self.inner.checkpoints;
+        let mut all: Vec<(String, u64)> = store
+            .names()
+            .into_iter()
+            .filter_map(|n| Some((store.get(&n)?, n)))
+            .map(|(seq, n)| (n, seq))
+            .collect();
+        all.sort();
+        all
     }
 
     /// The last acknowledged global sequence of a durable consumer.
@@ -434,10 +455,36 @@ impl Broker {
     }
 
     /// Acknowledges everything up to `seq` for the durable consumer `name`
-    /// (for clients that track delivery themselves, e.g. over HTTP).
+    /// (for clients that track delivery themselves, e.g. over HTTP). The
+    /// consumer must exist (it is created by subscribing); `seq` may be
+    /// neither past the last published event nor below the checkpoint
+    /// (acknowledging the checkpoint again is a no-op).
     pub fn ack_consumer(&self, name: &str, seq: u64) -> Result<(), BrokerError> {
         checkpoint::validate_name(name)?;
-        self.inner.commit_checkpoint(name, seq)
+        let checkpoint = self.consumer_checkpoint(name)?;
+        let last = self.next_seq().saturating_sub(1);
+        if seq > last {
+            return Err(BrokerError::Ack(checkpoint::AckError::PastEnd {
+                seq,
+                last,
+            }));
+        }
+        if seq < checkpoint {
+            return Err(BrokerError::Ack(checkpoint::AckError::Backwards {
+                seq,
+                checkpoint,
+            }));
+        }
+        self.inner.store_checkpoint(name, seq).map_err(|e| match e {
+            // Another acknowledgement went further meanwhile.
+            checkpoint::CheckpointError::Backwards { current, .. } => {
+                BrokerError::Ack(checkpoint::AckError::Backwards {
+                    seq,
+                    checkpoint: current,
+                })
+            }
+            e => e.into(),
+        })
     }
 
     /// Forgets a durable consumer and releases what retention kept for it.
@@ -599,14 +646,18 @@ fn consumer_floor(name: &str) -> String {
 
 impl Inner {
     pub(crate) fn commit_checkpoint(&self, name: &str, seq: u64) -> Result<(), BrokerError> {
-        let sync = self.config.log.durability == crate::log::Durability::Always;
-        match self.checkpoints.commit(name, seq, sync) {
-            Ok(()) => {}
+        match self.store_checkpoint(name, seq) {
             // Another subscription of the same consumer acknowledged further:
             // the checkpoint already covers this one.
-            Err(checkpoint::CheckpointError::Backwards { .. }) => return Ok(()),
-            Err(e) => return Err(e.into()),
+            Err(checkpoint::CheckpointError::Backwards { .. }) => Ok(()),
+            r => Ok(r?),
         }
+    }
+
+    /// Stores consumer `name`'s checkpoint and keeps what it has not read.
+    fn store_checkpoint(&self, name: &str, seq: u64) -> Result<(), checkpoint::CheckpointError> {
+        let sync = self.config.log.durability == crate::log::Durability::Always;
+        self.checkpoints.commit(name, seq, sync)?;
         self.log.set_retention_floor(&consumer_floor(name), seq + 1);
         Ok(())
     }

@@ -92,6 +92,8 @@ pub struct Subscription {
     next: u64,
     topics: TopicCache,
     progress: Progress,
+    /// The start was past the end of the log: its last position then.
+    beyond_end: Option<u64>,
 }
 
 /// What has been delivered, and the per-subscription metrics not yet merged.
@@ -185,12 +187,20 @@ impl Subscription {
             )
         };
         let mut next_topic_seq = now_topic_seq;
+        // A start past the end of the log (a client whose position comes
+        // from a log since reset or restored from a backup) starts at the
+        // end, and says so: the events between the end and that position
+        // are new to the client, and must not be mistaken for ones it has.
+        let (start, beyond_end) = match (start, &single) {
+            (StartAt::Seq(seq), _) if seq > now_seq => (StartAt::Seq(now_seq), Some(now_seq - 1)),
+            (StartAt::TopicSeq(seq), Some(_)) if seq > now_topic_seq => {
+                (StartAt::TopicSeq(now_topic_seq), Some(now_topic_seq - 1))
+            }
+            (start, _) => (start, None),
+        };
         let (source, next) = match (start, &single) {
             (StartAt::Now, _) => (Source::Ring(inner.ring.subscribe_at(now_seq)), now_seq),
-            (StartAt::Seq(seq), _) => {
-                let seq = seq.min(now_seq);
-                (Source::Log(log.reader_from_seq(seq)?), seq)
-            }
+            (StartAt::Seq(seq), _) => (Source::Log(log.reader_from_seq(seq)?), seq),
             (StartAt::Time(ts), _) => {
                 let reader = log.reader_from_time(ts)?;
                 let next = reader.next_seq();
@@ -250,7 +260,17 @@ impl Subscription {
             next,
             topics: TopicCache::default(),
             progress,
+            beyond_end,
         })
+    }
+
+    /// `Some(last)` if the start position was past the end of the log:
+    /// `last` is the last position that existed (a global sequence, or a
+    /// topic sequence for a topic-sequence start), and the subscription
+    /// starts right after it. The client's position is not this log's (the
+    /// log was reset or restored from a backup), so it must re-sync.
+    pub fn beyond_end(&self) -> Option<u64> {
+        self.beyond_end
     }
 
     /// The filter.
@@ -346,6 +366,12 @@ impl Subscription {
         }
     }
 
+    /// The durable consumer's checkpoint as this subscription tracks it.
+    pub(crate) fn consumer_checkpoint(&self) -> Option<u64> {
+        let (_, tracker) = self.progress.consumer.as_ref()?;
+        Some(tracker.checkpoint())
+    }
+
     /// Acknowledges one delivered event (durable consumers only). The
     /// checkpoint advances over every event delivered and acknowledged.
     pub fn ack(&mut self, seq: u64) -> Result<(), BrokerError> {
@@ -395,6 +421,7 @@ impl Subscription {
             next,
             topics,
             progress,
+            beyond_end: _,
         } = self;
         let inner = &**inner;
         match source {

@@ -31,6 +31,8 @@ pub fn validate_topic(name: &str) -> Result<(), BrokerError> {
     validate(name, false)
 }
 
+const SYSTEM_RESERVED: &str = "topics starting with '$' are reserved for the system";
+
 pub(crate) fn validate(name: &str, allow_system: bool) -> Result<(), BrokerError> {
     let invalid = |why: &'static str| {
         Err(BrokerError::InvalidTopic {
@@ -43,7 +45,7 @@ pub(crate) fn validate(name: &str, allow_system: bool) -> Result<(), BrokerError
     }
     let body = match name.strip_prefix('$') {
         Some(rest) if allow_system => rest,
-        Some(_) => return invalid("topics starting with '$' are reserved for the system"),
+        Some(_) => return invalid(SYSTEM_RESERVED),
         None => name,
     };
     for token in body.split('.') {
@@ -166,6 +168,13 @@ impl Registry {
         name: &str,
         allow_system: bool,
     ) -> Result<Arc<Topic>, BrokerError> {
+        // A system topic is the broker's to write, even once it exists.
+        if !allow_system && name.starts_with('$') {
+            return Err(BrokerError::InvalidTopic {
+                name: name.to_owned(),
+                why: SYSTEM_RESERVED,
+            });
+        }
         if let Some(topic) = self.get(name) {
             return Ok(topic);
         }
@@ -253,6 +262,21 @@ mod tests {
         drop(reg);
         let reg = Registry::open(dir.path(), |_| None).unwrap();
         assert_eq!(reg.by_id(3).unwrap().name.as_ref(), "d");
+    }
+
+    #[test]
+    fn a_system_topic_stays_the_systems_once_it_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path(), |_| None).unwrap();
+        let system = reg.get_or_create("$presence.room", true).unwrap();
+        assert!(matches!(
+            reg.get_or_create("$presence.room", false),
+            Err(BrokerError::InvalidTopic { .. })
+        ));
+        assert_eq!(
+            reg.get_or_create("$presence.room", true).unwrap().id,
+            system.id
+        );
     }
 
     #[test]

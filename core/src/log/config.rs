@@ -38,6 +38,11 @@ pub struct Retention {
     /// Delete segments even if a reader or a retention floor still needs
     /// them; the holders then meet an explicit gap.
     pub override_pins: bool,
+    /// The oldest a segment may be and still be kept for a reader or a
+    /// retention floor (a durable consumer that stopped acknowledging, a
+    /// stalled subscriber): past it, the policy deletes it anyway and the
+    /// holders meet an explicit gap. `None`: pins keep segments forever.
+    pub max_pinned_age: Option<Duration>,
 }
 
 /// How to open a log.

@@ -70,7 +70,8 @@ impl Pins {
     }
 }
 
-/// A pin holder whose records retention deleted anyway (`override_pins`).
+/// A pin holder whose records retention deleted anyway (`override_pins`, or
+/// past `max_pinned_age`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForcedGap {
     /// `floor:NAME` or `reader:ID`.
@@ -92,7 +93,8 @@ pub struct RetentionReport {
     pub first_seq: u64,
     /// Whether a pin stopped deletion that the policy asked for.
     pub blocked_by_pin: bool,
-    /// Pins overridden (only with `Retention::override_pins`).
+    /// Pins overridden (`Retention::override_pins`, or past
+    /// `Retention::max_pinned_age`).
     pub forced: Vec<ForcedGap>,
 }
 
@@ -117,10 +119,11 @@ pub(crate) fn enforce(shared: &Shared) -> Result<RetentionReport, LogError> {
     for seg in &segs[..segs.len() - 1] {
         let count = seg.count();
         let size = seg.size as u64;
-        let old = policy.max_age.is_some_and(|age| {
-            let last = seg.last_ts.load(Ordering::Relaxed);
-            now.saturating_sub(last) > age.as_nanos() as u64
-        });
+        let age = now.saturating_sub(seg.last_ts.load(Ordering::Relaxed));
+        let older = |limit: Option<std::time::Duration>| {
+            limit.is_some_and(|limit| age > limit.as_nanos() as u64)
+        };
+        let old = older(policy.max_age);
         let big = policy.max_bytes.is_some_and(|m| bytes - size >= m);
         let many = policy.max_records.is_some_and(|m| records - count >= m);
         if !(old || big || many) {
@@ -129,7 +132,7 @@ pub(crate) fn enforce(shared: &Shared) -> Result<RetentionReport, LogError> {
         let last_seq = seg.base_seq + count; // one past the segment's last record
         let needing: Vec<&(String, u64)> = holders.iter().filter(|(_, s)| *s < last_seq).collect();
         if !needing.is_empty() {
-            if !policy.override_pins {
+            if !policy.override_pins && !older(policy.max_pinned_age) {
                 report.blocked_by_pin = true;
                 break;
             }

@@ -92,6 +92,27 @@ impl Grants {
         self.tenant.as_ref().map_or(0, |t| t.len() + 1)
     }
 
+    /// The client's name for one of its tenant's internal names (durable
+    /// consumers); `None` if the name belongs to another tenant.
+    pub(crate) fn external<'n>(&self, internal: &'n str) -> Option<&'n str> {
+        match &self.tenant {
+            Some(t) => internal.strip_prefix(t.as_str())?.strip_prefix('.'),
+            None => Some(internal),
+        }
+    }
+
+    /// Durable consumers are a subscriber's: using, listing or removing one
+    /// needs some subscribe grant (and is confined to the tenant by name).
+    pub(crate) fn check_consume(&self) -> Result<(), ApiError> {
+        if self.tenant.is_none() || !self.subscribe.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "durable consumers need a token with a subscribe grant".into(),
+            ))
+        }
+    }
+
     pub(crate) fn check_publish(&self, topic: &str) -> Result<(), ApiError> {
         if self.tenant.is_none() || self.publish.iter().any(|g| g.matches(topic)) {
             Ok(())
@@ -141,6 +162,10 @@ pub(crate) fn covers(grant: &str, requested: &str) -> bool {
     r.len() == g.len()
 }
 
+/// Request headers a reverse proxy adds: a request carrying one came
+/// through a proxy, so its loopback address says nothing about its client.
+const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
+
 /// Checks tokens.
 #[derive(Debug)]
 pub(crate) struct Authenticator {
@@ -149,7 +174,13 @@ pub(crate) struct Authenticator {
 }
 
 impl Authenticator {
-    pub(crate) fn new(config: &AuthConfig, anonymous: bool) -> Result<Authenticator, String> {
+    /// `anonymous`: serve clients without a token; `None` means "only when
+    /// no key is configured", so configuring a key turns anonymous access
+    /// off unless the configuration asks for both.
+    pub(crate) fn new(
+        config: &AuthConfig,
+        anonymous: Option<bool>,
+    ) -> Result<Authenticator, String> {
         let mut keys = Vec::new();
         if let Some(secret) = &config.hs256_secret {
             keys.push((Algorithm::HS256, DecodingKey::from_secret(secret)));
@@ -159,12 +190,23 @@ impl Authenticator {
                 DecodingKey::from_rsa_pem(pem).map_err(|e| format!("bad RS256 public key: {e}"))?;
             keys.push((Algorithm::RS256, key));
         }
+        let anonymous = anonymous.unwrap_or(keys.is_empty());
         if keys.is_empty() && !anonymous {
             return Err(
                 "no token key configured and anonymous access is off: nobody could connect".into(),
             );
         }
         Ok(Authenticator { keys, anonymous })
+    }
+
+    /// Whether clients without a token are served.
+    pub(crate) fn anonymous(&self) -> bool {
+        self.anonymous
+    }
+
+    /// Whether token keys are configured.
+    pub(crate) fn has_keys(&self) -> bool {
+        !self.keys.is_empty()
     }
 
     /// The grants of `req`'s bearer token (`Authorization: Bearer` header or
@@ -180,25 +222,40 @@ impl Authenticator {
             .map(str::to_owned)
             .or_else(|| req.query_param("access_token"));
         let Some(token) = token else {
-            return if self.anonymous {
-                Ok(Grants::anonymous())
-            } else {
-                Err(ApiError::Unauthenticated("missing bearer token".into()))
-            };
-        };
-        let mut last_error = String::from("no key accepts this token");
-        for (algorithm, key) in &self.keys {
-            let mut validation = Validation::new(*algorithm);
-            validation.set_required_spec_claims(&["exp", "sub"]);
-            validation.leeway = 5;
-            match jsonwebtoken::decode::<Claims>(&token, key, &validation) {
-                Ok(data) => return grants(data.claims),
-                Err(e) => last_error = e.to_string(),
+            if !self.anonymous {
+                return Err(ApiError::Unauthenticated("missing bearer token".into()));
             }
-        }
-        Err(ApiError::Unauthenticated(format!(
-            "invalid token: {last_error}"
-        )))
+            if let Some(h) = PROXY_HEADERS.iter().find(|h| req.header(h).is_some()) {
+                return Err(ApiError::Unauthenticated(format!(
+                    "missing bearer token: anonymous access is only for clients on this \
+                     machine, and this request came through a proxy ({h})"
+                )));
+            }
+            return Ok(Grants::anonymous());
+        };
+        self.verify(&token).and_then(grants)
+    }
+
+    /// The claims of a token signed with a configured key. The key is the
+    /// one of the token's own `alg`, so the error is that key's verdict
+    /// (expired, not yet valid, bad signature) rather than another key's.
+    fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let invalid =
+            |e: &dyn std::fmt::Display| ApiError::Unauthenticated(format!("invalid token: {e}"));
+        let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(&e))?;
+        let Some((algorithm, key)) = self.keys.iter().find(|(a, _)| *a == header.alg) else {
+            return Err(invalid(&format_args!(
+                "no configured key verifies {:?} tokens",
+                header.alg
+            )));
+        };
+        let mut validation = Validation::new(*algorithm);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| invalid(&e))
     }
 }
 

@@ -4,9 +4,10 @@
 
 use std::borrow::Cow;
 
+use herald_core::broker::checkpoint::{self, CheckpointError};
 use herald_core::broker::presence::validate_json;
 use herald_core::broker::{
-    validate_topic, BatchEvent, Filter, PublishOptions, StartAt, Subscription,
+    validate_topic, BatchEvent, BrokerError, Filter, PublishOptions, StartAt, Subscription,
 };
 use herald_core::Broker;
 use serde::Serialize;
@@ -79,6 +80,19 @@ pub(crate) struct Acked {
     pub(crate) seq: u64,
 }
 
+/// A durable consumer, as the client names it.
+#[derive(Debug, Serialize)]
+pub(crate) struct Consumer {
+    pub(crate) consumer: String,
+    pub(crate) checkpoint: u64,
+}
+
+/// The caller's durable consumers.
+#[derive(Debug, Serialize)]
+pub(crate) struct Consumers {
+    pub(crate) consumers: Vec<Consumer>,
+}
+
 /// A presence session: the broker's topic and the client id.
 pub(crate) type Session = (String, String);
 
@@ -112,6 +126,15 @@ pub(crate) struct Present {
     metadata: Value,
     connected_at_ns: u64,
     last_heartbeat_ns: u64,
+}
+
+/// The notice that a client's position is past the end of the log (which
+/// was reset or restored from a backup): `head` is the last position that
+/// exists, in the position's units (topic sequences on single-topic
+/// endpoints), and what follows comes after it.
+#[derive(Debug, Serialize)]
+pub(crate) struct Reset {
+    pub(crate) head: u64,
 }
 
 /// A stream opened on the broker.
@@ -211,7 +234,8 @@ impl Caller<'_> {
         let (sub, recovered) = match &selection.consumer {
             Some(name) => (
                 self.broker
-                    .subscribe_consumer(&self.grants.internal(name), filter, start)?,
+                    .subscribe_consumer(&self.consumer(name)?, filter, start)
+                    .map_err(|e| self.consumer_error(e, name))?,
                 true,
             ),
             None => {
@@ -227,22 +251,73 @@ impl Caller<'_> {
         })
     }
 
-    /// `ack`: only what has been published can be acknowledged (an
-    /// acknowledgement past the end would skip events not yet published).
+    /// `ack`: an existing consumer's checkpoint moves forward, at most to
+    /// the last published event (further would skip events not yet
+    /// published); backwards is refused, naming the checkpoint.
     pub(crate) fn ack(&self, op: Ack) -> Result<Acked, ApiError> {
-        let last = self.broker.next_seq().saturating_sub(1);
-        if op.seq > last {
-            return Err(ApiError::invalid(format!(
-                "'seq': {} is past the last published event ({last})",
-                op.seq
-            )));
-        }
         self.broker
-            .ack_consumer(&self.grants.internal(&op.consumer), op.seq)?;
+            .ack_consumer(&self.consumer(&op.consumer)?, op.seq)
+            .map_err(|e| self.consumer_error(e, &op.consumer))?;
         Ok(Acked {
             consumer: op.consumer,
             seq: op.seq,
         })
+    }
+
+    /// The caller's durable consumers (its tenant's), by name.
+    pub(crate) fn consumers(&self) -> Result<Consumers, ApiError> {
+        self.grants.check_consume()?;
+        let consumers = (self.broker.consumers().into_iter())
+            .filter_map(|(name, checkpoint)| {
+                let consumer = self.grants.external(&name)?.to_owned();
+                Some(Consumer {
+                    consumer,
+                    checkpoint,
+                })
+            })
+            .collect();
+        Ok(Consumers { consumers })
+    }
+
+    /// Removes a durable consumer: retention no longer keeps what it has
+    /// not acknowledged. Answers with its last checkpoint.
+    pub(crate) fn remove_consumer(&self, name: &str) -> Result<Consumer, ApiError> {
+        let internal = self.consumer(name)?;
+        let fail = |e| self.consumer_error(e, name);
+        let checkpoint = self.broker.consumer_checkpoint(&internal).map_err(fail)?;
+        self.broker.remove_consumer(&internal).map_err(fail)?;
+        Ok(Consumer {
+            consumer: name.to_owned(),
+            checkpoint,
+        })
+    }
+
+    /// The broker's name of the caller's consumer `name`, if it may use one.
+    fn consumer(&self, name: &str) -> Result<String, ApiError> {
+        self.grants.check_consume()?;
+        let internal = self.grants.internal(name);
+        checkpoint::validate_name(&internal).map_err(|_| {
+            let max = checkpoint::MAX_NAME_LEN - self.grants.prefix_len();
+            ApiError::invalid(format!(
+                "invalid consumer name {name:?}: 1 to {max} bytes of letters, digits, '_', '.', '-'"
+            ))
+        })?;
+        Ok(internal)
+    }
+
+    /// A consumer operation's error, naming the consumer as the client does
+    /// (the broker's names carry the tenant prefix).
+    fn consumer_error(&self, e: BrokerError, name: &str) -> ApiError {
+        match e {
+            BrokerError::UnknownConsumer(_) => {
+                ApiError::NotFound(format!("no durable consumer named {name:?}"))
+            }
+            BrokerError::Ack(e) => ApiError::invalid(format!("'seq': {e}")),
+            BrokerError::Checkpoint(CheckpointError::InvalidName { .. }) => {
+                ApiError::invalid(format!("invalid consumer name {name:?}"))
+            }
+            e => e.into(),
+        }
     }
 
     /// `heartbeat`: refreshes a session, or joins.

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::auth::Authenticator;
 use super::error::ApiError;
-use super::exec::{Caller, Opened};
+use super::exec::{Caller, Consumer, Opened, Reset};
 use super::ops::{self, EventsQuery, NoQuery, PresenceQuery, StartDefault};
 use super::origins::{Origins, Verdict};
 use super::ws::WsSession;
@@ -67,13 +67,6 @@ pub(crate) struct Poll {
     pub(crate) prefix_len: usize,
     /// CORS headers for the answer.
     pub(crate) cors: Option<String>,
-}
-
-/// The answer to an acknowledgement over HTTP.
-#[derive(Serialize)]
-struct Checkpoint<'a> {
-    consumer: &'a str,
-    checkpoint: u64,
 }
 
 /// The answer to `e`.
@@ -160,10 +153,18 @@ fn client_request(
             from_query::<NoQuery>(req)?;
             let name = ops::raw_string(name);
             let acked = caller.ack(ops::from_body(&req.body, &[("consumer", &name)])?)?;
-            json(&Checkpoint {
-                consumer: &acked.consumer,
+            json(&Consumer {
+                consumer: acked.consumer,
                 checkpoint: acked.seq,
             })
+        }
+        ("GET", ["v1", "consumers"]) => {
+            from_query::<NoQuery>(req)?;
+            json(&caller.consumers()?)
+        }
+        ("DELETE", ["v1", "consumers", name]) => {
+            from_query::<NoQuery>(req)?;
+            json(&caller.remove_consumer(name)?)
         }
         ("GET", ["v1", "topics", topic, "presence"]) => {
             from_query::<NoQuery>(req)?;
@@ -182,6 +183,7 @@ fn client_request(
         (_, ["v1", "topics", _, "events" | "presence"])
         | (_, ["v1", "events"])
         | (_, ["v1", "consumers", _, "ack"])
+        | (_, ["v1", "consumers"] | ["v1", "consumers", _])
         | (_, ["v1", "presence", "heartbeat" | "leave"]) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound("no such endpoint".into())),
     }
@@ -221,6 +223,12 @@ fn events(
     let prefix_len = caller.grants.prefix_len();
     if sse {
         let Opened { sub, single, .. } = caller.open(selection, StartDefault::Now)?;
+        let mut preamble = format!("retry: {}\n\n", cx.sse_retry_ms);
+        if let Some(head) = sub.beyond_end() {
+            // Its `id` moves the client's Last-Event-ID back to the head.
+            let reset = serde_json::json!({ "reset": Reset { head } });
+            preamble.push_str(&format!("id: {head}\nevent: reset\ndata: {reset}\n\n"));
+        }
         let head = Response::head(200, "OK")
             .with_header("Content-Type", "text/event-stream")
             .with_header("Cache-Control", "no-cache")
@@ -228,7 +236,7 @@ fn events(
             .with_header("X-Accel-Buffering", "no");
         return Ok(Action::Stream(Box::new(Stream {
             head,
-            preamble: format!("retry: {}\n\n", cx.sse_retry_ms),
+            preamble,
             sub,
             topic_ids: single,
             prefix_len,
@@ -238,6 +246,20 @@ fn events(
     let Opened {
         sub, single, after, ..
     } = caller.open(selection, StartDefault::Beginning)?;
+    if let Some(head) = sub.beyond_end() {
+        // Answered at once: the client must re-sync before anything else.
+        #[derive(Serialize)]
+        struct ResetAnswer {
+            events: [(); 0],
+            next_after: u64,
+            reset: Reset,
+        }
+        return json(&ResetAnswer {
+            events: [],
+            next_after: head,
+            reset: Reset { head },
+        });
+    }
     Ok(Action::Poll(Box::new(Poll {
         sub,
         limit,
@@ -292,7 +314,7 @@ fn preflight(origin: &str) -> Response {
     let mut r = Response::head(204, "No Content")
         .with_header("Access-Control-Allow-Origin", origin)
         .with_header("Vary", "Origin")
-        .with_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        .with_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
         .with_header(
             "Access-Control-Allow-Headers",
             "Authorization, Content-Type, Last-Event-ID",

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::auth::Grants;
 use super::error::ApiError;
-use super::exec::{Caller, Session};
+use super::exec::{Caller, Reset, Session};
 use super::ops::{Envelope, Op, StartDefault, Subscribe, Unsubscribe, MAX_SUBSCRIPTIONS};
 use crate::fanout::{Encoding, Router, StreamId};
 
@@ -57,6 +57,8 @@ struct ErrorBody<'a> {
 struct Subscribed<'a> {
     id: &'a str,
     recovered: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reset: Option<Reset>,
 }
 
 #[derive(Serialize)]
@@ -202,13 +204,15 @@ impl WsSession {
             grants: &self.grants,
         };
         let opened = caller.open(selection, StartDefault::Now)?;
+        let reset = opened.sub.beyond_end().map(|head| Reset { head });
         let encoding = Encoding::ws(&id);
         let stream = cx
             .router
             .add(cx.conn, opened.sub, encoding, self.grants.prefix_len());
         let body = Subscribed {
             id: &id,
-            recovered: opened.recovered,
+            recovered: opened.recovered && reset.is_none(),
+            reset,
         };
         let answer = reply("subscribed", reference, body);
         self.subs.insert(id, stream);

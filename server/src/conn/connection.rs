@@ -53,14 +53,15 @@ pub(crate) enum Lifecycle {
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
     pub(crate) peer: IpAddr,
-    /// Over a connection limit: every request gets 503 (and the slot was
-    /// never counted).
+    /// Over a connection limit: answered 503 at accept and closed (the slot
+    /// was never counted).
     pub(crate) refused: Option<&'static str>,
     pub(crate) input: Vec<u8>,
     pub(crate) output: Output,
     pub(crate) mode: Mode,
     pub(crate) lifecycle: Lifecycle,
-    /// When the current request started arriving (header timeout).
+    /// Since when the current request head is awaited (header timeout):
+    /// from the accept, then from the first byte after each answer.
     pub(crate) request_started: Option<Instant>,
     pub(crate) last_activity: Instant,
     /// Since when the output has been at its bound (slow client).
@@ -81,7 +82,7 @@ impl Conn {
             output: Output::default(),
             mode: Mode::Http,
             lifecycle: Lifecycle::Open,
-            request_started: None,
+            request_started: Some(now),
             last_activity: now,
             stalled_since: None,
             read_paused: false,

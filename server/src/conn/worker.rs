@@ -198,7 +198,19 @@ impl Worker {
                 .stats
                 .connections
                 .fetch_add(1, Ordering::Relaxed);
-            self.conns[index] = Some(Conn::new(stream, peer, refused));
+            let mut conn = Conn::new(stream, peer, refused);
+            if let Some(why) = refused {
+                // Answered at once, not after a request: a refused
+                // connection must not hold a descriptor while it stays
+                // silent. It then lingers briefly so that the answer is
+                // not destroyed by a reset.
+                let refused = Response::error(503, "Service Unavailable", "unavailable", why);
+                conn.respond(&refused.closing(), false);
+            }
+            self.conns[index] = Some(conn);
+            if refused.is_some() {
+                self.flush_or_close(index);
+            }
         }
     }
 
@@ -346,10 +358,6 @@ impl Worker {
             };
             conn.input.drain(..used);
             conn.request_started = None;
-            if let Some(why) = conn.refused {
-                let refused = Response::error(503, "Service Unavailable", "unavailable", why);
-                return conn.respond(&refused.closing(), false);
-            }
             let cx = HttpContext {
                 broker: &self.shared.broker,
                 auth: &self.shared.auth,

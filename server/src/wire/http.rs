@@ -101,7 +101,7 @@ pub(crate) fn parse(buf: &[u8], limits: Limits) -> Result<Option<(Request, usize
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let version = req.version.unwrap_or(1);
     let mut headers_out = Vec::with_capacity(req.headers.len());
-    let mut content_length = 0usize;
+    let mut content_length: Option<usize> = None;
     let mut keep_alive = version == 1;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value)
@@ -109,10 +109,15 @@ pub(crate) fn parse(buf: &[u8], limits: Limits) -> Result<Option<(Request, usize
         let name = h.name.to_ascii_lowercase();
         match name.as_str() {
             "content-length" => {
-                content_length = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| ParseError::Malformed("bad Content-Length"))?;
+                // RFC 9112 §6.3: `1*DIGIT`, and a second, differing value is
+                // a 400 that closes the connection. Taking either value
+                // would let a proxy that takes the other one smuggle a
+                // request past it.
+                let n = parse_content_length(value)?;
+                if content_length.is_some_and(|first| first != n) {
+                    return Err(ParseError::Malformed("conflicting Content-Length headers"));
+                }
+                content_length = Some(n);
             }
             "transfer-encoding" => {
                 return Err(ParseError::Unsupported(
@@ -125,6 +130,7 @@ pub(crate) fn parse(buf: &[u8], limits: Limits) -> Result<Option<(Request, usize
         }
         headers_out.push((name, value.to_owned()));
     }
+    let content_length = content_length.unwrap_or(0);
     if content_length > limits.max_body {
         return Err(ParseError::BodyTooLarge);
     }
@@ -141,6 +147,16 @@ pub(crate) fn parse(buf: &[u8], limits: Limits) -> Result<Option<(Request, usize
         keep_alive,
     };
     Ok(Some((request, head_len + content_length)))
+}
+
+/// A `Content-Length` value: digits only (no sign, no list, no spaces
+/// inside; httparse has trimmed the surrounding whitespace).
+fn parse_content_length(value: &str) -> Result<usize, ParseError> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParseError::Malformed("bad Content-Length"));
+    }
+    // Only an overflow is left to fail, and it is over any body limit.
+    value.parse().map_err(|_| ParseError::BodyTooLarge)
 }
 
 /// An HTTP response, a value until the worker writes it. `body: None`
@@ -294,6 +310,40 @@ mod tests {
             parse(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", LIMITS),
             Err(ParseError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn content_length_is_digits_and_one_value() {
+        let req = |cl: &str| format!("POST / HTTP/1.1\r\n{cl}\r\n\r\n{{}}");
+        for bad in [
+            "Content-Length: +2",
+            "Content-Length: -2",
+            "Content-Length: 2, 2",
+            "Content-Length: 0x2",
+            "Content-Length: 2 2",
+            "Content-Length: 2\r\nContent-Length: 0",
+            "Content-Length: 0\r\nContent-Length: 2",
+        ] {
+            assert!(
+                matches!(
+                    parse(req(bad).as_bytes(), LIMITS),
+                    Err(ParseError::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
+        // The same value twice is one value.
+        let raw = req("Content-Length: 2\r\nContent-Length: 2");
+        let (request, used) = parse(raw.as_bytes(), LIMITS).unwrap().unwrap();
+        assert_eq!((request.body.as_slice(), used), (&b"{}"[..], raw.len()));
+        assert_eq!(
+            parse(
+                req("Content-Length: 99999999999999999999999").as_bytes(),
+                LIMITS
+            )
+            .unwrap_err(),
+            ParseError::BodyTooLarge
+        );
     }
 
     #[test]

@@ -50,3 +50,49 @@ pub(crate) fn open_sse(
         }
     }
 }
+
+/// Sends `raw` bytes on a fresh connection and returns everything the
+/// server answers until it closes (reads time out after 20 s).
+#[allow(dead_code)]
+pub(crate) fn exchange_raw(server: &Server, raw: &[u8]) -> String {
+    use std::io::Read;
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A WebSocket client of a test server.
+#[allow(dead_code)]
+pub(crate) type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
+
+/// Connects a WebSocket to `url` (reads time out after 20 s).
+#[allow(dead_code)]
+pub(crate) fn ws_connect(url: &str) -> Ws {
+    let (ws, response) = tungstenite::connect(url).unwrap();
+    assert_eq!(response.status(), 101);
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    }
+    ws
+}
+
+/// Sends one JSON message.
+#[allow(dead_code)]
+pub(crate) fn ws_send(ws: &mut Ws, v: serde_json::Value) {
+    ws.send(tungstenite::Message::text(v.to_string())).unwrap();
+}
+
+/// The next JSON message (pings and pongs skipped).
+#[allow(dead_code)]
+pub(crate) fn ws_recv(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        match ws.read().unwrap() {
+            tungstenite::Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
