@@ -280,6 +280,10 @@ fn presence_is_tenant_scoped_and_published_as_events() {
         .collect();
     assert_eq!(types, ["presence.join", "presence.leave"]);
     assert_eq!(page["events"][0]["topic"], "$presence.room.1");
+    assert_eq!(
+        page["events"][0]["data"]["topic"], "room.1",
+        "no tenant prefix in the payload either"
+    );
     let (_, theirs) = request(
         &server,
         "GET",

@@ -2,6 +2,7 @@
 //! worker's streams, and the encoders of SSE frames, WebSocket messages
 //! and poll answers.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -12,15 +13,41 @@ use super::Encoding;
 use crate::conn::output::Output;
 use serde::Serialize;
 
+const PRESENCE: &str = "$presence.";
+
 /// The client's name for a broker topic: without the tenant prefix
 /// (`prefix_len` bytes), which presence topics carry after `$presence.`.
 pub(crate) fn external_topic(topic: &str, prefix_len: usize) -> String {
-    const PRESENCE: &str = "$presence.";
     match topic.strip_prefix(PRESENCE) {
         Some(rest) if prefix_len > 0 => {
             format!("{PRESENCE}{}", rest.get(prefix_len..).unwrap_or(rest))
         }
         _ => topic.get(prefix_len..).unwrap_or(topic).to_owned(),
+    }
+}
+
+/// An event's payload as the client sees it. Presence events name their
+/// topic first (`{"topic":"acme.room",…}`, as the broker writes them, and
+/// only the broker writes system topics): the client's name for it has no
+/// tenant prefix, like the event's own topic.
+fn client_payload<'p>(e: &EventRef<'p>, prefix_len: usize) -> Cow<'p, [u8]> {
+    const HEAD: &[u8] = br#"{"topic":""#;
+    let tail = (e.topic.starts_with(PRESENCE) && prefix_len > 0)
+        .then(|| e.payload.strip_prefix(HEAD)?.get(prefix_len..))
+        .flatten();
+    match tail {
+        Some(tail) => Cow::Owned([HEAD, tail].concat()),
+        None => Cow::Borrowed(e.payload),
+    }
+}
+
+/// The prefix length that an event's encoding depends on: only presence
+/// payloads name a tenant-prefixed topic.
+fn payload_prefix(e: &EventRef<'_>, prefix_len: usize) -> usize {
+    if e.topic.starts_with(PRESENCE) {
+        prefix_len
+    } else {
+        0
     }
 }
 
@@ -83,7 +110,7 @@ pub(crate) fn sse_frame(
             let _ = write!(out, "id: {id}\nevent: {}\n", e.event_type);
             // The payload, one `data:` line per line of it (SSE joins them
             // back with newlines).
-            for line in e.payload.split(|&b| b == b'\n') {
+            for line in client_payload(e, prefix_len).split(|&b| b == b'\n') {
                 out.extend_from_slice(b"data: ");
                 out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
                 out.extend_from_slice(b"\n");
@@ -131,12 +158,13 @@ fn event_fields(out: &mut BytesMut, e: &EventRef<'_>, prefix_len: usize, type_ke
     json_string(out, e.event_type);
     let _ = write!(out, r#","timestamp_ns":{},"data":"#, e.timestamp_ns);
     // (serde skips strings without checking their UTF-8: check it too.)
-    let raw_json = std::str::from_utf8(e.payload).is_ok()
-        && serde_json::from_slice::<serde::de::IgnoredAny>(e.payload).is_ok();
+    let payload = client_payload(e, prefix_len);
+    let raw_json = std::str::from_utf8(&payload).is_ok()
+        && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_ok();
     if raw_json {
-        out.extend_from_slice(e.payload);
+        out.extend_from_slice(&payload);
     } else {
-        json_string(out, &String::from_utf8_lossy(e.payload));
+        json_string(out, &String::from_utf8_lossy(&payload));
     }
     if e.origin != 0 {
         let _ = write!(out, r#","origin":{}"#, e.origin);
@@ -225,15 +253,16 @@ pub(crate) fn ws_text_header(out: &mut BytesMut, len: usize) {
 /// whole block alive while any one of them waits in a slow client's output.
 #[derive(Default)]
 pub(crate) struct Frames {
-    /// SSE frames: `id:` global sequence, and `id:` topic sequence.
-    sse: [Option<Bytes>; 2],
+    /// SSE frames by `id:` kind (topic sequence or global) and the prefix
+    /// length their payload depends on (see [`payload_prefix`]).
+    sse: Vec<((bool, usize), Bytes)>,
     /// WebSocket message bodies by tenant prefix length.
     ws: Vec<(usize, Bytes)>,
 }
 
 impl Frames {
     pub(crate) fn clear(&mut self) {
-        self.sse = [None, None];
+        self.sse.clear();
         self.ws.clear();
     }
 
@@ -241,16 +270,15 @@ impl Frames {
         BytesMut::with_capacity(e.payload.len() + e.topic.len() + 160)
     }
 
-    pub(crate) fn sse(&mut self, e: &EventRef<'_>, topic_ids: bool) -> Bytes {
-        let slot = &mut self.sse[usize::from(topic_ids)];
-        if let Some(frame) = slot {
+    pub(crate) fn sse(&mut self, e: &EventRef<'_>, topic_ids: bool, prefix_len: usize) -> Bytes {
+        let key = (topic_ids, payload_prefix(e, prefix_len));
+        if let Some((_, frame)) = self.sse.iter().find(|(k, _)| *k == key) {
             return frame.clone();
         }
         let mut buf = Frames::buffer(e);
-        // Prefix length only matters for gap notices, never routed here.
-        sse_frame(&mut buf, &DeliveryRef::Event(*e), topic_ids, 0);
+        sse_frame(&mut buf, &DeliveryRef::Event(*e), topic_ids, key.1);
         let frame = buf.freeze();
-        *slot = Some(frame.clone());
+        self.sse.push((key, frame.clone()));
         frame
     }
 
@@ -304,6 +332,35 @@ pub(crate) fn encode_own(
 mod tests {
     use super::*;
     use serde_json::{json, Value};
+
+    #[test]
+    fn presence_payloads_name_their_topic_without_the_tenant() {
+        let topic: std::sync::Arc<str> = "$presence.acme.room".into();
+        let e = EventRef {
+            seq: 9,
+            topic: &topic,
+            topic_seq: 1,
+            event_type: "presence.join",
+            timestamp_ns: 1,
+            payload: br#"{"topic":"acme.room","client_id":"c1"}"#,
+            origin: 0,
+            correlation: "",
+        };
+        let prefix = "acme.".len();
+        let mut frames = Frames::default();
+        let sse = frames.sse(&e, true, prefix);
+        assert_eq!(
+            &sse[..],
+            b"id: 1\nevent: presence.join\ndata: {\"topic\":\"room\",\"client_id\":\"c1\"}\n\n"
+        );
+        // Another tenant's (anonymous) stream gets its own frame.
+        let anonymous = frames.sse(&e, true, 0);
+        assert!(anonymous.windows(14).any(|w| w == b"\"acme.room\",\"c"));
+        let body = frames.ws_body(&e, prefix);
+        let v: Value = serde_json::from_slice(&[&b"{"[..], &body].concat()).unwrap();
+        assert_eq!(v["topic"], "$presence.room");
+        assert_eq!(v["data"], json!({"topic": "room", "client_id": "c1"}));
+    }
 
     #[test]
     fn a_ws_event_message_is_prefix_and_body() {

@@ -517,7 +517,7 @@ impl<O: Outputs> Deliver<'_, O> {
         }
         match &stream.encoding {
             Encoding::Sse { topic_ids } => {
-                out.push_shared(self.frames.sse(e, *topic_ids));
+                out.push_shared(self.frames.sse(e, *topic_ids, stream.prefix_len));
             }
             Encoding::Ws { prefix, .. } => {
                 let body = self.frames.ws_body(e, stream.prefix_len);
