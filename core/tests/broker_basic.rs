@@ -579,3 +579,30 @@ fn a_data_directory_is_used_by_one_process_at_a_time() {
     child.wait().unwrap();
     Broker::open(config(dir.path())).unwrap();
 }
+
+#[test]
+fn a_data_directory_is_used_by_one_broker_at_a_time_within_a_process_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Broker::open(config(dir.path())).unwrap();
+    let err = Broker::open(config(dir.path()))
+        .err()
+        .expect("a second open is refused");
+    assert!(matches!(err, BrokerError::Io { .. }), "{err}");
+    // Closing the broker while a subscription still holds it keeps the
+    // directory locked: the subscription can still read the files.
+    let sub = first
+        .subscribe(Filter::topic("a").unwrap(), StartAt::Now)
+        .unwrap();
+    first.close().unwrap();
+    assert!(Broker::open(config(dir.path())).is_err());
+    drop(sub);
+    let second = Broker::open(config(dir.path())).unwrap();
+    // A refused open does not release the lock of the one that holds it.
+    assert!(Broker::open(config(dir.path())).is_err());
+    assert!(Broker::open(config(dir.path())).is_err());
+    let p = second.publisher("a").unwrap();
+    assert_eq!(
+        p.publish("e", b"x", PublishOptions::default()).unwrap().seq,
+        1
+    );
+}

@@ -605,11 +605,12 @@ impl Broker {
     }
 }
 
-/// Takes an exclusive POSIX record lock on `<dir>/lock`, so that a second
-/// process cannot open the same data directory. (POSIX locks belong to the
-/// process: a host that closes a broker and reopens it while handles of the
-/// old one are still being released, as garbage-collected hosts do, is not
-/// refused.)
+/// Takes an exclusive lock on `<dir>/lock` for as long as the broker or any
+/// of its handles lives, so that no second broker opens the same data
+/// directory, in another process or in this one. An open-file-description
+/// lock (`F_OFD_SETLK`), not a classic POSIX record lock: those belong to
+/// the process, so a second open in the same process would succeed (two
+/// appenders, one log) and closing either descriptor would drop the lock.
 fn lock_data_dir(dir: &Path) -> Result<std::fs::File, BrokerError> {
     use std::os::fd::AsRawFd;
     let path = dir.join("lock");
@@ -628,10 +629,11 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File, BrokerError> {
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
     lock.l_type = libc::F_WRLCK as _;
     lock.l_whence = libc::SEEK_SET as _;
-    // SAFETY: F_SETLK on a descriptor we own with a live, initialised flock.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } != 0 {
+    // SAFETY: F_OFD_SETLK on a descriptor we own with a live, initialised
+    // flock (`l_pid` 0, as OFD locks require).
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } != 0 {
         return Err(BrokerError::Io {
-            what: "locking the data directory (is another process using it?)",
+            what: "locking the data directory (is another broker using it?)",
             path,
             source: std::io::Error::last_os_error(),
         });
