@@ -330,6 +330,16 @@ pub unsafe extern "C" fn herald_publisher_claim(
         // SAFETY: state BUSY, set by our CAS: no other thread touches scratch.
         let scratch = unsafe { &mut *p.scratch.get() };
         scratch.clear();
+        // Fallible: an allocation failure must be an error code, never an
+        // abort of the host process.
+        if let Err(e) = scratch.try_reserve(len) {
+            // Release: pairs with the Acquire CAS of the next claim.
+            p.state.store(IDLE, Ordering::Release);
+            return Err(fail(
+                HERALD_E_PAYLOAD_TOO_LARGE,
+                format_args!("cannot allocate a claim of {len} bytes: {e}"),
+            ));
+        }
         scratch.resize(len, 0);
         let ptr = scratch.as_mut_ptr();
         // Release: pairs with the Acquire CAS in commit/abort.

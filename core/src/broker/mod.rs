@@ -71,7 +71,49 @@ pub struct BrokerConfig {
     pub presence_ttl: Duration,
 }
 
+/// The largest `max_payload` a broker accepts (1 GiB).
+pub const MAX_PAYLOAD_LIMIT: usize = 1 << 30;
+
 impl BrokerConfig {
+    /// Checks that the settings can work together, with messages that name
+    /// the settings (they reach C hosts as they are). [`Broker::open`] calls
+    /// it first.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        let invalid = |why: String| Err(BrokerError::InvalidConfig(why));
+        if self.max_payload == 0 || self.max_payload > MAX_PAYLOAD_LIMIT {
+            return invalid(format!(
+                "max_payload ({}) must be within 1 ..= {MAX_PAYLOAD_LIMIT} bytes",
+                self.max_payload
+            ));
+        }
+        if let Err(LogError::InvalidConfig(why)) = self.log.validate() {
+            return invalid(why.to_owned());
+        }
+        // Cannot overflow: max_payload is bounded above.
+        let max_record = RING_HEADER + MAX_TYPE_LEN + MAX_CORRELATION_LEN + self.max_payload;
+        if self.ring_capacity / 4 < max_record {
+            return invalid(format!(
+                "ring_capacity ({} bytes) must be at least 4 × (max_payload + {} bytes of header) = {}: raise it or lower max_payload",
+                self.ring_capacity,
+                max_record - self.max_payload,
+                4 * max_record
+            ));
+        }
+        // The log's type field holds the type, a NUL and the correlation id.
+        let log_record = crate::log::format::REC_HEADER_LEN
+            + crate::log::format::MAX_TYPE_LEN
+            + self.max_payload;
+        if log_record > self.log.max_record_len() {
+            return invalid(format!(
+                "segment_size ({} bytes) must hold the largest event: at least {} bytes for max_payload {}",
+                self.log.segment_size,
+                log_record + crate::log::format::SEG_HEADER_LEN,
+                self.max_payload
+            ));
+        }
+        Ok(())
+    }
+
     /// Embedded defaults: a 16 MiB ring, payloads up to 1 MiB, the log's
     /// defaults (64 MiB segments, sync every 100 ms), 30 s presence expiry.
     pub fn new(data_dir: impl Into<PathBuf>) -> BrokerConfig {
@@ -266,11 +308,7 @@ fn now_ns() -> u64 {
 impl Broker {
     /// Opens (creating or recovering) the broker's data directory.
     pub fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
-        if config.max_payload == 0 {
-            return Err(BrokerError::InvalidConfig(
-                "max_payload must be positive".into(),
-            ));
-        }
+        config.validate()?;
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| BrokerError::Io {
             what: "creating the data directory",
@@ -280,14 +318,6 @@ impl Broker {
         let lock = lock_data_dir(&dir)?;
         let (log, _report) = Log::open(dir.join("log"), config.log.clone())?;
         let max_record = RING_HEADER + MAX_TYPE_LEN + MAX_CORRELATION_LEN + config.max_payload;
-        if config.ring_capacity / 4 < max_record {
-            return Err(BrokerError::InvalidConfig(format!(
-                "ring_capacity ({} bytes) must be at least 4 × (max_payload + {} bytes of header) = {}: raise it or lower max_payload",
-                config.ring_capacity,
-                max_record - config.max_payload,
-                4 * max_record
-            )));
-        }
         let ring = Ring::new(RingConfig {
             capacity: config.ring_capacity,
             max_record,
@@ -802,16 +832,19 @@ impl Inner {
         let corr = event.correlation.len();
         let len = RING_HEADER + ty + corr + event.payload.len();
         // The ring only refuses records above its max_record (sized from
-        // max_payload above) and never waits: the broker has no tethered
-        // ring subscribers.
-        if let Ok(mut claim) = state.ring.try_claim(len) {
-            debug_assert_eq!(claim.seq(), seq, "the ring follows the log");
-            claim.write_at(0, &header);
-            claim.write_at(RING_HEADER, event.event_type.as_bytes());
-            claim.write_at(RING_HEADER + ty, event.correlation.as_bytes());
-            claim.write_at(RING_HEADER + ty + corr, event.payload);
-            claim.commit();
-        }
+        // the validated max_payload, which `Checked` bounds every event by)
+        // and never waits: the broker has no tethered ring subscribers. A
+        // refusal here would leave the event in the log but not in the
+        // ring, which live subscribers would silently skip: never ignore it.
+        let Ok(mut claim) = state.ring.try_claim(len) else {
+            unreachable!("the ring refused a checked event of {len} bytes");
+        };
+        debug_assert_eq!(claim.seq(), seq, "the ring follows the log");
+        claim.write_at(0, &header);
+        claim.write_at(RING_HEADER, event.event_type.as_bytes());
+        claim.write_at(RING_HEADER + ty, event.correlation.as_bytes());
+        claim.write_at(RING_HEADER + ty + corr, event.payload);
+        claim.commit();
         state.last_ts = ts;
         topic.next_seq.store(topic_seq + 1, Ordering::Relaxed);
         Ok(Published { seq, topic_seq })

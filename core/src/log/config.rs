@@ -88,7 +88,8 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
-    pub(crate) fn validate(&self) -> Result<(), LogError> {
+    /// Checks the settings (also done by [`Log::open`](super::Log::open)).
+    pub fn validate(&self) -> Result<(), LogError> {
         if self.segment_size < 4096 || self.segment_size > u64::from(u32::MAX) {
             return Err(LogError::InvalidConfig(
                 "segment_size must be within 4 KiB ..= 4 GiB - 1",
@@ -107,7 +108,7 @@ impl LogConfig {
         if let Durability::Interval(d) = self.durability {
             if d.is_zero() {
                 return Err(LogError::InvalidConfig(
-                    "a zero sync interval: use Durability::Always",
+                    "the sync interval must be positive (to sync every append, use the always policy)",
                 ));
             }
         }
