@@ -199,14 +199,20 @@ fn interleaved_batches_and_singles_keep_topics_dense_and_acks_exact() {
 }
 
 #[test]
-fn an_event_too_large_for_a_segment_refuses_the_batch_before_any_append() {
+fn an_event_too_large_refuses_the_batch_before_any_append() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
+    // A segment that cannot hold the largest event is refused at open.
     c.max_payload = 1 << 20; // larger than a 64 KiB segment can hold
     c.ring_capacity = 8 << 20;
+    assert!(matches!(
+        Broker::open(c.clone()).err(),
+        Some(BrokerError::InvalidConfig(_))
+    ));
+    c.max_payload = 60_000;
     let broker = Broker::open(c).unwrap();
     let a = broker.publisher("acme.a").unwrap();
-    let big = vec![b'x'; 70_000];
+    let big = vec![b'x'; 60_001];
     let event = |payload| BatchEvent {
         publisher: &a,
         event_type: "t",

@@ -200,7 +200,11 @@ impl Subscription {
         };
         let (source, next) = match (start, &single) {
             (StartAt::Now, _) => (Source::Ring(inner.ring.subscribe_at(now_seq)), now_seq),
-            (StartAt::Seq(seq), _) => (Source::Log(log.reader_from_seq(seq)?), seq),
+            (StartAt::Seq(seq), _) => {
+                // Sequences start at 1: from 0 is from the beginning.
+                let seq = seq.max(1);
+                (Source::Log(log.reader_from_seq(seq)?), seq)
+            }
             (StartAt::Time(ts), _) => {
                 let reader = log.reader_from_time(ts)?;
                 let next = reader.next_seq();

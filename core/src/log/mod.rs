@@ -347,6 +347,9 @@ impl Log {
                 next,
             });
         }
+        // Sequences start at 1: "from 0" is "from the beginning", and only
+        // records that existed and were deleted make a gap.
+        let seq = seq.max(1);
         let mut pins = self.shared.pins.lock();
         let first = self.shared.first_seq();
         let (start, gap) = if seq < first {
