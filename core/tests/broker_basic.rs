@@ -499,3 +499,27 @@ fn a_data_directory_is_used_by_one_process_at_a_time() {
     child.wait().unwrap();
     Broker::open(config(dir.path())).unwrap();
 }
+
+/// Found by the `broker_ops` fuzz target: acknowledging `u64::MAX` for a
+/// consumer overflowed `seq + 1` (a panic in debug builds; in release a
+/// wrapped retention floor, and a resume at sequence 0).
+#[test]
+fn acknowledging_past_the_log_end_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    let seq = broker.publish("c", "t", b"x").unwrap().seq;
+    for past in [seq + 1, u64::MAX] {
+        assert!(matches!(
+            broker.ack_consumer("worker-1", past),
+            Err(BrokerError::Ack(_))
+        ));
+    }
+    broker.ack_consumer("worker-1", seq).unwrap();
+    assert_eq!(broker.consumer_checkpoint("worker-1").unwrap(), seq);
+    let mut sub = broker
+        .subscribe_consumer("worker-1", Filter::topic("c").unwrap(), StartAt::Seq(1))
+        .unwrap();
+    assert!(drain(&mut sub).is_empty(), "resumes after its checkpoint");
+    let next = broker.publish("c", "t", b"y").unwrap().seq;
+    assert_eq!(event(sub.try_next().unwrap().unwrap()).seq, next);
+}

@@ -299,7 +299,7 @@ impl Broker {
         let checkpoints = checkpoint::CheckpointStore::open(&dir.join("consumers"))?;
         for name in checkpoints.names() {
             if let Some(seq) = checkpoints.get(&name) {
-                log.set_retention_floor(&consumer_floor(&name), seq + 1);
+                log.set_retention_floor(&consumer_floor(&name), seq.saturating_add(1));
             }
         }
         let presence = presence::Presence::new(config.presence_ttl);
@@ -419,7 +419,7 @@ impl Broker {
     ) -> Result<Subscription, BrokerError> {
         checkpoint::validate_name(name)?;
         let start = match self.inner.checkpoints.get(name) {
-            Some(seq) => StartAt::Seq(seq + 1),
+            Some(seq) => StartAt::Seq(seq.saturating_add(1)),
             None => first_time,
         };
         Subscription::new(self.inner.clone(), filter, start, Some(name.to_owned()))
@@ -434,9 +434,16 @@ impl Broker {
     }
 
     /// Acknowledges everything up to `seq` for the durable consumer `name`
-    /// (for clients that track delivery themselves, e.g. over HTTP).
+    /// (for clients that track delivery themselves, e.g. over HTTP). A
+    /// sequence not published yet is refused ([`AckError::NotDelivered`]):
+    /// the checkpoint would claim events consumed before they exist.
+    ///
+    /// [`AckError::NotDelivered`]: checkpoint::AckError::NotDelivered
     pub fn ack_consumer(&self, name: &str, seq: u64) -> Result<(), BrokerError> {
         checkpoint::validate_name(name)?;
+        if seq >= self.inner.log.next_seq() {
+            return Err(checkpoint::AckError::NotDelivered(seq).into());
+        }
         self.inner.commit_checkpoint(name, seq)
     }
 
@@ -607,7 +614,8 @@ impl Inner {
             Err(checkpoint::CheckpointError::Backwards { .. }) => return Ok(()),
             Err(e) => return Err(e.into()),
         }
-        self.log.set_retention_floor(&consumer_floor(name), seq + 1);
+        self.log
+            .set_retention_floor(&consumer_floor(name), seq.saturating_add(1));
         Ok(())
     }
 }
