@@ -101,7 +101,7 @@ pub(crate) fn parse(buf: &[u8], limits: Limits) -> Result<Option<(Request, usize
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let version = req.version.unwrap_or(1);
     let mut headers_out = Vec::with_capacity(req.headers.len());
-    let mut content_length = 0usize;
+    let mut content_length: Option<usize> = None;
     let mut keep_alive = version == 1;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value)
@@ -109,10 +109,13 @@ pub(crate) fn parse(buf: &[u8], limits: Limits) -> Result<Option<(Request, usize
         let name = h.name.to_ascii_lowercase();
         match name.as_str() {
             "content-length" => {
-                content_length = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| ParseError::Malformed("bad Content-Length"))?;
+                let n = content_length_value(value)
+                    .ok_or(ParseError::Malformed("bad Content-Length"))?;
+                // Framing that a proxy in front could read differently.
+                if content_length.is_some_and(|c| c != n) {
+                    return Err(ParseError::Malformed("conflicting Content-Length headers"));
+                }
+                content_length = Some(n);
             }
             "transfer-encoding" => {
                 return Err(ParseError::Unsupported(
@@ -125,6 +128,7 @@ pub(crate) fn parse(buf: &[u8], limits: Limits) -> Result<Option<(Request, usize
         }
         headers_out.push((name, value.to_owned()));
     }
+    let content_length = content_length.unwrap_or(0);
     if content_length > limits.max_body {
         return Err(ParseError::BodyTooLarge);
     }
@@ -141,6 +145,16 @@ pub(crate) fn parse(buf: &[u8], limits: Limits) -> Result<Option<(Request, usize
         keep_alive,
     };
     Ok(Some((request, head_len + content_length)))
+}
+
+/// A `Content-Length` value: `1*DIGIT` (RFC 9110), nothing else (no sign,
+/// no other whitespace than the optional space and tab around it).
+fn content_length_value(value: &str) -> Option<usize> {
+    let digits = value.trim_matches([' ', '\t']);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// An HTTP response, a value until the worker writes it. `body: None`
@@ -294,6 +308,25 @@ mod tests {
             parse(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", LIMITS),
             Err(ParseError::Malformed(_))
         ));
+    }
+
+    /// Caught by the `http_head` fuzz target: a signed length and conflicting
+    /// lengths were accepted (the last one won).
+    #[test]
+    fn content_length_is_digits_and_agrees_with_itself() {
+        for bad in [
+            &b"POST / HTTP/1.1\r\nContent-Length: +2\r\n\r\nab"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 0\r\n\r\nab",
+            "POST / HTTP/1.1\r\nContent-Length: 2\u{85}\r\n\r\nab".as_bytes(),
+        ] {
+            assert!(
+                matches!(parse(bad, LIMITS), Err(ParseError::Malformed(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let same = b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length:  2\r\n\r\nab";
+        assert_eq!(parse(same, LIMITS).unwrap().unwrap().0.body, b"ab");
     }
 
     #[test]
