@@ -25,7 +25,7 @@
 //! those arrive as an explicit [`Gap`].
 
 pub mod checkpoint;
-mod event;
+pub(crate) mod event;
 mod filter;
 mod metrics;
 pub mod presence;
