@@ -5,6 +5,9 @@
 //! fit together.
 
 pub mod broker;
+/// Entry points for fuzz targets, not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod log;
 pub mod ring;
 

@@ -18,6 +18,9 @@ mod api;
 pub mod config;
 mod conn;
 mod fanout;
+/// Entry points for fuzz targets, not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 mod wire;
 

@@ -25,7 +25,7 @@
 //! those arrive as an explicit [`Gap`].
 
 pub mod checkpoint;
-mod event;
+pub(crate) mod event;
 mod filter;
 mod metrics;
 pub mod presence;
@@ -329,7 +329,7 @@ impl Broker {
         let checkpoints = checkpoint::CheckpointStore::open(&dir.join("consumers"))?;
         for name in checkpoints.names() {
             if let Some(seq) = checkpoints.get(&name) {
-                log.set_retention_floor(&consumer_floor(&name), seq + 1);
+                log.set_retention_floor(&consumer_floor(&name), seq.saturating_add(1));
             }
         }
         let presence = presence::Presence::new(config.presence_ttl);
@@ -449,7 +449,7 @@ impl Broker {
     ) -> Result<Subscription, BrokerError> {
         checkpoint::validate_name(name)?;
         let (start, new) = match self.inner.checkpoints.get(name) {
-            Some(seq) => (StartAt::Seq(seq + 1), false),
+            Some(seq) => (StartAt::Seq(seq.saturating_add(1)), false),
             None => (first_time, true),
         };
         let sub = Subscription::new(self.inner.clone(), filter, start, Some(name.to_owned()))?;

@@ -233,13 +233,13 @@ impl Authenticator {
             }
             return Ok(Grants::anonymous());
         };
-        self.verify(&token).and_then(grants)
+        self.claims(&token).and_then(grants)
     }
 
     /// The claims of a token signed with a configured key. The key is the
     /// one of the token's own `alg`, so the error is that key's verdict
     /// (expired, not yet valid, bad signature) rather than another key's.
-    fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+    pub(crate) fn claims(&self, token: &str) -> Result<Claims, ApiError> {
         let invalid =
             |e: &dyn std::fmt::Display| ApiError::Unauthenticated(format!("invalid token: {e}"));
         let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(&e))?;
@@ -259,7 +259,7 @@ impl Authenticator {
     }
 }
 
-fn grants(claims: Claims) -> Result<Grants, ApiError> {
+pub(crate) fn grants(claims: Claims) -> Result<Grants, ApiError> {
     let tenant_ok = !claims.tenant.is_empty()
         && claims.tenant.len() <= 64
         && claims

@@ -211,14 +211,7 @@ fn events(
     let sse = req
         .header("accept")
         .is_some_and(|a| a.contains("text/event-stream"));
-    let last_event_id = match req.header("last-event-id") {
-        Some(id) if sse => Some(
-            id.trim()
-                .parse()
-                .map_err(|_| ApiError::invalid("Last-Event-ID must be a sequence number"))?,
-        ),
-        _ => None,
-    };
+    let last_event_id = last_event_id(req, sse)?;
     let selection = query.selection(path_topic, last_event_id)?;
     let prefix_len = caller.grants.prefix_len();
     if sse {
@@ -269,6 +262,19 @@ fn events(
         prefix_len,
         cors: cors.map(str::to_owned),
     })))
+}
+
+/// An SSE client's resume position: its `Last-Event-ID` header, a
+/// sequence number (ignored unless the request is for an event stream).
+pub(crate) fn last_event_id(req: &Request, sse: bool) -> Result<Option<u64>, ApiError> {
+    match req.header("last-event-id") {
+        Some(id) if sse => id
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::invalid("Last-Event-ID must be a sequence number")),
+        _ => Ok(None),
+    }
 }
 
 /// The `101 Switching Protocols` answer to a valid upgrade request, or

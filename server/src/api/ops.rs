@@ -340,7 +340,10 @@ fn at_index(i: usize, e: ApiError) -> ApiError {
 /// authentication, allowed on every endpoint.
 pub(crate) fn from_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     let without_token: String;
-    let query = if query.contains("access_token") {
+    // Decoded keys: `access%5Ftoken` is the token too (authentication
+    // decodes it).
+    let has_token = form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "access_token");
+    let query = if has_token {
         let pairs = form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k != "access_token");
         without_token = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(pairs)
@@ -640,6 +643,9 @@ mod tests {
             "the token is authentication's, not a field"
         );
         from_query::<NoQuery>("access_token=t").unwrap();
+        // Caught by the `http_head` fuzz target: an escaped key was refused
+        // as unknown although authentication reads it as the token.
+        from_query::<NoQuery>("access%5Ftoken=t").unwrap();
         let e = from_query::<EventsQuery>("colour=red").unwrap_err();
         assert!(e.message().contains("unknown field `colour`"), "{e}");
     }

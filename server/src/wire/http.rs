@@ -149,9 +149,10 @@ pub(crate) fn parse(buf: &[u8], limits: Limits) -> Result<Option<(Request, usize
     Ok(Some((request, head_len + content_length)))
 }
 
-/// A `Content-Length` value: digits only (no sign, no list, no spaces
-/// inside; httparse has trimmed the surrounding whitespace).
+/// A `Content-Length` value: `1*DIGIT` (RFC 9110), nothing else: no sign,
+/// no list, no whitespace but the optional space and tab around it.
 fn parse_content_length(value: &str) -> Result<usize, ParseError> {
+    let value = value.trim_matches([' ', '\t']);
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ParseError::Malformed("bad Content-Length"));
     }
@@ -310,6 +311,25 @@ mod tests {
             parse(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", LIMITS),
             Err(ParseError::Malformed(_))
         ));
+    }
+
+    /// Caught by the `http_head` fuzz target: a signed length and conflicting
+    /// lengths were accepted (the last one won).
+    #[test]
+    fn content_length_is_digits_and_agrees_with_itself() {
+        for bad in [
+            &b"POST / HTTP/1.1\r\nContent-Length: +2\r\n\r\nab"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 0\r\n\r\nab",
+            "POST / HTTP/1.1\r\nContent-Length: 2\u{85}\r\n\r\nab".as_bytes(),
+        ] {
+            assert!(
+                matches!(parse(bad, LIMITS), Err(ParseError::Malformed(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let same = b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length:  2\r\n\r\nab";
+        assert_eq!(parse(same, LIMITS).unwrap().unwrap().0.body, b"ab");
     }
 
     #[test]

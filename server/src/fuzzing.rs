@@ -1,0 +1,302 @@
+//! Entry points for the fuzz targets in `fuzz/`, not a stable API.
+//!
+//! Thin wrappers around crate-private parsers and decoders, returning plain
+//! public values (errors as their messages), so that the targets exercise
+//! exactly the code the server runs without widening its visibility.
+
+use herald_core::broker::StartAt;
+use serde_json::Value;
+
+use crate::api::auth::{self, AuthConfig, Authenticator, Claims};
+use crate::api::ops::{self, Op, PublishRequest, StartDefault};
+use crate::wire::http::{self, Limits, ParseError, Request};
+
+/// A request head (and body) as the server parsed it.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    /// Method as sent.
+    pub method: String,
+    /// Target before `?`.
+    pub path: String,
+    /// Target after `?` (empty if none).
+    pub query: String,
+    /// Headers, names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (`Content-Length` bytes).
+    pub body: Vec<u8>,
+    /// The connection stays open after the answer.
+    pub keep_alive: bool,
+}
+
+/// The outcome of parsing a buffer.
+#[derive(Debug)]
+pub enum HttpParse {
+    /// A request, and how many bytes of the buffer it used.
+    Complete(HttpRequest, usize),
+    /// More bytes needed.
+    Partial,
+    /// Refused with this status code.
+    Refused(u16),
+}
+
+/// Parses one request from the front of `buf`.
+pub fn parse_http(buf: &[u8], max_head: usize, max_body: usize) -> HttpParse {
+    match http::parse(buf, Limits { max_head, max_body }) {
+        Ok(Some((r, used))) => HttpParse::Complete(
+            HttpRequest {
+                method: r.method,
+                path: r.path,
+                query: r.query,
+                headers: r.headers,
+                body: r.body,
+                keep_alive: r.keep_alive,
+            },
+            used,
+        ),
+        Ok(None) => HttpParse::Partial,
+        Err(e) => HttpParse::Refused(match e {
+            ParseError::Malformed(_) => 400,
+            ParseError::HeadTooLarge => 431,
+            ParseError::BodyTooLarge => 413,
+            ParseError::Unsupported(_) => 501,
+        }),
+    }
+}
+
+fn request(r: &HttpRequest) -> Request {
+    Request {
+        method: r.method.clone(),
+        path: r.path.clone(),
+        query: r.query.clone(),
+        headers: r.headers.clone(),
+        body: r.body.clone(),
+        keep_alive: r.keep_alive,
+    }
+}
+
+/// The percent-decoded value of query parameter `name` (as authentication
+/// reads `access_token`).
+pub fn query_param(r: &HttpRequest, name: &str) -> Option<String> {
+    request(r).query_param(name)
+}
+
+/// The query of the events endpoints, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsQuery {
+    /// `topics`, split on commas.
+    pub topics: Option<Vec<String>>,
+    /// `types`, split on commas.
+    pub types: Option<Vec<String>>,
+    /// `exclude_origin`.
+    pub exclude_origin: Option<u64>,
+    /// `after`.
+    pub after: Option<u64>,
+    /// `since`.
+    pub since: Option<u64>,
+    /// `last`.
+    pub last: Option<u64>,
+    /// `limit`.
+    pub limit: Option<u64>,
+    /// `wait`.
+    pub wait: Option<u64>,
+    /// A poll's limit and wait, clamped.
+    pub poll_bounds: (usize, u64),
+}
+
+/// Decodes the query of `GET …/events`.
+pub fn events_query(query: &str) -> Result<EventsQuery, String> {
+    let q: ops::EventsQuery = ops::from_query(query).map_err(|e| e.to_string())?;
+    Ok(EventsQuery {
+        topics: q.topics.as_ref().map(|l| l.0.clone()),
+        types: q.types.as_ref().map(|l| l.0.clone()),
+        exclude_origin: q.exclude_origin,
+        after: q.after,
+        since: q.since,
+        last: q.last,
+        limit: q.limit,
+        wait: q.wait,
+        poll_bounds: q.poll_bounds(),
+    })
+}
+
+/// Decodes the query of an endpoint that takes no parameters.
+pub fn no_query(query: &str) -> Result<(), String> {
+    ops::from_query::<ops::NoQuery>(query)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// An SSE request's `Last-Event-ID` (`sse`: the client accepts an event
+/// stream; otherwise the header is ignored).
+pub fn last_event_id(r: &HttpRequest, sse: bool) -> Result<Option<u64>, String> {
+    crate::api::http::last_event_id(&request(r), sse).map_err(|e| e.to_string())
+}
+
+/// Where an event stream for `r` starts: its query and `Last-Event-ID`
+/// through the selection to the broker's start position (`path_topic`:
+/// the topic of `/v1/topics/{topic}/events`).
+pub fn sse_start(r: &HttpRequest, path_topic: Option<&str>) -> Result<StartAt, String> {
+    let q: ops::EventsQuery = ops::from_query(&r.query).map_err(|e| e.to_string())?;
+    let id = crate::api::http::last_event_id(&request(r), true).map_err(|e| e.to_string())?;
+    let selection = q.selection(path_topic, id).map_err(|e| e.to_string())?;
+    selection
+        .position
+        .start(path_topic.is_some(), StartDefault::Now)
+        .map_err(|e| e.to_string())
+}
+
+/// One event of a publish request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishEvent {
+    /// Topic (from the body, or the path for HTTP).
+    pub topic: String,
+    /// Event type.
+    pub event_type: String,
+    /// The payload as the client wrote it.
+    pub data: Option<String>,
+    /// Publisher id.
+    pub origin: Option<u64>,
+    /// Correlation id.
+    pub correlation_id: Option<String>,
+}
+
+fn events(p: PublishRequest<'_>) -> (bool, Vec<PublishEvent>) {
+    let one = |e: ops::Publish<'_>| PublishEvent {
+        topic: e.topic,
+        event_type: e.event_type,
+        data: e.data.map(|d| d.get().to_owned()),
+        origin: e.origin,
+        correlation_id: e.correlation_id,
+    };
+    match p {
+        PublishRequest::One(e) => (false, vec![one(e)]),
+        PublishRequest::Batch(list) => (true, list.into_iter().map(one).collect()),
+    }
+}
+
+/// A WebSocket operation, decoded.
+#[derive(Debug)]
+pub enum WsOp {
+    /// `subscribe`: its id, the topics it names (`topic` or `topics`), and
+    /// its selection's start (or why the selection is refused).
+    Subscribe {
+        /// Subscription id.
+        id: String,
+        /// `topic` as a one-item list, or `topics`.
+        topics: Vec<String>,
+        /// Start position, or the refusal.
+        start: Result<StartAt, String>,
+    },
+    /// `unsubscribe`.
+    Unsubscribe(String),
+    /// `publish`: batch or not, and the events.
+    Publish(bool, Vec<PublishEvent>),
+    /// `ack`: consumer and sequence.
+    Ack(String, u64),
+    /// `heartbeat`: topic, client id, user, device, metadata.
+    Heartbeat(String, String, Option<String>, Option<String>, Value),
+    /// `leave`: topic, client id.
+    Leave(String, String),
+    /// `presence`: topic.
+    Presence(String),
+    /// `ping`.
+    Ping,
+}
+
+/// A WebSocket text message: its echoed `op` and `ref`, and the operation.
+pub fn decode_ws(text: &str) -> (Option<String>, Value, Result<WsOp, String>) {
+    let (envelope, op) = Op::decode(text);
+    let op = op.map_err(|e| e.to_string()).map(|op| match op {
+        Op::Subscribe(s) => {
+            let id = s.id.clone();
+            let topics = match (&s.topic, &s.topics) {
+                (Some(t), _) => vec![t.clone()],
+                (None, Some(list)) => list.clone(),
+                (None, None) => Vec::new(),
+            };
+            let start = s
+                .selection()
+                .map_err(|e| e.to_string())
+                .and_then(|(_, sel)| {
+                    let single = matches!(sel.topics, ops::Topics::One(_));
+                    sel.position
+                        .start(single, StartDefault::Now)
+                        .map_err(|e| e.to_string())
+                });
+            WsOp::Subscribe { id, topics, start }
+        }
+        Op::Unsubscribe(u) => WsOp::Unsubscribe(u.id),
+        Op::Publish(p) => {
+            let (batch, list) = events(p);
+            WsOp::Publish(batch, list)
+        }
+        Op::Ack(a) => WsOp::Ack(a.consumer, a.seq),
+        Op::Heartbeat(h) => WsOp::Heartbeat(h.topic, h.client_id, h.user, h.device, h.metadata),
+        Op::Leave(l) => WsOp::Leave(l.topic, l.client_id),
+        Op::Presence(p) => WsOp::Presence(p.topic),
+        Op::Ping(_) => WsOp::Ping,
+    });
+    (envelope.op, envelope.reference, op)
+}
+
+/// `POST /v1/topics/{topic}/events`: batch or not, and the events.
+pub fn publish_body(body: &[u8], topic: &str) -> Result<(bool, Vec<PublishEvent>), String> {
+    let topic = ops::raw_string(topic);
+    ops::publish_body(body, &topic)
+        .map(events)
+        .map_err(|e| e.to_string())
+}
+
+/// `POST /v1/consumers/{name}/ack`: consumer and sequence.
+pub fn ack_body(body: &[u8], consumer: &str) -> Result<(String, u64), String> {
+    let name = ops::raw_string(consumer);
+    ops::from_body::<ops::Ack>(body, &[("consumer", &name)])
+        .map(|a| (a.consumer, a.seq))
+        .map_err(|e| e.to_string())
+}
+
+/// `POST /v1/presence/heartbeat` and `…/leave` bodies (topic, client id).
+pub fn presence_bodies(
+    body: &[u8],
+) -> (
+    Result<(String, String), String>,
+    Result<(String, String), String>,
+) {
+    let heartbeat = ops::from_body::<ops::Heartbeat>(body, &[])
+        .map(|h| (h.topic, h.client_id))
+        .map_err(|e| e.to_string());
+    let leave = ops::from_body::<ops::Leave>(body, &[])
+        .map(|l| (l.topic, l.client_id))
+        .map_err(|e| e.to_string());
+    (heartbeat, leave)
+}
+
+/// The server's token check with an HS256 key.
+#[derive(Debug)]
+pub struct TokenVerifier(Authenticator);
+
+impl TokenVerifier {
+    /// A verifier accepting HS256 tokens signed with `secret` (no anonymous
+    /// access).
+    pub fn hs256(secret: &[u8]) -> TokenVerifier {
+        let config = AuthConfig {
+            hs256_secret: Some(secret.to_vec()),
+            rs256_public_pem: None,
+        };
+        // An HS256 secret is always a usable key.
+        TokenVerifier(Authenticator::new(&config, Some(false)).expect("an HS256 key"))
+    }
+
+    /// The claims of a token the server accepts (signature, expiry, tenant
+    /// and grant patterns all checked), or why it refuses it.
+    pub fn verify(&self, token: &str) -> Result<Claims, String> {
+        let claims = self.0.claims(token).map_err(|e| e.to_string())?;
+        auth::grants(claims.clone()).map_err(|e| e.to_string())?;
+        Ok(claims)
+    }
+}
+
+/// Does subscription grant `grant` cover every topic `requested` matches?
+pub fn covers(grant: &str, requested: &str) -> bool {
+    auth::covers(grant, requested)
+}
