@@ -1,14 +1,11 @@
 //! WebSocket end-to-end tests against a real server, with tungstenite as the client.
 
-use std::net::TcpStream;
-use std::time::Duration;
-
 mod common;
 
 use common::{test_config, ws_connect, ws_recv, ws_send, Ws};
 use herald_server::Server;
 use serde_json::{json, Value};
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
 
 fn start(dir: &std::path::Path) -> Server {
     Server::start(test_config(dir, 2)).unwrap()
