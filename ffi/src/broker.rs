@@ -94,17 +94,16 @@ pub unsafe extern "C" fn herald_config_init(config: *mut herald_config) -> heral
 /// (a second open fails with `HERALD_E_IO`) until the broker and every handle
 /// made from it are freed.
 #[derive(Debug)]
+// The tag at offset 0 (see `Handle`); the header keeps the type opaque.
+#[cfg_attr(all(), repr(C))]
 pub struct herald_broker {
-    tag: u64,
+    pub(crate) tag: u64,
     pub(crate) broker: Broker,
     pub(crate) max_payload: usize,
 }
 
 impl Handle for herald_broker {
     const TAG: u64 = 0x4845_5241_4c44_4252; // "HERALDBR"
-    fn tag(&self) -> u64 {
-        self.tag
-    }
 }
 
 /// Opens (creating or recovering) a broker; `*out` receives the handle,

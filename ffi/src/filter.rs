@@ -17,8 +17,10 @@ use crate::{handle, into_raw, out_arg, str_arg, write_out, Handle, DEAD};
 ///
 /// Thread-safety: thread-safe (calls on one filter are serialised internally).
 #[derive(Debug)]
+// The tag at offset 0 (see `Handle`); the header keeps the type opaque.
+#[cfg_attr(all(), repr(C))]
 pub struct herald_filter {
-    tag: u64,
+    pub(crate) tag: u64,
     spec: Mutex<FilterSpec>,
 }
 
@@ -31,9 +33,6 @@ pub(crate) struct FilterSpec {
 
 impl Handle for herald_filter {
     const TAG: u64 = 0x4845_5241_4c44_4649; // "HERALDFI"
-    fn tag(&self) -> u64 {
-        self.tag
-    }
 }
 
 impl herald_filter {

@@ -39,11 +39,23 @@ pub extern "C" fn herald_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
 
-/// A handle type: its tag, checked on every entry.
+/// A handle type: its tag, checked on every entry. Every handle struct is
+/// `repr(C)` with its `tag: u64` first, so the first 8 bytes of any handle,
+/// whatever its type, are its initialised tag: reading them to tell the
+/// types apart never reads padding or another type's field. (The
+/// `repr(C)` is written `cfg_attr(all(), …)` so that cbindgen, which reads
+/// the attribute literally, keeps the types opaque in the header.)
 pub(crate) trait Handle {
     const TAG: u64;
-    fn tag(&self) -> u64;
 }
+
+// Checked at compile time: the tag is where `handle` reads it.
+const _: () = {
+    assert!(std::mem::offset_of!(broker::herald_broker, tag) == 0);
+    assert!(std::mem::offset_of!(filter::herald_filter, tag) == 0);
+    assert!(std::mem::offset_of!(publisher::herald_publisher, tag) == 0);
+    assert!(std::mem::offset_of!(subscriber::herald_subscriber, tag) == 0);
+};
 
 /// Tag of a freed handle.
 pub(crate) const DEAD: u64 = 0xdead_dead_dead_dead;
@@ -66,15 +78,17 @@ pub(crate) unsafe fn handle<'a, T: Handle>(p: *const T) -> Result<&'a T, Fail> {
         ));
     }
     // SAFETY: non-NULL and aligned; the caller guarantees it points to a
-    // handle this library made (the tag check rejects other handle types).
-    let h = unsafe { &*p };
-    if h.tag() != T::TAG {
+    // handle this library made, of some type: every handle starts with its
+    // initialised u64 tag (see `Handle`).
+    let tag = unsafe { p.cast::<u64>().read() };
+    if tag != T::TAG {
         return Err(fail(
             HERALD_E_INVALID_HANDLE,
             "the handle is of another type or was freed",
         ));
     }
-    Ok(h)
+    // SAFETY: the tag says it is a live `T`.
+    Ok(unsafe { &*p })
 }
 
 /// Moves a new handle to the heap and returns its pointer.

@@ -48,8 +48,10 @@ const BUSY: u8 = 2;
 /// claims. The claimed buffer belongs to the claiming thread until
 /// commit/abort.
 #[derive(Debug)]
+// The tag at offset 0 (see `Handle`); the header keeps the type opaque.
+#[cfg_attr(all(), repr(C))]
 pub struct herald_publisher {
-    tag: u64,
+    pub(crate) tag: u64,
     publisher: TopicPublisher,
     max_payload: usize,
     /// IDLE → (claim) BUSY → CLAIMED → (commit) BUSY → IDLE, or CLAIMED →
@@ -61,9 +63,6 @@ pub struct herald_publisher {
 
 impl Handle for herald_publisher {
     const TAG: u64 = 0x4845_5241_4c44_5055; // "HERALDPU"
-    fn tag(&self) -> u64 {
-        self.tag
-    }
 }
 
 /// A publisher for `topic` (registered on first use); free with

@@ -97,8 +97,10 @@ pub type herald_poll_fn = Option<
 /// call returns `HERALD_E_BUSY` instead of racing. Different subscribers are
 /// independent.
 #[derive(Debug)]
+// The tag at offset 0 (see `Handle`); the header keeps the type opaque.
+#[cfg_attr(all(), repr(C))]
 pub struct herald_subscriber {
-    tag: u64,
+    pub(crate) tag: u64,
     /// Set while a thread is inside a call; guards `state`.
     busy: AtomicBool,
     state: UnsafeCell<SubState>,
@@ -116,9 +118,6 @@ struct SubState {
 
 impl Handle for herald_subscriber {
     const TAG: u64 = 0x4845_5241_4c44_5355; // "HERALDSU"
-    fn tag(&self) -> u64 {
-        self.tag
-    }
 }
 
 /// Exclusive access to a subscriber's state for one call.

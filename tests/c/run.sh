@@ -17,3 +17,14 @@ if command -v g++ >/dev/null 2>&1; then
 fi
 LD_LIBRARY_PATH="$lib" ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     "$out/herald_test"
+# The same test without sanitizers under Valgrind's memcheck: reads of
+# uninitialised memory (which the sanitizers do not see) and definite leaks
+# fail it.
+if command -v valgrind >/dev/null 2>&1; then
+    gcc -std=c11 -Wall -Wextra -Werror -g -O1 -Iinclude tests/c/herald_test.c \
+        -L"$lib" -lherald -lpthread -o "$out/herald_test_memcheck"
+    LD_LIBRARY_PATH="$lib" valgrind -q --error-exitcode=1 --leak-check=full \
+        --errors-for-leak-kinds=definite "$out/herald_test_memcheck" | tail -1
+else
+    echo "skipped memcheck: valgrind is not installed"
+fi
