@@ -363,7 +363,10 @@ herald_result herald_broker_flush(const struct herald_broker *broker);
 // `broker` must be NULL or a live broker handle; `out_seq` NULL or writable.
 herald_result herald_broker_next_seq(const struct herald_broker *broker, uint64_t *out_seq);
 
-// Copies the broker's metrics into `*out`.
+// Copies the broker's metrics into `*out`. A subscriber's deliveries and
+// latency samples are included once a read of it finds nothing to deliver
+// (or times out), at least every 100 ms while it keeps delivering, and when
+// it is freed; its gap notices at once.
 //
 // # Safety
 // `broker` must be NULL or a live broker handle; `out` NULL or writable.

@@ -258,7 +258,10 @@ pub struct herald_metrics {
     pub latency_max_ns: u64,
 }
 
-/// Copies the broker's metrics into `*out`.
+/// Copies the broker's metrics into `*out`. A subscriber's deliveries and
+/// latency samples are included once a read of it finds nothing to deliver
+/// (or times out), at least every 100 ms while it keeps delivering, and when
+/// it is freed; its gap notices at once.
 ///
 /// # Safety
 /// `broker` must be NULL or a live broker handle; `out` NULL or writable.

@@ -1,11 +1,17 @@
 //! `GET /metrics`: the broker's and the server's counters in the
 //! OpenMetrics text format, encoded by prometheus-client.
+//!
+//! Totals that only grow are counters (the encoder names their samples
+//! `…_total`), so rates and resets work in Prometheus; values that go up
+//! and down (open connections and subscriptions, latency percentiles) are
+//! gauges.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use herald_core::broker::MetricsSnapshot;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 /// The server's own counters, shared by its workers.
@@ -27,7 +33,8 @@ pub(crate) struct ServerStats {
 pub(crate) fn render_metrics(m: &MetricsSnapshot, server: &ServerStats) -> String {
     let mut registry = Registry::with_prefix("herald");
     let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let gauges: [(&str, &str, u64); 14] = [
+    // Names without `_total`: the encoder appends it to counter samples.
+    let counters: [(&str, &str, u64); 8] = [
         ("published_events", "Events published", m.published),
         ("delivered_events", "Events delivered to subscriptions", m.delivered),
         ("replayed_events", "Events delivered from the log", m.replayed),
@@ -37,7 +44,31 @@ pub(crate) fn render_metrics(m: &MetricsSnapshot, server: &ServerStats) -> Strin
             m.lagged_fallbacks,
         ),
         ("gap_notices", "Gap notices delivered", m.gaps),
-        ("active_subscriptions", "Open subscriptions", m.active_subscribers),
+        (
+            "server_deliveries",
+            "Events written to client connections",
+            read(&server.deliveries),
+        ),
+        (
+            "server_slow_streams",
+            "Client streams taken off the live feed because the client was slow (caught up from the log later)",
+            read(&server.slow_streams),
+        ),
+        (
+            "server_slow_client_closes",
+            "Clients closed for staying slow past the deadline",
+            read(&server.slow_client_closes),
+        ),
+    ];
+    for (name, help, value) in counters {
+        registry.register(name, help, ConstCounter::new(value));
+    }
+    let gauges: [(&str, &str, u64); 6] = [
+        (
+            "active_subscriptions",
+            "Open subscriptions",
+            m.active_subscribers,
+        ),
         (
             "delivery_latency_p50_ns",
             "Publish to deliver latency, median",
@@ -59,26 +90,13 @@ pub(crate) fn render_metrics(m: &MetricsSnapshot, server: &ServerStats) -> Strin
             m.latency_max_ns,
         ),
         (
-            "server_deliveries",
-            "Events written to client connections",
-            read(&server.deliveries),
+            "server_connections",
+            "Open client connections",
+            read(&server.connections),
         ),
-        (
-            "server_slow_streams",
-            "Client streams taken off the live feed because the client was slow (caught up from the log later)",
-            read(&server.slow_streams),
-        ),
-        (
-            "server_slow_client_closes",
-            "Clients closed for staying slow past the deadline",
-            read(&server.slow_client_closes),
-        ),
-        ("server_connections", "Open client connections", read(&server.connections)),
     ];
     for (name, help, value) in gauges {
-        let g: Gauge<u64, AtomicU64> = Gauge::default();
-        g.set(value);
-        registry.register(name, help, g);
+        registry.register(name, help, ConstGauge::new(value));
     }
     let mut out = String::new();
     // Writing into a String cannot fail.

@@ -34,7 +34,7 @@ fn serve_pub_sub_verify_and_stop_gracefully() {
     let config = dir.path().join("herald.toml");
     std::fs::write(
         &config,
-        format!("listen = \"127.0.0.1:{port}\"\ndata = \"{}\"\nworkers = 1\ndurability = \"never\"\nsegment_size = 1048576\n", dir.path().join("data").display()),
+        format!("listen = \"127.0.0.1:{port}\"\ndata = \"{}\"\nworkers = 1\ndurability = \"never\"\nsegment_size = 1048576\nmax_payload = 65536\n", dir.path().join("data").display()),
     )
     .unwrap();
     let mut guard = KillOnDrop(Some(

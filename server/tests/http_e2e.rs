@@ -95,9 +95,40 @@ fn health_readiness_and_metrics() {
     let (status, body) = request(&server, "GET", "/metrics", &[], b"");
     assert_eq!(status, 200);
     let text = String::from_utf8(body).unwrap();
-    assert!(text.contains("herald_published_events 1"), "{text}");
-    assert!(text.contains("herald_server_deliveries 0"), "{text}");
+    assert!(text.contains("herald_published_events_total 1\n"), "{text}");
+    assert!(
+        text.contains("herald_server_deliveries_total 0\n"),
+        "{text}"
+    );
     assert!(text.trim_end().ends_with("# EOF"));
+    // Totals are counters, so that Prometheus' rate() and reset detection
+    // apply; what goes up and down is a gauge.
+    for counter in [
+        "published_events",
+        "delivered_events",
+        "replayed_events",
+        "lagged_fallbacks",
+        "gap_notices",
+        "server_deliveries",
+        "server_slow_streams",
+        "server_slow_client_closes",
+    ] {
+        let line = format!("# TYPE herald_{counter} counter\n");
+        assert!(text.contains(&line), "{line}{text}");
+        let sample = format!("\nherald_{counter}_total ");
+        assert!(text.contains(&sample), "{sample}{text}");
+    }
+    for gauge in [
+        "active_subscriptions",
+        "server_connections",
+        "delivery_latency_p50_ns",
+        "delivery_latency_p95_ns",
+        "delivery_latency_p99_ns",
+        "delivery_latency_max_ns",
+    ] {
+        let line = format!("# TYPE herald_{gauge} gauge\n");
+        assert!(text.contains(&line), "{line}{text}");
+    }
     // One client replays the event and gets a second one live.
     let mut sse = open_sse(&server, "/v1/topics/m/events", Some(0));
     assert_eq!(read_sse(&mut sse, 1)[0].0, 1);
@@ -105,9 +136,12 @@ fn health_readiness_and_metrics() {
     assert_eq!(read_sse(&mut sse, 1)[0].0, 2);
     let (_, body) = request(&server, "GET", "/metrics", &[], b"");
     let text = String::from_utf8(body).unwrap();
-    assert!(text.contains("herald_server_deliveries 2"), "{text}");
+    assert!(
+        text.contains("herald_server_deliveries_total 2\n"),
+        "{text}"
+    );
     // The stream and the scrape itself.
-    assert!(text.contains("herald_server_connections 2"), "{text}");
+    assert!(text.contains("herald_server_connections 2\n"), "{text}");
     server.shutdown().unwrap();
 }
 
@@ -259,8 +293,13 @@ fn a_slow_sse_client_catches_up_with_nothing_missing() {
     assert_eq!(ids, (1..=n as u64).collect::<Vec<_>>());
     let (_, body) = request(&server, "GET", "/metrics", &[], b"");
     let text = String::from_utf8(body).unwrap();
+    let slow_streams: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("herald_server_slow_streams_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no slow-stream counter: {text}"));
     assert!(
-        !text.contains("herald_server_slow_streams 0"),
+        slow_streams > 0,
         "the slow client must have been taken off the live feed: {text}"
     );
     server.shutdown().unwrap();

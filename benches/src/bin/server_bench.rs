@@ -458,10 +458,7 @@ impl ServerProc {
 
     /// One of Herald's counters (0 if absent).
     fn metric(&self, name: &str) -> f64 {
-        self.metrics()
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map_or(0.0, |(_, v)| v)
+        counter(&self.metrics(), name)
     }
 
     fn alive(&mut self) -> bool {
@@ -1753,13 +1750,13 @@ impl Fixture {
             notes.add(format!("{name}: the server process exited during the run"));
         }
         let m = self.server.metrics();
-        let get = |n: &str| m.iter().find(|(k, _)| k == n).map_or(0.0, |(_, v)| *v);
-        for counter in ["herald_server_slow_client_closes", "herald_gap_notices"] {
-            if get(counter) > 0.0 {
-                notes.add(format!(
-                    "herald: {counter} = {} at the end of a fixture",
-                    get(counter)
-                ));
+        for name in [
+            "herald_server_slow_client_closes_total",
+            "herald_gap_notices_total",
+        ] {
+            let value = counter(&m, name);
+            if value > 0.0 {
+                notes.add(format!("herald: {name} = {value} at the end of a fixture"));
             }
         }
         for w in self.server.log_warnings() {
@@ -2086,11 +2083,11 @@ fn fanout_run(peers: [Peer; 2], cfg: &Config, notes: &mut Notes) -> [FanoutRun; 
                     fx.peer.name()
                 ));
             }
-            let parked0 = fx.server.metric("herald_server_slow_streams");
-            let lagged0 = fx.server.metric("herald_lagged_fallbacks");
+            let parked0 = fx.server.metric("herald_server_slow_streams_total");
+            let lagged0 = fx.server.metric("herald_lagged_fallbacks_total");
             let step = paced_step(fx, rate, dur + warmup, warmup);
-            let parked = fx.server.metric("herald_server_slow_streams") - parked0;
-            let lagged = fx.server.metric("herald_lagged_fallbacks") - lagged0;
+            let parked = fx.server.metric("herald_server_slow_streams_total") - parked0;
+            let lagged = fx.server.metric("herald_lagged_fallbacks_total") - lagged0;
             if parked > 0.0 || lagged > 0.0 {
                 notes.add(format!(
                     "herald: {parked} stream(s) parked as slow and {lagged} lagged fallback(s) during a latency run at \
@@ -2811,6 +2808,17 @@ fn main() {
         }
     }
     print!("{out}");
+}
+
+/// The counter sample `name` (`…_total`) of a scrape, 0 if absent. A build
+/// from before counters were named `…_total` (`--herald PATH`) exposed the
+/// same value as a gauge without the suffix.
+fn counter(metrics: &[(String, f64)], name: &str) -> f64 {
+    let old = name.strip_suffix("_total").unwrap_or(name);
+    [name, old]
+        .iter()
+        .find_map(|n| metrics.iter().find(|(k, _)| k == n))
+        .map_or(0.0, |(_, v)| *v)
 }
 
 #[cfg(test)]

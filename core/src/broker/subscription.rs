@@ -21,12 +21,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
-
 use super::checkpoint::AckTracker;
 use super::event::{parse_ring, split_log_type, DeliveryRef, EventRef, Gap};
 use super::filter::Filter;
-use super::metrics::new_histogram;
 use super::topics::Topic;
 use super::{now_ns, BrokerError, Delivery, Inner};
 use crate::log::{LogReader, ReadItem, RecordView, TopicReader};
@@ -96,7 +93,18 @@ pub struct Subscription {
     beyond_end: Option<u64>,
 }
 
-/// What has been delivered, and the per-subscription metrics not yet merged.
+/// Deliveries between two reads of the clock. A read takes a latency sample
+/// (live deliveries) and checks whether the counts are due to be folded.
+const TICK: u64 = 16;
+/// Longest a subscription that keeps delivering holds its counts back
+/// (wall-clock ns; a clock step in either direction folds at once).
+const FOLD_INTERVAL_NS: u64 = 100_000_000;
+/// Latency samples held before they are folded (one per `TICK` live
+/// deliveries, so a fold at least every 1 024 of them).
+const SAMPLES: usize = 64;
+
+/// What has been delivered, and the per-subscription metrics not yet folded
+/// into the broker's (see [`Progress::fold`] for when they are).
 #[derive(Debug)]
 struct Progress {
     /// Single topic: the next topic sequence expected. Ring records below it
@@ -106,12 +114,16 @@ struct Progress {
     /// sources at exactly `next`, so they need no such guard.
     next_topic_seq: u64,
     consumer: Option<(String, AckTracker)>,
-    /// Allocated at the first live sample (some 16 KiB: a subscription
-    /// that only replays, or hands over before going live, never needs it).
-    latency: Option<Box<Histogram<u64>>>,
+    /// Deliveries ever, for the clock ticks (not reset by a fold).
+    count: u64,
+    /// Not yet folded: deliveries, and those of them from the log.
     delivered: u64,
     replayed: u64,
-    gaps: u64,
+    /// Not yet folded: publish→deliver latencies, ns.
+    samples: [u64; SAMPLES],
+    sampled: usize,
+    /// When the clock last said the counts were folded (`now_ns`).
+    folded_at: u64,
 }
 
 impl Progress {
@@ -122,32 +134,48 @@ impl Progress {
             let _ = tracker.delivered(seq);
         }
         self.delivered += 1;
-        if live {
-            // Sampled: reading the clock costs as much as the delivery itself.
-            if seq % 16 == 0 {
-                let latency = self
-                    .latency
-                    .get_or_insert_with(|| Box::new(new_histogram()));
-                let _ = latency.record(now_ns().saturating_sub(timestamp_ns).max(1));
-            }
-        } else {
-            self.replayed += 1;
-        }
-        if self.delivered % 16_384 == 0 {
-            self.flush(inner);
+        self.replayed += u64::from(!live);
+        self.count += 1;
+        // Sampled: reading the clock costs as much as the delivery itself.
+        // Counted per subscription, not by sequence: a filtered subscription
+        // may never see a sequence divisible by 16.
+        if self.count % TICK == 0 {
+            self.tick(inner, timestamp_ns, live);
         }
     }
 
-    fn flush(&mut self, inner: &Inner) {
+    #[inline(never)]
+    fn tick(&mut self, inner: &Inner, timestamp_ns: u64, live: bool) {
+        let now = now_ns();
+        if live {
+            self.samples[self.sampled] = now.saturating_sub(timestamp_ns).max(1);
+            self.sampled += 1;
+        }
+        if self.sampled == SAMPLES || now.abs_diff(self.folded_at) >= FOLD_INTERVAL_NS {
+            self.fold(inner);
+            self.folded_at = now;
+        }
+    }
+
+    /// Adds what is pending to the broker's metrics. Called when the samples
+    /// are full, at a tick `FOLD_INTERVAL_NS` after the last fold, when a
+    /// read finds nothing to deliver and on drop: the metrics never lag a
+    /// subscription that waits for events, and lag one that keeps
+    /// delivering by about `FOLD_INTERVAL_NS`, with no shared write per
+    /// delivery. (Gap notices are rare and are counted at once.)
+    fn fold(&mut self, inner: &Inner) {
         let m = &inner.metrics;
-        m.delivered
-            .fetch_add(std::mem::take(&mut self.delivered), Ordering::Relaxed);
-        m.replayed
-            .fetch_add(std::mem::take(&mut self.replayed), Ordering::Relaxed);
-        m.gaps
-            .fetch_add(std::mem::take(&mut self.gaps), Ordering::Relaxed);
-        if let Some(latency) = &mut self.latency {
-            m.merge_latency(latency);
+        if self.delivered > 0 {
+            m.delivered
+                .fetch_add(std::mem::take(&mut self.delivered), Ordering::Relaxed);
+        }
+        if self.replayed > 0 {
+            m.replayed
+                .fetch_add(std::mem::take(&mut self.replayed), Ordering::Relaxed);
+        }
+        if self.sampled > 0 {
+            m.record_latencies(&self.samples[..self.sampled]);
+            self.sampled = 0;
         }
     }
 }
@@ -251,10 +279,12 @@ impl Subscription {
         let progress = Progress {
             next_topic_seq,
             consumer,
-            latency: None,
+            count: 0,
             delivered: 0,
             replayed: 0,
-            gaps: 0,
+            samples: [0; SAMPLES],
+            sampled: 0,
+            folded_at: now_ns(),
         };
         Ok(Subscription {
             inner,
@@ -313,7 +343,12 @@ impl Subscription {
             match self.step(&mut f)? {
                 Step::Done(r) => return Ok(Some(r)),
                 Step::Again => {}
-                Step::Empty => return Ok(None),
+                Step::Empty => {
+                    // Caught up: the caller waits or goes on to other work,
+                    // so what this subscription delivered is shown now.
+                    self.progress.fold(&self.inner);
+                    return Ok(None);
+                }
             }
         }
     }
@@ -440,7 +475,9 @@ impl Subscription {
                 match item {
                     ReadItem::Gap { from, to } => {
                         *next = to + 1;
-                        progress.gaps += 1;
+                        // Counted at once, not folded: monitoring must see a
+                        // loss even if nothing is read after it.
+                        inner.metrics.gaps.fetch_add(1, Ordering::Relaxed);
                         Ok(deliver(
                             f,
                             DeliveryRef::Gap(Gap {
@@ -485,7 +522,7 @@ impl Subscription {
                 match item {
                     ReadItem::Gap { from, to } => {
                         progress.next_topic_seq = to + 1;
-                        progress.gaps += 1;
+                        inner.metrics.gaps.fetch_add(1, Ordering::Relaxed);
                         Ok(deliver(
                             f,
                             DeliveryRef::Gap(Gap {
@@ -593,7 +630,7 @@ fn deliver<R, F: FnOnce(DeliveryRef<'_>) -> R>(
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.progress.flush(&self.inner);
+        self.progress.fold(&self.inner);
         self.inner.metrics.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
