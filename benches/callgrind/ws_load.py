@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """A minimal WebSocket load for instruction counts of a server under Valgrind.
 
-    ws_load.py HOST PORT EVENTS SUBSCRIBERS
+    ws_load.py HOST PORT EVENTS SUBSCRIBERS [CONNS:SUBS:PATTERNS]
 
-Opens SUBSCRIBERS connections subscribed to one topic, then one publisher
+Opens SUBSCRIBERS connections subscribed to one topic; with the last
+argument also CONNS idle connections of SUBS subscriptions of PATTERNS
+wildcard patterns each that match no published topic, some sharing its
+first tokens (what a hostile client holds to make every event cost more);
+then one publisher
 that pipelines EVENTS `publish` ops (128-byte JSON payloads), and returns
 once every publish is acknowledged and every subscriber has every event.
 Standard library only (no WebSocket package): masked client text frames,
@@ -60,9 +64,30 @@ def frames(buf):
     return out, buf
 
 
+def subscribe_patterns(host, port, c, subs, patterns):
+    """A connection holding subs subscriptions of non-matching patterns."""
+    s, buf = connect(host, port)
+    for i in range(subs):
+        shapes = ["%s.h{0}.>" % TOPIC, "*.h{0}", "bench.*.h{0}", "h{0}.x.*"]
+        topics = [shapes[p % 4].format("%ds%dp%d" % (c, i, p)) for p in range(patterns)]
+        s.sendall(frame(json.dumps({"op": "subscribe", "id": "h%d" % i, "topics": topics})))
+    answered = 0
+    while answered < subs:
+        buf += s.recv(65536)
+        got, buf = frames(buf)
+        for f in got:
+            if b'"subscribed"' not in f:
+                sys.exit(f"hostile subscription refused: {f!r}")
+        answered += len(got)
+    return s
+
+
 def main():
     host, port = sys.argv[1], int(sys.argv[2])
     events, subscribers = int(sys.argv[3]), int(sys.argv[4])
+    hostile = [int(n) for n in sys.argv[5].split(":")] if len(sys.argv) > 5 else [0, 0, 0]
+    # Held open (and subscribed) until the load is done.
+    held = [subscribe_patterns(host, port, c, *hostile[1:]) for c in range(hostile[0])]
     sel = selectors.DefaultSelector()
     for _ in range(subscribers):
         s, buf = connect(host, port)

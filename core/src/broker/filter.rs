@@ -142,6 +142,12 @@ impl Filter {
         }
     }
 
+    /// The topics and patterns, as given (duplicates kept): for a caller
+    /// indexing many filters by topic instead of asking each one.
+    pub fn topic_patterns(&self) -> &[TopicPattern] {
+        &self.topics
+    }
+
     /// Does a topic name match the topic part of the filter?
     pub fn matches_topic(&self, topic: &str) -> bool {
         self.topics.iter().any(|p| p.matches(topic))

@@ -23,6 +23,9 @@ pub(crate) enum ApiError {
     MethodNotAllowed,
     /// A payload over the limit (413).
     TooLarge(String),
+    /// The server is at a capacity bound shared by several clients (503):
+    /// retrying later, or elsewhere, may succeed.
+    Unavailable(String),
     /// The server failed (500): nothing the client can fix.
     Internal(String),
 }
@@ -37,6 +40,7 @@ impl ApiError {
             ApiError::NotFound(_) => (404, "Not Found"),
             ApiError::MethodNotAllowed => (405, "Method Not Allowed"),
             ApiError::TooLarge(_) => (413, "Payload Too Large"),
+            ApiError::Unavailable(_) => (503, "Service Unavailable"),
             ApiError::Internal(_) => (500, "Internal Server Error"),
         }
     }
@@ -50,6 +54,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::TooLarge(_) => "too_large",
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -62,6 +67,7 @@ impl ApiError {
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
             | ApiError::TooLarge(m)
+            | ApiError::Unavailable(m)
             | ApiError::Internal(m) => m,
             ApiError::MethodNotAllowed => "method not allowed",
         }

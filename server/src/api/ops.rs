@@ -25,6 +25,9 @@ pub(crate) const MAX_SUBSCRIPTIONS: usize = 64;
 pub(crate) const MAX_SUBSCRIPTION_ID: usize = 128;
 /// Most topics and patterns one subscription may name.
 pub(crate) const MAX_FILTER_TOPICS: usize = 32;
+/// Most wildcard patterns one WebSocket connection's subscriptions may name
+/// in all: each is a trie branch an event's topic may have to walk.
+pub(crate) const MAX_CONNECTION_PATTERNS: usize = 256;
 /// Most event types one subscription may name.
 pub(crate) const MAX_FILTER_TYPES: usize = 32;
 /// Most events one poll returns.
@@ -451,6 +454,15 @@ pub(crate) struct Selection {
 }
 
 impl Selection {
+    /// How many of the named topics are wildcard patterns.
+    pub(crate) fn wildcards(&self) -> usize {
+        let is_pattern = |t: &String| t.split('.').any(|token| token == "*" || token == ">");
+        match &self.topics {
+            Topics::One(t) => usize::from(is_pattern(t)),
+            Topics::Many(list) => list.iter().filter(|t| is_pattern(t)).count(),
+        }
+    }
+
     /// Checks the bounds of what the client named (names themselves are
     /// checked by the broker when the filter is built).
     pub(crate) fn validate(&self) -> Result<(), ApiError> {

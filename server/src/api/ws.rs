@@ -11,8 +11,10 @@ use serde_json::Value;
 use super::auth::Grants;
 use super::error::ApiError;
 use super::exec::{Caller, Reset, Session};
-use super::ops::{Envelope, Op, StartDefault, Subscribe, Unsubscribe, MAX_SUBSCRIPTIONS};
-use crate::fanout::{Encoding, Router, StreamId};
+use super::ops::{
+    Envelope, Op, StartDefault, Subscribe, Unsubscribe, MAX_CONNECTION_PATTERNS, MAX_SUBSCRIPTIONS,
+};
+use crate::fanout::{Encoding, Router, StreamId, MAX_WORKER_PATTERN_TOKENS};
 
 /// What handling a client's messages needs from the worker.
 pub(crate) struct WsContext<'a> {
@@ -199,11 +201,21 @@ impl WsSession {
                 "at most {MAX_SUBSCRIPTIONS} subscriptions per connection"
             )));
         }
+        let held: usize = self.subs.values().map(|&s| cx.router.wildcards(s)).sum();
+        if held + selection.wildcards() > MAX_CONNECTION_PATTERNS {
+            return Err(ApiError::invalid(format!(
+                "at most {MAX_CONNECTION_PATTERNS} wildcard patterns per connection \
+                 ({held} held)"
+            )));
+        }
         let caller = Caller {
             broker: cx.broker,
             grants: &self.grants,
         };
         let opened = caller.open(selection, StartDefault::Now)?;
+        if !cx.router.admits(opened.sub.filter()) {
+            return Err(pattern_capacity());
+        }
         let reset = opened.sub.beyond_end().map(|head| Reset { head });
         let encoding = Encoding::ws(&id);
         let stream = cx
@@ -236,4 +248,12 @@ impl WsSession {
             SubscriptionId { id: &op.id },
         ))
     }
+}
+
+/// The refusal of a stream over the worker's pattern bound.
+pub(crate) fn pattern_capacity() -> ApiError {
+    ApiError::Unavailable(format!(
+        "this server worker's pattern subscriptions are at their bound \
+         ({MAX_WORKER_PATTERN_TOKENS} tokens); retry later"
+    ))
 }

@@ -36,7 +36,7 @@ use super::websocket::WsStatus;
 use crate::api::auth::Authenticator;
 use crate::api::http::{self as endpoints, Action, HttpContext};
 use crate::api::origins::Origins;
-use crate::api::ws::WsContext;
+use crate::api::ws::{pattern_capacity, WsContext};
 use crate::config::ServerConfig;
 use crate::fanout::encode::PollBody;
 use crate::fanout::{Encoding, Outputs, Router};
@@ -368,6 +368,10 @@ impl Worker {
             let keep_alive = request.keep_alive;
             match endpoints::handle(&cx, &request) {
                 Action::Respond(response) => conn.respond(&response, keep_alive),
+                Action::Stream(s) if !self.router.admits(s.sub.filter()) => {
+                    let refused = endpoints::error(&pattern_capacity());
+                    conn.respond(&refused, keep_alive);
+                }
                 Action::Stream(s) => {
                     conn.respond(&s.head, true);
                     conn.output.extend(s.preamble.as_bytes());

@@ -2,10 +2,11 @@
 //! broker's subscriber.
 //!
 //! A worker reads every event once through its *feed* (one broker
-//! subscription to all topics) and routes it through a topic→streams map to
-//! the streams of its connections (an SSE connection has one stream, a
-//! WebSocket one per subscription). Each frame is encoded once per worker
-//! and shared between connections as `Bytes`.
+//! subscription to all topics) and routes it through a topic→streams map
+//! (single-topic streams) and a token trie ([`index`]: pattern and
+//! multi-topic streams) to the streams of its connections (an SSE
+//! connection has one stream, a WebSocket one per subscription). Each frame
+//! is encoded once per worker and shared between connections as `Bytes`.
 //!
 //! A stream is in one of three states:
 //! - **live**: in the map, fed by the feed;
@@ -29,10 +30,12 @@ use herald_core::ring::Doorbell;
 use herald_core::Broker;
 
 pub(crate) mod encode;
+mod index;
 
 use crate::conn::output::Output;
 use crate::metrics::ServerStats;
 use encode::{encode_own, ws_event_prefix, ws_text_header, Frames};
+use index::TopicIndex;
 
 /// A stream's index in its worker's router.
 pub(crate) type StreamId = usize;
@@ -41,6 +44,11 @@ pub(crate) type StreamId = usize;
 const FEED_BUDGET: usize = 4096;
 /// Deliveries one catching-up stream gets per call.
 const CATCH_UP_BUDGET: usize = 256;
+/// Most tokens the topics and patterns of a worker's pattern and
+/// multi-topic streams hold in all. The trie has a node per token, up to
+/// about 540 bytes each (a chain of single-child nodes): this keeps it under
+/// about 70 MB per worker.
+pub(crate) const MAX_WORKER_PATTERN_TOKENS: usize = 1 << 17;
 
 /// Where the router finds a connection's output.
 pub(crate) trait Outputs {
@@ -91,6 +99,9 @@ struct Stream {
     next_topic_seq: u64,
     /// Its subscription failed: retried on the next wake-up, not at once.
     failed: bool,
+    /// What it counts against [`MAX_WORKER_PATTERN_TOKENS`] (0: single
+    /// topic, not in the trie).
+    tokens: usize,
 }
 
 /// One worker's streams and its feed.
@@ -102,7 +113,11 @@ pub(crate) struct Router {
     /// Live single-topic streams by topic.
     by_topic: HashMap<Arc<str>, Vec<StreamId>>,
     /// Live streams of patterns or several topics.
-    patterns: Vec<StreamId>,
+    index: TopicIndex,
+    /// The streams `index` matched for the event being routed.
+    matched: Vec<StreamId>,
+    /// The trie tokens of every stream, live or not (each goes live).
+    tokens: usize,
     /// Streams catching up or parked.
     behind: Vec<StreamId>,
     frames: Frames,
@@ -128,7 +143,9 @@ impl Router {
             streams: Vec::new(),
             free: Vec::new(),
             by_topic: HashMap::new(),
-            patterns: Vec::new(),
+            index: TopicIndex::default(),
+            matched: Vec::new(),
+            tokens: 0,
             behind: Vec::new(),
             frames: Frames::default(),
             dirty: Vec::new(),
@@ -137,6 +154,23 @@ impl Router {
             parked_count: 0,
             parked: Vec::new(),
         })
+    }
+
+    /// Whether a stream of `filter` fits [`MAX_WORKER_PATTERN_TOKENS`]:
+    /// ask before [`Router::add`].
+    pub(crate) fn admits(&self, filter: &Filter) -> bool {
+        self.tokens + trie_tokens(filter) <= MAX_WORKER_PATTERN_TOKENS
+    }
+
+    /// How many wildcard patterns a stream's filter names.
+    pub(crate) fn wildcards(&self, id: StreamId) -> usize {
+        self.streams
+            .get(id)
+            .and_then(Option::as_ref)
+            .map_or(0, |s| {
+                let patterns = s.filter.topic_patterns().iter();
+                patterns.filter(|p| !p.is_exact()).count()
+            })
     }
 
     /// Adds a stream for connection `conn`, reading `sub` until it catches
@@ -148,8 +182,11 @@ impl Router {
         encoding: Encoding,
         prefix_len: usize,
     ) -> StreamId {
+        let tokens = trie_tokens(sub.filter());
+        self.tokens += tokens;
         let stream = Stream {
             conn,
+            tokens,
             filter: sub.filter().clone(),
             encoding,
             prefix_len,
@@ -178,6 +215,7 @@ impl Router {
         let Some(stream) = self.streams.get_mut(id).and_then(Option::take) else {
             return;
         };
+        self.tokens -= stream.tokens;
         match stream.state {
             State::Live => self.unlink(id, &stream.filter),
             State::CatchingUp(_) | State::Parked(_) => drop_from(&mut self.behind, id),
@@ -247,7 +285,8 @@ impl Router {
                 feed,
                 streams,
                 by_topic,
-                patterns,
+                index,
+                matched,
                 frames,
                 dirty,
                 max_output,
@@ -270,11 +309,12 @@ impl Router {
                     };
                     if let Some(ids) = by_topic.get(e.topic.as_ref()) {
                         for &id in ids {
-                            to.deliver(id, &e, false);
+                            to.deliver(id, &e);
                         }
                     }
-                    for &id in patterns.iter() {
-                        to.deliver(id, &e, true);
+                    index.matches(e.topic, matched);
+                    for &id in matched.iter() {
+                        to.deliver(id, &e);
                     }
                 }
                 // The feed itself fell behind retention (a worker stalled
@@ -434,7 +474,7 @@ impl Router {
         };
         match stream.filter.single_topic() {
             Some(topic) => self.by_topic.entry(topic.into()).or_default().push(id),
-            None => self.patterns.push(id),
+            None => self.index.insert(id, &stream.filter),
         }
     }
 
@@ -448,7 +488,7 @@ impl Router {
                     }
                 }
             }
-            None => drop_from(&mut self.patterns, id),
+            None => self.index.remove(id, filter),
         }
     }
 
@@ -480,13 +520,13 @@ struct Deliver<'a, O: Outputs> {
 }
 
 impl<O: Outputs> Deliver<'_, O> {
-    fn deliver(&mut self, id: StreamId, e: &EventRef<'_>, check_topic: bool) {
+    /// Delivers `e` to stream `id`, whose topic or patterns match it.
+    fn deliver(&mut self, id: StreamId, e: &EventRef<'_>) {
         let Some(stream) = self.streams[id].as_mut() else {
             return;
         };
         if e.seq < stream.next
             || e.topic_seq < stream.next_topic_seq
-            || (check_topic && !stream.filter.matches_topic(e.topic))
             || !stream
                 .filter
                 .matches_event(e.event_type.as_bytes(), e.origin)
@@ -532,11 +572,22 @@ impl<O: Outputs> Deliver<'_, O> {
     }
 }
 
+/// What a stream of `filter` costs the trie (single-topic streams are not
+/// in it).
+fn trie_tokens(filter: &Filter) -> usize {
+    match filter.single_topic() {
+        Some(_) => 0,
+        None => index::tokens(filter),
+    }
+}
+
 fn drop_from(ids: &mut Vec<StreamId>, id: StreamId) {
     if let Some(i) = ids.iter().position(|&x| x == id) {
         ids.swap_remove(i);
     }
 }
 
+#[cfg(test)]
+mod bounds_tests;
 #[cfg(test)]
 mod tests;
