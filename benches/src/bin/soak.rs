@@ -2686,3 +2686,102 @@ fn run(args: &Args) -> Result<bool, String> {
     );
     Ok(failures.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_split_on_blank_lines_and_skip_comments() {
+        let stream = b"retry: 2000\n\n: keep-alive\n\nid: 7\nevent: soak.e\ndata: {\"k\":1,\"n\":2}\n\nid: 8\nevent: soak.e\ndata: {\"k\":1,";
+        let (mut pending, mut has_data) = (SseEvent::default(), false);
+        let (events, used) = parse_sse(&mut pending, &mut has_data, stream);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].id.as_deref(), Some("7"));
+        assert_eq!(events[0].event.as_deref(), Some(EVENT_TYPE));
+        assert_eq!(events[0].data, r#"{"k":1,"n":2}"#);
+        // The incomplete last line stays unread.
+        assert_eq!(&stream[used..], b"data: {\"k\":1,");
+    }
+
+    /// A ledger of 10 events, alternating between topics 0 and 1.
+    fn ledger() -> (Ledger, Vec<(u64, Entry)>, Targets) {
+        let mut l = Ledger::new();
+        for seq in 1..=10u64 {
+            let topic = (seq % 2) as usize;
+            let tseq = seq.div_ceil(2);
+            l.record(
+                seq,
+                Entry {
+                    topic,
+                    tseq,
+                    key: key(1, seq),
+                },
+            )
+            .unwrap();
+        }
+        let mut all: Vec<(u64, Entry)> = l.entries.iter().map(|(s, e)| (*s, *e)).collect();
+        all.sort_by_key(|(s, _)| *s);
+        let mut topic_tseq = [0; TOPICS];
+        let mut topic_seq = [0; TOPICS];
+        for t in 0..2 {
+            topic_tseq[t] = l.topic_max(t);
+            topic_seq[t] = *l.by_topic[t].values().max().unwrap();
+        }
+        let targets = Targets {
+            topic_tseq,
+            topic_seq,
+            end_seq: 11,
+            deadline: Instant::now(),
+        };
+        (l, all, targets)
+    }
+
+    #[test]
+    fn verify_counts_losses_duplicates_and_mismatches() {
+        let (l, all, targets) = ledger();
+        let mut sub = Sub::new("s", Kind::WsMulti(vec![0, 1], false), false);
+        // Two lives: 1..=4, then from 6 on; 5 is not expected.
+        sub.lives[0].got = (1..=4).map(|s| (s, key(1, s), s.div_ceil(2))).collect();
+        sub.lives[0].end = Some(4);
+        let got = |s: u64| (s, key(1, s), s.div_ceil(2));
+        sub.lives.push(Life {
+            start: 5,
+            end: None,
+            got: (6..=10).map(got).collect(),
+        });
+        let v = verify(&sub, &l, &all, &targets);
+        assert_eq!((v.expected, v.bad()), (9, 0), "{v:?}");
+
+        // 8 lost, 9 twice, 10 with another payload.
+        sub.lives[1].got = vec![got(6), got(7), got(9), got(9), (10, key(2, 10), 5)];
+        let v = verify(&sub, &l, &all, &targets);
+        assert_eq!(
+            (v.lost, v.duplicates, v.mismatched, v.unexpected),
+            (1, 1, 1, 0)
+        );
+
+        // One topic: ids are topic seqs; an event beyond the target is unexpected.
+        let mut one = Sub::new("t", Kind::SseTopic(1), false);
+        one.lives[0].got = (1..=6).map(|t| (t, key(1, 2 * t - 1), 0)).collect();
+        let v = verify(&one, &l, &all, &targets);
+        assert_eq!((v.expected, v.lost, v.unexpected), (5, 0, 1), "{v:?}");
+    }
+
+    #[test]
+    fn global_sequence_needs_every_seq_once() {
+        let (_, all, _) = ledger();
+        let mut w = Sub::new("w", Kind::Presence, false);
+        w.lives[0].got = vec![(11, 0, 0)];
+        assert_eq!(verify_global(&w, &all, 11), (1, 0, 0));
+        w.lives[0].got = vec![(10, 0, 0), (12, 0, 0)];
+        assert_eq!(verify_global(&w, &all, 11), (1, 1, 1));
+    }
+
+    #[test]
+    fn axis_maxima_are_round() {
+        assert_eq!(nice(0.5), 1.0);
+        assert_eq!(nice(34.0), 50.0);
+        assert_eq!(nice(101.0), 200.0);
+    }
+}
