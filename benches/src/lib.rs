@@ -4,7 +4,10 @@
 //!   messages), run identically against Herald's ring and its peers
 //!   (`tokio::sync::broadcast`, `bus`, `disruptor`, `crossbeam-channel`).
 //! - [`report`]: machine description, peer versions, medians and the
-//!   number formatting used by the markdown tables.
+//!   number formatting used by the markdown tables; readers of a process's
+//!   CPU time, memory and descriptors in `/proc`.
+//! - [`ws`]: the load generators' minimal WebSocket client and free ports.
 
 pub mod report;
 pub mod ring;
+pub mod ws;

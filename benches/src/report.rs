@@ -204,18 +204,69 @@ impl CpuMeter {
     /// (busy ticks, total ticks over all cores, this process's ticks).
     fn sample() -> (u64, u64, u64) {
         let (busy, total) = machine_ticks();
-        let own = fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|s| {
-                // Fields after the command name (which is in parentheses):
-                // field 3 (state) is token 0, so utime (14) and stime (15)
-                // are tokens 11 and 12.
-                let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-                Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-            })
-            .unwrap_or(0);
-        (busy, total, own)
+        (busy, total, proc_ticks("self"))
     }
+}
+
+/// User + system CPU ticks of process `pid` (`"self"` for this one) from
+/// `/proc/<pid>/stat`, all threads; 0 if it cannot be read.
+pub fn proc_ticks(pid: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (in parentheses): utime and stime
+            // are fields 14 and 15, tokens 11 and 12 after the name.
+            let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `RssAnon`, `RssFile`, …)
+/// in KiB; `None` if the process or the field is gone.
+pub fn proc_status_kib(pid: &str, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Resident KiB of process `pid`'s mappings of files under `dir` (from
+/// `/proc/<pid>/smaps`); `None` if it cannot be read.
+pub fn proc_mapped_rss_kib(pid: &str, dir: &str) -> Option<u64> {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let mut inside = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            // A mapping's header: range, perms, offset, device, inode, path.
+            inside = words.nth(4).is_some_and(|path| path.starts_with(dir));
+        } else if inside && first == "Rss:" {
+            kib += words.next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(kib)
+}
+
+/// Open descriptors of process `pid` from `/proc/<pid>/fd`: (all, sockets);
+/// `None` if the directory cannot be read.
+pub fn proc_fds(pid: &str) -> Option<(usize, usize)> {
+    let dir = format!("/proc/{pid}/fd");
+    let (mut all, mut sockets) = (0, 0);
+    for entry in fs::read_dir(&dir).ok()?.flatten() {
+        all += 1;
+        // A descriptor closed since read_dir listed it has no link: not counted as a socket.
+        if fs::read_link(entry.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:")) {
+            sockets += 1;
+        }
+    }
+    Some((all, sockets))
 }
 
 #[cfg(test)]
@@ -244,6 +295,20 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn proc_readers_read_this_process() {
+        assert!(proc_status_kib("self", "VmRSS").is_some_and(|k| k > 0));
+        assert_eq!(proc_status_kib("self", "NoSuchField"), None);
+        let (all, sockets) = proc_fds("self").unwrap();
+        assert!(all >= 3 && sockets <= all);
+        assert!(proc_ticks("self") < u64::MAX);
+        // This test's binary is mapped; nothing is mapped from a directory that does not exist.
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap().to_string_lossy().to_string();
+        assert!(proc_mapped_rss_kib("self", &dir).is_some_and(|k| k > 0));
+        assert_eq!(proc_mapped_rss_kib("self", "/no/such/dir"), Some(0));
     }
 
     #[test]

@@ -62,7 +62,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream as StdTcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream as StdTcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -74,7 +74,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use herald_benches::report::{
     fmt_ns, fmt_rate, fmt_ratio, locked_version, machine_description, machine_ticks, median,
+    proc_status_kib, proc_ticks,
 };
+use herald_benches::ws::{contains, find, free_port, push_ws_frame, upgrade_request, ws_frame};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
@@ -86,11 +88,6 @@ const PAYLOAD: usize = 128;
 /// Added to every timestamp so that it always has 19 digits (valid JSON,
 /// fixed width).
 const TS_OFFSET: u64 = 1_000_000_000_000_000_000;
-/// The client's fixed `Sec-WebSocket-Key` (the RFC's example nonce).
-const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-/// The client's fixed masking key (RFC 6455 requires masked client frames;
-/// it does not let the server check that keys are unpredictable).
-const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 /// Connections being set up at once per client thread (keeps the servers'
 /// accept backlogs from overflowing).
 const MAX_CONNECTING: usize = 256;
@@ -319,13 +316,6 @@ struct ServerProc {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("no free loopback port")
-        .port()
-}
-
 impl ServerProc {
     /// Starts `peer` allowing `max_connections` clients, and waits until it
     /// is ready (Herald: `GET /readyz` answers 200; NATS: the `INFO` line).
@@ -467,17 +457,7 @@ impl ServerProc {
 
     /// Resident set size in KiB (`VmRSS`).
     fn rss_kib(&self) -> u64 {
-        fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))?
-                    .split_whitespace()
-                    .nth(1)?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0)
+        proc_status_kib(&self.pid().to_string(), "VmRSS").unwrap_or(0)
     }
 
     fn ticks(&self) -> u64 {
@@ -510,19 +490,6 @@ impl Drop for ServerProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// User + system CPU ticks of a process (`/proc/<pid>/stat`), all threads.
-fn proc_ticks(pid: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name (in parentheses): utime and stime
-            // are fields 14 and 15, tokens 11 and 12 after the name.
-            let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0)
 }
 
 fn clock_ticks_per_sec() -> f64 {
@@ -593,65 +560,10 @@ fn stamp(msg: &[u8]) -> Option<u64> {
     (n == 19).then(|| v.wrapping_sub(TS_OFFSET))
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    find(haystack, needle).is_some()
-}
-
-fn upgrade_request(addr: SocketAddr) -> Vec<u8> {
-    format!(
-        "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .into_bytes()
-}
-
 const NATS_CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n";
-
-/// Appends a masked client frame (FIN set) with `opcode` and `payload`.
-fn push_ws_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
-    out.push(0x80 | opcode);
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= usize::from(u16::MAX) {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    out.extend_from_slice(&MASK);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i & 3]));
-}
 
 fn subscribe_message(topic: &str) -> Vec<u8> {
     format!(r#"{{"op":"subscribe","id":"s","topic":"{topic}"}}"#).into_bytes()
-}
-
-/// The server frame at the start of `b`: (opcode, payload start, frame end),
-/// or `None` if it is not complete yet. Server frames are not masked.
-fn ws_frame(b: &[u8]) -> Option<(u8, usize, usize)> {
-    if b.len() < 2 {
-        return None;
-    }
-    let opcode = b[0] & 0x0f;
-    let (len, mut start): (usize, usize) = match b[1] & 0x7f {
-        126 => (usize::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?])), 4),
-        127 => {
-            let bytes: [u8; 8] = b.get(2..10)?.try_into().ok()?;
-            (u64::from_be_bytes(bytes) as usize, 10)
-        }
-        n => (usize::from(n), 2),
-    };
-    if b[1] & 0x80 != 0 {
-        start += 4; // a masked server frame is a protocol error; skip it whole
-    }
-    let end = start.checked_add(len)?;
-    (b.len() >= end).then_some((opcode, start, end))
 }
 
 /// One item of the NATS server protocol.
@@ -2836,42 +2748,6 @@ mod tests {
         event.extend_from_slice(&p);
         event.push(b'}');
         assert_eq!(stamp(&event), Some(123_456_789));
-    }
-
-    #[test]
-    fn websocket_frames_round_trip_lengths() {
-        for len in [0usize, 125, 126, 65_535, 65_536] {
-            // A server frame of `len` bytes.
-            let mut f = vec![0x81];
-            if len < 126 {
-                f.push(len as u8);
-            } else if len < 65_536 {
-                f.push(126);
-                f.extend_from_slice(&(len as u16).to_be_bytes());
-            } else {
-                f.push(127);
-                f.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-            let header = f.len();
-            f.extend(std::iter::repeat_n(b'a', len));
-            assert_eq!(ws_frame(&f), Some((1, header, header + len)), "len {len}");
-            assert_eq!(
-                ws_frame(&f[..f.len() - 1]),
-                None,
-                "len {len}, one byte short"
-            );
-        }
-        // A client frame: masked, and unmasks to the payload.
-        let mut c = Vec::new();
-        push_ws_frame(&mut c, 1, b"hello");
-        assert_eq!(c[0], 0x81);
-        assert_eq!(c[1], 0x80 | 5);
-        let unmasked: Vec<u8> = c[6..]
-            .iter()
-            .enumerate()
-            .map(|(i, b)| b ^ c[2 + (i & 3)])
-            .collect();
-        assert_eq!(unmasked, b"hello");
     }
 
     #[test]
