@@ -2491,11 +2491,11 @@ fn run(args: &Args) -> Result<bool, String> {
         report,
         "Deliveries: {} in all ({} by the server's count), caught up {:.1} s after the publishers stopped; {} subscriber sessions; slow-client closes seen: {slow_ws} WebSocket 4008, {slow_eof} WebSocket closed while the client stalled past the deadline, {slow_sse} SSE (server: {} closes, {} streams parked); {} presence operations.",
         total.received,
-        metric("herald_server_deliveries"),
+        metric("herald_server_deliveries_total"),
         catch_up.as_secs_f64(),
         sh.sessions.load(Ordering::Relaxed),
-        metric("herald_server_slow_client_closes"),
-        metric("herald_server_slow_streams"),
+        metric("herald_server_slow_client_closes_total"),
+        metric("herald_server_slow_streams_total"),
         sh.presence_ops.load(Ordering::Relaxed),
     )
     .unwrap();
@@ -2504,11 +2504,11 @@ fn run(args: &Args) -> Result<bool, String> {
         failures.push("the server's /metrics could not be read".into());
     }
     // Every close a subscriber saw must be one the server made as slow.
-    if (slow_ws + slow_eof + slow_sse) as f64 > metric("herald_server_slow_client_closes") {
+    if (slow_ws + slow_eof + slow_sse) as f64 > metric("herald_server_slow_client_closes_total") {
         failures.push(format!(
             "subscribers saw {} server closes, the server counts {} slow-client closes",
             slow_ws + slow_eof + slow_sse,
-            metric("herald_server_slow_client_closes")
+            metric("herald_server_slow_client_closes_total")
         ));
     }
 
