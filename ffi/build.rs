@@ -11,6 +11,12 @@ fn main() {
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("herald.h");
     println!("cargo:rerun-if-changed=src");
+    // The shared library's SONAME carries the major version, so programs
+    // linked against one major keep loading a compatible one.
+    println!(
+        "cargo:rustc-cdylib-link-arg=-Wl,-soname,libherald.so.{}",
+        env::var("CARGO_PKG_VERSION_MAJOR").expect("cargo sets the version variables")
+    );
     println!("cargo:rerun-if-changed=cbindgen.toml");
     let mut config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
         .expect("ffi/cbindgen.toml parses");

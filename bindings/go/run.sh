@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 lib="${HERALD_LIB_DIR:-$(cd ../.. && pwd)/target/release}"
+# Programs linked with -lherald load it by its SONAME (libherald.so.MAJOR).
+ln -sfn libherald.so "$lib/libherald.so.0"
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod GOPROXY=off CGO_ENABLED=1
 export CGO_LDFLAGS="-L$lib" LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 go vet ./...

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/../.."
 lib="${HERALD_LIB_DIR:-$PWD/target/release}"
 out="$PWD/target/c-tests"
 mkdir -p "$out"
+# Programs linked with -lherald load it by its SONAME (libherald.so.MAJOR).
+ln -sfn libherald.so "$lib/libherald.so.0"
 gcc -std=c11 -Wall -Wextra -Werror -g -O1 -fno-omit-frame-pointer \
     -fsanitize=address,undefined -fno-sanitize-recover=all \
     -Iinclude tests/c/herald_test.c -L"$lib" -lherald -lpthread -o "$out/herald_test"
