@@ -43,6 +43,9 @@
 // (group commit).
 #define HERALD_DURABILITY_ALWAYS 2
 
+// Most origins one filter leaves out (`herald_filter_exclude_origin`).
+#define HERALD_MAX_EXCLUDED_ORIGINS 32
+
 // Start with the next event published (`start_value` ignored).
 #define HERALD_START_NOW 0
 
@@ -511,6 +514,8 @@ herald_result herald_filter_add_type(const struct herald_filter *filter,
                                      size_t event_type_len);
 
 // Leaves out events published with this origin ("not my own events").
+// Called again, it leaves out that origin too (at most
+// `HERALD_MAX_EXCLUDED_ORIGINS` origins: `HERALD_E_INVALID_ARGUMENT` beyond).
 //
 // # Safety
 // `filter` NULL or live.

@@ -10,6 +10,9 @@ use crate::error::{fail, ffi_entry, herald_result};
 use crate::herald_result::*;
 use crate::{handle, into_raw, out_arg, str_arg, write_out, Handle, DEAD};
 
+/// Most origins one filter leaves out (`herald_filter_exclude_origin`).
+pub const HERALD_MAX_EXCLUDED_ORIGINS: usize = 32;
+
 /// What a subscriber selects: topic names or patterns (NATS-style `*` one
 /// token, `>` one or more trailing tokens), optionally event types, and an
 /// origin to exclude ("not my own events"). Build it, pass it to
@@ -28,7 +31,7 @@ pub struct herald_filter {
 pub(crate) struct FilterSpec {
     topics: Vec<String>,
     types: Vec<String>,
-    exclude_origin: Option<u64>,
+    exclude_origins: Vec<u64>,
 }
 
 impl Handle for herald_filter {
@@ -50,7 +53,7 @@ impl herald_filter {
         if !spec.types.is_empty() {
             filter = filter.with_types(&spec.types);
         }
-        if let Some(origin) = spec.exclude_origin {
+        for &origin in &spec.exclude_origins {
             filter = filter.excluding_origin(origin);
         }
         Ok(filter)
@@ -146,6 +149,8 @@ pub unsafe extern "C" fn herald_filter_add_type(
 }
 
 /// Leaves out events published with this origin ("not my own events").
+/// Called again, it leaves out that origin too (at most
+/// `HERALD_MAX_EXCLUDED_ORIGINS` origins: `HERALD_E_INVALID_ARGUMENT` beyond).
 ///
 /// # Safety
 /// `filter` NULL or live.
@@ -157,7 +162,16 @@ pub unsafe extern "C" fn herald_filter_exclude_origin(
     ffi_entry!({
         // SAFETY: the caller guarantees NULL or a live handle.
         let f = unsafe { handle(filter) }?;
-        f.spec().exclude_origin = Some(origin);
+        let mut spec = f.spec();
+        if !spec.exclude_origins.contains(&origin) {
+            if spec.exclude_origins.len() >= HERALD_MAX_EXCLUDED_ORIGINS {
+                return Err(fail(
+                    HERALD_E_INVALID_ARGUMENT,
+                    format_args!("a filter excludes at most {HERALD_MAX_EXCLUDED_ORIGINS} origins"),
+                ));
+            }
+            spec.exclude_origins.push(origin);
+        }
         Ok(())
     })
 }

@@ -144,10 +144,16 @@ fn reference_events_query(pairs: &[&(String, String)]) -> Option<EventsQuery> {
             )
         };
         let num = v.parse::<u64>().ok();
+        let origins = || {
+            v.split(',')
+                .filter(|t| !t.is_empty())
+                .map(|o| o.parse::<u64>().ok())
+                .collect::<Option<Vec<u64>>>()
+        };
         let slot_was_empty = match k.as_str() {
             "topics" => q.topics.replace(list()?).is_none(),
             "types" => q.types.replace(list()?).is_none(),
-            "exclude_origin" => q.exclude_origin.replace(num?).is_none(),
+            "exclude_origin" => q.exclude_origin.replace(origins()?).is_none(),
             "after" => q.after.replace(num?).is_none(),
             "since" => q.since.replace(num?).is_none(),
             "last" => q.last.replace(num?).is_none(),

@@ -87,8 +87,8 @@ pub struct EventsQuery {
     pub topics: Option<Vec<String>>,
     /// `types`, split on commas.
     pub types: Option<Vec<String>>,
-    /// `exclude_origin`.
-    pub exclude_origin: Option<u64>,
+    /// `exclude_origin`, split on commas.
+    pub exclude_origin: Option<Vec<u64>>,
     /// `after`.
     pub after: Option<u64>,
     /// `since`.
@@ -109,7 +109,7 @@ pub fn events_query(query: &str) -> Result<EventsQuery, String> {
     Ok(EventsQuery {
         topics: q.topics.as_ref().map(|l| l.0.clone()),
         types: q.types.as_ref().map(|l| l.0.clone()),
-        exclude_origin: q.exclude_origin,
+        exclude_origin: q.exclude_origin.as_ref().map(|o| o.0.clone()),
         after: q.after,
         since: q.since,
         last: q.last,

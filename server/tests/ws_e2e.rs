@@ -309,3 +309,64 @@ fn a_batch_is_published_together_and_delivered_in_order() {
     let topics = server.broker().topics();
     assert!(!topics.iter().any(|t| t == "batch.never"), "{topics:?}");
 }
+
+#[test]
+fn several_origins_can_be_left_out_on_both_transports() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let mut ws = connect(&server);
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "s", "topic": "o", "exclude_origin": [1, 2]}),
+    );
+    assert_eq!(recv(&mut ws)["type"], "subscribed");
+    for origin in [1, 2, 3] {
+        send(
+            &mut ws,
+            json!({"op": "publish", "topic": "o", "type": "e", "data": origin, "origin": origin}),
+        );
+    }
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        got.push(recv(&mut ws));
+    }
+    let events: Vec<&Value> = got.iter().filter(|m| m["type"] == "event").collect();
+    assert_eq!(events.len(), 1, "{got:?}");
+    assert_eq!(events[0]["origin"], 3);
+    // One origin is still a number, and the HTTP query takes a comma list.
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "t", "topic": "o", "exclude_origin": 1, "after": 0}),
+    );
+    assert_eq!(recv(&mut ws)["type"], "subscribed");
+    assert_eq!(recv(&mut ws)["origin"], 2);
+    let url = format!(
+        "http://{}/v1/topics/o/events?after=0&exclude_origin=1,3",
+        server.local_addr()
+    );
+    let page = http_get(&url);
+    let origins: Vec<u64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["origin"].as_u64().unwrap())
+        .collect();
+    assert_eq!(origins, [2]);
+    server.shutdown().unwrap();
+}
+
+/// A GET on a fresh connection, its JSON body.
+fn http_get(url: &str) -> Value {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (addr, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap()
+}

@@ -95,7 +95,8 @@ impl TopicPattern {
 pub struct Filter {
     pub(crate) topics: Vec<TopicPattern>,
     pub(crate) types: Vec<String>,
-    pub(crate) exclude_origin: Option<u64>,
+    /// Origins whose events are left out (a handful at most: a list).
+    pub(crate) exclude_origins: Vec<u64>,
 }
 
 impl Filter {
@@ -118,7 +119,7 @@ impl Filter {
         Ok(Filter {
             topics,
             types: Vec::new(),
-            exclude_origin: None,
+            exclude_origins: Vec::new(),
         })
     }
 
@@ -128,9 +129,12 @@ impl Filter {
         self
     }
 
-    /// Leaves out events published with this origin ("not my own events").
+    /// Leaves out events published with this origin ("not my own events");
+    /// called again, with that origin too.
     pub fn excluding_origin(mut self, origin: u64) -> Filter {
-        self.exclude_origin = Some(origin);
+        if !self.exclude_origins.contains(&origin) {
+            self.exclude_origins.push(origin);
+        }
         self
     }
 
@@ -155,7 +159,7 @@ impl Filter {
 
     /// Do an event's type and origin pass the filter (its topic already did)?
     pub fn matches_event(&self, event_type: &[u8], origin: u64) -> bool {
-        if self.exclude_origin == Some(origin) {
+        if self.exclude_origins.contains(&origin) {
             return false;
         }
         self.types.is_empty() || self.types.iter().any(|t| t.as_bytes() == event_type)

@@ -223,7 +223,7 @@ impl Caller<'_> {
         }
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut filter = Filter::patterns(&refs)?.with_types(&selection.types);
-        if let Some(origin) = selection.exclude_origin {
+        for &origin in &selection.exclude_origins {
             filter = filter.excluding_origin(origin);
         }
         let start = selection.position.start(single, default)?;

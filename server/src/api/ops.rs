@@ -30,6 +30,8 @@ pub(crate) const MAX_FILTER_TOPICS: usize = 32;
 pub(crate) const MAX_CONNECTION_PATTERNS: usize = 256;
 /// Most event types one subscription may name.
 pub(crate) const MAX_FILTER_TYPES: usize = 32;
+/// Most origins one subscription leaves out.
+pub(crate) const MAX_EXCLUDED_ORIGINS: usize = 32;
 /// Most events one poll returns.
 pub(crate) const MAX_POLL_LIMIT: u64 = 1000;
 /// Events a poll returns unless it says otherwise.
@@ -95,7 +97,7 @@ pub(crate) struct Subscribe {
     pub(crate) topic: Option<String>,
     pub(crate) topics: Option<Vec<String>>,
     pub(crate) types: Option<Vec<String>>,
-    pub(crate) exclude_origin: Option<u64>,
+    pub(crate) exclude_origin: Option<OriginList>,
     pub(crate) after: Option<u64>,
     pub(crate) since: Option<u64>,
     pub(crate) last: Option<u64>,
@@ -367,7 +369,7 @@ pub(crate) fn from_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError
 pub(crate) struct EventsQuery {
     pub(crate) topics: Option<CommaList>,
     pub(crate) types: Option<CommaList>,
-    pub(crate) exclude_origin: Option<u64>,
+    pub(crate) exclude_origin: Option<CommaOrigins>,
     pub(crate) after: Option<u64>,
     pub(crate) since: Option<u64>,
     pub(crate) last: Option<u64>,
@@ -391,6 +393,40 @@ impl<'de> Deserialize<'de> for CommaList {
         let text = String::deserialize(d)?;
         let items = text.split(',').filter(|t| !t.is_empty());
         Ok(CommaList(items.map(str::to_owned).collect()))
+    }
+}
+
+/// Origins to leave out, in a message: one (`7`) or a list (`[7, 9]`).
+#[derive(Debug, Default)]
+pub(crate) struct OriginList(pub(crate) Vec<u64>);
+
+impl<'de> Deserialize<'de> for OriginList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<OriginList, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "an origin (u64) or a list of origins")]
+        enum OneOrMany {
+            One(u64),
+            Many(Vec<u64>),
+        }
+        Ok(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(o) => OriginList(vec![o]),
+            OneOrMany::Many(v) => OriginList(v),
+        })
+    }
+}
+
+/// Origins to leave out, in a query string: `7` or `7,9`.
+#[derive(Debug, Default)]
+pub(crate) struct CommaOrigins(pub(crate) Vec<u64>);
+
+impl<'de> Deserialize<'de> for CommaOrigins {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<CommaOrigins, D::Error> {
+        let CommaList(items) = CommaList::deserialize(d)?;
+        let origins = items.iter().map(|o| {
+            o.parse()
+                .map_err(|_| serde::de::Error::custom(format!("invalid origin {o:?}, expected u64")))
+        });
+        Ok(CommaOrigins(origins.collect::<Result<_, _>>()?))
     }
 }
 
@@ -448,7 +484,7 @@ impl Position {
 pub(crate) struct Selection {
     pub(crate) topics: Topics,
     pub(crate) types: Vec<String>,
-    pub(crate) exclude_origin: Option<u64>,
+    pub(crate) exclude_origins: Vec<u64>,
     pub(crate) position: Position,
     pub(crate) consumer: Option<String>,
 }
@@ -486,6 +522,11 @@ impl Selection {
         for t in &self.types {
             validate_event_type(t).map_err(|e| ApiError::invalid(format!("'types': {e}")))?;
         }
+        if self.exclude_origins.len() > MAX_EXCLUDED_ORIGINS {
+            return Err(ApiError::invalid(format!(
+                "'exclude_origin': at most {MAX_EXCLUDED_ORIGINS} origins per subscription"
+            )));
+        }
         Ok(())
     }
 }
@@ -509,7 +550,7 @@ impl Subscribe {
         let selection = Selection {
             topics,
             types: self.types.unwrap_or_default(),
-            exclude_origin: self.exclude_origin,
+            exclude_origins: self.exclude_origin.map(|o| o.0).unwrap_or_default(),
             position: Position {
                 after: self.after,
                 since: self.since,
@@ -549,7 +590,9 @@ impl EventsQuery {
         let selection = Selection {
             topics,
             types: self.types.as_ref().map(|t| t.0.clone()).unwrap_or_default(),
-            exclude_origin: self.exclude_origin,
+            exclude_origins: (self.exclude_origin.as_ref())
+                .map(|o| o.0.clone())
+                .unwrap_or_default(),
             position: Position {
                 after: last_event_id.or(self.after),
                 since: self.since,
