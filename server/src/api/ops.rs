@@ -423,8 +423,9 @@ impl<'de> Deserialize<'de> for CommaOrigins {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<CommaOrigins, D::Error> {
         let CommaList(items) = CommaList::deserialize(d)?;
         let origins = items.iter().map(|o| {
-            o.parse()
-                .map_err(|_| serde::de::Error::custom(format!("invalid origin {o:?}, expected u64")))
+            o.parse().map_err(|_| {
+                serde::de::Error::custom(format!("invalid origin {o:?}, expected u64"))
+            })
         });
         Ok(CommaOrigins(origins.collect::<Result<_, _>>()?))
     }
