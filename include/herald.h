@@ -137,6 +137,8 @@ enum herald_result
   // A bug: the library panicked. The call had no effect beyond what the
   // message says; the handle may be used again.
   HERALD_E_PANIC = 24,
+  // A blocking call was ended by `herald_subscriber_wake`.
+  HERALD_E_CANCELLED = 25,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -741,6 +743,17 @@ herald_result herald_subscriber_arm(const struct herald_subscriber *subscriber,
 herald_result herald_subscriber_wait(const struct herald_subscriber *subscriber,
                                      int32_t timeout_ms,
                                      bool *out_ready);
+
+// Ends a blocking `herald_subscriber_next`, `_read` or `_wait` on this
+// subscriber, now or, if none is blocked, the next one: it returns
+// `HERALD_E_CANCELLED` (nothing is consumed or lost). The one call that
+// may run while another thread is inside the subscriber: a host calls it
+// to stop a reader thread before freeing the subscriber (free only after
+// that thread has returned).
+//
+// # Safety
+// `subscriber` NULL or live (not freed concurrently).
+herald_result herald_subscriber_wake(const struct herald_subscriber *subscriber);
 
 // How far behind the subscriber is: `*out_behind` = global sequences
 // published that it has not examined yet (0: caught up), `*out_live`

@@ -70,6 +70,8 @@ pub enum herald_result {
     /// A bug: the library panicked. The call had no effect beyond what the
     /// message says; the handle may be used again.
     HERALD_E_PANIC = 24,
+    /// A blocking call was ended by `herald_subscriber_wake`.
+    HERALD_E_CANCELLED = 25,
 }
 
 use herald_result::*;
@@ -198,6 +200,7 @@ pub extern "C" fn herald_strerror(code: i32) -> *const c_char {
         22 => "I/O failure\0",
         23 => "stored data is corrupt\0",
         24 => "internal error (panic caught)\0",
+        25 => "the wait was ended by herald_subscriber_wake\0",
         _ => "unknown result code\0",
     };
     text.as_ptr().cast()
@@ -258,7 +261,7 @@ mod tests {
 
     #[test]
     fn every_code_has_a_description_and_unknown_codes_are_named() {
-        for code in 0..=HERALD_E_PANIC as i32 {
+        for code in 0..=HERALD_E_CANCELLED as i32 {
             // SAFETY: static NUL-terminated strings.
             let s = unsafe { CStr::from_ptr(herald_strerror(code)) }
                 .to_str()
@@ -266,7 +269,7 @@ mod tests {
             assert_ne!(s, "unknown result code", "code {code}");
         }
         // SAFETY: as above.
-        let s = unsafe { CStr::from_ptr(herald_strerror(HERALD_E_PANIC as i32 + 1)) };
+        let s = unsafe { CStr::from_ptr(herald_strerror(HERALD_E_CANCELLED as i32 + 1)) };
         assert_eq!(s.to_str().unwrap(), "unknown result code");
     }
 }

@@ -4,7 +4,7 @@
 use std::cell::UnsafeCell;
 use std::ffi::c_char;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use herald_core::broker::{DeliveryRef, EventRef, Gap};
@@ -103,7 +103,36 @@ pub struct herald_subscriber {
     pub(crate) tag: u64,
     /// Set while a thread is inside a call; guards `state`.
     busy: AtomicBool,
+    /// Outside `state`: `herald_subscriber_wake` uses it while another
+    /// thread is inside a call.
+    wake: Wake,
     state: UnsafeCell<SubState>,
+}
+
+/// What `herald_subscriber_wake` needs to interrupt a blocked call.
+#[derive(Debug)]
+struct Wake {
+    /// A wake-up no blocking call has consumed yet.
+    pending: AtomicBool,
+    /// The doorbell's eventfd once the subscriber first slept (-1 before):
+    /// written to, it ends the sleeping `poll`.
+    fd: AtomicI32,
+}
+
+impl Wake {
+    /// Consumes a pending wake-up: `HERALD_E_CANCELLED`.
+    fn check(&self) -> Result<(), Fail> {
+        // SeqCst, with the SeqCst store of `fd` before a sleep and the
+        // pair in `herald_subscriber_wake`: either the waker sees the fd
+        // and writes to it, or the sleeper sees `pending` before sleeping.
+        if self.pending.swap(false, Ordering::SeqCst) {
+            return Err(fail(
+                HERALD_E_CANCELLED,
+                "the wait was ended by herald_subscriber_wake",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -178,6 +207,10 @@ fn new_handle(sub: Subscription, broker: Broker) -> *mut herald_subscriber {
     into_raw(herald_subscriber {
         tag: herald_subscriber::TAG,
         busy: AtomicBool::new(false),
+        wake: Wake {
+            pending: AtomicBool::new(false),
+            fd: AtomicI32::new(-1),
+        },
         state: UnsafeCell::new(SubState {
             sub,
             broker,
@@ -441,12 +474,15 @@ fn arm(st: &mut SubState) -> Result<Option<RawFd>, Fail> {
 }
 
 /// Waits on the subscriber's doorbell up to `deadline`; `true` if it may
-/// have something now.
-fn wait(st: &mut SubState, deadline: Option<Instant>) -> Result<bool, Fail> {
+/// have something now. `HERALD_E_CANCELLED` if `herald_subscriber_wake`
+/// was called (before or during the wait).
+fn wait(wake: &Wake, st: &mut SubState, deadline: Option<Instant>) -> Result<bool, Fail> {
     let Some(fd) = arm(st)? else {
         return Ok(true);
     };
+    wake.fd.store(fd, Ordering::SeqCst);
     loop {
+        wake.check()?;
         let timeout_ms: i32 = match deadline {
             None => -1,
             Some(d) => {
@@ -497,14 +533,14 @@ impl Timeout {
 
     /// After a look that found nothing: `HERALD_E_TIMEOUT` if the time is
     /// up, else waits until something may be readable or the deadline.
-    fn wait(&mut self, st: &mut SubState) -> Result<(), Fail> {
+    fn wait(&mut self, wake: &Wake, st: &mut SubState) -> Result<(), Fail> {
         if self.ms == 0 || self.last_try {
             return Err(fail(
                 HERALD_E_TIMEOUT,
                 format_args!("no delivery within {} ms", self.ms),
             ));
         }
-        if !wait(st, self.deadline)? {
+        if !wait(wake, st, self.deadline)? {
             self.last_try = true;
         }
         Ok(())
@@ -573,6 +609,7 @@ pub unsafe extern "C" fn herald_subscriber_next(
         let out_len = out_arg(out_len, "out_len")?;
         let out_delivery = out_arg(out_delivery, "out_delivery")?;
         buf_arg(buf, cap)?;
+        let sub_handle = entered.sub;
         let st = entered.state();
         let mut timeout = Timeout::new(timeout_ms);
         loop {
@@ -594,7 +631,7 @@ pub unsafe extern "C" fn herald_subscriber_next(
                     // SAFETY: checked by out_arg.
                     return Err(unsafe { too_small(out_len, needed, cap, "the delivery") });
                 }
-                None => timeout.wait(st)?,
+                None => timeout.wait(&sub_handle.wake, st)?,
             }
         }
     })
@@ -698,6 +735,7 @@ pub unsafe extern "C" fn herald_subscriber_read(
         if limit == 0 {
             return Err(fail(HERALD_E_INVALID_ARGUMENT, "limit is 0"));
         }
+        let sub_handle = entered.sub;
         let st = entered.state();
         let mut timeout = Timeout::new(timeout_ms);
         loop {
@@ -725,7 +763,7 @@ pub unsafe extern "C" fn herald_subscriber_read(
                 }
                 return Ok(());
             }
-            timeout.wait(st)?;
+            timeout.wait(&sub_handle.wake, st)?;
         }
     })
 }
@@ -798,10 +836,42 @@ pub unsafe extern "C" fn herald_subscriber_wait(
         let out = opt_out_arg(out_ready, "out_ready")?;
         let deadline =
             (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
-        let ready = wait(entered.state(), deadline)?;
+        let wake = &entered.sub.wake;
+        let ready = wait(wake, entered.state(), deadline)?;
         if let Some(out) = out {
             // SAFETY: checked by out_arg.
             unsafe { write_out(out, ready) };
+        }
+        Ok(())
+    })
+}
+
+/// Ends a blocking `herald_subscriber_next`, `_read` or `_wait` on this
+/// subscriber, now or, if none is blocked, the next one: it returns
+/// `HERALD_E_CANCELLED` (nothing is consumed or lost). The one call that
+/// may run while another thread is inside the subscriber: a host calls it
+/// to stop a reader thread before freeing the subscriber (free only after
+/// that thread has returned).
+///
+/// # Safety
+/// `subscriber` NULL or live (not freed concurrently).
+#[no_mangle]
+pub unsafe extern "C" fn herald_subscriber_wake(
+    subscriber: *const herald_subscriber,
+) -> herald_result {
+    ffi_entry!({
+        // SAFETY: the caller guarantees NULL or a live handle.
+        let sub = unsafe { handle(subscriber) }?;
+        let wake = &sub.wake;
+        // SeqCst: see `Wake::check`.
+        wake.pending.store(true, Ordering::SeqCst);
+        let fd = wake.fd.load(Ordering::SeqCst);
+        if fd >= 0 {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: `fd` is the doorbell's eventfd, open while the
+            // subscriber lives; an eventfd takes 8-byte writes. A failure
+            // (counter full) leaves it readable anyway.
+            unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
         }
         Ok(())
     })
