@@ -8,8 +8,9 @@ events="${1:-500000}"
 lib="$PWD/target/release"
 cargo build -p herald-ffi --release --locked >/dev/null
 (cd bindings/node && HERALD_LIB="$lib/libherald.so" node bench.js "$events" 5)
-(cd bindings/go && GOTOOLCHAIN=local GOFLAGS=-mod=mod GOPROXY=off CGO_LDFLAGS="-L$lib" LD_LIBRARY_PATH="$lib" \
-    HERALD_BENCH="$events" go test -count=1 -run TestBenchReceive -v . | sed -n 's/^ *bench_test.go:[0-9]*: //p')
+(cd bindings/go && GOTOOLCHAIN=local GOFLAGS=-mod=mod GOPROXY=off CGO_CFLAGS="-I$PWD/../../include" \
+    CGO_LDFLAGS="-L$lib -lherald -Wl,-rpath,$lib" HERALD_BENCH="$events" \
+    go test -tags herald_nopkgconfig -count=1 -run TestBenchReceive -v . | sed -n 's/^ *bench_test.go:[0-9]*: //p')
 out=target/java-bench
 rm -rf "$out" && mkdir -p "$out"
 javac -cp /usr/share/java/jna.jar -d "$out" bindings/java/src/herald/*.java bindings/java/test/herald/Bench.java

@@ -1,3 +1,3 @@
-module herald.invalid/herald
+module github.com/herald-events/herald/bindings/go
 
 go 1.19

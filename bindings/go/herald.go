@@ -1,22 +1,44 @@
 // Package herald embeds the Herald event fan-out engine through its C ABI
-// (libherald, include/herald.h).
+// (libherald, herald.h).
 //
-// Build and run with the library on the linker and loader paths, e.g.
-//
-//	cargo build -p herald-ffi --release
-//	CGO_LDFLAGS=-L$PWD/target/release LD_LIBRARY_PATH=$PWD/target/release go test ./bindings/go
+// Linking: by default cgo takes libherald's flags from pkg-config
+// (herald.pc, installed by the repository's scripts/install; point
+// PKG_CONFIG_PATH at DIR/lib/pkgconfig for a non-standard prefix). The tag
+// herald_static links libherald.a instead (no libherald at run time); the
+// tag herald_nopkgconfig leaves the flags to CGO_CFLAGS and CGO_LDFLAGS.
+// See link_*.go and README.md.
 //
 // Thread-safety: a Broker and a Publisher may be used from any number of
 // goroutines. A Subscriber must be used by one goroutine at a time (an
 // overlapping call returns ErrBusy); Subscribe runs one for you and hands
 // events over a channel.
+//
+// Error messages: the library keeps the detail of a failed call in
+// thread-local storage (herald_last_error), while Go moves goroutines
+// between OS threads at any point. Every call whose error this package
+// reports therefore runs under runtime.LockOSThread until the message is
+// read (see call and check); users need not lock anything themselves.
 package herald
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../include
-#cgo LDFLAGS: -L${SRCDIR}/../../target/release -lherald
 #include <stdlib.h>
 #include <herald.h>
+
+// The publish options are built here, on the C side: a Go struct holding a
+// pointer to the Go correlation string would break cgo's rule that Go
+// memory passed to C holds no Go pointers.
+static herald_result go_publish(const herald_publisher *p, const char *type, size_t type_len,
+		const uint8_t *payload, size_t payload_len, uint64_t origin,
+		const char *corr, size_t corr_len, herald_published *out) {
+	herald_publish_options o = { origin, corr, corr_len };
+	return herald_publisher_publish(p, type, type_len, payload, payload_len, &o, out);
+}
+
+static herald_result go_commit(const herald_publisher *p, const char *type, size_t type_len,
+		size_t len, uint64_t origin, const char *corr, size_t corr_len, herald_published *out) {
+	herald_publish_options o = { origin, corr, corr_len };
+	return herald_publisher_commit(p, type, type_len, len, &o, out);
+}
 */
 import "C"
 
@@ -63,6 +85,7 @@ const (
 	ErrIO                 Code = C.HERALD_E_IO
 	ErrCorrupt            Code = C.HERALD_E_CORRUPT
 	ErrPanic              Code = C.HERALD_E_PANIC
+	ErrCancelled          Code = C.HERALD_E_CANCELLED
 )
 
 // Error is a failed call: its stable code and the library's detailed message.
@@ -77,7 +100,8 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("herald: %s (code %d): %s", C.GoString(C.herald_strerror(C.int32_t(e.Code))), e.Code, e.Message)
 }
 
-// Is makes errors.Is(err, herald.ErrTimeout) work.
+// Error makes a Code an error, so that errors.Is(err, herald.ErrTimeout)
+// works (see Error.Is).
 func (c Code) Error() string { return C.GoString(C.herald_strerror(C.int32_t(c))) }
 
 // Is reports whether the error has the given code.
@@ -86,9 +110,9 @@ func (e *Error) Is(target error) bool {
 	return ok && c == e.Code
 }
 
-// check turns a result into an error. It must run on the thread that made
-// the call (the last-error message is thread-local): callers lock the
-// goroutine to its thread around the call.
+// check turns a result into an error. It must run on the OS thread that
+// made the call, since herald_last_error is per thread: callers hold
+// runtime.LockOSThread from the call until check returns (call does that).
 func check(rc C.herald_result) error {
 	if rc == C.HERALD_OK {
 		return nil
@@ -134,15 +158,34 @@ const (
 	DurabilityAlways   Durability = C.HERALD_DURABILITY_ALWAYS
 )
 
-// Config opens a broker. Zero fields take the library's defaults.
+// Config opens a broker. Zero fields take the library's defaults
+// (herald_config_init).
 type Config struct {
-	DataDir             string
-	RingCapacity        int
-	MaxPayload          int
-	SegmentSize         uint64
-	Durability          *Durability
+	DataDir      string
+	RingCapacity int // bytes of the in-memory ring, a power of two
+	MaxPayload   int // largest payload accepted, bytes
+	SegmentSize  uint64
+	Durability   *Durability
+	// SyncInterval is the background sync period of DurabilityInterval
+	// (whole milliseconds).
+	SyncInterval time.Duration
+	// Retention limits (zero: no limit of that kind).
+	RetentionMaxAge     time.Duration
+	RetentionMaxBytes   uint64
 	RetentionMaxRecords uint64
-	Prefault            *bool
+	// PresenceTTL: presence sessions expire after this long without a
+	// heartbeat.
+	PresenceTTL time.Duration
+	Prefault    *bool
+}
+
+// millis converts a positive duration to whole milliseconds, at least 1 so
+// that a short positive duration does not turn into "default" or "no limit".
+func millis(d time.Duration) uint64 {
+	if ms := uint64(d / time.Millisecond); ms > 0 {
+		return ms
+	}
+	return 1
 }
 
 // Broker is an open broker. Safe for concurrent use.
@@ -177,6 +220,16 @@ func Open(cfg Config) (*Broker, error) {
 		if cfg.Prefault != nil {
 			c.prefault = C.bool(*cfg.Prefault)
 		}
+		if cfg.SyncInterval > 0 {
+			c.sync_interval_ms = C.uint32_t(millis(cfg.SyncInterval))
+		}
+		if cfg.RetentionMaxAge > 0 {
+			c.retention_max_age_ms = C.uint64_t(millis(cfg.RetentionMaxAge))
+		}
+		if cfg.PresenceTTL > 0 {
+			c.presence_ttl_ms = C.uint64_t(millis(cfg.PresenceTTL))
+		}
+		c.retention_max_bytes = C.uint64_t(cfg.RetentionMaxBytes)
 		c.retention_max_records = C.uint64_t(cfg.RetentionMaxRecords)
 		return C.herald_broker_open(&c, &out)
 	})
@@ -192,6 +245,11 @@ func (b *Broker) Close() error {
 	p := b.ptr
 	b.ptr = nil
 	return call(func() C.herald_result { return C.herald_broker_close(p) })
+}
+
+// Flush syncs the log to stable storage.
+func (b *Broker) Flush() error {
+	return call(func() C.herald_result { return C.herald_broker_flush(b.ptr) })
 }
 
 // NextSeq is the next global sequence the broker will assign.
@@ -211,18 +269,51 @@ func (b *Broker) ConsumerCheckpoint(name string) (uint64, error) {
 	return uint64(out), err
 }
 
-// Metrics is a snapshot of the broker's counters.
+// ConsumerAck acknowledges everything up to seq for the durable consumer
+// name, for hosts that track delivery themselves. The consumer must exist
+// (ErrUnknownConsumer); a seq past the last published event or below the
+// checkpoint is refused with ErrAck.
+func (b *Broker) ConsumerAck(name string, seq uint64) error {
+	err := call(func() C.herald_result {
+		return C.herald_broker_consumer_ack(b.ptr, strPtr(name), C.size_t(len(name)), C.uint64_t(seq))
+	})
+	runtime.KeepAlive(name)
+	return err
+}
+
+// ConsumerRemove forgets the durable consumer name and releases what
+// retention kept for it.
+func (b *Broker) ConsumerRemove(name string) error {
+	err := call(func() C.herald_result {
+		return C.herald_broker_consumer_remove(b.ptr, strPtr(name), C.size_t(len(name)))
+	})
+	runtime.KeepAlive(name)
+	return err
+}
+
+// Metrics is a snapshot of the broker's counters and publish→deliver
+// latency percentiles.
 type Metrics struct {
 	Published, Delivered, LaggedFallbacks, Gaps, Replayed, ActiveSubscribers uint64
-	LatencyP50Ns, LatencyP99Ns                                               uint64
+	LatencyP50Ns, LatencyP95Ns, LatencyP99Ns, LatencyMaxNs                   uint64
 }
 
 // Metrics returns the broker's counters.
 func (b *Broker) Metrics() (Metrics, error) {
 	var m C.herald_metrics
 	err := call(func() C.herald_result { return C.herald_broker_metrics(b.ptr, &m) })
-	return Metrics{uint64(m.published), uint64(m.delivered), uint64(m.lagged_fallbacks), uint64(m.gaps),
-		uint64(m.replayed), uint64(m.active_subscribers), uint64(m.latency_p50_ns), uint64(m.latency_p99_ns)}, err
+	return Metrics{
+		Published:         uint64(m.published),
+		Delivered:         uint64(m.delivered),
+		LaggedFallbacks:   uint64(m.lagged_fallbacks),
+		Gaps:              uint64(m.gaps),
+		Replayed:          uint64(m.replayed),
+		ActiveSubscribers: uint64(m.active_subscribers),
+		LatencyP50Ns:      uint64(m.latency_p50_ns),
+		LatencyP95Ns:      uint64(m.latency_p95_ns),
+		LatencyP99Ns:      uint64(m.latency_p99_ns),
+		LatencyMaxNs:      uint64(m.latency_max_ns),
+	}, err
 }
 
 // Publisher publishes to one topic. Safe for concurrent Publish calls; one
@@ -253,17 +344,34 @@ func (p *Publisher) Close() {
 // Published tells the sequences an event got.
 type Published struct{ Seq, TopicSeq uint64 }
 
+// PublishOptions are the optional parts of an event.
+type PublishOptions struct {
+	// Origin is who published (device or user id, 0: none), for filters
+	// that leave out "my own events".
+	Origin uint64
+	// Correlation is carried to subscribers as Event.Correlation (up to 126
+	// printable ASCII bytes; "": none).
+	Correlation string
+}
+
 // Publish publishes one event (copying payload) with the given origin
 // (0: none).
 func (p *Publisher) Publish(eventType string, payload []byte, origin uint64) (Published, error) {
+	return p.PublishOpts(eventType, payload, PublishOptions{Origin: origin})
+}
+
+// PublishOpts publishes one event (copying payload) with an origin and a
+// correlation id.
+func (p *Publisher) PublishOpts(eventType string, payload []byte, o PublishOptions) (Published, error) {
 	var out C.herald_published
-	opts := C.herald_publish_options{origin: C.uint64_t(origin)}
 	err := call(func() C.herald_result {
-		return C.herald_publisher_publish(p.ptr, strPtr(eventType), C.size_t(len(eventType)),
-			bytesPtr(payload), C.size_t(len(payload)), &opts, &out)
+		return C.go_publish(p.ptr, strPtr(eventType), C.size_t(len(eventType)),
+			bytesPtr(payload), C.size_t(len(payload)), C.uint64_t(o.Origin),
+			strPtr(o.Correlation), C.size_t(len(o.Correlation)), &out)
 	})
 	runtime.KeepAlive(eventType)
 	runtime.KeepAlive(payload)
+	runtime.KeepAlive(o.Correlation)
 	return Published{uint64(out.seq), uint64(out.topic_seq)}, err
 }
 
@@ -271,20 +379,109 @@ func (p *Publisher) Publish(eventType string, payload []byte, origin uint64) (Pu
 // claimed buffer of n bytes (claim → write → commit; the copy into the log
 // and ring happens at commit).
 func (p *Publisher) PublishWith(eventType string, n int, origin uint64, fill func([]byte)) (Published, error) {
+	return p.PublishWithOpts(eventType, n, PublishOptions{Origin: origin}, fill)
+}
+
+// PublishWithOpts is PublishWith with an origin and a correlation id. The
+// slice handed to fill is the library's memory: it must not be kept after
+// fill returns. If fill panics the claim is dropped (herald_publisher_abort)
+// and the panic goes on.
+func (p *Publisher) PublishWithOpts(eventType string, n int, o PublishOptions, fill func([]byte)) (Published, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var buf *C.uint8_t
 	if err := check(C.herald_publisher_claim(p.ptr, C.size_t(n), &buf)); err != nil {
 		return Published{}, err
 	}
+	committed := false
+	defer func() {
+		if !committed {
+			C.herald_publisher_abort(p.ptr)
+		}
+	}()
 	if n > 0 {
 		fill(unsafe.Slice((*byte)(unsafe.Pointer(buf)), n))
 	}
 	var out C.herald_published
-	opts := C.herald_publish_options{origin: C.uint64_t(origin)}
-	err := check(C.herald_publisher_commit(p.ptr, strPtr(eventType), C.size_t(len(eventType)), C.size_t(n), &opts, &out))
+	committed = true // commit releases the claim even when it fails
+	err := check(C.go_commit(p.ptr, strPtr(eventType), C.size_t(len(eventType)), C.size_t(n),
+		C.uint64_t(o.Origin), strPtr(o.Correlation), C.size_t(len(o.Correlation)), &out))
 	runtime.KeepAlive(eventType)
+	runtime.KeepAlive(o.Correlation)
 	return Published{uint64(out.seq), uint64(out.topic_seq)}, err
+}
+
+// BatchEvent is one event of Broker.PublishBatch.
+type BatchEvent struct {
+	Publisher *Publisher // its topic's publisher, of the same broker
+	Type      string
+	Payload   []byte
+	Options   PublishOptions
+}
+
+// PublishBatch publishes events (to one topic or several) under one
+// acquisition of the broker's publish lock: their global sequences are
+// consecutive. An invalid event fails the whole batch and stores nothing.
+// It returns the sequences in order.
+func (b *Broker) PublishBatch(events []BatchEvent) ([]Published, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	// The event array holds pointers, so it and everything it points to
+	// must be C memory (cgo forbids Go pointers inside memory passed to C).
+	// One allocation: the array, the options, then the strings and payloads.
+	n := len(events)
+	evSize := int(unsafe.Sizeof(C.herald_batch_event{}))
+	optSize := int(unsafe.Sizeof(C.herald_publish_options{}))
+	size := n * (evSize + optSize)
+	for _, e := range events {
+		size += len(e.Type) + len(e.Payload) + len(e.Options.Correlation)
+	}
+	mem := C.malloc(C.size_t(size))
+	if mem == nil {
+		panic("herald: out of C memory")
+	}
+	defer C.free(mem)
+	all := unsafe.Slice((*byte)(mem), size)
+	evs := unsafe.Slice((*C.herald_batch_event)(mem), n)
+	opts := unsafe.Slice((*C.herald_publish_options)(unsafe.Pointer(&all[n*evSize])), n)
+	at := n * (evSize + optSize)
+	put := func(data []byte) unsafe.Pointer {
+		if len(data) == 0 {
+			return nil
+		}
+		ptr := unsafe.Pointer(&all[at])
+		at += copy(all[at:], data)
+		return ptr
+	}
+	for i, e := range events {
+		var pub *C.herald_publisher
+		if e.Publisher != nil {
+			pub = e.Publisher.ptr
+		}
+		opts[i] = C.herald_publish_options{origin: C.uint64_t(e.Options.Origin),
+			correlation: (*C.char)(put([]byte(e.Options.Correlation))), correlation_len: C.size_t(len(e.Options.Correlation))}
+		evs[i] = C.herald_batch_event{
+			publisher:      pub,
+			event_type:     (*C.char)(put([]byte(e.Type))),
+			event_type_len: C.size_t(len(e.Type)),
+			payload:        (*C.uint8_t)(put(e.Payload)),
+			payload_len:    C.size_t(len(e.Payload)),
+			options:        &opts[i],
+		}
+	}
+	out := make([]C.herald_published, n)
+	err := call(func() C.herald_result {
+		return C.herald_broker_publish_batch(b.ptr, &evs[0], C.size_t(n), &out[0])
+	})
+	if err != nil {
+		return nil, err
+	}
+	res := make([]Published, n)
+	for i, o := range out {
+		res[i] = Published{uint64(o.seq), uint64(o.topic_seq)}
+	}
+	return res, nil
 }
 
 // Filter selects topics (names or NATS-style patterns), optionally event
@@ -336,11 +533,14 @@ func (f Filter) build() (*C.herald_filter, error) {
 
 // Subscriber reads deliveries. One goroutine at a time.
 type Subscriber struct {
-	ptr   *C.herald_subscriber
-	buf   []byte
-	batch []byte
-	queue []Event
-	qi    int
+	ptr *C.herald_subscriber
+	// scratch is C memory for NextInto (herald_subscriber_next stores
+	// pointers into the buffer it fills, which cgo forbids for Go memory).
+	scratch    unsafe.Pointer
+	scratchCap int
+	batch      []byte
+	queue      []Event
+	qi         int
 	// The last topic, type and correlation strings, reused while they repeat.
 	lastTopic, lastType, lastCorr string
 }
@@ -362,7 +562,7 @@ func (b *Broker) OpenSubscriber(f Filter, start Start) (*Subscriber, error) {
 }
 
 func newSubscriber(p *C.herald_subscriber) *Subscriber {
-	return &Subscriber{ptr: p, buf: make([]byte, 4096), batch: make([]byte, 256<<10)}
+	return &Subscriber{ptr: p, batch: make([]byte, 256<<10)}
 }
 
 // OpenConsumer opens the durable consumer name: it resumes after its last
@@ -388,6 +588,8 @@ func (b *Broker) OpenConsumer(name string, f Filter, start Start) (*Subscriber, 
 func (s *Subscriber) Close() {
 	C.herald_subscriber_free(s.ptr)
 	s.ptr = nil
+	C.free(s.scratch)
+	s.scratch, s.scratchCap = nil, 0
 }
 
 // Event is one delivery: an event, or (Gap true) a gap notice saying that
@@ -411,15 +613,27 @@ func timeoutMs(timeout time.Duration) C.int32_t {
 	return C.int32_t(timeout / time.Millisecond)
 }
 
-// NextInto is the raw call: it copies the next delivery into buf. With a
-// buffer too small it returns an *Error with ErrBufferTooSmall and Needed.
+// NextInto is the single-delivery call (herald_subscriber_next): it copies
+// the next delivery into buf, and the returned Event's Payload aliases buf
+// (valid until buf is reused). With a buffer too small it returns an *Error
+// with ErrBufferTooSmall and Needed, and keeps the delivery for the next
+// call. The library fills a C buffer of len(buf) bytes first, since the
+// herald_delivery it returns points into that buffer: handing it Go memory
+// would make C write Go pointers.
 func (s *Subscriber) NextInto(buf []byte, timeout time.Duration) (Event, error) {
+	if len(buf) > s.scratchCap {
+		C.free(s.scratch)
+		s.scratch = C.malloc(C.size_t(len(buf)))
+		if s.scratch == nil {
+			panic("herald: out of C memory")
+		}
+		s.scratchCap = len(buf)
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var n C.size_t
 	var d C.herald_delivery
-	ms := timeoutMs(timeout)
-	rc := C.herald_subscriber_next(s.ptr, bytesPtr(buf), C.size_t(len(buf)), &n, &d, ms)
+	rc := C.herald_subscriber_next(s.ptr, (*C.uint8_t)(s.scratch), C.size_t(len(buf)), &n, &d, timeoutMs(timeout))
 	if rc != C.HERALD_OK {
 		err := check(rc).(*Error)
 		if rc == C.HERALD_E_BUFFER_TOO_SMALL {
@@ -427,7 +641,9 @@ func (s *Subscriber) NextInto(buf []byte, timeout time.Duration) (Event, error) 
 		}
 		return Event{}, err
 	}
-	pl, tl, yl, cl := int(d.payload_len), int(d.topic_len), int(d.event_type_len), int(d.correlation_len)
+	copy(buf, unsafe.Slice((*byte)(s.scratch), int(n)))
+	// Strings are read through the delivery's own pointers (into scratch),
+	// not by assuming the layout.
 	e := Event{
 		Gap:         d.kind == C.HERALD_DELIVERY_GAP,
 		Seq:         uint64(d.seq),
@@ -436,10 +652,15 @@ func (s *Subscriber) NextInto(buf []byte, timeout time.Duration) (Event, error) 
 		Origin:      uint64(d.origin),
 		GapFrom:     uint64(d.gap_from),
 		GapTo:       uint64(d.gap_to),
-		Payload:     append([]byte(nil), buf[:pl]...),
-		Topic:       string(buf[pl : pl+tl]),
-		Type:        string(buf[pl+tl : pl+tl+yl]),
-		Correlation: string(buf[pl+tl+yl : pl+tl+yl+cl]),
+		Topic:       C.GoStringN(d.topic, C.int(d.topic_len)),
+		Type:        C.GoStringN(d.event_type, C.int(d.event_type_len)),
+		Correlation: C.GoStringN(d.correlation, C.int(d.correlation_len)),
+	}
+	if pl := int(d.payload_len); pl > 0 {
+		off := uintptr(unsafe.Pointer(d.payload)) - uintptr(s.scratch)
+		e.Payload = buf[off : off+uintptr(pl) : off+uintptr(pl)]
+	} else {
+		e.Payload = buf[:0:0]
 	}
 	return e, nil
 }
