@@ -30,3 +30,19 @@ if command -v valgrind >/dev/null 2>&1; then
 else
     echo "skipped memcheck: valgrind is not installed"
 fi
+# The C example of docs/EMBEDDING.md is this program: built, run, and the
+# copy in the docs kept identical.
+gcc -std=c11 -Wall -Wextra -Werror -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+    -Iinclude tests/c/examples/quickstart.c -L"$lib" -lherald -o "$out/quickstart"
+LD_LIBRARY_PATH="$lib" "$out/quickstart" >"$out/quickstart.out"
+grep -q '^#2 order.created {"id":2}$' "$out/quickstart.out" || { cat "$out/quickstart.out"; exit 1; }
+rm -rf /tmp/herald-quickstart-*
+python3 - <<'PY'
+import re, sys
+doc = open("docs/EMBEDDING.md").read()
+code = open("tests/c/examples/quickstart.c").read()
+block = re.search(r"## C\n.*?```c\n(.*?)```\n", doc, re.S)
+if not block or block.group(1) != code:
+    sys.exit("docs/EMBEDDING.md's C example differs from tests/c/examples/quickstart.c")
+PY
+echo "C example: built, ran, and matches docs/EMBEDDING.md"
