@@ -1,77 +1,130 @@
 'use strict';
 // Node binding of Herald's C ABI (include/herald.h) through koffi.
 //
-// Library lookup: $HERALD_LIB, else ../../target/release/libherald.so.
+// Library lookup, on first use (or an explicit load()): the `path` given to
+// load(), else $HERALD_LIB, else prebuilds/<platform>-<arch>/ in this
+// package, else the system loader (libherald.so.0 on Linux).
 //
 // Threading: a Broker and Publisher may be used from any worker thread
 // (pass `broker.address` to a worker and use Broker.fromAddress there). A
-// Subscriber belongs to the thread that opened it; it reads on the event
-// loop and waits for new events on a libuv worker thread (an async
-// herald_subscriber_wait), so the loop is never blocked.
+// Subscriber belongs to the thread that opened it. It reads on the event
+// loop and waits for new events by watching its eventfd in that loop
+// (koffi.node.poll, a libuv poll handle): an idle subscriber holds no
+// thread, so it never starves libuv's thread pool (fs, dns, zlib, crypto).
 
 const koffi = require('koffi');
+const fs = require('node:fs');
 const path = require('node:path');
 const { EventEmitter } = require('node:events');
 
-const libPath = process.env.HERALD_LIB || path.join(__dirname, '..', '..', 'target', 'release', 'libherald.so');
-const lib = koffi.load(libPath);
+if (!koffi.node || typeof koffi.node.poll !== 'function') {
+  throw new Error(`herald: koffi ${koffi.version} has no koffi.node.poll; koffi >= 3 is required`);
+}
 
-koffi.struct('herald_config', {
-  data_dir: 'const char *', data_dir_len: 'size_t', ring_capacity: 'size_t', max_payload: 'size_t',
-  segment_size: 'uint64_t', durability: 'uint32_t', sync_interval_ms: 'uint32_t',
-  retention_max_age_ms: 'uint64_t', retention_max_bytes: 'uint64_t', retention_max_records: 'uint64_t',
-  presence_ttl_ms: 'uint64_t', prefault: 'bool',
-});
-koffi.struct('herald_publish_options', { origin: 'uint64_t', correlation: 'const char *', correlation_len: 'size_t' });
-koffi.struct('herald_published', { seq: 'uint64_t', topic_seq: 'uint64_t' });
-koffi.struct('herald_metrics', {
-  published: 'uint64_t', delivered: 'uint64_t', lagged_fallbacks: 'uint64_t', gaps: 'uint64_t', replayed: 'uint64_t',
-  active_subscribers: 'uint64_t', latency_p50_ns: 'uint64_t', latency_p95_ns: 'uint64_t', latency_p99_ns: 'uint64_t',
-  latency_max_ns: 'uint64_t',
-});
+const LIB_FILE = { linux: 'libherald.so', darwin: 'libherald.dylib', win32: 'herald.dll' }[process.platform] || 'libherald.so';
+const SYSTEM_NAME = { linux: 'libherald.so.0', darwin: 'libherald.0.dylib', win32: 'herald.dll' }[process.platform] || 'libherald.so.0';
 
-// Handles are declared uintptr_t: plain numbers, transferable to workers.
-const C = {
-  version: lib.func('const char *herald_version()'),
-  strerror: lib.func('const char *herald_strerror(int32_t code)'),
-  lastError: lib.func('const char *herald_last_error()'),
-  configInit: lib.func('int32_t herald_config_init(_Out_ herald_config *c)'),
-  brokerOpen: lib.func('int32_t herald_broker_open(const herald_config *c, _Out_ uintptr_t *out)'),
-  brokerClose: lib.func('int32_t herald_broker_close(uintptr_t b)'),
-  brokerNextSeq: lib.func('int32_t herald_broker_next_seq(uintptr_t b, _Out_ uint64_t *out)'),
-  brokerMetrics: lib.func('int32_t herald_broker_metrics(uintptr_t b, _Out_ herald_metrics *out)'),
-  consumerCheckpoint: lib.func('int32_t herald_broker_consumer_checkpoint(uintptr_t b, const char *n, size_t len, _Out_ uint64_t *out)'),
-  presenceJoin: lib.func('int32_t herald_broker_presence_join(uintptr_t b, const char *t, size_t tl, const char *c, size_t cl, const char *u, size_t ul, const char *d, size_t dl, const char *m, size_t ml)'),
-  presenceLeave: lib.func('int32_t herald_broker_presence_leave(uintptr_t b, const char *t, size_t tl, const char *c, size_t cl, _Out_ bool *was)'),
-  presenceList: lib.func('int32_t herald_broker_presence_list(uintptr_t b, const char *t, size_t tl, void *buf, size_t cap, _Out_ size_t *len, _Out_ size_t *count)'),
-  filterNew: lib.func('int32_t herald_filter_new(_Out_ uintptr_t *out)'),
-  filterFree: lib.func('void herald_filter_free(uintptr_t f)'),
-  filterAddTopic: lib.func('int32_t herald_filter_add_topic(uintptr_t f, const char *p, size_t n)'),
-  filterAddType: lib.func('int32_t herald_filter_add_type(uintptr_t f, const char *p, size_t n)'),
-  filterExcludeOrigin: lib.func('int32_t herald_filter_exclude_origin(uintptr_t f, uint64_t origin)'),
-  publisherNew: lib.func('int32_t herald_publisher_new(uintptr_t b, const char *t, size_t n, _Out_ uintptr_t *out)'),
-  publisherFree: lib.func('void herald_publisher_free(uintptr_t p)'),
-  publish: lib.func('int32_t herald_publisher_publish(uintptr_t p, const char *t, size_t tl, const void *payload, size_t pl, const herald_publish_options *o, _Out_ herald_published *out)'),
-  claim: lib.func('int32_t herald_publisher_claim(uintptr_t p, size_t len, _Out_ void **out)'),
-  commit: lib.func('int32_t herald_publisher_commit(uintptr_t p, const char *t, size_t tl, size_t len, const herald_publish_options *o, _Out_ herald_published *out)'),
-  abort: lib.func('int32_t herald_publisher_abort(uintptr_t p)'),
-  subscriberOpen: lib.func('int32_t herald_subscriber_open(uintptr_t b, uintptr_t f, uint32_t kind, uint64_t value, _Out_ uintptr_t *out)'),
-  consumerOpen: lib.func('int32_t herald_subscriber_open_consumer(uintptr_t b, const char *n, size_t nl, uintptr_t f, uint32_t kind, uint64_t value, _Out_ uintptr_t *out)'),
-  subscriberFree: lib.func('void herald_subscriber_free(uintptr_t s)'),
-  read: lib.func('int32_t herald_subscriber_read(uintptr_t s, void *buf, size_t cap, size_t limit, void *out_len, void *out_count, int32_t timeout_ms)'),
-  next: lib.func('int32_t herald_subscriber_next(uintptr_t s, void *buf, size_t cap, void *out_len, void *out_delivery, int32_t timeout_ms)'),
-  wait: lib.func('int32_t herald_subscriber_wait(uintptr_t s, int32_t timeout_ms, void *out_ready)'),
-  ack: lib.func('int32_t herald_subscriber_ack(uintptr_t s, uint64_t seq)'),
-  ackUpTo: lib.func('int32_t herald_subscriber_ack_up_to(uintptr_t s, uint64_t seq)'),
-  lag: lib.func('int32_t herald_subscriber_lag(uintptr_t s, _Out_ uint64_t *behind, _Out_ bool *live)'),
-};
+let lib = null;
+let libPath = null;
+const C = {};
+
+/** Loads libherald (once per thread). Tries `options.path`, $HERALD_LIB, the
+ * bundled prebuild and the system loader in that order; the error lists every
+ * attempt. Returns the path that was loaded. */
+function load(options = {}) {
+  if (lib) {
+    if (options.path && path.resolve(options.path) !== libPath) {
+      throw new Error(`herald: already loaded ${libPath}; cannot load ${options.path} too`);
+    }
+    return libPath;
+  }
+  const candidates = [];
+  if (options.path) candidates.push(['the path option', path.resolve(options.path)]);
+  if (process.env.HERALD_LIB) candidates.push(['$HERALD_LIB', path.resolve(process.env.HERALD_LIB)]);
+  candidates.push(['the bundled prebuild', path.join(__dirname, 'prebuilds', `${process.platform}-${process.arch}`, LIB_FILE)]);
+  candidates.push(['the system loader', SYSTEM_NAME]);
+  const tried = [];
+  for (const [what, p] of candidates) {
+    if (path.isAbsolute(p) && !fs.existsSync(p)) {
+      tried.push(`${p} (${what}): no such file`);
+      continue;
+    }
+    try {
+      lib = koffi.load(p);
+      libPath = p;
+      bind(lib);
+      return libPath;
+    } catch (e) {
+      lib = null;
+      tried.push(`${p} (${what}): ${e.message}`);
+    }
+  }
+  throw new Error(`herald: cannot load libherald; tried:\n  ${tried.join('\n  ')}`);
+}
+
+function ensureLoaded() {
+  if (!lib) load();
+}
+
+function bind(l) {
+  koffi.struct('herald_config', {
+    data_dir: 'const char *', data_dir_len: 'size_t', ring_capacity: 'size_t', max_payload: 'size_t',
+    segment_size: 'uint64_t', durability: 'uint32_t', sync_interval_ms: 'uint32_t',
+    retention_max_age_ms: 'uint64_t', retention_max_bytes: 'uint64_t', retention_max_records: 'uint64_t',
+    presence_ttl_ms: 'uint64_t', prefault: 'bool',
+  });
+  koffi.struct('herald_publish_options', { origin: 'uint64_t', correlation: 'const char *', correlation_len: 'size_t' });
+  koffi.struct('herald_published', { seq: 'uint64_t', topic_seq: 'uint64_t' });
+  koffi.struct('herald_metrics', {
+    published: 'uint64_t', delivered: 'uint64_t', lagged_fallbacks: 'uint64_t', gaps: 'uint64_t', replayed: 'uint64_t',
+    active_subscribers: 'uint64_t', latency_p50_ns: 'uint64_t', latency_p95_ns: 'uint64_t', latency_p99_ns: 'uint64_t',
+    latency_max_ns: 'uint64_t',
+  });
+
+  // Handles are declared uintptr_t: plain numbers, transferable to workers.
+  Object.assign(C, {
+    version: l.func('const char *herald_version()'),
+    strerror: l.func('const char *herald_strerror(int32_t code)'),
+    lastError: l.func('const char *herald_last_error()'),
+    configInit: l.func('int32_t herald_config_init(_Out_ herald_config *c)'),
+    brokerOpen: l.func('int32_t herald_broker_open(const herald_config *c, _Out_ uintptr_t *out)'),
+    brokerClose: l.func('int32_t herald_broker_close(uintptr_t b)'),
+    brokerNextSeq: l.func('int32_t herald_broker_next_seq(uintptr_t b, _Out_ uint64_t *out)'),
+    brokerMetrics: l.func('int32_t herald_broker_metrics(uintptr_t b, _Out_ herald_metrics *out)'),
+    consumerCheckpoint: l.func('int32_t herald_broker_consumer_checkpoint(uintptr_t b, const char *n, size_t len, _Out_ uint64_t *out)'),
+    presenceJoin: l.func('int32_t herald_broker_presence_join(uintptr_t b, const char *t, size_t tl, const char *c, size_t cl, const char *u, size_t ul, const char *d, size_t dl, const char *m, size_t ml)'),
+    presenceLeave: l.func('int32_t herald_broker_presence_leave(uintptr_t b, const char *t, size_t tl, const char *c, size_t cl, _Out_ bool *was)'),
+    presenceList: l.func('int32_t herald_broker_presence_list(uintptr_t b, const char *t, size_t tl, void *buf, size_t cap, _Out_ size_t *len, _Out_ size_t *count)'),
+    filterNew: l.func('int32_t herald_filter_new(_Out_ uintptr_t *out)'),
+    filterFree: l.func('void herald_filter_free(uintptr_t f)'),
+    filterAddTopic: l.func('int32_t herald_filter_add_topic(uintptr_t f, const char *p, size_t n)'),
+    filterAddType: l.func('int32_t herald_filter_add_type(uintptr_t f, const char *p, size_t n)'),
+    filterExcludeOrigin: l.func('int32_t herald_filter_exclude_origin(uintptr_t f, uint64_t origin)'),
+    publisherNew: l.func('int32_t herald_publisher_new(uintptr_t b, const char *t, size_t n, _Out_ uintptr_t *out)'),
+    publisherFree: l.func('void herald_publisher_free(uintptr_t p)'),
+    publish: l.func('int32_t herald_publisher_publish(uintptr_t p, const char *t, size_t tl, const void *payload, size_t pl, const herald_publish_options *o, _Out_ herald_published *out)'),
+    claim: l.func('int32_t herald_publisher_claim(uintptr_t p, size_t len, _Out_ void **out)'),
+    commit: l.func('int32_t herald_publisher_commit(uintptr_t p, const char *t, size_t tl, size_t len, const herald_publish_options *o, _Out_ herald_published *out)'),
+    abort: l.func('int32_t herald_publisher_abort(uintptr_t p)'),
+    subscriberOpen: l.func('int32_t herald_subscriber_open(uintptr_t b, uintptr_t f, uint32_t kind, uint64_t value, _Out_ uintptr_t *out)'),
+    consumerOpen: l.func('int32_t herald_subscriber_open_consumer(uintptr_t b, const char *n, size_t nl, uintptr_t f, uint32_t kind, uint64_t value, _Out_ uintptr_t *out)'),
+    subscriberFree: l.func('void herald_subscriber_free(uintptr_t s)'),
+    read: l.func('int32_t herald_subscriber_read(uintptr_t s, void *buf, size_t cap, size_t limit, void *out_len, void *out_count, int32_t timeout_ms)'),
+    next: l.func('int32_t herald_subscriber_next(uintptr_t s, void *buf, size_t cap, void *out_len, void *out_delivery, int32_t timeout_ms)'),
+    fd: l.func('int32_t herald_subscriber_fd(uintptr_t s, _Out_ int32_t *out_fd)'),
+    arm: l.func('int32_t herald_subscriber_arm(uintptr_t s, void *out_may_sleep)'),
+    ack: l.func('int32_t herald_subscriber_ack(uintptr_t s, uint64_t seq)'),
+    ackUpTo: l.func('int32_t herald_subscriber_ack_up_to(uintptr_t s, uint64_t seq)'),
+    lag: l.func('int32_t herald_subscriber_lag(uintptr_t s, _Out_ uint64_t *behind, _Out_ bool *live)'),
+  });
+}
 
 /** Stable result codes of include/herald.h. */
 const codes = Object.freeze({
   OK: 0, NULL: 1, INVALID_HANDLE: 2, INVALID_ARGUMENT: 3, INVALID_UTF8: 4, INVALID_TOPIC: 5, INVALID_FILTER: 6,
   INVALID_EVENT_TYPE: 7, INVALID_CORRELATION: 8, PAYLOAD_TOO_LARGE: 9, NEEDS_SINGLE_TOPIC: 10, INVALID_CONFIG: 11,
   BUFFER_TOO_SMALL: 12, TIMEOUT: 13, BUSY: 14, NO_CLAIM: 15, UNKNOWN_CONSUMER: 16, NOT_A_CONSUMER: 17, ACK: 18,
-  CHECKPOINT: 19, PRESENCE: 20, LOG: 21, IO: 22, CORRUPT: 23, PANIC: 24,
+  CHECKPOINT: 19, PRESENCE: 20, LOG: 21, IO: 22, CORRUPT: 23, PANIC: 24, CANCELLED: 25,
 });
 const Durability = Object.freeze({ NEVER: 0, INTERVAL: 1, ALWAYS: 2 });
 const START = { now: 0, seq: 1, topicSeq: 2, time: 3, lastN: 4 };
@@ -95,6 +148,7 @@ class Broker {
   /** Opens (creating or recovering) a broker. Options: dataDir (required),
    * ringCapacity, maxPayload, segmentSize, durability, retentionMaxRecords, prefault. */
   static open(options) {
+    ensureLoaded();
     const cfg = {};
     check(C.configInit(cfg));
     const dir = options.dataDir || '';
@@ -113,6 +167,7 @@ class Broker {
 
   /** A non-owning view of a broker opened elsewhere (e.g. in another worker). */
   static fromAddress(address) {
+    ensureLoaded();
     return new Broker(address, false);
   }
 
@@ -255,13 +310,13 @@ function startOf(start) {
 }
 
 /**
- * A subscription. Use it as an async iterator (`for await (const e of sub)`)
- * or as an EventEmitter (`sub.on('event', …)`, `'gap'`, `'error'`; reading
- * starts with the first listener). Events: {seq, topicSeq, timestampNs,
- * origin, topic, type, correlation, payload: Buffer} (the payload is a view
- * into the copy of the batch it was read in). Gaps: {gap: true, from,
- * to, topic} — retention deleted those events before this subscriber read
- * them (never silence).
+ * A subscription. Use it as an async iterator (`for await (const e of sub)`),
+ * with `await sub.next(timeoutMs)`, or as an EventEmitter (`sub.on('event',
+ * …)`, `'gap'`, `'error'`; reading starts with the first listener). Events:
+ * {seq, topicSeq, timestampNs, origin, topic, type, correlation, payload:
+ * Buffer} (the payload is a view into the copy of the batch it was read in).
+ * Gaps: {gap: true, from, to, topic} — retention deleted those events before
+ * this subscriber read them (never silence).
  */
 class Subscriber extends EventEmitter {
   static _open(broker, name, filter, start) {
@@ -280,28 +335,44 @@ class Subscriber extends EventEmitter {
   constructor(address) {
     super();
     this.address = address;
-    this._buf = Buffer.alloc(4096);
     this._meta = Buffer.alloc(DELIVERY_SIZE);
     this._len = Buffer.alloc(8);
-    this._ready = Buffer.alloc(1);
+    this._maySleep = Buffer.alloc(1);
     this._batch = Buffer.alloc(256 * 1024);
     this._count = Buffer.alloc(8);
     this._queue = [];
     this._qi = 0;
-    this._waiting = false;
     this._closed = false;
     this._pumping = false;
-    this._waiters = [];
+    this._poll = null; // koffi PollHandle on the subscriber's eventfd, made by the first wait
+    this._polling = false;
+    this._waiters = new Set();
+    this._onPoll = (status) => {
+      // koffi passes (status, events); a negative status is a libuv error.
+      const err = typeof status === 'number' && status < 0
+        ? new Error(`herald: watching the subscriber's fd failed (libuv status ${status})`) : undefined;
+      this._wakeAll(err);
+    };
     this.on('newListener', (ev) => {
       if (ev === 'event' && !this._pumping) {
         this._pumping = true;
         setImmediate(() => this._pump());
       }
     });
+    // A pump waiting with no listener left would keep the loop alive forever.
+    this.on('removeListener', (ev) => {
+      if (ev === 'event' && this.listenerCount('event') === 0) this._wakeAll();
+    });
   }
 
-  /** The raw call: copies the next delivery into `buf`. Throws HeraldError
-   * (code BUFFER_TOO_SMALL with `needed`, or TIMEOUT) on failure. */
+  /** Whether close() was called. */
+  get closed() {
+    return this._closed;
+  }
+
+  /** The raw call: copies the next delivery into `buf`, blocking the thread
+   * up to `timeoutMs`. Throws HeraldError (code BUFFER_TOO_SMALL with
+   * `needed`, or TIMEOUT) on failure. */
   nextInto(buf, timeoutMs = 0) {
     const rc = C.next(this.address, buf, buf.length, this._len, this._meta, timeoutMs);
     if (rc !== 0) {
@@ -338,27 +409,72 @@ class Subscriber extends EventEmitter {
     return d;
   }
 
-  /** Resolves once something may be readable (waits on a libuv worker). */
-  _wait(timeoutMs = 100) {
+  /** After an empty read: resolves once something may be readable, the
+   * subscriber is closed, or `timeoutMs` (>= 0) passes. The protocol of
+   * herald_subscriber_arm, waiting in the event loop (no thread). */
+  _wait(timeoutMs = -1) {
+    if (this._closed) return Promise.resolve();
+    check(C.arm(this.address, this._maySleep));
+    // Something arrived since the read: read again, but on the next turn of
+    // the loop so that a run of early wake-ups cannot starve other callbacks.
+    if (this._maySleep[0] === 0) return new Promise(setImmediate);
     return new Promise((resolve, reject) => {
-      this._waiting = true;
-      C.wait.async(this.address, timeoutMs, this._ready, (err, rc) => {
-        this._waiting = false;
-        if (this._closed) this._free();
+      let timer = null;
+      const done = (err) => {
+        if (timer !== null) clearTimeout(timer);
+        this._waiters.delete(done);
+        if (this._waiters.size === 0) this._stopPolling();
         if (err) reject(err);
-        else if (rc !== 0 && rc !== codes.TIMEOUT) reject(new HeraldError(rc, ''));
-        else resolve(this._ready[0] !== 0);
-      });
+        else resolve();
+      };
+      this._waiters.add(done);
+      if (timeoutMs >= 0) timer = setTimeout(done, timeoutMs);
+      try {
+        this._startPolling();
+      } catch (e) {
+        done(e);
+      }
     });
   }
 
-  /** Resolves with the next delivery (waiting without blocking the loop). */
-  async next() {
+  _startPolling() {
+    if (this._polling) return;
+    if (this._poll === null) {
+      const fd = [0];
+      check(C.fd(this.address, fd));
+      this._poll = koffi.node.poll(fd[0], { readable: true }, this._onPoll);
+    } else {
+      this._poll.start({ readable: true }, this._onPoll);
+    }
+    this._polling = true;
+  }
+
+  // The eventfd stays readable until the next arm resets it (libuv polls are
+  // level-triggered), so the poll runs only while someone waits.
+  _stopPolling() {
+    if (this._polling) {
+      this._polling = false;
+      this._poll.stop();
+    }
+  }
+
+  _wakeAll(err) {
+    for (const done of [...this._waiters]) done(err);
+  }
+
+  /** Resolves with the next delivery, waiting without blocking the loop or
+   * holding a thread: null once the subscriber is closed. With `timeoutMs`
+   * (>= 0), rejects with a HeraldError of code TIMEOUT if nothing arrives in
+   * time. */
+  async next(timeoutMs = -1) {
+    const deadline = timeoutMs >= 0 ? performance.now() + timeoutMs : Infinity;
     for (;;) {
       if (this._closed) return null;
       const d = this.tryNext();
       if (d) return d;
-      await this._wait();
+      const left = deadline - performance.now();
+      if (left <= 0) throw new HeraldError(codes.TIMEOUT, `nothing within ${timeoutMs} ms`);
+      await this._wait(left === Infinity ? -1 : Math.ceil(left));
     }
   }
 
@@ -380,7 +496,7 @@ class Subscriber extends EventEmitter {
           n++;
         }
         if (n === 1024) await new Promise(setImmediate);
-        else if (!this._closed) await this._wait();
+        else if (!this._closed && this.listenerCount('event') > 0) await this._wait();
       }
     } catch (e) {
       this.emit('error', e);
@@ -404,25 +520,24 @@ class Subscriber extends EventEmitter {
     return { behind: Number(behind[0]), live: live[0] };
   }
 
-  _free() {
-    if (this.address) {
-      C.subscriberFree(this.address);
-      this.address = 0;
-    }
-    if (this._onFreed) this._onFreed();
-  }
-
-  /** Stops reading and frees the subscriber once any wait in flight on a
-   * worker has returned (within 100 ms). Returns a promise of that moment:
-   * await it before reopening the broker's data directory, which stays
-   * locked while any handle made from the broker lives. */
+  /** Stops reading, ends pending next() calls and iterators (with null) and
+   * frees the subscriber at once (no call of it is ever in flight on another
+   * thread). Returns a resolved promise, kept so that `await sub.close()`
+   * reads the same as in earlier versions. */
   close() {
     if (!this._closed) {
       this._closed = true;
-      this._freed = new Promise((resolve) => { this._onFreed = resolve; });
-      if (!this._waiting) this._free();
+      if (this._poll !== null) {
+        // Stops watching the fd synchronously, before the free closes it.
+        this._poll.close();
+        this._poll = null;
+        this._polling = false;
+      }
+      this._wakeAll();
+      C.subscriberFree(this.address);
+      this.address = 0;
     }
-    return this._freed;
+    return Promise.resolve();
   }
 }
 
@@ -481,7 +596,9 @@ function decode(buf, m) {
 
 module.exports = {
   Broker, Publisher, Subscriber, HeraldError, codes, Durability,
-  version: () => C.version(),
-  strerror: (code) => C.strerror(code),
+  load,
+  version: () => (ensureLoaded(), C.version()),
+  strerror: (code) => (ensureLoaded(), C.strerror(code)),
+  libraryPath: () => libPath,
   _raw: C,
 };
