@@ -7,5 +7,5 @@ lib="${HERALD_LIB_DIR:-$(cd ../.. && pwd)/target/release}"
 jna=/usr/share/java/jna.jar
 out=../../target/java
 rm -rf "$out" && mkdir -p "$out"
-javac -Xlint:all -Werror -cp "$jna" -d "$out" src/herald/*.java test/herald/*.java
-java -cp "$out:$jna" -Djna.library.path="$lib" -Djna.nosys=false herald.HeraldTest
+javac -Xlint:all -Werror -cp "$jna" -d "$out" src/dev/herald/*.java test/dev/herald/*.java
+java -cp "$out:$jna" -Djna.library.path="$lib" -Djna.nosys=false dev.herald.HeraldTest

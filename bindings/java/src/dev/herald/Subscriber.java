@@ -1,4 +1,4 @@
-package herald;
+package dev.herald;
 
 import com.sun.jna.Memory;
 import com.sun.jna.Pointer;

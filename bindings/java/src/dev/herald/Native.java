@@ -1,4 +1,4 @@
-package herald;
+package dev.herald;
 
 import com.sun.jna.NativeLibrary;
 import com.sun.jna.Pointer;

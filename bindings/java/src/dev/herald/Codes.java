@@ -1,4 +1,4 @@
-package herald;
+package dev.herald;
 
 /** The stable result codes of include/herald.h. */
 public final class Codes {
