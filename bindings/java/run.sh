@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Compiles the JVM binding (JNA from Debian's libjna-java) and its test with
-# plain javac, and runs the test against target/release/libherald.so.
+# Builds the jar (build.sh), compiles the binding's tests against it and runs
+# them with plain java: the library comes from the jar, no library path.
 set -euo pipefail
-cd "$(dirname "$0")"
-lib="${HERALD_LIB_DIR:-$(cd ../.. && pwd)/target/release}"
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
 jna=/usr/share/java/jna.jar
-out=../../target/java
+jar="$("$here/build.sh" | tail -n 1)"
+out="$root/target/java/test"
 rm -rf "$out" && mkdir -p "$out"
-javac -Xlint:all -Werror -cp "$jna" -d "$out" src/dev/herald/*.java test/dev/herald/*.java
-java -cp "$out:$jna" -Djna.library.path="$lib" -Djna.nosys=false dev.herald.HeraldTest
+javac -Xlint:all -Werror -cp "$jar:$jna" -d "$out" "$here"/test/dev/herald/*.java
+java -cp "$out:$jar:$jna" dev.herald.HeraldTest

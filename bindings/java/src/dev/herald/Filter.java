@@ -12,6 +12,8 @@ public final class Filter {
     final List<String> types = new ArrayList<>();
     Long excludeOrigin;
 
+    private Filter() {}
+
     public static Filter topics(String... patterns) {
         Filter f = new Filter();
         f.topics.addAll(List.of(patterns));

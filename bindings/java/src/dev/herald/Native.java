@@ -2,21 +2,45 @@ package dev.herald;
 
 import com.sun.jna.NativeLibrary;
 import com.sun.jna.Pointer;
+import java.io.File;
+import java.io.IOException;
 
 /**
  * JNA direct mapping of include/herald.h. Handles are {@link Pointer}s;
- * {@code size_t} is {@code long} (64-bit Linux). Library lookup: the system
- * property {@code jna.library.path} or {@code HERALD_LIB_DIR}.
+ * {@code size_t} is {@code long} (64-bit Linux).
+ *
+ * <p>Library lookup: with the system property {@code jna.library.path} or
+ * the environment variable {@code HERALD_LIB_DIR} set, JNA's usual search;
+ * otherwise the libherald.so bundled in the jar (JNA resource path, e.g.
+ * {@code linux-x86-64/libherald.so}), extracted by JNA to a temporary file,
+ * and only if the jar has none, JNA's usual search.
  */
 final class Native {
     private Native() {}
 
     static {
+        com.sun.jna.Native.register(Native.class, load());
+    }
+
+    private static NativeLibrary load() {
         String dir = System.getenv("HERALD_LIB_DIR");
         if (dir != null && System.getProperty("jna.library.path") == null) {
             System.setProperty("jna.library.path", dir);
         }
-        com.sun.jna.Native.register(Native.class, NativeLibrary.getInstance("herald"));
+        if (System.getProperty("jna.library.path") == null) {
+            // The bundled copy first: JNA's usual order would prefer any
+            // libherald.so on the system path, maybe of another version.
+            File bundled;
+            try {
+                bundled = com.sun.jna.Native.extractFromResourcePath("herald", Native.class.getClassLoader());
+            } catch (IOException notBundled) {
+                bundled = null;
+            }
+            if (bundled != null) {
+                return NativeLibrary.getInstance(bundled.getAbsolutePath());
+            }
+        }
+        return NativeLibrary.getInstance("herald");
     }
 
     static native String herald_version();
