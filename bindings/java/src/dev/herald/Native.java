@@ -52,7 +52,21 @@ final class Native {
     static native int herald_broker_close(Pointer broker);
     static native int herald_broker_next_seq(Pointer broker, Pointer out);
     static native int herald_broker_metrics(Pointer broker, Pointer out);
+    static native int herald_broker_flush(Pointer broker);
     static native int herald_broker_consumer_checkpoint(Pointer broker, byte[] name, long nameLen, Pointer out);
+    static native int herald_broker_consumer_ack(Pointer broker, byte[] name, long nameLen, long seq);
+    static native int herald_broker_consumer_remove(Pointer broker, byte[] name, long nameLen);
+    static native int herald_broker_publish_batch(Pointer broker, Pointer events, long count, Pointer out);
+    static native int herald_broker_presence_join(Pointer broker, byte[] topic, long topicLen, byte[] clientId,
+            long clientIdLen, byte[] user, long userLen, byte[] device, long deviceLen, byte[] metadata,
+            long metadataLen);
+    static native int herald_broker_presence_heartbeat(Pointer broker, byte[] topic, long topicLen, byte[] clientId,
+            long clientIdLen);
+    static native int herald_broker_presence_leave(Pointer broker, byte[] topic, long topicLen, byte[] clientId,
+            long clientIdLen, Pointer outWasPresent);
+    static native int herald_broker_presence_expire(Pointer broker, Pointer outCount);
+    static native int herald_broker_presence_list(Pointer broker, byte[] topic, long topicLen, Pointer buf, long cap,
+            Pointer outLen, Pointer outCount);
 
     static native int herald_filter_new(Pointer out);
     static native void herald_filter_free(Pointer filter);
@@ -79,5 +93,6 @@ final class Native {
             Pointer outCount, int timeoutMs);
     static native int herald_subscriber_ack(Pointer subscriber, long seq);
     static native int herald_subscriber_ack_up_to(Pointer subscriber, long seq);
+    static native int herald_subscriber_wait(Pointer subscriber, int timeoutMs, Pointer outReady);
     static native int herald_subscriber_lag(Pointer subscriber, Pointer behind, Pointer live);
 }
