@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the jar (build.sh), compiles the binding's tests against it and runs
-# them with plain java: the library comes from the jar, no library path.
+# them with plain java (the library comes from the jar, no library path),
+# runs the jar as a user would (jar_test.sh: the examples, outside the
+# repository).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -10,3 +12,6 @@ out="$root/target/java/test"
 rm -rf "$out" && mkdir -p "$out"
 javac -Xlint:all -Werror -cp "$jar:$jna" -d "$out" "$here"/test/dev/herald/*.java
 java -cp "$out:$jar:$jna" dev.herald.HeraldTest
+
+"$here/jar_test.sh"
+
