@@ -13,5 +13,5 @@ cargo build -p herald-ffi --release --locked >/dev/null
     go test -tags herald_nopkgconfig -count=1 -run TestBenchReceive -v . | sed -n 's/^ *bench_test.go:[0-9]*: //p')
 out=target/java-bench
 rm -rf "$out" && mkdir -p "$out"
-javac -cp /usr/share/java/jna.jar -d "$out" bindings/java/src/herald/*.java bindings/java/test/herald/Bench.java
-java -cp "$out:/usr/share/java/jna.jar" -Djna.library.path="$lib" herald.Bench "$events" 5
+javac -cp /usr/share/java/jna.jar -d "$out" bindings/java/src/dev/herald/*.java bindings/java/test/dev/herald/Bench.java
+java -cp "$out:/usr/share/java/jna.jar" -Djna.library.path="$lib" dev.herald.Bench "$events" 5

@@ -1,4 +1,4 @@
-package herald;
+package dev.herald;
 
 /** A failed call: its stable result code (see {@link Codes}) and the library's message. */
 public final class HeraldException extends RuntimeException {

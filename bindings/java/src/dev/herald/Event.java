@@ -1,4 +1,4 @@
-package herald;
+package dev.herald;
 
 /**
  * One delivery: an event, or ({@code gap} true) a notice that retention

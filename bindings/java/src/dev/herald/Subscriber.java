@@ -1,4 +1,4 @@
-package herald;
+package dev.herald;
 
 import com.sun.jna.Memory;
 import com.sun.jna.Pointer;
@@ -139,6 +139,27 @@ public final class Subscriber implements AutoCloseable, Iterable<Event> {
         Memory behind = new Memory(8);
         HeraldException.check(Native.herald_subscriber_lag(ptr, behind, null));
         return behind.getLong(0);
+    }
+
+    /** Whether the subscriber reads the live ring (false: it is replaying the log, e.g. after it was lapped). */
+    public synchronized boolean live() {
+        Memory behind = new Memory(8), live = new Memory(1);
+        HeraldException.check(Native.herald_subscriber_lag(ptr, behind, live));
+        return live.getByte(0) != 0;
+    }
+
+    /**
+     * Waits up to {@code timeoutMs} (negative: no limit) until a delivery may
+     * be ready, without taking it; true if one may be. Read it with
+     * {@link #next(int)}: a true answer can still be followed by a timeout
+     * (e.g. an event the filter leaves out).
+     */
+    public synchronized boolean await(int timeoutMs) {
+        if (closed) return false;
+        if (!queue.isEmpty()) return true;
+        Memory ready = new Memory(1);
+        HeraldException.check(Native.herald_subscriber_wait(ptr, timeoutMs, ready));
+        return ready.getByte(0) != 0;
     }
 
     /** A blocking iterator: {@code hasNext} waits for the next delivery until the subscriber is closed. */

@@ -1,4 +1,4 @@
-package herald;
+package dev.herald;
 
 /** Where a subscription starts (the same choices as the Rust API). */
 public record Start(int kind, long value) {

@@ -1,22 +1,46 @@
-package herald;
+package dev.herald;
 
 import com.sun.jna.NativeLibrary;
 import com.sun.jna.Pointer;
+import java.io.File;
+import java.io.IOException;
 
 /**
  * JNA direct mapping of include/herald.h. Handles are {@link Pointer}s;
- * {@code size_t} is {@code long} (64-bit Linux). Library lookup: the system
- * property {@code jna.library.path} or {@code HERALD_LIB_DIR}.
+ * {@code size_t} is {@code long} (64-bit Linux).
+ *
+ * <p>Library lookup: with the system property {@code jna.library.path} or
+ * the environment variable {@code HERALD_LIB_DIR} set, JNA's usual search;
+ * otherwise the libherald.so bundled in the jar (JNA resource path, e.g.
+ * {@code linux-x86-64/libherald.so}), extracted by JNA to a temporary file,
+ * and only if the jar has none, JNA's usual search.
  */
 final class Native {
     private Native() {}
 
     static {
+        com.sun.jna.Native.register(Native.class, load());
+    }
+
+    private static NativeLibrary load() {
         String dir = System.getenv("HERALD_LIB_DIR");
         if (dir != null && System.getProperty("jna.library.path") == null) {
             System.setProperty("jna.library.path", dir);
         }
-        com.sun.jna.Native.register(Native.class, NativeLibrary.getInstance("herald"));
+        if (System.getProperty("jna.library.path") == null) {
+            // The bundled copy first: JNA's usual order would prefer any
+            // libherald.so on the system path, maybe of another version.
+            File bundled;
+            try {
+                bundled = com.sun.jna.Native.extractFromResourcePath("herald", Native.class.getClassLoader());
+            } catch (IOException notBundled) {
+                bundled = null;
+            }
+            if (bundled != null) {
+                return NativeLibrary.getInstance(bundled.getAbsolutePath());
+            }
+        }
+        return NativeLibrary.getInstance("herald");
     }
 
     static native String herald_version();
@@ -28,7 +52,21 @@ final class Native {
     static native int herald_broker_close(Pointer broker);
     static native int herald_broker_next_seq(Pointer broker, Pointer out);
     static native int herald_broker_metrics(Pointer broker, Pointer out);
+    static native int herald_broker_flush(Pointer broker);
     static native int herald_broker_consumer_checkpoint(Pointer broker, byte[] name, long nameLen, Pointer out);
+    static native int herald_broker_consumer_ack(Pointer broker, byte[] name, long nameLen, long seq);
+    static native int herald_broker_consumer_remove(Pointer broker, byte[] name, long nameLen);
+    static native int herald_broker_publish_batch(Pointer broker, Pointer events, long count, Pointer out);
+    static native int herald_broker_presence_join(Pointer broker, byte[] topic, long topicLen, byte[] clientId,
+            long clientIdLen, byte[] user, long userLen, byte[] device, long deviceLen, byte[] metadata,
+            long metadataLen);
+    static native int herald_broker_presence_heartbeat(Pointer broker, byte[] topic, long topicLen, byte[] clientId,
+            long clientIdLen);
+    static native int herald_broker_presence_leave(Pointer broker, byte[] topic, long topicLen, byte[] clientId,
+            long clientIdLen, Pointer outWasPresent);
+    static native int herald_broker_presence_expire(Pointer broker, Pointer outCount);
+    static native int herald_broker_presence_list(Pointer broker, byte[] topic, long topicLen, Pointer buf, long cap,
+            Pointer outLen, Pointer outCount);
 
     static native int herald_filter_new(Pointer out);
     static native void herald_filter_free(Pointer filter);
@@ -55,5 +93,6 @@ final class Native {
             Pointer outCount, int timeoutMs);
     static native int herald_subscriber_ack(Pointer subscriber, long seq);
     static native int herald_subscriber_ack_up_to(Pointer subscriber, long seq);
+    static native int herald_subscriber_wait(Pointer subscriber, int timeoutMs, Pointer outReady);
     static native int herald_subscriber_lag(Pointer subscriber, Pointer behind, Pointer live);
 }

@@ -1,4 +1,4 @@
-package herald;
+package dev.herald;
 
 import com.sun.jna.Memory;
 import com.sun.jna.Pointer;
@@ -11,6 +11,8 @@ public final class Filter {
     final List<String> topics = new ArrayList<>();
     final List<String> types = new ArrayList<>();
     Long excludeOrigin;
+
+    private Filter() {}
 
     public static Filter topics(String... patterns) {
         Filter f = new Filter();

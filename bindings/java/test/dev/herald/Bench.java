@@ -1,4 +1,4 @@
-package herald;
+package dev.herald;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
