@@ -736,7 +736,8 @@ herald_result herald_subscriber_arm(const struct herald_subscriber *subscriber,
 // Blocks until the subscriber may have a delivery or `timeout_ms` passes
 // (negative: no limit); `*out_ready` (may be NULL) tells which. It does not
 // consume anything: read with poll/next afterwards. Meant for hosts that
-// wait on a worker thread (koffi async calls, JVM threads).
+// wait on a thread of their own (JVM threads); event loops watch
+// `herald_subscriber_fd` instead.
 //
 // # Safety
 // `subscriber` NULL or live; `out_ready` NULL or writable.
