@@ -388,3 +388,27 @@ fn not_before_is_enforced_and_errors_come_from_the_tokens_own_key() {
     );
     server.shutdown().unwrap();
 }
+
+#[test]
+fn errors_name_topics_as_the_client_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let acme = token("acme", &["orders.*"], &["orders.>"]);
+    let body = r#"{"type":"e","data":1}"#;
+    for (method, path, body) in [
+        ("POST", "/v1/topics/users.1/events", body),
+        ("POST", "/v1/topics/orders..1/events", body),
+        ("GET", "/v1/events?topics=users.>", ""),
+        ("GET", "/v1/events?topics=orders.>.x", ""),
+        ("GET", "/v1/topics/$presence.users/events", ""),
+    ] {
+        let (status, answer) = request(&server, method, path, Some(&acme), body);
+        assert!(status == 400 || status == 403, "{path}: {status} {answer}");
+        let message = answer["error"].as_str().unwrap();
+        assert!(
+            !message.contains("acme"),
+            "{path}: the tenant prefix leaks: {message}"
+        );
+    }
+    server.shutdown().unwrap();
+}

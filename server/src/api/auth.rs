@@ -87,6 +87,19 @@ impl Grants {
         }
     }
 
+    /// The client's name for an internal topic or pattern (for messages):
+    /// without the tenant prefix, also after `$presence.`.
+    pub(crate) fn display<'n>(&self, internal: &'n str) -> std::borrow::Cow<'n, str> {
+        let Some(t) = &self.tenant else {
+            return internal.into();
+        };
+        let strip = |name: &'n str| name.strip_prefix(t.as_str())?.strip_prefix('.');
+        match internal.strip_prefix(PRESENCE) {
+            Some(rest) => strip(rest).map_or(internal.into(), |r| format!("{PRESENCE}{r}").into()),
+            None => strip(internal).unwrap_or(internal).into(),
+        }
+    }
+
     /// Bytes of tenant prefix on internal names.
     pub(crate) fn prefix_len(&self) -> usize {
         self.tenant.as_ref().map_or(0, |t| t.len() + 1)
@@ -118,7 +131,8 @@ impl Grants {
             Ok(())
         } else {
             Err(ApiError::Forbidden(format!(
-                "the token may not publish to {topic:?}"
+                "the token may not publish to {:?}",
+                self.display(topic)
             )))
         }
     }
@@ -136,7 +150,8 @@ impl Grants {
             Ok(())
         } else {
             Err(ApiError::Forbidden(format!(
-                "the token may not subscribe to {pattern:?}"
+                "the token may not subscribe to {:?}",
+                self.display(pattern)
             )))
         }
     }

@@ -199,6 +199,8 @@ impl Caller<'_> {
 
     /// The broker's name of an event's topic, within the publish grants.
     fn publish_topic(&self, op: &Publish<'_>) -> Result<String, ApiError> {
+        // The client's own name first: errors name it as the client does.
+        validate_topic(&op.topic)?;
         let topic = self.grants.internal(&op.topic);
         self.grants.check_publish(&topic)?;
         Ok(topic)
@@ -211,6 +213,14 @@ impl Caller<'_> {
         selection: Selection,
         default: StartDefault,
     ) -> Result<Opened, ApiError> {
+        // The client's own names first: errors name them as the client does.
+        let client_names = match &selection.topics {
+            Topics::One(t) => std::slice::from_ref(t),
+            Topics::Many(list) => list.as_slice(),
+        };
+        for name in client_names {
+            herald_core::broker::TopicPattern::parse(name)?;
+        }
         let (names, single) = match selection.topics {
             Topics::One(t) => (vec![self.grants.internal(&t)], true),
             Topics::Many(list) => (
