@@ -6,13 +6,18 @@
 //! so the appender mostly finds its pages mapped already, while an idle log
 //! keeps only that window resident (not the whole segment). The appender
 //! wakes the thread each time it crosses a [`STEP`]; the thread also looks
-//! by itself every 100 ms, and ends when the segment is sealed.
+//! by itself every 100 ms. When the segment is sealed (woken by the seal),
+//! the thread drops the segment's pages from the process (`MADV_DONTNEED`)
+//! and ends: a sealed segment is read only by readers catching up, which
+//! fault its pages back in from the page cache, so the resident memory of
+//! the log stays a window ahead of the appender instead of growing with
+//! the log.
 
 use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::Duration;
 
-use memmap2::Advice;
+use memmap2::{Advice, UncheckedAdvice};
 
 use super::segment::Segment;
 
@@ -35,8 +40,21 @@ pub(crate) fn spawn(seg: &Arc<Segment>) {
             let mut off = 0usize;
             loop {
                 let Some(seg) = weak.upgrade() else { return };
-                if seg.is_sealed() || off >= seg.size {
+                if seg.is_sealed() {
+                    // SAFETY: a shared file mapping: MADV_DONTNEED only
+                    // unmaps its pages from this process (dirty ones stay
+                    // in the page cache, to be written back). Any access
+                    // after it, by a reader holding a slice of the mapping,
+                    // faults in the same file contents, so no reference
+                    // ever sees different bytes.
+                    let _ = unsafe { seg.map().unchecked_advise(UncheckedAdvice::DontNeed) };
                     return;
+                }
+                if off >= seg.size {
+                    // Populated to the end: parked until the seal.
+                    drop(seg);
+                    thread::park_timeout(Duration::from_millis(100));
+                    continue;
                 }
                 // Skip what the appender has already written.
                 let end = seg.end();

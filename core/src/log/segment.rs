@@ -145,6 +145,10 @@ impl Segment {
         // Release: pairs with the Acquire in `is_sealed`; every `publish`
         // before it is visible to a reader that sees `sealed == true`.
         self.sealed.store(true, Ordering::Release);
+        // Its prefaulter releases the pages now (see `prefault`).
+        if let Some(t) = self.prefaulter.get() {
+            t.unpark();
+        }
     }
 
     /// Offset of record `idx`; only valid for `idx < count()` as loaded by the caller.

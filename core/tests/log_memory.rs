@@ -1,0 +1,77 @@
+//! The log's resident memory does not grow with the log: a sealed segment's
+//! pages are dropped from the process (the page cache keeps them), and a
+//! reader of the sealed segment still reads every record.
+
+use std::time::{Duration, Instant};
+
+use herald_core::log::{Durability, Log, LogConfig, RecordRef};
+
+/// Resident KiB of the mapping of `path` in this process, from smaps.
+fn resident_kib(path: &std::path::Path) -> Option<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let name = path.to_str()?;
+    let mut lines = smaps.lines();
+    while let Some(line) = lines.next() {
+        if line.ends_with(name) {
+            for field in lines.by_ref() {
+                if let Some(kb) = field.strip_prefix("Rss:") {
+                    return kb.trim().trim_end_matches(" kB").trim().parse().ok();
+                }
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_sealed_segment_leaves_resident_memory_and_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_size: 4 << 20, // the smallest size that gets a prefaulter
+        durability: Durability::Never,
+        prefault: true,
+        ..LogConfig::default()
+    };
+    let (log, _) = Log::open(dir.path(), config).unwrap();
+    let payload = vec![7u8; 1000];
+    let append = |seq| {
+        log.append(&RecordRef {
+            seq,
+            topic_id: 1,
+            topic_seq: seq,
+            timestamp_ns: seq,
+            origin: 0,
+            event_type: b"e",
+            payload: &payload,
+        })
+        .unwrap()
+    };
+    // Fill the first segment and roll into the second.
+    let mut seq = 1;
+    let first = dir.path().join("00000000000000000001.seg");
+    while log.next_seq() < 5000 {
+        append(seq);
+        seq += 1;
+    }
+    assert!(std::fs::read_dir(dir.path()).unwrap().count() >= 2, "rolled");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let resident = loop {
+        let kib = resident_kib(&first).expect("the first segment is mapped");
+        if kib <= 64 || Instant::now() > deadline {
+            break kib;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(resident <= 64, "the sealed segment keeps {resident} KiB resident");
+    // Still readable, every byte, from the page cache.
+    let mut reader = log.reader_from_seq(1).unwrap();
+    for want in 1..seq {
+        let item = reader.next_item().unwrap().unwrap().to_owned_item();
+        match item {
+            herald_core::log::LogItem::Record(r) => {
+                assert_eq!((r.seq, r.payload.as_slice()), (want, payload.as_slice()));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
