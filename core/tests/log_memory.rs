@@ -1,6 +1,7 @@
 //! The log's resident memory does not grow with the log: a sealed segment's
-//! pages are dropped from the process (the page cache keeps them), and a
-//! reader of the sealed segment still reads every record.
+//! pages are dropped from the process (the page cache keeps them), a reader
+//! of the sealed segment still reads every record, and drops the pages it
+//! faulted in once it has read past the segment.
 
 use std::time::{Duration, Instant};
 
@@ -74,4 +75,11 @@ fn a_sealed_segment_leaves_resident_memory_and_stays_readable() {
             other => panic!("unexpected {other:?}"),
         }
     }
+    // The reader faulted the first segment back in, and released it when it
+    // read past its end.
+    let after_reading = resident_kib(&first).unwrap();
+    assert!(
+        after_reading <= 64,
+        "a reader left {after_reading} KiB of the sealed segment resident"
+    );
 }

@@ -7,17 +7,17 @@
 //! keeps only that window resident (not the whole segment). The appender
 //! wakes the thread each time it crosses a [`STEP`]; the thread also looks
 //! by itself every 100 ms. When the segment is sealed (woken by the seal),
-//! the thread drops the segment's pages from the process (`MADV_DONTNEED`)
-//! and ends: a sealed segment is read only by readers catching up, which
-//! fault its pages back in from the page cache, so the resident memory of
-//! the log stays a window ahead of the appender instead of growing with
-//! the log.
+//! the thread drops the segment's pages from the process
+//! ([`Segment::release_pages`]) and ends: a sealed segment is read only by
+//! readers catching up, which fault its pages back in from the page cache
+//! and release them again when they leave it, so the resident memory of the
+//! log stays a window ahead of the appender instead of growing with it.
 
 use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::Duration;
 
-use memmap2::{Advice, UncheckedAdvice};
+use memmap2::Advice;
 
 use super::segment::Segment;
 
@@ -41,13 +41,7 @@ pub(crate) fn spawn(seg: &Arc<Segment>) {
             loop {
                 let Some(seg) = weak.upgrade() else { return };
                 if seg.is_sealed() {
-                    // SAFETY: a shared file mapping: MADV_DONTNEED only
-                    // unmaps its pages from this process (dirty ones stay
-                    // in the page cache, to be written back). Any access
-                    // after it, by a reader holding a slice of the mapping,
-                    // faults in the same file contents, so no reference
-                    // ever sees different bytes.
-                    let _ = unsafe { seg.map().unchecked_advise(UncheckedAdvice::DontNeed) };
+                    seg.release_pages();
                     return;
                 }
                 if off >= seg.size {

@@ -210,6 +210,8 @@ impl LogReader {
                 if self.idx < seg.count() {
                     return Step::Ready;
                 }
+                // Read to its end: the pages this reader faulted in go.
+                seg.release_pages();
                 self.seg = None;
             }
             match self.shared.locate(self.next_seq) {

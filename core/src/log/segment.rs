@@ -140,6 +140,23 @@ impl Segment {
         self.sealed.load(Ordering::Acquire)
     }
 
+    /// Drops the segment's pages from the process's resident memory
+    /// (`MADV_DONTNEED`); they stay in the page cache. For sealed segments:
+    /// their prefaulter at the seal, and each log reader that has read to
+    /// the end of one, so a reader catching up through the log leaves no
+    /// resident trail behind it.
+    pub(crate) fn release_pages(&self) {
+        // SAFETY: a shared file mapping: MADV_DONTNEED only unmaps its
+        // pages from this process (dirty ones stay in the page cache, to be
+        // written back). Any later access, by a reader holding a slice of
+        // the mapping, faults in the same file contents, so no reference
+        // ever sees different bytes.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
+    }
+
     /// Marks the segment closed to appends. Appender only.
     pub(crate) fn seal(&self) {
         // Release: pairs with the Acquire in `is_sealed`; every `publish`
