@@ -80,6 +80,18 @@ fn control_client_is_served(server: &Server, n: u64) {
     }
 }
 
+/// Waits (up to 2 s) until the server has noticed closed connections and
+/// serves this address again.
+fn wait_until_served(server: &Server) {
+    for _ in 0..100 {
+        if request(server, "GET", "/healthz", None, "").0 == 200 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the connection slots were not released");
+}
+
 #[test]
 fn smuggled_requests_are_refused_and_never_executed() {
     let dir = tempfile::tempdir().unwrap();
@@ -165,7 +177,7 @@ fn connections_over_the_limit_are_answered_and_closed_at_once() {
     let mut config = test_config(dir.path(), 1);
     config.max_connections_per_ip = 4;
     let server = Server::start(config).unwrap();
-    let _admitted: Vec<TcpStream> = (0..4)
+    let admitted: Vec<TcpStream> = (0..4)
         .map(|_| TcpStream::connect(server.local_addr()).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(100));
@@ -186,6 +198,11 @@ fn connections_over_the_limit_are_answered_and_closed_at_once() {
         started.elapsed() < Duration::from_secs(15),
         "closed long before the idle timeout (120 s)"
     );
+    // The admitted connections were served all along; once they leave, a
+    // control client from the same address is served at once.
+    drop(admitted);
+    wait_until_served(&server);
+    control_client_is_served(&server, 20);
     server.shutdown().unwrap();
 }
 
@@ -206,15 +223,7 @@ fn a_silent_connection_is_timed_from_its_accept() {
         s.read_to_string(&mut answer).unwrap();
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     }
-    let mut served = false;
-    for _ in 0..100 {
-        if request(&server, "GET", "/healthz", None, "").0 == 200 {
-            served = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(served, "the slots were released");
+    wait_until_served(&server);
     server.shutdown().unwrap();
 }
 
