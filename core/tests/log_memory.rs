@@ -54,7 +54,10 @@ fn a_sealed_segment_leaves_resident_memory_and_stays_readable() {
         append(seq);
         seq += 1;
     }
-    assert!(std::fs::read_dir(dir.path()).unwrap().count() >= 2, "rolled");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().count() >= 2,
+        "rolled"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let resident = loop {
         let kib = resident_kib(&first).expect("the first segment is mapped");
@@ -63,7 +66,10 @@ fn a_sealed_segment_leaves_resident_memory_and_stays_readable() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert!(resident <= 64, "the sealed segment keeps {resident} KiB resident");
+    assert!(
+        resident <= 64,
+        "the sealed segment keeps {resident} KiB resident"
+    );
     // Still readable, every byte, from the page cache.
     let mut reader = log.reader_from_seq(1).unwrap();
     for want in 1..seq {
