@@ -344,10 +344,10 @@ fn anonymous_access_beside_keys_is_explicit_and_never_through_a_proxy() {
         assert!(raw.starts_with("HTTP/1.1 401"), "{header}: {raw}");
         assert!(raw.contains("proxy"), "{raw}");
     }
-    // A token still works through a proxy.
+    // A token still works through a proxy, which sends the public name.
     let t = token("acme", &[], &[">"]);
     let mut s = TcpStream::connect(server.local_addr()).unwrap();
-    write!(s, "GET /v1/events?topics=>&after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: 203.0.113.9\r\nAuthorization: Bearer {t}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "GET /v1/events?topics=>&after=0 HTTP/1.1\r\nHost: events.example.com\r\nX-Forwarded-For: 203.0.113.9\r\nAuthorization: Bearer {t}\r\nConnection: close\r\n\r\n").unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");

@@ -181,6 +181,19 @@ pub(crate) fn covers(grant: &str, requested: &str) -> bool {
 /// through a proxy, so its loopback address says nothing about its client.
 const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
 
+/// A request's bearer token: the `Authorization: Bearer` header, or the
+/// `access_token` query parameter (for browsers' `EventSource` and
+/// `WebSocket`, which cannot set headers).
+pub(crate) fn bearer_token(req: &Request) -> Option<String> {
+    req.header("authorization")
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::to_owned)
+        .or_else(|| req.query_param("access_token"))
+}
+
 /// Checks tokens.
 #[derive(Debug)]
 pub(crate) struct Authenticator {
@@ -228,15 +241,7 @@ impl Authenticator {
     /// `access_token` query parameter, for browsers' `EventSource` and
     /// `WebSocket`, which cannot set headers).
     pub(crate) fn authenticate(&self, req: &Request) -> Result<Grants, ApiError> {
-        let token = req
-            .header("authorization")
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::to_owned)
-            .or_else(|| req.query_param("access_token"));
-        let Some(token) = token else {
+        let Some(token) = bearer_token(req) else {
             if !self.anonymous {
                 return Err(ApiError::Unauthenticated("missing bearer token".into()));
             }

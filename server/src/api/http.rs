@@ -77,7 +77,11 @@ pub(crate) fn error(e: &ApiError) -> Response {
 
 /// Handles one request.
 pub(crate) fn handle(cx: &HttpContext<'_>, req: &Request) -> Action {
-    let cors = match cx.origins.check(req.header("origin"), req.header("host")) {
+    let bearer = super::auth::bearer_token(req).is_some();
+    let cors = match cx
+        .origins
+        .check(req.header("origin"), req.header("host"), bearer)
+    {
         Verdict::Pass => None,
         Verdict::Cors(origin) => Some(origin.to_owned()),
         Verdict::Refuse(why) => return Action::Respond(error(&ApiError::Forbidden(why.into()))),

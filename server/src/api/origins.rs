@@ -41,9 +41,18 @@ impl Origins {
         }
     }
 
-    /// Judges a request by its `Origin` and `Host` headers.
-    pub(crate) fn check<'a>(&self, origin: Option<&'a str>, host: Option<&str>) -> Verdict<'a> {
-        if self.loopback_hosts_only && host.is_some_and(|h| !is_loopback_host(h)) {
+    /// Judges a request by its `Origin` and `Host` headers. `bearer`: it
+    /// carries a token, so it is not asking for anonymous access (a
+    /// rebinding page has no valid token), and the loopback-`Host` rule,
+    /// which guards anonymous access, does not apply (a token client behind
+    /// a proxy sends the public name).
+    pub(crate) fn check<'a>(
+        &self,
+        origin: Option<&'a str>,
+        host: Option<&str>,
+        bearer: bool,
+    ) -> Verdict<'a> {
+        if self.loopback_hosts_only && !bearer && host.is_some_and(|h| !is_loopback_host(h)) {
             return Verdict::Refuse(
                 "an anonymous server answers only loopback Host names (127.0.0.1, [::1], localhost)",
             );
@@ -96,30 +105,39 @@ mod tests {
     #[test]
     fn pages_pass_only_from_their_own_or_allowed_origins() {
         let none = Origins::new(&[], false);
-        assert_eq!(none.check(None, Some("127.0.0.1:7070")), Verdict::Pass);
         assert_eq!(
-            none.check(Some("http://127.0.0.1:7070"), Some("127.0.0.1:7070")),
+            none.check(None, Some("127.0.0.1:7070"), false),
             Verdict::Pass
         );
-        assert!(refused(
-            none.check(Some("http://evil.example"), Some("127.0.0.1:7070"))
-        ));
+        assert_eq!(
+            none.check(Some("http://127.0.0.1:7070"), Some("127.0.0.1:7070"), false),
+            Verdict::Pass
+        );
+        assert!(refused(none.check(
+            Some("http://evil.example"),
+            Some("127.0.0.1:7070"),
+            false
+        )));
         // A different port is a different origin.
-        assert!(refused(
-            none.check(Some("http://127.0.0.1:8080"), Some("127.0.0.1:7070"))
-        ));
-        assert!(refused(none.check(Some("null"), Some("x"))));
+        assert!(refused(none.check(
+            Some("http://127.0.0.1:8080"),
+            Some("127.0.0.1:7070"),
+            false
+        )));
+        assert!(refused(none.check(Some("null"), Some("x"), false)));
         let some = Origins::new(&["https://App.example/".into()], false);
         assert_eq!(
-            some.check(Some("https://app.example"), Some("herald:7070")),
+            some.check(Some("https://app.example"), Some("herald:7070"), false),
             Verdict::Cors("https://app.example")
         );
-        assert!(refused(
-            some.check(Some("https://other.example"), Some("herald:7070"))
-        ));
+        assert!(refused(some.check(
+            Some("https://other.example"),
+            Some("herald:7070"),
+            false
+        )));
         let any = Origins::new(&["*".into()], false);
         assert_eq!(
-            any.check(Some("https://other.example"), Some("herald:7070")),
+            any.check(Some("https://other.example"), Some("herald:7070"), false),
             Verdict::Cors("https://other.example")
         );
     }
@@ -134,7 +152,11 @@ mod tests {
             "localhost:1",
             "a.localhost",
         ] {
-            assert_eq!(local.check(None, Some(host)), Verdict::Pass, "{host}");
+            assert_eq!(
+                local.check(None, Some(host), false),
+                Verdict::Pass,
+                "{host}"
+            );
         }
         // A rebound name is "same-origin" for the page, but not loopback.
         for host in [
@@ -142,11 +164,14 @@ mod tests {
             "10.0.0.1:7070",
             "localhost.evil.example",
         ] {
-            assert!(refused(local.check(None, Some(host))), "{host}");
+            assert!(refused(local.check(None, Some(host), false)), "{host}");
             assert!(
-                refused(local.check(Some(&format!("http://{host}")), Some(host))),
+                refused(local.check(Some(&format!("http://{host}")), Some(host), false)),
                 "{host}"
             );
+            // A request with a token asks for no anonymous access: it is
+            // judged by its token (a rebinding page has none that is valid).
+            assert_eq!(local.check(None, Some(host), true), Verdict::Pass, "{host}");
         }
     }
 }
