@@ -647,3 +647,89 @@ fn from_sequence_zero_is_from_the_beginning_without_a_gap() {
     p.publish("e", b"1", PublishOptions::default()).unwrap();
     assert_eq!(event(sub.try_next().unwrap().unwrap()).seq, 1);
 }
+
+#[test]
+fn a_consumer_created_at_a_topic_sequence_resumes_there_until_it_acknowledges() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    let (a, b) = (
+        broker.publisher("a").unwrap(),
+        broker.publisher("b").unwrap(),
+    );
+    for i in 0..5u8 {
+        a.publish("e", &[i], PublishOptions::default()).unwrap(); // seq 1, 3, 5, 7, 9
+        b.publish("e", &[i], PublishOptions::default()).unwrap();
+    }
+    // From topic sequence 4 of `a` (global 7): everything before it is
+    // consumed, and a second subscription without acknowledgements resumes
+    // there too (not at the start of the log).
+    let sub = broker
+        .subscribe_consumer("c", Filter::topic("a").unwrap(), StartAt::TopicSeq(4))
+        .unwrap();
+    assert_eq!(broker.consumer_checkpoint("c").unwrap(), 6);
+    drop(sub);
+    let mut again = broker
+        .subscribe_consumer("c", Filter::topic("a").unwrap(), StartAt::Now)
+        .unwrap();
+    let topic_seqs: Vec<u64> = drain(&mut again)
+        .into_iter()
+        .map(|d| event(d).topic_seq)
+        .collect();
+    assert_eq!(topic_seqs, [4, 5]);
+}
+
+#[test]
+fn a_consumer_checkpoint_past_the_end_of_the_log_falls_back_to_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let broker = Broker::open(config(dir.path())).unwrap();
+        let p = broker.publisher("a").unwrap();
+        for _ in 0..3 {
+            p.publish("e", b"x", PublishOptions::default()).unwrap();
+        }
+        drop(broker.subscribe_consumer("c", Filter::topic("a").unwrap(), StartAt::Seq(1)));
+        broker.ack_consumer("c", 3).unwrap();
+    }
+    // The log loses its tail (a crash under a non-synced policy, a restored
+    // backup) but the checkpoint survives: the consumer says 3, the log
+    // ends at 1.
+    let consumers = dir.path().join("consumers");
+    let saved = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(&consumers).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), saved.path().join(e.file_name())).unwrap();
+    }
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    {
+        let broker = Broker::open(config(dir.path())).unwrap();
+        broker
+            .publisher("a")
+            .unwrap()
+            .publish("e", b"1", PublishOptions::default())
+            .unwrap();
+    }
+    std::fs::create_dir_all(&consumers).unwrap();
+    for e in std::fs::read_dir(saved.path()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), consumers.join(e.file_name())).unwrap();
+    }
+    let broker = Broker::open(config(dir.path())).unwrap();
+    assert_eq!(broker.consumer_checkpoint("c").unwrap(), 3);
+    let mut sub = broker
+        .subscribe_consumer("c", Filter::topic("a").unwrap(), StartAt::Now)
+        .unwrap();
+    assert_eq!(sub.beyond_end(), Some(1));
+    assert_eq!(
+        broker.consumer_checkpoint("c").unwrap(),
+        1,
+        "back to the end"
+    );
+    // Events from here on are the consumer's to read and acknowledge.
+    let p = broker.publisher("a").unwrap();
+    p.publish("e", b"2", PublishOptions::default()).unwrap();
+    p.publish("e", b"3", PublishOptions::default()).unwrap();
+    let seqs: Vec<u64> = drain(&mut sub).into_iter().map(|d| event(d).seq).collect();
+    assert_eq!(seqs, [2, 3]);
+    sub.ack_up_to(3).unwrap();
+    assert_eq!(broker.consumer_checkpoint("c").unwrap(), 3);
+}

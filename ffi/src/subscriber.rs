@@ -502,6 +502,8 @@ fn wait(wake: &Wake, st: &mut SubState, deadline: Option<Instant>) -> Result<boo
         // eventfd, open while `bell` lives.
         let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
         if r > 0 {
+            // Woken by `herald_subscriber_wake` rather than a publish?
+            wake.check()?;
             return Ok(true);
         }
         if r < 0 {

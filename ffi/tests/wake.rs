@@ -68,6 +68,28 @@ fn a_blocked_next_is_ended_by_wake_and_nothing_is_lost() {
         assert_eq!(r, HERALD_E_CANCELLED);
         reader.join().unwrap();
 
+        // A blocked `wait` too: woken, it says so (not "ready").
+        let (tx, rx) = mpsc::channel();
+        let waiter = {
+            let s = Ptr(s);
+            std::thread::spawn(move || {
+                let s = s;
+                let mut ready = false;
+                tx.send(herald_subscriber_wait(s.0, -1, &mut ready))
+                    .unwrap();
+            })
+        };
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "wait(-1) blocks"
+        );
+        assert_eq!(herald_subscriber_wake(s), HERALD_OK);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)).expect("woken"),
+            HERALD_E_CANCELLED
+        );
+        waiter.join().unwrap();
+
         // A wake before the call is kept for it; the event published
         // meanwhile is still delivered afterwards.
         let mut p = null_mut();

@@ -485,3 +485,19 @@ fn a_position_past_the_end_of_the_log_is_answered_with_a_reset() {
     let _ = sse.get_mut().write_all(b"");
     server.shutdown().unwrap();
 }
+
+#[test]
+fn a_bogus_token_does_not_lift_the_rebinding_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    for path in ["/metrics?access_token=x", "/healthz?access_token=x"] {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n");
+        let answer = exchange_raw(&server, raw.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 403"), "{path}: {answer}");
+    }
+    // On endpoints that read the token, a bad one is judged as such.
+    let raw = "GET /v1/events?topics=a&access_token=x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n";
+    let answer = exchange_raw(&server, raw.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    server.shutdown().unwrap();
+}

@@ -100,9 +100,11 @@ impl BrokerConfig {
             ));
         }
         // The log's type field holds the type, a NUL and the correlation id.
+        // (+7: records are padded to 8 bytes, as `Checked` counts them.)
         let log_record = crate::log::format::REC_HEADER_LEN
             + crate::log::format::MAX_TYPE_LEN
-            + self.max_payload;
+            + self.max_payload
+            + 7;
         if log_record > self.log.max_record_len() {
             return invalid(format!(
                 "segment_size ({} bytes) must hold the largest event: at least {} bytes for max_payload {}",
@@ -453,12 +455,20 @@ impl Broker {
             None => (first_time, true),
         };
         let sub = Subscription::new(self.inner.clone(), filter, start, Some(name.to_owned()))?;
+        let checkpoint = sub.consumer_checkpoint().unwrap_or(0);
         if new {
             // The consumer exists from its first subscription (not its
             // first acknowledgement): it can be acknowledged, listed and
             // removed, and retention keeps what it has not read.
-            let checkpoint = sub.consumer_checkpoint().unwrap_or(0);
             self.inner.commit_checkpoint(name, checkpoint)?;
+        } else if sub.beyond_end().is_some() {
+            // Its checkpoint is past the end of the log (which lost its
+            // tail): back to the end, or the events published from here on
+            // would count as consumed already.
+            self.inner.checkpoints.reset(name, checkpoint)?;
+            self.inner
+                .log
+                .set_retention_floor(&consumer_floor(name), checkpoint + 1);
         }
         Ok(sub)
     }

@@ -268,11 +268,21 @@ impl Subscription {
                 (Source::Log(log.reader_from_seq(seq)?), seq)
             }
         };
+        // A consumer has consumed everything before its start: for a topic
+        // source, before the global sequence of its first record (`next` is
+        // only where that source's global reading begins). A stored
+        // checkpoint past the end of the log (a log that lost its tail)
+        // falls back to the end, where the subscription starts.
+        let start_global = match &source {
+            Source::Topic { reader, .. } => reader.start_seq(),
+            _ => next,
+        };
         let consumer = consumer.map(|name| {
             let checkpoint = inner
                 .checkpoints
                 .get(&name)
-                .unwrap_or(next.saturating_sub(1));
+                .unwrap_or(start_global.saturating_sub(1))
+                .min(now_seq - 1);
             (name, AckTracker::new(checkpoint))
         });
         inner.metrics.active.fetch_add(1, Ordering::Relaxed);

@@ -274,6 +274,13 @@ pub struct TopicReader {
 }
 
 impl TopicReader {
+    /// The global sequence of the first record this reader will return
+    /// (the log's next sequence if the topic has none at or after its
+    /// start yet). Exact until the reader moves.
+    pub fn start_seq(&self) -> u64 {
+        self.pin.get()
+    }
+
     pub(crate) fn new(
         shared: Arc<Shared>,
         topic: u64,

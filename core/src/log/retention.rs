@@ -23,7 +23,7 @@ impl ReaderPin {
         // only keeps more segments.
         self.seq.store(seq, Ordering::Relaxed);
     }
-    fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.seq.load(Ordering::Relaxed)
     }
 }

@@ -177,9 +177,17 @@ pub(crate) fn covers(grant: &str, requested: &str) -> bool {
     r.len() == g.len()
 }
 
-/// Request headers a reverse proxy adds: a request carrying one came
-/// through a proxy, so its loopback address says nothing about its client.
-const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
+/// Request headers reverse proxies add: a request carrying one came through
+/// a proxy, so its loopback address says nothing about its client. (Best
+/// effort: a proxy that adds none of them is not detected.)
+const PROXY_HEADERS: [&str; 6] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "via",
+];
 
 /// A request's bearer token: the `Authorization: Bearer` header, or the
 /// `access_token` query parameter (for browsers' `EventSource` and
