@@ -733,3 +733,30 @@ fn a_consumer_checkpoint_past_the_end_of_the_log_falls_back_to_the_end() {
     sub.ack_up_to(3).unwrap();
     assert_eq!(broker.consumer_checkpoint("c").unwrap(), 3);
 }
+
+#[test]
+fn a_removed_consumer_is_not_brought_back_by_an_acknowledgement() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    let p = broker.publisher("a").unwrap();
+    for _ in 0..3 {
+        p.publish("e", b"x", PublishOptions::default()).unwrap();
+    }
+    let mut sub = broker
+        .subscribe_consumer("c", Filter::topic("a").unwrap(), StartAt::Seq(1))
+        .unwrap();
+    let seqs: Vec<u64> = drain(&mut sub).into_iter().map(|d| event(d).seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    broker.remove_consumer("c").unwrap();
+    // The subscription that was open acknowledges afterwards: refused, and
+    // the consumer stays removed.
+    assert!(matches!(
+        sub.ack_up_to(3),
+        Err(BrokerError::UnknownConsumer(_))
+    ));
+    assert!(matches!(
+        broker.ack_consumer("c", 3),
+        Err(BrokerError::UnknownConsumer(_))
+    ));
+    assert!(broker.consumers().is_empty());
+}

@@ -155,6 +155,12 @@ pub enum CheckpointError {
         /// The consumer.
         name: String,
     },
+    /// [`CheckpointStore::advance`] of a consumer that has no checkpoint
+    /// (never created, or removed).
+    Unknown {
+        /// The consumer.
+        name: String,
+    },
 }
 
 impl fmt::Display for CheckpointError {
@@ -180,6 +186,9 @@ impl fmt::Display for CheckpointError {
                 "checkpoint of consumer {name:?} cannot move backwards from {current} to \
                  {requested} (use reset)"
             ),
+            CheckpointError::Unknown { name } => {
+                write!(f, "consumer {name:?} has no checkpoint")
+            }
             CheckpointError::Poisoned { name } => write!(
                 f,
                 "an earlier fsync of consumer {name:?}'s checkpoint failed; reopen the store"
@@ -478,21 +487,39 @@ impl CheckpointStore {
     /// and the value was not synced yet). A smaller value is
     /// [`CheckpointError::Backwards`].
     pub fn commit(&self, name: &str, seq: u64, sync: bool) -> Result<(), CheckpointError> {
-        self.write(name, seq, sync, false)
+        self.write(name, seq, sync, false, true)
+    }
+
+    /// [`commit`](Self::commit) to an existing checkpoint only: a consumer
+    /// without one (never created, or removed, even concurrently) is
+    /// [`CheckpointError::Unknown`], and is not brought back.
+    pub fn advance(&self, name: &str, seq: u64, sync: bool) -> Result<(), CheckpointError> {
+        self.write(name, seq, sync, false, false)
     }
 
     /// Sets consumer `name`'s checkpoint to `seq`, even backwards (to replay
     /// again). Always synced. Creates the consumer if it has no checkpoint.
     pub fn reset(&self, name: &str, seq: u64) -> Result<(), CheckpointError> {
-        self.write(name, seq, true, true)
+        self.write(name, seq, true, true, true)
     }
 
-    fn write(&self, name: &str, seq: u64, sync: bool, reset: bool) -> Result<(), CheckpointError> {
+    fn write(
+        &self,
+        name: &str,
+        seq: u64,
+        sync: bool,
+        reset: bool,
+        create: bool,
+    ) -> Result<(), CheckpointError> {
         validate_name(name)?;
         let path = self.path_of(name);
+        let unknown = || CheckpointError::Unknown {
+            name: name.to_owned(),
+        };
         loop {
             let e = match self.entry(name) {
                 Some(e) => e,
+                None if !create => return Err(unknown()),
                 None => self
                     .entries
                     .write()
@@ -506,6 +533,9 @@ impl CheckpointStore {
                 continue;
             }
             let Some(st) = g.state.as_mut() else {
+                if !create {
+                    return Err(unknown());
+                }
                 g.state = Some(self.create(name, &path, seq)?);
                 return Ok(());
             };

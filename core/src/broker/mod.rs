@@ -460,7 +460,10 @@ impl Broker {
             // The consumer exists from its first subscription (not its
             // first acknowledgement): it can be acknowledged, listed and
             // removed, and retention keeps what it has not read.
-            self.inner.commit_checkpoint(name, checkpoint)?;
+            self.inner.checkpoints.commit(name, checkpoint, true)?;
+            self.inner
+                .log
+                .set_retention_floor(&consumer_floor(name), checkpoint + 1);
         } else if sub.beyond_end().is_some() {
             // Its checkpoint is past the end of the log (which lost its
             // tail): back to the end, or the events published from here on
@@ -522,6 +525,9 @@ impl Broker {
                     seq,
                     checkpoint: current,
                 })
+            }
+            checkpoint::CheckpointError::Unknown { .. } => {
+                BrokerError::UnknownConsumer(name.to_owned())
             }
             e => e.into(),
         })
@@ -692,15 +698,26 @@ impl Inner {
             // Another subscription of the same consumer acknowledged further:
             // the checkpoint already covers this one.
             Err(checkpoint::CheckpointError::Backwards { .. }) => Ok(()),
+            // Removed while this subscription was open.
+            Err(checkpoint::CheckpointError::Unknown { .. }) => {
+                Err(BrokerError::UnknownConsumer(name.to_owned()))
+            }
             r => Ok(r?),
         }
     }
 
-    /// Stores consumer `name`'s checkpoint and keeps what it has not read.
+    /// Stores the checkpoint of the existing consumer `name` and keeps what
+    /// it has not read.
     fn store_checkpoint(&self, name: &str, seq: u64) -> Result<(), checkpoint::CheckpointError> {
         let sync = self.config.log.durability == crate::log::Durability::Always;
-        self.checkpoints.commit(name, seq, sync)?;
+        self.checkpoints.advance(name, seq, sync)?;
         self.log.set_retention_floor(&consumer_floor(name), seq + 1);
+        // A concurrent removal may have cleared the floor before it was set:
+        // `remove_consumer` clears it after the checkpoint is gone, and this
+        // looks again after setting it, so either way no floor outlives it.
+        if self.checkpoints.get(name).is_none() {
+            self.log.clear_retention_floor(&consumer_floor(name));
+        }
         Ok(())
     }
 }
