@@ -501,3 +501,60 @@ fn a_bogus_token_does_not_lift_the_rebinding_guard() {
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     server.shutdown().unwrap();
 }
+
+#[test]
+fn a_tenant_has_a_bounded_number_of_durable_consumers() {
+    // tmpfs: a thousand consumer files are created quickly there.
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let mut config = test_config(dir.path(), 1);
+    config.auth = AuthConfig {
+        hs256_secret: Some(SECRET.to_vec()),
+        rs256_public_pem: None,
+    };
+    let server = Server::start(config).unwrap();
+    let filter = || herald_core::broker::Filter::topic("acme.jobs").unwrap();
+    for i in 0..1000 {
+        let name = format!("acme.c{i}");
+        drop(
+            server
+                .broker()
+                .subscribe_consumer(&name, filter(), herald_core::StartAt::Now)
+                .unwrap(),
+        );
+    }
+    // Another tenant's consumers do not count against this one.
+    drop(
+        server
+            .broker()
+            .subscribe_consumer("globex.c", filter(), herald_core::StartAt::Now)
+            .unwrap(),
+    );
+    let acme = token("acme", &[], &[">"]);
+    let mut ws = ws_connect(&format!(
+        "ws://{}/v1/ws?access_token={acme}",
+        server.local_addr()
+    ));
+    ws_send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "new", "topic": "jobs", "consumer": "one-more"}),
+    );
+    let answer = ws_recv(&mut ws);
+    assert_eq!(answer["code"], "invalid", "{answer}");
+    // An existing consumer is still served.
+    ws_send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "old", "topic": "jobs", "consumer": "c7"}),
+    );
+    assert_eq!(ws_recv(&mut ws)["type"], "subscribed");
+    let globex = token("globex", &[], &[">"]);
+    let mut other = ws_connect(&format!(
+        "ws://{}/v1/ws?access_token={globex}",
+        server.local_addr()
+    ));
+    ws_send(
+        &mut other,
+        json!({"op": "subscribe", "id": "new", "topic": "jobs", "consumer": "another"}),
+    );
+    assert_eq!(ws_recv(&mut other)["type"], "subscribed");
+    server.shutdown().unwrap();
+}

@@ -18,6 +18,7 @@ use super::auth::Grants;
 use super::error::ApiError;
 use super::ops::{
     Ack, Heartbeat, Leave, PresenceQuery, Publish, PublishRequest, Selection, StartDefault, Topics,
+    MAX_CONSUMERS_PER_TENANT,
 };
 
 /// Who asks, and of which broker.
@@ -242,12 +243,15 @@ impl Caller<'_> {
             _ => 0,
         };
         let (sub, recovered) = match &selection.consumer {
-            Some(name) => (
-                self.broker
-                    .subscribe_consumer(&self.consumer(name)?, filter, start)
-                    .map_err(|e| self.consumer_error(e, name))?,
-                true,
-            ),
+            Some(name) => {
+                let internal = self.consumer(name)?;
+                self.check_consumer_room(&internal)?;
+                let sub = self
+                    .broker
+                    .subscribe_consumer(&internal, filter, start)
+                    .map_err(|e| self.consumer_error(e, name))?;
+                (sub, true)
+            }
             None => {
                 let recovered = start != StartAt::Now;
                 (self.broker.subscribe(filter, start)?, recovered)
@@ -300,6 +304,25 @@ impl Caller<'_> {
             consumer: name.to_owned(),
             checkpoint,
         })
+    }
+
+    /// A new consumer pins the log for every tenant and costs a file: a
+    /// tenant has at most [`MAX_CONSUMERS_PER_TENANT`].
+    fn check_consumer_room(&self, internal: &str) -> Result<(), ApiError> {
+        if self.broker.consumer_checkpoint(internal).is_ok() {
+            return Ok(());
+        }
+        let all = self.broker.consumers();
+        let tenant_has = all
+            .iter()
+            .filter(|(name, _)| self.grants.external(name).is_some())
+            .count();
+        if tenant_has >= MAX_CONSUMERS_PER_TENANT {
+            return Err(ApiError::invalid(format!(
+                "at most {MAX_CONSUMERS_PER_TENANT} durable consumers per tenant: remove one first"
+            )));
+        }
+        Ok(())
     }
 
     /// The broker's name of the caller's consumer `name`, if it may use one.

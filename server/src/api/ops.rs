@@ -30,6 +30,8 @@ pub(crate) const MAX_FILTER_TOPICS: usize = 32;
 pub(crate) const MAX_CONNECTION_PATTERNS: usize = 256;
 /// Most event types one subscription may name.
 pub(crate) const MAX_FILTER_TYPES: usize = 32;
+/// Most durable consumers of one tenant.
+pub(crate) const MAX_CONSUMERS_PER_TENANT: usize = 1000;
 /// Most origins one subscription leaves out.
 pub(crate) const MAX_EXCLUDED_ORIGINS: usize = 32;
 /// Most events one poll returns.
