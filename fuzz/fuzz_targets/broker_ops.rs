@@ -160,6 +160,14 @@ impl Model {
     fn next_seq(&self) -> u64 {
         self.events.len() as u64 + 1
     }
+    /// The global sequence of topic `topic`'s first event at or after
+    /// `topic_seq`, or `end` if it has none yet.
+    fn first_global(&self, topic: &str, topic_seq: u64, end: u64) -> u64 {
+        self.events
+            .iter()
+            .find(|e| e.topic == topic && e.topic_seq >= topic_seq)
+            .map_or(end, |e| e.seq)
+    }
     fn topic_count(&self, topic: &str) -> u64 {
         self.events.iter().filter(|e| e.topic == topic).count() as u64
     }
@@ -381,13 +389,16 @@ fn subscribe(
         (StartAt::Seq(s), _) => (From::Seq((*s).min(now)), (*s).min(now)),
         (StartAt::Time(_), _) => (From::Seq(1), 1),
         // Past the topic's end: from its end (the subscription says so).
+        // A consumer's first checkpoint is just before the global sequence
+        // of the first event it reads (the log's end if there is none yet).
         (StartAt::TopicSeq(ts), Some(t)) => {
-            (From::TopicSeq(t, (*ts).max(1).min(m.topic_count(t) + 1)), 1)
+            let from = (*ts).max(1).min(m.topic_count(t) + 1);
+            (From::TopicSeq(t, from), m.first_global(t, from, now))
         }
-        (StartAt::LastN(n), Some(t)) => (
-            From::TopicSeq(t, (m.topic_count(t) + 1).saturating_sub(*n).max(1)),
-            1,
-        ),
+        (StartAt::LastN(n), Some(t)) => {
+            let from = (m.topic_count(t) + 1).saturating_sub(*n).max(1);
+            (From::TopicSeq(t, from), m.first_global(t, from, now))
+        }
         (StartAt::LastN(n), None) => (
             From::Seq(now.saturating_sub(*n).max(1)),
             now.saturating_sub(*n).max(1),
