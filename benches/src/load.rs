@@ -40,6 +40,52 @@ pub fn now_ns() -> u64 {
     BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
+/// What the Herald clients do beyond the server benchmark's defaults (its
+/// topic, 128-byte payloads, no token, WebSocket both ways).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The topic published to and subscribed to.
+    pub topic: String,
+    /// Payload bytes of every event (at least 32: the stamp's JSON).
+    pub size: usize,
+    /// Sent as `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Subscribers read Server-Sent Events instead of a WebSocket.
+    pub sse: bool,
+    /// The publisher POSTs over HTTP/1.1 (pipelined) instead of a WebSocket.
+    pub http: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            topic: TOPIC.to_string(),
+            size: PAYLOAD,
+            token: None,
+            sse: false,
+            http: false,
+        }
+    }
+}
+
+impl Options {
+    /// The `Authorization` header line, if there is a token.
+    fn auth(&self) -> String {
+        self.token
+            .as_ref()
+            .map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"))
+    }
+
+    /// The WebSocket upgrade request, with the token if there is one.
+    fn upgrade(&self, addr: SocketAddr) -> Vec<u8> {
+        let mut req = upgrade_request(addr);
+        req.truncate(req.len() - 2);
+        req.extend_from_slice(self.auth().as_bytes());
+        req.extend_from_slice(b"\r\n");
+        req
+    }
+}
+
 /// The system a connection speaks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
@@ -65,8 +111,14 @@ impl Peer {
 
 /// Appends the 128-byte payload `{"p":"x…x","t":<10^18 + ts>}`.
 pub fn push_payload(out: &mut Vec<u8>, ts: u64) {
+    push_payload_sized(out, ts, PAYLOAD);
+}
+
+/// Appends a `size`-byte payload `{"p":"x…x","t":<10^18 + ts>}` (32 bytes
+/// at least).
+pub fn push_payload_sized(out: &mut Vec<u8>, ts: u64, size: usize) {
     out.extend_from_slice(br#"{"p":""#);
-    out.extend_from_slice(&[b'x'; PAYLOAD - 32]);
+    out.extend(std::iter::repeat_n(b'x', size.saturating_sub(32)));
     out.extend_from_slice(br#"","t":"#);
     let mut v = TS_OFFSET + ts;
     let mut digits = [0u8; 19];
@@ -90,6 +142,15 @@ pub fn stamp(msg: &[u8]) -> Option<u64> {
         n += 1;
     }
     (n == 19).then(|| v.wrapping_sub(TS_OFFSET))
+}
+
+/// The unsigned integer after `key` in `msg` (a JSON field such as
+/// `"topic_seq":`).
+fn field_u64(msg: &[u8], key: &[u8]) -> Option<u64> {
+    let at = find(msg, key)? + key.len();
+    let digits = &msg[at..];
+    let n = digits.iter().take_while(|c| c.is_ascii_digit()).count();
+    std::str::from_utf8(&digits[..n]).ok()?.parse().ok()
 }
 
 const NATS_CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n";
@@ -166,6 +227,15 @@ struct St {
     awaiting: bool,
     wbuf: Vec<u8>,
     events: u64,
+    /// The last topic sequence received (Herald), to check that they are
+    /// dense and never repeat.
+    last_seq: Option<u64>,
+    /// Events with a sequence past the last one.
+    unique: u64,
+    /// Events with a sequence at or before the last one.
+    dups: u64,
+    /// SSE: the `id:` of the event being read.
+    sse_id: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -198,9 +268,17 @@ impl Sink {
         }
     }
 
-    fn event(&mut self, st: &mut St, msg: &[u8], now: u64) {
+    fn event(&mut self, st: &mut St, msg: &[u8], seq: Option<u64>, now: u64) {
         st.events += 1;
         self.delivered += 1;
+        if let Some(seq) = seq {
+            if st.last_seq.is_some_and(|last| seq <= last) {
+                st.dups += 1;
+            } else {
+                st.unique += 1;
+                st.last_seq = Some(seq);
+            }
+        }
         if let Some(ts) = stamp(msg) {
             if ts >= self.record_from {
                 self.hist.saturating_record(now.saturating_sub(ts).max(1));
@@ -247,12 +325,27 @@ impl Sink {
 }
 
 /// Parses what the server sent; returns the bytes consumed.
-fn parse(peer: Peer, st: &mut St, data: &[u8], sink: &mut Sink, now: u64) -> usize {
+fn parse(peer: Peer, sse: bool, st: &mut St, data: &[u8], sink: &mut Sink, now: u64) -> usize {
     let mut pos = 0;
     if st.state == State::Handshake && peer == Peer::Herald {
         let Some(end) = find(data, b"\r\n\r\n") else {
             return 0;
         };
+        if sse {
+            // The server subscribes before it answers: ready now.
+            if !data.starts_with(b"HTTP/1.1 200") {
+                let line = data.split(|&c| c == b'\r').next().unwrap_or_default();
+                sink.kill(
+                    st,
+                    format!("stream refused: {}", String::from_utf8_lossy(line)),
+                );
+                return data.len();
+            }
+            st.state = State::Open;
+            sink.set_up += 1;
+            sink.ready(st);
+            return end + 4 + parse_sse(st, &data[end + 4..], sink, now);
+        }
         if !data.starts_with(b"HTTP/1.1 101") {
             let line = data.split(|&c| c == b'\r').next().unwrap_or_default();
             sink.kill(
@@ -269,6 +362,9 @@ fn parse(peer: Peer, st: &mut St, data: &[u8], sink: &mut Sink, now: u64) -> usi
             Plan::Sub(topic) => push_ws_frame(&mut st.wbuf, 1, &subscribe_message(topic)),
         }
     }
+    if sse && peer == Peer::Herald {
+        return parse_sse(st, data, sink, now);
+    }
     while pos < data.len() && st.state != State::Dead {
         let rest = &data[pos..];
         match peer {
@@ -278,7 +374,10 @@ fn parse(peer: Peer, st: &mut St, data: &[u8], sink: &mut Sink, now: u64) -> usi
                 };
                 let msg = &rest[start..end];
                 match opcode {
-                    1 if msg.starts_with(br#"{"type":"event""#) => sink.event(st, msg, now),
+                    1 if msg.starts_with(br#"{"type":"event""#) => {
+                        let seq = field_u64(msg, br#""topic_seq":"#);
+                        sink.event(st, msg, seq, now)
+                    }
                     1 if contains(msg, br#""type":"subscribed""#) => sink.ready(st),
                     1 if contains(msg, br#""type":"error""#)
                         || contains(msg, br#""type":"gap""#) =>
@@ -304,7 +403,7 @@ fn parse(peer: Peer, st: &mut St, data: &[u8], sink: &mut Sink, now: u64) -> usi
                     break;
                 };
                 match item {
-                    NatsItem::Msg(payload) => sink.event(st, payload, now),
+                    NatsItem::Msg(payload) => sink.event(st, payload, None, now),
                     NatsItem::Ping => st.wbuf.extend_from_slice(b"PONG\r\n"),
                     NatsItem::Pong => {
                         if st.state == State::Handshake {
@@ -325,6 +424,27 @@ fn parse(peer: Peer, st: &mut St, data: &[u8], sink: &mut Sink, now: u64) -> usi
     } else {
         pos
     }
+}
+
+/// Parses complete Server-Sent Events lines; returns the bytes consumed.
+fn parse_sse(st: &mut St, data: &[u8], sink: &mut Sink, now: u64) -> usize {
+    let mut pos = 0;
+    while let Some(nl) = data[pos..].iter().position(|&c| c == b'\n') {
+        let line = &data[pos..pos + nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(id) = line.strip_prefix(b"id: ") {
+            st.sse_id = std::str::from_utf8(id).ok().and_then(|v| v.parse().ok());
+        } else if let Some(payload) = line.strip_prefix(b"data: ") {
+            if contains(payload, br#"{"gap":"#) || contains(payload, br#"{"reset":"#) {
+                sink.error(st, payload);
+            } else {
+                let seq = st.sse_id.take();
+                sink.event(st, payload, seq, now);
+            }
+        }
+        pos += nl + 1;
+    }
+    pos
 }
 
 enum Cmd {
@@ -368,6 +488,10 @@ pub struct Snapshot {
     pub dead: u64,
     /// Error replies received.
     pub errors: u64,
+    /// Per measured connection: events with a new topic sequence.
+    pub unique: Vec<u64>,
+    /// Events whose topic sequence was not past the last one, in all.
+    pub duplicates: u64,
     /// The first few notes on what went wrong.
     pub messages: Vec<String>,
 }
@@ -390,6 +514,7 @@ struct Shared {
 struct Driver {
     peer: Peer,
     addr: SocketAddr,
+    opts: Arc<Options>,
     poll: Poll,
     conns: Vec<Conn>,
     to_open: VecDeque<(u64, Plan)>,
@@ -447,7 +572,7 @@ impl Driver {
                     let topic = if distinct {
                         format!("bench.mem.{}", c.st.id)
                     } else {
-                        TOPIC.to_string()
+                        self.opts.topic.clone()
                     };
                     match self.peer {
                         Peer::Herald => {
@@ -467,12 +592,16 @@ impl Driver {
                 }
             }
             Cmd::Snapshot(reply) => {
-                let measured: Vec<u64> = self
+                let topic = Plan::Sub(self.opts.topic.clone());
+                let open: Vec<&St> = self
                     .conns
                     .iter()
-                    .filter(|c| c.st.state == State::Open && c.st.plan == Plan::Sub(TOPIC.into()))
-                    .map(|c| c.st.events)
+                    .filter(|c| c.st.state == State::Open && c.st.plan == topic)
+                    .map(|c| &c.st)
                     .collect();
+                let measured: Vec<u64> = open.iter().map(|st| st.events).collect();
+                let unique = open.iter().map(|st| st.unique).collect();
+                let duplicates = open.iter().map(|st| st.dups).sum();
                 let hist = std::mem::replace(&mut self.sink.hist, new_hist());
                 let _ = reply.send(Snapshot {
                     hist,
@@ -482,6 +611,8 @@ impl Driver {
                     dead: self.sink.dead,
                     errors: self.sink.errors,
                     messages: std::mem::take(&mut self.sink.messages),
+                    unique,
+                    duplicates,
                 });
             }
             Cmd::GiveUp => {
@@ -526,6 +657,10 @@ impl Driver {
                 awaiting: true,
                 wbuf: Vec::new(),
                 events: 0,
+                last_seq: None,
+                unique: 0,
+                dups: 0,
+                sse_id: None,
             };
             let token = Token(self.conns.len());
             let stream = TcpStream::connect(self.addr).and_then(|mut s| {
@@ -564,6 +699,7 @@ impl Driver {
         let Driver {
             peer,
             addr,
+            opts,
             poll,
             conns,
             sink,
@@ -593,7 +729,19 @@ impl Driver {
                         let _ = stream.set_nodelay(true);
                         st.state = State::Handshake;
                         match *peer {
-                            Peer::Herald => st.wbuf.extend_from_slice(&upgrade_request(*addr)),
+                            Peer::Herald if opts.sse => {
+                                let topic = match &st.plan {
+                                    Plan::Sub(topic) => topic.as_str(),
+                                    Plan::Idle => opts.topic.as_str(),
+                                };
+                                let req = format!(
+                                    "GET /v1/topics/{topic}/events HTTP/1.1\r\nHost: {addr}\r\n\
+                                     Accept: text/event-stream\r\n{}\r\n",
+                                    opts.auth()
+                                );
+                                st.wbuf.extend_from_slice(req.as_bytes());
+                            }
+                            Peer::Herald => st.wbuf.extend_from_slice(&opts.upgrade(*addr)),
                             Peer::Nats => {
                                 st.wbuf.extend_from_slice(NATS_CONNECT);
                                 if let Plan::Sub(topic) = &st.plan {
@@ -619,11 +767,11 @@ impl Driver {
                     Ok(n) => {
                         let now = now_ns();
                         if conn.rbuf.is_empty() {
-                            let used = parse(*peer, st, &scratch[..n], sink, now);
+                            let used = parse(*peer, opts.sse, st, &scratch[..n], sink, now);
                             conn.rbuf.extend_from_slice(&scratch[used..n]);
                         } else {
                             conn.rbuf.extend_from_slice(&scratch[..n]);
-                            let used = parse(*peer, st, &conn.rbuf, sink, now);
+                            let used = parse(*peer, opts.sse, st, &conn.rbuf, sink, now);
                             conn.rbuf.drain(..used);
                         }
                         // A short read emptied the socket: the next arrival
@@ -719,6 +867,13 @@ pub struct Clients {
 impl Clients {
     /// Starts `threads` client threads for connections to `peer` at `addr`.
     pub fn new(peer: Peer, addr: SocketAddr, threads: usize) -> Clients {
+        Clients::with_options(peer, addr, threads, Options::default())
+    }
+
+    /// As [`Clients::new`], with the topic measured, the token and the
+    /// subscribers' transport of `opts`.
+    pub fn with_options(peer: Peer, addr: SocketAddr, threads: usize, opts: Options) -> Clients {
+        let opts = Arc::new(opts);
         let shared = Arc::new(Shared {
             record_from: AtomicU64::new(NOT_RECORDING),
             ..Shared::default()
@@ -730,6 +885,7 @@ impl Clients {
                 let driver = Driver {
                     peer,
                     addr,
+                    opts: Arc::clone(&opts),
                     poll: Poll::new().expect("mio poll"),
                     conns: Vec::new(),
                     to_open: VecDeque::new(),
@@ -843,6 +999,8 @@ impl Clients {
             dead: 0,
             errors: 0,
             messages: Vec::new(),
+            unique: Vec::new(),
+            duplicates: 0,
         };
         for (tx, _, _) in &self.threads {
             let (reply_tx, reply_rx) = channel();
@@ -860,6 +1018,8 @@ impl Clients {
             all.dead += s.dead;
             all.errors += s.errors;
             all.messages.extend(s.messages);
+            all.unique.extend(s.unique);
+            all.duplicates += s.duplicates;
         }
         if all.measured == 0 {
             all.measured_min_events = 0;
@@ -895,6 +1055,24 @@ impl Drop for Clients {
     }
 }
 
+/// The HTTP response at the start of `b`: (status, body, response end), or
+/// `None` if it is not complete yet (bodies have a `Content-Length`).
+fn http_response(b: &[u8]) -> Option<(u16, &[u8], usize)> {
+    let head_end = find(b, b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&b[..head_end]).ok()?;
+    let status = head.get(9..12)?.parse().ok()?;
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let end = head_end + len;
+    (b.len() >= end).then(|| (status, &b[head_end..end], end))
+}
+
 // ---------------------------------------------------------------------------
 // The publisher: blocking writes on the main thread, a reader thread for
 // the server's answers
@@ -923,6 +1101,8 @@ impl PubShared {
 #[allow(missing_debug_implementations)] // a socket and a thread handle
 pub struct Publisher {
     peer: Peer,
+    opts: Options,
+    addr: SocketAddr,
     /// Herald: events per `publish` op (1: one op per event).
     batch: usize,
     stream: StdTcpStream,
@@ -938,12 +1118,30 @@ pub struct Publisher {
 impl Publisher {
     /// Connects and handshakes; `batch`: Herald's events per `publish` op.
     pub fn connect(peer: Peer, addr: SocketAddr, batch: usize) -> io::Result<Publisher> {
+        Publisher::connect_with(peer, addr, batch, Options::default())
+    }
+
+    /// As [`Publisher::connect`], with the topic, payload size, token and
+    /// transport of `opts`.
+    pub fn connect_with(
+        peer: Peer,
+        addr: SocketAddr,
+        batch: usize,
+        opts: Options,
+    ) -> io::Result<Publisher> {
         let mut s = StdTcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         s.set_write_timeout(Some(Duration::from_secs(60)))?;
+        let http = peer == Peer::Herald && opts.http;
         let (hello, done): (Vec<u8>, &[u8]) = match peer {
-            Peer::Herald => (upgrade_request(addr), b"\r\n\r\n"),
+            // HTTP has no handshake: ask for readiness to learn that the
+            // server answers.
+            Peer::Herald if http => (
+                format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes(),
+                b"\r\n\r\n",
+            ),
+            Peer::Herald => (opts.upgrade(addr), b"\r\n\r\n"),
             Peer::Nats => ([NATS_CONNECT, b"PING\r\n"].concat(), b"PONG\r\n"),
         };
         s.write_all(&hello)?;
@@ -959,11 +1157,34 @@ impl Publisher {
                 break at + done.len();
             }
         };
-        if peer == Peer::Herald && !got.starts_with(b"HTTP/1.1 101") {
+        let expected: &[u8] = if http {
+            b"HTTP/1.1 200"
+        } else {
+            b"HTTP/1.1 101"
+        };
+        if peer == Peer::Herald && !got.starts_with(expected) {
             return Err(io::Error::other(format!(
                 "upgrade refused: {}",
                 String::from_utf8_lossy(&got[..end])
             )));
+        }
+        let mut end = end;
+        if http {
+            // Skip the readiness answer's body.
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let body = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            while got.len() < end + body {
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    return Err(io::Error::other("closed during the handshake"));
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            end += body;
         }
         s.set_read_timeout(None)?;
         let shared = Arc::new(PubShared::default());
@@ -973,10 +1194,12 @@ impl Publisher {
             let rest = got[end..].to_vec();
             thread::Builder::new()
                 .name("publisher-reader".into())
-                .spawn(move || publisher_reader(peer, s, rest, &shared))?
+                .spawn(move || publisher_reader(peer, http, s, rest, &shared))?
         };
         Ok(Publisher {
             peer,
+            opts,
+            addr,
             batch,
             stream: s,
             buf: Vec::new(),
@@ -995,6 +1218,41 @@ impl Publisher {
             self.buf.extend_from_slice(b"PONG\r\n");
         }
         let ts = now_ns();
+        let (topic, size) = (self.opts.topic.as_str(), self.opts.size);
+        if self.peer == Peer::Herald && self.opts.http {
+            // One POST per batch, pipelined; a batch is a JSON array.
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(self.batch);
+                left -= k;
+                self.text.clear();
+                if k > 1 {
+                    self.text.push(b'[');
+                }
+                for i in 0..k {
+                    if i > 0 {
+                        self.text.push(b',');
+                    }
+                    self.text.extend_from_slice(br#"{"type":"e","data":"#);
+                    push_payload_sized(&mut self.text, ts, size);
+                    self.text.push(b'}');
+                }
+                if k > 1 {
+                    self.text.push(b']');
+                }
+                let _ = write!(
+                    self.buf,
+                    "POST /v1/topics/{topic}/events HTTP/1.1\r\nHost: {}\r\n\
+                     Content-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+                    self.addr,
+                    self.text.len(),
+                    self.opts.auth()
+                );
+                self.buf.extend_from_slice(&self.text);
+                self.sent += k as u64;
+            }
+            return self.stream.write_all(&self.buf);
+        }
         if self.peer == Peer::Herald && self.batch > 1 {
             // `{"op":"publish","ref":R,"events":[{…},…]}`, acknowledged once.
             let mut left = n;
@@ -1011,8 +1269,8 @@ impl Publisher {
                     if i > 0 {
                         self.text.push(b',');
                     }
-                    let _ = write!(self.text, r#"{{"topic":"{TOPIC}","type":"e","data":"#);
-                    push_payload(&mut self.text, ts);
+                    let _ = write!(self.text, r#"{{"topic":"{topic}","type":"e","data":"#);
+                    push_payload_sized(&mut self.text, ts, size);
                     self.text.push(b'}');
                 }
                 self.text.extend_from_slice(b"]}");
@@ -1028,16 +1286,16 @@ impl Publisher {
                     self.text.clear();
                     let _ = write!(
                         self.text,
-                        r#"{{"op":"publish","topic":"{TOPIC}","type":"e","ref":{},"data":"#,
+                        r#"{{"op":"publish","topic":"{topic}","type":"e","ref":{},"data":"#,
                         self.sent
                     );
-                    push_payload(&mut self.text, ts);
+                    push_payload_sized(&mut self.text, ts, size);
                     self.text.push(b'}');
                     push_ws_frame(&mut self.buf, 1, &self.text);
                 }
                 Peer::Nats => {
-                    let _ = write!(self.buf, "PUB {TOPIC} {PAYLOAD}\r\n");
-                    push_payload(&mut self.buf, ts);
+                    let _ = write!(self.buf, "PUB {topic} {size}\r\n");
+                    push_payload_sized(&mut self.buf, ts, size);
                     self.buf.extend_from_slice(b"\r\n");
                 }
             }
@@ -1067,13 +1325,32 @@ impl Drop for Publisher {
 
 /// Counts Herald's `published` acks, notes errors, asks for a `PONG` when
 /// NATS pings.
-fn publisher_reader(peer: Peer, mut s: StdTcpStream, mut acc: Vec<u8>, shared: &PubShared) {
+fn publisher_reader(
+    peer: Peer,
+    http: bool,
+    mut s: StdTcpStream,
+    mut acc: Vec<u8>,
+    shared: &PubShared,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let mut pos = 0;
         loop {
             let rest = &acc[pos..];
             match peer {
+                Peer::Herald if http => {
+                    let Some((status, body, end)) = http_response(rest) else {
+                        break;
+                    };
+                    if status == 200 {
+                        // A batch's answer lists each event's sequences.
+                        let events = body.windows(6).filter(|w| w == br#""seq":"#).count();
+                        shared.acks.fetch_add(events as u64, Ordering::Relaxed);
+                    } else {
+                        shared.error(format!("{status} {}", String::from_utf8_lossy(body)));
+                    }
+                    pos += end;
+                }
                 Peer::Herald => {
                     let Some((opcode, start, end)) = ws_frame(rest) else {
                         break;
