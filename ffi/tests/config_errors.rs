@@ -8,22 +8,8 @@ use std::ptr::null_mut;
 use herald::herald_result::*;
 use herald::*;
 
-/// A small valid configuration for `dir`.
-fn config(dir: &str) -> herald_config {
-    let mut cfg = std::mem::MaybeUninit::<herald_config>::uninit();
-    // SAFETY: a valid out pointer.
-    assert_eq!(unsafe { herald_config_init(cfg.as_mut_ptr()) }, HERALD_OK);
-    // SAFETY: initialised by herald_config_init.
-    let mut cfg = unsafe { cfg.assume_init() };
-    cfg.data_dir = dir.as_ptr().cast();
-    cfg.data_dir_len = dir.len();
-    cfg.ring_capacity = 1 << 16;
-    cfg.max_payload = 1024;
-    cfg.segment_size = 1 << 16;
-    cfg.durability = HERALD_DURABILITY_NEVER;
-    cfg.prefault = false;
-    cfg
-}
+mod common;
+use common::config;
 
 /// Opens with `cfg`; returns the code, the message, and closes any broker.
 fn open(cfg: &herald_config) -> (herald_result, String) {

@@ -5,24 +5,15 @@ use std::ptr::null_mut;
 use herald::herald_result::*;
 use herald::*;
 
+mod common;
+
 #[test]
 fn excluded_origins_accumulate() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let mut cfg = std::mem::MaybeUninit::<herald_config>::uninit();
+    let b = common::open(&common::config(d));
     // SAFETY: valid pointers throughout; every handle is freed at the end.
     unsafe {
-        assert_eq!(herald_config_init(cfg.as_mut_ptr()), HERALD_OK);
-        let mut cfg = cfg.assume_init();
-        cfg.data_dir = d.as_ptr().cast();
-        cfg.data_dir_len = d.len();
-        cfg.ring_capacity = 1 << 16;
-        cfg.max_payload = 1024;
-        cfg.segment_size = 1 << 16;
-        cfg.durability = HERALD_DURABILITY_NEVER;
-        cfg.prefault = false;
-        let mut b = null_mut();
-        assert_eq!(herald_broker_open(&cfg, &mut b), HERALD_OK);
         let mut f = null_mut();
         assert_eq!(herald_filter_new(&mut f), HERALD_OK);
         assert_eq!(

@@ -9,25 +9,15 @@ use std::time::Duration;
 use herald::herald_result::*;
 use herald::*;
 
+mod common;
+
 fn open(dir: &std::path::Path) -> *mut herald_broker {
-    let mut cfg = std::mem::MaybeUninit::<herald_config>::uninit();
-    // SAFETY: a valid out pointer.
-    assert_eq!(unsafe { herald_config_init(cfg.as_mut_ptr()) }, HERALD_OK);
-    // SAFETY: initialised by herald_config_init.
-    let mut cfg = unsafe { cfg.assume_init() };
     let d = dir.to_str().unwrap();
-    cfg.data_dir = d.as_ptr().cast();
-    cfg.data_dir_len = d.len();
+    let mut cfg = common::config(d);
     cfg.ring_capacity = 1 << 20;
-    cfg.max_payload = 1024;
     cfg.segment_size = 4096;
     cfg.retention_max_records = 50;
-    cfg.durability = HERALD_DURABILITY_NEVER;
-    cfg.prefault = false;
-    let mut b = null_mut();
-    // SAFETY: valid config and out pointer.
-    assert_eq!(unsafe { herald_broker_open(&cfg, &mut b) }, HERALD_OK);
-    b
+    common::open(&cfg)
 }
 
 fn metrics(b: *const herald_broker) -> herald_metrics {

@@ -8,6 +8,8 @@ use std::time::Duration;
 use herald::herald_result::*;
 use herald::*;
 
+mod common;
+
 struct Ptr<T>(*mut T);
 // SAFETY: the test hands the subscriber to one reader thread and only
 // calls herald_subscriber_wake (documented as callable concurrently) here.
@@ -17,21 +19,10 @@ unsafe impl<T> Send for Ptr<T> {}
 fn a_blocked_next_is_ended_by_wake_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap().to_owned();
-    let mut cfg = std::mem::MaybeUninit::<herald_config>::uninit();
+    let b = common::open(&common::config(&d));
     // SAFETY: valid pointers throughout; handles are freed at the end, the
     // subscriber only after its reader thread returned.
     unsafe {
-        assert_eq!(herald_config_init(cfg.as_mut_ptr()), HERALD_OK);
-        let mut cfg = cfg.assume_init();
-        cfg.data_dir = d.as_ptr().cast();
-        cfg.data_dir_len = d.len();
-        cfg.ring_capacity = 1 << 16;
-        cfg.max_payload = 1024;
-        cfg.segment_size = 1 << 16;
-        cfg.durability = HERALD_DURABILITY_NEVER;
-        cfg.prefault = false;
-        let mut b = null_mut();
-        assert_eq!(herald_broker_open(&cfg, &mut b), HERALD_OK);
         let mut f = null_mut();
         assert_eq!(herald_filter_new(&mut f), HERALD_OK);
         assert_eq!(
