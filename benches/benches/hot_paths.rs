@@ -379,6 +379,49 @@ mod c {
         (r, len as u64)
     }
 
+    unsafe extern "C" fn count_delivery(
+        user: *mut std::ffi::c_void,
+        d: *const herald_delivery,
+    ) -> i32 {
+        // SAFETY: `user` is the u64 counter `poll` passes; `d` is live for
+        // the duration of the callback.
+        unsafe {
+            *user.cast::<u64>() += (*d).seq;
+        }
+        0
+    }
+
+    /// `herald_subscriber_poll` of what is available now (no copy: the
+    /// callback borrows each delivery); the sum of the sequences seen.
+    pub(super) fn poll(env: &FfiEnv) -> (i64, u64) {
+        let mut seen = 0u64;
+        // SAFETY: a live subscriber; the callback does not unwind and reads
+        // only the delivery it is given and the counter passed as `user`.
+        let n = unsafe {
+            herald_subscriber_poll(env.sub, Some(count_delivery), (&raw mut seen).cast(), 16)
+        };
+        (n, seen)
+    }
+
+    /// `herald_subscriber_read` (no wait) packing what is available into
+    /// `buf`: bytes written and records.
+    pub(super) fn read(env: &mut FfiEnv) -> (herald_result, usize, usize) {
+        let (mut len, mut count) = (0, 0);
+        // SAFETY: a live subscriber; `buf` has `len()` writable bytes.
+        let r = unsafe {
+            herald_subscriber_read(
+                env.sub,
+                env.buf.as_mut_ptr(),
+                env.buf.len(),
+                16,
+                &mut len,
+                &mut count,
+                0,
+            )
+        };
+        (r, len, count)
+    }
+
     /// A broker, a publisher of "orders" and a live subscriber of it, warmed
     /// up; `pending`: one 128-byte event waits for the subscriber.
     pub(super) fn env(pending: bool) -> FfiEnv {
@@ -458,9 +501,25 @@ fn ffi_next(mut env: c::FfiEnv) -> c::FfiEnv {
     env
 }
 
+// `herald_subscriber_poll` handing one 128-byte event to a callback.
+#[library_benchmark]
+#[bench::event_128b(c::env(true))]
+fn ffi_poll(env: c::FfiEnv) -> c::FfiEnv {
+    black_box(c::poll(black_box(&env)));
+    env
+}
+
+// `herald_subscriber_read` packing one 128-byte event into a buffer.
+#[library_benchmark]
+#[bench::event_128b(c::env(true))]
+fn ffi_read(mut env: c::FfiEnv) -> c::FfiEnv {
+    black_box(c::read(black_box(&mut env)));
+    env
+}
+
 library_benchmark_group!(
     name = ffi;
-    benchmarks = ffi_publish, ffi_next
+    benchmarks = ffi_publish, ffi_next, ffi_poll, ffi_read
 );
 
 // ----------------------------------------------------------------- server
