@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! cargo run --release -p herald-benches --bin broker_bench [-- [--quick] [--runs N]
-//!     [--only latency,inline,throughput,catchup] [--no-verify] [--no-prefault] [--segment-mib N]]
+//!     [--events N (throughput events per run)] [--only latency,inline,throughput,catchup] [--no-verify] [--no-prefault] [--segment-mib N]]
 //! ```
 //! Progress (and the slowest publishes of the same-thread runs) goes to
 //! stderr, the tables to stdout. Every case checks that each subscriber
@@ -832,12 +832,14 @@ struct Args {
 fn parse_args() -> Args {
     let mut quick = false;
     let mut runs: Option<usize> = None;
+    let mut flat_events: Option<u64> = None;
     let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--runs" => runs = args.next().and_then(|v| v.parse().ok()),
+            "--events" => flat_events = args.next().and_then(|v| v.parse().ok()),
             "--only" => only = args.next(),
             "--no-verify" => NO_VERIFY.store(true, Ordering::Relaxed),
             "--no-prefault" => NO_PREFAULT.store(true, Ordering::Relaxed),
@@ -848,7 +850,7 @@ fn parse_args() -> Args {
                 );
             }
             other => {
-                eprintln!("unknown argument {other:?}\nusage: broker_bench [--quick] [--runs N] [--only latency,inline,throughput,catchup] [--no-verify] [--no-prefault] [--segment-mib N]");
+                eprintln!("unknown argument {other:?}\nusage: broker_bench [--quick] [--runs N] [--events N] [--only latency,inline,throughput,catchup] [--no-verify] [--no-prefault] [--segment-mib N]");
                 std::process::exit(2);
             }
         }
@@ -860,6 +862,9 @@ fn parse_args() -> Args {
     };
     if let Some(r) = runs {
         params.runs = r.max(1);
+    }
+    if let Some(n) = flat_events {
+        params.flat_events = n.max(1);
     }
     let wants = |what: &str| {
         only.as_deref()
