@@ -1,5 +1,5 @@
 //! Herald's core: the lock-free broadcast [`ring`], the append-only sequence
-//! [`log`], and (later) the broker that joins them.
+//! [`log`], and the [`broker`] that joins them.
 //!
 //! No network code lives here. See `docs/ARCHITECTURE.md` for how the parts
 //! fit together.

@@ -585,9 +585,7 @@ fn a_data_directory_is_used_by_one_process_at_a_time() {
 fn a_data_directory_is_used_by_one_broker_at_a_time_within_a_process_too() {
     let dir = tempfile::tempdir().unwrap();
     let first = Broker::open(config(dir.path())).unwrap();
-    let err = Broker::open(config(dir.path()))
-        .err()
-        .expect("a second open is refused");
+    let err = Broker::open(config(dir.path())).expect_err("a second open is refused");
     assert!(matches!(err, BrokerError::Io { .. }), "{err}");
     // Closing the broker while a subscription still holds it keeps the
     // directory locked: the subscription can still read the files.

@@ -31,7 +31,8 @@ fn open(cfg: &herald_config) -> (herald_result, String) {
 fn impossible_configurations_are_refused_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap().to_owned();
-    let cases: Vec<(&str, Box<dyn Fn(&mut herald_config)>)> = vec![
+    type Edit = Box<dyn Fn(&mut herald_config)>;
+    let cases: Vec<(&str, Edit)> = vec![
         // Near SIZE_MAX, the record-size sum used to wrap: the broker opened
         // and live subscribers silently skipped large events.
         ("max_payload", Box::new(|c| c.max_payload = usize::MAX - 8)),

@@ -255,13 +255,11 @@ pub fn ack_body(body: &[u8], consumer: &str) -> Result<(String, u64), String> {
         .map_err(|e| e.to_string())
 }
 
+/// A presence body decoded: (topic, client id), or the error's text.
+pub type PresenceBody = Result<(String, String), String>;
+
 /// `POST /v1/presence/heartbeat` and `…/leave` bodies (topic, client id).
-pub fn presence_bodies(
-    body: &[u8],
-) -> (
-    Result<(String, String), String>,
-    Result<(String, String), String>,
-) {
+pub fn presence_bodies(body: &[u8]) -> (PresenceBody, PresenceBody) {
     let heartbeat = ops::from_body::<ops::Heartbeat>(body, &[])
         .map(|h| (h.topic, h.client_id))
         .map_err(|e| e.to_string());

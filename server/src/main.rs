@@ -1,4 +1,7 @@
-//! The `herald` command: `herald serve`, `herald log verify|inspect`.
+//! The `herald` command: `serve` runs the server; `pub`, `sub` and `token`
+//! are small clients of a running one (publish an event, print a topic's
+//! events, mint a development token); `log verify|inspect` reads a data
+//! directory offline.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -55,8 +55,8 @@ fn main() {
     let mut slowest: Vec<(u64, u64)> = Vec::new();
     let start = Instant::now();
     for i in 0..events {
-        if rate > 0 {
-            let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
+        if let Some(offset) = (i * 1_000_000_000).checked_div(rate) {
+            let due = start + Duration::from_nanos(offset);
             while Instant::now() < due {
                 std::hint::spin_loop();
             }
@@ -72,7 +72,7 @@ fn main() {
         }
         if slowest.len() < 5 || ns > slowest[4].1 {
             slowest.push((i, ns));
-            slowest.sort_by(|a, b| b.1.cmp(&a.1));
+            slowest.sort_by_key(|s| std::cmp::Reverse(s.1));
             slowest.truncate(5);
         }
     }

@@ -2380,7 +2380,7 @@ fn run(args: &Args) -> Result<bool, String> {
     // (a step in log_mapped_rss_kib is a new log segment).
     let mut slow: Vec<(f64, Duration)> = pub_results.iter().flat_map(|p| p.slow.clone()).collect();
     if !slow.is_empty() {
-        slow.sort_by(|a, b| b.1.cmp(&a.1));
+        slow.sort_by_key(|s| std::cmp::Reverse(s.1));
         let list: Vec<String> = slow
             .iter()
             .take(8)

@@ -173,9 +173,7 @@ impl Entries {
     /// ordered, so `pred` holds for a prefix), as `slice::partition_point`.
     pub(crate) fn partition_point(&self, pred: impl Fn(&Entry) -> bool) -> usize {
         // The first chunk whose last entry fails `pred` holds the point.
-        let whole = self
-            .chunks
-            .partition_point(|c| c.last().is_some_and(|last| pred(last)));
+        let whole = self.chunks.partition_point(|c| c.last().is_some_and(&pred));
         let Some(chunk) = self.chunks.get(whole) else {
             return self.len();
         };
