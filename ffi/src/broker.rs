@@ -10,11 +10,11 @@ use herald_core::broker::presence::write_json_string;
 use herald_core::log::{Durability, Retention};
 use herald_core::{Broker, BrokerConfig};
 
-use crate::error::{fail, ffi_entry, herald_result};
-use crate::herald_result::*;
-use crate::{
+use crate::args::{
     bytes_arg, handle, into_raw, opt_out_arg, out_arg, str_arg, too_small, write_out, Handle, DEAD,
 };
+use crate::error::{fail, ffi_entry, herald_result};
+use crate::herald_result::*;
 
 /// Durability: never sync explicitly (the OS writes back; close syncs).
 pub const HERALD_DURABILITY_NEVER: u32 = 0;

@@ -6,9 +6,9 @@ use std::sync::{Mutex, MutexGuard};
 use herald_core::broker::TopicPattern;
 use herald_core::Filter;
 
+use crate::args::{handle, into_raw, out_arg, str_arg, write_out, Handle, DEAD};
 use crate::error::{fail, ffi_entry, herald_result};
 use crate::herald_result::*;
-use crate::{handle, into_raw, out_arg, str_arg, write_out, Handle, DEAD};
 
 /// Most origins one filter leaves out (`herald_filter_exclude_origin`).
 pub const HERALD_MAX_EXCLUDED_ORIGINS: usize = 32;

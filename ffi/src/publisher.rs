@@ -6,10 +6,12 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use herald_core::broker::{BatchEvent, PublishOptions, TopicPublisher};
 
+use crate::args::{
+    bytes_arg, handle, into_raw, opt_out_arg, out_arg, str_arg, write_out, Handle, DEAD,
+};
 use crate::broker::herald_broker;
 use crate::error::{fail, ffi_entry, herald_result, Fail};
 use crate::herald_result::*;
-use crate::{bytes_arg, handle, into_raw, opt_out_arg, out_arg, str_arg, write_out, Handle, DEAD};
 
 /// Options of one publish (pass NULL for the defaults: origin 0, no
 /// correlation id).

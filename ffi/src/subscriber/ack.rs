@@ -1,7 +1,7 @@
 //! Durable-consumer acknowledgements and lag.
 
+use crate::args::{opt_out_arg, out_arg, write_out};
 use crate::error::{ffi_entry, herald_result};
-use crate::{opt_out_arg, out_arg, write_out};
 
 use super::{enter, herald_subscriber};
 

@@ -13,11 +13,11 @@ use herald_core::broker::DeliveryRef;
 use herald_core::ring::Doorbell;
 use herald_core::{Broker, Delivery, StartAt, Subscription};
 
+use crate::args::{handle, into_raw, out_arg, str_arg, write_out, Handle, DEAD};
 use crate::broker::herald_broker;
 use crate::error::{fail, ffi_entry, herald_result, Fail};
 use crate::filter::herald_filter;
 use crate::herald_result::*;
-use crate::{handle, into_raw, out_arg, str_arg, write_out, Handle, DEAD};
 
 // Declared in the order the header lists their functions (cbindgen reads
 // the modules in declaration order).
@@ -276,17 +276,6 @@ pub unsafe extern "C" fn herald_subscriber_free(subscriber: *mut herald_subscrib
         s.tag = DEAD;
         Ok(())
     });
-}
-
-/// Checks a caller's output buffer: NULL only with `cap` 0.
-fn buf_arg(buf: *mut u8, cap: usize) -> Result<(), Fail> {
-    if buf.is_null() && cap > 0 {
-        return Err(fail(HERALD_E_NULL, "buf is NULL with a non-zero cap"));
-    }
-    if cap > isize::MAX as usize {
-        return Err(fail(HERALD_E_INVALID_ARGUMENT, "cap is too large"));
-    }
-    Ok(())
 }
 
 /// Hands the pending delivery, else the next available one (`None`: none),

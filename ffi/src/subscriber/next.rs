@@ -2,12 +2,10 @@
 
 use herald_core::broker::DeliveryRef;
 
+use crate::args::{buf_arg, out_arg, too_small, write_out};
 use crate::error::{ffi_entry, herald_result};
-use crate::{out_arg, too_small, write_out};
 
-use super::{
-    borrowed, buf_arg, enter, herald_delivery, herald_subscriber, take_next, SubState, Timeout,
-};
+use super::{borrowed, enter, herald_delivery, herald_subscriber, take_next, SubState, Timeout};
 
 /// Copies `d` into `buf` (payload, topic, type, correlation) and describes
 /// it; `Err(needed)` if it does not fit.

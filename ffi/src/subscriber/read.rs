@@ -2,11 +2,11 @@
 
 use herald_core::broker::DeliveryRef;
 
+use crate::args::{buf_arg, out_arg, too_small, write_out};
 use crate::error::{fail, ffi_entry, herald_result};
 use crate::herald_result::*;
-use crate::{out_arg, too_small, write_out};
 
-use super::{borrowed, buf_arg, enter, herald_subscriber, take_next, SubState, Timeout};
+use super::{borrowed, enter, herald_subscriber, take_next, SubState, Timeout};
 
 /// Bytes of the header of each record written by `herald_subscriber_read`.
 pub const HERALD_RECORD_HEADER: usize = 64;

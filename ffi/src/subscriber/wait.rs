@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use herald_core::ring::Doorbell;
 use herald_core::Broker;
 
+use crate::args::{handle, opt_out_arg, out_arg, write_out};
 use crate::error::{fail, ffi_entry, herald_result, Fail};
 use crate::herald_result::*;
-use crate::{handle, opt_out_arg, out_arg, write_out};
 
 use super::{enter, herald_subscriber, SubState, Wake};
 
