@@ -11,7 +11,9 @@
 //! crosses the boundary; NULL or invalid arguments return a code.
 //!
 //! Handles carry a tag checked on entry, which catches a handle of the wrong
-//! type (and, on a best-effort basis, a freed one).
+//! type (and, on a best-effort basis, a freed one). Every pointer argument
+//! is checked and converted by `args`, which also states, once, why that is
+//! sound given each entry point's documented precondition.
 #![allow(non_camel_case_types)]
 
 use std::ffi::c_char;

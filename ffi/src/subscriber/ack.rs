@@ -1,6 +1,6 @@
 //! Durable-consumer acknowledgements and lag.
 
-use crate::args::{opt_out_arg, out_arg, write_out};
+use crate::args::{opt_out_arg, out_arg};
 use crate::error::{ffi_entry, herald_result};
 
 use super::{enter, herald_subscriber};
@@ -20,17 +20,14 @@ pub unsafe extern "C" fn herald_subscriber_lag(
     out_live: *mut bool,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let mut entered = unsafe { enter(subscriber) }?;
+        let mut entered = enter(subscriber)?;
         let behind = out_arg(out_behind, "out_behind")?;
         let live = opt_out_arg(out_live, "out_live")?;
         let st = entered.state();
         let lag = st.broker.next_seq().saturating_sub(st.sub.next_seq());
-        // SAFETY: checked by out_arg.
-        unsafe { write_out(behind, lag) };
+        behind.write(lag);
         if let Some(live) = live {
-            // SAFETY: checked by out_arg.
-            unsafe { write_out(live, st.sub.is_live()) };
+            live.write(st.sub.is_live());
         }
         Ok(())
     })
@@ -48,8 +45,7 @@ pub unsafe extern "C" fn herald_subscriber_ack(
     seq: u64,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let mut entered = unsafe { enter(subscriber) }?;
+        let mut entered = enter(subscriber)?;
         entered.state().sub.ack(seq)?;
         Ok(())
     })
@@ -66,8 +62,7 @@ pub unsafe extern "C" fn herald_subscriber_ack_up_to(
     seq: u64,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let mut entered = unsafe { enter(subscriber) }?;
+        let mut entered = enter(subscriber)?;
         entered.state().sub.ack_up_to(seq)?;
         Ok(())
     })

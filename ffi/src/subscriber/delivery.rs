@@ -95,6 +95,20 @@ fn gap_delivery(g: &Gap) -> herald_delivery {
     }
 }
 
+/// The variable-length parts of a delivery, in the order next and read
+/// copy them: payload, topic, event type, correlation id.
+pub(super) fn parts<'d>(d: &'d DeliveryRef<'_>) -> [&'d [u8]; 4] {
+    match d {
+        DeliveryRef::Event(e) => [
+            e.payload,
+            e.topic.as_bytes(),
+            e.event_type.as_bytes(),
+            e.correlation.as_bytes(),
+        ],
+        DeliveryRef::Gap(g) => [&[], g.topic.as_deref().unwrap_or("").as_bytes(), &[], &[]],
+    }
+}
+
 pub(super) fn borrowed(d: &DeliveryRef<'_>) -> herald_delivery {
     match d {
         DeliveryRef::Event(e) => event_delivery(e),

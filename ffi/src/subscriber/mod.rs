@@ -13,7 +13,7 @@ use herald_core::broker::DeliveryRef;
 use herald_core::ring::Doorbell;
 use herald_core::{Broker, Delivery, StartAt, Subscription};
 
-use crate::args::{handle, into_raw, out_arg, str_arg, write_out, Handle, DEAD};
+use crate::args::{handle, into_raw, out_arg, reclaim, str_arg, Handle};
 use crate::broker::herald_broker;
 use crate::error::{fail, ffi_entry, herald_result, Fail};
 use crate::filter::herald_filter;
@@ -141,14 +141,10 @@ impl Drop for Entered<'_> {
     }
 }
 
-/// Checks and enters a subscriber handle.
-///
-/// # Safety
-/// As [`handle`].
+/// Checks and enters a subscriber handle (an argument, see `args`).
 #[inline(always)]
-unsafe fn enter<'a>(p: *const herald_subscriber) -> Result<Entered<'a>, Fail> {
-    // SAFETY: forwarded from the caller.
-    let sub = unsafe { handle(p) }?;
+fn enter<'a>(p: *const herald_subscriber) -> Result<Entered<'a>, Fail> {
+    let sub = handle(p)?;
     // Acquire: pairs with the Release store in `Entered::drop`.
     if sub.busy.swap(true, Ordering::Acquire) {
         return Err(fail(
@@ -207,15 +203,12 @@ pub unsafe extern "C" fn herald_subscriber_open(
     out: *mut *mut herald_subscriber,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let b = unsafe { handle(broker) }?;
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let f = unsafe { handle(filter) }?;
+        let b = handle(broker)?;
+        let f = handle(filter)?;
         let out = out_arg(out, "subscriber")?;
         let start = start_at(start_kind, start_value)?;
         let sub = b.broker.subscribe(f.build()?, start)?;
-        // SAFETY: checked by out_arg.
-        unsafe { write_out(out, new_handle(sub, b.broker.clone())) };
+        out.write(new_handle(sub, b.broker.clone()));
         Ok(())
     })
 }
@@ -239,17 +232,13 @@ pub unsafe extern "C" fn herald_subscriber_open_consumer(
     out: *mut *mut herald_subscriber,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let b = unsafe { handle(broker) }?;
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let f = unsafe { handle(filter) }?;
-        // SAFETY: the caller guarantees name_len readable bytes.
-        let name = unsafe { str_arg(name, name_len, "name") }?;
+        let b = handle(broker)?;
+        let f = handle(filter)?;
+        let name = str_arg(name, name_len, "name")?;
         let out = out_arg(out, "subscriber")?;
         let start = start_at(start_kind, start_value)?;
         let sub = b.broker.subscribe_consumer(name, f.build()?, start)?;
-        // SAFETY: checked by out_arg.
-        unsafe { write_out(out, new_handle(sub, b.broker.clone())) };
+        out.write(new_handle(sub, b.broker.clone()));
         Ok(())
     })
 }
@@ -267,13 +256,9 @@ pub unsafe extern "C" fn herald_subscriber_free(subscriber: *mut herald_subscrib
         if subscriber.is_null() {
             return Ok(());
         }
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let entered = unsafe { enter(subscriber) }?;
-        std::mem::forget(entered);
-        // SAFETY: made by Box::into_raw; the caller gives it up and no call
-        // is inside it (we hold `busy`).
-        let mut s = unsafe { Box::from_raw(subscriber) };
-        s.tag = DEAD;
+        // `busy` stays set: no call gets in while it is freed.
+        std::mem::forget(enter(subscriber)?);
+        drop(reclaim(subscriber)?);
         Ok(())
     });
 }

@@ -2,43 +2,28 @@
 
 use herald_core::broker::DeliveryRef;
 
-use crate::args::{buf_arg, out_arg, too_small, write_out};
+use crate::args::{buf_arg, out_arg, too_small, OutBuf};
 use crate::error::{ffi_entry, herald_result};
 
-use super::{borrowed, enter, herald_delivery, herald_subscriber, take_next, SubState, Timeout};
+use super::{
+    borrowed, enter, herald_delivery, herald_subscriber, parts, take_next, SubState, Timeout,
+};
 
 /// Copies `d` into `buf` (payload, topic, type, correlation) and describes
 /// it; `Err(needed)` if it does not fit.
-fn copy_into(
-    d: &DeliveryRef<'_>,
-    buf: *mut u8,
-    cap: usize,
-) -> Result<(herald_delivery, usize), usize> {
+fn copy_into(d: &DeliveryRef<'_>, buf: OutBuf) -> Result<(herald_delivery, usize), usize> {
     let mut view = borrowed(d);
-    let parts: [(*const u8, usize); 4] = [
-        (view.payload, view.payload_len),
-        (view.topic.cast(), view.topic_len),
-        (view.event_type.cast(), view.event_type_len),
-        (view.correlation.cast(), view.correlation_len),
-    ];
-    let needed: usize = parts.iter().map(|p| p.1).sum();
-    if needed > cap {
+    let parts = parts(d);
+    let needed: usize = parts.iter().map(|p| p.len()).sum();
+    if needed > buf.cap() {
         return Err(needed);
     }
     let mut at = 0;
     let mut placed = [std::ptr::null::<u8>(); 4];
-    for (i, (src, len)) in parts.into_iter().enumerate() {
-        // SAFETY: at + len <= needed <= cap, and `buf` has `cap` writable
-        // bytes (checked non-NULL by the caller when cap > 0; here cap >=
-        // needed > 0 whenever len > 0). The source is the delivery's own
-        // memory, disjoint from the caller's buffer.
-        let dst = unsafe { buf.add(at) };
-        if len > 0 {
-            // SAFETY: as above.
-            unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
-        }
-        placed[i] = dst;
-        at += len;
+    for (i, part) in parts.into_iter().enumerate() {
+        buf.write(at, part);
+        placed[i] = buf.ptr_at(at);
+        at += part.len();
     }
     view.payload = placed[0];
     view.topic = placed[1].cast();
@@ -68,11 +53,10 @@ pub unsafe extern "C" fn herald_subscriber_next(
     timeout_ms: i32,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let mut entered = unsafe { enter(subscriber) }?;
+        let mut entered = enter(subscriber)?;
         let out_len = out_arg(out_len, "out_len")?;
         let out_delivery = out_arg(out_delivery, "out_delivery")?;
-        buf_arg(buf, cap)?;
+        let buf = buf_arg(buf, cap)?;
         let sub_handle = entered.sub;
         let st = entered.state();
         let mut timeout = Timeout::new(timeout_ms);
@@ -81,19 +65,15 @@ pub unsafe extern "C" fn herald_subscriber_next(
             // On success both outputs are written right here (no large value
             // is moved back through the subscription's state machine).
             let copied = take_next(sub, pending, |d| {
-                let (view, n) = copy_into(d, buf, cap)?;
-                // SAFETY: both checked by out_arg.
-                unsafe {
-                    write_out(out_len, n);
-                    write_out(out_delivery, view);
-                }
+                let (view, n) = copy_into(d, buf)?;
+                out_len.write(n);
+                out_delivery.write(view);
                 Ok(())
             })?;
             match copied {
                 Some(Ok(())) => return Ok(()),
                 Some(Err(needed)) => {
-                    // SAFETY: checked by out_arg.
-                    return Err(unsafe { too_small(out_len, needed, cap, "the delivery") });
+                    return Err(too_small(out_len, needed, cap, "the delivery"));
                 }
                 None => timeout.wait(&sub_handle.wake, st)?,
             }

@@ -31,8 +31,7 @@ pub unsafe extern "C" fn herald_subscriber_poll(
 ) -> i64 {
     ffi_entry!(-(HERALD_E_PANIC as i64) => i64, {
         let result = (|| -> Result<i64, Fail> {
-            // SAFETY: the caller guarantees NULL or a live handle.
-            let mut entered = unsafe { enter(subscriber) }?;
+            let mut entered = enter(subscriber)?;
             let Some(cb) = callback else {
                 return Err(fail(HERALD_E_NULL, "callback is NULL"));
             };

@@ -2,22 +2,23 @@
 
 use herald_core::broker::DeliveryRef;
 
-use crate::args::{buf_arg, out_arg, too_small, write_out};
+use crate::args::{buf_arg, out_arg, too_small, OutBuf};
 use crate::error::{fail, ffi_entry, herald_result};
 use crate::herald_result::*;
 
-use super::{borrowed, enter, herald_subscriber, take_next, SubState, Timeout};
+use super::{borrowed, enter, herald_subscriber, parts, take_next, SubState, Timeout};
 
 /// Bytes of the header of each record written by `herald_subscriber_read`.
 pub const HERALD_RECORD_HEADER: usize = 64;
 
 /// Writes `d` as one `herald_subscriber_read` record at `buf[at..]`;
 /// `Err(record_len)` if it does not fit in `cap`.
-fn write_record(d: &DeliveryRef<'_>, buf: *mut u8, cap: usize, at: usize) -> Result<usize, usize> {
+fn write_record(d: &DeliveryRef<'_>, buf: OutBuf, at: usize) -> Result<usize, usize> {
     let v = borrowed(d);
-    let body = v.payload_len + v.topic_len + v.event_type_len + v.correlation_len;
+    let parts = parts(d);
+    let body: usize = parts.iter().map(|p| p.len()).sum();
     let len = (HERALD_RECORD_HEADER + body + 7) & !7;
-    if at + len > cap {
+    if at + len > buf.cap() {
         return Err(len);
     }
     let mut h = [0u8; HERALD_RECORD_HEADER];
@@ -41,27 +42,14 @@ fn write_record(d: &DeliveryRef<'_>, buf: *mut u8, cap: usize, at: usize) -> Res
     h[60] = v.topic_len as u8;
     h[61] = v.event_type_len as u8;
     h[62] = v.correlation_len as u8;
-    let parts: [(*const u8, usize); 5] = [
-        (h.as_ptr(), HERALD_RECORD_HEADER),
-        (v.payload, v.payload_len),
-        (v.topic.cast(), v.topic_len),
-        (v.event_type.cast(), v.event_type_len),
-        (v.correlation.cast(), v.correlation_len),
-    ];
-    let mut pos = at;
-    for (src, n) in parts {
-        if n > 0 {
-            // SAFETY: pos + n <= at + len <= cap, and the caller guarantees
-            // `cap` writable bytes at `buf` (non-NULL, checked by the caller
-            // since cap >= len > 0); sources are our own memory, disjoint
-            // from the caller's buffer.
-            unsafe { std::ptr::copy_nonoverlapping(src, buf.add(pos), n) };
-        }
-        pos += n;
+    buf.write(at, &h);
+    let mut pos = at + HERALD_RECORD_HEADER;
+    for part in parts {
+        buf.write(pos, part);
+        pos += part.len();
     }
     // Zero the padding so the output is deterministic.
-    // SAFETY: pos <= at + len <= cap, as above.
-    unsafe { std::ptr::write_bytes(buf.add(pos), 0, at + len - pos) };
+    buf.zero(pos, at + len - pos);
     Ok(at + len)
 }
 
@@ -98,11 +86,10 @@ pub unsafe extern "C" fn herald_subscriber_read(
     timeout_ms: i32,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let mut entered = unsafe { enter(subscriber) }?;
+        let mut entered = enter(subscriber)?;
         let out_len = out_arg(out_len, "out_len")?;
         let out_count = out_arg(out_count, "out_count")?;
-        buf_arg(buf, cap)?;
+        let buf = buf_arg(buf, cap)?;
         if limit == 0 {
             return Err(fail(HERALD_E_INVALID_ARGUMENT, "limit is 0"));
         }
@@ -113,25 +100,21 @@ pub unsafe extern "C" fn herald_subscriber_read(
             let SubState { sub, pending, .. } = &mut *st;
             let (mut at, mut count) = (0usize, 0usize);
             while count < limit {
-                match take_next(sub, pending, |d| write_record(d, buf, cap, at))? {
+                match take_next(sub, pending, |d| write_record(d, buf, at))? {
                     Some(Ok(end)) => {
                         at = end;
                         count += 1;
                     }
                     // Not even the first record fits.
                     Some(Err(needed)) if count == 0 => {
-                        // SAFETY: checked by out_arg.
-                        return Err(unsafe { too_small(out_len, needed, cap, "the next record") });
+                        return Err(too_small(out_len, needed, cap, "the next record"));
                     }
                     Some(Err(_)) | None => break,
                 }
             }
             if count > 0 {
-                // SAFETY: both checked by out_arg.
-                unsafe {
-                    write_out(out_len, at);
-                    write_out(out_count, count);
-                }
+                out_len.write(at);
+                out_count.write(count);
                 return Ok(());
             }
             timeout.wait(&sub_handle.wake, st)?;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use herald_core::ring::Doorbell;
 use herald_core::Broker;
 
-use crate::args::{handle, opt_out_arg, out_arg, write_out};
+use crate::args::{handle, opt_out_arg, out_arg};
 use crate::error::{fail, ffi_entry, herald_result, Fail};
 use crate::herald_result::*;
 
@@ -126,13 +126,11 @@ pub unsafe extern "C" fn herald_subscriber_fd(
     out_fd: *mut i32,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let mut entered = unsafe { enter(subscriber) }?;
+        let mut entered = enter(subscriber)?;
         let out = out_arg(out_fd, "out_fd")?;
         let st = entered.state();
         let fd = doorbell(&mut st.doorbell, &st.broker)?.as_raw_fd();
-        // SAFETY: checked by out_arg.
-        unsafe { write_out(out, fd) };
+        out.write(fd);
         Ok(())
     })
 }
@@ -150,12 +148,10 @@ pub unsafe extern "C" fn herald_subscriber_arm(
     out_may_sleep: *mut bool,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let mut entered = unsafe { enter(subscriber) }?;
+        let mut entered = enter(subscriber)?;
         let out = out_arg(out_may_sleep, "out_may_sleep")?;
         let may_sleep = arm(entered.state())?.is_some();
-        // SAFETY: checked by out_arg.
-        unsafe { write_out(out, may_sleep) };
+        out.write(may_sleep);
         Ok(())
     })
 }
@@ -175,16 +171,14 @@ pub unsafe extern "C" fn herald_subscriber_wait(
     out_ready: *mut bool,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let mut entered = unsafe { enter(subscriber) }?;
+        let mut entered = enter(subscriber)?;
         let out = opt_out_arg(out_ready, "out_ready")?;
         let deadline =
             (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
         let wake = &entered.sub.wake;
         let ready = wait(wake, entered.state(), deadline)?;
         if let Some(out) = out {
-            // SAFETY: checked by out_arg.
-            unsafe { write_out(out, ready) };
+            out.write(ready);
         }
         Ok(())
     })
@@ -204,8 +198,7 @@ pub unsafe extern "C" fn herald_subscriber_wake(
     subscriber: *const herald_subscriber,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let sub = unsafe { handle(subscriber) }?;
+        let sub = handle(subscriber)?;
         let wake = &sub.wake;
         // SeqCst: see `Wake::check`.
         wake.pending.store(true, Ordering::SeqCst);
