@@ -1,6 +1,8 @@
 //! What the Node and Java bindings copy from `include/herald.h` by hand
-//! agrees with the header generated from the current source: the layout of
-//! `herald_record_header`. (Go reads it through cgo and copies nothing.)
+//! agrees with the header generated from the current source: the result
+//! codes (names and numbers), the durability values, and the layout of
+//! `herald_record_header`. Go takes its values from the header through cgo;
+//! its list of result codes is checked for completeness.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -141,4 +143,87 @@ fn java_record_header_offsets_are_the_header_s() {
     let value = |name: &str| consts.iter().find(|(n, _)| n == name).map(|p| p.1);
     assert_eq!(value("SIZE"), Some(size as u64));
     assert_eq!(value("DELIVERY_GAP"), Some(define("HERALD_DELIVERY_GAP")));
+}
+
+/// `herald_result`'s codes in the header, in order.
+fn header_codes() -> Vec<(String, u64)> {
+    let codes: Vec<(String, u64)> = pairs(between(HEADER, "\nenum herald_result", "};"), '=')
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("HERALD_"))
+        .collect();
+    assert!(codes.len() > 20, "parsed {codes:?}");
+    codes
+}
+
+/// A binding's list of `(name, value)`, named as in the header: `OK` is
+/// `HERALD_OK`, `NULL` is `HERALD_E_NULL`.
+fn as_header_codes(list: Vec<(String, u64)>) -> Vec<(String, u64)> {
+    list.into_iter()
+        .map(|(name, value)| match name.as_str() {
+            "OK" => ("HERALD_OK".to_owned(), value),
+            _ => (format!("HERALD_E_{name}"), value),
+        })
+        .collect()
+}
+
+#[test]
+fn java_result_codes_are_the_header_s() {
+    let java = binding_file("bindings/java/src/dev/herald/Codes.java");
+    let list = format!("OK{}", between(&java, "public static final int OK", ";"));
+    assert_eq!(
+        as_header_codes(pairs(&list, '=')),
+        header_codes(),
+        "bindings/java/src/dev/herald/Codes.java"
+    );
+}
+
+#[test]
+fn node_result_codes_are_the_header_s() {
+    let js = binding_file("bindings/node/index.js");
+    let list = between(&js, "const codes = Object.freeze({", "});");
+    assert_eq!(
+        as_header_codes(pairs(list, ':')),
+        header_codes(),
+        "bindings/node/index.js codes"
+    );
+}
+
+#[test]
+fn go_names_every_result_code() {
+    let go = binding_file("bindings/go/herald.go");
+    let listed: Vec<String> = between(&go, "// The result codes of include/herald.h.", ")")
+        .lines()
+        .filter_map(|l| l.split_once("= C.").map(|(_, name)| name.trim().to_owned()))
+        .collect();
+    let expected: Vec<String> = header_codes().into_iter().map(|(name, _)| name).collect();
+    assert_eq!(listed, expected, "bindings/go/herald.go result codes");
+}
+
+#[test]
+fn java_and_node_durability_values_are_the_header_s() {
+    let expected: Vec<(String, u64)> = HEADER
+        .lines()
+        .filter_map(|l| l.strip_prefix("#define HERALD_DURABILITY_"))
+        .map(|l| {
+            let (name, value) = l.split_once(' ').unwrap();
+            (name.to_owned(), value.trim().parse().unwrap())
+        })
+        .collect();
+    assert_eq!(expected.len(), 3, "{expected:?}");
+    let java = binding_file("bindings/java/src/dev/herald/Codes.java");
+    let list = format!(
+        "DURABILITY_NEVER{}",
+        between(&java, "public static final int DURABILITY_NEVER", ";")
+    );
+    let java: Vec<(String, u64)> = pairs(&list, '=')
+        .into_iter()
+        .map(|(name, value)| (name.trim_start_matches("DURABILITY_").to_owned(), value))
+        .collect();
+    assert_eq!(java, expected, "Codes.java durability values");
+    let js = binding_file("bindings/node/index.js");
+    let node = pairs(
+        between(&js, "const Durability = Object.freeze({", "});"),
+        ':',
+    );
+    assert_eq!(node, expected, "bindings/node/index.js Durability");
 }
