@@ -71,7 +71,8 @@
 // `topic_len > 0`, else global sequences). Never silence: always this.
 #define HERALD_DELIVERY_GAP 1
 
-// Bytes of the header of each record written by `herald_subscriber_read`.
+// Bytes of the header of each record written by `herald_subscriber_read`:
+// `sizeof(herald_record_header)`.
 #define HERALD_RECORD_HEADER 64
 
 // Result of every call. Codes are stable: a code's meaning never changes and
@@ -321,6 +322,42 @@ typedef struct herald_delivery {
 // It may call into the library, except on the same subscriber
 // (`HERALD_E_BUSY`).
 typedef int32_t (*herald_poll_fn)(void *user, const struct herald_delivery *delivery);
+
+// The header of each record `herald_subscriber_read` writes: 64 bytes
+// (`HERALD_RECORD_HEADER`) at a multiple of 8 from the buffer's start,
+// followed by the record's body: the payload, topic, event type and
+// correlation id, back to back, then zero padding to a multiple of 8.
+// Fields are little-endian (the native order of the platforms Herald
+// supports).
+typedef struct herald_record_header {
+  // `HERALD_DELIVERY_EVENT` or `HERALD_DELIVERY_GAP`.
+  uint32_t kind;
+  // Bytes from this record's start to the next one's (header, body and
+  // padding; a multiple of 8).
+  uint32_t record_len;
+  // Global sequence (events; 0 for gaps).
+  uint64_t seq;
+  // Sequence within the topic (events; 0 for gaps).
+  uint64_t topic_seq;
+  // Publish time, ns since the Unix epoch (events).
+  uint64_t timestamp_ns;
+  // Origin given by the publisher (0 if none).
+  uint64_t origin;
+  // Gaps: first missing sequence (inclusive).
+  uint64_t gap_from;
+  // Gaps: last missing sequence (inclusive).
+  uint64_t gap_to;
+  // Bytes of the payload, the body's first part.
+  uint32_t payload_len;
+  // Bytes of the topic (at most 255), after the payload.
+  uint8_t topic_len;
+  // Bytes of the event type (at most 128), after the topic.
+  uint8_t event_type_len;
+  // Bytes of the correlation id (at most 126; 0: none), after the type.
+  uint8_t correlation_len;
+  // Zero.
+  uint8_t reserved;
+} herald_record_header;
 
 #ifdef __cplusplus
 extern "C" {
@@ -689,13 +726,10 @@ herald_result herald_subscriber_next(const struct herald_subscriber *subscriber,
 // none came), then takes whatever else is available now, as long as it
 // fits. `*out_len` gets the bytes written, `*out_count` the records.
 //
-// Each record starts at a multiple of 8 and is, little-endian:
-// `u32 kind` (`HERALD_DELIVERY_*`), `u32 record_len` (bytes to the next
-// record), `u64 seq`, `u64 topic_seq`, `u64 timestamp_ns`, `u64 origin`,
-// `u64 gap_from`, `u64 gap_to`, `u32 payload_len`, `u8 topic_len`,
-// `u8 event_type_len`, `u8 correlation_len`, `u8` zero
-// (`HERALD_RECORD_HEADER` = 64 bytes), then the payload, topic, event type
-// and correlation id, then zero padding to a multiple of 8.
+// Each record starts at a multiple of 8 with a `herald_record_header`
+// (`HERALD_RECORD_HEADER` = 64 bytes, little-endian; `record_len` leads to
+// the next record), followed by the payload, topic, event type and
+// correlation id, then zero padding to a multiple of 8.
 //
 // A delivery that does not fit is kept for the next call; if not even the
 // first fits, returns `HERALD_E_BUFFER_TOO_SMALL` with its record length in

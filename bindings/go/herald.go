@@ -44,7 +44,6 @@ import "C"
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -708,27 +707,33 @@ func (s *Subscriber) str(b []byte, last *string) string {
 	return *last
 }
 
+// A herald_record_header is HERALD_RECORD_HEADER bytes (or this does not
+// compile).
+var _ [C.HERALD_RECORD_HEADER]byte = [unsafe.Sizeof(C.herald_record_header{})]byte{}
+
 func (s *Subscriber) decodeBatch(total, count int) {
 	b := append([]byte(nil), s.batch[:total]...)
 	if cap(s.queue) < count {
 		s.queue = make([]Event, count)
 	}
 	s.queue = s.queue[:count]
-	le := binary.LittleEndian
 	at := 0
 	for k := 0; k < count; k++ {
-		r := b[at:]
-		rlen := int(le.Uint32(r[4:]))
-		pl, tl, yl, cl := int(le.Uint32(r[56:])), int(r[60]), int(r[61]), int(r[62])
-		body := r[64:]
+		// Each record starts with a herald_record_header, read in place:
+		// records start at multiples of 8 in b, a fresh (so 8-aligned)
+		// allocation, and the header's little-endian fields are native on
+		// the platforms libherald supports.
+		h := (*C.herald_record_header)(unsafe.Pointer(&b[at]))
+		pl, tl, yl, cl := int(h.payload_len), int(h.topic_len), int(h.event_type_len), int(h.correlation_len)
+		body := b[at+C.HERALD_RECORD_HEADER:]
 		e := Event{
-			Gap:         le.Uint32(r) == C.HERALD_DELIVERY_GAP,
-			Seq:         le.Uint64(r[8:]),
-			TopicSeq:    le.Uint64(r[16:]),
-			TimestampNs: le.Uint64(r[24:]),
-			Origin:      le.Uint64(r[32:]),
-			GapFrom:     le.Uint64(r[40:]),
-			GapTo:       le.Uint64(r[48:]),
+			Gap:         h.kind == C.HERALD_DELIVERY_GAP,
+			Seq:         uint64(h.seq),
+			TopicSeq:    uint64(h.topic_seq),
+			TimestampNs: uint64(h.timestamp_ns),
+			Origin:      uint64(h.origin),
+			GapFrom:     uint64(h.gap_from),
+			GapTo:       uint64(h.gap_to),
 			Payload:     body[:pl:pl],
 			Topic:       s.str(body[pl:pl+tl], &s.lastTopic),
 			Type:        s.str(body[pl+tl:pl+tl+yl], &s.lastType),
@@ -737,7 +742,7 @@ func (s *Subscriber) decodeBatch(total, count int) {
 			e.Correlation = s.str(body[pl+tl+yl:pl+tl+yl+cl], &s.lastCorr)
 		}
 		s.queue[k] = e
-		at += rlen
+		at += int(h.record_len)
 	}
 }
 

@@ -287,6 +287,29 @@ class Publisher {
 const DELIVERY_SIZE = 120;
 const u64 = (b, at) => b.readUInt32LE(at) + b.readUInt32LE(at + 4) * 4294967296;
 
+// The header of each record herald_subscriber_read writes (its fields are
+// little-endian). decodeBatch reads the fields at the offsets koffi lays out
+// for this declaration, which ffi/tests/bindings_agree.rs checks against
+// include/herald.h.
+const RECORD_FIELDS = {
+  kind: 'uint32_t', record_len: 'uint32_t', seq: 'uint64_t', topic_seq: 'uint64_t', timestamp_ns: 'uint64_t',
+  origin: 'uint64_t', gap_from: 'uint64_t', gap_to: 'uint64_t', payload_len: 'uint32_t', topic_len: 'uint8_t',
+  event_type_len: 'uint8_t', correlation_len: 'uint8_t', reserved: 'uint8_t',
+};
+// Anonymous: a named koffi type could not be declared again by a second copy
+// of this module in the same thread.
+const RecordHeader = koffi.struct(RECORD_FIELDS);
+/** Offset of each field of herald_record_header. */
+const REC = Object.freeze(Object.fromEntries(
+  Object.keys(RECORD_FIELDS).map((f) => [f, koffi.offsetof(RecordHeader, f)]),
+));
+/** HERALD_RECORD_HEADER: where a record's body starts. */
+const RECORD_HEADER = 64;
+if (koffi.sizeof(RecordHeader) !== RECORD_HEADER) {
+  throw new Error(`herald: herald_record_header is ${koffi.sizeof(RecordHeader)} bytes, not ${RECORD_HEADER}`);
+}
+const DELIVERY_GAP = 1;
+
 function buildFilter(filter) {
   const out = [0];
   check(C.filterNew(out));
@@ -548,20 +571,23 @@ function decodeBatch(src, total, count) {
   const out = new Array(count);
   let at = 0;
   for (let k = 0; k < count; k++) {
-    const rlen = b.readUInt32LE(at + 4);
-    const pl = b.readUInt32LE(at + 56);
-    const tl = b[at + 60];
-    const yl = b[at + 61];
-    const cl = b[at + 62];
-    const body = at + 64;
-    if (b.readUInt32LE(at) === 1) {
-      out[k] = { gap: true, from: u64(b, at + 40), to: u64(b, at + 48), topic: b.latin1Slice(body + pl, body + pl + tl) };
+    const rlen = b.readUInt32LE(at + REC.record_len);
+    const pl = b.readUInt32LE(at + REC.payload_len);
+    const tl = b[at + REC.topic_len];
+    const yl = b[at + REC.event_type_len];
+    const cl = b[at + REC.correlation_len];
+    const body = at + RECORD_HEADER;
+    if (b.readUInt32LE(at + REC.kind) === DELIVERY_GAP) {
+      out[k] = {
+        gap: true, from: u64(b, at + REC.gap_from), to: u64(b, at + REC.gap_to),
+        topic: b.latin1Slice(body + pl, body + pl + tl),
+      };
     } else {
       out[k] = {
-        seq: u64(b, at + 8),
-        topicSeq: u64(b, at + 16),
-        timestampNs: u64(b, at + 24),
-        origin: u64(b, at + 32),
+        seq: u64(b, at + REC.seq),
+        topicSeq: u64(b, at + REC.topic_seq),
+        timestampNs: u64(b, at + REC.timestamp_ns),
+        origin: u64(b, at + REC.origin),
         payload: b.subarray(body, body + pl),
         topic: b.latin1Slice(body + pl, body + pl + tl),
         type: b.latin1Slice(body + pl + tl, body + pl + tl + yl),

@@ -10,11 +10,12 @@ use herald_core::broker::presence::write_json_string;
 use herald_core::log::{Durability, Retention};
 use herald_core::{Broker, BrokerConfig};
 
+use crate::args::{
+    handle, into_raw, opt_out_arg, out_arg, out_bytes_arg, reclaim, str_arg, struct_arg, too_small,
+    Handle,
+};
 use crate::error::{fail, ffi_entry, herald_result};
 use crate::herald_result::*;
-use crate::{
-    bytes_arg, handle, into_raw, opt_out_arg, out_arg, str_arg, too_small, write_out, Handle, DEAD,
-};
 
 /// Durability: never sync explicitly (the OS writes back; close syncs).
 pub const HERALD_DURABILITY_NEVER: u32 = 0;
@@ -79,8 +80,7 @@ pub unsafe extern "C" fn herald_config_init(config: *mut herald_config) -> heral
             presence_ttl_ms: d.presence_ttl.as_millis() as u64,
             prefault: d.log.prefault,
         };
-        // SAFETY: checked by out_arg; writable per the caller's contract.
-        unsafe { write_out(out, defaults) };
+        out.write(defaults);
         Ok(())
     })
 }
@@ -119,14 +119,9 @@ pub unsafe extern "C" fn herald_broker_open(
     out: *mut *mut herald_broker,
 ) -> herald_result {
     ffi_entry!({
-        if config.is_null() {
-            return Err(fail(HERALD_E_NULL, "config is NULL"));
-        }
+        let c = struct_arg(config).ok_or_else(|| fail(HERALD_E_NULL, "config is NULL"))?;
         let out = out_arg(out, "broker")?;
-        // SAFETY: non-NULL; the caller guarantees a valid herald_config.
-        let c = unsafe { config.read_unaligned() };
-        // SAFETY: the caller guarantees data_dir_len readable bytes.
-        let dir = unsafe { str_arg(c.data_dir, c.data_dir_len, "config.data_dir") }?;
+        let dir = str_arg(c.data_dir, c.data_dir_len, "config.data_dir")?;
         if dir.is_empty() {
             return Err(fail(HERALD_E_INVALID_CONFIG, "config.data_dir is empty"));
         }
@@ -159,17 +154,11 @@ pub unsafe extern "C" fn herald_broker_open(
         bc.presence_ttl = Duration::from_millis(c.presence_ttl_ms);
         let max_payload = bc.max_payload;
         let broker = Broker::open(bc)?;
-        // SAFETY: checked by out_arg.
-        unsafe {
-            write_out(
-                out,
-                into_raw(herald_broker {
-                    tag: herald_broker::TAG,
-                    broker,
-                    max_payload,
-                }),
-            )
-        };
+        out.write(into_raw(herald_broker {
+            tag: herald_broker::TAG,
+            broker,
+            max_payload,
+        }));
         Ok(())
     })
 }
@@ -185,15 +174,9 @@ pub unsafe extern "C" fn herald_broker_open(
 #[no_mangle]
 pub unsafe extern "C" fn herald_broker_close(broker: *mut herald_broker) -> herald_result {
     ffi_entry!({
-        if broker.is_null() {
+        let Some(b) = reclaim(broker)? else {
             return Ok(());
-        }
-        // SAFETY: the caller guarantees NULL or a live handle.
-        unsafe { handle(broker) }?;
-        // SAFETY: a live handle made by Box::into_raw in herald_broker_open;
-        // the caller gives up its pointer.
-        let mut b = unsafe { Box::from_raw(broker) };
-        b.tag = DEAD;
+        };
         b.broker.flush()?;
         Ok(())
     })
@@ -206,8 +189,7 @@ pub unsafe extern "C" fn herald_broker_close(broker: *mut herald_broker) -> hera
 #[no_mangle]
 pub unsafe extern "C" fn herald_broker_flush(broker: *const herald_broker) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let b = unsafe { handle(broker) }?;
+        let b = handle(broker)?;
         b.broker.flush()?;
         Ok(())
     })
@@ -223,11 +205,9 @@ pub unsafe extern "C" fn herald_broker_next_seq(
     out_seq: *mut u64,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let b = unsafe { handle(broker) }?;
+        let b = handle(broker)?;
         let out = out_arg(out_seq, "out_seq")?;
-        // SAFETY: checked by out_arg.
-        unsafe { write_out(out, b.broker.next_seq()) };
+        out.write(b.broker.next_seq());
         Ok(())
     })
 }
@@ -271,8 +251,7 @@ pub unsafe extern "C" fn herald_broker_metrics(
     out: *mut herald_metrics,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let b = unsafe { handle(broker) }?;
+        let b = handle(broker)?;
         let out = out_arg(out, "metrics")?;
         let m = b.broker.metrics();
         let snapshot = herald_metrics {
@@ -287,8 +266,7 @@ pub unsafe extern "C" fn herald_broker_metrics(
             latency_p99_ns: m.latency_p99_ns,
             latency_max_ns: m.latency_max_ns,
         };
-        // SAFETY: checked by out_arg.
-        unsafe { write_out(out, snapshot) };
+        out.write(snapshot);
         Ok(())
     })
 }
@@ -306,14 +284,11 @@ pub unsafe extern "C" fn herald_broker_consumer_checkpoint(
     out_seq: *mut u64,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let b = unsafe { handle(broker) }?;
-        // SAFETY: the caller guarantees name_len readable bytes.
-        let name = unsafe { str_arg(name, name_len, "name") }?;
+        let b = handle(broker)?;
+        let name = str_arg(name, name_len, "name")?;
         let out = out_arg(out_seq, "out_seq")?;
         let seq = b.broker.consumer_checkpoint(name)?;
-        // SAFETY: checked by out_arg.
-        unsafe { write_out(out, seq) };
+        out.write(seq);
         Ok(())
     })
 }
@@ -335,10 +310,8 @@ pub unsafe extern "C" fn herald_broker_consumer_ack(
     seq: u64,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let b = unsafe { handle(broker) }?;
-        // SAFETY: the caller guarantees name_len readable bytes.
-        let name = unsafe { str_arg(name, name_len, "name") }?;
+        let b = handle(broker)?;
+        let name = str_arg(name, name_len, "name")?;
         b.broker.ack_consumer(name, seq)?;
         Ok(())
     })
@@ -355,10 +328,8 @@ pub unsafe extern "C" fn herald_broker_consumer_remove(
     name_len: usize,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let b = unsafe { handle(broker) }?;
-        // SAFETY: the caller guarantees name_len readable bytes.
-        let name = unsafe { str_arg(name, name_len, "name") }?;
+        let b = handle(broker)?;
+        let name = str_arg(name, name_len, "name")?;
         b.broker.remove_consumer(name)?;
         Ok(())
     })
@@ -385,18 +356,12 @@ pub unsafe extern "C" fn herald_broker_presence_join(
     metadata_len: usize,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let b = unsafe { handle(broker) }?;
-        // SAFETY: the caller guarantees each string's readable bytes.
-        let topic = unsafe { str_arg(topic, topic_len, "topic") }?;
-        // SAFETY: as above.
-        let client_id = unsafe { str_arg(client_id, client_id_len, "client_id") }?;
-        // SAFETY: as above.
-        let user = unsafe { str_arg(user, user_len, "user") }?;
-        // SAFETY: as above.
-        let device = unsafe { str_arg(device, device_len, "device") }?;
-        // SAFETY: as above.
-        let metadata = unsafe { str_arg(metadata, metadata_len, "metadata") }?;
+        let b = handle(broker)?;
+        let topic = str_arg(topic, topic_len, "topic")?;
+        let client_id = str_arg(client_id, client_id_len, "client_id")?;
+        let user = str_arg(user, user_len, "user")?;
+        let device = str_arg(device, device_len, "device")?;
+        let metadata = str_arg(metadata, metadata_len, "metadata")?;
         b.broker
             .presence_join(topic, client_id, user, device, metadata)?;
         Ok(())
@@ -417,12 +382,9 @@ pub unsafe extern "C" fn herald_broker_presence_heartbeat(
     client_id_len: usize,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let b = unsafe { handle(broker) }?;
-        // SAFETY: the caller guarantees each string's readable bytes.
-        let topic = unsafe { str_arg(topic, topic_len, "topic") }?;
-        // SAFETY: as above.
-        let client_id = unsafe { str_arg(client_id, client_id_len, "client_id") }?;
+        let b = handle(broker)?;
+        let topic = str_arg(topic, topic_len, "topic")?;
+        let client_id = str_arg(client_id, client_id_len, "client_id")?;
         b.broker.presence_heartbeat(topic, client_id)?;
         Ok(())
     })
@@ -444,16 +406,12 @@ pub unsafe extern "C" fn herald_broker_presence_leave(
     out_was_present: *mut bool,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let b = unsafe { handle(broker) }?;
-        // SAFETY: the caller guarantees each string's readable bytes.
-        let topic = unsafe { str_arg(topic, topic_len, "topic") }?;
-        // SAFETY: as above.
-        let client_id = unsafe { str_arg(client_id, client_id_len, "client_id") }?;
+        let b = handle(broker)?;
+        let topic = str_arg(topic, topic_len, "topic")?;
+        let client_id = str_arg(client_id, client_id_len, "client_id")?;
         let was = b.broker.presence_leave(topic, client_id)?;
         if let Some(out) = opt_out_arg(out_was_present, "out_was_present")? {
-            // SAFETY: checked by out_arg.
-            unsafe { write_out(out, was) };
+            out.write(was);
         }
         Ok(())
     })
@@ -470,12 +428,10 @@ pub unsafe extern "C" fn herald_broker_presence_expire(
     out_count: *mut usize,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let b = unsafe { handle(broker) }?;
+        let b = handle(broker)?;
         let n = b.broker.presence_expire()?;
         if let Some(out) = opt_out_arg(out_count, "out_count")? {
-            // SAFETY: checked by out_arg.
-            unsafe { write_out(out, n) };
+            out.write(n);
         }
         Ok(())
     })
@@ -503,10 +459,8 @@ pub unsafe extern "C" fn herald_broker_presence_list(
     out_count: *mut usize,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let b = unsafe { handle(broker) }?;
-        // SAFETY: the caller guarantees topic_len readable bytes.
-        let topic = unsafe { str_arg(topic, topic_len, "topic") }?;
+        let b = handle(broker)?;
+        let topic = str_arg(topic, topic_len, "topic")?;
         let out_len = out_arg(out_len, "out_len")?;
         herald_core::broker::validate_topic(topic)?;
         let sessions = b.broker.presence(topic);
@@ -537,21 +491,14 @@ pub unsafe extern "C" fn herald_broker_presence_list(
         }
         json.push(b']');
         if json.len() > cap {
-            // SAFETY: checked by out_arg.
-            return Err(unsafe { too_small(out_len, json.len(), cap, "the presence list") });
+            return Err(too_small(out_len, json.len(), cap, "the presence list"));
         }
-        // SAFETY: buf is checked non-NULL by bytes_arg below when cap > 0.
-        let _ = unsafe { bytes_arg(buf, cap, "buf") }?;
+        let buf = out_bytes_arg(buf, cap, "buf")?;
         let out_count = opt_out_arg(out_count, "out_count")?;
-        // SAFETY: json.len() <= cap, and the caller guarantees `cap` writable
-        // bytes at buf (non-NULL when cap > 0, checked above); the regions
-        // cannot overlap (json is our own allocation).
-        unsafe { std::ptr::copy_nonoverlapping(json.as_ptr(), buf, json.len()) };
-        // SAFETY: checked by out_arg.
-        unsafe { write_out(out_len, json.len()) };
+        buf.write(0, &json);
+        out_len.write(json.len());
         if let Some(out_count) = out_count {
-            // SAFETY: checked by out_arg above.
-            unsafe { write_out(out_count, sessions.len()) };
+            out_count.write(sessions.len());
         }
         Ok(())
     })

@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, CStr, CString};
 use std::fmt::Display;
 
 use herald_core::broker::BrokerError;
@@ -170,40 +170,76 @@ macro_rules! ffi_entry {
 }
 pub(crate) use ffi_entry;
 
+/// Each code with its short message (what `herald_strerror` returns), and
+/// from them the conversions. The enum itself is written out above, where
+/// cbindgen can read it; this table's `match` on it has no wildcard arm, so
+/// a code added there without its message here does not compile.
+macro_rules! messages {
+    ($($code:ident => $message:literal,)*) => {
+        impl herald_result {
+            /// Every code, in the table's order.
+            #[cfg(test)]
+            pub(crate) const ALL: &[herald_result] = &[$($code),*];
+
+            /// The short, static description of this code.
+            pub(crate) fn message(self) -> &'static CStr {
+                match self {
+                    $($code => $message,)*
+                }
+            }
+        }
+
+        impl TryFrom<i32> for herald_result {
+            type Error = i32;
+
+            /// The code numbered `code`; `Err(code)` if there is none.
+            fn try_from(code: i32) -> Result<herald_result, i32> {
+                match code {
+                    $(n if n == $code as i32 => Ok($code),)*
+                    _ => Err(code),
+                }
+            }
+        }
+    };
+}
+
+messages! {
+    HERALD_OK => c"success",
+    HERALD_E_NULL => c"a required pointer argument was NULL",
+    HERALD_E_INVALID_HANDLE => c"invalid handle (wrong type or already freed)",
+    HERALD_E_INVALID_ARGUMENT => c"invalid argument",
+    HERALD_E_INVALID_UTF8 => c"a string argument is not UTF-8",
+    HERALD_E_INVALID_TOPIC => c"invalid topic name or pattern",
+    HERALD_E_INVALID_FILTER => c"invalid filter",
+    HERALD_E_INVALID_EVENT_TYPE => c"invalid event type",
+    HERALD_E_INVALID_CORRELATION => c"invalid correlation id",
+    HERALD_E_PAYLOAD_TOO_LARGE => c"payload too large",
+    HERALD_E_NEEDS_SINGLE_TOPIC => c"this start position needs a filter naming exactly one topic",
+    HERALD_E_INVALID_CONFIG => c"invalid broker configuration",
+    HERALD_E_BUFFER_TOO_SMALL => c"buffer too small (the needed size was reported)",
+    HERALD_E_TIMEOUT => c"no delivery within the timeout",
+    HERALD_E_BUSY => c"handle busy (concurrent call or outstanding claim)",
+    HERALD_E_NO_CLAIM => c"no outstanding claim",
+    HERALD_E_UNKNOWN_CONSUMER => c"unknown durable consumer",
+    HERALD_E_NOT_A_CONSUMER => c"not a durable consumer's subscriber",
+    HERALD_E_ACK => c"acknowledgement refused",
+    HERALD_E_CHECKPOINT => c"consumer checkpoint failure",
+    HERALD_E_PRESENCE => c"presence failure",
+    HERALD_E_LOG => c"log failure",
+    HERALD_E_IO => c"I/O failure",
+    HERALD_E_CORRUPT => c"stored data is corrupt",
+    HERALD_E_PANIC => c"internal error (panic caught)",
+    HERALD_E_CANCELLED => c"the wait was ended by herald_subscriber_wake",
+}
+
 /// A short, static description of a result code (never NULL; the caller
 /// must not free it). Unknown codes give `"unknown result code"`.
 #[no_mangle]
 pub extern "C" fn herald_strerror(code: i32) -> *const c_char {
-    let text: &'static str = match code {
-        0 => "success\0",
-        1 => "a required pointer argument was NULL\0",
-        2 => "invalid handle (wrong type or already freed)\0",
-        3 => "invalid argument\0",
-        4 => "a string argument is not UTF-8\0",
-        5 => "invalid topic name or pattern\0",
-        6 => "invalid filter\0",
-        7 => "invalid event type\0",
-        8 => "invalid correlation id\0",
-        9 => "payload too large\0",
-        10 => "this start position needs a filter naming exactly one topic\0",
-        11 => "invalid broker configuration\0",
-        12 => "buffer too small (the needed size was reported)\0",
-        13 => "no delivery within the timeout\0",
-        14 => "handle busy (concurrent call or outstanding claim)\0",
-        15 => "no outstanding claim\0",
-        16 => "unknown durable consumer\0",
-        17 => "not a durable consumer's subscriber\0",
-        18 => "acknowledgement refused\0",
-        19 => "consumer checkpoint failure\0",
-        20 => "presence failure\0",
-        21 => "log failure\0",
-        22 => "I/O failure\0",
-        23 => "stored data is corrupt\0",
-        24 => "internal error (panic caught)\0",
-        25 => "the wait was ended by herald_subscriber_wake\0",
-        _ => "unknown result code\0",
-    };
-    text.as_ptr().cast()
+    match herald_result::try_from(code) {
+        Ok(code) => code.message().as_ptr(),
+        Err(_) => c"unknown result code".as_ptr(),
+    }
 }
 
 /// The detailed message of the most recent failed call on the calling
@@ -260,16 +296,31 @@ mod tests {
     }
 
     #[test]
-    fn every_code_has_a_description_and_unknown_codes_are_named() {
-        for code in 0..=HERALD_E_CANCELLED as i32 {
-            // SAFETY: static NUL-terminated strings.
-            let s = unsafe { CStr::from_ptr(herald_strerror(code)) }
+    fn every_code_converts_back_and_has_its_own_message() {
+        let text = |code: i32| {
+            // SAFETY: herald_strerror returns a static NUL-terminated string.
+            unsafe { CStr::from_ptr(herald_strerror(code)) }
                 .to_str()
-                .unwrap();
-            assert_ne!(s, "unknown result code", "code {code}");
+                .unwrap()
+        };
+        let mut seen = std::collections::HashSet::new();
+        for &code in herald_result::ALL {
+            assert_eq!(herald_result::try_from(code as i32), Ok(code));
+            assert_ne!(text(code as i32), "unknown result code", "{code:?}");
+            assert!(
+                seen.insert(text(code as i32)),
+                "{code:?}: message not unique"
+            );
         }
-        // SAFETY: as above.
-        let s = unsafe { CStr::from_ptr(herald_strerror(HERALD_E_CANCELLED as i32 + 1)) };
-        assert_eq!(s.to_str().unwrap(), "unknown result code");
+        // Every other number is unknown.
+        for n in (-2..100).chain([i32::MIN, i32::MAX]) {
+            match herald_result::ALL.iter().find(|&&c| c as i32 == n) {
+                Some(&code) => assert_eq!(herald_result::try_from(n), Ok(code)),
+                None => {
+                    assert_eq!(herald_result::try_from(n), Err(n));
+                    assert_eq!(text(n), "unknown result code");
+                }
+            }
+        }
     }
 }

@@ -6,9 +6,9 @@ use std::sync::{Mutex, MutexGuard};
 use herald_core::broker::TopicPattern;
 use herald_core::Filter;
 
+use crate::args::{handle, into_raw, out_arg, reclaim, str_arg, Handle};
 use crate::error::{fail, ffi_entry, herald_result};
 use crate::herald_result::*;
-use crate::{handle, into_raw, out_arg, str_arg, write_out, Handle, DEAD};
 
 /// Most origins one filter leaves out (`herald_filter_exclude_origin`).
 pub const HERALD_MAX_EXCLUDED_ORIGINS: usize = 32;
@@ -72,8 +72,7 @@ pub unsafe extern "C" fn herald_filter_new(out: *mut *mut herald_filter) -> hera
             tag: herald_filter::TAG,
             spec: Mutex::new(FilterSpec::default()),
         };
-        // SAFETY: checked by out_arg.
-        unsafe { write_out(out, into_raw(f)) };
+        out.write(into_raw(f));
         Ok(())
     })
 }
@@ -85,14 +84,7 @@ pub unsafe extern "C" fn herald_filter_new(out: *mut *mut herald_filter) -> hera
 #[no_mangle]
 pub unsafe extern "C" fn herald_filter_free(filter: *mut herald_filter) {
     let _ = ffi_entry!({
-        if filter.is_null() {
-            return Ok(());
-        }
-        // SAFETY: the caller guarantees NULL or a live handle.
-        unsafe { handle(filter) }?;
-        // SAFETY: made by Box::into_raw in herald_filter_new; the caller gives it up.
-        let mut f = unsafe { Box::from_raw(filter) };
-        f.tag = DEAD;
+        drop(reclaim(filter)?);
         Ok(())
     });
 }
@@ -108,10 +100,8 @@ pub unsafe extern "C" fn herald_filter_add_topic(
     pattern_len: usize,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let f = unsafe { handle(filter) }?;
-        // SAFETY: the caller guarantees pattern_len readable bytes.
-        let pattern = unsafe { str_arg(pattern, pattern_len, "pattern") }?;
+        let f = handle(filter)?;
+        let pattern = str_arg(pattern, pattern_len, "pattern")?;
         TopicPattern::parse(pattern)?;
         f.spec().topics.push(pattern.to_owned());
         Ok(())
@@ -129,10 +119,8 @@ pub unsafe extern "C" fn herald_filter_add_type(
     event_type_len: usize,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let f = unsafe { handle(filter) }?;
-        // SAFETY: the caller guarantees event_type_len readable bytes.
-        let t = unsafe { str_arg(event_type, event_type_len, "event_type") }?;
+        let f = handle(filter)?;
+        let t = str_arg(event_type, event_type_len, "event_type")?;
         let ok = !t.is_empty()
             && t.len() <= herald_core::broker::MAX_TYPE_LEN
             && t.bytes()
@@ -160,8 +148,7 @@ pub unsafe extern "C" fn herald_filter_exclude_origin(
     origin: u64,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let f = unsafe { handle(filter) }?;
+        let f = handle(filter)?;
         let mut spec = f.spec();
         if !spec.exclude_origins.contains(&origin) {
             if spec.exclude_origins.len() >= HERALD_MAX_EXCLUDED_ORIGINS {

@@ -6,10 +6,13 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use herald_core::broker::{BatchEvent, PublishOptions, TopicPublisher};
 
+use crate::args::{
+    bytes_arg, handle, into_raw, opt_out_arg, opt_out_array_arg, out_arg, reclaim, slice_arg,
+    str_arg, struct_arg, Handle, Out,
+};
 use crate::broker::herald_broker;
 use crate::error::{fail, ffi_entry, herald_result, Fail};
 use crate::herald_result::*;
-use crate::{bytes_arg, handle, into_raw, opt_out_arg, out_arg, str_arg, write_out, Handle, DEAD};
 
 /// Options of one publish (pass NULL for the defaults: origin 0, no
 /// correlation id).
@@ -78,10 +81,8 @@ pub unsafe extern "C" fn herald_publisher_new(
     out: *mut *mut herald_publisher,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let b = unsafe { handle(broker) }?;
-        // SAFETY: the caller guarantees topic_len readable bytes.
-        let topic = unsafe { str_arg(topic, topic_len, "topic") }?;
+        let b = handle(broker)?;
+        let topic = str_arg(topic, topic_len, "topic")?;
         let out = out_arg(out, "publisher")?;
         let publisher = b.broker.publisher(topic)?;
         let p = herald_publisher {
@@ -91,8 +92,7 @@ pub unsafe extern "C" fn herald_publisher_new(
             state: AtomicU8::new(IDLE),
             scratch: UnsafeCell::new(Vec::new()),
         };
-        // SAFETY: checked by out_arg.
-        unsafe { write_out(out, into_raw(p)) };
+        out.write(into_raw(p));
         Ok(())
     })
 }
@@ -105,35 +105,25 @@ pub unsafe extern "C" fn herald_publisher_new(
 #[no_mangle]
 pub unsafe extern "C" fn herald_publisher_free(publisher: *mut herald_publisher) {
     let _ = ffi_entry!({
-        if publisher.is_null() {
-            return Ok(());
-        }
-        // SAFETY: the caller guarantees NULL or a live handle.
-        unsafe { handle(publisher) }?;
-        // SAFETY: made by Box::into_raw in herald_publisher_new; the caller gives it up.
-        let mut p = unsafe { Box::from_raw(publisher) };
-        p.tag = DEAD;
+        drop(reclaim(publisher)?);
         Ok(())
     });
 }
 
-/// Reads the optional publish options.
-///
-/// # Safety
-/// `options` NULL or a valid `herald_publish_options` whose correlation
-/// points to its length in bytes, valid for `'a`.
+/// Reads the optional publish options (an argument, see `args`).
 #[inline(always)]
-unsafe fn options<'a>(options: *const herald_publish_options) -> Result<PublishOptions<'a>, Fail> {
-    if options.is_null() {
+fn options<'a>(options: *const herald_publish_options) -> Result<PublishOptions<'a>, Fail> {
+    let Some(o) = struct_arg(options) else {
         return Ok(PublishOptions::default());
-    }
-    // SAFETY: non-NULL; the caller guarantees a valid struct.
-    let o = unsafe { options.read_unaligned() };
+    };
     let correlation = if o.correlation_len == 0 {
         None
     } else {
-        // SAFETY: the caller guarantees correlation_len readable bytes.
-        Some(unsafe { str_arg(o.correlation, o.correlation_len, "options.correlation") }?)
+        Some(str_arg(
+            o.correlation,
+            o.correlation_len,
+            "options.correlation",
+        )?)
     };
     Ok(PublishOptions {
         origin: o.origin,
@@ -149,7 +139,7 @@ fn publish(
     event_type: &str,
     payload: &[u8],
     opts: PublishOptions<'_>,
-    out: Option<*mut herald_published>,
+    out: Option<Out<herald_published>>,
 ) -> Result<(), Fail> {
     let published = p.publisher.publish(event_type, payload, opts)?;
     if let Some(out) = out {
@@ -157,8 +147,7 @@ fn publish(
             seq: published.seq,
             topic_seq: published.topic_seq,
         };
-        // SAFETY: checked by opt_out_arg.
-        unsafe { write_out(out, published) };
+        out.write(published);
     }
     Ok(())
 }
@@ -181,14 +170,10 @@ pub unsafe extern "C" fn herald_publisher_publish(
     out: *mut herald_published,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let p = unsafe { handle(publisher) }?;
-        // SAFETY: the caller guarantees event_type_len readable bytes.
-        let event_type = unsafe { str_arg(event_type, event_type_len, "event_type") }?;
-        // SAFETY: the caller guarantees payload_len readable bytes.
-        let payload = unsafe { bytes_arg(payload, payload_len, "payload") }?;
-        // SAFETY: forwarded from the caller.
-        let opts = unsafe { self::options(options) }?;
+        let p = handle(publisher)?;
+        let event_type = str_arg(event_type, event_type_len, "event_type")?;
+        let payload = bytes_arg(payload, payload_len, "payload")?;
+        let opts = self::options(options)?;
         let out = opt_out_arg(out, "published")?;
         publish(p, event_type, payload, opts, out)
     })
@@ -235,33 +220,18 @@ pub unsafe extern "C" fn herald_broker_publish_batch(
     out: *mut herald_published,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let b = unsafe { handle(broker) }?;
+        let b = handle(broker)?;
         if count == 0 {
             return Ok(());
         }
-        let out = opt_out_arg(out, "published")?;
-        if events.is_null() {
-            return Err(fail(HERALD_E_NULL, "events is NULL"));
-        }
-        if !events.is_aligned() {
-            return Err(fail(HERALD_E_INVALID_ARGUMENT, "events is misaligned"));
-        }
-        if count > isize::MAX as usize / std::mem::size_of::<herald_batch_event>() {
-            return Err(fail(HERALD_E_INVALID_ARGUMENT, "count is too large"));
-        }
-        // SAFETY: non-NULL, aligned; the caller guarantees `count` entries.
-        let events = unsafe { std::slice::from_raw_parts(events, count) };
+        let out = opt_out_array_arg(out, count, "published")?;
+        let events = slice_arg(events, count, "events", "count")?;
         let mut batch = Vec::with_capacity(count);
         for e in events {
-            // SAFETY: the caller guarantees a live handle per entry.
-            let p = unsafe { handle(e.publisher) }?;
-            // SAFETY: the caller guarantees event_type_len readable bytes.
-            let event_type = unsafe { str_arg(e.event_type, e.event_type_len, "event_type") }?;
-            // SAFETY: the caller guarantees payload_len readable bytes.
-            let payload = unsafe { bytes_arg(e.payload, e.payload_len, "payload") }?;
-            // SAFETY: forwarded from the caller.
-            let options = unsafe { self::options(e.options) }?;
+            let p = handle(e.publisher)?;
+            let event_type = str_arg(e.event_type, e.event_type_len, "event_type")?;
+            let payload = bytes_arg(e.payload, e.payload_len, "payload")?;
+            let options = self::options(e.options)?;
             batch.push(BatchEvent {
                 publisher: &p.publisher,
                 event_type,
@@ -277,9 +247,7 @@ pub unsafe extern "C" fn herald_broker_publish_batch(
                     seq: p.seq,
                     topic_seq: p.topic_seq,
                 };
-                // SAFETY: the caller guarantees `count` writable entries;
-                // `out` is aligned (opt_out_arg) and i < count.
-                unsafe { write_out(out.add(i), value) };
+                out.write(i, value);
             }
         }
         Ok(())
@@ -306,8 +274,7 @@ pub unsafe extern "C" fn herald_publisher_claim(
     out_buf: *mut *mut u8,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let p = unsafe { handle(publisher) }?;
+        let p = handle(publisher)?;
         let out = out_arg(out_buf, "out_buf")?;
         if len > p.max_payload {
             return Err(fail(
@@ -343,8 +310,7 @@ pub unsafe extern "C" fn herald_publisher_claim(
         let ptr = scratch.as_mut_ptr();
         // Release: pairs with the Acquire CAS in commit/abort.
         p.state.store(CLAIMED, Ordering::Release);
-        // SAFETY: checked by out_arg.
-        unsafe { write_out(out, ptr) };
+        out.write(ptr);
         Ok(())
     })
 }
@@ -366,12 +332,9 @@ pub unsafe extern "C" fn herald_publisher_commit(
     out: *mut herald_published,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let p = unsafe { handle(publisher) }?;
-        // SAFETY: the caller guarantees event_type_len readable bytes.
-        let event_type = unsafe { str_arg(event_type, event_type_len, "event_type") }?;
-        // SAFETY: forwarded from the caller.
-        let opts = unsafe { self::options(options) }?;
+        let p = handle(publisher)?;
+        let event_type = str_arg(event_type, event_type_len, "event_type")?;
+        let opts = self::options(options)?;
         let out = opt_out_arg(out, "published")?;
         // Acquire: pairs with the Release store at the end of claim.
         if p.state
@@ -416,8 +379,7 @@ pub unsafe extern "C" fn herald_publisher_abort(
     publisher: *const herald_publisher,
 ) -> herald_result {
     ffi_entry!({
-        // SAFETY: the caller guarantees NULL or a live handle.
-        let p = unsafe { handle(publisher) }?;
+        let p = handle(publisher)?;
         // Release: pairs with the Acquire CAS of the next claim.
         if p.state
             .compare_exchange(CLAIMED, IDLE, Ordering::Release, Ordering::Relaxed)

@@ -96,17 +96,20 @@ public final class Subscriber implements AutoCloseable, Iterable<Event> {
         java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(all).order(java.nio.ByteOrder.LITTLE_ENDIAN);
         int at = 0;
         for (int k = 0; k < n; k++) {
-            int rlen = b.getInt(at + 4), pl = b.getInt(at + 56);
-            int tl = all[at + 60] & 0xff, yl = all[at + 61] & 0xff, cl = all[at + 62] & 0xff;
-            int body = at + 64;
+            int rlen = b.getInt(at + RecordHeader.RECORD_LEN), pl = b.getInt(at + RecordHeader.PAYLOAD_LEN);
+            int tl = all[at + RecordHeader.TOPIC_LEN] & 0xff, yl = all[at + RecordHeader.EVENT_TYPE_LEN] & 0xff,
+                    cl = all[at + RecordHeader.CORRELATION_LEN] & 0xff;
+            int body = at + RecordHeader.SIZE;
             String topic = lastTopic = intern(all, body + pl, tl, lastTopic);
-            if (b.getInt(at) == 1) {
-                queue.add(new Event(true, 0, 0, 0, 0, topic, "", "", new byte[0], b.getLong(at + 40), b.getLong(at + 48)));
+            if (b.getInt(at + RecordHeader.KIND) == RecordHeader.DELIVERY_GAP) {
+                queue.add(new Event(true, 0, 0, 0, 0, topic, "", "", new byte[0], b.getLong(at + RecordHeader.GAP_FROM),
+                        b.getLong(at + RecordHeader.GAP_TO)));
             } else {
                 String type = lastType = intern(all, body + pl + tl, yl, lastType);
                 String corr = lastCorr = intern(all, body + pl + tl + yl, cl, lastCorr);
-                queue.add(new Event(false, b.getLong(at + 8), b.getLong(at + 16), b.getLong(at + 24), b.getLong(at + 32),
-                        topic, type, corr, java.util.Arrays.copyOfRange(all, body, body + pl), 0, 0));
+                queue.add(new Event(false, b.getLong(at + RecordHeader.SEQ), b.getLong(at + RecordHeader.TOPIC_SEQ),
+                        b.getLong(at + RecordHeader.TIMESTAMP_NS), b.getLong(at + RecordHeader.ORIGIN), topic, type, corr,
+                        java.util.Arrays.copyOfRange(all, body, body + pl), 0, 0));
             }
             at += rlen;
         }
