@@ -1,13 +1,27 @@
-//! The one place atomics come from, so that `cfg(loom)` can swap in loom's
-//! model-checked versions for every lock-free protocol in the crate.
+//! The one place herald-core's atomics come from, so that `cfg(loom)` can
+//! swap in loom's model-checked versions for every lock-free protocol in the
+//! crate (the ring's, the log's segment publication, the broker's counters).
+//! Nothing in the crate imports `std::sync::atomic` directly.
+//!
+//! Outside the model even so:
+//! - the log's record bytes: plain memory in a file mapping, written before
+//!   and read after the atomics that publish them (loom checks those
+//!   atomics: `count`, `offsets`, `end`, `sealed`);
+//! - the log's prefault and flusher threads: real OS threads, which loom
+//!   cannot schedule, so models use segments too small to prefault and no
+//!   `Interval` durability.
 //!
 //! Run the model checks with
 //! `RUSTFLAGS="--cfg loom" cargo test -p herald-core --release --test loom`.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{
+    fence, AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{
+    fence, AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 
 /// Spin-wait hint (loom: a yield, so spinning loops stay finite in the model).
 pub(crate) fn spin_hint() {

@@ -60,7 +60,6 @@ mod segment;
 mod verify;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -78,6 +77,8 @@ use durability::{Flusher, GroupCommit};
 use index::TopicIndex;
 use retention::Pins;
 use segment::Segment;
+
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// A record to append. Borrowed: nothing is allocated on the append path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
