@@ -59,7 +59,7 @@ mod pair {
             unpack(self.0.load(order))
         }
         /// Replaces `current` with `new` if it still holds; returns the value seen otherwise.
-        pub(crate) fn compare_exchange(
+        pub(crate) fn compare_exchange_weak(
             &self,
             current: (u64, u64),
             new: (u64, u64),
@@ -104,7 +104,7 @@ mod pair {
         pub(crate) fn load(&self, order: Ordering) -> (u64, u64) {
             unpack(self.0.load(order))
         }
-        pub(crate) fn compare_exchange(
+        pub(crate) fn compare_exchange_weak(
             &self,
             current: (u64, u64),
             new: (u64, u64),

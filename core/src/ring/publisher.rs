@@ -106,7 +106,7 @@ impl Publisher {
             // SeqCst: the claim is the store side of the store-buffering pairs
             // with tether registration and with sleeping subscribers (which
             // re-read the head with SeqCst after announcing themselves).
-            match self.shared.head.compare_exchange(
+            match self.shared.head.compare_exchange_weak(
                 current,
                 (seq + 1, end),
                 Ordering::SeqCst,
@@ -253,7 +253,7 @@ fn advance_written(shared: &Shared) -> (u64, u64) {
         }
         // AcqRel: Release publishes what we saw to the next Acquire reader; a
         // failure means someone advanced it meanwhile (our reads may be stale).
-        match shared.written.compare_exchange(
+        match shared.written.compare_exchange_weak(
             current,
             (seq, end),
             Ordering::AcqRel,
