@@ -58,7 +58,13 @@ mod pair {
         pub(crate) fn load(&self, order: Ordering) -> (u64, u64) {
             unpack(self.0.load(order))
         }
-        /// Replaces `current` with `new` if it still holds; returns the value seen otherwise.
+        /// Replaces `current` with `new` if it still holds; returns the value
+        /// seen otherwise. Weak: it may fail even though `current` holds (and
+        /// then return `current`). Weak is right because every caller retries
+        /// in a loop from the value returned: a spurious failure costs one more
+        /// turn of that loop, where the strong form would add a loop of its own
+        /// on LL/SC targets (`ldxp`/`stxp` on aarch64 without LSE). On x86-64
+        /// (`cmpxchg16b`) both forms are the same instruction.
         pub(crate) fn compare_exchange_weak(
             &self,
             current: (u64, u64),
@@ -87,7 +93,13 @@ mod pair {
     use loom::sync::atomic::{AtomicU64, Ordering};
 
     #[derive(Debug)]
-    pub(crate) struct AtomicPair(AtomicU64);
+    pub(crate) struct AtomicPair {
+        value: AtomicU64,
+        /// Whether the next `compare_exchange_weak` fails spuriously. A std
+        /// atomic on purpose: bookkeeping of the model, not shared state of
+        /// the protocol (loom runs one thread at a time, deterministically).
+        fail_next: std::sync::atomic::AtomicBool,
+    }
 
     fn pack(hi: u64, lo: u64) -> u64 {
         assert!(hi < 1 << 32 && lo < 1 << 32, "loom models use small values");
@@ -99,11 +111,18 @@ mod pair {
 
     impl AtomicPair {
         pub(crate) fn new(hi: u64, lo: u64) -> Self {
-            Self(AtomicU64::new(pack(hi, lo)))
+            Self {
+                value: AtomicU64::new(pack(hi, lo)),
+                fail_next: std::sync::atomic::AtomicBool::new(true),
+            }
         }
         pub(crate) fn load(&self, order: Ordering) -> (u64, u64) {
-            unpack(self.0.load(order))
+            unpack(self.value.load(order))
         }
+        /// Loom's own `compare_exchange_weak` never fails spuriously, so this
+        /// one does, on every other attempt (the first included): a failed
+        /// weak CAS is a load with the `failure` ordering that may return
+        /// `current` itself. Every model thus runs the callers' retry paths.
         pub(crate) fn compare_exchange_weak(
             &self,
             current: (u64, u64),
@@ -111,7 +130,11 @@ mod pair {
             success: Ordering,
             failure: Ordering,
         ) -> Result<(), (u64, u64)> {
-            self.0
+            use std::sync::atomic::Ordering::Relaxed;
+            if self.fail_next.fetch_xor(true, Relaxed) {
+                return Err(unpack(self.value.load(failure)));
+            }
+            self.value
                 .compare_exchange(
                     pack(current.0, current.1),
                     pack(new.0, new.1),
