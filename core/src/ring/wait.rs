@@ -145,45 +145,66 @@ impl Waiters {
     }
 }
 
-/// The eventfd behind a [`super::Doorbell`].
+/// The eventfd behind a [`super::Doorbell`], and whether it is armed.
 #[derive(Debug)]
 pub(crate) struct DoorbellInner {
-    fd: OwnedFd,
+    fd: EventFd,
     armed: AtomicBool,
 }
 
 impl DoorbellInner {
     pub(crate) fn new() -> io::Result<Self> {
+        Ok(Self {
+            fd: EventFd::new()?,
+            armed: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd.raw_fd()
+    }
+
+    fn ring(&self) {
+        self.fd.ring();
+    }
+
+    /// Resets the eventfd so the poller sees it readable again only after the
+    /// next ring. Safe to call when it was not rung.
+    pub(crate) fn clear(&self) {
+        self.fd.clear();
+    }
+}
+
+/// A non-blocking eventfd.
+#[derive(Debug)]
+struct EventFd(OwnedFd);
+
+impl EventFd {
+    fn new() -> io::Result<Self> {
         // SAFETY: eventfd takes no pointers; the result is checked below.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Self {
-            fd,
-            armed: AtomicBool::new(false),
-        })
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
-    pub(crate) fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    fn raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
     }
 
     fn ring(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to our own eventfd. EAGAIN
         // (counter saturated) still leaves the fd readable, which is all we need.
-        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
-    /// Resets the eventfd so the poller sees it readable again only after the
-    /// next ring. Safe to call when it was not rung.
-    pub(crate) fn clear(&self) {
+    fn clear(&self) {
         let mut value: u64 = 0;
         // SAFETY: reads at most 8 bytes into a live u64 from our own
         // non-blocking eventfd; EAGAIN just means it was not rung.
-        unsafe { libc::read(self.fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
     }
 }
