@@ -62,8 +62,6 @@ mod verify;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
-
 pub use config::{Durability, LogConfig, Retention};
 pub use error::LogError;
 pub use io::{Clock, LogIo, StdIo, SystemClock};
@@ -78,7 +76,7 @@ use index::TopicIndex;
 use retention::Pins;
 use segment::Segment;
 
-use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 
 /// A record to append. Borrowed: nothing is allocated on the append path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

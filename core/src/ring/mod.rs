@@ -316,6 +316,13 @@ impl Doorbell {
     pub fn clear(&self) {
         self.inner.clear();
     }
+
+    /// Blocks until the doorbell is readable, as a poller waiting on its fd
+    /// would. Only in loom builds, where the fd is a model stand-in.
+    #[cfg(loom)]
+    pub fn wait_readable(&self) {
+        self.inner.wait_readable();
+    }
 }
 
 impl AsRawFd for Doorbell {

@@ -16,10 +16,8 @@
 //! buffering cannot happen) either the subscriber sees the claim and starts
 //! after it, or the publisher sees the new bit and honours the new cursor.
 
+use crate::sync::{AtomicU64, Mutex, Ordering};
 use crossbeam_utils::CachePadded;
-use parking_lot::Mutex;
-
-use crate::sync::{AtomicU64, Ordering};
 
 /// Most tethered subscribers a ring supports at once.
 pub const MAX_TETHERED: usize = 64;

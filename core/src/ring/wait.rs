@@ -10,14 +10,15 @@
 //! must see the other.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
+#[cfg(not(loom))]
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_utils::{Backoff, CachePadded};
-use parking_lot::{Condvar, Mutex};
 
-use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicUsize, Condvar, Mutex, Ordering};
 
 /// How a blocking call waits for its condition (data for a subscriber, room
 /// for a publisher held back by a tethered subscriber).
@@ -97,7 +98,8 @@ impl Waiters {
             match strategy {
                 WaitStrategy::BusySpin => std::hint::spin_loop(),
                 WaitStrategy::SpinYield => backoff.snooze(),
-                WaitStrategy::Park if !backoff.is_completed() => backoff.snooze(),
+                // Loom: the spin phase only multiplies the schedules; park at once.
+                WaitStrategy::Park if !cfg!(loom) && !backoff.is_completed() => backoff.snooze(),
                 WaitStrategy::Park => return self.park(deadline, ready),
             }
         }
@@ -173,12 +175,20 @@ impl DoorbellInner {
     pub(crate) fn clear(&self) {
         self.fd.clear();
     }
+
+    /// Blocks until the doorbell is readable, as a poller would (loom only).
+    #[cfg(loom)]
+    pub(crate) fn wait_readable(&self) {
+        self.fd.wait_readable();
+    }
 }
 
 /// A non-blocking eventfd.
+#[cfg(not(loom))]
 #[derive(Debug)]
 struct EventFd(OwnedFd);
 
+#[cfg(not(loom))]
 impl EventFd {
     fn new() -> io::Result<Self> {
         // SAFETY: eventfd takes no pointers; the result is checked below.
@@ -206,5 +216,46 @@ impl EventFd {
         // SAFETY: reads at most 8 bytes into a live u64 from our own
         // non-blocking eventfd; EAGAIN just means it was not rung.
         unsafe { libc::read(self.0.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+    }
+}
+
+/// Loom stand-in for the eventfd: its counter under a loom mutex, and a
+/// condvar for the poller. The kernel orders an eventfd's write before the
+/// read that sees it; the mutex gives the model the same happens-before.
+#[cfg(loom)]
+#[derive(Debug)]
+struct EventFd {
+    count: Mutex<u64>,
+    readable: Condvar,
+}
+
+#[cfg(loom)]
+impl EventFd {
+    fn new() -> io::Result<Self> {
+        Ok(Self {
+            count: Mutex::new(0),
+            readable: Condvar::new(),
+        })
+    }
+
+    /// No descriptor exists in a model.
+    fn raw_fd(&self) -> RawFd {
+        -1
+    }
+
+    fn ring(&self) {
+        *self.count.lock() += 1;
+        self.readable.notify_all();
+    }
+
+    fn clear(&self) {
+        *self.count.lock() = 0;
+    }
+
+    fn wait_readable(&self) {
+        let mut count = self.count.lock();
+        while *count == 0 {
+            self.readable.wait(&mut count);
+        }
     }
 }
