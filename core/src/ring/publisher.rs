@@ -182,8 +182,12 @@ impl Publisher {
         let shared = self.shared.clone();
         let mut limits = self.limits;
         shared.tether_waiters.wait(self.wait, None, || {
-            // SeqCst: pairs with the subscriber's SeqCst fence after it
-            // releases its cursor (wake-up protocol in `wait`).
+            // SeqCst fence: pairs with the subscriber's SeqCst fence after it
+            // releases its cursor (wake-up protocol in `wait`). The cursors
+            // are loaded Acquire, so the fence, not a SeqCst load of `active`,
+            // is what keeps this re-check from missing a release whose wake()
+            // missed our registration as a sleeper.
+            fence(Ordering::SeqCst);
             let active = shared.tether.active.load(Ordering::SeqCst);
             limits = shared
                 .tether
