@@ -284,8 +284,15 @@ impl Ring {
         // SeqCst loads on both sides of the registration: see `tether` docs.
         let (seq, pos) = shared.head.load(Ordering::SeqCst);
         let index = shared.tether.register(seq, pos)?;
-        let (start, _) = shared.head.load(Ordering::SeqCst);
-        Some(Subscriber::new(self.shared.clone(), start, Some(index)))
+        let (start, start_pos) = shared.head.load(Ordering::SeqCst);
+        let mut sub = Subscriber::new(self.shared.clone(), start, Some(index));
+        if start != seq {
+            // Claims landed between the two loads: release them, or a full
+            // ring of them leaves publishers waiting on a cursor this
+            // subscriber would only move by reading what they cannot publish.
+            sub.release_start(start_pos);
+        }
+        Some(sub)
     }
 
     /// A doorbell: an eventfd that an event loop (mio, libuv, epoll) can poll.
