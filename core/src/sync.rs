@@ -22,9 +22,12 @@
 //!   `Interval` durability;
 //! - a doorbell's eventfd: a loom counter under a mutex stands in for it
 //!   (`ring::wait`);
-//! - timeouts: loom has no clock, so a timed wait just waits.
+//! - timeouts: loom has no clock, so a timed wait just waits;
+//! - the loom `AtomicPair`'s spurious-failure toggle: a std atomic, being
+//!   bookkeeping of the model rather than state of a protocol.
 //!
-//! Run the model checks with
+//! The models are listed by name in the module docs of `ring` (its
+//! protocols) and `log::segment` (segment publication). Run them with
 //! `RUSTFLAGS="--cfg loom" cargo test -p herald-core --release --test loom`.
 
 #[cfg(loom)]

@@ -9,6 +9,12 @@
 //! then read `offsets[j]` and the bytes of record `j` for any `j < count`:
 //! those bytes never change again (recovery zeroes only bytes beyond the
 //! valid prefix, before any reader exists).
+//!
+//! The loom model
+//! `a_log_reader_racing_appends_and_a_segment_roll_reads_each_record_once`
+//! checks this protocol's atomics (not the mapped bytes, which loom cannot
+//! see): a reader racing two appends and a segment roll reads each record
+//! once, intact.
 
 use memmap2::MmapRaw;
 use std::fs::File;

@@ -5,9 +5,12 @@
 //! and takes no lock unless someone is actually asleep or armed.
 //!
 //! Lost wake-ups are excluded by a store-buffering pair: a sleeper increments
-//! `sleepers` (SeqCst) and then re-checks for work with a SeqCst load; the
-//! waker publishes work and then loads `sleepers` (SeqCst). One of the two
-//! must see the other.
+//! `sleepers` (SeqCst) and then re-checks for work with a SeqCst load (or
+//! after a SeqCst fence); the waker publishes work and then loads `sleepers`
+//! (SeqCst, or after a SeqCst fence). One of the two must see the other. A
+//! SeqCst load of one location does not order the Acquire loads after it, so
+//! a re-check that reads several (a publisher scanning tether cursors) starts
+//! with a fence. Loom models both sides (`core/tests/loom.rs`).
 
 use std::io;
 use std::os::fd::RawFd;
