@@ -1,12 +1,24 @@
-//! Loom model checks of the ring's lock-free protocols: the claim/commit
-//! protocol between concurrent publishers, and overrun detection (a reader
-//! racing a publisher that overwrites what it is reading).
+//! Loom model checks of herald-core's lock-free protocols: the ring's
+//! claim/commit between concurrent publishers, overrun detection (a reader
+//! racing a publisher that overwrites what it is reading), tether
+//! registration, the sleeper and doorbell wake-ups, and the log's segment
+//! publication. `core/src/ring/mod.rs` lists what each model checks.
+//!
+//! Loom lets a SeqCst load read a non-SeqCst store older than the latest
+//! SeqCst store (its README: SeqCst accesses are modelled as AcqRel), which
+//! the language forbids. A sleeper that parks twice leaves such a store in
+//! `sleepers` (its Relaxed decrement) and loom then reports a false lost
+//! wake-up, so each model parks a given sleeper at most once; other waits
+//! spin, yielding to the model.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p herald-core --release --test loom`
 //! (scripts/test does, with `LOOM_MAX_PREEMPTIONS=2`).
 #![cfg(loom)]
 
-use herald_core::ring::{RecvError, Ring, RingConfig};
+use std::sync::Arc;
+
+use herald_core::log::{Durability, Log, LogConfig, ReadItem, RecordRef};
+use herald_core::ring::{RecvError, Ring, RingConfig, WaitStrategy};
 use loom::thread;
 
 /// The payload a record with sequence `seq` must carry: any torn or mixed
@@ -138,5 +150,165 @@ fn a_publisher_lapping_a_stalled_publisher_waits_for_its_commit() {
         t_slow.join().unwrap();
         t_fast.join().unwrap();
         read_all(&mut sub, 3);
+    });
+}
+
+/// Reads with a tethered subscriber up to `upto`: every record is the one
+/// published, in order, and none is lapped. It spins instead of parking (the
+/// data wake-up has models of its own; see the module docs).
+fn read_tethered(sub: &mut herald_core::ring::Subscriber, upto: u64) {
+    while sub.next_seq() < upto {
+        let before = sub.next_seq();
+        match sub.try_read(|seq, bytes| {
+            assert_eq!(
+                bytes,
+                payload(seq),
+                "record {seq} overwritten under a tether"
+            );
+            seq
+        }) {
+            Ok(seq) => assert_eq!(seq, before),
+            Err(RecvError::Empty) => thread::yield_now(),
+            Err(e) => panic!("a tethered subscriber read {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_tether_registering_while_a_publisher_publishes_is_never_lapped() {
+    loom::model(|| {
+        // Two slots, three records: the third reuses the first one's slot, so
+        // the publisher must wait for a tether that starts at or before it.
+        let ring = tiny_ring(2);
+        let mut publisher = ring.publisher();
+        publisher.set_wait_strategy(WaitStrategy::Park);
+        let writer = thread::spawn(move || {
+            for _ in 0..3 {
+                publish_own_seq(&mut publisher);
+            }
+        });
+        let mut sub = ring.subscribe_tethered().unwrap();
+        read_tethered(&mut sub, 3);
+        drop(sub);
+        writer.join().unwrap();
+    });
+}
+
+#[test]
+fn a_parked_subscriber_is_woken_by_a_concurrent_publish() {
+    loom::model(|| {
+        let ring = tiny_ring(4);
+        let mut sub = ring.subscribe();
+        sub.set_wait_strategy(WaitStrategy::Park);
+        let mut publisher = ring.publisher();
+        let reader = thread::spawn(move || loop {
+            match sub.try_read(|seq, bytes| {
+                assert_eq!(bytes, payload(seq));
+                seq
+            }) {
+                Ok(seq) => return seq,
+                // A lost wake-up leaves this thread parked for ever: loom
+                // reports the deadlock.
+                Err(RecvError::Empty) => {
+                    sub.wait(None);
+                    thread::yield_now();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        });
+        publish_own_seq(&mut publisher);
+        assert_eq!(reader.join().unwrap(), 0);
+    });
+}
+
+#[test]
+fn an_armed_doorbell_is_rung_by_a_concurrent_publish() {
+    loom::model(|| {
+        let ring = tiny_ring(4);
+        let mut sub = ring.subscribe();
+        let bell = ring.doorbell().unwrap();
+        let mut publisher = ring.publisher();
+        // An event loop: read; when empty, arm, and sleep on the fd unless
+        // `arm` says data came meanwhile.
+        let reader = thread::spawn(move || loop {
+            match sub.try_read(|seq, bytes| {
+                assert_eq!(bytes, payload(seq));
+                seq
+            }) {
+                Ok(seq) => return seq,
+                Err(RecvError::Empty) => {
+                    if sub.arm(&bell) {
+                        // A lost wake-up blocks here for ever (loom: deadlock).
+                        bell.wait_readable();
+                    }
+                    bell.clear();
+                    thread::yield_now();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        });
+        publish_own_seq(&mut publisher);
+        assert_eq!(reader.join().unwrap(), 0);
+    });
+}
+
+/// A record of the log model: big enough that two do not share a 4 KiB
+/// segment, so the second append rolls to a new one.
+fn log_record(seq: u64, payload: &[u8]) -> RecordRef<'_> {
+    RecordRef {
+        seq,
+        topic_id: 1,
+        topic_seq: seq,
+        timestamp_ns: seq,
+        origin: 0,
+        event_type: b"t",
+        payload,
+    }
+}
+
+fn log_payload(seq: u64) -> Vec<u8> {
+    vec![seq as u8; 2048]
+}
+
+/// Reads what the reader finds now: records only, in order, each intact.
+fn read_log(reader: &mut herald_core::log::LogReader, got: &mut Vec<u64>) {
+    while let Some(item) = reader.next_item() {
+        match item.expect("a published record reads back intact") {
+            ReadItem::Record(r) => {
+                assert_eq!(r.payload, log_payload(r.seq));
+                got.push(r.seq);
+            }
+            ReadItem::Gap { from, to } => panic!("gap {from}..={to} in a log with no retention"),
+        }
+    }
+}
+
+#[test]
+fn a_log_reader_racing_appends_and_a_segment_roll_reads_each_record_once() {
+    loom::model(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_size: 4096,
+            durability: Durability::Never,
+            prefault: false,
+            ..LogConfig::default()
+        };
+        let (log, _) = Log::open(dir.path(), config).unwrap();
+        let log = Arc::new(log);
+        let mut reader = log.reader_from_seq(1).unwrap();
+        let appender = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                for seq in 1..=2 {
+                    log.append(&log_record(seq, &log_payload(seq))).unwrap();
+                }
+            })
+        };
+        let mut got = Vec::new();
+        read_log(&mut reader, &mut got);
+        appender.join().unwrap();
+        read_log(&mut reader, &mut got);
+        assert_eq!(got, [1, 2]);
+        assert_eq!(log.stats().segments, 2);
     });
 }

@@ -7,11 +7,11 @@
 //! no shared lock and rarely reads the clock, yet the metrics lag a busy
 //! subscription by at most that interval. Gap notices are counted at once.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
+
+use crate::sync::{AtomicI64, AtomicU64, Ordering};
 
 /// A point-in-time copy of the broker's metrics. A subscription's
 /// deliveries and latency samples are included once a read of it finds

@@ -34,7 +34,6 @@ mod topics;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,6 +41,7 @@ use parking_lot::Mutex;
 
 use crate::log::{Log, LogConfig, LogError, RecordRef};
 use crate::ring::{self, Ring, RingConfig};
+use crate::sync::Ordering;
 
 pub use event::{
     validate_correlation, validate_event_type, Delivery, DeliveryRef, Event, EventRef, Gap,

@@ -17,7 +17,6 @@
 //! read *before* the index said "no more", skipping ring records it already
 //! delivered; so it cannot miss an append that raced the switch either.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,7 @@ use super::topics::Topic;
 use super::{now_ns, BrokerError, Delivery, Inner};
 use crate::log::{LogReader, ReadItem, RecordView, TopicReader};
 use crate::ring::{self, RecvError};
+use crate::sync::Ordering;
 
 /// Where a subscription starts.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,12 +16,12 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
 use super::BrokerError;
+use crate::sync::AtomicU64;
 
 /// Longest topic name, in bytes.
 pub const MAX_TOPIC_LEN: usize = 255;
@@ -255,7 +255,7 @@ mod tests {
             reg.get("c")
                 .unwrap()
                 .next_seq
-                .load(std::sync::atomic::Ordering::Relaxed),
+                .load(crate::sync::Ordering::Relaxed),
             42
         );
         assert_eq!(reg.get_or_create("d", false).unwrap().id, 3);

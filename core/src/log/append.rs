@@ -3,7 +3,6 @@
 //! durability (group commit).
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::format::{
@@ -13,6 +12,7 @@ use super::format::{
 use super::segment::{segment_file_name, Segment};
 use super::{index, prefault, retention};
 use super::{AppendInfo, Durability, Log, LogConfig, LogError, RecordRef, Writer};
+use crate::sync::Ordering;
 
 /// Creates segment `base` in `dir`: a temporary file is preallocated and
 /// given its header, synced (unless `Never`), then renamed into place and the

@@ -8,14 +8,12 @@
 //! waiters. Every appender whose record was committed before the leader's
 //! snapshot is covered by that one sync.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
-
 use super::{LogError, Shared};
+use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
 
 #[derive(Debug)]
 struct State {

@@ -60,10 +60,7 @@ mod segment;
 mod verify;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-
-use parking_lot::{Mutex, RwLock};
 
 pub use config::{Durability, LogConfig, Retention};
 pub use error::LogError;
@@ -78,6 +75,8 @@ use durability::{Flusher, GroupCommit};
 use index::TopicIndex;
 use retention::Pins;
 use segment::Segment;
+
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 
 /// A record to append. Borrowed: nothing is allocated on the append path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

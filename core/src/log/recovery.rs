@@ -295,7 +295,7 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
     if cfg.durability != Durability::Never {
         for s in &segments {
             s.synced
-                .store(s.end() as u64, std::sync::atomic::Ordering::Relaxed);
+                .store(s.end() as u64, crate::sync::Ordering::Relaxed);
         }
     }
     let next_seq = expected.unwrap_or(cfg.initial_seq);

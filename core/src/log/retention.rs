@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use super::{LogError, Shared};
+use crate::sync::{AtomicU64, Ordering};
 
 /// The lowest sequence a live reader may still read. Updated by its reader
 /// only ever upwards, so a stale value read by retention is conservative.

@@ -52,7 +52,29 @@
 //! ring away from being overwritten and is told `Lagged { missed_from,
 //! next_available }`: exactly the sequence numbers it will never see.
 //!
-//! The protocols are model-checked with loom (`core/tests/loom.rs`).
+//! # What is model-checked, and what is only argued
+//! Loom (`core/tests/loom.rs`: every schedule with up to two preemptions as
+//! scripts/test runs it, on rings of two to four slots, the weak CAS failing
+//! spuriously) checks:
+//! - `concurrent_publishers_get_distinct_sequences_and_readers_see_whole_records`:
+//!   claim and commit between two publishers;
+//! - `a_reader_racing_an_overwrite_never_returns_torn_bytes` and
+//!   `a_reader_racing_a_slot_reuse_never_returns_another_record`: the
+//!   validation above, against a lap of the bytes and of the slots;
+//! - `a_publisher_lapping_a_stalled_publisher_waits_for_its_commit`: step 2;
+//! - `a_tether_registering_while_a_publisher_publishes_is_never_lapped`: tether
+//!   registration racing claims, and a publisher parked for room woken by the
+//!   tether's releases (`tether`, `wait`);
+//! - `a_parked_subscriber_is_woken_by_a_concurrent_publish` and
+//!   `an_armed_doorbell_is_rung_by_a_concurrent_publish`: no lost wake-up
+//!   (the eventfd is a loom stand-in).
+//!
+//! Argued in prose only (the proptest model and the stress test exercise
+//! them, not exhaustively): the resume point and exact [`Lagged`] ranges; the
+//! frontier's rounding at real sizes; unregistration, several tethers or
+//! doorbells, and a sleeper that parks more than once (loom reports false
+//! lost wake-ups there: see `core/tests/loom.rs`); timeouts; the spinning
+//! wait strategies.
 
 mod layout;
 mod publisher;
@@ -284,8 +306,15 @@ impl Ring {
         // SeqCst loads on both sides of the registration: see `tether` docs.
         let (seq, pos) = shared.head.load(Ordering::SeqCst);
         let index = shared.tether.register(seq, pos)?;
-        let (start, _) = shared.head.load(Ordering::SeqCst);
-        Some(Subscriber::new(self.shared.clone(), start, Some(index)))
+        let (start, start_pos) = shared.head.load(Ordering::SeqCst);
+        let mut sub = Subscriber::new(self.shared.clone(), start, Some(index));
+        if start != seq {
+            // Claims landed between the two loads: release them, or a full
+            // ring of them leaves publishers waiting on a cursor this
+            // subscriber would only move by reading what they cannot publish.
+            sub.release_start(start_pos);
+        }
+        Some(sub)
     }
 
     /// A doorbell: an eventfd that an event loop (mio, libuv, epoll) can poll.
@@ -315,6 +344,13 @@ impl Doorbell {
     /// the poller reports the fd, before reading the subscribers again.
     pub fn clear(&self) {
         self.inner.clear();
+    }
+
+    /// Blocks until the doorbell is readable, as a poller waiting on its fd
+    /// would. Only in loom builds, where the fd is a model stand-in.
+    #[cfg(loom)]
+    pub fn wait_readable(&self) {
+        self.inner.wait_readable();
     }
 }
 

@@ -106,7 +106,7 @@ impl Publisher {
             // SeqCst: the claim is the store side of the store-buffering pairs
             // with tether registration and with sleeping subscribers (which
             // re-read the head with SeqCst after announcing themselves).
-            match self.shared.head.compare_exchange(
+            match self.shared.head.compare_exchange_weak(
                 current,
                 (seq + 1, end),
                 Ordering::SeqCst,
@@ -182,8 +182,12 @@ impl Publisher {
         let shared = self.shared.clone();
         let mut limits = self.limits;
         shared.tether_waiters.wait(self.wait, None, || {
-            // SeqCst: pairs with the subscriber's SeqCst fence after it
-            // releases its cursor (wake-up protocol in `wait`).
+            // SeqCst fence: pairs with the subscriber's SeqCst fence after it
+            // releases its cursor (wake-up protocol in `wait`). The cursors
+            // are loaded Acquire, so the fence, not a SeqCst load of `active`,
+            // is what keeps this re-check from missing a release whose wake()
+            // missed our registration as a sleeper.
+            fence(Ordering::SeqCst);
             let active = shared.tether.active.load(Ordering::SeqCst);
             limits = shared
                 .tether
@@ -253,7 +257,7 @@ fn advance_written(shared: &Shared) -> (u64, u64) {
         }
         // AcqRel: Release publishes what we saw to the next Acquire reader; a
         // failure means someone advanced it meanwhile (our reads may be stale).
-        match shared.written.compare_exchange(
+        match shared.written.compare_exchange_weak(
             current,
             (seq, end),
             Ordering::AcqRel,

@@ -297,6 +297,16 @@ impl Subscriber {
         lo
     }
 
+    /// Releases everything before where this new tethered subscriber starts
+    /// reading (`self.next`, data at `pos`), and wakes publishers parked on
+    /// the cursor it registered with.
+    pub(crate) fn release_start(&mut self, pos: u64) {
+        if let Some(index) = self.tether {
+            self.release(index, self.next, pos);
+            self.signal_release();
+        }
+    }
+
     fn release(&mut self, index: usize, seq: u64, pos: u64) {
         let cursor = self.shared.tether.cursor(index);
         // Release: pairs with the Acquire loads in `Tether::scan`: our reads of

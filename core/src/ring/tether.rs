@@ -15,11 +15,12 @@
 //! the head and *then* re-reads `active`. Both sides use SeqCst, so (store
 //! buffering cannot happen) either the subscriber sees the claim and starts
 //! after it, or the publisher sees the new bit and honours the new cursor.
+//! The cursor is registered at the first head read; a subscriber that starts
+//! later (claims came in between) releases up to where it starts at once, or
+//! publishers that claimed a whole ring meanwhile would wait on it for ever.
 
+use crate::sync::{AtomicU64, Mutex, Ordering};
 use crossbeam_utils::CachePadded;
-use parking_lot::Mutex;
-
-use crate::sync::{AtomicU64, Ordering};
 
 /// Most tethered subscribers a ring supports at once.
 pub const MAX_TETHERED: usize = 64;

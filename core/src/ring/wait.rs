@@ -5,19 +5,23 @@
 //! and takes no lock unless someone is actually asleep or armed.
 //!
 //! Lost wake-ups are excluded by a store-buffering pair: a sleeper increments
-//! `sleepers` (SeqCst) and then re-checks for work with a SeqCst load; the
-//! waker publishes work and then loads `sleepers` (SeqCst). One of the two
-//! must see the other.
+//! `sleepers` (SeqCst) and then re-checks for work with a SeqCst load (or
+//! after a SeqCst fence); the waker publishes work and then loads `sleepers`
+//! (SeqCst, or after a SeqCst fence). One of the two must see the other. A
+//! SeqCst load of one location does not order the Acquire loads after it, so
+//! a re-check that reads several (a publisher scanning tether cursors) starts
+//! with a fence. Loom models both sides (`core/tests/loom.rs`).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
+#[cfg(not(loom))]
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_utils::{Backoff, CachePadded};
-use parking_lot::{Condvar, Mutex};
 
-use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicUsize, Condvar, Mutex, Ordering};
 
 /// How a blocking call waits for its condition (data for a subscriber, room
 /// for a publisher held back by a tethered subscriber).
@@ -97,7 +101,8 @@ impl Waiters {
             match strategy {
                 WaitStrategy::BusySpin => std::hint::spin_loop(),
                 WaitStrategy::SpinYield => backoff.snooze(),
-                WaitStrategy::Park if !backoff.is_completed() => backoff.snooze(),
+                // Loom: the spin phase only multiplies the schedules; park at once.
+                WaitStrategy::Park if !cfg!(loom) && !backoff.is_completed() => backoff.snooze(),
                 WaitStrategy::Park => return self.park(deadline, ready),
             }
         }
@@ -145,45 +150,115 @@ impl Waiters {
     }
 }
 
-/// The eventfd behind a [`super::Doorbell`].
+/// The eventfd behind a [`super::Doorbell`], and whether it is armed.
 #[derive(Debug)]
 pub(crate) struct DoorbellInner {
-    fd: OwnedFd,
+    fd: EventFd,
     armed: AtomicBool,
 }
 
 impl DoorbellInner {
     pub(crate) fn new() -> io::Result<Self> {
+        Ok(Self {
+            fd: EventFd::new()?,
+            armed: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd.raw_fd()
+    }
+
+    fn ring(&self) {
+        self.fd.ring();
+    }
+
+    /// Resets the eventfd so the poller sees it readable again only after the
+    /// next ring. Safe to call when it was not rung.
+    pub(crate) fn clear(&self) {
+        self.fd.clear();
+    }
+
+    /// Blocks until the doorbell is readable, as a poller would (loom only).
+    #[cfg(loom)]
+    pub(crate) fn wait_readable(&self) {
+        self.fd.wait_readable();
+    }
+}
+
+/// A non-blocking eventfd.
+#[cfg(not(loom))]
+#[derive(Debug)]
+struct EventFd(OwnedFd);
+
+#[cfg(not(loom))]
+impl EventFd {
+    fn new() -> io::Result<Self> {
         // SAFETY: eventfd takes no pointers; the result is checked below.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Self {
-            fd,
-            armed: AtomicBool::new(false),
-        })
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
-    pub(crate) fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    fn raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
     }
 
     fn ring(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to our own eventfd. EAGAIN
         // (counter saturated) still leaves the fd readable, which is all we need.
-        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
-    /// Resets the eventfd so the poller sees it readable again only after the
-    /// next ring. Safe to call when it was not rung.
-    pub(crate) fn clear(&self) {
+    fn clear(&self) {
         let mut value: u64 = 0;
         // SAFETY: reads at most 8 bytes into a live u64 from our own
         // non-blocking eventfd; EAGAIN just means it was not rung.
-        unsafe { libc::read(self.fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+    }
+}
+
+/// Loom stand-in for the eventfd: its counter under a loom mutex, and a
+/// condvar for the poller. The kernel orders an eventfd's write before the
+/// read that sees it; the mutex gives the model the same happens-before.
+#[cfg(loom)]
+#[derive(Debug)]
+struct EventFd {
+    count: Mutex<u64>,
+    readable: Condvar,
+}
+
+#[cfg(loom)]
+impl EventFd {
+    fn new() -> io::Result<Self> {
+        Ok(Self {
+            count: Mutex::new(0),
+            readable: Condvar::new(),
+        })
+    }
+
+    /// No descriptor exists in a model.
+    fn raw_fd(&self) -> RawFd {
+        -1
+    }
+
+    fn ring(&self) {
+        *self.count.lock() += 1;
+        self.readable.notify_all();
+    }
+
+    fn clear(&self) {
+        *self.count.lock() = 0;
+    }
+
+    fn wait_readable(&self) {
+        let mut count = self.count.lock();
+        while *count == 0 {
+            self.readable.wait(&mut count);
+        }
     }
 }
