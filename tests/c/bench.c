@@ -1,5 +1,5 @@
 /* Cost of publishing and receiving through the C ABI, ns per event, 64-byte
- * payloads. Compare with ffi/examples/bench_rust.rs (the same work through
+ * payloads. Compare with benches/src/bin/ffi_bench.rs (the same work through
  * the Rust API); tests/c/bench.sh runs both and reports medians.
  *
  *   bench DIR [EVENTS]   prints "name ns_per_op" lines */

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # C ABI vs Rust API cost per event (docs/BENCHMARKS.md, "C ABI"). Runs the C
 # bench (tests/c/bench.c, gcc -O2 against libherald.so) and the Rust baseline
-# (ffi/examples/bench_rust.rs) alternately ROUNDS times and prints medians.
+# (benches/src/bin/ffi_bench.rs) alternately ROUNDS times and prints medians.
 #   tests/c/bench.sh [EVENTS] [ROUNDS]     (defaults: 300000 11)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 events="${1:-300000}"
 rounds="${2:-11}"
-cargo build -p herald-ffi --release --locked --example bench_rust >/dev/null
+cargo build -p herald-ffi -p herald-benches --release --locked --lib --bin ffi_bench >/dev/null
 out="$PWD/target/c-tests"
 mkdir -p "$out"
 gcc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude tests/c/bench.c -Ltarget/release -lherald -o "$out/bench"
@@ -18,7 +18,7 @@ for ((r = 1; r <= rounds; r++)); do
         if [[ $who == c ]]; then
             LD_LIBRARY_PATH=target/release "$out/bench" "$dir" "$events" | sed "s/^/c /" >>"$results"
         else
-            target/release/examples/bench_rust "$dir/b" "$events" | sed "s/^/rust /" >>"$results"
+            target/release/ffi_bench "$dir/b" "$events" | sed "s/^/rust /" >>"$results"
         fi
         rm -rf "$dir"
     done

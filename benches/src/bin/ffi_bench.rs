@@ -6,7 +6,7 @@
 //! `extern "C"` functions called via function pointers (so they are not
 //! inlined), which cancels most of the noise of a shared machine.
 //!
-//! `cargo run -p herald-ffi --release --example bench_rust -- DIR [EVENTS]`
+//! `cargo run -p herald-benches --release --bin ffi_bench -- DIR [EVENTS]`
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -17,7 +17,7 @@ use herald_core::{Broker, BrokerConfig, Filter, StartAt};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().expect("usage: bench_rust DIR [EVENTS]");
+    let dir = args.next().expect("usage: ffi_bench DIR [EVENTS]");
     let n: u64 = args
         .next()
         .map_or(1_000_000, |s| s.parse().expect("EVENTS is a number"));
