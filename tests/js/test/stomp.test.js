@@ -55,11 +55,26 @@ async function stompClient(h, extra = {}) {
     return c;
 }
 
+/** `promise`, or a failure naming `what` after `ms` (a server that never
+ *  answers fails the test instead of hanging it). */
+function within(promise, what, ms = 15000) {
+    let timer;
+    const timeout = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+    });
+    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** A promise of the RECEIPT `id`, failing after 15 s. */
+function receipt(c, id) {
+    return within(new Promise((resolve) => c.client.watchForReceipt(id, resolve)), `RECEIPT ${id}`);
+}
+
 /** SEND with a receipt; resolves once the server confirms it. */
 function sendWithReceipt(c, destination, body, headers = {}) {
-    const receipt = `r-${Math.random().toString(36).slice(2)}`;
-    const done = new Promise((resolve) => c.client.watchForReceipt(receipt, resolve));
-    c.client.publish({ destination, body, headers: { ...headers, receipt } });
+    const id = `r-${Math.random().toString(36).slice(2)}`;
+    const done = receipt(c, id);
+    c.client.publish({ destination, body, headers: { ...headers, receipt: id } });
     return done;
 }
 
@@ -147,7 +162,7 @@ test('client acks on a durable consumer: a resubscription resumes after the last
     got[2].ack();
     got[0].ack();
     got[1].nack();
-    const unsubscribed = new Promise((resolve) => c.client.watchForReceipt('u1', resolve));
+    const unsubscribed = receipt(c, 'u1');
     sub.unsubscribe({ receipt: 'u1' });
     await unsubscribed;
     got.length = 0;
@@ -195,7 +210,7 @@ test('transactions: COMMIT stores the SENDs together, ABORT stores nothing', asy
     const topic = uniqueTopic('stomp.tx');
     const c = await stompClient(h);
     const got = [];
-    const subscribed = new Promise((resolve) => c.client.watchForReceipt('s', resolve));
+    const subscribed = receipt(c, 's');
     c.client.subscribe(`/topic/${topic}`, (m) => got.push(m), { id: 't', receipt: 's' });
     await subscribed;
     const aborted = c.client.begin('tx-a');
