@@ -14,6 +14,7 @@
 //! max_connections = 10000
 //! max_connections_per_ip = 1000
 //! keepalive_secs = 15
+//! stomp_heartbeat_ms = 10000    # STOMP heart-beats offered (0: none)
 //! slow_client_deadline_secs = 30
 //! ring_capacity = 16777216
 //! max_payload = 1048576
@@ -65,6 +66,8 @@ pub struct FileConfig {
     pub max_connections_per_ip: Option<usize>,
     /// SSE keep-alive interval.
     pub keepalive_secs: Option<u64>,
+    /// STOMP heart-beat interval offered, in milliseconds.
+    pub stomp_heartbeat_ms: Option<u64>,
     /// Slow-client deadline.
     pub slow_client_deadline_secs: Option<u64>,
     /// Ring bytes.
@@ -145,6 +148,9 @@ impl FileConfig {
         set(&mut config.broker.max_payload, self.max_payload);
         if let Some(s) = self.keepalive_secs {
             config.keepalive = Duration::from_secs(s);
+        }
+        if let Some(ms) = self.stomp_heartbeat_ms {
+            config.stomp_heartbeat = Duration::from_millis(ms);
         }
         if let Some(s) = self.slow_client_deadline_secs {
             config.slow_client_deadline = Duration::from_secs(s);
@@ -264,6 +270,11 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// SSE keep-alive comment interval.
     pub keepalive: Duration,
+    /// STOMP heart-beats: the server offers to send one at least this
+    /// often and asks clients for the same (`heart-beat:` of CONNECTED;
+    /// each side's interval is the larger of the two offers). A client
+    /// silent for twice its interval is closed. Zero: none.
+    pub stomp_heartbeat: Duration,
     /// `retry:` sent to SSE clients, in milliseconds.
     pub sse_retry_ms: u64,
     /// Time allowed to send a complete request head (slowloris).
@@ -302,6 +313,7 @@ impl ServerConfig {
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
             keepalive: Duration::from_secs(15),
+            stomp_heartbeat: Duration::from_secs(10),
             sse_retry_ms: 2_000,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),

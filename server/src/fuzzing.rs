@@ -322,3 +322,66 @@ impl EventEncoder {
         &self.0
     }
 }
+
+/// A STOMP frame as the server parsed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StompFrame {
+    /// The command as spelled on the wire.
+    pub command: &'static str,
+    /// Headers in order, repeats removed, unescaped.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// The outcome of parsing the front of a STOMP input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StompParse {
+    /// A frame, and the bytes it used.
+    Frame(StompFrame, usize),
+    /// A heart-beat of this many bytes.
+    HeartBeat(usize),
+    /// Not a whole frame yet (see [`stomp_waits_for`]).
+    Incomplete,
+    /// Refused, with the reason.
+    Refused(String),
+}
+
+/// Parses the front of `data` as the server's STOMP sessions do.
+pub fn parse_stomp(data: &[u8], max_body: usize) -> StompParse {
+    use crate::wire::stomp::{parse, Limits, Parsed};
+    match parse(data, Limits { max_body }) {
+        Ok(Parsed::Frame(f, used)) => StompParse::Frame(
+            StompFrame {
+                command: f.command.name(),
+                headers: f
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+                body: f.body.to_vec(),
+            },
+            used,
+        ),
+        Ok(Parsed::HeartBeat(n)) => StompParse::HeartBeat(n),
+        Ok(Parsed::Incomplete(_)) => StompParse::Incomplete,
+        Err(e) => StompParse::Refused(e.to_string()),
+    }
+}
+
+/// Whether, after `data` parsed as incomplete, appending `added` may let it
+/// progress: a session re-parses only then (what keeps a frame sent a byte
+/// at a time linear in cost). `None` if `data` is not incomplete.
+pub fn stomp_waits_for(data: &[u8], max_body: usize, added: &[u8]) -> Option<bool> {
+    use crate::wire::stomp::{parse, Limits, Parsed};
+    match parse(data, Limits { max_body }) {
+        Ok(Parsed::Incomplete(until)) => Some(until.reached(added, data.len() + added.len())),
+        _ => None,
+    }
+}
+
+/// A server frame as the server encodes it (headers escaped except in
+/// `CONNECTED`, `content-length` added for a body).
+pub fn encode_stomp(command: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    crate::wire::stomp::encode(command, headers, body)
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end tests of the herald server with real JavaScript clients: Node's
-# test runner with the npm `ws` and `eventsource` packages, and headless
+# test runner with the npm `ws`, `eventsource` and `@stomp/stompjs` packages, and headless
 # Chromium (Debian's `chromium`) driven by playwright-core. Installs what is
 # missing (idempotently), then runs them against a fresh `herald serve` per
 # test file on free loopback ports.
@@ -16,7 +16,7 @@ if [[ ! -x /usr/bin/chromium ]]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
 
-if [[ ! -d node_modules ]] || ! node -e "require('ws'); require('eventsource'); require('playwright-core')" >/dev/null 2>&1; then
+if [[ ! -d node_modules ]] || ! node -e "require('ws'); require('eventsource'); require('playwright-core'); require('@stomp/stompjs')" >/dev/null 2>&1; then
     npm ci --no-audit --no-fund
 fi
 
@@ -27,4 +27,4 @@ fi
 [[ -x "$HERALD_BIN" ]] || { echo "no herald binary at $HERALD_BIN" >&2; exit 1; }
 export HERALD_BIN
 
-node --test test/ws.test.js test/sse.test.js test/browser.test.js
+node --test test/ws.test.js test/sse.test.js test/browser.test.js test/stomp.test.js

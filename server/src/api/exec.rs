@@ -167,11 +167,7 @@ impl Caller<'_> {
                 let mut topics = Vec::with_capacity(ops.len());
                 let mut payloads = Vec::with_capacity(ops.len());
                 for op in ops {
-                    let topic = self.publish_topic(op)?;
-                    validate_topic(&topic)?;
-                    let payload = payload(op.data)?;
-                    self.broker
-                        .check_event(&op.event_type, &payload, options(op))?;
+                    let (topic, payload) = self.checked(op)?;
                     topics.push(topic);
                     payloads.push(payload);
                 }
@@ -196,6 +192,22 @@ impl Caller<'_> {
                 Ok(PublishedAll::Batch { events })
             }
         }
+    }
+
+    /// Checks an event as `publish` would, storing nothing (a STOMP
+    /// transaction's SEND, refused when it arrives rather than at COMMIT).
+    pub(crate) fn check(&self, op: &Publish<'_>) -> Result<(), ApiError> {
+        self.checked(op).map(drop)
+    }
+
+    /// An event checked whole: its broker topic and payload.
+    fn checked<'p>(&self, op: &Publish<'p>) -> Result<(String, Cow<'p, [u8]>), ApiError> {
+        let topic = self.publish_topic(op)?;
+        validate_topic(&topic)?;
+        let payload = payload(op.data)?;
+        self.broker
+            .check_event(&op.event_type, &payload, options(op))?;
+        Ok((topic, payload))
     }
 
     /// The broker's name of an event's topic, within the publish grants.

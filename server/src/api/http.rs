@@ -9,12 +9,13 @@ use herald_core::broker::Subscription;
 use herald_core::Broker;
 use serde::Serialize;
 
-use super::auth::Authenticator;
+use super::auth::{bearer_token, Authenticator};
 use super::error::ApiError;
 use super::exec::{Caller, Consumer, Opened, Reset};
 use super::ops::{self, EventsQuery, NoQuery, PresenceQuery, StartDefault};
 use super::origins::{Origins, Verdict};
-use super::ws::WsSession;
+use super::stomp::StompSession;
+use super::ws::{Protocol, WsSession};
 use crate::metrics::{render_metrics, ServerStats};
 use crate::wire::http::{Request, Response};
 
@@ -26,6 +27,9 @@ pub(crate) struct HttpContext<'a> {
     pub(crate) stats: &'a ServerStats,
     /// `retry:` sent to SSE clients, in milliseconds.
     pub(crate) sse_retry_ms: u64,
+    /// STOMP: the largest SEND body, the heart-beat interval offered.
+    pub(crate) max_body: usize,
+    pub(crate) stomp_heartbeat: Duration,
 }
 
 /// What the worker must do with a request.
@@ -38,7 +42,7 @@ pub(crate) enum Action {
     /// Hold the request until an event arrives or the wait ends.
     Poll(Box<Poll>),
     /// Send this `101`, then speak WebSocket.
-    Upgrade(Response, Box<WsSession>),
+    Upgrade(Response, Box<Protocol>),
 }
 
 /// A Server-Sent Events stream to start.
@@ -119,16 +123,34 @@ fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<A
             render_metrics(&cx.broker.metrics(), cx.stats).into_bytes(),
         )),
         (_, ["healthz" | "readyz" | "metrics"]) => Err(ApiError::MethodNotAllowed),
+        // STOMP clients send their token in CONNECT (browsers cannot set
+        // headers on a WebSocket): a token on the upgrade is checked now.
+        ("GET", ["v1", "stomp"]) if req.header("upgrade").is_some() => {
+            let grants = match bearer_token(req) {
+                Some(_) => Some(cx.auth.authenticate(req)?),
+                None => cx.auth.authenticate(req).ok(),
+            };
+            Ok(match upgrade(req, "/v1/stomp") {
+                Some(Ok(switching)) => {
+                    let stomp = StompSession::new(grants, cx.max_body, cx.stomp_heartbeat);
+                    Action::Upgrade(switching, Box::new(Protocol::Stomp(Box::new(stomp))))
+                }
+                Some(Err(e)) => Action::Respond(error(&e).closing()),
+                None => Action::Respond(
+                    error(&ApiError::invalid("/v1/stomp is a WebSocket endpoint")).closing(),
+                ),
+            })
+        }
         _ => {
             let grants = cx.auth.authenticate(req)?;
             let caller = Caller {
                 broker: cx.broker,
                 grants: &grants,
             };
-            match upgrade(req) {
+            match upgrade(req, "/v1/ws") {
                 None => {}
                 Some(Ok(switching)) => {
-                    let session = Box::new(WsSession::new(grants));
+                    let session = Box::new(Protocol::Json(WsSession::new(grants)));
                     return Ok(Action::Upgrade(switching, session));
                 }
                 // The rest of the connection would not be HTTP: close it.
@@ -284,17 +306,21 @@ pub(crate) fn last_event_id(req: &Request, sse: bool) -> Result<Option<u64>, Api
     }
 }
 
-/// The `101 Switching Protocols` answer to a valid upgrade request, or
-/// `None` if `req` is not a WebSocket upgrade.
-fn upgrade(req: &Request) -> Option<Result<Response, ApiError>> {
+/// STOMP's WebSocket subprotocols, best first.
+const STOMP_SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
+
+/// The `101 Switching Protocols` answer to a valid upgrade request to
+/// `path` (`/v1/ws` or `/v1/stomp`), or `None` if `req` is not a WebSocket
+/// upgrade.
+fn upgrade(req: &Request, path: &str) -> Option<Result<Response, ApiError>> {
     let upgrade = req.header("upgrade")?;
     if !upgrade.eq_ignore_ascii_case("websocket") {
         return None;
     }
     let refuse = |why: &str| Err(ApiError::invalid(why));
     Some((|| {
-        if req.path != "/v1/ws" {
-            return refuse("WebSocket connections are served at /v1/ws");
+        if req.path != path {
+            return refuse("WebSocket connections are served at /v1/ws (and STOMP at /v1/stomp)");
         }
         if req.method != "GET" {
             return refuse("WebSocket upgrades must use GET");
@@ -307,10 +333,19 @@ fn upgrade(req: &Request) -> Option<Result<Response, ApiError>> {
         };
         from_query::<NoQuery>(req)?;
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-        Ok(Response::head(101, "Switching Protocols")
+        let switching = Response::head(101, "Switching Protocols")
             .with_header("Upgrade", "websocket")
             .with_header("Connection", "Upgrade")
-            .with_header("Sec-WebSocket-Accept", accept))
+            .with_header("Sec-WebSocket-Accept", accept);
+        // STOMP: the best version the client offers, if it offers any.
+        let offered = req.header("sec-websocket-protocol").unwrap_or("");
+        let chosen = STOMP_SUBPROTOCOLS
+            .into_iter()
+            .find(|p| offered.split(',').any(|o| o.trim().eq_ignore_ascii_case(p)));
+        Ok(match chosen {
+            Some(p) if path == "/v1/stomp" => switching.with_header("Sec-WebSocket-Protocol", p),
+            _ => switching,
+        })
     })())
 }
 

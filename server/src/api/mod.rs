@@ -2,7 +2,8 @@
 //! typed operation ([`ops`]), validated once, executed once ([`exec`])
 //! within the client's grants ([`auth`]), refused with one error type
 //! ([`error`]). HTTP ([`http`]) fills operations from the path, the query
-//! and the body; WebSocket ([`ws`]) from its JSON messages.
+//! and the body; WebSocket ([`ws`]) from its JSON messages; STOMP over
+//! WebSocket ([`stomp`]) from its frames' headers and bodies.
 
 pub(crate) mod auth;
 pub(crate) mod error;
@@ -10,4 +11,5 @@ pub(crate) mod exec;
 pub(crate) mod http;
 pub(crate) mod ops;
 pub(crate) mod origins;
+pub(crate) mod stomp;
 pub(crate) mod ws;

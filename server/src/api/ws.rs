@@ -8,17 +8,21 @@ use herald_core::Broker;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::auth::Grants;
+use super::auth::{Authenticator, Grants};
 use super::error::ApiError;
 use super::exec::{Caller, Reset, Session};
 use super::ops::{
-    Envelope, Op, StartDefault, Subscribe, Unsubscribe, MAX_CONNECTION_PATTERNS, MAX_SUBSCRIPTIONS,
+    Envelope, Op, Selection, StartDefault, Subscribe, Unsubscribe, MAX_CONNECTION_PATTERNS,
+    MAX_SUBSCRIPTIONS,
 };
+use super::stomp::StompSession;
 use crate::fanout::{Encoding, Router, StreamId, MAX_WORKER_PATTERN_TOKENS};
 
 /// What handling a client's messages needs from the worker.
 pub(crate) struct WsContext<'a> {
     pub(crate) broker: &'a Broker,
+    /// Verifies the tokens of STOMP `CONNECT` frames.
+    pub(crate) auth: &'a Authenticator,
     pub(crate) router: &'a mut Router,
     /// The connection's index in its worker.
     pub(crate) conn: usize,
@@ -33,6 +37,41 @@ pub(crate) struct WsSession {
     subs: BTreeMap<String, StreamId>,
     /// Presence sessions joined over this connection: left when it closes.
     joined: BTreeSet<Session>,
+}
+
+/// The protocol a WebSocket connection speaks: Herald's JSON messages
+/// (`/v1/ws`) or STOMP frames (`/v1/stomp`).
+#[derive(Debug)]
+pub(crate) enum Protocol {
+    Json(WsSession),
+    Stomp(Box<StompSession>),
+}
+
+impl Protocol {
+    /// The streams of the connection's subscriptions.
+    pub(crate) fn streams(&self) -> Vec<StreamId> {
+        match self {
+            Protocol::Json(s) => s.streams().collect(),
+            Protocol::Stomp(s) => s.streams().collect(),
+        }
+    }
+
+    /// Subscription ids with their streams.
+    pub(crate) fn subscriptions(&self) -> Vec<(&str, StreamId)> {
+        match self {
+            Protocol::Json(s) => s.subscriptions().collect(),
+            Protocol::Stomp(s) => s.subscriptions().collect(),
+        }
+    }
+
+    /// Forgets the streams (the router no longer has them); see
+    /// [`WsSession::retire`].
+    pub(crate) fn retire(&mut self, broker: &Broker) {
+        match self {
+            Protocol::Json(s) => s.retire(broker),
+            Protocol::Stomp(s) => s.retire(),
+        }
+    }
 }
 
 /// A reply: `{"type": kind, "ref": …, fields of the result}`.
@@ -201,31 +240,15 @@ impl WsSession {
                 "at most {MAX_SUBSCRIPTIONS} subscriptions per connection"
             )));
         }
-        let held: usize = self.subs.values().map(|&s| cx.router.wildcards(s)).sum();
-        if held + selection.wildcards() > MAX_CONNECTION_PATTERNS {
-            return Err(ApiError::invalid(format!(
-                "at most {MAX_CONNECTION_PATTERNS} wildcard patterns per connection \
-                 ({held} held)"
-            )));
-        }
-        let caller = Caller {
-            broker: cx.broker,
-            grants: &self.grants,
-        };
-        let opened = caller.open(selection, StartDefault::Now)?;
-        if !cx.router.admits(opened.sub.filter()) {
-            return Err(pattern_capacity());
-        }
-        let reset = opened.sub.beyond_end().map(|head| Reset { head });
+        let held: Vec<StreamId> = self.streams().collect();
         let encoding = Encoding::ws(&id);
-        let stream = cx
-            .router
-            .add(cx.conn, opened.sub, encoding, self.grants.prefix_len());
+        let opened = open_stream(cx, &self.grants, &held, selection, encoding)?;
         let body = Subscribed {
             id: &id,
-            recovered: opened.recovered && reset.is_none(),
-            reset,
+            recovered: opened.recovered,
+            reset: opened.reset,
         };
+        let stream = opened.stream;
         let answer = reply("subscribed", reference, body);
         self.subs.insert(id, stream);
         Ok(answer)
@@ -248,6 +271,52 @@ impl WsSession {
             SubscriptionId { id: &op.id },
         ))
     }
+}
+
+/// A subscription opened as a stream of the worker's router.
+pub(crate) struct OpenedStream {
+    pub(crate) stream: StreamId,
+    /// It starts at a position in the past (a replay or a consumer).
+    pub(crate) recovered: bool,
+    /// It asked to start beyond the log's end and starts there instead.
+    pub(crate) reset: Option<Reset>,
+}
+
+/// Opens a subscription of a WebSocket connection (JSON or STOMP) that
+/// holds the streams `held`: the connection's and the worker's pattern
+/// bounds, then the caller's grants and the start position.
+pub(crate) fn open_stream(
+    cx: &mut WsContext<'_>,
+    grants: &Grants,
+    held: &[StreamId],
+    selection: Selection,
+    encoding: Encoding,
+) -> Result<OpenedStream, ApiError> {
+    let wildcards: usize = held.iter().map(|&s| cx.router.wildcards(s)).sum();
+    if wildcards + selection.wildcards() > MAX_CONNECTION_PATTERNS {
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_CONNECTION_PATTERNS} wildcard patterns per connection \
+             ({wildcards} held)"
+        )));
+    }
+    let caller = Caller {
+        broker: cx.broker,
+        grants,
+    };
+    let opened = caller.open(selection, StartDefault::Now)?;
+    if !cx.router.admits(opened.sub.filter()) {
+        return Err(pattern_capacity());
+    }
+    let reset = opened.sub.beyond_end().map(|head| Reset { head });
+    let recovered = opened.recovered && reset.is_none();
+    let stream = cx
+        .router
+        .add(cx.conn, opened.sub, encoding, grants.prefix_len());
+    Ok(OpenedStream {
+        stream,
+        recovered,
+        reset,
+    })
 }
 
 /// The refusal of a stream over the worker's pattern bound.

@@ -12,7 +12,7 @@ use mio::net::TcpStream;
 use super::output::Output;
 use super::websocket::WsConn;
 use crate::api::http::Poll;
-use crate::api::ws::WsSession;
+use crate::api::ws::Protocol;
 use crate::fanout::StreamId;
 use crate::wire::http::Response;
 
@@ -121,7 +121,7 @@ impl Conn {
     /// a `TcpStream` that never closes it (no second descriptor per
     /// connection); this connection's `TcpStream` stays registered in the
     /// poller and owns it.
-    pub(crate) fn upgrade(&mut self, session: WsSession) {
+    pub(crate) fn upgrade(&mut self, session: Protocol) {
         use std::os::fd::FromRawFd;
         // SAFETY: the descriptor stays open as long as `self.stream`, which
         // lives in the same `Conn` as the WebSocket and is dropped with it;

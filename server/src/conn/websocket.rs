@@ -1,18 +1,21 @@
 //! WebSocket framing (RFC 6455, tungstenite on the non-blocking socket):
-//! reads client messages and hands each text message to the connection's
-//! [`WsSession`]; writes replies and close frames into the connection's
-//! output. Event frames are written by the router, not here.
+//! reads client messages and hands each to the connection's [`Protocol`]
+//! (Herald's JSON messages or STOMP frames); writes replies, STOMP
+//! heart-beats and close frames into the connection's output. Event frames
+//! are written by the router, not here.
 
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
 use std::net::TcpStream as StdTcpStream;
+use std::time::Instant;
 
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, WebSocket};
 
 use crate::api::error::ApiError;
 use crate::api::ops::Envelope;
-use crate::api::ws::{error_reply, WsContext, WsSession};
+use crate::api::stomp::Flow;
+use crate::api::ws::{error_reply, Protocol, WsContext};
 use crate::conn::output::Output;
 use crate::fanout::Router;
 
@@ -50,7 +53,7 @@ pub(crate) struct WsConn {
     ws: WebSocket<Duplex>,
     /// Our close frame is sent: nothing more may follow it.
     closing: bool,
-    pub(crate) session: WsSession,
+    pub(crate) session: Protocol,
 }
 
 /// What a read left the connection in.
@@ -65,7 +68,7 @@ impl WsConn {
     pub(crate) fn new(
         socket: ManuallyDrop<StdTcpStream>,
         already_read: Vec<u8>,
-        session: WsSession,
+        session: Protocol,
     ) -> WsConn {
         // A small read buffer: tungstenite allocates it whole per connection
         // (128 KiB by default) and grows it for larger messages as needed.
@@ -92,14 +95,29 @@ impl WsConn {
             match self.ws.read() {
                 // After our close frame, messages are read and dropped.
                 Ok(Message::Text(_) | Message::Binary(_)) if self.closing => {}
-                Ok(Message::Text(text)) => {
-                    let answer = self.session.handle(cx, text.as_str());
-                    self.send(answer);
-                }
-                Ok(Message::Binary(_)) => {
-                    let e = ApiError::invalid("binary messages are not supported: send JSON text");
-                    self.send(error_reply(&Envelope::default(), &e));
-                }
+                Ok(Message::Text(text)) => match &mut self.session {
+                    Protocol::Json(s) => {
+                        let answer = s.handle(cx, text.as_str());
+                        self.send(answer);
+                    }
+                    Protocol::Stomp(_) => {
+                        if let WsStatus::Closed = self.stomp(cx, text.as_bytes()) {
+                            break WsStatus::Closed;
+                        }
+                    }
+                },
+                Ok(Message::Binary(bytes)) => match &mut self.session {
+                    Protocol::Json(_) => {
+                        let e =
+                            ApiError::invalid("binary messages are not supported: send JSON text");
+                        self.send(error_reply(&Envelope::default(), &e));
+                    }
+                    Protocol::Stomp(_) => {
+                        if let WsStatus::Closed = self.stomp(cx, &bytes) {
+                            break WsStatus::Closed;
+                        }
+                    }
+                },
                 Ok(_) => {} // ping/pong/close handled by tungstenite
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     let _ = self.ws.flush();
@@ -121,6 +139,48 @@ impl WsConn {
                 Err(_) => break WsStatus::Closed,
             }
             self.drain(out);
+        };
+        self.drain(out);
+        status
+    }
+
+    /// Hands a message to the STOMP session and sends its frames; after an
+    /// ERROR or DISCONNECT, closes.
+    fn stomp(&mut self, cx: &mut WsContext<'_>, bytes: &[u8]) -> WsStatus {
+        let Protocol::Stomp(session) = &mut self.session else {
+            return WsStatus::Open;
+        };
+        let mut frames = Vec::new();
+        let flow = session.feed(cx, bytes, &mut frames);
+        for frame in frames {
+            self.send_frame(frame);
+        }
+        match flow {
+            Flow::Continue => WsStatus::Open,
+            Flow::Close => self.close_with(1000, ""),
+        }
+    }
+
+    /// STOMP heart-beats due at `now`: one sent if due; a client silent
+    /// for twice its promised interval is closed.
+    pub(crate) fn timers(&mut self, now: Instant, out: &mut Output) -> WsStatus {
+        let Protocol::Stomp(session) = &mut self.session else {
+            return WsStatus::Open;
+        };
+        if self.closing {
+            return WsStatus::Open;
+        }
+        let status = match session.heart_beat(now) {
+            (_, true) => {
+                let e = ApiError::invalid("no heart-beat from the client in twice its interval");
+                self.send_frame(crate::api::stomp::error_frame(&e, None));
+                self.close_with(1000, "")
+            }
+            (Some(beat), false) => {
+                self.send_frame(beat.to_vec());
+                WsStatus::Open
+            }
+            (None, false) => WsStatus::Open,
         };
         self.drain(out);
         status
@@ -161,6 +221,11 @@ impl WsConn {
             let (seq, topic_seq) = router.last(stream);
             reason.push_str(&format!(" {id}={seq}/{topic_seq}"));
         }
+        if let Protocol::Stomp(_) = self.session {
+            // STOMP clients read ERROR frames, not close reasons.
+            let e = ApiError::Unavailable(reason.clone());
+            self.send_frame(crate::api::stomp::error_frame(&e, None));
+        }
         self.close_and_drain(4008, &reason, out);
     }
 
@@ -168,6 +233,14 @@ impl WsConn {
     pub(crate) fn close_and_drain(&mut self, code: u16, reason: &str, out: &mut Output) {
         let _ = self.close_with(code, reason);
         self.drain(out);
+    }
+
+    /// A STOMP frame as a text message (frames are UTF-8: their headers
+    /// are text and Herald's bodies JSON or text).
+    fn send_frame(&mut self, frame: Vec<u8>) {
+        let text = String::from_utf8(frame)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        self.send(text);
     }
 
     fn send(&mut self, text: String) {

@@ -307,6 +307,7 @@ impl Worker {
         };
         let mut cx = WsContext {
             broker: &self.shared.broker,
+            auth: &self.shared.auth,
             router: &mut self.router,
             conn: index,
         };
@@ -364,6 +365,8 @@ impl Worker {
                 origins: &self.shared.origins,
                 stats: &self.shared.stats,
                 sse_retry_ms: self.shared.config.sse_retry_ms,
+                max_body: self.shared.config.max_body,
+                stomp_heartbeat: self.shared.config.stomp_heartbeat,
             };
             let keep_alive = request.keep_alive;
             match endpoints::handle(&cx, &request) {
@@ -533,6 +536,14 @@ impl Worker {
             return false;
         }
         match &mut conn.mode {
+            Mode::Ws(ws) => {
+                if let WsStatus::Closed = ws.timers(now, &mut conn.output) {
+                    conn.close_when_flushed();
+                    self.retire_streams(index);
+                }
+                self.flush_or_close(index);
+                false
+            }
             Mode::Sse { next_keepalive, .. } if now >= *next_keepalive => {
                 conn.output.extend(b": keep-alive\n\n");
                 *next_keepalive = now + config.keepalive;

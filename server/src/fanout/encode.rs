@@ -11,6 +11,10 @@ use herald_core::broker::{DeliveryRef, EventRef, Gap};
 
 use super::Encoding;
 use crate::conn::output::Output;
+use crate::wire::stomp;
+
+/// The destination prefix of topics in STOMP `MESSAGE` frames.
+pub(crate) const STOMP_DESTINATION: &str = "/topic/";
 use serde::Serialize;
 
 const PRESENCE: &str = "$presence.";
@@ -143,6 +147,69 @@ pub(crate) fn ws_event_body(out: &mut BytesMut, e: &EventRef<'_>, prefix_len: us
     event_fields(out, e, prefix_len, "event_type");
 }
 
+/// The start of every STOMP `MESSAGE` frame of subscription `id`; the rest
+/// is [`stomp_message_body`], shared by every subscription.
+pub(crate) fn stomp_message_prefix(id: &str) -> Bytes {
+    Bytes::from(format!("MESSAGE\nsubscription:{}\n", stomp::escaped(id)))
+}
+
+/// The headers after `subscription`, the body (the payload as published)
+/// and the NUL of a STOMP `MESSAGE` frame: the same bytes for every
+/// subscription of one tenant. `message-id` and `ack` are the global
+/// sequence, which is what an `ACK` on a durable consumer's subscription
+/// acknowledges up to.
+pub(crate) fn stomp_message_body(out: &mut BytesMut, e: &EventRef<'_>, prefix_len: usize) {
+    // (Formatting into a BytesMut cannot fail.)
+    let _ = write!(
+        out,
+        "destination:{STOMP_DESTINATION}{}\nmessage-id:{seq}\nack:{seq}\n\
+         content-type:application/json\nherald-type:{}\nherald-seq:{seq}\n\
+         herald-topic-seq:{}\nherald-timestamp-ns:{}\n",
+        stomp::escaped(&external_topic(e.topic, prefix_len)),
+        stomp::escaped(e.event_type),
+        e.topic_seq,
+        e.timestamp_ns,
+        seq = e.seq,
+    );
+    if e.origin != 0 {
+        let _ = writeln!(out, "herald-origin:{}", e.origin);
+    }
+    if !e.correlation.is_empty() {
+        let _ = writeln!(
+            out,
+            "herald-correlation-id:{}",
+            stomp::escaped(e.correlation)
+        );
+    }
+    let payload = client_payload(e, prefix_len);
+    let _ = write!(out, "content-length:{}\n\n", payload.len());
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(b"\0");
+}
+
+/// A gap notice as a STOMP `MESSAGE` frame of subscription `id`: no body;
+/// `herald-gap-from`/`-to` are topic sequences if `herald-gap-topic` is
+/// set, global sequences otherwise.
+fn stomp_gap(out: &mut BytesMut, id: &str, g: &Gap, prefix_len: usize) {
+    let gap = GapFields::new(g, prefix_len);
+    let _ = write!(
+        out,
+        "MESSAGE\nsubscription:{}\nmessage-id:gap-{from}-{to}\nherald-gap-from:{from}\n\
+         herald-gap-to:{to}\n",
+        stomp::escaped(id),
+        from = gap.from,
+        to = gap.to,
+    );
+    if let Some(topic) = &gap.topic {
+        let topic = stomp::escaped(topic);
+        let _ = write!(
+            out,
+            "destination:{STOMP_DESTINATION}{topic}\nherald-gap-topic:{topic}\n"
+        );
+    }
+    out.extend_from_slice(b"content-length:0\n\n\0");
+}
+
 /// An event as the JSON object of the protocol (`docs/PROTOCOL.md`), as in
 /// poll answers. `prefix_len`: bytes of tenant prefix to strip from topics.
 fn event_object(out: &mut BytesMut, e: &EventRef<'_>, prefix_len: usize) {
@@ -258,12 +325,15 @@ pub(crate) struct Frames {
     sse: Vec<((bool, usize), Bytes)>,
     /// WebSocket message bodies by tenant prefix length.
     ws: Vec<(usize, Bytes)>,
+    /// STOMP `MESSAGE` frames after their subscription header, likewise.
+    stomp: Vec<(usize, Bytes)>,
 }
 
 impl Frames {
     pub(crate) fn clear(&mut self) {
         self.sse.clear();
         self.ws.clear();
+        self.stomp.clear();
     }
 
     fn buffer(e: &EventRef<'_>) -> BytesMut {
@@ -290,6 +360,17 @@ impl Frames {
         ws_event_body(&mut buf, e, prefix_len);
         let body = buf.freeze();
         self.ws.push((prefix_len, body.clone()));
+        body
+    }
+
+    pub(crate) fn stomp_body(&mut self, e: &EventRef<'_>, prefix_len: usize) -> Bytes {
+        if let Some((_, body)) = self.stomp.iter().find(|(p, _)| *p == prefix_len) {
+            return body.clone();
+        }
+        let mut buf = Frames::buffer(e);
+        stomp_message_body(&mut buf, e, prefix_len);
+        let body = buf.freeze();
+        self.stomp.push((prefix_len, body.clone()));
         body
     }
 }
@@ -324,6 +405,18 @@ pub(crate) fn encode_own(
             };
             ws_text_header(out.tail(), text.len());
             out.extend(&text);
+        }
+        Encoding::Stomp { id, prefix } => {
+            let mut frame = BytesMut::new();
+            match d {
+                DeliveryRef::Event(e) => {
+                    frame.extend_from_slice(prefix);
+                    stomp_message_body(&mut frame, e, prefix_len);
+                }
+                DeliveryRef::Gap(g) => stomp_gap(&mut frame, id, g, prefix_len),
+            }
+            ws_text_header(out.tail(), frame.len());
+            out.extend(&frame);
         }
     }
 }

@@ -34,7 +34,7 @@ mod index;
 
 use crate::conn::output::Output;
 use crate::metrics::ServerStats;
-use encode::{encode_own, ws_event_prefix, ws_text_header, Frames};
+use encode::{encode_own, stomp_message_prefix, ws_event_prefix, ws_text_header, Frames};
 use index::TopicIndex;
 
 /// A stream's index in its worker's router.
@@ -64,6 +64,8 @@ pub(crate) enum Encoding {
     Sse { topic_ids: bool },
     /// WebSocket event messages of subscription `id`.
     Ws { id: String, prefix: Bytes },
+    /// STOMP `MESSAGE` frames of subscription `id`, in WebSocket messages.
+    Stomp { id: String, prefix: Bytes },
 }
 
 impl Encoding {
@@ -71,6 +73,13 @@ impl Encoding {
         Encoding::Ws {
             id: id.to_owned(),
             prefix: ws_event_prefix(id),
+        }
+    }
+
+    pub(crate) fn stomp(id: &str) -> Encoding {
+        Encoding::Stomp {
+            id: id.to_owned(),
+            prefix: stomp_message_prefix(id),
         }
     }
 }
@@ -561,6 +570,12 @@ impl<O: Outputs> Deliver<'_, O> {
             }
             Encoding::Ws { prefix, .. } => {
                 let body = self.frames.ws_body(e, stream.prefix_len);
+                ws_text_header(out.tail(), prefix.len() + body.len());
+                out.extend(prefix);
+                out.push_shared(body);
+            }
+            Encoding::Stomp { prefix, .. } => {
+                let body = self.frames.stomp_body(e, stream.prefix_len);
                 ws_text_header(out.tail(), prefix.len() + body.len());
                 out.extend(prefix);
                 out.push_shared(body);

@@ -1,3 +1,4 @@
-//! Wire formats: HTTP/1.1 request parsing and response values.
+//! Wire formats: HTTP/1.1 request parsing and response values; STOMP frames.
 
 pub(crate) mod http;
+pub(crate) mod stomp;

@@ -50,20 +50,23 @@ function tempDir(prefix) {
  * port and data directory (a restart).
  */
 class Herald {
-    constructor({ port, dataDir }) {
+    constructor({ port, dataDir, config }) {
         this.port = port;
         this.dataDir = dataDir;
+        this.config = config; // TOML text for --config, if any
         this.proc = null;
         this.output = []; // last lines of the server's stdout/stderr, for failure messages
         this.starts = 0;
     }
 
-    static async create() {
-        return new Herald({ port: await freePort(), dataDir: tempDir('herald-js-data-') });
+    /** `config`: TOML text given to the server as its --config file. */
+    static async create({ config } = {}) {
+        return new Herald({ port: await freePort(), dataDir: tempDir('herald-js-data-'), config });
     }
 
     get url() { return `http://127.0.0.1:${this.port}`; }
     get wsUrl() { return `ws://127.0.0.1:${this.port}/v1/ws`; }
+    get stompUrl() { return `ws://127.0.0.1:${this.port}/v1/stomp`; }
 
     async start() {
         if (this.proc) throw new Error('herald is already running');
@@ -71,9 +74,13 @@ class Herald {
         // ...) as defaults for its flags: keep the caller's out of it.
         const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HERALD_')));
         env.RUST_LOG = env.RUST_LOG || 'warn';
-        const proc = spawn(HERALD_BIN, [
-            'serve', '--listen', `127.0.0.1:${this.port}`, '--data', this.dataDir,
-        ], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+        const args = ['serve', '--listen', `127.0.0.1:${this.port}`, '--data', this.dataDir];
+        if (this.config) {
+            const file = path.join(this.dataDir, 'herald.toml');
+            fs.writeFileSync(file, this.config);
+            args.push('--config', file);
+        }
+        const proc = spawn(HERALD_BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
         this.proc = proc;
         this.starts += 1;
         const tag = `[herald#${this.starts}] `;
