@@ -15,6 +15,7 @@
 //! max_connections_per_ip = 1000
 //! keepalive_secs = 15
 //! stomp_heartbeat_ms = 10000    # STOMP heart-beats offered (0: none)
+//! stomp_destinations = ["/topic/", "/exchange/amq.topic/"]   # STOMP prefixes of topics
 //! slow_client_deadline_secs = 30
 //! ring_capacity = 16777216
 //! max_payload = 1048576
@@ -68,6 +69,8 @@ pub struct FileConfig {
     pub keepalive_secs: Option<u64>,
     /// STOMP heart-beat interval offered, in milliseconds.
     pub stomp_heartbeat_ms: Option<u64>,
+    /// STOMP destination prefixes that name topics.
+    pub stomp_destinations: Option<Vec<String>>,
     /// Slow-client deadline.
     pub slow_client_deadline_secs: Option<u64>,
     /// Ring bytes.
@@ -151,6 +154,16 @@ impl FileConfig {
         }
         if let Some(ms) = self.stomp_heartbeat_ms {
             config.stomp_heartbeat = Duration::from_millis(ms);
+        }
+        if let Some(list) = self.stomp_destinations {
+            let ok = (1..=8).contains(&list.len())
+                && list.iter().all(|p| {
+                    p.starts_with('/') && p.len() <= 64 && !p.contains(['\r', '\n', '\0'])
+                });
+            if !ok {
+                return Err("stomp_destinations: 1 to 8 prefixes of at most 64 bytes, each starting with '/'".into());
+            }
+            config.stomp_destinations = list;
         }
         if let Some(s) = self.slow_client_deadline_secs {
             config.slow_client_deadline = Duration::from_secs(s);
@@ -275,6 +288,11 @@ pub struct ServerConfig {
     /// each side's interval is the larger of the two offers). A client
     /// silent for twice its interval is closed. Zero: none.
     pub stomp_heartbeat: Duration,
+    /// STOMP destination prefixes that name topics: `/topic/orders.eu` is
+    /// the topic `orders.eu`. The first that matches a destination wins;
+    /// `MESSAGE` frames name their topic with the prefix their subscription
+    /// used. 1 to 8 prefixes of at most 64 bytes, each starting with `/`.
+    pub stomp_destinations: Vec<String>,
     /// `retry:` sent to SSE clients, in milliseconds.
     pub sse_retry_ms: u64,
     /// Time allowed to send a complete request head (slowloris).
@@ -314,6 +332,7 @@ impl ServerConfig {
             max_connections_per_ip: 1_000,
             keepalive: Duration::from_secs(15),
             stomp_heartbeat: Duration::from_secs(10),
+            stomp_destinations: vec!["/topic/".into(), "/exchange/amq.topic/".into()],
             sse_retry_ms: 2_000,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),

@@ -30,6 +30,8 @@ pub(crate) struct HttpContext<'a> {
     /// STOMP: the largest SEND body, the heart-beat interval offered.
     pub(crate) max_body: usize,
     pub(crate) stomp_heartbeat: Duration,
+    /// STOMP destination prefixes that name topics.
+    pub(crate) stomp_destinations: &'a [String],
 }
 
 /// What the worker must do with a request.
@@ -132,7 +134,12 @@ fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<A
             };
             Ok(match upgrade(req, "/v1/stomp") {
                 Some(Ok(switching)) => {
-                    let stomp = StompSession::new(grants, cx.max_body, cx.stomp_heartbeat);
+                    let stomp = StompSession::new(
+                        grants,
+                        cx.max_body,
+                        cx.stomp_heartbeat,
+                        cx.stomp_destinations,
+                    );
                     Action::Upgrade(switching, Box::new(Protocol::Stomp(Box::new(stomp))))
                 }
                 Some(Err(e)) => Action::Respond(error(&e).closing()),

@@ -21,10 +21,6 @@ use super::ws::{open_stream, WsContext};
 use crate::fanout::{Encoding, StreamId};
 use crate::wire::stomp::{self, Command, Frame, FrameError, Limits, Parsed, Until};
 
-/// Destination prefixes that name a topic: `/topic/orders.eu` is the topic
-/// `orders.eu` (Spring's and RabbitMQ's spelling; the second is what a
-/// RabbitMQ relay client uses for the same exchange).
-const TOPIC_PREFIXES: [&str; 2] = ["/topic/", "/exchange/amq.topic/"];
 /// Most open transactions per connection.
 pub(crate) const MAX_TRANSACTIONS: usize = 16;
 /// Longest transaction id, subscription id and receipt id, in bytes.
@@ -99,6 +95,8 @@ pub(crate) struct StompSession {
     transactions: BTreeMap<String, Vec<Held>>,
     /// What the buffered input waits for before it is parsed again.
     until: Until,
+    /// Destination prefixes that name topics (`stomp_destinations`).
+    destinations: Vec<String>,
     heart_beat_offer: Duration,
     heart_beats: HeartBeats,
     last_received: Instant,
@@ -162,14 +160,19 @@ fn id<'f>(frame: &'f Frame<'_>, name: &str) -> Result<&'f str, ApiError> {
     Ok(v)
 }
 
-/// The topic (or pattern) a destination names.
-fn destination_topic(destination: &str) -> Result<&str, ApiError> {
-    TOPIC_PREFIXES
+/// The prefix and the topic (or pattern) of a destination, with the
+/// configured destination prefixes (`/topic/`, …).
+fn destination_topic<'d>(
+    prefixes: &'d [String],
+    destination: &'d str,
+) -> Result<(&'d str, &'d str), ApiError> {
+    prefixes
         .iter()
-        .find_map(|p| destination.strip_prefix(p))
+        .find_map(|p| Some((p.as_str(), destination.strip_prefix(p.as_str())?)))
         .ok_or_else(|| {
             ApiError::invalid(format!(
-                "destination {destination:?}: Herald serves topics as /topic/<topic>"
+                "destination {destination:?}: Herald serves topics as {}<topic>",
+                prefixes.join("<topic> or ")
             ))
         })
 }
@@ -204,6 +207,7 @@ impl StompSession {
         grants: Option<Grants>,
         max_body: usize,
         heart_beat_offer: Duration,
+        destinations: &[String],
     ) -> StompSession {
         let now = Instant::now();
         StompSession {
@@ -213,6 +217,7 @@ impl StompSession {
             stage: Stage::Connecting { grants },
             subs: BTreeMap::new(),
             transactions: BTreeMap::new(),
+            destinations: destinations.to_vec(),
             heart_beat_offer,
             heart_beats: HeartBeats::default(),
             last_received: now,
@@ -445,7 +450,8 @@ impl StompSession {
                 "herald-idempotency-key: idempotent publishing is not available on this server",
             ));
         }
-        let topic = destination_topic(required(frame, "destination")?)?.to_owned();
+        let (_, topic) = destination_topic(&self.destinations, required(frame, "destination")?)?;
+        let topic = topic.to_owned();
         let event_type = frame.header("herald-type").unwrap_or("message").to_owned();
         let correlation_id = frame.header("herald-correlation-id").map(str::to_owned);
         let data = body_json(frame)?;
@@ -510,7 +516,8 @@ impl StompSession {
     fn subscribe(&mut self, cx: &mut WsContext<'_>, frame: &Frame<'_>) -> Result<(), ApiError> {
         let grants = grants_of(&self.stage)?;
         let sub_id = id(frame, "id")?;
-        let topic = destination_topic(required(frame, "destination")?)?;
+        let (destination, topic) =
+            destination_topic(&self.destinations, required(frame, "destination")?)?;
         let ack = match frame.header("ack").unwrap_or("auto") {
             "auto" => AckMode::Auto,
             "client" => AckMode::Client,
@@ -563,7 +570,13 @@ impl StompSession {
             )));
         }
         let held: Vec<StreamId> = self.subs.values().map(|s| s.stream).collect();
-        let opened = open_stream(cx, grants, &held, selection, Encoding::stomp(&sub_id))?;
+        let opened = open_stream(
+            cx,
+            grants,
+            &held,
+            selection,
+            Encoding::stomp(&sub_id, destination),
+        )?;
         self.subs.insert(
             sub_id,
             StompSub {
@@ -669,5 +682,77 @@ fn body_json(frame: &Frame<'_>) -> Result<Box<RawValue>, ApiError> {
         Err(ApiError::invalid(format!(
             "content-type {content_type:?}: Herald payloads are JSON (application/json) or text (text/*)"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_map_to_topics_by_the_configured_prefixes() {
+        let prefixes = vec!["/topic/".to_owned(), "/exchange/amq.topic/".to_owned()];
+        assert_eq!(
+            destination_topic(&prefixes, "/topic/workspace.42"),
+            Ok(("/topic/", "workspace.42"))
+        );
+        assert_eq!(
+            destination_topic(&prefixes, "/exchange/amq.topic/a.*"),
+            Ok(("/exchange/amq.topic/", "a.*"))
+        );
+        let e = destination_topic(&prefixes, "/queue/a").unwrap_err();
+        assert!(
+            e.message()
+                .contains("/topic/<topic> or /exchange/amq.topic/<topic>"),
+            "{e:?}"
+        );
+        let own = vec!["/app/events/".to_owned()];
+        assert_eq!(
+            destination_topic(&own, "/app/events/x"),
+            Ok(("/app/events/", "x"))
+        );
+        assert!(destination_topic(&own, "/topic/x").is_err());
+    }
+
+    #[test]
+    fn versions_and_heart_beats_are_negotiated() {
+        assert_eq!(version(None), Ok("1.0"));
+        assert_eq!(version(Some("1.1,1.2")), Ok("1.2"));
+        assert_eq!(version(Some("1.0, 1.1")), Ok("1.1"));
+        assert!(version(Some("2.0")).is_err());
+        let mut s = StompSession::new(None, 1024, Duration::from_millis(500), &["/topic/".into()]);
+        let auth = Authenticator::new(&Default::default(), Some(true)).unwrap();
+        let frame = |hb: &str| Frame {
+            command: Command::Connect,
+            headers: vec![("heart-beat".into(), hb.to_owned().into())],
+            body: b"",
+        };
+        // Anonymous access is off in this session (no grants at the
+        // upgrade): CONNECT without a token is refused.
+        assert!(matches!(
+            s.connect(&auth, &frame("0,0")),
+            Err(ApiError::Unauthenticated(_))
+        ));
+        s.stage = Stage::Connecting {
+            grants: Some(Grants::anonymous()),
+        };
+        s.connect(&auth, &frame("200,1000")).unwrap();
+        // The client sends every 200 ms but we want 500: max(200, 500);
+        // it wants ours every 1000: max(500, 1000).
+        assert_eq!(s.heart_beats.expect_every, Some(Duration::from_millis(500)));
+        assert_eq!(s.heart_beats.send_every, Some(Duration::from_millis(1000)));
+        let start = s.last_received;
+        assert_eq!(
+            s.heart_beat(start + Duration::from_millis(999)),
+            (None, false)
+        );
+        assert_eq!(
+            s.heart_beat(start + Duration::from_millis(1000)).0,
+            Some(&b"\n"[..])
+        );
+        assert!(
+            s.heart_beat(start + Duration::from_millis(1001)).1,
+            "silent past 2 x 500 ms"
+        );
     }
 }

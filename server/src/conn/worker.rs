@@ -367,6 +367,7 @@ impl Worker {
                 sse_retry_ms: self.shared.config.sse_retry_ms,
                 max_body: self.shared.config.max_body,
                 stomp_heartbeat: self.shared.config.stomp_heartbeat,
+                stomp_destinations: &self.shared.config.stomp_destinations,
             };
             let keep_alive = request.keep_alive;
             match endpoints::handle(&cx, &request) {

@@ -12,9 +12,6 @@ use herald_core::broker::{DeliveryRef, EventRef, Gap};
 use super::Encoding;
 use crate::conn::output::Output;
 use crate::wire::stomp;
-
-/// The destination prefix of topics in STOMP `MESSAGE` frames.
-pub(crate) const STOMP_DESTINATION: &str = "/topic/";
 use serde::Serialize;
 
 const PRESENCE: &str = "$presence.";
@@ -147,22 +144,28 @@ pub(crate) fn ws_event_body(out: &mut BytesMut, e: &EventRef<'_>, prefix_len: us
     event_fields(out, e, prefix_len, "event_type");
 }
 
-/// The start of every STOMP `MESSAGE` frame of subscription `id`; the rest
-/// is [`stomp_message_body`], shared by every subscription.
-pub(crate) fn stomp_message_prefix(id: &str) -> Bytes {
-    Bytes::from(format!("MESSAGE\nsubscription:{}\n", stomp::escaped(id)))
+/// The start of every STOMP `MESSAGE` frame of subscription `id`, up to its
+/// `destination` header's topic: `destination` is the prefix the
+/// subscription named its topic with (`/topic/`). The rest is
+/// [`stomp_message_body`], shared by every subscription.
+pub(crate) fn stomp_message_prefix(id: &str, destination: &str) -> Bytes {
+    Bytes::from(format!(
+        "MESSAGE\nsubscription:{}\ndestination:{}",
+        stomp::escaped(id),
+        stomp::escaped(destination)
+    ))
 }
 
-/// The headers after `subscription`, the body (the payload as published)
-/// and the NUL of a STOMP `MESSAGE` frame: the same bytes for every
-/// subscription of one tenant. `message-id` and `ack` are the global
-/// sequence, which is what an `ACK` on a durable consumer's subscription
-/// acknowledges up to.
+/// The topic that ends the `destination` header, the other headers, the
+/// body (the payload as published) and the NUL of a STOMP `MESSAGE` frame:
+/// the same bytes for every subscription of one tenant. `message-id` and
+/// `ack` are the global sequence, which is what an `ACK` on a durable
+/// consumer's subscription acknowledges up to.
 pub(crate) fn stomp_message_body(out: &mut BytesMut, e: &EventRef<'_>, prefix_len: usize) {
     // (Formatting into a BytesMut cannot fail.)
     let _ = write!(
         out,
-        "destination:{STOMP_DESTINATION}{}\nmessage-id:{seq}\nack:{seq}\n\
+        "{}\nmessage-id:{seq}\nack:{seq}\n\
          content-type:application/json\nherald-type:{}\nherald-seq:{seq}\n\
          herald-topic-seq:{}\nherald-timestamp-ns:{}\n",
         stomp::escaped(&external_topic(e.topic, prefix_len)),
@@ -187,10 +190,11 @@ pub(crate) fn stomp_message_body(out: &mut BytesMut, e: &EventRef<'_>, prefix_le
     out.extend_from_slice(b"\0");
 }
 
-/// A gap notice as a STOMP `MESSAGE` frame of subscription `id`: no body;
-/// `herald-gap-from`/`-to` are topic sequences if `herald-gap-topic` is
-/// set, global sequences otherwise.
-fn stomp_gap(out: &mut BytesMut, id: &str, g: &Gap, prefix_len: usize) {
+/// A gap notice as a STOMP `MESSAGE` frame of subscription `id` (named
+/// with the `destination` prefix): no body; `herald-gap-from`/`-to` are
+/// topic sequences if `herald-gap-topic` is set, global sequences
+/// otherwise.
+fn stomp_gap(out: &mut BytesMut, id: &str, destination: &str, g: &Gap, prefix_len: usize) {
     let gap = GapFields::new(g, prefix_len);
     let _ = write!(
         out,
@@ -202,9 +206,10 @@ fn stomp_gap(out: &mut BytesMut, id: &str, g: &Gap, prefix_len: usize) {
     );
     if let Some(topic) = &gap.topic {
         let topic = stomp::escaped(topic);
+        let destination = stomp::escaped(destination);
         let _ = write!(
             out,
-            "destination:{STOMP_DESTINATION}{topic}\nherald-gap-topic:{topic}\n"
+            "destination:{destination}{topic}\nherald-gap-topic:{topic}\n"
         );
     }
     out.extend_from_slice(b"content-length:0\n\n\0");
@@ -406,14 +411,18 @@ pub(crate) fn encode_own(
             ws_text_header(out.tail(), text.len());
             out.extend(&text);
         }
-        Encoding::Stomp { id, prefix } => {
+        Encoding::Stomp {
+            id,
+            destination,
+            prefix,
+        } => {
             let mut frame = BytesMut::new();
             match d {
                 DeliveryRef::Event(e) => {
                     frame.extend_from_slice(prefix);
                     stomp_message_body(&mut frame, e, prefix_len);
                 }
-                DeliveryRef::Gap(g) => stomp_gap(&mut frame, id, g, prefix_len),
+                DeliveryRef::Gap(g) => stomp_gap(&mut frame, id, destination, g, prefix_len),
             }
             ws_text_header(out.tail(), frame.len());
             out.extend(&frame);
@@ -425,6 +434,43 @@ pub(crate) fn encode_own(
 mod tests {
     use super::*;
     use serde_json::{json, Value};
+
+    #[test]
+    fn stomp_message_and_gap_frames() {
+        let topic: std::sync::Arc<str> = "acme.orders:eu".into();
+        let e = EventRef {
+            seq: 812,
+            topic: &topic,
+            topic_seq: 17,
+            event_type: "order.created",
+            timestamp_ns: 5,
+            payload: br#"{"id":1}"#,
+            origin: 7,
+            correlation: "req\n1",
+        };
+        let prefix = "acme.".len();
+        let mut frame = stomp_message_prefix("sub:0", "/topic/").to_vec();
+        frame.extend_from_slice(&Frames::default().stomp_body(&e, prefix));
+        assert_eq!(
+            String::from_utf8(frame).unwrap(),
+            "MESSAGE\nsubscription:sub\\c0\ndestination:/topic/orders\\ceu\nmessage-id:812\n\
+             ack:812\ncontent-type:application/json\nherald-type:order.created\n\
+             herald-seq:812\nherald-topic-seq:17\nherald-timestamp-ns:5\nherald-origin:7\n\
+             herald-correlation-id:req\\n1\ncontent-length:8\n\n{\"id\":1}\0"
+        );
+        let gap = Gap {
+            from: 3,
+            to: 9,
+            topic: Some(topic.clone()),
+        };
+        let mut out = BytesMut::new();
+        stomp_gap(&mut out, "s", "/topic/", &gap, prefix);
+        assert_eq!(
+            &out[..],
+            b"MESSAGE\nsubscription:s\nmessage-id:gap-3-9\nherald-gap-from:3\nherald-gap-to:9\n\
+              destination:/topic/orders\\ceu\nherald-gap-topic:orders\\ceu\ncontent-length:0\n\n\0"
+        );
+    }
 
     #[test]
     fn presence_payloads_name_their_topic_without_the_tenant() {

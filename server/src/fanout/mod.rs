@@ -64,8 +64,13 @@ pub(crate) enum Encoding {
     Sse { topic_ids: bool },
     /// WebSocket event messages of subscription `id`.
     Ws { id: String, prefix: Bytes },
-    /// STOMP `MESSAGE` frames of subscription `id`, in WebSocket messages.
-    Stomp { id: String, prefix: Bytes },
+    /// STOMP `MESSAGE` frames of subscription `id`, in WebSocket messages;
+    /// `destination`: the prefix its topic was named with (`/topic/`).
+    Stomp {
+        id: String,
+        destination: String,
+        prefix: Bytes,
+    },
 }
 
 impl Encoding {
@@ -76,10 +81,11 @@ impl Encoding {
         }
     }
 
-    pub(crate) fn stomp(id: &str) -> Encoding {
+    pub(crate) fn stomp(id: &str, destination: &str) -> Encoding {
         Encoding::Stomp {
             id: id.to_owned(),
-            prefix: stomp_message_prefix(id),
+            destination: destination.to_owned(),
+            prefix: stomp_message_prefix(id, destination),
         }
     }
 }
