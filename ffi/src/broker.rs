@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use herald_core::broker::presence::write_json_string;
+use herald_core::json;
 use herald_core::log::{Durability, Retention};
 use herald_core::{Broker, BrokerConfig};
 
@@ -517,11 +517,11 @@ pub unsafe extern "C" fn herald_broker_presence_list(
                 json.push(b',');
             }
             json.extend_from_slice(b"{\"client_id\":");
-            write_json_string(&mut json, &s.client_id);
+            json::write_string(&mut json, &s.client_id);
             json.extend_from_slice(b",\"user\":");
-            write_json_string(&mut json, &s.user);
+            json::write_string(&mut json, &s.user);
             json.extend_from_slice(b",\"device\":");
-            write_json_string(&mut json, &s.device);
+            json::write_string(&mut json, &s.device);
             json.extend_from_slice(b",\"metadata\":");
             if s.metadata.is_empty() {
                 json.extend_from_slice(b"null");

@@ -5,11 +5,10 @@
 use std::borrow::Cow;
 
 use herald_core::broker::checkpoint::{self, CheckpointError};
-use herald_core::broker::presence::validate_json;
 use herald_core::broker::{
     validate_topic, BatchEvent, BrokerError, Filter, PublishOptions, StartAt, Subscription,
 };
-use herald_core::Broker;
+use herald_core::{json, Broker};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -58,7 +57,7 @@ pub(crate) enum PublishedAll {
 /// become spaces, so that the payload is one SSE `data:` line.
 fn payload<'a>(data: Option<&'a RawValue>) -> Result<Cow<'a, [u8]>, ApiError> {
     let text = data.map_or("null", RawValue::get);
-    validate_json(text).map_err(|e| ApiError::invalid(format!("'data': {e}")))?;
+    json::validate(text).map_err(|e| ApiError::invalid(format!("'data': {e}")))?;
     Ok(if text.bytes().any(|b| b == b'\n' || b == b'\r') {
         Cow::Owned(text.replace(['\n', '\r'], " ").into_bytes())
     } else {
