@@ -15,8 +15,14 @@ pub const MAX_DEPTH: usize = 64;
 /// U+2028 and U+2029 (valid JSON, but line terminators in JavaScript). Every
 /// other character is copied as UTF-8.
 pub fn write_string(out: &mut Vec<u8>, s: &str) {
+    write_string_with(s, |b| out.extend_from_slice(b));
+}
+
+/// [`write_string`] into any byte sink (the server's `BytesMut`, say): `put`
+/// receives the literal in consecutive pieces.
+pub fn write_string_with(s: &str, mut put: impl FnMut(&[u8])) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
+    put(b"\"");
     let mut start = 0;
     for (i, c) in s.char_indices() {
         let esc: &[u8] = match c {
@@ -30,22 +36,27 @@ pub fn write_string(out: &mut Vec<u8>, s: &str) {
             '\u{2028}' => b"\\u2028",
             '\u{2029}' => b"\\u2029",
             c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.extend_from_slice(&s.as_bytes()[start..i]);
+                put(&s.as_bytes()[start..i]);
                 let b = c as u8;
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
+                put(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xf)],
+                ]);
                 start = i + 1;
                 continue;
             }
             _ => continue,
         };
-        out.extend_from_slice(&s.as_bytes()[start..i]);
-        out.extend_from_slice(esc);
+        put(&s.as_bytes()[start..i]);
+        put(esc);
         start = i + c.len_utf8();
     }
-    out.extend_from_slice(&s.as_bytes()[start..]);
-    out.push(b'"');
+    put(&s.as_bytes()[start..]);
+    put(b"\"");
 }
 
 /// Why a text is not valid JSON.
@@ -80,21 +91,33 @@ pub fn validate(s: &str) -> Result<(), JsonError> {
 /// Validates `s` like [`validate`] and returns it without insignificant
 /// whitespace.
 pub fn compact(s: &str) -> Result<String, JsonError> {
+    let mut out = Vec::with_capacity(s.len());
+    write_compact(&mut out, s)?;
+    // The output is the input minus ASCII whitespace outside strings: UTF-8.
+    Ok(String::from_utf8(out).unwrap_or_default())
+}
+
+/// Validates `s` like [`validate`] and appends it to `out` without
+/// insignificant whitespace. On error `out` is left as it was.
+pub fn write_compact(out: &mut Vec<u8>, s: &str) -> Result<(), JsonError> {
+    let start = out.len();
     let mut p = JsonParser {
         b: s.as_bytes(),
         i: 0,
-        out: Some(Vec::with_capacity(s.len())),
+        out: Some(&mut *out),
     };
-    p.document()?;
-    let out = p.out.unwrap_or_default();
-    // The output is the input minus ASCII whitespace outside strings: UTF-8.
-    Ok(String::from_utf8(out).unwrap_or_default())
+    let result = p.document();
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
 }
 
 struct JsonParser<'a> {
     b: &'a [u8],
     i: usize,
-    out: Option<Vec<u8>>,
+    /// Where the compacted text goes, if anywhere.
+    out: Option<&'a mut Vec<u8>>,
 }
 
 impl JsonParser<'_> {

@@ -1,7 +1,7 @@
 //! The JSON toolkit (`herald_core::json`): the string escaper against an
 //! independent decoder, the validator's accepts and rejects, compaction.
 
-use herald_core::json::{compact, validate, write_string};
+use herald_core::json::{compact, validate, write_compact, write_string};
 use proptest::prelude::*;
 
 /// An independent decoder for one JSON string literal (the test's oracle).
@@ -176,4 +176,14 @@ proptest! {
             prop_assert!(compact(&s).is_err());
         }
     }
+}
+
+#[test]
+fn write_compact_appends_or_leaves_the_buffer_alone() {
+    let mut out = b"[".to_vec();
+    write_compact(&mut out, " { \"a\" : [ 1 , 2 ] } ").unwrap();
+    assert_eq!(out, br#"[{"a":[1,2]}"#);
+    // An error after some output was written takes it back.
+    assert!(write_compact(&mut out, "{\"b\": [1, 2,").is_err());
+    assert_eq!(out, br#"[{"a":[1,2]}"#);
 }
