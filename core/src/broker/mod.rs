@@ -49,6 +49,7 @@ pub use event::{
 };
 pub use filter::{Filter, TopicPattern};
 pub use metrics::MetricsSnapshot;
+pub use presence::Session;
 pub use subscription::{StartAt, Subscription};
 pub use topics::{validate_topic, MAX_TOPIC_LEN};
 

@@ -451,47 +451,74 @@ impl Presence {
     }
 }
 
+impl Session {
+    /// Appends the session as the JSON object that the server's presence
+    /// list, the C ABI's `herald_broker_presence_list` and (after the topic)
+    /// the `$presence` events carry, the one encoding of a session:
+    ///
+    /// ```text
+    /// {"client_id":"…","user":"…","device":"…","metadata":…,
+    ///  "connected_at_ns":…,"last_heartbeat_ns":…}
+    /// ```
+    ///
+    /// `metadata` is the session's metadata compacted ([`json::compact`]),
+    /// or `null` if it is empty or not valid JSON. (Only a hand-built
+    /// session can hold invalid metadata: joins refuse it.) Strings are
+    /// escaped by [`json::write_string`]. The output is always valid JSON.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        self.write_fields(out);
+    }
+
+    /// [`Session::write_json`] as a string.
+    pub fn to_json(&self) -> String {
+        let mut out = Vec::with_capacity(self.json_capacity());
+        self.write_json(&mut out);
+        // Strings went in as UTF-8, everything around them is ASCII.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The object's fields after its `{`, and its `}`.
+    fn write_fields(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"\"client_id\":");
+        json::write_string(out, &self.client_id);
+        out.extend_from_slice(b",\"user\":");
+        json::write_string(out, &self.user);
+        out.extend_from_slice(b",\"device\":");
+        json::write_string(out, &self.device);
+        out.extend_from_slice(b",\"metadata\":");
+        if self.metadata.is_empty() || json::write_compact(out, &self.metadata).is_err() {
+            out.extend_from_slice(b"null");
+        }
+        out.extend_from_slice(b",\"connected_at_ns\":");
+        out.extend_from_slice(self.connected_at_ns.to_string().as_bytes());
+        out.extend_from_slice(b",\"last_heartbeat_ns\":");
+        out.extend_from_slice(self.last_heartbeat_ns.to_string().as_bytes());
+        out.push(b'}');
+    }
+
+    /// Room for the encoding, unless strings need many escapes.
+    fn json_capacity(&self) -> usize {
+        128 + self.client_id.len() + self.user.len() + self.device.len() + self.metadata.len()
+    }
+}
+
 /// Encodes a presence change as the event the broker publishes on
 /// `$presence.<topic>`: the event type ([`PresenceKind::event_type`]) and a
-/// JSON payload
+/// JSON payload, the session's encoding ([`Session::write_json`]) with the
+/// topic first:
 ///
 /// ```text
-/// {"topic":"…","client_id":"…","user":"…","device":"…","metadata":…,
-///  "connected_at_ns":…,"last_heartbeat_ns":…}
+/// {"topic":"…","client_id":"…",…,"last_heartbeat_ns":…}
 /// ```
 ///
-/// where `metadata` is the session's metadata JSON (compacted), `null` if it
-/// is empty, or a JSON string holding it if it is not valid JSON (a
-/// hand-built [`Session`]). The payload is always valid JSON.
+/// (The server relies on the topic coming first: it strips the tenant
+/// prefix from it.)
 pub fn presence_event(kind: PresenceKind, topic: &str, session: &Session) -> (String, Vec<u8>) {
-    let mut p = Vec::with_capacity(
-        128 + topic.len()
-            + session.client_id.len()
-            + session.user.len()
-            + session.device.len()
-            + session.metadata.len(),
-    );
+    let mut p = Vec::with_capacity(session.json_capacity() + topic.len());
     p.extend_from_slice(b"{\"topic\":");
     json::write_string(&mut p, topic);
-    p.extend_from_slice(b",\"client_id\":");
-    json::write_string(&mut p, &session.client_id);
-    p.extend_from_slice(b",\"user\":");
-    json::write_string(&mut p, &session.user);
-    p.extend_from_slice(b",\"device\":");
-    json::write_string(&mut p, &session.device);
-    p.extend_from_slice(b",\"metadata\":");
-    if session.metadata.is_empty() {
-        p.extend_from_slice(b"null");
-    } else {
-        match json::compact(&session.metadata) {
-            Ok(m) => p.extend_from_slice(m.as_bytes()),
-            Err(_) => json::write_string(&mut p, &session.metadata),
-        }
-    }
-    p.extend_from_slice(b",\"connected_at_ns\":");
-    p.extend_from_slice(session.connected_at_ns.to_string().as_bytes());
-    p.extend_from_slice(b",\"last_heartbeat_ns\":");
-    p.extend_from_slice(session.last_heartbeat_ns.to_string().as_bytes());
-    p.push(b'}');
+    p.push(b',');
+    session.write_fields(&mut p);
     (kind.event_type().to_owned(), p)
 }
