@@ -49,7 +49,7 @@ pub use event::{
 };
 pub use filter::{Filter, TopicPattern};
 pub use metrics::MetricsSnapshot;
-pub use presence::Session;
+pub use presence::{Session, PRESENCE_PREFIX};
 pub use subscription::{StartAt, Subscription};
 pub use topics::{validate_topic, MAX_TOPIC_LEN};
 
@@ -642,7 +642,7 @@ impl Broker {
         let system = self
             .inner
             .topics
-            .get_or_create(&format!("$presence.{topic}"), true)?;
+            .get_or_create(&format!("{PRESENCE_PREFIX}{topic}"), true)?;
         TopicPublisher {
             inner: self.inner.clone(),
             topic: system,

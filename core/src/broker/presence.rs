@@ -31,6 +31,10 @@ use parking_lot::Mutex;
 
 use crate::json::{self, JsonError};
 
+/// The start of the system topic on which the broker publishes a topic's
+/// presence events: `$presence.<topic>`.
+pub const PRESENCE_PREFIX: &str = "$presence.";
+
 /// One client's presence on one topic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Session {

@@ -7,21 +7,22 @@ use std::fmt::Write as _;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use herald_core::broker::{DeliveryRef, EventRef, Gap};
+use herald_core::broker::{DeliveryRef, EventRef, Gap, PRESENCE_PREFIX};
 use herald_core::json;
 
 use super::Encoding;
 use crate::conn::output::Output;
 use serde::Serialize;
 
-const PRESENCE: &str = "$presence.";
-
 /// The client's name for a broker topic: without the tenant prefix
 /// (`prefix_len` bytes), which presence topics carry after `$presence.`.
 pub(crate) fn external_topic(topic: &str, prefix_len: usize) -> String {
-    match topic.strip_prefix(PRESENCE) {
+    match topic.strip_prefix(PRESENCE_PREFIX) {
         Some(rest) if prefix_len > 0 => {
-            format!("{PRESENCE}{}", rest.get(prefix_len..).unwrap_or(rest))
+            format!(
+                "{PRESENCE_PREFIX}{}",
+                rest.get(prefix_len..).unwrap_or(rest)
+            )
         }
         _ => topic.get(prefix_len..).unwrap_or(topic).to_owned(),
     }
@@ -33,7 +34,7 @@ pub(crate) fn external_topic(topic: &str, prefix_len: usize) -> String {
 /// tenant prefix, like the event's own topic.
 fn client_payload<'p>(e: &EventRef<'p>, prefix_len: usize) -> Cow<'p, [u8]> {
     const HEAD: &[u8] = br#"{"topic":""#;
-    let tail = (e.topic.starts_with(PRESENCE) && prefix_len > 0)
+    let tail = (e.topic.starts_with(PRESENCE_PREFIX) && prefix_len > 0)
         .then(|| e.payload.strip_prefix(HEAD)?.get(prefix_len..))
         .flatten();
     match tail {
@@ -45,7 +46,7 @@ fn client_payload<'p>(e: &EventRef<'p>, prefix_len: usize) -> Cow<'p, [u8]> {
 /// The prefix length that an event's encoding depends on: only presence
 /// payloads name a tenant-prefixed topic.
 fn payload_prefix(e: &EventRef<'_>, prefix_len: usize) -> usize {
-    if e.topic.starts_with(PRESENCE) {
+    if e.topic.starts_with(PRESENCE_PREFIX) {
         prefix_len
     } else {
         0
