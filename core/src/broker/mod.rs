@@ -231,7 +231,20 @@ impl fmt::Display for BrokerError {
     }
 }
 
-impl std::error::Error for BrokerError {}
+impl std::error::Error for BrokerError {
+    // (Display also shows the wrapped error's text: hosts and HTTP clients
+    // read the message alone.)
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Ack(e) => Some(e),
+            Self::Checkpoint(e) => Some(e),
+            Self::Presence(e) => Some(e),
+            Self::Log(e) => Some(e),
+            Self::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 impl From<LogError> for BrokerError {
     fn from(e: LogError) -> Self {

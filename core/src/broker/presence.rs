@@ -185,7 +185,14 @@ impl fmt::Display for PresenceError {
     }
 }
 
-impl std::error::Error for PresenceError {}
+impl std::error::Error for PresenceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PresenceError::InvalidMetadata(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct Inner {
