@@ -497,7 +497,9 @@ herald_result herald_broker_presence_expire(const struct herald_broker *broker, 
 
 // Lists who is present on `topic` as a JSON array written to `buf`:
 // `[{"client_id":…,"user":…,"device":…,"metadata":<JSON or null>,
-// "connected_at_ns":…,"last_heartbeat_ns":…}, …]` (not NUL-terminated).
+// "connected_at_ns":…,"last_heartbeat_ns":…}, …]` (not NUL-terminated),
+// each session encoded as the server and the `$presence` events encode it
+// (metadata compacted).
 // `*out_len` gets its length and `*out_count` (may be NULL) the number of
 // sessions. If `cap` is too small, returns `HERALD_E_BUFFER_TOO_SMALL` and
 // writes only the needed size to `*out_len` (`buf` may be NULL with `cap` 0

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use herald_core::broker::checkpoint::AckError;
 use herald_core::broker::{BrokerError, Delivery, Event, Filter, PublishOptions, StartAt};
-use herald_core::log::{Durability, Retention};
+use herald_core::log::{Durability, LogError, Retention};
 use herald_core::{Broker, BrokerConfig};
 
 fn config(dir: &std::path::Path) -> BrokerConfig {
@@ -757,4 +757,40 @@ fn a_removed_consumer_is_not_brought_back_by_an_acknowledgement() {
         Err(BrokerError::UnknownConsumer(_))
     ));
     assert!(broker.consumers().is_empty());
+}
+
+#[test]
+fn broker_errors_return_what_they_wrap_as_their_source() {
+    use std::error::Error as _;
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::open(config(dir.path())).unwrap();
+    // Presence, down to the JSON error in the metadata.
+    let e = b.presence_join("room", "c1", "", "", "{oops").unwrap_err();
+    let presence = e.source().expect("presence error");
+    assert!(presence.to_string().contains("metadata"), "{presence}");
+    let json = presence.source().expect("JSON error");
+    assert!(json.to_string().contains("invalid JSON"), "{json}");
+    // An acknowledgement refused.
+    b.subscribe_consumer("c", Filter::topic("t").unwrap(), StartAt::Now)
+        .unwrap();
+    let e = b.ack_consumer("c", 99).unwrap_err();
+    assert!(matches!(e, BrokerError::Ack(AckError::PastEnd { .. })));
+    assert!(e.source().is_some_and(|s| s.is::<AckError>()));
+    // Checkpoint (an invalid consumer name).
+    let e = b.ack_consumer("bad name", 1).unwrap_err();
+    assert!(matches!(e, BrokerError::Checkpoint(_)), "{e:?}");
+    assert!(e.source().is_some());
+    // The log.
+    let e = BrokerError::from(LogError::Poisoned);
+    assert!(e.source().is_some_and(|s| s.is::<LogError>()));
+    // A file-system call (the data directory's lock, held by `b`), down to
+    // the io::Error.
+    let e = Broker::open(config(dir.path())).unwrap_err();
+    assert!(matches!(e, BrokerError::Io { .. }), "{e:?}");
+    assert!(
+        e.source().is_some_and(|s| s.is::<std::io::Error>()),
+        "{e:?}"
+    );
+    // Errors that wrap nothing have no source.
+    assert!(BrokerError::NotAConsumer.source().is_none());
 }

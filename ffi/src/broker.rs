@@ -2,11 +2,9 @@
 //! presence.
 
 use std::ffi::c_char;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use herald_core::broker::presence::write_json_string;
 use herald_core::log::{Durability, Retention};
 use herald_core::{Broker, BrokerConfig};
 
@@ -439,7 +437,9 @@ pub unsafe extern "C" fn herald_broker_presence_expire(
 
 /// Lists who is present on `topic` as a JSON array written to `buf`:
 /// `[{"client_id":…,"user":…,"device":…,"metadata":<JSON or null>,
-/// "connected_at_ns":…,"last_heartbeat_ns":…}, …]` (not NUL-terminated).
+/// "connected_at_ns":…,"last_heartbeat_ns":…}, …]` (not NUL-terminated),
+/// each session encoded as the server and the `$presence` events encode it
+/// (metadata compacted).
 /// `*out_len` gets its length and `*out_count` (may be NULL) the number of
 /// sessions. If `cap` is too small, returns `HERALD_E_BUFFER_TOO_SMALL` and
 /// writes only the needed size to `*out_len` (`buf` may be NULL with `cap` 0
@@ -470,24 +470,7 @@ pub unsafe extern "C" fn herald_broker_presence_list(
             if i > 0 {
                 json.push(b',');
             }
-            json.extend_from_slice(b"{\"client_id\":");
-            write_json_string(&mut json, &s.client_id);
-            json.extend_from_slice(b",\"user\":");
-            write_json_string(&mut json, &s.user);
-            json.extend_from_slice(b",\"device\":");
-            write_json_string(&mut json, &s.device);
-            json.extend_from_slice(b",\"metadata\":");
-            if s.metadata.is_empty() {
-                json.extend_from_slice(b"null");
-            } else {
-                json.extend_from_slice(s.metadata.as_bytes());
-            }
-            // Writing to a Vec cannot fail.
-            let _ = write!(
-                json,
-                ",\"connected_at_ns\":{},\"last_heartbeat_ns\":{}}}",
-                s.connected_at_ns, s.last_heartbeat_ns
-            );
+            s.write_json(&mut json);
         }
         json.push(b']');
         if json.len() > cap {

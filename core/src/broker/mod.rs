@@ -49,6 +49,7 @@ pub use event::{
 };
 pub use filter::{Filter, TopicPattern};
 pub use metrics::MetricsSnapshot;
+pub use presence::{Session, PRESENCE_PREFIX};
 pub use subscription::{StartAt, Subscription};
 pub use topics::{validate_topic, MAX_TOPIC_LEN};
 
@@ -230,7 +231,20 @@ impl fmt::Display for BrokerError {
     }
 }
 
-impl std::error::Error for BrokerError {}
+impl std::error::Error for BrokerError {
+    // (Display also shows the wrapped error's text: hosts and HTTP clients
+    // read the message alone.)
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Ack(e) => Some(e),
+            Self::Checkpoint(e) => Some(e),
+            Self::Presence(e) => Some(e),
+            Self::Log(e) => Some(e),
+            Self::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 impl From<LogError> for BrokerError {
     fn from(e: LogError) -> Self {
@@ -296,6 +310,38 @@ pub(crate) struct Inner {
 }
 
 /// The broker. Cheap to clone; every clone is the same broker.
+///
+/// # Example
+/// Open a broker, subscribe, publish, read live, then replay from the log:
+/// ```
+/// use std::time::Duration;
+/// use herald_core::{Broker, BrokerConfig, Delivery, Filter, StartAt};
+///
+/// let dir = tempfile::tempdir()?;
+/// let broker = Broker::open(BrokerConfig::new(dir.path()))?;
+///
+/// // Live: from the next event published on any `acme.` topic.
+/// let mut live = broker.subscribe(Filter::patterns(&["acme.>"])?, StartAt::Now)?;
+/// let orders = broker.publisher("acme.orders")?; // no lookup per publish
+/// let p = orders.publish("order.created", br#"{"id":1}"#, Default::default())?;
+/// broker.publish("acme.users", "user.joined", br#"{"id":7}"#)?;
+///
+/// let Some(Delivery::Event(e)) = live.next_timeout(Duration::from_secs(5))? else {
+///     panic!("expected the order");
+/// };
+/// assert_eq!((e.seq, &*e.topic), (p.seq, "acme.orders"));
+/// assert_eq!((e.event_type.as_str(), &e.payload[..]), ("order.created", &br#"{"id":1}"#[..]));
+///
+/// // Replay: one topic from its first event (read from the log).
+/// let mut replay = broker.subscribe(Filter::topic("acme.users")?, StartAt::TopicSeq(1))?;
+/// match replay.try_next()? {
+///     Some(Delivery::Event(e)) => assert_eq!(e.event_type, "user.joined"),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// assert!(replay.try_next()?.is_none()); // caught up
+/// broker.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Broker {
     inner: Arc<Inner>,
@@ -641,7 +687,7 @@ impl Broker {
         let system = self
             .inner
             .topics
-            .get_or_create(&format!("$presence.{topic}"), true)?;
+            .get_or_create(&format!("{PRESENCE_PREFIX}{topic}"), true)?;
         TopicPublisher {
             inner: self.inner.clone(),
             topic: system,

@@ -29,6 +29,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::json::{self, JsonError};
+
+/// The start of the system topic on which the broker publishes a topic's
+/// presence events: `$presence.<topic>`.
+pub const PRESENCE_PREFIX: &str = "$presence.";
+
 /// One client's presence on one topic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Session {
@@ -107,8 +113,6 @@ pub const DEFAULT_MAX_SESSIONS_PER_TOPIC: usize = 100_000;
 pub const DEFAULT_MAX_FIELD_LEN: usize = 256;
 /// Default [`PresenceConfig::max_metadata_len`].
 pub const DEFAULT_MAX_METADATA_LEN: usize = 4096;
-/// The deepest nesting of arrays and objects accepted in metadata.
-pub const MAX_JSON_DEPTH: usize = 64;
 
 impl PresenceConfig {
     /// The defaults with the given TTL.
@@ -181,7 +185,14 @@ impl fmt::Display for PresenceError {
     }
 }
 
-impl std::error::Error for PresenceError {}
+impl std::error::Error for PresenceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PresenceError::InvalidMetadata(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -289,7 +300,7 @@ impl Presence {
         self.check_field("device", device, max)?;
         self.check_field("metadata", metadata, self.config.max_metadata_len)?;
         if !metadata.is_empty() {
-            validate_json(metadata).map_err(PresenceError::InvalidMetadata)?;
+            json::validate(metadata).map_err(PresenceError::InvalidMetadata)?;
         }
         let mut g = self.inner.lock();
         if let Some(s) = g.touch(topic, client_id, now_ns) {
@@ -451,341 +462,74 @@ impl Presence {
     }
 }
 
+impl Session {
+    /// Appends the session as the JSON object that the server's presence
+    /// list, the C ABI's `herald_broker_presence_list` and (after the topic)
+    /// the `$presence` events carry, the one encoding of a session:
+    ///
+    /// ```text
+    /// {"client_id":"…","user":"…","device":"…","metadata":…,
+    ///  "connected_at_ns":…,"last_heartbeat_ns":…}
+    /// ```
+    ///
+    /// `metadata` is the session's metadata compacted ([`json::compact`]),
+    /// or `null` if it is empty or not valid JSON. (Only a hand-built
+    /// session can hold invalid metadata: joins refuse it.) Strings are
+    /// escaped by [`json::write_string`]. The output is always valid JSON.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        self.write_fields(out);
+    }
+
+    /// [`Session::write_json`] as a string.
+    pub fn to_json(&self) -> String {
+        let mut out = Vec::with_capacity(self.json_capacity());
+        self.write_json(&mut out);
+        // Strings went in as UTF-8, everything around them is ASCII.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The object's fields after its `{`, and its `}`.
+    fn write_fields(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"\"client_id\":");
+        json::write_string(out, &self.client_id);
+        out.extend_from_slice(b",\"user\":");
+        json::write_string(out, &self.user);
+        out.extend_from_slice(b",\"device\":");
+        json::write_string(out, &self.device);
+        out.extend_from_slice(b",\"metadata\":");
+        if self.metadata.is_empty() || json::write_compact(out, &self.metadata).is_err() {
+            out.extend_from_slice(b"null");
+        }
+        out.extend_from_slice(b",\"connected_at_ns\":");
+        out.extend_from_slice(self.connected_at_ns.to_string().as_bytes());
+        out.extend_from_slice(b",\"last_heartbeat_ns\":");
+        out.extend_from_slice(self.last_heartbeat_ns.to_string().as_bytes());
+        out.push(b'}');
+    }
+
+    /// Room for the encoding, unless strings need many escapes.
+    fn json_capacity(&self) -> usize {
+        128 + self.client_id.len() + self.user.len() + self.device.len() + self.metadata.len()
+    }
+}
+
 /// Encodes a presence change as the event the broker publishes on
 /// `$presence.<topic>`: the event type ([`PresenceKind::event_type`]) and a
-/// JSON payload
+/// JSON payload, the session's encoding ([`Session::write_json`]) with the
+/// topic first:
 ///
 /// ```text
-/// {"topic":"…","client_id":"…","user":"…","device":"…","metadata":…,
-///  "connected_at_ns":…,"last_heartbeat_ns":…}
+/// {"topic":"…","client_id":"…",…,"last_heartbeat_ns":…}
 /// ```
 ///
-/// where `metadata` is the session's metadata JSON (compacted), `null` if it
-/// is empty, or a JSON string holding it if it is not valid JSON (a
-/// hand-built [`Session`]). The payload is always valid JSON.
+/// (The server relies on the topic coming first: it strips the tenant
+/// prefix from it.)
 pub fn presence_event(kind: PresenceKind, topic: &str, session: &Session) -> (String, Vec<u8>) {
-    let mut p = Vec::with_capacity(
-        128 + topic.len()
-            + session.client_id.len()
-            + session.user.len()
-            + session.device.len()
-            + session.metadata.len(),
-    );
+    let mut p = Vec::with_capacity(session.json_capacity() + topic.len());
     p.extend_from_slice(b"{\"topic\":");
-    write_json_string(&mut p, topic);
-    p.extend_from_slice(b",\"client_id\":");
-    write_json_string(&mut p, &session.client_id);
-    p.extend_from_slice(b",\"user\":");
-    write_json_string(&mut p, &session.user);
-    p.extend_from_slice(b",\"device\":");
-    write_json_string(&mut p, &session.device);
-    p.extend_from_slice(b",\"metadata\":");
-    if session.metadata.is_empty() {
-        p.extend_from_slice(b"null");
-    } else {
-        match compact_json(&session.metadata) {
-            Ok(m) => p.extend_from_slice(m.as_bytes()),
-            Err(_) => write_json_string(&mut p, &session.metadata),
-        }
-    }
-    p.extend_from_slice(b",\"connected_at_ns\":");
-    p.extend_from_slice(session.connected_at_ns.to_string().as_bytes());
-    p.extend_from_slice(b",\"last_heartbeat_ns\":");
-    p.extend_from_slice(session.last_heartbeat_ns.to_string().as_bytes());
-    p.push(b'}');
+    json::write_string(&mut p, topic);
+    p.push(b',');
+    session.write_fields(&mut p);
     (kind.event_type().to_owned(), p)
-}
-
-/// Appends `s` to `out` as a JSON string literal, quotes included.
-///
-/// Escapes `"` and `\`, writes `\n \r \t \b \f` for those control
-/// characters and `\u00XX` for the other C0 controls and DEL, and escapes
-/// U+2028 and U+2029 (valid JSON, but line terminators in JavaScript). Every
-/// other character is copied as UTF-8.
-pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let esc: &[u8] = match c {
-            '"' => b"\\\"",
-            '\\' => b"\\\\",
-            '\n' => b"\\n",
-            '\r' => b"\\r",
-            '\t' => b"\\t",
-            '\u{8}' => b"\\b",
-            '\u{c}' => b"\\f",
-            '\u{2028}' => b"\\u2028",
-            '\u{2029}' => b"\\u2029",
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.extend_from_slice(&s.as_bytes()[start..i]);
-                let b = c as u8;
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
-        out.extend_from_slice(&s.as_bytes()[start..i]);
-        out.extend_from_slice(esc);
-        start = i + c.len_utf8();
-    }
-    out.extend_from_slice(&s.as_bytes()[start..]);
-    out.push(b'"');
-}
-
-/// Why a text is not valid JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JsonError {
-    /// Byte offset of the problem.
-    pub offset: usize,
-    /// What is wrong.
-    pub reason: &'static str,
-}
-
-impl fmt::Display for JsonError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid JSON at byte {}: {}", self.offset, self.reason)
-    }
-}
-
-impl std::error::Error for JsonError {}
-
-/// Checks that `s` is one valid JSON value (RFC 8259, surrounding whitespace
-/// allowed), nested at most [`MAX_JSON_DEPTH`] deep, with no unpaired
-/// surrogate escape.
-pub fn validate_json(s: &str) -> Result<(), JsonError> {
-    let mut p = JsonParser {
-        b: s.as_bytes(),
-        i: 0,
-        out: None,
-    };
-    p.document()
-}
-
-/// Validates `s` like [`validate_json`] and returns it without insignificant
-/// whitespace.
-pub fn compact_json(s: &str) -> Result<String, JsonError> {
-    let mut p = JsonParser {
-        b: s.as_bytes(),
-        i: 0,
-        out: Some(Vec::with_capacity(s.len())),
-    };
-    p.document()?;
-    let out = p.out.unwrap_or_default();
-    // The output is the input minus ASCII whitespace outside strings: UTF-8.
-    Ok(String::from_utf8(out).unwrap_or_default())
-}
-
-struct JsonParser<'a> {
-    b: &'a [u8],
-    i: usize,
-    out: Option<Vec<u8>>,
-}
-
-impl JsonParser<'_> {
-    fn err(&self, reason: &'static str) -> JsonError {
-        JsonError {
-            offset: self.i,
-            reason,
-        }
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
-    }
-
-    fn ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.i += 1;
-        }
-    }
-
-    /// Copies input bytes `from..self.i` to the output.
-    fn emit(&mut self, from: usize) {
-        if let Some(o) = self.out.as_mut() {
-            o.extend_from_slice(&self.b[from..self.i]);
-        }
-    }
-
-    fn document(&mut self) -> Result<(), JsonError> {
-        self.ws();
-        self.value(0)?;
-        self.ws();
-        if self.i != self.b.len() {
-            return Err(self.err("trailing characters"));
-        }
-        Ok(())
-    }
-
-    fn value(&mut self, depth: usize) -> Result<(), JsonError> {
-        match self.peek() {
-            None => Err(self.err("unexpected end")),
-            Some(b'{') => self.container(depth, b'}', true),
-            Some(b'[') => self.container(depth, b']', false),
-            Some(b'"') => self.string(),
-            Some(b'-' | b'0'..=b'9') => self.number(),
-            Some(b't') => self.literal(b"true"),
-            Some(b'f') => self.literal(b"false"),
-            Some(b'n') => self.literal(b"null"),
-            Some(_) => Err(self.err("expected a value")),
-        }
-    }
-
-    fn literal(&mut self, lit: &'static [u8]) -> Result<(), JsonError> {
-        if self.b[self.i..].starts_with(lit) {
-            let from = self.i;
-            self.i += lit.len();
-            self.emit(from);
-            Ok(())
-        } else {
-            Err(self.err("invalid literal"))
-        }
-    }
-
-    fn container(&mut self, depth: usize, close: u8, object: bool) -> Result<(), JsonError> {
-        if depth >= MAX_JSON_DEPTH {
-            return Err(self.err("nested too deeply"));
-        }
-        let from = self.i;
-        self.i += 1;
-        self.emit(from);
-        self.ws();
-        if self.peek() == Some(close) {
-            let from = self.i;
-            self.i += 1;
-            self.emit(from);
-            return Ok(());
-        }
-        loop {
-            if object {
-                if self.peek() != Some(b'"') {
-                    return Err(self.err("expected a string key"));
-                }
-                self.string()?;
-                self.ws();
-                if self.peek() != Some(b':') {
-                    return Err(self.err("expected ':'"));
-                }
-                let from = self.i;
-                self.i += 1;
-                self.emit(from);
-                self.ws();
-            }
-            self.value(depth + 1)?;
-            self.ws();
-            match self.peek() {
-                Some(b',') => {
-                    let from = self.i;
-                    self.i += 1;
-                    self.emit(from);
-                    self.ws();
-                }
-                Some(c) if c == close => {
-                    let from = self.i;
-                    self.i += 1;
-                    self.emit(from);
-                    return Ok(());
-                }
-                _ => return Err(self.err("expected ',' or a closing bracket")),
-            }
-        }
-    }
-
-    fn hex4(&mut self) -> Result<u16, JsonError> {
-        let mut v = 0u16;
-        for _ in 0..4 {
-            let d = match self.peek() {
-                Some(c @ b'0'..=b'9') => c - b'0',
-                Some(c @ b'a'..=b'f') => c - b'a' + 10,
-                Some(c @ b'A'..=b'F') => c - b'A' + 10,
-                _ => return Err(self.err("bad \\u escape")),
-            };
-            v = v << 4 | u16::from(d);
-            self.i += 1;
-        }
-        Ok(v)
-    }
-
-    fn string(&mut self) -> Result<(), JsonError> {
-        let from = self.i;
-        self.i += 1;
-        loop {
-            match self.peek() {
-                None => return Err(self.err("unterminated string")),
-                Some(b'"') => {
-                    self.i += 1;
-                    self.emit(from);
-                    return Ok(());
-                }
-                Some(b'\\') => {
-                    self.i += 1;
-                    match self.peek() {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 1,
-                        Some(b'u') => {
-                            self.i += 1;
-                            let u = self.hex4()?;
-                            if (0xDC00..0xE000).contains(&u) {
-                                return Err(self.err("unpaired low surrogate"));
-                            }
-                            if (0xD800..0xDC00).contains(&u) {
-                                if !self.b[self.i..].starts_with(b"\\u") {
-                                    return Err(self.err("unpaired high surrogate"));
-                                }
-                                self.i += 2;
-                                let lo = self.hex4()?;
-                                if !(0xDC00..0xE000).contains(&lo) {
-                                    return Err(self.err("unpaired high surrogate"));
-                                }
-                            }
-                        }
-                        _ => return Err(self.err("bad escape")),
-                    }
-                }
-                Some(c) if c < 0x20 => return Err(self.err("control character in string")),
-                Some(_) => self.i += 1,
-            }
-        }
-    }
-
-    fn digits(&mut self) -> usize {
-        let from = self.i;
-        while matches!(self.peek(), Some(b'0'..=b'9')) {
-            self.i += 1;
-        }
-        self.i - from
-    }
-
-    fn number(&mut self) -> Result<(), JsonError> {
-        let from = self.i;
-        if self.peek() == Some(b'-') {
-            self.i += 1;
-        }
-        match self.peek() {
-            Some(b'0') => self.i += 1,
-            Some(b'1'..=b'9') => {
-                self.digits();
-            }
-            _ => return Err(self.err("bad number")),
-        }
-        if self.peek() == Some(b'.') {
-            self.i += 1;
-            if self.digits() == 0 {
-                return Err(self.err("bad number fraction"));
-            }
-        }
-        if matches!(self.peek(), Some(b'e' | b'E')) {
-            self.i += 1;
-            if matches!(self.peek(), Some(b'+' | b'-')) {
-                self.i += 1;
-            }
-            if self.digits() == 0 {
-                return Err(self.err("bad number exponent"));
-            }
-        }
-        self.emit(from);
-        Ok(())
-    }
 }

@@ -25,7 +25,7 @@ use super::event::{parse_ring, split_log_type, DeliveryRef, EventRef, Gap};
 use super::filter::Filter;
 use super::topics::Topic;
 use super::{now_ns, BrokerError, Delivery, Inner};
-use crate::log::{LogReader, ReadItem, RecordView, TopicReader};
+use crate::log::{LogReader, ReadItem, RecordRef, TopicReader};
 use crate::ring::{self, RecvError};
 use crate::sync::Ordering;
 
@@ -611,7 +611,7 @@ impl Subscription {
 
 /// An event read from the log, its type field already split.
 fn log_event<'a>(
-    v: &RecordView<'a>,
+    v: &RecordRef<'a>,
     topic: &'a Arc<str>,
     event_type: &'a [u8],
     correlation: &'a [u8],

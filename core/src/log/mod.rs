@@ -65,7 +65,7 @@ use std::sync::Arc;
 pub use config::{Durability, LogConfig, Retention};
 pub use error::LogError;
 pub use io::{Clock, LogIo, StdIo, SystemClock};
-pub use reader::{LogItem, LogReader, ReadItem, Record, RecordView, TopicReader};
+pub use reader::{LogItem, LogReader, ReadItem, Record, TopicReader};
 pub use recovery::{RecoveryReport, Truncation};
 pub use retention::{ForcedGap, RetentionReport};
 pub use verify::{dump_dir, verify_dir, VerifyIssue, VerifyReport};
@@ -78,16 +78,19 @@ use segment::Segment;
 
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 
-/// A record to append. Borrowed: nothing is allocated on the append path.
+/// A record, borrowed: what [`Log::append`] takes (nothing is allocated on
+/// the append path) and what the readers yield (from the mapped segment;
+/// [`RecordRef::to_record`] copies it out). [`Record`] is the owned form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordRef<'a> {
-    /// Global sequence; must equal [`Log::next_seq`].
+    /// Global sequence; an append's must equal [`Log::next_seq`].
     pub seq: u64,
     /// Topic id.
     pub topic_id: u64,
-    /// Topic sequence; must exceed the topic's previous one.
+    /// Topic sequence; an append's must exceed the topic's previous one.
     pub topic_seq: u64,
-    /// Timestamp in nanoseconds; must not be older than the previous record's.
+    /// Timestamp in nanoseconds; an append's must not be older than the
+    /// previous record's.
     pub timestamp_ns: u64,
     /// Origin (device/user id) for exclusion filters.
     pub origin: u64,

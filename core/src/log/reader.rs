@@ -15,29 +15,10 @@ use super::format::{check_record_with, RecordCheck};
 use super::index::Entry;
 use super::retention::ReaderPin;
 use super::segment::Segment;
-use super::{LogError, Shared};
+use super::{LogError, RecordRef, Shared};
 
 /// Index entries a topic reader copies per lock acquisition.
 pub const TOPIC_BATCH: usize = 256;
-
-/// A record, borrowed from the mapped segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordView<'a> {
-    /// Global sequence.
-    pub seq: u64,
-    /// Topic id.
-    pub topic_id: u64,
-    /// Sequence within the topic.
-    pub topic_seq: u64,
-    /// Timestamp, nanoseconds.
-    pub timestamp_ns: u64,
-    /// Origin (for "not my own events" filters).
-    pub origin: u64,
-    /// Event type.
-    pub event_type: &'a [u8],
-    /// Payload.
-    pub payload: &'a [u8],
-}
 
 /// An owned record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +39,7 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
-impl RecordView<'_> {
+impl RecordRef<'_> {
     /// Copies the record out of the mapping.
     pub fn to_record(&self) -> Record {
         Record {
@@ -80,7 +61,7 @@ impl RecordView<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadItem<'a> {
     /// The next record.
-    Record(RecordView<'a>),
+    Record(RecordRef<'a>),
     /// Records `from..=to` are gone.
     Gap {
         /// First missing sequence.
@@ -123,7 +104,7 @@ fn read_at<'a>(
     idx: u64,
     seq: u64,
     verify: bool,
-) -> Result<RecordView<'a>, LogError> {
+) -> Result<RecordRef<'a>, LogError> {
     let off = seg.offset_of(idx);
     let bytes = seg.committed(seg.end());
     let corrupt = |why: &str| LogError::corrupt(seg.path.clone(), off as u64, why);
@@ -135,7 +116,7 @@ fn read_at<'a>(
         return Err(corrupt("record carries an unexpected sequence"));
     }
     let body = off + super::format::REC_HEADER_LEN;
-    Ok(RecordView {
+    Ok(RecordRef {
         seq: h.seq,
         topic_id: h.topic_id,
         topic_seq: h.topic_seq,

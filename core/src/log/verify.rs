@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use memmap2::MmapOptions;
 
 use super::format::{decode_segment_header, REC_HEADER_LEN};
-use super::reader::RecordView;
 use super::recovery::list_segments;
 use super::scan::scan_segment;
 use super::LogError;
+use super::RecordRef;
 
 /// One problem found by [`verify_dir`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +81,7 @@ pub fn verify_dir(dir: impl AsRef<Path>) -> Result<VerifyReport, LogError> {
 /// the first problem (which is returned in the report, as by [`verify_dir`]).
 pub fn dump_dir(
     dir: impl AsRef<Path>,
-    mut f: impl FnMut(&RecordView<'_>),
+    mut f: impl FnMut(&RecordRef<'_>),
 ) -> Result<VerifyReport, LogError> {
     let mut report = VerifyReport::default();
     walk(dir.as_ref(), &mut report, &mut f)?;
@@ -91,7 +91,7 @@ pub fn dump_dir(
 fn walk(
     dir: &Path,
     report: &mut VerifyReport,
-    f: &mut dyn FnMut(&RecordView<'_>),
+    f: &mut dyn FnMut(&RecordRef<'_>),
 ) -> Result<(), LogError> {
     let (files, _tmps) = list_segments(dir)?;
     if let Err(LogError::Corrupt {
@@ -149,7 +149,7 @@ fn walk(
         }
         let outcome = scan_segment(bytes, *base, last_ts, |off, h| {
             let body = off + REC_HEADER_LEN;
-            let view = RecordView {
+            let view = RecordRef {
                 seq: h.seq,
                 topic_id: h.topic_id,
                 topic_seq: h.topic_seq,

@@ -213,6 +213,42 @@ impl fmt::Display for RecvError {
 impl std::error::Error for RecvError {}
 
 /// The broadcast ring. Cheap to clone: clones share the same ring.
+///
+/// # Example
+/// Every subscriber sees every record published after it subscribed; a
+/// subscriber that falls a whole ring behind is told what it missed
+/// ([`RecvError::Lagged`]) instead of slowing the publisher.
+/// ```
+/// use herald_core::ring::RecvError;
+/// use herald_core::{Ring, RingConfig};
+///
+/// let config = RingConfig { capacity: 4096, max_record: 1024, ..RingConfig::default() };
+/// let ring = Ring::new(config)?;
+/// let mut a = ring.subscribe();
+/// let mut b = ring.subscribe();
+/// let mut publisher = ring.publisher();
+/// let first = publisher.publish(b"hello")?;
+/// publisher.publish(b"world")?;
+///
+/// let mut buf = Vec::new();
+/// assert_eq!(a.try_recv(&mut buf)?, first);
+/// assert_eq!(buf, b"hello");
+/// // Or borrowed, without a copy:
+/// assert_eq!(b.try_read(|seq, bytes| (seq, bytes.len()))?, (first, 5));
+/// assert_eq!(b.try_read(|_, bytes| bytes.to_vec())?, b"world");
+/// assert!(matches!(b.try_recv(&mut buf), Err(RecvError::Empty)));
+///
+/// // A slow subscriber is lapped, not waited for.
+/// for _ in 0..100 {
+///     publisher.publish(&[0; 512])?;
+/// }
+/// let mut slow = a;
+/// match slow.try_recv(&mut buf) {
+///     Err(RecvError::Lagged(lag)) => assert!(lag.missed() > 0),
+///     other => panic!("expected a lag, got {other:?}"),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Ring {
     shared: Arc<Shared>,

@@ -14,14 +14,12 @@
 //! tenant, so no name it can write reaches another tenant's topics: isolation
 //! holds by construction, whatever the grants say.
 
-use herald_core::broker::TopicPattern;
+use herald_core::broker::{TopicPattern, PRESENCE_PREFIX};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use crate::wire::http::Request;
-
-const PRESENCE: &str = "$presence.";
 
 /// Keys the server accepts tokens signed with.
 #[derive(Debug, Clone, Default)]
@@ -80,8 +78,8 @@ impl Grants {
     /// The broker's name for a client's topic or pattern. Presence topics
     /// (`$presence.<topic>`) keep their system prefix in front.
     pub(crate) fn internal(&self, name: &str) -> String {
-        match (&self.tenant, name.strip_prefix(PRESENCE)) {
-            (Some(t), Some(rest)) => format!("{PRESENCE}{t}.{rest}"),
+        match (&self.tenant, name.strip_prefix(PRESENCE_PREFIX)) {
+            (Some(t), Some(rest)) => format!("{PRESENCE_PREFIX}{t}.{rest}"),
             (Some(t), None) => format!("{t}.{name}"),
             (None, _) => name.to_owned(),
         }
@@ -94,8 +92,10 @@ impl Grants {
             return internal.into();
         };
         let strip = |name: &'n str| name.strip_prefix(t.as_str())?.strip_prefix('.');
-        match internal.strip_prefix(PRESENCE) {
-            Some(rest) => strip(rest).map_or(internal.into(), |r| format!("{PRESENCE}{r}").into()),
+        match internal.strip_prefix(PRESENCE_PREFIX) {
+            Some(rest) => {
+                strip(rest).map_or(internal.into(), |r| format!("{PRESENCE_PREFIX}{r}").into())
+            }
             None => strip(internal).unwrap_or(internal).into(),
         }
     }
@@ -140,7 +140,7 @@ impl Grants {
     /// A subscription pattern is allowed if some grant covers every topic
     /// it can match. A topic's presence events go with the topic.
     pub(crate) fn check_subscribe(&self, pattern: &str) -> Result<(), ApiError> {
-        let underlying = pattern.strip_prefix(PRESENCE).unwrap_or(pattern);
+        let underlying = pattern.strip_prefix(PRESENCE_PREFIX).unwrap_or(pattern);
         if self.tenant.is_none()
             || self
                 .subscribe

@@ -5,11 +5,10 @@
 use std::borrow::Cow;
 
 use herald_core::broker::checkpoint::{self, CheckpointError};
-use herald_core::broker::presence::validate_json;
 use herald_core::broker::{
     validate_topic, BatchEvent, BrokerError, Filter, PublishOptions, StartAt, Subscription,
 };
-use herald_core::Broker;
+use herald_core::{json, Broker};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -58,7 +57,7 @@ pub(crate) enum PublishedAll {
 /// become spaces, so that the payload is one SSE `data:` line.
 fn payload<'a>(data: Option<&'a RawValue>) -> Result<Cow<'a, [u8]>, ApiError> {
     let text = data.map_or("null", RawValue::get);
-    validate_json(text).map_err(|e| ApiError::invalid(format!("'data': {e}")))?;
+    json::validate(text).map_err(|e| ApiError::invalid(format!("'data': {e}")))?;
     Ok(if text.bytes().any(|b| b == b'\n' || b == b'\r') {
         Cow::Owned(text.replace(['\n', '\r'], " ").into_bytes())
     } else {
@@ -111,22 +110,13 @@ pub(crate) struct Left {
     pub(crate) left: bool,
 }
 
-/// Who is present on a topic.
+/// Who is present on a topic. Each session is the broker's encoding of it
+/// (`Session::to_json`), the same bytes as in its `$presence` events and
+/// the C ABI's list.
 #[derive(Debug, Serialize)]
 pub(crate) struct PresenceList {
     pub(crate) topic: String,
-    pub(crate) present: Vec<Present>,
-}
-
-/// One present client.
-#[derive(Debug, Serialize)]
-pub(crate) struct Present {
-    client_id: String,
-    user: String,
-    device: String,
-    metadata: Value,
-    connected_at_ns: u64,
-    last_heartbeat_ns: u64,
+    pub(crate) present: Vec<Box<RawValue>>,
 }
 
 /// The notice that a client's position is past the end of the log (which
@@ -399,16 +389,13 @@ impl Caller<'_> {
         let present = self
             .broker
             .presence(&internal)
-            .into_iter()
-            .map(|s| Present {
-                metadata: serde_json::from_str(&s.metadata).unwrap_or(Value::Null),
-                client_id: s.client_id,
-                user: s.user,
-                device: s.device,
-                connected_at_ns: s.connected_at_ns,
-                last_heartbeat_ns: s.last_heartbeat_ns,
+            .iter()
+            .map(|s| {
+                // The encoding is always valid JSON: a refusal is a bug.
+                RawValue::from_string(s.to_json())
+                    .map_err(|e| ApiError::Internal(format!("presence encoding: {e}")))
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         Ok(PresenceList {
             topic: op.topic,
             present,

@@ -7,21 +7,23 @@ use std::fmt::Write as _;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use herald_core::broker::{DeliveryRef, EventRef, Gap};
+use herald_core::broker::{DeliveryRef, EventRef, Gap, PRESENCE_PREFIX};
+use herald_core::json;
 
 use super::Encoding;
 use crate::conn::output::Output;
 use crate::wire::stomp;
 use serde::Serialize;
 
-const PRESENCE: &str = "$presence.";
-
 /// The client's name for a broker topic: without the tenant prefix
 /// (`prefix_len` bytes), which presence topics carry after `$presence.`.
 pub(crate) fn external_topic(topic: &str, prefix_len: usize) -> String {
-    match topic.strip_prefix(PRESENCE) {
+    match topic.strip_prefix(PRESENCE_PREFIX) {
         Some(rest) if prefix_len > 0 => {
-            format!("{PRESENCE}{}", rest.get(prefix_len..).unwrap_or(rest))
+            format!(
+                "{PRESENCE_PREFIX}{}",
+                rest.get(prefix_len..).unwrap_or(rest)
+            )
         }
         _ => topic.get(prefix_len..).unwrap_or(topic).to_owned(),
     }
@@ -33,7 +35,7 @@ pub(crate) fn external_topic(topic: &str, prefix_len: usize) -> String {
 /// tenant prefix, like the event's own topic.
 fn client_payload<'p>(e: &EventRef<'p>, prefix_len: usize) -> Cow<'p, [u8]> {
     const HEAD: &[u8] = br#"{"topic":""#;
-    let tail = (e.topic.starts_with(PRESENCE) && prefix_len > 0)
+    let tail = (e.topic.starts_with(PRESENCE_PREFIX) && prefix_len > 0)
         .then(|| e.payload.strip_prefix(HEAD)?.get(prefix_len..))
         .flatten();
     match tail {
@@ -45,7 +47,7 @@ fn client_payload<'p>(e: &EventRef<'p>, prefix_len: usize) -> Cow<'p, [u8]> {
 /// The prefix length that an event's encoding depends on: only presence
 /// payloads name a tenant-prefixed topic.
 fn payload_prefix(e: &EventRef<'_>, prefix_len: usize) -> usize {
-    if e.topic.starts_with(PRESENCE) {
+    if e.topic.starts_with(PRESENCE_PREFIX) {
         prefix_len
     } else {
         0
@@ -130,8 +132,7 @@ pub(crate) fn sse_frame(
 /// rest is [`ws_event_body`], shared by every subscription.
 pub(crate) fn ws_event_prefix(id: &str) -> Bytes {
     let mut v = br#"{"type":"event","sub":"#.to_vec();
-    // Serializing a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut v, id);
+    json::write_string(&mut v, id);
     v.push(b',');
     Bytes::from(v)
 }
@@ -301,8 +302,7 @@ impl PollBody {
 }
 
 fn json_string(out: &mut BytesMut, s: &str) {
-    // Serializing a string into a BytesMut cannot fail.
-    let _ = serde_json::to_writer(out.writer(), s);
+    json::write_string_with(s, |b| out.extend_from_slice(b));
 }
 
 /// The header of an unmasked (server-to-client) WebSocket text frame
@@ -538,6 +538,28 @@ mod tests {
         assert_eq!(v["data"], json!("plain \"text\""));
         assert_eq!(v["topic"], json!("acme.orders"));
         assert!(v.get("origin").is_none() && v.get("correlation_id").is_none());
+    }
+
+    #[test]
+    fn hand_written_json_escapes_as_the_core_toolkit_does() {
+        // DEL and U+2028 are where serde_json's escaper and core's differ.
+        let topic: std::sync::Arc<str> = "t".into();
+        let e = EventRef {
+            seq: 1,
+            topic: &topic,
+            topic_seq: 1,
+            event_type: "x",
+            timestamp_ns: 1,
+            payload: "not json \u{7f}\u{2028}".as_bytes(),
+            origin: 0,
+            correlation: "",
+        };
+        let mut body = BytesMut::new();
+        ws_event_body(&mut body, &e, 0);
+        let body = std::str::from_utf8(&body).unwrap();
+        assert!(body.contains(r#""data":"not json \u007f\u2028""#), "{body}");
+        let prefix = ws_event_prefix("s\u{2028}");
+        assert_eq!(&prefix[..], br#"{"type":"event","sub":"s\u2028","#);
     }
 
     #[test]

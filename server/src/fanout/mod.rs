@@ -25,7 +25,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use herald_core::broker::{BrokerError, DeliveryRef, EventRef, Filter, StartAt, Subscription};
+use herald_core::broker::{
+    BrokerError, DeliveryRef, EventRef, Filter, StartAt, Subscription, PRESENCE_PREFIX,
+};
 use herald_core::ring::Doorbell;
 use herald_core::Broker;
 
@@ -150,7 +152,7 @@ pub(crate) struct Router {
 impl Router {
     pub(crate) fn new(broker: Broker, max_output: usize) -> Result<Router, BrokerError> {
         // Every topic, the system's (`$presence.…`) included.
-        let everything = Filter::patterns(&[">", "$presence.>"])?;
+        let everything = Filter::patterns(&[">", &format!("{PRESENCE_PREFIX}>")])?;
         let feed = broker.subscribe(everything, StartAt::Now)?;
         Ok(Router {
             broker,
