@@ -22,40 +22,73 @@ pub fn write_string(out: &mut Vec<u8>, s: &str) {
 /// receives the literal in consecutive pieces.
 pub fn write_string_with(s: &str, mut put: impl FnMut(&[u8])) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Per byte: 0 copied as is, 1 escaped, 2 may start U+2028 or U+2029
+    // (E2 80 A8/A9). A table lookup per byte and one copy per run of plain
+    // bytes: this escapes every event's topic and type on the fan-out path.
+    const CLASS: [u8; 256] = {
+        let mut t = [0u8; 256];
+        let mut i = 0;
+        while i < 0x20 {
+            t[i] = 1;
+            i += 1;
+        }
+        t[b'"' as usize] = 1;
+        t[b'\\' as usize] = 1;
+        t[0x7f] = 1;
+        t[0xe2] = 2;
+        t
+    };
+    let bytes = s.as_bytes();
     put(b"\"");
     let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let esc: &[u8] = match c {
-            '"' => b"\\\"",
-            '\\' => b"\\\\",
-            '\n' => b"\\n",
-            '\r' => b"\\r",
-            '\t' => b"\\t",
-            '\u{8}' => b"\\b",
-            '\u{c}' => b"\\f",
-            '\u{2028}' => b"\\u2028",
-            '\u{2029}' => b"\\u2029",
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                put(&s.as_bytes()[start..i]);
-                let b = c as u8;
-                put(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 0xf)],
-                ]);
-                start = i + 1;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match CLASS[usize::from(b)] {
+            0 => {
+                i += 1;
                 continue;
             }
-            _ => continue,
-        };
-        put(&s.as_bytes()[start..i]);
-        put(esc);
-        start = i + c.len_utf8();
+            2 => {
+                if bytes.get(i + 1) == Some(&0x80) && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9))
+                {
+                    put(&bytes[start..i]);
+                    put(if bytes[i + 2] == 0xa8 {
+                        b"\\u2028"
+                    } else {
+                        b"\\u2029"
+                    });
+                    i += 3;
+                    start = i;
+                } else {
+                    i += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        put(&bytes[start..i]);
+        match b {
+            b'"' => put(b"\\\""),
+            b'\\' => put(b"\\\\"),
+            b'\n' => put(b"\\n"),
+            b'\r' => put(b"\\r"),
+            b'\t' => put(b"\\t"),
+            0x08 => put(b"\\b"),
+            0x0c => put(b"\\f"),
+            _ => put(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]),
+        }
+        i += 1;
+        start = i;
     }
-    put(&s.as_bytes()[start..]);
+    put(&bytes[start..]);
     put(b"\"");
 }
 
