@@ -892,3 +892,7 @@ impl AckTracker {
         moved.then_some(self.checkpoint)
     }
 }
+
+#[cfg(test)]
+#[path = "checkpoint_tests.rs"]
+mod tests;

@@ -533,3 +533,7 @@ pub fn presence_event(kind: PresenceKind, topic: &str, session: &Session) -> (St
     session.write_fields(&mut p);
     (kind.event_type().to_owned(), p)
 }
+
+#[cfg(test)]
+#[path = "presence_tests.rs"]
+mod tests;
