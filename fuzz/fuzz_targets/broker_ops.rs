@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
-use herald_core::broker::checkpoint::AckError;
+use herald_core::broker::AckError;
 use herald_core::broker::{BatchEvent, PublishOptions};
 use herald_core::log::{Durability, LogConfig};
 use herald_core::{Broker, BrokerConfig, BrokerError, Delivery, Filter, StartAt, Subscription};

@@ -11,7 +11,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use herald_core::broker::checkpoint::validate_name;
+use herald_core::broker::validate_consumer_name as validate_name;
 use herald_core::broker::{
     validate_correlation, validate_event_type, validate_topic, TopicPattern,
 };

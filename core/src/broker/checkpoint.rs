@@ -104,11 +104,11 @@ const SEQ_OFF: usize = GEN_OFF + 8;
 const CRC_OFF: usize = SEQ_OFF + 8;
 const RESERVED_OFF: usize = CRC_OFF + 4;
 /// Bytes in one slot.
-pub const SLOT_LEN: usize = RESERVED_OFF + 4;
+pub(crate) const SLOT_LEN: usize = RESERVED_OFF + 4;
 /// Offset of slot 1 (slot 0 is at offset 0).
-pub const SLOT_STRIDE: u64 = 4096;
+pub(crate) const SLOT_STRIDE: u64 = 4096;
 /// The length of every checkpoint file.
-pub const FILE_LEN: u64 = SLOT_STRIDE + SLOT_LEN as u64;
+pub(crate) const FILE_LEN: u64 = SLOT_STRIDE + SLOT_LEN as u64;
 
 /// Everything that can go wrong with checkpoints.
 #[derive(Debug)]
@@ -324,7 +324,7 @@ struct Entry {
 /// What [`CheckpointStore::open_repair`] found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct OpenReport {
+pub(crate) struct OpenReport {
     /// Consumers loaded.
     pub loaded: usize,
     /// Leftover `.ckpt.tmp` files of interrupted creations, deleted.
@@ -340,7 +340,7 @@ pub struct OpenReport {
 /// Thread-safe: commits for different consumers proceed in parallel; commits
 /// for one consumer are serialised.
 #[derive(Debug)]
-pub struct CheckpointStore {
+pub(crate) struct CheckpointStore {
     dir: PathBuf,
     entries: RwLock<HashMap<String, Arc<Mutex<Entry>>>>,
 }
@@ -348,13 +348,16 @@ pub struct CheckpointStore {
 impl CheckpointStore {
     /// Opens (creating if needed) the store in `dir` and loads every
     /// checkpoint. Any corrupt checkpoint file is an error naming it.
-    pub fn open(dir: &Path) -> Result<CheckpointStore, CheckpointError> {
+    pub(crate) fn open(dir: &Path) -> Result<CheckpointStore, CheckpointError> {
         Self::open_inner(dir, false).map(|(s, _)| s)
     }
 
     /// Like [`open`](Self::open), but moves corrupt checkpoint files aside
     /// (renamed to `<file>.corrupt`), drops those consumers and reports them.
-    pub fn open_repair(dir: &Path) -> Result<(CheckpointStore, OpenReport), CheckpointError> {
+    #[cfg(test)]
+    pub(crate) fn open_repair(
+        dir: &Path,
+    ) -> Result<(CheckpointStore, OpenReport), CheckpointError> {
         Self::open_inner(dir, true)
     }
 
@@ -433,11 +436,6 @@ impl CheckpointStore {
         ))
     }
 
-    /// The store's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn path_of(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}{FILE_SUFFIX}"))
     }
@@ -448,14 +446,14 @@ impl CheckpointStore {
 
     /// The checkpoint of consumer `name`, if it has one (`None` also for an
     /// invalid name).
-    pub fn get(&self, name: &str) -> Option<u64> {
+    pub(crate) fn get(&self, name: &str) -> Option<u64> {
         let e = self.entry(name)?;
         let g = e.lock();
         g.state.as_ref().map(|s| s.seq)
     }
 
     /// The names of all consumers with a checkpoint, sorted.
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         let map = self.entries.read();
         let mut v: Vec<String> = map
             .iter()
@@ -467,13 +465,15 @@ impl CheckpointStore {
     }
 
     /// The number of consumers with a checkpoint.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         let map = self.entries.read();
         map.values().filter(|e| e.lock().state.is_some()).count()
     }
 
     /// Whether no consumer has a checkpoint.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -486,20 +486,20 @@ impl CheckpointStore {
     /// Committing the current value again is a no-op (plus an fsync if `sync`
     /// and the value was not synced yet). A smaller value is
     /// [`CheckpointError::Backwards`].
-    pub fn commit(&self, name: &str, seq: u64, sync: bool) -> Result<(), CheckpointError> {
+    pub(crate) fn commit(&self, name: &str, seq: u64, sync: bool) -> Result<(), CheckpointError> {
         self.write(name, seq, sync, false, true)
     }
 
     /// [`commit`](Self::commit) to an existing checkpoint only: a consumer
     /// without one (never created, or removed, even concurrently) is
     /// [`CheckpointError::Unknown`], and is not brought back.
-    pub fn advance(&self, name: &str, seq: u64, sync: bool) -> Result<(), CheckpointError> {
+    pub(crate) fn advance(&self, name: &str, seq: u64, sync: bool) -> Result<(), CheckpointError> {
         self.write(name, seq, sync, false, false)
     }
 
     /// Sets consumer `name`'s checkpoint to `seq`, even backwards (to replay
     /// again). Always synced. Creates the consumer if it has no checkpoint.
-    pub fn reset(&self, name: &str, seq: u64) -> Result<(), CheckpointError> {
+    pub(crate) fn reset(&self, name: &str, seq: u64) -> Result<(), CheckpointError> {
         self.write(name, seq, true, true, true)
     }
 
@@ -601,7 +601,7 @@ impl CheckpointStore {
     }
 
     /// Deletes consumer `name`'s checkpoint (durably) and returns it.
-    pub fn remove(&self, name: &str) -> Result<Option<u64>, CheckpointError> {
+    pub(crate) fn remove(&self, name: &str) -> Result<Option<u64>, CheckpointError> {
         validate_name(name)?;
         // Hold the map lock throughout, so that no new file for `name` can be
         // created before the old one is unlinked.
@@ -796,7 +796,7 @@ impl std::error::Error for AckError {}
 /// consumer that acknowledges in order keeps it near empty; the broker bounds
 /// the rest with [`unacked`](Self::unacked).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AckTracker {
+pub(crate) struct AckTracker {
     checkpoint: u64,
     last_delivered: u64,
     /// Delivered sequences above the checkpoint, increasing, with their acked
@@ -807,7 +807,7 @@ pub struct AckTracker {
 
 impl AckTracker {
     /// A tracker whose checkpoint is `initial` (0: nothing consumed).
-    pub fn new(initial: u64) -> AckTracker {
+    pub(crate) fn new(initial: u64) -> AckTracker {
         AckTracker {
             checkpoint: initial,
             last_delivered: initial,
@@ -817,23 +817,25 @@ impl AckTracker {
     }
 
     /// The checkpoint: every delivered event `<=` it is acknowledged.
-    pub fn checkpoint(&self) -> u64 {
+    pub(crate) fn checkpoint(&self) -> u64 {
         self.checkpoint
     }
 
     /// The last delivered sequence (or the initial checkpoint).
-    pub fn last_delivered(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn last_delivered(&self) -> u64 {
         self.last_delivered
     }
 
     /// Delivered events not acknowledged yet.
-    pub fn unacked(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn unacked(&self) -> usize {
         self.unacked
     }
 
     /// Records that event `seq` was delivered. It must be above every
     /// sequence delivered before and above the checkpoint.
-    pub fn delivered(&mut self, seq: u64) -> Result<(), AckError> {
+    pub(crate) fn delivered(&mut self, seq: u64) -> Result<(), AckError> {
         if seq <= self.last_delivered {
             return Err(AckError::NotIncreasing {
                 seq,
@@ -848,7 +850,7 @@ impl AckTracker {
 
     /// Acknowledges delivered event `seq`. Returns the new checkpoint if it
     /// advanced. Idempotent; `seq <= checkpoint` is `Ok(None)`.
-    pub fn ack(&mut self, seq: u64) -> Result<Option<u64>, AckError> {
+    pub(crate) fn ack(&mut self, seq: u64) -> Result<Option<u64>, AckError> {
         if seq <= self.checkpoint {
             return Ok(None);
         }
@@ -865,7 +867,7 @@ impl AckTracker {
 
     /// Acknowledges every delivered event `<= seq`. Returns the new checkpoint
     /// if it advanced.
-    pub fn ack_up_to(&mut self, seq: u64) -> Option<u64> {
+    pub(crate) fn ack_up_to(&mut self, seq: u64) -> Option<u64> {
         let old = self.checkpoint;
         while let Some(&(s, acked)) = self.pending.front() {
             if s > seq {
@@ -892,3 +894,7 @@ impl AckTracker {
         moved.then_some(self.checkpoint)
     }
 }
+
+#[cfg(test)]
+#[path = "checkpoint_tests.rs"]
+mod tests;

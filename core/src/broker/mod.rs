@@ -24,11 +24,11 @@
 //! again, by itself. Only records deleted by retention are ever missed, and
 //! those arrive as an explicit [`Gap`].
 
-pub mod checkpoint;
+mod checkpoint;
 pub(crate) mod event;
 mod filter;
 mod metrics;
-pub mod presence;
+mod presence;
 mod subscription;
 mod topics;
 
@@ -43,13 +43,17 @@ use crate::log::{Log, LogConfig, LogError, RecordRef};
 use crate::ring::{self, Ring, RingConfig};
 use crate::sync::Ordering;
 
+pub use checkpoint::{
+    validate_name as validate_consumer_name, AckError, CheckpointError,
+    MAX_NAME_LEN as MAX_CONSUMER_NAME_LEN,
+};
 pub use event::{
     validate_correlation, validate_event_type, Delivery, DeliveryRef, Event, EventRef, Gap,
     MAX_CORRELATION_LEN, MAX_TYPE_LEN,
 };
 pub use filter::{Filter, TopicPattern};
 pub use metrics::MetricsSnapshot;
-pub use presence::{Session, PRESENCE_PREFIX};
+pub use presence::{PresenceError, Session, PRESENCE_PREFIX};
 pub use subscription::{StartAt, Subscription};
 pub use topics::{validate_topic, MAX_TOPIC_LEN};
 

@@ -54,7 +54,7 @@ pub struct Session {
 
 /// What [`Presence::join`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PresenceChange {
+pub(crate) enum PresenceChange {
     /// A new session; publish a `presence.join` event.
     Joined(Session),
     /// The client was already present: user, device and metadata were
@@ -65,7 +65,8 @@ pub enum PresenceChange {
 
 impl PresenceChange {
     /// The session as it is now.
-    pub fn session(&self) -> &Session {
+    #[cfg(test)]
+    pub(crate) fn session(&self) -> &Session {
         match self {
             PresenceChange::Joined(s) | PresenceChange::Refreshed(s) => s,
         }
@@ -74,7 +75,7 @@ impl PresenceChange {
 
 /// The kind of a presence event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PresenceKind {
+pub(crate) enum PresenceKind {
     /// A session joined.
     Join,
     /// A session left.
@@ -85,7 +86,7 @@ pub enum PresenceKind {
 
 impl PresenceKind {
     /// The event type: `presence.join`, `presence.leave` or `presence.expire`.
-    pub fn event_type(self) -> &'static str {
+    pub(crate) fn event_type(self) -> &'static str {
         match self {
             PresenceKind::Join => "presence.join",
             PresenceKind::Leave => "presence.leave",
@@ -96,7 +97,7 @@ impl PresenceKind {
 
 /// The registry's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PresenceConfig {
+pub(crate) struct PresenceConfig {
     /// A session expires when its last heartbeat is more than this old.
     pub ttl: Duration,
     /// The most sessions one topic may hold.
@@ -108,15 +109,15 @@ pub struct PresenceConfig {
 }
 
 /// Default [`PresenceConfig::max_sessions_per_topic`].
-pub const DEFAULT_MAX_SESSIONS_PER_TOPIC: usize = 100_000;
+pub(crate) const DEFAULT_MAX_SESSIONS_PER_TOPIC: usize = 100_000;
 /// Default [`PresenceConfig::max_field_len`].
-pub const DEFAULT_MAX_FIELD_LEN: usize = 256;
+pub(crate) const DEFAULT_MAX_FIELD_LEN: usize = 256;
 /// Default [`PresenceConfig::max_metadata_len`].
-pub const DEFAULT_MAX_METADATA_LEN: usize = 4096;
+pub(crate) const DEFAULT_MAX_METADATA_LEN: usize = 4096;
 
 impl PresenceConfig {
     /// The defaults with the given TTL.
-    pub fn with_ttl(ttl: Duration) -> PresenceConfig {
+    pub(crate) fn with_ttl(ttl: Duration) -> PresenceConfig {
         PresenceConfig {
             ttl,
             max_sessions_per_topic: DEFAULT_MAX_SESSIONS_PER_TOPIC,
@@ -239,7 +240,7 @@ impl Inner {
 
 /// The presence registry. See the module documentation.
 #[derive(Debug)]
-pub struct Presence {
+pub(crate) struct Presence {
     config: PresenceConfig,
     ttl_ns: u64,
     inner: Mutex<Inner>,
@@ -247,22 +248,17 @@ pub struct Presence {
 
 impl Presence {
     /// A registry with the given TTL and the default limits.
-    pub fn new(ttl: Duration) -> Presence {
+    pub(crate) fn new(ttl: Duration) -> Presence {
         Presence::with_config(PresenceConfig::with_ttl(ttl))
     }
 
     /// A registry with the given configuration.
-    pub fn with_config(config: PresenceConfig) -> Presence {
+    pub(crate) fn with_config(config: PresenceConfig) -> Presence {
         Presence {
             ttl_ns: u64::try_from(config.ttl.as_nanos()).unwrap_or(u64::MAX),
             config,
             inner: Mutex::new(Inner::default()),
         }
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &PresenceConfig {
-        &self.config
     }
 
     fn check_field(&self, field: &'static str, v: &str, max: usize) -> Result<(), PresenceError> {
@@ -279,7 +275,7 @@ impl Presence {
     /// Adds client `client_id` to `topic`, or refreshes its session if it is
     /// already there (replacing user, device and metadata). `metadata` must be
     /// empty or valid JSON.
-    pub fn join(
+    pub(crate) fn join(
         &self,
         topic: &str,
         client_id: &str,
@@ -341,7 +337,7 @@ impl Presence {
     }
 
     /// Records a heartbeat of `client_id`'s session on `topic`.
-    pub fn heartbeat(
+    pub(crate) fn heartbeat(
         &self,
         topic: &str,
         client_id: &str,
@@ -359,7 +355,8 @@ impl Presence {
 
     /// Records a heartbeat of every session of `client_id` (a connection-level
     /// keep-alive). Returns how many sessions it refreshed.
-    pub fn heartbeat_client(&self, client_id: &str, now_ns: u64) -> usize {
+    #[cfg(test)]
+    pub(crate) fn heartbeat_client(&self, client_id: &str, now_ns: u64) -> usize {
         let mut g = self.inner.lock();
         let topics: Vec<String> = match g.clients.get(client_id) {
             Some(ts) => ts.iter().cloned().collect(),
@@ -373,14 +370,15 @@ impl Presence {
 
     /// Removes `client_id`'s session on `topic` and returns it (publish a
     /// `presence.leave` event). `now_ns` is the time of leaving (not stored).
-    pub fn leave(&self, topic: &str, client_id: &str, now_ns: u64) -> Option<Session> {
+    pub(crate) fn leave(&self, topic: &str, client_id: &str, now_ns: u64) -> Option<Session> {
         let _ = now_ns;
         self.inner.lock().remove(topic, client_id)
     }
 
     /// Removes every session of `client_id` (on disconnect) and returns them
     /// with their topics, sorted by topic.
-    pub fn leave_client(&self, client_id: &str, now_ns: u64) -> Vec<(String, Session)> {
+    #[cfg(test)]
+    pub(crate) fn leave_client(&self, client_id: &str, now_ns: u64) -> Vec<(String, Session)> {
         let _ = now_ns;
         let mut g = self.inner.lock();
         let Some(topics) = g.clients.get(client_id).cloned() else {
@@ -395,7 +393,7 @@ impl Presence {
     /// Removes and returns every session whose last heartbeat is more than
     /// the TTL before `now_ns` (`now_ns - last_heartbeat_ns > ttl`), as
     /// `(topic, session)`, oldest heartbeat first (ties by topic, then client).
-    pub fn expire(&self, now_ns: u64) -> Vec<(String, Session)> {
+    pub(crate) fn expire(&self, now_ns: u64) -> Vec<(String, Session)> {
         let mut g = self.inner.lock();
         let mut out = Vec::new();
         while let Some((hb, topic, client)) = g.by_heartbeat.first().cloned() {
@@ -415,7 +413,7 @@ impl Presence {
     }
 
     /// The sessions on `topic`, sorted by client id.
-    pub fn list(&self, topic: &str) -> Vec<Session> {
+    pub(crate) fn list(&self, topic: &str) -> Vec<Session> {
         let g = self.inner.lock();
         g.topics
             .get(topic)
@@ -424,18 +422,21 @@ impl Presence {
     }
 
     /// One session.
-    pub fn session(&self, topic: &str, client_id: &str) -> Option<Session> {
+    #[cfg(test)]
+    pub(crate) fn session(&self, topic: &str, client_id: &str) -> Option<Session> {
         let g = self.inner.lock();
         g.topics.get(topic)?.get(client_id).cloned()
     }
 
     /// The number of sessions on `topic`.
-    pub fn count(&self, topic: &str) -> usize {
+    #[cfg(test)]
+    pub(crate) fn count(&self, topic: &str) -> usize {
         self.inner.lock().topics.get(topic).map_or(0, BTreeMap::len)
     }
 
     /// The topics `client_id` is present on, sorted.
-    pub fn topics_of(&self, client_id: &str) -> Vec<String> {
+    #[cfg(test)]
+    pub(crate) fn topics_of(&self, client_id: &str) -> Vec<String> {
         let g = self.inner.lock();
         g.clients
             .get(client_id)
@@ -444,7 +445,8 @@ impl Presence {
     }
 
     /// The topics with at least one session, sorted.
-    pub fn topics(&self) -> Vec<String> {
+    #[cfg(test)]
+    pub(crate) fn topics(&self) -> Vec<String> {
         let g = self.inner.lock();
         let mut v: Vec<String> = g.topics.keys().cloned().collect();
         v.sort();
@@ -452,12 +454,14 @@ impl Presence {
     }
 
     /// The total number of sessions.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.inner.lock().by_heartbeat.len()
     }
 
     /// Whether there is no session at all.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
@@ -525,7 +529,11 @@ impl Session {
 ///
 /// (The server relies on the topic coming first: it strips the tenant
 /// prefix from it.)
-pub fn presence_event(kind: PresenceKind, topic: &str, session: &Session) -> (String, Vec<u8>) {
+pub(crate) fn presence_event(
+    kind: PresenceKind,
+    topic: &str,
+    session: &Session,
+) -> (String, Vec<u8>) {
     let mut p = Vec::with_capacity(session.json_capacity() + topic.len());
     p.extend_from_slice(b"{\"topic\":");
     json::write_string(&mut p, topic);
@@ -533,3 +541,7 @@ pub fn presence_event(kind: PresenceKind, topic: &str, session: &Session) -> (St
     session.write_fields(&mut p);
     (kind.event_type().to_owned(), p)
 }
+
+#[cfg(test)]
+#[path = "presence_tests.rs"]
+mod tests;

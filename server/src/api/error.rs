@@ -4,8 +4,8 @@
 
 use std::fmt;
 
-use herald_core::broker::checkpoint::CheckpointError;
 use herald_core::broker::BrokerError;
+use herald_core::broker::CheckpointError;
 
 /// A refused request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use herald_core::broker::checkpoint::{self, CheckpointError};
+use herald_core::broker::{validate_consumer_name, CheckpointError, MAX_CONSUMER_NAME_LEN};
 use herald_core::broker::{
     validate_topic, BatchEvent, BrokerError, Filter, PublishOptions, StartAt, Subscription,
 };
@@ -331,8 +331,8 @@ impl Caller<'_> {
     fn consumer(&self, name: &str) -> Result<String, ApiError> {
         self.grants.check_consume()?;
         let internal = self.grants.internal(name);
-        checkpoint::validate_name(&internal).map_err(|_| {
-            let max = checkpoint::MAX_NAME_LEN - self.grants.prefix_len();
+        validate_consumer_name(&internal).map_err(|_| {
+            let max = MAX_CONSUMER_NAME_LEN - self.grants.prefix_len();
             ApiError::invalid(format!(
                 "invalid consumer name {name:?}: 1 to {max} bytes of letters, digits, '_', '.', '-'"
             ))

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use herald_core::broker::checkpoint::{
+use super::{
     validate_name, AckError, AckTracker, CheckpointError, CheckpointStore, FILE_LEN, SLOT_STRIDE,
 };
 use proptest::prelude::*;
@@ -543,7 +543,12 @@ fn kill_9_at_any_moment_keeps_a_committed_value() {
     let mut total_ok = 0usize;
     for i in 0..kills {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "broker::checkpoint::tests::crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_DIR, dir.path())
             .env(CHILD_FRESH, format!("fresh{i}"))
             .stdout(Stdio::piped())

@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use herald_core::broker::presence::{
+use super::{
     presence_event, Presence, PresenceChange, PresenceConfig, PresenceError, PresenceKind, Session,
 };
-use herald_core::json;
+use crate::json;
 use proptest::prelude::*;
 
 const S: u64 = 1_000_000_000;
