@@ -253,6 +253,16 @@ impl StompSession {
         if matches!(self.stage, Stage::Done) {
             return Flow::Close;
         }
+        // The usual message is whole frames: parsed where it lies. Only the
+        // start of a frame is kept, and re-parsed when what it waits for has
+        // come.
+        if self.input.is_empty() {
+            let (flow, at) = self.frames(cx, bytes, out);
+            if flow == Flow::Continue {
+                self.input.extend_from_slice(&bytes[at..]);
+            }
+            return flow;
+        }
         self.input.extend_from_slice(bytes);
         if !self.until.reached(bytes, self.input.len()) {
             if self.input.len() > self.limits.max_frame() {
@@ -261,33 +271,48 @@ impl StompSession {
             }
             return Flow::Continue;
         }
-        let input = std::mem::take(&mut self.input);
+        let mut input = std::mem::take(&mut self.input);
+        let (flow, at) = self.frames(cx, &input, out);
+        if flow == Flow::Continue {
+            input.drain(..at);
+            self.input = input;
+        }
+        flow
+    }
+
+    /// Answers every whole frame at the front of `input`; returns the flow
+    /// and how many bytes were used (the rest is the start of a frame, its
+    /// wait in `until`).
+    fn frames(
+        &mut self,
+        cx: &mut WsContext<'_>,
+        input: &[u8],
+        out: &mut Vec<Vec<u8>>,
+    ) -> (Flow, usize) {
         let mut at = 0;
         loop {
             match stomp::parse(&input[at..], self.limits) {
                 Ok(Parsed::HeartBeat(n)) => at += n,
                 Ok(Parsed::Incomplete(until)) => {
-                    // What is left is the start of a frame, bounded above.
                     self.until = until;
-                    self.input = input[at..].to_vec();
-                    return Flow::Continue;
+                    return (Flow::Continue, at);
                 }
                 Ok(Parsed::Frame(frame, n)) => {
                     at += n;
                     let receipt = frame.header("receipt");
                     let flow = match self.handle(cx, &frame, out) {
                         Ok(flow) => flow,
-                        Err(e) => return self.refuse(&e, receipt, out),
+                        Err(e) => return (self.refuse(&e, receipt, out), at),
                     };
                     if let Some(r) = receipt {
                         out.push(stomp::encode("RECEIPT", &[("receipt-id", r)], b""));
                     }
                     if flow == Flow::Close {
                         self.stage = Stage::Done;
-                        return Flow::Close;
+                        return (Flow::Close, at);
                     }
                 }
-                Err(e) => return self.refuse(&frame_error(&e), None, out),
+                Err(e) => return (self.refuse(&frame_error(&e), None, out), at),
             }
         }
     }
@@ -451,15 +476,25 @@ impl StompSession {
             ));
         }
         let (_, topic) = destination_topic(&self.destinations, required(frame, "destination")?)?;
-        let topic = topic.to_owned();
-        let event_type = frame.header("herald-type").unwrap_or("message").to_owned();
-        let correlation_id = frame.header("herald-correlation-id").map(str::to_owned);
-        let data = body_json(frame)?;
-        let held = Held {
-            topic,
-            event_type,
-            correlation_id,
-            data,
+        // A JSON body is borrowed from the frame; only text is re-encoded.
+        let text_body: Box<RawValue>;
+        let data = match body(frame)? {
+            Body::Json(raw) => raw,
+            Body::Text(text) => {
+                text_body = super::ops::raw_string(text);
+                &text_body
+            }
+        };
+        let op = Publish {
+            topic: topic.to_owned(),
+            event_type: frame.header("herald-type").unwrap_or("message").to_owned(),
+            data: Some(data),
+            origin: None,
+            correlation_id: frame.header("herald-correlation-id").map(str::to_owned),
+        };
+        let caller = Caller {
+            broker: cx.broker,
+            grants,
         };
         match frame.header("transaction") {
             Some(tx) => {
@@ -474,19 +509,16 @@ impl StompSession {
                 }
                 // Checked now as well as at COMMIT: a bad SEND is refused
                 // when it arrives.
-                Caller {
-                    broker: cx.broker,
-                    grants,
-                }
-                .check(&held.publish())?;
-                list.push(held);
+                caller.check(&op)?;
+                list.push(Held {
+                    data: data.to_owned(),
+                    topic: op.topic,
+                    event_type: op.event_type,
+                    correlation_id: op.correlation_id,
+                });
             }
             None => {
-                let caller = Caller {
-                    broker: cx.broker,
-                    grants,
-                };
-                caller.publish(&PublishRequest::One(held.publish()))?;
+                caller.publish(&PublishRequest::One(op))?;
             }
         }
         Ok(())
@@ -494,7 +526,7 @@ impl StompSession {
 
     /// COMMIT: the transaction's SENDs, stored together or not at all.
     fn commit(&mut self, cx: &mut WsContext<'_>, frame: &Frame<'_>) -> Result<(), ApiError> {
-        self.grants()?;
+        let grants = grants_of(&self.stage)?;
         let tx = id(frame, "transaction")?;
         let held = self
             .transactions
@@ -505,7 +537,7 @@ impl StompSession {
         }
         let caller = Caller {
             broker: cx.broker,
-            grants: self.grants()?,
+            grants,
         };
         let ops = held.iter().map(Held::publish).collect();
         caller.publish(&PublishRequest::Batch(ops))?;
@@ -630,12 +662,12 @@ impl StompSession {
     /// up to the message (Herald's checkpoints are cumulative, so with
     /// client-individual an ACK also covers earlier unacknowledged ones).
     fn ack(&mut self, cx: &mut WsContext<'_>, frame: &Frame<'_>) -> Result<(), ApiError> {
-        self.grants()?;
-        let (name, seq) = self.acked_sub(frame)?;
         let grants = grants_of(&self.stage)?;
-        let Some(sub) = self.subs.get_mut(&name) else {
-            return Ok(());
-        };
+        let (name, seq) = self.acked_sub(frame)?;
+        let sub = self
+            .subs
+            .get_mut(&name)
+            .ok_or_else(|| ApiError::NotFound(format!("no subscription {name:?}")))?;
         if seq <= sub.acked {
             return Ok(());
         }
@@ -662,9 +694,15 @@ impl Held {
     }
 }
 
-/// A SEND's body as the event's payload: JSON as sent when the content type
-/// is JSON (or not given), a JSON string when it is text (`text/plain`, …).
-fn body_json(frame: &Frame<'_>) -> Result<Box<RawValue>, ApiError> {
+/// A SEND's body: JSON as sent when the content type is JSON (or not
+/// given; an empty body is `null`), text to become a JSON string when it
+/// is `text/*`.
+enum Body<'f> {
+    Json(&'f RawValue),
+    Text(&'f str),
+}
+
+fn body<'f>(frame: &Frame<'f>) -> Result<Body<'f>, ApiError> {
     let text = std::str::from_utf8(frame.body)
         .map_err(|_| ApiError::invalid("the body must be UTF-8 (JSON or text)"))?;
     let content_type = frame.header("content-type").unwrap_or("application/json");
@@ -674,10 +712,11 @@ fn body_json(frame: &Frame<'_>) -> Result<Box<RawValue>, ApiError> {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
     if json {
         let text = if text.trim().is_empty() { "null" } else { text };
-        RawValue::from_string(text.to_owned())
+        serde_json::from_str::<&RawValue>(text)
+            .map(Body::Json)
             .map_err(|e| ApiError::invalid(format!("the body is not JSON: {e}")))
     } else if content_type.starts_with("text/") {
-        Ok(super::ops::raw_string(text))
+        Ok(Body::Text(text))
     } else {
         Err(ApiError::invalid(format!(
             "content-type {content_type:?}: Herald payloads are JSON (application/json) or text (text/*)"

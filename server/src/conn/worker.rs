@@ -538,11 +538,17 @@ impl Worker {
         }
         match &mut conn.mode {
             Mode::Ws(ws) => {
-                if let WsStatus::Closed = ws.timers(now, &mut conn.output) {
+                // Written only if a STOMP heart-beat or close was queued.
+                let queued = conn.output.pending();
+                let status = ws.timers(now, &mut conn.output);
+                let wrote = conn.output.pending() > queued;
+                if let WsStatus::Closed = status {
                     conn.close_when_flushed();
                     self.retire_streams(index);
                 }
-                self.flush_or_close(index);
+                if wrote || matches!(status, WsStatus::Closed) {
+                    self.flush_or_close(index);
+                }
                 false
             }
             Mode::Sse { next_keepalive, .. } if now >= *next_keepalive => {
