@@ -217,4 +217,14 @@ function uniqueTopic(prefix) {
     return `${prefix}.${process.pid}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6)}`;
 }
 
-module.exports = { HERALD_BIN, Herald, WsClient, freePort, tempDir, uniqueTopic, waitUntil };
+/** Debian's Chromium, headless, with what this machine's closed network and
+ *  a root user need (no sandbox, no background connections). */
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+
+module.exports = {
+    CHROMIUM, CHROMIUM_ARGS, HERALD_BIN, Herald, WsClient, freePort, tempDir, uniqueTopic, waitUntil,
+};

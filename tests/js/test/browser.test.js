@@ -13,13 +13,10 @@ const { test, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const { chromium } = require('playwright-core');
-const { Herald, tempDir, uniqueTopic, waitUntil } = require('../lib/herald.js');
+const {
+    CHROMIUM, CHROMIUM_ARGS, Herald, tempDir, uniqueTopic, waitUntil,
+} = require('../lib/herald.js');
 
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const ARGS = [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
 
 const cleanups = [];
 after(async () => {
@@ -84,7 +81,7 @@ test('Chromium: EventSource and WebSocket survive a herald kill and restart, eve
 
     const profile = tempDir('herald-js-chromium-');
     const context = await chromium.launchPersistentContext(profile, {
-        executablePath: CHROMIUM, headless: true, args: ARGS, timeout: 60000,
+        executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 60000,
     });
     cleanups.push(async () => {
         let timer;

@@ -10,14 +10,11 @@ const path = require('node:path');
 const WebSocket = require('ws');
 const { Client } = require('@stomp/stompjs');
 const { chromium } = require('playwright-core');
-const { Herald, WsClient, tempDir, uniqueTopic, waitUntil } = require('../lib/herald.js');
+const {
+    CHROMIUM, CHROMIUM_ARGS, Herald, WsClient, uniqueTopic, waitUntil,
+} = require('../lib/herald.js');
 
 const SUBPROTOCOLS = ['v12.stomp', 'v11.stomp', 'v10.stomp'];
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const ARGS = [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
 
 const cleanups = [];
 after(async () => {
@@ -269,7 +266,7 @@ test('a client silent past its heart-beat is closed; one that beats stays', asyn
 test('headless Chromium: stompjs on the page subscribes, sends with a receipt and receives', async () => {
     const h = await server();
     const topic = uniqueTopic('stomp.browser');
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
     cleanups.push(() => browser.close());
     const page = await browser.newPage();
     await page.goto(`${h.url}/healthz`);
