@@ -535,3 +535,105 @@ proptest! {
         prop_assert!(http.agrees(&ws, true), "{:?}\nHTTP: {:?}\nWS:   {:?}", req, http, ws);
     }
 }
+
+/// The table's publishes that STOMP can say (a string type, a string or no
+/// correlation id, any `data`, nothing else) as `SEND` frames, each on a
+/// fresh STOMP connection (an `ERROR` closes it): the verdict's code must be
+/// HTTP's (invariant 8 on the third transport).
+#[test]
+fn stomp_sends_get_the_same_verdict_as_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::start(dir.path());
+    let (mut compared, mut refused, mut disagreements) = (0, 0, Vec::new());
+    for req in table() {
+        let Request::Publish(topic, body) = &req else {
+            continue;
+        };
+        let Some(fields) = body.as_object() else {
+            continue;
+        };
+        let sayable = fields
+            .keys()
+            .all(|k| ["type", "data", "correlation_id"].contains(&k.as_str()))
+            && fields.get("type").is_some_and(Value::is_string)
+            && fields.get("correlation_id").is_none_or(Value::is_string);
+        if !sayable {
+            continue;
+        }
+        let http = client.http(
+            "POST",
+            &format!("/v1/topics/{topic}/events"),
+            &body.to_string(),
+        );
+        let stomp = client.stomp_send(topic, fields);
+        let agree = match (&http, &stomp) {
+            (Verdict::Accepted(_), Verdict::Accepted(_)) => true,
+            (Verdict::Refused(c1, _), Verdict::Refused(c2, _)) => c1 == c2,
+            _ => false,
+        };
+        if !agree {
+            disagreements.push(format!(
+                "{req:?}\n    HTTP:  {http:?}\n    STOMP: {stomp:?}"
+            ));
+        }
+        compared += 1;
+        refused += usize::from(matches!(http, Verdict::Refused(..)));
+    }
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    // Both outcomes are exercised.
+    assert!(
+        compared >= 10 && refused > 1 && refused < compared,
+        "{compared} {refused}"
+    );
+}
+
+impl Client {
+    /// A `SEND` of `fields` to `topic` with a receipt, on a new STOMP
+    /// connection: `RECEIPT` is accepted, `ERROR` refused with its code.
+    fn stomp_send(&self, topic: &str, fields: &Map<String, Value>) -> Verdict {
+        let url = format!(
+            "ws://{}/v1/stomp?access_token={}",
+            self.server.local_addr(),
+            self.token
+        );
+        let (mut ws, _) = tungstenite::connect(url).unwrap();
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        }
+        let connect =
+            herald_server::fuzzing::encode_stomp("CONNECT", &[("accept-version", "1.2")], b"");
+        ws.send(Message::binary(connect)).unwrap();
+        let destination = format!("/topic/{topic}");
+        let mut headers = vec![
+            ("destination", destination.as_str()),
+            ("herald-type", fields["type"].as_str().unwrap()),
+            ("receipt", "r"),
+        ];
+        if let Some(c) = fields.get("correlation_id").and_then(Value::as_str) {
+            headers.push(("herald-correlation-id", c));
+        }
+        let data = fields
+            .get("data")
+            .map_or_else(String::new, Value::to_string);
+        let send = herald_server::fuzzing::encode_stomp("SEND", &headers, data.as_bytes());
+        ws.send(Message::binary(send)).unwrap();
+        loop {
+            let frame = match ws.read().unwrap() {
+                Message::Text(t) => t.as_str().to_owned(),
+                Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+                _ => continue,
+            };
+            if frame.starts_with("RECEIPT\n") {
+                return Verdict::Accepted(Vec::new());
+            }
+            if frame.starts_with("ERROR\n") {
+                let code = frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix("herald-code:"))
+                    .unwrap_or("no herald-code")
+                    .to_owned();
+                return Verdict::Refused(code, frame);
+            }
+        }
+    }
+}
