@@ -1,7 +1,7 @@
 //! The JSON toolkit (`herald_core::json`): the string escaper against an
 //! independent decoder, the validator's accepts and rejects, compaction.
 
-use herald_core::json::{compact, validate, write_compact, write_string};
+use herald_core::json::{compact, validate, value_len, write_compact, write_string};
 use proptest::prelude::*;
 
 /// An independent decoder for one JSON string literal (the test's oracle).
@@ -176,6 +176,44 @@ proptest! {
             prop_assert!(compact(&s).is_err());
         }
     }
+
+    /// `value_len` finds where a leading value ends exactly when that value
+    /// validates on its own: a document split at the length it gives holds
+    /// a valid value, and what follows is untouched.
+    #[test]
+    fn value_len_splits_where_validate_agrees(
+        s in "[\\[\\]{}\":,0-9a-z\\\\. \\-+eE\u{1}é]{0,40}",
+        rest in "[ ,}\\]x]{0,3}",
+    ) {
+        let doc = format!("{s}{rest}");
+        match value_len(&doc) {
+            Ok(n) => {
+                prop_assert!(validate(&doc[..n]).is_ok());
+                prop_assert!(!doc[..n].ends_with(' '));
+                prop_assert!(doc[..n].starts_with(|c: char| c != ' '));
+            }
+            // No leading value: neither the whole text nor any prefix of it
+            // that ends at a rest byte validates without leading spaces.
+            Err(_) => prop_assert!(s.starts_with(' ') || validate(s.trim_end()).is_err()),
+        }
+    }
+}
+
+#[test]
+fn value_len_measures_the_leading_value() {
+    assert_eq!(value_len(r#"{"a":"x\"y"} ,"b""#), Ok(12));
+    assert_eq!(value_len("123,"), Ok(3));
+    assert_eq!(value_len(r#""\u00e9"}"#), Ok(8));
+    assert_eq!(value_len("[1,[2]]]"), Ok(7));
+    assert!(value_len(" 1").is_err(), "no leading whitespace");
+    assert!(value_len(r#""a\u0001""#).is_ok());
+    assert!(value_len("\"a\u{1}\"").is_err(), "a raw control character");
+    assert!(value_len(r#""\ud800""#).is_err(), "an unpaired surrogate");
+    let deep = "[".repeat(65) + &"]".repeat(65);
+    assert!(
+        value_len(&deep).is_err(),
+        "nested as deep as validate refuses"
+    );
 }
 
 #[test]

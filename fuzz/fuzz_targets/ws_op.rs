@@ -1,7 +1,9 @@
 //! Feeds arbitrary text to the decoders of client operations: WebSocket
 //! messages and the HTTP bodies (publish, ack, presence).
 //!
-//! The first byte picks the decoder, the rest is the text. What a decoder
+//! The first byte picks the decoder, the rest is the text. The WebSocket
+//! decoder's fast path for plain publishes must read a message exactly as
+//! the general decoder does. What a decoder
 //! accepts is compared with serde_json's own reading of the same text: the
 //! echoed `op` and `ref`, every decoded field, raw payloads (which must
 //! parse to the same JSON), batch bounds, and the start position a
@@ -75,6 +77,7 @@ fn ws(text: &[u8]) {
     let Ok(text) = std::str::from_utf8(text) else {
         return;
     };
+    assert!(fuzzing::decoders_agree(text), "fast path disagrees on {text:?}");
     let (op, reference, decoded) = fuzzing::decode_ws(text);
     if op.is_some() || decoded.is_ok() {
         assert!(is_json(text.as_bytes()), "accepted non-JSON {text:?}");

@@ -164,7 +164,7 @@ fn events(p: PublishRequest<'_>) -> (bool, Vec<PublishEvent>) {
     let one = |e: ops::Publish<'_>| PublishEvent {
         topic: e.topic,
         event_type: e.event_type,
-        data: e.data.map(|d| d.get().to_owned()),
+        data: e.data.map(str::to_owned),
         origin: e.origin,
         correlation_id: e.correlation_id,
     };
@@ -237,6 +237,19 @@ pub fn decode_ws(text: &str) -> (Option<String>, Value, Result<WsOp, String>) {
         Op::Ping(_) => WsOp::Ping,
     });
     (envelope.op, envelope.reference, op)
+}
+
+/// Whether the WebSocket decoder (with its fast path for plain publishes)
+/// and the general decoder read `text` alike: the same op, ref, fields
+/// and errors.
+pub fn decoders_agree(text: &str) -> bool {
+    let (envelope, mut op) = Op::decode(text);
+    // The fast path checks the payload as it decodes; the general decoder
+    // leaves that to execution.
+    if let Ok(Op::Publish(ops::PublishRequest::One(p))) = &mut op {
+        p.data_checked = false;
+    }
+    format!("{:?}", (envelope, op)) == format!("{:?}", Op::decode_general(text))
 }
 
 /// `POST /v1/topics/{topic}/events`: batch or not, and the events.

@@ -55,14 +55,18 @@ pub(crate) enum PublishedAll {
 /// subscribers' parsers need it (nested at most 64 deep, no unpaired
 /// surrogate escape). Line breaks (JSON whitespace, never inside a string)
 /// become spaces, so that the payload is one SSE `data:` line.
-fn payload<'a>(data: Option<&'a RawValue>) -> Result<Cow<'a, [u8]>, ApiError> {
-    let text = data.map_or("null", RawValue::get);
-    json::validate(text).map_err(|e| ApiError::invalid(format!("'data': {e}")))?;
-    Ok(if text.bytes().any(|b| b == b'\n' || b == b'\r') {
-        Cow::Owned(text.replace(['\n', '\r'], " ").into_bytes())
-    } else {
-        Cow::Borrowed(text.as_bytes())
-    })
+fn payload<'a>(op: &Publish<'a>) -> Result<Cow<'a, [u8]>, ApiError> {
+    let text = op.data.unwrap_or("null");
+    if !op.data_checked {
+        json::validate(text).map_err(|e| ApiError::invalid(format!("'data': {e}")))?;
+    }
+    Ok(
+        if memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_some() {
+            Cow::Owned(text.replace(['\n', '\r'], " ").into_bytes())
+        } else {
+            Cow::Borrowed(text.as_bytes())
+        },
+    )
 }
 
 fn options<'a>(op: &'a Publish<'_>) -> PublishOptions<'a> {
@@ -146,7 +150,7 @@ impl Caller<'_> {
     pub(crate) fn publish(&self, request: &PublishRequest<'_>) -> Result<PublishedAll, ApiError> {
         match request {
             PublishRequest::One(op) => {
-                let payload = payload(op.data)?;
+                let payload = payload(op)?;
                 let publisher = self.broker.publisher(&self.publish_topic(op)?)?;
                 let published = publisher.publish(&op.event_type, &payload, options(op))?;
                 Ok(PublishedAll::One(published.into()))
@@ -194,7 +198,7 @@ impl Caller<'_> {
     fn checked<'p>(&self, op: &Publish<'p>) -> Result<(String, Cow<'p, [u8]>), ApiError> {
         let topic = self.publish_topic(op)?;
         validate_topic(&topic)?;
-        let payload = payload(op.data)?;
+        let payload = payload(op)?;
         self.broker
             .check_event(&op.event_type, &payload, options(op))?;
         Ok((topic, payload))

@@ -8,6 +8,7 @@
 pub(crate) mod auth;
 pub(crate) mod error;
 pub(crate) mod exec;
+mod fast_publish;
 pub(crate) mod http;
 pub(crate) mod ops;
 pub(crate) mod origins;

@@ -488,9 +488,10 @@ impl StompSession {
         let op = Publish {
             topic: topic.to_owned(),
             event_type: frame.header("herald-type").unwrap_or("message").to_owned(),
-            data: Some(data),
+            data: Some(data.get()),
             origin: None,
             correlation_id: frame.header("herald-correlation-id").map(str::to_owned),
+            data_checked: false,
         };
         let caller = Caller {
             broker: cx.broker,
@@ -687,9 +688,10 @@ impl Held {
         Publish {
             topic: self.topic.clone(),
             event_type: self.event_type.clone(),
-            data: Some(&self.data),
+            data: Some(self.data.get()),
             origin: None,
             correlation_id: self.correlation_id.clone(),
+            data_checked: false,
         }
     }
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::auth::{Authenticator, Grants};
 use super::error::ApiError;
-use super::exec::{Caller, Reset, Session};
+use super::exec::{Caller, Published, PublishedAll, Reset, Session};
 use super::ops::{
     Envelope, Op, Selection, StartDefault, Subscribe, Unsubscribe, MAX_CONNECTION_PATTERNS,
     MAX_SUBSCRIPTIONS,
@@ -120,19 +120,41 @@ fn is_null(v: &&Value) -> bool {
     v.is_null()
 }
 
-fn reply<T: Serialize>(kind: &'static str, reference: &Value, body: T) -> String {
-    // Serializing plain structs of strings and numbers cannot fail.
-    serde_json::to_string(&Reply {
-        kind,
-        reference,
-        body,
-    })
-    .unwrap_or_default()
+/// Appends the reply `{"type": kind, "ref": …, fields of body}` to `out`.
+fn reply<T: Serialize>(out: &mut Vec<u8>, kind: &'static str, reference: &Value, body: T) {
+    // Serializing plain structs of strings and numbers into a Vec cannot
+    // fail.
+    let _ = serde_json::to_writer(
+        out,
+        &Reply {
+            kind,
+            reference,
+            body,
+        },
+    );
 }
 
-/// The error message for `e`, replying to the message `envelope` came from.
-pub(crate) fn error_reply(envelope: &Envelope, e: &ApiError) -> String {
+/// Appends the reply to a single-event publish: the bytes [`reply`] writes
+/// for it (a test checks), without serde (every publish is answered).
+fn published_reply(out: &mut Vec<u8>, reference: &Value, published: &Published) {
+    out.extend_from_slice(br#"{"type":"published""#);
+    if !reference.is_null() {
+        out.extend_from_slice(br#","ref":"#);
+        let _ = serde_json::to_writer(&mut *out, reference);
+    }
+    let mut n = itoa::Buffer::new();
+    out.extend_from_slice(br#","seq":"#);
+    out.extend_from_slice(n.format(published.seq).as_bytes());
+    out.extend_from_slice(br#","topic_seq":"#);
+    out.extend_from_slice(n.format(published.topic_seq).as_bytes());
+    out.push(b'}');
+}
+
+/// Appends the error message for `e` to `out`, replying to the message
+/// `envelope` came from.
+pub(crate) fn error_reply(out: &mut Vec<u8>, envelope: &Envelope, e: &ApiError) {
     reply(
+        out,
         "error",
         &envelope.reference,
         ErrorBody {
@@ -173,35 +195,41 @@ impl WsSession {
         }
     }
 
-    /// Answers one text message: decode, execute, reply.
-    pub(crate) fn handle(&mut self, cx: &mut WsContext<'_>, text: &str) -> String {
+    /// Answers one text message: decode, execute, and append the reply to
+    /// `out`.
+    pub(crate) fn handle(&mut self, cx: &mut WsContext<'_>, text: &str, out: &mut Vec<u8>) {
         let (envelope, op) = Op::decode(text);
-        match op.and_then(|op| self.execute(cx, op, &envelope.reference)) {
-            Ok(reply) => reply,
-            Err(e) => error_reply(&envelope, &e),
+        if let Err(e) = op.and_then(|op| self.execute(cx, op, &envelope.reference, out)) {
+            error_reply(out, &envelope, &e);
         }
     }
 
+    /// Executes `op` and appends its reply to `out`; on error appends
+    /// nothing.
     fn execute(
         &mut self,
         cx: &mut WsContext<'_>,
         op: Op,
         reference: &Value,
-    ) -> Result<String, ApiError> {
+        out: &mut Vec<u8>,
+    ) -> Result<(), ApiError> {
         let caller = Caller {
             broker: cx.broker,
             grants: &self.grants,
         };
-        Ok(match op {
-            Op::Ping(_) => reply("pong", reference, Nothing {}),
-            Op::Publish(p) => reply("published", reference, caller.publish(&p)?),
+        match op {
+            Op::Ping(_) => reply(out, "pong", reference, Nothing {}),
+            Op::Publish(p) => match caller.publish(&p)? {
+                PublishedAll::One(one) => published_reply(out, reference, &one),
+                batch => reply(out, "published", reference, batch),
+            },
             Op::Ack(a) => {
                 let acked = caller.ack(a)?;
                 let body = AckedBody {
                     consumer: &acked.consumer,
                     seq: acked.seq,
                 };
-                reply("acked", reference, body)
+                reply(out, "acked", reference, body)
             }
             Op::Heartbeat(h) => {
                 let (session, joined) = caller.heartbeat(h)?;
@@ -210,17 +238,18 @@ impl WsSession {
                 if joined.joined && self.joined.len() < MAX_SUBSCRIPTIONS {
                     self.joined.insert(session);
                 }
-                reply("heartbeat", reference, joined)
+                reply(out, "heartbeat", reference, joined)
             }
             Op::Leave(l) => {
                 let (session, left) = caller.leave(l)?;
                 self.joined.remove(&session);
-                reply("left", reference, left)
+                reply(out, "left", reference, left)
             }
-            Op::Presence(q) => reply("presence", reference, caller.presence(q)?),
-            Op::Subscribe(s) => self.subscribe(cx, s, reference)?,
-            Op::Unsubscribe(u) => self.unsubscribe(cx, u, reference)?,
-        })
+            Op::Presence(q) => reply(out, "presence", reference, caller.presence(q)?),
+            Op::Subscribe(s) => self.subscribe(cx, s, reference, out)?,
+            Op::Unsubscribe(u) => self.unsubscribe(cx, u, reference, out)?,
+        }
+        Ok(())
     }
 
     fn subscribe(
@@ -228,7 +257,8 @@ impl WsSession {
         cx: &mut WsContext<'_>,
         op: Subscribe,
         reference: &Value,
-    ) -> Result<String, ApiError> {
+        out: &mut Vec<u8>,
+    ) -> Result<(), ApiError> {
         let (id, selection) = op.selection()?;
         if self.subs.contains_key(&id) {
             return Err(ApiError::invalid(format!(
@@ -249,9 +279,9 @@ impl WsSession {
             reset: opened.reset,
         };
         let stream = opened.stream;
-        let answer = reply("subscribed", reference, body);
+        reply(out, "subscribed", reference, body);
         self.subs.insert(id, stream);
-        Ok(answer)
+        Ok(())
     }
 
     fn unsubscribe(
@@ -259,17 +289,20 @@ impl WsSession {
         cx: &mut WsContext<'_>,
         op: Unsubscribe,
         reference: &Value,
-    ) -> Result<String, ApiError> {
+        out: &mut Vec<u8>,
+    ) -> Result<(), ApiError> {
         let stream = self
             .subs
             .remove(&op.id)
             .ok_or_else(|| ApiError::NotFound(format!("no subscription {:?}", op.id)))?;
         cx.router.remove(stream);
-        Ok(reply(
+        reply(
+            out,
             "unsubscribed",
             reference,
             SubscriptionId { id: &op.id },
-        ))
+        );
+        Ok(())
     }
 }
 
@@ -325,4 +358,36 @@ pub(crate) fn pattern_capacity() -> ApiError {
         "this server worker's pattern subscriptions are at their bound \
          ({MAX_WORKER_PATTERN_TOKENS} tokens); retry later"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_publish_reply_is_the_bytes_serde_writes() {
+        let references = [
+            "null",
+            "7",
+            r#""a\"b""#,
+            r#"{"z":1,"a":[1.5,null,"\u00e9"]}"#,
+            "-0",
+            "1e300",
+        ];
+        for reference in references {
+            let reference: Value = serde_json::from_str(reference).unwrap();
+            for (seq, topic_seq) in [(1, 1), (0, u64::MAX), (1_234_567, 89)] {
+                let published = Published { seq, topic_seq };
+                let mut fast = Vec::new();
+                published_reply(&mut fast, &reference, &published);
+                let mut general = Vec::new();
+                let one = PublishedAll::One(Published { seq, topic_seq });
+                reply(&mut general, "published", &reference, one);
+                assert_eq!(
+                    String::from_utf8(fast).unwrap(),
+                    String::from_utf8(general).unwrap()
+                );
+            }
+        }
+    }
 }

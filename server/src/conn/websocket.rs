@@ -17,6 +17,7 @@ use crate::api::ops::Envelope;
 use crate::api::stomp::Flow;
 use crate::api::ws::{error_reply, Protocol, WsContext};
 use crate::conn::output::Output;
+use crate::fanout::encode::ws_text_header;
 use crate::fanout::Router;
 
 /// Largest message a client may send.
@@ -53,6 +54,8 @@ pub(crate) struct WsConn {
     ws: WebSocket<Duplex>,
     /// Our close frame is sent: nothing more may follow it.
     closing: bool,
+    /// The reply being written (reused; empty between messages).
+    reply: Vec<u8>,
     pub(crate) session: Protocol,
 }
 
@@ -85,6 +88,7 @@ impl WsConn {
         WsConn {
             ws,
             closing: false,
+            reply: Vec::new(),
             session,
         }
     }
@@ -97,8 +101,8 @@ impl WsConn {
                 Ok(Message::Text(_) | Message::Binary(_)) if self.closing => {}
                 Ok(Message::Text(text)) => match &mut self.session {
                     Protocol::Json(s) => {
-                        let answer = s.handle(cx, text.as_str());
-                        self.send(answer);
+                        s.handle(cx, text.as_str(), &mut self.reply);
+                        self.send_reply(out);
                     }
                     Protocol::Stomp(_) => {
                         if let WsStatus::Closed = self.stomp(cx, text.as_bytes()) {
@@ -110,7 +114,8 @@ impl WsConn {
                     Protocol::Json(_) => {
                         let e =
                             ApiError::invalid("binary messages are not supported: send JSON text");
-                        self.send(error_reply(&Envelope::default(), &e));
+                        error_reply(&mut self.reply, &Envelope::default(), &e);
+                        self.send_reply(out);
                     }
                     Protocol::Stomp(_) => {
                         if let WsStatus::Closed = self.stomp(cx, &bytes) {
@@ -233,6 +238,18 @@ impl WsConn {
     pub(crate) fn close_and_drain(&mut self, code: u16, reason: &str, out: &mut Output) {
         let _ = self.close_with(code, reason);
         self.drain(out);
+    }
+
+    /// Frames the JSON reply in `self.reply` as a text message straight
+    /// into the output (through tungstenite it would be copied twice more),
+    /// behind anything tungstenite queued (a pong).
+    fn send_reply(&mut self, out: &mut Output) {
+        self.drain(out);
+        if !self.closing {
+            ws_text_header(out.tail(), self.reply.len());
+            out.extend(&self.reply);
+        }
+        self.reply.clear();
     }
 
     /// A STOMP frame as a text message (frames are UTF-8: their headers
