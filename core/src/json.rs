@@ -159,6 +159,37 @@ pub fn write_compact(out: &mut Vec<u8>, s: &str) -> Result<(), JsonError> {
     result
 }
 
+/// The first index at or after `i` of a byte that a JSON string cannot
+/// hold as it is (`"`, `\\` or a control character), or `b.len()`. Most of
+/// a payload is string content: eight bytes are tested at a time, with the
+/// word tricks for "has a zero byte" and "has a byte below n" (exact, as
+/// tests of whether any byte qualifies, for n up to 0x80).
+fn plain_end(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const QUOTES: u64 = ONES * b'"' as u64;
+    const BACKSLASHES: u64 = ONES * b'\\' as u64;
+    while let Some(Ok(word)) = b.get(i..i + 8).map(<[u8; 8]>::try_from) {
+        let x = u64::from_le_bytes(word);
+        let quote = x ^ QUOTES;
+        let backslash = x ^ BACKSLASHES;
+        let special = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (x.wrapping_sub(ONES * 0x20) & !x);
+        if special & HIGH != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
 struct JsonParser<'a> {
     b: &'a [u8],
     i: usize,
@@ -291,25 +322,10 @@ impl JsonParser<'_> {
     }
 
     fn string(&mut self) -> Result<(), JsonError> {
-        // Bytes a string may hold as they are: a run of them is skipped with
-        // one table lookup per byte (most of a payload is string content).
-        const PLAIN: [bool; 256] = {
-            let mut t = [true; 256];
-            let mut i = 0;
-            while i < 0x20 {
-                t[i] = false;
-                i += 1;
-            }
-            t[b'"' as usize] = false;
-            t[b'\\' as usize] = false;
-            t
-        };
         let from = self.i;
         self.i += 1;
         loop {
-            while self.i < self.b.len() && PLAIN[usize::from(self.b[self.i])] {
-                self.i += 1;
-            }
+            self.i = plain_end(self.b, self.i);
             match self.peek() {
                 None => return Err(self.err("unterminated string")),
                 Some(b'"') => {
@@ -384,5 +400,31 @@ impl JsonParser<'_> {
         }
         self.emit(from);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::plain_end;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The word-at-a-time scan stops where a byte-by-byte scan does.
+        #[test]
+        fn plain_end_finds_the_first_special_byte(
+            b in prop::collection::vec(prop::sample::select(vec![
+                b'a', b'"', b'\\', 0x00, 0x1f, 0x20, 0x21, 0x7f, 0x80, 0xe2, 0xff,
+            ]), 0..40),
+            start in 0usize..40,
+        ) {
+            let start = start.min(b.len());
+            let naive = (start..b.len())
+                .find(|&i| b[i] == b'"' || b[i] == b'\\' || b[i] < 0x20)
+                .unwrap_or(b.len());
+            prop_assert_eq!(plain_end(&b, start), naive);
+        }
     }
 }
