@@ -2,8 +2,8 @@
 //! messages and the HTTP bodies (publish, ack, presence).
 //!
 //! The first byte picks the decoder, the rest is the text. The WebSocket
-//! decoder's fast path for plain publishes must read a message exactly as
-//! the general decoder does. What a decoder
+//! and HTTP decoders' fast path for plain publishes must read a message or
+//! body exactly as the general decoders do. What a decoder
 //! accepts is compared with serde_json's own reading of the same text: the
 //! echoed `op` and `ref`, every decoded field, raw payloads (which must
 //! parse to the same JSON), batch bounds, and the start position a
@@ -168,6 +168,10 @@ fn ws(text: &[u8]) {
 }
 
 fn publish_body(body: &[u8]) {
+    assert!(
+        fuzzing::body_decoders_agree(body, PATH_TOPIC),
+        "fast path disagrees on {body:?}"
+    );
     let Ok((batch, events)) = fuzzing::publish_body(body, PATH_TOPIC) else {
         return;
     };

@@ -1,5 +1,6 @@
-//! The fast path for the commonest WebSocket message, a single-event
-//! `publish` in its plain form, decoded in one pass over the text.
+//! The fast path for the commonest requests, publishes in their plain form
+//! (a WebSocket `publish` of one event, an HTTP publish body of one event
+//! or a batch), decoded in one pass over the text.
 //!
 //! The general decoder (`Op::decode_general`) splits the message into
 //! fields with serde, decodes them into the request type, and the payload
@@ -19,61 +20,17 @@ use serde_json::Value;
 
 use super::ops::{Envelope, Publish};
 
-/// Decodes `text` if it is a plain single-event `publish`.
+/// Decodes `text` if it is a plain single-event `publish` message.
 pub(super) fn publish(text: &str) -> Option<(Envelope, Publish<'_>)> {
     let mut s = Scan { text, i: 0 };
-    let mut seen = 0u8;
-    let mut op = None;
-    let mut reference = None;
-    let mut topic = None;
-    let mut event_type = None;
-    let mut data = None;
-    let mut origin = None;
-    let mut correlation_id = None;
     s.ws();
-    s.eat(b'{')?;
+    let fields = s.object()?;
     s.ws();
-    loop {
-        let key = s.plain_string()?;
-        s.ws();
-        s.eat(b':')?;
-        s.ws();
-        let bit = match key {
-            "op" => 1,
-            "ref" => 2,
-            "topic" => 4,
-            "type" => 8,
-            "data" => 16,
-            "origin" => 32,
-            "correlation_id" => 64,
-            _ => return None,
-        };
-        if seen & bit != 0 {
-            return None;
-        }
-        seen |= bit;
-        match bit {
-            1 => op = Some(s.plain_string()?),
-            2 => reference = Some(s.value()?),
-            4 => topic = Some(s.plain_string()?),
-            8 => event_type = Some(s.plain_string()?),
-            16 => data = Some(s.value()?),
-            32 => origin = Some(s.unsigned()?),
-            _ => correlation_id = Some(s.plain_string()?),
-        }
-        s.ws();
-        match s.next()? {
-            b',' => s.ws(),
-            b'}' => break,
-            _ => return None,
-        }
-    }
-    s.ws();
-    if s.i != text.len() || op? != "publish" {
+    if s.i != text.len() || fields.op? != "publish" {
         return None;
     }
-    let reference = match reference {
-        // Valid JSON (checked above), decoded as the general decoder does.
+    let reference = match fields.reference {
+        // Valid JSON (checked), decoded as the general decoder does.
         Some(r) => serde_json::from_str(r).ok()?,
         None => Value::Null,
     };
@@ -81,17 +38,69 @@ pub(super) fn publish(text: &str) -> Option<(Envelope, Publish<'_>)> {
         op: Some("publish".to_owned()),
         reference,
     };
-    let publish = Publish {
-        topic: topic?.to_owned(),
-        event_type: event_type?.to_owned(),
-        // `null` is no payload, as serde reads an `Option`.
-        data: data.filter(|d| *d != "null"),
-        origin,
-        correlation_id: correlation_id.map(str::to_owned),
-        // `value` validated it as `json::validate` would.
-        data_checked: true,
-    };
-    Some((envelope, publish))
+    let topic = fields.topic?;
+    Some((envelope, fields.event(topic)?))
+}
+
+/// Decodes an HTTP publish body if it is plain: one event object, or an
+/// array of them, each without `op`, `ref` or `topic` (the path names the
+/// topic, given here without escapes). Batch bounds are the caller's.
+pub(super) fn publish_body<'a>(body: &'a str, topic: &str) -> Option<(bool, Vec<Publish<'a>>)> {
+    let mut s = Scan { text: body, i: 0 };
+    s.ws();
+    let batch = s.peek()? == b'[';
+    let mut events = Vec::new();
+    if batch {
+        s.i += 1;
+        s.ws();
+    }
+    loop {
+        let fields = s.object()?;
+        if fields.op.is_some() || fields.reference.is_some() || fields.topic.is_some() {
+            return None;
+        }
+        events.push(fields.event(topic)?);
+        s.ws();
+        if !batch {
+            break;
+        }
+        match s.next()? {
+            b',' => s.ws(),
+            b']' => break,
+            _ => return None,
+        }
+        s.ws();
+    }
+    s.ws();
+    (s.i == body.len()).then_some((batch, events))
+}
+
+/// The fields of a plain object, as written.
+#[derive(Default)]
+struct Plain<'a> {
+    op: Option<&'a str>,
+    reference: Option<&'a str>,
+    topic: Option<&'a str>,
+    event_type: Option<&'a str>,
+    data: Option<&'a str>,
+    origin: Option<u64>,
+    correlation_id: Option<&'a str>,
+}
+
+impl<'a> Plain<'a> {
+    /// The event these fields publish to `topic`; `None` without a type.
+    fn event(self, topic: &str) -> Option<Publish<'a>> {
+        Some(Publish {
+            topic: topic.to_owned(),
+            event_type: self.event_type?.to_owned(),
+            // `null` is no payload, as serde reads an `Option`.
+            data: self.data.filter(|d| *d != "null"),
+            origin: self.origin,
+            correlation_id: self.correlation_id.map(str::to_owned),
+            // `value` validated it as `json::validate` would.
+            data_checked: true,
+        })
+    }
 }
 
 /// A position in the message.
@@ -113,6 +122,50 @@ impl<'a> Scan<'a> {
 
     fn eat(&mut self, want: u8) -> Option<()> {
         (self.next()? == want).then_some(())
+    }
+
+    /// A plain object: known keys without escapes, each at most once, the
+    /// values of the types described above.
+    fn object(&mut self) -> Option<Plain<'a>> {
+        let mut fields = Plain::default();
+        let mut seen = 0u8;
+        self.eat(b'{')?;
+        self.ws();
+        loop {
+            let key = self.plain_string()?;
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            let bit = match key {
+                "op" => 1,
+                "ref" => 2,
+                "topic" => 4,
+                "type" => 8,
+                "data" => 16,
+                "origin" => 32,
+                "correlation_id" => 64,
+                _ => return None,
+            };
+            if seen & bit != 0 {
+                return None;
+            }
+            seen |= bit;
+            match bit {
+                1 => fields.op = Some(self.plain_string()?),
+                2 => fields.reference = Some(self.value()?),
+                4 => fields.topic = Some(self.plain_string()?),
+                8 => fields.event_type = Some(self.plain_string()?),
+                16 => fields.data = Some(self.value()?),
+                32 => fields.origin = Some(self.unsigned()?),
+                _ => fields.correlation_id = Some(self.plain_string()?),
+            }
+            self.ws();
+            match self.next()? {
+                b',' => self.ws(),
+                b'}' => return Some(fields),
+                _ => return None,
+            }
+        }
     }
 
     /// JSON's insignificant whitespace.
@@ -240,10 +293,10 @@ mod tests {
         }
     }
 
-    /// Messages built from the pieces the fast path must get right: known
+    /// Fields built from the pieces the fast path must get right: known
     /// and unknown keys, escapes, duplicates, odd numbers, nested payloads,
     /// whitespace, broken syntax.
-    fn message() -> impl Strategy<Value = String> {
+    fn fields() -> impl Strategy<Value = Vec<String>> {
         let key = prop::sample::select(vec![
             "\"op\"",
             "\"ref\"",
@@ -282,20 +335,51 @@ mod tests {
         let ws = prop::sample::select(vec!["", "", " ", "\n\t"]);
         let field = (ws.clone(), key, ws.clone(), value, ws.clone())
             .prop_map(|(a, k, b, v, c)| format!("{a}{k}{b}:{v}{c}"));
-        let required = Just(r#""op":"publish","topic":"t.1","type":"e""#.to_owned());
-        (
-            prop::collection::vec(field, 0..6),
-            prop::bool::ANY,
-            prop::sample::select(vec!["}", "}", "} ", "},", ""]),
-            required,
-        )
-            .prop_map(|(fields, with_required, close, required)| {
-                let mut all = fields;
-                if with_required {
-                    all.insert(0, required);
-                }
-                format!("{{{}{close}", all.join(","))
-            })
+        prop::collection::vec(field, 0..6)
+    }
+
+    /// An object of `first` and `fields`, closed in one of several ways.
+    fn object(first: Option<&str>, fields: Vec<String>, close: &str) -> String {
+        let all: Vec<&str> = first
+            .into_iter()
+            .chain(fields.iter().map(String::as_str))
+            .collect();
+        format!("{{{}{close}", all.join(","))
+    }
+
+    fn close() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["}", "}", "} ", "},", ""])
+    }
+
+    /// WebSocket messages: the fields, with or without a plain publish's.
+    fn message() -> impl Strategy<Value = String> {
+        (fields(), prop::bool::ANY, close()).prop_map(|(fields, with_required, close)| {
+            let required = with_required.then_some(r#""op":"publish","topic":"t.1","type":"e""#);
+            object(required, fields, close)
+        })
+    }
+
+    /// HTTP publish bodies: events of a type and the fields (which may
+    /// name a topic, an op or a ref, all refused in a body), alone or in
+    /// arrays.
+    fn body() -> impl Strategy<Value = String> {
+        let event = || {
+            let plain = prop::sample::select(vec![
+                r#"{"type":"e"}"#,
+                r#"{"type":"e","data":{"a":[1,"\u00e9"]}}"#,
+                r#" { "data" : null , "type":"e","origin":3,"correlation_id":"c"}"#,
+            ]);
+            let any = (fields(), prop::bool::ANY, close()).prop_map(|(fields, typed, close)| {
+                object(typed.then_some(r#""type":"e""#), fields, close)
+            });
+            prop_oneof![plain.prop_map(str::to_owned), any]
+        };
+        let list_close = prop::sample::select(vec!["]", " ] ", "],", ""]);
+        prop_oneof![
+            event(),
+            (prop::collection::vec(event(), 0..4), list_close)
+                .prop_map(|(list, close)| format!("[{}{close}", list.join(","))),
+        ]
     }
 
     proptest! {
@@ -305,6 +389,22 @@ mod tests {
         fn the_fast_path_agrees_with_the_general_decoder(text in message()) {
             agrees(&text)?;
         }
+
+        #[test]
+        fn the_body_fast_path_agrees_with_the_general_decoder(text in body()) {
+            prop_assert!(crate::fuzzing::body_decoders_agree(text.as_bytes(), "t.1"), "{}", text);
+        }
+    }
+
+    #[test]
+    fn plain_bodies_take_the_fast_path() {
+        let one = r#"{"type":"e","data":{"k":1}}"#;
+        let batch = r#" [ {"type":"e"}, {"type":"f","data":2,"origin":5} ] "#;
+        assert!(matches!(publish_body(one, "t.1"), Some((false, v)) if v.len() == 1));
+        assert!(matches!(publish_body(batch, "t.1"), Some((true, v)) if v.len() == 2));
+        assert!(publish_body(r#"{"type":"e","topic":"x"}"#, "t.1").is_none());
+        assert!(publish_body("[]", "t.1").is_none());
+        assert!(crate::fuzzing::body_decoders_agree(batch.as_bytes(), "t.1"));
     }
 
     /// The generator reaches the fast path often enough for the property
@@ -319,5 +419,12 @@ mod tests {
             fast += usize::from(publish(&text).is_some());
         }
         assert!(fast > 100, "only {fast} of 2000 took the fast path");
+        let strategy = body();
+        let mut fast = 0;
+        for _ in 0..2000 {
+            let text = strategy.new_tree(&mut runner).unwrap().current();
+            fast += usize::from(publish_body(&text, "t.1").is_some());
+        }
+        assert!(fast > 100, "only {fast} of 2000 bodies took the fast path");
     }
 }

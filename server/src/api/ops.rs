@@ -339,9 +339,31 @@ pub(crate) fn publish_body<'a>(
 ) -> Result<PublishRequest<'a>, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::invalid("body is not JSON: invalid UTF-8"))?;
+    // The path's topic without escapes, for the fast path.
+    let plain_topic = topic
+        .get()
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'));
+    if let Some(topic) = plain_topic.filter(|t| !t.contains('\\')) {
+        match super::fast_publish::publish_body(text, topic) {
+            Some((false, mut one)) if one.len() == 1 => {
+                return Ok(PublishRequest::One(one.remove(0)))
+            }
+            Some((true, events)) => return PublishBatch { events }.checked(),
+            _ => {}
+        }
+    }
+    publish_body_general(text, topic)
+}
+
+/// [`publish_body`] by the general decoder.
+pub(crate) fn publish_body_general<'a>(
+    text: &'a str,
+    topic: &'a RawValue,
+) -> Result<PublishRequest<'a>, ApiError> {
     let supplied = [("topic", topic)];
     if !text.trim_start().starts_with('[') {
-        return from_body(body, &supplied).map(PublishRequest::One);
+        return from_body(text.as_bytes(), &supplied).map(PublishRequest::One);
     }
     let items: Vec<&'a RawValue> = serde_json::from_str(text)
         .map_err(|e| ApiError::invalid(format!("body is not JSON: {}", without_position(&e))))?;

@@ -17,15 +17,13 @@ use serde::Serialize;
 
 /// The client's name for a broker topic: without the tenant prefix
 /// (`prefix_len` bytes), which presence topics carry after `$presence.`.
-pub(crate) fn external_topic(topic: &str, prefix_len: usize) -> String {
+pub(crate) fn external_topic(topic: &str, prefix_len: usize) -> Cow<'_, str> {
     match topic.strip_prefix(PRESENCE_PREFIX) {
-        Some(rest) if prefix_len > 0 => {
-            format!(
-                "{PRESENCE_PREFIX}{}",
-                rest.get(prefix_len..).unwrap_or(rest)
-            )
-        }
-        _ => topic.get(prefix_len..).unwrap_or(topic).to_owned(),
+        Some(rest) if prefix_len > 0 => Cow::Owned(format!(
+            "{PRESENCE_PREFIX}{}",
+            rest.get(prefix_len..).unwrap_or(rest)
+        )),
+        _ => Cow::Borrowed(topic.get(prefix_len..).unwrap_or(topic)),
     }
 }
 
@@ -68,7 +66,10 @@ impl GapFields {
         GapFields {
             from: g.from,
             to: g.to,
-            topic: g.topic.as_ref().map(|t| external_topic(t, prefix_len)),
+            topic: g
+                .topic
+                .as_ref()
+                .map(|t| external_topic(t, prefix_len).into_owned()),
         }
     }
 }
@@ -225,11 +226,21 @@ fn event_object(out: &mut BytesMut, e: &EventRef<'_>, prefix_len: usize) {
 
 /// An event's fields and the closing brace; `type_key` names its type.
 fn event_fields(out: &mut BytesMut, e: &EventRef<'_>, prefix_len: usize, type_key: &str) {
-    let _ = write!(out, r#""seq":{},"topic":"#, e.seq);
+    // Once per event per worker: numbers by itoa, not `fmt`.
+    let mut n = itoa::Buffer::new();
+    out.extend_from_slice(br#""seq":"#);
+    out.extend_from_slice(n.format(e.seq).as_bytes());
+    out.extend_from_slice(br#","topic":"#);
     json_string(out, &external_topic(e.topic, prefix_len));
-    let _ = write!(out, r#","topic_seq":{},"{type_key}":"#, e.topic_seq);
+    out.extend_from_slice(br#","topic_seq":"#);
+    out.extend_from_slice(n.format(e.topic_seq).as_bytes());
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(type_key.as_bytes());
+    out.extend_from_slice(b"\":");
     json_string(out, e.event_type);
-    let _ = write!(out, r#","timestamp_ns":{},"data":"#, e.timestamp_ns);
+    out.extend_from_slice(br#","timestamp_ns":"#);
+    out.extend_from_slice(n.format(e.timestamp_ns).as_bytes());
+    out.extend_from_slice(br#","data":"#);
     // (serde skips strings without checking their UTF-8: check it too.)
     let payload = client_payload(e, prefix_len);
     let raw_json = std::str::from_utf8(&payload).is_ok()
