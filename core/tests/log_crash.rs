@@ -16,6 +16,9 @@ use herald_core::log::{verify_dir, Durability, Log, LogConfig, LogItem, RecordRe
 
 const CHILD_DIR: &str = "HERALD_LOG_CRASH_DIR";
 const CHILD_POLICY: &str = "HERALD_LOG_CRASH_POLICY";
+/// Segments of 4 MiB (they get a spare made ahead of each roll) rather
+/// than 128 KiB.
+const CHILD_LARGE: &str = "HERALD_LOG_CRASH_LARGE";
 
 fn policy(name: &str) -> Durability {
     match name {
@@ -25,9 +28,9 @@ fn policy(name: &str) -> Durability {
     }
 }
 
-fn config(name: &str) -> LogConfig {
+fn config(name: &str, large: bool) -> LogConfig {
     LogConfig {
-        segment_size: 128 << 10,
+        segment_size: if large { 4 << 20 } else { 128 << 10 },
         durability: policy(name),
         ..LogConfig::default()
     }
@@ -46,7 +49,8 @@ fn crash_child() {
     let (Ok(dir), Ok(pol)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_POLICY)) else {
         return;
     };
-    let (log, _) = Log::open(&dir, config(&pol)).expect("child open");
+    let (log, _) =
+        Log::open(&dir, config(&pol, std::env::var(CHILD_LARGE).is_ok())).expect("child open");
     let order = Mutex::new(());
     let out = Mutex::new(std::io::stdout());
     std::thread::scope(|s| {
@@ -88,9 +92,9 @@ impl Rng {
     }
 }
 
-fn check_after_crash(dir: &Path, pol: &str, acked: &[u64]) -> (u64, bool) {
+fn check_after_crash(dir: &Path, pol: &str, large: bool, acked: &[u64]) -> (u64, bool) {
     let (log, report) =
-        Log::open(dir, config(pol)).unwrap_or_else(|e| panic!("{pol}: reopen failed: {e}"));
+        Log::open(dir, config(pol, large)).unwrap_or_else(|e| panic!("{pol}: reopen failed: {e}"));
     let v = verify_dir(dir).unwrap();
     assert!(
         v.is_clean(),
@@ -122,6 +126,10 @@ fn check_after_crash(dir: &Path, pol: &str, acked: &[u64]) -> (u64, bool) {
 }
 
 fn run_policy(pol: &str, kills: usize, seed: u64) {
+    run(pol, kills, seed, false);
+}
+
+fn run(pol: &str, kills: usize, seed: u64, large: bool) {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = Rng(seed);
@@ -133,6 +141,7 @@ fn run_policy(pol: &str, kills: usize, seed: u64) {
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR, dir.path())
             .env(CHILD_POLICY, pol)
+            .envs(large.then_some((CHILD_LARGE, "1")))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -161,7 +170,9 @@ fn run_policy(pol: &str, kills: usize, seed: u64) {
                 }
             }
         }
-        std::thread::sleep(Duration::from_micros(rng.next() % 8000));
+        // Large segments: longer runs, so that rolls (and spares) happen.
+        let window = if large { 40_000 } else { 8000 };
+        std::thread::sleep(Duration::from_micros(rng.next() % window));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         for l in out.lines() {
@@ -170,7 +181,7 @@ fn run_policy(pol: &str, kills: usize, seed: u64) {
             }
         }
         total_acked += acked.len();
-        let (now, truncated) = check_after_crash(dir.path(), pol, &acked);
+        let (now, truncated) = check_after_crash(dir.path(), pol, large, &acked);
         torn += usize::from(truncated);
         assert!(now >= last, "{pol}: the log shrank from {last} to {now}");
         last = now;
@@ -223,4 +234,12 @@ fn sigkill_under_always_keeps_every_acknowledged_append() {
         return;
     }
     run_policy("always", kills(), seed());
+}
+
+#[test]
+fn sigkill_across_rolls_onto_spare_segments_keeps_every_returned_append() {
+    if std::env::var(CHILD_DIR).is_ok() {
+        return;
+    }
+    run("interval", kills() / 2, seed(), true);
 }

@@ -10,7 +10,7 @@ use super::format::{
     SEG_HEADER_LEN,
 };
 use super::segment::{segment_file_name, Segment};
-use super::{index, prefault, retention};
+use super::{index, prefault, retention, spare};
 use super::{AppendInfo, Durability, Log, LogConfig, LogError, RecordRef, Writer};
 use crate::sync::Ordering;
 
@@ -201,12 +201,20 @@ impl Log {
                 }
             }
         }
-        let new = create_segment(&sh.dir, &sh.config, base)?;
+        // A spare made in the background if one is ready (see `spare`).
+        let ready = sh.spare.lock().take();
+        let new = match ready.map(|s| spare::name(s, sh, base)) {
+            Some(Ok(seg)) => seg,
+            // A spare that could not be named is gone: create as without.
+            Some(Err(_)) | None => create_segment(&sh.dir, &sh.config, base)?,
+        };
         // Publish the new segment before sealing the old one, so that a reader
         // that sees `sealed` finds its successor in the list.
         sh.segments.write().push(Arc::clone(&new));
         w.tail.seal();
         w.tail = new;
+        // The next roll's spare, made while this segment fills.
+        spare::prepare(&self.shared);
         let has_policy = {
             let r = sh.config.retention;
             r.max_age.is_some() || r.max_bytes.is_some() || r.max_records.is_some()

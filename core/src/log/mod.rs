@@ -28,7 +28,8 @@
 //! `append` (the write path and segment roll), `durability` (group commit,
 //! flusher), `reader` (replay by sequence, topic, time), `index` (per-topic
 //! index), `retention` (deletion and pins), `hwm` (emptied topics' last
-//! sequences), `prefault`, `io` (the I/O and clock seams), `verify`
+//! sequences), `prefault`, `spare` (the next segment, made ahead of the
+//! roll), `io` (the I/O and clock seams), `verify`
 //! (read-only checks for `herald log verify/inspect`).
 //!
 //! # Example
@@ -57,6 +58,7 @@ mod recovery;
 mod retention;
 mod scan;
 mod segment;
+mod spare;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -149,6 +151,10 @@ pub(crate) struct Shared {
     group: GroupCommit,
     poisoned: AtomicBool,
     pins: Mutex<Pins>,
+    /// The next segment's file, made ahead of the roll (see `spare`).
+    spare: Mutex<Option<spare::Spare>>,
+    /// A thread is making the spare.
+    spare_making: AtomicBool,
 }
 
 impl Shared {
@@ -279,6 +285,8 @@ impl Log {
             group: shared_group,
             poisoned: AtomicBool::new(false),
             pins: Mutex::new(Pins::default()),
+            spare: Mutex::new(None),
+            spare_making: AtomicBool::new(false),
         });
         let flusher = match config.durability {
             Durability::Interval(every) => Some(Flusher::start(Arc::clone(&shared), every)?),
@@ -437,5 +445,6 @@ impl Drop for Log {
         if let Some(mut f) = self.flusher.take() {
             f.stop();
         }
+        spare::discard(&self.shared);
     }
 }

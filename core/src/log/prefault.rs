@@ -24,7 +24,7 @@ use super::segment::Segment;
 /// Bytes populated per step (the thread re-checks the segment between steps).
 pub(crate) const STEP: usize = 1 << 20;
 /// Bytes kept populated ahead of the appender.
-const WINDOW: usize = 8 << 20;
+pub(crate) const WINDOW: usize = 8 << 20;
 /// Segments smaller than this are not worth a thread.
 pub(crate) const MIN_SEGMENT: usize = 4 << 20;
 

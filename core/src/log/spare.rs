@@ -1,0 +1,164 @@
+//! The spare segment: the next segment's file, made ahead of need by a
+//! background thread so that a roll does not create a file on the
+//! appender's path.
+//!
+//! Creating a segment (create, preallocate, sync) took 1–2 ms, and the
+//! appender's first stores into a fresh mapping faulted in pages while the
+//! new segment's prefault thread was still populating them: together the
+//! longest publishes of a run, at every roll. After each roll a thread now
+//! creates `spare.seg.tmp`, preallocates and syncs it, maps it and
+//! populates its first [`prefault::WINDOW`] bytes. The next roll takes it:
+//! it writes the header (whose base sequence is only known then), syncs
+//! that page, renames the file to its segment name and syncs the
+//! directory, the same order as a segment created at the roll (the header
+//! is durable before the name is). If no spare is ready the roll creates
+//! the segment itself, as before.
+//!
+//! Only for segments of at least [`prefault::MIN_SEGMENT`] bytes (smaller
+//! ones are cheap to create). A spare left by a crash or by a log dropped
+//! while one was made is a `.seg.tmp` file, which recovery removes; the
+//! disk holds at most one segment more than the log.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::thread;
+
+use memmap2::{Advice, MmapRaw};
+
+use super::format::{encode_segment_header, SEG_HEADER_LEN};
+use super::prefault;
+use super::segment::{segment_file_name, Segment};
+use super::{Durability, LogConfig, LogError, Shared};
+use crate::sync::Ordering;
+
+/// The spare's file name: a `.seg.tmp`, removed by recovery.
+const SPARE_NAME: &str = "spare.seg.tmp";
+
+/// A prepared, unnamed segment file.
+#[derive(Debug)]
+pub(crate) struct Spare {
+    path: PathBuf,
+    file: File,
+    map: MmapRaw,
+}
+
+/// Starts making a spare for the log in the background, unless its
+/// segments are small, or a spare is ready or being made.
+pub(crate) fn prepare(shared: &Arc<Shared>) {
+    if shared.config.segment_size < prefault::MIN_SEGMENT as u64 || shared.spare.lock().is_some() {
+        return;
+    }
+    // AcqRel: one maker at a time (it clears the flag when done).
+    if shared.spare_making.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let spawned = thread::Builder::new()
+        .name("herald-log-spare".into())
+        .spawn(move || {
+            let Some(shared) = weak.upgrade() else {
+                return;
+            };
+            // A spare that cannot be made is no error: the roll creates the
+            // segment itself and reports what fails then.
+            if let Ok(spare) = make(&shared) {
+                *shared.spare.lock() = Some(spare);
+            }
+            // Release: pairs with the AcqRel swap above.
+            shared.spare_making.store(false, Ordering::Release);
+        });
+    if spawned.is_err() {
+        shared.spare_making.store(false, Ordering::Release);
+    }
+}
+
+fn make(shared: &Shared) -> Result<Spare, LogError> {
+    let cfg = &shared.config;
+    let path = shared.dir.join(SPARE_NAME);
+    let ioerr = |ctx: &'static str| {
+        let p = path.clone();
+        move |e| LogError::io(ctx, Some(p), e)
+    };
+    let file = cfg
+        .io
+        .create_segment(&path, cfg.segment_size, &[])
+        .map_err(ioerr("creating a spare segment"))?;
+    let result = (|| {
+        if cfg.durability != Durability::Never {
+            // The file's size and blocks: the roll then syncs one page.
+            cfg.io
+                .sync_file(&file)
+                .map_err(ioerr("syncing a spare segment"))?;
+        }
+        let map = memmap2::MmapOptions::new()
+            .len(cfg.segment_size as usize)
+            .map_raw(&file)
+            .map_err(ioerr("mapping a spare segment"))?;
+        // The appender's first pages, faulted in here rather than by it
+        // (unsupported before Linux 5.14: the appender faults them).
+        let _ = map.advise_range(Advice::PopulateWrite, 0, prefault::WINDOW.min(map.len()));
+        Ok(map)
+    })();
+    match result {
+        Ok(map) => Ok(Spare { path, file, map }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            Err(e)
+        }
+    }
+}
+
+/// Turns `spare` into the segment starting at `base`: header written and
+/// synced, file renamed and the directory synced (the steps a segment
+/// created at the roll takes, in the same order).
+pub(crate) fn name(spare: Spare, shared: &Shared, base: u64) -> Result<Arc<Segment>, LogError> {
+    let cfg: &LogConfig = &shared.config;
+    let path = shared.dir.join(segment_file_name(base));
+    let ioerr = |ctx: &'static str, p: &PathBuf| {
+        let p = p.clone();
+        move |e| LogError::io(ctx, Some(p), e)
+    };
+    let header = encode_segment_header(base, cfg.segment_size, cfg.clock.now_ns());
+    let durable = cfg.durability != Durability::Never;
+    let result = (|| {
+        spare
+            .file
+            .write_all_at(&header, 0)
+            .map_err(ioerr("writing a segment header", &spare.path))?;
+        if durable {
+            cfg.io
+                .sync_range(&spare.map, 0, SEG_HEADER_LEN)
+                .map_err(ioerr("syncing a segment header", &spare.path))?;
+        }
+        cfg.io
+            .rename(&spare.path, &path)
+            .map_err(ioerr("renaming a new segment", &path))?;
+        if durable {
+            cfg.io
+                .sync_dir(&shared.dir)
+                .map_err(ioerr("syncing the log directory", &shared.dir))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&spare.path);
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    let seg = Segment::new(base, path, spare.file, spare.map);
+    seg.synced.store(SEG_HEADER_LEN as u64, Ordering::Relaxed);
+    let seg = Arc::new(seg);
+    if cfg.prefault {
+        prefault::spawn(&seg);
+    }
+    Ok(seg)
+}
+
+/// Removes a ready spare's file (the log is closing).
+pub(crate) fn discard(shared: &Shared) {
+    if let Some(spare) = shared.spare.lock().take() {
+        let _ = std::fs::remove_file(&spare.path);
+    }
+}
