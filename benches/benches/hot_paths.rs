@@ -539,7 +539,10 @@ Last-Event-ID: 1024\r\n\
 Cache-Control: no-cache\r\n\
 Connection: keep-alive\r\n\r\n";
 
-    pub(super) const WS_PUBLISH: &str = r#"{"op":"publish","ref":"r-17","topic":"orders","event_type":"order.created","data":{"id":1234,"sku":"A-991","qty":2,"price":"19.90","note":"leave at the door"},"correlation_id":"c-0001"}"#;
+    /// A plain publish: the decoder's fast path.
+    pub(super) const WS_PUBLISH: &str = r#"{"op":"publish","ref":"r-17","topic":"orders","type":"order.created","data":{"id":1234,"sku":"A-991","qty":2,"price":"19.90","note":"leave at the door"},"correlation_id":"c-0001"}"#;
+    /// The same with an escape in its topic: the general decoder.
+    pub(super) const WS_PUBLISH_ESCAPED: &str = r#"{"op":"publish","ref":"r-17","topic":"order\u0073","type":"order.created","data":{"id":1234,"sku":"A-991","qty":2,"price":"19.90","note":"leave at the door"},"correlation_id":"c-0001"}"#;
 
     pub(super) struct EncodeEnv {
         pub(super) encoder: EventEncoder,
@@ -604,9 +607,11 @@ fn http_parse(head: &'static [u8]) -> herald_server::fuzzing::HttpParse {
     ))
 }
 
-// WebSocket operation decoding: a `publish` with a small JSON payload.
+// WebSocket operation decoding: a `publish` with a small JSON payload, on
+// the fast path and (an escape in the topic) on the general decoder.
 #[library_benchmark]
 #[bench::publish_op(srv::WS_PUBLISH)]
+#[bench::publish_general(srv::WS_PUBLISH_ESCAPED)]
 fn ws_decode(
     text: &'static str,
 ) -> (

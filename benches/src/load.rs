@@ -32,12 +32,29 @@ const MAX_CONNECTING: usize = 256;
 /// Latency recording is off while the shared `record_from` holds this.
 const NOT_RECORDING: u64 = u64::MAX;
 
-static BASE: OnceLock<Instant> = OnceLock::new();
+/// This process's clock origin, and the wall clock (ns since the epoch)
+/// at it.
+static BASE: OnceLock<(Instant, u64)> = OnceLock::new();
+
+fn base() -> &'static (Instant, u64) {
+    BASE.get_or_init(|| {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        (Instant::now(), wall)
+    })
+}
 
 /// Nanoseconds since this process's clock origin (publisher and receivers
 /// share it: they are threads of one process).
 pub fn now_ns() -> u64 {
-    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    base().0.elapsed().as_nanos() as u64
+}
+
+/// A server's event timestamp (wall clock, ns since the epoch) on this
+/// process's clock: meaningful when the server runs on this machine.
+fn server_time(wall_ns: u64) -> u64 {
+    wall_ns.saturating_sub(base().1)
 }
 
 /// What the Herald clients do beyond the server benchmark's defaults (its
@@ -249,6 +266,10 @@ struct Conn {
 #[derive(Debug)]
 struct Sink {
     hist: Histogram<u64>,
+    /// The same latencies split at the server's timestamp of the event:
+    /// publisher to server, server to receiver.
+    ingress: Histogram<u64>,
+    egress: Histogram<u64>,
     record_from: u64,
     delivered: u64,
     ready: usize,
@@ -282,6 +303,10 @@ impl Sink {
         if let Some(ts) = stamp(msg) {
             if ts >= self.record_from {
                 self.hist.saturating_record(now.saturating_sub(ts).max(1));
+                if let Some(at) = field_u64(msg, br#""timestamp_ns":"#).map(server_time) {
+                    self.ingress.saturating_record(at.saturating_sub(ts).max(1));
+                    self.egress.saturating_record(now.saturating_sub(at).max(1));
+                }
             }
         }
     }
@@ -478,6 +503,13 @@ pub struct Ready {
 pub struct Snapshot {
     /// Latencies recorded since the last snapshot (ns).
     pub hist: Histogram<u64>,
+    /// Of them, events that carried the server's timestamp (WebSocket):
+    /// from the publisher's stamp to the server's timestamp (the server's
+    /// wall clock mapped onto this process's clock, so only meaningful with
+    /// the server on this machine).
+    pub ingress: Histogram<u64>,
+    /// Likewise, from the server's timestamp to the receiver.
+    pub egress: Histogram<u64>,
     /// Open connections subscribed to the measured topic.
     pub measured: usize,
     /// Fewest events one of them received.
@@ -603,8 +635,12 @@ impl Driver {
                 let unique = open.iter().map(|st| st.unique).collect();
                 let duplicates = open.iter().map(|st| st.dups).sum();
                 let hist = std::mem::replace(&mut self.sink.hist, new_hist());
+                let ingress = std::mem::replace(&mut self.sink.ingress, new_hist());
+                let egress = std::mem::replace(&mut self.sink.egress, new_hist());
                 let _ = reply.send(Snapshot {
                     hist,
+                    ingress,
+                    egress,
                     measured: measured.len(),
                     measured_min_events: measured.iter().copied().min().unwrap_or(0),
                     measured_max_events: measured.iter().copied().max().unwrap_or(0),
@@ -897,6 +933,8 @@ impl Clients {
                     replies: ready_tx,
                     sink: Sink {
                         hist: new_hist(),
+                        ingress: new_hist(),
+                        egress: new_hist(),
                         record_from: NOT_RECORDING,
                         delivered: 0,
                         ready: 0,
@@ -993,6 +1031,8 @@ impl Clients {
     pub fn snapshot(&self) -> Snapshot {
         let mut all = Snapshot {
             hist: new_hist(),
+            ingress: new_hist(),
+            egress: new_hist(),
             measured: 0,
             measured_min_events: u64::MAX,
             measured_max_events: 0,
@@ -1010,6 +1050,8 @@ impl Clients {
                 .recv_timeout(Duration::from_secs(60))
                 .expect("client thread does not answer");
             all.hist.add(&s.hist).expect("histogram merge");
+            all.ingress.add(&s.ingress).expect("histogram merge");
+            all.egress.add(&s.egress).expect("histogram merge");
             if s.measured > 0 {
                 all.measured_min_events = all.measured_min_events.min(s.measured_min_events);
                 all.measured_max_events = all.measured_max_events.max(s.measured_max_events);

@@ -104,6 +104,18 @@ fn herald_bench_counts_every_delivery_and_plots() {
     assert_eq!(n("duplicates"), 0, "{r}");
     assert_eq!(n("connection_errors"), 0, "{r}");
     assert!(r["latency"]["p99_ns"].as_u64().unwrap_or(0) > 0, "{r}");
+    // The split at the server's timestamp covers every measured delivery,
+    // and its halves add up to no more than the whole (the median of a sum
+    // is at least the larger median of its parts, within a histogram step).
+    let at = |part: &str, k: &str| {
+        r[part][k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{part}.{k} in {r}"))
+    };
+    assert_eq!(at("ingress", "samples"), at("latency", "samples"), "{r}");
+    assert_eq!(at("egress", "samples"), at("latency", "samples"), "{r}");
+    let larger = at("ingress", "p50_ns").max(at("egress", "p50_ns"));
+    assert!(larger <= at("latency", "p50_ns") * 101 / 100 + 1_000, "{r}");
     let image = std::fs::read(&png).expect("--plot wrote no file");
     assert!(image.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
 }

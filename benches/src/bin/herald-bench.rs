@@ -284,12 +284,7 @@ fn run(a: &Args) -> Result<Value, String> {
     drop(clients);
 
     let h = &snap.hist;
-    let mut latency = serde_json::Map::new();
-    for (name, q) in QUANTILES {
-        latency.insert(format!("{name}_ns"), json!(h.value_at_quantile(q)));
-    }
-    latency.insert("max_ns".into(), json!(h.max()));
-    latency.insert("samples".into(), json!(h.len()));
+    let latency = percentiles(h);
     Ok(json!({
         "url": a.url,
         "topic": a.topic,
@@ -307,6 +302,9 @@ fn run(a: &Args) -> Result<Value, String> {
         "publishes_per_s": sent as f64 / elapsed,
         "deliveries_per_s": delivered_in_window as f64 / elapsed,
         "latency": latency,
+        // Split at the server's timestamp (WebSocket subscribers only).
+        "ingress": percentiles(&snap.ingress),
+        "egress": percentiles(&snap.egress),
         "curve": curve(h),
         "lost": lost,
         "duplicates": snap.duplicates,
@@ -314,6 +312,17 @@ fn run(a: &Args) -> Result<Value, String> {
         "error_replies": snap.errors,
         "notes": notes,
     }))
+}
+
+/// A histogram's percentiles, maximum and sample count, in ns.
+fn percentiles(h: &Histogram<u64>) -> Value {
+    let mut p = serde_json::Map::new();
+    for (name, q) in QUANTILES {
+        p.insert(format!("{name}_ns"), json!(h.value_at_quantile(q)));
+    }
+    p.insert("max_ns".into(), json!(h.max()));
+    p.insert("samples".into(), json!(h.len()));
+    Value::Object(p)
 }
 
 /// The latency-percentile curve: (percentile, latency in ns) at the
@@ -377,6 +386,24 @@ fn table(r: &Value) -> String {
         "| latency max | {} |",
         fmt_ns(lat["max_ns"].as_u64().unwrap_or(0))
     );
+    for (part, what) in [
+        ("ingress", "publisher → server timestamp"),
+        ("egress", "server timestamp → subscriber"),
+    ] {
+        let p = &r[part];
+        if p["samples"].as_u64().unwrap_or(0) == 0 {
+            continue;
+        }
+        let at = |k: &str| fmt_ns(p[k].as_u64().unwrap_or(0));
+        let _ = writeln!(
+            t,
+            "| {what}: p50 / p99 / p99.9 / max | {} / {} / {} / {} |",
+            at("p50_ns"),
+            at("p99_ns"),
+            at("p99.9_ns"),
+            at("max_ns")
+        );
+    }
     for k in ["published", "delivered", "lost", "duplicates"] {
         let _ = writeln!(t, "| {k} | {} |", r[k]);
     }
