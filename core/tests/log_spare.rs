@@ -1,8 +1,9 @@
-//! The spare segment made ahead of a roll: a roll takes it (the file made
-//! in the background becomes the next segment, with a valid header and
-//! every record readable, before and after reopening), a new spare is made
-//! for the next roll, a clean close removes a ready spare, and a spare left
-//! behind (a crash) is removed by recovery without touching the log.
+//! The spare segment made ahead of a roll: made once the tail is half full
+//! (not before), taken by the roll (the file made in the background becomes
+//! the next segment, with a valid header and every record readable, before
+//! and after reopening), made again for the next roll; a clean close
+//! removes a ready spare, and a spare left behind (a crash) is removed by
+//! recovery without touching the log.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -79,42 +80,58 @@ fn segment_files(dir: &Path) -> usize {
         .count()
 }
 
+fn inode(path: &Path) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap())
+}
+
+/// The newest segment file.
+fn last_segment(dir: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .max()
+        .unwrap()
+}
+
 #[test]
-fn rolls_take_the_spare_and_a_new_one_is_made() {
+fn rolls_take_the_spare_made_once_the_tail_is_half_full() {
     for durability in [Durability::Never, Durability::Always] {
         let dir = tempfile::tempdir().unwrap();
         let spare = dir.path().join(SPARE);
         {
             let (log, _) = Log::open(dir.path(), cfg(durability)).unwrap();
-            assert!(!spare.exists(), "no spare before the first roll");
-            append_until(&log, 2);
-            // Made after the first roll, in the background.
+            // 1 000 records of ~1 KiB: under a quarter of the segment.
+            append(&log, 1000);
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(
+                !spare.exists(),
+                "no spare while the tail is less than half full"
+            );
+            // Past half: made in the background.
+            append(&log, 1500);
             wait_for(&spare);
-            let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&spare).unwrap());
-            append_until(&log, 3);
-            // The third segment is the spare's file, renamed.
-            let third = std::fs::read_dir(dir.path())
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-                .max()
-                .unwrap();
-            let third_inode =
-                std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&third).unwrap());
-            assert_eq!(third_inode, inode, "the roll named the spare");
-            wait_for(&spare);
-            append_until(&log, 4);
+            for segments in [2, 3] {
+                let made = inode(&spare);
+                append_until(&log, segments);
+                assert_eq!(
+                    inode(&last_segment(dir.path())),
+                    made,
+                    "roll {segments}: the new segment is the spare's file, renamed"
+                );
+                assert!(!spare.exists(), "taken by the roll");
+                append(&log, 2500);
+                wait_for(&spare);
+            }
             check_all(&log);
-            assert_eq!(segment_files(dir.path()), 4);
+            assert_eq!(segment_files(dir.path()), 3);
         }
-        // A clean close removes a ready spare (one may still have been in
-        // the making: give it a moment, then it is the next open's).
-        std::thread::sleep(Duration::from_millis(200));
+        // A clean close removes a ready spare.
+        assert!(!spare.exists());
         let (log, report) = Log::open(dir.path(), cfg(durability)).unwrap();
-        assert!(!spare.exists(), "recovery removes a leftover spare");
         assert!(report.truncated.is_empty());
         check_all(&log);
-        assert_eq!(segment_files(dir.path()), 4);
+        assert_eq!(segment_files(dir.path()), 3);
     }
 }
 

@@ -152,6 +152,7 @@ impl Log {
         let idx = rec.seq - seg.base_seq;
         seg.publish(idx, off, off + alloc, rec.timestamp_ns);
         seg.kick_prefaulter(off + alloc);
+        let half_full = (off + alloc) * 2 >= seg.size;
         entries.entries.push(index::Entry {
             topic_seq: rec.topic_seq,
             seq: rec.seq,
@@ -160,6 +161,12 @@ impl Log {
         drop(topics);
         let segment_base = seg.base_seq;
         w.last_ts = rec.timestamp_ns;
+        if half_full && !w.spare_asked {
+            // The next roll's spare, made while this segment's second half
+            // fills (see `spare`).
+            w.spare_asked = true;
+            spare::prepare(&self.shared);
+        }
         // Release: pairs with the Acquire in `Shared::next_seq` (sync leader,
         // `last_seq`, readers' range checks).
         sh.next_seq.store(expected + 1, Ordering::Release);
@@ -213,8 +220,7 @@ impl Log {
         sh.segments.write().push(Arc::clone(&new));
         w.tail.seal();
         w.tail = new;
-        // The next roll's spare, made while this segment fills.
-        spare::prepare(&self.shared);
+        w.spare_asked = false;
         let has_policy = {
             let r = sh.config.retention;
             r.max_age.is_some() || r.max_bytes.is_some() || r.max_records.is_some()

@@ -131,6 +131,8 @@ pub struct LogStats {
 struct Writer {
     tail: Arc<Segment>,
     last_ts: u64,
+    /// The spare for the tail's successor was asked for (see `spare`).
+    spare_asked: bool,
 }
 
 /// State shared by the log handle, its readers and its flusher.
@@ -155,6 +157,9 @@ pub(crate) struct Shared {
     spare: Mutex<Option<spare::Spare>>,
     /// A thread is making the spare.
     spare_making: AtomicBool,
+    /// The log was closed: a spare made now is removed, not kept (read and
+    /// written under the `spare` lock).
+    spare_closed: AtomicBool,
 }
 
 impl Shared {
@@ -278,6 +283,7 @@ impl Log {
             writer: Mutex::new(Writer {
                 tail,
                 last_ts: rec.last_ts,
+                spare_asked: false,
             }),
             topics: RwLock::new(rec.topics),
             next_seq: AtomicU64::new(next_seq),
@@ -287,6 +293,7 @@ impl Log {
             pins: Mutex::new(Pins::default()),
             spare: Mutex::new(None),
             spare_making: AtomicBool::new(false),
+            spare_closed: AtomicBool::new(false),
         });
         let flusher = match config.durability {
             Durability::Interval(every) => Some(Flusher::start(Arc::clone(&shared), every)?),

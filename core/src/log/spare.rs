@@ -5,9 +5,10 @@
 //! Creating a segment (create, preallocate, sync) took 1–2 ms, and the
 //! appender's first stores into a fresh mapping faulted in pages while the
 //! new segment's prefault thread was still populating them: together the
-//! longest publishes of a run, at every roll. After each roll a thread now
-//! creates `spare.seg.tmp`, preallocates and syncs it, maps it and
-//! populates its first [`prefault::WINDOW`] bytes. The next roll takes it:
+//! longest publishes of a run, at every roll. Once the tail segment is half
+//! full, a thread now creates `spare.seg.tmp`, preallocates and syncs it,
+//! maps it and populates its first [`prefault::WINDOW`] bytes (not earlier,
+//! so that an idle log does not keep a second window resident). The next roll takes it:
 //! it writes the header (whose base sequence is only known then), syncs
 //! that page, renames the file to its segment name and syncs the
 //! directory, the same order as a segment created at the roll (the header
@@ -15,9 +16,10 @@
 //! the segment itself, as before.
 //!
 //! Only for segments of at least [`prefault::MIN_SEGMENT`] bytes (smaller
-//! ones are cheap to create). A spare left by a crash or by a log dropped
-//! while one was made is a `.seg.tmp` file, which recovery removes; the
-//! disk holds at most one segment more than the log.
+//! ones are cheap to create). Closing the log removes its spare (one still
+//! being made is removed when done); a spare left by a crash is a
+//! `.seg.tmp` file, which recovery removes. The disk holds at most one
+//! segment more than the log.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -64,7 +66,13 @@ pub(crate) fn prepare(shared: &Arc<Shared>) {
             // A spare that cannot be made is no error: the roll creates the
             // segment itself and reports what fails then.
             if let Ok(spare) = make(&shared) {
-                *shared.spare.lock() = Some(spare);
+                let mut slot = shared.spare.lock();
+                // Relaxed: under the lock, as in `discard`.
+                if shared.spare_closed.load(Ordering::Relaxed) {
+                    let _ = std::fs::remove_file(&spare.path);
+                } else {
+                    *slot = Some(spare);
+                }
             }
             // Release: pairs with the AcqRel swap above.
             shared.spare_making.store(false, Ordering::Release);
@@ -156,9 +164,13 @@ pub(crate) fn name(spare: Spare, shared: &Shared, base: u64) -> Result<Arc<Segme
     Ok(seg)
 }
 
-/// Removes a ready spare's file (the log is closing).
+/// Removes a ready spare's file, and one still being made when it is done
+/// (the log is closing).
 pub(crate) fn discard(shared: &Shared) {
-    if let Some(spare) = shared.spare.lock().take() {
+    let mut slot = shared.spare.lock();
+    // Relaxed: read and written under the lock.
+    shared.spare_closed.store(true, Ordering::Relaxed);
+    if let Some(spare) = slot.take() {
         let _ = std::fs::remove_file(&spare.path);
     }
 }
