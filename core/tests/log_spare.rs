@@ -46,12 +46,14 @@ fn append_until(log: &Log, segments: usize) {
     }
 }
 
-fn wait_for(path: &Path) {
+/// Waits until the log's spare is ready (made, not merely begun).
+fn wait_for_spare(log: &Log, path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !path.exists() {
-        assert!(Instant::now() < deadline, "no spare appeared at {path:?}");
+    while !log.stats().spare_ready {
+        assert!(Instant::now() < deadline, "no spare became ready");
         std::thread::sleep(Duration::from_millis(5));
     }
+    assert!(path.exists(), "a ready spare is the file {path:?}");
 }
 
 fn check_all(log: &Log) {
@@ -105,12 +107,12 @@ fn rolls_take_the_spare_made_once_the_tail_is_half_full() {
             append(&log, 1000);
             std::thread::sleep(Duration::from_millis(100));
             assert!(
-                !spare.exists(),
+                !spare.exists() && !log.stats().spare_ready,
                 "no spare while the tail is less than half full"
             );
             // Past half: made in the background.
             append(&log, 1500);
-            wait_for(&spare);
+            wait_for_spare(&log, &spare);
             for segments in [2, 3] {
                 let made = inode(&spare);
                 append_until(&log, segments);
@@ -119,9 +121,9 @@ fn rolls_take_the_spare_made_once_the_tail_is_half_full() {
                     made,
                     "roll {segments}: the new segment is the spare's file, renamed"
                 );
-                assert!(!spare.exists(), "taken by the roll");
+                assert!(!log.stats().spare_ready, "taken by the roll");
                 append(&log, 2500);
-                wait_for(&spare);
+                wait_for_spare(&log, &spare);
             }
             check_all(&log);
             assert_eq!(segment_files(dir.path()), 3);

@@ -124,6 +124,9 @@ pub struct LogStats {
     pub durable_seq: u64,
     /// Segments currently retained.
     pub segments: usize,
+    /// The next segment's file is made, ready for the roll (see
+    /// `docs/FORMAT.md`).
+    pub spare_ready: bool,
 }
 
 /// Appender-only state, under the writer mutex.
@@ -335,6 +338,7 @@ impl Log {
             syncs: self.shared.group.syncs.load(Ordering::Relaxed),
             durable_seq: self.shared.group.durable(),
             segments: self.shared.segments.read().len(),
+            spare_ready: self.shared.spare.lock().is_some(),
         }
     }
 
