@@ -54,7 +54,8 @@ pub(crate) struct WsConn {
     ws: WebSocket<Duplex>,
     /// Our close frame is sent: nothing more may follow it.
     closing: bool,
-    /// The reply being written (reused; empty between messages).
+    /// The reply being written (empty between messages; its buffer reused
+    /// for the messages of one read, freed after it).
     reply: Vec<u8>,
     pub(crate) session: Protocol,
 }
@@ -146,6 +147,9 @@ impl WsConn {
             self.drain(out);
         };
         self.drain(out);
+        // Reused across the messages of one read, not kept by an idle
+        // connection.
+        self.reply = Vec::new();
         status
     }
 
