@@ -18,7 +18,7 @@
 use herald_core::json;
 use serde_json::Value;
 
-use super::ops::{Envelope, Publish};
+use super::ops::{Envelope, Publish, PublishRequest};
 
 /// Decodes `text` if it is a plain single-event `publish` message.
 pub(super) fn publish(text: &str) -> Option<(Envelope, Publish<'_>)> {
@@ -35,7 +35,7 @@ pub(super) fn publish(text: &str) -> Option<(Envelope, Publish<'_>)> {
         None => Value::Null,
     };
     let envelope = Envelope {
-        op: Some("publish".to_owned()),
+        op: Some("publish".into()),
         reference,
     };
     let topic = fields.topic?;
@@ -45,34 +45,28 @@ pub(super) fn publish(text: &str) -> Option<(Envelope, Publish<'_>)> {
 /// Decodes an HTTP publish body if it is plain: one event object, or an
 /// array of them, each without `op`, `ref` or `topic` (the path names the
 /// topic, given here without escapes). Batch bounds are the caller's.
-pub(super) fn publish_body<'a>(body: &'a str, topic: &str) -> Option<(bool, Vec<Publish<'a>>)> {
+pub(super) fn publish_body<'a>(body: &'a str, topic: &str) -> Option<PublishRequest<'a>> {
     let mut s = Scan { text: body, i: 0 };
     s.ws();
-    let batch = s.peek()? == b'[';
-    let mut events = Vec::new();
-    if batch {
+    let request = if s.peek()? == b'[' {
         s.i += 1;
         s.ws();
-    }
-    loop {
-        let fields = s.object()?;
-        if fields.op.is_some() || fields.reference.is_some() || fields.topic.is_some() {
-            return None;
+        let mut events = Vec::new();
+        loop {
+            events.push(s.body_event(topic)?);
+            s.ws();
+            match s.next()? {
+                b',' => s.ws(),
+                b']' => break,
+                _ => return None,
+            }
         }
-        events.push(fields.event(topic)?);
-        s.ws();
-        if !batch {
-            break;
-        }
-        match s.next()? {
-            b',' => s.ws(),
-            b']' => break,
-            _ => return None,
-        }
-        s.ws();
-    }
+        PublishRequest::Batch(events)
+    } else {
+        PublishRequest::One(s.body_event(topic)?)
+    };
     s.ws();
-    (s.i == body.len()).then_some((batch, events))
+    (s.i == body.len()).then_some(request)
 }
 
 /// The fields of a plain object, as written.
@@ -168,6 +162,16 @@ impl<'a> Scan<'a> {
         }
     }
 
+    /// An event of an HTTP body: a plain object without the fields the
+    /// body may not have.
+    fn body_event(&mut self, topic: &str) -> Option<Publish<'a>> {
+        let fields = self.object()?;
+        if fields.op.is_some() || fields.reference.is_some() || fields.topic.is_some() {
+            return None;
+        }
+        fields.event(topic)
+    }
+
     /// JSON's insignificant whitespace.
     fn ws(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
@@ -226,7 +230,7 @@ mod tests {
     use proptest::prelude::*;
     use proptest::strategy::ValueTree;
 
-    use super::super::ops::{Op, PublishRequest};
+    use super::super::ops::Op;
     use super::*;
 
     /// The general decoder's reading of a message, when it is a single
@@ -400,8 +404,13 @@ mod tests {
     fn plain_bodies_take_the_fast_path() {
         let one = r#"{"type":"e","data":{"k":1}}"#;
         let batch = r#" [ {"type":"e"}, {"type":"f","data":2,"origin":5} ] "#;
-        assert!(matches!(publish_body(one, "t.1"), Some((false, v)) if v.len() == 1));
-        assert!(matches!(publish_body(batch, "t.1"), Some((true, v)) if v.len() == 2));
+        assert!(matches!(
+            publish_body(one, "t.1"),
+            Some(PublishRequest::One(_))
+        ));
+        assert!(
+            matches!(publish_body(batch, "t.1"), Some(PublishRequest::Batch(v)) if v.len() == 2)
+        );
         assert!(publish_body(r#"{"type":"e","topic":"x"}"#, "t.1").is_none());
         assert!(publish_body("[]", "t.1").is_none());
         assert!(crate::fuzzing::body_decoders_agree(batch.as_bytes(), "t.1"));

@@ -183,8 +183,8 @@ pub(crate) enum Op<'a> {
 /// A WebSocket message's envelope: what is echoed whatever the outcome.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Envelope {
-    /// The `op`, if it was a string.
-    pub(crate) op: Option<String>,
+    /// The `op`, if it was a string (borrowed when it is a known name).
+    pub(crate) op: Option<Cow<'static, str>>,
     /// The client's `ref`, echoed in the reply (`null` if none).
     pub(crate) reference: Value,
 }
@@ -216,7 +216,7 @@ impl<'a> Op<'a> {
             Some(Err(_)) => return (envelope, Err(ApiError::invalid("'op' must be a string"))),
             None => return (envelope, Err(ApiError::invalid("missing 'op'"))),
         };
-        let op: &str = envelope.op.insert(op);
+        let op: &str = envelope.op.insert(Cow::Owned(op));
         let decoded = match op {
             "subscribe" => from_fields(fields).map(Op::Subscribe),
             "unsubscribe" => from_fields(fields).map(Op::Unsubscribe),
@@ -346,11 +346,9 @@ pub(crate) fn publish_body<'a>(
         .and_then(|t| t.strip_suffix('"'));
     if let Some(topic) = plain_topic.filter(|t| !t.contains('\\')) {
         match super::fast_publish::publish_body(text, topic) {
-            Some((false, mut one)) if one.len() == 1 => {
-                return Ok(PublishRequest::One(one.remove(0)))
-            }
-            Some((true, events)) => return PublishBatch { events }.checked(),
-            _ => {}
+            Some(PublishRequest::Batch(events)) => return PublishBatch { events }.checked(),
+            Some(one) => return Ok(one),
+            None => {}
         }
     }
     publish_body_general(text, topic)
