@@ -357,8 +357,8 @@ impl JsonParser<'_> {
                         _ => return Err(self.err("bad escape")),
                     }
                 }
-                Some(c) if c < 0x20 => return Err(self.err("control character in string")),
-                Some(_) => self.i += 1,
+                // `plain_end` stops only at a quote, a backslash or this.
+                Some(_) => return Err(self.err("control character in string")),
             }
         }
     }

@@ -2,8 +2,11 @@
 //! publishing it to readers, rolling to a new segment, and waiting for
 //! durability (group commit).
 
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use memmap2::MmapRaw;
 
 use super::format::{
     self, aligned, encode_record_header, encode_segment_header, MAX_TYPE_LEN, REC_HEADER_LEN,
@@ -61,13 +64,25 @@ pub(super) fn create_segment(
             return Err(e);
         }
     };
+    Ok(install(cfg, base, path, file, map))
+}
+
+/// A new segment, named and mapped, with its header durable: the log's
+/// tail-to-be, prefaulted in the background if configured.
+pub(super) fn install(
+    cfg: &LogConfig,
+    base: u64,
+    path: PathBuf,
+    file: File,
+    map: MmapRaw,
+) -> Arc<Segment> {
     let seg = Segment::new(base, path, file, map);
     seg.synced.store(SEG_HEADER_LEN as u64, Ordering::Relaxed);
     let seg = Arc::new(seg);
     if cfg.prefault {
         prefault::spawn(&seg);
     }
-    Ok(seg)
+    seg
 }
 
 impl Log {
@@ -209,7 +224,7 @@ impl Log {
             }
         }
         // A spare made in the background if one is ready (see `spare`).
-        let ready = sh.spare.lock().take();
+        let ready = sh.spare.lock().ready.take();
         let new = match ready.map(|s| spare::name(s, sh, base)) {
             Some(Ok(seg)) => seg,
             // A spare that could not be named is gone: create as without.

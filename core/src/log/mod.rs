@@ -157,12 +157,7 @@ pub(crate) struct Shared {
     poisoned: AtomicBool,
     pins: Mutex<Pins>,
     /// The next segment's file, made ahead of the roll (see `spare`).
-    spare: Mutex<Option<spare::Spare>>,
-    /// A thread is making the spare.
-    spare_making: AtomicBool,
-    /// The log was closed: a spare made now is removed, not kept (read and
-    /// written under the `spare` lock).
-    spare_closed: AtomicBool,
+    spare: Mutex<spare::Slot>,
 }
 
 impl Shared {
@@ -294,9 +289,7 @@ impl Log {
             group: shared_group,
             poisoned: AtomicBool::new(false),
             pins: Mutex::new(Pins::default()),
-            spare: Mutex::new(None),
-            spare_making: AtomicBool::new(false),
-            spare_closed: AtomicBool::new(false),
+            spare: Mutex::new(spare::Slot::default()),
         });
         let flusher = match config.durability {
             Durability::Interval(every) => Some(Flusher::start(Arc::clone(&shared), every)?),
@@ -338,7 +331,7 @@ impl Log {
             syncs: self.shared.group.syncs.load(Ordering::Relaxed),
             durable_seq: self.shared.group.durable(),
             segments: self.shared.segments.read().len(),
-            spare_ready: self.shared.spare.lock().is_some(),
+            spare_ready: self.shared.spare.lock().ready.is_some(),
         }
     }
 

@@ -24,16 +24,16 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::thread;
 
 use memmap2::{Advice, MmapRaw};
 
+use super::append::install;
 use super::format::{encode_segment_header, SEG_HEADER_LEN};
 use super::prefault;
 use super::segment::{segment_file_name, Segment};
 use super::{Durability, LogConfig, LogError, Shared};
-use crate::sync::Ordering;
 
 /// The spare's file name: a `.seg.tmp`, removed by recovery.
 const SPARE_NAME: &str = "spare.seg.tmp";
@@ -46,39 +46,47 @@ pub(crate) struct Spare {
     map: MmapRaw,
 }
 
+/// The log's spare, under one lock: ready, being made, or refused because
+/// the log is closed.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    pub(crate) ready: Option<Spare>,
+    making: bool,
+    closed: bool,
+}
+
 /// Starts making a spare for the log in the background, unless its
 /// segments are small, or a spare is ready or being made.
 pub(crate) fn prepare(shared: &Arc<Shared>) {
-    if shared.config.segment_size < prefault::MIN_SEGMENT as u64 || shared.spare.lock().is_some() {
+    if shared.config.segment_size < prefault::MIN_SEGMENT as u64 {
         return;
     }
-    // AcqRel: one maker at a time (it clears the flag when done).
-    if shared.spare_making.swap(true, Ordering::AcqRel) {
-        return;
+    {
+        let mut slot = shared.spare.lock();
+        if slot.closed || slot.making || slot.ready.is_some() {
+            return;
+        }
+        slot.making = true;
     }
-    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let maker = Arc::clone(shared);
     let spawned = thread::Builder::new()
         .name("herald-log-spare".into())
         .spawn(move || {
-            let Some(shared) = weak.upgrade() else {
-                return;
-            };
             // A spare that cannot be made is no error: the roll creates the
             // segment itself and reports what fails then.
-            if let Ok(spare) = make(&shared) {
-                let mut slot = shared.spare.lock();
-                // Relaxed: under the lock, as in `discard`.
-                if shared.spare_closed.load(Ordering::Relaxed) {
+            let made = make(&maker).ok();
+            let mut slot = maker.spare.lock();
+            slot.making = false;
+            if let Some(spare) = made {
+                if slot.closed {
                     let _ = std::fs::remove_file(&spare.path);
                 } else {
-                    *slot = Some(spare);
+                    slot.ready = Some(spare);
                 }
             }
-            // Release: pairs with the AcqRel swap above.
-            shared.spare_making.store(false, Ordering::Release);
         });
     if spawned.is_err() {
-        shared.spare_making.store(false, Ordering::Release);
+        shared.spare.lock().making = false;
     }
 }
 
@@ -104,9 +112,11 @@ fn make(shared: &Shared) -> Result<Spare, LogError> {
             .len(cfg.segment_size as usize)
             .map_raw(&file)
             .map_err(ioerr("mapping a spare segment"))?;
-        // The appender's first pages, faulted in here rather than by it
-        // (unsupported before Linux 5.14: the appender faults them).
-        let _ = map.advise_range(Advice::PopulateWrite, 0, prefault::WINDOW.min(map.len()));
+        if cfg.prefault {
+            // The appender's first pages, faulted in here rather than by it
+            // (unsupported before Linux 5.14: the appender faults them).
+            let _ = map.advise_range(Advice::PopulateWrite, 0, prefault::WINDOW.min(map.len()));
+        }
         Ok(map)
     })();
     match result {
@@ -155,22 +165,15 @@ pub(crate) fn name(spare: Spare, shared: &Shared, base: u64) -> Result<Arc<Segme
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
-    let seg = Segment::new(base, path, spare.file, spare.map);
-    seg.synced.store(SEG_HEADER_LEN as u64, Ordering::Relaxed);
-    let seg = Arc::new(seg);
-    if cfg.prefault {
-        prefault::spawn(&seg);
-    }
-    Ok(seg)
+    Ok(install(cfg, base, path, spare.file, spare.map))
 }
 
 /// Removes a ready spare's file, and one still being made when it is done
 /// (the log is closing).
 pub(crate) fn discard(shared: &Shared) {
     let mut slot = shared.spare.lock();
-    // Relaxed: read and written under the lock.
-    shared.spare_closed.store(true, Ordering::Relaxed);
-    if let Some(spare) = slot.take() {
+    slot.closed = true;
+    if let Some(spare) = slot.ready.take() {
         let _ = std::fs::remove_file(&spare.path);
     }
 }
