@@ -252,7 +252,10 @@ mod tests {
             )));
         };
         prop_assert_eq!(envelope, want_envelope, "{}", text);
+        // What `data_checked` promises: the payload passes the check that
+        // execution would otherwise make.
         prop_assert!(publish.data_checked);
+        prop_assert!(json::validate(publish.data.unwrap_or("null")).is_ok());
         let want = Publish {
             data_checked: true,
             ..want
