@@ -54,8 +54,8 @@ pub(crate) struct WsConn {
     ws: WebSocket<Duplex>,
     /// Our close frame is sent: nothing more may follow it.
     closing: bool,
-    /// The reply being written (empty between messages; its buffer reused
-    /// for the messages of one read, freed after it).
+    /// The reply being written (empty between messages; its buffer reused,
+    /// and freed by the worker's timer so an idle connection keeps none).
     reply: Vec<u8>,
     pub(crate) session: Protocol,
 }
@@ -147,10 +147,12 @@ impl WsConn {
             self.drain(out);
         };
         self.drain(out);
-        // Reused across the messages of one read, not kept by an idle
-        // connection.
-        self.reply = Vec::new();
         status
+    }
+
+    /// Frees the reply buffer (the worker's timer, as for the output's).
+    pub(crate) fn release_reply(&mut self) {
+        self.reply = Vec::new();
     }
 
     /// Hands a message to the STOMP session and sends its frames; after an

@@ -517,6 +517,9 @@ impl Worker {
             Lifecycle::Open => {}
         }
         conn.output.release_if_idle();
+        if let Mode::Ws(ws) = &mut conn.mode {
+            ws.release_reply();
+        }
         let streaming = matches!(conn.mode, Mode::Sse { .. } | Mode::Ws(_));
         if !streaming || conn.pending() < config.max_output {
             conn.stalled_since = None;
