@@ -253,6 +253,8 @@ struct St {
     dups: u64,
     /// SSE: the `id:` of the event being read.
     sse_id: Option<u64>,
+    /// The SSE frame being read is the stream's `connected` notice.
+    sse_connected: bool,
 }
 
 #[derive(Debug)]
@@ -459,8 +461,12 @@ fn parse_sse(st: &mut St, data: &[u8], sink: &mut Sink, now: u64) -> usize {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(id) = line.strip_prefix(b"id: ") {
             st.sse_id = std::str::from_utf8(id).ok().and_then(|v| v.parse().ok());
+        } else if line == b"event: connected" {
+            st.sse_connected = true;
         } else if let Some(payload) = line.strip_prefix(b"data: ") {
-            if contains(payload, br#"{"gap":"#) || contains(payload, br#"{"reset":"#) {
+            if std::mem::take(&mut st.sse_connected) {
+                // Where the stream starts: nothing to count.
+            } else if contains(payload, br#"{"gap":"#) || contains(payload, br#"{"reset":"#) {
                 sink.error(st, payload);
             } else {
                 let seq = st.sse_id.take();
@@ -697,6 +703,7 @@ impl Driver {
                 unique: 0,
                 dups: 0,
                 sse_id: None,
+                sse_connected: false,
             };
             let token = Token(self.conns.len());
             let stream = TcpStream::connect(self.addr).and_then(|mut s| {

@@ -149,7 +149,8 @@ fn stream_once(
     for line in lines {
         let Ok(line) = line else { break };
         if line.is_empty() {
-            if !data.is_empty() {
+            // `connected` only says where the stream starts: not printed.
+            if !data.is_empty() && event != "connected" {
                 let _ = writeln!(out, "{id} {event} {}", data.join("\n"));
                 let _ = out.flush();
             }

@@ -357,12 +357,13 @@ pub fn covers(grant: &str, requested: &str) -> bool {
 pub struct EventEncoder(bytes::BytesMut);
 
 impl EventEncoder {
-    /// `e` as one SSE frame (`topic_ids`: the `id:` field is the topic
-    /// sequence), as a stream's output receives it.
-    pub fn sse(&mut self, e: &herald_core::broker::EventRef<'_>, topic_ids: bool) -> &[u8] {
+    /// `e` as one named SSE frame of a stream on one topic (`single`) or
+    /// several, as the stream's output receives it.
+    pub fn sse(&mut self, e: &herald_core::broker::EventRef<'_>, single: bool) -> &[u8] {
         self.0.clear();
         let d = herald_core::broker::DeliveryRef::Event(*e);
-        crate::fanout::encode::sse_frame(&mut self.0, &d, topic_ids, 0);
+        let form = crate::fanout::encode::SseForm::new(single, true);
+        crate::fanout::encode::sse_frame(&mut self.0, &d, form, 0);
         &self.0
     }
 

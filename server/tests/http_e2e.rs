@@ -230,8 +230,10 @@ fn read_sse(reader: &mut BufReader<TcpStream>, n: usize) -> Vec<(u64, String)> {
         );
         let l = line.trim_end_matches(['\r', '\n']);
         if l.is_empty() {
+            // Frames without an id (`connected`, gaps) are not events.
+            let data = std::mem::take(&mut data);
             if let Some(i) = id.take() {
-                out.push((i, std::mem::take(&mut data)));
+                out.push((i, data));
             }
         } else if let Some(v) = l.strip_prefix("id: ") {
             id = Some(v.parse().unwrap());
@@ -240,6 +242,116 @@ fn read_sse(reader: &mut BufReader<TcpStream>, n: usize) -> Vec<(u64, String)> {
         }
     }
     out
+}
+
+/// The next `n` SSE frames, comments and `retry:` left out: each frame's
+/// `id:` (if any), `event:` (if any) and data.
+fn read_frames(
+    reader: &mut BufReader<TcpStream>,
+    n: usize,
+) -> Vec<(Option<u64>, Option<String>, String)> {
+    let mut out = Vec::new();
+    let (mut id, mut event, mut data) = (None, None, None::<String>);
+    let mut line = String::new();
+    while out.len() < n {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "stream ended early"
+        );
+        let l = line.trim_end_matches(['\r', '\n']);
+        if l.is_empty() {
+            if let Some(d) = data.take() {
+                out.push((id.take(), event.take(), d));
+            }
+        } else if let Some(v) = l.strip_prefix("id: ") {
+            id = Some(v.parse().unwrap());
+        } else if let Some(v) = l.strip_prefix("event: ") {
+            event = Some(v.to_owned());
+        } else if let Some(v) = l.strip_prefix("data: ") {
+            let d = data.get_or_insert_with(String::new);
+            if !d.is_empty() {
+                d.push('\n');
+            }
+            d.push_str(v);
+        }
+    }
+    out
+}
+
+#[test]
+fn sse_streams_say_where_they_start_which_topic_and_can_be_unnamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    publish(&server, "room.1", "msg", "1");
+    publish(&server, "room.1", "msg", "2");
+    // From now, on a pattern: connected at the global head; event objects.
+    let mut many = open_sse(&server, "/v1/events?topics=room.*", None);
+    let first = read_frames(&mut many, 1);
+    assert_eq!(
+        first,
+        [(None, Some("connected".into()), r#"{"position":2}"#.into())]
+    );
+    publish(&server, "room.2", "joined", r#"{"who":"ann"}"#);
+    publish(&server, "room.1", "msg", "3");
+    let got = read_frames(&mut many, 2);
+    let objects: Vec<Value> = got
+        .iter()
+        .map(|f| serde_json::from_str(&f.2).unwrap())
+        .collect();
+    assert_eq!((got[0].0, got[0].1.as_deref()), (Some(3), Some("joined")));
+    assert_eq!(objects[0]["topic"], "room.2");
+    assert_eq!(objects[0]["topic_seq"], 1);
+    assert_eq!(objects[0]["type"], "joined");
+    assert_eq!(objects[0]["data"], serde_json::json!({"who": "ann"}));
+    assert_eq!(
+        (got[1].0, objects[1]["topic"].as_str()),
+        (Some(4), Some("room.1"))
+    );
+    // One topic, unnamed, resuming: everything reaches `onmessage`.
+    let mut unnamed = open_sse(
+        &server,
+        "/v1/topics/room.1/events?named=false&after=1",
+        None,
+    );
+    let got = read_frames(&mut unnamed, 3);
+    assert_eq!(
+        got[0],
+        (None, None, r#"{"connected":{"position":1}}"#.into())
+    );
+    for (frame, (topic_seq, data)) in got[1..].iter().zip([(2, 2), (3, 3)]) {
+        assert_eq!((frame.0, &frame.1), (Some(topic_seq), &None));
+        let object: Value = serde_json::from_str(&frame.2).unwrap();
+        assert_eq!(
+            (object["type"].as_str(), object["data"].as_u64()),
+            (Some("msg"), Some(data))
+        );
+    }
+    // Past the end of the log: the reset, then connected at the head.
+    let mut ahead = open_sse(&server, "/v1/topics/room.1/events?after=99", None);
+    assert_eq!(
+        read_frames(&mut ahead, 2),
+        [
+            (
+                Some(3),
+                Some("reset".into()),
+                r#"{"reset":{"head":3}}"#.into()
+            ),
+            (None, Some("connected".into()), r#"{"position":3}"#.into()),
+        ]
+    );
+    // `named` is a boolean.
+    let (status, body) = request(&server, "GET", "/v1/events?topics=a&named=no", &[], b"");
+    assert_eq!(status, 400);
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("'named'"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    server.shutdown().unwrap();
 }
 
 #[test]

@@ -97,12 +97,24 @@ enum Client {
 
 impl Client {
     /// Connects and subscribes; returns once the server has confirmed the
-    /// subscription (the SSE response head, the WebSocket `subscribed`).
+    /// subscription (the SSE `connected` notice, the WebSocket
+    /// `subscribed`).
     fn open(server: &Server, kind: Kind) -> Client {
         match kind {
             Kind::Sse => {
-                let reader = open_sse(server, &format!("/v1/topics/{TOPIC}/events"), None);
-                let line = String::new();
+                let mut reader = open_sse(server, &format!("/v1/topics/{TOPIC}/events"), None);
+                let mut line = String::new();
+                for expected in [
+                    "retry: 2000",
+                    "",
+                    "event: connected",
+                    r#"data: {"position":0}"#,
+                    "",
+                ] {
+                    line.clear();
+                    reader.read_line(&mut line).unwrap();
+                    assert_eq!(line.trim_end_matches(['\r', '\n']), expected, "subscribing");
+                }
                 Client::Sse { reader, line }
             }
             Kind::Ws => {

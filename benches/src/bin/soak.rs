@@ -1216,6 +1216,19 @@ fn sse_session(sh: &Shared, sub: &mut Sub, length: Option<Duration>) -> Ended {
         let (events, used) = parse_sse(&mut pending, &mut has_data, &sock.buf);
         sock.buf.drain(..used);
         for ev in events {
+            if ev.event.as_deref() == Some("connected") {
+                // Where the stream starts: the position it resumed from.
+                let position = serde_json::from_str::<Value>(&ev.data)
+                    .ok()
+                    .and_then(|d| d.get("position")?.as_u64());
+                if position != Some(sub.last) {
+                    sh.error(
+                        &sub.name,
+                        format!("connected at {position:?}, resumed after {}", sub.last),
+                    );
+                }
+                continue;
+            }
             if ev.event.as_deref() != Some(EVENT_TYPE) {
                 sh.error(
                     &sub.name,
@@ -1224,9 +1237,13 @@ fn sse_session(sh: &Shared, sub: &mut Sub, length: Option<Duration>) -> Ended {
                 continue;
             }
             let id = ev.id.as_deref().and_then(|i| i.parse::<u64>().ok());
+            // Streams on several topics carry the event object.
             let key = serde_json::from_str::<Value>(&ev.data)
                 .ok()
-                .and_then(|d| data_key(&d));
+                .and_then(|d| match sub.kind {
+                    Kind::SseTopic(_) => data_key(&d),
+                    _ => data_key(d.get("data")?),
+                });
             match (id, key) {
                 (Some(id), Some(key)) => sub.on_event(sh, id, key, 0),
                 _ => sh.error(&sub.name, format!("bad SSE event {ev:?}")),

@@ -145,6 +145,18 @@ pub(crate) struct Opened {
     pub(crate) after: u64,
 }
 
+impl Opened {
+    /// The position the stream starts after, in its units (topic sequences
+    /// on one topic, global sequences otherwise): what a client that
+    /// opened "from now" resumes from.
+    pub(crate) fn position(&self) -> u64 {
+        match self.sub.next_topic_seq() {
+            Some(next) if self.single => next.saturating_sub(1),
+            _ => self.sub.next_seq().saturating_sub(1),
+        }
+    }
+}
+
 impl Caller<'_> {
     /// `publish`: one event, or a batch stored together or not at all.
     pub(crate) fn publish(&self, request: &PublishRequest<'_>) -> Result<PublishedAll, ApiError> {

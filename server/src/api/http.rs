@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use bytes::BytesMut;
 use herald_core::broker::Subscription;
 use herald_core::Broker;
 use serde::Serialize;
@@ -16,6 +17,7 @@ use super::ops::{self, EventsQuery, NoQuery, PresenceQuery, StartDefault};
 use super::origins::{Origins, Verdict};
 use super::stomp::StompSession;
 use super::ws::{Protocol, WsSession};
+use crate::fanout::encode::{sse_preamble, SseForm};
 use crate::metrics::{render_metrics, ServerStats};
 use crate::wire::http::{Request, Response};
 
@@ -51,11 +53,10 @@ pub(crate) enum Action {
 #[derive(Debug)]
 pub(crate) struct Stream {
     pub(crate) head: Response,
-    /// The stream's first bytes (`retry:`).
-    pub(crate) preamble: String,
+    /// The stream's first frames (`retry:`, a reset notice, `connected`).
+    pub(crate) preamble: BytesMut,
     pub(crate) sub: Subscription,
-    /// `id:` carries the topic sequence (single-topic streams).
-    pub(crate) topic_ids: bool,
+    pub(crate) form: SseForm,
     /// Tenant prefix to strip from topic names sent back.
     pub(crate) prefix_len: usize,
 }
@@ -251,13 +252,14 @@ fn events(
     let selection = query.selection(path_topic, last_event_id)?;
     let prefix_len = caller.grants.prefix_len();
     if sse {
-        let Opened { sub, single, .. } = caller.open(selection, StartDefault::Now)?;
-        let mut preamble = format!("retry: {}\n\n", cx.sse_retry_ms);
-        if let Some(head) = sub.beyond_end() {
-            // Its `id` moves the client's Last-Event-ID back to the head.
-            let reset = serde_json::json!({ "reset": Reset { head } });
-            preamble.push_str(&format!("id: {head}\nevent: reset\ndata: {reset}\n\n"));
-        }
+        let opened = caller.open(selection, StartDefault::Now)?;
+        let form = SseForm::new(opened.single, query.named.unwrap_or(true));
+        let preamble = sse_preamble(
+            form,
+            cx.sse_retry_ms,
+            opened.sub.beyond_end(),
+            opened.position(),
+        );
         let head = Response::head(200, "OK")
             .with_header("Content-Type", "text/event-stream")
             .with_header("Cache-Control", "no-cache")
@@ -266,8 +268,8 @@ fn events(
         return Ok(Action::Stream(Box::new(Stream {
             head,
             preamble,
-            sub,
-            topic_ids: single,
+            sub: opened.sub,
+            form,
             prefix_len,
         })));
     }

@@ -418,6 +418,10 @@ pub(crate) struct EventsQuery {
     pub(crate) limit: Option<u64>,
     /// Polls: milliseconds to wait for a first event (at most 60 000).
     pub(crate) wait: Option<u64>,
+    /// SSE streams: `false` leaves frames unnamed (the type is in `data`),
+    /// so that `EventSource.onmessage` sees every one. Polls answer event
+    /// objects either way.
+    pub(crate) named: Option<bool>,
 }
 
 /// The query of endpoints that take no parameters (but the token).

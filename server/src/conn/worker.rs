@@ -378,10 +378,8 @@ impl Worker {
                 }
                 Action::Stream(s) => {
                     conn.respond(&s.head, true);
-                    conn.output.extend(s.preamble.as_bytes());
-                    let encoding = Encoding::Sse {
-                        topic_ids: s.topic_ids,
-                    };
+                    conn.output.extend(&s.preamble);
+                    let encoding = Encoding::Sse(s.form);
                     let stream = self.router.add(index, s.sub, encoding, s.prefix_len);
                     conn.mode = Mode::Sse {
                         stream,

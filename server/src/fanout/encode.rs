@@ -99,34 +99,113 @@ fn gap_notice(out: &mut BytesMut, g: &Gap, prefix_len: usize) {
     let _ = serde_json::to_writer(out.writer(), &notice);
 }
 
-/// Appends one SSE frame for `d` to `out`. `topic_ids`: the `id:` field is
-/// the topic sequence (single-topic streams) rather than the global one.
-pub(crate) fn sse_frame(
-    out: &mut BytesMut,
-    d: &DeliveryRef<'_>,
-    topic_ids: bool,
-    prefix_len: usize,
-) {
-    // (Formatting into a BytesMut cannot fail.)
-    match d {
-        DeliveryRef::Event(e) => {
-            let id = if topic_ids { e.topic_seq } else { e.seq };
-            let _ = write!(out, "id: {id}\nevent: {}\n", e.event_type);
-            // The payload, one `data:` line per line of it (SSE joins them
-            // back with newlines).
-            for line in client_payload(e, prefix_len).split(|&b| b == b'\n') {
-                out.extend_from_slice(b"data: ");
-                out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
-                out.extend_from_slice(b"\n");
-            }
-            out.extend_from_slice(b"\n");
-        }
-        DeliveryRef::Gap(g) => {
-            out.extend_from_slice(b"event: gap\ndata: ");
-            gap_notice(out, g, prefix_len);
-            out.extend_from_slice(b"\n\n");
+/// How an SSE stream frames its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SseForm {
+    /// `id:` is the topic sequence (single-topic streams), not the global one.
+    pub(crate) topic_ids: bool,
+    /// `data:` is the event object (its topic, type, sequences and payload,
+    /// as in poll answers) rather than the payload alone: on multi-topic
+    /// streams, whose clients must tell topics apart, and unnamed ones.
+    pub(crate) objects: bool,
+    /// `event:` names each frame (the event type, `gap`, `reset`,
+    /// `connected`). Unnamed frames all reach `EventSource.onmessage`.
+    pub(crate) named: bool,
+}
+
+impl SseForm {
+    /// The form of a stream on one topic or several, named or not.
+    pub(crate) fn new(single: bool, named: bool) -> SseForm {
+        SseForm {
+            topic_ids: single,
+            objects: !single || !named,
+            named,
         }
     }
+}
+
+/// Appends one SSE frame for `d` to `out`.
+pub(crate) fn sse_frame(out: &mut BytesMut, d: &DeliveryRef<'_>, form: SseForm, prefix_len: usize) {
+    match d {
+        DeliveryRef::Event(e) => {
+            let id = if form.topic_ids { e.topic_seq } else { e.seq };
+            out.extend_from_slice(b"id: ");
+            out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+            out.extend_from_slice(b"\n");
+            if form.named {
+                out.extend_from_slice(b"event: ");
+                out.extend_from_slice(e.event_type.as_bytes());
+                out.extend_from_slice(b"\n");
+            }
+            if form.objects {
+                let mut object = BytesMut::with_capacity(e.payload.len() + 160);
+                event_object(&mut object, e, prefix_len);
+                sse_data(out, &object);
+            } else {
+                sse_data(out, &client_payload(e, prefix_len));
+            }
+        }
+        DeliveryRef::Gap(g) => {
+            let mut notice = BytesMut::new();
+            gap_notice(&mut notice, g, prefix_len);
+            sse_notice(out, form, "gap", None, &notice);
+        }
+    }
+}
+
+/// Appends `data` as `data:` lines, one per line of it (SSE joins them
+/// back with newlines), and the blank line that ends a frame.
+fn sse_data(out: &mut BytesMut, data: &[u8]) {
+    for line in data.split(|&b| b == b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        out.extend_from_slice(b"\n");
+    }
+    out.extend_from_slice(b"\n");
+}
+
+/// Appends a notice of `kind` whose data is `{"<kind>": …}` (gap, reset):
+/// named `event: <kind>`, or unnamed with the same data.
+fn sse_notice(out: &mut BytesMut, form: SseForm, kind: &str, id: Option<u64>, data: &[u8]) {
+    if let Some(id) = id {
+        out.extend_from_slice(b"id: ");
+        out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+        out.extend_from_slice(b"\n");
+    }
+    if form.named {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\n");
+    }
+    sse_data(out, data);
+}
+
+/// The first frames of an SSE stream: `retry:`; a reset notice if the
+/// client's position was past the end of the log (its `id:` moves the
+/// browser's `Last-Event-ID` back to `head`); then `connected` with the
+/// position the stream starts after. `connected` has no `id:`, so it
+/// leaves `Last-Event-ID` alone; its data is `{"position": N}` when named
+/// `event: connected`, `{"connected": {"position": N}}` when unnamed.
+pub(crate) fn sse_preamble(
+    form: SseForm,
+    retry_ms: u64,
+    reset: Option<u64>,
+    position: u64,
+) -> BytesMut {
+    let mut out = BytesMut::new();
+    let _ = write!(out, "retry: {retry_ms}\n\n");
+    if let Some(head) = reset {
+        let data = format!(r#"{{"reset":{{"head":{head}}}}}"#);
+        sse_notice(&mut out, form, "reset", Some(head), data.as_bytes());
+    }
+    let position = format!(r#"{{"position":{position}}}"#);
+    if form.named {
+        sse_notice(&mut out, form, "connected", None, position.as_bytes());
+    } else {
+        let data = format!(r#"{{"connected":{position}}}"#);
+        sse_notice(&mut out, form, "connected", None, data.as_bytes());
+    }
+    out
 }
 
 /// The start of every WebSocket event message of subscription `id`; the
@@ -336,9 +415,9 @@ pub(crate) fn ws_text_header(out: &mut BytesMut, len: usize) {
 /// whole block alive while any one of them waits in a slow client's output.
 #[derive(Default)]
 pub(crate) struct Frames {
-    /// SSE frames by `id:` kind (topic sequence or global) and the prefix
-    /// length their payload depends on (see [`payload_prefix`]).
-    sse: Vec<((bool, usize), Bytes)>,
+    /// SSE frames by form and the prefix length they depend on (see
+    /// [`payload_prefix`]; an event object names its topic too).
+    sse: Vec<((SseForm, usize), Bytes)>,
     /// WebSocket message bodies by tenant prefix length.
     ws: Vec<(usize, Bytes)>,
     /// STOMP `MESSAGE` frames after their subscription header, likewise.
@@ -356,13 +435,18 @@ impl Frames {
         BytesMut::with_capacity(e.payload.len() + e.topic.len() + 160)
     }
 
-    pub(crate) fn sse(&mut self, e: &EventRef<'_>, topic_ids: bool, prefix_len: usize) -> Bytes {
-        let key = (topic_ids, payload_prefix(e, prefix_len));
+    pub(crate) fn sse(&mut self, e: &EventRef<'_>, form: SseForm, prefix_len: usize) -> Bytes {
+        let prefix = if form.objects {
+            prefix_len
+        } else {
+            payload_prefix(e, prefix_len)
+        };
+        let key = (form, prefix);
         if let Some((_, frame)) = self.sse.iter().find(|(k, _)| *k == key) {
             return frame.clone();
         }
         let mut buf = Frames::buffer(e);
-        sse_frame(&mut buf, &DeliveryRef::Event(*e), topic_ids, key.1);
+        sse_frame(&mut buf, &DeliveryRef::Event(*e), form, prefix);
         let frame = buf.freeze();
         self.sse.push((key, frame.clone()));
         frame
@@ -399,7 +483,7 @@ pub(crate) fn encode_own(
     prefix_len: usize,
 ) {
     match encoding {
-        Encoding::Sse { topic_ids } => sse_frame(out.tail(), d, *topic_ids, prefix_len),
+        Encoding::Sse(form) => sse_frame(out.tail(), d, *form, prefix_len),
         Encoding::Ws { id, prefix } => {
             let text = match d {
                 DeliveryRef::Event(e) => {
@@ -498,13 +582,13 @@ mod tests {
         };
         let prefix = "acme.".len();
         let mut frames = Frames::default();
-        let sse = frames.sse(&e, true, prefix);
+        let sse = frames.sse(&e, SseForm::new(true, true), prefix);
         assert_eq!(
             &sse[..],
             b"id: 1\nevent: presence.join\ndata: {\"topic\":\"room\",\"client_id\":\"c1\"}\n\n"
         );
         // Another tenant's (anonymous) stream gets its own frame.
-        let anonymous = frames.sse(&e, true, 0);
+        let anonymous = frames.sse(&e, SseForm::new(true, true), 0);
         assert!(anonymous.windows(14).any(|w| w == b"\"acme.room\",\"c"));
         let body = frames.ws_body(&e, prefix);
         let v: Value = serde_json::from_slice(&[&b"{"[..], &body].concat()).unwrap();
@@ -581,7 +665,8 @@ mod tests {
             topic: Some("acme.orders".into()),
         };
         let mut sse = BytesMut::new();
-        sse_frame(&mut sse, &DeliveryRef::Gap(g.clone()), true, "acme.".len());
+        let form = SseForm::new(true, true);
+        sse_frame(&mut sse, &DeliveryRef::Gap(g.clone()), form, "acme.".len());
         assert_eq!(
             &sse[..],
             b"event: gap\ndata: {\"gap\":{\"from\":3,\"to\":9,\"topic\":\"orders\"}}\n\n"
@@ -598,6 +683,87 @@ mod tests {
         out.write_to(&mut sink).unwrap();
         let v: Value = serde_json::from_slice(&sink[2..]).unwrap();
         assert_eq!(v, json!({"type": "gap", "sub": "s1", "from": 3, "to": 9}));
+    }
+
+    #[test]
+    fn sse_forms_name_the_topic_on_several_and_the_type_when_unnamed() {
+        let topic: std::sync::Arc<str> = "acme.orders".into();
+        let e = EventRef {
+            seq: 7,
+            topic: &topic,
+            topic_seq: 3,
+            event_type: "order.created",
+            timestamp_ns: 5,
+            payload: b"{\"id\":\n1}",
+            origin: 0,
+            correlation: "",
+        };
+        let prefix = "acme.".len();
+        let frame = |single, named| {
+            let mut out = BytesMut::new();
+            sse_frame(
+                &mut out,
+                &DeliveryRef::Event(e),
+                SseForm::new(single, named),
+                prefix,
+            );
+            String::from_utf8(out.to_vec()).unwrap()
+        };
+        // One topic, named: the payload alone, line by line.
+        assert_eq!(
+            frame(true, true),
+            "id: 3\nevent: order.created\ndata: {\"id\":\ndata: 1}\n\n"
+        );
+        // Several topics: the event object, which names the topic.
+        let object = r#"{"seq":7,"topic":"orders","topic_seq":3,"type":"order.created","timestamp_ns":5,"data":{"id":"#;
+        assert_eq!(
+            frame(false, true),
+            format!("id: 7\nevent: order.created\ndata: {object}\ndata: 1}}}}\n\n")
+        );
+        // Unnamed: no `event:`, the type is in the object.
+        assert_eq!(
+            frame(true, false),
+            format!("id: 3\ndata: {object}\ndata: 1}}}}\n\n")
+        );
+        assert_eq!(
+            frame(false, false),
+            format!("id: 7\ndata: {object}\ndata: 1}}}}\n\n")
+        );
+        // A worker's cached frames are per form.
+        let mut frames = Frames::default();
+        for (single, named) in [(true, true), (false, true), (true, false), (false, false)] {
+            let shared = frames.sse(&e, SseForm::new(single, named), prefix);
+            assert_eq!(shared, frame(single, named).as_bytes(), "{single} {named}");
+        }
+        // Gap notices: the same data, named or not.
+        let g = DeliveryRef::Gap(Gap {
+            from: 1,
+            to: 2,
+            topic: None,
+        });
+        let mut out = BytesMut::new();
+        sse_frame(&mut out, &g, SseForm::new(false, false), prefix);
+        assert_eq!(&out[..], b"data: {\"gap\":{\"from\":1,\"to\":2}}\n\n");
+    }
+
+    #[test]
+    fn sse_preambles_say_where_the_stream_starts() {
+        let text =
+            |form, reset| String::from_utf8(sse_preamble(form, 2000, reset, 9).to_vec()).unwrap();
+        assert_eq!(
+            text(SseForm::new(true, true), None),
+            "retry: 2000\n\nevent: connected\ndata: {\"position\":9}\n\n"
+        );
+        assert_eq!(
+            text(SseForm::new(false, true), Some(9)),
+            "retry: 2000\n\nid: 9\nevent: reset\ndata: {\"reset\":{\"head\":9}}\n\n\
+             event: connected\ndata: {\"position\":9}\n\n"
+        );
+        assert_eq!(
+            text(SseForm::new(true, false), Some(9)),
+            "retry: 2000\n\nid: 9\ndata: {\"reset\":{\"head\":9}}\n\n\
+             data: {\"connected\":{\"position\":9}}\n\n"
+        );
     }
 
     #[test]

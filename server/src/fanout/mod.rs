@@ -36,7 +36,7 @@ mod index;
 
 use crate::conn::output::Output;
 use crate::metrics::ServerStats;
-use encode::{encode_own, stomp_message_prefix, ws_event_prefix, ws_text_header, Frames};
+use encode::{encode_own, stomp_message_prefix, ws_event_prefix, ws_text_header, Frames, SseForm};
 use index::TopicIndex;
 
 /// A stream's index in its worker's router.
@@ -62,8 +62,8 @@ pub(crate) trait Outputs {
 
 /// How a stream's events are framed.
 pub(crate) enum Encoding {
-    /// Server-Sent Events; `topic_ids`: `id:` is the topic sequence.
-    Sse { topic_ids: bool },
+    /// Server-Sent Events, in this form.
+    Sse(SseForm),
     /// WebSocket event messages of subscription `id`.
     Ws { id: String, prefix: Bytes },
     /// STOMP `MESSAGE` frames of subscription `id`, in WebSocket messages;
@@ -573,8 +573,8 @@ impl<O: Outputs> Deliver<'_, O> {
             self.dirty.push(stream.conn);
         }
         match &stream.encoding {
-            Encoding::Sse { topic_ids } => {
-                out.push_shared(self.frames.sse(e, *topic_ids, stream.prefix_len));
+            Encoding::Sse(form) => {
+                out.push_shared(self.frames.sse(e, *form, stream.prefix_len));
             }
             Encoding::Ws { prefix, .. } => {
                 let body = self.frames.ws_body(e, stream.prefix_len);

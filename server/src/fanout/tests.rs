@@ -9,7 +9,7 @@ use std::sync::Arc;
 use herald_core::broker::{DeliveryRef, Filter, StartAt};
 use herald_core::{Broker, BrokerConfig};
 
-use super::{Encoding, Outputs, Router};
+use super::{Encoding, Outputs, Router, SseForm};
 use crate::conn::output::Output;
 
 const TOPICS: [&str; 4] = ["a.x", "a.y", "b.x", "b.y"];
@@ -185,7 +185,7 @@ fn run(seed: u64) {
             let encoding = if ws {
                 Encoding::ws("s")
             } else {
-                Encoding::Sse { topic_ids: false }
+                Encoding::Sse(SseForm::new(false, true))
             };
             ids.push(Some(router.add(clients.0.len(), sub, encoding, 0)));
             clients.0.push(Some(Client {
@@ -322,7 +322,7 @@ fn a_parked_stream_past_retention_gets_a_gap_notice() {
     let sub = broker
         .subscribe(Filter::topic("r").unwrap(), StartAt::Now)
         .unwrap();
-    let id = router.add(0, sub, Encoding::Sse { topic_ids: false }, 0);
+    let id = router.add(0, sub, Encoding::Sse(SseForm::new(false, true)), 0);
     let mut clients = Clients(vec![Some(Client {
         out: Output::default(),
         got: Vec::new(),

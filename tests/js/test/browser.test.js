@@ -73,12 +73,9 @@ function pageClient({ topic, types }) {
     connect();
 }
 
-test('Chromium: EventSource and WebSocket survive a herald kill and restart, every event exactly once', { timeout: 90000 }, async (t) => {
-    assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing (Debian package chromium)`);
-    const herald = await Herald.create();
-    cleanups.push(() => herald.cleanup());
-    await herald.start();
-
+/** A page in a fresh headless Chromium (closed after the tests), with its
+ * console captured, its `window.__herald` state and a waiter on it. */
+async function openPage() {
     const profile = tempDir('herald-js-chromium-');
     const context = await chromium.launchPersistentContext(profile, {
         executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 60000,
@@ -97,6 +94,16 @@ test('Chromium: EventSource and WebSocket survive a herald kill and restart, eve
     const state = () => page.evaluate(() => window.__herald);
     const waitPage = (fn, what, arg) => page.waitForFunction(fn, arg, { polling: 50, timeout: 30000 })
         .catch(async (e) => { throw new Error(`waiting for ${what}: ${e.message}\npage state: ${JSON.stringify(await state())}`); });
+    return { page, console_, state, waitPage };
+}
+
+test('Chromium: EventSource and WebSocket survive a herald kill and restart, every event exactly once', { timeout: 90000 }, async (t) => {
+    assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing (Debian package chromium)`);
+    const herald = await Herald.create();
+    cleanups.push(() => herald.cleanup());
+    await herald.start();
+
+    const { page, console_, state, waitPage } = await openPage();
 
     try {
         // The EventSource's requests (their URLs); while `esHold` is set they
@@ -162,6 +169,46 @@ test('Chromium: EventSource and WebSocket survive a herald kill and restart, eve
         assert.equal(esRequests.length, 2, JSON.stringify(esRequests));
         assert.equal(s.wsOpens, 2, JSON.stringify(s));
         t.diagnostic(`WebSocket close codes seen by the page: ${JSON.stringify(s.wsCloses)}`);
+    } catch (e) {
+        for (const line of herald.output) t.diagnostic(line);
+        for (const line of console_) t.diagnostic(line);
+        throw e;
+    }
+});
+
+test('Chromium: an unnamed stream on several topics reaches onmessage alone, naming each topic', { timeout: 60000 }, async (t) => {
+    const herald = await Herald.create();
+    cleanups.push(() => herald.cleanup());
+    await herald.start();
+    const { page, console_, state, waitPage } = await openPage();
+    try {
+        await page.goto(`${herald.url}/healthz`);
+        const a = uniqueTopic('rooma');
+        const b = uniqueTopic('roomb');
+        const before = await herald.publish(a, 'before', {});
+        await page.evaluate(({ topics }) => {
+            const T = { messages: [], opens: 0 };
+            window.__herald = T;
+            const es = new EventSource(`/v1/events?topics=${topics}&named=false`);
+            es.onmessage = (m) => T.messages.push({ id: m.lastEventId, type: m.type, data: JSON.parse(m.data) });
+            es.onopen = () => { T.opens += 1; };
+        }, { topics: `${a},${b}` });
+        await waitPage(() => window.__herald.messages.length === 1, 'the connected notice');
+        const x = await herald.publish(a, 'chat.message', { text: 'hi' });
+        const y = await herald.publish(b, 'user.joined', { user: 'ann' });
+        await waitPage(() => window.__herald.messages.length === 3, 'both events');
+        const s = await state();
+        assert.deepEqual(s.messages[0], {
+            id: '', type: 'message', data: { connected: { position: before.seq } },
+        });
+        const events = s.messages.slice(1).map((m) => ({
+            id: m.id, type: m.type, topic: m.data.topic, eventType: m.data.type, data: m.data.data,
+        }));
+        assert.deepEqual(events, [
+            { id: String(x.seq), type: 'message', topic: a, eventType: 'chat.message', data: { text: 'hi' } },
+            { id: String(y.seq), type: 'message', topic: b, eventType: 'user.joined', data: { user: 'ann' } },
+        ]);
+        assert.equal(s.opens, 1);
     } catch (e) {
         for (const line of herald.output) t.diagnostic(line);
         for (const line of console_) t.diagnostic(line);
