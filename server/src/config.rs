@@ -24,6 +24,11 @@
 //! retention_max_age_secs = 86400
 //! retention_max_bytes = 10737418240
 //! retention_max_pinned_age_secs = 604800   # what a stalled consumer may keep
+//!
+//! [[schemas]]                   # published payloads must satisfy (JSON Schema)
+//! topics = "orders.>"           # topic name or pattern, as clients name it
+//! type = "order.created"        # optional: only this event type
+//! file = "schemas/order-created.json"
 //! ```
 
 use std::net::SocketAddr;
@@ -36,6 +41,7 @@ use serde::Deserialize;
 use herald_core::BrokerConfig;
 
 use crate::api::auth::AuthConfig;
+use crate::api::schema::SchemaRule;
 use crate::wire::http;
 
 /// The file's keys (see the module docs).
@@ -88,6 +94,8 @@ pub struct FileConfig {
     /// The oldest log segment a durable consumer or a stalled reader may
     /// keep from retention (it then gets a gap notice). Unset: no bound.
     pub retention_max_pinned_age_secs: Option<u64>,
+    /// `[[schemas]]`: `topics`, optional `type`, `file`.
+    pub schemas: Option<Vec<SchemaRule>>,
 }
 
 impl FileConfig {
@@ -104,7 +112,8 @@ impl FileConfig {
             &mut file.jwt_secret_file,
             &mut file.jwt_rs256_public_key,
         ];
-        for p in paths.into_iter().flatten() {
+        let schema_files = file.schemas.iter_mut().flatten().map(|r| &mut r.file);
+        for p in paths.into_iter().flatten().chain(schema_files) {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -182,6 +191,9 @@ impl FileConfig {
         }
         if let Some(b) = self.retention_max_bytes {
             config.broker.log.retention.max_bytes = Some(b);
+        }
+        if let Some(rules) = self.schemas {
+            config.schemas = rules;
         }
         Ok(())
     }
@@ -311,6 +323,9 @@ pub struct ServerConfig {
     /// server cross-origin (CORS). Pages from other origins get 403; clients
     /// that are not pages (no `Origin` header) are not affected.
     pub allowed_origins: Vec<String>,
+    /// JSON Schemas that published payloads must satisfy, by topic
+    /// pattern and event type (compiled at startup).
+    pub schemas: Vec<SchemaRule>,
     pub(crate) limits: http::Limits,
 }
 
@@ -339,6 +354,7 @@ impl ServerConfig {
             auth: AuthConfig::default(),
             anonymous: None,
             allowed_origins: Vec::new(),
+            schemas: Vec::new(),
             limits: http::Limits { max_head, max_body },
         }
     }

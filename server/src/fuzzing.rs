@@ -438,3 +438,23 @@ pub fn stomp_waits_for(data: &[u8], max_body: usize, added: &[u8]) -> Option<boo
 pub fn encode_stomp(command: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     crate::wire::stomp::encode(command, headers, body)
 }
+
+/// The configured schemas' check of a published payload (`api::schema`):
+/// for benchmarks of its cost on the publish path.
+#[derive(Debug)]
+pub struct SchemaCheck(crate::api::schema::Schemas);
+
+impl SchemaCheck {
+    /// Compiles `rules` as the server does at startup.
+    pub fn compile(rules: &[crate::SchemaRule]) -> Result<SchemaCheck, String> {
+        crate::api::schema::Schemas::compile(rules).map(SchemaCheck)
+    }
+
+    /// Checks a payload (valid JSON) published to `topic` (as the client
+    /// names it) with `event_type`; the error's message.
+    pub fn check(&self, topic: &str, event_type: &str, payload: &[u8]) -> Result<(), String> {
+        (self.0)
+            .check(topic, event_type, payload)
+            .map_err(|e| e.message().to_owned())
+    }
+}

@@ -34,6 +34,7 @@ use std::thread::JoinHandle;
 use herald_core::Broker;
 
 pub use api::auth::{mint_hs256, AuthConfig, Claims};
+pub use api::schema::{check_file as check_schema_file, SchemaRule};
 pub use config::ServerConfig;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -60,6 +61,7 @@ impl Server {
             &config.auth,
             config.anonymous,
         )?);
+        let schemas = Arc::new(api::schema::Schemas::compile(&config.schemas)?);
         if auth.anonymous() && !config.listen.ip().is_loopback() {
             return Err("anonymous access is allowed only on loopback addresses: configure a token key (and leave anonymous access off)".into());
         }
@@ -90,6 +92,7 @@ impl Server {
                 &config.allowed_origins,
                 auth.anonymous(),
             )),
+            schemas,
         };
         let mut threads = Vec::new();
         for i in 0..config.workers.max(1) {

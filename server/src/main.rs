@@ -119,6 +119,23 @@ enum Command {
         #[command(subcommand)]
         command: LogCommand,
     },
+    /// Work with the JSON Schemas of `[[schemas]]` offline.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Check an event's payload against a schema, as a publish would be:
+    /// prints every violation; exit 1 if there is one, 2 if a file is bad.
+    Check {
+        /// The JSON Schema file.
+        schema: PathBuf,
+        /// A file holding the event's payload (its `data`).
+        data: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -204,6 +221,24 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Schema {
+            command: SchemaCommand::Check { schema, data },
+        } => match herald_server::check_schema_file(&schema, &data) {
+            Ok(violations) if violations.is_empty() => {
+                println!("valid");
+                ExitCode::SUCCESS
+            }
+            Ok(violations) => {
+                for v in violations {
+                    println!("invalid: {v}");
+                }
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("herald: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Log {
             command: LogCommand::Verify { dir },
         } => match herald_core::log::verify_dir(&dir) {

@@ -23,6 +23,8 @@ pub(crate) enum ApiError {
     MethodNotAllowed,
     /// A payload over the limit (413).
     TooLarge(String),
+    /// Well-formed, but the payload breaks a configured schema (422).
+    Unprocessable(String),
     /// The server is at a capacity bound shared by several clients (503):
     /// retrying later, or elsewhere, may succeed.
     Unavailable(String),
@@ -40,6 +42,7 @@ impl ApiError {
             ApiError::NotFound(_) => (404, "Not Found"),
             ApiError::MethodNotAllowed => (405, "Method Not Allowed"),
             ApiError::TooLarge(_) => (413, "Payload Too Large"),
+            ApiError::Unprocessable(_) => (422, "Unprocessable Content"),
             ApiError::Unavailable(_) => (503, "Service Unavailable"),
             ApiError::Internal(_) => (500, "Internal Server Error"),
         }
@@ -54,6 +57,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::TooLarge(_) => "too_large",
+            ApiError::Unprocessable(_) => "schema",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -67,6 +71,7 @@ impl ApiError {
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
             | ApiError::TooLarge(m)
+            | ApiError::Unprocessable(m)
             | ApiError::Unavailable(m)
             | ApiError::Internal(m) => m,
             ApiError::MethodNotAllowed => "method not allowed",

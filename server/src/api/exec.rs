@@ -19,12 +19,15 @@ use super::ops::{
     Ack, Heartbeat, Leave, PresenceQuery, Publish, PublishRequest, Selection, StartDefault, Topics,
     MAX_CONSUMERS_PER_TENANT,
 };
+use super::schema::Schemas;
 
 /// Who asks, and of which broker.
 #[derive(Clone, Copy)]
 pub(crate) struct Caller<'a> {
     pub(crate) broker: &'a Broker,
     pub(crate) grants: &'a Grants,
+    /// What published payloads must satisfy.
+    pub(crate) schemas: &'a Schemas,
 }
 
 /// A published event's sequences.
@@ -163,7 +166,9 @@ impl Caller<'_> {
         match request {
             PublishRequest::One(op) => {
                 let payload = payload(op)?;
-                let publisher = self.broker.publisher(&self.publish_topic(op)?)?;
+                let topic = self.publish_topic(op)?;
+                self.schemas.check(&op.topic, &op.event_type, &payload)?;
+                let publisher = self.broker.publisher(&topic)?;
                 let published = publisher.publish(&op.event_type, &payload, options(op))?;
                 Ok(PublishedAll::One(published.into()))
             }
@@ -211,6 +216,7 @@ impl Caller<'_> {
         let topic = self.publish_topic(op)?;
         validate_topic(&topic)?;
         let payload = payload(op)?;
+        self.schemas.check(&op.topic, &op.event_type, &payload)?;
         self.broker
             .check_event(&op.event_type, &payload, options(op))?;
         Ok((topic, payload))

@@ -15,6 +15,7 @@ use super::error::ApiError;
 use super::exec::{Caller, Consumer, Opened, Reset};
 use super::ops::{self, EventsQuery, NoQuery, PresenceQuery, StartDefault};
 use super::origins::{Origins, Verdict};
+use super::schema::Schemas;
 use super::stomp::StompSession;
 use super::ws::{Protocol, WsSession};
 use crate::fanout::encode::{sse_preamble, SseForm};
@@ -24,6 +25,8 @@ use crate::wire::http::{Request, Response};
 /// What answering a request needs.
 pub(crate) struct HttpContext<'a> {
     pub(crate) broker: &'a Broker,
+    /// What published payloads must satisfy.
+    pub(crate) schemas: &'a Schemas,
     pub(crate) auth: &'a Authenticator,
     pub(crate) origins: &'a Origins,
     pub(crate) stats: &'a ServerStats,
@@ -154,6 +157,7 @@ fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<A
             let caller = Caller {
                 broker: cx.broker,
                 grants: &grants,
+                schemas: cx.schemas,
             };
             match upgrade(req, "/v1/ws") {
                 None => {}

@@ -1,7 +1,8 @@
 //! Client requests. Every transport decodes what a client asks into one
 //! typed operation ([`ops`]), validated once, executed once ([`exec`])
 //! within the client's grants ([`auth`]), refused with one error type
-//! ([`error`]). HTTP ([`http`]) fills operations from the path, the query
+//! ([`error`]), after the configured schemas ([`schema`]) have checked
+//! published payloads. HTTP ([`http`]) fills operations from the path, the query
 //! and the body; WebSocket ([`ws`]) from its JSON messages; STOMP over
 //! WebSocket ([`stomp`]) from its frames' headers and bodies.
 
@@ -12,5 +13,6 @@ mod fast_publish;
 pub(crate) mod http;
 pub(crate) mod ops;
 pub(crate) mod origins;
+pub(crate) mod schema;
 pub(crate) mod stomp;
 pub(crate) mod ws;

@@ -496,6 +496,7 @@ impl StompSession {
         let caller = Caller {
             broker: cx.broker,
             grants,
+            schemas: cx.schemas,
         };
         match frame.header("transaction") {
             Some(tx) => {
@@ -539,6 +540,7 @@ impl StompSession {
         let caller = Caller {
             broker: cx.broker,
             grants,
+            schemas: cx.schemas,
         };
         let ops = held.iter().map(Held::publish).collect();
         caller.publish(&PublishRequest::Batch(ops))?;
@@ -676,6 +678,7 @@ impl StompSession {
         Caller {
             broker: cx.broker,
             grants,
+            schemas: cx.schemas,
         }
         .ack(Ack { consumer, seq })?;
         sub.acked = seq;

@@ -15,12 +15,15 @@ use super::ops::{
     Envelope, Op, Selection, StartDefault, Subscribe, Unsubscribe, MAX_CONNECTION_PATTERNS,
     MAX_SUBSCRIPTIONS,
 };
+use super::schema::Schemas;
 use super::stomp::StompSession;
 use crate::fanout::{Encoding, Router, StreamId, MAX_WORKER_PATTERN_TOKENS};
 
 /// What handling a client's messages needs from the worker.
 pub(crate) struct WsContext<'a> {
     pub(crate) broker: &'a Broker,
+    /// What published payloads must satisfy.
+    pub(crate) schemas: &'a Schemas,
     /// Verifies the tokens of STOMP `CONNECT` frames.
     pub(crate) auth: &'a Authenticator,
     pub(crate) router: &'a mut Router,
@@ -216,6 +219,7 @@ impl WsSession {
         let caller = Caller {
             broker: cx.broker,
             grants: &self.grants,
+            schemas: cx.schemas,
         };
         match op {
             Op::Ping(_) => reply(out, "pong", reference, Nothing {}),
@@ -335,6 +339,7 @@ pub(crate) fn open_stream(
     let caller = Caller {
         broker: cx.broker,
         grants,
+        schemas: cx.schemas,
     };
     let opened = caller.open(selection, StartDefault::Now)?;
     if !cx.router.admits(opened.sub.filter()) {

@@ -36,6 +36,7 @@ use super::websocket::WsStatus;
 use crate::api::auth::Authenticator;
 use crate::api::http::{self as endpoints, Action, HttpContext};
 use crate::api::origins::Origins;
+use crate::api::schema::Schemas;
 use crate::api::ws::{pattern_capacity, WsContext};
 use crate::config::ServerConfig;
 use crate::fanout::encode::PollBody;
@@ -73,6 +74,7 @@ pub(crate) struct WorkerShared {
     pub(crate) limits: Arc<ConnLimits>,
     pub(crate) stats: Arc<ServerStats>,
     pub(crate) origins: Arc<Origins>,
+    pub(crate) schemas: Arc<Schemas>,
 }
 
 /// When the periodic work is due.
@@ -307,6 +309,7 @@ impl Worker {
         };
         let mut cx = WsContext {
             broker: &self.shared.broker,
+            schemas: &self.shared.schemas,
             auth: &self.shared.auth,
             router: &mut self.router,
             conn: index,
@@ -361,6 +364,7 @@ impl Worker {
             conn.request_started = None;
             let cx = HttpContext {
                 broker: &self.shared.broker,
+                schemas: &self.shared.schemas,
                 auth: &self.shared.auth,
                 origins: &self.shared.origins,
                 stats: &self.shared.stats,
