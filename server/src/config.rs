@@ -9,6 +9,8 @@
 //! allowed_origins = ["https://app.example"]   # web pages allowed cross-origin ("*": any)
 //! jwt_secret_file = "secret.txt"
 //! jwt_rs256_public_key = "public.pem"
+//! tls_cert = "cert.pem"         # TLS: the certificate chain (PEM), server's first
+//! tls_key = "key.pem"           # TLS: its private key (PEM); both or neither
 //! max_body = 1048576
 //! max_output = 1048576
 //! max_connections = 10000
@@ -57,6 +59,10 @@ pub struct FileConfig {
     pub jwt_secret_file: Option<PathBuf>,
     /// PEM file with the RS256 public key.
     pub jwt_rs256_public_key: Option<PathBuf>,
+    /// PEM file with the TLS certificate chain.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the TLS private key.
+    pub tls_key: Option<PathBuf>,
     /// Largest request body.
     pub max_body: Option<usize>,
     /// Unsent bytes per connection before it stops being fed.
@@ -103,6 +109,8 @@ impl FileConfig {
             &mut file.data,
             &mut file.jwt_secret_file,
             &mut file.jwt_rs256_public_key,
+            &mut file.tls_cert,
+            &mut file.tls_key,
         ];
         for p in paths.into_iter().flatten() {
             if p.is_relative() {
@@ -134,6 +142,12 @@ impl FileConfig {
         }
         if let Some(p) = self.jwt_rs256_public_key {
             config.auth.rs256_public_pem = Some(read_key(&p)?);
+        }
+        if let Some(p) = self.tls_cert {
+            config.tls_cert = Some(p);
+        }
+        if let Some(p) = self.tls_key {
+            config.tls_key = Some(p);
         }
         let set = |slot: &mut usize, v: Option<usize>| {
             if let Some(v) = v {
@@ -220,10 +234,16 @@ mod tests {
     fn relative_paths_in_a_file_are_relative_to_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("herald.toml");
-        std::fs::write(&path, "data = \"d\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "data = \"d\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+        )
+        .unwrap();
         let mut config = ServerConfig::new();
         FileConfig::load(&path).unwrap().apply(&mut config).unwrap();
         assert_eq!(config.broker.data_dir, dir.path().join("d"));
+        assert_eq!(config.tls_cert, Some(dir.path().join("c.pem")));
+        assert_eq!(config.tls_key, Some(dir.path().join("k.pem")));
         std::fs::write(&path, "data = \"/abs/d\"\n").unwrap();
         FileConfig::load(&path).unwrap().apply(&mut config).unwrap();
         assert_eq!(config.broker.data_dir, Path::new("/abs/d"));
@@ -311,6 +331,13 @@ pub struct ServerConfig {
     /// server cross-origin (CORS). Pages from other origins get 403; clients
     /// that are not pages (no `Origin` header) are not affected.
     pub allowed_origins: Vec<String>,
+    /// PEM file of the TLS certificate chain (the server's certificate
+    /// first). With `tls_key`, the server speaks only TLS (`https://`,
+    /// `wss://`); the two are set together or not at all.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the TLS certificate's private key (PKCS#8, PKCS#1 or
+    /// SEC1).
+    pub tls_key: Option<PathBuf>,
     pub(crate) limits: http::Limits,
 }
 
@@ -339,6 +366,8 @@ impl ServerConfig {
             auth: AuthConfig::default(),
             anonymous: None,
             allowed_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             limits: http::Limits { max_head, max_body },
         }
     }
