@@ -229,7 +229,9 @@ fn https_publish_sse_and_websocket_over_tls() {
     );
 
     // SSE: live events, then a burst the client reads only after it was
-    // all published (the server's TLS writes meet a full socket).
+    // all published (many TLS records; several events per write). Records
+    // left waiting for a full socket are the unit tests' (`conn::tls`):
+    // loopback's socket buffers take all of this at once.
     let mut sse = open_sse(&server, &client, "room.1");
     let first = publish(&server, &client, "room.1", &json!({"n": 1}));
     assert_eq!(first["topic_seq"], 1);

@@ -102,6 +102,12 @@ impl TlsConn {
         failed
     }
 
+    /// Records are waiting for the socket.
+    #[cfg(test)]
+    fn wants_write(&self) -> bool {
+        self.session.wants_write()
+    }
+
     /// Queues the close_notify alert (once; after everything written so far).
     pub(crate) fn send_close_notify(&mut self) {
         self.session.send_close_notify();
@@ -182,5 +188,164 @@ impl Write for TlsStream<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.flush_records()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, TcpListener};
+    use std::path::PathBuf;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+    use super::*;
+    use crate::conn::connection::Conn;
+
+    /// A CA and a `localhost` certificate it signed, made with `openssl`.
+    fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("the openssl command makes the test certificate");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        let ca = format!("req -x509 -days 2 -subj /CN=ca {ec} -keyout ca.key -out ca.pem");
+        run(&ca.split(' ').collect::<Vec<_>>());
+        let csr = format!("req -subj /CN=localhost {ec} -keyout key.pem -out cert.csr");
+        run(&csr.split(' ').collect::<Vec<_>>());
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName = DNS:localhost\nbasicConstraints = critical, CA:FALSE\n",
+        )
+        .unwrap();
+        let sign = "x509 -req -in cert.csr -CA ca.pem -CAkey ca.key -set_serial 2 -days 2 \
+                    -extfile ext.cnf -out cert.pem";
+        run(&sign.split_whitespace().collect::<Vec<_>>());
+        (
+            dir.join("ca.pem"),
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+        )
+    }
+
+    /// Writes 1000-byte pieces until rustls holds records that the socket
+    /// did not take and the connection's output is empty: the state in
+    /// which only a flush with nothing new to write can send them.
+    fn fill(conn: &mut Conn, sent: &mut Vec<u8>) {
+        for i in 0..100_000usize {
+            let piece: Vec<u8> = (0..1000).map(|j| ((i * 7 + j) % 251) as u8).collect();
+            conn.output.extend(&piece);
+            sent.extend_from_slice(&piece);
+            conn.flush().unwrap();
+            if conn.tls.as_ref().unwrap().wants_write() {
+                assert_eq!(conn.pending(), 0, "records waited before the last piece");
+                return;
+            }
+        }
+        panic!("the socket never filled");
+    }
+
+    /// A client that reads nothing until told: the socket fills, and
+    /// records wait in rustls for the worker's next writable event.
+    #[test]
+    fn records_left_waiting_go_out_on_later_flushes_and_close_notify_follows_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = make_certs(dir.path());
+        let config = server_config(&cert, &key).unwrap();
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client_tcp = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client_tcp
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let (server_tcp, _) = listener.accept().unwrap();
+        server_tcp.set_nonblocking(true).unwrap();
+        let tls = Box::new(TlsConn::new(config).unwrap());
+        let mut conn = Conn::new(
+            TcpStream::from_std(server_tcp),
+            Some(tls),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            None,
+        );
+
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(&ca).unwrap())
+            .unwrap();
+        let client_config = Arc::new(
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        let name = ServerName::try_from("localhost").unwrap();
+        // Told how many bytes to read, then to read to the end.
+        let (go, told) = std::sync::mpsc::channel::<usize>();
+        let client = std::thread::spawn(move || {
+            let session = ClientConnection::new(client_config, name).unwrap();
+            let mut tls = StreamOwned::new(session, client_tcp);
+            tls.write_all(b"hello").unwrap();
+            let mut first = vec![0; told.recv().unwrap()];
+            tls.read_exact(&mut first).unwrap();
+            told.recv().unwrap();
+            let mut rest = Vec::new();
+            tls.read_to_end(&mut rest).map(|_| [first, rest].concat())
+        });
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let wait = || {
+            assert!(Instant::now() < deadline, "timed out");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        // Handshake, then the client's first bytes.
+        while conn.input.len() < 5 {
+            assert!(conn.read_available(1 << 20), "the connection failed");
+            wait();
+        }
+        assert_eq!(conn.input, b"hello");
+        assert!(conn.tls.as_mut().unwrap().handshake_completed());
+
+        // Records left waiting go out on later flushes (the worker's
+        // writable events) with nothing new to write.
+        let mut sent = Vec::new();
+        fill(&mut conn, &mut sent);
+        go.send(sent.len()).unwrap();
+        while conn.tls.as_ref().unwrap().wants_write() {
+            wait();
+            conn.flush().unwrap();
+        }
+        // The close_notify waits behind records too, and lingering starts
+        // once it is written.
+        fill(&mut conn, &mut sent);
+        conn.close_when_flushed();
+        assert!(
+            !conn.start_lingering().unwrap(),
+            "lingering before the records left"
+        );
+        go.send(0).unwrap();
+        loop {
+            wait();
+            conn.flush().unwrap();
+            if conn.start_lingering().unwrap() {
+                break;
+            }
+        }
+        let got = client
+            .join()
+            .unwrap()
+            .expect("a clean close (close_notify)");
+        assert!(
+            got == sent,
+            "{} bytes of {} arrived intact",
+            got.len(),
+            sent.len()
+        );
     }
 }
