@@ -2,19 +2,20 @@
 //! (a private copy of the release binary, a fresh data directory, a
 //! certificate made with `openssl` for TLS), opens `--connections`
 //! connections from this process, and reads the server's `VmRSS`
-//! (`/proc/PID/status`) after start, once every connection is established
-//! (TLS: handshake completed) and idle, and once each has an SSE stream
-//! open (its `200` head read; no events). Per connection = growth ÷
-//! connections. Kernel socket buffers are not in `VmRSS`.
+//! (`/proc/PID/status`) after start and 1 s after every connection is
+//! established (TLS: handshake completed) and idle; then, with a fresh
+//! server, the same with an SSE stream open on each (its `200` head read;
+//! no events). Per connection = growth ÷ connections. Kernel socket buffers
+//! are not in `VmRSS`.
 //!
 //! ```text
 //! cargo build --release -p herald-server --bin herald
 //! cargo run --release -p herald-benches --bin tls_memory [-- --connections N] [--runs R] [--herald PATH]
 //! ```
 //! Plain and TLS servers alternate; the table gives medians of the runs
-//! (min–max in parentheses). The idle phase must end within the server's
-//! 10 s request-head timeout, which closes connections that send nothing;
-//! the run stops if it does not.
+//! (min–max in parentheses). The idle reading must come within the
+//! server's 10 s request-head timeout, which closes connections that send
+//! nothing; the run stops if it does not.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -187,35 +188,41 @@ fn rss_kib(server: &Server) -> u64 {
     proc_status_kib(&server.child.id().to_string(), "VmRSS").expect("VmRSS")
 }
 
-/// Bytes per connection: (idle, SSE stream open).
+/// Bytes of server VmRSS per connection: `connections` established (TLS:
+/// handshake completed) and idle, or each with an SSE stream open.
 fn measure(
     herald: &Path,
     dir: &Path,
     certs: Option<&Certs>,
     tls: Option<&Arc<ClientConfig>>,
     connections: usize,
-) -> (f64, f64) {
+    sse: bool,
+) -> f64 {
     let server = start(herald, dir, certs, connections);
     std::thread::sleep(SETTLE);
     let base = rss_kib(&server);
     let started = Instant::now();
-    let mut clients: Vec<Client> = (0..connections)
-        .map(|_| connect(server.port, tls))
+    let clients: Vec<Client> = (0..connections)
+        .map(|i| {
+            let mut c = connect(server.port, tls);
+            if sse {
+                open_sse(&mut c, &format!("idle.{}", i % 10));
+            }
+            c
+        })
         .collect();
     std::thread::sleep(SETTLE);
-    let idle = rss_kib(&server);
-    for (i, c) in clients.iter_mut().enumerate() {
-        open_sse(c, &format!("idle.{}", i % 10));
-    }
+    let rss = rss_kib(&server);
+    // Idle connections that sent no request are closed by the server's
+    // request-head timeout (10 s from the accept): the reading must come
+    // before it.
     assert!(
-        started.elapsed() < Duration::from_secs(9),
-        "the idle phase outlasted the request-head timeout: use fewer connections"
+        sse || started.elapsed() < Duration::from_secs(9),
+        "{connections} connections took {:?} to open: the server closes idle ones after 10 s; use fewer",
+        started.elapsed()
     );
-    std::thread::sleep(SETTLE);
-    let sse = rss_kib(&server);
     drop(clients);
-    let per = |kib: u64| (kib.saturating_sub(base) * 1024) as f64 / connections as f64;
-    (per(idle), per(sse))
+    (rss.saturating_sub(base) * 1024) as f64 / connections as f64
 }
 
 fn main() {
@@ -261,21 +268,18 @@ fn main() {
             .with_no_client_auth(),
     );
 
+    // (idle, SSE) per run.
     let (mut plain, mut tls) = (Vec::new(), Vec::new());
     for run in 0..runs {
-        // Alternating which goes first.
-        for tls_first in [run % 2 == 1, run % 2 == 0] {
-            if tls_first {
-                tls.push(measure(
-                    &binary,
-                    dir.path(),
-                    Some(&certs),
-                    Some(&client),
-                    connections,
-                ));
-            } else {
-                plain.push(measure(&binary, dir.path(), None, None, connections));
-            }
+        // Alternating which goes first; a fresh server per reading.
+        for use_tls in [run % 2 == 1, run % 2 == 0] {
+            let (certs, client, into) = match use_tls {
+                true => (Some(&certs), Some(&client), &mut tls),
+                false => (None, None, &mut plain),
+            };
+            let idle = measure(&binary, dir.path(), certs, client, connections, false);
+            let sse = measure(&binary, dir.path(), certs, client, connections, true);
+            into.push((idle, sse));
         }
         eprintln!(
             "run {}/{runs}: plain {:?}, TLS {:?}",
