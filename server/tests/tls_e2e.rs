@@ -189,8 +189,10 @@ fn open_sse(server: &Server, client: &Arc<ClientConfig>, topic: &str) -> BufRead
 }
 
 /// Reads SSE frames until `n` events arrived; their `data:` as JSON.
+/// Events are the frames with an `id:` (not the stream's other notices).
 fn read_sse(reader: &mut BufReader<Tls>, n: usize) -> Vec<Value> {
     let mut out = Vec::new();
+    let (mut id, mut data) = (false, None);
     let mut line = String::new();
     while out.len() < n {
         line.clear();
@@ -198,8 +200,15 @@ fn read_sse(reader: &mut BufReader<Tls>, n: usize) -> Vec<Value> {
             reader.read_line(&mut line).unwrap() > 0,
             "stream ended early"
         );
-        if let Some(data) = line.trim_end().strip_prefix("data: ") {
-            out.push(serde_json::from_str(data).unwrap());
+        let l = line.trim_end();
+        if l.is_empty() {
+            if let (true, Some(d)) = (std::mem::take(&mut id), data.take()) {
+                out.push(d);
+            }
+        } else if l.starts_with("id: ") {
+            id = true;
+        } else if let Some(d) = l.strip_prefix("data: ") {
+            data = Some(serde_json::from_str(d).unwrap());
         }
     }
     out

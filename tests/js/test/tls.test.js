@@ -70,7 +70,10 @@ function sseStream(url) {
                     const i = line.indexOf(': ');
                     if (i > 0) ev[line.slice(0, i)] = line.slice(i + 2);
                 }
-                if (ev.data !== undefined) rec.events.push({ id: ev.id, type: ev.event, data: JSON.parse(ev.data) });
+                // Events carry an id (the stream's other notices do not).
+                if (ev.id !== undefined && ev.data !== undefined) {
+                    rec.events.push({ id: ev.id, type: ev.event, data: JSON.parse(ev.data) });
+                }
             }
         });
     });
