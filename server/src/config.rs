@@ -321,6 +321,13 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Keys accepted for JWT bearer tokens.
     pub auth: AuthConfig,
+    /// PEM file of the TLS certificate chain (the server's certificate
+    /// first). With `tls_key`, the server speaks only TLS (`https://`,
+    /// `wss://`); the two are set together or not at all.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the TLS certificate's private key (PKCS#8, PKCS#1 or
+    /// SEC1).
+    pub tls_key: Option<PathBuf>,
     /// Serve clients without a token (full access, no tenant): allowed only
     /// on loopback addresses, and never to requests that came through a
     /// reverse proxy. `None` (the default): only while no token key is
@@ -331,13 +338,6 @@ pub struct ServerConfig {
     /// server cross-origin (CORS). Pages from other origins get 403; clients
     /// that are not pages (no `Origin` header) are not affected.
     pub allowed_origins: Vec<String>,
-    /// PEM file of the TLS certificate chain (the server's certificate
-    /// first). With `tls_key`, the server speaks only TLS (`https://`,
-    /// `wss://`); the two are set together or not at all.
-    pub tls_cert: Option<PathBuf>,
-    /// PEM file of the TLS certificate's private key (PKCS#8, PKCS#1 or
-    /// SEC1).
-    pub tls_key: Option<PathBuf>,
     pub(crate) limits: http::Limits,
 }
 
@@ -364,10 +364,10 @@ impl ServerConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             auth: AuthConfig::default(),
-            anonymous: None,
-            allowed_origins: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            anonymous: None,
+            allowed_origins: Vec::new(),
             limits: http::Limits { max_head, max_body },
         }
     }

@@ -94,6 +94,7 @@ impl Server {
         let mut senders: Vec<Sender<(TcpStream, IpAddr, Option<&'static str>)>> = Vec::new();
         let shared = conn::worker::WorkerShared {
             broker: broker.clone(),
+            tls: tls.clone(),
             shutdown: shutdown.clone(),
             config: config.clone(),
             auth: auth.clone(),
@@ -103,7 +104,6 @@ impl Server {
                 &config.allowed_origins,
                 auth.anonymous(),
             )),
-            tls: tls.clone(),
         };
         let mut threads = Vec::new();
         for i in 0..config.workers.max(1) {

@@ -71,14 +71,14 @@ impl Outputs for Vec<Option<Conn>> {
 #[derive(Clone)]
 pub(crate) struct WorkerShared {
     pub(crate) broker: Broker,
+    /// Terminate TLS on every connection.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) shutdown: Arc<AtomicBool>,
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) limits: Arc<ConnLimits>,
     pub(crate) stats: Arc<ServerStats>,
     pub(crate) origins: Arc<Origins>,
-    /// Terminate TLS on every connection.
-    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// When the periodic work is due.
