@@ -9,6 +9,8 @@
 //! allowed_origins = ["https://app.example"]   # web pages allowed cross-origin ("*": any)
 //! jwt_secret_file = "secret.txt"
 //! jwt_rs256_public_key = "public.pem"
+//! tls_cert = "cert.pem"         # TLS: the certificate chain (PEM), server's first
+//! tls_key = "key.pem"           # TLS: its private key (PEM); both or neither
 //! max_body = 1048576
 //! max_output = 1048576
 //! max_connections = 10000
@@ -63,6 +65,10 @@ pub struct FileConfig {
     pub jwt_secret_file: Option<PathBuf>,
     /// PEM file with the RS256 public key.
     pub jwt_rs256_public_key: Option<PathBuf>,
+    /// PEM file with the TLS certificate chain.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the TLS private key.
+    pub tls_key: Option<PathBuf>,
     /// Largest request body.
     pub max_body: Option<usize>,
     /// Unsent bytes per connection before it stops being fed.
@@ -111,6 +117,8 @@ impl FileConfig {
             &mut file.data,
             &mut file.jwt_secret_file,
             &mut file.jwt_rs256_public_key,
+            &mut file.tls_cert,
+            &mut file.tls_key,
         ];
         let schema_files = file.schemas.iter_mut().flatten().map(|r| &mut r.file);
         for p in paths.into_iter().flatten().chain(schema_files) {
@@ -143,6 +151,12 @@ impl FileConfig {
         }
         if let Some(p) = self.jwt_rs256_public_key {
             config.auth.rs256_public_pem = Some(read_key(&p)?);
+        }
+        if let Some(p) = self.tls_cert {
+            config.tls_cert = Some(p);
+        }
+        if let Some(p) = self.tls_key {
+            config.tls_key = Some(p);
         }
         let set = |slot: &mut usize, v: Option<usize>| {
             if let Some(v) = v {
@@ -232,10 +246,16 @@ mod tests {
     fn relative_paths_in_a_file_are_relative_to_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("herald.toml");
-        std::fs::write(&path, "data = \"d\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "data = \"d\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+        )
+        .unwrap();
         let mut config = ServerConfig::new();
         FileConfig::load(&path).unwrap().apply(&mut config).unwrap();
         assert_eq!(config.broker.data_dir, dir.path().join("d"));
+        assert_eq!(config.tls_cert, Some(dir.path().join("c.pem")));
+        assert_eq!(config.tls_key, Some(dir.path().join("k.pem")));
         std::fs::write(&path, "data = \"/abs/d\"\n").unwrap();
         FileConfig::load(&path).unwrap().apply(&mut config).unwrap();
         assert_eq!(config.broker.data_dir, Path::new("/abs/d"));
@@ -313,6 +333,13 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Keys accepted for JWT bearer tokens.
     pub auth: AuthConfig,
+    /// PEM file of the TLS certificate chain (the server's certificate
+    /// first). With `tls_key`, the server speaks only TLS (`https://`,
+    /// `wss://`); the two are set together or not at all.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the TLS certificate's private key (PKCS#8, PKCS#1 or
+    /// SEC1).
+    pub tls_key: Option<PathBuf>,
     /// Serve clients without a token (full access, no tenant): allowed only
     /// on loopback addresses, and never to requests that came through a
     /// reverse proxy. `None` (the default): only while no token key is
@@ -352,6 +379,8 @@ impl ServerConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             auth: AuthConfig::default(),
+            tls_cert: None,
+            tls_key: None,
             anonymous: None,
             allowed_origins: Vec::new(),
             schemas: Vec::new(),

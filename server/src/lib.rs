@@ -43,6 +43,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
+    tls: bool,
     shutdown: Arc<AtomicBool>,
     wakers: Vec<Arc<Waker>>,
     threads: Vec<JoinHandle<()>>,
@@ -70,6 +71,18 @@ impl Server {
             max_body: config.max_body,
         };
         config.broker.max_payload = config.broker.max_payload.min(config.max_body);
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(conn::tls::server_config(cert, key)?),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err("a TLS certificate is set without its key (tls_key, --tls-key)".into())
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "a TLS key is set without its certificate (tls_cert, --tls-cert)".into(),
+                )
+            }
+        };
         let broker = Broker::open(config.broker.clone())?;
         let config = Arc::new(config);
         let shutdown = Arc::new(AtomicBool::new(false));
@@ -83,6 +96,7 @@ impl Server {
         let mut senders: Vec<Sender<(TcpStream, IpAddr, Option<&'static str>)>> = Vec::new();
         let shared = conn::worker::WorkerShared {
             broker: broker.clone(),
+            tls: tls.clone(),
             shutdown: shutdown.clone(),
             config: config.clone(),
             auth: auth.clone(),
@@ -128,6 +142,7 @@ impl Server {
             tracing::info!(%addr, workers = config.workers, "listening; bearer tokens required");
         }
         Ok(Server {
+            tls: tls.is_some(),
             addr,
             shutdown,
             wakers,
@@ -139,6 +154,11 @@ impl Server {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether connections are served over TLS (`https://`, `wss://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// The broker behind the server.
@@ -185,7 +205,8 @@ fn accept_loop(
                 Ok((stream, peer)) => {
                     // A refused connection still goes to a worker, which reads
                     // its request and answers 503 (closing at once would reset
-                    // it before the client reads the answer).
+                    // it before the client reads the answer); with TLS, the
+                    // worker closes it before any handshake.
                     let refused = limits.admit(peer.ip()).err();
                     let _ = stream.set_nodelay(true);
                     let i = next % senders.len();

@@ -57,6 +57,13 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     allowed_origins: Vec<String>,
+    /// PEM file of the TLS certificate chain: serve `https://` and `wss://`
+    /// (with --tls-key).
+    #[arg(long, env = "HERALD_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file of the TLS certificate's private key.
+    #[arg(long, env = "HERALD_TLS_KEY")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -311,6 +318,8 @@ fn server_config(args: ServeArgs) -> Result<ServerConfig, String> {
         workers: args.workers,
         jwt_secret_file: args.jwt_secret_file,
         jwt_rs256_public_key: args.jwt_rs256_public_key,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
         anonymous: match (args.anonymous, args.no_anonymous) {
             (true, _) => Some(true),
             (_, true) => Some(false),
@@ -351,7 +360,8 @@ fn serve(config: ServerConfig) -> ExitCode {
         }
     };
     println!(
-        "herald listening on http://{} (Ctrl-C to stop)",
+        "herald listening on {}://{} (Ctrl-C to stop)",
+        if server.is_tls() { "https" } else { "http" },
         server.local_addr()
     );
     wait_for_signal(&signals);

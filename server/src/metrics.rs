@@ -25,6 +25,10 @@ pub(crate) struct ServerStats {
     pub(crate) slow_client_closes: AtomicU64,
     /// Open client connections.
     pub(crate) connections: AtomicU64,
+    /// TLS handshakes completed.
+    pub(crate) tls_handshakes: AtomicU64,
+    /// TLS connections closed before their handshake completed.
+    pub(crate) tls_handshake_failures: AtomicU64,
 }
 
 /// Renders a snapshot. A fresh registry per scrape: the values come from the
@@ -34,7 +38,7 @@ pub(crate) fn render_metrics(m: &MetricsSnapshot, server: &ServerStats) -> Strin
     let mut registry = Registry::with_prefix("herald");
     let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
     // Names without `_total`: the encoder appends it to counter samples.
-    let counters: [(&str, &str, u64); 8] = [
+    let counters: [(&str, &str, u64); 10] = [
         ("published_events", "Events published", m.published),
         ("delivered_events", "Events delivered to subscriptions", m.delivered),
         ("replayed_events", "Events delivered from the log", m.replayed),
@@ -58,6 +62,16 @@ pub(crate) fn render_metrics(m: &MetricsSnapshot, server: &ServerStats) -> Strin
             "server_slow_client_closes",
             "Clients closed for staying slow past the deadline",
             read(&server.slow_client_closes),
+        ),
+        (
+            "server_tls_handshakes",
+            "TLS handshakes completed",
+            read(&server.tls_handshakes),
+        ),
+        (
+            "server_tls_handshake_failures",
+            "TLS connections closed before their handshake completed (not TLS, refused by the TLS layer, timed out, or left)",
+            read(&server.tls_handshake_failures),
         ),
     ];
     for (name, help, value) in counters {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests of the herald server with real JavaScript clients: Node's
 # test runner with the npm `ws`, `eventsource` and `@stomp/stompjs` packages, and headless
-# Chromium (Debian's `chromium`) driven by playwright-core. Installs what is
+# Chromium (Debian's `chromium`) driven by playwright-core, and TLS (`https://`,
+# `wss://`) with certificates made by `openssl`. Installs what is
 # missing (idempotently), then runs them against a fresh `herald serve` per
 # test file on free loopback ports.
 #
@@ -16,6 +17,12 @@ if [[ ! -x /usr/bin/chromium ]]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
 
+# tls.test.js makes its certificates with the openssl command.
+if ! command -v openssl >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
+fi
+
 if [[ ! -d node_modules ]] || ! node -e "require('ws'); require('eventsource'); require('playwright-core'); require('@stomp/stompjs')" >/dev/null 2>&1; then
     npm ci --no-audit --no-fund
 fi
@@ -27,4 +34,4 @@ fi
 [[ -x "$HERALD_BIN" ]] || { echo "no herald binary at $HERALD_BIN" >&2; exit 1; }
 export HERALD_BIN
 
-node --test test/ws.test.js test/sse.test.js test/browser.test.js test/stomp.test.js
+node --test test/ws.test.js test/sse.test.js test/browser.test.js test/stomp.test.js test/tls.test.js

@@ -1,8 +1,8 @@
-//! One client connection: its socket, buffers, what it speaks (HTTP, an
-//! SSE stream, a waiting poll, WebSocket), where it is in its life (open,
-//! closing, lingering), and its timers.
+//! One client connection: its socket (and TLS session), buffers, what it
+//! speaks (HTTP, an SSE stream, a waiting poll, WebSocket), where it is in
+//! its life (open, closing, lingering), and its timers.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
@@ -10,7 +10,8 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use super::output::Output;
-use super::websocket::WsConn;
+use super::tls::TlsConn;
+use super::websocket::{Inbound, WsConn};
 use crate::api::http::Poll;
 use crate::api::ws::Protocol;
 use crate::fanout::StreamId;
@@ -52,6 +53,9 @@ pub(crate) enum Lifecycle {
 
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
+    /// The TLS session over `stream` (a TLS listener): every read and
+    /// write but lingering's goes through it.
+    pub(crate) tls: Option<Box<TlsConn>>,
     pub(crate) peer: IpAddr,
     /// Over a connection limit: answered 503 at accept and closed (the slot
     /// was never counted).
@@ -72,10 +76,16 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(stream: TcpStream, peer: IpAddr, refused: Option<&'static str>) -> Conn {
+    pub(crate) fn new(
+        stream: TcpStream,
+        tls: Option<Box<TlsConn>>,
+        peer: IpAddr,
+        refused: Option<&'static str>,
+    ) -> Conn {
         let now = Instant::now();
         Conn {
             stream,
+            tls,
             peer,
             refused,
             input: Vec::new(),
@@ -117,21 +127,34 @@ impl Conn {
         }
     }
 
-    /// Switches to WebSocket. tungstenite reads the same descriptor through
-    /// a `TcpStream` that never closes it (no second descriptor per
-    /// connection); this connection's `TcpStream` stays registered in the
-    /// poller and owns it.
+    /// Switches to WebSocket. On a plain connection tungstenite reads the
+    /// same descriptor through a `TcpStream` that never closes it (no
+    /// second descriptor per connection); this connection's `TcpStream`
+    /// stays registered in the poller and owns it. On a TLS connection it
+    /// reads the plaintext that the worker decrypts for it.
     pub(crate) fn upgrade(&mut self, session: Protocol) {
         use std::os::fd::FromRawFd;
-        // SAFETY: the descriptor stays open as long as `self.stream`, which
-        // lives in the same `Conn` as the WebSocket and is dropped with it;
-        // the `ManuallyDrop` never closes it, and nothing reads through it
-        // after the connection is dropped.
-        let socket = std::mem::ManuallyDrop::new(unsafe {
-            std::net::TcpStream::from_raw_fd(self.stream.as_raw_fd())
-        });
+        let inbound = if self.tls.is_some() {
+            Inbound::decrypted()
+        } else {
+            // SAFETY: the descriptor stays open as long as `self.stream`,
+            // which lives in the same `Conn` as the WebSocket and is dropped
+            // with it; the `ManuallyDrop` never closes it, and nothing reads
+            // through it after the connection is dropped.
+            Inbound::Socket(std::mem::ManuallyDrop::new(unsafe {
+                std::net::TcpStream::from_raw_fd(self.stream.as_raw_fd())
+            }))
+        };
         let already_read = std::mem::take(&mut self.input);
-        self.mode = Mode::Ws(Box::new(WsConn::new(socket, already_read, session)));
+        self.mode = Mode::Ws(Box::new(WsConn::new(inbound, already_read, session)));
+    }
+
+    /// Reads from the socket, or the plaintext of its TLS session.
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            Some(tls) => tls.stream(&mut self.stream).read(buf),
+            None => self.stream.read(buf),
+        }
     }
 
     /// Reads everything available into the input (HTTP, or requests
@@ -140,7 +163,7 @@ impl Conn {
     pub(crate) fn read_available(&mut self, cap: usize) -> bool {
         let mut chunk = [0u8; 16 * 1024];
         loop {
-            match self.stream.read(&mut chunk) {
+            match self.read_some(&mut chunk) {
                 Ok(0) => return false,
                 Ok(n) => {
                     self.last_activity = Instant::now();
@@ -158,7 +181,8 @@ impl Conn {
         }
     }
 
-    /// Reads and drops what the peer sent. Returns false once it closed.
+    /// Reads and drops what the peer sent (a TLS peer's records are not
+    /// even decrypted). Returns false once it closed.
     pub(crate) fn discard_input(&mut self) -> bool {
         let mut chunk = [0u8; 16 * 1024];
         loop {
@@ -172,23 +196,45 @@ impl Conn {
         }
     }
 
-    /// Writes as much pending output as the socket takes.
+    /// Writes as much pending output as the socket takes (with TLS, the
+    /// records waiting first).
     pub(crate) fn flush(&mut self) -> io::Result<()> {
-        if self.output.write_to(&mut self.stream)? {
+        let wrote = match &mut self.tls {
+            None => self.output.write_to(&mut self.stream)?,
+            Some(tls) => {
+                let mut stream = tls.stream(&mut self.stream);
+                let wrote = self.output.write_to(&mut stream)?;
+                match stream.flush() {
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                    _ => wrote,
+                }
+            }
+        };
+        if wrote {
             self.last_activity = Instant::now();
         }
         Ok(())
     }
 
-    /// A closing connection whose output is written: shuts its write side
-    /// and starts lingering. Returns false if the socket failed (close it).
-    pub(crate) fn start_lingering(&mut self) -> bool {
-        if self.stream.shutdown(Shutdown::Write).is_err() || !self.discard_input() {
-            return false;
+    /// A closing connection whose output is written: ends its TLS session
+    /// (close_notify), shuts its write side and starts lingering. `Ok(false)`
+    /// while TLS records still wait for the socket (called again when it is
+    /// writable); an error if the socket failed or the peer left (close it).
+    pub(crate) fn start_lingering(&mut self) -> io::Result<bool> {
+        if let Some(tls) = &mut self.tls {
+            tls.send_close_notify();
+            match tls.flush_records(&mut self.stream) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                r => r?,
+            }
+        }
+        self.stream.shutdown(Shutdown::Write)?;
+        if !self.discard_input() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
         self.lifecycle = Lifecycle::Lingering {
             since: Instant::now(),
         };
-        true
+        Ok(true)
     }
 }

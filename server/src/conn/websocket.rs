@@ -1,4 +1,5 @@
-//! WebSocket framing (RFC 6455, tungstenite on the non-blocking socket):
+//! WebSocket framing (RFC 6455, tungstenite on the non-blocking socket, or
+//! on the plaintext of its TLS session):
 //! reads client messages and hands each to the connection's [`Protocol`]
 //! (Herald's JSON messages or STOMP frames); writes replies, STOMP
 //! heart-beats and close frames into the connection's output. Event frames
@@ -23,19 +24,57 @@ use crate::fanout::Router;
 /// Largest message a client may send.
 pub(crate) const MAX_MESSAGE: usize = 1 << 20;
 
-/// tungstenite's stream: reads come from the socket; writes land in a
+/// Where tungstenite's reads come from.
+pub(crate) enum Inbound {
+    /// The connection's socket, borrowed: the worker's `TcpStream` owns and
+    /// closes it (see `Conn::upgrade`).
+    Socket(ManuallyDrop<StdTcpStream>),
+    /// Plaintext of the connection's TLS session, decrypted by
+    /// `WsConn::on_readable` when tungstenite has read all before.
+    Decrypted {
+        bytes: Vec<u8>,
+        read: usize,
+        /// The peer ended the session: reads give 0 once `bytes` are read.
+        eof: bool,
+    },
+}
+
+impl Inbound {
+    pub(crate) fn decrypted() -> Inbound {
+        Inbound::Decrypted {
+            bytes: Vec::new(),
+            read: 0,
+            eof: false,
+        }
+    }
+}
+
+/// tungstenite's stream: reads come from [`Inbound`]; writes land in a
 /// buffer that the worker moves into the connection's output, behind or
 /// between the event frames that it writes itself.
 struct Duplex {
-    /// The connection's socket, borrowed: the worker's `TcpStream` owns and
-    /// closes it (see `Conn::upgrade`).
-    socket: ManuallyDrop<StdTcpStream>,
+    inbound: Inbound,
     written: Vec<u8>,
 }
 
 impl Read for Duplex {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.socket.read(buf)
+        match &mut self.inbound {
+            Inbound::Socket(socket) => socket.read(buf),
+            Inbound::Decrypted { bytes, read, eof } => {
+                let n = buf.len().min(bytes.len() - *read);
+                buf[..n].copy_from_slice(&bytes[*read..*read + n]);
+                *read += n;
+                if *read == bytes.len() {
+                    bytes.clear();
+                    *read = 0;
+                }
+                match n {
+                    0 if !*eof && !buf.is_empty() => Err(io::ErrorKind::WouldBlock.into()),
+                    n => Ok(n),
+                }
+            }
+        }
     }
 }
 
@@ -68,12 +107,8 @@ pub(crate) enum WsStatus {
 }
 
 impl WsConn {
-    /// Wraps `socket` (already upgraded, non-blocking).
-    pub(crate) fn new(
-        socket: ManuallyDrop<StdTcpStream>,
-        already_read: Vec<u8>,
-        session: Protocol,
-    ) -> WsConn {
+    /// Wraps a connection already upgraded (its socket non-blocking).
+    pub(crate) fn new(inbound: Inbound, already_read: Vec<u8>, session: Protocol) -> WsConn {
         // A small read buffer: tungstenite allocates it whole per connection
         // (128 KiB by default) and grows it for larger messages as needed.
         let config = WebSocketConfig::default()
@@ -82,7 +117,7 @@ impl WsConn {
             .read_buffer_size(4096)
             .write_buffer_size(0);
         let duplex = Duplex {
-            socket,
+            inbound,
             written: Vec::new(),
         };
         let ws = WebSocket::from_partially_read(duplex, already_read, Role::Server, Some(config));
@@ -94,8 +129,14 @@ impl WsConn {
         }
     }
 
-    /// Reads and answers every message available.
-    pub(crate) fn on_readable(&mut self, cx: &mut WsContext<'_>, out: &mut Output) -> WsStatus {
+    /// Reads and answers every message available; `tls`: the connection's
+    /// TLS session, whose plaintext tungstenite reads.
+    pub(crate) fn on_readable(
+        &mut self,
+        cx: &mut WsContext<'_>,
+        out: &mut Output,
+        mut tls: Option<&mut dyn Read>,
+    ) -> WsStatus {
         let status = loop {
             match self.ws.read() {
                 // After our close frame, messages are read and dropped.
@@ -126,6 +167,13 @@ impl WsConn {
                 },
                 Ok(_) => {} // ping/pong/close handled by tungstenite
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Some(source) = tls.as_deref_mut() {
+                        match self.decrypt(source) {
+                            Ok(true) => continue,
+                            Ok(false) => {}
+                            Err(_) => break WsStatus::Closed,
+                        }
+                    }
                     let _ = self.ws.flush();
                     break if self.closing {
                         WsStatus::Closed
@@ -150,9 +198,31 @@ impl WsConn {
         status
     }
 
-    /// Frees the reply buffer (the worker's timer, as for the output's).
+    /// Hands tungstenite the next plaintext of a TLS session. Ok(false)
+    /// once the socket has nothing more.
+    fn decrypt(&mut self, source: &mut dyn Read) -> io::Result<bool> {
+        let Inbound::Decrypted { bytes, eof, .. } = &mut self.ws.get_mut().inbound else {
+            return Ok(false);
+        };
+        let mut chunk = [0u8; 8192];
+        match source.read(&mut chunk) {
+            Ok(0) => *eof = true,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        Ok(true)
+    }
+
+    /// Frees the reply buffer and the decrypted input if read (the worker's
+    /// timer, as for the output's).
     pub(crate) fn release_reply(&mut self) {
         self.reply = Vec::new();
+        if let Inbound::Decrypted { bytes, .. } = &mut self.ws.get_mut().inbound {
+            if bytes.is_empty() {
+                *bytes = Vec::new();
+            }
+        }
     }
 
     /// Hands a message to the STOMP session and sends its frames; after an

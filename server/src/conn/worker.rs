@@ -14,8 +14,11 @@
 //! Slow clients: a connection whose unsent output reaches the bound stops
 //! being fed; it is caught up from the log when it drains (nothing is lost),
 //! and closed if it stays full past the deadline.
+//!
+//! TLS: with a TLS configuration every connection gets a rustls session at
+//! accept (see `tls`); the rest of the worker sees plaintext.
 
-use std::io;
+use std::io::{self, Read};
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +35,7 @@ use mio::{Events, Interest, Poll, Token};
 use super::connection::{Conn, Lifecycle, Mode};
 use super::limits::ConnLimits;
 use super::output::Output;
+use super::tls::TlsConn;
 use super::websocket::WsStatus;
 use crate::api::auth::Authenticator;
 use crate::api::http::{self as endpoints, Action, HttpContext};
@@ -68,6 +72,8 @@ impl Outputs for Vec<Option<Conn>> {
 #[derive(Clone)]
 pub(crate) struct WorkerShared {
     pub(crate) broker: Broker,
+    /// Terminate TLS on every connection.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) shutdown: Arc<AtomicBool>,
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) auth: Arc<Authenticator>,
@@ -179,6 +185,20 @@ impl Worker {
 
     fn accept(&mut self) {
         while let Ok((mut stream, peer, refused)) = self.incoming.try_recv() {
+            let tls = match &self.shared.tls {
+                None => None,
+                // A 503 would need a handshake first, which a silent client
+                // could hold up: over the limit, a TLS connection is closed.
+                Some(_) if refused.is_some() => continue,
+                Some(config) => match TlsConn::new(config.clone()) {
+                    Ok(tls) => Some(Box::new(tls)),
+                    Err(e) => {
+                        tracing::warn!("cannot start a TLS session: {e}");
+                        self.shared.limits.release(peer);
+                        continue;
+                    }
+                },
+            };
             let index = self.free.pop().unwrap_or_else(|| {
                 self.conns.push(None);
                 self.conns.len() - 1
@@ -200,7 +220,7 @@ impl Worker {
                 .stats
                 .connections
                 .fetch_add(1, Ordering::Relaxed);
-            let mut conn = Conn::new(stream, peer, refused);
+            let mut conn = Conn::new(stream, tls, peer, refused);
             if let Some(why) = refused {
                 // Answered at once, not after a request: a refused
                 // connection must not hold a descriptor while it stays
@@ -241,6 +261,14 @@ impl Worker {
         self.retire_streams(index);
         if let Some(mut conn) = self.conns.get_mut(index).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            if let Some(tls) = &mut conn.tls {
+                let stats = &self.shared.stats;
+                if tls.handshake_completed() {
+                    stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+                } else if tls.handshake_failed() {
+                    stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             self.shared
                 .stats
                 .connections
@@ -259,6 +287,10 @@ impl Worker {
                     ws.close_and_drain(1001, "server shutting down", &mut conn.output);
                 }
                 let _ = conn.flush();
+                if let Some(tls) = &mut conn.tls {
+                    tls.send_close_notify();
+                    let _ = tls.flush_records(&mut conn.stream);
+                }
             }
             self.close(index);
         }
@@ -290,7 +322,16 @@ impl Worker {
             return;
         }
         let limits = self.shared.config.limits;
-        if !conn.read_available(limits.max_head + limits.max_body + 16 * 1024) {
+        let open = conn.read_available(limits.max_head + limits.max_body + 16 * 1024);
+        if conn
+            .tls
+            .as_mut()
+            .is_some_and(|tls| tls.handshake_completed())
+        {
+            let stats = &self.shared.stats;
+            stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+        }
+        if !open {
             self.close(index);
             return;
         }
@@ -314,7 +355,9 @@ impl Worker {
             router: &mut self.router,
             conn: index,
         };
-        if let WsStatus::Closed = ws.on_readable(&mut cx, &mut conn.output) {
+        let mut tls = conn.tls.as_mut().map(|tls| tls.stream(&mut conn.stream));
+        let tls = tls.as_mut().map(|tls| tls as &mut dyn Read);
+        if let WsStatus::Closed = ws.on_readable(&mut cx, &mut conn.output, tls) {
             conn.close_when_flushed();
             self.retire_streams(index);
         }
@@ -338,11 +381,11 @@ impl Worker {
         if !matches!(conn.lifecycle, Lifecycle::Closing { .. }) || conn.pending() > 0 {
             return;
         }
-        if !conn.start_lingering() {
-            self.close(index);
-            return;
+        match conn.start_lingering() {
+            Ok(true) => self.retire_streams(index),
+            Ok(false) => {} // TLS records still to write
+            Err(_) => self.close(index),
         }
-        self.retire_streams(index);
     }
 
     /// Parses and answers every complete request in the input buffer.

@@ -5,6 +5,7 @@
 
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
+const https = require('node:https');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
@@ -50,22 +51,25 @@ function tempDir(prefix) {
  * port and data directory (a restart).
  */
 class Herald {
-    constructor({ port, dataDir, config }) {
+    constructor({ port, dataDir, config, tls }) {
         this.port = port;
         this.dataDir = dataDir;
         this.config = config; // TOML text for --config, if any
+        this.tls = tls; // {cert, key, ca}: PEM file paths; serve https:// and wss://
         this.proc = null;
         this.output = []; // last lines of the server's stdout/stderr, for failure messages
         this.starts = 0;
     }
 
-    /** `config`: TOML text given to the server as its --config file. */
-    static async create({ config } = {}) {
-        return new Herald({ port: await freePort(), dataDir: tempDir('herald-js-data-'), config });
+    /** `config`: TOML text given to the server as its --config file;
+     *  `tls`: {cert, key, ca} PEM files (--tls-cert, --tls-key; `ca` is what
+     *  clients trust). */
+    static async create({ config, tls } = {}) {
+        return new Herald({ port: await freePort(), dataDir: tempDir('herald-js-data-'), config, tls });
     }
 
-    get url() { return `http://127.0.0.1:${this.port}`; }
-    get wsUrl() { return `ws://127.0.0.1:${this.port}/v1/ws`; }
+    get url() { return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.port}`; }
+    get wsUrl() { return `${this.tls ? 'wss' : 'ws'}://127.0.0.1:${this.port}/v1/ws`; }
     get stompUrl() { return `ws://127.0.0.1:${this.port}/v1/stomp`; }
 
     async start() {
@@ -80,6 +84,7 @@ class Herald {
             fs.writeFileSync(file, this.config);
             args.push('--config', file);
         }
+        if (this.tls) args.push('--tls-cert', this.tls.cert, '--tls-key', this.tls.key);
         const proc = spawn(HERALD_BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
         this.proc = proc;
         this.starts += 1;
@@ -103,6 +108,7 @@ class Herald {
                     throw new Error(`herald exited before it was ready (${JSON.stringify(exitedEarly)})`);
                 }
                 try {
+                    if (this.tls) return (await this.request('GET', '/readyz', null, 2000)).status === 200;
                     const res = await fetch(`${this.url}/readyz`, { signal: AbortSignal.timeout(2000) });
                     await res.arrayBuffer();
                     return res.status === 200;
@@ -141,8 +147,35 @@ class Herald {
 
     log() { return `herald output (last lines):\n${this.output.join('\n')}`; }
 
+    /** One HTTPS request to a TLS server (Node's https, trusting `tls.ca`):
+     *  resolves to {status, body}. */
+    request(method, path, body = null, timeoutMs = 10000) {
+        return new Promise((resolve, reject) => {
+            const req = https.request(`${this.url}${path}`, {
+                method,
+                ca: fs.readFileSync(this.tls.ca),
+                headers: body === null ? {} : { 'Content-Type': 'application/json' },
+                timeout: timeoutMs,
+            }, (res) => {
+                const chunks = [];
+                res.on('data', (c) => chunks.push(c));
+                res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }));
+                res.on('error', reject);
+            });
+            req.on('timeout', () => req.destroy(new Error(`${method} ${path}: timed out`)));
+            req.on('error', reject);
+            req.end(body);
+        });
+    }
+
     /** POST /v1/topics/{topic}/events; returns `{seq, topic_seq}`. */
     async publish(topic, type, data) {
+        if (this.tls) {
+            const path = `/v1/topics/${encodeURIComponent(topic)}/events`;
+            const res = await this.request('POST', path, JSON.stringify({ type, data }));
+            if (res.status !== 200) throw new Error(`publish to ${topic}: HTTP ${res.status}: ${res.body}`);
+            return JSON.parse(res.body);
+        }
         const res = await fetch(`${this.url}/v1/topics/${encodeURIComponent(topic)}/events`, {
             method: 'POST',
             headers: { 'Content-Type': 'application/json' },
@@ -160,10 +193,11 @@ class Herald {
  * keeps them all, in arrival order, in `messages`.
  */
 class WsClient {
-    constructor(url) {
+    /** `options`: the `ws` client's (e.g. `{ca}` for wss://). */
+    constructor(url, options = {}) {
         this.messages = [];
         this.closed = null; // {code, reason} once closed
-        this.ws = new WebSocket(url);
+        this.ws = new WebSocket(url, options);
         this.ws.on('message', (data, isBinary) => {
             this.messages.push(isBinary ? { binary: true } : JSON.parse(data.toString()));
         });
@@ -175,8 +209,8 @@ class WsClient {
         });
     }
 
-    static async connect(url) {
-        const c = new WsClient(url);
+    static async connect(url, options = {}) {
+        const c = new WsClient(url, options);
         await c.opened;
         return c;
     }
