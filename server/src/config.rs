@@ -31,6 +31,13 @@
 //! topics = "orders.>"           # topic name or pattern, as clients name it
 //! type = "order.created"        # optional: only this event type
 //! file = "schemas/order-created.json"
+//!
+//! [rate_limits]                 # token buckets per client (token subject, or address)
+//! publish = { per_second = 100, burst = 200 }   # events
+//! subscribe = { per_second = 10 }               # streams, polls, subscriptions
+//! connect = { per_second = 20, burst = 50 }     # connection attempts, per address
+//! [rate_limits.tenants.acme]    # a tenant's own publish and subscribe rates
+//! publish = { per_second = 1000, burst = 2000 }
 //! ```
 
 use std::net::SocketAddr;
@@ -43,6 +50,7 @@ use serde::Deserialize;
 use herald_core::BrokerConfig;
 
 use crate::api::auth::AuthConfig;
+use crate::api::rate::RateLimitConfig;
 use crate::api::schema::SchemaRule;
 use crate::wire::http;
 
@@ -102,6 +110,8 @@ pub struct FileConfig {
     pub retention_max_pinned_age_secs: Option<u64>,
     /// `[[schemas]]`: `topics`, optional `type`, `file`.
     pub schemas: Option<Vec<SchemaRule>>,
+    /// `[rate_limits]`: `publish`, `subscribe`, `connect`, `tenants.<name>`.
+    pub rate_limits: Option<RateLimitConfig>,
 }
 
 impl FileConfig {
@@ -208,6 +218,9 @@ impl FileConfig {
         }
         if let Some(rules) = self.schemas {
             config.schemas = rules;
+        }
+        if let Some(limits) = self.rate_limits {
+            config.rate_limits = limits;
         }
         Ok(())
     }
@@ -353,6 +366,8 @@ pub struct ServerConfig {
     /// JSON Schemas that published payloads must satisfy, by topic
     /// pattern and event type (compiled at startup).
     pub schemas: Vec<SchemaRule>,
+    /// Rate limits per client (token subject, or address) and per tenant.
+    pub rate_limits: RateLimitConfig,
     pub(crate) limits: http::Limits,
 }
 
@@ -384,6 +399,7 @@ impl ServerConfig {
             anonymous: None,
             allowed_origins: Vec::new(),
             schemas: Vec::new(),
+            rate_limits: RateLimitConfig::default(),
             limits: http::Limits { max_head, max_body },
         }
     }

@@ -34,9 +34,12 @@ use std::thread::JoinHandle;
 use herald_core::Broker;
 
 pub use api::auth::{mint_hs256, AuthConfig, Claims};
+pub use api::rate::{Rate, RateLimitConfig, TenantRates};
 pub use api::schema::{check_file as check_schema_file, SchemaRule};
 pub use config::ServerConfig;
 use mio::net::{TcpListener, TcpStream};
+
+use conn::limits::Refusal;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -63,6 +66,7 @@ impl Server {
             config.anonymous,
         )?);
         let schemas = Arc::new(api::schema::Schemas::compile(&config.schemas)?);
+        let rate = Arc::new(api::rate::RateLimits::new(&config.rate_limits)?);
         if auth.anonymous() && !config.listen.ip().is_loopback() {
             return Err("anonymous access is allowed only on loopback addresses: configure a token key (and leave anonymous access off)".into());
         }
@@ -93,7 +97,7 @@ impl Server {
             config.max_connections,
             config.max_connections_per_ip,
         ));
-        let mut senders: Vec<Sender<(TcpStream, IpAddr, Option<&'static str>)>> = Vec::new();
+        let mut senders: Vec<Sender<(TcpStream, IpAddr, Option<Refusal>)>> = Vec::new();
         let shared = conn::worker::WorkerShared {
             broker: broker.clone(),
             tls: tls.clone(),
@@ -107,6 +111,7 @@ impl Server {
                 auth.anonymous(),
             )),
             schemas,
+            rate: rate.clone(),
         };
         let mut threads = Vec::new();
         for i in 0..config.workers.max(1) {
@@ -130,7 +135,9 @@ impl Server {
             let (shutdown, wakers) = (shutdown.clone(), wakers.clone());
             std::thread::Builder::new()
                 .name("herald-acceptor".into())
-                .spawn(move || accept_loop(poll, listener, senders, wakers, shutdown, limits))?
+                .spawn(move || {
+                    accept_loop(poll, listener, senders, wakers, shutdown, limits, rate)
+                })?
         };
         threads.push(acceptor);
         wakers.push(stop);
@@ -182,10 +189,11 @@ impl Server {
 fn accept_loop(
     mut poll: Poll,
     listener: TcpListener,
-    senders: Vec<Sender<(TcpStream, IpAddr, Option<&'static str>)>>,
+    senders: Vec<Sender<(TcpStream, IpAddr, Option<Refusal>)>>,
     wakers: Vec<Arc<Waker>>,
     shutdown: Arc<AtomicBool>,
     limits: Arc<conn::limits::ConnLimits>,
+    rate: Arc<api::rate::RateLimits>,
 ) {
     let mut events = Events::with_capacity(64);
     let mut next = 0usize;
@@ -203,17 +211,22 @@ fn accept_loop(
         loop {
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    // A refused connection still goes to a worker, which reads
-                    // its request and answers 503 (closing at once would reset
-                    // it before the client reads the answer); with TLS, the
-                    // worker closes it before any handshake.
-                    let refused = limits.admit(peer.ip()).err();
+                    // A refused connection still goes to a worker, which
+                    // answers 429 or 503 (closing at once would reset it
+                    // before the client reads the answer); with TLS, the
+                    // worker closes it before any handshake. One refused by
+                    // the rate is not counted against the connection limits.
+                    let refused = match rate.connect(peer.ip()) {
+                        Err(e) => Some(Refusal::Rate(e)),
+                        Ok(()) => limits.admit(peer.ip()).err().map(Refusal::Capacity),
+                    };
+                    let counted = refused.is_none();
                     let _ = stream.set_nodelay(true);
                     let i = next % senders.len();
                     next += 1;
                     if senders[i].send((stream, peer.ip(), refused)).is_ok() {
                         let _ = wakers[i].wake();
-                    } else if refused.is_none() {
+                    } else if counted {
                         limits.release(peer.ip());
                     }
                 }

@@ -14,6 +14,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::api::rate::RateLimits;
+
 /// The server's own counters, shared by its workers.
 #[derive(Debug, Default)]
 pub(crate) struct ServerStats {
@@ -34,7 +36,11 @@ pub(crate) struct ServerStats {
 /// Renders a snapshot. A fresh registry per scrape: the values come from the
 /// broker's and the server's own counters, so nothing needs registering
 /// ahead of time.
-pub(crate) fn render_metrics(m: &MetricsSnapshot, server: &ServerStats) -> String {
+pub(crate) fn render_metrics(
+    m: &MetricsSnapshot,
+    server: &ServerStats,
+    rate: &RateLimits,
+) -> String {
     let mut registry = Registry::with_prefix("herald");
     let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
     // Names without `_total`: the encoder appends it to counter samples.
@@ -76,6 +82,17 @@ pub(crate) fn render_metrics(m: &MetricsSnapshot, server: &ServerStats) -> Strin
     ];
     for (name, help, value) in counters {
         registry.register(name, help, ConstCounter::new(value));
+    }
+    for (limit, value) in ["publish", "subscribe", "connect"]
+        .into_iter()
+        .zip(rate.refused())
+    {
+        let by_limit = registry.sub_registry_with_label(("limit".into(), limit.into()));
+        by_limit.register(
+            "server_rate_limited",
+            "Requests refused by a rate limit (publish: events; subscribe: subscription requests; connect: connection attempts)",
+            ConstCounter::new(value),
+        );
     }
     let gauges: [(&str, &str, u64); 6] = [
         (

@@ -14,11 +14,15 @@
 //! tenant, so no name it can write reaches another tenant's topics: isolation
 //! holds by construction, whatever the grants say.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use herald_core::broker::{TopicPattern, PRESENCE_PREFIX};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use super::rate::Client as RateClient;
 use crate::wire::http::Request;
 
 /// Keys the server accepts tokens signed with.
@@ -62,6 +66,9 @@ pub fn mint_hs256(claims: &Claims, secret: &[u8]) -> Result<String, String> {
 pub(crate) struct Grants {
     /// `None`: anonymous full access (loopback only, when configured).
     tenant: Option<String>,
+    /// The token's tenant and subject, whose rate limits the bearer uses
+    /// (`None`: anonymous, limited by address).
+    subject: Option<Arc<str>>,
     publish: Vec<TopicPattern>,
     subscribe: Vec<TopicPattern>,
 }
@@ -70,6 +77,7 @@ impl Grants {
     pub(crate) fn anonymous() -> Grants {
         Grants {
             tenant: None,
+            subject: None,
             publish: Vec::new(),
             subscribe: Vec::new(),
         }
@@ -97,6 +105,20 @@ impl Grants {
                 strip(rest).map_or(internal.into(), |r| format!("{PRESENCE_PREFIX}{r}").into())
             }
             None => strip(internal).unwrap_or(internal).into(),
+        }
+    }
+
+    /// The tenant, if the grants come from a token.
+    pub(crate) fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    /// Whom rate limits count: the token's tenant and subject, or the
+    /// client's address when it has no token.
+    pub(crate) fn rate_client(&self, peer: IpAddr) -> RateClient {
+        match &self.subject {
+            Some(s) => RateClient::Subject(s.clone()),
+            None => RateClient::Address(peer),
         }
     }
 
@@ -310,6 +332,7 @@ pub(crate) fn grants(claims: Claims) -> Result<Grants, ApiError> {
     Ok(Grants {
         publish: parse(&claims.publish)?,
         subscribe: parse(&claims.subscribe)?,
+        subject: Some(format!("{}/{}", claims.tenant, claims.sub).into()),
         tenant: Some(claims.tenant),
     })
 }

@@ -25,6 +25,11 @@ pub(crate) enum ApiError {
     TooLarge(String),
     /// Well-formed, but the payload breaks a configured schema (422).
     Unprocessable(String),
+    /// Over a rate limit (429): retry after the time given.
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// The server is at a capacity bound shared by several clients (503):
     /// retrying later, or elsewhere, may succeed.
     Unavailable(String),
@@ -43,6 +48,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => (405, "Method Not Allowed"),
             ApiError::TooLarge(_) => (413, "Payload Too Large"),
             ApiError::Unprocessable(_) => (422, "Unprocessable Content"),
+            ApiError::RateLimited { .. } => (429, "Too Many Requests"),
             ApiError::Unavailable(_) => (503, "Service Unavailable"),
             ApiError::Internal(_) => (500, "Internal Server Error"),
         }
@@ -58,6 +64,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unprocessable(_) => "schema",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -72,6 +79,7 @@ impl ApiError {
             | ApiError::NotFound(m)
             | ApiError::TooLarge(m)
             | ApiError::Unprocessable(m)
+            | ApiError::RateLimited { message: m, .. }
             | ApiError::Unavailable(m)
             | ApiError::Internal(m) => m,
             ApiError::MethodNotAllowed => "method not allowed",

@@ -3,6 +3,7 @@
 //! returns a typed result or an [`ApiError`].
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use herald_core::broker::{validate_consumer_name, CheckpointError, MAX_CONSUMER_NAME_LEN};
 use herald_core::broker::{
@@ -19,6 +20,7 @@ use super::ops::{
     Ack, Heartbeat, Leave, PresenceQuery, Publish, PublishRequest, Selection, StartDefault, Topics,
     MAX_CONSUMERS_PER_TENANT,
 };
+use super::rate::{Kind, RateLimits};
 use super::schema::Schemas;
 
 /// Who asks, and of which broker.
@@ -28,6 +30,9 @@ pub(crate) struct Caller<'a> {
     pub(crate) grants: &'a Grants,
     /// What published payloads must satisfy.
     pub(crate) schemas: &'a Schemas,
+    pub(crate) rate: &'a RateLimits,
+    /// The client's address: its rate-limit key when it has no token.
+    pub(crate) peer: IpAddr,
 }
 
 /// A published event's sequences.
@@ -163,6 +168,11 @@ impl Opened {
 impl Caller<'_> {
     /// `publish`: one event, or a batch stored together or not at all.
     pub(crate) fn publish(&self, request: &PublishRequest<'_>) -> Result<PublishedAll, ApiError> {
+        let events = match request {
+            PublishRequest::One(_) => 1,
+            PublishRequest::Batch(ops) => ops.len(),
+        };
+        self.take(Kind::Publish, events)?;
         match request {
             PublishRequest::One(op) => {
                 let payload = payload(op)?;
@@ -222,6 +232,13 @@ impl Caller<'_> {
         Ok((topic, payload))
     }
 
+    /// Takes `n` operations of `kind` from the caller's rate limit.
+    fn take(&self, kind: Kind, n: usize) -> Result<(), ApiError> {
+        let client = self.grants.rate_client(self.peer);
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.rate.take(kind, self.grants.tenant(), &client, n)
+    }
+
     /// The broker's name of an event's topic, within the publish grants.
     fn publish_topic(&self, op: &Publish<'_>) -> Result<String, ApiError> {
         // The client's own name first: errors name it as the client does.
@@ -262,6 +279,7 @@ impl Caller<'_> {
             filter = filter.excluding_origin(origin);
         }
         let start = selection.position.start(single, default)?;
+        self.take(Kind::Subscribe, 1)?;
         let after = match start {
             StartAt::TopicSeq(s) | StartAt::Seq(s) => s - 1,
             _ => 0,

@@ -3,6 +3,7 @@
 //! [`Response`] values; the worker writes them and decides keep-alive.
 //! The endpoints are specified in `docs/PROTOCOL.md`.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -15,6 +16,7 @@ use super::error::ApiError;
 use super::exec::{Caller, Consumer, Opened, Reset};
 use super::ops::{self, EventsQuery, NoQuery, PresenceQuery, StartDefault};
 use super::origins::{Origins, Verdict};
+use super::rate::RateLimits;
 use super::schema::Schemas;
 use super::stomp::StompSession;
 use super::ws::{Protocol, WsSession};
@@ -27,6 +29,9 @@ pub(crate) struct HttpContext<'a> {
     pub(crate) broker: &'a Broker,
     /// What published payloads must satisfy.
     pub(crate) schemas: &'a Schemas,
+    pub(crate) rate: &'a RateLimits,
+    /// The client's address (its rate-limit key when anonymous).
+    pub(crate) peer: IpAddr,
     pub(crate) auth: &'a Authenticator,
     pub(crate) origins: &'a Origins,
     pub(crate) stats: &'a ServerStats,
@@ -82,7 +87,15 @@ pub(crate) struct Poll {
 /// The answer to `e`.
 pub(crate) fn error(e: &ApiError) -> Response {
     let (status, reason) = e.status();
-    Response::error(status, reason, e.code(), e.message())
+    let response = Response::error(status, reason, e.code(), e.message());
+    match e {
+        // Whole seconds, rounded up: retrying sooner would be refused.
+        ApiError::RateLimited { retry_after, .. } => {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response.with_header("Retry-After", secs.max(1).to_string())
+        }
+        _ => response,
+    }
 }
 
 /// Handles one request.
@@ -126,7 +139,7 @@ fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<A
             200,
             "OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render_metrics(&cx.broker.metrics(), cx.stats).into_bytes(),
+            render_metrics(&cx.broker.metrics(), cx.stats, cx.rate).into_bytes(),
         )),
         (_, ["healthz" | "readyz" | "metrics"]) => Err(ApiError::MethodNotAllowed),
         // STOMP clients send their token in CONNECT (browsers cannot set
@@ -158,6 +171,8 @@ fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<A
                 broker: cx.broker,
                 grants: &grants,
                 schemas: cx.schemas,
+                rate: cx.rate,
+                peer: cx.peer,
             };
             match upgrade(req, "/v1/ws") {
                 None => {}

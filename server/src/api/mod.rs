@@ -2,7 +2,7 @@
 //! typed operation ([`ops`]), validated once, executed once ([`exec`])
 //! within the client's grants ([`auth`]), refused with one error type
 //! ([`error`]), after the configured schemas ([`schema`]) have checked
-//! published payloads. HTTP ([`http`]) fills operations from the path, the query
+//! published payloads and the rate limits ([`rate`]) have let it through. HTTP ([`http`]) fills operations from the path, the query
 //! and the body; WebSocket ([`ws`]) from its JSON messages; STOMP over
 //! WebSocket ([`stomp`]) from its frames' headers and bodies.
 
@@ -13,6 +13,7 @@ mod fast_publish;
 pub(crate) mod http;
 pub(crate) mod ops;
 pub(crate) mod origins;
+pub(crate) mod rate;
 pub(crate) mod schema;
 pub(crate) mod stomp;
 pub(crate) mod ws;

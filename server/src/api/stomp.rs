@@ -497,6 +497,8 @@ impl StompSession {
             broker: cx.broker,
             grants,
             schemas: cx.schemas,
+            rate: cx.rate,
+            peer: cx.peer,
         };
         match frame.header("transaction") {
             Some(tx) => {
@@ -541,6 +543,8 @@ impl StompSession {
             broker: cx.broker,
             grants,
             schemas: cx.schemas,
+            rate: cx.rate,
+            peer: cx.peer,
         };
         let ops = held.iter().map(Held::publish).collect();
         caller.publish(&PublishRequest::Batch(ops))?;
@@ -679,6 +683,8 @@ impl StompSession {
             broker: cx.broker,
             grants,
             schemas: cx.schemas,
+            rate: cx.rate,
+            peer: cx.peer,
         }
         .ack(Ack { consumer, seq })?;
         sub.acked = seq;

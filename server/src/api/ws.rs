@@ -3,6 +3,7 @@
 //! typed operation. Replies are specified in `docs/PROTOCOL.md`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use herald_core::Broker;
 use serde::Serialize;
@@ -15,6 +16,7 @@ use super::ops::{
     Envelope, Op, Selection, StartDefault, Subscribe, Unsubscribe, MAX_CONNECTION_PATTERNS,
     MAX_SUBSCRIPTIONS,
 };
+use super::rate::RateLimits;
 use super::schema::Schemas;
 use super::stomp::StompSession;
 use crate::fanout::{Encoding, Router, StreamId, MAX_WORKER_PATTERN_TOKENS};
@@ -24,6 +26,9 @@ pub(crate) struct WsContext<'a> {
     pub(crate) broker: &'a Broker,
     /// What published payloads must satisfy.
     pub(crate) schemas: &'a Schemas,
+    pub(crate) rate: &'a RateLimits,
+    /// The client's address (its rate-limit key when anonymous).
+    pub(crate) peer: IpAddr,
     /// Verifies the tokens of STOMP `CONNECT` frames.
     pub(crate) auth: &'a Authenticator,
     pub(crate) router: &'a mut Router,
@@ -220,6 +225,8 @@ impl WsSession {
             broker: cx.broker,
             grants: &self.grants,
             schemas: cx.schemas,
+            rate: cx.rate,
+            peer: cx.peer,
         };
         match op {
             Op::Ping(_) => reply(out, "pong", reference, Nothing {}),
@@ -340,6 +347,8 @@ pub(crate) fn open_stream(
         broker: cx.broker,
         grants,
         schemas: cx.schemas,
+        rate: cx.rate,
+        peer: cx.peer,
     };
     let opened = caller.open(selection, StartDefault::Now)?;
     if !cx.router.admits(opened.sub.filter()) {

@@ -57,9 +57,9 @@ pub(crate) struct Conn {
     /// write but lingering's goes through it.
     pub(crate) tls: Option<Box<TlsConn>>,
     pub(crate) peer: IpAddr,
-    /// Over a connection limit: answered 503 at accept and closed (the slot
-    /// was never counted).
-    pub(crate) refused: Option<&'static str>,
+    /// Over a connection limit or the connection rate: answered at accept
+    /// and closed (the slot was never counted).
+    pub(crate) refused: bool,
     pub(crate) input: Vec<u8>,
     pub(crate) output: Output,
     pub(crate) mode: Mode,
@@ -80,7 +80,7 @@ impl Conn {
         stream: TcpStream,
         tls: Option<Box<TlsConn>>,
         peer: IpAddr,
-        refused: Option<&'static str>,
+        refused: bool,
     ) -> Conn {
         let now = Instant::now();
         Conn {

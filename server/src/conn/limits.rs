@@ -6,6 +6,18 @@ use std::net::IpAddr;
 
 use parking_lot::Mutex;
 
+use crate::api::error::ApiError;
+
+/// Why a connection is refused at accept: answered at once and closed,
+/// never counted against the limits.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// A connection limit (503).
+    Capacity(&'static str),
+    /// The connection-attempt rate limit (429 with `Retry-After`).
+    Rate(ApiError),
+}
+
 #[derive(Debug)]
 pub(crate) struct ConnLimits {
     max_total: usize,

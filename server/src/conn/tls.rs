@@ -271,7 +271,7 @@ mod tests {
             TcpStream::from_std(server_tcp),
             Some(tls),
             IpAddr::V4(Ipv4Addr::LOCALHOST),
-            None,
+            false,
         );
 
         let mut roots = RootCertStore::empty();

@@ -33,13 +33,14 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::connection::{Conn, Lifecycle, Mode};
-use super::limits::ConnLimits;
+use super::limits::{ConnLimits, Refusal};
 use super::output::Output;
 use super::tls::TlsConn;
 use super::websocket::WsStatus;
 use crate::api::auth::Authenticator;
 use crate::api::http::{self as endpoints, Action, HttpContext};
 use crate::api::origins::Origins;
+use crate::api::rate::RateLimits;
 use crate::api::schema::Schemas;
 use crate::api::ws::{pattern_capacity, WsContext};
 use crate::config::ServerConfig;
@@ -48,6 +49,8 @@ use crate::fanout::{Encoding, Outputs, Router};
 use crate::metrics::ServerStats;
 use crate::wire::http::{self, Response};
 
+/// How often rate limits forget clients whose buckets are full again.
+const RATE_SWEEP: Duration = Duration::from_secs(10);
 const WAKER: Token = Token(0);
 const DOORBELL: Token = Token(1);
 const FIRST_CONN: usize = 2;
@@ -81,6 +84,7 @@ pub(crate) struct WorkerShared {
     pub(crate) stats: Arc<ServerStats>,
     pub(crate) origins: Arc<Origins>,
     pub(crate) schemas: Arc<Schemas>,
+    pub(crate) rate: Arc<RateLimits>,
 }
 
 /// When the periodic work is due.
@@ -89,6 +93,9 @@ struct Clock {
     /// This worker expires presence sessions (one worker does).
     expires_presence: bool,
     next_presence_expiry: Instant,
+    /// The same worker forgets rate-limited clients whose buckets are full
+    /// again, every [`RATE_SWEEP`].
+    next_rate_sweep: Instant,
 }
 
 pub(crate) struct Worker {
@@ -96,7 +103,7 @@ pub(crate) struct Worker {
     /// Connections by index (token − `FIRST_CONN`), and the free indexes.
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
-    incoming: Receiver<(TcpStream, IpAddr, Option<&'static str>)>,
+    incoming: Receiver<(TcpStream, IpAddr, Option<Refusal>)>,
     doorbell: Doorbell,
     router: Router,
     /// Connections with new output (reused buffer).
@@ -111,7 +118,7 @@ pub(crate) struct Worker {
 impl Worker {
     pub(crate) fn new(
         poll: Poll,
-        incoming: Receiver<(TcpStream, IpAddr, Option<&'static str>)>,
+        incoming: Receiver<(TcpStream, IpAddr, Option<Refusal>)>,
         shared: WorkerShared,
         expires_presence: bool,
     ) -> io::Result<Worker> {
@@ -138,6 +145,7 @@ impl Worker {
                 next_tick: now,
                 expires_presence,
                 next_presence_expiry: now,
+                next_rate_sweep: now + RATE_SWEEP,
             },
             shared,
         })
@@ -220,17 +228,26 @@ impl Worker {
                 .stats
                 .connections
                 .fetch_add(1, Ordering::Relaxed);
-            let mut conn = Conn::new(stream, tls, peer, refused);
-            if let Some(why) = refused {
+            let conn = Conn::new(stream, tls, peer, refused.is_some());
+            let answer = match &refused {
+                None => None,
+                Some(Refusal::Capacity(why)) => Some(Response::error(
+                    503,
+                    "Service Unavailable",
+                    "unavailable",
+                    why,
+                )),
+                Some(Refusal::Rate(e)) => Some(endpoints::error(e)),
+            };
+            self.conns[index] = Some(conn);
+            if let Some(answer) = answer {
                 // Answered at once, not after a request: a refused
                 // connection must not hold a descriptor while it stays
                 // silent. It then lingers briefly so that the answer is
                 // not destroyed by a reset.
-                let refused = Response::error(503, "Service Unavailable", "unavailable", why);
-                conn.respond(&refused.closing(), false);
-            }
-            self.conns[index] = Some(conn);
-            if refused.is_some() {
+                if let Some(conn) = self.conns[index].as_mut() {
+                    conn.respond(&answer.closing(), false);
+                }
                 self.flush_or_close(index);
             }
         }
@@ -273,7 +290,7 @@ impl Worker {
                 .stats
                 .connections
                 .fetch_sub(1, Ordering::Relaxed);
-            if conn.refused.is_none() {
+            if !conn.refused {
                 self.shared.limits.release(conn.peer);
             }
             self.free.push(index);
@@ -351,6 +368,8 @@ impl Worker {
         let mut cx = WsContext {
             broker: &self.shared.broker,
             schemas: &self.shared.schemas,
+            rate: &self.shared.rate,
+            peer: conn.peer,
             auth: &self.shared.auth,
             router: &mut self.router,
             conn: index,
@@ -408,6 +427,8 @@ impl Worker {
             let cx = HttpContext {
                 broker: &self.shared.broker,
                 schemas: &self.shared.schemas,
+                rate: &self.shared.rate,
+                peer: conn.peer,
                 auth: &self.shared.auth,
                 origins: &self.shared.origins,
                 stats: &self.shared.stats,
@@ -540,6 +561,10 @@ impl Worker {
             if let Err(e) = self.shared.broker.presence_expire() {
                 tracing::warn!("presence expiry failed: {e}");
             }
+        }
+        if self.clock.expires_presence && now >= self.clock.next_rate_sweep {
+            self.clock.next_rate_sweep = now + RATE_SWEEP;
+            self.shared.rate.sweep();
         }
         for index in 0..self.conns.len() {
             if self.conns[index].is_some() && self.timers_of(index, now) {
