@@ -16,6 +16,10 @@
 //! max_connections = 10000
 //! max_connections_per_ip = 1000
 //! keepalive_secs = 15
+//! sse_retry_ms = 2000           # the reconnect delay SSE clients are told
+//! header_timeout_secs = 10      # to send a whole request head
+//! idle_timeout_secs = 120       # an idle keep-alive connection is closed
+//! presence_expiry_secs = 30     # a presence session without a heartbeat ends
 //! stomp_heartbeat_ms = 10000    # STOMP heart-beats offered (0: none)
 //! stomp_destinations = ["/topic/", "/exchange/amq.topic/"]   # STOMP prefixes of topics
 //! slow_client_deadline_secs = 30
@@ -87,6 +91,14 @@ pub struct FileConfig {
     pub max_connections_per_ip: Option<usize>,
     /// SSE keep-alive interval.
     pub keepalive_secs: Option<u64>,
+    /// `retry:` sent to SSE clients, in milliseconds.
+    pub sse_retry_ms: Option<u64>,
+    /// Time allowed to send a whole request head.
+    pub header_timeout_secs: Option<u64>,
+    /// Idle keep-alive connections are closed after this long.
+    pub idle_timeout_secs: Option<u64>,
+    /// A presence session without a heartbeat this long expires.
+    pub presence_expiry_secs: Option<u64>,
     /// STOMP heart-beat interval offered, in milliseconds.
     pub stomp_heartbeat_ms: Option<u64>,
     /// STOMP destination prefixes that name topics.
@@ -185,6 +197,25 @@ impl FileConfig {
         if let Some(s) = self.keepalive_secs {
             config.keepalive = Duration::from_secs(s);
         }
+        let positive = |key: &str, v: u64| {
+            if v == 0 {
+                Err(format!("{key}: must be at least 1"))
+            } else {
+                Ok(v)
+            }
+        };
+        if let Some(ms) = self.sse_retry_ms {
+            config.sse_retry_ms = positive("sse_retry_ms", ms)?;
+        }
+        if let Some(s) = self.header_timeout_secs {
+            config.header_timeout = Duration::from_secs(positive("header_timeout_secs", s)?);
+        }
+        if let Some(s) = self.idle_timeout_secs {
+            config.idle_timeout = Duration::from_secs(positive("idle_timeout_secs", s)?);
+        }
+        if let Some(s) = self.presence_expiry_secs {
+            config.broker.presence_ttl = Duration::from_secs(positive("presence_expiry_secs", s)?);
+        }
         if let Some(ms) = self.stomp_heartbeat_ms {
             config.stomp_heartbeat = Duration::from_millis(ms);
         }
@@ -272,6 +303,23 @@ mod tests {
         std::fs::write(&path, "data = \"/abs/d\"\n").unwrap();
         FileConfig::load(&path).unwrap().apply(&mut config).unwrap();
         assert_eq!(config.broker.data_dir, Path::new("/abs/d"));
+    }
+
+    #[test]
+    fn timeouts_and_presence_expiry_are_configurable_and_positive() {
+        let file: FileConfig = toml::from_str(
+            "sse_retry_ms = 500\nheader_timeout_secs = 3\nidle_timeout_secs = 40\npresence_expiry_secs = 7",
+        )
+        .unwrap();
+        let mut config = ServerConfig::new();
+        file.apply(&mut config).unwrap();
+        assert_eq!(config.sse_retry_ms, 500);
+        assert_eq!(config.header_timeout, Duration::from_secs(3));
+        assert_eq!(config.idle_timeout, Duration::from_secs(40));
+        assert_eq!(config.broker.presence_ttl, Duration::from_secs(7));
+        let zero: FileConfig = toml::from_str("idle_timeout_secs = 0").unwrap();
+        let e = zero.apply(&mut config).unwrap_err();
+        assert_eq!(e, "idle_timeout_secs: must be at least 1");
     }
 
     #[test]

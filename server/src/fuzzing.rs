@@ -201,6 +201,8 @@ pub enum WsOp {
     Leave(String, String),
     /// `presence`: topic.
     Presence(String),
+    /// `consumers`.
+    Consumers,
     /// `ping`.
     Ping,
 }
@@ -237,6 +239,7 @@ pub fn decode_ws(text: &str) -> (Option<String>, Value, Result<WsOp, String>) {
         Op::Leave(l) => WsOp::Leave(l.topic, l.client_id),
         Op::Presence(p) => WsOp::Presence(p.topic),
         Op::Ping(_) => WsOp::Ping,
+        Op::Consumers(_) => WsOp::Consumers,
     });
     (envelope.op.map(Cow::into_owned), envelope.reference, op)
 }

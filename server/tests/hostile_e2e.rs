@@ -379,13 +379,13 @@ fn durable_consumers_are_validated_scoped_listed_and_removed() {
     // Another tenant does not see it, and cannot touch it.
     assert_eq!(ack(&globex, "worker", "4").0, 404);
     let (_, theirs) = request(&server, "GET", "/v1/consumers", Some(&globex), "");
-    assert_eq!(theirs, json!({"consumers": []}));
+    assert_eq!(theirs, json!({"head": 5, "consumers": []}));
     let (status, ours) = request(&server, "GET", "/v1/consumers", Some(&acme), "");
     assert_eq!(
         (status, ours),
         (
             200,
-            json!({"consumers": [{"consumer": "worker", "checkpoint": 3}]})
+            json!({"head": 5, "consumers": [{"consumer": "worker", "checkpoint": 3, "lag": 2}]})
         )
     );
     // The next subscription resumes after the checkpoint.
@@ -402,6 +402,13 @@ fn durable_consumers_are_validated_scoped_listed_and_removed() {
         ),
         (Some(4), Some(5))
     );
+    // The same list over WebSocket.
+    ws_send(&mut ws, json!({"op": "consumers", "ref": 9}));
+    assert_eq!(
+        ws_recv(&mut ws),
+        json!({"type": "consumers", "ref": 9, "head": 5,
+               "consumers": [{"consumer": "worker", "checkpoint": 3, "lag": 2}]})
+    );
     drop(ws);
     // Removed: gone from the list, unknown afterwards.
     assert_eq!(
@@ -415,7 +422,7 @@ fn durable_consumers_are_validated_scoped_listed_and_removed() {
     );
     assert_eq!(ack(&acme, "worker", "4").0, 404);
     let (_, ours) = request(&server, "GET", "/v1/consumers", Some(&acme), "");
-    assert_eq!(ours, json!({"consumers": []}));
+    assert_eq!(ours, json!({"head": 5, "consumers": []}));
     server.shutdown().unwrap();
 }
 

@@ -99,10 +99,22 @@ pub(crate) struct Consumer {
     pub(crate) checkpoint: u64,
 }
 
-/// The caller's durable consumers.
+/// A durable consumer in a listing: its checkpoint, and how far behind
+/// the head of the log it is.
+#[derive(Debug, Serialize)]
+pub(crate) struct ConsumerState {
+    pub(crate) consumer: String,
+    pub(crate) checkpoint: u64,
+    /// Global sequences published after the checkpoint (not all of them
+    /// need match the consumer's subscription).
+    pub(crate) lag: u64,
+}
+
+/// The caller's durable consumers, and the last global sequence published.
 #[derive(Debug, Serialize)]
 pub(crate) struct Consumers {
-    pub(crate) consumers: Vec<Consumer>,
+    pub(crate) head: u64,
+    pub(crate) consumers: Vec<ConsumerState>,
 }
 
 /// A presence session: the broker's topic and the client id.
@@ -323,16 +335,18 @@ impl Caller<'_> {
     /// The caller's durable consumers (its tenant's), by name.
     pub(crate) fn consumers(&self) -> Result<Consumers, ApiError> {
         self.grants.check_consume()?;
+        let head = self.broker.next_seq().saturating_sub(1);
         let consumers = (self.broker.consumers().into_iter())
             .filter_map(|(name, checkpoint)| {
                 let consumer = self.grants.external(&name)?.to_owned();
-                Some(Consumer {
+                Some(ConsumerState {
                     consumer,
                     checkpoint,
+                    lag: head.saturating_sub(checkpoint),
                 })
             })
             .collect();
-        Ok(Consumers { consumers })
+        Ok(Consumers { head, consumers })
     }
 
     /// Removes a durable consumer: retention no longer keeps what it has

@@ -161,6 +161,11 @@ pub(crate) struct PresenceQuery {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Ping {}
 
+/// `consumers`: the caller's durable consumers, with their lag.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListConsumers {}
+
 /// A WebSocket message: `{"op": …, "ref": …, fields of the op}`.
 ///
 /// Decoded in two steps (the `op` names the type of the rest) rather than
@@ -178,6 +183,7 @@ pub(crate) enum Op<'a> {
     Leave(Leave),
     Presence(PresenceQuery),
     Ping(Ping),
+    Consumers(ListConsumers),
 }
 
 /// A WebSocket message's envelope: what is echoed whatever the outcome.
@@ -229,6 +235,7 @@ impl<'a> Op<'a> {
             "leave" => from_fields(fields).map(Op::Leave),
             "presence" => from_fields(fields).map(Op::Presence),
             "ping" => from_fields(fields).map(Op::Ping),
+            "consumers" => from_fields(fields).map(Op::Consumers),
             other => Err(ApiError::invalid(format!("unknown op {other:?}"))),
         };
         (envelope, decoded)

@@ -257,6 +257,7 @@ impl WsSession {
                 reply(out, "left", reference, left)
             }
             Op::Presence(q) => reply(out, "presence", reference, caller.presence(q)?),
+            Op::Consumers(_) => reply(out, "consumers", reference, caller.consumers()?),
             Op::Subscribe(s) => self.subscribe(cx, s, reference, out)?,
             Op::Unsubscribe(u) => self.unsubscribe(cx, u, reference, out)?,
         }
