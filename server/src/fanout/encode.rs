@@ -251,7 +251,7 @@ pub(crate) struct WsBatch {
     parts: Vec<Bytes>,
     buf: BytesMut,
     /// Bytes of the elements and their commas.
-    len: usize,
+    bytes: usize,
     events: usize,
 }
 
@@ -261,7 +261,7 @@ impl WsBatch {
             prefix: ws_batch_prefix(id),
             parts: Vec::new(),
             buf: BytesMut::new(),
-            len: 0,
+            bytes: 0,
             events: 0,
         }
     }
@@ -274,7 +274,7 @@ impl WsBatch {
     fn open_element(&mut self) {
         let open: &[u8] = if self.events == 0 { b"{" } else { b",{" };
         self.buf.extend_from_slice(open);
-        self.len += open.len();
+        self.bytes += open.len();
         self.events += 1;
     }
 
@@ -287,7 +287,7 @@ impl WsBatch {
         } else {
             self.buf.extend_from_slice(body);
         }
-        self.len += body.len();
+        self.bytes += body.len();
     }
 
     /// Adds an event encoded for this batch only.
@@ -295,7 +295,7 @@ impl WsBatch {
         self.open_element();
         let before = self.buf.len();
         ws_event_body(&mut self.buf, e, prefix_len);
-        self.len += self.buf.len() - before;
+        self.bytes += self.buf.len() - before;
     }
 
     /// Appends the message to `out` (nothing if no event is gathered) and
@@ -305,7 +305,7 @@ impl WsBatch {
         if events == 0 {
             return 0;
         }
-        ws_text_header(out.tail(), self.prefix.len() + self.len + 2);
+        ws_text_header(out.tail(), self.prefix.len() + self.bytes + 2);
         out.extend(&self.prefix);
         for part in self.parts.drain(..) {
             if !part.is_empty() {
@@ -319,7 +319,7 @@ impl WsBatch {
             out.push_shared(self.buf.split().freeze());
         }
         out.extend(b"]}");
-        self.len = 0;
+        self.bytes = 0;
         events
     }
 
@@ -327,7 +327,7 @@ impl WsBatch {
     pub(crate) fn clear(&mut self) {
         self.parts.clear();
         self.buf = BytesMut::new();
-        self.len = 0;
+        self.bytes = 0;
         self.events = 0;
     }
 }
