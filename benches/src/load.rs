@@ -71,6 +71,9 @@ pub struct Options {
     pub sse: bool,
     /// The publisher POSTs over HTTP/1.1 (pipelined) instead of a WebSocket.
     pub http: bool,
+    /// WebSocket subscribers ask for batched delivery: (max_events,
+    /// max_delay_ms).
+    pub ws_batch: Option<(u32, u32)>,
 }
 
 impl Default for Options {
@@ -81,6 +84,7 @@ impl Default for Options {
             token: None,
             sse: false,
             http: false,
+            ws_batch: None,
         }
     }
 }
@@ -172,8 +176,39 @@ fn field_u64(msg: &[u8], key: &[u8]) -> Option<u64> {
 
 const NATS_CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n";
 
-fn subscribe_message(topic: &str) -> Vec<u8> {
-    format!(r#"{{"op":"subscribe","id":"s","topic":"{topic}"}}"#).into_bytes()
+fn subscribe_message(topic: &str, opts: &Options) -> Vec<u8> {
+    match opts.ws_batch {
+        None => format!(r#"{{"op":"subscribe","id":"s","topic":"{topic}"}}"#),
+        Some((n, d)) => format!(
+            r#"{{"op":"subscribe","id":"s","topic":"{topic}","batch":{{"max_events":{n},"max_delay_ms":{d}}}}}"#
+        ),
+    }
+    .into_bytes()
+}
+
+/// The events of a batched message (`{"type":"events",…,"events":[…]}`),
+/// each as the fields of an event message (split where the next event's
+/// `{"seq":` starts: no payload of ours contains it).
+fn batch_events(msg: &[u8]) -> impl Iterator<Item = &[u8]> {
+    const NEXT: &[u8] = br#",{"seq":"#;
+    let start = find(msg, br#""events":["#).map_or(msg.len(), |at| at + 10);
+    let body = msg
+        .get(start..msg.len().saturating_sub(2))
+        .unwrap_or_default();
+    let mut rest = body;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        match find(rest, NEXT) {
+            Some(at) => {
+                let one = &rest[..at];
+                rest = &rest[at + 1..];
+                Some(one)
+            }
+            None => Some(std::mem::take(&mut rest)),
+        }
+    })
 }
 
 /// One item of the NATS server protocol.
@@ -352,7 +387,8 @@ impl Sink {
 }
 
 /// Parses what the server sent; returns the bytes consumed.
-fn parse(peer: Peer, sse: bool, st: &mut St, data: &[u8], sink: &mut Sink, now: u64) -> usize {
+fn parse(peer: Peer, opts: &Options, st: &mut St, data: &[u8], sink: &mut Sink, now: u64) -> usize {
+    let sse = opts.sse;
     let mut pos = 0;
     if st.state == State::Handshake && peer == Peer::Herald {
         let Some(end) = find(data, b"\r\n\r\n") else {
@@ -386,7 +422,7 @@ fn parse(peer: Peer, sse: bool, st: &mut St, data: &[u8], sink: &mut Sink, now: 
         sink.set_up += 1;
         match &st.plan {
             Plan::Idle => sink.ready(st),
-            Plan::Sub(topic) => push_ws_frame(&mut st.wbuf, 1, &subscribe_message(topic)),
+            Plan::Sub(topic) => push_ws_frame(&mut st.wbuf, 1, &subscribe_message(topic, opts)),
         }
     }
     if sse && peer == Peer::Herald {
@@ -404,6 +440,12 @@ fn parse(peer: Peer, sse: bool, st: &mut St, data: &[u8], sink: &mut Sink, now: 
                     1 if msg.starts_with(br#"{"type":"event""#) => {
                         let seq = field_u64(msg, br#""topic_seq":"#);
                         sink.event(st, msg, seq, now)
+                    }
+                    1 if msg.starts_with(br#"{"type":"events""#) => {
+                        for e in batch_events(msg) {
+                            let seq = field_u64(e, br#""topic_seq":"#);
+                            sink.event(st, e, seq, now)
+                        }
                     }
                     1 if contains(msg, br#""type":"subscribed""#) => sink.ready(st),
                     1 if contains(msg, br#""type":"error""#)
@@ -614,7 +656,8 @@ impl Driver {
                     };
                     match self.peer {
                         Peer::Herald => {
-                            push_ws_frame(&mut c.st.wbuf, 1, &subscribe_message(&topic))
+                            let text = subscribe_message(&topic, &self.opts);
+                            push_ws_frame(&mut c.st.wbuf, 1, &text)
                         }
                         Peer::Nats => {
                             c.st.wbuf
@@ -810,11 +853,11 @@ impl Driver {
                     Ok(n) => {
                         let now = now_ns();
                         if conn.rbuf.is_empty() {
-                            let used = parse(*peer, opts.sse, st, &scratch[..n], sink, now);
+                            let used = parse(*peer, opts, st, &scratch[..n], sink, now);
                             conn.rbuf.extend_from_slice(&scratch[used..n]);
                         } else {
                             conn.rbuf.extend_from_slice(&scratch[..n]);
-                            let used = parse(*peer, opts.sse, st, &conn.rbuf, sink, now);
+                            let used = parse(*peer, opts, st, &conn.rbuf, sink, now);
                             conn.rbuf.drain(..used);
                         }
                         // A short read emptied the socket: the next arrival
@@ -1455,6 +1498,34 @@ mod tests {
         event.extend_from_slice(&p);
         event.push(b'}');
         assert_eq!(stamp(&event), Some(123_456_789));
+    }
+
+    #[test]
+    fn batched_events_split_into_their_events() {
+        let mut msg = br#"{"type":"events","sub":"s","events":["#.to_vec();
+        for k in 1..=3u64 {
+            if k > 1 {
+                msg.push(b',');
+            }
+            msg.extend_from_slice(
+                format!(r#"{{"seq":{k},"topic":"t","topic_seq":{k},"event_type":"e","timestamp_ns":5,"data":"#)
+                    .as_bytes(),
+            );
+            push_payload(&mut msg, 40 + k);
+            msg.push(b'}');
+        }
+        msg.extend_from_slice(b"]}");
+        let events: Vec<&[u8]> = batch_events(&msg).collect();
+        assert_eq!(events.len(), 3);
+        for (k, e) in (1..=3u64).zip(&events) {
+            assert_eq!(field_u64(e, br#""topic_seq":"#), Some(k));
+            assert_eq!(stamp(e), Some(40 + k));
+            let _: serde_json::Value = serde_json::from_slice(e).unwrap();
+        }
+        assert_eq!(
+            batch_events(br#"{"type":"events","sub":"s","events":[]}"#).count(),
+            0
+        );
     }
 
     #[test]

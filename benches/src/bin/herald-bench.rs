@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 const USAGE: &str = "usage: herald-bench [--url http://127.0.0.1:7070] [--token T]
     [--subs S] [--sub-transport ws|sse] [--pubs P] [--pub-transport ws|http]
     [--rate N (events/s in all; 0: flat out)] [--size BYTES] [--duration SECS | --count N]
-    [--topic T] [--batch N] [--json] [--plot FILE.png]
+    [--topic T] [--batch N] [--ws-batch MAX_EVENTS,MAX_DELAY_MS] [--json] [--plot FILE.png]
   herald-bench --compare A.json B.json ... --plot FILE.png";
 
 /// Flat out: events in flight (sent, not yet received by every subscriber)
@@ -52,6 +52,8 @@ struct Args {
     count: Option<u64>,
     topic: String,
     batch: usize,
+    /// WebSocket subscribers ask for batched delivery.
+    ws_batch: Option<(u32, u32)>,
     json: bool,
     plot: Option<PathBuf>,
     compare: Vec<PathBuf>,
@@ -71,6 +73,7 @@ fn parse_args() -> Args {
         count: None,
         topic: "bench.herald".into(),
         batch: 1,
+        ws_batch: None,
         json: false,
         plot: None,
         compare: Vec::new(),
@@ -108,6 +111,16 @@ fn parse_args() -> Args {
             "--count" => a.count = Some(value(&arg, args.next())),
             "--topic" => a.topic = value(&arg, args.next()),
             "--batch" => a.batch = value::<usize>(&arg, args.next()).clamp(1, 1000),
+            "--ws-batch" => {
+                let v: String = value(&arg, args.next());
+                let parsed = v
+                    .split_once(',')
+                    .and_then(|(n, d)| Some((n.parse().ok()?, d.parse().ok()?)));
+                match parsed {
+                    Some(nd) => a.ws_batch = Some(nd),
+                    None => usage("--ws-batch is MAX_EVENTS,MAX_DELAY_MS"),
+                }
+            }
             "--json" => a.json = true,
             "--plot" => a.plot = Some(value(&arg, args.next())),
             "--compare" => {
@@ -162,6 +175,7 @@ fn run(a: &Args) -> Result<Value, String> {
         token: a.token.clone(),
         sse: a.sse,
         http: a.http,
+        ws_batch: a.ws_batch,
     };
     let threads = a.subs.clamp(1, 2);
     let mut clients = Clients::with_options(Peer::Herald, addr, threads, opts.clone());
@@ -290,6 +304,7 @@ fn run(a: &Args) -> Result<Value, String> {
         "topic": a.topic,
         "subs": a.subs,
         "sub_transport": if a.sse { "sse" } else { "ws" },
+        "ws_batch": a.ws_batch.map(|(n, d)| json!({"max_events": n, "max_delay_ms": d})),
         "pubs": a.pubs,
         "pub_transport": if a.http { "http" } else { "ws" },
         "rate": a.rate,

@@ -43,6 +43,10 @@ pub(crate) const MAX_WAIT_MS: u64 = 60_000;
 
 /// Most events in one batched publish.
 pub(crate) const MAX_BATCH: usize = 1000;
+/// Most events in one batched delivery (`subscribe` with `batch`).
+pub(crate) const MAX_BATCH_EVENTS: u64 = 1000;
+/// Longest a batched delivery waits for more events after its first.
+pub(crate) const MAX_BATCH_DELAY_MS: u64 = 1000;
 
 /// `publish`: one event to one topic.
 #[derive(Debug, PartialEq, Deserialize)]
@@ -109,6 +113,28 @@ pub(crate) struct Subscribe {
     pub(crate) last: Option<u64>,
     /// A durable consumer: resumes after its checkpoint.
     pub(crate) consumer: Option<String>,
+    /// Batched delivery: `events` messages of several events each.
+    pub(crate) batch: Option<BatchOptions>,
+}
+
+/// `subscribe`'s `batch`: events go out in `events` messages of up to
+/// `max_events`, the first waiting at most `max_delay_ms` for the others
+/// (0: only the events at hand, no waiting). Checked by
+/// [`Subscribe::batch_policy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BatchOptions {
+    pub(crate) max_events: u64,
+    pub(crate) max_delay_ms: u64,
+}
+
+/// A subscription's batched delivery, within its bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchPolicy {
+    /// 1 to [`MAX_BATCH_EVENTS`].
+    pub(crate) max_events: usize,
+    /// 0 to [`MAX_BATCH_DELAY_MS`].
+    pub(crate) max_delay: std::time::Duration,
 }
 
 /// `unsubscribe` (WebSocket).
@@ -585,6 +611,28 @@ impl Selection {
 }
 
 impl Subscribe {
+    /// The batched delivery asked for, within its bounds (`None`: one
+    /// message per event).
+    pub(crate) fn batch_policy(&self) -> Result<Option<BatchPolicy>, ApiError> {
+        let Some(b) = self.batch else {
+            return Ok(None);
+        };
+        if !(1..=MAX_BATCH_EVENTS).contains(&b.max_events) {
+            return Err(ApiError::invalid(format!(
+                "'batch.max_events': 1 to {MAX_BATCH_EVENTS}"
+            )));
+        }
+        if b.max_delay_ms > MAX_BATCH_DELAY_MS {
+            return Err(ApiError::invalid(format!(
+                "'batch.max_delay_ms': 0 to {MAX_BATCH_DELAY_MS}"
+            )));
+        }
+        Ok(Some(BatchPolicy {
+            max_events: b.max_events as usize,
+            max_delay: std::time::Duration::from_millis(b.max_delay_ms),
+        }))
+    }
+
     /// The selection, with the subscription id checked.
     pub(crate) fn selection(self) -> Result<(String, Selection), ApiError> {
         if self.id.is_empty() || self.id.len() > MAX_SUBSCRIPTION_ID {
@@ -805,5 +853,46 @@ mod tests {
             .unwrap_err()
             .message()
             .starts_with("'types': "));
+    }
+
+    #[test]
+    fn batch_options_have_bounds() {
+        let policy = |batch: &str| {
+            let text = format!(r#"{{"op":"subscribe","id":"s","topic":"t","batch":{batch}}}"#);
+            match Op::decode(&text).1 {
+                Ok(Op::Subscribe(s)) => s.batch_policy().map_err(|e| e.message().to_owned()),
+                Ok(op) => panic!("{op:?}"),
+                Err(e) => Err(e.message().to_owned()),
+            }
+        };
+        assert_eq!(
+            policy(r#"{"max_events":1000,"max_delay_ms":1000}"#),
+            Ok(Some(BatchPolicy {
+                max_events: 1000,
+                max_delay: std::time::Duration::from_secs(1)
+            }))
+        );
+        assert!(policy(r#"{"max_events":1,"max_delay_ms":0}"#).is_ok());
+        for (batch, field) in [
+            (
+                r#"{"max_events":0,"max_delay_ms":5}"#,
+                "'batch.max_events': 1 to 1000",
+            ),
+            (
+                r#"{"max_events":1001,"max_delay_ms":5}"#,
+                "'batch.max_events': 1 to 1000",
+            ),
+            (
+                r#"{"max_events":5,"max_delay_ms":1001}"#,
+                "'batch.max_delay_ms': 0 to 1000",
+            ),
+            (r#"{"max_events":-1,"max_delay_ms":5}"#, "'batch"),
+            (r#"{"max_events":5}"#, "'batch"),
+            (r#"{"max_events":5,"max_delay_ms":5,"x":1}"#, "'batch"),
+            (r#"true"#, "'batch"),
+        ] {
+            let e = policy(batch).unwrap_err();
+            assert!(e.starts_with(field), "{batch}: {e}");
+        }
     }
 }

@@ -587,6 +587,7 @@ impl StompSession {
             since: number(frame, "herald-since")?,
             last: number(frame, "herald-last")?,
             consumer: consumer.clone(),
+            batch: None,
         };
         let (sub_id, mut selection) = op.selection()?;
         // One literal topic is a single-topic stream: `herald-after` counts

@@ -271,6 +271,7 @@ impl WsSession {
         reference: &Value,
         out: &mut Vec<u8>,
     ) -> Result<(), ApiError> {
+        let batch = op.batch_policy()?;
         let (id, selection) = op.selection()?;
         if self.subs.contains_key(&id) {
             return Err(ApiError::invalid(format!(
@@ -283,7 +284,7 @@ impl WsSession {
             )));
         }
         let held: Vec<StreamId> = self.streams().collect();
-        let encoding = Encoding::ws(&id);
+        let encoding = Encoding::ws_batched(&id, batch);
         let opened = open_stream(cx, &self.grants, &held, selection, encoding)?;
         let body = Subscribed {
             id: &id,

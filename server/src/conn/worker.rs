@@ -58,6 +58,8 @@ const FIRST_CONN: usize = 2;
 const LINGER: Duration = Duration::from_secs(2);
 /// How often timers run.
 const TIMER_TICK: Duration = Duration::from_millis(50);
+/// Longest an idle worker waits for its sockets.
+const IDLE_WAIT: Duration = Duration::from_millis(250);
 
 impl Outputs for Vec<Option<Conn>> {
     fn output(&mut self, conn: usize) -> Option<&mut Output> {
@@ -158,7 +160,10 @@ impl Worker {
             let timeout = if busy {
                 Duration::ZERO
             } else {
-                Duration::from_millis(250)
+                // Woken in time for the next batched delivery that is due.
+                let batch = self.router.batch_deadline();
+                let batch = batch.map(|d| d.saturating_duration_since(Instant::now()));
+                batch.map_or(IDLE_WAIT, |b| b.min(IDLE_WAIT))
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -478,6 +483,7 @@ impl Worker {
     fn pump(&mut self) -> bool {
         let mut busy = self.router.route(&mut self.conns);
         busy |= self.router.catch_up(&mut self.conns);
+        self.router.flush_batches(&mut self.conns);
         if self.polls_waiting > 0 {
             busy |= self.pump_polls();
         }

@@ -225,6 +225,113 @@ pub(crate) fn ws_event_body(out: &mut BytesMut, e: &EventRef<'_>, prefix_len: us
     event_fields(out, e, prefix_len, "event_type");
 }
 
+/// The start of every batched WebSocket message of subscription `id`:
+/// `{"type":"events","sub":…,"events":[`.
+pub(crate) fn ws_batch_prefix(id: &str) -> Bytes {
+    let mut v = br#"{"type":"events","sub":"#.to_vec();
+    json::write_string(&mut v, id);
+    v.extend_from_slice(br#","events":["#);
+    Bytes::from(v)
+}
+
+/// Event bodies at least this long join a batch shared, not copied.
+const SHARE_FROM: usize = 1024;
+/// Batched bytes of its own shorter than this are copied into the output
+/// rather than handed over as a chunk of their own.
+const COPY_BELOW: usize = 512;
+
+/// A batched WebSocket message being gathered:
+/// `{"type":"events","sub":…,"events":[{…},…]}`, whose elements are the
+/// event messages' fields without `type` and `sub` (`{` and
+/// [`ws_event_body`]), in order.
+pub(crate) struct WsBatch {
+    /// [`ws_batch_prefix`].
+    prefix: Bytes,
+    /// The elements so far: sealed pieces, then `buf`.
+    parts: Vec<Bytes>,
+    buf: BytesMut,
+    /// Bytes of the elements and their commas.
+    bytes: usize,
+    events: usize,
+}
+
+impl WsBatch {
+    pub(crate) fn new(id: &str) -> WsBatch {
+        WsBatch {
+            prefix: ws_batch_prefix(id),
+            parts: Vec::new(),
+            buf: BytesMut::new(),
+            bytes: 0,
+            events: 0,
+        }
+    }
+
+    /// Events gathered.
+    pub(crate) fn len(&self) -> usize {
+        self.events
+    }
+
+    fn open_element(&mut self) {
+        let open: &[u8] = if self.events == 0 { b"{" } else { b",{" };
+        self.buf.extend_from_slice(open);
+        self.bytes += open.len();
+        self.events += 1;
+    }
+
+    /// Adds an event by its [`ws_event_body`], shared between streams.
+    pub(crate) fn push_body(&mut self, body: &Bytes) {
+        self.open_element();
+        if body.len() >= SHARE_FROM {
+            self.parts.push(self.buf.split().freeze());
+            self.parts.push(body.clone());
+        } else {
+            self.buf.extend_from_slice(body);
+        }
+        self.bytes += body.len();
+    }
+
+    /// Adds an event encoded for this batch only.
+    pub(crate) fn push_event(&mut self, e: &EventRef<'_>, prefix_len: usize) {
+        self.open_element();
+        let before = self.buf.len();
+        ws_event_body(&mut self.buf, e, prefix_len);
+        self.bytes += self.buf.len() - before;
+    }
+
+    /// Appends the message to `out` (nothing if no event is gathered) and
+    /// starts the next. Returns the events it carried.
+    pub(crate) fn write(&mut self, out: &mut Output) -> usize {
+        let events = std::mem::take(&mut self.events);
+        if events == 0 {
+            return 0;
+        }
+        ws_text_header(out.tail(), self.prefix.len() + self.bytes + 2);
+        out.extend(&self.prefix);
+        for part in self.parts.drain(..) {
+            if !part.is_empty() {
+                out.push_shared(part);
+            }
+        }
+        if self.buf.len() < COPY_BELOW {
+            out.extend(&self.buf);
+            self.buf.clear();
+        } else {
+            out.push_shared(self.buf.split().freeze());
+        }
+        out.extend(b"]}");
+        self.bytes = 0;
+        events
+    }
+
+    /// Forgets the events gathered (their stream is gone).
+    pub(crate) fn clear(&mut self) {
+        self.parts.clear();
+        self.buf = BytesMut::new();
+        self.bytes = 0;
+        self.events = 0;
+    }
+}
+
 /// The start of every STOMP `MESSAGE` frame of subscription `id`, up to its
 /// `destination` header's topic: `destination` is the prefix the
 /// subscription named its topic with (`/topic/`). The rest is
@@ -484,7 +591,7 @@ pub(crate) fn encode_own(
 ) {
     match encoding {
         Encoding::Sse(form) => sse_frame(out.tail(), d, *form, prefix_len),
-        Encoding::Ws { id, prefix } => {
+        Encoding::Ws { id, prefix, .. } => {
             let text = match d {
                 DeliveryRef::Event(e) => {
                     let mut text = BytesMut::from(&prefix[..]);
@@ -633,6 +740,95 @@ mod tests {
         assert_eq!(v["data"], json!("plain \"text\""));
         assert_eq!(v["topic"], json!("acme.orders"));
         assert!(v.get("origin").is_none() && v.get("correlation_id").is_none());
+    }
+
+    #[test]
+    fn a_batch_message_carries_each_event_as_its_event_message_does() {
+        let topic: std::sync::Arc<str> = "acme.orders".into();
+        let e = |seq: u64, payload: &'static [u8]| EventRef {
+            seq,
+            topic: &topic,
+            topic_seq: seq - 10,
+            event_type: "order.created",
+            timestamp_ns: 11,
+            payload,
+            origin: if seq == 12 { 5 } else { 0 },
+            correlation: if seq == 12 { "c\"1" } else { "" },
+        };
+        let prefix = "acme.".len();
+        let big = format!(r#"{{"pad":"{}"}}"#, "p".repeat(2 * SHARE_FROM));
+        let big: &'static [u8] = Box::leak(big.into_bytes().into_boxed_slice());
+        let events = [
+            e(11, b"1"),
+            e(12, br#"{"id": 42}"#),
+            e(13, big),
+            e(14, b"x"),
+        ];
+        let mut batch = WsBatch::new("s\u{2028}");
+        let mut out = Output::default();
+        assert_eq!(batch.write(&mut out), 0, "an empty batch writes nothing");
+        assert_eq!(out.pending(), 0);
+        for (i, ev) in events.iter().enumerate() {
+            // Shared bodies (live) and own encodings (catch-up) mix.
+            if i % 2 == 0 {
+                let mut body = BytesMut::new();
+                ws_event_body(&mut body, ev, prefix);
+                batch.push_body(&body.freeze());
+            } else {
+                batch.push_event(ev, prefix);
+            }
+        }
+        assert_eq!(batch.len(), 4);
+        assert_eq!(batch.write(&mut out), 4);
+        assert_eq!(batch.len(), 0);
+        let mut wire = Vec::new();
+        out.write_to(&mut wire).unwrap();
+        let (len, head) = (u16::from_be_bytes([wire[2], wire[3]]) as usize, 4);
+        assert_eq!(&wire[..2], &[0x81, 126]);
+        assert_eq!(
+            wire.len(),
+            head + len,
+            "the header's length is the message's"
+        );
+        let v: Value = serde_json::from_slice(&wire[head..]).unwrap();
+        assert_eq!(v["type"], "events");
+        assert_eq!(v["sub"], "s\u{2028}");
+        assert_eq!(v.as_object().unwrap().len(), 3, "{v}");
+        let got = v["events"].as_array().unwrap();
+        assert_eq!(got.len(), 4);
+        for (ev, element) in events.iter().zip(got) {
+            // Each element: the event message's fields but `type` and `sub`.
+            let mut single = ws_event_prefix("s").to_vec();
+            ws_event_body_into(&mut single, ev, prefix);
+            let mut single: Value = serde_json::from_slice(&single).unwrap();
+            let single = single.as_object_mut().unwrap();
+            single.remove("type");
+            single.remove("sub");
+            assert_eq!(element, &Value::Object(single.clone()));
+        }
+        assert_eq!(got[1]["origin"], 5);
+        assert_eq!(got[1]["correlation_id"], "c\"1");
+        assert_eq!(got[0]["data"], 1);
+        assert_eq!(got[3]["data"], "x");
+        // The next batch starts afresh; one event alone is a batch of one.
+        batch.push_event(&events[0], prefix);
+        assert_eq!(batch.write(&mut out), 1);
+        let mut wire = Vec::new();
+        out.write_to(&mut wire).unwrap();
+        let head = if wire[1] == 126 { 4 } else { 2 };
+        let v: Value = serde_json::from_slice(&wire[head..]).unwrap();
+        assert_eq!(v["events"].as_array().unwrap().len(), 1, "{v}");
+        // A batch dropped with its stream writes nothing later.
+        batch.push_event(&events[0], prefix);
+        batch.clear();
+        assert_eq!(batch.write(&mut out), 0);
+        assert_eq!(out.pending(), 0);
+    }
+
+    fn ws_event_body_into(out: &mut Vec<u8>, e: &EventRef<'_>, prefix_len: usize) {
+        let mut body = BytesMut::new();
+        ws_event_body(&mut body, e, prefix_len);
+        out.extend_from_slice(&body);
     }
 
     #[test]

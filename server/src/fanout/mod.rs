@@ -19,10 +19,21 @@
 //!   it remembers the first event it missed and, once the client drains,
 //!   catches up from there with a fresh subscription (invariant 3 of `docs/DESIGN.md`: a slow
 //!   client never slows the others and never loses an event).
+//!
+//! A WebSocket subscription may ask for batches: its events are gathered
+//! (a [`encode::WsBatch`]) in whichever state it is, and the batch is
+//! written as one message when it has `max_events`, when its first event
+//! has waited `max_delay` ([`Router::flush_batches`], which the worker calls
+//! after each round of routing and catching up, and again by the deadline
+//! [`Router::batch_deadline`] gives), before a gap notice, and before the
+//! stream parks. A stream's position moves as events join its batch; what
+//! [`Router::last`] reports and what is counted as delivered move when the
+//! batch is written, so a batch dropped with its stream was never counted.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use herald_core::broker::{
@@ -34,9 +45,12 @@ use herald_core::Broker;
 pub(crate) mod encode;
 mod index;
 
+use crate::api::ops::BatchPolicy;
 use crate::conn::output::Output;
 use crate::metrics::ServerStats;
-use encode::{encode_own, stomp_message_prefix, ws_event_prefix, ws_text_header, Frames, SseForm};
+use encode::{
+    encode_own, stomp_message_prefix, ws_event_prefix, ws_text_header, Frames, SseForm, WsBatch,
+};
 use index::TopicIndex;
 
 /// A stream's index in its worker's router.
@@ -64,8 +78,12 @@ pub(crate) trait Outputs {
 pub(crate) enum Encoding {
     /// Server-Sent Events, in this form.
     Sse(SseForm),
-    /// WebSocket event messages of subscription `id`.
-    Ws { id: String, prefix: Bytes },
+    /// WebSocket event messages of subscription `id`, batched or not.
+    Ws {
+        id: String,
+        prefix: Bytes,
+        batch: Option<BatchPolicy>,
+    },
     /// STOMP `MESSAGE` frames of subscription `id`, in WebSocket messages;
     /// `destination`: the prefix its topic was named with (`/topic/`).
     Stomp {
@@ -76,10 +94,21 @@ pub(crate) enum Encoding {
 }
 
 impl Encoding {
+    #[cfg(test)]
     pub(crate) fn ws(id: &str) -> Encoding {
         Encoding::Ws {
             id: id.to_owned(),
             prefix: ws_event_prefix(id),
+            batch: None,
+        }
+    }
+
+    /// Batched WebSocket event messages (`events`) of subscription `id`.
+    pub(crate) fn ws_batched(id: &str, policy: Option<BatchPolicy>) -> Encoding {
+        Encoding::Ws {
+            id: id.to_owned(),
+            prefix: ws_event_prefix(id),
+            batch: policy,
         }
     }
 
@@ -89,6 +118,32 @@ impl Encoding {
             destination: destination.to_owned(),
             prefix: stomp_message_prefix(id, destination),
         }
+    }
+}
+
+/// A batched stream's batch.
+struct Batching {
+    policy: BatchPolicy,
+    msg: WsBatch,
+    /// When its first event joined.
+    since: Instant,
+    /// The stream's `last` before its first event joined.
+    before: (u64, u64),
+    /// In the router's `batching` list.
+    listed: bool,
+}
+
+impl Batching {
+    /// Notes the first event of a batch: call before it joins.
+    fn start(&mut self, now: Instant, last: (u64, u64)) {
+        if self.msg.len() == 0 {
+            self.since = now;
+            self.before = last;
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.msg.len() >= self.policy.max_events
     }
 }
 
@@ -119,6 +174,8 @@ struct Stream {
     /// What it counts against [`MAX_WORKER_PATTERN_TOKENS`] (0: single
     /// topic, not in the trie).
     tokens: usize,
+    /// Batched delivery: the batch being gathered.
+    batch: Option<Box<Batching>>,
 }
 
 /// One worker's streams and its feed.
@@ -147,6 +204,10 @@ pub(crate) struct Router {
     parked_count: u64,
     /// Streams found slow while routing one event (kept for its buffer).
     parked: Vec<(StreamId, StartAt)>,
+    /// Streams with a batch gathered (or, once written, not yet dropped).
+    batching: Vec<StreamId>,
+    /// When the first gathered batch is due, as of the last flush.
+    batch_deadline: Option<Instant>,
 }
 
 impl Router {
@@ -170,6 +231,8 @@ impl Router {
             delivered: 0,
             parked_count: 0,
             parked: Vec::new(),
+            batching: Vec::new(),
+            batch_deadline: None,
         })
     }
 
@@ -201,7 +264,22 @@ impl Router {
     ) -> StreamId {
         let tokens = trie_tokens(sub.filter());
         self.tokens += tokens;
+        let batch = match &encoding {
+            Encoding::Ws {
+                id,
+                batch: Some(policy),
+                ..
+            } => Some(Box::new(Batching {
+                policy: *policy,
+                msg: WsBatch::new(id),
+                since: Instant::now(),
+                before: (0, 0),
+                listed: false,
+            })),
+            _ => None,
+        };
         let stream = Stream {
+            batch,
             conn,
             tokens,
             filter: sub.filter().clone(),
@@ -233,6 +311,10 @@ impl Router {
             return;
         };
         self.tokens -= stream.tokens;
+        // A batch not written is dropped, never counted.
+        if stream.batch.as_ref().is_some_and(|b| b.listed) {
+            drop_from(&mut self.batching, id);
+        }
         match stream.state {
             State::Live => self.unlink(id, &stream.filter),
             State::CatchingUp(_) | State::Parked(_) => drop_from(&mut self.behind, id),
@@ -240,12 +322,61 @@ impl Router {
         self.free.push(id);
     }
 
-    /// The last event delivered on a stream: (global, topic) sequence.
+    /// The last event delivered on a stream (written to its connection's
+    /// output, not gathered in a batch): (global, topic) sequence.
     pub(crate) fn last(&self, id: StreamId) -> (u64, u64) {
         self.streams
             .get(id)
             .and_then(Option::as_ref)
-            .map_or((0, 0), |s| s.last)
+            .map_or((0, 0), |s| match &s.batch {
+                Some(b) if b.msg.len() > 0 => b.before,
+                _ => s.last,
+            })
+    }
+
+    /// Writes the batches that are due (their first event waited their
+    /// `max_delay`; at once for 0) and notes when the next one is.
+    pub(crate) fn flush_batches(&mut self, outs: &mut impl Outputs) {
+        self.batch_deadline = None;
+        if self.batching.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.batching.len() {
+            let id = self.batching[i];
+            let Some(stream) = self.streams[id].as_mut() else {
+                self.batching.swap_remove(i);
+                continue;
+            };
+            let Some(b) = stream.batch.as_deref_mut() else {
+                self.batching.swap_remove(i);
+                continue;
+            };
+            if b.msg.len() > 0 {
+                let due = b.since + b.policy.max_delay;
+                if due > now {
+                    self.batch_deadline = Some(self.batch_deadline.map_or(due, |d| d.min(due)));
+                    i += 1;
+                    continue;
+                }
+                match outs.output(stream.conn) {
+                    Some(out) => {
+                        self.delivered += b.msg.write(out) as u64;
+                        self.dirty.push(stream.conn);
+                    }
+                    None => b.msg.clear(),
+                }
+            }
+            b.listed = false;
+            self.batching.swap_remove(i);
+        }
+    }
+
+    /// When the first gathered batch is due (as of the last
+    /// [`Router::flush_batches`]): the worker wakes by then.
+    pub(crate) fn batch_deadline(&self) -> Option<Instant> {
+        self.batch_deadline
     }
 
     /// Connections that got output since the last call (each once or more).
@@ -297,6 +428,7 @@ impl Router {
     /// have more right away.
     pub(crate) fn route(&mut self, outs: &mut impl Outputs) -> bool {
         let mut routed = 0;
+        let now = Instant::now();
         while routed < FEED_BUDGET {
             let Router {
                 feed,
@@ -309,6 +441,7 @@ impl Router {
                 max_output,
                 delivered,
                 parked,
+                batching,
                 ..
             } = self;
             let mut lost_feed = None;
@@ -323,6 +456,8 @@ impl Router {
                         parked,
                         max_output: *max_output,
                         delivered,
+                        batching,
+                        now,
                     };
                     if let Some(ids) = by_topic.get(e.topic.as_ref()) {
                         for &id in ids {
@@ -353,7 +488,7 @@ impl Router {
                         Ok(feed) => {
                             let lost_from = self.feed.next_seq();
                             self.feed = feed;
-                            self.park_all_live(lost_from);
+                            self.park_all_live(lost_from, outs);
                         }
                         Err(e) => tracing::warn!("cannot start a new feed: {e}"),
                     }
@@ -362,11 +497,11 @@ impl Router {
             }
             let mut parked = std::mem::take(&mut self.parked);
             for (id, at) in parked.drain(..) {
-                self.park(id, at);
+                self.park(id, at, outs);
             }
             self.parked = parked;
             if let Some(from) = lost_feed {
-                self.park_all_live(from);
+                self.park_all_live(from, outs);
             }
         }
         true
@@ -378,6 +513,7 @@ impl Router {
     pub(crate) fn catch_up(&mut self, outs: &mut impl Outputs) -> bool {
         let mut more = false;
         let feed_next = self.feed.next_seq();
+        let now = Instant::now();
         let mut i = 0;
         while i < self.behind.len() {
             let id = self.behind[i];
@@ -416,15 +552,38 @@ impl Router {
                 }
                 let (encoding, prefix_len) = (&stream.encoding, stream.prefix_len);
                 let last = &mut stream.last;
-                match sub.try_next_with(|d| {
-                    if let DeliveryRef::Event(e) = &d {
+                let mut batch = stream.batch.as_deref_mut();
+                // Deliveries written to `out`.
+                match sub.try_next_with(|d| match (&mut batch, &d) {
+                    (Some(b), DeliveryRef::Event(e)) => {
+                        b.start(now, *last);
                         *last = (e.seq, e.topic_seq);
+                        b.msg.push_event(e, prefix_len);
+                        if b.full() {
+                            b.msg.write(out)
+                        } else {
+                            0
+                        }
                     }
-                    encode_own(out, encoding, &d, prefix_len)
+                    (Some(b), DeliveryRef::Gap(_)) => {
+                        // The events before the gap, then the gap notice.
+                        let n = b.msg.write(out);
+                        encode_own(out, encoding, &d, prefix_len);
+                        n + 1
+                    }
+                    (None, _) => {
+                        if let DeliveryRef::Event(e) = &d {
+                            *last = (e.seq, e.topic_seq);
+                        }
+                        encode_own(out, encoding, &d, prefix_len);
+                        1
+                    }
                 }) {
-                    Ok(Some(())) => {
-                        wrote = true;
-                        self.delivered += 1;
+                    Ok(Some(n)) => {
+                        if n > 0 {
+                            wrote = true;
+                            self.delivered += n as u64;
+                        }
                     }
                     Ok(None) => {
                         exhausted = true;
@@ -440,6 +599,12 @@ impl Router {
             }
             if wrote {
                 self.dirty.push(stream.conn);
+            }
+            if let Some(b) = stream.batch.as_deref_mut() {
+                if b.msg.len() > 0 && !b.listed {
+                    b.listed = true;
+                    self.batching.push(id);
+                }
             }
             stream.failed = failed;
             if !exhausted {
@@ -467,7 +632,7 @@ impl Router {
 
     /// Parks every live stream: the feed lost what follows `from` (every
     /// event below it was routed).
-    fn park_all_live(&mut self, from: u64) {
+    fn park_all_live(&mut self, from: u64, outs: &mut impl Outputs) {
         let live: Vec<StreamId> = (0..self.streams.len())
             .filter(|&id| {
                 matches!(
@@ -481,7 +646,7 @@ impl Router {
             .collect();
         for id in live {
             let next = self.streams[id].as_ref().map_or(from, |s| s.next.max(from));
-            self.park(id, StartAt::Seq(next));
+            self.park(id, StartAt::Seq(next), outs);
         }
     }
 
@@ -509,13 +674,24 @@ impl Router {
         }
     }
 
-    /// Takes a live stream off the feed; it resumes at `at`.
-    fn park(&mut self, id: StreamId, at: StartAt) {
+    /// Takes a live stream off the feed; it resumes at `at`. Its batch,
+    /// which holds the events before `at`, is written first (beyond the
+    /// output's bound by at most that batch).
+    fn park(&mut self, id: StreamId, at: StartAt, outs: &mut impl Outputs) {
         let Some(stream) = self.streams[id].as_mut() else {
             return;
         };
         if !matches!(stream.state, State::Live) {
             return;
+        }
+        if let Some(b) = stream.batch.as_deref_mut() {
+            if let Some(out) = outs.output(stream.conn) {
+                let n = b.msg.write(out);
+                if n > 0 {
+                    self.delivered += n as u64;
+                    self.dirty.push(stream.conn);
+                }
+            }
         }
         stream.state = State::Parked(at);
         self.parked_count += 1;
@@ -534,6 +710,8 @@ struct Deliver<'a, O: Outputs> {
     parked: &'a mut Vec<(StreamId, StartAt)>,
     max_output: usize,
     delivered: &'a mut u64,
+    batching: &'a mut Vec<StreamId>,
+    now: Instant,
 }
 
 impl<O: Outputs> Deliver<'_, O> {
@@ -567,6 +745,20 @@ impl<O: Outputs> Deliver<'_, O> {
                 None => StartAt::Seq(e.seq),
             };
             self.parked.push((id, at));
+            return;
+        }
+        if let Some(b) = stream.batch.as_deref_mut() {
+            b.start(self.now, stream.last);
+            b.msg.push_body(&self.frames.ws_body(e, stream.prefix_len));
+            if b.full() {
+                *self.delivered += b.msg.write(out) as u64;
+                self.dirty.push(stream.conn);
+            } else if !b.listed {
+                b.listed = true;
+                self.batching.push(id);
+            }
+            stream.next = e.seq + 1;
+            stream.last = (e.seq, e.topic_seq);
             return;
         }
         if out.pending() == 0 {

@@ -1,7 +1,8 @@
 //! A model check of the router against the log: streams join at random
 //! positions with random filters while a publisher runs; their clients stall
 //! and drain at random (so streams park, lap and catch up); every stream
-//! must receive exactly the events of the log that match it, in order.
+//! must receive exactly the events of the log that match it, in order
+//! (WebSocket streams batched or not).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,7 +10,10 @@ use std::sync::Arc;
 use herald_core::broker::{DeliveryRef, Filter, StartAt};
 use herald_core::{Broker, BrokerConfig};
 
+use std::time::Duration;
+
 use super::{Encoding, Outputs, Router, SseForm};
+use crate::api::ops::BatchPolicy;
 use crate::conn::output::Output;
 
 const TOPICS: [&str; 4] = ["a.x", "a.y", "b.x", "b.y"];
@@ -90,8 +94,15 @@ fn ws_ids(mut wire: &[u8]) -> Vec<u64> {
             n => (n as usize, 2),
         };
         let v: serde_json::Value = serde_json::from_slice(&wire[head..head + len]).unwrap();
-        assert_eq!(v["type"], "event", "{v}");
-        ids.push(v["seq"].as_u64().unwrap());
+        match v["type"].as_str() {
+            Some("event") => ids.push(v["seq"].as_u64().unwrap()),
+            Some("events") => {
+                let events = v["events"].as_array().unwrap();
+                assert!(!events.is_empty(), "{v}");
+                ids.extend(events.iter().map(|e| e["seq"].as_u64().unwrap()));
+            }
+            _ => panic!("{v}"),
+        }
         wire = &wire[head + len..];
     }
     ids
@@ -181,11 +192,17 @@ fn run(seed: u64) {
                 (start, _) => start,
             };
             let first = sub.next_seq();
-            let ws = rng.below(2) == 0;
-            let encoding = if ws {
-                Encoding::ws("s")
-            } else {
-                Encoding::Sse(SseForm::new(false, true))
+            let ws = rng.below(3) != 0;
+            let encoding = match (ws, rng.below(2)) {
+                (true, 0) => Encoding::ws("s"),
+                (true, _) => Encoding::ws_batched(
+                    "s",
+                    Some(BatchPolicy {
+                        max_events: 1 + rng.below(40),
+                        max_delay: Duration::from_micros(rng.below(3) as u64 * 500),
+                    }),
+                ),
+                (false, _) => Encoding::Sse(SseForm::new(false, true)),
             };
             ids.push(Some(router.add(clients.0.len(), sub, encoding, 0)));
             clients.0.push(Some(Client {
@@ -208,6 +225,7 @@ fn run(seed: u64) {
             }
         }
         let more = router.route(&mut clients) | router.catch_up(&mut clients);
+        router.flush_batches(&mut clients);
         let mut pending = 0;
         for c in clients.0.iter_mut().flatten() {
             if round >= c.stalled_until {
@@ -224,6 +242,7 @@ fn run(seed: u64) {
             && specs.len() >= 24
             && !more
             && pending == 0
+            && router.batch_deadline().is_none()
             && clients.0.iter().flatten().all(|c| round >= c.stalled_until)
         {
             quiet_rounds += 1;
