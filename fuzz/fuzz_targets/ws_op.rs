@@ -164,6 +164,10 @@ fn ws(text: &[u8]) {
             assert_eq!(op, "ping");
             assert!(m.keys().all(|k| k == "op" || k == "ref"));
         }
+        WsOp::Consumers => {
+            assert_eq!(op, "consumers");
+            assert!(m.keys().all(|k| k == "op" || k == "ref"));
+        }
     }
 }
 
