@@ -217,28 +217,13 @@ fn publish_then_poll_with_pagination_and_long_poll() {
     server.shutdown().unwrap();
 }
 
-/// Reads SSE frames until `n` events arrived; returns (id, data) pairs.
+/// The next `n` events of an SSE stream (frames with an `id:`; notices
+/// such as `connected` and gaps are skipped): their ids and data.
 fn read_sse(reader: &mut BufReader<TcpStream>, n: usize) -> Vec<(u64, String)> {
     let mut out = Vec::new();
-    let (mut id, mut data) = (None, String::new());
-    let mut line = String::new();
     while out.len() < n {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "stream ended early"
-        );
-        let l = line.trim_end_matches(['\r', '\n']);
-        if l.is_empty() {
-            // Frames without an id (`connected`, gaps) are not events.
-            let data = std::mem::take(&mut data);
-            if let Some(i) = id.take() {
-                out.push((i, data));
-            }
-        } else if let Some(v) = l.strip_prefix("id: ") {
-            id = Some(v.parse().unwrap());
-        } else if let Some(v) = l.strip_prefix("data: ") {
-            data.push_str(v);
+        if let [(Some(id), _, data)] = &read_frames(reader, 1)[..] {
+            out.push((*id, data.clone()));
         }
     }
     out

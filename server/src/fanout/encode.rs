@@ -138,9 +138,19 @@ pub(crate) fn sse_frame(out: &mut BytesMut, d: &DeliveryRef<'_>, form: SseForm, 
                 out.extend_from_slice(b"\n");
             }
             if form.objects {
-                let mut object = BytesMut::with_capacity(e.payload.len() + 160);
-                event_object(&mut object, e, prefix_len);
-                sse_data(out, &object);
+                // Written in place: only a payload with line breaks (not
+                // from the server's own publish, which removes them) is
+                // split into `data:` lines afterwards.
+                out.extend_from_slice(b"data: ");
+                let start = out.len();
+                event_object(out, e, prefix_len);
+                if memchr::memchr(b'\n', &out[start..]).is_some() {
+                    let object = out.split_off(start);
+                    out.truncate(start - b"data: ".len());
+                    sse_data(out, &object);
+                } else {
+                    out.extend_from_slice(b"\n\n");
+                }
             } else {
                 sse_data(out, &client_payload(e, prefix_len));
             }
