@@ -497,6 +497,36 @@ fn bad_input_gets_typed_errors() {
 }
 
 #[test]
+fn system_topics_are_the_servers_to_publish_and_only_dollar_patterns_match_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    // System topics are the server's to publish, and only those.
+    assert!(matches!(
+        broker.system_publisher("plain"),
+        Err(BrokerError::InvalidTopic { .. })
+    ));
+    let dead = broker.system_publisher("$deadletter.hook").unwrap();
+    let seq = dead
+        .publish("e", b"{}", PublishOptions::default())
+        .unwrap()
+        .seq;
+    let mut all = broker
+        .subscribe(Filter::patterns(&[">"]).unwrap(), StartAt::Seq(1))
+        .unwrap();
+    assert!(
+        drain(&mut all).is_empty(),
+        "'>' never matches system topics"
+    );
+    let mut system = broker
+        .subscribe(
+            Filter::patterns(&["$deadletter.>"]).unwrap(),
+            StartAt::Seq(1),
+        )
+        .unwrap();
+    assert_eq!(event(drain(&mut system).remove(0)).seq, seq);
+}
+
+#[test]
 fn presence_joins_and_leaves_are_events_and_queryable() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::open(config(dir.path())).unwrap();

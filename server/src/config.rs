@@ -42,6 +42,20 @@
 //! connect = { per_second = 20, burst = 50 }     # connection attempts, per address
 //! [rate_limits.tenants.acme]    # a tenant's own publish and subscribe rates
 //! publish = { per_second = 1000, burst = 2000 }
+//!
+//! [[webhooks]]                  # POSTs matching events (docs/INTEGRATION.md)
+//! name = "orders"               # its consumer, dead-letter topic, metrics
+//! url = "https://hooks.example/herald"
+//! topics = ["orders.>", "$presence.>"]   # as the tenant's clients name them
+//! types = ["order.created"]     # optional: only these event types
+//! tenant = "acme"               # optional: unset, names are the broker's
+//! secret_file = "hook-secret.txt"        # HMAC-SHA256 key (>= 16 bytes)
+//! batch = 1                     # events per request (1: the event alone)
+//! timeout_ms = 10000
+//! max_attempts = 10             # then the events go to $deadletter.<name>
+//! backoff_initial_ms = 500      # doubles per attempt, with jitter
+//! backoff_max_ms = 60000
+//! start = "now"                 # a new webhook's start: "now" or "oldest"
 //! ```
 
 use std::net::SocketAddr;
@@ -56,6 +70,7 @@ use herald_core::BrokerConfig;
 use crate::api::auth::AuthConfig;
 use crate::api::rate::RateLimitConfig;
 use crate::api::schema::SchemaRule;
+use crate::webhook::WebhookConfig;
 use crate::wire::http;
 
 /// The file's keys (see the module docs).
@@ -124,6 +139,8 @@ pub struct FileConfig {
     pub schemas: Option<Vec<SchemaRule>>,
     /// `[rate_limits]`: `publish`, `subscribe`, `connect`, `tenants.<name>`.
     pub rate_limits: Option<RateLimitConfig>,
+    /// `[[webhooks]]`: see the module docs.
+    pub webhooks: Option<Vec<WebhookConfig>>,
 }
 
 impl FileConfig {
@@ -143,7 +160,17 @@ impl FileConfig {
             &mut file.tls_key,
         ];
         let schema_files = file.schemas.iter_mut().flatten().map(|r| &mut r.file);
-        for p in paths.into_iter().flatten().chain(schema_files) {
+        let secrets = file
+            .webhooks
+            .iter_mut()
+            .flatten()
+            .map(|w| &mut w.secret_file);
+        for p in paths
+            .into_iter()
+            .flatten()
+            .chain(schema_files)
+            .chain(secrets)
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -252,6 +279,9 @@ impl FileConfig {
         }
         if let Some(limits) = self.rate_limits {
             config.rate_limits = limits;
+        }
+        if let Some(hooks) = self.webhooks {
+            config.webhooks = hooks;
         }
         Ok(())
     }
@@ -416,6 +446,8 @@ pub struct ServerConfig {
     pub schemas: Vec<SchemaRule>,
     /// Rate limits per client (token subject, or address) and per tenant.
     pub rate_limits: RateLimitConfig,
+    /// Webhooks: durable consumers that POST events to URLs.
+    pub webhooks: Vec<WebhookConfig>,
     pub(crate) limits: http::Limits,
 }
 
@@ -448,6 +480,7 @@ impl ServerConfig {
             allowed_origins: Vec::new(),
             schemas: Vec::new(),
             rate_limits: RateLimitConfig::default(),
+            webhooks: Vec::new(),
             limits: http::Limits { max_head, max_body },
         }
     }

@@ -22,6 +22,7 @@ mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
 mod metrics;
+mod webhook;
 mod wire;
 
 use std::io;
@@ -38,6 +39,7 @@ pub use api::rate::{Rate, RateLimitConfig, TenantRates};
 pub use api::schema::{check_file as check_schema_file, SchemaRule};
 pub use config::ServerConfig;
 use mio::net::{TcpListener, TcpStream};
+pub use webhook::{WebhookConfig, WebhookStart};
 
 use conn::limits::Refusal;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -67,6 +69,7 @@ impl Server {
         )?);
         let schemas = Arc::new(api::schema::Schemas::compile(&config.schemas)?);
         let rate = Arc::new(api::rate::RateLimits::new(&config.rate_limits)?);
+        let hooks = webhook::prepare(&config.webhooks)?;
         if auth.anonymous() && !config.listen.ip().is_loopback() {
             return Err("anonymous access is allowed only on loopback addresses: configure a token key (and leave anonymous access off)".into());
         }
@@ -105,7 +108,10 @@ impl Server {
             config: config.clone(),
             auth: auth.clone(),
             limits: limits.clone(),
-            stats: Arc::new(metrics::ServerStats::default()),
+            stats: Arc::new(metrics::ServerStats {
+                webhooks: hooks.iter().map(|h| h.stats()).collect(),
+                ..metrics::ServerStats::default()
+            }),
             origins: Arc::new(api::origins::Origins::new(
                 &config.allowed_origins,
                 auth.anonymous(),
@@ -140,6 +146,9 @@ impl Server {
                 })?
         };
         threads.push(acceptor);
+        for hook in hooks {
+            threads.push(hook.spawn(broker.clone(), shutdown.clone())?);
+        }
         wakers.push(stop);
         if auth.anonymous() && auth.has_keys() {
             tracing::warn!(%addr, workers = config.workers, "listening; token keys are configured, but anonymous access is on as configured: clients without a token have full access (loopback only, not through a proxy)");

@@ -7,6 +7,7 @@
 //! gauges.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use herald_core::broker::MetricsSnapshot;
 use prometheus_client::encoding::text::encode;
@@ -15,6 +16,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::api::rate::RateLimits;
+use crate::webhook::WebhookStats;
 
 /// The server's own counters, shared by its workers.
 #[derive(Debug, Default)]
@@ -31,6 +33,8 @@ pub(crate) struct ServerStats {
     pub(crate) tls_handshakes: AtomicU64,
     /// TLS connections closed before their handshake completed.
     pub(crate) tls_handshake_failures: AtomicU64,
+    /// Each webhook's counters.
+    pub(crate) webhooks: Vec<Arc<WebhookStats>>,
 }
 
 /// Renders a snapshot. A fresh registry per scrape: the values come from the
@@ -92,6 +96,34 @@ pub(crate) fn render_metrics(
             "server_rate_limited",
             "Requests refused by a rate limit (publish: events; subscribe: subscription requests; connect: connection attempts)",
             ConstCounter::new(value),
+        );
+    }
+    for hook in &server.webhooks {
+        let by_hook =
+            registry.sub_registry_with_label(("webhook".into(), hook.name.clone().into()));
+        for (outcome, value) in [("ok", &hook.requests_ok), ("failed", &hook.requests_failed)] {
+            by_hook
+                .sub_registry_with_label(("outcome".into(), outcome.into()))
+                .register(
+                    "server_webhook_requests",
+                    "Webhook requests (ok: answered 2xx; failed: a network error, a timeout or another status)",
+                    ConstCounter::new(read(value)),
+                );
+        }
+        by_hook.register(
+            "server_webhook_delivered_events",
+            "Events a webhook's receiver acknowledged (2xx)",
+            ConstCounter::new(read(&hook.delivered)),
+        );
+        by_hook.register(
+            "server_webhook_dead_lettered_events",
+            "Events a webhook gave up and published to its dead-letter topic",
+            ConstCounter::new(read(&hook.dead_lettered)),
+        );
+        by_hook.register(
+            "server_webhook_last_seq",
+            "Global sequence of the last event a webhook finished (delivered or dead-lettered)",
+            ConstGauge::new(read(&hook.last_seq)),
         );
     }
     let gauges: [(&str, &str, u64); 6] = [

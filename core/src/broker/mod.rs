@@ -55,7 +55,7 @@ pub use filter::{Filter, TopicPattern};
 pub use metrics::MetricsSnapshot;
 pub use presence::{PresenceError, Session, PRESENCE_PREFIX};
 pub use subscription::{StartAt, Subscription};
-pub use topics::{validate_topic, MAX_TOPIC_LEN};
+pub use topics::{split_system, validate_topic, DEADLETTER_PREFIX, MAX_TOPIC_LEN};
 
 use event::{ring_header, Fields, RING_HEADER};
 use metrics::Metrics;
@@ -414,6 +414,23 @@ impl Broker {
     /// does no lookup.
     pub fn publisher(&self, topic: &str) -> Result<TopicPublisher, BrokerError> {
         let topic = self.inner.topics.get_or_create(topic, false)?;
+        Ok(TopicPublisher {
+            inner: self.inner.clone(),
+            topic,
+        })
+    }
+
+    /// A publisher for a system topic (`$` first, e.g. a webhook's
+    /// dead-letter topic): for the server's own events, which clients may
+    /// read but never publish.
+    pub fn system_publisher(&self, topic: &str) -> Result<TopicPublisher, BrokerError> {
+        if !topic.starts_with('$') {
+            return Err(BrokerError::InvalidTopic {
+                name: topic.to_owned(),
+                why: "a system topic starts with '$'",
+            });
+        }
+        let topic = self.inner.topics.get_or_create(topic, true)?;
         Ok(TopicPublisher {
             inner: self.inner.clone(),
             topic,

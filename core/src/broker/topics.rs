@@ -20,11 +20,29 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+use super::presence::PRESENCE_PREFIX;
 use super::BrokerError;
 use crate::sync::AtomicU64;
 
 /// Longest topic name, in bytes.
 pub const MAX_TOPIC_LEN: usize = 255;
+
+/// Prefix of dead-letter topics: `$deadletter.<webhook>` holds the events a
+/// server-side consumer (a webhook) gave up delivering.
+pub const DEADLETTER_PREFIX: &str = "$deadletter.";
+
+/// Splits a system topic or pattern into its system prefix and the rest:
+/// `$presence.` and `$deadletter.` topics name a client's topic (or
+/// webhook) after the prefix, with its tenant prefix there, not in front.
+/// `("", name)` for every other name.
+pub fn split_system(name: &str) -> (&'static str, &str) {
+    for prefix in [PRESENCE_PREFIX, DEADLETTER_PREFIX] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            return (prefix, rest);
+        }
+    }
+    ("", name)
+}
 
 /// Checks a topic name a client may publish or subscribe to.
 pub fn validate_topic(name: &str) -> Result<(), BrokerError> {

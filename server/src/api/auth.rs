@@ -17,7 +17,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use herald_core::broker::{TopicPattern, PRESENCE_PREFIX};
+use herald_core::broker::{split_system, TopicPattern};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -83,28 +83,25 @@ impl Grants {
         }
     }
 
-    /// The broker's name for a client's topic or pattern. Presence topics
-    /// (`$presence.<topic>`) keep their system prefix in front.
+    /// The broker's name for a client's topic or pattern. System topics
+    /// (`$presence.<topic>`, `$deadletter.<webhook>`) keep their system
+    /// prefix in front.
     pub(crate) fn internal(&self, name: &str) -> String {
-        match (&self.tenant, name.strip_prefix(PRESENCE_PREFIX)) {
-            (Some(t), Some(rest)) => format!("{PRESENCE_PREFIX}{t}.{rest}"),
-            (Some(t), None) => format!("{t}.{name}"),
-            (None, _) => name.to_owned(),
-        }
+        internal_name(self.tenant.as_deref(), name)
     }
 
     /// The client's name for an internal topic or pattern (for messages):
-    /// without the tenant prefix, also after `$presence.`.
+    /// without the tenant prefix, also after a system prefix.
     pub(crate) fn display<'n>(&self, internal: &'n str) -> std::borrow::Cow<'n, str> {
         let Some(t) = &self.tenant else {
             return internal.into();
         };
         let strip = |name: &'n str| name.strip_prefix(t.as_str())?.strip_prefix('.');
-        match internal.strip_prefix(PRESENCE_PREFIX) {
-            Some(rest) => {
-                strip(rest).map_or(internal.into(), |r| format!("{PRESENCE_PREFIX}{r}").into())
+        match split_system(internal) {
+            ("", name) => strip(name).unwrap_or(internal).into(),
+            (system, rest) => {
+                strip(rest).map_or(internal.into(), |r| format!("{system}{r}").into())
             }
-            None => strip(internal).unwrap_or(internal).into(),
         }
     }
 
@@ -160,9 +157,10 @@ impl Grants {
     }
 
     /// A subscription pattern is allowed if some grant covers every topic
-    /// it can match. A topic's presence events go with the topic.
+    /// it can match. A topic's presence events go with the topic, a
+    /// webhook's dead letters with a topic of the webhook's name.
     pub(crate) fn check_subscribe(&self, pattern: &str) -> Result<(), ApiError> {
-        let underlying = pattern.strip_prefix(PRESENCE_PREFIX).unwrap_or(pattern);
+        let (_, underlying) = split_system(pattern);
         if self.tenant.is_none()
             || self
                 .subscribe
@@ -177,6 +175,25 @@ impl Grants {
             )))
         }
     }
+}
+
+/// The broker's name for a topic or pattern of `tenant`'s clients (see
+/// [`Grants::internal`]); `None`: names are the broker's own.
+pub(crate) fn internal_name(tenant: Option<&str>, name: &str) -> String {
+    match (tenant, split_system(name)) {
+        (Some(t), ("", _)) => format!("{t}.{name}"),
+        (Some(t), (system, rest)) => format!("{system}{t}.{rest}"),
+        (None, _) => name.to_owned(),
+    }
+}
+
+/// Whether `name` is a valid tenant or webhook name: 1 to 64 letters,
+/// digits, `_` or `-`.
+pub(crate) fn valid_label(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Does grant pattern `grant` match every topic that `requested` matches?
@@ -310,13 +327,7 @@ impl Authenticator {
 }
 
 pub(crate) fn grants(claims: Claims) -> Result<Grants, ApiError> {
-    let tenant_ok = !claims.tenant.is_empty()
-        && claims.tenant.len() <= 64
-        && claims
-            .tenant
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !tenant_ok {
+    if !valid_label(&claims.tenant) {
         return Err(ApiError::Unauthenticated(
             "the token's tenant must be 1-64 letters, digits, '_' or '-'".into(),
         ));
@@ -376,5 +387,24 @@ mod tests {
         assert!(g.check_publish("acme.users.1").is_err());
         assert!(g.check_subscribe("acme.orders.*").is_ok());
         assert!(g.check_subscribe("acme.>").is_err());
+        for (client, broker) in [
+            ("$presence.orders.1", "$presence.acme.orders.1"),
+            ("$deadletter.orders", "$deadletter.acme.orders"),
+        ] {
+            assert_eq!(g.internal(client), broker);
+            assert_eq!(g.display(broker), client);
+        }
+        // A webhook's dead letters need a grant covering its name.
+        assert!(g.check_subscribe("$deadletter.acme.orders").is_err());
+        let any = grants(Claims {
+            sub: "s".into(),
+            exp: 0,
+            tenant: "acme".into(),
+            publish: vec![],
+            subscribe: vec!["*".into()],
+        })
+        .unwrap();
+        assert!(any.check_subscribe("$deadletter.acme.orders").is_ok());
+        assert!(any.check_subscribe("$deadletter.other.orders").is_err());
     }
 }

@@ -337,6 +337,8 @@ impl Caller<'_> {
         self.grants.check_consume()?;
         let head = self.broker.next_seq().saturating_sub(1);
         let consumers = (self.broker.consumers().into_iter())
+            // Names starting with '.' are the server's own (webhooks).
+            .filter(|(name, _)| !name.starts_with('.'))
             .filter_map(|(name, checkpoint)| {
                 let consumer = self.grants.external(&name)?.to_owned();
                 Some(ConsumerState {
@@ -384,6 +386,11 @@ impl Caller<'_> {
     /// The broker's name of the caller's consumer `name`, if it may use one.
     fn consumer(&self, name: &str) -> Result<String, ApiError> {
         self.grants.check_consume()?;
+        if name.starts_with('.') {
+            return Err(ApiError::invalid(format!(
+                "invalid consumer name {name:?}: names starting with '.' are the server's (webhooks)"
+            )));
+        }
         let internal = self.grants.internal(name);
         validate_consumer_name(&internal).map_err(|_| {
             let max = MAX_CONSUMER_NAME_LEN - self.grants.prefix_len();

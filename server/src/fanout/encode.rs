@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use herald_core::broker::{DeliveryRef, EventRef, Gap, PRESENCE_PREFIX};
+use herald_core::broker::{split_system, DeliveryRef, EventRef, Gap, PRESENCE_PREFIX};
 use herald_core::json;
 
 use super::Encoding;
@@ -16,11 +16,12 @@ use crate::wire::stomp;
 use serde::Serialize;
 
 /// The client's name for a broker topic: without the tenant prefix
-/// (`prefix_len` bytes), which presence topics carry after `$presence.`.
+/// (`prefix_len` bytes), which system topics carry after their system
+/// prefix (`$presence.`, `$deadletter.`).
 pub(crate) fn external_topic(topic: &str, prefix_len: usize) -> Cow<'_, str> {
-    match topic.strip_prefix(PRESENCE_PREFIX) {
-        Some(rest) if prefix_len > 0 => Cow::Owned(format!(
-            "{PRESENCE_PREFIX}{}",
+    match split_system(topic) {
+        (system, rest) if prefix_len > 0 && !system.is_empty() => Cow::Owned(format!(
+            "{system}{}",
             rest.get(prefix_len..).unwrap_or(rest)
         )),
         _ => Cow::Borrowed(topic.get(prefix_len..).unwrap_or(topic)),
@@ -456,6 +457,15 @@ fn event_fields(out: &mut BytesMut, e: &EventRef<'_>, prefix_len: usize, type_ke
     out.extend_from_slice(b"}");
 }
 
+/// A delivery as the JSON of poll answers: the event object, or a gap
+/// notice `{"gap":{…}}` (webhook bodies are made of these too).
+pub(crate) fn delivery_object(out: &mut BytesMut, d: &DeliveryRef<'_>, prefix_len: usize) {
+    match d {
+        DeliveryRef::Event(e) => event_object(out, e, prefix_len),
+        DeliveryRef::Gap(g) => gap_notice(out, g, prefix_len),
+    }
+}
+
 /// The JSON answer to a poll, built delivery by delivery:
 /// `{"events": [...], "next_after": N}`, where `next_after` is what to pass
 /// as `after` next time.
@@ -491,15 +501,14 @@ impl PollBody {
         match d {
             DeliveryRef::Event(e) => {
                 self.next_after = if self.topic_ids { e.topic_seq } else { e.seq };
-                event_object(&mut self.out, e, self.prefix_len);
             }
             DeliveryRef::Gap(g) => {
                 if self.topic_ids || g.topic.is_none() {
                     self.next_after = self.next_after.max(g.to);
                 }
-                gap_notice(&mut self.out, g, self.prefix_len);
             }
         }
+        delivery_object(&mut self.out, d, self.prefix_len);
     }
 
     pub(crate) fn finish(mut self) -> Vec<u8> {
