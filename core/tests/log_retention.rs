@@ -50,7 +50,10 @@ fn fill(log: &Log, clock: &ManualClock, n: u64) {
 }
 
 fn segment_files(log: &Log) -> usize {
-    std::fs::read_dir(log.dir()).unwrap().count()
+    let files = std::fs::read_dir(log.dir()).unwrap();
+    files
+        .filter(|f| f.as_ref().unwrap().path().extension() == Some("seg".as_ref()))
+        .count()
 }
 
 const SECOND: u64 = 1_000_000_000;
@@ -103,6 +106,44 @@ fn ttl_deletes_segments_whose_newest_record_is_too_old() {
             to: first - 1
         })
     );
+}
+
+#[test]
+fn expire_on_a_timer_deletes_old_records_of_a_log_that_does_not_roll() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::default());
+    clock.0.store(1000 * SECOND, Ordering::SeqCst);
+    let log = open(
+        dir.path(),
+        Retention {
+            max_age: Some(Duration::from_secs(80)),
+            ..Default::default()
+        },
+        clock.clone(),
+    );
+    // A few records, far from filling the segment: no roll will come.
+    fill(&log, &clock, 5);
+    clock.0.store(1005 * SECOND, Ordering::SeqCst);
+    let r = log.expire().unwrap();
+    assert!(r.deleted.is_empty(), "5 s old: not sealed, not deleted");
+    assert_eq!(segment_files(&log), 1);
+    // Older than max_age / 8 (10 s): the tail is sealed, a new one begins.
+    clock.0.store(1011 * SECOND, Ordering::SeqCst);
+    assert!(log.expire().unwrap().deleted.is_empty(), "sealed, not old");
+    assert_eq!(segment_files(&log), 2);
+    fill(&log, &clock, 3); // t=1011 s, in the new tail
+                           // The first five pass max_age: deleted without any append or roll.
+    clock.0.store(1081 * SECOND, Ordering::SeqCst);
+    let r = log.expire().unwrap();
+    assert_eq!(r.deleted_records, 5);
+    assert_eq!(log.first_seq(), 6);
+    // An empty tail is never sealed again: an idle log keeps one segment.
+    clock.0.store(2000 * SECOND, Ordering::SeqCst);
+    log.expire().unwrap();
+    log.expire().unwrap();
+    assert_eq!(log.first_seq(), 9);
+    assert_eq!(segment_files(&log), 1);
+    assert_eq!(log.next_seq(), 9);
 }
 
 #[test]

@@ -27,7 +27,7 @@
 //! max_payload = 1048576
 //! segment_size = 67108864
 //! durability = "interval:100"   # "never", "always" or "interval:<ms>"
-//! retention_max_age_secs = 86400
+//! retention_max_age_secs = 86400   # checked every minute, not only at segment rolls
 //! retention_max_bytes = 10737418240
 //! retention_max_pinned_age_secs = 604800   # what a stalled consumer may keep
 //!

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use herald_core::Broker;
 
@@ -149,6 +150,14 @@ impl Server {
         for hook in hooks {
             threads.push(hook.spawn(broker.clone(), shutdown.clone())?);
         }
+        if let Some(max_age) = config.broker.log.retention.max_age {
+            let (broker, shutdown) = (broker.clone(), shutdown.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("herald-retention".into())
+                    .spawn(move || expire_loop(&broker, max_age, &shutdown))?,
+            );
+        }
         wakers.push(stop);
         if auth.anonymous() && auth.has_keys() {
             tracing::warn!(%addr, workers = config.workers, "listening; token keys are configured, but anonymous access is on as configured: clients without a token have full access (loopback only, not through a proxy)");
@@ -192,6 +201,40 @@ impl Server {
             let _ = t.join();
         }
         self.broker.flush().map_err(io::Error::other)
+    }
+}
+
+/// Retention by age on a timer, off the workers (it creates and deletes
+/// segment files): every minute, or every eighth of the age if that is
+/// shorter, so an event is gone at most about `max_age · 9/8` plus a minute
+/// after it was published, however slowly the log fills.
+fn expire_loop(broker: &Broker, max_age: Duration, shutdown: &AtomicBool) {
+    let period = (max_age / 8).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    while pause(shutdown, period) {
+        match broker.expire() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                events = n,
+                "retention deleted events older than the retention age"
+            ),
+            Err(e) => tracing::warn!("retention failed: {e}"),
+        }
+    }
+}
+
+/// Sleeps `d` on a background thread, waking early (and returning
+/// `false`) when `stop` is set.
+fn pause(stop: &AtomicBool, d: Duration) -> bool {
+    let deadline = Instant::now() + d;
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
     }
 }
 

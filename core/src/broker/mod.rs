@@ -634,6 +634,13 @@ impl Broker {
             .collect()
     }
 
+    /// Retention on a timer (see [`Log::expire`]): call it every minute or
+    /// so, and events older than the retention age go even from a log that
+    /// fills slowly. Returns the number of events deleted.
+    pub fn expire(&self) -> Result<u64, BrokerError> {
+        Ok(self.inner.log.expire()?.deleted_records)
+    }
+
     /// Syncs the log to stable storage.
     pub fn flush(&self) -> Result<(), BrokerError> {
         Ok(self.inner.log.sync()?)

@@ -135,6 +135,15 @@ impl Log {
         if off + alloc > w.tail.size {
             self.roll(&mut w, expected)?;
             off = w.tail.end();
+            let has_policy = {
+                let r = sh.config.retention;
+                r.max_age.is_some() || r.max_bytes.is_some() || r.max_records.is_some()
+            };
+            if has_policy {
+                // Retention failures (e.g. a file that cannot be removed) do
+                // not fail the append: the segment is out of the list either way.
+                let _ = retention::enforce(sh);
+            }
         }
         let mut topics = sh.topics.write();
         let entries = topics.topic_mut(rec.topic_id);
@@ -204,6 +213,29 @@ impl Log {
         self.wait_durable(last)
     }
 
+    /// Retention on a timer, for a log that may not roll for a long time:
+    /// what a segment roll does, and with `max_age` set, first seals the
+    /// tail (a new, empty one follows) once its oldest record is older than
+    /// [`max_age`](super::Retention::max_age)` / 8`. No segment then spans more than that, so
+    /// called every minute, a record is deleted at most `max_age · 9/8` plus
+    /// a minute after it was written, however slowly the log fills.
+    pub fn expire(&self) -> Result<retention::RetentionReport, LogError> {
+        let sh = &*self.shared;
+        if let Some(max_age) = sh.config.retention.max_age {
+            let mut w = sh.writer.lock();
+            // Acquire: pairs with the Release in `Shared::poison`.
+            let usable = !sh.poisoned.load(Ordering::Acquire);
+            let oldest = w.tail.first_ts.load(Ordering::Relaxed);
+            let age = sh.config.clock.now_ns().saturating_sub(oldest);
+            if usable && w.tail.count() > 0 && age > (max_age / 8).as_nanos() as u64 {
+                // Relaxed: only the appender (under `writer`) stores it.
+                let next = sh.next_seq.load(Ordering::Relaxed);
+                self.roll(&mut w, next)?;
+            }
+        }
+        retention::enforce(sh)
+    }
+
     fn roll(&self, w: &mut Writer, base: u64) -> Result<(), LogError> {
         let sh = &*self.shared;
         if w.tail.count() == 0 {
@@ -236,15 +268,6 @@ impl Log {
         w.tail.seal();
         w.tail = new;
         w.spare_asked = false;
-        let has_policy = {
-            let r = sh.config.retention;
-            r.max_age.is_some() || r.max_bytes.is_some() || r.max_records.is_some()
-        };
-        if has_policy {
-            // Retention failures (e.g. a file that cannot be removed) do not
-            // fail the append: the segment is out of the list either way.
-            let _ = retention::enforce(sh);
-        }
         Ok(())
     }
 }

@@ -10,8 +10,9 @@ use herald_core::{Broker, Subscription};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{pause, Hook, MAX_RETRY_AFTER};
+use super::{Hook, MAX_RETRY_AFTER};
 use crate::fanout::encode::delivery_object;
+use crate::pause;
 
 /// How long a wait for the next event lasts before `stop` is looked at.
 const POLL: Duration = Duration::from_millis(200);

@@ -15,7 +15,7 @@
 mod delivery;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -257,20 +257,5 @@ impl Hook {
         std::thread::Builder::new()
             .name(format!("herald-webhook-{}", self.name))
             .spawn(move || delivery::run(&self, &broker, &stop))
-    }
-}
-
-/// Sleeps `d`, waking early (and returning `false`) when `stop` is set.
-fn pause(stop: &AtomicBool, d: Duration) -> bool {
-    let deadline = std::time::Instant::now() + d;
-    loop {
-        if stop.load(Ordering::Acquire) {
-            return false;
-        }
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return true;
-        }
-        std::thread::sleep(left.min(Duration::from_millis(100)));
     }
 }
