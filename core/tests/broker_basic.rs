@@ -527,6 +527,78 @@ fn system_topics_are_the_servers_to_publish_and_only_dollar_patterns_match_them(
 }
 
 #[test]
+fn single_acknowledgements_advance_the_checkpoint_over_the_contiguous_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    // Events of the consumer (a.>) at odd sequences, others between.
+    for n in 1..=3 {
+        broker.publish(&format!("a.{n}"), "e", b"{}").unwrap();
+        broker.publish("b", "e", b"{}").unwrap();
+    }
+    let filter = Filter::patterns(&["a.>"]).unwrap();
+    drop(
+        broker
+            .subscribe_consumer("c", filter, StartAt::Seq(1))
+            .unwrap(),
+    );
+    assert_eq!(
+        broker.ack_consumer_events("c", &[3]).unwrap(),
+        0,
+        "1 is not acked"
+    );
+    assert_eq!(broker.ack_consumer_events("c", &[5, 5]).unwrap(), 0);
+    // 1 acked: past 1, 2 (not the consumer's), 3, 4, 5 and 6 (the end).
+    assert_eq!(broker.ack_consumer_events("c", &[1]).unwrap(), 6);
+    assert_eq!(broker.consumer_checkpoint("c").unwrap(), 6);
+    assert!(matches!(
+        broker.ack_consumer_events("c", &[7]),
+        Err(BrokerError::Ack(AckError::PastEnd { seq: 7, last: 6 }))
+    ));
+    assert_eq!(
+        broker.ack_consumer_events("c", &[2]).unwrap(),
+        6,
+        "below: no-op"
+    );
+    assert!(matches!(
+        broker.ack_consumer_events("nobody", &[1]),
+        Err(BrokerError::UnknownConsumer(_))
+    ));
+    drop(broker);
+
+    // After a restart the filter is unknown until the consumer subscribes:
+    // only acknowledged sequences are passed.
+    let broker = Broker::open(config(dir.path())).unwrap();
+    broker.publish("a.4", "e", b"{}").unwrap(); // 7
+    broker.publish("b", "e", b"{}").unwrap(); // 8
+    assert_eq!(broker.ack_consumer_events("c", &[8]).unwrap(), 6);
+    assert_eq!(broker.ack_consumer_events("c", &[7]).unwrap(), 8);
+    // Bounded: acknowledgements waiting above an unacknowledged event.
+    let first = broker.publish("a.5", "e", b"{}").unwrap().seq;
+    let mut seqs = Vec::new();
+    for _ in 0..herald_core::broker::MAX_PENDING_ACKS {
+        seqs.push(broker.publish("a.5", "e", b"{}").unwrap().seq);
+    }
+    for chunk in seqs.chunks(1000) {
+        assert_eq!(broker.ack_consumer_events("c", chunk).unwrap(), 8);
+    }
+    let one_more = broker.publish("a.5", "e", b"{}").unwrap().seq;
+    assert!(matches!(
+        broker.ack_consumer_events("c", &[one_more]),
+        Err(BrokerError::Ack(AckError::TooManyPending { .. }))
+    ));
+    // The oldest acknowledged lets the checkpoint pass all of them.
+    assert_eq!(
+        broker.ack_consumer_events("c", &[first]).unwrap(),
+        one_more - 1
+    );
+    // An acknowledgement up to N drops what waits below it.
+    assert_eq!(
+        broker.ack_consumer_events("c", &[one_more]).unwrap(),
+        one_more
+    );
+}
+
+#[test]
 fn presence_joins_and_leaves_are_events_and_queryable() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::open(config(dir.path())).unwrap();

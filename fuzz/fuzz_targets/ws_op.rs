@@ -132,10 +132,11 @@ fn ws(text: &[u8]) {
             assert_eq!(op, "unsubscribe");
             assert_eq!(Some(id), str_field(&m, "id"));
         }
-        WsOp::Ack(consumer, seq) => {
+        WsOp::Ack(consumer, seq, seqs) => {
             assert_eq!(op, "ack");
             assert_eq!(Some(consumer), str_field(&m, "consumer"));
-            assert_eq!(Some(seq), m.get("seq").and_then(Value::as_u64));
+            assert_eq!(seq, m.get("seq").and_then(Value::as_u64));
+            assert_eq!(seqs, u64_list(&m, "seqs"));
         }
         WsOp::Heartbeat(topic, client, user, device, metadata) => {
             assert_eq!(op, "heartbeat");
@@ -202,16 +203,26 @@ fn publish_body(body: &[u8]) {
 }
 
 fn ack_body(body: &[u8]) {
-    let Ok((consumer, seq)) = fuzzing::ack_body(body, "c-1") else {
+    let Ok((consumer, seq, seqs)) = fuzzing::ack_body(body, "c-1") else {
         return;
     };
     assert_eq!(consumer, "c-1");
     assert!(is_json(body));
     if let Some(m) = as_object(body) {
         assert!(!m.contains_key("consumer"), "the path names the consumer");
-        assert_eq!(Some(seq), m.get("seq").and_then(Value::as_u64));
-        assert_eq!(m.len(), 1, "unknown fields are refused");
+        assert_eq!(seq, m.get("seq").and_then(Value::as_u64));
+        assert_eq!(seqs, u64_list(&m, "seqs"));
+        assert!(
+            m.keys().all(|k| k == "seq" || k == "seqs"),
+            "unknown fields are refused"
+        );
     }
+}
+
+/// A field holding a list of u64 (`None`: absent or null).
+fn u64_list(m: &Map<String, Value>, key: &str) -> Option<Vec<u64>> {
+    let list = m.get(key)?.as_array()?;
+    Some(list.iter().map(|v| v.as_u64().expect("decoded as u64")).collect())
 }
 
 fn presence_bodies(body: &[u8]) {

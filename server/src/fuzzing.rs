@@ -193,8 +193,8 @@ pub enum WsOp {
     Unsubscribe(String),
     /// `publish`: batch or not, and the events.
     Publish(bool, Vec<PublishEvent>),
-    /// `ack`: consumer and sequence.
-    Ack(String, u64),
+    /// `ack`: consumer, sequence acknowledged up to, single sequences.
+    Ack(String, Option<u64>, Option<Vec<u64>>),
     /// `heartbeat`: topic, client id, user, device, metadata.
     Heartbeat(String, String, Option<String>, Option<String>, Value),
     /// `leave`: topic, client id.
@@ -234,7 +234,7 @@ pub fn decode_ws(text: &str) -> (Option<String>, Value, Result<WsOp, String>) {
             let (batch, list) = events(p);
             WsOp::Publish(batch, list)
         }
-        Op::Ack(a) => WsOp::Ack(a.consumer, a.seq),
+        Op::Ack(a) => WsOp::Ack(a.consumer, a.seq, a.seqs),
         Op::Heartbeat(h) => WsOp::Heartbeat(h.topic, h.client_id, h.user, h.device, h.metadata),
         Op::Leave(l) => WsOp::Leave(l.topic, l.client_id),
         Op::Presence(p) => WsOp::Presence(p.topic),
@@ -302,11 +302,15 @@ pub fn publish_body(body: &[u8], topic: &str) -> Result<(bool, Vec<PublishEvent>
         .map_err(|e| e.to_string())
 }
 
-/// `POST /v1/consumers/{name}/ack`: consumer and sequence.
-pub fn ack_body(body: &[u8], consumer: &str) -> Result<(String, u64), String> {
+/// An acknowledgement as decoded: consumer, sequence acknowledged up to,
+/// single sequences.
+pub type AckFields = (String, Option<u64>, Option<Vec<u64>>);
+
+/// `POST /v1/consumers/{name}/ack`.
+pub fn ack_body(body: &[u8], consumer: &str) -> Result<AckFields, String> {
     let name = ops::raw_string(consumer);
     ops::from_body::<ops::Ack>(body, &[("consumer", &name)])
-        .map(|a| (a.consumer, a.seq))
+        .map(|a| (a.consumer, a.seq, a.seqs))
         .map_err(|e| e.to_string())
 }
 

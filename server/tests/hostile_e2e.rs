@@ -510,6 +510,68 @@ fn a_bogus_token_does_not_lift_the_rebinding_guard() {
 }
 
 #[test]
+fn single_events_are_acknowledged_over_http_and_websocket() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(test_config(dir.path(), 1)).unwrap();
+    // The consumer's events (jobs) at 1, 3, 5; another topic's between.
+    for topic in ["jobs", "other", "jobs", "other", "jobs"] {
+        let (status, _) = request(
+            &server,
+            "POST",
+            &format!("/v1/topics/{topic}/events"),
+            None,
+            r#"{"type":"e"}"#,
+        );
+        assert_eq!(status, 200);
+    }
+    let mut ws = ws_connect(&format!("ws://{}/v1/ws", server.local_addr()));
+    ws_send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "w", "topic": "jobs", "consumer": "w", "after": 0}),
+    );
+    assert_eq!(ws_recv(&mut ws)["type"], "subscribed");
+    for _ in 0..3 {
+        assert_eq!(ws_recv(&mut ws)["type"], "event");
+    }
+    let http_ack = |body: &str| request(&server, "POST", "/v1/consumers/w/ack", None, body);
+    // 5 alone: 1 is not acknowledged, the checkpoint stays.
+    assert_eq!(
+        http_ack(r#"{"seqs":[5]}"#),
+        (200, json!({"consumer": "w", "checkpoint": 0}))
+    );
+    // 1 over WebSocket: past 1 and 2 (not a job), up to 3.
+    ws_send(&mut ws, json!({"op": "ack", "consumer": "w", "seqs": [1]}));
+    assert_eq!(
+        ws_recv(&mut ws),
+        json!({"type": "acked", "consumer": "w", "checkpoint": 2})
+    );
+    // Refused, changing nothing.
+    for bad in [
+        r#"{"seqs":[3,6]}"#,
+        r#"{"seqs":[]}"#,
+        r#"{"seq":3,"seqs":[3]}"#,
+        "{}",
+    ] {
+        let (status, body) = http_ack(bad);
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    // 3: past 3, 4 and the 5 acknowledged first.
+    assert_eq!(
+        http_ack(r#"{"seqs":[3]}"#),
+        (200, json!({"consumer": "w", "checkpoint": 5}))
+    );
+    ws_send(&mut ws, json!({"op": "ack", "consumer": "w", "seq": 5}));
+    assert_eq!(
+        ws_recv(&mut ws),
+        json!({"type": "acked", "consumer": "w", "seq": 5, "checkpoint": 5})
+    );
+    let (_, listed) = request(&server, "GET", "/v1/consumers", None, "");
+    assert_eq!(listed["consumers"][0]["checkpoint"], 5);
+    drop(ws);
+    server.shutdown().unwrap();
+}
+
+#[test]
 fn a_tenant_has_a_bounded_number_of_durable_consumers() {
     // tmpfs: a thousand consumer files are created quickly there.
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();

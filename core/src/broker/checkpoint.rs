@@ -757,6 +757,13 @@ pub enum AckError {
         /// The consumer's checkpoint.
         checkpoint: u64,
     },
+    /// [`Broker::ack_consumer_events`](crate::Broker::ack_consumer_events)
+    /// would keep more acknowledgements above the checkpoint than allowed:
+    /// the event at the checkpoint must be acknowledged first.
+    TooManyPending {
+        /// The bound.
+        max: usize,
+    },
 }
 
 impl fmt::Display for AckError {
@@ -773,6 +780,10 @@ impl fmt::Display for AckError {
             AckError::Backwards { seq, checkpoint } => write!(
                 f,
                 "{seq} is below the consumer's checkpoint, which stays at {checkpoint}"
+            ),
+            AckError::TooManyPending { max } => write!(
+                f,
+                "more than {max} acknowledged events would wait above the checkpoint: acknowledge the oldest event first"
             ),
         }
     }

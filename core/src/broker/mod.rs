@@ -24,6 +24,7 @@
 //! again, by itself. Only records deleted by retention are ever missed, and
 //! those arrive as an explicit [`Gap`].
 
+mod acks;
 mod checkpoint;
 pub(crate) mod event;
 mod filter;
@@ -43,6 +44,7 @@ use crate::log::{Log, LogConfig, LogError, RecordRef};
 use crate::ring::{self, Ring, RingConfig};
 use crate::sync::Ordering;
 
+pub use acks::MAX_PENDING_ACKS;
 pub use checkpoint::{
     validate_name as validate_consumer_name, AckError, CheckpointError,
     MAX_NAME_LEN as MAX_CONSUMER_NAME_LEN,
@@ -309,6 +311,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     pub(crate) checkpoints: checkpoint::CheckpointStore,
     pub(crate) presence: presence::Presence,
+    /// Single events acknowledged by consumers, above their checkpoints.
+    acks: acks::Acks,
     /// Held for the broker's life: one process per data directory.
     _lock: std::fs::File,
 }
@@ -398,6 +402,7 @@ impl Broker {
             metrics: Metrics::default(),
             checkpoints,
             presence,
+            acks: acks::Acks::default(),
             _lock: lock,
         };
         Ok(Broker {
@@ -521,6 +526,7 @@ impl Broker {
             Some(seq) => (StartAt::Seq(seq.saturating_add(1)), false),
             None => (first_time, true),
         };
+        self.inner.acks.subscribed(name, &filter);
         let sub = Subscription::new(self.inner.clone(), filter, start, Some(name.to_owned()))?;
         let checkpoint = sub.consumer_checkpoint().unwrap_or(0);
         if new {
@@ -585,6 +591,7 @@ impl Broker {
                 checkpoint,
             }));
         }
+        self.inner.acks.passed(name, seq);
         self.inner.store_checkpoint(name, seq).map_err(|e| match e {
             // Another acknowledgement went further meanwhile.
             checkpoint::CheckpointError::Backwards { current, .. } => {
@@ -600,12 +607,26 @@ impl Broker {
         })
     }
 
+    /// Acknowledges single events of the durable consumer `name` (for
+    /// clients that track delivery themselves and process out of order).
+    /// The checkpoint moves past every acknowledged event and every
+    /// sequence the filter of its last subscription does not select, up to
+    /// its first event not acknowledged; returns the checkpoint. Sequences
+    /// at or below the checkpoint are already consumed (no-op); one past
+    /// the last published event is refused. At most [`MAX_PENDING_ACKS`]
+    /// wait above the checkpoint, in memory: a restart forgets them.
+    pub fn ack_consumer_events(&self, name: &str, seqs: &[u64]) -> Result<u64, BrokerError> {
+        checkpoint::validate_name(name)?;
+        self.inner.acks.ack(&self.inner, name, seqs)
+    }
+
     /// Forgets a durable consumer and releases what retention kept for it.
     pub fn remove_consumer(&self, name: &str) -> Result<(), BrokerError> {
         if self.inner.checkpoints.remove(name)?.is_none() {
             return Err(BrokerError::UnknownConsumer(name.to_owned()));
         }
         self.inner.log.clear_retention_floor(&consumer_floor(name));
+        self.inner.acks.forget(name);
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use super::auth::Grants;
 use super::error::ApiError;
 use super::ops::{
     Ack, Heartbeat, Leave, PresenceQuery, Publish, PublishRequest, Selection, StartDefault, Topics,
-    MAX_CONSUMERS_PER_TENANT,
+    MAX_ACK_SEQS, MAX_CONSUMERS_PER_TENANT,
 };
 use super::rate::{Kind, RateLimits};
 use super::schema::Schemas;
@@ -89,7 +89,10 @@ fn options<'a>(op: &'a Publish<'_>) -> PublishOptions<'a> {
 pub(crate) struct Acked {
     /// The consumer, as the client names it.
     pub(crate) consumer: String,
-    pub(crate) seq: u64,
+    /// What was acknowledged up to, if it was that form.
+    pub(crate) seq: Option<u64>,
+    /// The consumer's checkpoint afterwards.
+    pub(crate) checkpoint: u64,
 }
 
 /// A durable consumer, as the client names it.
@@ -321,14 +324,36 @@ impl Caller<'_> {
 
     /// `ack`: an existing consumer's checkpoint moves forward, at most to
     /// the last published event (further would skip events not yet
-    /// published); backwards is refused, naming the checkpoint.
+    /// published). Up to `seq`: backwards is refused, naming the
+    /// checkpoint. Single events (`seqs`): the checkpoint passes the
+    /// contiguous prefix of what is acknowledged (see
+    /// `Broker::ack_consumer_events`).
     pub(crate) fn ack(&self, op: Ack) -> Result<Acked, ApiError> {
-        self.broker
-            .ack_consumer(&self.consumer(&op.consumer)?, op.seq)
-            .map_err(|e| self.consumer_error(e, &op.consumer))?;
+        let internal = self.consumer(&op.consumer)?;
+        let fail = |e| self.consumer_error(e, &op.consumer);
+        let checkpoint =
+            match (op.seq, &op.seqs) {
+                (Some(seq), None) => {
+                    self.broker.ack_consumer(&internal, seq).map_err(fail)?;
+                    seq
+                }
+                (None, Some(seqs)) if (1..=MAX_ACK_SEQS).contains(&seqs.len()) => self
+                    .broker
+                    .ack_consumer_events(&internal, seqs)
+                    .map_err(fail)?,
+                (None, Some(_)) => {
+                    return Err(ApiError::invalid(format!(
+                        "'seqs': 1 to {MAX_ACK_SEQS} global sequences"
+                    )))
+                }
+                _ => return Err(ApiError::invalid(
+                    "give 'seq' (everything up to it) or 'seqs' (single events), one of the two",
+                )),
+            };
         Ok(Acked {
             consumer: op.consumer,
             seq: op.seq,
+            checkpoint,
         })
     }
 

@@ -211,7 +211,7 @@ fn client_request(
             let acked = caller.ack(ops::from_body(&req.body, &[("consumer", &name)])?)?;
             json(&Consumer {
                 consumer: acked.consumer,
-                checkpoint: acked.seq,
+                checkpoint: acked.checkpoint,
             })
         }
         ("GET", ["v1", "consumers"]) => {

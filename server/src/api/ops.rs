@@ -144,14 +144,22 @@ pub(crate) struct Unsubscribe {
     pub(crate) id: String,
 }
 
-/// `ack`: a durable consumer has processed everything up to `seq`.
+/// `ack`: a durable consumer has processed everything up to `seq`, or the
+/// events `seqs` (one of the two).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Ack {
     pub(crate) consumer: String,
     /// Global sequence acknowledged up to.
-    pub(crate) seq: u64,
+    #[serde(default)]
+    pub(crate) seq: Option<u64>,
+    /// Global sequences of single events acknowledged (1 to [`MAX_ACK_SEQS`]).
+    #[serde(default)]
+    pub(crate) seqs: Option<Vec<u64>>,
 }
+
+/// Most events one acknowledgement names.
+pub(crate) const MAX_ACK_SEQS: usize = 1000;
 
 /// `heartbeat`: joins a topic's presence, or refreshes the session.
 #[derive(Debug, Deserialize)]

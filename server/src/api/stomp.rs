@@ -54,9 +54,8 @@ struct StompSub {
     ack: AckMode,
     /// The durable consumer behind `client` acks.
     consumer: Option<String>,
-    /// Highest sequence acknowledged through this subscription: an `ACK`
-    /// at or below it is already done (client-individual acks may arrive
-    /// out of order).
+    /// Highest sequence acknowledged through this subscription: with
+    /// `client`, an `ACK` at or below it is already done.
     acked: u64,
 }
 
@@ -666,9 +665,10 @@ impl StompSession {
         Ok((name, seq))
     }
 
-    /// ACK: the subscription's durable consumer has processed everything
-    /// up to the message (Herald's checkpoints are cumulative, so with
-    /// client-individual an ACK also covers earlier unacknowledged ones).
+    /// ACK: with `client`, the subscription's durable consumer has
+    /// processed everything up to the message; with `client-individual`,
+    /// that message alone (the checkpoint passes it once every earlier
+    /// message of the consumer is acknowledged too).
     fn ack(&mut self, cx: &mut WsContext<'_>, frame: &Frame<'_>) -> Result<(), ApiError> {
         let grants = grants_of(&self.stage)?;
         let (name, seq) = self.acked_sub(frame)?;
@@ -676,10 +676,24 @@ impl StompSession {
             .subs
             .get_mut(&name)
             .ok_or_else(|| ApiError::NotFound(format!("no subscription {name:?}")))?;
-        if seq <= sub.acked {
+        let individual = sub.ack == AckMode::ClientIndividual;
+        if seq <= sub.acked && !individual {
             return Ok(());
         }
         let consumer = sub.consumer.clone().unwrap_or_default();
+        let ack = if individual {
+            Ack {
+                consumer,
+                seq: None,
+                seqs: Some(vec![seq]),
+            }
+        } else {
+            Ack {
+                consumer,
+                seq: Some(seq),
+                seqs: None,
+            }
+        };
         Caller {
             broker: cx.broker,
             grants,
@@ -687,8 +701,8 @@ impl StompSession {
             rate: cx.rate,
             peer: cx.peer,
         }
-        .ack(Ack { consumer, seq })?;
-        sub.acked = seq;
+        .ack(ack)?;
+        sub.acked = sub.acked.max(seq);
         Ok(())
     }
 }

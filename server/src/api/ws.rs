@@ -118,7 +118,9 @@ struct SubscriptionId<'a> {
 #[derive(Serialize)]
 struct AckedBody<'a> {
     consumer: &'a str,
-    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    checkpoint: u64,
 }
 
 #[derive(Serialize)]
@@ -239,6 +241,7 @@ impl WsSession {
                 let body = AckedBody {
                     consumer: &acked.consumer,
                     seq: acked.seq,
+                    checkpoint: acked.checkpoint,
                 };
                 reply(out, "acked", reference, body)
             }

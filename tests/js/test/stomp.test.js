@@ -155,16 +155,26 @@ test('client acks on a durable consumer: a resubscription resumes after the last
         { id: 'jobs', ack: 'client-individual', 'herald-consumer': 'worker-1', 'herald-after': '0' });
     let sub = subscribe();
     await waitUntil(() => got.length === 5, 'five jobs');
-    // Acks out of order: the checkpoint is cumulative and never moves back.
+    // client-individual: an ACK is for its message alone. 3 and 1 acked,
+    // 2 not: the checkpoint passes 1 only, and a new subscription starts
+    // at 2 (3 comes again: at least once).
     got[2].ack();
     got[0].ack();
     got[1].nack();
-    const unsubscribed = receipt(c, 'u1');
-    sub.unsubscribe({ receipt: 'u1' });
-    await unsubscribed;
-    got.length = 0;
-    sub = subscribe();
-    await waitUntil(() => got.length === 2, 'the two jobs after the last ack');
+    const resubscribe = async (receiptId) => {
+        const unsubscribed = receipt(c, receiptId);
+        sub.unsubscribe({ receipt: receiptId });
+        await unsubscribed;
+        got.length = 0;
+        sub = subscribe();
+    };
+    await resubscribe('u1');
+    await waitUntil(() => got.length === 4, 'the jobs after the checkpoint');
+    assert.deepEqual(got.map((m) => JSON.parse(m.body).n), [2, 3, 4, 5]);
+    // Acking 2 lets the checkpoint pass 2 and the 3 acknowledged before.
+    got[0].ack();
+    await resubscribe('u2');
+    await waitUntil(() => got.length === 2, 'the two jobs after the checkpoint');
     assert.deepEqual(got.map((m) => JSON.parse(m.body).n), [4, 5]);
     assert.equal(c.errors.length, 0, JSON.stringify(c.errors.map((e) => e.headers)));
     // An ACK on an auto-ack subscription is refused with an ERROR.
