@@ -9,14 +9,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use herald_core::broker::MetricsSnapshot;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::api::rate::RateLimits;
+use crate::api::schema::Schemas;
 use crate::webhook::WebhookStats;
+use herald_core::Broker;
 
 /// The server's own counters, shared by its workers.
 #[derive(Debug, Default)]
@@ -33,6 +34,8 @@ pub(crate) struct ServerStats {
     pub(crate) tls_handshakes: AtomicU64,
     /// TLS connections closed before their handshake completed.
     pub(crate) tls_handshake_failures: AtomicU64,
+    /// WebSocket batch messages (`events`) written.
+    pub(crate) ws_batches: AtomicU64,
     /// Each webhook's counters.
     pub(crate) webhooks: Vec<Arc<WebhookStats>>,
 }
@@ -41,14 +44,16 @@ pub(crate) struct ServerStats {
 /// broker's and the server's own counters, so nothing needs registering
 /// ahead of time.
 pub(crate) fn render_metrics(
-    m: &MetricsSnapshot,
+    broker: &Broker,
     server: &ServerStats,
     rate: &RateLimits,
+    schemas: &Schemas,
 ) -> String {
+    let m = &broker.metrics();
     let mut registry = Registry::with_prefix("herald");
     let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
     // Names without `_total`: the encoder appends it to counter samples.
-    let counters: [(&str, &str, u64); 10] = [
+    let counters: [(&str, &str, u64); 12] = [
         ("published_events", "Events published", m.published),
         ("delivered_events", "Events delivered to subscriptions", m.delivered),
         ("replayed_events", "Events delivered from the log", m.replayed),
@@ -72,6 +77,16 @@ pub(crate) fn render_metrics(
             "server_slow_client_closes",
             "Clients closed for staying slow past the deadline",
             read(&server.slow_client_closes),
+        ),
+        (
+            "server_ws_batches",
+            "WebSocket batch messages (type events) written; their events count in server_deliveries",
+            read(&server.ws_batches),
+        ),
+        (
+            "server_schema_refusals",
+            "Events refused because their data did not match a configured JSON Schema",
+            schemas.refused(),
         ),
         (
             "server_tls_handshakes",
@@ -126,7 +141,20 @@ pub(crate) fn render_metrics(
             ConstGauge::new(read(&hook.last_seq)),
         );
     }
-    let gauges: [(&str, &str, u64); 6] = [
+    let consumers = broker.consumers();
+    let head = broker.next_seq().saturating_sub(1);
+    let max_lag = consumers.iter().map(|(_, c)| head.saturating_sub(*c)).max();
+    let gauges: [(&str, &str, u64); 8] = [
+        (
+            "durable_consumers",
+            "Durable consumers (webhooks' included)",
+            consumers.len() as u64,
+        ),
+        (
+            "durable_consumer_max_lag",
+            "Global sequences published after the checkpoint of the durable consumer furthest behind",
+            max_lag.unwrap_or(0),
+        ),
         (
             "active_subscriptions",
             "Open subscriptions",

@@ -567,6 +567,23 @@ fn single_events_are_acknowledged_over_http_and_websocket() {
     );
     let (_, listed) = request(&server, "GET", "/v1/consumers", None, "");
     assert_eq!(listed["consumers"][0]["checkpoint"], 5);
+    request(
+        &server,
+        "POST",
+        "/v1/topics/other/events",
+        None,
+        r#"{"type":"e"}"#,
+    );
+    let metrics = exchange_raw(
+        &server,
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    for line in [
+        "herald_durable_consumers 1\n",
+        "herald_durable_consumer_max_lag 1\n",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in {metrics}");
+    }
     drop(ws);
     server.shutdown().unwrap();
 }

@@ -140,6 +140,15 @@ fn invalid_publishes_are_refused_alike_and_store_nothing() {
             json!({"id": 6, "total": 0})
         ]
     );
+    // Five events refused: three over HTTP, two over WebSocket.
+    let metrics = exchange_raw(
+        &server,
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        metrics.contains("herald_server_schema_refusals_total 5\n"),
+        "{metrics}"
+    );
     server.shutdown().unwrap();
 }
 

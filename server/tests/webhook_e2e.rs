@@ -408,6 +408,13 @@ fn refused_events_go_to_the_dead_letter_topic_and_delivery_goes_on() {
     wait_for("the webhooks' consumers", Duration::from_secs(10), || {
         server.broker().consumers().len() == 2
     });
+    // A live reader of the dead letters, subscribed before there are any.
+    let mut live = common::ws_connect(&format!("ws://{addr}/v1/ws"));
+    common::ws_send(
+        &mut live,
+        json!({"op": "subscribe", "id": "d", "topic": "$deadletter.orders"}),
+    );
+    assert_eq!(common::ws_recv(&mut live)["type"], "subscribed");
     let ok1 = publish(addr, "orders.a", "placed", 1);
     let poison = publish(addr, "orders.a", "poison", 2);
     let reject = publish(addr, "orders.a", "reject", 3);
@@ -459,6 +466,14 @@ fn refused_events_go_to_the_dead_letter_topic_and_delivery_goes_on() {
     });
     let (_, v) = http(addr, "GET", "/v1/topics/$deadletter.orders/events", "");
     let dead = v["events"].as_array().unwrap();
+    for want in dead {
+        let got = common::ws_recv(&mut live);
+        assert_eq!(
+            (&got["type"], &got["seq"]),
+            (&json!("event"), &want["seq"]),
+            "{got}"
+        );
+    }
     assert_eq!(dead[0]["type"], "poison");
     assert_eq!(dead[0]["data"]["webhook"], "orders");
     assert_eq!(dead[0]["data"]["attempts"], 3);

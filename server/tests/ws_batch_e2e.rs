@@ -88,6 +88,12 @@ fn events_arrive_in_batches_in_order_with_the_fields_of_single_events() {
         assert_eq!(e, &Value::Object(one.clone()));
         assert_eq!(e["correlation_id"], "c-1");
     }
+    let metrics = common::exchange_raw(
+        &server,
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    let line = format!("herald_server_ws_batches_total {messages}\n");
+    assert!(metrics.contains(&line), "no {line:?} in {metrics}");
     server.shutdown().unwrap();
 }
 

@@ -9,6 +9,7 @@
 //! refused: a schema is one self-contained document.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use herald_core::broker::{validate_event_type, TopicPattern};
 use jsonschema::Validator;
@@ -46,6 +47,8 @@ struct Compiled {
 #[derive(Default)]
 pub(crate) struct Schemas {
     rules: Vec<Compiled>,
+    /// Events refused, for `/metrics`.
+    refused: AtomicU64,
 }
 
 impl std::fmt::Debug for Schemas {
@@ -89,6 +92,11 @@ fn describe(e: &jsonschema::ValidationError<'_>) -> String {
 }
 
 impl Schemas {
+    /// Events refused so far.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
     /// Compiles the configured rules; the error names the rule and why.
     pub(crate) fn compile(rules: &[SchemaRule]) -> Result<Schemas, String> {
         if rules.len() > MAX_SCHEMA_RULES {
@@ -116,7 +124,10 @@ impl Schemas {
                 })
             })
             .collect::<Result<_, String>>()?;
-        Ok(Schemas { rules: compiled })
+        Ok(Schemas {
+            rules: compiled,
+            refused: AtomicU64::new(0),
+        })
     }
 
     /// Checks an event's payload (valid JSON already) against every rule
@@ -139,6 +150,7 @@ impl Schemas {
         for rule in std::iter::once(first).chain(applicable) {
             // The first violation: enough to fix, and bounded.
             if let Some(e) = rule.validator.iter_errors(&data).next() {
+                self.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(ApiError::Unprocessable(format!(
                     "'data' does not match the schema of {:?}: {}",
                     rule.name,

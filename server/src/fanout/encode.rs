@@ -4,6 +4,8 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -264,16 +266,19 @@ pub(crate) struct WsBatch {
     /// Bytes of the elements and their commas.
     bytes: usize,
     events: usize,
+    /// Messages written, counted for `/metrics` (the worker's counter).
+    written: Arc<AtomicU64>,
 }
 
 impl WsBatch {
-    pub(crate) fn new(id: &str) -> WsBatch {
+    pub(crate) fn new(id: &str, written: Arc<AtomicU64>) -> WsBatch {
         WsBatch {
             prefix: ws_batch_prefix(id),
             parts: Vec::new(),
             buf: BytesMut::new(),
             bytes: 0,
             events: 0,
+            written,
         }
     }
 
@@ -331,6 +336,7 @@ impl WsBatch {
         }
         out.extend(b"]}");
         self.bytes = 0;
+        self.written.fetch_add(1, Ordering::Relaxed);
         events
     }
 
@@ -783,7 +789,7 @@ mod tests {
             e(13, big),
             e(14, b"x"),
         ];
-        let mut batch = WsBatch::new("s\u{2028}");
+        let mut batch = WsBatch::new("s\u{2028}", Arc::default());
         let mut out = Output::default();
         assert_eq!(batch.write(&mut out), 0, "an empty batch writes nothing");
         assert_eq!(out.pending(), 0);

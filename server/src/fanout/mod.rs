@@ -31,13 +31,14 @@
 //! batch is written, so a batch dropped with its stream was never counted.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use herald_core::broker::{
-    BrokerError, DeliveryRef, EventRef, Filter, StartAt, Subscription, PRESENCE_PREFIX,
+    BrokerError, DeliveryRef, EventRef, Filter, StartAt, Subscription, DEADLETTER_PREFIX,
+    PRESENCE_PREFIX,
 };
 use herald_core::ring::Doorbell;
 use herald_core::Broker;
@@ -208,12 +209,18 @@ pub(crate) struct Router {
     batching: Vec<StreamId>,
     /// When the first gathered batch is due, as of the last flush.
     batch_deadline: Option<Instant>,
+    /// Batch messages written by this worker's streams, not yet reported.
+    batch_messages: Arc<AtomicU64>,
 }
 
 impl Router {
     pub(crate) fn new(broker: Broker, max_output: usize) -> Result<Router, BrokerError> {
-        // Every topic, the system's (`$presence.…`) included.
-        let everything = Filter::patterns(&[">", &format!("{PRESENCE_PREFIX}>")])?;
+        // Every topic, the system's (`$presence.…`, `$deadletter.…`) included.
+        let everything = Filter::patterns(&[
+            ">",
+            &format!("{PRESENCE_PREFIX}>"),
+            &format!("{DEADLETTER_PREFIX}>"),
+        ])?;
         let feed = broker.subscribe(everything, StartAt::Now)?;
         Ok(Router {
             broker,
@@ -233,6 +240,7 @@ impl Router {
             parked: Vec::new(),
             batching: Vec::new(),
             batch_deadline: None,
+            batch_messages: Arc::default(),
         })
     }
 
@@ -271,7 +279,7 @@ impl Router {
                 ..
             } => Some(Box::new(Batching {
                 policy: *policy,
-                msg: WsBatch::new(id),
+                msg: WsBatch::new(id, self.batch_messages.clone()),
                 since: Instant::now(),
                 before: (0, 0),
                 listed: false,
@@ -389,6 +397,10 @@ impl Router {
         if self.delivered > 0 {
             let n = std::mem::take(&mut self.delivered);
             stats.deliveries.fetch_add(n, Ordering::Relaxed);
+        }
+        let batches = self.batch_messages.swap(0, Ordering::Relaxed);
+        if batches > 0 {
+            stats.ws_batches.fetch_add(batches, Ordering::Relaxed);
         }
         if self.parked_count > 0 {
             let n = std::mem::take(&mut self.parked_count);
