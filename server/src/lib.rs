@@ -92,6 +92,7 @@ impl Server {
             }
         };
         let broker = Broker::open(config.broker.clone())?;
+        webhook::forget_removed(&broker, &hooks)?;
         let config = Arc::new(config);
         let shutdown = Arc::new(AtomicBool::new(false));
         let mut listener = TcpListener::bind(config.listen)?;

@@ -523,6 +523,36 @@ fn refused_events_go_to_the_dead_letter_topic_and_delivery_goes_on() {
 }
 
 #[test]
+fn a_webhook_removed_from_the_configuration_keeps_nothing_from_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let data = dir.path().join("data");
+    let start = |hooks: Vec<WebhookConfig>| {
+        let mut config = common::test_config(&data, 1);
+        config.webhooks = hooks;
+        Server::start(config).unwrap()
+    };
+    let server = start(vec![
+        hook("kept", "http://127.0.0.1:9/", &["a"], &secret),
+        hook("gone", "http://127.0.0.1:9/", &["a"], &secret),
+    ]);
+    wait_for("the webhooks' consumers", Duration::from_secs(10), || {
+        server.broker().consumers().len() == 2
+    });
+    server.shutdown().unwrap();
+    let server = start(vec![hook("kept", "http://127.0.0.1:9/", &["a"], &secret)]);
+    let names: Vec<String> = server
+        .broker()
+        .consumers()
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(names, [".webhook.kept"]);
+    server.shutdown().unwrap();
+}
+
+#[test]
 fn bad_webhook_configurations_are_refused_at_startup() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");

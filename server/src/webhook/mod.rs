@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use herald_core::broker::{validate_event_type, Filter, StartAt, DEADLETTER_PREFIX};
+use herald_core::broker::{validate_event_type, BrokerError, Filter, StartAt, DEADLETTER_PREFIX};
 use herald_core::Broker;
 use serde::Deserialize;
 
@@ -148,6 +148,25 @@ pub(crate) struct WebhookStats {
     pub(crate) dead_lettered: AtomicU64,
     /// The global sequence of the last event acknowledged (or dead-lettered).
     pub(crate) last_seq: AtomicU64,
+}
+
+/// Removes the durable consumers of webhooks no longer configured: they
+/// would keep their events from retention forever.
+pub(crate) fn forget_removed(broker: &Broker, hooks: &[Hook]) -> Result<(), BrokerError> {
+    for (name, checkpoint) in broker.consumers() {
+        let Some(hook) = name.strip_prefix(CONSUMER_PREFIX) else {
+            continue;
+        };
+        if hooks.iter().all(|h| h.name != hook) {
+            broker.remove_consumer(&name)?;
+            tracing::info!(
+                webhook = hook,
+                checkpoint,
+                "the webhook is no longer configured: its consumer is removed"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Checks every webhook of the configuration and reads its secret.
