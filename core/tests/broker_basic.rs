@@ -599,6 +599,40 @@ fn single_acknowledgements_advance_the_checkpoint_over_the_contiguous_prefix() {
 }
 
 #[test]
+fn single_acknowledgements_waiting_above_the_checkpoint_are_bounded() {
+    use herald_core::broker::MAX_PENDING_ACKS;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    let filter = Filter::patterns(&["a.>"]).unwrap();
+    drop(
+        broker
+            .subscribe_consumer("c", filter, StartAt::Now)
+            .unwrap(),
+    );
+    let seqs: Vec<u64> = (0..12 * 1000 + 20)
+        .map(|_| broker.publish("a.1", "e", b"{}").unwrap().seq)
+        .collect();
+    let far = &seqs[20..];
+    // Each request moves the checkpoint by one event and leaves 999 far
+    // ahead waiting: taken while the waiting stay within the bound.
+    for i in 0..12 {
+        let mut request = vec![seqs[i]];
+        request.extend(&far[i * 999..(i + 1) * 999]);
+        let r = broker.ack_consumer_events("c", &request);
+        if 999 * (i + 1) <= MAX_PENDING_ACKS {
+            assert_eq!(r.unwrap(), seqs[i]);
+        } else {
+            assert!(
+                matches!(r, Err(BrokerError::Ack(AckError::TooManyPending { .. }))),
+                "request {i}: {r:?}"
+            );
+            // Refused whole: the checkpoint did not move.
+            assert_eq!(broker.consumer_checkpoint("c").unwrap(), seqs[9]);
+        }
+    }
+}
+
+#[test]
 fn presence_joins_and_leaves_are_events_and_queryable() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::open(config(dir.path())).unwrap();

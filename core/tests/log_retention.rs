@@ -147,6 +147,26 @@ fn expire_on_a_timer_deletes_old_records_of_a_log_that_does_not_roll() {
 }
 
 #[test]
+fn expire_does_not_seal_a_tail_that_a_floor_still_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::default());
+    clock.0.store(1000 * SECOND, Ordering::SeqCst);
+    let retention = Retention {
+        max_age: Some(Duration::from_secs(80)),
+        ..Default::default()
+    };
+    let log = open(dir.path(), retention, clock.clone());
+    fill(&log, &clock, 5);
+    log.set_retention_floor("consumer", 3);
+    clock.0.store(1020 * SECOND, Ordering::SeqCst);
+    log.expire().unwrap();
+    assert_eq!(segment_files(&log), 1, "pinned: no new segment");
+    log.set_retention_floor("consumer", 6);
+    log.expire().unwrap();
+    assert_eq!(segment_files(&log), 2, "no longer needed: sealed");
+}
+
+#[test]
 fn byte_limit_keeps_at_least_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::default());

@@ -555,6 +555,11 @@ fn single_events_are_acknowledged_over_http_and_websocket() {
         let (status, body) = http_ack(bad);
         assert_eq!(status, 400, "{bad}: {body}");
     }
+    // (Had the refused [3, 6] left 3 acknowledged, 4 would pass 3 to 5.)
+    assert_eq!(
+        http_ack(r#"{"seqs":[4]}"#),
+        (200, json!({"consumer": "w", "checkpoint": 2}))
+    );
     // 3: past 3, 4 and the 5 acknowledged first.
     assert_eq!(
         http_ack(r#"{"seqs":[3]}"#),

@@ -20,14 +20,21 @@ use std::sync::Arc;
 
 use super::{BrokerError, DeliveryRef, Filter, Inner, StartAt, Subscription};
 
-/// Most acknowledged sequences kept above one consumer's checkpoint (a
-/// request that moves the checkpoint is taken even past it).
+/// Most acknowledged sequences kept above one consumer's checkpoint.
 pub const MAX_PENDING_ACKS: usize = 10_000;
+
+/// Most log records one acknowledgement reads (a consumer whose events are
+/// rare among others); the next acknowledgement goes on from there.
+const MAX_WALK: u64 = 1 << 16;
 
 #[derive(Debug, Default)]
 struct Pending {
-    /// The last subscription's filter (`None`: none in this process).
+    /// The filter of the consumer's subscriptions in this process (`None`:
+    /// none yet, or they differed).
     filter: Option<Filter>,
+    /// Subscriptions with different filters were seen: the filter stays
+    /// unknown for the life of the process.
+    conflicting: bool,
     /// Acknowledged sequences above the checkpoint.
     acked: BTreeSet<u64>,
 }
@@ -37,9 +44,21 @@ struct Pending {
 pub(crate) struct Acks(Mutex<HashMap<String, Pending>>);
 
 impl Acks {
-    /// A subscription of consumer `name` opened with `filter`.
+    /// A subscription of consumer `name` opened with `filter`. Subscriptions
+    /// with different filters leave it unknown: the checkpoint then passes
+    /// only acknowledged sequences, never an event one of them delivered.
     pub(crate) fn subscribed(&self, name: &str, filter: &Filter) {
-        self.0.lock().entry(name.to_owned()).or_default().filter = Some(filter.clone());
+        let mut all = self.0.lock();
+        let pending = all.entry(name.to_owned()).or_default();
+        match &pending.filter {
+            _ if pending.conflicting => {}
+            None => pending.filter = Some(filter.clone()),
+            Some(known) if known == filter => {}
+            Some(_) => {
+                pending.filter = None;
+                pending.conflicting = true;
+            }
+        }
     }
 
     /// The checkpoint moved to `checkpoint` by other means.
@@ -82,20 +101,22 @@ impl Acks {
             .collect();
         pending.acked.extend(&new);
         let to = match &pending.filter {
-            Some(filter) => walk(inner, filter.clone(), checkpoint, &mut pending.acked)?,
+            Some(filter) => walk(inner, filter.clone(), checkpoint, &pending.acked)?,
             None => {
                 let mut to = checkpoint;
-                while pending.acked.remove(&(to + 1)) {
+                while pending.acked.contains(&(to + 1)) {
                     to += 1;
                 }
                 to
             }
         };
-        // (Acknowledged sequences the filter does not select were passed.)
-        pending.acked = pending.acked.split_off(&(to + 1));
-        if to == checkpoint && pending.acked.len() > MAX_PENDING_ACKS {
-            // Refused, changing nothing. (A request that moves the
-            // checkpoint is taken: at most one request's worth over.)
+        // What the checkpoint passes leaves the set (acknowledged sequences
+        // the filter does not select too).
+        let above = pending.acked.split_off(&(to + 1));
+        let passed = std::mem::replace(&mut pending.acked, above);
+        if pending.acked.len() > MAX_PENDING_ACKS {
+            // Refused whole, changing nothing: the oldest first.
+            pending.acked.extend(passed);
             for s in &new {
                 pending.acked.remove(s);
             }
@@ -132,18 +153,23 @@ fn walk(
     inner: &Arc<Inner>,
     filter: Filter,
     checkpoint: u64,
-    acked: &mut BTreeSet<u64>,
+    acked: &BTreeSet<u64>,
 ) -> Result<u64, BrokerError> {
     let start = StartAt::Seq(checkpoint + 1);
     let mut sub = Subscription::new(inner.clone(), filter, start, None)?;
     let mut to = checkpoint;
     loop {
+        // Everything the subscription examined so far was acknowledged or
+        // not the consumer's: a later call goes on from there.
+        if sub.next_seq() > checkpoint + MAX_WALK {
+            return Ok(to.max(sub.next_seq() - 1));
+        }
         match sub.try_next_with(|d| match d {
             DeliveryRef::Event(e) => Some(e.seq),
             DeliveryRef::Gap(_) => None,
         })? {
             // Every sequence below `seq` was a gap or not the consumer's.
-            Some(Some(seq)) if acked.remove(&seq) => to = seq,
+            Some(Some(seq)) if acked.contains(&seq) => to = seq,
             Some(Some(seq)) => return Ok(seq - 1),
             Some(None) => {}
             // Read to the end: nothing after `to` is the consumer's.

@@ -526,8 +526,8 @@ impl Broker {
             Some(seq) => (StartAt::Seq(seq.saturating_add(1)), false),
             None => (first_time, true),
         };
-        self.inner.acks.subscribed(name, &filter);
         let sub = Subscription::new(self.inner.clone(), filter, start, Some(name.to_owned()))?;
+        self.inner.acks.subscribed(name, sub.filter());
         let checkpoint = sub.consumer_checkpoint().unwrap_or(0);
         if new {
             // The consumer exists from its first subscription (not its

@@ -216,9 +216,13 @@ impl Log {
     /// Retention on a timer, for a log that may not roll for a long time:
     /// what a segment roll does, and with `max_age` set, first seals the
     /// tail (a new, empty one follows) once its oldest record is older than
-    /// [`max_age`](super::Retention::max_age)` / 8`. No segment then spans more than that, so
-    /// called every minute, a record is deleted at most `max_age · 9/8` plus
-    /// a minute after it was written, however slowly the log fills.
+    /// [`max_age`](super::Retention::max_age)` / 8`, unless a reader or a
+    /// retention floor still needs one of its records (it could not be
+    /// deleted anyway). No segment then spans more than that, so called
+    /// every minute, an unpinned record is deleted at most `max_age · 9/8`
+    /// plus a minute after it was written, however slowly the log fills.
+    /// Each seal starts a new segment file: at most about nine per
+    /// `max_age`.
     pub fn expire(&self) -> Result<retention::RetentionReport, LogError> {
         let sh = &*self.shared;
         if let Some(max_age) = sh.config.retention.max_age {
@@ -227,9 +231,11 @@ impl Log {
             let usable = !sh.poisoned.load(Ordering::Acquire);
             let oldest = w.tail.first_ts.load(Ordering::Relaxed);
             let age = sh.config.clock.now_ns().saturating_sub(oldest);
-            if usable && w.tail.count() > 0 && age > (max_age / 8).as_nanos() as u64 {
-                // Relaxed: only the appender (under `writer`) stores it.
-                let next = sh.next_seq.load(Ordering::Relaxed);
+            let span = u64::try_from((max_age / 8).as_nanos()).unwrap_or(u64::MAX);
+            // Relaxed: only the appender (under `writer`) stores it.
+            let next = sh.next_seq.load(Ordering::Relaxed);
+            let pinned = !sh.config.retention.override_pins && retention::pinned_below(sh, next);
+            if usable && w.tail.count() > 0 && age > span && !pinned {
                 self.roll(&mut w, next)?;
             }
         }

@@ -70,6 +70,11 @@ impl Pins {
     }
 }
 
+/// Whether a reader or a retention floor still needs a record below `seq`.
+pub(crate) fn pinned_below(shared: &Shared, seq: u64) -> bool {
+    shared.pins.lock().holders().iter().any(|(_, s)| *s < seq)
+}
+
 /// A pin holder whose records retention deleted anyway (`override_pins`, or
 /// past `max_pinned_age`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use herald_core::broker::{split_system, TopicPattern};
+use herald_core::broker::{split_system, TopicPattern, DEADLETTER_PREFIX};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -157,10 +157,18 @@ impl Grants {
     }
 
     /// A subscription pattern is allowed if some grant covers every topic
-    /// it can match. A topic's presence events go with the topic, a
-    /// webhook's dead letters with a topic of the webhook's name.
+    /// it can match. A topic's presence events go with the topic. A
+    /// webhook's dead letters carry events of any topic it reads: only a
+    /// token that may read every topic of its tenant reads them.
     pub(crate) fn check_subscribe(&self, pattern: &str) -> Result<(), ApiError> {
-        let (_, underlying) = split_system(pattern);
+        let everything;
+        let underlying = match (split_system(pattern), &self.tenant) {
+            ((DEADLETTER_PREFIX, _), Some(t)) => {
+                everything = format!("{t}.>");
+                everything.as_str()
+            }
+            ((_, rest), _) => rest,
+        };
         if self.tenant.is_none()
             || self
                 .subscribe
@@ -394,17 +402,23 @@ mod tests {
             assert_eq!(g.internal(client), broker);
             assert_eq!(g.display(broker), client);
         }
-        // A webhook's dead letters need a grant covering its name.
+        // A webhook's dead letters need a grant of every topic of the tenant.
         assert!(g.check_subscribe("$deadletter.acme.orders").is_err());
-        let any = grants(Claims {
-            sub: "s".into(),
-            exp: 0,
-            tenant: "acme".into(),
-            publish: vec![],
-            subscribe: vec!["*".into()],
-        })
-        .unwrap();
-        assert!(any.check_subscribe("$deadletter.acme.orders").is_ok());
-        assert!(any.check_subscribe("$deadletter.other.orders").is_err());
+        let every = |subscribe: &str| {
+            grants(Claims {
+                sub: "s".into(),
+                exp: 0,
+                tenant: "acme".into(),
+                publish: vec![],
+                subscribe: vec![subscribe.into()],
+            })
+            .unwrap()
+        };
+        assert!(every("orders")
+            .check_subscribe("$deadletter.acme.orders")
+            .is_err());
+        assert!(every(">")
+            .check_subscribe("$deadletter.acme.orders")
+            .is_ok());
     }
 }

@@ -35,7 +35,7 @@ pub(super) fn run(hook: &Hook, broker: &Broker, stop: &AtomicBool) {
         let result = broker.system_publisher(&hook.deadletter).and_then(|dead| {
             let mut sub =
                 broker.subscribe_consumer(&hook.consumer, hook.filter.clone(), hook.start_at())?;
-            deliver(hook, &agent, &mut sub, &dead, stop)
+            deliver(hook, broker, &agent, &mut sub, &dead, stop)
         });
         if let Err(e) = result {
             tracing::error!(webhook = %hook.name, "webhook stopped by a broker error, starting over from its checkpoint: {e}");
@@ -56,14 +56,27 @@ enum Outcome {
 
 fn deliver(
     hook: &Hook,
+    broker: &Broker,
     agent: &ureq::Agent,
     sub: &mut Subscription,
     dead: &TopicPublisher,
     stop: &AtomicBool,
 ) -> Result<(), BrokerError> {
     let mut batch: Vec<Delivery> = Vec::with_capacity(hook.batch);
+    let mut checkpoint = broker.consumer_checkpoint(&hook.consumer)?;
     while !stop.load(Ordering::Acquire) {
         let Some(first) = sub.next_timeout(POLL)? else {
+            // Idle, nothing in flight: everything examined was delivered or
+            // not the webhook's, so the checkpoint passes it. (It would
+            // otherwise stay at the last event that matched and keep every
+            // later one of every topic from retention.)
+            let examined = sub.next_seq() - 1;
+            if examined > checkpoint {
+                match broker.ack_consumer(&hook.consumer, examined) {
+                    Ok(()) | Err(BrokerError::Ack(_)) => checkpoint = examined,
+                    Err(e) => return Err(e),
+                }
+            }
             continue;
         };
         batch.push(first);
@@ -92,6 +105,7 @@ fn deliver(
         // Acknowledged only now: a crash before this line sends them again.
         if let Some(last) = last {
             sub.ack_up_to(last)?;
+            checkpoint = checkpoint.max(last);
             hook.stats.last_seq.store(last, Ordering::Relaxed);
         }
         batch.clear();

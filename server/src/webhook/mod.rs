@@ -113,8 +113,7 @@ mod defaults {
     }
 }
 
-/// A webhook checked and ready to run.
-#[derive(Debug)]
+/// A webhook checked and ready to run. (`Debug` leaves the secret out.)
 pub(crate) struct Hook {
     name: String,
     url: String,
@@ -132,6 +131,16 @@ pub(crate) struct Hook {
     backoff_max: Duration,
     start: WebhookStart,
     stats: Arc<WebhookStats>,
+}
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hook")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("filter", &self.filter)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One webhook's counters, for `/metrics`.
@@ -213,9 +222,16 @@ impl Hook {
         let tenant = c.tenant.as_deref();
         let internal: Vec<String> = c.topics.iter().map(|t| internal_name(tenant, t)).collect();
         let patterns: Vec<&str> = internal.iter().map(String::as_str).collect();
+        let deadletter = internal_name(tenant, &format!("{DEADLETTER_PREFIX}{}", c.name));
         let filter = Filter::patterns(&patterns)
             .map_err(|e| format!("topics: {e}"))?
             .with_types(&c.types);
+        if filter.matches_topic(&deadletter) {
+            return Err(
+                "topics: may not match the webhook's own dead-letter topic (it would feed itself)"
+                    .into(),
+            );
+        }
         let secret = crate::config::read_key(&c.secret_file)?;
         if secret.len() < 16 {
             return Err("secret_file: the secret must be at least 16 bytes".into());
@@ -238,7 +254,7 @@ impl Hook {
             consumer: format!("{CONSUMER_PREFIX}{}", c.name),
             filter,
             prefix_len: tenant.map_or(0, |t| t.len() + 1),
-            deadletter: internal_name(tenant, &format!("{DEADLETTER_PREFIX}{}", c.name)),
+            deadletter,
             secret,
             batch: c.batch,
             timeout: Duration::from_millis(c.timeout_ms),
