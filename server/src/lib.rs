@@ -153,10 +153,11 @@ impl Server {
         }
         if let Some(max_age) = config.broker.log.retention.max_age {
             let (broker, shutdown) = (broker.clone(), shutdown.clone());
+            let stats = shared.stats.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("herald-retention".into())
-                    .spawn(move || expire_loop(&broker, max_age, &shutdown))?,
+                    .spawn(move || expire_loop(&broker, max_age, &stats, &shutdown))?,
             );
         }
         wakers.push(stop);
@@ -209,15 +210,23 @@ impl Server {
 /// segment files): every minute, or every eighth of the age if that is
 /// shorter, so an event is gone at most about `max_age · 9/8` plus a minute
 /// after it was published, however slowly the log fills.
-fn expire_loop(broker: &Broker, max_age: Duration, shutdown: &AtomicBool) {
+fn expire_loop(
+    broker: &Broker,
+    max_age: Duration,
+    stats: &metrics::ServerStats,
+    shutdown: &AtomicBool,
+) {
     let period = (max_age / 8).clamp(Duration::from_secs(1), Duration::from_secs(60));
     while pause(shutdown, period) {
         match broker.expire() {
             Ok(0) => {}
-            Ok(n) => tracing::info!(
-                events = n,
-                "retention deleted events older than the retention age"
-            ),
+            Ok(n) => {
+                stats.expired.fetch_add(n, Ordering::Relaxed);
+                tracing::info!(
+                    events = n,
+                    "retention deleted events older than the retention age"
+                );
+            }
             Err(e) => tracing::warn!("retention failed: {e}"),
         }
     }

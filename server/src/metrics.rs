@@ -34,6 +34,8 @@ pub(crate) struct ServerStats {
     pub(crate) tls_handshakes: AtomicU64,
     /// TLS connections closed before their handshake completed.
     pub(crate) tls_handshake_failures: AtomicU64,
+    /// Events the retention timer deleted (by age).
+    pub(crate) expired: AtomicU64,
     /// WebSocket batch messages (`events`) written.
     pub(crate) ws_batches: AtomicU64,
     /// Each webhook's counters.
@@ -53,7 +55,7 @@ pub(crate) fn render_metrics(
     let mut registry = Registry::with_prefix("herald");
     let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
     // Names without `_total`: the encoder appends it to counter samples.
-    let counters: [(&str, &str, u64); 12] = [
+    let counters: [(&str, &str, u64); 13] = [
         ("published_events", "Events published", m.published),
         ("delivered_events", "Events delivered to subscriptions", m.delivered),
         ("replayed_events", "Events delivered from the log", m.replayed),
@@ -77,6 +79,11 @@ pub(crate) fn render_metrics(
             "server_slow_client_closes",
             "Clients closed for staying slow past the deadline",
             read(&server.slow_client_closes),
+        ),
+        (
+            "server_retention_expired_events",
+            "Events deleted by the retention timer for their age (deletions at segment rolls are not counted)",
+            read(&server.expired),
         ),
         (
             "server_ws_batches",

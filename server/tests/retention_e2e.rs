@@ -56,6 +56,17 @@ fn events_older_than_the_retention_age_go_without_a_segment_roll() {
     assert_eq!(answer["events"][0]["gap"]["from"], 1);
     assert_eq!(answer["events"][0]["gap"]["to"], 3);
     assert_eq!(answer["events"].as_array().unwrap().len(), 1);
+    // (Counted once the pass that deleted them returns.)
+    let line = "herald_server_retention_expired_events_total 3\n";
+    while !common::exchange_raw(
+        &server,
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .contains(line)
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "no {line:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // New events are kept, and follow on.
     let v = request(&server, "POST", "/v1/topics/old/events", r#"{"type":"t"}"#);
     assert_eq!(v["topic_seq"], 4);
