@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use herald_server::{Server, WebhookConfig, WebhookStart};
+use herald_server::{mint_hs256, AuthConfig, Claims, Server, WebhookConfig, WebhookStart};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -199,11 +199,23 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 }
 
 fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    http_as(addr, None, method, path, body)
+}
+
+/// An HTTP request with a bearer token, if given.
+fn http_as(
+    addr: SocketAddr,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, Value) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -532,6 +544,84 @@ fn refused_events_go_to_the_dead_letter_topic_and_delivery_goes_on() {
             all.len() == 2 && all.iter().all(|(_, checkpoint)| *checkpoint == head)
         },
     );
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn a_tenants_webhook_reads_its_topics_only_and_names_them_as_its_clients_do() {
+    const KEY: &[u8] = b"webhook-tenant-test-key-0123456789";
+    let token = |tenant: &str, subscribe: &str| {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        let claims = Claims {
+            sub: "t".into(),
+            exp,
+            tenant: tenant.into(),
+            publish: vec![">".into()],
+            subscribe: vec![subscribe.into()],
+        };
+        mint_hs256(&claims, KEY).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let policy: Policy = Arc::new(|body| match body["type"].as_str() {
+        Some("bad") => Answer::Status(400),
+        _ => Answer::Ok,
+    });
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let receiver = Receiver::start(0, policy, log.clone());
+    let mut config = common::test_config(&dir.path().join("data"), 1);
+    config.auth = AuthConfig {
+        hs256_secret: Some(KEY.to_vec()),
+        rs256_public_pem: None,
+    };
+    config.webhooks = vec![WebhookConfig {
+        tenant: Some("acme".into()),
+        ..hook("hook", &receiver.url(), &["orders.>"], &secret)
+    }];
+    let server = Server::start(config).unwrap();
+    let addr = server.local_addr();
+    wait_for("the webhook's consumer", Duration::from_secs(10), || {
+        server.broker().consumers().len() == 1
+    });
+    let acme = token("acme", ">");
+    let globex = token("globex", ">");
+    let publish_as = |t: &str, event_type: &str| {
+        let body = json!({"type": event_type}).to_string();
+        let (status, v) = http_as(addr, Some(t), "POST", "/v1/topics/orders.1/events", &body);
+        assert_eq!(status, 200, "{v}");
+        v["seq"].as_u64().unwrap()
+    };
+    publish_as(&globex, "other-tenant");
+    let bad = publish_as(&acme, "bad");
+    let good = publish_as(&acme, "good");
+    wait_for("acme's good event", Duration::from_secs(20), || {
+        accepted(&log).iter().any(|e| e["seq"] == good)
+    });
+    let got = accepted(&log);
+    assert_eq!(got.len(), 1, "only acme's events: {got:?}");
+    assert_eq!(
+        got[0]["topic"], "orders.1",
+        "named without the tenant prefix"
+    );
+    // The dead letter, in acme's namespace, for a token that reads all of
+    // acme's topics; not for a narrower one; not for another tenant.
+    let path = "/v1/topics/$deadletter.hook/events";
+    let (status, v) = http_as(addr, Some(&acme), "GET", path, "");
+    assert_eq!(status, 200, "{v}");
+    let dead = v["events"].as_array().unwrap();
+    assert_eq!(dead.len(), 1, "{v}");
+    assert_eq!(dead[0]["topic"], "$deadletter.hook");
+    assert_eq!(dead[0]["data"]["event"]["seq"], bad);
+    assert_eq!(dead[0]["data"]["event"]["topic"], "orders.1");
+    let narrow = token("acme", "orders.>");
+    assert_eq!(http_as(addr, Some(&narrow), "GET", path, "").0, 403);
+    let (status, v) = http_as(addr, Some(&globex), "GET", path, "");
+    assert_eq!((status, &v["events"]), (200, &json!([])), "{v}");
     server.shutdown().unwrap();
 }
 
