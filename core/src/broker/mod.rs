@@ -57,7 +57,7 @@ pub use filter::{Filter, TopicPattern};
 pub use metrics::MetricsSnapshot;
 pub use presence::{PresenceError, Session, PRESENCE_PREFIX};
 pub use subscription::{StartAt, Subscription};
-pub use topics::{split_system, validate_topic, DEADLETTER_PREFIX, MAX_TOPIC_LEN};
+pub use topics::{split_system, validate_topic, DEADLETTER_PREFIX, MAX_TOPIC_LEN, SYSTEM_PREFIXES};
 
 use event::{ring_header, Fields, RING_HEADER};
 use metrics::Metrics;

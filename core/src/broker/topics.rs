@@ -31,12 +31,16 @@ pub const MAX_TOPIC_LEN: usize = 255;
 /// server-side consumer (a webhook) gave up delivering.
 pub const DEADLETTER_PREFIX: &str = "$deadletter.";
 
+/// The prefixes of system topics that name a client's topic (or webhook)
+/// after them: whatever reads every topic reads these too.
+pub const SYSTEM_PREFIXES: [&str; 2] = [PRESENCE_PREFIX, DEADLETTER_PREFIX];
+
 /// Splits a system topic or pattern into its system prefix and the rest:
 /// `$presence.` and `$deadletter.` topics name a client's topic (or
 /// webhook) after the prefix, with its tenant prefix there, not in front.
 /// `("", name)` for every other name.
 pub fn split_system(name: &str) -> (&'static str, &str) {
-    for prefix in [PRESENCE_PREFIX, DEADLETTER_PREFIX] {
+    for prefix in SYSTEM_PREFIXES {
         if let Some(rest) = name.strip_prefix(prefix) {
             return (prefix, rest);
         }

@@ -37,8 +37,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use herald_core::broker::{
-    BrokerError, DeliveryRef, EventRef, Filter, StartAt, Subscription, DEADLETTER_PREFIX,
-    PRESENCE_PREFIX,
+    BrokerError, DeliveryRef, EventRef, Filter, StartAt, Subscription, SYSTEM_PREFIXES,
 };
 use herald_core::ring::Doorbell;
 use herald_core::Broker;
@@ -216,11 +215,10 @@ pub(crate) struct Router {
 impl Router {
     pub(crate) fn new(broker: Broker, max_output: usize) -> Result<Router, BrokerError> {
         // Every topic, the system's (`$presence.…`, `$deadletter.…`) included.
-        let everything = Filter::patterns(&[
-            ">",
-            &format!("{PRESENCE_PREFIX}>"),
-            &format!("{DEADLETTER_PREFIX}>"),
-        ])?;
+        let system = SYSTEM_PREFIXES.map(|prefix| format!("{prefix}>"));
+        let mut everything = vec![">"];
+        everything.extend(system.iter().map(String::as_str));
+        let everything = Filter::patterns(&everything)?;
         let feed = broker.subscribe(everything, StartAt::Now)?;
         Ok(Router {
             broker,
