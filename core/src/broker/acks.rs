@@ -3,21 +3,21 @@
 //! a shared feed, so the subscription's own tracker is gone).
 //!
 //! The broker keeps, per consumer, the sequences acknowledged above its
-//! checkpoint and the filter of its last subscription. The checkpoint
+//! checkpoint and the filter of its subscriptions. The checkpoint
 //! advances over the contiguous prefix: past every sequence acknowledged,
 //! and past every sequence the filter does not select, up to the first
 //! event of the consumer not acknowledged. Until the consumer subscribes in
-//! this process (the filter is not persisted), only acknowledged sequences
-//! are passed. Pending acknowledgements live in memory: after a restart the
+//! this process (the filter is not persisted), or once two of its
+//! subscriptions had different filters, only acknowledged sequences are
+//! passed. Pending acknowledgements live in memory: after a restart the
 //! consumer receives those events again (at least once).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use super::checkpoint::{AckError, CheckpointError};
-use std::sync::Arc;
-
 use super::{BrokerError, DeliveryRef, Filter, Inner, StartAt, Subscription};
 
 /// Most acknowledged sequences kept above one consumer's checkpoint.
@@ -27,14 +27,21 @@ pub const MAX_PENDING_ACKS: usize = 10_000;
 /// rare among others); the next acknowledgement goes on from there.
 const MAX_WALK: u64 = 1 << 16;
 
+/// What the broker knows of a consumer's filter in this process.
+#[derive(Debug, Default)]
+enum Selects {
+    /// No subscription yet.
+    #[default]
+    Unknown,
+    /// Every subscription had this filter.
+    Filter(Filter),
+    /// Subscriptions had different filters: unknown for good.
+    Several,
+}
+
 #[derive(Debug, Default)]
 struct Pending {
-    /// The filter of the consumer's subscriptions in this process (`None`:
-    /// none yet, or they differed).
-    filter: Option<Filter>,
-    /// Subscriptions with different filters were seen: the filter stays
-    /// unknown for the life of the process.
-    conflicting: bool,
+    selects: Selects,
     /// Acknowledged sequences above the checkpoint.
     acked: BTreeSet<u64>,
 }
@@ -49,15 +56,11 @@ impl Acks {
     /// only acknowledged sequences, never an event one of them delivered.
     pub(crate) fn subscribed(&self, name: &str, filter: &Filter) {
         let mut all = self.0.lock();
-        let pending = all.entry(name.to_owned()).or_default();
-        match &pending.filter {
-            _ if pending.conflicting => {}
-            None => pending.filter = Some(filter.clone()),
-            Some(known) if known == filter => {}
-            Some(_) => {
-                pending.filter = None;
-                pending.conflicting = true;
-            }
+        let selects = &mut all.entry(name.to_owned()).or_default().selects;
+        match selects {
+            Selects::Unknown => *selects = Selects::Filter(filter.clone()),
+            Selects::Filter(known) if known != filter => *selects = Selects::Several,
+            Selects::Filter(_) | Selects::Several => {}
         }
     }
 
@@ -100,9 +103,9 @@ impl Acks {
             .filter(|&s| s > checkpoint && !pending.acked.contains(&s))
             .collect();
         pending.acked.extend(&new);
-        let to = match &pending.filter {
-            Some(filter) => walk(inner, filter.clone(), checkpoint, &pending.acked)?,
-            None => {
+        let to = match &pending.selects {
+            Selects::Filter(filter) => walk(inner, filter.clone(), checkpoint, &pending.acked)?,
+            Selects::Unknown | Selects::Several => {
                 let mut to = checkpoint;
                 while pending.acked.contains(&(to + 1)) {
                     to += 1;
@@ -144,11 +147,11 @@ impl Acks {
 }
 
 /// Reads the consumer's events after `checkpoint` and returns how far the
-/// checkpoint may go: past acknowledged events (taken out of `acked`), gaps
-/// and what `filter` does not select, up to the first event not
-/// acknowledged. Each sequence is read once over the consumer's life: the
-/// checkpoint moves past what was read, but for the first unacknowledged
-/// event, where the walk stops.
+/// checkpoint may go: past events in `acked`, gaps and what `filter` does
+/// not select, up to the first event not acknowledged, and at most
+/// [`MAX_WALK`] records. Each sequence is read about once over the
+/// consumer's life: the checkpoint moves past what was read, but for the
+/// first unacknowledged event, where the walk stops.
 fn walk(
     inner: &Arc<Inner>,
     filter: Filter,

@@ -610,7 +610,7 @@ impl Broker {
     /// Acknowledges single events of the durable consumer `name` (for
     /// clients that track delivery themselves and process out of order).
     /// The checkpoint moves past every acknowledged event and every
-    /// sequence the filter of its last subscription does not select, up to
+    /// sequence the filter of its subscriptions does not select, up to
     /// its first event not acknowledged; returns the checkpoint. Sequences
     /// at or below the checkpoint are already consumed (no-op); one past
     /// the last published event is refused. At most [`MAX_PENDING_ACKS`]

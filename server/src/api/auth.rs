@@ -161,19 +161,16 @@ impl Grants {
     /// webhook's dead letters carry events of any topic it reads: only a
     /// token that may read every topic of its tenant reads them.
     pub(crate) fn check_subscribe(&self, pattern: &str) -> Result<(), ApiError> {
-        let everything;
-        let underlying = match (split_system(pattern), &self.tenant) {
-            ((DEADLETTER_PREFIX, _), Some(t)) => {
-                everything = format!("{t}.>");
-                everything.as_str()
-            }
-            ((_, rest), _) => rest,
+        let (system, rest) = split_system(pattern);
+        let underlying: std::borrow::Cow<'_, str> = match &self.tenant {
+            Some(t) if system == DEADLETTER_PREFIX => format!("{t}.>").into(),
+            _ => rest.into(),
         };
         if self.tenant.is_none()
             || self
                 .subscribe
                 .iter()
-                .any(|g| covers(g.as_str(), underlying))
+                .any(|g| covers(g.as_str(), &underlying))
         {
             Ok(())
         } else {

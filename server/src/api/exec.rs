@@ -22,6 +22,7 @@ use super::ops::{
 };
 use super::rate::{Kind, RateLimits};
 use super::schema::Schemas;
+use crate::webhook::is_server_consumer;
 
 /// Who asks, and of which broker.
 #[derive(Clone, Copy)]
@@ -362,8 +363,7 @@ impl Caller<'_> {
         self.grants.check_consume()?;
         let head = self.broker.next_seq().saturating_sub(1);
         let consumers = (self.broker.consumers().into_iter())
-            // Names starting with '.' are the server's own (webhooks).
-            .filter(|(name, _)| !name.starts_with('.'))
+            .filter(|(name, _)| !is_server_consumer(name))
             .filter_map(|(name, checkpoint)| {
                 let consumer = self.grants.external(&name)?.to_owned();
                 Some(ConsumerState {
@@ -411,7 +411,7 @@ impl Caller<'_> {
     /// The broker's name of the caller's consumer `name`, if it may use one.
     fn consumer(&self, name: &str) -> Result<String, ApiError> {
         self.grants.check_consume()?;
-        if name.starts_with('.') {
+        if is_server_consumer(name) {
             return Err(ApiError::invalid(format!(
                 "invalid consumer name {name:?}: names starting with '.' are the server's (webhooks)"
             )));

@@ -680,19 +680,10 @@ impl StompSession {
         if seq <= sub.acked && !individual {
             return Ok(());
         }
-        let consumer = sub.consumer.clone().unwrap_or_default();
-        let ack = if individual {
-            Ack {
-                consumer,
-                seq: None,
-                seqs: Some(vec![seq]),
-            }
-        } else {
-            Ack {
-                consumer,
-                seq: Some(seq),
-                seqs: None,
-            }
+        let ack = Ack {
+            consumer: sub.consumer.clone().unwrap_or_default(),
+            seq: (!individual).then_some(seq),
+            seqs: individual.then(|| vec![seq]),
         };
         Caller {
             broker: cx.broker,

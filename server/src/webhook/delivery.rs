@@ -1,6 +1,7 @@
 //! A webhook's thread: read its consumer, POST, retry, acknowledge or
 //! dead-letter, in order.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -8,6 +9,8 @@ use bytes::BytesMut;
 use herald_core::broker::{BrokerError, Delivery, PublishOptions, TopicPublisher};
 use herald_core::{Broker, Subscription};
 use hmac::{Hmac, Mac};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use sha2::Sha256;
 
 use super::{Hook, MAX_RETRY_AFTER};
@@ -115,7 +118,7 @@ fn deliver(
 
 /// The request body: the delivery's JSON object alone (batches of one), or
 /// `{"events":[…]}`.
-fn body(hook: &Hook, batch: &[Delivery]) -> Vec<u8> {
+fn body(hook: &Hook, batch: &[Delivery]) -> BytesMut {
     let mut out = BytesMut::new();
     if hook.batch == 1 {
         delivery_object(&mut out, &batch[0].as_delivery_ref(), hook.prefix_len);
@@ -129,7 +132,7 @@ fn body(hook: &Hook, batch: &[Delivery]) -> Vec<u8> {
         }
         out.extend_from_slice(b"]}");
     }
-    out.to_vec()
+    out
 }
 
 /// POSTs `body` until a 2xx, a final failure, or `stop`.
@@ -225,9 +228,32 @@ pub(crate) fn signature(secret: &[u8], unix_secs: u64, body: &[u8]) -> String {
     mac.update(body);
     let mut out = format!("t={unix_secs},v1=");
     for b in mac.finalize().into_bytes() {
-        out.push_str(&format!("{b:02x}"));
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{b:02x}");
     }
     out
+}
+
+/// A dead letter's data.
+#[derive(Serialize)]
+struct DeadLetter<'a, E> {
+    webhook: &'a str,
+    attempts: u32,
+    error: &'a str,
+    event: E,
+}
+
+/// `{"webhook","attempts","error","event"}` as JSON.
+fn letter(hook: &Hook, attempts: u32, error: &str, event: impl Serialize) -> Vec<u8> {
+    let webhook = &hook.name;
+    let letter = DeadLetter {
+        webhook,
+        attempts,
+        error,
+        event,
+    };
+    // Strings, numbers and JSON values always serialize.
+    serde_json::to_vec(&letter).unwrap_or_default()
 }
 
 /// Publishes each event of a failed request to the dead-letter topic, as
@@ -249,26 +275,30 @@ fn dead_letter(
             origin: 0,
             correlation,
         };
-        let head = serde_json::json!({"webhook": hook.name, "attempts": attempts, "error": error});
-        let mut payload = BytesMut::from(head.to_string().trim_end_matches('}').as_bytes());
-        payload.extend_from_slice(br#","event":"#);
-        delivery_object(&mut payload, &d.as_delivery_ref(), hook.prefix_len);
-        payload.extend_from_slice(b"}");
-        match dead.publish(&e.event_type, &payload, options) {
-            Err(BrokerError::PayloadTooLarge { .. }) => {
-                let mut short = head;
-                short["event"] = serde_json::json!({
+        let mut object = BytesMut::new();
+        delivery_object(&mut object, &d.as_delivery_ref(), hook.prefix_len);
+        // The encoder's event object is JSON: it goes in as it is.
+        let whole = serde_json::from_slice::<&RawValue>(&object).ok();
+        match whole
+            .map(|raw| dead.publish(&e.event_type, &letter(hook, attempts, error, raw), options))
+        {
+            Some(Ok(_)) => {}
+            // Too large whole (or, never, not JSON): without its data.
+            Some(Err(BrokerError::PayloadTooLarge { .. })) | None => {
+                let short = serde_json::json!({
                     "seq": e.seq,
                     "topic": crate::fanout::encode::external_topic(&e.topic, hook.prefix_len),
                     "topic_seq": e.topic_seq,
                     "type": e.event_type,
                     "data_omitted": true,
                 });
-                dead.publish(&e.event_type, short.to_string().as_bytes(), options)?;
+                dead.publish(
+                    &e.event_type,
+                    &letter(hook, attempts, error, short),
+                    options,
+                )?;
             }
-            other => {
-                other?;
-            }
+            Some(Err(e)) => return Err(e),
         }
         hook.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }

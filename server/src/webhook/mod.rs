@@ -36,8 +36,15 @@ pub(crate) const MAX_WEBHOOK_BATCH: usize = 1000;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Durable consumers of webhooks are named `.webhook.<name>`: clients'
-/// consumer names may not start with `.`, so they never meet these.
-pub(crate) const CONSUMER_PREFIX: &str = ".webhook.";
+/// consumer names may not start with `.` ([`is_server_consumer`]), so they
+/// never meet these.
+const CONSUMER_PREFIX: &str = ".webhook.";
+
+/// Whether a consumer name is the server's own (a webhook's), which
+/// clients may neither use nor list.
+pub(crate) fn is_server_consumer(name: &str) -> bool {
+    name.starts_with('.')
+}
 
 /// A `[[webhooks]]` entry of the configuration.
 #[derive(Debug, Clone, Deserialize)]
