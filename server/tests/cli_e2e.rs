@@ -1,31 +1,15 @@
 //! The `herald` binary end to end: `serve` (from a TOML file), `pub`, `sub`,
 //! `token`, `log verify`, and a graceful stop on SIGTERM.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{free_port, KillOnDrop};
+
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
-
-/// Kills the child process if the test fails before it is done with it.
-struct KillOnDrop(Option<std::process::Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn serve_pub_sub_verify_and_stop_gracefully() {

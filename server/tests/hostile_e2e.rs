@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod common;
 
 use common::{exchange_raw, open_sse, test_config, ws_connect, ws_recv, ws_send};
-use herald_server::{mint_hs256, AuthConfig, Claims, Server};
+use herald_server::{AuthConfig, Server};
 use serde_json::{json, Value};
 
 fn start(dir: &std::path::Path) -> Server {
@@ -283,19 +283,7 @@ fn system_topics_are_written_by_the_broker_only() {
 const SECRET: &[u8] = b"hostile-secret";
 
 fn token(tenant: &str, publish: &[&str], subscribe: &[&str]) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    let claims = Claims {
-        sub: "t".into(),
-        exp,
-        tenant: tenant.into(),
-        publish: publish.iter().map(|s| s.to_string()).collect(),
-        subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
-    };
-    mint_hs256(&claims, SECRET).unwrap()
+    common::token(SECRET, tenant, publish, subscribe)
 }
 
 #[test]

@@ -8,6 +8,7 @@ use herald_server::{Server, ServerConfig};
 
 /// A small server for tests: an ephemeral loopback port, a small ring and
 /// log in `dir`, 8 KiB bodies.
+#[allow(dead_code)] // not every test file starts a server in process
 pub(crate) fn test_config(dir: &std::path::Path, workers: usize) -> ServerConfig {
     let mut config = ServerConfig::new();
     config.listen = "127.0.0.1:0".parse().unwrap();
@@ -77,6 +78,48 @@ pub(crate) fn ws_connect(url: &str) -> Ws {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     }
     ws
+}
+
+/// Kills (SIGKILL) the child process when dropped: a test that fails before
+/// it is done with a server leaves none behind.
+#[allow(dead_code)]
+pub(crate) struct KillOnDrop(pub(crate) Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A loopback port free a moment ago.
+#[allow(dead_code)]
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An HS256 token of `tenant` with these grants, valid for ten minutes.
+#[allow(dead_code)]
+pub(crate) fn token(secret: &[u8], tenant: &str, publish: &[&str], subscribe: &[&str]) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = herald_server::Claims {
+        sub: "t".into(),
+        exp,
+        tenant: tenant.into(),
+        publish: publish.iter().map(|s| s.to_string()).collect(),
+        subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+    };
+    herald_server::mint_hs256(&claims, secret).unwrap()
 }
 
 /// Sends one JSON message.
