@@ -58,19 +58,21 @@ fn segment_files(log: &Log) -> usize {
 
 const SECOND: u64 = 1_000_000_000;
 
+/// A log whose records older than `max_age_secs` go, with a clock at 1000 s.
+fn aged_log(dir: &std::path::Path, max_age_secs: u64) -> (Log, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::default());
+    clock.0.store(1000 * SECOND, Ordering::SeqCst);
+    let retention = Retention {
+        max_age: Some(Duration::from_secs(max_age_secs)),
+        ..Default::default()
+    };
+    (open(dir, retention, clock.clone()), clock)
+}
+
 #[test]
 fn ttl_deletes_segments_whose_newest_record_is_too_old() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::default());
-    clock.0.store(1000 * SECOND, Ordering::SeqCst);
-    let log = open(
-        dir.path(),
-        Retention {
-            max_age: Some(Duration::from_secs(60)),
-            ..Default::default()
-        },
-        clock.clone(),
-    );
+    let (log, clock) = aged_log(dir.path(), 60);
     fill(&log, &clock, 200); // several segments at t=1000s
     let before = segment_files(&log);
     assert!(before >= 4);
@@ -111,16 +113,7 @@ fn ttl_deletes_segments_whose_newest_record_is_too_old() {
 #[test]
 fn expire_on_a_timer_deletes_old_records_of_a_log_that_does_not_roll() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::default());
-    clock.0.store(1000 * SECOND, Ordering::SeqCst);
-    let log = open(
-        dir.path(),
-        Retention {
-            max_age: Some(Duration::from_secs(80)),
-            ..Default::default()
-        },
-        clock.clone(),
-    );
+    let (log, clock) = aged_log(dir.path(), 80);
     // A few records, far from filling the segment: no roll will come.
     fill(&log, &clock, 5);
     clock.0.store(1005 * SECOND, Ordering::SeqCst);
@@ -149,13 +142,7 @@ fn expire_on_a_timer_deletes_old_records_of_a_log_that_does_not_roll() {
 #[test]
 fn expire_does_not_seal_a_tail_that_a_floor_still_needs() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::default());
-    clock.0.store(1000 * SECOND, Ordering::SeqCst);
-    let retention = Retention {
-        max_age: Some(Duration::from_secs(80)),
-        ..Default::default()
-    };
-    let log = open(dir.path(), retention, clock.clone());
+    let (log, clock) = aged_log(dir.path(), 80);
     fill(&log, &clock, 5);
     log.set_retention_floor("consumer", 3);
     clock.0.store(1020 * SECOND, Ordering::SeqCst);

@@ -8,13 +8,14 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use herald_server::{mint_hs256, AuthConfig, Claims, Server, WebhookConfig, WebhookStart};
+use common::{free_port, KillOnDrop};
+use herald_server::{AuthConfig, Server, WebhookConfig, WebhookStart};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -237,18 +238,9 @@ fn publish(addr: SocketAddr, topic: &str, event_type: &str, n: u64) -> u64 {
     v["seq"].as_u64().unwrap()
 }
 
-/// Kills (SIGKILL) the server process when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve_process(config: &std::path::Path, addr: SocketAddr) -> Process {
-    let child = Process(
+/// `herald serve`, killed (SIGKILL) when dropped.
+fn serve_process(config: &std::path::Path, addr: SocketAddr) -> KillOnDrop {
+    let child = KillOnDrop(Some(
         Command::new(HERALD)
             .args(["serve", "--config"])
             .arg(config)
@@ -256,19 +248,11 @@ fn serve_process(config: &std::path::Path, addr: SocketAddr) -> Process {
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    );
+    ));
     wait_for("the server to listen", Duration::from_secs(30), || {
         TcpStream::connect(addr).is_ok()
     });
     child
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -550,21 +534,7 @@ fn refused_events_go_to_the_dead_letter_topic_and_delivery_goes_on() {
 #[test]
 fn a_tenants_webhook_reads_its_topics_only_and_names_them_as_its_clients_do() {
     const KEY: &[u8] = b"webhook-tenant-test-key-0123456789";
-    let token = |tenant: &str, subscribe: &str| {
-        let exp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 600;
-        let claims = Claims {
-            sub: "t".into(),
-            exp,
-            tenant: tenant.into(),
-            publish: vec![">".into()],
-            subscribe: vec![subscribe.into()],
-        };
-        mint_hs256(&claims, KEY).unwrap()
-    };
+    let token = |tenant: &str, subscribe: &str| common::token(KEY, tenant, &[">"], &[subscribe]);
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, SECRET).unwrap();
