@@ -633,6 +633,36 @@ fn single_acknowledgements_waiting_above_the_checkpoint_are_bounded() {
 }
 
 #[test]
+fn one_acknowledgement_reads_a_bounded_stretch_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.log.segment_size = 16 << 20;
+    let broker = Broker::open(cfg).unwrap();
+    let filter = Filter::patterns(&["a"]).unwrap();
+    drop(
+        broker
+            .subscribe_consumer("c", filter, StartAt::Now)
+            .unwrap(),
+    );
+    let first = broker.publish("a", "e", b"{}").unwrap().seq;
+    // The consumer's one event, then 100 000 of another topic.
+    let others = broker.publisher("b").unwrap();
+    for _ in 0..100_000 {
+        others.publish("e", b"", PublishOptions::default()).unwrap();
+    }
+    let last = broker.next_seq() - 1;
+    // The walk stops after 65 536 records: the checkpoint moves past them.
+    let checkpoint = broker.ack_consumer_events("c", &[first]).unwrap();
+    assert!(
+        checkpoint > first && checkpoint < last,
+        "checkpoint {checkpoint} of {last}"
+    );
+    assert!(checkpoint - first <= 1 << 16, "read {}", checkpoint - first);
+    // The next acknowledgement goes on from there, to the end.
+    assert_eq!(broker.ack_consumer_events("c", &[first]).unwrap(), last);
+}
+
+#[test]
 fn presence_joins_and_leaves_are_events_and_queryable() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::open(config(dir.path())).unwrap();

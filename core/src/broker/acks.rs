@@ -167,14 +167,16 @@ fn walk(
         if sub.next_seq() > checkpoint + MAX_WALK {
             return Ok(to.max(sub.next_seq() - 1));
         }
-        match sub.try_next_with(|d| match d {
+        // One record at a time: a filter that passes over records must not
+        // read past the bound in one call.
+        match sub.step_with(|d| match d {
             DeliveryRef::Event(e) => Some(e.seq),
             DeliveryRef::Gap(_) => None,
         })? {
             // Every sequence below `seq` was a gap or not the consumer's.
-            Some(Some(seq)) if acked.contains(&seq) => to = seq,
-            Some(Some(seq)) => return Ok(seq - 1),
-            Some(None) => {}
+            Some(Some(Some(seq))) if acked.contains(&seq) => to = seq,
+            Some(Some(Some(seq))) => return Ok(seq - 1),
+            Some(Some(None)) | Some(None) => {}
             // Read to the end: nothing after `to` is the consumer's.
             None => return Ok(to.max(sub.next_seq() - 1)),
         }

@@ -363,6 +363,24 @@ impl Subscription {
         }
     }
 
+    /// One step of [`Subscription::try_next_with`], for callers that bound
+    /// their work: `Some(Some(r))` a delivery, `Some(None)` a record the
+    /// filter passed over (or a switch between log and ring), `None`
+    /// nothing available now.
+    pub(crate) fn step_with<R>(
+        &mut self,
+        f: impl FnOnce(DeliveryRef<'_>) -> R,
+    ) -> Result<Option<Option<R>>, BrokerError> {
+        match self.step(&mut Some(f))? {
+            Step::Done(r) => Ok(Some(Some(r))),
+            Step::Again => Ok(Some(None)),
+            Step::Empty => {
+                self.progress.fold(&self.inner);
+                Ok(None)
+            }
+        }
+    }
+
     /// The next delivery, if one is available now.
     pub fn try_next(&mut self) -> Result<Option<Delivery>, BrokerError> {
         self.try_next_with(|d| d.to_owned_delivery())
