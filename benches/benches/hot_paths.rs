@@ -258,6 +258,7 @@ fn append(log: &Log, payload: &[u8]) {
         origin: 0,
         event_type: EVENT_TYPE.as_bytes(),
         payload,
+        key: b"",
     })
     .expect("append");
 }

@@ -27,6 +27,8 @@ pub struct LogRecord {
     pub type_len: usize,
     /// Length of the payload.
     pub payload_len: usize,
+    /// Length of the key.
+    pub key_len: usize,
 }
 
 /// Validates the log record at `off` in `seg`. `Err(None)`: nothing written
@@ -42,6 +44,7 @@ pub fn check_record(seg: &[u8], off: usize) -> Result<LogRecord, Option<&'static
             origin: h.origin,
             type_len: h.type_len,
             payload_len: h.payload_len,
+            key_len: h.key_len,
         }),
         Err(format::RecordCheck::Unwritten) => Err(None),
         Err(format::RecordCheck::Invalid(why)) => Err(Some(why)),
@@ -51,20 +54,13 @@ pub fn check_record(seg: &[u8], off: usize) -> Result<LogRecord, Option<&'static
 /// A record as the appender writes it: header, type, payload, CRC set,
 /// zero padding to the record alignment.
 pub fn encode_record(r: &RecordRef<'_>) -> Vec<u8> {
-    let h = format::encode_record_header(
-        r.seq,
-        r.topic_id,
-        r.topic_seq,
-        r.timestamp_ns,
-        r.origin,
-        r.event_type,
-        r.payload,
-    );
-    let len = format::REC_HEADER_LEN + r.event_type.len() + r.payload.len();
+    let h = format::encode_record_header(r);
+    let len = format::REC_HEADER_LEN + r.event_type.len() + r.payload.len() + r.key.len();
     let mut out = Vec::with_capacity(format::aligned(len));
     out.extend_from_slice(&h);
     out.extend_from_slice(r.event_type);
     out.extend_from_slice(r.payload);
+    out.extend_from_slice(r.key);
     let crc = format::record_crc(&out);
     out[format::REC_CRC_OFF..format::REC_CRC_OFF + 4].copy_from_slice(&crc.to_le_bytes());
     out.resize(format::aligned(len), 0);

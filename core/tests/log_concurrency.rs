@@ -101,6 +101,7 @@ fn readers_race_appends_rolls_and_forced_retention() {
                 origin: 0,
                 event_type: b"c",
                 payload: &seq.to_le_bytes(),
+                key: b"",
             })
             .unwrap();
         }

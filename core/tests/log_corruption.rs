@@ -39,6 +39,7 @@ fn build(dir: &Path, n: u64) {
             origin: 1,
             event_type: b"ev",
             payload: &p,
+            key: b"",
         })
         .unwrap();
     }
@@ -198,7 +199,7 @@ proptest! {
         // Appending after repair works and survives a reopen.
         let seq = log.next_seq();
         let p = payload(seq);
-        log.append(&RecordRef { seq, topic_id: seq % 3, topic_seq: seq, timestamp_ns: seq, origin: 1, event_type: b"ev", payload: &p }).unwrap();
+        log.append(&RecordRef { seq, topic_id: seq % 3, topic_seq: seq, timestamp_ns: seq, origin: 1, event_type: b"ev", payload: &p, key: b"" }).unwrap();
         log.close().unwrap();
         let (log, _) = Log::open(dir.path(), cfg(false)).unwrap();
         prop_assert_eq!(check_contents(&log), kept + 1, "{:?}", report);
@@ -283,6 +284,7 @@ fn short_empty_tail_left_by_damage_is_replaced_on_the_next_append() {
         origin: 1,
         event_type: b"ev",
         payload: &p,
+        key: b"",
     })
     .unwrap();
     assert!(check_contents(&log) > 0);

@@ -68,6 +68,7 @@ fn crash_child() {
                         origin: seq,
                         event_type: b"crash.test",
                         payload: &p,
+                        key: b"",
                     };
                     log.append_nowait(&rec).expect("append")
                 };

@@ -42,6 +42,7 @@ fn concurrent_appenders_under_always_share_syncs() {
                             origin: 0,
                             event_type: b"e",
                             payload: &[1; 100],
+                            key: b"",
                         })
                         .unwrap()
                     };
@@ -78,6 +79,7 @@ fn single_appender_under_always_is_durable_on_return() {
             origin: 0,
             event_type: b"",
             payload: b"x",
+            key: b"",
         })
         .unwrap();
         assert_eq!(log.stats().durable_seq, seq);
@@ -101,6 +103,7 @@ fn interval_flusher_makes_appends_durable_in_the_background() {
             origin: 0,
             event_type: b"",
             payload: b"x",
+            key: b"",
         })
         .unwrap();
     }
@@ -125,6 +128,7 @@ fn never_syncs_only_when_asked() {
             origin: 0,
             event_type: b"",
             payload: b"x",
+            key: b"",
         })
         .unwrap();
     }

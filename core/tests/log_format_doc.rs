@@ -29,7 +29,7 @@ fn constants() -> Vec<(&'static str, usize, Option<usize>)> {
         ("REC_ORIGIN_OFF", REC_ORIGIN_OFF, Some(8)),
         ("REC_TYPE_LEN_OFF", REC_TYPE_LEN_OFF, Some(1)),
         ("REC_FLAGS_OFF", REC_FLAGS_OFF, Some(1)),
-        ("REC_RESERVED_OFF", REC_RESERVED_OFF, Some(2)),
+        ("REC_KEY_LEN_OFF", REC_KEY_LEN_OFF, Some(2)),
         ("REC_PAYLOAD_LEN_OFF", REC_PAYLOAD_LEN_OFF, Some(4)),
         ("REC_HEADER_LEN", REC_HEADER_LEN, Some(0)),
         ("HWM_MAGIC_OFF", HWM_MAGIC_OFF, Some(HWM_MAGIC.len())),

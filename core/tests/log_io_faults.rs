@@ -82,6 +82,7 @@ fn rec(seq: u64, p: &[u8]) -> RecordRef<'_> {
         origin: 0,
         event_type: b"e",
         payload: p,
+        key: b"",
     }
 }
 

@@ -44,6 +44,7 @@ fn a_sealed_segment_leaves_resident_memory_and_stays_readable() {
             origin: 0,
             event_type: b"e",
             payload: &payload,
+            key: b"",
         })
         .unwrap()
     };

@@ -32,6 +32,7 @@ fn fill(log: &Log, n: u64, topics: u64, topic_seqs: &mut Vec<u64>) {
             origin: seq ^ 0xabc,
             event_type: b"thing.happened",
             payload: &p,
+            key: b"",
         })
         .expect("append");
     }
@@ -149,6 +150,7 @@ fn topic_replay_visits_only_that_topics_records() {
             origin: 0,
             event_type: b"e",
             payload: b"x",
+            key: b"",
         })
         .unwrap();
     }
@@ -204,6 +206,7 @@ fn append_rejects_out_of_order_input() {
         origin: 0,
         event_type: b"e",
         payload: b"",
+        key: b"",
     };
     log.append(&rec(1, 1, 100)).unwrap();
     assert!(matches!(

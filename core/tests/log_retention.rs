@@ -44,6 +44,7 @@ fn fill(log: &Log, clock: &ManualClock, n: u64) {
             origin: 0,
             event_type: b"e",
             payload: &p,
+            key: b"",
         })
         .unwrap();
     }
@@ -316,6 +317,7 @@ fn emptied_topics_keep_their_high_water_mark_across_reopen() {
                     origin: 0,
                     event_type: b"e",
                     payload: &[0; 60],
+                    key: b"",
                 })
                 .unwrap();
             }
@@ -339,6 +341,7 @@ fn emptied_topics_keep_their_high_water_mark_across_reopen() {
         origin: 0,
         event_type: b"e",
         payload: b"",
+        key: b"",
     };
     assert!(matches!(
         log.append(&stale),

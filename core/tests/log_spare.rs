@@ -34,6 +34,7 @@ fn append(log: &Log, n: u64) {
             origin: 0,
             event_type: b"e",
             payload: &payload,
+            key: b"",
         })
         .expect("append");
     }

@@ -263,6 +263,7 @@ fn log_record(seq: u64, payload: &[u8]) -> RecordRef<'_> {
         origin: 0,
         event_type: b"t",
         payload,
+        key: b"",
     }
 }
 

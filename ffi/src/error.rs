@@ -113,7 +113,9 @@ impl From<BrokerError> for Fail {
             BrokerError::Io { .. } => HERALD_E_IO,
             BrokerError::CorruptRegistry { .. } => HERALD_E_CORRUPT,
             BrokerError::InvalidConfig(_) => HERALD_E_INVALID_CONFIG,
-            BrokerError::ForeignPublisher => HERALD_E_INVALID_ARGUMENT,
+            BrokerError::ForeignPublisher | BrokerError::InvalidIdempotencyKey(_) => {
+                HERALD_E_INVALID_ARGUMENT
+            }
         };
         fail(code, e)
     }

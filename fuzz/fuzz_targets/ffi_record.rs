@@ -12,7 +12,7 @@
 
 use arbitrary::Arbitrary;
 use herald_core::fuzzing::{self as codec, RingRecord};
-use herald_core::log::format::{REC_HEADER_LEN as HDR, SEG_CREATED_OFF};
+use herald_core::log::format::{MAX_KEY_LEN, REC_HEADER_LEN as HDR, SEG_CREATED_OFF};
 use herald_core::log::RecordRef;
 use libfuzzer_sys::fuzz_target;
 
@@ -35,6 +35,7 @@ struct Fields {
     event_type: Vec<u8>,
     correlation: Vec<u8>,
     payload: Vec<u8>,
+    key: Vec<u8>,
 }
 
 fuzz_target!(|input: Input| match input {
@@ -97,10 +98,11 @@ fn log_bytes(seg: &[u8], off: usize) {
         return;
     };
     assert!(h.len >= HDR && off + h.len <= seg.len());
-    assert_eq!(h.len, HDR + h.type_len + h.payload_len);
+    assert_eq!(h.len, HDR + h.type_len + h.payload_len + h.key_len);
     let body = &seg[off..off + h.len];
     let ty = &body[HDR..HDR + h.type_len];
-    let payload = &body[HDR + h.type_len..];
+    let payload = &body[HDR + h.type_len..HDR + h.type_len + h.payload_len];
+    let key = &body[HDR + h.type_len + h.payload_len..];
     let again = codec::encode_record(&RecordRef {
         seq: h.seq,
         topic_id: h.topic_id,
@@ -109,6 +111,7 @@ fn log_bytes(seg: &[u8], off: usize) {
         origin: h.origin,
         event_type: ty,
         payload,
+        key,
     });
     // Header fields not decoded (flags, reserved) are covered by the CRC,
     // so an accepted record is exactly what the encoder writes.
@@ -121,6 +124,7 @@ fn log_fields(f: &Fields, flip_at: usize, flip: u8) {
     // The log's type field is at most 255 bytes.
     let ty = trim(&f.event_type, 255);
     let payload = trim(&f.payload, 4096);
+    let key = trim(&f.key, MAX_KEY_LEN);
     let rec = RecordRef {
         seq: f.seq,
         topic_id: f.topic_id,
@@ -129,9 +133,10 @@ fn log_fields(f: &Fields, flip_at: usize, flip: u8) {
         origin: f.origin,
         event_type: ty,
         payload,
+        key,
     };
     let mut seg = codec::encode_record(&rec);
-    let len = HDR + ty.len() + payload.len();
+    let len = HDR + ty.len() + payload.len() + key.len();
     assert_eq!(seg.len() % 8, 0);
     let h = codec::check_record(&seg, 0).expect("an encoded record is valid");
     assert_eq!(
@@ -143,7 +148,8 @@ fn log_fields(f: &Fields, flip_at: usize, flip: u8) {
             h.timestamp_ns,
             h.origin,
             h.type_len,
-            h.payload_len
+            h.payload_len,
+            h.key_len
         ),
         (
             len,
@@ -153,7 +159,8 @@ fn log_fields(f: &Fields, flip_at: usize, flip: u8) {
             f.timestamp_ns,
             f.origin,
             ty.len(),
-            payload.len()
+            payload.len(),
+            key.len()
         )
     );
     if flip != 0 {

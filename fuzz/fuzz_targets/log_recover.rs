@@ -66,6 +66,7 @@ fn valid_log(dir: &Path, n: u64) {
             origin: 0,
             event_type: b"fz",
             payload: &p,
+            key: b"",
         };
         log.append(&rec).unwrap();
     }

@@ -20,6 +20,8 @@
 //! header_timeout_secs = 10      # to send a whole request head
 //! idle_timeout_secs = 120       # an idle keep-alive connection is closed
 //! presence_expiry_secs = 30     # a presence session without a heartbeat ends
+//! idempotency_window_secs = 120 # a publish repeating a key this recently is a duplicate
+//! idempotency_max_events = 1000000   # events whose keys are remembered, at most
 //! stomp_heartbeat_ms = 10000    # STOMP heart-beats offered (0: none)
 //! stomp_destinations = ["/topic/", "/exchange/amq.topic/"]   # STOMP prefixes of topics
 //! slow_client_deadline_secs = 30
@@ -114,6 +116,11 @@ pub struct FileConfig {
     pub idle_timeout_secs: Option<u64>,
     /// A presence session without a heartbeat this long expires.
     pub presence_expiry_secs: Option<u64>,
+    /// A publish repeating an idempotency key used this recently is a
+    /// duplicate.
+    pub idempotency_window_secs: Option<u64>,
+    /// Events whose idempotency keys are remembered, at most.
+    pub idempotency_max_events: Option<usize>,
     /// STOMP heart-beat interval offered, in milliseconds.
     pub stomp_heartbeat_ms: Option<u64>,
     /// STOMP destination prefixes that name topics.
@@ -242,6 +249,16 @@ impl FileConfig {
         }
         if let Some(s) = self.presence_expiry_secs {
             config.broker.presence_ttl = Duration::from_secs(positive("presence_expiry_secs", s)?);
+        }
+        if let Some(s) = self.idempotency_window_secs {
+            if !(1..=86_400).contains(&s) {
+                return Err("idempotency_window_secs: 1 to 86400".into());
+            }
+            config.broker.idempotency_window = Duration::from_secs(s);
+        }
+        if let Some(n) = self.idempotency_max_events {
+            config.broker.idempotency_max_events =
+                positive("idempotency_max_events", n as u64)? as usize;
         }
         if let Some(ms) = self.stomp_heartbeat_ms {
             config.stomp_heartbeat = Duration::from_millis(ms);

@@ -230,7 +230,7 @@ pub fn decode_ws(text: &str) -> (Option<String>, Value, Result<WsOp, String>) {
             WsOp::Subscribe { id, topics, start }
         }
         Op::Unsubscribe(u) => WsOp::Unsubscribe(u.id),
-        Op::Publish(p) => {
+        Op::Publish(p, _) => {
             let (batch, list) = events(p);
             WsOp::Publish(batch, list)
         }
@@ -249,7 +249,7 @@ pub fn decode_ws(text: &str) -> (Option<String>, Value, Result<WsOp, String>) {
 /// and errors.
 pub fn decoders_agree(text: &str) -> bool {
     let (envelope, mut op) = Op::decode(text);
-    if let Ok(Op::Publish(request)) = &mut op {
+    if let Ok(Op::Publish(request, _)) = &mut op {
         if !as_if_general(request) {
             return false;
         }

@@ -57,6 +57,7 @@ fn rec(seq: u64, payload: &[u8]) -> RecordRef<'_> {
         origin: 7,
         event_type: EVENT_TYPE,
         payload,
+        key: b"",
     }
 }
 

@@ -28,6 +28,7 @@ mod acks;
 mod checkpoint;
 pub(crate) mod event;
 mod filter;
+mod idempotency;
 mod metrics;
 mod presence;
 mod subscription;
@@ -54,6 +55,9 @@ pub use event::{
     MAX_CORRELATION_LEN, MAX_TYPE_LEN,
 };
 pub use filter::{Filter, TopicPattern};
+pub use idempotency::{
+    validate_idempotency_key, MAX_IDEMPOTENCY_KEY_LEN, MAX_IDEMPOTENCY_SCOPE_LEN,
+};
 pub use metrics::MetricsSnapshot;
 pub use presence::{PresenceError, Session, PRESENCE_PREFIX};
 pub use subscription::{StartAt, Subscription};
@@ -76,6 +80,12 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// Presence sessions expire after this long without a heartbeat.
     pub presence_ttl: Duration,
+    /// A publish repeating an idempotency key used this recently is a
+    /// duplicate (see [`Broker::publish_batch_once`]).
+    pub idempotency_window: Duration,
+    /// At most this many events' keys are remembered; beyond, the oldest
+    /// keys are forgotten before their window ends.
+    pub idempotency_max_events: usize,
 }
 
 /// The largest `max_payload` a broker accepts (1 GiB).
@@ -92,6 +102,15 @@ impl BrokerConfig {
                 "max_payload ({}) must be within 1 ..= {MAX_PAYLOAD_LIMIT} bytes",
                 self.max_payload
             ));
+        }
+        if self.idempotency_window > Duration::from_secs(86_400) {
+            return invalid(format!(
+                "idempotency_window ({:?}) must be at most a day",
+                self.idempotency_window
+            ));
+        }
+        if self.idempotency_max_events == 0 {
+            return invalid("idempotency_max_events must be at least 1".to_owned());
         }
         if let Err(LogError::InvalidConfig(why)) = self.log.validate() {
             return invalid(why.to_owned());
@@ -124,7 +143,8 @@ impl BrokerConfig {
     }
 
     /// Embedded defaults: a 16 MiB ring, payloads up to 1 MiB, the log's
-    /// defaults (64 MiB segments, sync every 100 ms), 30 s presence expiry.
+    /// defaults (64 MiB segments, sync every 100 ms), 30 s presence expiry,
+    /// idempotency keys remembered for 2 minutes (at most a million events').
     pub fn new(data_dir: impl Into<PathBuf>) -> BrokerConfig {
         BrokerConfig {
             data_dir: data_dir.into(),
@@ -132,6 +152,8 @@ impl BrokerConfig {
             max_payload: 1 << 20,
             log: LogConfig::default(),
             presence_ttl: Duration::from_secs(30),
+            idempotency_window: Duration::from_secs(120),
+            idempotency_max_events: 1_000_000,
         }
     }
 }
@@ -152,6 +174,9 @@ pub enum BrokerError {
     InvalidEventType(String),
     /// A correlation id breaks the rules (see [`MAX_CORRELATION_LEN`]).
     InvalidCorrelation(String),
+    /// An idempotency key or its scope breaks the rules (see
+    /// [`MAX_IDEMPOTENCY_KEY_LEN`]).
+    InvalidIdempotencyKey(String),
     /// A payload larger than [`BrokerConfig::max_payload`].
     PayloadTooLarge {
         /// Its length.
@@ -205,6 +230,9 @@ impl fmt::Display for BrokerError {
             }
             Self::InvalidCorrelation(c) => {
                 write!(f, "invalid correlation id {c:?}: up to {MAX_CORRELATION_LEN} printable ASCII characters")
+            }
+            Self::InvalidIdempotencyKey(k) => {
+                write!(f, "invalid idempotency key {k:?}: 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters")
             }
             Self::PayloadTooLarge { len, max } => {
                 write!(f, "payload of {len} bytes exceeds the limit of {max}")
@@ -299,6 +327,18 @@ pub struct Published {
 struct PublishState {
     ring: ring::Publisher,
     last_ts: u64,
+    /// Idempotency keys of the last window.
+    window: idempotency::Window,
+}
+
+/// What [`Broker::publish_batch_once`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Once {
+    /// The events are stored.
+    Stored,
+    /// The key was used within the window: nothing is stored, and the
+    /// sequences are those of its first publish.
+    Duplicate,
 }
 
 #[derive(Debug)]
@@ -355,6 +395,21 @@ pub struct Broker {
     inner: Arc<Inner>,
 }
 
+/// The idempotency keys of the log's last window (see `idempotency`).
+fn rebuild_window(log: &Log, config: &BrokerConfig) -> Result<idempotency::Window, BrokerError> {
+    let window_ns = u64::try_from(config.idempotency_window.as_nanos()).unwrap_or(u64::MAX);
+    let mut window = idempotency::Window::new(window_ns, config.idempotency_max_events);
+    let mut rebuild = idempotency::Rebuild::default();
+    let mut reader = log.reader_from_time(now_ns().saturating_sub(window_ns))?;
+    while let Some(item) = reader.next_item() {
+        if let crate::log::ReadItem::Record(r) = item? {
+            window.rebuild_step(&mut rebuild, r.seq, r.topic_seq, r.timestamp_ns, r.key);
+        }
+    }
+    rebuild.finish(&mut window);
+    Ok(window)
+}
+
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -389,9 +444,11 @@ impl Broker {
             }
         }
         let presence = presence::Presence::new(config.presence_ttl);
+        let window = rebuild_window(&log, &config)?;
         let publish = Mutex::new(PublishState {
             ring: ring.publisher(),
             last_ts: 0,
+            window,
         });
         let inner = Inner {
             config,
@@ -462,7 +519,7 @@ impl Broker {
         payload: &[u8],
         options: PublishOptions<'_>,
     ) -> Result<(), BrokerError> {
-        Checked::new(&self.inner, event_type, payload, options).map(|_| ())
+        Checked::new(&self.inner, event_type, payload, options, 0).map(|_| ())
     }
 
     /// Publishes a batch of events, to one topic or several, under one
@@ -480,17 +537,66 @@ impl Broker {
         events: &[BatchEvent<'_>],
         out: &mut Vec<Published>,
     ) -> Result<(), BrokerError> {
+        self.publish_keyed(None, events, out).map(|_| ())
+    }
+
+    /// [`Broker::publish_batch`], at most once per key: a publish that
+    /// repeats `key` within the [window](BrokerConfig::idempotency_window)
+    /// stores nothing and gets the sequences of the key's first publish
+    /// (whatever its events were). `scope` keeps keys apart (a tenant; ""
+    /// for none). The key is stored in the log with the first event, so the
+    /// window survives a restart, and a publish whose tail a crash lost
+    /// (never acknowledged) does not count.
+    pub fn publish_batch_once(
+        &self,
+        scope: &str,
+        key: &str,
+        events: &[BatchEvent<'_>],
+        out: &mut Vec<Published>,
+    ) -> Result<Once, BrokerError> {
+        validate_idempotency_key(key)?;
+        if scope.len() > MAX_IDEMPOTENCY_SCOPE_LEN {
+            return Err(BrokerError::InvalidIdempotencyKey(format!("{scope}/{key}")));
+        }
+        self.publish_keyed(
+            Some(&idempotency::encode(events.len(), scope, key)),
+            events,
+            out,
+        )
+    }
+
+    fn publish_keyed(
+        &self,
+        record_key: Option<&[u8]>,
+        events: &[BatchEvent<'_>],
+        out: &mut Vec<Published>,
+    ) -> Result<Once, BrokerError> {
         let inner = &*self.inner;
-        for e in events {
+        if record_key.is_some() && events.len() > u16::MAX as usize {
+            return Err(BrokerError::InvalidIdempotencyKey(format!(
+                "(a batch of {} events: a keyed publish holds at most 65 535)",
+                events.len()
+            )));
+        }
+        let key = record_key.unwrap_or_default();
+        for (i, e) in events.iter().enumerate() {
             if !Arc::ptr_eq(&e.publisher.inner, &self.inner) {
                 return Err(BrokerError::ForeignPublisher);
             }
-            Checked::new(inner, e.event_type, e.payload, e.options)?;
+            // The first event's record carries the key.
+            let key_len = if i == 0 { key.len() } else { 0 };
+            Checked::new(inner, e.event_type, e.payload, e.options, key_len)?;
         }
         let first = out.len();
         {
             let mut state = inner.publish.lock();
-            for e in events {
+            if record_key.is_some() {
+                if let Some(done) = state.window.get(key, now_ns()) {
+                    out.extend_from_slice(done);
+                    return Ok(Once::Duplicate);
+                }
+            }
+            for (i, e) in events.iter().enumerate() {
                 // Checked above.
                 let checked = Checked {
                     event_type: e.event_type,
@@ -498,13 +604,18 @@ impl Broker {
                     payload: e.payload,
                     origin: e.options.origin,
                 };
-                out.push(inner.append_locked(&mut state, &e.publisher.topic, &checked)?);
+                let key = if i == 0 { key } else { &[] };
+                out.push(inner.append_locked(&mut state, &e.publisher.topic, &checked, key)?);
+            }
+            if record_key.is_some() && !events.is_empty() {
+                let at = state.last_ts;
+                state.window.insert(key, at, &out[first..]);
             }
         }
         if let Some(last) = out[first..].last() {
             inner.finish_publish(last.seq, events.len() as u64)?;
         }
-        Ok(())
+        Ok(Once::Stored)
     }
 
     /// Subscribes with `filter`, starting at `start`.
@@ -837,11 +948,11 @@ impl TopicPublisher {
         payload: &[u8],
         options: PublishOptions<'_>,
     ) -> Result<Published, BrokerError> {
-        let event = Checked::new(&self.inner, event_type, payload, options)?;
+        let event = Checked::new(&self.inner, event_type, payload, options, 0)?;
         let inner = &*self.inner;
         let published = {
             let mut state = inner.publish.lock();
-            inner.append_locked(&mut state, &self.topic, &event)?
+            inner.append_locked(&mut state, &self.topic, &event, &[])?
         };
         inner.finish_publish(published.seq, 1)?;
         Ok(published)
@@ -876,6 +987,7 @@ impl<'a> Checked<'a> {
         event_type: &'a str,
         payload: &'a [u8],
         options: PublishOptions<'a>,
+        key_len: usize,
     ) -> Result<Checked<'a>, BrokerError> {
         validate_event_type(event_type)?;
         let correlation = options.correlation.unwrap_or("");
@@ -888,7 +1000,7 @@ impl<'a> Checked<'a> {
         };
         // The broker's limit, and the log's: a record must fit in a segment
         // (checked here so that a batch is refused before any append).
-        let overhead = crate::log::format::REC_HEADER_LEN + event.type_field_len() + 7;
+        let overhead = crate::log::format::REC_HEADER_LEN + event.type_field_len() + key_len + 7;
         let max = inner
             .config
             .max_payload
@@ -920,6 +1032,7 @@ impl Inner {
         state: &mut PublishState,
         topic: &Topic,
         event: &Checked<'_>,
+        key: &[u8],
     ) -> Result<Published, BrokerError> {
         // Relaxed: the publish lock orders every access (see `Topic`).
         let topic_seq = topic.next_seq.load(Ordering::Relaxed);
@@ -940,6 +1053,7 @@ impl Inner {
             origin: event.origin,
             event_type: &type_field[..type_len],
             payload: event.payload,
+            key,
         })?;
         let fields = Fields {
             topic_id: topic.id,

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use memmap2::MmapRaw;
 
 use super::format::{
-    self, aligned, encode_record_header, encode_segment_header, MAX_TYPE_LEN, REC_HEADER_LEN,
-    SEG_HEADER_LEN,
+    self, aligned, encode_record_header, encode_segment_header, MAX_KEY_LEN, MAX_TYPE_LEN,
+    REC_HEADER_LEN, SEG_HEADER_LEN,
 };
 use super::segment::{segment_file_name, Segment};
 use super::{index, prefault, retention, spare};
@@ -125,7 +125,13 @@ impl Log {
                 max: MAX_TYPE_LEN,
             });
         }
-        let len = REC_HEADER_LEN + rec.event_type.len() + rec.payload.len();
+        if rec.key.len() > MAX_KEY_LEN {
+            return Err(LogError::RecordTooLarge {
+                len: rec.key.len(),
+                max: MAX_KEY_LEN,
+            });
+        }
+        let len = REC_HEADER_LEN + rec.event_type.len() + rec.payload.len() + rec.key.len();
         let alloc = aligned(len);
         let max = sh.config.max_record_len();
         if alloc > max || len > u32::MAX as usize {
@@ -157,16 +163,8 @@ impl Log {
             }
         }
         let seg = &w.tail;
-        let header = encode_record_header(
-            rec.seq,
-            rec.topic_id,
-            rec.topic_seq,
-            rec.timestamp_ns,
-            rec.origin,
-            rec.event_type,
-            rec.payload,
-        );
-        seg.write_at(off, &[&header, rec.event_type, rec.payload]);
+        let header = encode_record_header(rec);
+        seg.write_at(off, &[&header, rec.event_type, rec.payload, rec.key]);
         // One pass over the contiguous bytes just written (cheaper than
         // checksumming the pieces separately).
         let crc = seg.unpublished_crc(off, len);

@@ -7,10 +7,21 @@
 //! built from the previous field's offset and size, so reordering a field is a
 //! compile-visible change.
 
+use super::RecordRef;
+
 /// Magic bytes at the start of every segment file.
 pub const SEG_MAGIC: [u8; 8] = *b"HRLDLOG\0";
-/// Current format version (segment header field `version`).
-pub const FORMAT_VERSION: u16 = 1;
+/// Current format version (segment header field `version`): 2 since records
+/// may carry a key. Version 1 segments are read unchanged (their records have
+/// none); a build of version 1 refuses a version 2 segment instead of
+/// misreading it.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest segment version this build reads.
+pub const MIN_FORMAT_VERSION: u16 = 1;
+/// Version of the high-water-mark file (`topics.hwm`), unchanged since 1.
+pub const HWM_FORMAT_VERSION: u32 = 1;
+/// Longest record key, in bytes (see [`REC_KEY_LEN_OFF`]).
+pub const MAX_KEY_LEN: usize = 1024;
 
 /// Segment header: `magic` (8 bytes).
 pub const SEG_MAGIC_OFF: usize = 0;
@@ -33,7 +44,7 @@ pub const SEG_HEADER_CRC_OFF: usize = 60;
 /// Length of the segment header; the first record starts here.
 pub const SEG_HEADER_LEN: usize = SEG_HEADER_CRC_OFF + 4;
 
-/// Record header: `len` (u32), record length without padding (header + type + payload).
+/// Record header: `len` (u32), record length without padding (header + type + payload + key).
 pub const REC_LEN_OFF: usize = 0;
 /// Record header: `crc` (u32), CRC32C of `len` bytes `0..4` then bytes `8..len`.
 pub const REC_CRC_OFF: usize = REC_LEN_OFF + 4;
@@ -51,10 +62,11 @@ pub const REC_ORIGIN_OFF: usize = REC_TIMESTAMP_OFF + 8;
 pub const REC_TYPE_LEN_OFF: usize = REC_ORIGIN_OFF + 8;
 /// Record header: `flags` (u8), zero in version 1.
 pub const REC_FLAGS_OFF: usize = REC_TYPE_LEN_OFF + 1;
-/// Record header: reserved (u16), zero.
-pub const REC_RESERVED_OFF: usize = REC_FLAGS_OFF + 1;
+/// Record header: `key_len` (u16), length of the key after the payload (zero
+/// in version 1, and for records without a key).
+pub const REC_KEY_LEN_OFF: usize = REC_FLAGS_OFF + 1;
 /// Record header: `payload_len` (u32).
-pub const REC_PAYLOAD_LEN_OFF: usize = REC_RESERVED_OFF + 2;
+pub const REC_PAYLOAD_LEN_OFF: usize = REC_KEY_LEN_OFF + 2;
 /// Length of the fixed record header; the event type follows, then the payload.
 pub const REC_HEADER_LEN: usize = REC_PAYLOAD_LEN_OFF + 4;
 /// Every record starts at a multiple of this; padding bytes are zero.
@@ -106,6 +118,10 @@ fn put_u64(b: &mut [u8], off: usize, v: u64) {
     b[off..off + 8].copy_from_slice(&v.to_le_bytes());
 }
 #[inline]
+fn put_u16(b: &mut [u8], off: usize, v: u16) {
+    b[off..off + 2].copy_from_slice(&v.to_le_bytes());
+}
+#[inline]
 fn put_u32(b: &mut [u8], off: usize, v: u32) {
     b[off..off + 4].copy_from_slice(&v.to_le_bytes());
 }
@@ -150,7 +166,7 @@ pub(crate) fn decode_segment_header(b: &[u8]) -> Result<SegmentHeader, &'static 
     if crc32c::crc32c(&b[..SEG_HEADER_CRC_OFF]) != get_u32(b, SEG_HEADER_CRC_OFF) {
         return Err("segment header CRC mismatch");
     }
-    if get_u16(b, SEG_VERSION_OFF) != FORMAT_VERSION {
+    if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&get_u16(b, SEG_VERSION_OFF)) {
         return Err("unsupported format version");
     }
     if get_u16(b, SEG_HEADER_LEN_OFF) as usize != SEG_HEADER_LEN {
@@ -173,6 +189,7 @@ pub(crate) struct RecordHeader {
     pub(crate) origin: u64,
     pub(crate) type_len: usize,
     pub(crate) payload_len: usize,
+    pub(crate) key_len: usize,
 }
 
 /// Why the bytes at an offset are not a valid record.
@@ -224,9 +241,10 @@ pub(crate) fn check_record_with(
     }
     let type_len = seg[off + REC_TYPE_LEN_OFF] as usize;
     let payload_len = get_u32(seg, off + REC_PAYLOAD_LEN_OFF) as usize;
-    if REC_HEADER_LEN + type_len + payload_len != len {
+    let key_len = get_u16(seg, off + REC_KEY_LEN_OFF) as usize;
+    if REC_HEADER_LEN + type_len + payload_len + key_len != len {
         return Err(RecordCheck::Invalid(
-            "record length disagrees with type and payload lengths",
+            "record length disagrees with type, payload and key lengths",
         ));
     }
     let body = &seg[off..off + len];
@@ -242,30 +260,24 @@ pub(crate) fn check_record_with(
         origin: get_u64(body, REC_ORIGIN_OFF),
         type_len,
         payload_len,
+        key_len,
     })
 }
 
-/// Builds the fixed header of a record with the CRC field left zero (the
+/// Builds the fixed header of `rec` with the CRC field left zero (the
 /// appender computes the CRC over the bytes once written: [`record_crc`]).
-pub(crate) fn encode_record_header(
-    seq: u64,
-    topic_id: u64,
-    topic_seq: u64,
-    timestamp_ns: u64,
-    origin: u64,
-    event_type: &[u8],
-    payload: &[u8],
-) -> [u8; REC_HEADER_LEN] {
-    let len = REC_HEADER_LEN + event_type.len() + payload.len();
+pub(crate) fn encode_record_header(rec: &RecordRef<'_>) -> [u8; REC_HEADER_LEN] {
+    let len = REC_HEADER_LEN + rec.event_type.len() + rec.payload.len() + rec.key.len();
     let mut h = [0u8; REC_HEADER_LEN];
     put_u32(&mut h, REC_LEN_OFF, len as u32);
-    put_u64(&mut h, REC_SEQ_OFF, seq);
-    put_u64(&mut h, REC_TOPIC_OFF, topic_id);
-    put_u64(&mut h, REC_TOPIC_SEQ_OFF, topic_seq);
-    put_u64(&mut h, REC_TIMESTAMP_OFF, timestamp_ns);
-    put_u64(&mut h, REC_ORIGIN_OFF, origin);
-    h[REC_TYPE_LEN_OFF] = event_type.len() as u8;
-    put_u32(&mut h, REC_PAYLOAD_LEN_OFF, payload.len() as u32);
+    put_u64(&mut h, REC_SEQ_OFF, rec.seq);
+    put_u64(&mut h, REC_TOPIC_OFF, rec.topic_id);
+    put_u64(&mut h, REC_TOPIC_SEQ_OFF, rec.topic_seq);
+    put_u64(&mut h, REC_TIMESTAMP_OFF, rec.timestamp_ns);
+    put_u64(&mut h, REC_ORIGIN_OFF, rec.origin);
+    h[REC_TYPE_LEN_OFF] = rec.event_type.len() as u8;
+    put_u16(&mut h, REC_KEY_LEN_OFF, rec.key.len() as u16);
+    put_u32(&mut h, REC_PAYLOAD_LEN_OFF, rec.payload.len() as u32);
     h
 }
 
@@ -281,7 +293,16 @@ mod tests {
 
     #[test]
     fn encoded_record_passes_its_own_check() {
-        let h = encode_record_header(7, 1, 2, 3, 4, b"t", b"payload");
+        let h = encode_record_header(&RecordRef {
+            seq: 7,
+            topic_id: 1,
+            topic_seq: 2,
+            timestamp_ns: 3,
+            origin: 4,
+            event_type: b"t",
+            payload: b"payload",
+            key: b"",
+        });
         let mut buf = vec![0u8; 128];
         buf[..REC_HEADER_LEN].copy_from_slice(&h);
         buf[REC_HEADER_LEN] = b't';

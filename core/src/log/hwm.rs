@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::config::{Durability, LogConfig};
 use super::format::{
-    get_u32, get_u64, FORMAT_VERSION, HWM_COUNT_OFF, HWM_ENTRIES_OFF, HWM_ENTRY_LEN,
+    get_u32, get_u64, HWM_COUNT_OFF, HWM_ENTRIES_OFF, HWM_ENTRY_LEN, HWM_FORMAT_VERSION,
 };
 use super::format::{HWM_FILE_NAME, HWM_MAGIC, HWM_MAGIC_OFF, HWM_VERSION_OFF};
 use super::LogError;
@@ -17,7 +17,7 @@ use super::LogError;
 pub(crate) fn encode(entries: &[(u64, u64)]) -> Vec<u8> {
     let mut b = Vec::with_capacity(HWM_ENTRIES_OFF + entries.len() * HWM_ENTRY_LEN + 4);
     b.extend_from_slice(&HWM_MAGIC);
-    b.extend_from_slice(&u32::from(FORMAT_VERSION).to_le_bytes());
+    b.extend_from_slice(&HWM_FORMAT_VERSION.to_le_bytes());
     b.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for (t, s) in entries {
         b.extend_from_slice(&t.to_le_bytes());
@@ -36,7 +36,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<Vec<(u64, u64)>, &'static str> {
     if b[HWM_MAGIC_OFF..HWM_MAGIC_OFF + 8] != HWM_MAGIC {
         return Err("bad high-water-mark magic");
     }
-    if get_u32(b, HWM_VERSION_OFF) != u32::from(FORMAT_VERSION) {
+    if get_u32(b, HWM_VERSION_OFF) != HWM_FORMAT_VERSION {
         return Err("unsupported high-water-mark version");
     }
     let count = get_u32(b, HWM_COUNT_OFF) as usize;

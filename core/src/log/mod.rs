@@ -38,7 +38,7 @@
 //! let dir = tempfile::tempdir().unwrap();
 //! let (log, _report) = Log::open(dir.path(), LogConfig::default()).unwrap();
 //! let rec = RecordRef { seq: log.next_seq(), topic_id: 7, topic_seq: 1, timestamp_ns: 10,
-//!                       origin: 0, event_type: b"order.created", payload: b"{}" };
+//!                       origin: 0, event_type: b"order.created", payload: b"{}", key: b"" };
 //! log.append(&rec).unwrap();
 //! let mut r = log.reader_from_seq(1).unwrap();
 //! assert!(matches!(r.next_item(), Some(Ok(ReadItem::Record(v))) if v.topic_id == 7));
@@ -100,6 +100,10 @@ pub struct RecordRef<'a> {
     pub event_type: &'a [u8],
     /// Payload.
     pub payload: &'a [u8],
+    /// Key: opaque bytes stored with the record, at most
+    /// [`MAX_KEY_LEN`](format::MAX_KEY_LEN) (the broker's idempotency keys;
+    /// usually empty).
+    pub key: &'a [u8],
 }
 
 /// Where an appended record landed.

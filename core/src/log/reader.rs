@@ -37,6 +37,8 @@ pub struct Record {
     pub event_type: Vec<u8>,
     /// Payload.
     pub payload: Vec<u8>,
+    /// Key (see [`RecordRef::key`]).
+    pub key: Vec<u8>,
 }
 
 impl RecordRef<'_> {
@@ -50,6 +52,7 @@ impl RecordRef<'_> {
             origin: self.origin,
             event_type: self.event_type.to_vec(),
             payload: self.payload.to_vec(),
+            key: self.key.to_vec(),
         }
     }
 }
@@ -124,6 +127,8 @@ fn read_at<'a>(
         origin: h.origin,
         event_type: &bytes[body..body + h.type_len],
         payload: &bytes[body + h.type_len..body + h.type_len + h.payload_len],
+        key: &bytes
+            [body + h.type_len + h.payload_len..body + h.type_len + h.payload_len + h.key_len],
     })
 }
 

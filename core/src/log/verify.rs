@@ -157,6 +157,8 @@ fn walk(
                 origin: h.origin,
                 event_type: &bytes[body..body + h.type_len],
                 payload: &bytes[body + h.type_len..body + h.type_len + h.payload_len],
+                key: &bytes[body + h.type_len + h.payload_len
+                    ..body + h.type_len + h.payload_len + h.key_len],
             };
             if topic_last
                 .get(&h.topic_id)

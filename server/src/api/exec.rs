@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use herald_core::broker::{validate_consumer_name, CheckpointError, MAX_CONSUMER_NAME_LEN};
 use herald_core::broker::{
-    validate_topic, BatchEvent, BrokerError, Filter, PublishOptions, StartAt, Subscription,
+    validate_topic, BatchEvent, BrokerError, Filter, Once, PublishOptions, StartAt, Subscription,
 };
 use herald_core::{json, Broker};
 use serde::Serialize;
@@ -17,8 +17,8 @@ use serde_json::Value;
 use super::auth::Grants;
 use super::error::ApiError;
 use super::ops::{
-    Ack, Heartbeat, Leave, PresenceQuery, Publish, PublishRequest, Selection, StartDefault, Topics,
-    MAX_ACK_SEQS, MAX_CONSUMERS_PER_TENANT,
+    Ack, Heartbeat, IdempotencyKey, Leave, PresenceQuery, Publish, PublishRequest, Selection,
+    StartDefault, Topics, MAX_ACK_SEQS, MAX_CONSUMERS_PER_TENANT,
 };
 use super::rate::{Kind, RateLimits};
 use super::schema::Schemas;
@@ -58,6 +58,16 @@ impl From<herald_core::broker::Published> for Published {
 pub(crate) enum PublishedAll {
     One(Published),
     Batch { events: Vec<Published> },
+}
+
+/// The answer to a `publish`: what it stored or, for a retry of an
+/// idempotency key, what the key's first publish stored.
+#[derive(Debug, Serialize)]
+pub(crate) struct PublishAnswer {
+    #[serde(flatten)]
+    pub(crate) published: PublishedAll,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) duplicate: bool,
 }
 
 /// An event's payload: the JSON as the client wrote it, checked as
@@ -182,23 +192,30 @@ impl Opened {
 }
 
 impl Caller<'_> {
-    /// `publish`: one event, or a batch stored together or not at all.
-    pub(crate) fn publish(&self, request: &PublishRequest<'_>) -> Result<PublishedAll, ApiError> {
-        let events = match request {
-            PublishRequest::One(_) => 1,
-            PublishRequest::Batch(ops) => ops.len(),
+    /// `publish`: one event, or a batch stored together or not at all; with
+    /// a key, at most once within the broker's idempotency window (per
+    /// tenant).
+    pub(crate) fn publish(
+        &self,
+        request: &PublishRequest<'_>,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<PublishAnswer, ApiError> {
+        let ops = match request {
+            PublishRequest::One(op) => std::slice::from_ref(op),
+            PublishRequest::Batch(ops) => ops.as_slice(),
         };
-        self.take(Kind::Publish, events)?;
-        match request {
-            PublishRequest::One(op) => {
+        self.take(Kind::Publish, ops.len())?;
+        let mut duplicate = false;
+        let mut out = Vec::with_capacity(ops.len());
+        match (ops, key) {
+            ([op], None) => {
                 let payload = payload(op)?;
                 let topic = self.publish_topic(op)?;
                 self.schemas.check(&op.topic, &op.event_type, &payload)?;
                 let publisher = self.broker.publisher(&topic)?;
-                let published = publisher.publish(&op.event_type, &payload, options(op))?;
-                Ok(PublishedAll::One(published.into()))
+                out.push(publisher.publish(&op.event_type, &payload, options(op))?);
             }
-            PublishRequest::Batch(ops) => {
+            _ => {
                 // Every event checked before any topic is created: a refused
                 // batch leaves nothing behind.
                 let mut topics = Vec::with_capacity(ops.len());
@@ -223,12 +240,31 @@ impl Caller<'_> {
                         options: options(op),
                     })
                     .collect();
-                let mut out = Vec::with_capacity(events.len());
-                self.broker.publish_batch(&events, &mut out)?;
-                let events = out.into_iter().map(Published::from).collect();
-                Ok(PublishedAll::Batch { events })
+                match key {
+                    None => self.broker.publish_batch(&events, &mut out)?,
+                    Some(key) => {
+                        let scope = self.grants.tenant().unwrap_or("");
+                        let once = self
+                            .broker
+                            .publish_batch_once(scope, &key.0, &events, &mut out)?;
+                        duplicate = once == Once::Duplicate;
+                    }
+                }
             }
         }
+        let mut events = out.into_iter().map(Published::from);
+        let published = match (request, events.next()) {
+            // A single event's retry answers as the single event did, even
+            // if the key's first publish was a batch: its first event.
+            (PublishRequest::One(_), Some(one)) => PublishedAll::One(one),
+            (_, first) => PublishedAll::Batch {
+                events: first.into_iter().chain(events).collect(),
+            },
+        };
+        Ok(PublishAnswer {
+            published,
+            duplicate,
+        })
     }
 
     /// Checks an event as `publish` would, storing nothing (a STOMP

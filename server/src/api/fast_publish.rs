@@ -237,7 +237,7 @@ mod tests {
     /// publish.
     fn general(text: &str) -> Option<(Envelope, Publish<'_>)> {
         match Op::decode_general(text) {
-            (envelope, Ok(Op::Publish(PublishRequest::One(p)))) => Some((envelope, p)),
+            (envelope, Ok(Op::Publish(PublishRequest::One(p), None))) => Some((envelope, p)),
             _ => None,
         }
     }

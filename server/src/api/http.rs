@@ -201,7 +201,11 @@ fn client_request(
             from_query::<NoQuery>(req)?;
             let topic = ops::raw_string(topic);
             let request = ops::publish_body(&req.body, &topic)?;
-            json(&caller.publish(&request)?)
+            let key = req
+                .header("idempotency-key")
+                .map(|k| ops::IdempotencyKey::parse("Idempotency-Key", k))
+                .transpose()?;
+            json(&caller.publish(&request, key.as_ref())?)
         }
         ("GET", ["v1", "topics", topic, "events"]) => events(cx, caller, req, Some(topic), cors),
         ("GET", ["v1", "events"]) => events(cx, caller, req, None, cors),

@@ -84,6 +84,26 @@ pub(crate) enum PublishRequest<'a> {
     Batch(Vec<Publish<'a>>),
 }
 
+/// The key that makes retrying a publish safe: a publish repeating it within
+/// the server's window is answered as the first was and stores nothing.
+/// WebSocket `idempotency_key`, HTTP `Idempotency-Key`, STOMP
+/// `herald-idempotency-key`; 1 to 128 printable ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IdempotencyKey(pub(crate) String);
+
+impl IdempotencyKey {
+    /// Checks `key`, given as `field` (named in the error).
+    pub(crate) fn parse(field: &str, key: &str) -> Result<IdempotencyKey, ApiError> {
+        herald_core::broker::validate_idempotency_key(key).map_err(|_| {
+            ApiError::invalid(format!(
+                "{field}: 1 to {} printable ASCII characters",
+                herald_core::broker::MAX_IDEMPOTENCY_KEY_LEN
+            ))
+        })?;
+        Ok(IdempotencyKey(key.to_owned()))
+    }
+}
+
 impl<'a> PublishBatch<'a> {
     fn checked(self) -> Result<PublishRequest<'a>, ApiError> {
         match self.events.len() {
@@ -211,7 +231,7 @@ pub(crate) struct ListConsumers {}
 pub(crate) enum Op<'a> {
     Subscribe(Subscribe),
     Unsubscribe(Unsubscribe),
-    Publish(PublishRequest<'a>),
+    Publish(PublishRequest<'a>, Option<IdempotencyKey>),
     Ack(Ack),
     Heartbeat(Heartbeat),
     Leave(Leave),
@@ -235,7 +255,7 @@ impl<'a> Op<'a> {
     /// (see `fast_publish`); everything else with the general decoder.
     pub(crate) fn decode(text: &'a str) -> (Envelope, Result<Op<'a>, ApiError>) {
         match super::fast_publish::publish(text) {
-            Some((envelope, p)) => (envelope, Ok(Op::Publish(PublishRequest::One(p)))),
+            Some((envelope, p)) => (envelope, Ok(Op::Publish(PublishRequest::One(p), None))),
             None => Op::decode_general(text),
         }
     }
@@ -260,10 +280,7 @@ impl<'a> Op<'a> {
         let decoded = match op {
             "subscribe" => from_fields(fields).map(Op::Subscribe),
             "unsubscribe" => from_fields(fields).map(Op::Unsubscribe),
-            "publish" if fields.contains_key("events") => from_fields::<PublishBatch<'a>>(fields)
-                .and_then(PublishBatch::checked)
-                .map(Op::Publish),
-            "publish" => from_fields(fields).map(|p| Op::Publish(PublishRequest::One(p))),
+            "publish" => publish_op(fields),
             "ack" => from_fields(fields).map(Op::Ack),
             "heartbeat" => from_fields(fields).map(Op::Heartbeat),
             "leave" => from_fields(fields).map(Op::Leave),
@@ -274,6 +291,26 @@ impl<'a> Op<'a> {
         };
         (envelope, decoded)
     }
+}
+
+/// A WebSocket `publish`: one event or a batch (`events`), and the
+/// request's `idempotency_key`, which is not an event's field.
+fn publish_op(mut fields: Fields<'_>) -> Result<Op<'_>, ApiError> {
+    const FIELD: &str = "'idempotency_key'";
+    let key = match fields
+        .remove("idempotency_key")
+        .map(|k| serde_json::from_str::<Option<String>>(k.get()))
+    {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(k))) => Some(IdempotencyKey::parse(FIELD, &k)?),
+        Some(Err(_)) => return Err(ApiError::invalid(format!("{FIELD}: expected a string"))),
+    };
+    let request = if fields.contains_key("events") {
+        from_fields::<PublishBatch<'_>>(fields).and_then(PublishBatch::checked)?
+    } else {
+        PublishRequest::One(from_fields(fields)?)
+    };
+    Ok(Op::Publish(request, key))
 }
 
 /// A raw JSON value kept as the client wrote it (`None` for `null`).

@@ -16,7 +16,9 @@ use serde_json::value::RawValue;
 use super::auth::{Authenticator, Grants};
 use super::error::ApiError;
 use super::exec::Caller;
-use super::ops::{Ack, Publish, PublishRequest, Subscribe, Topics, MAX_BATCH, MAX_SUBSCRIPTIONS};
+use super::ops::{
+    Ack, IdempotencyKey, Publish, PublishRequest, Subscribe, Topics, MAX_BATCH, MAX_SUBSCRIPTIONS,
+};
 use super::ws::{open_stream, WsContext};
 use crate::fanout::{Encoding, StreamId};
 use crate::wire::stomp::{self, Command, Frame, FrameError, Limits, Parsed, Until};
@@ -57,6 +59,15 @@ struct StompSub {
     /// Highest sequence acknowledged through this subscription: with
     /// `client`, an `ACK` at or below it is already done.
     acked: u64,
+}
+
+/// The `herald-idempotency-key` of a SEND or a COMMIT.
+fn idempotency_key(frame: &Frame<'_>) -> Result<Option<IdempotencyKey>, ApiError> {
+    const HEADER: &str = "herald-idempotency-key";
+    frame
+        .header(HEADER)
+        .map(|k| IdempotencyKey::parse(HEADER, k))
+        .transpose()
 }
 
 /// A `SEND` held in a transaction until `COMMIT`.
@@ -469,11 +480,7 @@ impl StompSession {
     /// SEND: one event, published now or held by its transaction.
     fn send(&mut self, cx: &mut WsContext<'_>, frame: &Frame<'_>) -> Result<(), ApiError> {
         let grants = grants_of(&self.stage)?;
-        if frame.header("herald-idempotency-key").is_some() {
-            return Err(ApiError::invalid(
-                "herald-idempotency-key: idempotent publishing is not available on this server",
-            ));
-        }
+        let key = idempotency_key(frame)?;
         let (_, topic) = destination_topic(&self.destinations, required(frame, "destination")?)?;
         // A JSON body is borrowed from the frame; only text is re-encoded.
         let text_body: Box<RawValue>;
@@ -500,6 +507,11 @@ impl StompSession {
             peer: cx.peer,
         };
         match frame.header("transaction") {
+            Some(_) if key.is_some() => {
+                return Err(ApiError::invalid(
+                    "herald-idempotency-key: a SEND in a transaction has none (give it to COMMIT)",
+                ))
+            }
             Some(tx) => {
                 let list = self
                     .transactions
@@ -521,7 +533,7 @@ impl StompSession {
                 });
             }
             None => {
-                caller.publish(&PublishRequest::One(op))?;
+                caller.publish(&PublishRequest::One(op), key.as_ref())?;
             }
         }
         Ok(())
@@ -531,6 +543,7 @@ impl StompSession {
     fn commit(&mut self, cx: &mut WsContext<'_>, frame: &Frame<'_>) -> Result<(), ApiError> {
         let grants = grants_of(&self.stage)?;
         let tx = id(frame, "transaction")?;
+        let key = idempotency_key(frame)?;
         let held = self
             .transactions
             .remove(tx)
@@ -546,7 +559,7 @@ impl StompSession {
             peer: cx.peer,
         };
         let ops = held.iter().map(Held::publish).collect();
-        caller.publish(&PublishRequest::Batch(ops))?;
+        caller.publish(&PublishRequest::Batch(ops), key.as_ref())?;
         Ok(())
     }
 

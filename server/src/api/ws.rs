@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::auth::{Authenticator, Grants};
 use super::error::ApiError;
-use super::exec::{Caller, Published, PublishedAll, Reset, Session};
+use super::exec::{Caller, PublishAnswer, Published, PublishedAll, Reset, Session};
 use super::ops::{
     Envelope, Op, Selection, StartDefault, Subscribe, Unsubscribe, MAX_CONNECTION_PATTERNS,
     MAX_SUBSCRIPTIONS,
@@ -232,9 +232,12 @@ impl WsSession {
         };
         match op {
             Op::Ping(_) => reply(out, "pong", reference, Nothing {}),
-            Op::Publish(p) => match caller.publish(&p)? {
-                PublishedAll::One(one) => published_reply(out, reference, &one),
-                batch => reply(out, "published", reference, batch),
+            Op::Publish(p, key) => match caller.publish(&p, key.as_ref())? {
+                PublishAnswer {
+                    published: PublishedAll::One(one),
+                    duplicate: false,
+                } => published_reply(out, reference, &one),
+                answer => reply(out, "published", reference, answer),
             },
             Op::Ack(a) => {
                 let acked = caller.ack(a)?;
