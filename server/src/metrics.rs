@@ -38,6 +38,10 @@ pub(crate) struct ServerStats {
     pub(crate) expired: AtomicU64,
     /// WebSocket batch messages (`events`) written.
     pub(crate) ws_batches: AtomicU64,
+    /// Tokens replaced on open WebSocket connections (`auth`).
+    pub(crate) token_refreshes: AtomicU64,
+    /// Connections closed because their token expired.
+    pub(crate) token_expiry_closes: AtomicU64,
     /// Each webhook's counters.
     pub(crate) webhooks: Vec<Arc<WebhookStats>>,
 }
@@ -55,7 +59,7 @@ pub(crate) fn render_metrics(
     let mut registry = Registry::with_prefix("herald");
     let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
     // Names without `_total`: the encoder appends it to counter samples.
-    let counters: [(&str, &str, u64); 13] = [
+    let counters: [(&str, &str, u64); 15] = [
         ("published_events", "Events published", m.published),
         ("delivered_events", "Events delivered to subscriptions", m.delivered),
         ("replayed_events", "Events delivered from the log", m.replayed),
@@ -94,6 +98,16 @@ pub(crate) fn render_metrics(
             "server_schema_refusals",
             "Events refused because their data did not match a configured JSON Schema",
             schemas.refused(),
+        ),
+        (
+            "server_token_refreshes",
+            "Tokens replaced on open WebSocket connections (auth)",
+            read(&server.token_refreshes),
+        ),
+        (
+            "server_token_expiry_closes",
+            "Connections (WebSocket, STOMP, SSE) closed because their token expired",
+            read(&server.token_expiry_closes),
         ),
         (
             "server_tls_handshakes",

@@ -16,6 +16,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herald_core::broker::{split_system, TopicPattern, DEADLETTER_PREFIX};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -71,6 +72,8 @@ pub(crate) struct Grants {
     subject: Option<Arc<str>>,
     publish: Vec<TopicPattern>,
     subscribe: Vec<TopicPattern>,
+    /// The token's `exp` (`None`: anonymous, no token to expire).
+    exp: Option<u64>,
 }
 
 impl Grants {
@@ -80,7 +83,13 @@ impl Grants {
             subject: None,
             publish: Vec::new(),
             subscribe: Vec::new(),
+            exp: None,
         }
+    }
+
+    /// The token's expiry, seconds since the Unix epoch (`None`: anonymous).
+    pub(crate) fn exp(&self) -> Option<u64> {
+        self.exp
     }
 
     /// The broker's name for a client's topic or pattern. System topics
@@ -350,7 +359,75 @@ pub(crate) fn grants(claims: Claims) -> Result<Grants, ApiError> {
         subscribe: parse(&claims.subscribe)?,
         subject: Some(format!("{}/{}", claims.tenant, claims.sub).into()),
         tenant: Some(claims.tenant),
+        exp: Some(claims.exp),
     })
+}
+
+/// How long before its token's `exp` a JSON WebSocket connection is warned.
+pub(crate) const EXPIRY_WARNING: Duration = Duration::from_secs(30);
+
+/// A token's `exp` further ahead than this is treated as this far (an
+/// `Instant` that far out could overflow).
+const FAR_FUTURE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A connection's token lifetime on the worker's clock: a warning due
+/// (optional), then the end.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Expiry {
+    /// The token's `exp`, seconds since the Unix epoch.
+    pub(crate) exp: u64,
+    /// When the warning is due; `None` once given, or if none is wanted.
+    warn_at: Option<Instant>,
+    at: Instant,
+}
+
+/// What a connection's [`Expiry`] asks for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    Warn,
+    Expired,
+}
+
+impl Expiry {
+    /// The lifetime of `grants`' token (`None`: anonymous), warned
+    /// [`EXPIRY_WARNING`] ahead (at once if less remains) if `warn`.
+    pub(crate) fn of(grants: &Grants, warn: bool) -> Option<Expiry> {
+        let exp = grants.exp?;
+        let now = Instant::now();
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let left = Duration::from_secs(exp)
+            .saturating_sub(since_epoch)
+            .min(FAR_FUTURE);
+        let at = now + left;
+        let warn_at = warn.then(|| at.checked_sub(EXPIRY_WARNING).map_or(now, |w| w.max(now)));
+        Some(Expiry { exp, warn_at, at })
+    }
+
+    /// When something is due next.
+    pub(crate) fn next(&self) -> Instant {
+        self.warn_at.unwrap_or(self.at)
+    }
+
+    /// Whether the token has run out at `now`.
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        now >= self.at
+    }
+
+    /// What is due at `now`; the warning is given once.
+    pub(crate) fn due(&mut self, now: Instant) -> Option<Due> {
+        if self.expired(now) {
+            return Some(Due::Expired);
+        }
+        match self.warn_at {
+            Some(w) if now >= w => {
+                self.warn_at = None;
+                Some(Due::Warn)
+            }
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use herald_core::broker::Subscription;
 use herald_core::Broker;
 use serde::Serialize;
 
-use super::auth::{bearer_token, Authenticator};
+use super::auth::{bearer_token, Authenticator, Expiry};
 use super::error::ApiError;
 use super::exec::{Caller, Consumer, Opened, Reset};
 use super::ops::{self, EventsQuery, NoQuery, PresenceQuery, StartDefault};
@@ -67,6 +67,8 @@ pub(crate) struct Stream {
     pub(crate) form: SseForm,
     /// Tenant prefix to strip from topic names sent back.
     pub(crate) prefix_len: usize,
+    /// When the token runs out and the stream ends.
+    pub(crate) expiry: Option<Expiry>,
 }
 
 /// A poll to answer once it has events or its wait is over.
@@ -290,6 +292,7 @@ fn events(
             sub: opened.sub,
             form,
             prefix_len,
+            expiry: Expiry::of(caller.grants, false),
         })));
     }
     let (limit, wait_ms) = query.poll_bounds();

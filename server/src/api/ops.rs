@@ -200,6 +200,29 @@ pub(crate) struct Ping {}
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListConsumers {}
 
+/// Longest token a client may send (`auth`): as long as a request head
+/// may be, where the other token sources live.
+pub(crate) const MAX_TOKEN: usize = 16 * 1024;
+
+/// `auth`: the connection goes on with a fresh token of the same tenant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Auth {
+    pub(crate) token: String,
+}
+
+impl Auth {
+    /// The token, within its bound.
+    pub(crate) fn checked(&self) -> Result<&str, ApiError> {
+        if self.token.is_empty() || self.token.len() > MAX_TOKEN {
+            return Err(ApiError::invalid(format!(
+                "'token': 1 to {MAX_TOKEN} bytes"
+            )));
+        }
+        Ok(&self.token)
+    }
+}
+
 /// A WebSocket message: `{"op": …, "ref": …, fields of the op}`.
 ///
 /// Decoded in two steps (the `op` names the type of the rest) rather than
@@ -218,6 +241,7 @@ pub(crate) enum Op<'a> {
     Presence(PresenceQuery),
     Ping(Ping),
     Consumers(ListConsumers),
+    Auth(Auth),
 }
 
 /// A WebSocket message's envelope: what is echoed whatever the outcome.
@@ -270,6 +294,7 @@ impl<'a> Op<'a> {
             "presence" => from_fields(fields).map(Op::Presence),
             "ping" => from_fields(fields).map(Op::Ping),
             "consumers" => from_fields(fields).map(Op::Consumers),
+            "auth" => from_fields(fields).map(Op::Auth),
             other => Err(ApiError::invalid(format!("unknown op {other:?}"))),
         };
         (envelope, decoded)
