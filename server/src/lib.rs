@@ -109,6 +109,7 @@ impl Server {
             shutdown: shutdown.clone(),
             config: config.clone(),
             auth: auth.clone(),
+            tickets: Arc::new(api::tickets::Tickets::new(config.ticket_ttl)),
             limits: limits.clone(),
             stats: Arc::new(metrics::ServerStats {
                 webhooks: hooks.iter().map(|h| h.stats()).collect(),

@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 
 use crate::api::rate::RateLimits;
 use crate::api::schema::Schemas;
+use crate::api::tickets::Tickets;
 use crate::webhook::WebhookStats;
 use herald_core::Broker;
 
@@ -54,12 +55,13 @@ pub(crate) fn render_metrics(
     server: &ServerStats,
     rate: &RateLimits,
     schemas: &Schemas,
+    tickets: &Tickets,
 ) -> String {
     let m = &broker.metrics();
     let mut registry = Registry::with_prefix("herald");
     let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
     // Names without `_total`: the encoder appends it to counter samples.
-    let counters: [(&str, &str, u64); 15] = [
+    let counters: [(&str, &str, u64); 18] = [
         ("published_events", "Events published", m.published),
         ("delivered_events", "Events delivered to subscriptions", m.delivered),
         ("replayed_events", "Events delivered from the log", m.replayed),
@@ -98,6 +100,21 @@ pub(crate) fn render_metrics(
             "server_schema_refusals",
             "Events refused because their data did not match a configured JSON Schema",
             schemas.refused(),
+        ),
+        (
+            "server_tickets_issued",
+            "Stream tickets issued",
+            read(&tickets.issued),
+        ),
+        (
+            "server_tickets_redeemed",
+            "Stream tickets used to open a stream",
+            read(&tickets.redeemed),
+        ),
+        (
+            "server_tickets_refused",
+            "Stream tickets presented unknown, used or expired",
+            read(&tickets.refused),
         ),
         (
             "server_token_refreshes",

@@ -79,10 +79,27 @@ fn mint(tenant: &str, publish: &[&str], subscribe: &[&str], secs: u64) -> (Strin
     (mint_hs256(&claims, SECRET).unwrap(), exp)
 }
 
-/// An HTTP answer: status, body.
+/// An HTTP answer: status, head, body.
 struct Answer {
     status: u16,
+    head: String,
     body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// Every value of header `name`.
+    fn headers(&self, name: &str) -> Vec<&str> {
+        (self.head.lines())
+            .filter_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case(name).then(|| v.trim())
+            })
+            .collect()
+    }
 }
 
 /// One request on a fresh connection, `headers` as raw lines.
@@ -100,12 +117,19 @@ fn http(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &str
     req.push_str("\r\n");
     req.push_str(body);
     s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(s);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        assert!(reader.read_line(&mut head).unwrap() > 0, "head cut short");
+    }
+    // An event stream that was opened does not end: its head is enough.
+    let mut body = String::new();
+    if !head.contains("text/event-stream") {
+        reader.read_to_string(&mut body).unwrap();
+    }
     Answer {
         status: head.split(' ').nth(1).unwrap().parse().unwrap(),
+        head: head.to_owned(),
         body: body.to_owned(),
     }
 }
@@ -376,4 +400,205 @@ fn an_sse_stream_ends_with_an_expired_event_at_exp() {
         assert_eq!(text.contains("event: expired\ndata"), named, "{text:?}");
         assert!(now() >= exp);
     }
+}
+
+fn ticket(addr: SocketAddr, token: &str) -> String {
+    let a = http(addr, "POST", "/v1/tickets", &[&bearer(token)], "");
+    assert_eq!(a.status, 201, "{}", a.body);
+    a.json()["ticket"].as_str().unwrap().to_owned()
+}
+
+/// The status and body of a WebSocket upgrade that is refused.
+fn refused_upgrade(url: &str) -> (u16, Value) {
+    match tungstenite::connect(url) {
+        Err(tungstenite::Error::Http(r)) => (
+            r.status().as_u16(),
+            serde_json::from_slice(r.body().as_deref().unwrap_or_default()).unwrap(),
+        ),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("{url} was upgraded"),
+    }
+}
+
+#[test]
+fn a_ticket_opens_one_stream_with_its_tokens_grants() {
+    let h = serve("");
+    let (token, _) = mint("acme", &[">"], &["orders.>"], 600);
+    let a = http(h.addr, "POST", "/v1/tickets", &[&bearer(&token)], "{}");
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(a.headers("content-type"), ["application/json"]);
+    let body = a.json();
+    let t = body["ticket"].as_str().unwrap();
+    assert_eq!(t.len(), 43);
+    assert!(
+        t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "{t}"
+    );
+    assert_eq!(body["expires_in_ms"], 30000);
+    assert_eq!(body.as_object().unwrap().len(), 2, "{body}");
+
+    // SSE: once, with the token's grants.
+    let mut stream = sse(
+        h.addr,
+        &format!("/v1/topics/orders.1/events?ticket={t}"),
+        &[],
+    );
+    publish(h.addr, &token, "orders.1", 7);
+    let mut line = String::new();
+    while !line.starts_with("data: 7") {
+        line.clear();
+        assert!(stream.read_line(&mut line).unwrap() > 0, "stream ended");
+    }
+    let again = http(
+        h.addr,
+        "GET",
+        &format!("/v1/events?topics=orders.>&ticket={t}"),
+        &["Accept: text/event-stream"],
+        "",
+    );
+    assert_eq!(
+        (again.status, again.json()),
+        (
+            401,
+            json!({"error": "ticket unknown, used or expired", "code": "unauthenticated"})
+        )
+    );
+    let outside = ticket(h.addr, &token);
+    let a = http(
+        h.addr,
+        "GET",
+        &format!("/v1/events?topics=users.>&ticket={outside}"),
+        &["Accept: text/event-stream"],
+        "",
+    );
+    assert_eq!(
+        (a.status, a.json()["code"].as_str()),
+        (403, Some("forbidden")),
+        "{}",
+        a.body
+    );
+
+    // WebSocket: once, with the token's grants.
+    let w = ticket(h.addr, &token);
+    let mut ws = ws_connect(&format!("ws://{}/v1/ws?ticket={w}", h.addr));
+    subscribe(&mut ws, "s1", &["orders.1"]);
+    ws_send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "s2", "topic": "users.1"}),
+    );
+    assert_eq!(recv_type(&mut ws, "error", &[])["code"], "forbidden");
+    let (status, body) = refused_upgrade(&format!("ws://{}/v1/ws?ticket={w}", h.addr));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("ticket unknown, used or expired"))
+    );
+
+    // STOMP: the upgrade's ticket stands for CONNECT's token.
+    let s = ticket(h.addr, &token);
+    let mut stomp = ws_connect(&format!("ws://{}/v1/stomp?ticket={s}", h.addr));
+    stomp
+        .send(Message::text("CONNECT\naccept-version:1.2\n\n\0"))
+        .unwrap();
+    let connected = stomp.read().unwrap().into_text().unwrap();
+    assert!(connected.starts_with("CONNECTED\n"), "{connected}");
+    let (status, _) = refused_upgrade(&format!("ws://{}/v1/stomp?ticket={s}", h.addr));
+    assert_eq!(status, 401);
+
+    // Not on a poll: refused as an unknown parameter, and not used up.
+    let p = ticket(h.addr, &token);
+    let poll = format!("/v1/events?topics=orders.>&ticket={p}");
+    let a = http(h.addr, "GET", &poll, &[&bearer(&token)], "");
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `ticket`"),
+        "{}",
+        a.body
+    );
+    assert_eq!(http(h.addr, "GET", &poll, &[], "").status, 401);
+    let a = http(
+        h.addr,
+        "POST",
+        &format!("/v1/topics/orders.1/events?ticket={p}"),
+        &[&bearer(&token)],
+        r#"{"type":"e"}"#,
+    );
+    assert_eq!(a.status, 400, "{}", a.body);
+    sse(
+        h.addr,
+        &format!("/v1/events?topics=orders.>&ticket={p}"),
+        &[],
+    );
+
+    // A ticket needs a token, and takes no fields.
+    assert_eq!(http(h.addr, "POST", "/v1/tickets", &[], "").status, 401);
+    let a = http(
+        h.addr,
+        "POST",
+        "/v1/tickets",
+        &[&bearer(&token)],
+        r#"{"ttl":1}"#,
+    );
+    assert_eq!(
+        (a.status, a.json()["code"].as_str()),
+        (400, Some("invalid")),
+        "{}",
+        a.body
+    );
+    let metrics = http(h.addr, "GET", "/metrics", &[], "").body;
+    for line in [
+        "herald_server_tickets_issued_total 5",
+        "herald_server_tickets_redeemed_total 5",
+        "herald_server_tickets_refused_total 3",
+    ] {
+        assert!(metrics.contains(line), "{line}: {metrics}");
+    }
+}
+
+#[test]
+fn a_ticket_expires_with_its_ttl_or_its_token() {
+    let h = serve("ticket_ttl_ms = 1000");
+    let (token, _) = mint("acme", &[], &["orders.>"], 600);
+    let a = http(h.addr, "POST", "/v1/tickets", &[&bearer(&token)], "");
+    assert_eq!(a.json()["expires_in_ms"], 1000);
+    let t = a.json()["ticket"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(1100));
+    let late = http(
+        h.addr,
+        "GET",
+        &format!("/v1/events?topics=orders.>&ticket={t}"),
+        &["Accept: text/event-stream"],
+        "",
+    );
+    assert_eq!(
+        (late.status, late.json()["error"].as_str()),
+        (401, Some("ticket unknown, used or expired"))
+    );
+    // A stream opened with a ticket ends at the token's exp.
+    let (short, exp) = mint("acme", &[], &["orders.>"], 3);
+    let t = ticket(h.addr, &short);
+    let text = rest_of_stream(sse(
+        h.addr,
+        &format!("/v1/events?topics=orders.>&ticket={t}"),
+        &[],
+    ));
+    assert!(
+        text.ends_with(&format!(
+            "event: expired\ndata: {{\"expired\":{{\"exp\":{exp}}}}}\n\n"
+        )),
+        "{text:?}"
+    );
+    assert!(now() >= exp);
+}
+
+#[test]
+fn a_ticket_never_outlives_its_token() {
+    let h = serve("ticket_ttl_ms = 300000");
+    let (token, _) = mint("acme", &[], &["orders.>"], 2);
+    let a = http(h.addr, "POST", "/v1/tickets", &[&bearer(&token)], "");
+    let left = a.json()["expires_in_ms"].as_u64().unwrap();
+    assert!((1..=2000).contains(&left), "{}", a.body);
 }

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::rate::Client as RateClient;
+use super::tickets::Tickets;
 use crate::wire::http::Request;
 
 /// Keys the server accepts tokens signed with.
@@ -255,6 +256,12 @@ pub(crate) fn bearer_token(req: &Request) -> Option<String> {
         .or_else(|| req.query_param("access_token"))
 }
 
+/// Whether `req` carries a credential (a token, or a ticket): it does not
+/// ask for anonymous access.
+pub(crate) fn presents_credentials(req: &Request) -> bool {
+    bearer_token(req).is_some() || req.query_param("ticket").is_some()
+}
+
 /// Checks tokens.
 #[derive(Debug)]
 pub(crate) struct Authenticator {
@@ -300,8 +307,17 @@ impl Authenticator {
 
     /// The grants of `req`'s bearer token (`Authorization: Bearer` header or
     /// `access_token` query parameter, for browsers' `EventSource` and
-    /// `WebSocket`, which cannot set headers).
-    pub(crate) fn authenticate(&self, req: &Request) -> Result<Grants, ApiError> {
+    /// `WebSocket`, which cannot set headers). `tickets`: `req` opens a
+    /// stream, where a `ticket` parameter stands for a token (and is used
+    /// up).
+    pub(crate) fn authenticate(
+        &self,
+        req: &Request,
+        tickets: Option<&Tickets>,
+    ) -> Result<Grants, ApiError> {
+        if let Some((tickets, ticket)) = tickets.zip(req.query_param("ticket")) {
+            return tickets.redeem(&ticket, Instant::now());
+        }
         let Some(token) = bearer_token(req) else {
             if !self.anonymous {
                 return Err(ApiError::Unauthenticated("missing bearer token".into()));
@@ -403,6 +419,11 @@ impl Expiry {
         let at = now + left;
         let warn_at = warn.then(|| at.checked_sub(EXPIRY_WARNING).map_or(now, |w| w.max(now)));
         Some(Expiry { exp, warn_at, at })
+    }
+
+    /// When the token runs out.
+    pub(crate) fn at(&self) -> Instant {
+        self.at
     }
 
     /// When something is due next.

@@ -11,7 +11,7 @@ use herald_core::broker::Subscription;
 use herald_core::Broker;
 use serde::Serialize;
 
-use super::auth::{bearer_token, Authenticator, Expiry};
+use super::auth::{presents_credentials, Authenticator, Expiry};
 use super::error::ApiError;
 use super::exec::{Caller, Consumer, Opened, Reset};
 use super::ops::{self, EventsQuery, NoQuery, PresenceQuery, StartDefault};
@@ -19,6 +19,7 @@ use super::origins::{Origins, Verdict};
 use super::rate::RateLimits;
 use super::schema::Schemas;
 use super::stomp::StompSession;
+use super::tickets::Tickets;
 use super::ws::{Protocol, WsSession};
 use crate::fanout::encode::{sse_preamble, SseForm};
 use crate::metrics::{render_metrics, ServerStats};
@@ -33,6 +34,7 @@ pub(crate) struct HttpContext<'a> {
     /// The client's address (its rate-limit key when anonymous).
     pub(crate) peer: IpAddr,
     pub(crate) auth: &'a Authenticator,
+    pub(crate) tickets: &'a Tickets,
     pub(crate) origins: &'a Origins,
     pub(crate) stats: &'a ServerStats,
     /// `retry:` sent to SSE clients, in milliseconds.
@@ -105,7 +107,7 @@ pub(crate) fn handle(cx: &HttpContext<'_>, req: &Request) -> Action {
     // Endpoints that read no token keep the loopback-Host rule whatever
     // the request carries (a bogus token must not lift it).
     let unauthenticated = matches!(req.path.as_str(), "/healthz" | "/readyz" | "/metrics");
-    let bearer = !unauthenticated && super::auth::bearer_token(req).is_some();
+    let bearer = !unauthenticated && presents_credentials(req);
     let cors = match cx
         .origins
         .check(req.header("origin"), req.header("host"), bearer)
@@ -133,6 +135,7 @@ pub(crate) fn handle(cx: &HttpContext<'_>, req: &Request) -> Action {
 
 fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<Action, ApiError> {
     let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    let tickets = opens_stream(req, &segments).then_some(cx.tickets);
     let respond = |r: Response| Ok(Action::Respond(r));
     match (req.method.as_str(), segments.as_slice()) {
         ("GET", ["healthz"]) => respond(Response::new(200, "OK", "text/plain", b"ok\n".to_vec())),
@@ -141,15 +144,15 @@ fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<A
             200,
             "OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render_metrics(cx.broker, cx.stats, cx.rate, cx.schemas).into_bytes(),
+            render_metrics(cx.broker, cx.stats, cx.rate, cx.schemas, cx.tickets).into_bytes(),
         )),
         (_, ["healthz" | "readyz" | "metrics"]) => Err(ApiError::MethodNotAllowed),
         // STOMP clients send their token in CONNECT (browsers cannot set
         // headers on a WebSocket): a token on the upgrade is checked now.
         ("GET", ["v1", "stomp"]) if req.header("upgrade").is_some() => {
-            let grants = match bearer_token(req) {
-                Some(_) => Some(cx.auth.authenticate(req)?),
-                None => cx.auth.authenticate(req).ok(),
+            let grants = match presents_credentials(req) {
+                true => Some(cx.auth.authenticate(req, tickets)?),
+                false => cx.auth.authenticate(req, None).ok(),
             };
             Ok(match upgrade(req, "/v1/stomp") {
                 Some(Ok(switching)) => {
@@ -168,7 +171,7 @@ fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<A
             })
         }
         _ => {
-            let grants = cx.auth.authenticate(req)?;
+            let grants = cx.auth.authenticate(req, tickets)?;
             let caller = Caller {
                 broker: cx.broker,
                 grants: &grants,
@@ -224,6 +227,14 @@ fn client_request(
             from_query::<NoQuery>(req)?;
             json(&caller.remove_consumer(name)?)
         }
+        ("POST", ["v1", "tickets"]) => {
+            from_query::<NoQuery>(req)?;
+            ops::no_body(&req.body)?;
+            let issued = cx.tickets.issue(caller.grants, std::time::Instant::now())?;
+            let mut created = Response::json(&issued);
+            (created.status, created.reason) = (201, "Created");
+            Ok(Action::Respond(created))
+        }
         ("GET", ["v1", "topics", topic, "presence"]) => {
             from_query::<NoQuery>(req)?;
             json(&caller.presence(PresenceQuery {
@@ -242,7 +253,8 @@ fn client_request(
         | (_, ["v1", "events"])
         | (_, ["v1", "consumers", _, "ack"])
         | (_, ["v1", "consumers"] | ["v1", "consumers", _])
-        | (_, ["v1", "presence", "heartbeat" | "leave"]) => Err(ApiError::MethodNotAllowed),
+        | (_, ["v1", "presence", "heartbeat" | "leave"])
+        | (_, ["v1", "tickets"]) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound("no such endpoint".into())),
     }
 }
@@ -265,10 +277,11 @@ fn events(
     path_topic: Option<&str>,
     cors: Option<&str>,
 ) -> Result<Action, ApiError> {
-    let query: EventsQuery = from_query(req)?;
-    let sse = req
-        .header("accept")
-        .is_some_and(|a| a.contains("text/event-stream"));
+    let sse = wants_sse(req);
+    let query: EventsQuery = match sse {
+        true => ops::from_stream_query(&req.query)?,
+        false => from_query(req)?,
+    };
     let last_event_id = last_event_id(req, sse)?;
     let selection = query.selection(path_topic, last_event_id)?;
     let prefix_len = caller.grants.prefix_len();
@@ -324,6 +337,26 @@ fn events(
     })))
 }
 
+/// Whether the client asks for an event stream rather than a poll.
+fn wants_sse(req: &Request) -> bool {
+    req.header("accept")
+        .is_some_and(|a| a.contains("text/event-stream"))
+}
+
+/// Whether `req` opens a stream (an SSE stream, a `/v1/ws` or `/v1/stomp`
+/// upgrade): the requests a ticket may authenticate.
+fn opens_stream(req: &Request, segments: &[&str]) -> bool {
+    let websocket = req
+        .header("upgrade")
+        .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    req.method == "GET"
+        && match segments {
+            ["v1", "ws" | "stomp"] => websocket,
+            ["v1", "events"] | ["v1", "topics", _, "events"] => !websocket && wants_sse(req),
+            _ => false,
+        }
+}
+
 /// An SSE client's resume position: its `Last-Event-ID` header, a
 /// sequence number (ignored unless the request is for an event stream).
 pub(crate) fn last_event_id(req: &Request, sse: bool) -> Result<Option<u64>, ApiError> {
@@ -362,7 +395,7 @@ fn upgrade(req: &Request, path: &str) -> Option<Result<Response, ApiError>> {
         let Some(key) = req.header("sec-websocket-key") else {
             return refuse("missing Sec-WebSocket-Key");
         };
-        from_query::<NoQuery>(req)?;
+        ops::from_stream_query::<NoQuery>(&req.query)?;
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
         let switching = Response::head(101, "Switching Protocols")
             .with_header("Upgrade", "websocket")

@@ -451,12 +451,25 @@ fn at_index(i: usize, e: ApiError) -> ApiError {
 /// is the bearer token of clients that cannot set headers, read by
 /// authentication, allowed on every endpoint.
 pub(crate) fn from_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    from_query_without(query, &["access_token"])
+}
+
+/// [`from_query`] for a request that opens a stream (SSE, a WebSocket
+/// upgrade), where authentication also reads a `ticket`. Elsewhere a
+/// `ticket` is an unknown parameter.
+pub(crate) fn from_stream_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    from_query_without(query, &["access_token", "ticket"])
+}
+
+/// Decodes a query string without the parameters authentication reads.
+fn from_query_without<T: DeserializeOwned>(query: &str, auth: &[&str]) -> Result<T, ApiError> {
     let without_token: String;
     // Decoded keys: `access%5Ftoken` is the token too (authentication
     // decodes it).
-    let has_token = form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "access_token");
+    let is_auth = |k: &str| auth.contains(&k);
+    let has_token = form_urlencoded::parse(query.as_bytes()).any(|(k, _)| is_auth(&k));
     let query = if has_token {
-        let pairs = form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k != "access_token");
+        let pairs = form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| !is_auth(k));
         without_token = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(pairs)
             .finish();
@@ -494,6 +507,14 @@ pub(crate) struct EventsQuery {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NoQuery {}
+
+/// The body of a request that takes none: empty, or `{}`.
+pub(crate) fn no_body(body: &[u8]) -> Result<(), ApiError> {
+    if body.is_empty() {
+        return Ok(());
+    }
+    from_body::<NoQuery>(body, &[]).map(drop)
+}
 
 /// A comma-separated list in a query string (`a,b`; empty items dropped).
 #[derive(Debug, Default)]

@@ -42,6 +42,7 @@ use crate::api::http::{self as endpoints, Action, HttpContext};
 use crate::api::origins::Origins;
 use crate::api::rate::RateLimits;
 use crate::api::schema::Schemas;
+use crate::api::tickets::Tickets;
 use crate::api::ws::{pattern_capacity, WsContext};
 use crate::config::ServerConfig;
 use crate::fanout::encode::{sse_expired, PollBody};
@@ -49,7 +50,8 @@ use crate::fanout::{Encoding, Outputs, Router};
 use crate::metrics::ServerStats;
 use crate::wire::http::{self, Response};
 
-/// How often rate limits forget clients whose buckets are full again.
+/// How often rate limits forget clients whose buckets are full again, and
+/// expired stream tickets are dropped.
 const RATE_SWEEP: Duration = Duration::from_secs(10);
 const WAKER: Token = Token(0);
 const DOORBELL: Token = Token(1);
@@ -82,6 +84,7 @@ pub(crate) struct WorkerShared {
     pub(crate) shutdown: Arc<AtomicBool>,
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) auth: Arc<Authenticator>,
+    pub(crate) tickets: Arc<Tickets>,
     pub(crate) limits: Arc<ConnLimits>,
     pub(crate) stats: Arc<ServerStats>,
     pub(crate) origins: Arc<Origins>,
@@ -455,6 +458,7 @@ impl Worker {
                 rate: &self.shared.rate,
                 peer: conn.peer,
                 auth: &self.shared.auth,
+                tickets: &self.shared.tickets,
                 origins: &self.shared.origins,
                 stats: &self.shared.stats,
                 sse_retry_ms: self.shared.config.sse_retry_ms,
@@ -595,6 +599,7 @@ impl Worker {
         if self.clock.expires_presence && now >= self.clock.next_rate_sweep {
             self.clock.next_rate_sweep = now + RATE_SWEEP;
             self.shared.rate.sweep();
+            self.shared.tickets.sweep(now);
         }
         // Every connection's deadline is looked at: the earliest is
         // found again.
