@@ -10,6 +10,7 @@
 //! jwt_secret_file = "secret.txt"
 //! jwt_rs256_public_key = "public.pem"
 //! ticket_ttl_ms = 30000         # stream tickets' lifetime (1000 to 300000)
+//! query_token = true            # false: refuse access_token in URLs (use tickets or the cookie)
 //! tls_cert = "cert.pem"         # TLS: the certificate chain (PEM), server's first
 //! tls_key = "key.pem"           # TLS: its private key (PEM); both or neither
 //! max_body = 1048576
@@ -96,6 +97,8 @@ pub struct FileConfig {
     pub jwt_rs256_public_key: Option<PathBuf>,
     /// Stream tickets' lifetime, in milliseconds.
     pub ticket_ttl_ms: Option<u64>,
+    /// Accept `access_token` in the query.
+    pub query_token: Option<bool>,
     /// PEM file with the TLS certificate chain.
     pub tls_cert: Option<PathBuf>,
     /// PEM file with the TLS private key.
@@ -204,6 +207,9 @@ impl FileConfig {
         }
         if let Some(p) = self.jwt_rs256_public_key {
             config.auth.rs256_public_pem = Some(read_key(&p)?);
+        }
+        if let Some(v) = self.query_token {
+            config.query_token = v;
         }
         if let Some(ms) = self.ticket_ttl_ms {
             if !TICKET_TTL_MS.contains(&ms) {
@@ -449,6 +455,10 @@ pub struct ServerConfig {
     /// How long a stream ticket (`POST /v1/tickets`) may wait for its
     /// stream, never past its token's `exp`: 1 s to 300 s.
     pub ticket_ttl: Duration,
+    /// Accept the token as the `access_token` query parameter. Off, a
+    /// request with one is refused (401): URLs end up in logs and browser
+    /// history; pages use stream tickets or the `herald_token` cookie.
+    pub query_token: bool,
     /// PEM file of the TLS certificate chain (the server's certificate
     /// first). With `tls_key`, the server speaks only TLS (`https://`,
     /// `wss://`); the two are set together or not at all.
@@ -500,6 +510,7 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(120),
             auth: AuthConfig::default(),
             ticket_ttl: Duration::from_secs(30),
+            query_token: true,
             tls_cert: None,
             tls_key: None,
             anonymous: None,

@@ -602,3 +602,112 @@ fn a_ticket_never_outlives_its_token() {
     let left = a.json()["expires_in_ms"].as_u64().unwrap();
     assert!((1..=2000).contains(&left), "{}", a.body);
 }
+
+#[test]
+fn the_token_cookie_stands_for_the_header_and_is_set_and_cleared() {
+    let h = serve("allowed_origins = [\"https://app.example\"]");
+    let (token, exp) = mint("acme", &[">"], &["orders.>"], 600);
+    let a = http(h.addr, "POST", "/v1/cookie", &[&bearer(&token)], "");
+    assert_eq!(a.status, 204, "{}", a.body);
+    let set = a.headers("set-cookie");
+    let prefix =
+        format!("herald_token={token}; HttpOnly; Secure; SameSite=Strict; Path=/v1; Max-Age=");
+    assert_eq!(set.len(), 1, "{set:?}");
+    let max_age: u64 = set[0].strip_prefix(&prefix).unwrap().parse().unwrap();
+    assert!(
+        (exp - now() - 2..=exp - now()).contains(&max_age),
+        "{max_age}"
+    );
+
+    let cookie = format!("Cookie: theme=dark; herald_token={token}");
+    let post = |headers: &[&str]| {
+        http(
+            h.addr,
+            "POST",
+            "/v1/topics/orders.1/events",
+            headers,
+            r#"{"type":"e"}"#,
+        )
+    };
+    assert_eq!(post(&[&cookie]).status, 200);
+    assert_eq!(post(&[]).status, 401);
+    assert_eq!(post(&["Cookie: herald_token=not.a.token"]).status, 401);
+    // Pages: their own or an allowed origin, never another.
+    let allowed = post(&[&cookie, "Origin: https://app.example"]);
+    assert_eq!(allowed.status, 200);
+    assert_eq!(
+        allowed.headers("access-control-allow-origin"),
+        ["https://app.example"]
+    );
+    let evil = post(&[&cookie, "Origin: https://evil.example"]);
+    assert_eq!(
+        (evil.status, evil.json()["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    sse(h.addr, "/v1/events?topics=orders.>", &[&cookie]);
+    let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://{}/v1/ws",
+        h.addr
+    ))
+    .unwrap();
+    request
+        .headers_mut()
+        .insert("Cookie", format!("herald_token={token}").parse().unwrap());
+    let (mut ws, _) = tungstenite::connect(request).unwrap();
+    subscribe(&mut ws, "s1", &["orders.1"]);
+
+    // Setting it takes the header's token, not the cookie's.
+    assert_eq!(
+        http(h.addr, "POST", "/v1/cookie", &[&cookie], "").status,
+        401
+    );
+    let a = http(
+        h.addr,
+        "POST",
+        "/v1/cookie",
+        &[&bearer(&token)],
+        r#"{"x":1}"#,
+    );
+    assert_eq!(a.status, 400);
+    let cleared = http(h.addr, "DELETE", "/v1/cookie", &[], "");
+    assert_eq!(cleared.status, 204);
+    assert_eq!(
+        cleared.headers("set-cookie"),
+        ["herald_token=; HttpOnly; Secure; SameSite=Strict; Path=/v1; Max-Age=0"]
+    );
+    assert_eq!(
+        http(h.addr, "GET", "/v1/cookie", &[&bearer(&token)], "").status,
+        405
+    );
+}
+
+#[test]
+fn query_tokens_can_be_turned_off() {
+    let h = serve("query_token = false");
+    let (token, _) = mint("acme", &[">"], &["orders.>"], 600);
+    let off = json!({"error": "access_token in the query is turned off: use a ticket or the herald_token cookie", "code": "unauthenticated"});
+    let path = format!("/v1/events?topics=orders.>&access_token={token}");
+    for headers in [vec![], vec![bearer(&token)]] {
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        let a = http(h.addr, "GET", &path, &headers, "");
+        assert_eq!((a.status, a.json()), (401, off.clone()));
+    }
+    let (status, body) = refused_upgrade(&format!("ws://{}/v1/ws?access_token={token}", h.addr));
+    assert_eq!((status, body), (401, off));
+    // The other sources work.
+    let poll = http(
+        h.addr,
+        "GET",
+        "/v1/events?topics=orders.>",
+        &[&bearer(&token)],
+        "",
+    );
+    assert_eq!(poll.status, 200);
+    let t = ticket(h.addr, &token);
+    ws_connect(&format!("ws://{}/v1/ws?ticket={t}", h.addr));
+    sse(
+        h.addr,
+        "/v1/events?topics=orders.>",
+        &[&format!("Cookie: herald_token={token}")],
+    );
+}

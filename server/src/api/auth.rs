@@ -243,17 +243,38 @@ const PROXY_HEADERS: [&str; 6] = [
     "via",
 ];
 
-/// A request's bearer token: the `Authorization: Bearer` header, or the
+/// The cookie that carries a page's token (`POST /v1/cookie`).
+pub(crate) const TOKEN_COOKIE: &str = "herald_token";
+
+/// The refusal of `access_token` when the configuration turns it off.
+const QUERY_TOKEN_OFF: &str =
+    "access_token in the query is turned off: use a ticket or the herald_token cookie";
+
+/// The `Authorization: Bearer` header's token.
+pub(crate) fn header_token(req: &Request) -> Option<&str> {
+    req.header("authorization").and_then(|h| {
+        h.strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))
+    })
+}
+
+/// The `herald_token` cookie's value.
+fn cookie_token(req: &Request) -> Option<&str> {
+    let prefix = format!("{TOKEN_COOKIE}=");
+    (req.headers.iter())
+        .filter(|(name, _)| name == "cookie")
+        .flat_map(|(_, value)| value.split(';'))
+        .find_map(|c| c.trim().strip_prefix(prefix.as_str()))
+}
+
+/// A request's bearer token: the `Authorization: Bearer` header, the
 /// `access_token` query parameter (for browsers' `EventSource` and
-/// `WebSocket`, which cannot set headers).
+/// `WebSocket`, which cannot set headers), or the `herald_token` cookie.
 pub(crate) fn bearer_token(req: &Request) -> Option<String> {
-    req.header("authorization")
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
+    header_token(req)
         .map(str::to_owned)
         .or_else(|| req.query_param("access_token"))
+        .or_else(|| cookie_token(req).map(str::to_owned))
 }
 
 /// Whether `req` carries a credential (a token, or a ticket): it does not
@@ -267,6 +288,8 @@ pub(crate) fn presents_credentials(req: &Request) -> bool {
 pub(crate) struct Authenticator {
     keys: Vec<(Algorithm, DecodingKey)>,
     anonymous: bool,
+    /// `access_token` in the query is accepted (`query_token`).
+    query_token: bool,
 }
 
 impl Authenticator {
@@ -292,7 +315,18 @@ impl Authenticator {
                 "no token key configured and anonymous access is off: nobody could connect".into(),
             );
         }
-        Ok(Authenticator { keys, anonymous })
+        Ok(Authenticator {
+            keys,
+            anonymous,
+            query_token: true,
+        })
+    }
+
+    /// Accepts `access_token` in the query, or refuses every request that
+    /// has one (it leaks into logs and browser history).
+    pub(crate) fn with_query_token(mut self, on: bool) -> Authenticator {
+        self.query_token = on;
+        self
     }
 
     /// Whether clients without a token are served.
@@ -305,9 +339,8 @@ impl Authenticator {
         !self.keys.is_empty()
     }
 
-    /// The grants of `req`'s bearer token (`Authorization: Bearer` header or
-    /// `access_token` query parameter, for browsers' `EventSource` and
-    /// `WebSocket`, which cannot set headers). `tickets`: `req` opens a
+    /// The grants of `req`'s bearer token (see [`bearer_token`]).
+    /// `tickets`: `req` opens a
     /// stream, where a `ticket` parameter stands for a token (and is used
     /// up).
     pub(crate) fn authenticate(
@@ -315,6 +348,9 @@ impl Authenticator {
         req: &Request,
         tickets: Option<&Tickets>,
     ) -> Result<Grants, ApiError> {
+        if !self.query_token && req.query_param("access_token").is_some() {
+            return Err(ApiError::Unauthenticated(QUERY_TOKEN_OFF.into()));
+        }
         if let Some((tickets, ticket)) = tickets.zip(req.query_param("ticket")) {
             return tickets.redeem(&ticket, Instant::now());
         }

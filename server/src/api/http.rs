@@ -11,7 +11,7 @@ use herald_core::broker::Subscription;
 use herald_core::Broker;
 use serde::Serialize;
 
-use super::auth::{presents_credentials, Authenticator, Expiry};
+use super::auth::{header_token, presents_credentials, Authenticator, Expiry, TOKEN_COOKIE};
 use super::error::ApiError;
 use super::exec::{Caller, Consumer, Opened, Reset};
 use super::ops::{self, EventsQuery, NoQuery, PresenceQuery, StartDefault};
@@ -170,6 +170,12 @@ fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<A
                 ),
             })
         }
+        // Clearing the cookie needs no token: an expired one is what it
+        // clears.
+        ("DELETE", ["v1", "cookie"]) => {
+            from_query::<NoQuery>(req)?;
+            respond(token_cookie("", 0))
+        }
         _ => {
             let grants = cx.auth.authenticate(req, tickets)?;
             let caller = Caller {
@@ -235,6 +241,32 @@ fn client_request(
             (created.status, created.reason) = (201, "Created");
             Ok(Action::Respond(created))
         }
+        ("POST", ["v1", "cookie"]) => {
+            from_query::<NoQuery>(req)?;
+            ops::no_body(&req.body)?;
+            let token = header_token(req).ok_or_else(|| {
+                ApiError::Unauthenticated(
+                    "POST /v1/cookie takes the token in the Authorization header".into(),
+                )
+            })?;
+            // A verified JWT is base64url and dots: nothing that could end
+            // the header or the cookie.
+            if !token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return Err(ApiError::invalid("the token is not a compact JWT"));
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            let exp = caller.grants.exp().unwrap_or(now);
+            Ok(Action::Respond(token_cookie(
+                token,
+                exp.saturating_sub(now),
+            )))
+        }
         ("GET", ["v1", "topics", topic, "presence"]) => {
             from_query::<NoQuery>(req)?;
             json(&caller.presence(PresenceQuery {
@@ -254,9 +286,23 @@ fn client_request(
         | (_, ["v1", "consumers", _, "ack"])
         | (_, ["v1", "consumers"] | ["v1", "consumers", _])
         | (_, ["v1", "presence", "heartbeat" | "leave"])
-        | (_, ["v1", "tickets"]) => Err(ApiError::MethodNotAllowed),
+        | (_, ["v1", "tickets" | "cookie"]) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound("no such endpoint".into())),
     }
+}
+
+/// `204` setting the token cookie (`max_age` 0: clearing it). `Path=/v1`:
+/// sent with API requests only; `SameSite=Strict`: never with requests
+/// other sites start.
+fn token_cookie(token: &str, max_age: u64) -> Response {
+    let mut r = Response::head(204, "No Content").with_header(
+        "Set-Cookie",
+        format!(
+            "{TOKEN_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/v1; Max-Age={max_age}"
+        ),
+    );
+    r.body = Some(Vec::new());
+    r
 }
 
 /// A typed result, answered as JSON.
