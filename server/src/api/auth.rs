@@ -277,10 +277,10 @@ pub(crate) fn bearer_token(req: &Request) -> Option<String> {
         .or_else(|| cookie_token(req).map(str::to_owned))
 }
 
-/// Whether `req` carries a credential (a token, or a ticket): it does not
-/// ask for anonymous access.
-pub(crate) fn presents_credentials(req: &Request) -> bool {
-    bearer_token(req).is_some() || req.query_param("ticket").is_some()
+/// Whether `req` carries a credential (a token, or a ticket where
+/// `tickets_accepted`): it does not ask for anonymous access.
+pub(crate) fn presents_credentials(req: &Request, tickets_accepted: bool) -> bool {
+    bearer_token(req).is_some() || (tickets_accepted && req.query_param("ticket").is_some())
 }
 
 /// Checks tokens.

@@ -107,7 +107,8 @@ pub(crate) fn handle(cx: &HttpContext<'_>, req: &Request) -> Action {
     // Endpoints that read no token keep the loopback-Host rule whatever
     // the request carries (a bogus token must not lift it).
     let unauthenticated = matches!(req.path.as_str(), "/healthz" | "/readyz" | "/metrics");
-    let bearer = !unauthenticated && presents_credentials(req);
+    let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    let bearer = !unauthenticated && presents_credentials(req, opens_stream(req, &segments));
     let cors = match cx
         .origins
         .check(req.header("origin"), req.header("host"), bearer)
@@ -150,7 +151,7 @@ fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<A
         // STOMP clients send their token in CONNECT (browsers cannot set
         // headers on a WebSocket): a token on the upgrade is checked now.
         ("GET", ["v1", "stomp"]) if req.header("upgrade").is_some() => {
-            let grants = match presents_credentials(req) {
+            let grants = match presents_credentials(req, tickets.is_some()) {
                 true => Some(cx.auth.authenticate(req, tickets)?),
                 false => cx.auth.authenticate(req, None).ok(),
             };
