@@ -9,6 +9,8 @@
 //! allowed_origins = ["https://app.example"]   # web pages allowed cross-origin ("*": any)
 //! jwt_secret_file = "secret.txt"
 //! jwt_rs256_public_key = "public.pem"
+//! ticket_ttl_ms = 30000         # stream tickets' lifetime (1000 to 300000)
+//! query_token = true            # false: refuse access_token in URLs (use tickets or the cookie)
 //! tls_cert = "cert.pem"         # TLS: the certificate chain (PEM), server's first
 //! tls_key = "key.pem"           # TLS: its private key (PEM); both or neither
 //! max_body = 1048576
@@ -72,6 +74,7 @@ use herald_core::BrokerConfig;
 use crate::api::auth::AuthConfig;
 use crate::api::rate::RateLimitConfig;
 use crate::api::schema::SchemaRule;
+use crate::api::tickets::TICKET_TTL_MS;
 use crate::webhook::WebhookConfig;
 use crate::wire::http;
 
@@ -94,6 +97,10 @@ pub struct FileConfig {
     pub jwt_secret_file: Option<PathBuf>,
     /// PEM file with the RS256 public key.
     pub jwt_rs256_public_key: Option<PathBuf>,
+    /// Stream tickets' lifetime, in milliseconds.
+    pub ticket_ttl_ms: Option<u64>,
+    /// Accept `access_token` in the query.
+    pub query_token: Option<bool>,
     /// PEM file with the TLS certificate chain.
     pub tls_cert: Option<PathBuf>,
     /// PEM file with the TLS private key.
@@ -207,6 +214,19 @@ impl FileConfig {
         }
         if let Some(p) = self.jwt_rs256_public_key {
             config.auth.rs256_public_pem = Some(read_key(&p)?);
+        }
+        if let Some(v) = self.query_token {
+            config.query_token = v;
+        }
+        if let Some(ms) = self.ticket_ttl_ms {
+            if !TICKET_TTL_MS.contains(&ms) {
+                return Err(format!(
+                    "ticket_ttl_ms: {} to {}",
+                    TICKET_TTL_MS.start(),
+                    TICKET_TTL_MS.end()
+                ));
+            }
+            config.ticket_ttl = Duration::from_millis(ms);
         }
         if let Some(p) = self.tls_cert {
             config.tls_cert = Some(p);
@@ -367,6 +387,14 @@ mod tests {
         let zero: FileConfig = toml::from_str("idle_timeout_secs = 0").unwrap();
         let e = zero.apply(&mut config).unwrap_err();
         assert_eq!(e, "idle_timeout_secs: must be at least 1");
+        let ttl: FileConfig = toml::from_str("ticket_ttl_ms = 1000").unwrap();
+        ttl.apply(&mut config).unwrap();
+        assert_eq!(config.ticket_ttl, Duration::from_secs(1));
+        for bad in ["ticket_ttl_ms = 999", "ticket_ttl_ms = 300001"] {
+            let file: FileConfig = toml::from_str(bad).unwrap();
+            let e = file.apply(&mut config).unwrap_err();
+            assert_eq!(e, "ticket_ttl_ms: 1000 to 300000");
+        }
     }
 
     #[test]
@@ -441,6 +469,13 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Keys accepted for JWT bearer tokens.
     pub auth: AuthConfig,
+    /// How long a stream ticket (`POST /v1/tickets`) may wait for its
+    /// stream, never past its token's `exp`: 1 s to 300 s.
+    pub ticket_ttl: Duration,
+    /// Accept the token as the `access_token` query parameter. Off, a
+    /// request with one is refused (401): URLs end up in logs and browser
+    /// history; pages use stream tickets or the `herald_token` cookie.
+    pub query_token: bool,
     /// PEM file of the TLS certificate chain (the server's certificate
     /// first). With `tls_key`, the server speaks only TLS (`https://`,
     /// `wss://`); the two are set together or not at all.
@@ -491,6 +526,8 @@ impl ServerConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             auth: AuthConfig::default(),
+            ticket_ttl: Duration::from_secs(30),
+            query_token: true,
             tls_cert: None,
             tls_key: None,
             anonymous: None,

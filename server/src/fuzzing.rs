@@ -205,6 +205,8 @@ pub enum WsOp {
     Consumers,
     /// `ping`.
     Ping,
+    /// `auth`: the token.
+    Auth(String),
 }
 
 /// A WebSocket text message: its echoed `op` and `ref`, and the operation.
@@ -240,6 +242,7 @@ pub fn decode_ws(text: &str) -> (Option<String>, Value, Result<WsOp, String>) {
         Op::Presence(p) => WsOp::Presence(p.topic),
         Op::Ping(_) => WsOp::Ping,
         Op::Consumers(_) => WsOp::Consumers,
+        Op::Auth(a) => WsOp::Auth(a.token),
     });
     (envelope.op.map(Cow::into_owned), envelope.reference, op)
 }

@@ -64,10 +64,10 @@ impl Server {
     pub fn start(
         mut config: ServerConfig,
     ) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
-        let auth = Arc::new(api::auth::Authenticator::new(
-            &config.auth,
-            config.anonymous,
-        )?);
+        let auth = Arc::new(
+            api::auth::Authenticator::new(&config.auth, config.anonymous)?
+                .with_query_token(config.query_token),
+        );
         let schemas = Arc::new(api::schema::Schemas::compile(&config.schemas)?);
         let rate = Arc::new(api::rate::RateLimits::new(&config.rate_limits)?);
         let hooks = webhook::prepare(&config.webhooks)?;
@@ -109,6 +109,7 @@ impl Server {
             shutdown: shutdown.clone(),
             config: config.clone(),
             auth: auth.clone(),
+            tickets: Arc::new(api::tickets::Tickets::new(config.ticket_ttl)),
             limits: limits.clone(),
             stats: Arc::new(metrics::ServerStats {
                 webhooks: hooks.iter().map(|h| h.stats()).collect(),

@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 
 use crate::api::rate::RateLimits;
 use crate::api::schema::Schemas;
+use crate::api::tickets::Tickets;
 use crate::webhook::WebhookStats;
 use herald_core::Broker;
 
@@ -38,6 +39,10 @@ pub(crate) struct ServerStats {
     pub(crate) expired: AtomicU64,
     /// WebSocket batch messages (`events`) written.
     pub(crate) ws_batches: AtomicU64,
+    /// Tokens replaced on open WebSocket connections (`auth`).
+    pub(crate) token_refreshes: AtomicU64,
+    /// Connections closed because their token expired.
+    pub(crate) token_expiry_closes: AtomicU64,
     /// Each webhook's counters.
     pub(crate) webhooks: Vec<Arc<WebhookStats>>,
 }
@@ -50,12 +55,13 @@ pub(crate) fn render_metrics(
     server: &ServerStats,
     rate: &RateLimits,
     schemas: &Schemas,
+    tickets: &Tickets,
 ) -> String {
     let m = &broker.metrics();
     let mut registry = Registry::with_prefix("herald");
     let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
     // Names without `_total`: the encoder appends it to counter samples.
-    let counters: [(&str, &str, u64); 13] = [
+    let counters: [(&str, &str, u64); 18] = [
         ("published_events", "Events published", m.published),
         ("delivered_events", "Events delivered to subscriptions", m.delivered),
         ("replayed_events", "Events delivered from the log", m.replayed),
@@ -94,6 +100,31 @@ pub(crate) fn render_metrics(
             "server_schema_refusals",
             "Events refused because their data did not match a configured JSON Schema",
             schemas.refused(),
+        ),
+        (
+            "server_tickets_issued",
+            "Stream tickets issued",
+            read(&tickets.issued),
+        ),
+        (
+            "server_tickets_redeemed",
+            "Stream tickets used to open a stream",
+            read(&tickets.redeemed),
+        ),
+        (
+            "server_tickets_refused",
+            "Stream tickets presented unknown, used or expired",
+            read(&tickets.refused),
+        ),
+        (
+            "server_token_refreshes",
+            "Tokens replaced on open WebSocket connections (auth)",
+            read(&server.token_refreshes),
+        ),
+        (
+            "server_token_expiry_closes",
+            "Connections (WebSocket, STOMP, SSE) closed because their token expired",
+            read(&server.token_expiry_closes),
         ),
         (
             "server_tls_handshakes",

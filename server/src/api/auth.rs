@@ -16,6 +16,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herald_core::broker::{split_system, TopicPattern, DEADLETTER_PREFIX};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::rate::Client as RateClient;
+use super::tickets::Tickets;
 use crate::wire::http::Request;
 
 /// Keys the server accepts tokens signed with.
@@ -71,6 +73,8 @@ pub(crate) struct Grants {
     subject: Option<Arc<str>>,
     publish: Vec<TopicPattern>,
     subscribe: Vec<TopicPattern>,
+    /// The token's `exp` (`None`: anonymous, no token to expire).
+    exp: Option<u64>,
 }
 
 impl Grants {
@@ -80,7 +84,13 @@ impl Grants {
             subject: None,
             publish: Vec::new(),
             subscribe: Vec::new(),
+            exp: None,
         }
+    }
+
+    /// The token's expiry, seconds since the Unix epoch (`None`: anonymous).
+    pub(crate) fn exp(&self) -> Option<u64> {
+        self.exp
     }
 
     /// The broker's name for a client's topic or pattern. System topics
@@ -233,17 +243,44 @@ const PROXY_HEADERS: [&str; 6] = [
     "via",
 ];
 
-/// A request's bearer token: the `Authorization: Bearer` header, or the
+/// The cookie that carries a page's token (`POST /v1/cookie`).
+pub(crate) const TOKEN_COOKIE: &str = "herald_token";
+
+/// The refusal of `access_token` when the configuration turns it off.
+const QUERY_TOKEN_OFF: &str =
+    "access_token in the query is turned off: use a ticket or the herald_token cookie";
+
+/// The `Authorization: Bearer` header's token.
+pub(crate) fn header_token(req: &Request) -> Option<&str> {
+    req.header("authorization").and_then(|h| {
+        h.strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))
+    })
+}
+
+/// The `herald_token` cookie's value.
+fn cookie_token(req: &Request) -> Option<&str> {
+    let prefix = format!("{TOKEN_COOKIE}=");
+    (req.headers.iter())
+        .filter(|(name, _)| name == "cookie")
+        .flat_map(|(_, value)| value.split(';'))
+        .find_map(|c| c.trim().strip_prefix(prefix.as_str()))
+}
+
+/// A request's bearer token: the `Authorization: Bearer` header, the
 /// `access_token` query parameter (for browsers' `EventSource` and
-/// `WebSocket`, which cannot set headers).
+/// `WebSocket`, which cannot set headers), or the `herald_token` cookie.
 pub(crate) fn bearer_token(req: &Request) -> Option<String> {
-    req.header("authorization")
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
+    header_token(req)
         .map(str::to_owned)
         .or_else(|| req.query_param("access_token"))
+        .or_else(|| cookie_token(req).map(str::to_owned))
+}
+
+/// Whether `req` carries a credential (a token, or a ticket where
+/// `tickets_accepted`): it does not ask for anonymous access.
+pub(crate) fn presents_credentials(req: &Request, tickets_accepted: bool) -> bool {
+    bearer_token(req).is_some() || (tickets_accepted && req.query_param("ticket").is_some())
 }
 
 /// Checks tokens.
@@ -251,6 +288,8 @@ pub(crate) fn bearer_token(req: &Request) -> Option<String> {
 pub(crate) struct Authenticator {
     keys: Vec<(Algorithm, DecodingKey)>,
     anonymous: bool,
+    /// `access_token` in the query is accepted (`query_token`).
+    query_token: bool,
 }
 
 impl Authenticator {
@@ -276,7 +315,18 @@ impl Authenticator {
                 "no token key configured and anonymous access is off: nobody could connect".into(),
             );
         }
-        Ok(Authenticator { keys, anonymous })
+        Ok(Authenticator {
+            keys,
+            anonymous,
+            query_token: true,
+        })
+    }
+
+    /// Accepts `access_token` in the query, or refuses every request that
+    /// has one (it leaks into logs and browser history).
+    pub(crate) fn with_query_token(mut self, on: bool) -> Authenticator {
+        self.query_token = on;
+        self
     }
 
     /// Whether clients without a token are served.
@@ -289,10 +339,21 @@ impl Authenticator {
         !self.keys.is_empty()
     }
 
-    /// The grants of `req`'s bearer token (`Authorization: Bearer` header or
-    /// `access_token` query parameter, for browsers' `EventSource` and
-    /// `WebSocket`, which cannot set headers).
-    pub(crate) fn authenticate(&self, req: &Request) -> Result<Grants, ApiError> {
+    /// The grants of `req`'s bearer token (see [`bearer_token`]).
+    /// `tickets`: `req` opens a
+    /// stream, where a `ticket` parameter stands for a token (and is used
+    /// up).
+    pub(crate) fn authenticate(
+        &self,
+        req: &Request,
+        tickets: Option<&Tickets>,
+    ) -> Result<Grants, ApiError> {
+        if !self.query_token && req.query_param("access_token").is_some() {
+            return Err(ApiError::Unauthenticated(QUERY_TOKEN_OFF.into()));
+        }
+        if let Some((tickets, ticket)) = tickets.zip(req.query_param("ticket")) {
+            return tickets.redeem(&ticket, Instant::now());
+        }
         let Some(token) = bearer_token(req) else {
             if !self.anonymous {
                 return Err(ApiError::Unauthenticated("missing bearer token".into()));
@@ -350,7 +411,80 @@ pub(crate) fn grants(claims: Claims) -> Result<Grants, ApiError> {
         subscribe: parse(&claims.subscribe)?,
         subject: Some(format!("{}/{}", claims.tenant, claims.sub).into()),
         tenant: Some(claims.tenant),
+        exp: Some(claims.exp),
     })
+}
+
+/// How long before its token's `exp` a JSON WebSocket connection is warned.
+pub(crate) const EXPIRY_WARNING: Duration = Duration::from_secs(30);
+
+/// A token's `exp` further ahead than this is treated as this far (an
+/// `Instant` that far out could overflow).
+const FAR_FUTURE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A connection's token lifetime on the worker's clock: a warning due
+/// (optional), then the end.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Expiry {
+    /// The token's `exp`, seconds since the Unix epoch.
+    pub(crate) exp: u64,
+    /// When the warning is due; `None` once given, or if none is wanted.
+    warn_at: Option<Instant>,
+    at: Instant,
+}
+
+/// What a connection's [`Expiry`] asks for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    Warn,
+    Expired,
+}
+
+impl Expiry {
+    /// The lifetime of `grants`' token (`None`: anonymous), warned
+    /// [`EXPIRY_WARNING`] ahead (at once if less remains) if `warn`.
+    pub(crate) fn of(grants: &Grants, warn: bool) -> Option<Expiry> {
+        let exp = grants.exp?;
+        let now = Instant::now();
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let left = Duration::from_secs(exp)
+            .saturating_sub(since_epoch)
+            .min(FAR_FUTURE);
+        let at = now + left;
+        let warn_at = warn.then(|| at.checked_sub(EXPIRY_WARNING).map_or(now, |w| w.max(now)));
+        Some(Expiry { exp, warn_at, at })
+    }
+
+    /// When the token runs out.
+    pub(crate) fn at(&self) -> Instant {
+        self.at
+    }
+
+    /// When something is due next.
+    pub(crate) fn next(&self) -> Instant {
+        self.warn_at.unwrap_or(self.at)
+    }
+
+    /// Whether the token has run out at `now`.
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        now >= self.at
+    }
+
+    /// What is due at `now`; the warning is given once.
+    pub(crate) fn due(&mut self, now: Instant) -> Option<Due> {
+        if self.expired(now) {
+            return Some(Due::Expired);
+        }
+        match self.warn_at {
+            Some(w) if now >= w => {
+                self.warn_at = None;
+                Some(Due::Warn)
+            }
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use herald_core::broker::Subscription;
 use herald_core::Broker;
 use serde::Serialize;
 
-use super::auth::{bearer_token, Authenticator};
+use super::auth::{header_token, presents_credentials, Authenticator, Expiry, TOKEN_COOKIE};
 use super::error::ApiError;
 use super::exec::{Caller, Consumer, Opened, Reset};
 use super::ops::{self, EventsQuery, NoQuery, PresenceQuery, StartDefault};
@@ -19,6 +19,7 @@ use super::origins::{Origins, Verdict};
 use super::rate::RateLimits;
 use super::schema::Schemas;
 use super::stomp::StompSession;
+use super::tickets::Tickets;
 use super::ws::{Protocol, WsSession};
 use crate::fanout::encode::{sse_preamble, SseForm};
 use crate::metrics::{render_metrics, ServerStats};
@@ -33,6 +34,7 @@ pub(crate) struct HttpContext<'a> {
     /// The client's address (its rate-limit key when anonymous).
     pub(crate) peer: IpAddr,
     pub(crate) auth: &'a Authenticator,
+    pub(crate) tickets: &'a Tickets,
     pub(crate) origins: &'a Origins,
     pub(crate) stats: &'a ServerStats,
     /// `retry:` sent to SSE clients, in milliseconds.
@@ -67,6 +69,8 @@ pub(crate) struct Stream {
     pub(crate) form: SseForm,
     /// Tenant prefix to strip from topic names sent back.
     pub(crate) prefix_len: usize,
+    /// When the token runs out and the stream ends.
+    pub(crate) expiry: Option<Expiry>,
 }
 
 /// A poll to answer once it has events or its wait is over.
@@ -103,7 +107,8 @@ pub(crate) fn handle(cx: &HttpContext<'_>, req: &Request) -> Action {
     // Endpoints that read no token keep the loopback-Host rule whatever
     // the request carries (a bogus token must not lift it).
     let unauthenticated = matches!(req.path.as_str(), "/healthz" | "/readyz" | "/metrics");
-    let bearer = !unauthenticated && super::auth::bearer_token(req).is_some();
+    let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    let bearer = !unauthenticated && presents_credentials(req, opens_stream(req, &segments));
     let cors = match cx
         .origins
         .check(req.header("origin"), req.header("host"), bearer)
@@ -131,6 +136,7 @@ pub(crate) fn handle(cx: &HttpContext<'_>, req: &Request) -> Action {
 
 fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<Action, ApiError> {
     let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    let tickets = opens_stream(req, &segments).then_some(cx.tickets);
     let respond = |r: Response| Ok(Action::Respond(r));
     match (req.method.as_str(), segments.as_slice()) {
         ("GET", ["healthz"]) => respond(Response::new(200, "OK", "text/plain", b"ok\n".to_vec())),
@@ -139,15 +145,15 @@ fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<A
             200,
             "OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render_metrics(cx.broker, cx.stats, cx.rate, cx.schemas).into_bytes(),
+            render_metrics(cx.broker, cx.stats, cx.rate, cx.schemas, cx.tickets).into_bytes(),
         )),
         (_, ["healthz" | "readyz" | "metrics"]) => Err(ApiError::MethodNotAllowed),
         // STOMP clients send their token in CONNECT (browsers cannot set
         // headers on a WebSocket): a token on the upgrade is checked now.
         ("GET", ["v1", "stomp"]) if req.header("upgrade").is_some() => {
-            let grants = match bearer_token(req) {
-                Some(_) => Some(cx.auth.authenticate(req)?),
-                None => cx.auth.authenticate(req).ok(),
+            let grants = match presents_credentials(req, tickets.is_some()) {
+                true => Some(cx.auth.authenticate(req, tickets)?),
+                false => cx.auth.authenticate(req, None).ok(),
             };
             Ok(match upgrade(req, "/v1/stomp") {
                 Some(Ok(switching)) => {
@@ -165,8 +171,14 @@ fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<A
                 ),
             })
         }
+        // Clearing the cookie needs no token: an expired one is what it
+        // clears.
+        ("DELETE", ["v1", "cookie"]) => {
+            from_query::<NoQuery>(req)?;
+            respond(token_cookie("", 0))
+        }
         _ => {
-            let grants = cx.auth.authenticate(req)?;
+            let grants = cx.auth.authenticate(req, tickets)?;
             let caller = Caller {
                 broker: cx.broker,
                 grants: &grants,
@@ -226,6 +238,40 @@ fn client_request(
             from_query::<NoQuery>(req)?;
             json(&caller.remove_consumer(name)?)
         }
+        ("POST", ["v1", "tickets"]) => {
+            from_query::<NoQuery>(req)?;
+            ops::no_body(&req.body)?;
+            let issued = cx.tickets.issue(caller.grants, std::time::Instant::now())?;
+            let mut created = Response::json(&issued);
+            (created.status, created.reason) = (201, "Created");
+            Ok(Action::Respond(created))
+        }
+        ("POST", ["v1", "cookie"]) => {
+            from_query::<NoQuery>(req)?;
+            ops::no_body(&req.body)?;
+            let token = header_token(req).ok_or_else(|| {
+                ApiError::Unauthenticated(
+                    "POST /v1/cookie takes the token in the Authorization header".into(),
+                )
+            })?;
+            // A verified JWT is base64url and dots: nothing that could end
+            // the header or the cookie.
+            if !token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return Err(ApiError::invalid("the token is not a compact JWT"));
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            let exp = caller.grants.exp().unwrap_or(now);
+            Ok(Action::Respond(token_cookie(
+                token,
+                exp.saturating_sub(now),
+            )))
+        }
         ("GET", ["v1", "topics", topic, "presence"]) => {
             from_query::<NoQuery>(req)?;
             json(&caller.presence(PresenceQuery {
@@ -244,9 +290,24 @@ fn client_request(
         | (_, ["v1", "events"])
         | (_, ["v1", "consumers", _, "ack"])
         | (_, ["v1", "consumers"] | ["v1", "consumers", _])
-        | (_, ["v1", "presence", "heartbeat" | "leave"]) => Err(ApiError::MethodNotAllowed),
+        | (_, ["v1", "presence", "heartbeat" | "leave"])
+        | (_, ["v1", "tickets" | "cookie"]) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound("no such endpoint".into())),
     }
+}
+
+/// `204` setting the token cookie (`max_age` 0: clearing it). `Path=/v1`:
+/// sent with API requests only; `SameSite=Strict`: never with requests
+/// other sites start.
+fn token_cookie(token: &str, max_age: u64) -> Response {
+    let mut r = Response::head(204, "No Content").with_header(
+        "Set-Cookie",
+        format!(
+            "{TOKEN_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/v1; Max-Age={max_age}"
+        ),
+    );
+    r.body = Some(Vec::new());
+    r
 }
 
 /// A typed result, answered as JSON.
@@ -267,10 +328,11 @@ fn events(
     path_topic: Option<&str>,
     cors: Option<&str>,
 ) -> Result<Action, ApiError> {
-    let query: EventsQuery = from_query(req)?;
-    let sse = req
-        .header("accept")
-        .is_some_and(|a| a.contains("text/event-stream"));
+    let sse = wants_sse(req);
+    let query: EventsQuery = match sse {
+        true => ops::from_stream_query(&req.query)?,
+        false => from_query(req)?,
+    };
     let last_event_id = last_event_id(req, sse)?;
     let selection = query.selection(path_topic, last_event_id)?;
     let prefix_len = caller.grants.prefix_len();
@@ -294,6 +356,7 @@ fn events(
             sub: opened.sub,
             form,
             prefix_len,
+            expiry: Expiry::of(caller.grants, false),
         })));
     }
     let (limit, wait_ms) = query.poll_bounds();
@@ -323,6 +386,26 @@ fn events(
         prefix_len,
         cors: cors.map(str::to_owned),
     })))
+}
+
+/// Whether the client asks for an event stream rather than a poll.
+fn wants_sse(req: &Request) -> bool {
+    req.header("accept")
+        .is_some_and(|a| a.contains("text/event-stream"))
+}
+
+/// Whether `req` opens a stream (an SSE stream, a `/v1/ws` or `/v1/stomp`
+/// upgrade): the requests a ticket may authenticate.
+fn opens_stream(req: &Request, segments: &[&str]) -> bool {
+    let websocket = req
+        .header("upgrade")
+        .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    req.method == "GET"
+        && match segments {
+            ["v1", "ws" | "stomp"] => websocket,
+            ["v1", "events"] | ["v1", "topics", _, "events"] => !websocket && wants_sse(req),
+            _ => false,
+        }
 }
 
 /// An SSE client's resume position: its `Last-Event-ID` header, a
@@ -363,7 +446,7 @@ fn upgrade(req: &Request, path: &str) -> Option<Result<Response, ApiError>> {
         let Some(key) = req.header("sec-websocket-key") else {
             return refuse("missing Sec-WebSocket-Key");
         };
-        from_query::<NoQuery>(req)?;
+        ops::from_stream_query::<NoQuery>(&req.query)?;
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
         let switching = Response::head(101, "Switching Protocols")
             .with_header("Upgrade", "websocket")

@@ -16,4 +16,5 @@ pub(crate) mod origins;
 pub(crate) mod rate;
 pub(crate) mod schema;
 pub(crate) mod stomp;
+pub(crate) mod tickets;
 pub(crate) mod ws;

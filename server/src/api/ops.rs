@@ -220,6 +220,29 @@ pub(crate) struct Ping {}
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListConsumers {}
 
+/// Longest token a client may send (`auth`): as long as a request head
+/// may be, where the other token sources live.
+pub(crate) const MAX_TOKEN: usize = 16 * 1024;
+
+/// `auth`: the connection goes on with a fresh token of the same tenant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Auth {
+    pub(crate) token: String,
+}
+
+impl Auth {
+    /// The token, within its bound.
+    pub(crate) fn checked(&self) -> Result<&str, ApiError> {
+        if self.token.is_empty() || self.token.len() > MAX_TOKEN {
+            return Err(ApiError::invalid(format!(
+                "'token': 1 to {MAX_TOKEN} bytes"
+            )));
+        }
+        Ok(&self.token)
+    }
+}
+
 /// A WebSocket message: `{"op": …, "ref": …, fields of the op}`.
 ///
 /// Decoded in two steps (the `op` names the type of the rest) rather than
@@ -238,6 +261,7 @@ pub(crate) enum Op<'a> {
     Presence(PresenceQuery),
     Ping(Ping),
     Consumers(ListConsumers),
+    Auth(Auth),
 }
 
 /// A WebSocket message's envelope: what is echoed whatever the outcome.
@@ -287,6 +311,7 @@ impl<'a> Op<'a> {
             "presence" => from_fields(fields).map(Op::Presence),
             "ping" => from_fields(fields).map(Op::Ping),
             "consumers" => from_fields(fields).map(Op::Consumers),
+            "auth" => from_fields(fields).map(Op::Auth),
             other => Err(ApiError::invalid(format!("unknown op {other:?}"))),
         };
         (envelope, decoded)
@@ -463,12 +488,25 @@ fn at_index(i: usize, e: ApiError) -> ApiError {
 /// is the bearer token of clients that cannot set headers, read by
 /// authentication, allowed on every endpoint.
 pub(crate) fn from_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    from_query_without(query, &["access_token"])
+}
+
+/// [`from_query`] for a request that opens a stream (SSE, a WebSocket
+/// upgrade), where authentication also reads a `ticket`. Elsewhere a
+/// `ticket` is an unknown parameter.
+pub(crate) fn from_stream_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    from_query_without(query, &["access_token", "ticket"])
+}
+
+/// Decodes a query string without the parameters authentication reads.
+fn from_query_without<T: DeserializeOwned>(query: &str, auth: &[&str]) -> Result<T, ApiError> {
     let without_token: String;
     // Decoded keys: `access%5Ftoken` is the token too (authentication
     // decodes it).
-    let has_token = form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "access_token");
+    let is_auth = |k: &str| auth.contains(&k);
+    let has_token = form_urlencoded::parse(query.as_bytes()).any(|(k, _)| is_auth(&k));
     let query = if has_token {
-        let pairs = form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k != "access_token");
+        let pairs = form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| !is_auth(k));
         without_token = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(pairs)
             .finish();
@@ -506,6 +544,14 @@ pub(crate) struct EventsQuery {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NoQuery {}
+
+/// The body of a request that takes none: empty, or `{}`.
+pub(crate) fn no_body(body: &[u8]) -> Result<(), ApiError> {
+    if body.is_empty() {
+        return Ok(());
+    }
+    from_body::<NoQuery>(body, &[]).map(drop)
+}
 
 /// A comma-separated list in a query string (`a,b`; empty items dropped).
 #[derive(Debug, Default)]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
-use super::auth::{Authenticator, Grants};
+use super::auth::{Authenticator, Expiry, Grants};
 use super::error::ApiError;
 use super::exec::Caller;
 use super::ops::{
@@ -109,6 +109,8 @@ pub(crate) struct StompSession {
     destinations: Vec<String>,
     heart_beat_offer: Duration,
     heart_beats: HeartBeats,
+    /// When the token of the connected session runs out.
+    expiry: Option<Expiry>,
     last_received: Instant,
     last_heart_beat_sent: Instant,
 }
@@ -230,6 +232,7 @@ impl StompSession {
             destinations: destinations.to_vec(),
             heart_beat_offer,
             heart_beats: HeartBeats::default(),
+            expiry: None,
             last_received: now,
             last_heart_beat_sent: now,
         }
@@ -352,6 +355,16 @@ impl StompSession {
         (send, silent)
     }
 
+    /// When the token runs out (`None`: not connected, or anonymous).
+    pub(crate) fn token_deadline(&self) -> Option<Instant> {
+        self.expiry.as_ref().map(Expiry::next)
+    }
+
+    /// Whether the token has run out at `now`.
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.expiry.as_ref().is_some_and(|e| e.expired(now))
+    }
+
     fn grants(&self) -> Result<&Grants, ApiError> {
         grants_of(&self.stage)
     }
@@ -464,6 +477,7 @@ impl StompSession {
             send_every: interval(offer, client_wants),
             expect_every: interval(client_send, offer),
         };
+        self.expiry = Expiry::of(&grants, false);
         self.stage = Stage::Connected { grants };
         let heart_beat = format!("{offer},{offer}");
         Ok(stomp::encode(

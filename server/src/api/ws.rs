@@ -4,22 +4,25 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use herald_core::Broker;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::auth::{Authenticator, Grants};
+use super::auth::{Authenticator, Due, Expiry, Grants};
 use super::error::ApiError;
 use super::exec::{Caller, PublishAnswer, Published, PublishedAll, Reset, Session};
 use super::ops::{
-    Envelope, Op, Selection, StartDefault, Subscribe, Unsubscribe, MAX_CONNECTION_PATTERNS,
-    MAX_SUBSCRIPTIONS,
+    Auth, Envelope, Op, Selection, StartDefault, Subscribe, Topics, Unsubscribe,
+    MAX_CONNECTION_PATTERNS, MAX_SUBSCRIPTIONS,
 };
 use super::rate::RateLimits;
 use super::schema::Schemas;
 use super::stomp::StompSession;
 use crate::fanout::{Encoding, Router, StreamId, MAX_WORKER_PATTERN_TOKENS};
+use crate::metrics::ServerStats;
 
 /// What handling a client's messages needs from the worker.
 pub(crate) struct WsContext<'a> {
@@ -29,8 +32,9 @@ pub(crate) struct WsContext<'a> {
     pub(crate) rate: &'a RateLimits,
     /// The client's address (its rate-limit key when anonymous).
     pub(crate) peer: IpAddr,
-    /// Verifies the tokens of STOMP `CONNECT` frames.
+    /// Verifies the tokens of STOMP `CONNECT` frames and `auth` messages.
     pub(crate) auth: &'a Authenticator,
+    pub(crate) stats: &'a ServerStats,
     pub(crate) router: &'a mut Router,
     /// The connection's index in its worker.
     pub(crate) conn: usize,
@@ -41,10 +45,20 @@ pub(crate) struct WsContext<'a> {
 #[derive(Debug)]
 pub(crate) struct WsSession {
     grants: Grants,
-    /// Subscription id → stream.
-    subs: BTreeMap<String, StreamId>,
+    /// When the token runs out (`None`: anonymous).
+    expiry: Option<Expiry>,
+    /// Subscription id → its stream and what it names.
+    subs: BTreeMap<String, Sub>,
     /// Presence sessions joined over this connection: left when it closes.
     joined: BTreeSet<Session>,
+}
+
+/// A subscription: its stream, and its topics and patterns as the client
+/// named them (re-checked when a refreshed token changes the grants).
+#[derive(Debug)]
+struct Sub {
+    stream: StreamId,
+    names: Vec<String>,
 }
 
 /// The protocol a WebSocket connection speaks: Herald's JSON messages
@@ -126,6 +140,22 @@ struct AckedBody<'a> {
 #[derive(Serialize)]
 struct Nothing {}
 
+/// `authed` and `token_expiring`: the token's expiry.
+#[derive(Serialize)]
+struct Exp {
+    exp: u64,
+}
+
+/// The end of a subscription the grants no longer cover: an error message
+/// with a `sub`.
+#[derive(Serialize)]
+struct Ended<'a> {
+    op: &'static str,
+    code: &'static str,
+    sub: &'a str,
+    message: &'a str,
+}
+
 fn is_null(v: &&Value) -> bool {
     v.is_null()
 }
@@ -178,6 +208,7 @@ pub(crate) fn error_reply(out: &mut Vec<u8>, envelope: &Envelope, e: &ApiError) 
 impl WsSession {
     pub(crate) fn new(grants: Grants) -> WsSession {
         WsSession {
+            expiry: Expiry::of(&grants, true),
             grants,
             subs: BTreeMap::new(),
             joined: BTreeSet::new(),
@@ -186,12 +217,28 @@ impl WsSession {
 
     /// The streams of this connection's subscriptions.
     pub(crate) fn streams(&self) -> impl Iterator<Item = StreamId> + '_ {
-        self.subs.values().copied()
+        self.subs.values().map(|s| s.stream)
     }
 
     /// Subscription ids with their streams.
     pub(crate) fn subscriptions(&self) -> impl Iterator<Item = (&str, StreamId)> + '_ {
-        self.subs.iter().map(|(id, s)| (id.as_str(), *s))
+        self.subs.iter().map(|(id, s)| (id.as_str(), s.stream))
+    }
+
+    /// When the token's warning or end is due next.
+    pub(crate) fn token_deadline(&self) -> Option<Instant> {
+        self.expiry.as_ref().map(Expiry::next)
+    }
+
+    /// The token's warning or end, if due at `now`: the warning message is
+    /// appended to `out`.
+    pub(crate) fn token_due(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<Due> {
+        let expiry = self.expiry.as_mut()?;
+        let due = expiry.due(now)?;
+        if due == Due::Warn {
+            reply(out, "token_expiring", &Value::Null, Exp { exp: expiry.exp });
+        }
+        Some(due)
     }
 
     /// Forgets the streams (the router no longer has them) and leaves the
@@ -206,22 +253,33 @@ impl WsSession {
     }
 
     /// Answers one text message: decode, execute, and append the reply to
-    /// `out`.
-    pub(crate) fn handle(&mut self, cx: &mut WsContext<'_>, text: &str, out: &mut Vec<u8>) {
+    /// `out`. Returns the messages that follow the reply (subscriptions a
+    /// refreshed token ended), usually none.
+    pub(crate) fn handle(
+        &mut self,
+        cx: &mut WsContext<'_>,
+        text: &str,
+        out: &mut Vec<u8>,
+    ) -> Vec<Vec<u8>> {
         let (envelope, op) = Op::decode(text);
-        if let Err(e) = op.and_then(|op| self.execute(cx, op, &envelope.reference, out)) {
+        let mut follow = Vec::new();
+        if let Err(e) =
+            op.and_then(|op| self.execute(cx, op, &envelope.reference, out, &mut follow))
+        {
             error_reply(out, &envelope, &e);
         }
+        follow
     }
 
-    /// Executes `op` and appends its reply to `out`; on error appends
-    /// nothing.
+    /// Executes `op` and appends its reply to `out`, and the messages that
+    /// follow it to `follow`; on error appends nothing.
     fn execute(
         &mut self,
         cx: &mut WsContext<'_>,
         op: Op,
         reference: &Value,
         out: &mut Vec<u8>,
+        follow: &mut Vec<Vec<u8>>,
     ) -> Result<(), ApiError> {
         let caller = Caller {
             broker: cx.broker,
@@ -266,6 +324,59 @@ impl WsSession {
             Op::Consumers(_) => reply(out, "consumers", reference, caller.consumers()?),
             Op::Subscribe(s) => self.subscribe(cx, s, reference, out)?,
             Op::Unsubscribe(u) => self.unsubscribe(cx, u, reference, out)?,
+            Op::Auth(a) => self.auth(cx, a, reference, out, follow)?,
+        }
+        Ok(())
+    }
+
+    /// `auth`: a fresh token of the connection's tenant replaces its token
+    /// (grants, rate-limit subject, expiry). Subscriptions the new grants no
+    /// longer cover end, each reported after the reply.
+    fn auth(
+        &mut self,
+        cx: &mut WsContext<'_>,
+        op: Auth,
+        reference: &Value,
+        out: &mut Vec<u8>,
+        follow: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ApiError> {
+        let Some(tenant) = self.grants.tenant() else {
+            return Err(ApiError::invalid("this connection has no token"));
+        };
+        let grants = super::auth::grants(cx.auth.claims(op.checked()?)?)?;
+        if grants.tenant() != Some(tenant) {
+            return Err(ApiError::Forbidden(
+                "the token is of another tenant than this connection".into(),
+            ));
+        }
+        self.expiry = Expiry::of(&grants, true);
+        self.grants = grants;
+        cx.stats.token_refreshes.fetch_add(1, Ordering::Relaxed);
+        let exp = self.grants.exp().unwrap_or_default();
+        reply(out, "authed", reference, Exp { exp });
+        let grants = &self.grants;
+        let ended: Vec<(String, String)> = (self.subs.iter())
+            .filter_map(|(id, sub)| {
+                let outside = (sub.names.iter())
+                    .find(|n| grants.check_subscribe(&grants.internal(n)).is_err())?;
+                Some((id.clone(), outside.clone()))
+            })
+            .collect();
+        for (id, name) in ended {
+            if let Some(sub) = self.subs.remove(&id) {
+                cx.router.remove(sub.stream);
+            }
+            let message =
+                format!("subscription '{id}' ended: '{name}' is outside the token's grants");
+            let mut m = Vec::new();
+            let body = Ended {
+                op: "auth",
+                code: "forbidden",
+                sub: &id,
+                message: &message,
+            };
+            reply(&mut m, "error", &Value::Null, body);
+            follow.push(m);
         }
         Ok(())
     }
@@ -291,6 +402,10 @@ impl WsSession {
         }
         let held: Vec<StreamId> = self.streams().collect();
         let encoding = Encoding::ws_batched(&id, batch);
+        let names = match &selection.topics {
+            Topics::One(t) => vec![t.clone()],
+            Topics::Many(list) => list.clone(),
+        };
         let opened = open_stream(cx, &self.grants, &held, selection, encoding)?;
         let body = Subscribed {
             id: &id,
@@ -299,7 +414,7 @@ impl WsSession {
         };
         let stream = opened.stream;
         reply(out, "subscribed", reference, body);
-        self.subs.insert(id, stream);
+        self.subs.insert(id, Sub { stream, names });
         Ok(())
     }
 
@@ -310,11 +425,11 @@ impl WsSession {
         reference: &Value,
         out: &mut Vec<u8>,
     ) -> Result<(), ApiError> {
-        let stream = self
+        let sub = self
             .subs
             .remove(&op.id)
             .ok_or_else(|| ApiError::NotFound(format!("no subscription {:?}", op.id)))?;
-        cx.router.remove(stream);
+        cx.router.remove(sub.stream);
         reply(
             out,
             "unsubscribed",

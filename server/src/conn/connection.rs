@@ -12,8 +12,10 @@ use mio::net::TcpStream;
 use super::output::Output;
 use super::tls::TlsConn;
 use super::websocket::{Inbound, WsConn};
+use crate::api::auth::Expiry;
 use crate::api::http::Poll;
 use crate::api::ws::Protocol;
+use crate::fanout::encode::SseForm;
 use crate::fanout::StreamId;
 use crate::wire::http::Response;
 
@@ -27,6 +29,9 @@ pub(crate) enum Mode {
     Sse {
         stream: StreamId,
         next_keepalive: Instant,
+        form: SseForm,
+        /// When the token runs out (`None`: anonymous).
+        expiry: Option<Expiry>,
     },
     /// A poll waiting for its first event or its deadline; requests
     /// pipelined behind it wait in the input.
@@ -96,6 +101,17 @@ impl Conn {
             last_activity: now,
             stalled_since: None,
             read_paused: false,
+        }
+    }
+
+    /// When the token of its stream or WebSocket connection has something
+    /// due next (a warning, the end).
+    pub(crate) fn token_deadline(&self) -> Option<Instant> {
+        match &self.mode {
+            _ if !self.is_open() => None,
+            Mode::Ws(ws) => ws.token_deadline(),
+            Mode::Sse { expiry, .. } => expiry.as_ref().map(Expiry::next),
+            Mode::Http | Mode::Poll { .. } => None,
         }
     }
 

@@ -13,6 +13,7 @@ use std::time::Instant;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, WebSocket};
 
+use crate::api::auth::Due;
 use crate::api::error::ApiError;
 use crate::api::ops::Envelope;
 use crate::api::stomp::Flow;
@@ -104,7 +105,12 @@ pub(crate) enum WsStatus {
     Open,
     /// Close once the output (a close frame last) is written.
     Closed,
+    /// Closed (as `Closed`) because its token expired.
+    Expired,
 }
+
+/// The close code and reason of a connection whose token expired.
+const TOKEN_EXPIRED: (u16, &str) = (4001, "token expired");
 
 impl WsConn {
     /// Wraps a connection already upgraded (its socket non-blocking).
@@ -143,8 +149,12 @@ impl WsConn {
                 Ok(Message::Text(_) | Message::Binary(_)) if self.closing => {}
                 Ok(Message::Text(text)) => match &mut self.session {
                     Protocol::Json(s) => {
-                        s.handle(cx, text.as_str(), &mut self.reply);
+                        let follow = s.handle(cx, text.as_str(), &mut self.reply);
                         self.send_reply(out);
+                        for message in follow {
+                            self.reply = message;
+                            self.send_reply(out);
+                        }
                     }
                     Protocol::Stomp(_) => {
                         if let WsStatus::Closed = self.stomp(cx, text.as_bytes()) {
@@ -242,14 +252,45 @@ impl WsConn {
         }
     }
 
-    /// STOMP heart-beats due at `now`: one sent if due; a client silent
-    /// for twice its promised interval is closed.
+    /// When the token's warning or end is due next (`None`: never, or
+    /// closing already).
+    pub(crate) fn token_deadline(&self) -> Option<Instant> {
+        match &self.session {
+            _ if self.closing => None,
+            Protocol::Json(s) => s.token_deadline(),
+            Protocol::Stomp(s) => s.token_deadline(),
+        }
+    }
+
+    /// Timers due at `now`: the token's warning (JSON) or end (close code
+    /// 4001, after an ERROR frame on STOMP); STOMP heart-beats, one sent if
+    /// due, and a client silent for twice its promised interval closed.
     pub(crate) fn timers(&mut self, now: Instant, out: &mut Output) -> WsStatus {
-        let Protocol::Stomp(session) = &mut self.session else {
-            return WsStatus::Open;
-        };
         if self.closing {
             return WsStatus::Open;
+        }
+        let session = match &mut self.session {
+            Protocol::Json(s) => {
+                let status = match s.token_due(now, &mut self.reply) {
+                    Some(Due::Warn) => {
+                        self.send_reply(out);
+                        WsStatus::Open
+                    }
+                    Some(Due::Expired) => {
+                        self.close_and_drain(TOKEN_EXPIRED.0, TOKEN_EXPIRED.1, out);
+                        WsStatus::Expired
+                    }
+                    None => WsStatus::Open,
+                };
+                return status;
+            }
+            Protocol::Stomp(session) => session,
+        };
+        if session.expired(now) {
+            let e = ApiError::Unauthenticated(TOKEN_EXPIRED.1.into());
+            self.send_frame(crate::api::stomp::error_frame(&e, None));
+            self.close_and_drain(TOKEN_EXPIRED.0, TOKEN_EXPIRED.1, out);
+            return WsStatus::Expired;
         }
         let status = match session.heart_beat(now) {
             (_, true) => {

@@ -42,14 +42,16 @@ use crate::api::http::{self as endpoints, Action, HttpContext};
 use crate::api::origins::Origins;
 use crate::api::rate::RateLimits;
 use crate::api::schema::Schemas;
+use crate::api::tickets::Tickets;
 use crate::api::ws::{pattern_capacity, WsContext};
 use crate::config::ServerConfig;
-use crate::fanout::encode::PollBody;
+use crate::fanout::encode::{sse_expired, PollBody};
 use crate::fanout::{Encoding, Outputs, Router};
 use crate::metrics::ServerStats;
 use crate::wire::http::{self, Response};
 
-/// How often rate limits forget clients whose buckets are full again.
+/// How often rate limits forget clients whose buckets are full again, and
+/// expired stream tickets are dropped.
 const RATE_SWEEP: Duration = Duration::from_secs(10);
 const WAKER: Token = Token(0);
 const DOORBELL: Token = Token(1);
@@ -82,6 +84,7 @@ pub(crate) struct WorkerShared {
     pub(crate) shutdown: Arc<AtomicBool>,
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) auth: Arc<Authenticator>,
+    pub(crate) tickets: Arc<Tickets>,
     pub(crate) limits: Arc<ConnLimits>,
     pub(crate) stats: Arc<ServerStats>,
     pub(crate) origins: Arc<Origins>,
@@ -98,6 +101,9 @@ struct Clock {
     /// The same worker forgets rate-limited clients whose buckets are full
     /// again, every [`RATE_SWEEP`].
     next_rate_sweep: Instant,
+    /// The earliest instant a connection's token has something due (a
+    /// warning, an end): the worker wakes for it as for batch deadlines.
+    token_deadline: Option<Instant>,
 }
 
 pub(crate) struct Worker {
@@ -148,6 +154,7 @@ impl Worker {
                 expires_presence,
                 next_presence_expiry: now,
                 next_rate_sweep: now + RATE_SWEEP,
+                token_deadline: None,
             },
             shared,
         })
@@ -160,10 +167,14 @@ impl Worker {
             let timeout = if busy {
                 Duration::ZERO
             } else {
-                // Woken in time for the next batched delivery that is due.
-                let batch = self.router.batch_deadline();
-                let batch = batch.map(|d| d.saturating_duration_since(Instant::now()));
-                batch.map_or(IDLE_WAIT, |b| b.min(IDLE_WAIT))
+                // Woken in time for the next batched delivery or token
+                // deadline that is due.
+                let due = match (self.router.batch_deadline(), self.clock.token_deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let due = due.map(|d| d.saturating_duration_since(Instant::now()));
+                due.map_or(IDLE_WAIT, |d| d.min(IDLE_WAIT))
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -194,6 +205,16 @@ impl Worker {
 
     fn conn(&mut self, index: usize) -> Option<&mut Conn> {
         self.conns.get_mut(index).and_then(Option::as_mut)
+    }
+
+    /// Folds a connection's token deadline (new, or moved by a refresh)
+    /// into the worker's.
+    fn note_token_deadline(&mut self, index: usize) {
+        let due = self.conn(index).and_then(|c| c.token_deadline());
+        if let Some(due) = due {
+            let earliest = self.clock.token_deadline.map_or(due, |d| d.min(due));
+            self.clock.token_deadline = Some(earliest);
+        }
     }
 
     fn accept(&mut self) {
@@ -376,6 +397,7 @@ impl Worker {
             rate: &self.shared.rate,
             peer: conn.peer,
             auth: &self.shared.auth,
+            stats: &self.shared.stats,
             router: &mut self.router,
             conn: index,
         };
@@ -385,6 +407,7 @@ impl Worker {
             conn.close_when_flushed();
             self.retire_streams(index);
         }
+        self.note_token_deadline(index);
     }
 
     /// Writes what the socket takes; closes the connection if that failed,
@@ -435,6 +458,7 @@ impl Worker {
                 rate: &self.shared.rate,
                 peer: conn.peer,
                 auth: &self.shared.auth,
+                tickets: &self.shared.tickets,
                 origins: &self.shared.origins,
                 stats: &self.shared.stats,
                 sse_retry_ms: self.shared.config.sse_retry_ms,
@@ -457,7 +481,10 @@ impl Worker {
                     conn.mode = Mode::Sse {
                         stream,
                         next_keepalive: Instant::now() + self.shared.config.keepalive,
+                        form: s.form,
+                        expiry: s.expiry,
                     };
+                    self.note_token_deadline(index);
                 }
                 Action::Poll(poll) => {
                     self.polls_waiting += 1;
@@ -558,7 +585,8 @@ impl Worker {
     /// connections, and (on the first worker) presence expiry.
     fn timers(&mut self) {
         let now = Instant::now();
-        if now < self.clock.next_tick {
+        let token_due = self.clock.token_deadline.is_some_and(|d| now >= d);
+        if now < self.clock.next_tick && !token_due {
             return;
         }
         self.clock.next_tick = now + TIMER_TICK;
@@ -571,11 +599,16 @@ impl Worker {
         if self.clock.expires_presence && now >= self.clock.next_rate_sweep {
             self.clock.next_rate_sweep = now + RATE_SWEEP;
             self.shared.rate.sweep();
+            self.shared.tickets.sweep(now);
         }
+        // Every connection's deadline is looked at: the earliest is
+        // found again.
+        self.clock.token_deadline = None;
         for index in 0..self.conns.len() {
             if self.conns[index].is_some() && self.timers_of(index, now) {
                 self.close(index);
             }
+            self.note_token_deadline(index);
         }
     }
 
@@ -621,13 +654,33 @@ impl Worker {
                 let queued = conn.output.pending();
                 let status = ws.timers(now, &mut conn.output);
                 let wrote = conn.output.pending() > queued;
-                if let WsStatus::Closed = status {
+                let closed = matches!(status, WsStatus::Closed | WsStatus::Expired);
+                if let WsStatus::Expired = status {
+                    let stats = &self.shared.stats;
+                    stats.token_expiry_closes.fetch_add(1, Ordering::Relaxed);
+                }
+                if closed {
                     conn.close_when_flushed();
                     self.retire_streams(index);
                 }
-                if wrote || matches!(status, WsStatus::Closed) {
+                if wrote || closed {
                     self.flush_or_close(index);
                 }
+                false
+            }
+            Mode::Sse {
+                expiry: Some(expiry),
+                form,
+                ..
+            } if expiry.expired(now) => {
+                // The client reconnects with a fresh token and resumes with
+                // Last-Event-ID.
+                conn.output.extend(&sse_expired(*form, expiry.exp));
+                let stats = &self.shared.stats;
+                stats.token_expiry_closes.fetch_add(1, Ordering::Relaxed);
+                conn.close_when_flushed();
+                self.retire_streams(index);
+                self.flush_or_close(index);
                 false
             }
             Mode::Sse { next_keepalive, .. } if now >= *next_keepalive => {

@@ -193,6 +193,15 @@ fn sse_notice(out: &mut BytesMut, form: SseForm, kind: &str, id: Option<u64>, da
     sse_data(out, data);
 }
 
+/// The last frame of an SSE stream whose token expired at `exp`:
+/// `data: {"expired":{"exp":N}}`, named `event: expired` or unnamed.
+pub(crate) fn sse_expired(form: SseForm, exp: u64) -> BytesMut {
+    let mut out = BytesMut::new();
+    let data = format!(r#"{{"expired":{{"exp":{exp}}}}}"#);
+    sse_notice(&mut out, form, "expired", None, data.as_bytes());
+    out
+}
+
 /// The first frames of an SSE stream: `retry:`; a reset notice if the
 /// client's position was past the end of the log (its `id:` moves the
 /// browser's `Last-Event-ID` back to `head`); then `connected` with the
