@@ -92,8 +92,13 @@ fn ws(text: &[u8]) {
     };
     let op = op.expect("an accepted message has an op");
     match decoded {
-        WsOp::Publish(batch, events) => {
+        WsOp::Publish(batch, events, key) => {
             assert_eq!(op, "publish");
+            assert_eq!(key, str_field(&m, "idempotency_key"));
+            if let Some(key) = &key {
+                assert!((1..=128).contains(&key.len()));
+                assert!(key.bytes().all(|c| c.is_ascii_graphic()));
+            }
             assert_eq!(batch, m.contains_key("events"));
             if batch {
                 let list = m["events"].as_array().expect("events is a list");
@@ -168,6 +173,10 @@ fn ws(text: &[u8]) {
         WsOp::Consumers => {
             assert_eq!(op, "consumers");
             assert!(m.keys().all(|k| k == "op" || k == "ref"));
+        }
+        WsOp::Auth(token) => {
+            assert_eq!(op, "auth");
+            assert_eq!(Some(token), str_field(&m, "token"));
         }
     }
 }

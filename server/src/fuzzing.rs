@@ -191,8 +191,8 @@ pub enum WsOp {
     },
     /// `unsubscribe`.
     Unsubscribe(String),
-    /// `publish`: batch or not, and the events.
-    Publish(bool, Vec<PublishEvent>),
+    /// `publish`: batch or not, the events, and the idempotency key.
+    Publish(bool, Vec<PublishEvent>, Option<String>),
     /// `ack`: consumer, sequence acknowledged up to, single sequences.
     Ack(String, Option<u64>, Option<Vec<u64>>),
     /// `heartbeat`: topic, client id, user, device, metadata.
@@ -232,9 +232,9 @@ pub fn decode_ws(text: &str) -> (Option<String>, Value, Result<WsOp, String>) {
             WsOp::Subscribe { id, topics, start }
         }
         Op::Unsubscribe(u) => WsOp::Unsubscribe(u.id),
-        Op::Publish(p, _) => {
+        Op::Publish(p, key) => {
             let (batch, list) = events(p);
-            WsOp::Publish(batch, list)
+            WsOp::Publish(batch, list, key.map(|k| k.0))
         }
         Op::Ack(a) => WsOp::Ack(a.consumer, a.seq, a.seqs),
         Op::Heartbeat(h) => WsOp::Heartbeat(h.topic, h.client_id, h.user, h.device, h.metadata),
