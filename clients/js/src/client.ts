@@ -1,4 +1,4 @@
-import { PollTransport, SseTransport, WsTransport } from './transports.js';
+import { PollTransport, SseTransport, streamPath, WsTransport } from './transports.js';
 import type { Delivery, Host, Spec, Transport } from './transports.js';
 import type {
   AnyEvent, ClientEvents, ClientOptions, CursorStore, EventMap, HeraldEvent, PresenceSession, PublishOptions,
@@ -271,10 +271,10 @@ export class HeraldClient<M extends EventMap = EventMap> extends Emitter<ClientE
     }
   }
 
+  /** The position of the last event `s` would receive: "from now". */
   private head(s: Spec): Promise<number> {
-    const q = new URLSearchParams({ last: '0' });
-    if (!s.single) q.set('topics', s.topics.join(','));
-    const path = s.single ? `/v1/topics/${encodeURIComponent(s.topics[0]!)}/events` : '/v1/events';
+    const [path, q] = streamPath(s);
+    q.set('last', '1');
     return this.http('GET', `${path}?${q}`).then((r) => r.next_after);
   }
 
@@ -301,10 +301,11 @@ export class HeraldClient<M extends EventMap = EventMap> extends Emitter<ClientE
         const resumed = s.started;
         const recovered = d.recovered ?? resumed;
         const transport = this.transport!;
+        const position = s.seen;
         s.started = true;
         return s.run(() => {
           s.emit('subscribed', { recovered, transport });
-          if (resumed && recovered) s.emit('recovered', { position: s.seen });
+          if (resumed && recovered) s.emit('recovered', { position });
           s.up();
         });
       }
@@ -379,8 +380,13 @@ export class HeraldClient<M extends EventMap = EventMap> extends Emitter<ClientE
   private async send(op: any, key: string | undefined): Promise<any> {
     const auto = !key;
     if (!this.noIdem || key) op.idempotency_key = key ?? uuid();
-    // The first connection is on its way: wait for it rather than refuse.
-    if (!this.everConnected && this.state === 'connecting') await this.ready().catch(() => {});
+    // The first connection is on its way: wait for its outcome rather than refuse
+    // (with the queue on, the publish waits there).
+    if (!this.q && !this.everConnected && this.state === 'connecting') {
+      await new Promise<void>((r) => {
+        const offs = (['connected', 'disconnected', 'closed'] as const).map((k) => this.on(k, () => (offs.forEach((f) => f()), r())));
+      });
+    }
     return new Promise((res, rej) => {
       const it: Item = { op, res, rej, at: Date.now(), size: JSON.stringify(op).length, auto };
       if (this.state === 'closed') return rej(closedError());

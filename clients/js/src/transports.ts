@@ -56,6 +56,9 @@ export interface Transport {
   close(code?: number, reason?: string): void;
 }
 
+/** Topics in a path: `$` (system topics) is left as it is; the server does not decode it. */
+export const enc = (t: string): string => encodeURIComponent(t).replace(/%24/g, '$');
+
 const disconnected = () => new HeraldError('disconnected', 'the connection closed before the reply');
 
 abstract class Base {
@@ -199,19 +202,18 @@ export class WsTransport extends Base implements Transport {
 }
 
 /** The query of an HTTP stream or poll of `s`. */
-function streamPath(s: Spec): [string, URLSearchParams] {
+export function streamPath(s: Spec): [string, URLSearchParams] {
   const q = new URLSearchParams();
   if (!s.single) q.set('topics', s.topics.join(','));
   if (s.types) q.set('types', s.types.join(','));
   if (s.excludeOrigin) q.set('exclude_origin', s.excludeOrigin.join(','));
-  return [s.single ? `/v1/topics/${encodeURIComponent(s.topics[0]!)}/events` : '/v1/events', q];
+  return [s.single ? `/v1/topics/${enc(s.topics[0]!)}/events` : '/v1/events', q];
 }
 
 /** Operations over plain HTTP requests, answered in the WebSocket form. */
 abstract class HttpOps extends Base {
   req(op: any): Promise<any> {
     const h = this.h;
-    const enc = encodeURIComponent;
     switch (op.op) {
       case 'publish': {
         const one = (e: any) => ({ type: e.type, data: e.data, correlation_id: e.correlation_id });
@@ -280,15 +282,19 @@ export class SseTransport extends HttpOps implements Transport {
     this.streams.set(s.id, es);
     return new Promise((res, rej) => {
       let up = false;
+      let reset = false;
       es.onmessage = (m) => {
         const d = JSON.parse(m.data);
         const h = this.h;
         if (d.connected) {
           up = true;
           res();
-          h.deliver(s.id, { t: 'subscribed', position: d.connected.position });
+          h.deliver(s.id, { t: 'subscribed', position: d.connected.position, recovered: s.after !== undefined && !reset });
         } else if (d.gap) h.deliver(s.id, { t: 'gap', ...d.gap });
-        else if (d.reset) h.deliver(s.id, { t: 'reset', head: d.reset.head });
+        else if (d.reset) {
+          reset = true;
+          h.deliver(s.id, { t: 'reset', head: d.reset.head });
+        }
         // The token expired: the next connection takes a fresh one.
         else if (d.expired) this.end({ code: 4001, reason: 'token expired' });
         else h.deliver(s.id, { t: 'event', e: d });
@@ -344,18 +350,20 @@ export class PollTransport extends HttpOps implements Transport {
   /** One poll; delivers what it got and returns the next `after`. */
   private async poll(s: Spec, wait: number): Promise<number> {
     const [path, q] = streamPath(s);
-    // Without a position, `last=0` answers at once with the head: "from now".
-    if (s.after === undefined) q.set('last', '0');
+    // Without a position, `last=1` answers at once with the position of the last
+    // event: "from now" (the event itself is not delivered).
+    if (s.after === undefined) q.set('last', '1');
     else q.set('after', String(s.after));
     q.set('wait', String(wait));
     let c = this.loops.get(s.id);
     if (!c) this.loops.set(s.id, (c = new AbortController()));
     const r = await this.h.http('GET', `${path}?${q}`, undefined, {}, c.signal);
     const h = this.h;
-    if (!wait) h.deliver(s.id, { t: 'subscribed', position: s.after === undefined ? r.next_after : undefined });
     if (r.reset) h.deliver(s.id, { t: 'reset', head: r.reset.head });
-    for (const e of r.events) if (e.gap) h.deliver(s.id, { t: 'gap', ...e.gap });
-    else h.deliver(s.id, { t: 'event', e });
+    if (!wait) h.deliver(s.id, { t: 'subscribed', position: s.after === undefined ? r.next_after : undefined, recovered: s.after !== undefined && !r.reset });
+    if (s.after !== undefined) {
+      for (const e of r.events) h.deliver(s.id, e.gap ? { t: 'gap', ...e.gap } : { t: 'event', e });
+    }
     return r.next_after;
   }
 }

@@ -137,12 +137,14 @@ function makeClient(cleanups, options) {
         connectTimeoutMs: 3000,
         pollWaitMs: 2000,
         ...options,
+        autoConnect: false,
     });
     const log = [];
     c.on('state', (s) => log.push(s));
     c.on('error', () => {}); // asserted through `log` where a test cares
     c.stateLog = log;
     cleanups.push(() => c.close());
+    if (options.autoConnect !== false) c.connect();
     return c;
 }
 
