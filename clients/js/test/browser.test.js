@@ -3,11 +3,12 @@
 // loads the built browser bundle (dist/herald-client.min.js) into a page on
 // herald's own origin and uses the browser's own WebSocket, EventSource and
 // fetch: a SIGKILL restart mid-stream with a client on each transport, and
-// the fallback to SSE when WebSocket connections are blocked.
+// the fallback to SSE when a proxy refuses WebSocket upgrades.
 
 const { test, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
+const http = require('node:http');
 const os = require('node:os');
 const path = require('node:path');
 const { chromium } = require('playwright-core');
@@ -21,7 +22,7 @@ const CHROMIUM_ARGS = [
 const BUNDLE = fs.readFileSync(path.join(__dirname, '..', 'dist', 'herald-client.min.js'), 'utf8');
 const cleanups = cleanupsFor(after);
 
-async function openPage(herald) {
+async function openPage(origin) {
     const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-client-chromium-'));
     const context = await chromium.launchPersistentContext(profile, {
         executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 60000,
@@ -34,7 +35,7 @@ async function openPage(herald) {
     const logs = [];
     page.on('console', (m) => logs.push(`console.${m.type()}: ${m.text()}`));
     page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
-    await page.goto(`${herald.url}/healthz`);
+    await page.goto(`${origin.url}/healthz`);
     await page.addScriptTag({ content: BUNDLE });
     const waitPage = (fn, what, arg) => page.waitForFunction(fn, arg, { polling: 50, timeout: 30000 })
         .catch(async (e) => {
@@ -49,13 +50,14 @@ function startClients({ topic, kinds }) {
     for (const kind of kinds) {
         const c = Herald.createClient({
             url: location.origin, transports: kind === 'auto' ? undefined : [kind],
-            backoff: { minMs: 100, maxMs: 400, stableMs: 1000 }, connectTimeoutMs: 3000, pollWaitMs: 2000,
+            backoff: { minMs: 100, maxMs: 400, stableMs: 1000 }, connectTimeoutMs: 3000, pollWaitMs: 2000, autoConnect: false,
         });
         const rec = { got: [], states: [], transport: null, position: null };
         window.T[kind] = rec;
         c.on('state', (s) => rec.states.push([s.state, s.transport, s.code ?? null]));
         const sub = c.subscribe(topic, (e) => { rec.got.push([e.topicSeq, e.data]); rec.position = sub.position; });
         sub.ready.then(() => { rec.transport = c.transport; });
+        c.connect();
     }
 }
 
@@ -94,16 +96,31 @@ test('Chromium: the bundle\'s clients on WebSocket, SSE and long-poll survive a 
     }
 });
 
-test('Chromium: with WebSocket connections blocked, the client falls back to SSE and still publishes and receives', { timeout: 60000 }, async (t) => {
+/** An HTTP proxy in front of herald that forwards requests (streams too) but
+ *  refuses every WebSocket upgrade, as some corporate proxies do. */
+async function upgradeBlockingProxy(target) {
+    const srv = http.createServer((req, res) => {
+        const up = http.request({ host: '127.0.0.1', port: target.port, path: req.url, method: req.method, headers: req.headers }, (r) => {
+            res.writeHead(r.statusCode, r.headers);
+            r.pipe(res);
+        });
+        up.on('error', () => res.destroy());
+        res.on('close', () => up.destroy());
+        req.pipe(up);
+    });
+    srv.on('upgrade', (req, socket) => socket.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n'));
+    await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+    cleanups.push(() => { srv.closeAllConnections(); srv.close(); });
+    return { url: `http://127.0.0.1:${srv.address().port}` };
+}
+
+test('Chromium: with WebSocket upgrades blocked, the client falls back to SSE and still publishes and receives', { timeout: 60000 }, async (t) => {
     const h = await Herald.create();
     cleanups.push(() => h.cleanup());
     await h.start();
-    const { context, page, logs, waitPage } = await openPage(h);
+    const proxy = await upgradeBlockingProxy(h);
+    const { page, logs, waitPage } = await openPage(proxy);
     try {
-        // The browser refuses every WebSocket handshake to /v1/ws, as a proxy that blocks upgrades would.
-        const cdp = await context.newCDPSession(page);
-        await cdp.send('Network.enable');
-        await cdp.send('Network.setBlockedURLs', { urls: ['*/v1/ws*'] });
         const topic = uniqueTopic('fallback');
         await page.evaluate(startClients, { topic, kinds: ['auto'] });
         await waitPage(() => window.T.auto.transport !== null, 'the client to connect');
