@@ -95,7 +95,7 @@ class Herald {
     }
 
     /** An HS256 token from `herald token`. */
-    token({ tenant = 'acme', ttl = 3600, publish = ['>'], subscribe = ['>', '$presence.>'], sub = 'test' } = {}) {
+    token({ tenant = 'acme', ttl = 3600, publish = ['>'], subscribe = ['>'], sub = 'test' } = {}) {
         const args = ['token', '--secret-file', this.secretFile, '--tenant', tenant, '--sub', sub, '--ttl', String(ttl)];
         for (const p of publish) args.push('--publish', p);
         for (const s of subscribe) args.push('--subscribe', s);
