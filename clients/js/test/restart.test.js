@@ -7,6 +7,8 @@
 
 const { test, after } = require('node:test');
 const assert = require('node:assert/strict');
+const WebSocket = require('ws');
+const { EventSource } = require('eventsource');
 const { Herald, cleanupsFor, makeClient, uniqueTopic, waitUntil } = require('./lib.js');
 
 const cleanups = cleanupsFor(after);
@@ -16,9 +18,18 @@ test('SIGKILL restart mid-stream: WebSocket, SSE and long-poll subscribers each 
     cleanups.push(() => h.cleanup());
     await h.start();
     const topic = uniqueTopic('restart');
+    // While `hold` is set the subscribers' connections go to a closed port: they
+    // stay away until events exist that only a resume from their position delivers.
+    let hold = false;
+    const away = (u) => (hold ? u.replace(`:${h.port}/`, ':1/') : u);
+    const gated = {
+        WebSocket: class extends WebSocket { constructor(u, ...a) { super(away(u), ...a); } },
+        EventSource: class extends EventSource { constructor(u, ...a) { super(away(u), ...a); } },
+        fetch: (u, o) => fetch(away(u), o),
+    };
     const subs = {};
     for (const kind of ['websocket', 'sse', 'poll']) {
-        const c = makeClient(cleanups, { url: h.url, transports: [kind], backoff: { minMs: 100, maxMs: 400, stableMs: 1000 } });
+        const c = makeClient(cleanups, { url: h.url, transports: [kind], backoff: { minMs: 100, maxMs: 400, stableMs: 1000 }, ...gated });
         const got = [];
         const sub = c.subscribe(topic, (e) => { got.push({ topicSeq: e.topicSeq, data: e.data }); });
         subs[kind] = { c, got, sub };
@@ -35,10 +46,13 @@ test('SIGKILL restart mid-stream: WebSocket, SSE and long-poll subscribers each 
         if (i === 25) {
             // Kill without waiting for the publish in flight: it may or may not be stored.
             killed = (async () => {
+                hold = true;
                 await h.kill('SIGKILL');
                 // Down for a while: several backoff attempts.
                 await new Promise((r) => setTimeout(r, 1500));
                 await h.start();
+                for (let k = 1; k <= 5; k++) await h.publish(topic, 'direct', k);
+                hold = false;
             })();
         }
         const p = pub.publish(topic, 'n', i).then((r) => acked.push({ i, ...r }));
@@ -57,8 +71,9 @@ test('SIGKILL restart mid-stream: WebSocket, SSE and long-poll subscribers each 
         assert.ok(s.c.stateLog.filter((x) => x.state === 'connected').every((x) => x.transport === kind));
     }
     // Every acknowledged event is in the log, once.
-    for (const a of acked) assert.equal(stored.filter((e) => e.data === a.i).length, 1, `event ${a.i} stored once`);
-    assert.deepEqual(acked.map((a) => a.topicSeq).sort((x, y) => x - y), stored.map((e) => e.topic_seq));
+    for (const a of acked) assert.equal(stored.filter((e) => e.type === 'n' && e.data === a.i).length, 1, `event ${a.i} stored once`);
+    assert.equal(stored.filter((e) => e.type === 'direct').length, 5);
+    assert.deepEqual(acked.map((a) => a.topicSeq).sort((x, y) => x - y), stored.filter((e) => e.type === 'n').map((e) => e.topic_seq));
     // The backoff while down: full jitter, within min(max, min * 2^attempt).
     const downs = subs.websocket.c.stateLog.filter((x) => x.state === 'disconnected');
     t.diagnostic(`websocket backoff delays: ${downs.map((x) => Math.round(x.delayMs)).join(', ')}`);
