@@ -146,3 +146,47 @@ test('Chromium: with WebSocket upgrades blocked, the client falls back to SSE an
         throw e;
     }
 });
+
+test('Chromium: offline closes the connection and online reconnects; positions in localStorage survive a reload', { timeout: 60000 }, async (t) => {
+    const h = await Herald.create();
+    cleanups.push(() => h.cleanup());
+    await h.start();
+    const { context, page, logs, waitPage } = await openPage(h);
+    const topic = uniqueTopic('offline');
+    const start = (tp) => {
+        const rec = { got: [], states: [] };
+        window.T = rec;
+        const c = Herald.createClient({
+            url: location.origin, transports: ['websocket'], store: Herald.localStorageStore('t:'),
+            backoff: { minMs: 5000, maxMs: 5000 }, autoConnect: false,
+        });
+        c.on('state', (s) => rec.states.push([s.state, s.reason ?? null]));
+        c.subscribe(tp, (e) => { rec.got.push(e.data); }, { key: 'k' }).ready.then(() => { rec.ready = true; });
+        c.connect();
+    };
+    try {
+        await page.evaluate(start, topic);
+        await waitPage(() => window.T.ready, 'the subscription');
+        await h.publish(topic, 'n', 1);
+        await waitPage(() => window.T.got.length === 1, 'event 1');
+        await context.setOffline(true);
+        await waitPage(() => window.T.states.some((s) => s[0] === 'disconnected' && s[1] === 'offline'), 'the offline disconnect');
+        await h.publish(topic, 'n', 2);
+        const before = Date.now();
+        await context.setOffline(false);
+        await waitPage(() => window.T.got.length === 2, 'event 2 after going online');
+        // At once on `online`, not after the 5 s backoff.
+        assert.ok(Date.now() - before < 4000, `reconnected in ${Date.now() - before} ms`);
+        assert.equal(await page.evaluate(() => localStorage.getItem('t:k')), '2');
+
+        await page.reload();
+        await page.addScriptTag({ content: BUNDLE });
+        await h.publish(topic, 'n', 3);
+        await page.evaluate(start, topic);
+        await waitPage(() => window.T.got.length === 1, 'event 3 after the reload');
+        assert.deepEqual(await page.evaluate(() => window.T.got), [3]);
+    } catch (e) {
+        for (const l of logs) t.diagnostic(l);
+        throw e;
+    }
+});
