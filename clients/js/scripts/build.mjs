@@ -1,5 +1,6 @@
 // Builds dist/: ESM and CommonJS bundles (index, node), a browser script
-// (global `Herald`), declarations; type-checks strictly; fails if the
+// (global `Herald`), declarations; type-checks strictly (the source, and
+// test/typecheck.ts for the typed event map); fails if the
 // minified, gzipped browser bundle is over the size budget.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
@@ -24,6 +25,8 @@ writeFileSync('dist/index.min.js', bytes);
 const tsc = new URL('../node_modules/typescript/bin/tsc', import.meta.url).pathname;
 execFileSync(process.execPath, [tsc, '-p', '.', '--emitDeclarationOnly'], { stdio: 'inherit' });
 execFileSync(process.execPath, [tsc, '-p', '.', '--noEmit'], { stdio: 'inherit' });
+// The typed event map, checked from the outside (test/typecheck.ts).
+execFileSync(process.execPath, [tsc, '-p', 'tsconfig.typetest.json'], { stdio: 'inherit' });
 
 const gz = gzipSync(bytes, { level: 9 }).length;
 console.log(`size: ${bytes.length} B minified, ${gz} B min+gzip (budget ${BUDGET} B)`);
