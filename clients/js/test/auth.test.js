@@ -189,3 +189,28 @@ test('a publish whose reply is lost with the connection is retried under its key
     assert.equal(stored.length, 1);
     assert.equal(stored[0].seq, r.seq);
 });
+
+test('a refreshed token without a grant ends the subscriptions it no longer covers (error event), the others go on', { timeout: 30000 }, async () => {
+    const h = await server();
+    const a = uniqueTopic('granted');
+    const b = uniqueTopic('revoked');
+    let n = 0;
+    const c = makeClient(cleanups, {
+        url: h.url, transports: ['websocket'], refreshBeforeMs: 4000,
+        // The first token covers both topics, the later ones only `a`.
+        getToken: () => (n++ === 0 ? h.token({ ttl: 6 }) : h.token({ ttl: 3600, subscribe: [a] })),
+    });
+    const gotA = [];
+    const errors = [];
+    const sa = c.subscribe(a, (e) => { gotA.push(e.data); });
+    const sb = c.subscribe(b, () => {});
+    sb.on('error', (e) => errors.push(e));
+    await sa.ready;
+    await sb.ready;
+    await waitUntil(() => errors.length === 1, 'the revoked subscription to end', 15000);
+    assert.equal(errors[0].code, 'forbidden');
+    const admin = h.token();
+    await h.publish(a, 'n', 1, admin);
+    await waitUntil(() => gotA.length === 1, 'the granted subscription to go on');
+    assert.deepEqual(c.stateLog.map((s) => s.state), ['connecting', 'connected']);
+});
