@@ -31,9 +31,11 @@ export class Subscription<M extends EventMap = EventMap> extends Emitter<Subscri
   /** @internal */ on_: Transport | undefined;
   /** Duplicates the client dropped (redeliveries at or below the position). */
   dropped = 0;
-  /** Resolves when the server has accepted the subscription the first time. */
+  /** Resolves when the server has accepted the subscription the first time;
+   *  rejects if the server refused it. */
   readonly ready: Promise<void>;
   /** @internal */ up!: () => void;
+  /** @internal */ down!: (e: HeraldError) => void;
   private chain: Promise<unknown> = Promise.resolve();
 
   /** @internal */
@@ -47,7 +49,12 @@ export class Subscription<M extends EventMap = EventMap> extends Emitter<Subscri
     readonly consumer?: string,
   ) {
     super();
-    this.ready = new Promise((r) => (this.up = r));
+    this.ready = new Promise((r, j) => {
+      this.up = r;
+      this.down = j;
+    });
+    // Not awaiting `ready` is fine: the refusal is also an `error` event.
+    this.ready.catch(() => {});
   }
 
   /** The last position delivered or skipped (undefined before the first). */
@@ -345,7 +352,10 @@ export class HeraldClient<M extends EventMap = EventMap> extends Emitter<ClientE
       }
       case 'ended':
         this.subs.delete(id);
-        return s.run(() => s.emit('error', d.error));
+        return s.run(() => {
+          s.down(d.error);
+          s.emit('error', d.error);
+        });
     }
   }
 

@@ -212,3 +212,16 @@ test('close 4008 (slow client): resumes at once from the positions in the close 
     assert.equal(d.delayMs, 0, 'a 4008 reconnects at once');
     assert.deepEqual(got, Array.from({ length: N }, (_, k) => k + 1));
 });
+
+test('a subscription the server refuses: ready rejects and the subscription emits error', async () => {
+    const h = await server();
+    const c = makeClient(cleanups, { url: h.url, transports: ['websocket'] });
+    const sub = c.subscribe('bad topic!', () => {});
+    const errors = [];
+    sub.on('error', (e) => errors.push(e));
+    await assert.rejects(sub.ready, (e) => e.code === 'invalid');
+    assert.equal(errors.length, 1);
+    // The connection is unaffected.
+    const topic = uniqueTopic('after');
+    await c.publish(topic, 'n', 1);
+});
