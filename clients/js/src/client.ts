@@ -419,7 +419,10 @@ export class HeraldClient<M extends EventMap = EventMap> extends Emitter<ClientE
     const t = this.t!;
     t.req(it.op).then(it.res, (e: HeraldError) => {
       if (this.state === 'closed') it.rej(e);
-      else if (e.code === 'disconnected') this.retry.push(it);
+      else if (e.code === 'disconnected' && this.t === t && t.kind !== 'websocket') {
+        // An HTTP request failed while the stream stays up: try again shortly, same key.
+        setTimeout(() => (this.t ? this.run(it) : this.retry.push(it)), 500);
+      } else if (e.code === 'disconnected') this.retry.push(it);
       else if (it.auto && e.code === 'invalid' && /idempotency/.test(e.message) && it.op.idempotency_key) {
         // A server without idempotent publishing: go on without keys.
         this.noIdem = true;
