@@ -20,12 +20,12 @@ const jwt = (exp) => `h.${Buffer.from(JSON.stringify({ exp })).toString('base64u
 const now = () => Math.floor(Date.now() / 1000);
 
 async function standIn({ expIn = 60 } = {}) {
-    const S = { tickets: new Map(), urls: [], ops: [], sockets: [], sse: [], keys: new Map(), seq: 0 };
+    const S = { tickets: new Map(), urls: [], ops: [], sockets: [], sse: [], keys: new Map(), seq: 0, issued: 0 };
     const srv = http.createServer((req, res) => {
         const url = new URL(req.url, 'http://x');
         S.urls.push(req.url);
         if (req.method === 'POST' && url.pathname === '/v1/tickets') {
-            const t = `t${S.tickets.size}`.padEnd(43, 'x');
+            const t = `t${++S.issued}`.padEnd(43, 'x');
             S.tickets.set(t, req.headers.authorization);
             res.writeHead(201, { 'content-type': 'application/json' });
             return res.end(JSON.stringify({ ticket: t, expires_in_ms: 30000 }));
@@ -91,7 +91,7 @@ test('stand-in: tickets in URLs, token_expiring answered in-band with a fresh to
     let minted = 0;
     const c = makeClient(cleanups, { url: S.url, transports: ['websocket'], refreshBeforeMs: 1000, getToken: () => jwt(now() + 3 + minted++ * 0) });
     await c.ready();
-    assert.match(S.urls.find((u) => u.startsWith('/v1/ws')), /^\/v1\/ws\?ticket=t0x+$/);
+    assert.match(S.urls.find((u) => u.startsWith('/v1/ws')), /^\/v1\/ws\?ticket=t1x+$/);
     assert.ok(S.urls.every((u) => !u.includes('access_token')));
     await waitUntil(() => S.ops.some((m) => m.op === 'auth'), 'an in-band refresh', 5000);
     assert.ok(minted >= 2);
@@ -139,7 +139,7 @@ test('stand-in: an SSE `expired` frame ends the stream; the client resumes with 
     await waitUntil(() => S.sse.length === 2, 'the resumed stream', 5000);
     assert.equal(S.sse[1].after, 1);
     assert.ok(minted >= 2, 'a fresh token after the expiry');
-    const streams = S.urls.filter((u) => u.includes('/events?'));
+    const streams = S.urls.filter((u) => u.includes('named=false'));
     assert.ok(streams.every((u) => /ticket=/.test(u) && !/access_token/.test(u)), streams.join(' '));
     assert.equal(new Set(streams.map((u) => new URL(u, 'http://x').searchParams.get('ticket'))).size, streams.length, 'a new ticket each time');
     assert.ok(c.stateLog.some((s) => s.state === 'disconnected' && s.code === 4001));
