@@ -121,6 +121,14 @@ export class HeraldClient<M extends EventMap = EventMap> extends Emitter<ClientE
   private tok: string | undefined;
   private tokP: Promise<string> | undefined;
   private stale = false;
+  /** `exp` of the token the open stream authenticated with (or last refreshed
+   *  to): an HTTP call may have fetched a newer `tok` meanwhile, which the
+   *  stream does not know about. */
+  private streamExp: number | undefined;
+  /** Deliveries from a transport not (or no longer) adopted: replayed in
+   *  order once it is, dropped if it fails (positions did not move, so the
+   *  next transport delivers them again). `null` while one is adopted. */
+  private held: [string, Delivery][] | null = [];
   private noTickets = false;
   private noIdem = false;
   private attempt = 0;
@@ -297,6 +305,10 @@ export class HeraldClient<M extends EventMap = EventMap> extends Emitter<ClientE
   }
 
   private deliver(id: string, d: Delivery): void {
+    if (this.held) {
+      this.held.push([id, d]);
+      return;
+    }
     const s = this.subs.get(id);
     if (!s) return;
     const save = (pos: number) => {
@@ -541,6 +553,7 @@ export class HeraldClient<M extends EventMap = EventMap> extends Emitter<ClientE
 
   private async streamAuth(): Promise<string> {
     if (!(await this.token())) return '';
+    this.streamExp = jwtExp(this.tok);
     if (!this.noTickets) {
       try {
         return 'ticket=' + encodeURIComponent((await this.http('POST', '/v1/tickets', {})).ticket);
@@ -587,6 +600,7 @@ export class HeraldClient<M extends EventMap = EventMap> extends Emitter<ClientE
       const t = this.t;
       try {
         const r = await t!.req({ op: 'auth', token: await this.token(true) });
+        this.streamExp = r.exp;
         this.arm(r.exp);
         this.emit('token', { exp: r.exp });
       } catch (e: any) {
@@ -598,7 +612,7 @@ export class HeraldClient<M extends EventMap = EventMap> extends Emitter<ClientE
 
   private notice(m: any): void {
     // A warning about a token already replaced is stale.
-    if (m.type === 'token_expiring' && m.exp >= (jwtExp(this.tok) ?? 0)) this.arm(m.exp);
+    if (m.type === 'token_expiring' && m.exp >= (this.streamExp ?? 0)) this.arm(m.exp);
   }
 
   // ---- connection lifecycle ----
@@ -643,6 +657,7 @@ export class HeraldClient<M extends EventMap = EventMap> extends Emitter<ClientE
       let t: Transport | undefined;
       let error: any;
       for (const kind of kinds) {
+        this.held = [];
         const c = new (kind === 'websocket' ? WsTransport : kind === 'sse' ? SseTransport : PollTransport)(this.host);
         try {
           const subs = [...this.subs.values()].filter((s) => s.loaded);
@@ -668,8 +683,14 @@ export class HeraldClient<M extends EventMap = EventMap> extends Emitter<ClientE
       this.transport = t.kind;
       const since = Date.now();
       this.set('connected');
+      // What arrived while opening (subscribed, replayed events) follows the
+      // `connected` state, so a resolved `ready` always sees the transport.
+      const held = this.held ?? [];
+      this.held = null;
+      for (const [id, d] of held) this.deliver(id, d);
       this.connected(t);
       const { code, reason } = await t.closed;
+      this.held = [];
       this.t = undefined;
       clearTimeout(this.timers.refresh);
       if (this.isClosed()) return;
@@ -708,7 +729,7 @@ export class HeraldClient<M extends EventMap = EventMap> extends Emitter<ClientE
     for (const it of [...this.retry.splice(0), ...this.queue.splice(0)]) this.run(it);
     this.flushAcks();
     this.beat([...this.joins.values()]);
-    this.arm(jwtExp(this.tok));
+    this.arm(this.streamExp);
   }
 
   private shut(error?: HeraldError): void {

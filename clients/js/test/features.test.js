@@ -192,3 +192,26 @@ test('presence: join heartbeats by itself past the expiry, watch keeps the live 
     assert.equal(w2.list[0].user, 'bob');
     assert.deepEqual(sets[sets.length - 1], ['bob']);
 });
+
+test('gap: events retention deleted arrive as one gap {from, to} on every transport, then the events after it', { timeout: 30000 }, async () => {
+    // Its own server: retention by age would delete the other tests' events.
+    const h = await Herald.create({ config: 'retention_max_age_secs = 1\n' });
+    cleanups.push(() => h.cleanup());
+    await h.start();
+    const topic = uniqueTopic('gap');
+    for (let i = 1; i <= 3; i++) await h.publish(topic, 'n', i);
+    await waitUntil(async () => (await h.events(topic))[0]?.gap !== undefined, 'retention to delete the events', 15000, 100);
+    await h.publish(topic, 'n', 4);
+    for (const kind of ['websocket', 'sse', 'poll']) {
+        const c = makeClient(cleanups, { url: h.url, transports: [kind] });
+        const got = [];
+        const gaps = [];
+        const sub = c.subscribe(topic, (e) => { got.push(e.data); }, { after: 0 });
+        sub.on('gap', (g) => gaps.push(g));
+        await waitUntil(() => got.length === 1, `${kind}: the event after the gap`);
+        assert.deepEqual(gaps.map(({ from, to }) => ({ from, to })), [{ from: 1, to: 3 }], kind);
+        assert.deepEqual(got, [4], kind);
+        assert.equal(sub.position, 4, kind);
+        await c.close();
+    }
+});
