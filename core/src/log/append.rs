@@ -164,7 +164,12 @@ impl Log {
         }
         let seg = &w.tail;
         let header = encode_record_header(rec);
-        seg.write_at(off, &[&header, rec.event_type, rec.payload, rec.key]);
+        // Most records have no key: no copy call for it.
+        if rec.key.is_empty() {
+            seg.write_at(off, &[&header, rec.event_type, rec.payload]);
+        } else {
+            seg.write_at(off, &[&header, rec.event_type, rec.payload, rec.key]);
+        }
         // One pass over the contiguous bytes just written (cheaper than
         // checksumming the pieces separately).
         let crc = seg.unpublished_crc(off, len);

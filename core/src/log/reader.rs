@@ -118,17 +118,19 @@ fn read_at<'a>(
     if h.seq != seq {
         return Err(corrupt("record carries an unexpected sequence"));
     }
-    let body = off + super::format::REC_HEADER_LEN;
+    // The checked lengths add up to `h.len`: type, payload, then key.
+    let body = &bytes[off + super::format::REC_HEADER_LEN..off + h.len];
+    let (event_type, rest) = body.split_at(h.type_len);
+    let (payload, key) = rest.split_at(h.payload_len);
     Ok(RecordRef {
         seq: h.seq,
         topic_id: h.topic_id,
         topic_seq: h.topic_seq,
         timestamp_ns: h.timestamp_ns,
         origin: h.origin,
-        event_type: &bytes[body..body + h.type_len],
-        payload: &bytes[body + h.type_len..body + h.type_len + h.payload_len],
-        key: &bytes
-            [body + h.type_len + h.payload_len..body + h.type_len + h.payload_len + h.key_len],
+        event_type,
+        payload,
+        key,
     })
 }
 
