@@ -614,6 +614,33 @@ herald_result herald_broker_publish_batch(const struct herald_broker *broker,
                                           size_t count,
                                           struct herald_published *out);
 
+// [`herald_broker_publish_batch`] at most once per idempotency `key` (1 to
+// 128 printable ASCII characters, no spaces): a publish repeating a key
+// used within the broker's idempotency window (default 120 s) stores
+// nothing and answers with the sequences of the key's first publish, and
+// `*out_duplicate` (may be NULL) is set to true. `scope` (at most 255
+// bytes; length 0 for none) keeps keys of different callers apart, as a
+// tenant does. The key is stored in the log with the first event, so the
+// window survives a restart. `out` (may be NULL) has room for `count`
+// entries and receives the first `count` sequences; `*out_count` (may be
+// NULL) receives how many the publish has (on a duplicate, the first
+// publish's count, which differs from `count` if the retry's batch does).
+// `count` must be at least 1.
+//
+// # Safety
+// As [`herald_broker_publish_batch`]; `scope` and `key` point to their
+// lengths in bytes; `out_count` and `out_duplicate` NULL or writable.
+herald_result herald_broker_publish_batch_once(const struct herald_broker *broker,
+                                               const char *scope,
+                                               size_t scope_len,
+                                               const char *key,
+                                               size_t key_len,
+                                               const struct herald_batch_event *events,
+                                               size_t count,
+                                               struct herald_published *out,
+                                               size_t *out_count,
+                                               bool *out_duplicate);
+
 // Claims a buffer of `len` bytes (at most the broker's `max_payload`) for
 // the next event's payload: `*out_buf` points to it. Fill it in place, then
 // `herald_publisher_commit` or `herald_publisher_abort`.

@@ -4,11 +4,11 @@ use std::cell::UnsafeCell;
 use std::ffi::c_char;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use herald_core::broker::{BatchEvent, PublishOptions, TopicPublisher};
+use herald_core::broker::{BatchEvent, Once, PublishOptions, Published, TopicPublisher};
 
 use crate::args::{
     bytes_arg, handle, into_raw, opt_out_arg, opt_out_array_arg, out_arg, reclaim, slice_arg,
-    str_arg, struct_arg, Handle, Out,
+    str_arg, struct_arg, Handle, Out, OutArray,
 };
 use crate::broker::herald_broker;
 use crate::error::{fail, ffi_entry, herald_result, Fail};
@@ -225,33 +225,110 @@ pub unsafe extern "C" fn herald_broker_publish_batch(
             return Ok(());
         }
         let out = opt_out_array_arg(out, count, "published")?;
-        let events = slice_arg(events, count, "events", "count")?;
-        let mut batch = Vec::with_capacity(count);
-        for e in events {
-            let p = handle(e.publisher)?;
-            let event_type = str_arg(e.event_type, e.event_type_len, "event_type")?;
-            let payload = bytes_arg(e.payload, e.payload_len, "payload")?;
-            let options = self::options(e.options)?;
-            batch.push(BatchEvent {
-                publisher: &p.publisher,
-                event_type,
-                payload,
-                options,
-            });
-        }
+        let batch = batch_arg(events, count)?;
         let mut published = Vec::with_capacity(count);
         b.broker.publish_batch(&batch, &mut published)?;
-        if let Some(out) = out {
-            for (i, p) in published.iter().enumerate() {
-                let value = herald_published {
-                    seq: p.seq,
-                    topic_seq: p.topic_seq,
-                };
-                out.write(i, value);
-            }
+        write_published(&published, out.as_ref());
+        Ok(())
+    })
+}
+
+/// [`herald_broker_publish_batch`] at most once per idempotency `key` (1 to
+/// 128 printable ASCII characters, no spaces): a publish repeating a key
+/// used within the broker's idempotency window (default 120 s) stores
+/// nothing and answers with the sequences of the key's first publish, and
+/// `*out_duplicate` (may be NULL) is set to true. `scope` (at most 255
+/// bytes; length 0 for none) keeps keys of different callers apart, as a
+/// tenant does. The key is stored in the log with the first event, so the
+/// window survives a restart. `out` (may be NULL) has room for `count`
+/// entries and receives the first `count` sequences; `*out_count` (may be
+/// NULL) receives how many the publish has (on a duplicate, the first
+/// publish's count, which differs from `count` if the retry's batch does).
+/// `count` must be at least 1.
+///
+/// # Safety
+/// As [`herald_broker_publish_batch`]; `scope` and `key` point to their
+/// lengths in bytes; `out_count` and `out_duplicate` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn herald_broker_publish_batch_once(
+    broker: *const herald_broker,
+    scope: *const c_char,
+    scope_len: usize,
+    key: *const c_char,
+    key_len: usize,
+    events: *const herald_batch_event,
+    count: usize,
+    out: *mut herald_published,
+    out_count: *mut usize,
+    out_duplicate: *mut bool,
+) -> herald_result {
+    ffi_entry!({
+        let b = handle(broker)?;
+        let scope = if scope_len == 0 {
+            ""
+        } else {
+            str_arg(scope, scope_len, "scope")?
+        };
+        let key = str_arg(key, key_len, "key")?;
+        if count == 0 {
+            return Err(fail(
+                HERALD_E_INVALID_ARGUMENT,
+                format_args!("a keyed publish needs at least one event"),
+            ));
+        }
+        let out = opt_out_array_arg(out, count, "published")?;
+        let out_count = opt_out_arg(out_count, "count")?;
+        let out_duplicate = opt_out_arg(out_duplicate, "duplicate")?;
+        let batch = batch_arg(events, count)?;
+        let mut published = Vec::with_capacity(count);
+        let once = b
+            .broker
+            .publish_batch_once(scope, key, &batch, &mut published)?;
+        let n = published.len().min(count);
+        write_published(&published[..n], out.as_ref());
+        if let Some(c) = out_count {
+            c.write(published.len());
+        }
+        if let Some(d) = out_duplicate {
+            d.write(once == Once::Duplicate);
         }
         Ok(())
     })
+}
+
+/// The broker's batch of `count` (at least 1) C batch events, each checked.
+fn batch_arg<'a>(
+    events: *const herald_batch_event,
+    count: usize,
+) -> Result<Vec<BatchEvent<'a>>, Fail> {
+    let events = slice_arg(events, count, "events", "count")?;
+    let mut batch = Vec::with_capacity(count);
+    for e in events {
+        let p = handle(e.publisher)?;
+        let event_type = str_arg(e.event_type, e.event_type_len, "event_type")?;
+        let payload = bytes_arg(e.payload, e.payload_len, "payload")?;
+        let options = self::options(e.options)?;
+        batch.push(BatchEvent {
+            publisher: &p.publisher,
+            event_type,
+            payload,
+            options,
+        });
+    }
+    Ok(batch)
+}
+
+/// Writes `published` to the first entries of `out`, if given.
+fn write_published(published: &[Published], out: Option<&OutArray<herald_published>>) {
+    if let Some(out) = out {
+        for (i, p) in published.iter().enumerate() {
+            let value = herald_published {
+                seq: p.seq,
+                topic_seq: p.topic_seq,
+            };
+            out.write(i, value);
+        }
+    }
 }
 
 /// Claims a buffer of `len` bytes (at most the broker's `max_payload`) for

@@ -596,6 +596,55 @@ static void test_publish_batch(const char *dir) {
     printf("ok publish_batch_together_or_not_at_all\n");
 }
 
+/* A keyed batch is stored once: a retry of the key (even after a reopen)
+ * stores nothing and gets the first publish's sequences; scopes keep keys
+ * apart; a bad key or an empty batch is refused and stores nothing. */
+static void test_publish_batch_once(const char *dir) {
+    herald_broker *b = open_broker(dir);
+    herald_publisher *x = NULL;
+    OK(herald_publisher_new(b, S("acme.once"), &x));
+    herald_batch_event events[2] = {
+        {x, S("a"), (const uint8_t *)"1", 1, NULL},
+        {x, S("b"), (const uint8_t *)"22", 2, NULL},
+    };
+    herald_published first[2] = {{0}}, again[2] = {{0}};
+    size_t count = 0;
+    bool duplicate = true;
+    OK(herald_broker_publish_batch_once(b, S(""), S("order-7"), events, 2, first, &count, &duplicate));
+    ASSERT(!duplicate && count == 2 && first[0].seq == 1 && first[1].seq == 2);
+    OK(herald_broker_publish_batch_once(b, S(""), S("order-7"), events, 2, again, &count, &duplicate));
+    ASSERT(duplicate && count == 2 && again[0].seq == 1 && again[1].seq == 2 && again[1].topic_seq == 2);
+    /* A retry of one event with room for one: the first sequence, and the count of the first publish. */
+    herald_published one = {0};
+    OK(herald_broker_publish_batch_once(b, S(""), S("order-7"), events, 1, &one, &count, &duplicate));
+    ASSERT(duplicate && count == 2 && one.seq == 1);
+    uint64_t next = 0;
+    OK(herald_broker_next_seq(b, &next));
+    ASSERT(next == 3);
+    /* Another scope: a new key. */
+    OK(herald_broker_publish_batch_once(b, S("tenant-b"), S("order-7"), events, 1, &one, NULL, &duplicate));
+    ASSERT(!duplicate && one.seq == 3);
+    CHECK_CODE(herald_broker_publish_batch_once(b, S(""), S("with space"), events, 1, NULL, NULL, NULL), HERALD_E_INVALID_ARGUMENT);
+    CHECK_CODE(herald_broker_publish_batch_once(b, S(""), S(""), events, 1, NULL, NULL, NULL), HERALD_E_INVALID_ARGUMENT);
+    CHECK_CODE(herald_broker_publish_batch_once(b, S(""), S("k"), events, 0, NULL, NULL, NULL), HERALD_E_INVALID_ARGUMENT);
+    CHECK_CODE(herald_broker_publish_batch_once(b, S(""), NULL, 3, events, 1, NULL, NULL, NULL), HERALD_E_NULL);
+    OK(herald_broker_next_seq(b, &next));
+    ASSERT(next == 4);
+    herald_publisher_free(x);
+    OK(herald_broker_close(b));
+    /* The window is rebuilt from the log: still a duplicate after a reopen. */
+    b = open_broker(dir);
+    OK(herald_publisher_new(b, S("acme.once"), &x));
+    events[0].publisher = events[1].publisher = x;
+    OK(herald_broker_publish_batch_once(b, S(""), S("order-7"), events, 2, again, &count, &duplicate));
+    ASSERT(duplicate && count == 2 && again[0].seq == 1 && again[1].seq == 2);
+    OK(herald_broker_next_seq(b, &next));
+    ASSERT(next == 4);
+    herald_publisher_free(x);
+    OK(herald_broker_close(b));
+    printf("ok publish_batch_once_stores_a_key_once\n");
+}
+
 static char *subdir(const char *root, const char *name) {
     char *p = malloc(strlen(root) + strlen(name) + 2);
     sprintf(p, "%s/%s", root, name);
@@ -609,7 +658,7 @@ int main(void) {
         return 1;
     }
     char *main_dir = subdir(root, "main"), *gap_dir = subdir(root, "gap"), *bad_dir = subdir(root, "bad"), *batch_dir = subdir(root, "batch"),
-         *pub_batch_dir = subdir(root, "pub-batch");
+         *pub_batch_dir = subdir(root, "pub-batch"), *once_dir = subdir(root, "once");
     test_publish_and_subscribe(main_dir);
     test_reopen_and_replay(main_dir);
     test_durable_consumer(main_dir);
@@ -617,6 +666,8 @@ int main(void) {
     test_bad_calls(bad_dir);
     test_batch_read(batch_dir);
     test_publish_batch(pub_batch_dir);
+    test_publish_batch_once(once_dir);
+    free(once_dir);
     free(batch_dir);
     free(pub_batch_dir);
     free(main_dir);
