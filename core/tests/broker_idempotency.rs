@@ -75,6 +75,9 @@ fn a_repeated_key_stores_nothing_and_gets_the_first_answer() {
         Once::Stored
     );
     assert_eq!(head(&broker), 7);
+    let m = broker.metrics();
+    // Five events published here and two by `head`; the retry is none.
+    assert_eq!((m.duplicates, m.published), (1, 7));
 }
 
 #[test]

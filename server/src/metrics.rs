@@ -61,7 +61,7 @@ pub(crate) fn render_metrics(
     let mut registry = Registry::with_prefix("herald");
     let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
     // Names without `_total`: the encoder appends it to counter samples.
-    let counters: [(&str, &str, u64); 18] = [
+    let counters: [(&str, &str, u64); 19] = [
         ("published_events", "Events published", m.published),
         ("delivered_events", "Events delivered to subscriptions", m.delivered),
         ("replayed_events", "Events delivered from the log", m.replayed),
@@ -71,6 +71,11 @@ pub(crate) fn render_metrics(
             m.lagged_fallbacks,
         ),
         ("gap_notices", "Gap notices delivered", m.gaps),
+        (
+            "duplicate_publishes",
+            "Publishes whose idempotency key was used within the window: answered, nothing stored",
+            m.duplicates,
+        ),
         (
             "server_deliveries",
             "Events written to client connections",

@@ -109,6 +109,7 @@ fn health_readiness_and_metrics() {
         "replayed_events",
         "lagged_fallbacks",
         "gap_notices",
+        "duplicate_publishes",
         "server_deliveries",
         "server_slow_streams",
         "server_slow_client_closes",

@@ -20,6 +20,18 @@ const SECRET: &[u8] = b"idempotency-test-secret";
 
 /// (status, body) of one HTTP request to `addr`.
 fn http(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> (u16, Value) {
+    let (status, body) = http_text(addr, method, path, headers, body);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// (status, body text) of one HTTP request to `addr`.
+fn http_text(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -32,7 +44,7 @@ fn http(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -
     let _ = s.read_to_string(&mut answer);
     let status = answer[9..12].parse().unwrap();
     let body = answer.split_once("\r\n\r\n").unwrap().1;
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    (status, body.to_owned())
 }
 
 fn start(dir: &std::path::Path) -> Server {
@@ -169,6 +181,12 @@ fn a_retried_publish_is_answered_as_the_first_and_stores_nothing() {
             ("invoices", "f")
         ]
         .map(|(t, ty)| (t.to_string(), ty.to_string()))
+    );
+    // Two retries over HTTP, two over the WebSocket.
+    let (_, metrics) = http_text(addr, "GET", "/metrics", &acme, "");
+    assert!(
+        metrics.contains("\nherald_duplicate_publishes_total 4\n"),
+        "{metrics}"
     );
 }
 

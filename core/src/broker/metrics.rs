@@ -27,6 +27,8 @@ pub struct MetricsSnapshot {
     pub lagged_fallbacks: u64,
     /// Gap notices delivered.
     pub gaps: u64,
+    /// Keyed publishes answered as duplicates (nothing stored).
+    pub duplicates: u64,
     /// Events delivered from the log rather than the ring.
     pub replayed: u64,
     /// Subscriptions currently open.
@@ -49,6 +51,7 @@ pub(crate) struct Metrics {
     pub(crate) delivered: AtomicU64,
     pub(crate) lagged_fallbacks: AtomicU64,
     pub(crate) gaps: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
     pub(crate) replayed: AtomicU64,
     pub(crate) active: AtomicI64,
     latency: Mutex<Histogram<u64>>,
@@ -66,6 +69,7 @@ impl Default for Metrics {
             delivered: AtomicU64::new(0),
             lagged_fallbacks: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
             active: AtomicI64::new(0),
             latency: Mutex::new(new_histogram()),
@@ -101,6 +105,7 @@ impl Metrics {
             delivered: self.delivered.load(Ordering::Relaxed),
             lagged_fallbacks: self.lagged_fallbacks.load(Ordering::Relaxed),
             gaps: self.gaps.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
             replayed: self.replayed.load(Ordering::Relaxed),
             active_subscribers: self.active.load(Ordering::Relaxed).max(0) as u64,
             latency_p50_ns: q(0.5),

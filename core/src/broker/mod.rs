@@ -593,6 +593,7 @@ impl Broker {
             if record_key.is_some() {
                 if let Some(done) = state.window.get(key, now_ns()) {
                     out.extend_from_slice(done);
+                    inner.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
                     return Ok(Once::Duplicate);
                 }
             }
