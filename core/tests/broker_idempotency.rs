@@ -94,6 +94,68 @@ fn the_window_survives_a_restart() {
     assert_eq!(head(&broker), 4);
 }
 
+/// Zeroes the log's last record, as a crash that lost it leaves the file.
+fn cut_last_record(dir: &std::path::Path) {
+    use herald_core::log::format::{SEG_HEADER_LEN, SEG_MAGIC};
+    let mut segments: Vec<_> = walk(dir)
+        .into_iter()
+        .filter(|p| std::fs::read(p).is_ok_and(|b| b.starts_with(&SEG_MAGIC)))
+        .collect();
+    segments.sort();
+    let path = segments.last().expect("a segment");
+    let mut bytes = std::fs::read(path).unwrap();
+    let (mut off, mut last) = (SEG_HEADER_LEN, None);
+    while let Ok(r) = herald_core::fuzzing::check_record(&bytes, off) {
+        last = Some(off);
+        off += r.len.div_ceil(8) * 8;
+    }
+    let last = last.expect("a record");
+    bytes[last..off].fill(0);
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files.extend(walk(&p));
+        } else {
+            files.push(p);
+        }
+    }
+    files
+}
+
+#[test]
+fn a_batch_whose_tail_a_crash_lost_is_not_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    publish(&broker, "", "torn", &["a", "a", "a"]).unwrap();
+    broker.close().unwrap();
+    cut_last_record(dir.path());
+    // The lost event's sequence goes to the next publish, without a key.
+    let broker = Broker::open(config(dir.path())).unwrap();
+    assert_eq!(head(&broker), 3);
+    broker.close().unwrap();
+    // Two records of the batch and one more after them are not the batch:
+    // a retry stores it.
+    let broker = Broker::open(config(dir.path())).unwrap();
+    let (once, p) = publish(&broker, "", "torn", &["a", "a", "a"]).unwrap();
+    assert_eq!((once, p[0].seq), (Once::Stored, 4));
+}
+
+#[test]
+fn with_synced_durability_a_retry_is_answered_once_the_first_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.log.durability = Durability::Always;
+    let broker = Broker::open(c).unwrap();
+    let (_, first) = publish(&broker, "", "synced", &["a", "b"]).unwrap();
+    let (once, again) = publish(&broker, "", "synced", &["a", "b"]).unwrap();
+    assert_eq!((once, again), (Once::Duplicate, first));
+}
+
 #[test]
 fn a_key_is_new_again_after_the_window() {
     let dir = tempfile::tempdir().unwrap();

@@ -239,7 +239,7 @@ pub unsafe extern "C" fn herald_broker_publish_batch(
 /// nothing and answers with the sequences of the key's first publish, and
 /// `*out_duplicate` (may be NULL) is set to true. `scope` (at most 255
 /// bytes; length 0 for none) keeps keys of different callers apart, as a
-/// tenant does. The key is stored in the log with the first event, so the
+/// tenant does. The key is stored in the log with the last event, so the
 /// window survives a restart. `out` (may be NULL) has room for `count`
 /// entries and receives the first `count` sequences; `*out_count` (may be
 /// NULL) receives how many the publish has (on a duplicate, the first

@@ -23,7 +23,7 @@
 //! idle_timeout_secs = 120       # an idle keep-alive connection is closed
 //! presence_expiry_secs = 30     # a presence session without a heartbeat ends
 //! idempotency_window_secs = 120 # a publish repeating a key this recently is a duplicate
-//! idempotency_max_events = 1000000   # events whose keys are remembered, at most
+//! idempotency_max_events = 100000   # events whose keys are remembered, at most (~500 bytes each)
 //! stomp_heartbeat_ms = 10000    # STOMP heart-beats offered (0: none)
 //! stomp_destinations = ["/topic/", "/exchange/amq.topic/"]   # STOMP prefixes of topics
 //! slow_client_deadline_secs = 30

@@ -2,8 +2,8 @@
 //! window is answered with the first publish's sequences and stores nothing.
 //!
 //! The key is stored in the log with the events it published (the record
-//! key of the first event of the publish, see `docs/FORMAT.md`), so an event
-//! and its key are durable together, and the window is rebuilt from the
+//! key of the last event of the publish, see `docs/FORMAT.md`), so the
+//! events and their key are durable together, and the window is rebuilt from the
 //! log's records of the last window at open: a retry after a crash or a
 //! restart is still recognised. Kept under the publish lock (the check, the
 //! append and the insert are one step, so two racing retries store once).
@@ -150,7 +150,10 @@ impl Window {
     }
 
     /// Rebuilds from the log: called with each record, in order, from the
-    /// window's start (`key`: its record key).
+    /// window's start (`key`: its record key). The key is on a publish's
+    /// last record, so a key read means the whole publish is in the log (it
+    /// holds a prefix of what was appended); a publish whose tail a crash
+    /// lost has no key record and was never acknowledged.
     pub(crate) fn rebuild_step(
         &mut self,
         rebuild: &mut Rebuild,
@@ -159,37 +162,32 @@ impl Window {
         ts: u64,
         key: &[u8],
     ) {
-        if let Some((count, _)) = decode(key) {
-            rebuild.finish(self);
-            if count > 0 {
-                rebuild.open = Some((key.to_vec(), ts, count, Vec::with_capacity(count)));
-            }
+        if rebuild.recent.len() == MAX_BATCH {
+            rebuild.recent.pop_front();
         }
-        if let Some((_, _, count, got)) = &mut rebuild.open {
-            got.push(Published { seq, topic_seq });
-            if got.len() == *count {
-                rebuild.finish(self);
-            }
+        rebuild.recent.push_back(Published { seq, topic_seq });
+        let Some((count, _)) = decode(key) else {
+            return;
+        };
+        let Some(start) = rebuild.recent.len().checked_sub(count) else {
+            // It began before the window's start.
+            return;
+        };
+        let batch: Vec<Published> = rebuild.recent.range(start..).copied().collect();
+        // A batch's sequences are consecutive (one lock acquisition).
+        if count > 0 && batch[0].seq + count as u64 - 1 == seq {
+            self.insert(key, ts, &batch);
         }
     }
 }
 
-/// A publish being read back from the log (see [`Window::rebuild_step`]).
+/// The largest batch a record key describes.
+const MAX_BATCH: usize = u16::MAX as usize;
+
+/// The log's last records as read back (see [`Window::rebuild_step`]).
 #[derive(Debug, Default)]
 pub(crate) struct Rebuild {
-    open: Option<(Vec<u8>, u64, usize, Vec<Published>)>,
-}
-
-impl Rebuild {
-    /// Ends the publish being read: complete, it is remembered (an
-    /// incomplete one, whose tail the log lost, was never acknowledged).
-    pub(crate) fn finish(&mut self, window: &mut Window) {
-        if let Some((key, ts, count, got)) = self.open.take() {
-            if got.len() == count {
-                window.insert(&key, ts, &got);
-            }
-        }
-    }
+    recent: VecDeque<Published>,
 }
 
 #[cfg(test)]
@@ -240,26 +238,36 @@ mod tests {
     fn rebuild_keeps_complete_publishes_only() {
         let mut w = Window::new(u64::MAX, 1000);
         let mut r = Rebuild::default();
+        // A batch that began before the window's start: its key is not enough.
+        let early = encode(2, "t", "early");
+        w.rebuild_step(&mut r, 10, 1, 5, &early);
         let k = encode(2, "t", "batch");
-        w.rebuild_step(&mut r, 1, 1, 5, &k);
-        w.rebuild_step(&mut r, 2, 1, 5, b"");
-        w.rebuild_step(&mut r, 3, 2, 6, b"");
-        let torn = encode(3, "t", "torn");
-        w.rebuild_step(&mut r, 4, 3, 7, &torn);
-        r.finish(&mut w);
-        assert_eq!(
-            w.get(&k, 8),
-            Some(
-                &[
-                    p(1),
-                    Published {
-                        seq: 2,
-                        topic_seq: 1
-                    }
-                ][..]
-            )
-        );
-        assert!(w.get(&torn, 8).is_none());
+        w.rebuild_step(&mut r, 11, 2, 5, b"");
+        w.rebuild_step(&mut r, 12, 1, 6, &k);
+        // A batch whose tail (and key) recovery cut off, followed by a later
+        // publish taking the lost sequence: nothing is remembered.
+        w.rebuild_step(&mut r, 13, 2, 7, b"");
+        w.rebuild_step(&mut r, 14, 3, 8, b"");
+        let one = encode(1, "t", "one");
+        w.rebuild_step(&mut r, 15, 4, 9, &one);
+        let expect = [
+            Published {
+                seq: 11,
+                topic_seq: 2,
+            },
+            Published {
+                seq: 12,
+                topic_seq: 1,
+            },
+        ];
+        assert_eq!(w.get(&k, 10), Some(&expect[..]));
+        assert!(w.get(&early, 10).is_none());
+        let one_answer = [Published {
+            seq: 15,
+            topic_seq: 4,
+        }];
+        assert_eq!(w.get(&one, 10), Some(&one_answer[..]));
+        assert_eq!(w.events, 3);
     }
 
     #[test]

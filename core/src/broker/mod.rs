@@ -84,7 +84,10 @@ pub struct BrokerConfig {
     /// duplicate (see [`Broker::publish_batch_once`]).
     pub idempotency_window: Duration,
     /// At most this many events' keys are remembered; beyond, the oldest
-    /// keys are forgotten before their window ends.
+    /// keys are forgotten before their window ends. A key costs at most
+    /// about 500 bytes (a 128-byte key, a 255-byte scope, the map's entry
+    /// and order slot, 16 bytes a sequence), so the default 100 000 bounds
+    /// the window near 50 MB (far less with short keys and scopes).
     pub idempotency_max_events: usize,
 }
 
@@ -153,7 +156,7 @@ impl BrokerConfig {
             log: LogConfig::default(),
             presence_ttl: Duration::from_secs(30),
             idempotency_window: Duration::from_secs(120),
-            idempotency_max_events: 1_000_000,
+            idempotency_max_events: 100_000,
         }
     }
 }
@@ -406,7 +409,6 @@ fn rebuild_window(log: &Log, config: &BrokerConfig) -> Result<idempotency::Windo
             window.rebuild_step(&mut rebuild, r.seq, r.topic_seq, r.timestamp_ns, r.key);
         }
     }
-    rebuild.finish(&mut window);
     Ok(window)
 }
 
@@ -544,7 +546,7 @@ impl Broker {
     /// repeats `key` within the [window](BrokerConfig::idempotency_window)
     /// stores nothing and gets the sequences of the key's first publish
     /// (whatever its events were). `scope` keeps keys apart (a tenant; ""
-    /// for none). The key is stored in the log with the first event, so the
+    /// for none). The key is stored in the log with the last event, so the
     /// window survives a restart, and a publish whose tail a crash lost
     /// (never acknowledged) does not count.
     pub fn publish_batch_once(
@@ -583,8 +585,8 @@ impl Broker {
             if !Arc::ptr_eq(&e.publisher.inner, &self.inner) {
                 return Err(BrokerError::ForeignPublisher);
             }
-            // The first event's record carries the key.
-            let key_len = if i == 0 { key.len() } else { 0 };
+            // The last event's record carries the key (see `idempotency`).
+            let key_len = if i + 1 == events.len() { key.len() } else { 0 };
             Checked::new(inner, e.event_type, e.payload, e.options, key_len)?;
         }
         let first = out.len();
@@ -593,7 +595,14 @@ impl Broker {
             if record_key.is_some() {
                 if let Some(done) = state.window.get(key, now_ns()) {
                     out.extend_from_slice(done);
+                    let last = done.last().map_or(0, |p| p.seq);
+                    drop(state);
                     inner.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+                    // Answered as the first publish is: once it is durable
+                    // (a retry may arrive while the first still waits).
+                    if inner.config.log.durability == crate::log::Durability::Always {
+                        inner.log.wait_durable(last)?;
+                    }
                     return Ok(Once::Duplicate);
                 }
             }
@@ -605,7 +614,7 @@ impl Broker {
                     payload: e.payload,
                     origin: e.options.origin,
                 };
-                let key = if i == 0 { key } else { &[] };
+                let key = if i + 1 == events.len() { key } else { &[] };
                 out.push(inner.append_locked(&mut state, &e.publisher.topic, &checked, key)?);
             }
             if record_key.is_some() && !events.is_empty() {
