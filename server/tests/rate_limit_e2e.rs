@@ -268,6 +268,20 @@ fn connection_attempts_are_limited_per_address() {
     server.shutdown().unwrap();
 }
 
+#[test]
+fn issuing_a_ticket_counts_as_a_connection_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |c| c.rate_limits.connect = rate(1, 4));
+    let t = token("acme", "device-7");
+    let ticket = || http(&server, "POST", "/v1/tickets", Some(&t), "");
+    // Each request is a connection and a ticket: two attempts of four.
+    for _ in 0..2 {
+        assert_eq!(ticket().status, 201);
+    }
+    assert_limited(&ticket(), "connect");
+    server.shutdown().unwrap();
+}
+
 /// `metric`, over a connection from `from` (the default address may be
 /// over its connection rate).
 fn metric_from(server: &Server, from: &str, limit: &str) -> u64 {

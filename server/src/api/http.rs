@@ -241,6 +241,9 @@ fn client_request(
         ("POST", ["v1", "tickets"]) => {
             from_query::<NoQuery>(req)?;
             ops::no_body(&req.body)?;
+            // A ticket opens a connection: it is charged as one, so the
+            // connection rate limit also bounds how fast tickets are issued.
+            cx.rate.connect(caller.peer)?;
             let issued = cx.tickets.issue(caller.grants, std::time::Instant::now())?;
             let mut created = Response::json(&issued);
             (created.status, created.reason) = (201, "Created");
