@@ -552,8 +552,9 @@ export class HeraldClient<M extends EventMap = EventMap> extends Emitter<ClientE
   }
 
   private async streamAuth(): Promise<string> {
-    if (!(await this.token())) return '';
-    this.streamExp = jwtExp(this.tok);
+    const tok = await this.token();
+    this.streamExp = jwtExp(tok);
+    if (!tok) return '';
     if (!this.noTickets) {
       try {
         return 'ticket=' + encodeURIComponent((await this.http('POST', '/v1/tickets', {})).ticket);
@@ -593,21 +594,24 @@ export class HeraldClient<M extends EventMap = EventMap> extends Emitter<ClientE
   }
 
   /** Refreshes the token in-band, `refreshBeforeMs` before `exp` (unix seconds). */
-  private arm(exp: number | undefined): void {
+  private arm(exp: number | undefined, floorMs = 0): void {
     clearTimeout(this.timers.refresh);
     if (exp === undefined || !this.o.getToken || this.t?.kind !== 'websocket') return;
     this.timers.refresh = setTimeout(async () => {
       const t = this.t;
       try {
+        const before = this.streamExp ?? 0;
         const r = await t!.req({ op: 'auth', token: await this.token(true) });
         this.streamExp = r.exp;
-        this.arm(r.exp);
+        // getToken gave no later token (a cached one): ask again after a
+        // pause, not at once in a loop.
+        this.arm(r.exp, r.exp > before ? 0 : 5000);
         this.emit('token', { exp: r.exp });
       } catch (e: any) {
         // A failed refresh leaves the old token: the server closes at its expiry (4001) and the reconnect takes a fresh one.
         if (e.code !== 'disconnected') this.emit('error', e);
       }
-    }, Math.max(0, exp * 1000 - Date.now() - this.o.refreshBeforeMs));
+    }, Math.max(floorMs, exp * 1000 - Date.now() - this.o.refreshBeforeMs));
   }
 
   private notice(m: any): void {

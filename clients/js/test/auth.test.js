@@ -116,6 +116,21 @@ test('in-band refresh: a short-lived token is replaced on the open WebSocket bef
     assert.ok(minted >= 3);
 });
 
+test('a getToken that keeps returning the same token is asked again after a pause, not in a loop', { timeout: 30000 }, async () => {
+    const h = await server();
+    const cached = h.token({ ttl: 9 });
+    const sent = [];
+    const c = makeClient(cleanups, {
+        url: h.url, transports: ['websocket'], refreshBeforeMs: 7000, getToken: () => cached,
+        WebSocket: class extends WebSocket { send(d) { sent.push(JSON.parse(d).op); super.send(d); } },
+    });
+    await c.ready();
+    // The first refresh is due at once (9 s token, 7 s ahead); it gets the same expiry back.
+    await new Promise((r) => setTimeout(r, 4000));
+    const auths = sent.filter((op) => op === 'auth').length;
+    assert.ok(auths >= 1 && auths <= 2, `${auths} auth ops in 4 s`);
+});
+
 test('without a refresh the server closes at expiry (4001) and the client stops with a HeraldAuthError', { timeout: 30000 }, async () => {
     const h = await server();
     const c = makeClient(cleanups, { url: h.url, transports: ['websocket'], token: h.token({ ttl: 2 }) });
