@@ -14,7 +14,8 @@ pub const SEG_MAGIC: [u8; 8] = *b"HRLDLOG\0";
 /// Current format version (segment header field `version`): 2 since records
 /// may carry a key. Version 1 segments are read unchanged (their records have
 /// none); a build of version 1 refuses a version 2 segment instead of
-/// misreading it.
+/// misreading it (but not a version 1 tail this build appended keyed
+/// records to: `docs/FORMAT.md`, "Versions").
 pub const FORMAT_VERSION: u16 = 2;
 /// The oldest segment version this build reads.
 pub const MIN_FORMAT_VERSION: u16 = 1;
