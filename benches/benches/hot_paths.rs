@@ -561,6 +561,7 @@ Connection: keep-alive\r\n\r\n";
             event_type: EVENT_TYPE,
             correlation: "c-0001",
             payload,
+            payload_json: false,
         }
     }
 

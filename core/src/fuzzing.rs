@@ -78,8 +78,8 @@ pub fn encode_segment_header(base_seq: u64, segment_size: u64, created_ns: u64) 
 }
 
 /// A ring record's fields: topic id, topic sequence, timestamp, origin,
-/// type, correlation id, payload.
-pub type RingRecord<'a> = (u64, u64, u64, u64, &'a [u8], &'a [u8], &'a [u8]);
+/// type, correlation id, payload, and whether the payload is checked JSON.
+pub type RingRecord<'a> = (u64, u64, u64, u64, &'a [u8], &'a [u8], &'a [u8], bool);
 
 /// Decodes a ring record; `None` if it is not one the broker could write.
 pub fn parse_ring(bytes: &[u8]) -> Option<RingRecord<'_>> {
@@ -92,6 +92,7 @@ pub fn parse_ring(bytes: &[u8]) -> Option<RingRecord<'_>> {
             f.event_type,
             f.correlation,
             f.payload,
+            f.payload_json,
         )
     })
 }
@@ -106,6 +107,7 @@ pub fn encode_ring(r: RingRecord<'_>) -> Vec<u8> {
         event_type: r.4,
         correlation: r.5,
         payload: r.6,
+        payload_json: r.7,
     };
     let mut out = event::ring_header(&f).to_vec();
     out.extend_from_slice(r.4);

@@ -79,6 +79,7 @@ fn pattern_delivery_and_correlated_publish_allocate_at_most_for_index_growth() {
         PublishOptions {
             origin: 1,
             correlation: Some("req-1"),
+            ..PublishOptions::default()
         },
     );
 }

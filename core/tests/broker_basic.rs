@@ -4,7 +4,7 @@ use std::thread;
 use std::time::Duration;
 
 use herald_core::broker::AckError;
-use herald_core::broker::{BrokerError, Delivery, Event, Filter, PublishOptions, StartAt};
+use herald_core::broker::{BrokerError, Delivery, DeliveryRef, Event, Filter, PublishOptions, StartAt};
 use herald_core::log::{Durability, LogError, Retention};
 use herald_core::{Broker, BrokerConfig};
 
@@ -65,6 +65,7 @@ fn live_subscribers_get_events_with_all_fields() {
             PublishOptions {
                 origin: 42,
                 correlation: Some("req-7"),
+                ..PublishOptions::default()
             },
         )
         .unwrap();
@@ -76,6 +77,44 @@ fn live_subscribers_get_events_with_all_fields() {
     assert_eq!(e.origin, 42);
     assert_eq!(e.payload, br#"{"id":1}"#);
     assert!(sub.is_live());
+}
+
+/// Whether the publisher checked its payload as JSON reaches live
+/// subscribers with the event; events read back from the log do not carry
+/// it (the log does not store it).
+#[test]
+fn live_events_say_whether_the_publisher_checked_the_payload_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).unwrap();
+    let mut live = broker
+        .subscribe(Filter::topic("acme.j").unwrap(), StartAt::Now)
+        .unwrap();
+    let p = broker.publisher("acme.j").unwrap();
+    for checked in [true, false, true] {
+        let options = PublishOptions {
+            payload_is_json: checked,
+            ..PublishOptions::default()
+        };
+        p.publish("t", b"{}", options).unwrap();
+    }
+    let flags = |sub: &mut herald_core::Subscription| {
+        let mut seen = Vec::new();
+        while let Some(flag) = sub
+            .try_next_with(|d| match d {
+                DeliveryRef::Event(e) => e.payload_json,
+                DeliveryRef::Gap(g) => panic!("unexpected gap {g:?}"),
+            })
+            .unwrap()
+        {
+            seen.push(flag);
+        }
+        seen
+    };
+    assert_eq!(flags(&mut live), [true, false, true]);
+    let mut replay = broker
+        .subscribe(Filter::topic("acme.j").unwrap(), StartAt::TopicSeq(1))
+        .unwrap();
+    assert_eq!(flags(&mut replay), [false, false, false]);
 }
 
 #[test]
@@ -113,6 +152,7 @@ fn filters_select_by_pattern_type_and_origin() {
                 PublishOptions {
                     origin,
                     correlation: None,
+                    ..PublishOptions::default()
                 },
             )
             .unwrap();
@@ -467,7 +507,8 @@ fn bad_input_gets_typed_errors() {
             b"",
             PublishOptions {
                 origin: 0,
-                correlation: Some("has space")
+                correlation: Some("has space"),
+                ..PublishOptions::default()
             }
         ),
         Err(BrokerError::InvalidCorrelation(_))

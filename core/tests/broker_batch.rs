@@ -36,6 +36,7 @@ fn a_batch_gets_consecutive_sequences_and_dense_topic_sequences() {
         options: PublishOptions {
             origin: 7,
             correlation: Some("c-1"),
+            ..PublishOptions::default()
         },
     };
     let batch = [event(&a, b"1".as_slice()), event(&b, b"2"), event(&a, b"3")];
@@ -83,6 +84,7 @@ fn an_invalid_event_refuses_the_whole_batch() {
             options: PublishOptions {
                 origin: 0,
                 correlation: Some("no spaces"),
+                ..PublishOptions::default()
             },
             ..good
         },

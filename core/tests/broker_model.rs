@@ -129,7 +129,7 @@ fn publish(publishers: &[TopicPublisher], topic: usize, ty: usize, origin: u64) 
             payload.as_bytes(),
             PublishOptions {
                 origin,
-                correlation: None,
+                ..PublishOptions::default()
             },
         )
         .unwrap();

@@ -125,9 +125,12 @@ fn options<'a>(options: *const herald_publish_options) -> Result<PublishOptions<
             "options.correlation",
         )?)
     };
+    // Payloads from C are unchecked bytes (payload_is_json false): the
+    // server checks them if it needs JSON.
     Ok(PublishOptions {
         origin: o.origin,
         correlation,
+        ..PublishOptions::default()
     })
 }
 

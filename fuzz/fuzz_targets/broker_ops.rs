@@ -269,6 +269,7 @@ fn options(e: &ModelEvent) -> PublishOptions<'_> {
     PublishOptions {
         origin: e.origin,
         correlation: e.correlation.as_deref(),
+        ..PublishOptions::default()
     }
 }
 

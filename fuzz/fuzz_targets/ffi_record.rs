@@ -36,6 +36,7 @@ struct Fields {
     correlation: Vec<u8>,
     payload: Vec<u8>,
     key: Vec<u8>,
+    payload_json: bool,
 }
 
 fuzz_target!(|input: Input| match input {
@@ -59,7 +60,8 @@ fuzz_target!(|input: Input| match input {
     Input::RingBytes(bytes) => {
         if let Some(r) = codec::parse_ring(&bytes) {
             let mut canonical = bytes.clone();
-            canonical[34..40].fill(0); // reserved: ignored by the decoder
+            canonical[34] &= 1; // flags: bit 0 only
+            canonical[35..40].fill(0); // reserved: ignored by the decoder
             assert_eq!(codec::encode_ring(r), canonical, "ring record re-encodes");
         }
     }
@@ -74,6 +76,7 @@ fuzz_target!(|input: Input| match input {
             ty,
             corr,
             &f.payload,
+            f.payload_json,
         );
         let bytes = codec::encode_ring(r);
         assert_eq!(

@@ -11,7 +11,8 @@
 //! | 24 | 8 | origin |
 //! | 32 | 1 | type length |
 //! | 33 | 1 | correlation id length |
-//! | 34 | 6 | zero |
+//! | 34 | 1 | flags: bit 0 set if the publisher checked that the payload is JSON |
+//! | 35 | 5 | zero |
 //! | 40 | … | type, correlation id, payload |
 //!
 //! The ring sequence *is* the global sequence (the broker starts the ring where
@@ -74,6 +75,11 @@ pub struct EventRef<'a> {
     pub correlation: &'a str,
     /// Payload, usually JSON.
     pub payload: &'a [u8],
+    /// The publisher checked that the payload is JSON
+    /// ([`super::PublishOptions::payload_is_json`]), so it may be passed on
+    /// as JSON unchecked. Only live events carry it: false for events read
+    /// from the log, whose payloads a reader that needs JSON checks.
+    pub payload_json: bool,
 }
 
 impl EventRef<'_> {
@@ -158,6 +164,7 @@ impl Delivery {
                 event_type: &e.event_type,
                 correlation: e.correlation.as_deref().unwrap_or(""),
                 payload: &e.payload,
+                payload_json: false,
             }),
             Delivery::Gap(g) => DeliveryRef::Gap(g.clone()),
         }
@@ -184,7 +191,12 @@ pub(crate) struct Fields<'a> {
     pub(crate) event_type: &'a [u8],
     pub(crate) correlation: &'a [u8],
     pub(crate) payload: &'a [u8],
+    /// See [`super::PublishOptions::payload_is_json`].
+    pub(crate) payload_json: bool,
 }
+
+/// Ring header flag: the publisher checked that the payload is JSON.
+const RING_PAYLOAD_JSON: u8 = 1;
 
 /// Writes the ring header of `f` (type, correlation and payload follow it).
 pub(crate) fn ring_header(f: &Fields<'_>) -> [u8; RING_HEADER] {
@@ -195,6 +207,7 @@ pub(crate) fn ring_header(f: &Fields<'_>) -> [u8; RING_HEADER] {
     h[24..32].copy_from_slice(&f.origin.to_le_bytes());
     h[32] = f.event_type.len() as u8;
     h[33] = f.correlation.len() as u8;
+    h[34] = if f.payload_json { RING_PAYLOAD_JSON } else { 0 };
     h
 }
 
@@ -217,6 +230,7 @@ pub(crate) fn parse_ring(bytes: &[u8]) -> Option<Fields<'_>> {
         event_type,
         correlation,
         payload,
+        payload_json: header[34] & RING_PAYLOAD_JSON != 0,
     })
 }
 

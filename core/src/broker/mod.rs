@@ -314,6 +314,12 @@ pub struct PublishOptions<'a> {
     pub origin: u64,
     /// Correlation id, carried to subscribers.
     pub correlation: Option<&'a str>,
+    /// The caller has checked that the payload is a JSON text
+    /// [`crate::json::validate`] accepts (the server's decoders do). Live
+    /// subscribers see it as [`EventRef::payload_json`] and may then pass
+    /// the payload on as JSON without checking it again, so never set it
+    /// for bytes that were not checked. Not stored in the log.
+    pub payload_is_json: bool,
 }
 
 /// The sequences a published event got.
@@ -613,6 +619,7 @@ impl Broker {
                     correlation: e.options.correlation.unwrap_or(""),
                     payload: e.payload,
                     origin: e.options.origin,
+                    payload_json: e.options.payload_is_json,
                 };
                 let key = if i + 1 == events.len() { key } else { &[] };
                 out.push(inner.append_locked(&mut state, &e.publisher.topic, &checked, key)?);
@@ -989,6 +996,7 @@ struct Checked<'a> {
     correlation: &'a str,
     payload: &'a [u8],
     origin: u64,
+    payload_json: bool,
 }
 
 impl<'a> Checked<'a> {
@@ -1007,6 +1015,7 @@ impl<'a> Checked<'a> {
             correlation,
             payload,
             origin: options.origin,
+            payload_json: options.payload_is_json,
         };
         // The broker's limit, and the log's: a record must fit in a segment
         // (checked here so that a batch is refused before any append).
@@ -1073,6 +1082,7 @@ impl Inner {
             event_type: event.event_type.as_bytes(),
             correlation: event.correlation.as_bytes(),
             payload: event.payload,
+            payload_json: event.payload_json,
         };
         let header = ring_header(&fields);
         let corr = event.correlation.len();

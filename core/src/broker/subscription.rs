@@ -597,6 +597,7 @@ impl Subscription {
                         event_type: std::str::from_utf8(fields.event_type).unwrap_or(""),
                         correlation: std::str::from_utf8(fields.correlation).unwrap_or(""),
                         payload: fields.payload,
+                        payload_json: fields.payload_json,
                     };
                     Some(f.take().map(|f| f(DeliveryRef::Event(event))))
                 });
@@ -643,6 +644,7 @@ fn log_event<'a>(
         event_type: std::str::from_utf8(event_type).unwrap_or(""),
         correlation: std::str::from_utf8(correlation).unwrap_or(""),
         payload: v.payload,
+        payload_json: false,
     }
 }
 

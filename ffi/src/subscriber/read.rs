@@ -242,6 +242,7 @@ mod tests {
             event_type: "order.created",
             correlation: "req-1",
             payload: b"{\"id\":1}",
+            payload_json: false,
         });
         let gap = DeliveryRef::Gap(Gap {
             topic: Some(topic.clone()),

@@ -92,6 +92,8 @@ fn options<'a>(op: &'a Publish<'_>) -> PublishOptions<'a> {
     PublishOptions {
         origin: op.origin.unwrap_or(0),
         correlation: op.correlation_id.as_deref(),
+        // `payload` checked it (or the fast decoder did, in its one pass).
+        payload_is_json: true,
     }
 }
 

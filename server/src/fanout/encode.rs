@@ -453,10 +453,13 @@ fn event_fields(out: &mut BytesMut, e: &EventRef<'_>, prefix_len: usize, type_ke
     out.extend_from_slice(br#","timestamp_ns":"#);
     out.extend_from_slice(n.format(e.timestamp_ns).as_bytes());
     out.extend_from_slice(br#","data":"#);
-    // (serde skips strings without checking their UTF-8: check it too.)
+    // Checked once, by the publisher, when the event says so (every event
+    // published through the server, read live); otherwise here. (serde
+    // skips strings without checking their UTF-8: check it too.)
     let payload = client_payload(e, prefix_len);
-    let raw_json = std::str::from_utf8(&payload).is_ok()
-        && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_ok();
+    let raw_json = e.payload_json
+        || (std::str::from_utf8(&payload).is_ok()
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_ok());
     if raw_json {
         out.extend_from_slice(&payload);
     } else {
@@ -681,6 +684,7 @@ mod tests {
             event_type: "order.created",
             timestamp_ns: 5,
             payload: br#"{"id":1}"#,
+            payload_json: false,
             origin: 7,
             correlation: "req\n1",
         };
@@ -718,6 +722,7 @@ mod tests {
             event_type: "presence.join",
             timestamp_ns: 1,
             payload: br#"{"topic":"acme.room","client_id":"c1"}"#,
+            payload_json: false,
             origin: 0,
             correlation: "",
         };
@@ -747,6 +752,7 @@ mod tests {
             event_type: "order.created",
             timestamp_ns: 11,
             payload: br#"{"id": 42}"#,
+            payload_json: false,
             origin: 5,
             correlation: "req-\"9\"",
         };
@@ -764,6 +770,7 @@ mod tests {
         // A payload that is not JSON arrives as a string.
         let e = EventRef {
             payload: b"plain \"text\"",
+            payload_json: false,
             origin: 0,
             correlation: "",
             ..e
@@ -786,6 +793,7 @@ mod tests {
             event_type: "order.created",
             timestamp_ns: 11,
             payload,
+            payload_json: false,
             origin: if seq == 12 { 5 } else { 0 },
             correlation: if seq == 12 { "c\"1" } else { "" },
         };
@@ -876,6 +884,7 @@ mod tests {
             event_type: "x",
             timestamp_ns: 1,
             payload: "not json \u{7f}\u{2028}".as_bytes(),
+            payload_json: false,
             origin: 0,
             correlation: "",
         };
@@ -925,6 +934,7 @@ mod tests {
             event_type: "order.created",
             timestamp_ns: 5,
             payload: b"{\"id\":\n1}",
+            payload_json: false,
             origin: 0,
             correlation: "",
         };

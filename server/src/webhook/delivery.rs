@@ -272,8 +272,8 @@ fn dead_letter(
         let Delivery::Event(e) = d else { continue };
         let correlation = e.correlation.as_deref();
         let options = PublishOptions {
-            origin: 0,
             correlation,
+            ..PublishOptions::default()
         };
         let mut object = BytesMut::new();
         delivery_object(&mut object, &d.as_delivery_ref(), hook.prefix_len);
