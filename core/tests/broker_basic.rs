@@ -4,7 +4,9 @@ use std::thread;
 use std::time::Duration;
 
 use herald_core::broker::AckError;
-use herald_core::broker::{BrokerError, Delivery, DeliveryRef, Event, Filter, PublishOptions, StartAt};
+use herald_core::broker::{
+    BrokerError, Delivery, DeliveryRef, Event, Filter, PublishOptions, StartAt,
+};
 use herald_core::log::{Durability, LogError, Retention};
 use herald_core::{Broker, BrokerConfig};
 

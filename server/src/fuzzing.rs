@@ -164,11 +164,11 @@ pub struct PublishEvent {
 
 fn events(p: PublishRequest<'_>) -> (bool, Vec<PublishEvent>) {
     let one = |e: ops::Publish<'_>| PublishEvent {
-        topic: e.topic,
-        event_type: e.event_type,
+        topic: e.topic.into_owned(),
+        event_type: e.event_type.into_owned(),
         data: e.data.map(str::to_owned),
         origin: e.origin,
-        correlation_id: e.correlation_id,
+        correlation_id: e.correlation_id.map(std::borrow::Cow::into_owned),
     };
     match p {
         PublishRequest::One(e) => (false, vec![one(e)]),

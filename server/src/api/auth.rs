@@ -14,6 +14,7 @@
 //! tenant, so no name it can write reaches another tenant's topics: isolation
 //! holds by construction, whatever the grants say.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -96,7 +97,7 @@ impl Grants {
     /// The broker's name for a client's topic or pattern. System topics
     /// (`$presence.<topic>`, `$deadletter.<webhook>`) keep their system
     /// prefix in front.
-    pub(crate) fn internal(&self, name: &str) -> String {
+    pub(crate) fn internal<'n>(&self, name: &'n str) -> Cow<'n, str> {
         internal_name(self.tenant.as_deref(), name)
     }
 
@@ -194,11 +195,11 @@ impl Grants {
 
 /// The broker's name for a topic or pattern of `tenant`'s clients (see
 /// [`Grants::internal`]); `None`: names are the broker's own.
-pub(crate) fn internal_name(tenant: Option<&str>, name: &str) -> String {
+pub(crate) fn internal_name<'n>(tenant: Option<&str>, name: &'n str) -> Cow<'n, str> {
     match (tenant, split_system(name)) {
-        (Some(t), ("", _)) => format!("{t}.{name}"),
-        (Some(t), (system, rest)) => format!("{system}{t}.{rest}"),
-        (None, _) => name.to_owned(),
+        (Some(t), ("", _)) => format!("{t}.{name}").into(),
+        (Some(t), (system, rest)) => format!("{system}{t}.{rest}").into(),
+        (None, _) => name.into(),
     }
 }
 

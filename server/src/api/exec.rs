@@ -208,16 +208,28 @@ impl Caller<'_> {
         };
         self.take(Kind::Publish, ops.len())?;
         let mut duplicate = false;
-        let mut out = Vec::with_capacity(ops.len());
+        let mut out = Vec::new();
         match (ops, key) {
             ([op], None) => {
                 let payload = payload(op)?;
                 let topic = self.publish_topic(op)?;
                 self.schemas.check(&op.topic, &op.event_type, &payload)?;
                 let publisher = self.broker.publisher(&topic)?;
-                out.push(publisher.publish(&op.event_type, &payload, options(op))?);
+                let one = publisher
+                    .publish(&op.event_type, &payload, options(op))?
+                    .into();
+                // (Without the batch path's vector: this is every plain publish.)
+                let published = match request {
+                    PublishRequest::One(_) => PublishedAll::One(one),
+                    PublishRequest::Batch(_) => PublishedAll::Batch { events: vec![one] },
+                };
+                return Ok(PublishAnswer {
+                    published,
+                    duplicate,
+                });
             }
             _ => {
+                out.reserve_exact(ops.len());
                 // Every event checked before any topic is created: a refused
                 // batch leaves nothing behind.
                 let mut topics = Vec::with_capacity(ops.len());
@@ -276,7 +288,10 @@ impl Caller<'_> {
     }
 
     /// An event checked whole: its broker topic and payload.
-    fn checked<'p>(&self, op: &Publish<'p>) -> Result<(String, Cow<'p, [u8]>), ApiError> {
+    fn checked<'o, 'p>(
+        &self,
+        op: &'o Publish<'p>,
+    ) -> Result<(Cow<'o, str>, Cow<'p, [u8]>), ApiError> {
         let topic = self.publish_topic(op)?;
         validate_topic(&topic)?;
         let payload = payload(op)?;
@@ -294,7 +309,7 @@ impl Caller<'_> {
     }
 
     /// The broker's name of an event's topic, within the publish grants.
-    fn publish_topic(&self, op: &Publish<'_>) -> Result<String, ApiError> {
+    fn publish_topic<'p>(&self, op: &'p Publish<'_>) -> Result<Cow<'p, str>, ApiError> {
         // The client's own name first: errors name it as the client does.
         validate_topic(&op.topic)?;
         let topic = self.grants.internal(&op.topic);
@@ -318,9 +333,11 @@ impl Caller<'_> {
             herald_core::broker::TopicPattern::parse(name)?;
         }
         let (names, single) = match selection.topics {
-            Topics::One(t) => (vec![self.grants.internal(&t)], true),
+            Topics::One(t) => (vec![self.grants.internal(&t).into_owned()], true),
             Topics::Many(list) => (
-                list.iter().map(|t| self.grants.internal(t)).collect(),
+                list.iter()
+                    .map(|t| self.grants.internal(t).into_owned())
+                    .collect(),
                 false,
             ),
         };
@@ -461,7 +478,7 @@ impl Caller<'_> {
                 "invalid consumer name {name:?}: 1 to {max} bytes of letters, digits, '_', '.', '-'"
             ))
         })?;
-        Ok(internal)
+        Ok(internal.into_owned())
     }
 
     /// A consumer operation's error, naming the consumer as the client does
@@ -533,7 +550,7 @@ impl Caller<'_> {
                 "presence needs a non-empty 'topic' and 'client_id'",
             ));
         }
-        let internal = self.grants.internal(topic);
+        let internal = self.grants.internal(topic).into_owned();
         self.grants.check_subscribe(&internal)?;
         Ok((internal, client_id.to_owned()))
     }

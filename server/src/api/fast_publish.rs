@@ -15,6 +15,8 @@
 //! decoder accepts with the same fields (checked by a property test here
 //! and by the `ws_op` fuzz target).
 
+use std::borrow::Cow;
+
 use herald_core::json;
 use serde_json::Value;
 
@@ -39,7 +41,7 @@ pub(super) fn publish(text: &str) -> Option<(Envelope, Publish<'_>)> {
         reference,
     };
     let topic = fields.topic?;
-    Some((envelope, fields.event(topic)?))
+    Some((envelope, fields.event(Cow::Borrowed(topic))?))
 }
 
 /// Decodes an HTTP publish body if it is plain: one event object, or an
@@ -83,14 +85,14 @@ struct Plain<'a> {
 
 impl<'a> Plain<'a> {
     /// The event these fields publish to `topic`; `None` without a type.
-    fn event(self, topic: &str) -> Option<Publish<'a>> {
+    fn event(self, topic: Cow<'a, str>) -> Option<Publish<'a>> {
         Some(Publish {
-            topic: topic.to_owned(),
-            event_type: self.event_type?.to_owned(),
+            topic,
+            event_type: Cow::Borrowed(self.event_type?),
             // `null` is no payload, as serde reads an `Option`.
             data: self.data.filter(|d| *d != "null"),
             origin: self.origin,
-            correlation_id: self.correlation_id.map(str::to_owned),
+            correlation_id: self.correlation_id.map(Cow::Borrowed),
             // `value` validated it as `json::validate` would.
             data_checked: true,
         })
@@ -169,7 +171,7 @@ impl<'a> Scan<'a> {
         if fields.op.is_some() || fields.reference.is_some() || fields.topic.is_some() {
             return None;
         }
-        fields.event(topic)
+        fields.event(Cow::Owned(topic.to_owned()))
     }
 
     /// JSON's insignificant whitespace.

@@ -52,17 +52,20 @@ pub(crate) const MAX_BATCH_DELAY_MS: u64 = 1000;
 #[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Publish<'a> {
-    pub(crate) topic: String,
-    #[serde(rename = "type")]
-    pub(crate) event_type: String,
+    /// Borrowed from the message unless it had escapes (as the type and
+    /// the correlation id).
+    #[serde(borrow)]
+    pub(crate) topic: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    pub(crate) event_type: Cow<'a, str>,
     /// The payload, any JSON, as the client wrote it (`null` when absent).
     #[serde(borrow, default, deserialize_with = "raw_json")]
     pub(crate) data: Option<&'a str>,
     /// The publisher's id, for "not my own events" filters (0: none).
     #[serde(default)]
     pub(crate) origin: Option<u64>,
-    #[serde(default)]
-    pub(crate) correlation_id: Option<String>,
+    #[serde(default, borrow)]
+    pub(crate) correlation_id: Option<Cow<'a, str>>,
     /// `data` was checked as payloads must be when it was decoded (the fast
     /// path validates it in the same pass); otherwise `exec` checks it.
     #[serde(skip)]

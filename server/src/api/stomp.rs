@@ -8,6 +8,7 @@
 //! closes the connection. Every refusal here is one, carrying the same
 //! `code` and message as the other transports.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -506,11 +507,11 @@ impl StompSession {
             }
         };
         let op = Publish {
-            topic: topic.to_owned(),
-            event_type: frame.header("herald-type").unwrap_or("message").to_owned(),
+            topic: topic.into(),
+            event_type: frame.header("herald-type").unwrap_or("message").into(),
             data: Some(data.get()),
             origin: None,
-            correlation_id: frame.header("herald-correlation-id").map(str::to_owned),
+            correlation_id: frame.header("herald-correlation-id").map(Cow::Borrowed),
             data_checked: false,
         };
         let caller = Caller {
@@ -541,9 +542,9 @@ impl StompSession {
                 caller.check(&op)?;
                 list.push(Held {
                     data: data.to_owned(),
-                    topic: op.topic,
-                    event_type: op.event_type,
-                    correlation_id: op.correlation_id,
+                    topic: op.topic.into_owned(),
+                    event_type: op.event_type.into_owned(),
+                    correlation_id: op.correlation_id.map(Cow::into_owned),
                 });
             }
             None => {
@@ -728,11 +729,11 @@ impl StompSession {
 impl Held {
     fn publish(&self) -> Publish<'_> {
         Publish {
-            topic: self.topic.clone(),
-            event_type: self.event_type.clone(),
+            topic: self.topic.as_str().into(),
+            event_type: self.event_type.as_str().into(),
             data: Some(self.data.get()),
             origin: None,
-            correlation_id: self.correlation_id.clone(),
+            correlation_id: self.correlation_id.as_deref().map(Cow::Borrowed),
             data_checked: false,
         }
     }

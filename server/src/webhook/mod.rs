@@ -227,9 +227,14 @@ impl Hook {
             validate_event_type(t).map_err(|e| format!("types: {e}"))?;
         }
         let tenant = c.tenant.as_deref();
-        let internal: Vec<String> = c.topics.iter().map(|t| internal_name(tenant, t)).collect();
+        let internal: Vec<String> = c
+            .topics
+            .iter()
+            .map(|t| internal_name(tenant, t).into_owned())
+            .collect();
         let patterns: Vec<&str> = internal.iter().map(String::as_str).collect();
-        let deadletter = internal_name(tenant, &format!("{DEADLETTER_PREFIX}{}", c.name));
+        let deadletter =
+            internal_name(tenant, &format!("{DEADLETTER_PREFIX}{}", c.name)).into_owned();
         let filter = Filter::patterns(&patterns)
             .map_err(|e| format!("topics: {e}"))?
             .with_types(&c.types);
