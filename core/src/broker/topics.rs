@@ -70,19 +70,41 @@ pub(crate) fn validate(name: &str, allow_system: bool) -> Result<(), BrokerError
         Some(_) => return invalid(SYSTEM_RESERVED),
         None => name,
     };
-    for token in body.split('.') {
-        if token.is_empty() {
-            return invalid("empty token (leading, trailing or double '.')");
+    // One pass (every publish names a topic), tokens checked left to
+    // right: an empty token or a bad byte, whichever comes first.
+    let mut token_len = 0;
+    for &b in body.as_bytes() {
+        match TOPIC_BYTE[b as usize] {
+            TOKEN => token_len += 1,
+            DOT if token_len > 0 => token_len = 0,
+            DOT => return invalid(EMPTY_TOKEN),
+            _ => return invalid("tokens may hold only ASCII letters, digits, '_' and '-'"),
         }
-        if !token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return invalid("tokens may hold only ASCII letters, digits, '_' and '-'");
-        }
+    }
+    if token_len == 0 {
+        return invalid(EMPTY_TOKEN);
     }
     Ok(())
 }
+
+const EMPTY_TOKEN: &str = "empty token (leading, trailing or double '.')";
+const TOKEN: u8 = 1;
+const DOT: u8 = 2;
+/// What each byte is in a topic name: `TOKEN` (ASCII letters, digits, `_`
+/// and `-`), `DOT`, or 0 (never allowed).
+const TOPIC_BYTE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'_' || c == b'-' {
+            t[b] = TOKEN;
+        }
+        b += 1;
+    }
+    t[b'.' as usize] = DOT;
+    t
+};
 
 /// One topic's broker-side state.
 #[derive(Debug)]
@@ -255,6 +277,36 @@ mod tests {
             assert!(validate_topic(bad).is_err(), "{bad}");
         }
         assert!(validate("$presence.acme.room", true).is_ok());
+    }
+
+    /// The token-by-token rules the one-pass check implements.
+    fn reference(name: &str) -> Result<(), &'static str> {
+        for token in name.split('.') {
+            if token.is_empty() {
+                return Err(EMPTY_TOKEN);
+            }
+            if !token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err("tokens may hold only ASCII letters, digits, '_' and '-'");
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// Same verdict and same reason as the token-by-token rules.
+        #[test]
+        fn one_pass_check_agrees_with_the_token_rules(name in "[a-c_.* é-]{1,12}") {
+            let got = validate(&name, false).map_err(|e| match e {
+                BrokerError::InvalidTopic { why, .. } => why,
+                other => panic!("{other:?}"),
+            });
+            proptest::prop_assert_eq!(got, reference(&name));
+        }
     }
 
     #[test]
