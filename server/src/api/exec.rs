@@ -88,6 +88,8 @@ fn payload<'a>(op: &Publish<'a>) -> Result<Cow<'a, [u8]>, ApiError> {
     )
 }
 
+/// A checked event's publish options. Call it only for an event whose
+/// payload `payload` has returned (it says the payload is checked JSON).
 fn options<'a>(op: &'a Publish<'_>) -> PublishOptions<'a> {
     PublishOptions {
         origin: op.origin.unwrap_or(0),

@@ -52,8 +52,9 @@ pub(crate) const MAX_BATCH_DELAY_MS: u64 = 1000;
 #[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Publish<'a> {
-    /// Borrowed from the message unless it had escapes (as the type and
-    /// the correlation id).
+    /// Borrowed from the message unless it had escapes, as the type (the
+    /// correlation id is borrowed only by the fast path: serde owns an
+    /// `Option<Cow>`).
     #[serde(borrow)]
     pub(crate) topic: Cow<'a, str>,
     #[serde(rename = "type", borrow)]
