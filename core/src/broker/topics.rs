@@ -78,7 +78,7 @@ pub(crate) fn validate(name: &str, allow_system: bool) -> Result<(), BrokerError
             TOKEN => token_len += 1,
             DOT if token_len > 0 => token_len = 0,
             DOT => return invalid(EMPTY_TOKEN),
-            _ => return invalid("tokens may hold only ASCII letters, digits, '_' and '-'"),
+            _ => return invalid(BAD_BYTE),
         }
     }
     if token_len == 0 {
@@ -88,6 +88,7 @@ pub(crate) fn validate(name: &str, allow_system: bool) -> Result<(), BrokerError
 }
 
 const EMPTY_TOKEN: &str = "empty token (leading, trailing or double '.')";
+const BAD_BYTE: &str = "tokens may hold only ASCII letters, digits, '_' and '-'";
 const TOKEN: u8 = 1;
 const DOT: u8 = 2;
 /// What each byte is in a topic name: `TOKEN` (ASCII letters, digits, `_`
@@ -289,7 +290,7 @@ mod tests {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             {
-                return Err("tokens may hold only ASCII letters, digits, '_' and '-'");
+                return Err(BAD_BYTE);
             }
         }
         Ok(())

@@ -209,63 +209,58 @@ impl Caller<'_> {
             PublishRequest::Batch(ops) => ops.as_slice(),
         };
         self.take(Kind::Publish, ops.len())?;
+        if let ([op], None) = (ops, key) {
+            // Every plain publish: without the batch path's vectors.
+            let payload = payload(op)?;
+            let topic = self.publish_topic(op)?;
+            self.schemas.check(&op.topic, &op.event_type, &payload)?;
+            let publisher = self.broker.publisher(&topic)?;
+            let one = publisher
+                .publish(&op.event_type, &payload, options(op))?
+                .into();
+            let published = match request {
+                PublishRequest::One(_) => PublishedAll::One(one),
+                PublishRequest::Batch(_) => PublishedAll::Batch { events: vec![one] },
+            };
+            return Ok(PublishAnswer {
+                published,
+                duplicate: false,
+            });
+        }
+        // Every event checked before any topic is created: a refused batch
+        // leaves nothing behind.
+        let mut topics = Vec::with_capacity(ops.len());
+        let mut payloads = Vec::with_capacity(ops.len());
+        for op in ops {
+            let (topic, payload) = self.checked(op)?;
+            topics.push(topic);
+            payloads.push(payload);
+        }
+        let publishers = topics
+            .iter()
+            .map(|t| self.broker.publisher(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let events: Vec<BatchEvent<'_>> = ops
+            .iter()
+            .zip(&publishers)
+            .zip(&payloads)
+            .map(|((op, publisher), payload)| BatchEvent {
+                publisher,
+                event_type: &op.event_type,
+                payload,
+                options: options(op),
+            })
+            .collect();
+        let mut out = Vec::with_capacity(ops.len());
         let mut duplicate = false;
-        let mut out = Vec::new();
-        match (ops, key) {
-            ([op], None) => {
-                let payload = payload(op)?;
-                let topic = self.publish_topic(op)?;
-                self.schemas.check(&op.topic, &op.event_type, &payload)?;
-                let publisher = self.broker.publisher(&topic)?;
-                let one = publisher
-                    .publish(&op.event_type, &payload, options(op))?
-                    .into();
-                // (Without the batch path's vector: this is every plain publish.)
-                let published = match request {
-                    PublishRequest::One(_) => PublishedAll::One(one),
-                    PublishRequest::Batch(_) => PublishedAll::Batch { events: vec![one] },
-                };
-                return Ok(PublishAnswer {
-                    published,
-                    duplicate,
-                });
-            }
-            _ => {
-                out.reserve_exact(ops.len());
-                // Every event checked before any topic is created: a refused
-                // batch leaves nothing behind.
-                let mut topics = Vec::with_capacity(ops.len());
-                let mut payloads = Vec::with_capacity(ops.len());
-                for op in ops {
-                    let (topic, payload) = self.checked(op)?;
-                    topics.push(topic);
-                    payloads.push(payload);
-                }
-                let publishers = topics
-                    .iter()
-                    .map(|t| self.broker.publisher(t))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let events: Vec<BatchEvent<'_>> = ops
-                    .iter()
-                    .zip(&publishers)
-                    .zip(&payloads)
-                    .map(|((op, publisher), payload)| BatchEvent {
-                        publisher,
-                        event_type: &op.event_type,
-                        payload,
-                        options: options(op),
-                    })
-                    .collect();
-                match key {
-                    None => self.broker.publish_batch(&events, &mut out)?,
-                    Some(key) => {
-                        let scope = self.grants.tenant().unwrap_or("");
-                        let once = self
-                            .broker
-                            .publish_batch_once(scope, &key.0, &events, &mut out)?;
-                        duplicate = once == Once::Duplicate;
-                    }
-                }
+        match key {
+            None => self.broker.publish_batch(&events, &mut out)?,
+            Some(key) => {
+                let scope = self.grants.tenant().unwrap_or("");
+                let once = self
+                    .broker
+                    .publish_batch_once(scope, &key.0, &events, &mut out)?;
+                duplicate = once == Once::Duplicate;
             }
         }
         let mut events = out.into_iter().map(Published::from);
