@@ -113,9 +113,11 @@ impl From<BrokerError> for Fail {
             BrokerError::Io { .. } => HERALD_E_IO,
             BrokerError::CorruptRegistry { .. } => HERALD_E_CORRUPT,
             BrokerError::InvalidConfig(_) => HERALD_E_INVALID_CONFIG,
-            BrokerError::ForeignPublisher | BrokerError::InvalidIdempotencyKey(_) => {
-                HERALD_E_INVALID_ARGUMENT
-            }
+            // (The C ABI opens no replicas: the last two do not reach it.)
+            BrokerError::ForeignPublisher
+            | BrokerError::InvalidIdempotencyKey(_)
+            | BrokerError::Replica(_)
+            | BrokerError::ReplicaOrder { .. } => HERALD_E_INVALID_ARGUMENT,
         };
         fail(code, e)
     }

@@ -31,6 +31,7 @@ mod filter;
 mod idempotency;
 mod metrics;
 mod presence;
+mod replica;
 mod subscription;
 mod topics;
 
@@ -60,6 +61,7 @@ pub use idempotency::{
 };
 pub use metrics::MetricsSnapshot;
 pub use presence::{PresenceError, Session, PRESENCE_PREFIX};
+pub use replica::Replicated;
 pub use subscription::{StartAt, Subscription};
 pub use topics::{split_system, validate_topic, DEADLETTER_PREFIX, MAX_TOPIC_LEN, SYSTEM_PREFIXES};
 
@@ -89,6 +91,12 @@ pub struct BrokerConfig {
     /// and order slot, 16 bytes a sequence), so the default 100 000 bounds
     /// the window near 50 MB (far less with short keys and scopes).
     pub idempotency_max_events: usize,
+    /// The broker is a replica of a cluster's stream: its events arrive
+    /// only through [`Broker::replicate`], with the sequences the stream
+    /// gave them, and local publishes are refused
+    /// ([`BrokerError::Replica`]), so that every replica holds the same
+    /// events at the same sequences.
+    pub replica: bool,
 }
 
 /// The largest `max_payload` a broker accepts (1 GiB).
@@ -157,6 +165,7 @@ impl BrokerConfig {
             presence_ttl: Duration::from_secs(30),
             idempotency_window: Duration::from_secs(120),
             idempotency_max_events: 100_000,
+            replica: false,
         }
     }
 }
@@ -221,6 +230,18 @@ pub enum BrokerError {
     InvalidConfig(String),
     /// A batch event's publisher belongs to another broker.
     ForeignPublisher,
+    /// A local publish on a replica, or a replicated event on a broker
+    /// that is not one (see [`BrokerConfig::replica`]).
+    Replica(&'static str),
+    /// A replicated event does not follow the replica's last one.
+    ReplicaOrder {
+        /// `"global"` or `"topic"`: which sequence.
+        sequence: &'static str,
+        /// The sequence the replica expected.
+        expected: u64,
+        /// The event's.
+        got: u64,
+    },
 }
 
 impl fmt::Display for BrokerError {
@@ -264,6 +285,15 @@ impl fmt::Display for BrokerError {
             Self::ForeignPublisher => {
                 write!(f, "a batch event's publisher belongs to another broker")
             }
+            Self::Replica(why) => f.write_str(why),
+            Self::ReplicaOrder {
+                sequence,
+                expected,
+                got,
+            } => write!(
+                f,
+                "replicated event out of order: {sequence} sequence {got} where {expected} was next"
+            ),
         }
     }
 }
@@ -580,6 +610,7 @@ impl Broker {
         out: &mut Vec<Published>,
     ) -> Result<Once, BrokerError> {
         let inner = &*self.inner;
+        inner.check_local_publish()?;
         if record_key.is_some() && events.len() > u16::MAX as usize {
             return Err(BrokerError::InvalidIdempotencyKey(format!(
                 "(a batch of {} events: a keyed publish holds at most 65 535)",
@@ -965,6 +996,7 @@ impl TopicPublisher {
         payload: &[u8],
         options: PublishOptions<'_>,
     ) -> Result<Published, BrokerError> {
+        self.inner.check_local_publish()?;
         let event = Checked::new(&self.inner, event_type, payload, options, 0)?;
         let inner = &*self.inner;
         let published = {
@@ -1053,9 +1085,23 @@ impl Inner {
         event: &Checked<'_>,
         key: &[u8],
     ) -> Result<Published, BrokerError> {
+        let ts = now_ns();
+        self.append_stamped(state, topic, event, key, ts)
+    }
+
+    /// [`Inner::append_locked`] at time `ts` (raised to the last event's:
+    /// the log's time index needs them in order).
+    fn append_stamped(
+        &self,
+        state: &mut PublishState,
+        topic: &Topic,
+        event: &Checked<'_>,
+        key: &[u8],
+        ts: u64,
+    ) -> Result<Published, BrokerError> {
         // Relaxed: the publish lock orders every access (see `Topic`).
         let topic_seq = topic.next_seq.load(Ordering::Relaxed);
-        let ts = now_ns().max(state.last_ts);
+        let ts = ts.max(state.last_ts);
         let seq = self.log.next_seq();
         let mut type_field = [0u8; MAX_TYPE_LEN + 1 + MAX_CORRELATION_LEN];
         let type_len = event.type_field_len();
@@ -1104,6 +1150,16 @@ impl Inner {
         state.last_ts = ts;
         topic.next_seq.store(topic_seq + 1, Ordering::Relaxed);
         Ok(Published { seq, topic_seq })
+    }
+
+    /// Refuses a local publish on a replica.
+    fn check_local_publish(&self) -> Result<(), BrokerError> {
+        if self.config.replica {
+            return Err(BrokerError::Replica(
+                "this broker is a replica of a cluster's stream: events are published through the cluster",
+            ));
+        }
+        Ok(())
     }
 
     /// After the lock: waits for durability (under `always`) up to `last`,

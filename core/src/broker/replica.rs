@@ -1,0 +1,81 @@
+//! A replica's one way in: events of a cluster's stream, appended with the
+//! sequences the stream gave them (the global sequence is the stream's, the
+//! topic sequence the one its publisher wrote), in the stream's order.
+//!
+//! Every replica appends the same events in the same order through the same
+//! code, so their logs hold the same records: an event's timestamp is its
+//! publisher's, raised to the previous event's like any other (the log's
+//! time index needs them in order), which every replica computes alike.
+//! An event out of order is refused, never stored: the caller (the cluster
+//! bridge) has read the stream wrong, and storing it would make this replica
+//! differ from the others.
+
+use crate::sync::Ordering;
+
+use super::{Broker, BrokerError, Checked, PublishOptions, Published};
+
+/// An event of a cluster's stream, as the stream ordered it.
+#[derive(Debug, Clone, Copy)]
+pub struct Replicated<'a> {
+    /// Its global sequence: its position in the stream.
+    pub seq: u64,
+    /// Its topic (the broker's name; system topics start with `$`).
+    pub topic: &'a str,
+    /// Its topic sequence, as its publisher assigned it.
+    pub topic_seq: u64,
+    /// When its publisher published it (ns since the Unix epoch).
+    pub timestamp_ns: u64,
+    /// Its type.
+    pub event_type: &'a str,
+    /// Its payload.
+    pub payload: &'a [u8],
+    /// Origin, correlation id, and whether the caller checked the payload.
+    pub options: PublishOptions<'a>,
+}
+
+impl Broker {
+    /// Whether this broker is a replica (see [`super::BrokerConfig::replica`]).
+    pub fn is_replica(&self) -> bool {
+        self.inner.config.replica
+    }
+
+    /// Appends the next event of the cluster's stream (replicas only).
+    /// `event.seq` must be the log's next sequence and `event.topic_seq`
+    /// its topic's next; anything else is refused with
+    /// [`BrokerError::ReplicaOrder`] and stores nothing.
+    pub fn replicate(&self, event: &Replicated<'_>) -> Result<Published, BrokerError> {
+        let inner = &*self.inner;
+        if !inner.config.replica {
+            return Err(BrokerError::Replica(
+                "this broker is not a replica: it takes no replicated events",
+            ));
+        }
+        let checked = Checked::new(inner, event.event_type, event.payload, event.options, 0)?;
+        let topic = inner
+            .topics
+            .get_or_create(event.topic, event.topic.starts_with('$'))?;
+        let published = {
+            let mut state = inner.publish.lock();
+            let next = inner.log.next_seq();
+            if event.seq != next {
+                return Err(BrokerError::ReplicaOrder {
+                    sequence: "global",
+                    expected: next,
+                    got: event.seq,
+                });
+            }
+            // Relaxed: the publish lock orders every access (see `Topic`).
+            let next_topic = topic.next_seq.load(Ordering::Relaxed);
+            if event.topic_seq != next_topic {
+                return Err(BrokerError::ReplicaOrder {
+                    sequence: "topic",
+                    expected: next_topic,
+                    got: event.topic_seq,
+                });
+            }
+            inner.append_stamped(&mut state, &topic, &checked, &[], event.timestamp_ns)?
+        };
+        inner.finish_publish(published.seq, 1)?;
+        Ok(published)
+    }
+}

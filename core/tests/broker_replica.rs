@@ -1,0 +1,204 @@
+//! A replica takes events only through `replicate`, in the stream's order:
+//! local publishes are refused, events out of order are refused and store
+//! nothing, and two replicas fed the same events hold the same records
+//! (sequences, timestamps, types, payloads), live and after a reopen.
+
+use std::time::Duration;
+
+use herald_core::broker::{BrokerError, Delivery, Filter, PublishOptions, Replicated, StartAt};
+use herald_core::log::Durability;
+use herald_core::{Broker, BrokerConfig};
+
+fn config(dir: &std::path::Path, replica: bool) -> BrokerConfig {
+    let mut c = BrokerConfig::new(dir);
+    c.ring_capacity = 1 << 16;
+    c.max_payload = 4096;
+    c.log.segment_size = 1 << 16;
+    c.log.durability = Durability::Never;
+    c.log.prefault = false;
+    c.replica = replica;
+    c
+}
+
+fn event<'a>(
+    seq: u64,
+    topic: &'a str,
+    topic_seq: u64,
+    ts: u64,
+    payload: &'a [u8],
+) -> Replicated<'a> {
+    Replicated {
+        seq,
+        topic,
+        topic_seq,
+        timestamp_ns: ts,
+        event_type: "order.created",
+        payload,
+        options: PublishOptions {
+            origin: 7,
+            correlation: Some("c-1"),
+            payload_is_json: true,
+        },
+    }
+}
+
+/// Every event of `broker`, read back from the log.
+fn all(broker: &Broker) -> Vec<(u64, String, u64, u64, u64, String, Option<String>, Vec<u8>)> {
+    let mut sub = broker
+        .subscribe(
+            Filter::patterns(&[">", "$presence.>"]).unwrap(),
+            StartAt::Seq(1),
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(d) = sub.next_timeout(Duration::from_millis(50)).unwrap() {
+        let Delivery::Event(e) = d else {
+            panic!("unexpected {d:?}")
+        };
+        out.push((
+            e.seq,
+            e.topic.to_string(),
+            e.topic_seq,
+            e.timestamp_ns,
+            e.origin,
+            e.event_type.clone(),
+            e.correlation.clone(),
+            e.payload.to_vec(),
+        ));
+    }
+    out
+}
+
+#[test]
+fn a_replica_refuses_local_publishes_and_a_plain_broker_refuses_replicated_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Broker::open(config(&dir.path().join("r"), true)).unwrap();
+    let local = replica.publisher("orders").unwrap();
+    assert!(matches!(
+        local.publish("t", b"{}", PublishOptions::default()),
+        Err(BrokerError::Replica(_))
+    ));
+    assert!(matches!(
+        replica.publish_batch(&[], &mut Vec::new()),
+        Err(BrokerError::Replica(_))
+    ));
+    assert!(matches!(
+        replica.presence_join("room", "c1", "", "", ""),
+        Err(BrokerError::Replica(_))
+    ));
+    assert_eq!(replica.next_seq(), 1, "nothing stored");
+
+    let plain = Broker::open(config(&dir.path().join("p"), false)).unwrap();
+    assert!(matches!(
+        plain.replicate(&event(1, "orders", 1, 5, b"{}")),
+        Err(BrokerError::Replica(_))
+    ));
+}
+
+#[test]
+fn events_out_of_order_are_refused_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path(), true)).unwrap();
+    let p = broker.replicate(&event(1, "orders", 1, 10, b"{}")).unwrap();
+    assert_eq!((p.seq, p.topic_seq), (1, 1));
+    // A global sequence skipped, repeated, or a topic sequence skipped or repeated.
+    for (seq, topic_seq, which, expected) in [
+        (3, 2, "global", 2),
+        (1, 2, "global", 2),
+        (2, 3, "topic", 2),
+        (2, 1, "topic", 2),
+    ] {
+        match broker.replicate(&event(seq, "orders", topic_seq, 11, b"{}")) {
+            Err(BrokerError::ReplicaOrder {
+                sequence,
+                expected: e,
+                got,
+            }) => {
+                assert_eq!(
+                    (sequence, e),
+                    (which, expected),
+                    "seq {seq} topic seq {topic_seq}"
+                );
+                assert_eq!(got, if which == "global" { seq } else { topic_seq });
+            }
+            other => panic!("seq {seq} topic seq {topic_seq}: {other:?}"),
+        }
+    }
+    // A new topic starts at topic sequence 1.
+    assert!(matches!(
+        broker.replicate(&event(2, "users", 2, 11, b"{}")),
+        Err(BrokerError::ReplicaOrder {
+            sequence: "topic",
+            expected: 1,
+            got: 2
+        })
+    ));
+    // Bad content is refused as a publish would refuse it.
+    let mut bad = event(2, "orders", 2, 11, b"{}");
+    bad.event_type = "has space";
+    assert!(matches!(
+        broker.replicate(&bad),
+        Err(BrokerError::InvalidEventType(_))
+    ));
+    assert_eq!(broker.next_seq(), 2, "nothing refused was stored");
+    assert_eq!(all(&broker).len(), 1);
+}
+
+#[test]
+fn replicas_fed_the_same_events_hold_the_same_records_live_and_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Broker::open(config(&dir.path().join("a"), true)).unwrap();
+    let mut live = a
+        .subscribe(Filter::patterns(&[">"]).unwrap(), StartAt::Now)
+        .unwrap();
+    // Two topics interleaved; one publisher's clock behind the other's
+    // (timestamp 5 after 20): stored raised to 20 on every replica.
+    let stream = [
+        (1, "orders", 1, 10u64),
+        (2, "users", 1, 20),
+        (3, "orders", 2, 5),
+        (4, "$presence.room", 1, 30),
+        (5, "orders", 3, 40),
+    ];
+    let payloads: Vec<Vec<u8>> = (0..stream.len())
+        .map(|i| format!("{{\"i\":{i}}}").into_bytes())
+        .collect();
+    for ((seq, topic, topic_seq, ts), payload) in stream.iter().zip(&payloads) {
+        let p = a
+            .replicate(&event(*seq, topic, *topic_seq, *ts, payload))
+            .unwrap();
+        assert_eq!((p.seq, p.topic_seq), (*seq, *topic_seq));
+    }
+    let Some(Delivery::Event(first)) = live.next_timeout(Duration::from_secs(5)).unwrap() else {
+        panic!("no live event")
+    };
+    assert_eq!((first.seq, &*first.topic), (1, "orders"));
+
+    let b = Broker::open(config(&dir.path().join("b"), true)).unwrap();
+    for ((seq, topic, topic_seq, ts), payload) in stream.iter().zip(&payloads) {
+        b.replicate(&event(*seq, topic, *topic_seq, *ts, payload))
+            .unwrap();
+    }
+    let records = all(&a);
+    assert_eq!(records, all(&b));
+    let stamps: Vec<u64> = records.iter().map(|r| r.3).collect();
+    assert_eq!(stamps, [10, 20, 20, 30, 40]);
+    assert_eq!(records[3].1, "$presence.room");
+    assert_eq!(records[0].6.as_deref(), Some("c-1"));
+
+    // After a reopen the replica goes on where it stopped.
+    drop(live);
+    b.close().unwrap();
+    let b = Broker::open(config(&dir.path().join("b"), true)).unwrap();
+    assert_eq!(all(&b), records);
+    assert!(matches!(
+        b.replicate(&event(6, "orders", 3, 50, b"{}")),
+        Err(BrokerError::ReplicaOrder {
+            sequence: "topic",
+            expected: 4,
+            got: 3
+        })
+    ));
+    b.replicate(&event(6, "orders", 4, 50, b"{}")).unwrap();
+    assert_eq!(b.next_seq(), 7);
+}
