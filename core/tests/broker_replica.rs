@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use herald_core::broker::{BrokerError, Delivery, Filter, PublishOptions, Replicated, StartAt};
+use herald_core::broker::{
+    BrokerError, Delivery, Event, Filter, PublishOptions, Replicated, StartAt,
+};
 use herald_core::log::Durability;
 use herald_core::{Broker, BrokerConfig};
 
@@ -43,7 +45,7 @@ fn event<'a>(
 }
 
 /// Every event of `broker`, read back from the log.
-fn all(broker: &Broker) -> Vec<(u64, String, u64, u64, u64, String, Option<String>, Vec<u8>)> {
+fn all(broker: &Broker) -> Vec<Event> {
     let mut sub = broker
         .subscribe(
             Filter::patterns(&[">", "$presence.>"]).unwrap(),
@@ -55,16 +57,7 @@ fn all(broker: &Broker) -> Vec<(u64, String, u64, u64, u64, String, Option<Strin
         let Delivery::Event(e) = d else {
             panic!("unexpected {d:?}")
         };
-        out.push((
-            e.seq,
-            e.topic.to_string(),
-            e.topic_seq,
-            e.timestamp_ns,
-            e.origin,
-            e.event_type.clone(),
-            e.correlation.clone(),
-            e.payload.to_vec(),
-        ));
+        out.push(e);
     }
     out
 }
@@ -181,10 +174,11 @@ fn replicas_fed_the_same_events_hold_the_same_records_live_and_after_reopen() {
     }
     let records = all(&a);
     assert_eq!(records, all(&b));
-    let stamps: Vec<u64> = records.iter().map(|r| r.3).collect();
+    let stamps: Vec<u64> = records.iter().map(|r| r.timestamp_ns).collect();
     assert_eq!(stamps, [10, 20, 20, 30, 40]);
-    assert_eq!(records[3].1, "$presence.room");
-    assert_eq!(records[0].6.as_deref(), Some("c-1"));
+    assert_eq!(&*records[3].topic, "$presence.room");
+    assert_eq!(records[0].correlation.as_deref(), Some("c-1"));
+    assert_eq!(records[0].origin, 7);
 
     // After a reopen the replica goes on where it stopped.
     drop(live);

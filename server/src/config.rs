@@ -47,6 +47,13 @@
 //! [rate_limits.tenants.acme]    # a tenant's own publish and subscribe rates
 //! publish = { per_second = 1000, burst = 2000 }
 //!
+//! [cluster]                     # cluster mode: nodes share a NATS JetStream stream (docs/CLUSTER.md)
+//! nats = ["nats://127.0.0.1:4222"]   # NATS servers (or `--cluster URL`)
+//! stream = "HERALD"             # the shared stream (created if missing)
+//! node_id = "node-a"            # this node's connection name
+//! credentials = "nats.creds"    # optional NATS credentials file
+//! publish_timeout_ms = 5000     # a publish not acknowledged by then gets 503
+//!
 //! [[webhooks]]                  # POSTs matching events (docs/INTEGRATION.md)
 //! name = "orders"               # its consumer, dead-letter topic, metrics
 //! url = "https://hooks.example/herald"
@@ -75,6 +82,7 @@ use crate::api::auth::AuthConfig;
 use crate::api::rate::RateLimitConfig;
 use crate::api::schema::SchemaRule;
 use crate::api::tickets::TICKET_TTL_MS;
+use crate::cluster::{ClusterConfig, ClusterFile};
 use crate::webhook::WebhookConfig;
 use crate::wire::http;
 
@@ -155,6 +163,8 @@ pub struct FileConfig {
     pub rate_limits: Option<RateLimitConfig>,
     /// `[[webhooks]]`: see the module docs.
     pub webhooks: Option<Vec<WebhookConfig>>,
+    /// Cluster mode (`[cluster]`).
+    pub cluster: Option<ClusterFile>,
 }
 
 impl FileConfig {
@@ -184,6 +194,7 @@ impl FileConfig {
             .flatten()
             .chain(schema_files)
             .chain(secrets)
+            .chain(file.cluster.iter_mut().flat_map(|c| c.credentials.as_mut()))
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -319,6 +330,9 @@ impl FileConfig {
         }
         if let Some(hooks) = self.webhooks {
             config.webhooks = hooks;
+        }
+        if let Some(cluster) = self.cluster {
+            cluster.apply(&mut config.cluster)?;
         }
         Ok(())
     }
@@ -500,6 +514,9 @@ pub struct ServerConfig {
     pub rate_limits: RateLimitConfig,
     /// Webhooks: durable consumers that POST events to URLs.
     pub webhooks: Vec<WebhookConfig>,
+    /// Cluster mode: the NATS JetStream stream this node replicates and
+    /// publishes to (`None`: a single node).
+    pub cluster: Option<ClusterConfig>,
     pub(crate) limits: http::Limits,
 }
 
@@ -535,6 +552,7 @@ impl ServerConfig {
             schemas: Vec::new(),
             rate_limits: RateLimitConfig::default(),
             webhooks: Vec::new(),
+            cluster: None,
             limits: http::Limits { max_head, max_body },
         }
     }

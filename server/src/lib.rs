@@ -15,6 +15,7 @@
 //! ```
 
 mod api;
+mod cluster;
 pub mod config;
 mod conn;
 mod fanout;
@@ -38,6 +39,7 @@ use herald_core::Broker;
 pub use api::auth::{mint_hs256, AuthConfig, Claims};
 pub use api::rate::{Rate, RateLimitConfig, TenantRates};
 pub use api::schema::{check_file as check_schema_file, SchemaRule};
+pub use cluster::{ClusterConfig, ClusterFile};
 pub use config::ServerConfig;
 use mio::net::{TcpListener, TcpStream};
 pub use webhook::{WebhookConfig, WebhookStart};
@@ -91,10 +93,32 @@ impl Server {
                 )
             }
         };
+        if let Some(cluster) = &config.cluster {
+            cluster.validate()?;
+            // Every event comes from the cluster's stream.
+            config.broker.replica = true;
+        }
         let broker = Broker::open(config.broker.clone())?;
         webhook::forget_removed(&broker, &hooks)?;
         let config = Arc::new(config);
         let shutdown = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let cluster = match &config.cluster {
+            Some(c) => {
+                let retention = &config.broker.log.retention;
+                let (cluster, thread) = cluster::Cluster::start(
+                    c.clone(),
+                    broker.clone(),
+                    config.broker.idempotency_window,
+                    retention.max_age,
+                    retention.max_bytes,
+                    shutdown.clone(),
+                )?;
+                threads.push(thread);
+                Some(cluster)
+            }
+            None => None,
+        };
         let mut listener = TcpListener::bind(config.listen)?;
         let addr = listener.local_addr()?;
         let mut wakers = Vec::new();
@@ -121,8 +145,8 @@ impl Server {
             )),
             schemas,
             rate: rate.clone(),
+            cluster,
         };
-        let mut threads = Vec::new();
         for i in 0..config.workers.max(1) {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), Token(0))?);

@@ -64,6 +64,11 @@ struct ServeArgs {
     /// PEM file of the TLS certificate's private key.
     #[arg(long, env = "HERALD_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// Cluster mode: a NATS server URL (`nats://host:4222`, repeatable) of
+    /// the JetStream stream this node shares with the others (see
+    /// `[cluster]` in the configuration file for the rest).
+    #[arg(long = "cluster", env = "HERALD_CLUSTER", value_delimiter = ',')]
+    cluster: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -326,6 +331,10 @@ fn server_config(args: ServeArgs) -> Result<ServerConfig, String> {
             _ => None,
         },
         allowed_origins: (!args.allowed_origins.is_empty()).then_some(args.allowed_origins),
+        cluster: (!args.cluster.is_empty()).then(|| herald_server::ClusterFile {
+            nats: Some(args.cluster),
+            ..Default::default()
+        }),
         ..FileConfig::default()
     }
     .apply(&mut config)?;

@@ -39,6 +39,17 @@ impl Broker {
         self.inner.config.replica
     }
 
+    /// The topic sequence the next event of `topic` gets (1 for a topic
+    /// never published). A cluster publisher's fallback when the stream no
+    /// longer holds any of the topic's events.
+    pub fn topic_next_seq(&self, topic: &str) -> u64 {
+        // Relaxed: a snapshot; the publish lock orders the writes.
+        self.inner
+            .topics
+            .get(topic)
+            .map_or(1, |t| t.next_seq.load(Ordering::Relaxed))
+    }
+
     /// Appends the next event of the cluster's stream (replicas only).
     /// `event.seq` must be the log's next sequence and `event.topic_seq`
     /// its topic's next; anything else is refused with

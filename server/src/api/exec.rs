@@ -22,12 +22,16 @@ use super::ops::{
 };
 use super::rate::{Kind, RateLimits};
 use super::schema::Schemas;
+use crate::cluster::{Cluster, ClusterError, Outgoing};
 use crate::webhook::is_server_consumer;
 
 /// Who asks, and of which broker.
 #[derive(Clone, Copy)]
 pub(crate) struct Caller<'a> {
     pub(crate) broker: &'a Broker,
+    /// Cluster mode: publishes go to the cluster's stream, not the broker
+    /// (a replica of it).
+    pub(crate) cluster: Option<&'a Cluster>,
     pub(crate) grants: &'a Grants,
     /// What published payloads must satisfy.
     pub(crate) schemas: &'a Schemas,
@@ -209,6 +213,9 @@ impl Caller<'_> {
             PublishRequest::Batch(ops) => ops.as_slice(),
         };
         self.take(Kind::Publish, ops.len())?;
+        if let Some(cluster) = self.cluster {
+            return self.publish_to_cluster(cluster, request, key);
+        }
         if let ([op], None) = (ops, key) {
             // Every plain publish: without the batch path's vectors.
             let payload = payload(op)?;
@@ -275,6 +282,52 @@ impl Caller<'_> {
         Ok(PublishAnswer {
             published,
             duplicate,
+        })
+    }
+
+    /// `publish` in cluster mode: one event, stored in the cluster's stream
+    /// (the stream cannot store several atomically, so a batch of more than
+    /// one is refused, whole). The key is the stream's deduplication id.
+    fn publish_to_cluster(
+        &self,
+        cluster: &Cluster,
+        request: &PublishRequest<'_>,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<PublishAnswer, ApiError> {
+        let op = match request {
+            PublishRequest::One(op) => op,
+            PublishRequest::Batch(ops) => match ops.as_slice() {
+                [op] => op,
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "this server is a cluster node: a batch holds one event ({} given), since the cluster's stream cannot store several all or none; publish them one by one",
+                        ops.len()
+                    )))
+                }
+            },
+        };
+        let (topic, payload) = self.checked(op)?;
+        let stored = cluster
+            .publish(Outgoing {
+                topic: topic.into_owned(),
+                event_type: op.event_type.to_string(),
+                payload: bytes::Bytes::copy_from_slice(&payload),
+                origin: op.origin.unwrap_or(0),
+                correlation: op.correlation_id.as_deref().map(str::to_owned),
+                // Tenant names never hold ':', so tenant and key stay apart.
+                msg_id: key.map(|k| format!("{}:{}", self.grants.tenant().unwrap_or(""), k.0)),
+            })
+            .map_err(|e| match e {
+                ClusterError::Unavailable(m) => ApiError::Unavailable(m),
+                ClusterError::TooLarge(m) => ApiError::TooLarge(m),
+            })?;
+        let one = Published::from(stored.published);
+        Ok(PublishAnswer {
+            published: match request {
+                PublishRequest::One(_) => PublishedAll::One(one),
+                PublishRequest::Batch(_) => PublishedAll::Batch { events: vec![one] },
+            },
+            duplicate: stored.duplicate,
         })
     }
 
@@ -367,6 +420,13 @@ impl Caller<'_> {
                 (self.broker.subscribe(filter, start)?, recovered)
             }
         };
+        if let (Some(_), Some(_)) = (self.cluster, sub.beyond_end()) {
+            // Another node has served the client further than this
+            // replica has come: not a reset of the log, only lag.
+            return Err(ApiError::Unavailable(format!(
+                "this node's replica has not reached position {after} yet: retry shortly (or on another node)"
+            )));
+        }
         Ok(Opened {
             sub,
             single,

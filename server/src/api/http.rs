@@ -21,6 +21,7 @@ use super::schema::Schemas;
 use super::stomp::StompSession;
 use super::tickets::Tickets;
 use super::ws::{Protocol, WsSession};
+use crate::cluster::Cluster;
 use crate::fanout::encode::{sse_preamble, SseForm};
 use crate::metrics::{render_metrics, ServerStats};
 use crate::wire::http::{Request, Response};
@@ -28,6 +29,8 @@ use crate::wire::http::{Request, Response};
 /// What answering a request needs.
 pub(crate) struct HttpContext<'a> {
     pub(crate) broker: &'a Broker,
+    /// Cluster mode: where publishes go; `/readyz` asks it.
+    pub(crate) cluster: Option<&'a Cluster>,
     /// What published payloads must satisfy.
     pub(crate) schemas: &'a Schemas,
     pub(crate) rate: &'a RateLimits,
@@ -140,7 +143,10 @@ fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<A
     let respond = |r: Response| Ok(Action::Respond(r));
     match (req.method.as_str(), segments.as_slice()) {
         ("GET", ["healthz"]) => respond(Response::new(200, "OK", "text/plain", b"ok\n".to_vec())),
-        ("GET", ["readyz"]) => respond(Response::new(200, "OK", "text/plain", b"ready\n".to_vec())),
+        ("GET", ["readyz"]) => match cx.cluster.map_or(Ok(()), Cluster::ready) {
+            Ok(()) => respond(Response::new(200, "OK", "text/plain", b"ready\n".to_vec())),
+            Err(why) => Err(ApiError::Unavailable(format!("not ready: {why}"))),
+        },
         ("GET", ["metrics"]) => respond(Response::new(
             200,
             "OK",
@@ -181,6 +187,7 @@ fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<A
             let grants = cx.auth.authenticate(req, tickets)?;
             let caller = Caller {
                 broker: cx.broker,
+                cluster: cx.cluster,
                 grants: &grants,
                 schemas: cx.schemas,
                 rate: cx.rate,

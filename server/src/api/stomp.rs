@@ -516,6 +516,7 @@ impl StompSession {
         };
         let caller = Caller {
             broker: cx.broker,
+            cluster: cx.cluster,
             grants,
             schemas: cx.schemas,
             rate: cx.rate,
@@ -568,6 +569,7 @@ impl StompSession {
         }
         let caller = Caller {
             broker: cx.broker,
+            cluster: cx.cluster,
             grants,
             schemas: cx.schemas,
             rate: cx.rate,
@@ -715,6 +717,7 @@ impl StompSession {
         };
         Caller {
             broker: cx.broker,
+            cluster: cx.cluster,
             grants,
             schemas: cx.schemas,
             rate: cx.rate,

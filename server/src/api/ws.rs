@@ -21,12 +21,15 @@ use super::ops::{
 use super::rate::RateLimits;
 use super::schema::Schemas;
 use super::stomp::StompSession;
+use crate::cluster::Cluster;
 use crate::fanout::{Encoding, Router, StreamId, MAX_WORKER_PATTERN_TOKENS};
 use crate::metrics::ServerStats;
 
 /// What handling a client's messages needs from the worker.
 pub(crate) struct WsContext<'a> {
     pub(crate) broker: &'a Broker,
+    /// Cluster mode: where publishes go.
+    pub(crate) cluster: Option<&'a Cluster>,
     /// What published payloads must satisfy.
     pub(crate) schemas: &'a Schemas,
     pub(crate) rate: &'a RateLimits,
@@ -283,6 +286,7 @@ impl WsSession {
     ) -> Result<(), ApiError> {
         let caller = Caller {
             broker: cx.broker,
+            cluster: cx.cluster,
             grants: &self.grants,
             schemas: cx.schemas,
             rate: cx.rate,
@@ -468,6 +472,7 @@ pub(crate) fn open_stream(
     }
     let caller = Caller {
         broker: cx.broker,
+        cluster: cx.cluster,
         grants,
         schemas: cx.schemas,
         rate: cx.rate,

@@ -44,6 +44,7 @@ use crate::api::rate::RateLimits;
 use crate::api::schema::Schemas;
 use crate::api::tickets::Tickets;
 use crate::api::ws::{pattern_capacity, WsContext};
+use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::fanout::encode::{sse_expired, PollBody};
 use crate::fanout::{Encoding, Outputs, Router};
@@ -90,6 +91,8 @@ pub(crate) struct WorkerShared {
     pub(crate) origins: Arc<Origins>,
     pub(crate) schemas: Arc<Schemas>,
     pub(crate) rate: Arc<RateLimits>,
+    /// Cluster mode: where publishes go.
+    pub(crate) cluster: Option<Cluster>,
 }
 
 /// When the periodic work is due.
@@ -393,6 +396,7 @@ impl Worker {
         };
         let mut cx = WsContext {
             broker: &self.shared.broker,
+            cluster: self.shared.cluster.as_ref(),
             schemas: &self.shared.schemas,
             rate: &self.shared.rate,
             peer: conn.peer,
@@ -454,6 +458,7 @@ impl Worker {
             conn.request_started = None;
             let cx = HttpContext {
                 broker: &self.shared.broker,
+                cluster: self.shared.cluster.as_ref(),
                 schemas: &self.shared.schemas,
                 rate: &self.shared.rate,
                 peer: conn.peer,

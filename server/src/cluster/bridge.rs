@@ -1,0 +1,470 @@
+//! The bridge thread: the NATS connection, the stream, replication into the
+//! local broker, and publishes handed over by the workers.
+//!
+//! Topic sequences are dense across nodes without a coordinator: a publish
+//! carries its topic sequence (`Herald-Topic-Seq`, the topic's last plus
+//! one) and `Nats-Expected-Last-Subject-Sequence` (the stream sequence of
+//! the topic's last message). The stream stores it only if no other message
+//! of the topic came in between; otherwise it answers "wrong last sequence"
+//! and the publish is retried with the topic's new last message (read with
+//! a Direct Get), a bounded number of times. This node's publishes to one
+//! topic go one at a time (each waits for the previous one's
+//! acknowledgement), so they never conflict with each other.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
+use futures_util::StreamExt;
+use herald_core::broker::{PublishOptions, Published, Replicated};
+use herald_core::{json, Broker};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::{subject, ClusterConfig, ClusterError, ClusterState, Command, Outgoing, Stored};
+
+/// Attempts of one publish against concurrent writers of its topic.
+const MAX_ATTEMPTS: u32 = 16;
+
+/// The stream's retention and deduplication, from the node's settings.
+pub(crate) struct StreamLimits {
+    pub(crate) duplicate_window: Duration,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) max_bytes: Option<u64>,
+}
+
+pub(crate) struct Bridge {
+    pub(crate) config: ClusterConfig,
+    pub(crate) broker: Broker,
+    pub(crate) state: Arc<ClusterState>,
+    pub(crate) stream: StreamLimits,
+    pub(crate) shutdown: Arc<AtomicBool>,
+}
+
+/// What this node knows of a topic's last message in the stream.
+#[derive(Debug, Clone, Copy)]
+struct Last {
+    stream_seq: u64,
+    topic_seq: u64,
+}
+
+/// Per topic subject: its last message as far as this node knows (`None`:
+/// ask the stream), behind a lock that orders this node's publishes to it.
+type Topics = Arc<parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Last>>>>>>;
+
+impl Bridge {
+    /// The thread's body: runs until shutdown.
+    pub(crate) fn run(self, commands: UnboundedReceiver<Command>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                *self.state.failed.lock() = Some(format!("cannot start the bridge runtime: {e}"));
+                return;
+            }
+        };
+        runtime.block_on(self.main(commands));
+    }
+
+    async fn main(self, mut commands: UnboundedReceiver<Command>) {
+        let Some(client) = self.connect().await else {
+            return;
+        };
+        let js = jetstream::new(client);
+        let Some(stream) = self.ensure_stream(&js).await else {
+            return;
+        };
+        let topics: Topics = Arc::default();
+        let replication = tokio::spawn(replicate(
+            stream.clone(),
+            self.broker.clone(),
+            self.state.clone(),
+            topics.clone(),
+        ));
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                command = commands.recv() => {
+                    let Some(Command { event, reply }) = command else { break };
+                    let publish = Publish {
+                        js: js.clone(),
+                        stream: stream.clone(),
+                        broker: self.broker.clone(),
+                        state: self.state.clone(),
+                        topics: topics.clone(),
+                    };
+                    tokio::spawn(async move {
+                        let _ = reply.send(publish.run(event).await);
+                    });
+                }
+                _ = tick.tick() => {
+                    if self.shutdown.load(Ordering::Acquire) {
+                        break;
+                    }
+                }
+            }
+        }
+        replication.abort();
+    }
+
+    /// Connects (retrying in the background if no server answers yet);
+    /// `None` if the options are unusable.
+    async fn connect(&self) -> Option<async_nats::Client> {
+        let state = self.state.clone();
+        let mut options = async_nats::ConnectOptions::new()
+            .name(&self.config.node_id)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                let state = state.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            state.connected.store(true, Ordering::Release);
+                            tracing::info!("cluster: connected to NATS");
+                        }
+                        async_nats::Event::Disconnected => {
+                            state.connected.store(false, Ordering::Release);
+                            tracing::warn!("cluster: disconnected from NATS; reconnecting");
+                        }
+                        other => tracing::debug!("cluster: NATS event {other}"),
+                    }
+                }
+            });
+        if let Some(path) = &self.config.credentials {
+            options = match options.credentials_file(path).await {
+                Ok(o) => o,
+                Err(e) => {
+                    self.fail(format!(
+                        "cannot read NATS credentials {}: {e}",
+                        path.display()
+                    ));
+                    return None;
+                }
+            };
+        }
+        match options.connect(self.config.nats.as_slice()).await {
+            Ok(client) => {
+                // `Connected` is reported only for reconnections on some
+                // paths: a client handed back is connected now.
+                if client.connection_state() == async_nats::connection::State::Connected {
+                    self.state.connected.store(true, Ordering::Release);
+                }
+                Some(client)
+            }
+            Err(e) => {
+                self.fail(format!("cannot connect to NATS: {e}"));
+                None
+            }
+        }
+    }
+
+    /// The shared stream, created with this node's settings if missing
+    /// (an existing stream keeps its own); retried until it answers.
+    async fn ensure_stream(&self, js: &jetstream::Context) -> Option<stream::Stream> {
+        let wanted = stream::Config {
+            name: self.config.stream.clone(),
+            subjects: vec![subject::ALL.to_owned()],
+            storage: stream::StorageType::File,
+            allow_direct: true,
+            deny_delete: true,
+            deny_purge: true,
+            duplicate_window: self.stream.duplicate_window,
+            max_age: self.stream.max_age.unwrap_or_default(),
+            max_bytes: self
+                .stream
+                .max_bytes
+                .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+            ..Default::default()
+        };
+        loop {
+            match js.get_or_create_stream(wanted.clone()).await {
+                Ok(mut s) => {
+                    if let Ok(info) = s.info().await {
+                        let last = info.state.last_sequence;
+                        self.state.stream_last.fetch_max(last, Ordering::AcqRel);
+                        self.state.catch_up_to.store(last, Ordering::Release);
+                        if self.broker.next_seq() > last {
+                            self.state.caught_up.store(true, Ordering::Release);
+                        }
+                        tracing::info!(
+                            stream = %self.config.stream,
+                            last,
+                            replica_next = self.broker.next_seq(),
+                            "cluster: stream ready"
+                        );
+                    }
+                    return Some(s);
+                }
+                Err(e) => {
+                    tracing::warn!("cluster: stream {}: {e}; retrying", self.config.stream);
+                    if self.shutdown.load(Ordering::Acquire) {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    fn fail(&self, why: String) {
+        tracing::error!("cluster: {why}");
+        *self.state.failed.lock() = Some(why);
+    }
+}
+
+/// Reads the stream in order from the replica's end, appending every
+/// message to the broker; starts over (from the replica's new end) after
+/// any interruption.
+async fn replicate(
+    stream: stream::Stream,
+    broker: Broker,
+    state: Arc<ClusterState>,
+    topics: Topics,
+) {
+    loop {
+        let start = broker.next_seq();
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: subject::ALL.to_owned(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                ..Default::default()
+            })
+            .await;
+        let mut messages = match consumer {
+            Ok(c) => match c.messages().await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!("cluster: replication from {start}: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            },
+            Err(e) => {
+                tracing::warn!("cluster: replication from {start}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        while let Some(message) = messages.next().await {
+            let message = match message {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!("cluster: replication interrupted: {e}; resuming");
+                    break;
+                }
+            };
+            if let Err(why) = apply(&broker, &state, &topics, &message) {
+                tracing::error!("cluster: replication stopped: {why}");
+                *state.failed.lock() = Some(why);
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Appends one stream message to the replica.
+fn apply(
+    broker: &Broker,
+    state: &ClusterState,
+    topics: &Topics,
+    message: &jetstream::Message,
+) -> Result<(), String> {
+    let info = message
+        .info()
+        .map_err(|e| format!("a stream message without its metadata: {e}"))?;
+    let seq = info.stream_sequence;
+    state.stream_last.fetch_max(seq, Ordering::AcqRel);
+    let next = broker.next_seq();
+    if seq < next {
+        return Ok(()); // already here (a redelivery after a reconnection)
+    }
+    if seq > next {
+        return Err(format!(
+            "the stream no longer holds sequences {next} to {} that this replica never received (the stream's retention removed them); start this node with an empty data directory",
+            seq - 1
+        ));
+    }
+    let subject = message.subject.as_str();
+    let topic = subject::topic(subject)
+        .ok_or_else(|| format!("stream message {seq} on {subject:?}, not a Herald subject"))?;
+    let fields = subject::fields(message.headers.as_ref())
+        .map_err(|e| format!("stream message {seq} on {subject:?}: {e}"))?;
+    let payload_is_json = std::str::from_utf8(&message.payload)
+        .ok()
+        .is_some_and(|text| json::validate(text).is_ok());
+    broker
+        .replicate(&Replicated {
+            seq,
+            topic: &topic,
+            topic_seq: fields.topic_seq,
+            timestamp_ns: fields.timestamp_ns,
+            event_type: &fields.event_type,
+            payload: &message.payload,
+            options: PublishOptions {
+                origin: fields.origin,
+                correlation: fields.correlation.as_deref(),
+                payload_is_json,
+            },
+        })
+        .map_err(|e| format!("stream message {seq} on {subject:?}: {e}"))?;
+    if !state.caught_up.load(Ordering::Acquire) && seq >= state.catch_up_to.load(Ordering::Acquire)
+    {
+        state.caught_up.store(true, Ordering::Release);
+    }
+    // What this node knows of the topic's last message, for its next
+    // publish to it (unless a publish holds it: that one learns on its own).
+    let slot = topics.lock().get(subject).cloned();
+    if let Some(slot) = slot {
+        if let Ok(mut last) = slot.try_lock() {
+            if last.is_some_and(|l| l.stream_seq < seq) {
+                *last = Some(Last {
+                    stream_seq: seq,
+                    topic_seq: fields.topic_seq,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One publish, on the bridge's runtime.
+struct Publish {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    broker: Broker,
+    state: Arc<ClusterState>,
+    topics: Topics,
+}
+
+impl Publish {
+    async fn run(self, event: Outgoing) -> Result<Stored, ClusterError> {
+        let subject = subject::of(&event.topic);
+        let slot = self
+            .topics
+            .lock()
+            .entry(subject.clone())
+            .or_default()
+            .clone();
+        let mut last = slot.lock().await;
+        let timestamp_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        for attempt in 0..MAX_ATTEMPTS {
+            let known = match *last {
+                Some(l) => l,
+                None => self.last_of(&subject, &event.topic).await?,
+            };
+            let topic_seq = known.topic_seq + 1;
+            let headers = subject::headers(&subject::Fields {
+                event_type: event.event_type.clone(),
+                topic_seq,
+                timestamp_ns,
+                origin: event.origin,
+                correlation: event.correlation.clone(),
+            });
+            let mut message = jetstream::message::PublishMessage::build()
+                .payload(event.payload.clone())
+                .headers(headers)
+                .expected_last_subject_sequence(known.stream_seq);
+            if let Some(id) = &event.msg_id {
+                message = message.message_id(id);
+            }
+            let ack = match self.js.send_publish(subject.clone(), message).await {
+                Ok(pending) => pending.await,
+                Err(e) => Err(e),
+            };
+            match ack {
+                Ok(ack) if ack.duplicate => {
+                    // Nothing stored: the first publish's sequences.
+                    let first = self.stream.direct_get(ack.sequence).await.map_err(|e| {
+                        ClusterError::Unavailable(format!(
+                            "reading the first publish of the idempotency key: {e}"
+                        ))
+                    })?;
+                    let topic_seq = subject::topic_seq(Some(&first.headers)).ok_or_else(|| {
+                        ClusterError::Unavailable(
+                            "the key's first publish carries no topic sequence".into(),
+                        )
+                    })?;
+                    return Ok(Stored {
+                        published: Published {
+                            seq: ack.sequence,
+                            topic_seq,
+                        },
+                        duplicate: true,
+                    });
+                }
+                Ok(ack) => {
+                    *last = Some(Last {
+                        stream_seq: ack.sequence,
+                        topic_seq,
+                    });
+                    self.state.published.fetch_add(1, Ordering::Relaxed);
+                    self.state
+                        .stream_last
+                        .fetch_max(ack.sequence, Ordering::AcqRel);
+                    return Ok(Stored {
+                        published: Published {
+                            seq: ack.sequence,
+                            topic_seq,
+                        },
+                        duplicate: false,
+                    });
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    // Another node wrote the topic first: learn its last
+                    // message and try again, after a short random pause so
+                    // that racing nodes spread out.
+                    *last = None;
+                    self.state.cas_retries.fetch_add(1, Ordering::Relaxed);
+                    let pause = fastrand::u64(0..=(200u64 << attempt.min(5)));
+                    tokio::time::sleep(Duration::from_micros(pause)).await;
+                }
+                Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                    return Err(ClusterError::TooLarge(format!(
+                        "the event is too large for the cluster's NATS servers: {e}"
+                    )));
+                }
+                Err(e) => {
+                    *last = None;
+                    return Err(ClusterError::Unavailable(format!(
+                        "the cluster's stream did not store the event: {e}; retry"
+                    )));
+                }
+            }
+        }
+        Err(ClusterError::Unavailable(format!(
+            "the topic is written by other nodes too fast: {MAX_ATTEMPTS} attempts lost the race; retry"
+        )))
+    }
+
+    /// The topic's last message in the stream. If the stream holds none
+    /// (never published, or retention removed them all), the replica's
+    /// count goes on: topic sequences are never reused.
+    async fn last_of(&self, subject: &str, topic: &str) -> Result<Last, ClusterError> {
+        match self.stream.direct_get_last_for_subject(subject).await {
+            Ok(m) => Ok(Last {
+                stream_seq: m.sequence,
+                topic_seq: subject::topic_seq(Some(&m.headers)).ok_or_else(|| {
+                    ClusterError::Unavailable(format!(
+                        "the last message on {subject:?} carries no topic sequence"
+                    ))
+                })?,
+            }),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(Last {
+                stream_seq: 0,
+                topic_seq: self.broker.topic_next_seq(topic) - 1,
+            }),
+            Err(e) => Err(ClusterError::Unavailable(format!(
+                "reading the topic's last message from the stream: {e}"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Cluster mode: Herald nodes share one NATS JetStream stream, the source of
+//! truth, and each keeps a full replica of it in its own broker (log and
+//! ring), which serves its clients exactly as a single node does.
+//!
+//! A publish goes to the stream, never to the local broker: the stream's
+//! sequence is the global sequence, the same on every node. Each node's
+//! bridge thread reads the stream in order and appends every message to its
+//! broker ([`herald_core::Broker::replicate`]), its own publishes included,
+//! so every node serves the same events in the same order. The design, its
+//! guarantees and its limits are in `docs/CLUSTER.md`.
+//!
+//! Threads: the NATS client (async-nats) runs on one bridge thread, on a
+//! current-thread tokio runtime. Workers hand it a publish through a
+//! channel and wait for its answer (see [`Cluster::publish`]); nothing async
+//! touches the fan-out path.
+
+mod bridge;
+mod subject;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use herald_core::broker::Published;
+use herald_core::Broker;
+use parking_lot::Mutex;
+use serde::Deserialize;
+
+/// How a node joins a cluster (`[cluster]` in the configuration file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// NATS server URLs (`nats://host:port`); the client moves between
+    /// them.
+    pub nats: Vec<String>,
+    /// The JetStream stream every node shares (created if missing).
+    pub stream: String,
+    /// This node's name, as NATS monitoring shows its connection.
+    pub node_id: String,
+    /// A NATS credentials file (`.creds`), if the servers require one.
+    pub credentials: Option<PathBuf>,
+    /// How long a publish may wait for the stream's acknowledgement before
+    /// the client is answered 503.
+    pub publish_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// Defaults for the servers at `nats`: stream `HERALD`, node id from
+    /// the process id, 5 s publish timeout.
+    pub fn new(nats: Vec<String>) -> ClusterConfig {
+        ClusterConfig {
+            nats,
+            stream: "HERALD".to_owned(),
+            node_id: format!("herald-{}", std::process::id()),
+            credentials: None,
+            publish_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The `[cluster]` table of the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// NATS server URLs.
+    pub nats: Option<Vec<String>>,
+    /// The stream's name.
+    pub stream: Option<String>,
+    /// This node's name.
+    pub node_id: Option<String>,
+    /// NATS credentials file.
+    pub credentials: Option<PathBuf>,
+    /// Publish timeout, in milliseconds.
+    pub publish_timeout_ms: Option<u64>,
+}
+
+impl ClusterFile {
+    /// Applies the table over `config` (`None`: no cluster so far).
+    pub fn apply(self, config: &mut Option<ClusterConfig>) -> Result<(), String> {
+        let c = config.get_or_insert_with(|| ClusterConfig::new(Vec::new()));
+        if let Some(v) = self.nats {
+            c.nats = v;
+        }
+        if let Some(v) = self.stream {
+            c.stream = v;
+        }
+        if let Some(v) = self.node_id {
+            c.node_id = v;
+        }
+        if let Some(v) = self.credentials {
+            c.credentials = Some(v);
+        }
+        if let Some(ms) = self.publish_timeout_ms {
+            if !(100..=60_000).contains(&ms) {
+                return Err("cluster.publish_timeout_ms: 100 to 60000".into());
+            }
+            c.publish_timeout = Duration::from_millis(ms);
+        }
+        Ok(())
+    }
+}
+
+impl ClusterConfig {
+    /// Checks the settings once every source (file, flags) is applied.
+    pub fn validate(&self) -> Result<(), String> {
+        let c = self;
+        if c.nats.is_empty() || c.nats.iter().any(|u| u.is_empty() || u.contains(' ')) {
+            return Err("cluster.nats: one or more NATS URLs (nats://host:port)".into());
+        }
+        let name_ok = |s: &str| {
+            (1..=64).contains(&s.len())
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !name_ok(&c.stream) {
+            return Err("cluster.stream: 1 to 64 letters, digits, '_' or '-'".into());
+        }
+        if !name_ok(&c.node_id) {
+            return Err("cluster.node_id: 1 to 64 letters, digits, '_' or '-'".into());
+        }
+        Ok(())
+    }
+}
+
+/// An event to publish through the cluster, checked by the request layer.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    /// The broker's topic name.
+    pub(crate) topic: String,
+    pub(crate) event_type: String,
+    pub(crate) payload: bytes::Bytes,
+    pub(crate) origin: u64,
+    pub(crate) correlation: Option<String>,
+    /// JetStream's deduplication id (`Nats-Msg-Id`): the tenant and the
+    /// client's idempotency key.
+    pub(crate) msg_id: Option<String>,
+}
+
+/// What the stream did with a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub(crate) published: Published,
+    /// The key was seen within the stream's duplicate window: nothing was
+    /// stored, and these are the first publish's sequences.
+    pub(crate) duplicate: bool,
+}
+
+/// Why a cluster publish failed: the client may retry (with the same
+/// idempotency key, to be sure it is stored once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ClusterError {
+    /// NATS is unreachable or did not answer in time: nothing was
+    /// acknowledged (the event may still be stored; a retry with the same
+    /// idempotency key finds it).
+    Unavailable(String),
+    /// Refused by the stream (too large for NATS's `max_payload`).
+    TooLarge(String),
+}
+
+/// What the bridge reports, read by `/readyz` and `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct ClusterState {
+    /// The NATS connection is up.
+    pub(crate) connected: AtomicBool,
+    /// The replica has caught up with the stream as it was at start.
+    pub(crate) caught_up: AtomicBool,
+    /// The stream's last sequence when the node started: the replica has
+    /// caught up once it holds it.
+    pub(crate) catch_up_to: AtomicU64,
+    /// The stream's last sequence, as last seen (replicated or
+    /// acknowledged to this node).
+    pub(crate) stream_last: AtomicU64,
+    /// Publishes retried because another publisher wrote the topic first.
+    pub(crate) cas_retries: AtomicU64,
+    /// Publishes acknowledged by the stream.
+    pub(crate) published: AtomicU64,
+    /// Why replication stopped, if it did (this node cannot go on).
+    pub(crate) failed: Mutex<Option<String>>,
+}
+
+pub(crate) struct Command {
+    event: Outgoing,
+    reply: mpsc::SyncSender<Result<Stored, ClusterError>>,
+}
+
+/// A node's handle on its cluster: cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Cluster {
+    commands: tokio::sync::mpsc::UnboundedSender<Command>,
+    pub(crate) state: Arc<ClusterState>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Starts the bridge thread for `broker` (a replica). It connects,
+    /// creates the stream if missing, and replicates until `shutdown`.
+    pub(crate) fn start(
+        config: ClusterConfig,
+        broker: Broker,
+        duplicate_window: Duration,
+        max_age: Option<Duration>,
+        max_bytes: Option<u64>,
+        shutdown: Arc<AtomicBool>,
+    ) -> std::io::Result<(Cluster, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let state = Arc::new(ClusterState::default());
+        let timeout = config.publish_timeout;
+        let bridge = bridge::Bridge {
+            config,
+            broker,
+            state: state.clone(),
+            stream: bridge::StreamLimits {
+                duplicate_window,
+                max_age,
+                max_bytes,
+            },
+            shutdown,
+        };
+        let thread = std::thread::Builder::new()
+            .name("herald-cluster".into())
+            .spawn(move || bridge.run(rx))?;
+        Ok((
+            Cluster {
+                commands: tx,
+                state,
+                timeout,
+            },
+            thread,
+        ))
+    }
+
+    /// Publishes one event to the stream and waits (on the caller's
+    /// thread) for the stream's acknowledgement, at most the publish
+    /// timeout.
+    pub(crate) fn publish(&self, event: Outgoing) -> Result<Stored, ClusterError> {
+        if !self.state.connected.load(Ordering::Acquire) {
+            return Err(ClusterError::Unavailable(
+                "the cluster's NATS servers are unreachable: nothing was stored; retry".into(),
+            ));
+        }
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.commands
+            .send(Command { event, reply })
+            .map_err(|_| ClusterError::Unavailable("the cluster bridge has stopped".into()))?;
+        answer.recv_timeout(self.timeout).unwrap_or_else(|_| {
+            Err(ClusterError::Unavailable(format!(
+                "the cluster's stream did not acknowledge within {} ms: the event may or may not be stored; retry with the same idempotency key",
+                self.timeout.as_millis()
+            )))
+        })
+    }
+
+    /// Ready to serve: connected, caught up, replicating.
+    pub(crate) fn ready(&self) -> Result<(), String> {
+        if let Some(why) = &*self.state.failed.lock() {
+            return Err(format!("replication stopped: {why}"));
+        }
+        if !self.state.connected.load(Ordering::Acquire) {
+            return Err("not connected to NATS".into());
+        }
+        if !self.state.caught_up.load(Ordering::Acquire) {
+            return Err("the replica is catching up with the stream".into());
+        }
+        Ok(())
+    }
+}

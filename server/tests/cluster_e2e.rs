@@ -1,0 +1,492 @@
+//! Cluster mode against a real nats-server with JetStream (Debian's
+//! `nats-server`; `scripts/test` installs it) and three `herald serve`
+//! processes on loopback: concurrent publishers on every node keep every
+//! topic dense and every replica identical; SSE and long-poll clients whose
+//! node is SIGKILLed resume on another node exactly once, in order; an
+//! idempotency key retried on another node gets the first publish's
+//! sequences; publishes during a NATS outage get 503, and replication
+//! resumes after it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{free_port, KillOnDrop};
+use serde_json::Value;
+
+const HERALD: &str = env!("CARGO_BIN_EXE_herald");
+
+/// The nats-server binary: `HERALD_NATS_SERVER`, else the one on the PATH
+/// or Debian's.
+fn nats_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("HERALD_NATS_SERVER") {
+        return p.into();
+    }
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/usr/bin"])
+    {
+        let p = Path::new(dir).join("nats-server");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("nats-server not found (scripts/test installs Debian's nats-server; or set HERALD_NATS_SERVER)");
+}
+
+fn wait_for_port(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start on {addr}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A nats-server with JetStream, its store in `dir`.
+struct Nats {
+    port: u16,
+    dir: PathBuf,
+    process: KillOnDrop,
+}
+
+impl Nats {
+    fn start(dir: &Path) -> Nats {
+        let mut nats = Nats {
+            port: free_port(),
+            dir: dir.to_owned(),
+            process: KillOnDrop(None),
+        };
+        nats.restart();
+        nats
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new(nats_binary())
+            .args(["-js", "-sd"])
+            .arg(&self.dir)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.process = KillOnDrop(Some(child));
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], self.port)), "nats-server");
+    }
+
+    fn kill(&mut self) {
+        self.process = KillOnDrop(None);
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A `herald serve` node of the cluster.
+struct Node {
+    addr: SocketAddr,
+    _process: KillOnDrop,
+}
+
+impl Node {
+    fn start(dir: &Path, nats: &Nats, name: &str) -> Node {
+        let port = free_port();
+        let data = dir.join(name);
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "workers = 1\ndurability = \"never\"\nsegment_size = 1048576\nring_capacity = 1048576\nmax_payload = 65536\nmax_body = 65536\n\n[cluster]\nnode_id = \"{name}\"\npublish_timeout_ms = 2000\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new(HERALD)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data")
+            .arg(&data)
+            .args(["--cluster", &nats.url()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let node = Node {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _process: KillOnDrop(Some(child)),
+        };
+        wait_for_port(node.addr, "herald");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http(node.addr, "GET", "/readyz", "", "").0 != 200 {
+            assert!(Instant::now() < deadline, "{name} never became ready");
+            thread::sleep(Duration::from_millis(20));
+        }
+        node
+    }
+}
+
+/// (status, body) of one HTTP request.
+fn http(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn publish(addr: SocketAddr, topic: &str, data: &str, key: Option<&str>) -> (u16, Value) {
+    let headers = key.map_or(String::new(), |k| format!("Idempotency-Key: {k}\r\n"));
+    let body = format!("{{\"type\":\"t.n\",\"data\":{data}}}");
+    http(
+        addr,
+        "POST",
+        &format!("/v1/topics/{topic}/events"),
+        &headers,
+        &body,
+    )
+}
+
+/// Every event a node holds, in order, as the poll endpoint gives them.
+fn all_events(addr: SocketAddr) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |e: &Value| e["seq"].as_u64().unwrap());
+        let (status, page) = http(
+            addr,
+            "GET",
+            &format!("/v1/events?topics=>&after={after}&limit=1000&wait=0"),
+            "",
+            "",
+        );
+        assert_eq!(status, 200, "{page}");
+        let events = page["events"].as_array().unwrap().clone();
+        if events.is_empty() {
+            return out;
+        }
+        out.extend(events);
+    }
+}
+
+/// Waits until every node holds `n` events.
+fn wait_for_replicas(nodes: &[&Node], n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in nodes {
+        loop {
+            let have = all_events(node.addr).len();
+            if have == n {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a replica holds {have} of {n} events"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn concurrent_publishers_on_three_nodes_keep_every_topic_dense_and_every_replica_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"));
+    let nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Node::start(dir.path(), &nats, n))
+        .collect();
+    const PER_NODE: usize = 120;
+    let acks: Vec<Vec<(String, u64, u64)>> = thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                s.spawn(move || {
+                    (0..PER_NODE)
+                        .map(|j| {
+                            // Three topics written by every node at once.
+                            let topic = format!("orders.t{}", j % 3);
+                            let (status, ack) = publish(
+                                node.addr,
+                                &topic,
+                                &format!("{{\"node\":{i},\"j\":{j}}}"),
+                                None,
+                            );
+                            assert_eq!(status, 200, "{ack}");
+                            (
+                                topic,
+                                ack["seq"].as_u64().unwrap(),
+                                ack["topic_seq"].as_u64().unwrap(),
+                            )
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let total = 3 * PER_NODE;
+    wait_for_replicas(&nodes.iter().collect::<Vec<_>>(), total);
+    let first = all_events(nodes[0].addr);
+    for node in &nodes[1..] {
+        assert_eq!(all_events(node.addr), first, "replicas differ");
+    }
+    // Global sequences 1..=total; every topic's dense from 1.
+    let seqs: Vec<u64> = first.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>());
+    for t in 0..3 {
+        let topic = format!("orders.t{t}");
+        let topic_seqs: Vec<u64> = first
+            .iter()
+            .filter(|e| e["topic"] == topic.as_str())
+            .map(|e| e["topic_seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            topic_seqs,
+            (1..=topic_seqs.len() as u64).collect::<Vec<_>>(),
+            "{topic}"
+        );
+    }
+    // Every acknowledgement names the event the log holds there.
+    for (i, node_acks) in acks.iter().enumerate() {
+        for (j, (topic, seq, topic_seq)) in node_acks.iter().enumerate() {
+            let e = &first[*seq as usize - 1];
+            assert_eq!(
+                (&e["topic"], e["topic_seq"].as_u64().unwrap()),
+                (&Value::from(topic.as_str()), *topic_seq)
+            );
+            assert_eq!(
+                (e["data"]["node"].as_u64(), e["data"]["j"].as_u64()),
+                (Some(i as u64), Some(j as u64))
+            );
+        }
+    }
+}
+
+/// Reads SSE events from `reader` until `n` arrived or the stream ends;
+/// each as (id, data).
+fn read_sse(reader: &mut BufReader<TcpStream>, n: usize, out: &mut Vec<(u64, Value)>) {
+    let mut id = None;
+    let mut line = String::new();
+    while out.len() < n {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if let Some(v) = line.strip_prefix("id: ") {
+            id = v.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            if let Some(id) = id.take() {
+                out.push((id, serde_json::from_str(v.trim()).unwrap()));
+            }
+        }
+    }
+}
+
+fn open_sse(addr: SocketAddr, path: &str, last_event_id: Option<u64>) -> BufReader<TcpStream> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n");
+    if let Some(id) = last_event_id {
+        req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            return reader;
+        }
+    }
+}
+
+#[test]
+fn clients_of_a_killed_node_resume_on_another_exactly_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"));
+    let mut a = Some(Node::start(dir.path(), &nats, "a"));
+    let b = Node::start(dir.path(), &nats, "b");
+    let c = Node::start(dir.path(), &nats, "c");
+    let a_addr = a.as_ref().unwrap().addr;
+    const N: u64 = 300;
+    let publisher = {
+        let addr = c.addr;
+        thread::spawn(move || {
+            for i in 1..=N {
+                let (status, ack) = publish(addr, "rooms.r1", &format!("{{\"i\":{i}}}"), None);
+                assert_eq!(status, 200, "{ack}");
+                if i % 50 == 0 {
+                    thread::sleep(Duration::from_millis(30));
+                }
+            }
+        })
+    };
+    // An SSE client and a long-poll client on node a, from the start.
+    let mut sse = open_sse(a_addr, "/v1/topics/rooms.r1/events?after=0", None);
+    let mut seen_sse = Vec::new();
+    read_sse(&mut sse, 40, &mut seen_sse);
+    let mut polled: Vec<Value> = Vec::new();
+    while polled.len() < 60 {
+        let after = polled
+            .last()
+            .map_or(0, |e| e["topic_seq"].as_u64().unwrap());
+        let (_, page) = http(
+            a_addr,
+            "GET",
+            &format!("/v1/topics/rooms.r1/events?after={after}&wait=1000"),
+            "",
+            "",
+        );
+        polled.extend(page["events"].as_array().unwrap().iter().cloned());
+    }
+    // Node a dies mid-stream (SIGKILL).
+    a.take();
+    read_sse(&mut sse, usize::MAX, &mut seen_sse); // what was already sent
+                                                   // Both resume on other nodes with what they last saw.
+    let last_sse = seen_sse.last().unwrap().0;
+    let mut sse = open_sse(b.addr, "/v1/topics/rooms.r1/events", Some(last_sse));
+    read_sse(&mut sse, N as usize, &mut seen_sse);
+    while polled.len() < N as usize {
+        let after = polled.last().unwrap()["topic_seq"].as_u64().unwrap();
+        let (status, page) = http(
+            c.addr,
+            "GET",
+            &format!("/v1/topics/rooms.r1/events?after={after}&wait=2000"),
+            "",
+            "",
+        );
+        assert_eq!(status, 200, "{page}");
+        polled.extend(page["events"].as_array().unwrap().iter().cloned());
+    }
+    publisher.join().unwrap();
+    let ids: Vec<u64> = seen_sse.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        ids,
+        (1..=N).collect::<Vec<_>>(),
+        "SSE: exactly once, in order"
+    );
+    let data: Vec<u64> = seen_sse
+        .iter()
+        .map(|(_, d)| d["data"]["i"].as_u64().or(d["i"].as_u64()).unwrap())
+        .collect();
+    assert_eq!(data, (1..=N).collect::<Vec<_>>());
+    let polled_seqs: Vec<u64> = polled
+        .iter()
+        .map(|e| e["topic_seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        polled_seqs,
+        (1..=N).collect::<Vec<_>>(),
+        "poll: exactly once, in order"
+    );
+}
+
+#[test]
+fn an_idempotency_key_retried_on_another_node_gets_the_first_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"));
+    let a = Node::start(dir.path(), &nats, "a");
+    let b = Node::start(dir.path(), &nats, "b");
+    publish(a.addr, "orders", "{}", None);
+    let (status, first) = publish(a.addr, "orders", "{\"n\":1}", Some("order-17"));
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(
+        (first["seq"].as_u64(), first["topic_seq"].as_u64()),
+        (Some(2), Some(2))
+    );
+    publish(b.addr, "orders", "{}", None);
+    let (status, retry) = publish(b.addr, "orders", "{\"n\":1}", Some("order-17"));
+    assert_eq!(status, 200, "{retry}");
+    assert_eq!(retry["duplicate"], true);
+    assert_eq!(
+        (retry["seq"].as_u64(), retry["topic_seq"].as_u64()),
+        (Some(2), Some(2))
+    );
+    wait_for_replicas(&[&a, &b], 3);
+    // A batch of more than one event is refused whole, clearly.
+    let (status, e) = http(
+        a.addr,
+        "POST",
+        "/v1/topics/orders/events",
+        "",
+        r#"[{"type":"t","data":1},{"type":"t","data":2}]"#,
+    );
+    assert_eq!(status, 400, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("cluster node"), "{e}");
+    wait_for_replicas(&[&a, &b], 3);
+}
+
+#[test]
+fn publishes_in_a_nats_outage_get_503_and_replication_resumes_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = Nats::start(&dir.path().join("nats"));
+    let a = Node::start(dir.path(), &nats, "a");
+    let b = Node::start(dir.path(), &nats, "b");
+    for i in 0..10 {
+        assert_eq!(publish(a.addr, "orders", &i.to_string(), None).0, 200);
+    }
+    wait_for_replicas(&[&a, &b], 10);
+    nats.kill();
+    // Nothing is acknowledged while NATS is down; subscribers are still
+    // served from the replicas.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = publish(a.addr, "orders", "99", None);
+        if status == 503 {
+            assert!(
+                body["code"] == "unavailable" && body["error"].is_string(),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publishes still answered {status} with NATS down"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http(b.addr, "GET", "/readyz", "", "").0, 503);
+    assert_eq!(all_events(b.addr).len(), 10);
+    nats.restart();
+    // The nodes reconnect by themselves; publishes succeed again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stored = 0;
+    while stored < 5 {
+        let (status, _) = publish(b.addr, "orders", "100", None);
+        if status == 200 {
+            stored += 1;
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "publishes still fail after NATS came back"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let n = 10 + stored;
+    // (A publish that timed out in the outage may still have been stored:
+    // the clients were told to retry, not that it failed.)
+    let count = all_events(b.addr).len().max(n);
+    wait_for_replicas(&[&a, &b], count);
+    assert_eq!(all_events(a.addr), all_events(b.addr));
+}
