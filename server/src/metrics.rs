@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 use crate::api::rate::RateLimits;
 use crate::api::schema::Schemas;
 use crate::api::tickets::Tickets;
+use crate::cluster::ClusterState;
 use crate::webhook::WebhookStats;
 use herald_core::Broker;
 
@@ -56,6 +57,7 @@ pub(crate) fn render_metrics(
     rate: &RateLimits,
     schemas: &Schemas,
     tickets: &Tickets,
+    cluster: Option<&ClusterState>,
 ) -> String {
     let m = &broker.metrics();
     let mut registry = Registry::with_prefix("herald");
@@ -231,6 +233,42 @@ pub(crate) fn render_metrics(
     ];
     for (name, help, value) in gauges {
         registry.register(name, help, ConstGauge::new(value));
+    }
+    if let Some(c) = cluster {
+        let stream_last = c.stream_last.load(Ordering::Acquire);
+        for (name, help, value) in [
+            (
+                "cluster_published_events",
+                "Events this node published to the cluster's stream (acknowledged)",
+                read(&c.published),
+            ),
+            (
+                "cluster_publish_round_trip_ns",
+                "Time from handing a publish to NATS to its acknowledgement, summed (divide by cluster_published_events)",
+                read(&c.publish_ns),
+            ),
+            (
+                "cluster_cas_retries",
+                "Publishes retried because another node wrote their topic first",
+                read(&c.cas_retries),
+            ),
+        ] {
+            registry.register(name, help, ConstCounter::new(value));
+        }
+        for (name, help, value) in [
+            (
+                "cluster_connected",
+                "1 while the node is connected to NATS",
+                u64::from(c.connected.load(Ordering::Acquire)),
+            ),
+            (
+                "cluster_replication_lag",
+                "Stream sequences this node's replica has not appended yet (of those it has seen)",
+                stream_last.saturating_sub(head),
+            ),
+        ] {
+            registry.register(name, help, ConstGauge::new(value));
+        }
     }
     let mut out = String::new();
     // Writing into a String cannot fail.

@@ -135,6 +135,18 @@ impl Node {
 
 /// (status, body) of one HTTP request.
 fn http(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> (u16, Value) {
+    let (status, body) = http_text(addr, method, path, headers, body);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// (status, body text) of one HTTP request.
+fn http_text(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let raw = format!(
@@ -146,7 +158,7 @@ fn http(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -
     let _ = s.read_to_string(&mut answer);
     let status = answer[9..12].parse().unwrap();
     let body = answer.split_once("\r\n\r\n").unwrap().1;
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    (status, body.to_owned())
 }
 
 fn publish(addr: SocketAddr, topic: &str, data: &str, key: Option<&str>) -> (u16, Value) {
@@ -434,6 +446,34 @@ fn an_idempotency_key_retried_on_another_node_gets_the_first_sequences() {
     assert_eq!(status, 400, "{e}");
     assert!(e["error"].as_str().unwrap().contains("cluster node"), "{e}");
     wait_for_replicas(&[&a, &b], 3);
+    // Presence is refused, clearly, not half done.
+    let (status, e) = http(
+        a.addr,
+        "POST",
+        "/v1/presence/heartbeat",
+        "",
+        r#"{"topic":"orders","client_id":"c1"}"#,
+    );
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("presence is not available"),
+        "{e}"
+    );
+    // What each node published, and that its replica is current.
+    for (node, published) in [(&a, 2), (&b, 1)] {
+        let (status, metrics) = http_text(node.addr, "GET", "/metrics", "", "");
+        assert_eq!(status, 200);
+        for line in [
+            format!("herald_cluster_published_events_total {published}\n"),
+            "herald_cluster_connected 1\n".to_owned(),
+            "herald_cluster_replication_lag 0\n".to_owned(),
+        ] {
+            assert!(metrics.contains(&line), "no {line:?} in\n{metrics}");
+        }
+    }
 }
 
 #[test]

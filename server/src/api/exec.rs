@@ -602,6 +602,12 @@ impl Caller<'_> {
 
     /// A presence session's broker topic, within the subscribe grants.
     fn session(&self, topic: &str, client_id: &str) -> Result<Session, ApiError> {
+        if self.cluster.is_some() {
+            // Presence events are a node's own; a replica takes none.
+            return Err(ApiError::invalid(
+                "presence is not available on a cluster node yet (docs/CLUSTER.md)",
+            ));
+        }
         if topic.is_empty() || client_id.is_empty() {
             return Err(ApiError::invalid(
                 "presence needs a non-empty 'topic' and 'client_id'",

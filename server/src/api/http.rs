@@ -151,7 +151,15 @@ fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<A
             200,
             "OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render_metrics(cx.broker, cx.stats, cx.rate, cx.schemas, cx.tickets).into_bytes(),
+            render_metrics(
+                cx.broker,
+                cx.stats,
+                cx.rate,
+                cx.schemas,
+                cx.tickets,
+                cx.cluster.map(|c| &*c.state),
+            )
+            .into_bytes(),
         )),
         (_, ["healthz" | "readyz" | "metrics"]) => Err(ApiError::MethodNotAllowed),
         // STOMP clients send their token in CONNECT (browsers cannot set

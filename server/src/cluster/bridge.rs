@@ -353,6 +353,7 @@ impl Publish {
             .or_default()
             .clone();
         let mut last = slot.lock().await;
+        let started = std::time::Instant::now();
         let timestamp_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -407,6 +408,8 @@ impl Publish {
                         topic_seq,
                     });
                     self.state.published.fetch_add(1, Ordering::Relaxed);
+                    let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    self.state.publish_ns.fetch_add(took, Ordering::Relaxed);
                     self.state
                         .stream_last
                         .fetch_max(ack.sequence, Ordering::AcqRel);

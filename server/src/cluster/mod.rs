@@ -174,6 +174,8 @@ pub(crate) struct ClusterState {
     pub(crate) cas_retries: AtomicU64,
     /// Publishes acknowledged by the stream.
     pub(crate) published: AtomicU64,
+    /// Their round trips to the stream, summed, in nanoseconds.
+    pub(crate) publish_ns: AtomicU64,
     /// Why replication stopped, if it did (this node cannot go on).
     pub(crate) failed: Mutex<Option<String>>,
 }
