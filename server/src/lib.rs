@@ -151,7 +151,10 @@ impl Server {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), Token(0))?);
             let (tx, rx) = mpsc::channel();
-            let worker = conn::worker::Worker::new(poll, rx, shared.clone(), i == 0)?;
+            let mut shared = shared.clone();
+            // Answers from the cluster's stream wake the worker that waits.
+            shared.cluster = shared.cluster.map(|c| c.for_worker(waker.clone()));
+            let worker = conn::worker::Worker::new(poll, rx, shared, i == 0)?;
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("herald-worker-{i}"))

@@ -530,3 +530,91 @@ fn publishes_in_a_nats_outage_get_503_and_replication_resumes_after_it() {
     wait_for_replicas(&[&a, &b], count);
     assert_eq!(all_events(a.addr), all_events(b.addr));
 }
+
+#[test]
+fn websocket_and_pipelined_http_publishes_are_answered_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"));
+    let a = Node::start(dir.path(), &nats, "a");
+    // WebSocket: 300 publishes sent at once (more than a connection may
+    // have awaiting the stream), to two topics, one with a bad type.
+    let mut ws = common::ws_connect(&format!("ws://{}/v1/ws", a.addr));
+    const N: usize = 300;
+    for i in 0..N {
+        let kind = if i == 7 { "bad type" } else { "t.n" };
+        let topic = if i % 2 == 0 { "even" } else { "odd" };
+        common::ws_send(
+            &mut ws,
+            serde_json::json!({"op": "publish", "ref": i, "topic": topic, "type": kind, "data": i}),
+        );
+    }
+    // Within a topic, the sequences follow the order of the publishes
+    // (two topics are written concurrently: between them, no order).
+    let mut last_seq = [0, 0];
+    for i in 0..N {
+        let answer = common::ws_recv(&mut ws);
+        assert_eq!(
+            answer["ref"], i,
+            "answers in the order of the publishes: {answer}"
+        );
+        if i == 7 {
+            assert_eq!(answer["type"], "error", "{answer}");
+            continue;
+        }
+        assert_eq!(answer["type"], "published", "{answer}");
+        let seq = answer["seq"].as_u64().unwrap();
+        assert!(seq > last_seq[i % 2], "{answer}");
+        last_seq[i % 2] = seq;
+    }
+    let last_seq = last_seq[0].max(last_seq[1]);
+    // A message that is not a publish is answered after the publishes
+    // before it.
+    for i in 0..5 {
+        common::ws_send(
+            &mut ws,
+            serde_json::json!({"op": "publish", "ref": 1000 + i, "topic": "odd", "type": "t.n"}),
+        );
+    }
+    common::ws_send(&mut ws, serde_json::json!({"op": "ping", "ref": "p"}));
+    for i in 0..5 {
+        assert_eq!(common::ws_recv(&mut ws)["ref"], 1000 + i);
+    }
+    assert_eq!(common::ws_recv(&mut ws)["type"], "pong");
+    let last_seq = last_seq + 5;
+    // HTTP: three publishes pipelined on one connection, answered in order.
+    let mut s = TcpStream::connect(a.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut raw = String::new();
+    for i in 0..3 {
+        let body = format!("{{\"type\":\"t.n\",\"data\":{i}}}");
+        raw.push_str(&format!(
+            "POST /v1/topics/even/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    }
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut reader = BufReader::new(s);
+    let mut seqs = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+        let mut length = 0;
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length: ") {
+                length = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let answer: Value = serde_json::from_slice(&body).unwrap();
+        seqs.push(answer["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs, [last_seq + 1, last_seq + 2, last_seq + 3]);
+    wait_for_replicas(&[&a], N - 1 + 5 + 3);
+}

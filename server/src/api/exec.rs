@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::time::Instant;
 
 use herald_core::broker::{validate_consumer_name, CheckpointError, MAX_CONSUMER_NAME_LEN};
 use herald_core::broker::{
@@ -22,7 +23,7 @@ use super::ops::{
 };
 use super::rate::{Kind, RateLimits};
 use super::schema::Schemas;
-use crate::cluster::{Cluster, ClusterError, Outgoing};
+use crate::cluster::{Cluster, ClusterError, Outgoing, Pending, Stored};
 use crate::webhook::is_server_consumer;
 
 /// Who asks, and of which broker.
@@ -100,6 +101,64 @@ fn options<'a>(op: &'a Publish<'_>) -> PublishOptions<'a> {
         correlation: op.correlation_id.as_deref(),
         // `payload` checked it (or the fast decoder did, in its one pass).
         payload_is_json: true,
+    }
+}
+
+/// A publish's outcome: its answer, or (on a cluster node) its answer to
+/// come.
+#[derive(Debug)]
+pub(crate) enum Publishing {
+    Done(PublishAnswer),
+    Pending(PendingPublish),
+}
+
+/// A publish handed to the cluster's stream: the transport holds it (an
+/// HTTP connection waits, a WebSocket connection goes on) and answers once
+/// [`PendingPublish::try_finish`] gives the answer. Its worker is woken
+/// when it arrives.
+#[derive(Debug)]
+pub(crate) struct PendingPublish {
+    pending: Pending,
+    /// Asked as a batch (of one): answered as one.
+    batch: bool,
+}
+
+impl PendingPublish {
+    /// The answer, if it has come by `now` (or the deadline passed).
+    pub(crate) fn try_finish(&self, now: Instant) -> Option<Result<PublishAnswer, ApiError>> {
+        let stored = self.pending.try_take(now)?;
+        Some(PendingPublish::answer_of(self.batch, stored))
+    }
+
+    /// Waits for the answer on this thread (transports that cannot hold a
+    /// request: STOMP).
+    pub(crate) fn wait(self) -> Result<PublishAnswer, ApiError> {
+        let batch = self.batch;
+        let stored = self.pending.wait();
+        PendingPublish::answer_of(batch, stored)
+    }
+
+    fn answer_of(
+        batch: bool,
+        stored: Result<Stored, ClusterError>,
+    ) -> Result<PublishAnswer, ApiError> {
+        let stored = stored.map_err(cluster_error)?;
+        let one = Published::from(stored.published);
+        Ok(PublishAnswer {
+            published: if batch {
+                PublishedAll::Batch { events: vec![one] }
+            } else {
+                PublishedAll::One(one)
+            },
+            duplicate: stored.duplicate,
+        })
+    }
+}
+
+fn cluster_error(e: ClusterError) -> ApiError {
+    match e {
+        ClusterError::Unavailable(m) => ApiError::Unavailable(m),
+        ClusterError::TooLarge(m) => ApiError::TooLarge(m),
     }
 }
 
@@ -208,13 +267,28 @@ impl Caller<'_> {
         request: &PublishRequest<'_>,
         key: Option<&IdempotencyKey>,
     ) -> Result<PublishAnswer, ApiError> {
+        match self.start_publish(request, key)? {
+            Publishing::Done(answer) => Ok(answer),
+            Publishing::Pending(pending) => pending.wait(),
+        }
+    }
+
+    /// [`Caller::publish`], without waiting for a cluster's stream: on a
+    /// cluster node, the answer is to come ([`PendingPublish`]).
+    pub(crate) fn start_publish(
+        &self,
+        request: &PublishRequest<'_>,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Publishing, ApiError> {
         let ops = match request {
             PublishRequest::One(op) => std::slice::from_ref(op),
             PublishRequest::Batch(ops) => ops.as_slice(),
         };
         self.take(Kind::Publish, ops.len())?;
         if let Some(cluster) = self.cluster {
-            return self.publish_to_cluster(cluster, request, key);
+            return self
+                .publish_to_cluster(cluster, request, key)
+                .map(Publishing::Pending);
         }
         if let ([op], None) = (ops, key) {
             // Every plain publish: without the batch path's vectors.
@@ -229,10 +303,10 @@ impl Caller<'_> {
                 PublishRequest::One(_) => PublishedAll::One(one),
                 PublishRequest::Batch(_) => PublishedAll::Batch { events: vec![one] },
             };
-            return Ok(PublishAnswer {
+            return Ok(Publishing::Done(PublishAnswer {
                 published,
                 duplicate: false,
-            });
+            }));
         }
         // Every event checked before any topic is created: a refused batch
         // leaves nothing behind.
@@ -279,10 +353,10 @@ impl Caller<'_> {
                 events: first.into_iter().chain(events).collect(),
             },
         };
-        Ok(PublishAnswer {
+        Ok(Publishing::Done(PublishAnswer {
             published,
             duplicate,
-        })
+        }))
     }
 
     /// `publish` in cluster mode: one event, stored in the cluster's stream
@@ -293,7 +367,7 @@ impl Caller<'_> {
         cluster: &Cluster,
         request: &PublishRequest<'_>,
         key: Option<&IdempotencyKey>,
-    ) -> Result<PublishAnswer, ApiError> {
+    ) -> Result<PendingPublish, ApiError> {
         let op = match request {
             PublishRequest::One(op) => op,
             PublishRequest::Batch(ops) => match ops.as_slice() {
@@ -307,8 +381,8 @@ impl Caller<'_> {
             },
         };
         let (topic, payload) = self.checked(op)?;
-        let stored = cluster
-            .publish(Outgoing {
+        let pending = cluster
+            .submit(Outgoing {
                 topic: topic.into_owned(),
                 event_type: op.event_type.to_string(),
                 payload: bytes::Bytes::copy_from_slice(&payload),
@@ -317,17 +391,10 @@ impl Caller<'_> {
                 // Tenant names never hold ':', so tenant and key stay apart.
                 msg_id: key.map(|k| format!("{}:{}", self.grants.tenant().unwrap_or(""), k.0)),
             })
-            .map_err(|e| match e {
-                ClusterError::Unavailable(m) => ApiError::Unavailable(m),
-                ClusterError::TooLarge(m) => ApiError::TooLarge(m),
-            })?;
-        let one = Published::from(stored.published);
-        Ok(PublishAnswer {
-            published: match request {
-                PublishRequest::One(_) => PublishedAll::One(one),
-                PublishRequest::Batch(_) => PublishedAll::Batch { events: vec![one] },
-            },
-            duplicate: stored.duplicate,
+            .map_err(cluster_error)?;
+        Ok(PendingPublish {
+            pending,
+            batch: matches!(request, PublishRequest::Batch(_)),
         })
     }
 

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::auth::{header_token, presents_credentials, Authenticator, Expiry, TOKEN_COOKIE};
 use super::error::ApiError;
-use super::exec::{Caller, Consumer, Opened, Reset};
+use super::exec::{Caller, Consumer, Opened, PendingPublish, PublishAnswer, Publishing, Reset};
 use super::ops::{self, EventsQuery, NoQuery, PresenceQuery, StartDefault};
 use super::origins::{Origins, Verdict};
 use super::rate::RateLimits;
@@ -60,6 +60,9 @@ pub(crate) enum Action {
     Poll(Box<Poll>),
     /// Send this `101`, then speak WebSocket.
     Upgrade(Response, Box<Protocol>),
+    /// Answer a publish once the cluster's stream has (with CORS headers
+    /// for this origin); requests pipelined behind it wait.
+    Publishing(Box<PendingPublish>, Option<String>),
 }
 
 /// A Server-Sent Events stream to start.
@@ -105,6 +108,20 @@ pub(crate) fn error(e: &ApiError) -> Response {
     }
 }
 
+/// The answer to a publish held for a cluster's stream (see
+/// [`Action::Publishing`]), once it has come.
+pub(crate) fn published(answer: Result<PublishAnswer, ApiError>, cors: Option<&str>) -> Response {
+    let response = match answer.and_then(|a| json(&a)) {
+        Ok(Action::Respond(r)) => r,
+        Ok(_) => unreachable!("json answers"),
+        Err(e) => error(&e),
+    };
+    match cors {
+        Some(origin) => with_cors(response, origin),
+        None => response,
+    }
+}
+
 /// Handles one request.
 pub(crate) fn handle(cx: &HttpContext<'_>, req: &Request) -> Action {
     // Endpoints that read no token keep the loopback-Host rule whatever
@@ -133,6 +150,7 @@ pub(crate) fn handle(cx: &HttpContext<'_>, req: &Request) -> Action {
             s.head = with_cors(s.head, &origin);
             Action::Stream(s)
         }
+        (Action::Publishing(p, _), Some(origin)) => Action::Publishing(p, Some(origin)),
         (action, _) => action,
     }
 }
@@ -204,7 +222,7 @@ fn dispatch(cx: &HttpContext<'_>, req: &Request, cors: Option<&str>) -> Result<A
             match upgrade(req, "/v1/ws") {
                 None => {}
                 Some(Ok(switching)) => {
-                    let session = Box::new(Protocol::Json(WsSession::new(grants)));
+                    let session = Box::new(Protocol::Json(Box::new(WsSession::new(grants))));
                     return Ok(Action::Upgrade(switching, session));
                 }
                 // The rest of the connection would not be HTTP: close it.
@@ -232,7 +250,10 @@ fn client_request(
                 .header("idempotency-key")
                 .map(|k| ops::IdempotencyKey::parse("Idempotency-Key", k))
                 .transpose()?;
-            json(&caller.publish(&request, key.as_ref())?)
+            match caller.start_publish(&request, key.as_ref())? {
+                Publishing::Done(answer) => json(&answer),
+                Publishing::Pending(p) => Ok(Action::Publishing(Box::new(p), None)),
+            }
         }
         ("GET", ["v1", "topics", topic, "events"]) => events(cx, caller, req, Some(topic), cors),
         ("GET", ["v1", "events"]) => events(cx, caller, req, None, cors),

@@ -2,7 +2,8 @@
 //! and presence sessions) and the dispatch of each text message to its
 //! typed operation. Replies are specified in `docs/PROTOCOL.md`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -13,7 +14,9 @@ use serde_json::Value;
 
 use super::auth::{Authenticator, Due, Expiry, Grants};
 use super::error::ApiError;
-use super::exec::{Caller, PublishAnswer, Published, PublishedAll, Reset, Session};
+use super::exec::{
+    Caller, PendingPublish, PublishAnswer, Published, PublishedAll, Publishing, Reset, Session,
+};
 use super::ops::{
     Auth, Envelope, Op, Selection, StartDefault, Subscribe, Topics, Unsubscribe,
     MAX_CONNECTION_PATTERNS, MAX_SUBSCRIPTIONS,
@@ -54,7 +57,25 @@ pub(crate) struct WsSession {
     subs: BTreeMap<String, Sub>,
     /// Presence sessions joined over this connection: left when it closes.
     joined: BTreeSet<Session>,
+    /// On a cluster node, the answers not sent yet, in the order of the
+    /// messages they answer: publishes awaiting the cluster's stream, and
+    /// the answers queued behind them. Empty on a single node.
+    publishing: VecDeque<Queued>,
 }
+
+/// An answer in [`WsSession::publishing`].
+#[derive(Debug)]
+enum Queued {
+    /// A publish awaiting the cluster's stream, with the `ref` its answer
+    /// echoes.
+    Publish(PendingPublish, Value),
+    /// A message ready to send once those before it are sent.
+    Ready(Vec<u8>),
+}
+
+/// Publishes a connection may have awaiting a cluster's stream; one more
+/// waits for the oldest first (on the worker: backpressure).
+const MAX_PUBLISHES_IN_FLIGHT: usize = 256;
 
 /// A subscription: its stream, and its topics and patterns as the client
 /// named them (re-checked when a refreshed token changes the grants).
@@ -68,7 +89,7 @@ struct Sub {
 /// (`/v1/ws`) or STOMP frames (`/v1/stomp`).
 #[derive(Debug)]
 pub(crate) enum Protocol {
-    Json(WsSession),
+    Json(Box<WsSession>),
     Stomp(Box<StompSession>),
 }
 
@@ -193,6 +214,24 @@ fn published_reply(out: &mut Vec<u8>, reference: &Value, published: &Published) 
     out.push(b'}');
 }
 
+/// Appends a publish's answer (or its error) to `out`.
+fn publish_answer(out: &mut Vec<u8>, reference: &Value, answer: Result<PublishAnswer, ApiError>) {
+    match answer {
+        Ok(PublishAnswer {
+            published: PublishedAll::One(one),
+            duplicate: false,
+        }) => published_reply(out, reference, &one),
+        Ok(answer) => reply(out, "published", reference, answer),
+        Err(e) => {
+            let envelope = Envelope {
+                op: Some(Cow::Borrowed("publish")),
+                reference: reference.clone(),
+            };
+            error_reply(out, &envelope, &e);
+        }
+    }
+}
+
 /// Appends the error message for `e` to `out`, replying to the message
 /// `envelope` came from.
 pub(crate) fn error_reply(out: &mut Vec<u8>, envelope: &Envelope, e: &ApiError) {
@@ -215,6 +254,7 @@ impl WsSession {
             grants,
             subs: BTreeMap::new(),
             joined: BTreeSet::new(),
+            publishing: VecDeque::new(),
         }
     }
 
@@ -255,6 +295,50 @@ impl WsSession {
         }
     }
 
+    /// Whether answers wait for publishes to the cluster's stream.
+    pub(crate) fn publishes_pending(&self) -> bool {
+        !self.publishing.is_empty()
+    }
+
+    /// The answers that can go by `now`, in the order of the messages they
+    /// answer (an answer waits for those before it), each as one message;
+    /// returns true if some are still to come.
+    pub(crate) fn finish_publishes(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) -> bool {
+        while let Some(front) = self.publishing.front_mut() {
+            match front {
+                Queued::Ready(message) => out.push(std::mem::take(message)),
+                Queued::Publish(pending, reference) => {
+                    let Some(answer) = pending.try_finish(now) else {
+                        return true;
+                    };
+                    let mut message = Vec::new();
+                    publish_answer(&mut message, reference, answer);
+                    out.push(message);
+                }
+            }
+            self.publishing.pop_front();
+        }
+        false
+    }
+
+    /// Waits (on the worker) for the queued publishes' answers: before a
+    /// message that is not a publish runs, so that nothing it causes (a
+    /// subscription's events) overtakes an answer before it.
+    fn wait_publishes(&mut self) {
+        for queued in &mut self.publishing {
+            if let Queued::Publish(..) = queued {
+                let Queued::Publish(pending, reference) =
+                    std::mem::replace(queued, Queued::Ready(Vec::new()))
+                else {
+                    unreachable!("matched above")
+                };
+                let mut message = Vec::new();
+                publish_answer(&mut message, &reference, pending.wait());
+                *queued = Queued::Ready(message);
+            }
+        }
+    }
+
     /// Answers one text message: decode, execute, and append the reply to
     /// `out`. Returns the messages that follow the reply (subscriptions a
     /// refreshed token ended), usually none.
@@ -265,13 +349,34 @@ impl WsSession {
         out: &mut Vec<u8>,
     ) -> Vec<Vec<u8>> {
         let (envelope, op) = Op::decode(text);
+        let publish = matches!(op, Ok(Op::Publish(..)));
+        if !publish {
+            self.wait_publishes();
+        }
         let mut follow = Vec::new();
         if let Err(e) =
             op.and_then(|op| self.execute(cx, op, &envelope.reference, out, &mut follow))
         {
             error_reply(out, &envelope, &e);
         }
-        follow
+        if self.publishing.is_empty() {
+            return follow;
+        }
+        // Answers go in order: this one behind those still queued.
+        if !out.is_empty() {
+            self.publishing
+                .push_back(Queued::Ready(std::mem::take(out)));
+        }
+        self.publishing
+            .extend(follow.into_iter().map(Queued::Ready));
+        if publish {
+            return Vec::new();
+        }
+        // Everything before it is answered (see `wait_publishes`): all of
+        // it goes now.
+        let mut ready = Vec::new();
+        self.finish_publishes(Instant::now(), &mut ready);
+        ready
     }
 
     /// Executes `op` and appends its reply to `out`, and the messages that
@@ -294,12 +399,18 @@ impl WsSession {
         };
         match op {
             Op::Ping(_) => reply(out, "pong", reference, Nothing {}),
-            Op::Publish(p, key) => match caller.publish(&p, key.as_ref())? {
-                PublishAnswer {
-                    published: PublishedAll::One(one),
-                    duplicate: false,
-                } => published_reply(out, reference, &one),
-                answer => reply(out, "published", reference, answer),
+            Op::Publish(p, key) => match caller.start_publish(&p, key.as_ref())? {
+                Publishing::Done(answer) => publish_answer(out, reference, Ok(answer)),
+                Publishing::Pending(pending) => {
+                    if self.publishing.len() >= MAX_PUBLISHES_IN_FLIGHT {
+                        // Backpressure: the whole queue answered first.
+                        self.wait_publishes();
+                    }
+                    // No reply now: `finish_publishes` writes it.
+                    let reference = reference.clone();
+                    self.publishing
+                        .push_back(Queued::Publish(pending, reference));
+                }
             },
             Op::Ack(a) => {
                 let acked = caller.ack(a)?;

@@ -88,7 +88,7 @@ impl Bridge {
         loop {
             tokio::select! {
                 command = commands.recv() => {
-                    let Some(Command { event, reply }) = command else { break };
+                    let Some(Command { event, reply, wake }) = command else { break };
                     let publish = Publish {
                         js: js.clone(),
                         stream: stream.clone(),
@@ -98,6 +98,9 @@ impl Bridge {
                     };
                     tokio::spawn(async move {
                         let _ = reply.send(publish.run(event).await);
+                        if let Some(waker) = wake {
+                            let _ = waker.wake();
+                        }
                     });
                 }
                 _ = tick.tick() => {

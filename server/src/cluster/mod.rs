@@ -20,7 +20,7 @@ mod subject;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use herald_core::broker::Published;
 use herald_core::Broker;
@@ -183,6 +183,42 @@ pub(crate) struct ClusterState {
 pub(crate) struct Command {
     event: Outgoing,
     reply: mpsc::SyncSender<Result<Stored, ClusterError>>,
+    /// Woken once the reply is sent (the submitting worker's poll).
+    wake: Option<Arc<mio::Waker>>,
+}
+
+/// A publish handed to the bridge, its answer to come.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    answer: mpsc::Receiver<Result<Stored, ClusterError>>,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl Pending {
+    /// The answer, if it came (or the deadline passed) by `now`.
+    pub(crate) fn try_take(&self, now: Instant) -> Option<Result<Stored, ClusterError>> {
+        match self.answer.try_recv() {
+            Ok(answer) => Some(answer),
+            Err(mpsc::TryRecvError::Empty) if now < self.deadline => None,
+            Err(_) => Some(Err(self.timed_out())),
+        }
+    }
+
+    /// Waits for the answer on this thread, at most until the deadline.
+    pub(crate) fn wait(self) -> Result<Stored, ClusterError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        self.answer
+            .recv_timeout(left)
+            .unwrap_or_else(|_| Err(self.timed_out()))
+    }
+
+    fn timed_out(&self) -> ClusterError {
+        ClusterError::Unavailable(format!(
+            "the cluster's stream did not acknowledge within {} ms: the event may or may not be stored; retry with the same idempotency key",
+            self.timeout.as_millis()
+        ))
+    }
 }
 
 /// A node's handle on its cluster: cheap to clone.
@@ -191,6 +227,8 @@ pub(crate) struct Cluster {
     commands: tokio::sync::mpsc::UnboundedSender<Command>,
     pub(crate) state: Arc<ClusterState>,
     timeout: Duration,
+    /// The worker this handle belongs to, woken when an answer arrives.
+    wake: Option<Arc<mio::Waker>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -232,29 +270,42 @@ impl Cluster {
                 commands: tx,
                 state,
                 timeout,
+                wake: None,
             },
             thread,
         ))
     }
 
-    /// Publishes one event to the stream and waits (on the caller's
-    /// thread) for the stream's acknowledgement, at most the publish
-    /// timeout.
-    pub(crate) fn publish(&self, event: Outgoing) -> Result<Stored, ClusterError> {
+    /// This handle for a worker: answers to its publishes wake `waker`.
+    pub(crate) fn for_worker(&self, waker: Arc<mio::Waker>) -> Cluster {
+        Cluster {
+            wake: Some(waker),
+            ..self.clone()
+        }
+    }
+
+    /// Hands one event to the bridge for the stream; its answer comes
+    /// within the publish timeout (see [`Pending`]), and wakes this
+    /// handle's worker when it does.
+    pub(crate) fn submit(&self, event: Outgoing) -> Result<Pending, ClusterError> {
         if !self.state.connected.load(Ordering::Acquire) {
             return Err(ClusterError::Unavailable(
                 "the cluster's NATS servers are unreachable: nothing was stored; retry".into(),
             ));
         }
         let (reply, answer) = mpsc::sync_channel(1);
+        let command = Command {
+            event,
+            reply,
+            wake: self.wake.clone(),
+        };
         self.commands
-            .send(Command { event, reply })
+            .send(command)
             .map_err(|_| ClusterError::Unavailable("the cluster bridge has stopped".into()))?;
-        answer.recv_timeout(self.timeout).unwrap_or_else(|_| {
-            Err(ClusterError::Unavailable(format!(
-                "the cluster's stream did not acknowledge within {} ms: the event may or may not be stored; retry with the same idempotency key",
-                self.timeout.as_millis()
-            )))
+        Ok(Pending {
+            answer,
+            deadline: Instant::now() + self.timeout,
+            timeout: self.timeout,
         })
     }
 

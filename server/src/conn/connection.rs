@@ -13,6 +13,7 @@ use super::output::Output;
 use super::tls::TlsConn;
 use super::websocket::{Inbound, WsConn};
 use crate::api::auth::Expiry;
+use crate::api::exec::PendingPublish;
 use crate::api::http::Poll;
 use crate::api::ws::Protocol;
 use crate::fanout::encode::SseForm;
@@ -38,6 +39,14 @@ pub(crate) enum Mode {
     Poll {
         poll: Box<Poll>,
         deadline: Instant,
+        keep_alive: bool,
+    },
+    /// A publish waiting for the cluster's stream; requests pipelined
+    /// behind it wait in the input.
+    Publishing {
+        pending: Box<PendingPublish>,
+        /// The CORS origin its answer names.
+        cors: Option<String>,
         keep_alive: bool,
     },
 }
@@ -111,7 +120,7 @@ impl Conn {
             _ if !self.is_open() => None,
             Mode::Ws(ws) => ws.token_deadline(),
             Mode::Sse { expiry, .. } => expiry.as_ref().map(Expiry::next),
-            Mode::Http | Mode::Poll { .. } => None,
+            Mode::Http | Mode::Poll { .. } | Mode::Publishing { .. } => None,
         }
     }
 
@@ -174,7 +183,7 @@ impl Conn {
     }
 
     /// Reads everything available into the input (HTTP, or requests
-    /// pipelined behind a waiting poll), at most `cap` bytes beyond which
+    /// pipelined behind a waiting poll or publish), at most `cap` bytes beyond which
     /// the parser refuses anyway. Returns false if the peer closed or failed.
     pub(crate) fn read_available(&mut self, cap: usize) -> bool {
         let mut chunk = [0u8; 16 * 1024];
@@ -183,7 +192,10 @@ impl Conn {
                 Ok(0) => return false,
                 Ok(n) => {
                     self.last_activity = Instant::now();
-                    if matches!(self.mode, Mode::Http | Mode::Poll { .. }) {
+                    if matches!(
+                        self.mode,
+                        Mode::Http | Mode::Poll { .. } | Mode::Publishing { .. }
+                    ) {
                         self.input.extend_from_slice(&chunk[..n]);
                         if self.input.len() > cap {
                             return true;

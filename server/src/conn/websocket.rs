@@ -362,11 +362,32 @@ impl WsConn {
     /// behind anything tungstenite queued (a pong).
     fn send_reply(&mut self, out: &mut Output) {
         self.drain(out);
-        if !self.closing {
+        // (Empty: the message's answer is to come, see `finish_publishes`.)
+        if !self.closing && !self.reply.is_empty() {
             ws_text_header(out.tail(), self.reply.len());
             out.extend(&self.reply);
         }
         self.reply.clear();
+    }
+
+    /// Whether publishes of this connection await the cluster's stream.
+    pub(crate) fn publishes_pending(&self) -> bool {
+        matches!(&self.session, Protocol::Json(s) if s.publishes_pending())
+    }
+
+    /// Writes the answers of publishes that have them (see
+    /// `WsSession::finish_publishes`); true if some are still to come.
+    pub(crate) fn finish_publishes(&mut self, now: Instant, out: &mut Output) -> bool {
+        let Protocol::Json(session) = &mut self.session else {
+            return false;
+        };
+        let mut answers = Vec::new();
+        let more = session.finish_publishes(now, &mut answers);
+        for answer in answers {
+            self.reply = answer;
+            self.send_reply(out);
+        }
+        more
     }
 
     /// A STOMP frame as a text message (frames are UTF-8: their headers

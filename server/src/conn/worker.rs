@@ -122,6 +122,9 @@ pub(crate) struct Worker {
     /// Connections whose reading was paused and may resume.
     resume_reads: Vec<usize>,
     polls_waiting: usize,
+    /// Connections with publishes awaiting the cluster's stream (entries
+    /// may be stale: each is checked against its connection).
+    publishing: Vec<usize>,
     clock: Clock,
     shared: WorkerShared,
 }
@@ -152,6 +155,7 @@ impl Worker {
             dirty: Vec::new(),
             resume_reads: Vec::new(),
             polls_waiting: 0,
+            publishing: Vec::new(),
             clock: Clock {
                 next_tick: now,
                 expires_presence,
@@ -177,7 +181,13 @@ impl Worker {
                     (a, b) => a.or(b),
                 };
                 let due = due.map(|d| d.saturating_duration_since(Instant::now()));
-                due.map_or(IDLE_WAIT, |d| d.min(IDLE_WAIT))
+                let wait = due.map_or(IDLE_WAIT, |d| d.min(IDLE_WAIT));
+                // An answer wakes the worker; its deadline is the tick's.
+                if self.publishing.is_empty() {
+                    wait
+                } else {
+                    wait.min(TIMER_TICK)
+                }
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -198,6 +208,9 @@ impl Worker {
                 return;
             }
             busy = self.pump();
+            if !self.publishing.is_empty() {
+                self.finish_publishes();
+            }
             while let Some(index) = self.resume_reads.pop() {
                 self.on_io(index);
                 busy = true;
@@ -299,7 +312,8 @@ impl Worker {
                 conn.mode = Mode::Ws(ws);
             }
             Mode::Poll { .. } => self.polls_waiting -= 1,
-            Mode::Http => {}
+            // (Its answer, if it comes, finds no one waiting.)
+            Mode::Http | Mode::Publishing { .. } => {}
         }
     }
 
@@ -364,6 +378,7 @@ impl Worker {
         conn.read_paused = false;
         if let Mode::Ws(_) = conn.mode {
             self.read_websocket(index);
+            self.note_publishing(index);
             self.flush_or_close(index);
             return;
         }
@@ -499,6 +514,14 @@ impl Worker {
                         keep_alive,
                     };
                 }
+                Action::Publishing(pending, cors) => {
+                    conn.mode = Mode::Publishing {
+                        pending,
+                        cors,
+                        keep_alive,
+                    };
+                    self.publishing.push(index);
+                }
                 Action::Upgrade(switching, session) => {
                     conn.respond(&switching, true);
                     conn.upgrade(*session);
@@ -506,6 +529,58 @@ impl Worker {
                     return self.read_websocket(index);
                 }
             }
+        }
+    }
+
+    /// Notes a WebSocket connection that has publishes awaiting the
+    /// cluster's stream.
+    fn note_publishing(&mut self, index: usize) {
+        let waiting = self.conns[index]
+            .as_ref()
+            .is_some_and(|c| matches!(&c.mode, Mode::Ws(ws) if ws.publishes_pending()));
+        if waiting && !self.publishing.contains(&index) {
+            self.publishing.push(index);
+        }
+    }
+
+    /// Answers the publishes whose answers came from the cluster's stream
+    /// (or whose deadline passed); an HTTP connection then goes on with
+    /// the requests pipelined behind its publish.
+    fn finish_publishes(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.publishing.len() {
+            let index = self.publishing[i];
+            let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+                self.publishing.swap_remove(i);
+                continue;
+            };
+            let (done, http) = match &mut conn.mode {
+                Mode::Ws(ws) => (!ws.finish_publishes(now, &mut conn.output), false),
+                Mode::Publishing { pending, .. } => match pending.try_finish(now) {
+                    None => (false, false),
+                    Some(answer) => {
+                        let Mode::Publishing {
+                            cors, keep_alive, ..
+                        } = std::mem::replace(&mut conn.mode, Mode::Http)
+                        else {
+                            unreachable!("matched above")
+                        };
+                        conn.respond(&endpoints::published(answer, cors.as_deref()), keep_alive);
+                        (true, true)
+                    }
+                },
+                _ => (true, false),
+            };
+            if done {
+                self.publishing.swap_remove(i);
+            } else {
+                i += 1;
+            }
+            if http {
+                self.handle_requests(index);
+            }
+            self.flush_or_close(index);
         }
     }
 
