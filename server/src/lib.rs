@@ -95,6 +95,27 @@ impl Server {
         };
         if let Some(cluster) = &config.cluster {
             cluster.validate()?;
+            // A failing webhook's dead letters are local events, which a
+            // replica refuses: its webhook would stall on them.
+            if !config.webhooks.is_empty() {
+                return Err("webhooks are not available on a cluster node yet (docs/CLUSTER.md): remove [[webhooks]] or [cluster]".into());
+            }
+            // JetStream refuses a duplicate window longer than the stream's
+            // maximum age.
+            let window = config.broker.idempotency_window;
+            if config
+                .broker
+                .log
+                .retention
+                .max_age
+                .is_some_and(|age| age < window)
+            {
+                return Err(format!(
+                    "on a cluster node, retention_max_age_secs must be at least idempotency_window_secs ({} s): the stream's duplicate window must fit in its maximum age",
+                    window.as_secs()
+                )
+                .into());
+            }
             // Every event comes from the cluster's stream.
             config.broker.replica = true;
         }

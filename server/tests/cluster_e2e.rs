@@ -96,6 +96,17 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path, nats: &Nats, name: &str) -> Node {
+        let node = Node::spawn(dir, nats, name);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http(node.addr, "GET", "/readyz", "", "").0 != 200 {
+            assert!(Instant::now() < deadline, "{name} never became ready");
+            thread::sleep(Duration::from_millis(20));
+        }
+        node
+    }
+
+    /// Starts a node and waits for it to listen (not to be ready).
+    fn spawn(dir: &Path, nats: &Nats, name: &str) -> Node {
         let port = free_port();
         let data = dir.join(name);
         let config = dir.join(format!("{name}.toml"));
@@ -124,11 +135,6 @@ impl Node {
             _process: KillOnDrop(Some(child)),
         };
         wait_for_port(node.addr, "herald");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http(node.addr, "GET", "/readyz", "", "").0 != 200 {
-            assert!(Instant::now() < deadline, "{name} never became ready");
-            thread::sleep(Duration::from_millis(20));
-        }
         node
     }
 }
@@ -550,7 +556,10 @@ fn websocket_and_pipelined_http_publishes_are_answered_in_order() {
     }
     // Within a topic, the sequences follow the order of the publishes
     // (two topics are written concurrently: between them, no order).
+    // Past 256 awaiting the stream, a publish is refused (503), in its
+    // place among the answers.
     let mut last_seq = [0, 0];
+    let mut stored = 0;
     for i in 0..N {
         let answer = common::ws_recv(&mut ws);
         assert_eq!(
@@ -558,17 +567,23 @@ fn websocket_and_pipelined_http_publishes_are_answered_in_order() {
             "answers in the order of the publishes: {answer}"
         );
         if i == 7 {
-            assert_eq!(answer["type"], "error", "{answer}");
+            assert_eq!(answer["code"], "invalid", "{answer}");
+            continue;
+        }
+        if answer["type"] == "error" {
+            assert_eq!(answer["code"], "unavailable", "{answer}");
+            assert!(i >= 256, "refused with fewer than 256 awaiting: {answer}");
             continue;
         }
         assert_eq!(answer["type"], "published", "{answer}");
+        stored += 1;
         let seq = answer["seq"].as_u64().unwrap();
         assert!(seq > last_seq[i % 2], "{answer}");
         last_seq[i % 2] = seq;
     }
     let last_seq = last_seq[0].max(last_seq[1]);
-    // A message that is not a publish is answered after the publishes
-    // before it.
+    // A message that is not a publish is answered at once, the publishes
+    // in their order.
     for i in 0..5 {
         common::ws_send(
             &mut ws,
@@ -576,10 +591,17 @@ fn websocket_and_pipelined_http_publishes_are_answered_in_order() {
         );
     }
     common::ws_send(&mut ws, serde_json::json!({"op": "ping", "ref": "p"}));
-    for i in 0..5 {
-        assert_eq!(common::ws_recv(&mut ws)["ref"], 1000 + i);
-    }
-    assert_eq!(common::ws_recv(&mut ws)["type"], "pong");
+    let answers: Vec<Value> = (0..6).map(|_| common::ws_recv(&mut ws)).collect();
+    let publishes: Vec<&Value> = answers
+        .iter()
+        .filter(|a| a["type"] == "published")
+        .collect();
+    let refs: Vec<u64> = publishes
+        .iter()
+        .map(|a| a["ref"].as_u64().unwrap())
+        .collect();
+    assert_eq!(refs, (1000..1005).collect::<Vec<_>>(), "{answers:?}");
+    assert_eq!(answers.iter().filter(|a| a["type"] == "pong").count(), 1);
     let last_seq = last_seq + 5;
     // HTTP: three publishes pipelined on one connection, answered in order.
     let mut s = TcpStream::connect(a.addr).unwrap();
@@ -616,5 +638,48 @@ fn websocket_and_pipelined_http_publishes_are_answered_in_order() {
         seqs.push(answer["seq"].as_u64().unwrap());
     }
     assert_eq!(seqs, [last_seq + 1, last_seq + 2, last_seq + 3]);
-    wait_for_replicas(&[&a], N - 1 + 5 + 3);
+    wait_for_replicas(&[&a], stored + 5 + 3);
+}
+
+#[test]
+fn a_data_directory_that_is_not_a_replica_of_the_stream_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"));
+    let a = Node::start(dir.path(), &nats, "a");
+    assert_eq!(publish(a.addr, "orders", "1", None).0, 200);
+    // A single node's data directory, with more events than the stream.
+    let port = free_port();
+    let data = dir.path().join("b");
+    let single = KillOnDrop(Some(
+        Command::new(HERALD)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for_port(addr, "herald");
+    for i in 0..3 {
+        assert_eq!(publish(addr, "orders", &i.to_string(), None).0, 200);
+    }
+    drop(single);
+    // As a cluster node it never becomes ready, says why, and publishes
+    // nothing.
+    let b = Node::spawn(dir.path(), &nats, "b");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let why = loop {
+        let (status, text) = http_text(b.addr, "GET", "/readyz", "", "");
+        assert_eq!(status, 503, "{text}");
+        if text.contains("not a replica") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no reason given: {text}");
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(why.contains("holds 3 events"), "{why}");
+    let (status, e) = publish(b.addr, "orders", "9", None);
+    assert_eq!(status, 503, "{e}");
+    assert_eq!(all_events(a.addr).len(), 1, "nothing reached the stream");
 }

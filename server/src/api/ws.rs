@@ -57,9 +57,9 @@ pub(crate) struct WsSession {
     subs: BTreeMap<String, Sub>,
     /// Presence sessions joined over this connection: left when it closes.
     joined: BTreeSet<Session>,
-    /// On a cluster node, the answers not sent yet, in the order of the
-    /// messages they answer: publishes awaiting the cluster's stream, and
-    /// the answers queued behind them. Empty on a single node.
+    /// On a cluster node, publish answers not sent yet, in the order of the
+    /// publishes: those awaiting the cluster's stream, and the answers
+    /// (refusals) queued behind them. Empty on a single node.
     publishing: VecDeque<Queued>,
 }
 
@@ -73,8 +73,8 @@ enum Queued {
     Ready(Vec<u8>),
 }
 
-/// Publishes a connection may have awaiting a cluster's stream; one more
-/// waits for the oldest first (on the worker: backpressure).
+/// Publishes a connection may have awaiting a cluster's stream; one more is
+/// refused.
 const MAX_PUBLISHES_IN_FLIGHT: usize = 256;
 
 /// A subscription: its stream, and its topics and patterns as the client
@@ -321,24 +321,6 @@ impl WsSession {
         false
     }
 
-    /// Waits (on the worker) for the queued publishes' answers: before a
-    /// message that is not a publish runs, so that nothing it causes (a
-    /// subscription's events) overtakes an answer before it.
-    fn wait_publishes(&mut self) {
-        for queued in &mut self.publishing {
-            if let Queued::Publish(..) = queued {
-                let Queued::Publish(pending, reference) =
-                    std::mem::replace(queued, Queued::Ready(Vec::new()))
-                else {
-                    unreachable!("matched above")
-                };
-                let mut message = Vec::new();
-                publish_answer(&mut message, &reference, pending.wait());
-                *queued = Queued::Ready(message);
-            }
-        }
-    }
-
     /// Answers one text message: decode, execute, and append the reply to
     /// `out`. Returns the messages that follow the reply (subscriptions a
     /// refreshed token ended), usually none.
@@ -349,34 +331,22 @@ impl WsSession {
         out: &mut Vec<u8>,
     ) -> Vec<Vec<u8>> {
         let (envelope, op) = Op::decode(text);
-        let publish = matches!(op, Ok(Op::Publish(..)));
-        if !publish {
-            self.wait_publishes();
-        }
+        let publish = envelope.op.as_deref() == Some("publish");
         let mut follow = Vec::new();
         if let Err(e) =
             op.and_then(|op| self.execute(cx, op, &envelope.reference, out, &mut follow))
         {
             error_reply(out, &envelope, &e);
         }
-        if self.publishing.is_empty() {
-            return follow;
-        }
-        // Answers go in order: this one behind those still queued.
-        if !out.is_empty() {
+        // A publish's answer keeps its place behind the publishes awaiting
+        // the cluster's stream (within a bound: a flood of refusals goes
+        // at once); other messages are answered at once.
+        let queued = self.publishing.len();
+        if publish && queued > 0 && queued < MAX_PUBLISHES_IN_FLIGHT + 64 && !out.is_empty() {
             self.publishing
                 .push_back(Queued::Ready(std::mem::take(out)));
         }
-        self.publishing
-            .extend(follow.into_iter().map(Queued::Ready));
-        if publish {
-            return Vec::new();
-        }
-        // Everything before it is answered (see `wait_publishes`): all of
-        // it goes now.
-        let mut ready = Vec::new();
-        self.finish_publishes(Instant::now(), &mut ready);
-        ready
+        follow
     }
 
     /// Executes `op` and appends its reply to `out`, and the messages that
@@ -399,19 +369,22 @@ impl WsSession {
         };
         match op {
             Op::Ping(_) => reply(out, "pong", reference, Nothing {}),
-            Op::Publish(p, key) => match caller.start_publish(&p, key.as_ref())? {
-                Publishing::Done(answer) => publish_answer(out, reference, Ok(answer)),
-                Publishing::Pending(pending) => {
-                    if self.publishing.len() >= MAX_PUBLISHES_IN_FLIGHT {
-                        // Backpressure: the whole queue answered first.
-                        self.wait_publishes();
-                    }
-                    // No reply now: `finish_publishes` writes it.
-                    let reference = reference.clone();
-                    self.publishing
-                        .push_back(Queued::Publish(pending, reference));
+            Op::Publish(p, key) => {
+                let awaiting = self.publishing.iter();
+                let awaiting = awaiting.filter(|q| matches!(q, Queued::Publish(..)));
+                if awaiting.count() >= MAX_PUBLISHES_IN_FLIGHT {
+                    return Err(ApiError::Unavailable(format!(
+                        "at most {MAX_PUBLISHES_IN_FLIGHT} publishes of a connection may await the cluster's stream: nothing was stored; wait for their answers, then retry"
+                    )));
                 }
-            },
+                match caller.start_publish(&p, key.as_ref())? {
+                    Publishing::Done(answer) => publish_answer(out, reference, Ok(answer)),
+                    // No reply now: `finish_publishes` writes it.
+                    Publishing::Pending(pending) => self
+                        .publishing
+                        .push_back(Queued::Publish(pending, reference.clone())),
+                }
+            }
             Op::Ack(a) => {
                 let acked = caller.ack(a)?;
                 let body = AckedBody {

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
 use futures_util::StreamExt;
@@ -88,7 +88,7 @@ impl Bridge {
         loop {
             tokio::select! {
                 command = commands.recv() => {
-                    let Some(Command { event, reply, wake }) = command else { break };
+                    let Some(Command { event, reply, wake, deadline }) = command else { break };
                     let publish = Publish {
                         js: js.clone(),
                         stream: stream.clone(),
@@ -96,8 +96,10 @@ impl Bridge {
                         state: self.state.clone(),
                         topics: topics.clone(),
                     };
+                    let state = self.state.clone();
                     tokio::spawn(async move {
-                        let _ = reply.send(publish.run(event).await);
+                        let _ = reply.send(publish.run(event, deadline).await);
+                        state.in_flight.fetch_sub(1, Ordering::AcqRel);
                         if let Some(waker) = wake {
                             let _ = waker.wake();
                         }
@@ -184,26 +186,56 @@ impl Bridge {
             ..Default::default()
         };
         loop {
-            match js.get_or_create_stream(wanted.clone()).await {
-                Ok(mut s) => {
-                    if let Ok(info) = s.info().await {
-                        let last = info.state.last_sequence;
-                        self.state.stream_last.fetch_max(last, Ordering::AcqRel);
-                        self.state.catch_up_to.store(last, Ordering::Release);
-                        if self.broker.next_seq() > last {
-                            self.state.caught_up.store(true, Ordering::Release);
-                        }
-                        tracing::info!(
-                            stream = %self.config.stream,
-                            last,
-                            replica_next = self.broker.next_seq(),
-                            "cluster: stream ready"
-                        );
+            let info = match js.get_or_create_stream(wanted.clone()).await {
+                Ok(mut s) => match s.info().await {
+                    Ok(i) => {
+                        let state = i.state.clone();
+                        Ok((s, state))
                     }
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            match info {
+                Ok((s, state)) => {
+                    let (first, last) = (state.first_sequence, state.last_sequence);
+                    let have = self.broker.next_seq() - 1;
+                    // A log ahead of the stream is another stream's (or a
+                    // single node's): its events are not the cluster's.
+                    if have > last {
+                        self.fail(format!(
+                            "this node's log holds {have} events but the stream {} only {last}: the data directory is not a replica of this stream (start with an empty one)",
+                            self.config.stream
+                        ));
+                        return None;
+                    }
+                    // Retention has removed what this replica still needs.
+                    if last > 0 && have + 1 < first {
+                        self.fail(format!(
+                            "the stream {} starts at sequence {first}, after this replica's end ({have}): copy the data directory of another node (stopped) to join",
+                            self.config.stream
+                        ));
+                        return None;
+                    }
+                    *self.state.failed.lock() = None;
+                    self.state.stream_last.fetch_max(last, Ordering::AcqRel);
+                    self.state.catch_up_to.store(last, Ordering::Release);
+                    if have >= last {
+                        self.state.caught_up.store(true, Ordering::Release);
+                    }
+                    tracing::info!(
+                        stream = %self.config.stream,
+                        last,
+                        replica_next = have + 1,
+                        "cluster: stream ready"
+                    );
                     return Some(s);
                 }
                 Err(e) => {
-                    tracing::warn!("cluster: stream {}: {e}; retrying", self.config.stream);
+                    let why = format!("stream {}: {e}; retrying", self.config.stream);
+                    tracing::warn!("cluster: {why}");
+                    // Shown by /readyz until the stream answers.
+                    *self.state.failed.lock() = Some(why);
                     if self.shutdown.load(Ordering::Acquire) {
                         return None;
                     }
@@ -263,7 +295,8 @@ async fn replicate(
                 }
             };
             if let Err(why) = apply(&broker, &state, &topics, &message) {
-                tracing::error!("cluster: replication stopped: {why}");
+                let why = format!("replication stopped: {why}");
+                tracing::error!("cluster: {why}");
                 *state.failed.lock() = Some(why);
                 return;
             }
@@ -290,7 +323,7 @@ fn apply(
     }
     if seq > next {
         return Err(format!(
-            "the stream no longer holds sequences {next} to {} that this replica never received (the stream's retention removed them); start this node with an empty data directory",
+            "the stream no longer holds sequences {next} to {} that this replica never received (the stream's retention removed them); copy the data directory of another node (stopped) to rejoin",
             seq - 1
         ));
     }
@@ -347,7 +380,7 @@ struct Publish {
 }
 
 impl Publish {
-    async fn run(self, event: Outgoing) -> Result<Stored, ClusterError> {
+    async fn run(self, event: Outgoing, deadline: Instant) -> Result<Stored, ClusterError> {
         let subject = subject::of(&event.topic);
         let slot = self
             .topics
@@ -361,6 +394,12 @@ impl Publish {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         for attempt in 0..MAX_ATTEMPTS {
+            // The client has its answer (503) already: store nothing.
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Unavailable(
+                    "not sent: the deadline passed".into(),
+                ));
+            }
             let known = match *last {
                 Some(l) => l,
                 None => self.last_of(&subject, &event.topic).await?,

@@ -174,6 +174,8 @@ pub(crate) struct ClusterState {
     pub(crate) cas_retries: AtomicU64,
     /// Publishes acknowledged by the stream.
     pub(crate) published: AtomicU64,
+    /// Publishes handed to the bridge and not answered yet.
+    pub(crate) in_flight: std::sync::atomic::AtomicUsize,
     /// Their round trips to the stream, summed, in nanoseconds.
     pub(crate) publish_ns: AtomicU64,
     /// Why replication stopped, if it did (this node cannot go on).
@@ -185,7 +187,13 @@ pub(crate) struct Command {
     reply: mpsc::SyncSender<Result<Stored, ClusterError>>,
     /// Woken once the reply is sent (the submitting worker's poll).
     wake: Option<Arc<mio::Waker>>,
+    /// The client's answer is due by then: a publish not sent to the
+    /// stream by then is not sent at all.
+    deadline: Instant,
 }
+
+/// Publishes a node may have awaiting the stream at once.
+const MAX_IN_FLIGHT: usize = 4096;
 
 /// A publish handed to the bridge, its answer to come.
 #[derive(Debug)]
@@ -288,23 +296,40 @@ impl Cluster {
     /// within the publish timeout (see [`Pending`]), and wakes this
     /// handle's worker when it does.
     pub(crate) fn submit(&self, event: Outgoing) -> Result<Pending, ClusterError> {
-        if !self.state.connected.load(Ordering::Acquire) {
-            return Err(ClusterError::Unavailable(
-                "the cluster's NATS servers are unreachable: nothing was stored; retry".into(),
-            ));
+        // Only a replica that is current may publish: a topic sequence is
+        // the replica's count when the stream holds none of the topic's
+        // events, and a wrong one would stop every replica.
+        self.ready().map_err(|why| {
+            ClusterError::Unavailable(format!(
+                "this node cannot publish now ({why}): nothing was stored; retry"
+            ))
+        })?;
+        // Bounded: beyond, the stream is not keeping up, and waiting longer
+        // would only store events their clients have given up on.
+        let in_flight = self.state.in_flight.fetch_add(1, Ordering::AcqRel);
+        if in_flight >= MAX_IN_FLIGHT {
+            self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(ClusterError::Unavailable(format!(
+                "this node has {MAX_IN_FLIGHT} publishes awaiting the cluster's stream: nothing was stored; retry"
+            )));
         }
         let (reply, answer) = mpsc::sync_channel(1);
+        let deadline = Instant::now() + self.timeout;
         let command = Command {
             event,
             reply,
             wake: self.wake.clone(),
+            deadline,
         };
-        self.commands
-            .send(command)
-            .map_err(|_| ClusterError::Unavailable("the cluster bridge has stopped".into()))?;
+        if self.commands.send(command).is_err() {
+            self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(ClusterError::Unavailable(
+                "the cluster bridge has stopped".into(),
+            ));
+        }
         Ok(Pending {
             answer,
-            deadline: Instant::now() + self.timeout,
+            deadline,
             timeout: self.timeout,
         })
     }
@@ -312,7 +337,7 @@ impl Cluster {
     /// Ready to serve: connected, caught up, replicating.
     pub(crate) fn ready(&self) -> Result<(), String> {
         if let Some(why) = &*self.state.failed.lock() {
-            return Err(format!("replication stopped: {why}"));
+            return Err(why.clone());
         }
         if !self.state.connected.load(Ordering::Acquire) {
             return Err("not connected to NATS".into());

@@ -526,7 +526,8 @@ impl Worker {
                     conn.respond(&switching, true);
                     conn.upgrade(*session);
                     // Messages that came with the upgrade request.
-                    return self.read_websocket(index);
+                    self.read_websocket(index);
+                    return self.note_publishing(index);
                 }
             }
         }
