@@ -131,6 +131,7 @@ impl Server {
                     c.clone(),
                     broker.clone(),
                     config.broker.idempotency_window,
+                    config.broker.presence_ttl,
                     retention.max_age,
                     retention.max_bytes,
                     shutdown.clone(),

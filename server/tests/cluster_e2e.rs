@@ -5,7 +5,8 @@
 //! node is SIGKILLed resume on another node exactly once, in order; an
 //! idempotency key retried on another node gets the first publish's
 //! sequences; publishes during a NATS outage get 503, and replication
-//! resumes after it.
+//! resumes after it; presence joined on one node is listed on every node,
+//! and the sessions of a killed node expire once.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -113,7 +114,7 @@ impl Node {
         std::fs::write(
             &config,
             format!(
-                "workers = 1\ndurability = \"never\"\nsegment_size = 1048576\nring_capacity = 1048576\nmax_payload = 65536\nmax_body = 65536\n\n[cluster]\nnode_id = \"{name}\"\npublish_timeout_ms = 2000\n"
+                "workers = 1\ndurability = \"never\"\nsegment_size = 1048576\nring_capacity = 1048576\nmax_payload = 65536\nmax_body = 65536\npresence_expiry_secs = 2\n\n[cluster]\nnode_id = \"{name}\"\npublish_timeout_ms = 2000\n"
             ),
         )
         .unwrap();
@@ -452,22 +453,6 @@ fn an_idempotency_key_retried_on_another_node_gets_the_first_sequences() {
     assert_eq!(status, 400, "{e}");
     assert!(e["error"].as_str().unwrap().contains("cluster node"), "{e}");
     wait_for_replicas(&[&a, &b], 3);
-    // Presence is refused, clearly, not half done.
-    let (status, e) = http(
-        a.addr,
-        "POST",
-        "/v1/presence/heartbeat",
-        "",
-        r#"{"topic":"orders","client_id":"c1"}"#,
-    );
-    assert_eq!(status, 400, "{e}");
-    assert!(
-        e["error"]
-            .as_str()
-            .unwrap()
-            .contains("presence is not available"),
-        "{e}"
-    );
     // What each node published, and that its replica is current.
     for (node, published) in [(&a, 2), (&b, 1)] {
         let (status, metrics) = http_text(node.addr, "GET", "/metrics", "", "");
@@ -682,4 +667,99 @@ fn a_data_directory_that_is_not_a_replica_of_the_stream_is_refused() {
     let (status, e) = publish(b.addr, "orders", "9", None);
     assert_eq!(status, 503, "{e}");
     assert_eq!(all_events(a.addr).len(), 1, "nothing reached the stream");
+}
+
+fn heartbeat(addr: SocketAddr, client: &str) -> (u16, Value) {
+    let body = format!("{{\"topic\":\"room\",\"client_id\":\"{client}\",\"user\":\"u-{client}\"}}");
+    http(addr, "POST", "/v1/presence/heartbeat", "", &body)
+}
+
+fn present(addr: SocketAddr) -> Vec<String> {
+    let (status, list) = http(addr, "GET", "/v1/topics/room/presence", "", "");
+    assert_eq!(status, 200, "{list}");
+    let mut ids: Vec<String> = list["present"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["client_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn presence_is_shared_by_the_nodes_and_a_killed_nodes_sessions_expire_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"));
+    let mut a = Some(Node::start(dir.path(), &nats, "a"));
+    let b = Node::start(dir.path(), &nats, "b");
+    let c = Node::start(dir.path(), &nats, "c");
+    let a_addr = a.as_ref().unwrap().addr;
+    for (addr, client) in [(a_addr, "c1"), (a_addr, "c2"), (b.addr, "c3")] {
+        let (status, joined) = heartbeat(addr, client);
+        assert_eq!(
+            (status, &joined["joined"]),
+            (200, &Value::from(true)),
+            "{joined}"
+        );
+    }
+    // A heartbeat on another node refreshes the session: no second join.
+    let (status, again) = heartbeat(c.addr, "c1");
+    assert_eq!(
+        (status, &again["joined"]),
+        (200, &Value::from(false)),
+        "{again}"
+    );
+    // Every node lists every session.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for node in [&b, &c] {
+        while present(node.addr) != ["c1", "c2", "c3"] {
+            assert!(Instant::now() < deadline, "{:?}", present(node.addr));
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // A leave on another node than the join's.
+    let leave = r#"{"topic":"room","client_id":"c3"}"#;
+    let (status, left) = http(c.addr, "POST", "/v1/presence/leave", "", leave);
+    assert_eq!((status, &left["left"]), (200, &Value::from(true)), "{left}");
+    let (_, left) = http(b.addr, "POST", "/v1/presence/leave", "", leave);
+    assert_eq!(left["left"], false, "{left}");
+    // Node a dies with c1 and c2 joined; c1 goes on heartbeating on b.
+    a.take();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while present(c.addr) != ["c1"] {
+        assert!(Instant::now() < deadline, "{:?}", present(c.addr));
+        assert_eq!(heartbeat(b.addr, "c1").0, 200);
+        thread::sleep(Duration::from_millis(300));
+    }
+    // One event per change, the same on every node.
+    thread::sleep(Duration::from_millis(1500));
+    let events = |addr| {
+        let (status, page) = http(
+            addr,
+            "GET",
+            "/v1/topics/$presence.room/events?after=0",
+            "",
+            "",
+        );
+        assert_eq!(status, 200, "{page}");
+        page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let who = e["data"]["client_id"].as_str().unwrap().to_owned();
+                (e["type"].as_str().unwrap().to_owned(), who)
+            })
+            .collect::<Vec<_>>()
+    };
+    let seen = events(c.addr);
+    let count = |kind: &str, who: &str| seen.iter().filter(|(k, w)| k == kind && w == who).count();
+    for who in ["c1", "c2", "c3"] {
+        assert_eq!(count("presence.join", who), 1, "{seen:?}");
+    }
+    assert_eq!(count("presence.leave", "c3"), 1, "{seen:?}");
+    assert_eq!(count("presence.expire", "c2"), 1, "{seen:?}");
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert_eq!(events(b.addr), seen);
 }

@@ -60,7 +60,7 @@ pub use idempotency::{
     validate_idempotency_key, MAX_IDEMPOTENCY_KEY_LEN, MAX_IDEMPOTENCY_SCOPE_LEN,
 };
 pub use metrics::MetricsSnapshot;
-pub use presence::{PresenceError, Session, PRESENCE_PREFIX};
+pub use presence::{presence_event, PresenceError, PresenceKind, Session, PRESENCE_PREFIX};
 pub use replica::Replicated;
 pub use subscription::{StartAt, Subscription};
 pub use topics::{split_system, validate_topic, DEADLETTER_PREFIX, MAX_TOPIC_LEN, SYSTEM_PREFIXES};
@@ -878,6 +878,23 @@ impl Broker {
             self.publish_presence(presence::PresenceKind::Expire, topic, s)?;
         }
         Ok(expired.len())
+    }
+
+    /// Checks a presence session's fields as a join would, storing nothing
+    /// (for a cluster's presence, kept outside the broker).
+    pub fn check_presence(
+        &self,
+        topic: &str,
+        client_id: &str,
+        user: &str,
+        device: &str,
+        metadata: &str,
+    ) -> Result<(), BrokerError> {
+        validate_topic(topic)?;
+        Ok(self
+            .inner
+            .presence
+            .check_session(client_id, user, device, metadata)?)
     }
 
     /// Who is present on `topic`.

@@ -75,7 +75,7 @@ impl PresenceChange {
 
 /// The kind of a presence event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum PresenceKind {
+pub enum PresenceKind {
     /// A session joined.
     Join,
     /// A session left.
@@ -86,7 +86,7 @@ pub(crate) enum PresenceKind {
 
 impl PresenceKind {
     /// The event type: `presence.join`, `presence.leave` or `presence.expire`.
-    pub(crate) fn event_type(self) -> &'static str {
+    pub fn event_type(self) -> &'static str {
         match self {
             PresenceKind::Join => "presence.join",
             PresenceKind::Leave => "presence.leave",
@@ -261,6 +261,29 @@ impl Presence {
         }
     }
 
+    /// A session's fields against the limits: what [`Presence::join`]
+    /// checks.
+    pub(crate) fn check_session(
+        &self,
+        client_id: &str,
+        user: &str,
+        device: &str,
+        metadata: &str,
+    ) -> Result<(), PresenceError> {
+        if client_id.is_empty() {
+            return Err(PresenceError::EmptyField("client_id"));
+        }
+        let max = self.config.max_field_len;
+        self.check_field("client_id", client_id, max)?;
+        self.check_field("user", user, max)?;
+        self.check_field("device", device, max)?;
+        self.check_field("metadata", metadata, self.config.max_metadata_len)?;
+        if !metadata.is_empty() {
+            json::validate(metadata).map_err(PresenceError::InvalidMetadata)?;
+        }
+        Ok(())
+    }
+
     fn check_field(&self, field: &'static str, v: &str, max: usize) -> Result<(), PresenceError> {
         if v.len() > max {
             return Err(PresenceError::FieldTooLong {
@@ -287,17 +310,7 @@ impl Presence {
         if topic.is_empty() {
             return Err(PresenceError::EmptyField("topic"));
         }
-        if client_id.is_empty() {
-            return Err(PresenceError::EmptyField("client_id"));
-        }
-        let max = self.config.max_field_len;
-        self.check_field("client_id", client_id, max)?;
-        self.check_field("user", user, max)?;
-        self.check_field("device", device, max)?;
-        self.check_field("metadata", metadata, self.config.max_metadata_len)?;
-        if !metadata.is_empty() {
-            json::validate(metadata).map_err(PresenceError::InvalidMetadata)?;
-        }
+        self.check_session(client_id, user, device, metadata)?;
         let mut g = self.inner.lock();
         if let Some(s) = g.touch(topic, client_id, now_ns) {
             s.user.clear();
@@ -529,11 +542,7 @@ impl Session {
 ///
 /// (The server relies on the topic coming first: it strips the tenant
 /// prefix from it.)
-pub(crate) fn presence_event(
-    kind: PresenceKind,
-    topic: &str,
-    session: &Session,
-) -> (String, Vec<u8>) {
+pub fn presence_event(kind: PresenceKind, topic: &str, session: &Session) -> (String, Vec<u8>) {
     let mut p = Vec::with_capacity(session.json_capacity() + topic.len());
     p.extend_from_slice(b"{\"topic\":");
     json::write_string(&mut p, topic);

@@ -23,7 +23,7 @@ use super::ops::{
 };
 use super::rate::{Kind, RateLimits};
 use super::schema::Schemas;
-use crate::cluster::{Cluster, ClusterError, Outgoing, Pending, Stored};
+use crate::cluster::{Cluster, ClusterError, Outgoing, Pending, PresenceOp, Stored};
 use crate::webhook::is_server_consumer;
 
 /// Who asks, and of which broker.
@@ -623,13 +623,30 @@ impl Caller<'_> {
     /// `heartbeat`: refreshes a session, or joins.
     pub(crate) fn heartbeat(&self, op: Heartbeat) -> Result<(Session, Joined), ApiError> {
         let (topic, client_id) = self.session(&op.topic, &op.client_id)?;
-        if self.broker.presence_heartbeat(&topic, &client_id).is_ok() {
-            return Ok(((topic, client_id), Joined { joined: false }));
-        }
         let metadata = match &op.metadata {
             Value::Null => String::new(),
             m => m.to_string(),
         };
+        if let Some(cluster) = self.cluster {
+            let (user, device) = (op.user.unwrap_or_default(), op.device.unwrap_or_default());
+            let check = self
+                .broker
+                .check_presence(&topic, &client_id, &user, &device, &metadata);
+            check?;
+            let joined = cluster
+                .presence(PresenceOp::Heartbeat {
+                    topic: topic.clone(),
+                    client_id: client_id.clone(),
+                    user,
+                    device,
+                    metadata,
+                })
+                .map_err(cluster_error)?;
+            return Ok(((topic, client_id), Joined { joined }));
+        }
+        if self.broker.presence_heartbeat(&topic, &client_id).is_ok() {
+            return Ok(((topic, client_id), Joined { joined: false }));
+        }
         self.broker.presence_join(
             &topic,
             &client_id,
@@ -643,7 +660,16 @@ impl Caller<'_> {
     /// `leave`.
     pub(crate) fn leave(&self, op: Leave) -> Result<(Session, Left), ApiError> {
         let (topic, client_id) = self.session(&op.topic, &op.client_id)?;
-        let left = self.broker.presence_leave(&topic, &client_id)?;
+        let left = match self.cluster {
+            Some(cluster) => {
+                let leave = PresenceOp::Leave {
+                    topic: topic.clone(),
+                    client_id: client_id.clone(),
+                };
+                cluster.presence(leave).map_err(cluster_error)?
+            }
+            None => self.broker.presence_leave(&topic, &client_id)?,
+        };
         Ok(((topic, client_id), Left { left }))
     }
 
@@ -651,9 +677,11 @@ impl Caller<'_> {
     pub(crate) fn presence(&self, op: PresenceQuery) -> Result<PresenceList, ApiError> {
         let internal = self.grants.internal(&op.topic);
         self.grants.check_subscribe(&internal)?;
-        let present = self
-            .broker
-            .presence(&internal)
+        let sessions = match self.cluster {
+            Some(cluster) => cluster.present(&internal),
+            None => self.broker.presence(&internal),
+        };
+        let present = sessions
             .iter()
             .map(|s| {
                 // The encoding is always valid JSON: a refusal is a bug.
@@ -669,12 +697,6 @@ impl Caller<'_> {
 
     /// A presence session's broker topic, within the subscribe grants.
     fn session(&self, topic: &str, client_id: &str) -> Result<Session, ApiError> {
-        if self.cluster.is_some() {
-            // Presence events are a node's own; a replica takes none.
-            return Err(ApiError::invalid(
-                "presence is not available on a cluster node yet (docs/CLUSTER.md)",
-            ));
-        }
         if topic.is_empty() || client_id.is_empty() {
             return Err(ApiError::invalid(
                 "presence needs a non-empty 'topic' and 'client_id'",

@@ -112,9 +112,9 @@ impl Protocol {
 
     /// Forgets the streams (the router no longer has them); see
     /// [`WsSession::retire`].
-    pub(crate) fn retire(&mut self, broker: &Broker) {
+    pub(crate) fn retire(&mut self, broker: &Broker, cluster: Option<&Cluster>) {
         match self {
-            Protocol::Json(s) => s.retire(broker),
+            Protocol::Json(s) => s.retire(broker, cluster),
             Protocol::Stomp(s) => s.retire(),
         }
     }
@@ -286,9 +286,14 @@ impl WsSession {
 
     /// Forgets the streams (the router no longer has them) and leaves the
     /// presence sessions joined over this connection (it is closing).
-    pub(crate) fn retire(&mut self, broker: &Broker) {
+    pub(crate) fn retire(&mut self, broker: &Broker, cluster: Option<&Cluster>) {
         self.subs.clear();
         for (topic, client_id) in std::mem::take(&mut self.joined) {
+            if let Some(cluster) = cluster {
+                // (Without waiting: the connection is closing.)
+                cluster.leave_later(topic, client_id);
+                continue;
+            }
             if let Err(e) = broker.presence_leave(&topic, &client_id) {
                 tracing::warn!("presence leave on close failed: {e}");
             }

@@ -16,13 +16,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
+use async_nats::jetstream::{self, consumer, context::PublishErrorKind, kv, stream};
 use futures_util::StreamExt;
 use herald_core::broker::{PublishOptions, Published, Replicated};
 use herald_core::{json, Broker};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::{subject, ClusterConfig, ClusterError, ClusterState, Command, Outgoing, Stored};
+use super::{
+    presence, subject, ClusterConfig, ClusterError, ClusterState, Command, Outgoing, Stored,
+};
 
 /// Attempts of one publish against concurrent writers of its topic.
 const MAX_ATTEMPTS: u32 = 16;
@@ -38,6 +40,10 @@ pub(crate) struct Bridge {
     pub(crate) config: ClusterConfig,
     pub(crate) broker: Broker,
     pub(crate) state: Arc<ClusterState>,
+    /// Presence sessions, kept by the watch of the bucket.
+    pub(crate) view: Arc<presence::View>,
+    /// A session without a heartbeat this long expires.
+    pub(crate) presence_ttl: Duration,
     pub(crate) stream: StreamLimits,
     pub(crate) shutdown: Arc<AtomicBool>,
 }
@@ -84,26 +90,39 @@ impl Bridge {
             self.state.clone(),
             topics.clone(),
         ));
+        let publish = Publish {
+            js: js.clone(),
+            stream: stream.clone(),
+            broker: self.broker.clone(),
+            state: self.state.clone(),
+            topics: topics.clone(),
+        };
+        let store = match presence::bucket(&js, &self.config.stream).await {
+            Ok(store) => Some(store),
+            Err(e) => {
+                tracing::warn!("cluster: {e}; presence is unavailable");
+                None
+            }
+        };
+        let mut background = vec![replication];
+        if let Some(store) = &store {
+            background.push(tokio::spawn(presence::watch(
+                store.clone(),
+                self.view.clone(),
+            )));
+            background.push(tokio::spawn(expire_sessions(
+                store.clone(),
+                self.view.clone(),
+                self.presence_ttl,
+                publish.clone(),
+            )));
+        }
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
                 command = commands.recv() => {
-                    let Some(Command { event, reply, wake, deadline }) = command else { break };
-                    let publish = Publish {
-                        js: js.clone(),
-                        stream: stream.clone(),
-                        broker: self.broker.clone(),
-                        state: self.state.clone(),
-                        topics: topics.clone(),
-                    };
-                    let state = self.state.clone();
-                    tokio::spawn(async move {
-                        let _ = reply.send(publish.run(event, deadline).await);
-                        state.in_flight.fetch_sub(1, Ordering::AcqRel);
-                        if let Some(waker) = wake {
-                            let _ = waker.wake();
-                        }
-                    });
+                    let Some(command) = command else { break };
+                    self.dispatch(command, &publish, store.as_ref());
                 }
                 _ = tick.tick() => {
                     if self.shutdown.load(Ordering::Acquire) {
@@ -112,7 +131,53 @@ impl Bridge {
                 }
             }
         }
-        replication.abort();
+        for task in background {
+            task.abort();
+        }
+    }
+
+    /// Starts a worker's command on the runtime.
+    fn dispatch(&self, command: Command, publish: &Publish, store: Option<&kv::Store>) {
+        match command {
+            Command::Publish {
+                event,
+                reply,
+                wake,
+                deadline,
+            } => {
+                let (publish, state) = (publish.clone(), self.state.clone());
+                tokio::spawn(async move {
+                    let _ = reply.send(publish.run(event, deadline).await);
+                    state.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    if let Some(waker) = wake {
+                        let _ = waker.wake();
+                    }
+                });
+            }
+            Command::Presence { op, reply } => {
+                let Some(store) = store.cloned() else {
+                    if let Some(reply) = reply {
+                        let why = "presence is unavailable: its bucket could not be opened";
+                        let _ = reply.send(Err(ClusterError::Unavailable(why.into())));
+                    }
+                    return;
+                };
+                let publish = publish.clone();
+                tokio::spawn(async move {
+                    let answer = match presence::run(&store, op).await {
+                        Ok((answer, None)) => Ok(answer),
+                        Ok((answer, Some(change))) => publish.change(change).await.map(|()| answer),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(ClusterError::Unavailable(why)) = &answer {
+                        tracing::warn!("cluster: {why}");
+                    }
+                    if let Some(reply) = reply {
+                        let _ = reply.send(answer);
+                    }
+                });
+            }
+        }
     }
 
     /// Connects (retrying in the background if no server answers yet);
@@ -370,7 +435,27 @@ fn apply(
     Ok(())
 }
 
-/// One publish, on the bridge's runtime.
+/// Expires stale presence sessions, twice a second, publishing one
+/// `presence.expire` per session.
+async fn expire_sessions(
+    store: kv::Store,
+    view: Arc<presence::View>,
+    ttl: Duration,
+    publish: Publish,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        for change in presence::expire(&store, &view, ttl).await {
+            if let Err(ClusterError::Unavailable(why)) = publish.change(change).await {
+                tracing::warn!("cluster: presence expiry: {why}");
+            }
+        }
+    }
+}
+
+/// Publishes of the bridge's own, on the bridge's runtime.
+#[derive(Clone)]
 struct Publish {
     js: jetstream::Context,
     stream: stream::Stream,
@@ -380,7 +465,31 @@ struct Publish {
 }
 
 impl Publish {
-    async fn run(self, event: Outgoing, deadline: Instant) -> Result<Stored, ClusterError> {
+    /// Publishes a presence change, retried (its id makes it once) until
+    /// the stream has it or a minute has passed.
+    async fn change(&self, change: presence::Change) -> Result<(), ClusterError> {
+        let (topic, event_type, payload, msg_id) = change;
+        let mut last = None;
+        for _ in 0..60 {
+            let event = Outgoing {
+                topic: topic.clone(),
+                event_type: event_type.clone(),
+                payload: payload.clone().into(),
+                origin: 0,
+                correlation: None,
+                msg_id: msg_id.clone(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            match self.run(event, deadline).await {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Err(last.unwrap_or_else(|| ClusterError::Unavailable("presence event not stored".into())))
+    }
+
+    async fn run(&self, event: Outgoing, deadline: Instant) -> Result<Stored, ClusterError> {
         let subject = subject::of(&event.topic);
         let slot = self
             .topics

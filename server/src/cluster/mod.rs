@@ -9,12 +9,16 @@
 //! so every node serves the same events in the same order. The design, its
 //! guarantees and its limits are in `docs/CLUSTER.md`.
 //!
+//! Presence sessions live in a JetStream key-value bucket that every node
+//! reads and writes (`presence.rs`).
+//!
 //! Threads: the NATS client (async-nats) runs on one bridge thread, on a
 //! current-thread tokio runtime. Workers hand it a publish through a
 //! channel and wait for its answer (see [`Cluster::publish`]); nothing async
 //! touches the fan-out path.
 
 mod bridge;
+mod presence;
 mod subject;
 
 use std::path::PathBuf;
@@ -22,9 +26,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use herald_core::broker::Published;
+use herald_core::broker::{Published, Session};
 use herald_core::Broker;
 use parking_lot::Mutex;
+pub(crate) use presence::PresenceOp;
 use serde::Deserialize;
 
 /// How a node joins a cluster (`[cluster]` in the configuration file).
@@ -182,14 +187,21 @@ pub(crate) struct ClusterState {
     pub(crate) failed: Mutex<Option<String>>,
 }
 
-pub(crate) struct Command {
-    event: Outgoing,
-    reply: mpsc::SyncSender<Result<Stored, ClusterError>>,
-    /// Woken once the reply is sent (the submitting worker's poll).
-    wake: Option<Arc<mio::Waker>>,
-    /// The client's answer is due by then: a publish not sent to the
-    /// stream by then is not sent at all.
-    deadline: Instant,
+pub(crate) enum Command {
+    Publish {
+        event: Outgoing,
+        reply: mpsc::SyncSender<Result<Stored, ClusterError>>,
+        /// Woken once the reply is sent (the submitting worker's poll).
+        wake: Option<Arc<mio::Waker>>,
+        /// The client's answer is due by then: a publish not sent to the
+        /// stream by then is not sent at all.
+        deadline: Instant,
+    },
+    /// A presence operation; its answer (joined, or left) if anyone waits.
+    Presence {
+        op: PresenceOp,
+        reply: Option<mpsc::SyncSender<Result<bool, ClusterError>>>,
+    },
 }
 
 /// Publishes a node may have awaiting the stream at once.
@@ -237,6 +249,8 @@ pub(crate) struct Cluster {
     timeout: Duration,
     /// The worker this handle belongs to, woken when an answer arrives.
     wake: Option<Arc<mio::Waker>>,
+    /// Presence sessions, as the bridge's watch of the bucket has them.
+    view: Arc<presence::View>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -252,6 +266,7 @@ impl Cluster {
         config: ClusterConfig,
         broker: Broker,
         duplicate_window: Duration,
+        presence_ttl: Duration,
         max_age: Option<Duration>,
         max_bytes: Option<u64>,
         shutdown: Arc<AtomicBool>,
@@ -259,10 +274,13 @@ impl Cluster {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let state = Arc::new(ClusterState::default());
         let timeout = config.publish_timeout;
+        let view = Arc::new(presence::View::default());
         let bridge = bridge::Bridge {
             config,
             broker,
             state: state.clone(),
+            view: view.clone(),
+            presence_ttl,
             stream: bridge::StreamLimits {
                 duplicate_window,
                 max_age,
@@ -279,6 +297,7 @@ impl Cluster {
                 state,
                 timeout,
                 wake: None,
+                view,
             },
             thread,
         ))
@@ -315,7 +334,7 @@ impl Cluster {
         }
         let (reply, answer) = mpsc::sync_channel(1);
         let deadline = Instant::now() + self.timeout;
-        let command = Command {
+        let command = Command::Publish {
             event,
             reply,
             wake: self.wake.clone(),
@@ -332,6 +351,43 @@ impl Cluster {
             deadline,
             timeout: self.timeout,
         })
+    }
+
+    /// Runs a presence operation on the cluster's bucket and waits for its
+    /// answer: joined (a heartbeat), or left (a leave).
+    pub(crate) fn presence(&self, op: PresenceOp) -> Result<bool, ClusterError> {
+        self.ready().map_err(|why| {
+            ClusterError::Unavailable(format!(
+                "this node cannot change presence now ({why}); retry"
+            ))
+        })?;
+        let (reply, answer) = mpsc::sync_channel(1);
+        let command = Command::Presence {
+            op,
+            reply: Some(reply),
+        };
+        if self.commands.send(command).is_err() {
+            return Err(ClusterError::Unavailable(
+                "the cluster bridge has stopped".into(),
+            ));
+        }
+        answer.recv_timeout(self.timeout).unwrap_or_else(|_| {
+            Err(ClusterError::Unavailable(
+                "presence: the cluster did not answer in time; retry".into(),
+            ))
+        })
+    }
+
+    /// Leaves a session without waiting (a connection that closes).
+    pub(crate) fn leave_later(&self, topic: String, client_id: String) {
+        let op = PresenceOp::Leave { topic, client_id };
+        let _ = self.commands.send(Command::Presence { op, reply: None });
+    }
+
+    /// Who is present on `topic` (the broker's name), as this node's view
+    /// of the cluster's bucket has it.
+    pub(crate) fn present(&self, topic: &str) -> Vec<Session> {
+        self.view.list(topic)
     }
 
     /// Ready to serve: connected, caught up, replicating.

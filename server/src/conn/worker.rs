@@ -308,7 +308,8 @@ impl Worker {
                     self.router.remove(stream);
                 }
                 // Keeps the framing state (closing) without its streams.
-                ws.session.retire(&self.shared.broker);
+                ws.session
+                    .retire(&self.shared.broker, self.shared.cluster.as_ref());
                 conn.mode = Mode::Ws(ws);
             }
             Mode::Poll { .. } => self.polls_waiting -= 1,
