@@ -1,7 +1,8 @@
 //! A replica takes events only through `replicate`, in the stream's order:
 //! local publishes are refused, events out of order are refused and store
 //! nothing, and two replicas fed the same events hold the same records
-//! (sequences, timestamps, types, payloads), live and after a reopen.
+//! (sequences, timestamps, types, payloads), live and after a reopen; a
+//! start past the replica's end waits there for the replica.
 
 use std::time::Duration;
 
@@ -195,4 +196,46 @@ fn replicas_fed_the_same_events_hold_the_same_records_live_and_after_reopen() {
     ));
     b.replicate(&event(6, "orders", 4, 50, b"{}")).unwrap();
     assert_eq!(b.next_seq(), 7);
+}
+
+#[test]
+fn a_start_past_a_replicas_end_waits_there_instead_of_resetting() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path(), true)).unwrap();
+    broker.replicate(&event(1, "orders", 1, 10, b"{}")).unwrap();
+    // Positions another replica gave the client: global 4 onwards, and the
+    // topic's 3 onwards.
+    let mut global = broker
+        .subscribe(Filter::patterns(&[">"]).unwrap(), StartAt::Seq(4))
+        .unwrap();
+    let mut topic = broker
+        .subscribe(Filter::topic("orders").unwrap(), StartAt::TopicSeq(3))
+        .unwrap();
+    assert_eq!((global.beyond_end(), topic.beyond_end()), (None, None));
+    assert!(global.try_next().unwrap().is_none());
+    // The replica catches up: what the client had is not delivered again.
+    for (seq, topic_seq) in [(2, 2), (3, 3), (4, 4)] {
+        broker
+            .replicate(&event(seq, "orders", topic_seq, 10 + seq, b"{}"))
+            .unwrap();
+    }
+    let next = |sub: &mut herald_core::broker::Subscription| match sub
+        .next_timeout(Duration::from_secs(5))
+        .unwrap()
+    {
+        Some(Delivery::Event(e)) => (e.seq, e.topic_seq),
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(next(&mut global), (4, 4));
+    assert_eq!(next(&mut topic), (3, 3));
+    assert_eq!(next(&mut topic), (4, 4));
+    assert!(global.try_next().unwrap().is_none());
+
+    // A plain broker still says the position is past its end.
+    let plain = Broker::open(config(&dir.path().join("p"), false)).unwrap();
+    plain.publish("orders", "t", b"{}").unwrap();
+    let sub = plain
+        .subscribe(Filter::patterns(&[">"]).unwrap(), StartAt::Seq(4))
+        .unwrap();
+    assert_eq!(sub.beyond_end(), Some(1));
 }

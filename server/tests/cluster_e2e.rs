@@ -92,7 +92,7 @@ impl Nats {
 /// A `herald serve` node of the cluster.
 struct Node {
     addr: SocketAddr,
-    _process: KillOnDrop,
+    process: KillOnDrop,
 }
 
 impl Node {
@@ -104,6 +104,16 @@ impl Node {
             thread::sleep(Duration::from_millis(20));
         }
         node
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the node's process.
+    fn signal(&self, signal: &str) {
+        let pid = self.process.0.as_ref().unwrap().id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// Starts a node and waits for it to listen (not to be ready).
@@ -133,7 +143,7 @@ impl Node {
             .unwrap();
         let node = Node {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            _process: KillOnDrop(Some(child)),
+            process: KillOnDrop(Some(child)),
         };
         wait_for_port(node.addr, "herald");
         node
@@ -496,7 +506,12 @@ fn publishes_in_a_nats_outage_get_503_and_replication_resumes_after_it() {
         );
         thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(http(b.addr, "GET", "/readyz", "", "").0, 503);
+    // (Each node notices the outage on its own connection.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http(b.addr, "GET", "/readyz", "", "").0 != 503 {
+        assert!(Instant::now() < deadline, "b still ready with NATS down");
+        thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(all_events(b.addr).len(), 10);
     nats.restart();
     // The nodes reconnect by themselves; publishes succeed again.
@@ -762,4 +777,64 @@ fn presence_is_shared_by_the_nodes_and_a_killed_nodes_sessions_expire_once() {
     assert_eq!(count("presence.expire", "c2"), 1, "{seen:?}");
     assert_eq!(seen.len(), 5, "{seen:?}");
     assert_eq!(events(b.addr), seen);
+}
+
+#[test]
+fn a_client_ahead_of_a_lagging_replica_is_held_not_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"));
+    let a = Node::start(dir.path(), &nats, "a");
+    let b = Node::start(dir.path(), &nats, "b");
+    // Node b is frozen while a takes 300 events: b lags by all of them.
+    b.signal("STOP");
+    let mut ws = common::ws_connect(&format!("ws://{}/v1/ws", a.addr));
+    for i in 0..300 {
+        common::ws_send(
+            &mut ws,
+            serde_json::json!({"op": "publish", "ref": i, "topic": "lag", "type": "t.n", "data": i}),
+        );
+        if i % 200 == 199 {
+            for _ in 0..200 {
+                assert_eq!(common::ws_recv(&mut ws)["type"], "published");
+            }
+        }
+    }
+    for _ in 0..100 {
+        assert_eq!(common::ws_recv(&mut ws)["type"], "published");
+    }
+    b.signal("CONT");
+    // At once, before b has caught up: a client that saw 250 on a resumes
+    // on b (SSE), and a poller after 280 polls b.
+    let mut sse = open_sse(b.addr, "/v1/events?topics=lag", Some(250));
+    let (status, page) = http(
+        b.addr,
+        "GET",
+        "/v1/events?topics=lag&after=280&wait=5000",
+        "",
+        "",
+    );
+    assert_eq!(status, 200, "{page}");
+    let first = page["events"][0]["seq"].as_u64();
+    assert_eq!(
+        first,
+        Some(281),
+        "the poll starts after its position: {page}"
+    );
+    let mut seen = Vec::new();
+    read_sse(&mut sse, 50, &mut seen);
+    let ids: Vec<u64> = seen.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        ids,
+        (251..=300).collect::<Vec<_>>(),
+        "held, then exactly what followed"
+    );
+    // A position past the whole stream is not the cluster's: refused.
+    let (status, e) = http(
+        b.addr,
+        "GET",
+        "/v1/events?topics=lag&after=100000&wait=0",
+        "",
+        "",
+    );
+    assert_eq!(status, 503, "{e}");
 }

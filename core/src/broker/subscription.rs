@@ -219,15 +219,25 @@ impl Subscription {
         // from a log since reset or restored from a backup) starts at the
         // end, and says so: the events between the end and that position
         // are new to the client, and must not be mistaken for ones it has.
+        // On a replica, the position comes from another replica of the same
+        // stream, ahead of this one: the subscription waits there instead,
+        // and its first event is the one after the position.
+        let hold = inner.config.replica;
         let (start, beyond_end) = match (start, &single) {
-            (StartAt::Seq(seq), _) if seq > now_seq => (StartAt::Seq(now_seq), Some(now_seq - 1)),
-            (StartAt::TopicSeq(seq), Some(_)) if seq > now_topic_seq => {
+            (StartAt::Seq(seq), _) if seq > now_seq && !hold => {
+                (StartAt::Seq(now_seq), Some(now_seq - 1))
+            }
+            (StartAt::TopicSeq(seq), Some(_)) if seq > now_topic_seq && !hold => {
                 (StartAt::TopicSeq(now_topic_seq), Some(now_topic_seq - 1))
             }
             (start, _) => (start, None),
         };
         let (source, next) = match (start, &single) {
             (StartAt::Now, _) => (Source::Ring(inner.ring.subscribe_at(now_seq)), now_seq),
+            // (A replica's hold: the ring's reads wait for `seq`.)
+            (StartAt::Seq(seq), _) if seq > now_seq => {
+                (Source::Ring(inner.ring.subscribe_at(seq)), seq)
+            }
             (StartAt::Seq(seq), _) => {
                 // Sequences start at 1: from 0 is from the beginning.
                 let seq = seq.max(1);

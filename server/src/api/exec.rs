@@ -487,12 +487,17 @@ impl Caller<'_> {
                 (self.broker.subscribe(filter, start)?, recovered)
             }
         };
-        if let (Some(_), Some(_)) = (self.cluster, sub.beyond_end()) {
-            // Another node has served the client further than this
-            // replica has come: not a reset of the log, only lag.
-            return Err(ApiError::Unavailable(format!(
-                "this node's replica has not reached position {after} yet: retry shortly (or on another node)"
-            )));
+        if let Some(cluster) = self.cluster {
+            // A replica waits at a position past its end (another node
+            // served the client further), unless the position is past the
+            // whole stream too: then it is not the cluster's (a stream
+            // since recreated), and waiting would skip events the client
+            // never had.
+            if !single && !cluster.stream_has(after).map_err(cluster_error)? {
+                return Err(ApiError::Unavailable(format!(
+                    "position {after} is past the cluster's stream: resume from a position the stream has"
+                )));
+            }
         }
         Ok(Opened {
             sub,

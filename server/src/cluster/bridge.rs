@@ -104,7 +104,10 @@ impl Bridge {
                 None
             }
         };
-        let mut background = vec![replication];
+        let mut background = vec![
+            replication,
+            tokio::spawn(watch_stream_end(stream.clone(), self.state.clone())),
+        ];
         if let Some(store) = &store {
             background.push(tokio::spawn(presence::watch(
                 store.clone(),
@@ -152,6 +155,16 @@ impl Bridge {
                     if let Some(waker) = wake {
                         let _ = waker.wake();
                     }
+                });
+            }
+            Command::StreamEnd { reply } => {
+                let mut stream = publish.stream.clone();
+                tokio::spawn(async move {
+                    let last = stream.info().await.map(|i| i.state.last_sequence);
+                    let last = last.map_err(|e| {
+                        ClusterError::Unavailable(format!("the cluster's stream: {e}; retry"))
+                    });
+                    let _ = reply.send(last);
                 });
             }
             Command::Presence { op, reply } => {
@@ -433,6 +446,20 @@ fn apply(
         }
     }
     Ok(())
+}
+
+/// Keeps `stream_last` near the stream's end (four times a second): what
+/// tells a client's position that another node gave it from one past the
+/// whole stream, and what the replication lag is measured against.
+async fn watch_stream_end(mut stream: stream::Stream, state: Arc<ClusterState>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        if let Ok(info) = stream.info().await {
+            let last = info.state.last_sequence;
+            state.stream_last.fetch_max(last, Ordering::AcqRel);
+        }
+    }
 }
 
 /// Expires stale presence sessions, twice a second, publishing one

@@ -197,6 +197,10 @@ pub(crate) enum Command {
         /// stream by then is not sent at all.
         deadline: Instant,
     },
+    /// The stream's last sequence, asked of the stream now.
+    StreamEnd {
+        reply: mpsc::SyncSender<Result<u64, ClusterError>>,
+    },
     /// A presence operation; its answer (joined, or left) if anyone waits.
     Presence {
         op: PresenceOp,
@@ -376,6 +380,28 @@ impl Cluster {
                 "presence: the cluster did not answer in time; retry".into(),
             ))
         })
+    }
+
+    /// Whether the stream holds global position `seq`: what this node
+    /// knows of the stream's end, and if `seq` is past it, the stream's
+    /// answer now (waiting on the caller's thread).
+    pub(crate) fn stream_has(&self, seq: u64) -> Result<bool, ClusterError> {
+        if seq <= self.state.stream_last.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        let (reply, answer) = mpsc::sync_channel(1);
+        if self.commands.send(Command::StreamEnd { reply }).is_err() {
+            return Err(ClusterError::Unavailable(
+                "the cluster bridge has stopped".into(),
+            ));
+        }
+        let last = answer.recv_timeout(self.timeout).unwrap_or_else(|_| {
+            Err(ClusterError::Unavailable(
+                "the cluster's stream did not answer in time; retry".into(),
+            ))
+        })?;
+        self.state.stream_last.fetch_max(last, Ordering::AcqRel);
+        Ok(seq <= last)
     }
 
     /// Leaves a session without waiting (a connection that closes).
