@@ -838,3 +838,49 @@ fn a_client_ahead_of_a_lagging_replica_is_held_not_reset() {
     );
     assert_eq!(status, 503, "{e}");
 }
+
+#[test]
+fn a_durable_consumer_acknowledged_on_one_node_resumes_after_it_on_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"));
+    let a = Node::start(dir.path(), &nats, "a");
+    let b = Node::start(dir.path(), &nats, "b");
+    // The consumer's next `n` events on `node` (WebSocket: a consumer's
+    // subscription), then the connection closes.
+    let poll = |node: &Node, n: usize| {
+        let mut ws = common::ws_connect(&format!("ws://{}/v1/ws", node.addr));
+        common::ws_send(
+            &mut ws,
+            serde_json::json!({"op": "subscribe", "id": "s", "topics": ["orders"], "consumer": "billing", "after": 0}),
+        );
+        let mut seqs = Vec::new();
+        while seqs.len() < n {
+            let m = common::ws_recv(&mut ws);
+            match m["type"].as_str() {
+                Some("subscribed") => {}
+                Some("event") => seqs.push(m["seq"].as_u64().unwrap()),
+                _ => panic!("unexpected {m}"),
+            }
+        }
+        seqs
+    };
+    let ack = |node: &Node, seq: u64| {
+        let body = format!("{{\"seq\":{seq}}}");
+        let (status, answer) = http(node.addr, "POST", "/v1/consumers/billing/ack", "", &body);
+        assert_eq!(status, 200, "{answer}");
+        answer["checkpoint"].as_u64().unwrap()
+    };
+    for i in 0..5 {
+        assert_eq!(publish(a.addr, "orders", &i.to_string(), None).0, 200);
+    }
+    wait_for_replicas(&[&a, &b], 5);
+    assert_eq!(poll(&a, 5), [1, 2, 3, 4, 5]);
+    assert_eq!(ack(&a, 3), 3);
+    // On b, the consumer resumes after what a acknowledged.
+    assert_eq!(poll(&b, 2), [4, 5]);
+    assert_eq!(ack(&b, 5), 5);
+    // And on a again, after what b acknowledged.
+    assert_eq!(publish(b.addr, "orders", "6", None).0, 200);
+    wait_for_replicas(&[&a, &b], 6);
+    assert_eq!(poll(&a, 1), [6]);
+}

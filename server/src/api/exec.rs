@@ -23,7 +23,7 @@ use super::ops::{
 };
 use super::rate::{Kind, RateLimits};
 use super::schema::Schemas;
-use crate::cluster::{Cluster, ClusterError, Outgoing, Pending, PresenceOp, Stored};
+use crate::cluster::{Cluster, ClusterError, ConsumerOp, Outgoing, Pending, PresenceOp, Stored};
 use crate::webhook::is_server_consumer;
 
 /// Who asks, and of which broker.
@@ -476,6 +476,7 @@ impl Caller<'_> {
             Some(name) => {
                 let internal = self.consumer(name)?;
                 self.check_consumer_room(&internal)?;
+                let start = self.cluster_checkpoint(&internal, name, start)?;
                 let sub = self
                     .broker
                     .subscribe_consumer(&internal, filter, start)
@@ -507,6 +508,38 @@ impl Caller<'_> {
         })
     }
 
+    /// On a cluster node, brings a consumer's checkpoint here up to the
+    /// cluster's (acknowledged on another node), before it subscribes:
+    /// returns where a consumer new to this node starts.
+    fn cluster_checkpoint(
+        &self,
+        internal: &str,
+        name: &str,
+        start: StartAt,
+    ) -> Result<StartAt, ApiError> {
+        let Some(cluster) = self.cluster else {
+            return Ok(start);
+        };
+        let op = ConsumerOp::Get(internal.to_owned());
+        let Some(cluster_cp) = cluster.consumer(op).map_err(cluster_error)? else {
+            return Ok(start);
+        };
+        match self.broker.consumer_checkpoint(internal) {
+            // New here: it starts after the cluster's checkpoint (held if
+            // this replica has not come that far).
+            Err(_) => Ok(StartAt::Seq(cluster_cp.saturating_add(1))),
+            Ok(here) if here >= cluster_cp => Ok(start),
+            Ok(_) if cluster_cp >= self.broker.next_seq() => Err(ApiError::Unavailable(format!(
+                "durable consumer {name:?} was acknowledged up to {cluster_cp} on another node, past this node's replica: retry shortly"
+            ))),
+            Ok(_) => {
+                let fail = |e| self.consumer_error(e, name);
+                self.broker.ack_consumer(internal, cluster_cp).map_err(fail)?;
+                Ok(start)
+            }
+        }
+    }
+
     /// `ack`: an existing consumer's checkpoint moves forward, at most to
     /// the last published event (further would skip events not yet
     /// published). Up to `seq`: backwards is refused, naming the
@@ -535,6 +568,15 @@ impl Caller<'_> {
                     "give 'seq' (everything up to it) or 'seqs' (single events), one of the two",
                 )),
             };
+        // On a cluster node, the cluster's checkpoint too: the consumer
+        // resumes after it on any node.
+        let checkpoint = match self.cluster {
+            Some(cluster) => cluster
+                .consumer(ConsumerOp::Raise(internal, checkpoint))
+                .map_err(cluster_error)?
+                .unwrap_or(checkpoint),
+            None => checkpoint,
+        };
         Ok(Acked {
             consumer: op.consumer,
             seq: op.seq,
@@ -567,6 +609,11 @@ impl Caller<'_> {
         let fail = |e| self.consumer_error(e, name);
         let checkpoint = self.broker.consumer_checkpoint(&internal).map_err(fail)?;
         self.broker.remove_consumer(&internal).map_err(fail)?;
+        if let Some(cluster) = self.cluster {
+            cluster
+                .consumer(ConsumerOp::Remove(internal))
+                .map_err(cluster_error)?;
+        }
         Ok(Consumer {
             consumer: name.to_owned(),
             checkpoint,

@@ -23,7 +23,8 @@ use herald_core::{json, Broker};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{
-    presence, subject, ClusterConfig, ClusterError, ClusterState, Command, Outgoing, Stored,
+    consumers, presence, subject, ClusterConfig, ClusterError, ClusterState, Command, Outgoing,
+    Stored,
 };
 
 /// Attempts of one publish against concurrent writers of its topic.
@@ -97,7 +98,8 @@ impl Bridge {
             state: self.state.clone(),
             topics: topics.clone(),
         };
-        let store = match presence::bucket(&js, &self.config.stream).await {
+        let checkpoints = consumers_bucket(&js, &self.config.stream).await;
+        let store = match presence::bucket(&js, format!("{}_presence", self.config.stream)).await {
             Ok(store) => Some(store),
             Err(e) => {
                 tracing::warn!("cluster: {e}; presence is unavailable");
@@ -125,7 +127,7 @@ impl Bridge {
             tokio::select! {
                 command = commands.recv() => {
                     let Some(command) = command else { break };
-                    self.dispatch(command, &publish, store.as_ref());
+                    self.dispatch(command, &publish, store.as_ref(), checkpoints.as_ref());
                 }
                 _ = tick.tick() => {
                     if self.shutdown.load(Ordering::Acquire) {
@@ -140,8 +142,24 @@ impl Bridge {
     }
 
     /// Starts a worker's command on the runtime.
-    fn dispatch(&self, command: Command, publish: &Publish, store: Option<&kv::Store>) {
+    fn dispatch(
+        &self,
+        command: Command,
+        publish: &Publish,
+        store: Option<&kv::Store>,
+        checkpoints: Option<&kv::Store>,
+    ) {
         match command {
+            Command::Consumer { op, reply } => {
+                let Some(checkpoints) = checkpoints.cloned() else {
+                    let why = "durable consumers are unavailable: their bucket could not be opened";
+                    let _ = reply.send(Err(ClusterError::Unavailable(why.into())));
+                    return;
+                };
+                tokio::spawn(async move {
+                    let _ = reply.send(consumers::run(&checkpoints, op).await);
+                });
+            }
             Command::Publish {
                 event,
                 reply,
@@ -446,6 +464,17 @@ fn apply(
         }
     }
     Ok(())
+}
+
+/// The consumers' bucket (`None`, logged, if it cannot be opened).
+async fn consumers_bucket(js: &jetstream::Context, stream: &str) -> Option<kv::Store> {
+    match presence::bucket(js, format!("{stream}_consumers")).await {
+        Ok(store) => Some(store),
+        Err(e) => {
+            tracing::warn!("cluster: {e}; durable consumers are unavailable");
+            None
+        }
+    }
 }
 
 /// Keeps `stream_last` near the stream's end (four times a second): what

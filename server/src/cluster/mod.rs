@@ -9,8 +9,9 @@
 //! so every node serves the same events in the same order. The design, its
 //! guarantees and its limits are in `docs/CLUSTER.md`.
 //!
-//! Presence sessions live in a JetStream key-value bucket that every node
-//! reads and writes (`presence.rs`).
+//! Presence sessions and durable consumers' checkpoints live in JetStream
+//! key-value buckets that every node reads and writes (`presence.rs`,
+//! `consumers.rs`).
 //!
 //! Threads: the NATS client (async-nats) runs on one bridge thread, on a
 //! current-thread tokio runtime. Workers hand it a publish through a
@@ -18,6 +19,7 @@
 //! touches the fan-out path.
 
 mod bridge;
+mod consumers;
 mod presence;
 mod subject;
 
@@ -26,6 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+pub(crate) use consumers::ConsumerOp;
 use herald_core::broker::{Published, Session};
 use herald_core::Broker;
 use parking_lot::Mutex;
@@ -196,6 +199,11 @@ pub(crate) enum Command {
         /// The client's answer is due by then: a publish not sent to the
         /// stream by then is not sent at all.
         deadline: Instant,
+    },
+    /// A durable consumer's checkpoint in the cluster's bucket.
+    Consumer {
+        op: ConsumerOp,
+        reply: mpsc::SyncSender<Result<Option<u64>, ClusterError>>,
     },
     /// The stream's last sequence, asked of the stream now.
     StreamEnd {
@@ -402,6 +410,22 @@ impl Cluster {
         })?;
         self.state.stream_last.fetch_max(last, Ordering::AcqRel);
         Ok(seq <= last)
+    }
+
+    /// Reads, raises or removes a durable consumer's checkpoint in the
+    /// cluster's bucket, waiting for the answer: the cluster's checkpoint.
+    pub(crate) fn consumer(&self, op: ConsumerOp) -> Result<Option<u64>, ClusterError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        if self.commands.send(Command::Consumer { op, reply }).is_err() {
+            return Err(ClusterError::Unavailable(
+                "the cluster bridge has stopped".into(),
+            ));
+        }
+        answer.recv_timeout(self.timeout).unwrap_or_else(|_| {
+            Err(ClusterError::Unavailable(
+                "the cluster's consumer checkpoints did not answer in time; retry".into(),
+            ))
+        })
     }
 
     /// Leaves a session without waiting (a connection that closes).

@@ -73,7 +73,7 @@ impl View {
 
 /// A session's key: its topic and client id, each base64url (key tokens
 /// allow only letters, digits, `-`, `_`, `=`).
-fn key(topic: &str, client_id: &str) -> String {
+pub(crate) fn key(topic: &str, client_id: &str) -> String {
     format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(topic),
@@ -133,13 +133,12 @@ fn change(kind: PresenceKind, topic: &str, s: &Session, msg_id: Option<String>) 
     )
 }
 
-/// The bucket, created if missing.
+/// The key-value bucket `name`, created if missing.
 pub(crate) async fn bucket(
     js: &async_nats::jetstream::Context,
-    stream: &str,
+    name: String,
 ) -> Result<kv::Store, String> {
     use async_nats::jetstream::stream;
-    let name = format!("{stream}_presence");
     // The bucket's stream, laid out as the key-value convention has it
     // (`create_key_value` of this client cannot read nats-server 2.9's
     // answer; the layout is the same).
@@ -155,10 +154,10 @@ pub(crate) async fn bucket(
         ..Default::default()
     })
     .await
-    .map_err(|e| format!("presence bucket {name}: {e}"))?;
+    .map_err(|e| format!("bucket {name}: {e}"))?;
     js.get_key_value(&name)
         .await
-        .map_err(|e| format!("presence bucket {name}: {e}"))
+        .map_err(|e| format!("bucket {name}: {e}"))
 }
 
 /// Keeps `view` current: the bucket's values, then every change; starts
