@@ -22,6 +22,14 @@ use serde_json::Value;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 
+/// One test at a time: each runs a nats-server and up to three nodes, and
+/// timing-sensitive steps (an outage, a frozen node, presence expiry) must
+/// not compete with the others for two cores.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The nats-server binary: `HERALD_NATS_SERVER`, else the one on the PATH
 /// or Debian's.
 fn nats_binary() -> PathBuf {
@@ -231,6 +239,7 @@ fn wait_for_replicas(nodes: &[&Node], n: usize) {
 
 #[test]
 fn concurrent_publishers_on_three_nodes_keep_every_topic_dense_and_every_replica_identical() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(&dir.path().join("nats"));
     let nodes: Vec<Node> = ["a", "b", "c"]
@@ -351,6 +360,7 @@ fn open_sse(addr: SocketAddr, path: &str, last_event_id: Option<u64>) -> BufRead
 
 #[test]
 fn clients_of_a_killed_node_resume_on_another_exactly_once_in_order() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(&dir.path().join("nats"));
     let mut a = Some(Node::start(dir.path(), &nats, "a"));
@@ -432,6 +442,7 @@ fn clients_of_a_killed_node_resume_on_another_exactly_once_in_order() {
 
 #[test]
 fn an_idempotency_key_retried_on_another_node_gets_the_first_sequences() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(&dir.path().join("nats"));
     let a = Node::start(dir.path(), &nats, "a");
@@ -479,6 +490,7 @@ fn an_idempotency_key_retried_on_another_node_gets_the_first_sequences() {
 
 #[test]
 fn publishes_in_a_nats_outage_get_503_and_replication_resumes_after_it() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut nats = Nats::start(&dir.path().join("nats"));
     let a = Node::start(dir.path(), &nats, "a");
@@ -551,6 +563,7 @@ fn publishes_in_a_nats_outage_get_503_and_replication_resumes_after_it() {
 
 #[test]
 fn websocket_and_pipelined_http_publishes_are_answered_in_order() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(&dir.path().join("nats"));
     let a = Node::start(dir.path(), &nats, "a");
@@ -655,6 +668,7 @@ fn websocket_and_pipelined_http_publishes_are_answered_in_order() {
 
 #[test]
 fn a_data_directory_that_is_not_a_replica_of_the_stream_is_refused() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(&dir.path().join("nats"));
     let a = Node::start(dir.path(), &nats, "a");
@@ -716,6 +730,7 @@ fn present(addr: SocketAddr) -> Vec<String> {
 
 #[test]
 fn presence_is_shared_by_the_nodes_and_a_killed_nodes_sessions_expire_once() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(&dir.path().join("nats"));
     let mut a = Some(Node::start(dir.path(), &nats, "a"));
@@ -793,6 +808,7 @@ fn presence_is_shared_by_the_nodes_and_a_killed_nodes_sessions_expire_once() {
 
 #[test]
 fn a_client_ahead_of_a_lagging_replica_is_held_not_reset() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(&dir.path().join("nats"));
     let a = Node::start(dir.path(), &nats, "a");
@@ -853,6 +869,7 @@ fn a_client_ahead_of_a_lagging_replica_is_held_not_reset() {
 
 #[test]
 fn a_durable_consumer_acknowledged_on_one_node_resumes_after_it_on_another() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(&dir.path().join("nats"));
     let a = Node::start(dir.path(), &nats, "a");
