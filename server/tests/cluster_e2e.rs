@@ -1,12 +1,17 @@
 //! Cluster mode against a real nats-server with JetStream (Debian's
-//! `nats-server`; `scripts/test` installs it) and three `herald serve`
-//! processes on loopback: concurrent publishers on every node keep every
-//! topic dense and every replica identical; SSE and long-poll clients whose
-//! node is SIGKILLed resume on another node exactly once, in order; an
-//! idempotency key retried on another node gets the first publish's
-//! sequences; publishes during a NATS outage get 503, and replication
-//! resumes after it; presence joined on one node is listed on every node,
-//! and the sessions of a killed node expire once.
+//! `nats-server`; `scripts/test` installs it) and up to three `herald serve`
+//! processes on loopback:
+//! - concurrent publishers on every node keep every topic dense and every
+//!   replica identical;
+//! - SSE, WebSocket and long-poll clients whose node is SIGKILLed resume on
+//!   another node exactly once, in order;
+//! - a client ahead of a lagging (frozen) replica is held, not reset;
+//! - an idempotency key retried on another node gets the first sequences;
+//! - WebSocket and pipelined HTTP publishes are answered in order;
+//! - publishes during a NATS outage get 503, and replication resumes;
+//! - presence is shared, and a killed node's sessions expire once;
+//! - a durable consumer resumes on any node after its checkpoint;
+//! - a data directory that is not a replica of the stream is refused.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -335,6 +340,23 @@ fn read_sse(reader: &mut BufReader<TcpStream>, n: usize, out: &mut Vec<(u64, Val
     }
 }
 
+/// Reads a WebSocket subscription's events until `out` holds `n` topic
+/// sequences or the connection ends.
+fn read_ws(ws: &mut common::Ws, n: usize, out: &mut Vec<u64>) {
+    while out.len() < n {
+        let Ok(message) = ws.read() else { return };
+        let tungstenite::Message::Text(text) = message else {
+            continue;
+        };
+        let m: Value = serde_json::from_str(text.as_str()).unwrap();
+        match m["type"].as_str() {
+            Some("event") => out.push(m["topic_seq"].as_u64().unwrap()),
+            Some("subscribed") => {}
+            _ => panic!("unexpected {m}"),
+        }
+    }
+}
+
 fn open_sse(addr: SocketAddr, path: &str, last_event_id: Option<u64>) -> BufReader<TcpStream> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -380,10 +402,21 @@ fn clients_of_a_killed_node_resume_on_another_exactly_once_in_order() {
             }
         })
     };
-    // An SSE client and a long-poll client on node a, from the start.
+    // An SSE, a WebSocket and a long-poll client on node a, from the start.
     let mut sse = open_sse(a_addr, "/v1/topics/rooms.r1/events?after=0", None);
     let mut seen_sse = Vec::new();
     read_sse(&mut sse, 40, &mut seen_sse);
+    let subscribe = |addr: SocketAddr, after: u64| {
+        let mut ws = common::ws_connect(&format!("ws://{addr}/v1/ws"));
+        common::ws_send(
+            &mut ws,
+            serde_json::json!({"op": "subscribe", "id": "w", "topic": "rooms.r1", "after": after}),
+        );
+        ws
+    };
+    let mut ws = subscribe(a_addr, 0);
+    let mut seen_ws = Vec::new();
+    read_ws(&mut ws, 50, &mut seen_ws);
     let mut polled: Vec<Value> = Vec::new();
     while polled.len() < 60 {
         let after = polled
@@ -398,13 +431,16 @@ fn clients_of_a_killed_node_resume_on_another_exactly_once_in_order() {
         );
         polled.extend(page["events"].as_array().unwrap().iter().cloned());
     }
-    // Node a dies mid-stream (SIGKILL).
+    // Node a dies mid-stream (SIGKILL). What it had sent is read first.
     a.take();
-    read_sse(&mut sse, usize::MAX, &mut seen_sse); // what was already sent
-                                                   // Both resume on other nodes with what they last saw.
+    read_sse(&mut sse, usize::MAX, &mut seen_sse);
+    read_ws(&mut ws, usize::MAX, &mut seen_ws);
+    // Each resumes on another node with what it last saw.
     let last_sse = seen_sse.last().unwrap().0;
     let mut sse = open_sse(b.addr, "/v1/topics/rooms.r1/events", Some(last_sse));
     read_sse(&mut sse, N as usize, &mut seen_sse);
+    let mut ws = subscribe(c.addr, *seen_ws.last().unwrap());
+    read_ws(&mut ws, N as usize, &mut seen_ws);
     while polled.len() < N as usize {
         let after = polled.last().unwrap()["topic_seq"].as_u64().unwrap();
         let (status, page) = http(
@@ -429,6 +465,11 @@ fn clients_of_a_killed_node_resume_on_another_exactly_once_in_order() {
         .map(|(_, d)| d["data"]["i"].as_u64().or(d["i"].as_u64()).unwrap())
         .collect();
     assert_eq!(data, (1..=N).collect::<Vec<_>>());
+    assert_eq!(
+        seen_ws,
+        (1..=N).collect::<Vec<_>>(),
+        "WebSocket: exactly once, in order"
+    );
     let polled_seqs: Vec<u64> = polled
         .iter()
         .map(|e| e["topic_seq"].as_u64().unwrap())
