@@ -801,6 +801,13 @@ fn presence_is_shared_by_the_nodes_and_a_killed_nodes_sessions_expire_once() {
             thread::sleep(Duration::from_millis(50));
         }
     }
+    // A node started later lists the sessions that were there before it.
+    let d = Node::start(dir.path(), &nats, "d");
+    while present(d.addr) != ["c1", "c2", "c3"] {
+        assert!(Instant::now() < deadline, "{:?}", present(d.addr));
+        thread::sleep(Duration::from_millis(50));
+    }
+    drop(d);
     // A leave on another node than the join's.
     let leave = r#"{"topic":"room","client_id":"c3"}"#;
     let (status, left) = http(c.addr, "POST", "/v1/presence/leave", "", leave);

@@ -524,17 +524,22 @@ impl Caller<'_> {
         let Some(cluster_cp) = cluster.consumer(op).map_err(cluster_error)? else {
             return Ok(start);
         };
-        match self.broker.consumer_checkpoint(internal) {
-            // New here: it starts after the cluster's checkpoint (held if
-            // this replica has not come that far).
-            Err(_) => Ok(StartAt::Seq(cluster_cp.saturating_add(1))),
-            Ok(here) if here >= cluster_cp => Ok(start),
-            Ok(_) if cluster_cp >= self.broker.next_seq() => Err(ApiError::Unavailable(format!(
+        let here = self.broker.consumer_checkpoint(internal).ok();
+        if here.is_none_or(|here| here < cluster_cp) && cluster_cp >= self.broker.next_seq() {
+            // (Not held: its checkpoint here would have to start below.)
+            return Err(ApiError::Unavailable(format!(
                 "durable consumer {name:?} was acknowledged up to {cluster_cp} on another node, past this node's replica: retry shortly"
-            ))),
-            Ok(_) => {
+            )));
+        }
+        match here {
+            // New here: it starts after the cluster's checkpoint.
+            None => Ok(StartAt::Seq(cluster_cp.saturating_add(1))),
+            Some(here) if here >= cluster_cp => Ok(start),
+            Some(_) => {
                 let fail = |e| self.consumer_error(e, name);
-                self.broker.ack_consumer(internal, cluster_cp).map_err(fail)?;
+                self.broker
+                    .ack_consumer(internal, cluster_cp)
+                    .map_err(fail)?;
                 Ok(start)
             }
         }

@@ -502,6 +502,11 @@ async fn expire_sessions(
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
+        // Not while the replica lags: an event's topic sequence may come
+        // from it.
+        if publish.state.ready().is_err() {
+            continue;
+        }
         for change in presence::expire(&store, &view, ttl).await {
             if let Err(ClusterError::Unavailable(why)) = publish.change(change).await {
                 tracing::warn!("cluster: presence expiry: {why}");
@@ -521,12 +526,14 @@ struct Publish {
 }
 
 impl Publish {
-    /// Publishes a presence change, retried (its id makes it once) until
-    /// the stream has it or a minute has passed.
+    /// Publishes a presence change, retried (its id makes it once, within
+    /// the stream's duplicate window) until the stream has it or a minute
+    /// has passed.
     async fn change(&self, change: presence::Change) -> Result<(), ClusterError> {
         let (topic, event_type, payload, msg_id) = change;
         let mut last = None;
-        for _ in 0..60 {
+        let give_up = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < give_up {
             let event = Outgoing {
                 topic: topic.clone(),
                 event_type: event_type.clone(),

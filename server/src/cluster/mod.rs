@@ -368,11 +368,7 @@ impl Cluster {
     /// Runs a presence operation on the cluster's bucket and waits for its
     /// answer: joined (a heartbeat), or left (a leave).
     pub(crate) fn presence(&self, op: PresenceOp) -> Result<bool, ClusterError> {
-        self.ready().map_err(|why| {
-            ClusterError::Unavailable(format!(
-                "this node cannot change presence now ({why}); retry"
-            ))
-        })?;
+        self.check_ready("change presence")?;
         let (reply, answer) = mpsc::sync_channel(1);
         let command = Command::Presence {
             op,
@@ -397,6 +393,7 @@ impl Cluster {
         if seq <= self.state.stream_last.load(Ordering::Acquire) {
             return Ok(true);
         }
+        self.check_ready("ask the stream")?;
         let (reply, answer) = mpsc::sync_channel(1);
         if self.commands.send(Command::StreamEnd { reply }).is_err() {
             return Err(ClusterError::Unavailable(
@@ -415,6 +412,7 @@ impl Cluster {
     /// Reads, raises or removes a durable consumer's checkpoint in the
     /// cluster's bucket, waiting for the answer: the cluster's checkpoint.
     pub(crate) fn consumer(&self, op: ConsumerOp) -> Result<Option<u64>, ClusterError> {
+        self.check_ready("reach the consumers' checkpoints")?;
         let (reply, answer) = mpsc::sync_channel(1);
         if self.commands.send(Command::Consumer { op, reply }).is_err() {
             return Err(ClusterError::Unavailable(
@@ -442,13 +440,28 @@ impl Cluster {
 
     /// Ready to serve: connected, caught up, replicating.
     pub(crate) fn ready(&self) -> Result<(), String> {
-        if let Some(why) = &*self.state.failed.lock() {
+        self.state.ready()
+    }
+
+    /// [`Cluster::ready`], as the error a request gets.
+    fn check_ready(&self, what: &str) -> Result<(), ClusterError> {
+        self.ready().map_err(|why| {
+            ClusterError::Unavailable(format!("this node cannot {what} now ({why}); retry"))
+        })
+    }
+}
+
+impl ClusterState {
+    /// Connected, caught up, replicating: what publishing, presence and
+    /// consumers need (a lagging replica's counts are stale).
+    pub(crate) fn ready(&self) -> Result<(), String> {
+        if let Some(why) = &*self.failed.lock() {
             return Err(why.clone());
         }
-        if !self.state.connected.load(Ordering::Acquire) {
+        if !self.connected.load(Ordering::Acquire) {
             return Err("not connected to NATS".into());
         }
-        if !self.state.caught_up.load(Ordering::Acquire) {
+        if !self.caught_up.load(Ordering::Acquire) {
             return Err("the replica is catching up with the stream".into());
         }
         Ok(())

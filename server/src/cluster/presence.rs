@@ -160,12 +160,14 @@ pub(crate) async fn bucket(
         .map_err(|e| format!("bucket {name}: {e}"))
 }
 
-/// Keeps `view` current: the bucket's values, then every change; starts
-/// over after an interruption.
+/// Keeps `view` current: the bucket's values (its last value per key),
+/// then every change; after an interruption, starts over from the values.
 pub(crate) async fn watch(store: kv::Store, view: Arc<View>) {
     loop {
-        match store.watch_all().await {
+        match store.watch_with_history(">").await {
             Ok(mut changes) => {
+                // Rebuilt from the values: nothing missed in a gap stays.
+                view.sessions.lock().clear();
                 while let Some(entry) = changes.next().await {
                     let Ok(entry) = entry else { break };
                     let mut sessions = view.sessions.lock();
