@@ -472,6 +472,18 @@ impl Caller<'_> {
             StartAt::TopicSeq(s) | StartAt::Seq(s) => s - 1,
             _ => 0,
         };
+        if let Some(cluster) = self.cluster {
+            // A replica waits at a position past its end (another node
+            // served the client further), unless the position is past the
+            // whole stream too: then it is not the cluster's (a stream
+            // since recreated), and waiting would skip events the client
+            // never had.
+            if !single && !cluster.stream_has(after).map_err(cluster_error)? {
+                return Err(ApiError::Unavailable(format!(
+                    "position {after} is past the cluster's stream: resume from a position the stream has"
+                )));
+            }
+        }
         let (sub, recovered) = match &selection.consumer {
             Some(name) => {
                 let internal = self.consumer(name)?;
@@ -488,18 +500,6 @@ impl Caller<'_> {
                 (self.broker.subscribe(filter, start)?, recovered)
             }
         };
-        if let Some(cluster) = self.cluster {
-            // A replica waits at a position past its end (another node
-            // served the client further), unless the position is past the
-            // whole stream too: then it is not the cluster's (a stream
-            // since recreated), and waiting would skip events the client
-            // never had.
-            if !single && !cluster.stream_has(after).map_err(cluster_error)? {
-                return Err(ApiError::Unavailable(format!(
-                    "position {after} is past the cluster's stream: resume from a position the stream has"
-                )));
-            }
-        }
         Ok(Opened {
             sub,
             single,
@@ -680,16 +680,14 @@ impl Caller<'_> {
     /// `heartbeat`: refreshes a session, or joins.
     pub(crate) fn heartbeat(&self, op: Heartbeat) -> Result<(Session, Joined), ApiError> {
         let (topic, client_id) = self.session(&op.topic, &op.client_id)?;
-        let metadata = match &op.metadata {
+        let metadata = |m: &Value| match m {
             Value::Null => String::new(),
             m => m.to_string(),
         };
         if let Some(cluster) = self.cluster {
             let (user, device) = (op.user.unwrap_or_default(), op.device.unwrap_or_default());
-            let check = self
-                .broker
-                .check_presence(&topic, &client_id, &user, &device, &metadata);
-            check?;
+            let metadata = metadata(&op.metadata);
+            (self.broker).check_presence(&topic, &client_id, &user, &device, &metadata)?;
             let joined = cluster
                 .presence(PresenceOp::Heartbeat {
                     topic: topic.clone(),
@@ -704,6 +702,7 @@ impl Caller<'_> {
         if self.broker.presence_heartbeat(&topic, &client_id).is_ok() {
             return Ok(((topic, client_id), Joined { joined: false }));
         }
+        let metadata = metadata(&op.metadata);
         self.broker.presence_join(
             &topic,
             &client_id,

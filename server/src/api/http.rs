@@ -111,9 +111,8 @@ pub(crate) fn error(e: &ApiError) -> Response {
 /// The answer to a publish held for a cluster's stream (see
 /// [`Action::Publishing`]), once it has come.
 pub(crate) fn published(answer: Result<PublishAnswer, ApiError>, cors: Option<&str>) -> Response {
-    let response = match answer.and_then(|a| json(&a)) {
-        Ok(Action::Respond(r)) => r,
-        Ok(_) => unreachable!("json answers"),
+    let response = match answer {
+        Ok(answer) => Response::json(&answer),
         Err(e) => error(&e),
     };
     match cors {

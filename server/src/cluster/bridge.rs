@@ -98,14 +98,10 @@ impl Bridge {
             state: self.state.clone(),
             topics: topics.clone(),
         };
-        let checkpoints = consumers_bucket(&js, &self.config.stream).await;
-        let store = match presence::bucket(&js, format!("{}_presence", self.config.stream)).await {
-            Ok(store) => Some(store),
-            Err(e) => {
-                tracing::warn!("cluster: {e}; presence is unavailable");
-                None
-            }
-        };
+        let stream_name = &self.config.stream;
+        let checkpoints =
+            open_bucket(&js, format!("{stream_name}_consumers"), "durable consumers").await;
+        let store = open_bucket(&js, format!("{stream_name}_presence"), "presence").await;
         let mut background = vec![
             replication,
             tokio::spawn(watch_stream_end(stream.clone(), self.state.clone())),
@@ -466,12 +462,30 @@ fn apply(
     Ok(())
 }
 
-/// The consumers' bucket (`None`, logged, if it cannot be opened).
-async fn consumers_bucket(js: &jetstream::Context, stream: &str) -> Option<kv::Store> {
-    match presence::bucket(js, format!("{stream}_consumers")).await {
+/// The key-value bucket `name`, created if missing; `None` (logged: `what`
+/// is then unavailable) if it cannot be opened.
+async fn open_bucket(js: &jetstream::Context, name: String, what: &str) -> Option<kv::Store> {
+    // The bucket's stream, laid out as the key-value convention has it
+    // (`create_key_value` of this client cannot read nats-server 2.9's
+    // answer; the layout is the same).
+    let created = js
+        .get_or_create_stream(stream::Config {
+            name: format!("KV_{name}"),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string());
+    match created.and(js.get_key_value(&name).await.map_err(|e| e.to_string())) {
         Ok(store) => Some(store),
         Err(e) => {
-            tracing::warn!("cluster: {e}; durable consumers are unavailable");
+            tracing::warn!("cluster: bucket {name}: {e}; {what} is unavailable");
             None
         }
     }

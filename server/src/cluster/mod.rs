@@ -14,8 +14,9 @@
 //! `consumers.rs`).
 //!
 //! Threads: the NATS client (async-nats) runs on one bridge thread, on a
-//! current-thread tokio runtime. Workers hand it a publish through a
-//! channel and wait for its answer (see [`Cluster::publish`]); nothing async
+//! current-thread tokio runtime. Workers hand it commands through a
+//! channel: a publish's answer wakes the worker later ([`Cluster::submit`]),
+//! the other commands' answers are awaited ([`Cluster::ask`]); nothing async
 //! touches the fan-out path.
 
 mod bridge;
@@ -330,11 +331,7 @@ impl Cluster {
         // Only a replica that is current may publish: a topic sequence is
         // the replica's count when the stream holds none of the topic's
         // events, and a wrong one would stop every replica.
-        self.ready().map_err(|why| {
-            ClusterError::Unavailable(format!(
-                "this node cannot publish now ({why}): nothing was stored; retry"
-            ))
-        })?;
+        self.check_ready("publish")?;
         // Bounded: beyond, the stream is not keeping up, and waiting longer
         // would only store events their clients have given up on.
         let in_flight = self.state.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -368,21 +365,9 @@ impl Cluster {
     /// Runs a presence operation on the cluster's bucket and waits for its
     /// answer: joined (a heartbeat), or left (a leave).
     pub(crate) fn presence(&self, op: PresenceOp) -> Result<bool, ClusterError> {
-        self.check_ready("change presence")?;
-        let (reply, answer) = mpsc::sync_channel(1);
-        let command = Command::Presence {
+        self.ask("change presence", |reply| Command::Presence {
             op,
             reply: Some(reply),
-        };
-        if self.commands.send(command).is_err() {
-            return Err(ClusterError::Unavailable(
-                "the cluster bridge has stopped".into(),
-            ));
-        }
-        answer.recv_timeout(self.timeout).unwrap_or_else(|_| {
-            Err(ClusterError::Unavailable(
-                "presence: the cluster did not answer in time; retry".into(),
-            ))
         })
     }
 
@@ -393,18 +378,7 @@ impl Cluster {
         if seq <= self.state.stream_last.load(Ordering::Acquire) {
             return Ok(true);
         }
-        self.check_ready("ask the stream")?;
-        let (reply, answer) = mpsc::sync_channel(1);
-        if self.commands.send(Command::StreamEnd { reply }).is_err() {
-            return Err(ClusterError::Unavailable(
-                "the cluster bridge has stopped".into(),
-            ));
-        }
-        let last = answer.recv_timeout(self.timeout).unwrap_or_else(|_| {
-            Err(ClusterError::Unavailable(
-                "the cluster's stream did not answer in time; retry".into(),
-            ))
-        })?;
+        let last = self.ask("ask the stream", |reply| Command::StreamEnd { reply })?;
         self.state.stream_last.fetch_max(last, Ordering::AcqRel);
         Ok(seq <= last)
     }
@@ -412,17 +386,30 @@ impl Cluster {
     /// Reads, raises or removes a durable consumer's checkpoint in the
     /// cluster's bucket, waiting for the answer: the cluster's checkpoint.
     pub(crate) fn consumer(&self, op: ConsumerOp) -> Result<Option<u64>, ClusterError> {
-        self.check_ready("reach the consumers' checkpoints")?;
+        self.ask("reach the consumers' checkpoints", |reply| {
+            Command::Consumer { op, reply }
+        })
+    }
+
+    /// Sends the bridge the command `make` builds around a reply channel
+    /// and waits (on the caller's thread) for the answer, at most the
+    /// publish timeout; 503 at once if the node is not ready.
+    fn ask<T>(
+        &self,
+        what: &str,
+        make: impl FnOnce(mpsc::SyncSender<Result<T, ClusterError>>) -> Command,
+    ) -> Result<T, ClusterError> {
+        self.check_ready(what)?;
         let (reply, answer) = mpsc::sync_channel(1);
-        if self.commands.send(Command::Consumer { op, reply }).is_err() {
+        if self.commands.send(make(reply)).is_err() {
             return Err(ClusterError::Unavailable(
                 "the cluster bridge has stopped".into(),
             ));
         }
         answer.recv_timeout(self.timeout).unwrap_or_else(|_| {
-            Err(ClusterError::Unavailable(
-                "the cluster's consumer checkpoints did not answer in time; retry".into(),
-            ))
+            Err(ClusterError::Unavailable(format!(
+                "this node could not {what} in time; retry"
+            )))
         })
     }
 

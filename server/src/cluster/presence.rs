@@ -73,7 +73,7 @@ impl View {
 
 /// A session's key: its topic and client id, each base64url (key tokens
 /// allow only letters, digits, `-`, `_`, `=`).
-pub(crate) fn key(topic: &str, client_id: &str) -> String {
+fn key(topic: &str, client_id: &str) -> String {
     format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(topic),
@@ -131,33 +131,6 @@ fn change(kind: PresenceKind, topic: &str, s: &Session, msg_id: Option<String>) 
         payload,
         msg_id,
     )
-}
-
-/// The key-value bucket `name`, created if missing.
-pub(crate) async fn bucket(
-    js: &async_nats::jetstream::Context,
-    name: String,
-) -> Result<kv::Store, String> {
-    use async_nats::jetstream::stream;
-    // The bucket's stream, laid out as the key-value convention has it
-    // (`create_key_value` of this client cannot read nats-server 2.9's
-    // answer; the layout is the same).
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{name}"),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| format!("bucket {name}: {e}"))?;
-    js.get_key_value(&name)
-        .await
-        .map_err(|e| format!("bucket {name}: {e}"))
 }
 
 /// Keeps `view` current: the bucket's values (its last value per key),

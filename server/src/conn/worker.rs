@@ -559,16 +559,17 @@ impl Worker {
             };
             let (done, http) = match &mut conn.mode {
                 Mode::Ws(ws) => (!ws.finish_publishes(now, &mut conn.output), false),
-                Mode::Publishing { pending, .. } => match pending.try_finish(now) {
+                Mode::Publishing {
+                    pending,
+                    cors,
+                    keep_alive,
+                } => match pending.try_finish(now) {
                     None => (false, false),
                     Some(answer) => {
-                        let Mode::Publishing {
-                            cors, keep_alive, ..
-                        } = std::mem::replace(&mut conn.mode, Mode::Http)
-                        else {
-                            unreachable!("matched above")
-                        };
-                        conn.respond(&endpoints::published(answer, cors.as_deref()), keep_alive);
+                        let response = endpoints::published(answer, cors.as_deref());
+                        let keep_alive = *keep_alive;
+                        conn.mode = Mode::Http;
+                        conn.respond(&response, keep_alive);
                         (true, true)
                     }
                 },
