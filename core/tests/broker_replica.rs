@@ -2,7 +2,8 @@
 //! local publishes are refused, events out of order are refused and store
 //! nothing, and two replicas fed the same events hold the same records
 //! (sequences, timestamps, types, payloads), live and after a reopen; a
-//! start past the replica's end waits there for the replica.
+//! start past the replica's end waits there for the replica, and reads on
+//! from the log, exactly, if the ring laps it meanwhile.
 
 use std::time::Duration;
 
@@ -238,4 +239,30 @@ fn a_start_past_a_replicas_end_waits_there_instead_of_resetting() {
         .subscribe(Filter::patterns(&[">"]).unwrap(), StartAt::Seq(4))
         .unwrap();
     assert_eq!(sub.beyond_end(), Some(1));
+}
+
+#[test]
+fn a_held_subscription_lapped_by_the_ring_reads_on_from_the_log_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path(), true)).unwrap();
+    // Held at 10, then 400 events of 1 KiB (six times the 64 KiB ring)
+    // before it reads: the ring has overwritten 10 and much after it.
+    let mut held = broker
+        .subscribe(Filter::patterns(&[">"]).unwrap(), StartAt::Seq(10))
+        .unwrap();
+    let payload = format!("\"{}\"", "x".repeat(1000));
+    for seq in 1..=400 {
+        broker
+            .replicate(&event(seq, "orders", seq, seq, payload.as_bytes()))
+            .unwrap();
+    }
+    let mut seqs = Vec::new();
+    while let Some(d) = held.try_next().unwrap() {
+        match d {
+            Delivery::Event(e) => seqs.push(e.seq),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seqs, (10..=400).collect::<Vec<_>>(), "no gap, no repeat");
+    assert!(broker.metrics().lagged_fallbacks >= 1, "the ring lapped it");
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{free_port, KillOnDrop};
+use common::{free_port, http, http_text, open_sse_at, KillOnDrop};
 use serde_json::Value;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
@@ -161,34 +161,6 @@ impl Node {
         wait_for_port(node.addr, "herald");
         node
     }
-}
-
-/// (status, body) of one HTTP request.
-fn http(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> (u16, Value) {
-    let (status, body) = http_text(addr, method, path, headers, body);
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-/// (status, body text) of one HTTP request.
-fn http_text(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &str,
-    body: &str,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let raw = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(raw.as_bytes()).unwrap();
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    let status = answer[9..12].parse().unwrap();
-    let body = answer.split_once("\r\n\r\n").unwrap().1;
-    (status, body.to_owned())
 }
 
 fn publish(addr: SocketAddr, topic: &str, data: &str, key: Option<&str>) -> (u16, Value) {
@@ -357,29 +329,6 @@ fn read_ws(ws: &mut common::Ws, n: usize, out: &mut Vec<u64>) {
     }
 }
 
-fn open_sse(addr: SocketAddr, path: &str, last_event_id: Option<u64>) -> BufReader<TcpStream> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n");
-    if let Some(id) = last_event_id {
-        req.push_str(&format!("Last-Event-ID: {id}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut reader = BufReader::new(s);
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
-    loop {
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-        if line == "\r\n" {
-            return reader;
-        }
-    }
-}
-
 #[test]
 fn clients_of_a_killed_node_resume_on_another_exactly_once_in_order() {
     let _serial = serial();
@@ -403,7 +352,7 @@ fn clients_of_a_killed_node_resume_on_another_exactly_once_in_order() {
         })
     };
     // An SSE, a WebSocket and a long-poll client on node a, from the start.
-    let mut sse = open_sse(a_addr, "/v1/topics/rooms.r1/events?after=0", None);
+    let mut sse = open_sse_at(a_addr, "/v1/topics/rooms.r1/events?after=0", None);
     let mut seen_sse = Vec::new();
     read_sse(&mut sse, 40, &mut seen_sse);
     let subscribe = |addr: SocketAddr, after: u64| {
@@ -437,7 +386,7 @@ fn clients_of_a_killed_node_resume_on_another_exactly_once_in_order() {
     read_ws(&mut ws, usize::MAX, &mut seen_ws);
     // Each resumes on another node with what it last saw.
     let last_sse = seen_sse.last().unwrap().0;
-    let mut sse = open_sse(b.addr, "/v1/topics/rooms.r1/events", Some(last_sse));
+    let mut sse = open_sse_at(b.addr, "/v1/topics/rooms.r1/events", Some(last_sse));
     read_sse(&mut sse, N as usize, &mut seen_sse);
     let mut ws = subscribe(c.addr, *seen_ws.last().unwrap());
     read_ws(&mut ws, N as usize, &mut seen_ws);
@@ -881,7 +830,7 @@ fn a_client_ahead_of_a_lagging_replica_is_held_not_reset() {
     b.signal("CONT");
     // At once, before b has caught up: a client that saw 250 on a resumes
     // on b (SSE), and a poller after 280 polls b.
-    let mut sse = open_sse(b.addr, "/v1/events?topics=lag", Some(250));
+    let mut sse = open_sse_at(b.addr, "/v1/events?topics=lag", Some(250));
     let (status, page) = http(
         b.addr,
         "GET",

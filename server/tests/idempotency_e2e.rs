@@ -11,41 +11,14 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{free_port, test_config, token, ws_connect, ws_recv, ws_send, KillOnDrop};
+use common::{
+    free_port, http, http_text, test_config, token, ws_connect, ws_recv, ws_send, KillOnDrop,
+};
 use herald_server::{AuthConfig, Server};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const SECRET: &[u8] = b"idempotency-test-secret";
-
-/// (status, body) of one HTTP request to `addr`.
-fn http(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> (u16, Value) {
-    let (status, body) = http_text(addr, method, path, headers, body);
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-/// (status, body text) of one HTTP request to `addr`.
-fn http_text(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &str,
-    body: &str,
-) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let raw = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(raw.as_bytes()).unwrap();
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    let status = answer[9..12].parse().unwrap();
-    let body = answer.split_once("\r\n\r\n").unwrap().1;
-    (status, body.to_owned())
-}
 
 fn start(dir: &std::path::Path) -> Server {
     let mut config = test_config(dir, 1);

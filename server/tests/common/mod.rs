@@ -30,7 +30,17 @@ pub(crate) fn open_sse(
     path: &str,
     last_event_id: Option<u64>,
 ) -> BufReader<TcpStream> {
-    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    open_sse_at(server.local_addr(), path, last_event_id)
+}
+
+/// [`open_sse`] on the server at `addr`.
+#[allow(dead_code)]
+pub(crate) fn open_sse_at(
+    addr: std::net::SocketAddr,
+    path: &str,
+    last_event_id: Option<u64>,
+) -> BufReader<TcpStream> {
+    let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut req =
         format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n");
@@ -138,4 +148,44 @@ pub(crate) fn ws_recv(ws: &mut Ws) -> serde_json::Value {
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+/// (status, body) of one HTTP request to `addr`.
+#[allow(dead_code)]
+pub(crate) fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let (status, body) = http_text(addr, method, path, headers, body);
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// (status, body text) of one HTTP request to `addr`.
+#[allow(dead_code)]
+pub(crate) fn http_text(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String) {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    (status, body.to_owned())
 }
