@@ -74,7 +74,7 @@ pub fn decode_segment_header(b: &[u8]) -> Result<(u64, u64), &'static str> {
 
 /// Encodes a segment header.
 pub fn encode_segment_header(base_seq: u64, segment_size: u64, created_ns: u64) -> Vec<u8> {
-    format::encode_segment_header(base_seq, segment_size, created_ns).to_vec()
+    format::encode_segment_header(base_seq, segment_size, created_ns, 0).to_vec()
 }
 
 /// A ring record's fields: topic id, topic sequence, timestamp, origin,

@@ -1,6 +1,6 @@
 //! Loom model checks of herald-core's lock-free protocols: the ring's
 //! claim/commit between concurrent publishers, overrun detection (a reader
-//! racing a publisher that overwrites what it is reading), tether
+//! racing a publisher that overwrites what it is reading, or a skip), tether
 //! registration, the sleeper and doorbell wake-ups, and the log's segment
 //! publication. `core/src/ring/mod.rs` lists what each model checks.
 //!
@@ -150,6 +150,45 @@ fn a_publisher_lapping_a_stalled_publisher_waits_for_its_commit() {
         t_slow.join().unwrap();
         t_fast.join().unwrap();
         read_all(&mut sub, 3);
+    });
+}
+
+#[test]
+fn a_reader_racing_a_skip_that_jumps_the_head_sees_only_real_records_or_lags() {
+    loom::model(|| {
+        // Two slots, starting at 2: a skip to 5 jumps the head to 3, then
+        // aborts 3 and 4, which overwrite the slots (record 5 alone would
+        // leave the slot a reader at 2 waits on untouched).
+        let ring = Ring::new(RingConfig {
+            first_seq: 2,
+            ..tiny_ring(2).config()
+        })
+        .unwrap();
+        let mut sub = ring.subscribe();
+        let mut publisher = ring.publisher();
+        let writer = thread::spawn(move || {
+            publisher.skip_to(5);
+            publish_own_seq(&mut publisher)
+        });
+        let mut got = Vec::new();
+        while got.last() != Some(&5) {
+            let before = sub.next_seq();
+            match sub.try_read(|seq, bytes| {
+                assert_eq!(bytes, payload(seq), "torn or mixed read of record {seq}");
+                seq
+            }) {
+                Ok(seq) => {
+                    assert_eq!(seq, 5, "read {seq}, which was skipped");
+                    got.push(seq);
+                }
+                Err(RecvError::Lagged(lag)) => {
+                    assert_eq!(lag.missed_from, before);
+                    assert!(lag.next_available > before);
+                }
+                Err(_) => thread::yield_now(),
+            }
+        }
+        assert_eq!(writer.join().unwrap(), 5);
     });
 }
 

@@ -374,3 +374,58 @@ fn first_seq_offsets_every_sequence_number() {
     assert_eq!(ring.publisher().publish(b"x"), Ok(1_000));
     assert_eq!(sub.try_recv(&mut Vec::new()), Ok(1_000));
 }
+
+#[test]
+fn a_skip_shorter_than_the_slots_is_skipped_by_readers_like_aborted_records() {
+    let ring = ring(1024, 64, Some(8));
+    let mut publisher = ring.publisher();
+    let mut sub = ring.subscribe();
+    let mut buf = Vec::new();
+    publisher.publish(b"a").unwrap();
+    assert_eq!(sub.try_recv(&mut buf), Ok(0));
+    publisher.skip_to(6);
+    assert_eq!(ring.next_seq(), 6);
+    assert_eq!(sub.try_recv(&mut buf), Err(RecvError::Empty));
+    assert_eq!(publisher.publish(b"b").unwrap(), 6);
+    assert_eq!(sub.try_recv(&mut buf), Ok(6));
+    assert_eq!(buf, b"b");
+    // A subscriber that starts inside the skip reads what follows it.
+    let mut late = ring.subscribe_at(3);
+    assert_eq!(late.try_recv(&mut buf), Ok(6));
+}
+
+#[test]
+fn a_skip_longer_than_the_slots_jumps_and_readers_behind_it_are_told_they_lagged() {
+    let ring = ring(1024, 64, Some(8));
+    let mut publisher = ring.publisher();
+    let mut waiting = ring.subscribe();
+    let mut behind = ring.subscribe();
+    let mut buf = Vec::new();
+    for i in 0..3u8 {
+        publisher.publish(&[i]).unwrap();
+    }
+    for i in 0..3 {
+        assert_eq!(waiting.try_recv(&mut buf), Ok(i));
+    }
+    publisher.skip_to(1_000_000);
+    assert_eq!(ring.next_seq(), 1_000_000);
+    assert_eq!(publisher.publish(b"next").unwrap(), 1_000_000);
+    // Every sequence either reader had not read is reported missed, exactly
+    // from where it stood; then the record after the skip.
+    for (sub, from) in [(&mut waiting, 3), (&mut behind, 0)] {
+        match sub.try_recv(&mut buf) {
+            Err(RecvError::Lagged(Lagged { missed_from, .. })) => assert_eq!(missed_from, from),
+            other => panic!("expected a lag from {from}, got {other:?}"),
+        }
+        let mut seq = sub.try_recv(&mut buf);
+        while let Err(RecvError::Lagged(_)) = seq {
+            seq = sub.try_recv(&mut buf);
+        }
+        assert_eq!(seq, Ok(1_000_000));
+        assert_eq!(buf, b"next");
+    }
+    // Publishing goes on across laps after the jump (the watermark jumped too).
+    for i in 0..100u64 {
+        assert_eq!(publisher.publish(&i.to_le_bytes()).unwrap(), 1_000_001 + i);
+    }
+}

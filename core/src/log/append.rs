@@ -24,10 +24,11 @@ pub(super) fn create_segment(
     dir: &Path,
     cfg: &LogConfig,
     base: u64,
+    flags: u32,
 ) -> Result<Arc<Segment>, LogError> {
     let path = dir.join(segment_file_name(base));
     let tmp = dir.join(format!("{}.tmp", segment_file_name(base)));
-    let header = encode_segment_header(base, cfg.segment_size, cfg.clock.now_ns());
+    let header = encode_segment_header(base, cfg.segment_size, cfg.clock.now_ns(), flags);
     let ioerr = |ctx: &'static str, p: &Path| {
         let p = p.to_path_buf();
         move |e| LogError::io(ctx, Some(p), e)
@@ -139,7 +140,7 @@ impl Log {
         }
         let mut off = w.tail.end();
         if off + alloc > w.tail.size {
-            self.roll(&mut w, expected)?;
+            self.roll(&mut w, expected, 0)?;
             off = w.tail.end();
             let has_policy = {
                 let r = sh.config.retention;
@@ -239,13 +240,55 @@ impl Log {
             let next = sh.next_seq.load(Ordering::Relaxed);
             let pinned = !sh.config.retention.override_pins && retention::pinned_below(sh, next);
             if usable && w.tail.count() > 0 && age > span && !pinned {
-                self.roll(&mut w, next)?;
+                self.roll(&mut w, next, 0)?;
             }
         }
         retention::enforce(sh)
     }
 
-    fn roll(&self, w: &mut Writer, base: u64) -> Result<(), LogError> {
+    /// Moves the log's end to `seq` without storing the sequences before
+    /// it: they were never the log's (a replica's stream dropped them
+    /// before this replica saw them). The next append carries `seq`, in a
+    /// new segment flagged as following a skip; readers crossing the skip
+    /// get a [`ReadItem::Gap`](super::ReadItem::Gap). A `seq` equal to
+    /// [`Log::next_seq`] changes nothing; a lower one fails with
+    /// [`LogError::SequenceMismatch`].
+    pub fn skip_to(&self, seq: u64) -> Result<(), LogError> {
+        let sh = &*self.shared;
+        let mut w = sh.writer.lock();
+        // Acquire: pairs with the Release in `Shared::poison`.
+        if sh.poisoned.load(Ordering::Acquire) {
+            return Err(LogError::Poisoned);
+        }
+        // Relaxed: only the appender (under `writer`) stores `next_seq`.
+        let next = sh.next_seq.load(Ordering::Relaxed);
+        if seq <= next {
+            return match seq == next {
+                true => Ok(()),
+                false => Err(LogError::SequenceMismatch {
+                    expected: next,
+                    got: seq,
+                }),
+            };
+        }
+        let empty = sh.first_seq() == next;
+        self.roll(&mut w, seq, format::SEG_FLAG_SKIP)?;
+        sh.skips.write().push(seq);
+        if empty {
+            sh.set_first_seq(seq);
+        }
+        // Release: as at the end of `append_nowait`.
+        sh.next_seq.store(seq, Ordering::Release);
+        Ok(())
+    }
+
+    /// The base sequence of the newest segment that follows a skip (see
+    /// [`Log::skip_to`]), or 0.
+    pub fn last_skip(&self) -> u64 {
+        self.shared.skips.read().last().copied().unwrap_or(0)
+    }
+
+    fn roll(&self, w: &mut Writer, base: u64, flags: u32) -> Result<(), LogError> {
         let sh = &*self.shared;
         if w.tail.count() == 0 {
             // An empty tail too small for the record (a short file left by
@@ -266,10 +309,10 @@ impl Log {
         }
         // A spare made in the background if one is ready (see `spare`).
         let ready = sh.spare.lock().ready.take();
-        let new = match ready.map(|s| spare::name(s, sh, base)) {
+        let new = match ready.map(|s| spare::name(s, sh, base, flags)) {
             Some(Ok(seg)) => seg,
             // A spare that could not be named is gone: create as without.
-            Some(Err(_)) | None => create_segment(&sh.dir, &sh.config, base)?,
+            Some(Err(_)) | None => create_segment(&sh.dir, &sh.config, base, flags)?,
         };
         // Publish the new segment before sealing the old one, so that a reader
         // that sees `sealed` finds its successor in the list.

@@ -32,6 +32,10 @@ pub const SEG_VERSION_OFF: usize = SEG_MAGIC_OFF + 8;
 pub const SEG_HEADER_LEN_OFF: usize = SEG_VERSION_OFF + 2;
 /// Segment header: `flags` (u32), zero in version 1.
 pub const SEG_FLAGS_OFF: usize = SEG_HEADER_LEN_OFF + 2;
+/// Segment flag: the sequences between the previous segment's last record
+/// and this segment's `base_seq` were never stored (a replica's stream had
+/// dropped them). Without it, such a hole is corruption.
+pub const SEG_FLAG_SKIP: u32 = 1;
 /// Segment header: `base_seq` (u64), global sequence of the segment's first record.
 pub const SEG_BASE_SEQ_OFF: usize = SEG_FLAGS_OFF + 4;
 /// Segment header: `segment_size` (u64), the preallocated file size.
@@ -132,12 +136,14 @@ pub(crate) fn encode_segment_header(
     base_seq: u64,
     segment_size: u64,
     created_ns: u64,
+    flags: u32,
 ) -> [u8; SEG_HEADER_LEN] {
     let mut h = [0u8; SEG_HEADER_LEN];
     h[SEG_MAGIC_OFF..SEG_MAGIC_OFF + 8].copy_from_slice(&SEG_MAGIC);
     h[SEG_VERSION_OFF..SEG_VERSION_OFF + 2].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     h[SEG_HEADER_LEN_OFF..SEG_HEADER_LEN_OFF + 2]
         .copy_from_slice(&(SEG_HEADER_LEN as u16).to_le_bytes());
+    put_u32(&mut h, SEG_FLAGS_OFF, flags);
     put_u64(&mut h, SEG_BASE_SEQ_OFF, base_seq);
     put_u64(&mut h, SEG_SIZE_OFF, segment_size);
     put_u64(&mut h, SEG_CREATED_OFF, created_ns);
@@ -151,6 +157,8 @@ pub(crate) fn encode_segment_header(
 pub(crate) struct SegmentHeader {
     pub(crate) base_seq: u64,
     pub(crate) segment_size: u64,
+    /// The segment follows a skip ([`SEG_FLAG_SKIP`]).
+    pub(crate) skip: bool,
 }
 
 /// Decodes a segment header; `Err` names what is wrong.
@@ -173,9 +181,14 @@ pub(crate) fn decode_segment_header(b: &[u8]) -> Result<SegmentHeader, &'static 
     if get_u16(b, SEG_HEADER_LEN_OFF) as usize != SEG_HEADER_LEN {
         return Err("unexpected header length");
     }
+    let flags = get_u32(b, SEG_FLAGS_OFF);
+    if flags & !SEG_FLAG_SKIP != 0 {
+        return Err("unknown segment flags");
+    }
     Ok(SegmentHeader {
         base_seq: get_u64(b, SEG_BASE_SEQ_OFF),
         segment_size: get_u64(b, SEG_SIZE_OFF),
+        skip: flags & SEG_FLAG_SKIP != 0,
     })
 }
 
@@ -325,13 +338,21 @@ mod tests {
 
     #[test]
     fn segment_header_round_trips_and_rejects_flips() {
-        let mut h = encode_segment_header(42, 1 << 20, 9);
+        let mut h = encode_segment_header(42, 1 << 20, 9, 0);
         assert_eq!(
             decode_segment_header(&h),
             Ok(SegmentHeader {
                 base_seq: 42,
-                segment_size: 1 << 20
+                segment_size: 1 << 20,
+                skip: false,
             })
+        );
+        let skip = encode_segment_header(42, 1 << 20, 9, SEG_FLAG_SKIP);
+        assert!(decode_segment_header(&skip).is_ok_and(|h| h.skip));
+        let unknown = encode_segment_header(42, 1 << 20, 9, 2);
+        assert_eq!(
+            decode_segment_header(&unknown),
+            Err("unknown segment flags")
         );
         h[20] ^= 0x10;
         assert!(decode_segment_header(&h).is_err());

@@ -157,6 +157,9 @@ pub(crate) struct Shared {
     next_seq: AtomicU64,
     /// First retained sequence (Release by retention, Acquire by readers).
     first_seq: AtomicU64,
+    /// Bases of the segments that follow a skip, oldest first (appended to
+    /// under `writer`; skips are rare, so the list is short).
+    skips: RwLock<Vec<u64>>,
     group: GroupCommit,
     poisoned: AtomicBool,
     pins: Mutex<Pins>,
@@ -178,6 +181,15 @@ impl Shared {
     pub(crate) fn set_first_seq(&self, seq: u64) {
         // Release: pairs with the Acquire load in `first_seq`.
         self.first_seq.store(seq, Ordering::Release);
+    }
+
+    /// Whether a skip lies in `(after, upto]`: a segment following a skip
+    /// has its base there.
+    pub(crate) fn skip_between(&self, after: u64, upto: u64) -> bool {
+        self.skips
+            .read()
+            .iter()
+            .any(|&base| after < base && base <= upto)
     }
 
     pub(crate) fn poison(&self) {
@@ -271,7 +283,7 @@ impl Log {
                 Arc::clone(t)
             }
             None => {
-                let seg = create_segment(&dir, &config, next_seq)?;
+                let seg = create_segment(&dir, &config, next_seq, 0)?;
                 segments.push(Arc::clone(&seg));
                 report.segments = 1;
                 seg
@@ -290,6 +302,7 @@ impl Log {
             topics: RwLock::new(rec.topics),
             next_seq: AtomicU64::new(next_seq),
             first_seq: AtomicU64::new(first_seq),
+            skips: RwLock::new(rec.skips),
             group: shared_group,
             poisoned: AtomicBool::new(false),
             pins: Mutex::new(Pins::default()),

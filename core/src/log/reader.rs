@@ -259,6 +259,8 @@ pub struct TopicReader {
     seg: Option<Arc<Segment>>,
     pin: Arc<ReaderPin>,
     visited: u64,
+    /// The global sequence of the last record returned (0 before the first).
+    last_seq: u64,
 }
 
 impl TopicReader {
@@ -284,6 +286,7 @@ impl TopicReader {
             seg: None,
             pin,
             visited: 0,
+            last_seq: 0,
         }
     }
 
@@ -355,8 +358,19 @@ impl TopicReader {
             return Some(Ok(ReadItem::Gap { from, to }));
         }
         let e = e?;
+        if e.topic_seq > self.next_topic_seq && self.shared.skip_between(self.last_seq, e.seq) {
+            // The topic's sequences jump across a skip: the records between
+            // were never this log's (see `Log::skip_to`).
+            let gap = (self.next_topic_seq, e.topic_seq - 1);
+            self.next_topic_seq = e.topic_seq;
+            return Some(Ok(ReadItem::Gap {
+                from: gap.0,
+                to: gap.1,
+            }));
+        }
         self.buf.pop_front();
         self.next_topic_seq = e.topic_seq + 1;
+        self.last_seq = e.seq;
         self.visited += 1;
         self.pin.set(self.buf.front().map_or(e.seq + 1, |n| n.seq));
         let seg = self.seg.as_deref()?;

@@ -58,6 +58,8 @@ pub(crate) struct Recovered {
     pub(crate) topics: TopicIndex,
     pub(crate) next_seq: u64,
     pub(crate) last_ts: u64,
+    /// Bases of the segments that follow a skip, oldest first.
+    pub(crate) skips: Vec<u64>,
     pub(crate) report: RecoveryReport,
 }
 
@@ -102,6 +104,7 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
     let mut topics = TopicIndex::default();
     let mut expected: Option<u64> = None;
     let mut last_ts = 0u64;
+    let mut skips = Vec::new();
     let n = files.len();
     let mut cut_from: Option<usize> = None;
 
@@ -171,8 +174,12 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
             cut_from = Some(i);
             break;
         }
+        if header.skip {
+            skips.push(*base);
+        }
         if let Some(exp) = expected {
-            if exp != *base {
+            // A skip moves forward only, and only where its segment says so.
+            if exp != *base && !(header.skip && *base > exp) {
                 let why =
                     format!("sequence gap between segments: expected base {exp}, found {base}");
                 fail_or_cut(cfg, path, 0, &why, &mut report)?;
@@ -308,6 +315,7 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
         topics,
         next_seq,
         last_ts,
+        skips,
         report,
     })
 }

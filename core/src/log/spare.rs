@@ -131,14 +131,19 @@ fn make(shared: &Shared) -> Result<Spare, LogError> {
 /// Turns `spare` into the segment starting at `base`: header written and
 /// synced, file renamed and the directory synced (the steps a segment
 /// created at the roll takes, in the same order).
-pub(crate) fn name(spare: Spare, shared: &Shared, base: u64) -> Result<Arc<Segment>, LogError> {
+pub(crate) fn name(
+    spare: Spare,
+    shared: &Shared,
+    base: u64,
+    flags: u32,
+) -> Result<Arc<Segment>, LogError> {
     let cfg: &LogConfig = &shared.config;
     let path = shared.dir.join(segment_file_name(base));
     let ioerr = |ctx: &'static str, p: &PathBuf| {
         let p = p.clone();
         move |e| LogError::io(ctx, Some(p), e)
     };
-    let header = encode_segment_header(base, cfg.segment_size, cfg.clock.now_ns());
+    let header = encode_segment_header(base, cfg.segment_size, cfg.clock.now_ns(), flags);
     let durable = cfg.durability != Durability::Never;
     let result = (|| {
         spare

@@ -37,6 +37,9 @@ pub struct VerifyReport {
     pub first_seq: Option<u64>,
     /// Last sequence found (if any record).
     pub last_seq: Option<u64>,
+    /// Skips between segments, `(from, to)` inclusive: sequences a replica
+    /// never stored because its stream had dropped them (see `Log::skip_to`).
+    pub skips: Vec<(u64, u64)>,
     /// Problems, in file order.
     pub issues: Vec<VerifyIssue>,
 }
@@ -122,8 +125,8 @@ fn walk(
         };
         let map = map_read_only(path)?;
         let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
-        match decode_segment_header(bytes) {
-            Ok(h) if h.base_seq == *base => {}
+        let skip = match decode_segment_header(bytes) {
+            Ok(h) if h.base_seq == *base => h.skip,
             Ok(_) => {
                 report.issues.push(issue(
                     0,
@@ -136,9 +139,11 @@ fn walk(
                 report.issues.push(issue(0, why, false));
                 return Ok(());
             }
-        }
+        };
         if let Some(exp) = expected {
-            if exp != *base {
+            if skip && *base > exp {
+                report.skips.push((exp, base - 1));
+            } else if exp != *base {
                 report.issues.push(issue(
                     0,
                     &format!("sequence gap between segments: expected base {exp}"),

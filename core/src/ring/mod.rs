@@ -62,6 +62,8 @@
 //!   `a_reader_racing_a_slot_reuse_never_returns_another_record`: the
 //!   validation above, against a lap of the bytes and of the slots;
 //! - `a_publisher_lapping_a_stalled_publisher_waits_for_its_commit`: step 2;
+//! - `a_reader_racing_a_skip_that_jumps_the_head_sees_only_real_records_or_lags`:
+//!   [`Publisher::skip_to`]'s jump of the head and the watermark;
 //! - `a_tether_registering_while_a_publisher_publishes_is_never_lapped`: tether
 //!   registration racing claims, and a publisher parked for room woken by the
 //!   tether's releases (`tether`, `wait`);

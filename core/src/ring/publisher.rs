@@ -138,6 +138,83 @@ impl Publisher {
         })
     }
 
+    /// Moves the ring's next sequence up to `seq` without publishing the
+    /// ones before it (a replica skipping what its stream dropped). A
+    /// subscriber at a skipped sequence skips it like an aborted record or,
+    /// when the skip is longer than the ring's slots, is told it lagged from
+    /// there ([`Lagged`](super::Lagged)): it never mistakes the skip for
+    /// records. At most `slots` sequences are claimed and aborted: when no
+    /// claim is in flight (every claim so far committed) and no subscriber
+    /// is tethered, the head and the watermark first jump together to
+    /// `seq - slots`, over sequences nobody claimed, which readers see only
+    /// as slots overwritten by the aborted claims after the jump. Otherwise
+    /// every skipped sequence is claimed and aborted.
+    pub fn skip_to(&mut self, seq: u64) {
+        let shared = Arc::clone(&self.shared);
+        let jump_to = seq.saturating_sub(shared.slots_len);
+        // SeqCst: as a claim's read of the head.
+        let head = shared.head.load(Ordering::SeqCst);
+        if jump_to > head.0 && shared.tether.active.load(Ordering::SeqCst) == 0 {
+            let mut written = advance_written(&shared);
+            while written.0 < head.0 {
+                let more = advance_written(&shared);
+                if more == written {
+                    break;
+                }
+                written = more;
+            }
+            if written == head {
+                self.jump(head, (jump_to, head.1));
+            }
+        }
+        while shared.head.load(Ordering::Relaxed).0 < seq {
+            // A zero-length claim (never too large), aborted; it waits for
+            // room only if a subscriber is tethered.
+            if let Ok(claim) = self.claim(0) {
+                claim.abort();
+            }
+        }
+    }
+
+    /// Moves the head and then the watermark from `from` to `to`, if the
+    /// head is still `from` (no claim since): nothing between is claimed,
+    /// everything before is committed, so both may say so.
+    #[cold]
+    fn jump(&mut self, from: (u64, u64), to: (u64, u64)) {
+        let shared = &*self.shared;
+        loop {
+            // SeqCst: the store side of the wake-up and tether pairs, as a
+            // claim's CAS.
+            match shared
+                .head
+                .compare_exchange_weak(from, to, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(()) => break,
+                Err(actual) if actual == from => {}
+                Err(_) => return,
+            }
+        }
+        // Nothing past `from` is committed until this lands: another
+        // publisher's `advance_written` stops at `from`, the first sequence
+        // no claim will use.
+        loop {
+            // AcqRel: as `advance_written`'s CAS.
+            match shared.written.compare_exchange_weak(
+                from,
+                to,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(()) => break,
+                Err(actual) if actual == from => {}
+                // Cannot happen: no claim uses `from` any more.
+                Err(_) => break,
+            }
+        }
+        self.guess = to;
+        self.written = to;
+    }
+
     /// Announces, before the claim CAS, that claims may now reach `needed`.
     /// Our own fetch_max precedes our Release fence and our writes, so any
     /// reader that sees one of our bytes also sees a frontier covering our
