@@ -3,7 +3,9 @@
 //! nothing, and two replicas fed the same events hold the same records
 //! (sequences, timestamps, types, payloads), live and after a reopen; a
 //! start past the replica's end waits there for the replica, and reads on
-//! from the log, exactly, if the ring laps it meanwhile.
+//! from the log, exactly, if the ring laps it meanwhile; sequences the
+//! stream dropped before the replica saw them are skipped, and every reader
+//! crossing the skip, live or replaying, before or after a reopen, gets a gap.
 
 use std::time::Duration;
 
@@ -265,4 +267,97 @@ fn a_held_subscription_lapped_by_the_ring_reads_on_from_the_log_exactly() {
     }
     assert_eq!(seqs, (10..=400).collect::<Vec<_>>(), "no gap, no repeat");
     assert!(broker.metrics().lagged_fallbacks >= 1, "the ring lapped it");
+}
+
+/// What a subscription delivers until it has nothing more: `Ok(seq)` for an
+/// event, `Err((topic, from, to))` for a gap.
+type Seen = Result<u64, (Option<String>, u64, u64)>;
+
+fn drain(sub: &mut herald_core::broker::Subscription) -> Vec<Seen> {
+    let mut out = Vec::new();
+    while let Some(d) = sub.next_timeout(Duration::from_millis(50)).unwrap() {
+        out.push(match d {
+            Delivery::Event(e) => Ok(e.seq),
+            Delivery::Gap(g) => Err((g.topic.map(|t| t.to_string()), g.from, g.to)),
+        });
+    }
+    out
+}
+
+#[test]
+fn sequences_the_stream_dropped_are_skipped_and_every_reader_crossing_them_gets_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    let seq_sub =
+        |b: &Broker, at: StartAt| b.subscribe(Filter::patterns(&[">"]).unwrap(), at).unwrap();
+    let topic_sub =
+        |b: &Broker, at: StartAt| b.subscribe(Filter::patterns(&["a"]).unwrap(), at).unwrap();
+    {
+        let r = Broker::open(config(&path, true)).unwrap();
+        r.replicate(&event(1, "a", 1, 10, b"{}")).unwrap();
+        r.replicate(&event(2, "b", 1, 11, b"{}")).unwrap();
+        r.replicate(&event(3, "a", 2, 12, b"{}")).unwrap();
+        // Live on the ring, caught up; held inside what will be skipped.
+        let mut live = seq_sub(&r, StartAt::Now);
+        let mut live_topic = topic_sub(&r, StartAt::TopicSeq(3));
+        let mut held = seq_sub(&r, StartAt::Seq(6));
+        assert!(drain(&mut live).is_empty() && drain(&mut held).is_empty());
+        assert!(drain(&mut live_topic).is_empty());
+        r.skip_to(10).unwrap();
+        // Topic a's events 3 and 4 were among the dropped; b lost nothing.
+        r.replicate(&event(10, "a", 5, 20, b"{}")).unwrap();
+        r.replicate(&event(11, "b", 2, 21, b"{}")).unwrap();
+        assert_eq!(drain(&mut live), vec![Err((None, 4, 9)), Ok(10), Ok(11)]);
+        assert_eq!(drain(&mut held), vec![Err((None, 6, 9)), Ok(10), Ok(11)]);
+        assert_eq!(
+            drain(&mut live_topic),
+            vec![Err((Some("a".into()), 3, 4)), Ok(10)]
+        );
+        // A topic jumps only across a skip: a's last record is past it now.
+        assert!(matches!(
+            r.replicate(&event(12, "a", 9, 22, b"{}")),
+            Err(BrokerError::ReplicaOrder {
+                sequence: "topic",
+                ..
+            })
+        ));
+        // A skip longer than the ring's slots: the live reader is sent back
+        // to the log, which has the gap.
+        r.skip_to(1_000_000).unwrap();
+        r.replicate(&event(1_000_000, "b", 7, 30, b"{}")).unwrap();
+        assert_eq!(
+            drain(&mut live),
+            vec![Err((None, 12, 999_999)), Ok(1_000_000)]
+        );
+        assert!(matches!(
+            r.skip_to(5),
+            Err(BrokerError::ReplicaOrder {
+                sequence: "global",
+                ..
+            })
+        ));
+    }
+    let r = Broker::open(config(&path, true)).unwrap();
+    assert_eq!(
+        drain(&mut seq_sub(&r, StartAt::Seq(1))),
+        vec![
+            Ok(1),
+            Ok(2),
+            Ok(3),
+            Err((None, 4, 9)),
+            Ok(10),
+            Ok(11),
+            Err((None, 12, 999_999)),
+            Ok(1_000_000)
+        ]
+    );
+    assert_eq!(
+        drain(&mut topic_sub(&r, StartAt::TopicSeq(1))),
+        vec![Ok(1), Ok(3), Err((Some("a".into()), 3, 4)), Ok(10)]
+    );
+    // After the reopen too, a topic jumps only across a skip: b's last
+    // record is the newest skip's first.
+    r.replicate(&event(1_000_001, "b", 9, 31, b"{}"))
+        .unwrap_err();
+    assert_eq!(r.topic_next_seq("b"), 8);
 }

@@ -77,16 +77,50 @@ impl Broker {
             }
             // Relaxed: the publish lock orders every access (see `Topic`).
             let next_topic = topic.next_seq.load(Ordering::Relaxed);
-            if event.topic_seq != next_topic {
+            // Across a skip, the topic's events in between may have been
+            // dropped with it: its sequences may jump forward, never back.
+            let jump = event.topic_seq > next_topic && inner.log.topic_crossed_skip(topic.id);
+            if event.topic_seq != next_topic && !jump {
                 return Err(BrokerError::ReplicaOrder {
                     sequence: "topic",
                     expected: next_topic,
                     got: event.topic_seq,
                 });
             }
+            if jump {
+                topic.next_seq.store(event.topic_seq, Ordering::Relaxed);
+            }
             inner.append_stamped(&mut state, &topic, &checked, &[], event.timestamp_ns)?
         };
         inner.finish_publish(published.seq, 1)?;
         Ok(published)
+    }
+
+    /// Moves this replica past the stream's sequences below `seq`, which it
+    /// never received because the stream dropped them first (retention): the
+    /// next replicated event carries `seq`. Readers crossing the skip get a
+    /// [`Gap`](super::Gap), never silence: the log records it (see
+    /// `Log::skip_to`), and live subscriptions, which the ring's skip sends
+    /// back to the log, read it there. A `seq` below the log's next
+    /// sequence is refused with [`BrokerError::ReplicaOrder`].
+    pub fn skip_to(&self, seq: u64) -> Result<(), BrokerError> {
+        let inner = &*self.inner;
+        if !inner.config.replica {
+            return Err(BrokerError::Replica(
+                "this broker is not a replica: only a replica skips sequences",
+            ));
+        }
+        let mut state = inner.publish.lock();
+        let next = inner.log.next_seq();
+        if seq < next {
+            return Err(BrokerError::ReplicaOrder {
+                sequence: "global",
+                expected: next,
+                got: seq,
+            });
+        }
+        inner.log.skip_to(seq)?;
+        state.ring.skip_to(seq);
+        Ok(())
     }
 }

@@ -586,7 +586,16 @@ impl Subscription {
                 }
             }
             Source::Ring(sub) => {
+                let expected = *next;
+                let mut skipped = false;
                 let read = sub.try_read(|seq, bytes| {
+                    if seq != expected {
+                        // The ring skipped sequences (a replica's skip: the
+                        // broker aborts no other claim). The log says what
+                        // they were, a gap, and then holds this record.
+                        skipped = true;
+                        return None;
+                    }
                     *next = seq + 1;
                     let fields = parse_ring(bytes)?;
                     // See `Progress::next_topic_seq`.
@@ -611,8 +620,24 @@ impl Subscription {
                     };
                     Some(f.take().map(|f| f(DeliveryRef::Event(event))))
                 });
+                // Back to the log from `from` (its next global sequence).
+                let to_log = |from: u64| -> Result<Source, BrokerError> {
+                    Ok(match &*single {
+                        Some(topic) => Source::Topic {
+                            reader: inner
+                                .log
+                                .reader_from_topic(topic.id, progress.next_topic_seq),
+                            fence: from,
+                        },
+                        None => Source::Log(inner.log.reader_from_seq(from)?),
+                    })
+                };
                 match read {
                     Ok(Some(Some(r))) => Ok(Step::Done(r)),
+                    Ok(_) if skipped => {
+                        *source = to_log(expected)?;
+                        Ok(Step::Again)
+                    }
                     Ok(_) => Ok(Step::Again),
                     Err(RecvError::Lagged(lag)) => {
                         inner
@@ -620,15 +645,7 @@ impl Subscription {
                             .lagged_fallbacks
                             .fetch_add(1, Ordering::Relaxed);
                         *next = lag.missed_from;
-                        *source = match single {
-                            Some(topic) => Source::Topic {
-                                reader: inner
-                                    .log
-                                    .reader_from_topic(topic.id, progress.next_topic_seq),
-                                fence: lag.missed_from,
-                            },
-                            None => Source::Log(inner.log.reader_from_seq(lag.missed_from)?),
-                        };
+                        *source = to_log(lag.missed_from)?;
                         Ok(Step::Again)
                     }
                     Err(_) => Ok(Step::Empty),

@@ -69,6 +69,13 @@ impl TopicIndex {
         self.topics.get(&topic).and_then(|t| t.last_topic_seq)
     }
 
+    /// Global sequence of the last retained record of `topic`, if any.
+    pub(crate) fn last_record_seq(&self, topic: u64) -> Option<u64> {
+        let t = self.topics.get(&topic)?;
+        let n = t.entries.len();
+        (n > 0).then(|| t.entries.get(n - 1).seq)
+    }
+
     /// The entries of `topic` (created empty if new), for a check-then-push
     /// with a single hash lookup.
     pub(crate) fn topic_mut(&mut self, topic: u64) -> &mut TopicEntries {
