@@ -37,6 +37,7 @@ fn event<'a>(
         seq,
         topic,
         topic_seq,
+        topic_may_jump: false,
         timestamp_ns: ts,
         event_type: "order.created",
         payload,

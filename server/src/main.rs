@@ -259,6 +259,11 @@ fn main() -> ExitCode {
                     "{} segments, {} records, sequences {:?}..={:?}",
                     report.segments, report.records, report.first_seq, report.last_seq
                 );
+                for (from, to) in &report.skips {
+                    println!(
+                        "skip: sequences {from}..={to} were never stored (a cluster replica's stream had dropped them)"
+                    );
+                }
                 for issue in &report.issues {
                     println!(
                         "{}: offset {}: {}{}",

@@ -236,6 +236,16 @@ pub(crate) fn render_metrics(
     }
     if let Some(c) = cluster {
         let stream_last = c.stream_last.load(Ordering::Acquire);
+        let lag = stream_last.saturating_sub(head);
+        let lag_seconds = match lag {
+            0 => 0,
+            _ => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                now.saturating_sub(read(&c.applied_ns)) / 1_000_000_000
+            }
+        };
         for (name, help, value) in [
             (
                 "cluster_published_events",
@@ -252,6 +262,11 @@ pub(crate) fn render_metrics(
                 "Publishes retried because another node wrote their topic first",
                 read(&c.cas_retries),
             ),
+            (
+                "cluster_skipped_sequences",
+                "Stream sequences this replica skipped because the stream's retention removed them before the replica had them (its readers got a gap)",
+                read(&c.skipped),
+            ),
         ] {
             registry.register(name, help, ConstCounter::new(value));
         }
@@ -264,7 +279,12 @@ pub(crate) fn render_metrics(
             (
                 "cluster_replication_lag",
                 "Stream sequences this node's replica has not appended yet (of those it has seen)",
-                stream_last.saturating_sub(head),
+                lag,
+            ),
+            (
+                "cluster_replication_lag_seconds",
+                "While the replica lags: seconds since the last event it appended was published (0 when caught up)",
+                lag_seconds,
             ),
         ] {
             registry.register(name, help, ConstGauge::new(value));

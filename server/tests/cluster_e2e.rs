@@ -110,7 +110,12 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path, nats: &Nats, name: &str) -> Node {
-        let node = Node::spawn(dir, nats, name);
+        Node::start_with(dir, nats, name, "")
+    }
+
+    /// [`Node::start`] with more configuration lines (`extra`).
+    fn start_with(dir: &Path, nats: &Nats, name: &str, extra: &str) -> Node {
+        let node = Node::spawn_with(dir, nats, name, extra);
         let deadline = Instant::now() + Duration::from_secs(20);
         while http(node.addr, "GET", "/readyz", "", "").0 != 200 {
             assert!(Instant::now() < deadline, "{name} never became ready");
@@ -131,13 +136,17 @@ impl Node {
 
     /// Starts a node and waits for it to listen (not to be ready).
     fn spawn(dir: &Path, nats: &Nats, name: &str) -> Node {
+        Node::spawn_with(dir, nats, name, "")
+    }
+
+    fn spawn_with(dir: &Path, nats: &Nats, name: &str, extra: &str) -> Node {
         let port = free_port();
         let data = dir.join(name);
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
             &config,
             format!(
-                "workers = 1\ndurability = \"never\"\nsegment_size = 1048576\nring_capacity = 1048576\nmax_payload = 65536\nmax_body = 65536\npresence_expiry_secs = 2\n\n[cluster]\nnode_id = \"{name}\"\npublish_timeout_ms = 2000\n"
+                "workers = 1\ndurability = \"never\"\nsegment_size = 1048576\nring_capacity = 1048576\nmax_payload = 65536\nmax_body = 65536\npresence_expiry_secs = 2\n{extra}\n[cluster]\nnode_id = \"{name}\"\npublish_timeout_ms = 2000\n"
             ),
         )
         .unwrap();
@@ -909,4 +918,128 @@ fn a_durable_consumer_acknowledged_on_one_node_resumes_after_it_on_another() {
     assert_eq!(publish(b.addr, "orders", "6", None).0, 200);
     wait_for_replicas(&[&a, &b], 6);
     assert_eq!(poll(&a, 1), [6]);
+}
+
+/// A poll page's items: `Ok(seq)` for an event, `Err((from, to))` for a
+/// gap notice.
+fn poll_items(addr: SocketAddr, path: &str) -> Vec<Result<u64, (u64, u64)>> {
+    let (status, page) = http(addr, "GET", path, "", "");
+    assert_eq!(status, 200, "{page}");
+    page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| match item.get("gap") {
+            Some(g) => Err((g["from"].as_u64().unwrap(), g["to"].as_u64().unwrap())),
+            None => Ok(item["seq"].as_u64().unwrap()),
+        })
+        .collect()
+}
+
+#[test]
+fn events_the_stream_dropped_before_a_node_had_them_reach_its_clients_as_a_gap() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"));
+    // The stream keeps about 16 KiB: a hundred-odd of these events.
+    let small = "retention_max_bytes = 16384\n";
+    let a = Node::start_with(dir.path(), &nats, "a", small);
+    let b = Node::start_with(dir.path(), &nats, "b", small);
+    for i in 0..3 {
+        assert_eq!(publish(a.addr, "early", &i.to_string(), None).0, 200);
+    }
+    for i in 0..2 {
+        assert_eq!(publish(a.addr, "orders", &i.to_string(), None).0, 200);
+    }
+    wait_for_replicas(&[&a, &b], 5);
+    drop(b); // SIGKILL: b has 1..=5
+    for i in 0..400 {
+        let (status, body) = publish(a.addr, "orders", &format!("{{\"n\":{i}}}"), None);
+        assert_eq!(status, 200, "{body}");
+    }
+    let b = Node::start_with(dir.path(), &nats, "b", small);
+    wait_for_replicas(&[&a], 405);
+    // b's clients, resuming where they were: a gap for what the stream
+    // dropped, then every event it still holds, in order.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let items = loop {
+        let items = poll_items(b.addr, "/v1/events?topics=>&after=5&limit=1000&wait=0");
+        if items.last() == Some(&Ok(405)) || Instant::now() > deadline {
+            break items;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let Err((6, last_dropped)) = items[0] else {
+        panic!("expected a gap from 6 first: {items:?}");
+    };
+    let first_kept = last_dropped + 1;
+    assert!(
+        first_kept > 6 && first_kept < 400,
+        "the stream starts at {first_kept}"
+    );
+    let expected: Vec<_> = (first_kept..=405).map(Ok).collect();
+    assert_eq!(items[1..], expected[..], "then every event it holds");
+    // A single-topic reader gets the gap in its topic's sequences.
+    let topic_items = poll_items(b.addr, "/v1/topics/orders/events?after=2&limit=5&wait=0");
+    assert_eq!(
+        topic_items[0],
+        Err((3, first_kept - 4)),
+        "orders' events 3.. were at global sequences 6..: {topic_items:?}"
+    );
+    let (_, metrics) = http_text(b.addr, "GET", "/metrics", "", "");
+    assert!(
+        metrics.contains(&format!(
+            "herald_cluster_skipped_sequences_total {}",
+            first_kept - 6
+        )),
+        "{metrics}"
+    );
+    // A new node with an empty data directory joins though the stream no
+    // longer holds sequence 1: its readers get the gap from 1.
+    let c = Node::start_with(dir.path(), &nats, "c", small);
+    let items = poll_items(c.addr, "/v1/events?topics=>&after=0&limit=1000&wait=0");
+    assert_eq!(items[0], Err((1, last_dropped)), "{items:?}");
+    assert_eq!(items.len() as u64, 1 + 405 - last_dropped);
+    // c knows nothing of "early", whose events the stream dropped: it
+    // publishes past any topic sequence "early" can have had, and a (which
+    // has early 1..=3) and b accept the jump.
+    let (status, first_early) = publish(c.addr, "early", "1", None);
+    assert_eq!(status, 200, "{first_early}");
+    let jumped = first_early["topic_seq"].as_u64().unwrap();
+    assert!(jumped > 3, "{first_early}");
+    let (status, next_early) = publish(a.addr, "early", "2", None);
+    assert_eq!(status, 200, "{next_early}");
+    assert_eq!(next_early["topic_seq"].as_u64(), Some(jumped + 1));
+    wait_for_replicas(&[&a], 407);
+    for node in [&b, &c] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while all_events(node.addr).last().map(|e| e["seq"].as_u64()) != Some(Some(407)) {
+            assert!(Instant::now() < deadline, "a replica did not take the jump");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let tail = |addr| -> Vec<Value> {
+        all_events(addr)
+            .into_iter()
+            .filter(|e| e["seq"].as_u64().is_some_and(|s| s > last_dropped))
+            .collect()
+    };
+    let reference = tail(a.addr);
+    assert_eq!(tail(b.addr), reference);
+    assert_eq!(tail(c.addr), reference);
+    // The skip is in b's log, where `herald log verify` shows it.
+    drop(b);
+    let out = Command::new(HERALD)
+        .args(["log", "verify"])
+        .arg(dir.path().join("b").join("log"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "skip: sequences 6..={last_dropped} were never stored"
+        )),
+        "{text}"
+    );
 }

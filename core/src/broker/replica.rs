@@ -23,6 +23,12 @@ pub struct Replicated<'a> {
     pub topic: &'a str,
     /// Its topic sequence, as its publisher assigned it.
     pub topic_seq: u64,
+    /// Its publisher could not know the topic's last sequence (the stream
+    /// held none of the topic's events, and the publisher's replica had
+    /// skipped some), so it chose one past any the topic can have had (see
+    /// [`Broker::topic_sequence_after_skip`]): the topic's sequence may jump
+    /// forward here.
+    pub topic_may_jump: bool,
     /// When its publisher published it (ns since the Unix epoch).
     pub timestamp_ns: u64,
     /// Its type.
@@ -48,6 +54,24 @@ impl Broker {
             .topics
             .get(topic)
             .map_or(1, |t| t.next_seq.load(Ordering::Relaxed))
+    }
+
+    /// The topic sequence a publisher on this replica gives `topic`'s next
+    /// event when the stream holds none of the topic's events: the
+    /// replica's own count, unless the replica skipped sequences since the
+    /// topic's last record here (the skipped ones may have held more of
+    /// the topic). Then `Some(seq)`: one past any topic sequence the topic
+    /// can have had, which every replica accepts for an event marked
+    /// [`Replicated::topic_may_jump`]. (A topic sequence never exceeds its
+    /// event's global sequence, and the topic's events all came before the
+    /// stream's first, which is at most this replica's next sequence.)
+    pub fn topic_sequence_after_skip(&self, topic: &str) -> Option<u64> {
+        let inner = &*self.inner;
+        let crossed = match inner.topics.get(topic) {
+            Some(t) => inner.log.topic_crossed_skip(t.id),
+            None => inner.log.last_skip() > 0,
+        };
+        crossed.then(|| inner.log.next_seq().max(self.topic_next_seq(topic)))
     }
 
     /// Appends the next event of the cluster's stream (replicas only).
@@ -79,7 +103,8 @@ impl Broker {
             let next_topic = topic.next_seq.load(Ordering::Relaxed);
             // Across a skip, the topic's events in between may have been
             // dropped with it: its sequences may jump forward, never back.
-            let jump = event.topic_seq > next_topic && inner.log.topic_crossed_skip(topic.id);
+            let jump = event.topic_seq > next_topic
+                && (event.topic_may_jump || inner.log.topic_crossed_skip(topic.id));
             if event.topic_seq != next_topic && !jump {
                 return Err(BrokerError::ReplicaOrder {
                     sequence: "topic",

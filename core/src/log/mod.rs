@@ -342,9 +342,10 @@ impl Log {
         self.shared.topics.read().last_topic_seq(topic_id)
     }
 
-    /// Whether `topic_id` may skip topic sequences at `seq`, the next
-    /// append: a skip (see [`Log::skip_to`]) came after its last retained
-    /// record, so its records in between may have been among the skipped.
+    /// Whether a skip (see [`Log::skip_to`]) came after `topic_id`'s last
+    /// retained record (or the topic has none and the log has a skip): the
+    /// topic's records in between may have been among the skipped, so its
+    /// next record's topic sequence may jump.
     pub fn topic_crossed_skip(&self, topic_id: u64) -> bool {
         let last = self.shared.topics.read().last_record_seq(topic_id);
         self.last_skip() > last.unwrap_or(0)

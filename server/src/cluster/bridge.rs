@@ -301,14 +301,16 @@ impl Bridge {
                         ));
                         return None;
                     }
-                    // Retention has removed what this replica still needs.
-                    if last > 0 && have + 1 < first {
-                        self.fail(format!(
-                            "the stream {} starts at sequence {first}, after this replica's end ({have}): copy the data directory of another node (stopped) to join",
-                            self.config.stream
-                        ));
-                        return None;
+                    // Retention has removed events this replica never had:
+                    // it skips them (its readers get a gap), here if the
+                    // stream holds no message to replicate after them.
+                    if have + 1 < first {
+                        if let Err(why) = skip(&self.broker, &self.state, first) {
+                            self.fail(why);
+                            return None;
+                        }
                     }
+                    let have = self.broker.next_seq() - 1;
                     *self.state.failed.lock() = None;
                     self.state.stream_last.fetch_max(last, Ordering::AcqRel);
                     self.state.catch_up_to.store(last, Ordering::Release);
@@ -397,6 +399,24 @@ async fn replicate(
     }
 }
 
+/// Moves the replica to `seq`, past stream sequences it never received
+/// because the stream's retention removed them first (the node was away
+/// longer than the stream keeps events, or joined with an empty data
+/// directory): its log records the skip, and readers crossing it get a gap.
+fn skip(broker: &Broker, state: &ClusterState, seq: u64) -> Result<(), String> {
+    let next = broker.next_seq();
+    tracing::warn!(
+        from = next,
+        to = seq - 1,
+        "cluster: the stream no longer holds these sequences, which this replica never received; skipping them (readers get a gap)"
+    );
+    broker
+        .skip_to(seq)
+        .map_err(|e| format!("skipping to stream sequence {seq}: {e}"))?;
+    state.skipped.fetch_add(seq - next, Ordering::Relaxed);
+    Ok(())
+}
+
 /// Appends one stream message to the replica.
 fn apply(
     broker: &Broker,
@@ -414,10 +434,7 @@ fn apply(
         return Ok(()); // already here (a redelivery after a reconnection)
     }
     if seq > next {
-        return Err(format!(
-            "the stream no longer holds sequences {next} to {} that this replica never received (the stream's retention removed them); copy the data directory of another node (stopped) to rejoin",
-            seq - 1
-        ));
+        skip(broker, state, seq)?;
     }
     let subject = message.subject.as_str();
     let topic = subject::topic(subject)
@@ -432,6 +449,7 @@ fn apply(
             seq,
             topic: &topic,
             topic_seq: fields.topic_seq,
+            topic_may_jump: fields.topic_jump,
             timestamp_ns: fields.timestamp_ns,
             event_type: &fields.event_type,
             payload: &message.payload,
@@ -442,6 +460,9 @@ fn apply(
             },
         })
         .map_err(|e| format!("stream message {seq} on {subject:?}: {e}"))?;
+    state
+        .applied_ns
+        .store(fields.timestamp_ns, Ordering::Relaxed);
     if !state.caught_up.load(Ordering::Acquire) && seq >= state.catch_up_to.load(Ordering::Acquire)
     {
         state.caught_up.store(true, Ordering::Release);
@@ -590,10 +611,17 @@ impl Publish {
                 Some(l) => l,
                 None => self.last_of(&subject, &event.topic).await?,
             };
-            let topic_seq = known.topic_seq + 1;
+            // The stream holds none of the topic's events, and this
+            // replica skipped some it may have had: its count may be short.
+            let jump = match known.stream_seq {
+                0 => self.broker.topic_sequence_after_skip(&event.topic),
+                _ => None,
+            };
+            let topic_seq = jump.unwrap_or(known.topic_seq + 1);
             let headers = subject::headers(&subject::Fields {
                 event_type: event.event_type.clone(),
                 topic_seq,
+                topic_jump: jump.is_some(),
                 timestamp_ns,
                 origin: event.origin,
                 correlation: event.correlation.clone(),

@@ -181,6 +181,11 @@ pub(crate) struct ClusterState {
     pub(crate) stream_last: AtomicU64,
     /// Publishes retried because another publisher wrote the topic first.
     pub(crate) cas_retries: AtomicU64,
+    /// Stream sequences this replica skipped: retention removed them from
+    /// the stream before the replica had them.
+    pub(crate) skipped: AtomicU64,
+    /// When the last event replicated was published (ns since the epoch).
+    pub(crate) applied_ns: AtomicU64,
     /// Publishes acknowledged by the stream.
     pub(crate) published: AtomicU64,
     /// Publishes handed to the bridge and not answered yet.

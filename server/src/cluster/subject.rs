@@ -20,6 +20,10 @@ pub(crate) const ALL: &str = "herald.>";
 pub(crate) const TYPE: &str = "Herald-Type";
 /// Its topic sequence, as its publisher assigned it.
 pub(crate) const TOPIC_SEQ: &str = "Herald-Topic-Seq";
+/// Present (`1`) when the publisher chose a topic sequence past any the
+/// topic can have had, not knowing its last (see
+/// `Broker::topic_sequence_after_skip`): replicas accept the jump.
+pub(crate) const TOPIC_JUMP: &str = "Herald-Topic-Jump";
 /// When it was published, in nanoseconds since the Unix epoch.
 pub(crate) const TIME: &str = "Herald-Time";
 /// The publisher's origin (absent: 0).
@@ -48,6 +52,7 @@ pub(crate) fn topic(subject: &str) -> Option<String> {
 pub(crate) struct Fields {
     pub(crate) event_type: String,
     pub(crate) topic_seq: u64,
+    pub(crate) topic_jump: bool,
     pub(crate) timestamp_ns: u64,
     pub(crate) origin: u64,
     pub(crate) correlation: Option<String>,
@@ -58,6 +63,9 @@ pub(crate) fn headers(f: &Fields) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(TYPE, f.event_type.as_str());
     h.insert(TOPIC_SEQ, f.topic_seq.to_string().as_str());
+    if f.topic_jump {
+        h.insert(TOPIC_JUMP, "1");
+    }
     h.insert(TIME, f.timestamp_ns.to_string().as_str());
     if f.origin != 0 {
         h.insert(ORIGIN, f.origin.to_string().as_str());
@@ -84,6 +92,7 @@ pub(crate) fn fields(h: Option<&HeaderMap>) -> Result<Fields, String> {
     Ok(Fields {
         event_type: get(TYPE).ok_or(format!("no {TYPE} header"))?.to_owned(),
         topic_seq: number(TOPIC_SEQ, true)?,
+        topic_jump: number(TOPIC_JUMP, false)? == 1,
         timestamp_ns: number(TIME, true)?,
         origin: number(ORIGIN, false)?,
         correlation: get(CORRELATION).map(str::to_owned),
@@ -117,12 +126,14 @@ mod tests {
         let f = Fields {
             event_type: "order.created".into(),
             topic_seq: 42,
+            topic_jump: true,
             timestamp_ns: 1_700_000_000_000_000_000,
             origin: 9,
             correlation: Some("req-1".into()),
         };
         assert_eq!(fields(Some(&headers(&f))).unwrap(), f);
         let plain = Fields {
+            topic_jump: false,
             origin: 0,
             correlation: None,
             ..f
