@@ -53,6 +53,7 @@
 //! node_id = "node-a"            # this node's connection name
 //! credentials = "nats.creds"    # optional NATS credentials file
 //! publish_timeout_ms = 5000     # a publish not acknowledged by then gets 503
+//! replica_wait_ms = 5000        # a client ahead of this node's replica waits this long, then 503
 //!
 //! [[webhooks]]                  # POSTs matching events (docs/INTEGRATION.md)
 //! name = "orders"               # its consumer, dead-letter topic, metrics

@@ -146,7 +146,7 @@ impl Node {
         std::fs::write(
             &config,
             format!(
-                "workers = 1\ndurability = \"never\"\nsegment_size = 1048576\nring_capacity = 1048576\nmax_payload = 65536\nmax_body = 65536\npresence_expiry_secs = 2\n{extra}\n[cluster]\nnode_id = \"{name}\"\npublish_timeout_ms = 2000\n"
+                "workers = 1\ndurability = \"never\"\nsegment_size = 1048576\nring_capacity = 1048576\nmax_payload = 65536\nmax_body = 65536\npresence_expiry_secs = 2\n{extra}\n[cluster]\nnode_id = \"{name}\"\npublish_timeout_ms = 2000\nreplica_wait_ms = 1500\n"
             ),
         )
         .unwrap();
@@ -1042,4 +1042,103 @@ fn events_the_stream_dropped_before_a_node_had_them_reach_its_clients_as_a_gap()
         )),
         "{text}"
     );
+}
+
+/// The head of the answer to a raw HTTP request (status line and headers).
+fn answer_head(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut reader = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "head cut short: {head}"
+        );
+        if line == "\r\n" {
+            return head;
+        }
+        head.push_str(&line);
+    }
+}
+
+#[test]
+fn a_client_held_longer_than_replica_wait_gets_503_and_one_the_replica_reaches_is_served() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"));
+    let a = Node::start(dir.path(), &nats, "a");
+    for i in 0..3 {
+        assert_eq!(publish(a.addr, "held", &i.to_string(), None).0, 200);
+    }
+    // Topic positions ahead of the replica are held (nothing asks the
+    // stream for them); the replica never reaches 10 here. Each transport
+    // waits replica_wait_ms (1 500), then refuses with a retryable 503.
+    let started = Instant::now();
+    let poll = thread::spawn(move || {
+        let (status, body) = http(
+            a.addr,
+            "GET",
+            "/v1/topics/held/events?after=10&wait=20000",
+            "",
+            "",
+        );
+        (status, body, Instant::now())
+    });
+    let addr = a.addr;
+    let sse = thread::spawn(move || {
+        answer_head(
+            addr,
+            "GET /v1/topics/held/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nLast-Event-ID: 10\r\n\r\n",
+        )
+    });
+    let mut ws = common::ws_connect(&format!("ws://{}/v1/ws", a.addr));
+    common::ws_send(
+        &mut ws,
+        serde_json::json!({"op": "subscribe", "ref": "r1", "id": "h", "topic": "held", "after": 10}),
+    );
+    assert_eq!(common::ws_recv(&mut ws)["type"], "subscribed");
+    let error = common::ws_recv(&mut ws);
+    assert_eq!(
+        (
+            error["type"].as_str(),
+            error["ref"].as_str(),
+            error["code"].as_str()
+        ),
+        (Some("error"), Some("r1"), Some("unavailable")),
+        "{error}"
+    );
+    let (status, body, answered) = poll.join().unwrap();
+    assert_eq!(status, 503, "{body}");
+    let waited = answered - started;
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(15),
+        "answered after {waited:?}, not at the hold's end"
+    );
+    let head = sse.join().unwrap();
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.contains("Retry-After: 1\r\n"), "{head}");
+    // The subscription is gone: unsubscribing it is refused.
+    common::ws_send(&mut ws, serde_json::json!({"op": "unsubscribe", "id": "h"}));
+    assert_eq!(common::ws_recv(&mut ws)["code"], "not_found");
+    // A position the replica reaches within the hold is served: a poll
+    // after 4 while the topic has 3, then two more events.
+    let poll = thread::spawn(move || {
+        http(
+            addr,
+            "GET",
+            "/v1/topics/held/events?after=4&wait=20000",
+            "",
+            "",
+        )
+    });
+    thread::sleep(Duration::from_millis(200));
+    for i in 3..5 {
+        assert_eq!(publish(addr, "held", &i.to_string(), None).0, 200);
+    }
+    let (status, page) = poll.join().unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["events"][0]["topic_seq"], 5, "{page}");
 }

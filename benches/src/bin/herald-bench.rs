@@ -1,7 +1,8 @@
 //! `herald-bench`: load against a running Herald server, like `nats bench`.
 //!
 //! Opens `--subs` subscribers of one topic (WebSocket or Server-Sent
-//! Events) and `--pubs` publishers (WebSocket or HTTP), publishes at
+//! Events) and `--pubs` publishers (WebSocket or HTTP; at `--pub-url`, another
+//! node of a cluster, if given), publishes at
 //! `--rate` events/s in all (0: flat out, at most 256 events in flight per
 //! publisher, as server_bench's saturated runs) for `--duration` seconds or
 //! `--count` events, then waits up to 5 s for the subscribers to receive
@@ -28,7 +29,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 use serde_json::{json, Value};
 
-const USAGE: &str = "usage: herald-bench [--url http://127.0.0.1:7070] [--token T]
+const USAGE: &str = "usage: herald-bench [--url http://127.0.0.1:7070] [--pub-url URL] [--token T]
     [--subs S] [--sub-transport ws|sse] [--pubs P] [--pub-transport ws|http]
     [--rate N (events/s in all; 0: flat out)] [--size BYTES] [--duration SECS | --count N]
     [--topic T] [--batch N] [--ws-batch MAX_EVENTS,MAX_DELAY_MS] [--json] [--plot FILE.png]
@@ -41,6 +42,8 @@ const WINDOW: u64 = 256;
 #[derive(Debug, Clone)]
 struct Args {
     url: String,
+    /// Publishers connect here (another node of a cluster); default `url`.
+    pub_url: Option<String>,
     token: Option<String>,
     subs: usize,
     sse: bool,
@@ -62,6 +65,7 @@ struct Args {
 fn parse_args() -> Args {
     let mut a = Args {
         url: "http://127.0.0.1:7070".into(),
+        pub_url: None,
         token: None,
         subs: 1,
         sse: false,
@@ -88,6 +92,7 @@ fn parse_args() -> Args {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--url" => a.url = value(&arg, args.next()),
+            "--pub-url" => a.pub_url = Some(value(&arg, args.next())),
             "--token" => a.token = Some(value(&arg, args.next())),
             "--subs" => a.subs = value(&arg, args.next()),
             "--pubs" => a.pubs = value::<usize>(&arg, args.next()).max(1),
@@ -169,6 +174,10 @@ const QUANTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), 
 
 fn run(a: &Args) -> Result<Value, String> {
     let addr = resolve(&a.url)?;
+    let pub_addr = match &a.pub_url {
+        Some(url) => resolve(url)?,
+        None => addr,
+    };
     let opts = Options {
         topic: a.topic.clone(),
         size: a.size,
@@ -184,7 +193,7 @@ fn run(a: &Args) -> Result<Value, String> {
     let mut notes = opened.messages.clone();
     let mut pubs = Vec::new();
     for _ in 0..a.pubs {
-        match Publisher::connect_with(Peer::Herald, addr, a.batch, opts.clone()) {
+        match Publisher::connect_with(Peer::Herald, pub_addr, a.batch, opts.clone()) {
             Ok(p) => pubs.push(p),
             Err(e) => {
                 conn_errors += 1;
@@ -193,7 +202,7 @@ fn run(a: &Args) -> Result<Value, String> {
         }
     }
     if pubs.is_empty() {
-        return Err(format!("no publisher could connect to {addr}: {notes:?}"));
+        return Err(format!("no publisher could connect to {pub_addr}: {notes:?}"));
     }
     let subs = opened.ok as u64;
     // Bounded in time either way: --count stops early, never late.
@@ -301,6 +310,7 @@ fn run(a: &Args) -> Result<Value, String> {
     let latency = percentiles(h);
     Ok(json!({
         "url": a.url,
+        "pub_url": a.pub_url,
         "topic": a.topic,
         "subs": a.subs,
         "sub_transport": if a.sse { "sse" } else { "ws" },

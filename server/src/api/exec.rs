@@ -244,6 +244,42 @@ pub(crate) struct Opened {
     /// The last sequence before its start (0 if it starts elsewhere):
     /// what a poll with nothing to return passes back as `next_after`.
     pub(crate) after: u64,
+    /// On a cluster node, a start ahead of the replica: held until it
+    /// gets there, at most until the hold's deadline.
+    pub(crate) hold: Option<Hold>,
+}
+
+/// A stream whose start is ahead of this node's replica (another node
+/// served the client further). Its subscription waits at the start; the
+/// transport holds the client's answer until the replica has the
+/// position, and answers 503 if that takes longer than the cluster's
+/// `replica_wait` (see `docs/CLUSTER.md`).
+#[derive(Debug)]
+pub(crate) struct Hold {
+    /// Until when.
+    pub(crate) until: Instant,
+    /// The position the replica must hold: a global sequence, or a topic's
+    /// sequence (the broker's topic name).
+    after: u64,
+    topic: Option<String>,
+}
+
+impl Hold {
+    /// Whether the replica holds the position now.
+    pub(crate) fn reached(&self, broker: &Broker) -> bool {
+        match &self.topic {
+            None => broker.next_seq() > self.after,
+            Some(topic) => broker.topic_next_seq(topic) > self.after,
+        }
+    }
+
+    /// The refusal once the hold is over.
+    pub(crate) fn expired(&self) -> ApiError {
+        ApiError::Unavailable(format!(
+            "this node's replica has not reached position {} yet: retry, here or on another node",
+            self.after
+        ))
+    }
 }
 
 impl Opened {
@@ -484,6 +520,24 @@ impl Caller<'_> {
                 )));
             }
         }
+        // (A consumer's start is its checkpoint, which a node never holds
+        // for: see `cluster_checkpoint`.)
+        let hold = match (self.cluster, &start) {
+            (Some(c), StartAt::Seq(s)) if *s > self.broker.next_seq() => Some(Hold {
+                until: Instant::now() + c.replica_wait,
+                after,
+                topic: None,
+            }),
+            (Some(c), StartAt::TopicSeq(s)) => names
+                .first()
+                .filter(|topic| single && *s > self.broker.topic_next_seq(topic))
+                .map(|topic| Hold {
+                    until: Instant::now() + c.replica_wait,
+                    after,
+                    topic: Some(topic.clone()),
+                }),
+            _ => None,
+        };
         let (sub, recovered) = match &selection.consumer {
             Some(name) => {
                 let internal = self.consumer(name)?;
@@ -505,6 +559,7 @@ impl Caller<'_> {
             single,
             recovered,
             after,
+            hold,
         })
     }
 

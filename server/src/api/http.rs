@@ -13,7 +13,9 @@ use serde::Serialize;
 
 use super::auth::{header_token, presents_credentials, Authenticator, Expiry, TOKEN_COOKIE};
 use super::error::ApiError;
-use super::exec::{Caller, Consumer, Opened, PendingPublish, PublishAnswer, Publishing, Reset};
+use super::exec::{
+    Caller, Consumer, Hold, Opened, PendingPublish, PublishAnswer, Publishing, Reset,
+};
 use super::ops::{self, EventsQuery, NoQuery, PresenceQuery, StartDefault};
 use super::origins::{Origins, Verdict};
 use super::rate::RateLimits;
@@ -77,6 +79,8 @@ pub(crate) struct Stream {
     pub(crate) prefix_len: usize,
     /// When the token runs out and the stream ends.
     pub(crate) expiry: Option<Expiry>,
+    /// Its start is ahead of this node's replica: the head waits for it.
+    pub(crate) hold: Option<Hold>,
 }
 
 /// A poll to answer once it has events or its wait is over.
@@ -92,6 +96,8 @@ pub(crate) struct Poll {
     pub(crate) prefix_len: usize,
     /// CORS headers for the answer.
     pub(crate) cors: Option<String>,
+    /// Its start is ahead of this node's replica (see [`Hold`]).
+    pub(crate) hold: Option<Hold>,
 }
 
 /// The answer to `e`.
@@ -106,6 +112,11 @@ pub(crate) fn error(e: &ApiError) -> Response {
         }
         _ => response,
     }
+}
+
+/// The answer to a client held past its [`Hold`]: 503, retry in a second.
+pub(crate) fn hold_expired(hold: &Hold) -> Response {
+    error(&hold.expired()).with_header("Retry-After", "1")
 }
 
 /// The answer to a publish held for a cluster's stream (see
@@ -395,11 +406,16 @@ fn events(
             form,
             prefix_len,
             expiry: Expiry::of(caller.grants, false),
+            hold: opened.hold,
         })));
     }
     let (limit, wait_ms) = query.poll_bounds();
     let Opened {
-        sub, single, after, ..
+        sub,
+        single,
+        after,
+        hold,
+        ..
     } = caller.open(selection, StartDefault::Beginning)?;
     if let Some(head) = sub.beyond_end() {
         // Answered at once: the client must re-sync before anything else.
@@ -423,6 +439,7 @@ fn events(
         after,
         prefix_len,
         cors: cors.map(str::to_owned),
+        hold,
     })))
 }
 

@@ -15,7 +15,8 @@ use serde_json::Value;
 use super::auth::{Authenticator, Due, Expiry, Grants};
 use super::error::ApiError;
 use super::exec::{
-    Caller, PendingPublish, PublishAnswer, Published, PublishedAll, Publishing, Reset, Session,
+    Caller, Hold, PendingPublish, PublishAnswer, Published, PublishedAll, Publishing, Reset,
+    Session,
 };
 use super::ops::{
     Auth, Envelope, Op, Selection, StartDefault, Subscribe, Topics, Unsubscribe,
@@ -61,6 +62,18 @@ pub(crate) struct WsSession {
     /// publishes: those awaiting the cluster's stream, and the answers
     /// (refusals) queued behind them. Empty on a single node.
     publishing: VecDeque<Queued>,
+    /// On a cluster node, subscriptions whose start is ahead of the
+    /// replica: they end with an error if it has not reached them in time.
+    holds: Vec<HeldSub>,
+}
+
+/// A subscription in [`WsSession::holds`].
+#[derive(Debug)]
+struct HeldSub {
+    id: String,
+    /// The `ref` of its `subscribe`, which the error names.
+    reference: Value,
+    hold: Hold,
 }
 
 /// An answer in [`WsSession::publishing`].
@@ -255,7 +268,46 @@ impl WsSession {
             subs: BTreeMap::new(),
             joined: BTreeSet::new(),
             publishing: VecDeque::new(),
+            holds: Vec::new(),
         }
+    }
+
+    /// Whether subscriptions are held for this node's replica.
+    pub(crate) fn holds_pending(&self) -> bool {
+        !self.holds.is_empty()
+    }
+
+    /// Forgets the holds the replica has met, and ends the subscriptions
+    /// held past their hold, each with a 503 error naming its `subscribe`'s
+    /// `ref` (appended to `out`); returns true if some are still held.
+    pub(crate) fn finish_holds(
+        &mut self,
+        now: Instant,
+        broker: &Broker,
+        router: &mut Router,
+        out: &mut Vec<Vec<u8>>,
+    ) -> bool {
+        let subs = &mut self.subs;
+        self.holds.retain(|held| {
+            if held.hold.reached(broker) {
+                return false;
+            }
+            if now < held.hold.until {
+                return true;
+            }
+            if let Some(sub) = subs.remove(&held.id) {
+                router.remove(sub.stream);
+            }
+            let envelope = Envelope {
+                op: Some(Cow::Borrowed("subscribe")),
+                reference: held.reference.clone(),
+            };
+            let mut message = Vec::new();
+            error_reply(&mut message, &envelope, &held.hold.expired());
+            out.push(message);
+            false
+        });
+        !self.holds.is_empty()
     }
 
     /// The streams of this connection's subscriptions.
@@ -507,6 +559,13 @@ impl WsSession {
         };
         let stream = opened.stream;
         reply(out, "subscribed", reference, body);
+        if let Some(hold) = opened.hold {
+            self.holds.push(HeldSub {
+                id: id.clone(),
+                reference: reference.clone(),
+                hold,
+            });
+        }
         self.subs.insert(id, Sub { stream, names });
         Ok(())
     }
@@ -522,6 +581,7 @@ impl WsSession {
             .subs
             .remove(&op.id)
             .ok_or_else(|| ApiError::NotFound(format!("no subscription {:?}", op.id)))?;
+        self.holds.retain(|h| h.id != op.id);
         cx.router.remove(sub.stream);
         reply(
             out,
@@ -540,6 +600,8 @@ pub(crate) struct OpenedStream {
     pub(crate) recovered: bool,
     /// It asked to start beyond the log's end and starts there instead.
     pub(crate) reset: Option<Reset>,
+    /// Its start is ahead of this cluster node's replica.
+    pub(crate) hold: Option<Hold>,
 }
 
 /// Opens a subscription of a WebSocket connection (JSON or STOMP) that
@@ -573,6 +635,7 @@ pub(crate) fn open_stream(
     }
     let reset = opened.sub.beyond_end().map(|head| Reset { head });
     let recovered = opened.recovered && reset.is_none();
+    let hold = opened.hold;
     let stream = cx
         .router
         .add(cx.conn, opened.sub, encoding, grants.prefix_len());
@@ -580,6 +643,7 @@ pub(crate) fn open_stream(
         stream,
         recovered,
         reset,
+        hold,
     })
 }
 

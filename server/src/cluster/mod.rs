@@ -51,11 +51,14 @@ pub struct ClusterConfig {
     /// How long a publish may wait for the stream's acknowledgement before
     /// the client is answered 503.
     pub publish_timeout: Duration,
+    /// How long a client whose position is ahead of this node's replica is
+    /// held for the replica to reach it before it is answered 503.
+    pub replica_wait: Duration,
 }
 
 impl ClusterConfig {
     /// Defaults for the servers at `nats`: stream `HERALD`, node id from
-    /// the process id, 5 s publish timeout.
+    /// the process id, 5 s publish timeout, 5 s replica wait.
     pub fn new(nats: Vec<String>) -> ClusterConfig {
         ClusterConfig {
             nats,
@@ -63,6 +66,7 @@ impl ClusterConfig {
             node_id: format!("herald-{}", std::process::id()),
             credentials: None,
             publish_timeout: Duration::from_secs(5),
+            replica_wait: Duration::from_secs(5),
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct ClusterFile {
     pub credentials: Option<PathBuf>,
     /// Publish timeout, in milliseconds.
     pub publish_timeout_ms: Option<u64>,
+    /// Replica wait, in milliseconds.
+    pub replica_wait_ms: Option<u64>,
 }
 
 impl ClusterFile {
@@ -104,6 +110,12 @@ impl ClusterFile {
                 return Err("cluster.publish_timeout_ms: 100 to 60000".into());
             }
             c.publish_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.replica_wait_ms {
+            if !(100..=60_000).contains(&ms) {
+                return Err("cluster.replica_wait_ms: 100 to 60000".into());
+            }
+            c.replica_wait = Duration::from_millis(ms);
         }
         Ok(())
     }
@@ -265,6 +277,8 @@ pub(crate) struct Cluster {
     commands: tokio::sync::mpsc::UnboundedSender<Command>,
     pub(crate) state: Arc<ClusterState>,
     timeout: Duration,
+    /// See [`ClusterConfig::replica_wait`].
+    pub(crate) replica_wait: Duration,
     /// The worker this handle belongs to, woken when an answer arrives.
     wake: Option<Arc<mio::Waker>>,
     /// Presence sessions, as the bridge's watch of the bucket has them.
@@ -292,6 +306,7 @@ impl Cluster {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let state = Arc::new(ClusterState::default());
         let timeout = config.publish_timeout;
+        let replica_wait = config.replica_wait;
         let view = Arc::new(presence::View::default());
         let bridge = bridge::Bridge {
             config,
@@ -314,6 +329,7 @@ impl Cluster {
                 commands: tx,
                 state,
                 timeout,
+                replica_wait,
                 wake: None,
                 view,
             },

@@ -14,7 +14,7 @@ use super::tls::TlsConn;
 use super::websocket::{Inbound, WsConn};
 use crate::api::auth::Expiry;
 use crate::api::exec::PendingPublish;
-use crate::api::http::Poll;
+use crate::api::http::{Poll, Stream as SseStream};
 use crate::api::ws::Protocol;
 use crate::fanout::encode::SseForm;
 use crate::fanout::StreamId;
@@ -39,6 +39,13 @@ pub(crate) enum Mode {
     Poll {
         poll: Box<Poll>,
         deadline: Instant,
+        keep_alive: bool,
+    },
+    /// An SSE stream whose start is ahead of this cluster node's replica:
+    /// its head waits for the replica (or the hold's end: 503); requests
+    /// pipelined behind it wait in the input.
+    Held {
+        start: Box<SseStream>,
         keep_alive: bool,
     },
     /// A publish waiting for the cluster's stream; requests pipelined
@@ -120,7 +127,7 @@ impl Conn {
             _ if !self.is_open() => None,
             Mode::Ws(ws) => ws.token_deadline(),
             Mode::Sse { expiry, .. } => expiry.as_ref().map(Expiry::next),
-            Mode::Http | Mode::Poll { .. } | Mode::Publishing { .. } => None,
+            Mode::Http | Mode::Poll { .. } | Mode::Publishing { .. } | Mode::Held { .. } => None,
         }
     }
 
@@ -194,7 +201,10 @@ impl Conn {
                     self.last_activity = Instant::now();
                     if matches!(
                         self.mode,
-                        Mode::Http | Mode::Poll { .. } | Mode::Publishing { .. }
+                        Mode::Http
+                            | Mode::Poll { .. }
+                            | Mode::Publishing { .. }
+                            | Mode::Held { .. }
                     ) {
                         self.input.extend_from_slice(&chunk[..n]);
                         if self.input.len() > cap {

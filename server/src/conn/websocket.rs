@@ -390,6 +390,32 @@ impl WsConn {
         more
     }
 
+    /// Ends the subscriptions held past their hold (see
+    /// `WsSession::finish_holds`); true if some are still held.
+    pub(crate) fn finish_holds(
+        &mut self,
+        now: Instant,
+        broker: &herald_core::Broker,
+        router: &mut crate::fanout::Router,
+        out: &mut Output,
+    ) -> bool {
+        let Protocol::Json(session) = &mut self.session else {
+            return false;
+        };
+        let mut errors = Vec::new();
+        let more = session.finish_holds(now, broker, router, &mut errors);
+        for error in errors {
+            self.reply = error;
+            self.send_reply(out);
+        }
+        more
+    }
+
+    /// Whether subscriptions are held for this node's replica.
+    pub(crate) fn holds_pending(&self) -> bool {
+        matches!(&self.session, Protocol::Json(s) if s.holds_pending())
+    }
+
     /// A STOMP frame as a text message (frames are UTF-8: their headers
     /// are text and Herald's bodies JSON or text).
     fn send_frame(&mut self, frame: Vec<u8>) {

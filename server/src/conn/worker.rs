@@ -125,6 +125,9 @@ pub(crate) struct Worker {
     /// Connections with publishes awaiting the cluster's stream (entries
     /// may be stale: each is checked against its connection).
     publishing: Vec<usize>,
+    /// Connections with a stream held for this node's replica (an SSE head,
+    /// WebSocket subscriptions; entries may be stale, as above).
+    holding: Vec<usize>,
     clock: Clock,
     shared: WorkerShared,
 }
@@ -156,6 +159,7 @@ impl Worker {
             resume_reads: Vec::new(),
             polls_waiting: 0,
             publishing: Vec::new(),
+            holding: Vec::new(),
             clock: Clock {
                 next_tick: now,
                 expires_presence,
@@ -182,8 +186,9 @@ impl Worker {
                 };
                 let due = due.map(|d| d.saturating_duration_since(Instant::now()));
                 let wait = due.map_or(IDLE_WAIT, |d| d.min(IDLE_WAIT));
-                // An answer wakes the worker; its deadline is the tick's.
-                if self.publishing.is_empty() {
+                // An answer wakes the worker; its deadline is the tick's,
+                // as is a held stream's look at the replica.
+                if self.publishing.is_empty() && self.holding.is_empty() {
                     wait
                 } else {
                     wait.min(TIMER_TICK)
@@ -210,6 +215,9 @@ impl Worker {
             busy = self.pump();
             if !self.publishing.is_empty() {
                 self.finish_publishes();
+            }
+            if !self.holding.is_empty() {
+                self.finish_holds();
             }
             while let Some(index) = self.resume_reads.pop() {
                 self.on_io(index);
@@ -314,7 +322,7 @@ impl Worker {
             }
             Mode::Poll { .. } => self.polls_waiting -= 1,
             // (Its answer, if it comes, finds no one waiting.)
-            Mode::Http | Mode::Publishing { .. } => {}
+            Mode::Http | Mode::Publishing { .. } | Mode::Held { .. } => {}
         }
     }
 
@@ -494,19 +502,11 @@ impl Worker {
                     let refused = endpoints::error(&pattern_capacity());
                     conn.respond(&refused, keep_alive);
                 }
-                Action::Stream(s) => {
-                    conn.respond(&s.head, true);
-                    conn.output.extend(&s.preamble);
-                    let encoding = Encoding::Sse(s.form);
-                    let stream = self.router.add(index, s.sub, encoding, s.prefix_len);
-                    conn.mode = Mode::Sse {
-                        stream,
-                        next_keepalive: Instant::now() + self.shared.config.keepalive,
-                        form: s.form,
-                        expiry: s.expiry,
-                    };
-                    self.note_token_deadline(index);
+                Action::Stream(start) if start.hold.is_some() => {
+                    conn.mode = Mode::Held { start, keep_alive };
+                    self.holding.push(index);
                 }
+                Action::Stream(start) => self.start_sse(index, start),
                 Action::Poll(poll) => {
                     self.polls_waiting += 1;
                     conn.mode = Mode::Poll {
@@ -534,14 +534,82 @@ impl Worker {
         }
     }
 
+    /// Sends an SSE stream's head and first frames, and routes events to it.
+    fn start_sse(&mut self, index: usize, s: Box<endpoints::Stream>) {
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        conn.respond(&s.head, true);
+        conn.output.extend(&s.preamble);
+        let encoding = Encoding::Sse(s.form);
+        let stream = self.router.add(index, s.sub, encoding, s.prefix_len);
+        conn.mode = Mode::Sse {
+            stream,
+            next_keepalive: Instant::now() + self.shared.config.keepalive,
+            form: s.form,
+            expiry: s.expiry,
+        };
+        self.note_token_deadline(index);
+    }
+
+    /// Starts the held streams whose start this node's replica has reached,
+    /// and answers 503 to those held past their hold (an SSE head; a
+    /// WebSocket subscription ends with an error).
+    fn finish_holds(&mut self) {
+        let now = Instant::now();
+        let broker = self.shared.broker.clone();
+        let mut i = 0;
+        while i < self.holding.len() {
+            let index = self.holding[i];
+            let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+                self.holding.swap_remove(i);
+                continue;
+            };
+            let more = match &mut conn.mode {
+                Mode::Ws(ws) => ws.finish_holds(now, &broker, &mut self.router, &mut conn.output),
+                Mode::Held { start, .. } => {
+                    let hold = start.hold.as_ref().filter(|h| !h.reached(&broker));
+                    hold.is_some_and(|h| now < h.until)
+                }
+                _ => false,
+            };
+            if more {
+                i += 1;
+                continue;
+            }
+            self.holding.swap_remove(i);
+            if matches!(conn.mode, Mode::Held { .. }) {
+                let Mode::Held {
+                    mut start,
+                    keep_alive,
+                } = std::mem::replace(&mut conn.mode, Mode::Http)
+                else {
+                    continue;
+                };
+                match start.hold.take().filter(|h| !h.reached(&broker)) {
+                    None => self.start_sse(index, start),
+                    Some(hold) => {
+                        conn.respond(&endpoints::hold_expired(&hold), keep_alive);
+                        self.handle_requests(index);
+                    }
+                }
+            }
+            self.flush_or_close(index);
+        }
+    }
+
     /// Notes a WebSocket connection that has publishes awaiting the
-    /// cluster's stream.
+    /// cluster's stream, or subscriptions held for this node's replica.
     fn note_publishing(&mut self, index: usize) {
-        let waiting = self.conns[index]
-            .as_ref()
-            .is_some_and(|c| matches!(&c.mode, Mode::Ws(ws) if ws.publishes_pending()));
+        let (waiting, holding) = match self.conns[index].as_ref().map(|c| &c.mode) {
+            Some(Mode::Ws(ws)) => (ws.publishes_pending(), ws.holds_pending()),
+            _ => (false, false),
+        };
         if waiting && !self.publishing.contains(&index) {
             self.publishing.push(index);
+        }
+        if holding && !self.holding.contains(&index) {
+            self.holding.push(index);
         }
     }
 
@@ -640,14 +708,29 @@ impl Worker {
                     }
                 }
             }
-            if body.is_none() && Instant::now() < *deadline {
+            // Held for this node's replica (its start is ahead): past the
+            // hold, with nothing to answer, 503.
+            let now = Instant::now();
+            let hold = poll
+                .hold
+                .as_ref()
+                .filter(|h| body.is_none() && now >= h.until);
+            let held_out = hold.filter(|h| !h.reached(&self.shared.broker));
+            if body.is_none() && now < *deadline && held_out.is_none() {
                 busy |= !poll.sub.arm(&self.doorbell);
                 continue;
             }
-            let body = body
-                .unwrap_or_else(|| PollBody::new(poll.after, poll.topic_ids, poll.prefix_len))
-                .finish();
-            let mut answer = Response::new(200, "OK", "application/json", body);
+            let mut answer = match held_out {
+                Some(hold) => endpoints::hold_expired(hold),
+                None => {
+                    let body = body
+                        .unwrap_or_else(|| {
+                            PollBody::new(poll.after, poll.topic_ids, poll.prefix_len)
+                        })
+                        .finish();
+                    Response::new(200, "OK", "application/json", body)
+                }
+            };
             if let Some(origin) = &poll.cors {
                 answer = endpoints::with_cors(answer, origin);
             }
