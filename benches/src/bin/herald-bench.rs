@@ -202,7 +202,9 @@ fn run(a: &Args) -> Result<Value, String> {
         }
     }
     if pubs.is_empty() {
-        return Err(format!("no publisher could connect to {pub_addr}: {notes:?}"));
+        return Err(format!(
+            "no publisher could connect to {pub_addr}: {notes:?}"
+        ));
     }
     let subs = opened.ok as u64;
     // Bounded in time either way: --count stops early, never late.
