@@ -587,13 +587,11 @@ impl Subscription {
             }
             Source::Ring(sub) => {
                 let expected = *next;
-                let mut skipped = false;
                 let read = sub.try_read(|seq, bytes| {
                     if seq != expected {
                         // The ring skipped sequences (a replica's skip: the
-                        // broker aborts no other claim). The log says what
-                        // they were, a gap, and then holds this record.
-                        skipped = true;
+                        // broker aborts no other claim). Returns with
+                        // `next` unchanged, which says so below.
                         return None;
                     }
                     *next = seq + 1;
@@ -620,22 +618,12 @@ impl Subscription {
                     };
                     Some(f.take().map(|f| f(DeliveryRef::Event(event))))
                 });
-                // Back to the log from `from` (its next global sequence).
-                let to_log = |from: u64| -> Result<Source, BrokerError> {
-                    Ok(match &*single {
-                        Some(topic) => Source::Topic {
-                            reader: inner
-                                .log
-                                .reader_from_topic(topic.id, progress.next_topic_seq),
-                            fence: from,
-                        },
-                        None => Source::Log(inner.log.reader_from_seq(from)?),
-                    })
-                };
                 match read {
                     Ok(Some(Some(r))) => Ok(Step::Done(r)),
-                    Ok(_) if skipped => {
-                        *source = to_log(expected)?;
+                    // Skipped sequences: the log says what they were (a
+                    // gap), and then holds the record read here.
+                    Ok(None) if *next == expected => {
+                        *source = back_to_log(inner, single, progress, expected)?;
                         Ok(Step::Again)
                     }
                     Ok(_) => Ok(Step::Again),
@@ -645,7 +633,7 @@ impl Subscription {
                             .lagged_fallbacks
                             .fetch_add(1, Ordering::Relaxed);
                         *next = lag.missed_from;
-                        *source = to_log(lag.missed_from)?;
+                        *source = back_to_log(inner, single, progress, lag.missed_from)?;
                         Ok(Step::Again)
                     }
                     Err(_) => Ok(Step::Empty),
@@ -653,6 +641,26 @@ impl Subscription {
             }
         }
     }
+}
+
+/// Where a ring reader goes back to the log, at global sequence `from`:
+/// the topic's index for a single-topic subscription, the log otherwise.
+#[cold]
+fn back_to_log(
+    inner: &Inner,
+    single: &Option<Arc<Topic>>,
+    progress: &Progress,
+    from: u64,
+) -> Result<Source, BrokerError> {
+    Ok(match single {
+        Some(topic) => Source::Topic {
+            reader: inner
+                .log
+                .reader_from_topic(topic.id, progress.next_topic_seq),
+            fence: from,
+        },
+        None => Source::Log(inner.log.reader_from_seq(from)?),
+    })
 }
 
 /// An event read from the log, its type field already split.
