@@ -3,7 +3,9 @@
 //! sequence readers, topic sequences for topic readers), recovery accepts a
 //! skip only where its segment says so, and `verify_dir` reports it.
 
-use herald_core::log::{verify_dir, Durability, Log, LogConfig, LogError, LogItem, RecordRef};
+use herald_core::log::{
+    verify_dir, Durability, Log, LogConfig, LogError, LogItem, Record, RecordRef,
+};
 
 fn cfg() -> LogConfig {
     LogConfig {
@@ -28,27 +30,32 @@ fn append(log: &Log, topic_id: u64, topic_seq: u64) {
     .expect("append");
 }
 
-/// What a reader yields: `Ok(seq)` for a record, `Err((from, to))` for a gap.
-fn read_all(
+/// What a reader yields: `Ok(key of the record)` for a record,
+/// `Err((from, to))` for a gap.
+fn read(
     items: impl Iterator<Item = Result<LogItem, LogError>>,
+    key: fn(&Record) -> u64,
 ) -> Vec<Result<u64, (u64, u64)>> {
     items
         .map(|i| match i.expect("read") {
-            LogItem::Record(r) => Ok(r.seq),
+            LogItem::Record(r) => Ok(key(&r)),
             LogItem::Gap { from, to } => Err((from, to)),
         })
         .collect()
 }
 
+/// Records by global sequence.
+fn read_all(
+    items: impl Iterator<Item = Result<LogItem, LogError>>,
+) -> Vec<Result<u64, (u64, u64)>> {
+    read(items, |r| r.seq)
+}
+
+/// Records by topic sequence.
 fn topic_seqs(
     items: impl Iterator<Item = Result<LogItem, LogError>>,
 ) -> Vec<Result<u64, (u64, u64)>> {
-    items
-        .map(|i| match i.expect("read") {
-            LogItem::Record(r) => Ok(r.topic_seq),
-            LogItem::Gap { from, to } => Err((from, to)),
-        })
-        .collect()
+    read(items, |r| r.topic_seq)
 }
 
 #[test]
