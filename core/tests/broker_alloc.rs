@@ -1,13 +1,23 @@
-//! Allocation counts on the broker's publish path and a live subscription's
-//! read path, after warm-up (invariant 6 of `docs/DESIGN.md`).
+//! Allocation counts on the broker's publish path (a cluster replica's
+//! `replicate` too) and a live subscription's read path, after warm-up
+//! (invariant 6 of `docs/DESIGN.md`).
 
 mod common;
 
 use common::counting_alloc::allocations;
 
-use herald_core::broker::{DeliveryRef, Filter, PublishOptions, StartAt};
+use herald_core::broker::{DeliveryRef, Filter, PublishOptions, Replicated, StartAt};
 use herald_core::log::Durability;
 use herald_core::{Broker, BrokerConfig};
+
+/// How the events go in.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    /// `TopicPublisher::publish`.
+    Publish,
+    /// `Broker::replicate`, on a replica, with the stream's sequences.
+    Replicate,
+}
 
 /// Publishes and reads back 1 000 events to warm up, then 100 000 more
 /// through `filter` with `options`, and asserts that the measured stretch
@@ -16,6 +26,10 @@ fn assert_publish_and_live_delivery_allocate_at_most_for_index_growth(
     filter: Filter,
     options: PublishOptions<'_>,
 ) {
+    assert_allocations(filter, options, Path::Publish);
+}
+
+fn assert_allocations(filter: Filter, options: PublishOptions<'_>, path: Path) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = BrokerConfig::new(dir.path());
     config.ring_capacity = 1 << 20;
@@ -23,10 +37,29 @@ fn assert_publish_and_live_delivery_allocate_at_most_for_index_growth(
     config.log.segment_size = 64 << 20;
     config.log.durability = Durability::Never;
     config.log.prefault = false;
+    config.replica = path == Path::Replicate;
     let broker = Broker::open(config).unwrap();
     let publisher = broker.publisher("alloc.test").unwrap();
-    let mut sub = broker.subscribe(filter, StartAt::Now).unwrap();
     let payload = [b'x'; 64];
+    let publish = |topic_seq: u64| match path {
+        Path::Publish => {
+            publisher.publish("e", &payload, options).unwrap();
+        }
+        Path::Replicate => {
+            let event = Replicated {
+                seq: broker.next_seq(),
+                topic: "alloc.test",
+                topic_seq,
+                topic_may_jump: false,
+                timestamp_ns: topic_seq,
+                event_type: "e",
+                payload: &payload,
+                options,
+            };
+            broker.replicate(&event).unwrap();
+        }
+    };
+    let mut sub = broker.subscribe(filter, StartAt::Now).unwrap();
     let mut sum = 0u64;
     let read = |sub: &mut herald_core::Subscription, sum: &mut u64| {
         sub.try_next_with(|d| {
@@ -37,14 +70,14 @@ fn assert_publish_and_live_delivery_allocate_at_most_for_index_growth(
         .unwrap()
         .expect("an event")
     };
-    for _ in 0..1_000 {
-        publisher.publish("e", &payload, options).unwrap();
+    for topic_seq in 1..=1_000 {
+        publish(topic_seq);
         read(&mut sub, &mut sum);
     }
     let n = 100_000u64;
     let before = allocations();
-    for _ in 0..n {
-        publisher.publish("e", &payload, options).unwrap();
+    for topic_seq in 1_001..=1_000 + n {
+        publish(topic_seq);
         read(&mut sub, &mut sum);
     }
     let count = allocations() - before;
@@ -81,5 +114,15 @@ fn pattern_delivery_and_correlated_publish_allocate_at_most_for_index_growth() {
             correlation: Some("req-1"),
             ..PublishOptions::default()
         },
+    );
+}
+
+/// A cluster replica's way in: the same bound for `replicate`.
+#[test]
+fn replication_and_live_delivery_allocate_at_most_for_index_growth() {
+    assert_allocations(
+        Filter::topic("alloc.test").unwrap(),
+        PublishOptions::default(),
+        Path::Replicate,
     );
 }

@@ -158,3 +158,23 @@ fn a_hole_between_segments_without_the_skip_flag_is_still_corruption() {
     assert!(!verified.is_clean());
     assert!(verified.skips.is_empty());
 }
+
+#[test]
+fn a_skip_with_nothing_appended_after_it_survives_a_reopen() {
+    // The skip's segment is its record: made durable like any new segment,
+    // it stands after a reopen (as after a crash) before any append.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _) = Log::open(dir.path(), cfg()).unwrap();
+        append(&log, 1, 1);
+        log.skip_to(50).unwrap();
+    }
+    let (log, report) = Log::open(dir.path(), cfg()).unwrap();
+    assert_eq!((report.next_seq, log.last_skip()), (50, 50));
+    append(&log, 1, 9);
+    assert_eq!(
+        read_all(log.reader_from_seq(1).unwrap()),
+        vec![Ok(1), Err((2, 49)), Ok(50)]
+    );
+    assert_eq!(verify_dir(dir.path()).unwrap().skips, vec![(2, 49)]);
+}

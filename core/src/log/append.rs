@@ -262,14 +262,14 @@ impl Log {
         }
         // Relaxed: only the appender (under `writer`) stores `next_seq`.
         let next = sh.next_seq.load(Ordering::Relaxed);
-        if seq <= next {
-            return match seq == next {
-                true => Ok(()),
-                false => Err(LogError::SequenceMismatch {
-                    expected: next,
-                    got: seq,
-                }),
-            };
+        if seq < next {
+            return Err(LogError::SequenceMismatch {
+                expected: next,
+                got: seq,
+            });
+        }
+        if seq == next {
+            return Ok(());
         }
         let empty = sh.first_seq() == next;
         self.roll(&mut w, seq, format::SEG_FLAG_SKIP)?;

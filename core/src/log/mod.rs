@@ -348,7 +348,7 @@ impl Log {
     /// next record's topic sequence may jump.
     pub fn topic_crossed_skip(&self, topic_id: u64) -> bool {
         let last = self.shared.topics.read().last_record_seq(topic_id);
-        self.last_skip() > last.unwrap_or(0)
+        self.shared.skip_between(last.unwrap_or(0), u64::MAX)
     }
 
     /// Counters.
