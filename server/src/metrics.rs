@@ -239,12 +239,7 @@ pub(crate) fn render_metrics(
         let lag = stream_last.saturating_sub(head);
         let lag_seconds = match lag {
             0 => 0,
-            _ => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64);
-                now.saturating_sub(read(&c.applied_ns)) / 1_000_000_000
-            }
+            _ => crate::cluster::now_ns().saturating_sub(read(&c.applied_ns)) / 1_000_000_000,
         };
         for (name, help, value) in [
             (

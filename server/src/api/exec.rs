@@ -264,12 +264,28 @@ pub(crate) struct Hold {
     topic: Option<String>,
 }
 
+/// Where a [`Hold`] stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HoldState {
+    /// The replica has not reached the position; the hold goes on.
+    Waiting,
+    /// The replica holds the position: the stream starts.
+    Reached,
+    /// Past the hold's end without it: 503.
+    Expired,
+}
+
 impl Hold {
-    /// Whether the replica holds the position now.
-    pub(crate) fn reached(&self, broker: &Broker) -> bool {
-        match &self.topic {
+    /// Where the hold stands at `now`.
+    pub(crate) fn state(&self, broker: &Broker, now: Instant) -> HoldState {
+        let reached = match &self.topic {
             None => broker.next_seq() > self.after,
             Some(topic) => broker.topic_next_seq(topic) > self.after,
+        };
+        match (reached, now < self.until) {
+            (true, _) => HoldState::Reached,
+            (false, true) => HoldState::Waiting,
+            (false, false) => HoldState::Expired,
         }
     }
 
@@ -522,22 +538,20 @@ impl Caller<'_> {
         }
         // (A consumer's start is its checkpoint, which a node never holds
         // for: see `cluster_checkpoint`.)
-        let hold = match (self.cluster, &start) {
-            (Some(c), StartAt::Seq(s)) if *s > self.broker.next_seq() => Some(Hold {
+        let hold = self.cluster.and_then(|c| {
+            let topic = match &start {
+                StartAt::Seq(s) if *s > self.broker.next_seq() => None,
+                StartAt::TopicSeq(s) if single && *s > self.broker.topic_next_seq(&names[0]) => {
+                    Some(names[0].clone())
+                }
+                _ => return None,
+            };
+            Some(Hold {
                 until: Instant::now() + c.replica_wait,
                 after,
-                topic: None,
-            }),
-            (Some(c), StartAt::TopicSeq(s)) => names
-                .first()
-                .filter(|topic| single && *s > self.broker.topic_next_seq(topic))
-                .map(|topic| Hold {
-                    until: Instant::now() + c.replica_wait,
-                    after,
-                    topic: Some(topic.clone()),
-                }),
-            _ => None,
-        };
+                topic,
+            })
+        });
         let (sub, recovered) = match &selection.consumer {
             Some(name) => {
                 let internal = self.consumer(name)?;

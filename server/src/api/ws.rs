@@ -15,8 +15,8 @@ use serde_json::Value;
 use super::auth::{Authenticator, Due, Expiry, Grants};
 use super::error::ApiError;
 use super::exec::{
-    Caller, Hold, PendingPublish, PublishAnswer, Published, PublishedAll, Publishing, Reset,
-    Session,
+    Caller, Hold, HoldState, PendingPublish, PublishAnswer, Published, PublishedAll, Publishing,
+    Reset, Session,
 };
 use super::ops::{
     Auth, Envelope, Op, Selection, StartDefault, Subscribe, Topics, Unsubscribe,
@@ -289,11 +289,10 @@ impl WsSession {
     ) -> bool {
         let subs = &mut self.subs;
         self.holds.retain(|held| {
-            if held.hold.reached(broker) {
-                return false;
-            }
-            if now < held.hold.until {
-                return true;
+            match held.hold.state(broker, now) {
+                HoldState::Waiting => return true,
+                HoldState::Reached => return false,
+                HoldState::Expired => {}
             }
             if let Some(sub) = subs.remove(&held.id) {
                 router.remove(sub.stream);

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, context::PublishErrorKind, kv, stream};
 use futures_util::StreamExt;
@@ -433,14 +433,15 @@ fn apply(
     if seq < next {
         return Ok(()); // already here (a redelivery after a reconnection)
     }
-    if seq > next {
-        skip(broker, state, seq)?;
-    }
     let subject = message.subject.as_str();
     let topic = subject::topic(subject)
         .ok_or_else(|| format!("stream message {seq} on {subject:?}, not a Herald subject"))?;
     let fields = subject::fields(message.headers.as_ref())
         .map_err(|e| format!("stream message {seq} on {subject:?}: {e}"))?;
+    // (Skipped only for a message this replica can then append.)
+    if seq > next {
+        skip(broker, state, seq)?;
+    }
     let payload_is_json = std::str::from_utf8(&message.payload)
         .ok()
         .is_some_and(|text| json::validate(text).is_ok());
@@ -597,9 +598,7 @@ impl Publish {
             .clone();
         let mut last = slot.lock().await;
         let started = std::time::Instant::now();
-        let timestamp_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let timestamp_ns = super::now_ns();
         for attempt in 0..MAX_ATTEMPTS {
             // The client has its answer (503) already: store nothing.
             if Instant::now() >= deadline {

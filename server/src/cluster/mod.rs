@@ -178,6 +178,14 @@ pub(crate) enum ClusterError {
     TooLarge(String),
 }
 
+/// Wall-clock time, ns since the Unix epoch: what events are stamped with
+/// and session heartbeats measured in.
+pub(crate) fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// What the bridge reports, read by `/readyz` and `/metrics`.
 #[derive(Debug, Default)]
 pub(crate) struct ClusterState {

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,7 +24,7 @@ use herald_core::broker::{presence_event, PresenceKind, Session, PRESENCE_PREFIX
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use super::ClusterError;
+use super::{now_ns, ClusterError};
 
 /// What a worker asks of the cluster's presence.
 #[derive(Debug)]
@@ -107,12 +107,6 @@ fn decode(value: &[u8]) -> Option<(String, Session)> {
         last_heartbeat_ns: s["last_heartbeat_ns"].as_u64()?,
     };
     Some((v["topic"].as_str()?.to_owned(), session))
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> ClusterError {

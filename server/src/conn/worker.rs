@@ -38,6 +38,7 @@ use super::output::Output;
 use super::tls::TlsConn;
 use super::websocket::WsStatus;
 use crate::api::auth::Authenticator;
+use crate::api::exec::HoldState;
 use crate::api::http::{self as endpoints, Action, HttpContext};
 use crate::api::origins::Origins;
 use crate::api::rate::RateLimits;
@@ -558,41 +559,36 @@ impl Worker {
     fn finish_holds(&mut self) {
         let now = Instant::now();
         let broker = self.shared.broker.clone();
-        let mut i = 0;
-        while i < self.holding.len() {
-            let index = self.holding[i];
+        for index in std::mem::take(&mut self.holding) {
             let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
-                self.holding.swap_remove(i);
                 continue;
             };
-            let more = match &mut conn.mode {
-                Mode::Ws(ws) => ws.finish_holds(now, &broker, &mut self.router, &mut conn.output),
-                Mode::Held { start, .. } => {
-                    let hold = start.hold.as_ref().filter(|h| !h.reached(&broker));
-                    hold.is_some_and(|h| now < h.until)
+            let state = match &mut conn.mode {
+                Mode::Ws(ws) => {
+                    if ws.finish_holds(now, &broker, &mut self.router, &mut conn.output) {
+                        self.holding.push(index);
+                    }
+                    self.flush_or_close(index);
+                    continue;
                 }
-                _ => false,
+                Mode::Held { start, .. } => start.hold.as_ref().map(|h| h.state(&broker, now)),
+                _ => continue,
             };
-            if more {
-                i += 1;
+            if state == Some(HoldState::Waiting) {
+                self.holding.push(index);
                 continue;
             }
-            self.holding.swap_remove(i);
-            if matches!(conn.mode, Mode::Held { .. }) {
-                let Mode::Held {
-                    mut start,
-                    keep_alive,
-                } = std::mem::replace(&mut conn.mode, Mode::Http)
-                else {
-                    continue;
-                };
-                match start.hold.take().filter(|h| !h.reached(&broker)) {
-                    None => self.start_sse(index, start),
-                    Some(hold) => {
-                        conn.respond(&endpoints::hold_expired(&hold), keep_alive);
-                        self.handle_requests(index);
-                    }
+            let Mode::Held { start, keep_alive } = std::mem::replace(&mut conn.mode, Mode::Http)
+            else {
+                continue;
+            };
+            match (state, &start.hold) {
+                (Some(HoldState::Expired), Some(hold)) => {
+                    conn.respond(&endpoints::hold_expired(hold), keep_alive);
+                    // Requests pipelined behind it (one may be held too).
+                    self.handle_requests(index);
                 }
+                _ => self.start_sse(index, start),
             }
             self.flush_or_close(index);
         }
@@ -711,11 +707,9 @@ impl Worker {
             // Held for this node's replica (its start is ahead): past the
             // hold, with nothing to answer, 503.
             let now = Instant::now();
-            let hold = poll
-                .hold
-                .as_ref()
-                .filter(|h| body.is_none() && now >= h.until);
-            let held_out = hold.filter(|h| !h.reached(&self.shared.broker));
+            let held_out = (poll.hold.as_ref()).filter(|h| {
+                body.is_none() && h.state(&self.shared.broker, now) == HoldState::Expired
+            });
             if body.is_none() && now < *deadline && held_out.is_none() {
                 busy |= !poll.sub.arm(&self.doorbell);
                 continue;
