@@ -181,12 +181,17 @@ impl Log {
         seg.publish(idx, off, off + alloc, rec.timestamp_ns);
         seg.kick_prefaulter(off + alloc);
         let half_full = (off + alloc) * 2 >= seg.size;
-        entries.entries.push(index::Entry {
+        let filled = entries.push(index::Entry {
             topic_seq: rec.topic_seq,
             seq: rec.seq,
         });
-        entries.last_topic_seq = Some(rec.topic_seq);
+        if filled {
+            topics.to_spill.push(rec.topic_id);
+        }
         drop(topics);
+        if filled {
+            sh.wake_spiller();
+        }
         let segment_base = seg.base_seq;
         w.last_ts = rec.timestamp_ns;
         if half_full && !w.spare_asked {

@@ -29,7 +29,7 @@
 //! flusher), `reader` (replay by sequence, topic, time), `index` (per-topic
 //! index), `retention` (deletion and pins), `hwm` (emptied topics' last
 //! sequences), `prefault`, `spare` (the next segment, made ahead of the
-//! roll), `io` (the I/O and clock seams), `verify`
+//! roll), `spill` (full chunks of the topic index written out), `io` (the I/O and clock seams), `verify`
 //! (read-only checks for `herald log verify/inspect`).
 //!
 //! # Example
@@ -59,6 +59,7 @@ mod retention;
 mod scan;
 mod segment;
 mod spare;
+mod spill;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -165,6 +166,8 @@ pub(crate) struct Shared {
     pins: Mutex<Pins>,
     /// The next segment's file, made ahead of the roll (see `spare`).
     spare: Mutex<spare::Slot>,
+    /// The index spill thread, woken when a chunk fills (see `spill`).
+    spiller: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl Shared {
@@ -190,6 +193,13 @@ impl Shared {
             .read()
             .iter()
             .any(|&base| after < base && base <= upto)
+    }
+
+    /// Wakes the spill thread: a chunk of the topic index filled.
+    pub(crate) fn wake_spiller(&self) {
+        if let Some(t) = self.spiller.get() {
+            t.unpark();
+        }
     }
 
     pub(crate) fn poison(&self) {
@@ -247,6 +257,7 @@ impl Shared {
 pub struct Log {
     shared: Arc<Shared>,
     flusher: Option<Flusher>,
+    spiller: Option<spill::Spiller>,
 }
 
 impl Log {
@@ -261,6 +272,7 @@ impl Log {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)
             .map_err(|e| LogError::io("creating the log directory", Some(dir.clone()), e))?;
+        spill::remove_stale(&dir)?;
         let rec = recovery::recover(&dir, &config)?;
         let mut report = rec.report;
         let mut segments = rec.segments;
@@ -307,12 +319,27 @@ impl Log {
             poisoned: AtomicBool::new(false),
             pins: Mutex::new(Pins::default()),
             spare: Mutex::new(spare::Slot::default()),
+            spiller: std::sync::OnceLock::new(),
         });
         let flusher = match config.durability {
             Durability::Interval(every) => Some(Flusher::start(Arc::clone(&shared), every)?),
             _ => None,
         };
-        Ok((Log { shared, flusher }, report))
+        // Loom cannot schedule a real thread that takes the index's lock:
+        // models never fill a chunk, and run without the thread.
+        let spiller = if cfg!(loom) {
+            None
+        } else {
+            Some(spill::Spiller::start(&shared)?)
+        };
+        Ok((
+            Log {
+                shared,
+                flusher,
+                spiller,
+            },
+            report,
+        ))
     }
 
     /// The directory holding the segments.
@@ -349,6 +376,13 @@ impl Log {
     pub fn topic_crossed_skip(&self, topic_id: u64) -> bool {
         let last = self.shared.topics.read().last_record_seq(topic_id);
         self.shared.skip_between(last.unwrap_or(0), u64::MAX)
+    }
+
+    /// Topic index entries held in memory: those of chunks still being
+    /// filled or not yet spilled (see `spill`). For tests.
+    #[doc(hidden)]
+    pub fn index_entries_in_memory(&self) -> usize {
+        self.shared.topics.read().entries_in_memory()
     }
 
     /// Counters.
@@ -407,7 +441,10 @@ impl Log {
     pub fn reader_from_topic(&self, topic_id: u64, topic_seq: u64) -> TopicReader {
         let mut pins = self.shared.pins.lock();
         let mut first = Vec::new();
-        self.shared
+        // A spill file that cannot be read leaves `first` empty: the reader
+        // reports the error when it reads.
+        let _ = self
+            .shared
             .topics
             .read()
             .fetch(topic_id, topic_seq, 1, &mut first);
@@ -475,6 +512,8 @@ impl Drop for Log {
         if let Some(mut f) = self.flusher.take() {
             f.stop();
         }
+        // Stops the spill thread (its files go with the index).
+        drop(self.spiller.take());
         spare::discard(&self.shared);
     }
 }

@@ -300,35 +300,45 @@ impl TopicReader {
         self.visited
     }
 
-    fn refill(&mut self) -> Option<(u64, u64)> {
-        self.scratch.clear();
-        let trimmed = self.shared.topics.read().fetch(
-            self.topic,
-            self.next_topic_seq,
-            TOPIC_BATCH,
-            &mut self.scratch,
-        );
-        if trimmed >= self.next_topic_seq {
-            let gap = (self.next_topic_seq, trimmed);
-            self.next_topic_seq = trimmed + 1;
+    /// Reads the next batch of index entries; returns the gap retention
+    /// made before them, if any.
+    fn refill(&mut self) -> Result<Option<(u64, u64)>, LogError> {
+        let mut gap = None;
+        loop {
             self.scratch.clear();
-            return Some(gap);
+            let fetched = self.shared.topics.read().fetch(
+                self.topic,
+                self.next_topic_seq,
+                TOPIC_BATCH,
+                &mut self.scratch,
+            );
+            let trimmed = fetched
+                .map_err(|e| LogError::io("reading the topic index's spill file", None, e))?;
+            if trimmed < self.next_topic_seq {
+                break;
+            }
+            gap = Some((self.next_topic_seq, trimmed));
+            self.next_topic_seq = trimmed + 1;
         }
         self.buf.extend(self.scratch.drain(..));
-        None
+        Ok(gap)
     }
 
     /// The next record or gap of the topic, borrowed; `None` when caught up.
     pub fn next_item(&mut self) -> Option<Result<ReadItem<'_>, LogError>> {
+        // Skip entries whose segment retention deleted; report them, with
+        // those retention dropped from the index, as one gap.
+        let mut gap: Option<(u64, u64)> = None;
         if self.buf.is_empty() {
-            if let Some((from, to)) = self.refill() {
-                return Some(Ok(ReadItem::Gap { from, to }));
+            match self.refill() {
+                Ok(trimmed) => gap = trimmed,
+                Err(e) => return Some(Err(e)),
             }
         }
-        // Skip entries whose segment retention deleted; report them as one gap.
-        let mut gap: Option<(u64, u64)> = None;
         let e = loop {
-            let e = *self.buf.front()?;
+            let Some(&e) = self.buf.front() else {
+                break None;
+            };
             let held = self
                 .seg
                 .as_ref()
@@ -341,7 +351,19 @@ impl TopicReader {
                         self.next_topic_seq = e.topic_seq + 1;
                         self.buf.pop_front();
                         if self.buf.is_empty() {
-                            break None;
+                            // Stale entries are at most a chunk's (see
+                            // `index`): read on, to report one gap.
+                            match self.refill() {
+                                Ok(trimmed) => {
+                                    if let Some((_, to)) = trimmed {
+                                        gap = gap.map(|g| (g.0, to));
+                                    }
+                                }
+                                Err(e) => return Some(Err(e)),
+                            }
+                            if self.buf.is_empty() {
+                                break None;
+                            }
                         }
                         continue;
                     }

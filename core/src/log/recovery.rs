@@ -193,11 +193,12 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
             if t.last_topic_seq.is_some_and(|last| h.topic_seq <= last) {
                 return Err("topic sequence does not increase");
             }
-            t.entries.push(Entry {
+            if t.push(Entry {
                 topic_seq: h.topic_seq,
                 seq: h.seq,
-            });
-            t.last_topic_seq = Some(h.topic_seq);
+            }) {
+                topics.to_spill.push(h.topic_id);
+            }
             seg.publish(
                 idx,
                 off,
