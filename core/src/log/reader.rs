@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::format::{check_record_with, RecordCheck};
+use super::format::{aligned, check_record_with, RecordCheck, REC_HEADER_LEN};
 use super::index::Entry;
 use super::retention::ReaderPin;
 use super::segment::Segment;
@@ -101,14 +101,14 @@ impl ReadItem<'_> {
     }
 }
 
-/// Reads record `idx` of `seg`, which must be committed, and checks it is `seq`.
+/// Reads the record at byte `off` of `seg`, which must be committed, and
+/// checks it is `seq`.
 fn read_at<'a>(
     seg: &'a Segment,
-    idx: u64,
+    off: usize,
     seq: u64,
     verify: bool,
 ) -> Result<RecordRef<'a>, LogError> {
-    let off = seg.offset_of(idx);
     let bytes = seg.committed(seg.end());
     let corrupt = |why: &str| LogError::corrupt(seg.path.clone(), off as u64, why);
     let h = check_record_with(bytes, off, verify).map_err(|e| match e {
@@ -146,6 +146,9 @@ pub struct LogReader {
     pending_gap: Option<(u64, u64)>,
     pin: Arc<ReaderPin>,
     visited: u64,
+    /// Byte offset of record `idx` in `seg`, known from the record before
+    /// it (a sealed segment's offset table may be released).
+    next_off: Option<usize>,
 }
 
 enum Step {
@@ -169,6 +172,7 @@ impl LogReader {
             pending_gap,
             pin,
             visited: 0,
+            next_off: None,
         }
     }
 
@@ -201,6 +205,7 @@ impl LogReader {
                 // Read to its end: the pages this reader faulted in go.
                 seg.release_pages();
                 self.seg = None;
+                self.next_off = None;
             }
             match self.shared.locate(self.next_seq) {
                 None => return Step::CaughtUp,
@@ -229,13 +234,21 @@ impl LogReader {
             Step::Ready => {}
         }
         let seg = self.seg.as_deref()?;
-        let idx = self.idx;
+        let off = match self.next_off.take() {
+            Some(off) => off,
+            None => seg.offset_of(self.idx),
+        };
         let seq = self.next_seq;
         self.idx += 1;
         self.next_seq += 1;
         self.visited += 1;
         self.pin.set(self.next_seq);
-        Some(read_at(seg, idx, seq, self.shared.config.verify_on_read).map(ReadItem::Record))
+        let read = read_at(seg, off, seq, self.shared.config.verify_on_read);
+        if let Ok(r) = &read {
+            let len = REC_HEADER_LEN + r.event_type.len() + r.payload.len() + r.key.len();
+            self.next_off = Some(off + aligned(len));
+        }
+        Some(read.map(ReadItem::Record))
     }
 }
 
@@ -398,7 +411,7 @@ impl TopicReader {
         let seg = self.seg.as_deref()?;
         let r = read_at(
             seg,
-            e.seq - seg.base_seq,
+            seg.offset_of(e.seq - seg.base_seq),
             e.seq,
             self.shared.config.verify_on_read,
         );

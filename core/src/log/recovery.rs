@@ -280,10 +280,13 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
         Err(e) => return Err(e),
     }
 
-    // Every segment but the tail is sealed; the tail takes appends.
+    // Every segment but the tail is sealed; the tail takes appends. The
+    // sealed ones' pages, read in by the scan, and offset tables leave
+    // memory, as at a seal (see `prefault`).
     let count = segments.len();
     for s in segments.iter().take(count.saturating_sub(1)) {
         s.seal();
+        s.release_pages();
     }
     if cfg.durability != Durability::Never {
         // Records recovered from the page cache after a process crash may not

@@ -20,7 +20,7 @@ use memmap2::MmapRaw;
 use std::fs::File;
 use std::path::PathBuf;
 
-use super::format::{aligned, REC_HEADER_LEN, SEG_HEADER_LEN};
+use super::format::{aligned, REC_HEADER_LEN, REC_LEN_OFF, SEG_HEADER_LEN};
 use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// File name of the segment whose first record has global sequence `base`.
@@ -36,6 +36,10 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
     }
     digits.parse().ok()
 }
+
+/// A sealed segment keeps the offset of every this many records once its
+/// offset table is released.
+pub(crate) const SPARSE_EVERY: u64 = 64;
 
 /// Most records that fit in a segment of `size` bytes.
 pub(crate) fn max_records(size: usize) -> usize {
@@ -69,8 +73,12 @@ pub(crate) struct Segment {
     /// Timestamp of the first and of the last committed record (0 if none).
     pub(crate) first_ts: AtomicU64,
     pub(crate) last_ts: AtomicU64,
-    /// `offsets[i]` is the byte offset of record `base_seq + i`.
-    offsets: Box<[AtomicU32]>,
+    /// `offsets[i]` is the byte offset of record `base_seq + i`, or 0 once
+    /// the table is released (see [`Self::offset_of`]).
+    offsets: OffsetTable,
+    /// Of a sealed segment whose offset table was released: the offset of
+    /// every [`SPARSE_EVERY`]-th record.
+    sparse: std::sync::OnceLock<Box<[u32]>>,
     /// The thread keeping pages populated ahead of the appender, if any.
     prefaulter: std::sync::OnceLock<std::thread::Thread>,
     /// The appender wakes the prefaulter when `end` reaches this offset.
@@ -95,7 +103,8 @@ impl Segment {
             sealed: AtomicBool::new(false),
             first_ts: AtomicU64::new(0),
             last_ts: AtomicU64::new(0),
-            offsets: zeroed_atomic_u32s(cap),
+            offsets: OffsetTable::new(cap),
+            sparse: std::sync::OnceLock::new(),
             prefaulter: std::sync::OnceLock::new(),
             next_kick: AtomicU64::new(0),
         }
@@ -150,6 +159,9 @@ impl Segment {
     /// their prefaulter at the seal, and each log reader that has read to
     /// the end of one, so a reader catching up through the log leaves no
     /// resident trail behind it.
+    ///
+    /// The offset table goes too, once the sparse table that replaces it
+    /// is built (an offset every [`SPARSE_EVERY`] records).
     pub(crate) fn release_pages(&self) {
         // SAFETY: a shared file mapping: MADV_DONTNEED only unmaps its
         // pages from this process (dirty ones stay in the page cache, to be
@@ -160,6 +172,17 @@ impl Segment {
             self.map
                 .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
         };
+        if self.is_sealed() {
+            // Built once, from the whole table, before any release of it.
+            self.sparse.get_or_init(|| {
+                let every = SPARSE_EVERY as usize;
+                let count = self.count() as usize;
+                (0..count.div_ceil(every))
+                    .map(|k| self.offsets[k * every].load(Ordering::Relaxed))
+                    .collect()
+            });
+            self.offsets.release();
+        }
     }
 
     /// Marks the segment closed to appends. Appender only.
@@ -177,7 +200,34 @@ impl Segment {
     #[inline]
     pub(crate) fn offset_of(&self, idx: u64) -> usize {
         // Relaxed: ordered by the caller's Acquire load of `count`.
-        self.offsets[idx as usize].load(Ordering::Relaxed) as usize
+        match self.offsets[idx as usize].load(Ordering::Relaxed) {
+            0 => self.offset_by_walk(idx),
+            off => off as usize,
+        }
+    }
+
+    /// Offset of record `idx` of a sealed segment whose offset table was
+    /// released: from the sparse table's nearest entry below, record by
+    /// record. A corrupt length makes a wrong offset, which the reader's
+    /// record check refuses (the sequence differs).
+    #[cold]
+    fn offset_by_walk(&self, idx: u64) -> usize {
+        let (mut i, mut off) = match self.sparse.get() {
+            Some(sparse) => {
+                let k = idx / SPARSE_EVERY;
+                (k * SPARSE_EVERY, sparse[k as usize] as usize)
+            }
+            None => (0, SEG_HEADER_LEN),
+        };
+        let bytes = self.committed(self.end());
+        while i < idx {
+            let Some(len) = bytes.get(off + REC_LEN_OFF..off + REC_LEN_OFF + 4) else {
+                break;
+            };
+            off += aligned(super::format::get_u32(len, 0) as usize);
+            i += 1;
+        }
+        off
     }
 
     /// The committed bytes `0..end`.
@@ -250,6 +300,65 @@ impl Segment {
         // Release: pairs with the Acquire in `count()` (readers); makes the
         // record bytes and `offsets[idx]` visible.
         self.count.store(idx + 1, Ordering::Release);
+    }
+}
+
+/// A segment's offset table: zeroed `AtomicU32`s whose untouched pages
+/// cost nothing. In an anonymous mapping of its own, so that a sealed
+/// segment's table can leave memory ([`OffsetTable::release`]); on the heap
+/// if that mapping cannot be made (and under loom).
+#[derive(Debug)]
+enum OffsetTable {
+    #[cfg(not(loom))]
+    Mapped {
+        map: MmapRaw,
+        len: usize,
+    },
+    Boxed(Box<[AtomicU32]>),
+}
+
+impl OffsetTable {
+    fn new(len: usize) -> Self {
+        #[cfg(not(loom))]
+        if let Ok(map) = memmap2::MmapOptions::new().len((len * 4).max(4)).map_anon() {
+            return OffsetTable::Mapped {
+                map: map.into(),
+                len,
+            };
+        }
+        OffsetTable::Boxed(zeroed_atomic_u32s(len))
+    }
+
+    /// Drops the table's pages: it reads as zeros from then on (a zero
+    /// offset is never a record's: the segment header comes first).
+    fn release(&self) {
+        #[cfg(not(loom))]
+        if let OffsetTable::Mapped { map, .. } = self {
+            // SAFETY: a private anonymous mapping owned by this table.
+            // MADV_DONTNEED replaces its pages with zero pages; every access
+            // to them is an atomic load or store (`Deref` below), so a
+            // concurrent reader sees either the offset or zero, and
+            // `Segment::offset_of` takes zero to mean "released" and walks
+            // from the sparse table instead. Nothing stores into a released
+            // table: only the appender stores, before the seal.
+            let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
+}
+
+impl std::ops::Deref for OffsetTable {
+    type Target = [AtomicU32];
+    fn deref(&self) -> &[AtomicU32] {
+        match self {
+            #[cfg(not(loom))]
+            // SAFETY: the mapping is at least `len * 4` bytes, page-aligned,
+            // zero-filled (a valid `AtomicU32` bit pattern) and lives as long
+            // as `self`; it is only ever accessed through these atomics.
+            OffsetTable::Mapped { map, len } => unsafe {
+                std::slice::from_raw_parts(map.as_ptr().cast::<AtomicU32>(), *len)
+            },
+            OffsetTable::Boxed(b) => b,
+        }
     }
 }
 
