@@ -323,7 +323,9 @@ impl Entries {
                 _ => break,
             }
         }
-        let front = self.chunks.front()?.in_memory()?;
+        let Some(front) = self.chunks.front().and_then(Chunk::in_memory) else {
+            return dropped;
+        };
         let cut = self.front + front[self.front..].partition_point(|e| e.seq < first_seq);
         if cut > self.front {
             dropped = Some(front[cut - 1]);
@@ -431,8 +433,10 @@ mod tests {
                     }
                 }
                 cut = cut.max(drop_below);
-                chunked.drop_below(cut);
+                let before = all(&chunked);
+                let dropped = chunked.drop_below(cut);
                 let held = all(&chunked);
+                prop_assert_eq!(dropped, before[..before.len() - held.len()].last().copied());
                 prop_assert_eq!(held.len(), chunked.len());
                 prop_assert_eq!(chunked.is_empty(), held.is_empty());
                 let kept: Vec<Entry> = pushed.iter().copied().filter(|e| e.seq >= cut).collect();
