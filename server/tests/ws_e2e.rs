@@ -370,3 +370,101 @@ fn http_get(url: &str) -> Value {
     s.read_to_string(&mut raw).unwrap();
     serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap()
 }
+
+/// Several connections publish at once, each mixing single events and
+/// batches over two topics, plain (the decoder's fast path) and with
+/// escapes (the general decoder): every topic stays dense, and every
+/// acknowledgement names the sequences the log holds the event at.
+#[test]
+fn batches_and_singles_from_several_connections_keep_topics_dense_and_acks_match_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let url = format!("ws://{}/v1/ws", server.local_addr());
+    let topics = ["mix.a", "mix.b"];
+    // (connection, message, event) → (topic, seq, topic_seq) acknowledged.
+    let acked: Vec<Vec<((u64, u64, u64), (String, u64, u64))>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..3u64)
+            .map(|c| {
+                let url = url.clone();
+                s.spawn(move || {
+                    let mut ws = ws_connect(&url);
+                    let mut acked = Vec::new();
+                    for m in 0..40u64 {
+                        // An escape in the type sends a message to the
+                        // general decoder; the event's type is the same.
+                        let event_type = if m % 3 == 0 { r"\u0065" } else { "e" };
+                        let event = |k: u64| {
+                            let topic = topics[((c + m + k) % 2) as usize];
+                            let text = format!(
+                                r#"{{"topic":"{topic}","type":"{event_type}","data":{{"c":{c},"m":{m},"k":{k}}}}}"#
+                            );
+                            (topic, text)
+                        };
+                        let batch = m % 2 == 1;
+                        let events: Vec<(&str, String)> =
+                            (0..if batch { 1 + m % 5 } else { 1 }).map(event).collect();
+                        let text = if batch {
+                            let list: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+                            format!(r#"{{"op":"publish","ref":{m},"events":[{}]}}"#, list.join(","))
+                        } else {
+                            let body = events[0].1.strip_prefix('{').unwrap();
+                            format!(r#"{{"op":"publish","ref":{m},{body}"#)
+                        };
+                        ws.send(Message::text(text)).unwrap();
+                        let answer = recv(&mut ws);
+                        assert_eq!((answer["type"].as_str(), answer["ref"].as_u64()), (Some("published"), Some(m)), "{answer}");
+                        let sequences: Vec<(u64, u64)> = if batch {
+                            answer["events"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|e| (e["seq"].as_u64().unwrap(), e["topic_seq"].as_u64().unwrap()))
+                                .collect()
+                        } else {
+                            vec![(answer["seq"].as_u64().unwrap(), answer["topic_seq"].as_u64().unwrap())]
+                        };
+                        assert_eq!(sequences.len(), events.len(), "{answer}");
+                        for (k, ((topic, _), (seq, topic_seq))) in events.iter().zip(sequences).enumerate() {
+                            acked.push(((c, m, k as u64), (topic.to_string(), seq, topic_seq)));
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let acked: std::collections::HashMap<_, _> = acked.into_iter().flatten().collect();
+    let mut seen = 0;
+    for topic in topics {
+        let url = format!(
+            "http://{}/v1/topics/{topic}/events?after=0&limit=1000",
+            server.local_addr()
+        );
+        let page = http_get(&url);
+        let events = page["events"].as_array().unwrap();
+        for (n, e) in events.iter().enumerate() {
+            assert_eq!(
+                e["topic_seq"].as_u64(),
+                Some(n as u64 + 1),
+                "{topic} is dense"
+            );
+            assert_eq!(e["type"], "e", "{e}");
+            let d = &e["data"];
+            let id = (
+                d["c"].as_u64().unwrap(),
+                d["m"].as_u64().unwrap(),
+                d["k"].as_u64().unwrap(),
+            );
+            let want = (topic.to_string(), e["seq"].as_u64().unwrap(), n as u64 + 1);
+            assert_eq!(acked[&id], want, "the acknowledgement of {id:?}");
+        }
+        seen += events.len();
+    }
+    assert_eq!(
+        seen,
+        acked.len(),
+        "every acknowledged event is in the log, once"
+    );
+    server.shutdown().unwrap();
+}

@@ -1,6 +1,6 @@
 //! The fast path for the commonest requests, publishes in their plain form
-//! (a WebSocket `publish` of one event, an HTTP publish body of one event
-//! or a batch), decoded in one pass over the text.
+//! (a WebSocket `publish` of one event or a batch, an HTTP publish body of
+//! one event or a batch), decoded in one pass over the text.
 //!
 //! The general decoder (`Op::decode_general`) splits the message into
 //! fields with serde, decodes them into the request type, and the payload
@@ -8,9 +8,11 @@
 //! but only for the plain form: keys without escapes, each at most once and
 //! all known; `op` exactly `"publish"`; `topic`, `type` and
 //! `correlation_id` strings without escapes; `origin` a plain unsigned
-//! integer; `ref` and `data` any JSON value that `json::value_len` accepts.
-//! Anything else (a batch, an escape, a duplicate, `null` where a string
-//! goes, any error) returns `None` and the general decoder decides. This
+//! integer; `ref` and `data` any JSON value that `json::value_len` accepts;
+//! `events` a non-empty array of at most `MAX_BATCH` plain events (each
+//! with its `topic`, no `op`, `ref` or `events`), alone with `op` and `ref`.
+//! Anything else (an escape, a duplicate, `null` where a string goes, an
+//! idempotency key, any error) returns `None` and the general decoder decides. This
 //! path never gives a verdict of its own: what it accepts, the general
 //! decoder accepts with the same fields (checked by a property test here
 //! and by the `ws_op` fuzz target).
@@ -20,13 +22,13 @@ use std::borrow::Cow;
 use herald_core::json;
 use serde_json::Value;
 
-use super::ops::{Envelope, Publish, PublishRequest};
+use super::ops::{Envelope, Publish, PublishRequest, MAX_BATCH};
 
-/// Decodes `text` if it is a plain single-event `publish` message.
-pub(super) fn publish(text: &str) -> Option<(Envelope, Publish<'_>)> {
+/// Decodes `text` if it is a plain `publish` message: one event or a batch.
+pub(super) fn publish(text: &str) -> Option<(Envelope, PublishRequest<'_>)> {
     let mut s = Scan { text, i: 0 };
     s.ws();
-    let fields = s.object()?;
+    let mut fields = s.object()?;
     s.ws();
     if s.i != text.len() || fields.op? != "publish" {
         return None;
@@ -40,8 +42,24 @@ pub(super) fn publish(text: &str) -> Option<(Envelope, Publish<'_>)> {
         op: Some("publish".into()),
         reference,
     };
-    let topic = fields.topic?;
-    Some((envelope, fields.event(Cow::Borrowed(topic))?))
+    let request = match fields.events.take() {
+        Some(events) => {
+            let event_fields = fields.topic.is_some()
+                || fields.event_type.is_some()
+                || fields.data.is_some()
+                || fields.origin.is_some()
+                || fields.correlation_id.is_some();
+            if event_fields {
+                return None;
+            }
+            PublishRequest::Batch(events)
+        }
+        None => {
+            let topic = fields.topic?;
+            PublishRequest::One(fields.event(Cow::Borrowed(topic))?)
+        }
+    };
+    Some((envelope, request))
 }
 
 /// Decodes an HTTP publish body if it is plain: one event object, or an
@@ -81,6 +99,7 @@ struct Plain<'a> {
     data: Option<&'a str>,
     origin: Option<u64>,
     correlation_id: Option<&'a str>,
+    events: Option<Vec<Publish<'a>>>,
 }
 
 impl<'a> Plain<'a> {
@@ -140,6 +159,7 @@ impl<'a> Scan<'a> {
                 "data" => 16,
                 "origin" => 32,
                 "correlation_id" => 64,
+                "events" => 128,
                 _ => return None,
             };
             if seen & bit != 0 {
@@ -153,7 +173,8 @@ impl<'a> Scan<'a> {
                 8 => fields.event_type = Some(self.plain_string()?),
                 16 => fields.data = Some(self.value()?),
                 32 => fields.origin = Some(self.unsigned()?),
-                _ => fields.correlation_id = Some(self.plain_string()?),
+                64 => fields.correlation_id = Some(self.plain_string()?),
+                _ => fields.events = Some(self.events()?),
             }
             self.ws();
             match self.next()? {
@@ -168,10 +189,39 @@ impl<'a> Scan<'a> {
     /// body may not have.
     fn body_event(&mut self, topic: &str) -> Option<Publish<'a>> {
         let fields = self.object()?;
-        if fields.op.is_some() || fields.reference.is_some() || fields.topic.is_some() {
+        if fields.op.is_some()
+            || fields.reference.is_some()
+            || fields.topic.is_some()
+            || fields.events.is_some()
+        {
             return None;
         }
         fields.event(Cow::Owned(topic.to_owned()))
+    }
+
+    /// A WebSocket batch's `events`: 1 to `MAX_BATCH` plain events, each
+    /// naming its topic.
+    fn events(&mut self) -> Option<Vec<Publish<'a>>> {
+        self.eat(b'[')?;
+        self.ws();
+        let mut events = Vec::new();
+        loop {
+            let fields = self.object()?;
+            if fields.op.is_some() || fields.reference.is_some() || fields.events.is_some() {
+                return None;
+            }
+            let topic = fields.topic?;
+            events.push(fields.event(Cow::Borrowed(topic))?);
+            if events.len() > MAX_BATCH {
+                return None;
+            }
+            self.ws();
+            match self.next()? {
+                b',' => self.ws(),
+                b']' => return Some(events),
+                _ => return None,
+            }
+        }
     }
 
     /// JSON's insignificant whitespace.
@@ -235,17 +285,24 @@ mod tests {
     use super::super::ops::Op;
     use super::*;
 
-    /// The general decoder's reading of a message, when it is a single
-    /// publish.
-    fn general(text: &str) -> Option<(Envelope, Publish<'_>)> {
+    /// The general decoder's reading of a message, when it is a publish
+    /// without an idempotency key.
+    fn general(text: &str) -> Option<(Envelope, PublishRequest<'_>)> {
         match Op::decode_general(text) {
-            (envelope, Ok(Op::Publish(PublishRequest::One(p), None))) => Some((envelope, p)),
+            (envelope, Ok(Op::Publish(request, None))) => Some((envelope, request)),
             _ => None,
         }
     }
 
+    fn events(request: PublishRequest<'_>) -> (bool, Vec<Publish<'_>>) {
+        match request {
+            PublishRequest::One(p) => (false, vec![p]),
+            PublishRequest::Batch(list) => (true, list),
+        }
+    }
+
     fn agrees(text: &str) -> Result<bool, TestCaseError> {
-        let Some((envelope, publish)) = publish(text) else {
+        let Some((envelope, request)) = publish(text) else {
             return Ok(false);
         };
         let Some((want_envelope, want)) = general(text) else {
@@ -254,28 +311,55 @@ mod tests {
             )));
         };
         prop_assert_eq!(envelope, want_envelope, "{}", text);
-        // What `data_checked` promises: the payload passes the check that
-        // execution would otherwise make.
-        prop_assert!(publish.data_checked);
-        prop_assert!(json::validate(publish.data.unwrap_or("null")).is_ok());
-        let want = Publish {
-            data_checked: true,
-            ..want
-        };
-        prop_assert_eq!(publish, want, "{}", text);
+        let (batch, got) = events(request);
+        let (want_batch, want) = events(want);
+        prop_assert_eq!(batch, want_batch, "{}", text);
+        prop_assert_eq!(got.len(), want.len(), "{}", text);
+        for (publish, want) in got.into_iter().zip(want) {
+            // What `data_checked` promises: the payload passes the check
+            // that execution would otherwise make.
+            prop_assert!(publish.data_checked);
+            prop_assert!(json::validate(publish.data.unwrap_or("null")).is_ok());
+            let want = Publish {
+                data_checked: true,
+                ..want
+            };
+            prop_assert_eq!(publish, want, "{}", text);
+        }
         Ok(true)
     }
 
     #[test]
     fn plain_publishes_take_the_fast_path() {
         let text = r#"{"op":"publish","ref":7,"topic":"orders.eu","type":"order.created","data":{"id":1,"s":"a\"b"},"origin":42,"correlation_id":"c-1"}"#;
-        let (envelope, p) = publish(text).expect("fast path");
+        let (envelope, request) = publish(text).expect("fast path");
+        let PublishRequest::One(p) = request else {
+            panic!("one event")
+        };
         assert_eq!(envelope.reference, Value::from(7));
         assert_eq!(p.data, Some(r#"{"id":1,"s":"a\"b"}"#));
         assert_eq!(p.origin, Some(42));
         assert!(agrees(text).unwrap());
         let spaced = " {\n \"type\" : \"t\" , \"topic\":\"a\",\"op\":\"publish\"}\t";
         assert!(agrees(spaced).unwrap());
+    }
+
+    #[test]
+    fn plain_batches_take_the_fast_path_up_to_the_batch_bound() {
+        let event = r#"{"topic":"t.1","type":"e","data":{"k":1}}"#;
+        let batch = |n: usize| {
+            let events = vec![event; n].join(",");
+            format!(r#"{{"op":"publish","ref":"r","events":[{events}]}}"#)
+        };
+        for n in [1, 2, MAX_BATCH] {
+            let text = batch(n);
+            let request = publish(&text).map(|(_, r)| r);
+            assert!(matches!(request, Some(PublishRequest::Batch(v)) if v.len() == n));
+            assert!(agrees(&text).unwrap());
+        }
+        // One past the bound: the general decoder gives the error.
+        assert!(publish(&batch(MAX_BATCH + 1)).is_none());
+        assert!(crate::fuzzing::decoders_agree(&batch(MAX_BATCH + 1)));
     }
 
     #[test]
@@ -294,6 +378,13 @@ mod tests {
             r#"{"op":"publish","topic":"a"}"#,
             r#"{"op":"subscribe","topic":"a","type":"t"}"#,
             r#"{"op":"publish","topic":"a","type":"t"} x"#,
+            r#"{"op":"publish","events":[]}"#,
+            r#"{"op":"publish","events":[{"topic":"a","type":"t","op":"publish"}]}"#,
+            r#"{"op":"publish","events":[{"topic":"a","type":"t","ref":1}]}"#,
+            r#"{"op":"publish","events":[{"topic":"a","type":"t","events":[]}]}"#,
+            r#"{"op":"publish","events":[{"type":"t"}]}"#,
+            r#"{"op":"publish","events":[{"topic":"a","type":"t"}],"idempotency_key":"k"}"#,
+            r#"{"op":"publish","events":[{"topic":"a","type":"t"}],"origin":1}"#,
             r#"{"op":"publish","topic":"a","type":"t","data":[1,}"#,
             r#"{"op":"publish","topic":"a","type":"t",}"#,
             r#"{}"#,
@@ -337,6 +428,13 @@ mod tests {
             "null",
             "true",
             "[]",
+            r#"[{"topic":"t.1","type":"e"}]"#,
+            r#"[{"topic":"t.1","type":"e","data":{"a":1}},{"type":"f","topic":"u","origin":2,"correlation_id":"c"}]"#,
+            r#"[{"type":"e"}]"#,
+            r#"[{"topic":"t.1","type":"e","op":"publish"}]"#,
+            r#"[{"topic":"t.1","type":"e","events":[]}]"#,
+            r#"[{"topic":"t.1","type":"e"},]"#,
+            r#"[{"topic":"t\u002e1","type":"e"}]"#,
             "{\"k\":[1,{\"z\":\"\\ud83d\\ude00\"}]}",
             "\"\\ud800\"",
             "[1,",
@@ -360,12 +458,48 @@ mod tests {
         prop::sample::select(vec!["}", "}", "} ", "},", ""])
     }
 
-    /// WebSocket messages: the fields, with or without a plain publish's.
+    /// WebSocket messages: the fields, with or without a plain publish's
+    /// or a plain batch's.
     fn message() -> impl Strategy<Value = String> {
-        (fields(), prop::bool::ANY, close()).prop_map(|(fields, with_required, close)| {
-            let required = with_required.then_some(r#""op":"publish","topic":"t.1","type":"e""#);
-            object(required, fields, close)
-        })
+        let valid = [
+            r#"[{"topic":"t.1","type":"e"},{"topic":"t.2","type":"f","data":[1]}]"#,
+            r#"[{"topic":"t.1","type":"e","data":{"n":[1,2.5,"x"]},"origin":9}]"#,
+            r#"[{"type":"e","topic":"t.3"},{"topic":"t.3","type":"e"},{"topic":"t.3","type":"g"}]"#,
+        ];
+        let batch = prop::sample::select(vec![
+            valid[0],
+            valid[1],
+            valid[2],
+            valid[0],
+            valid[1],
+            valid[2],
+            valid[0],
+            valid[1],
+            valid[2],
+            valid[0],
+            valid[1],
+            valid[2],
+            r#"[{"topic":"t.1","type":"e","origin":3}]"#,
+            r#"[ {"topic":"t.1","type":"e","data":null} , {"type":"e","topic":"t.1"} ]"#,
+            r#"[{"topic":"t.1","type":"e","correlation_id":"c"}]"#,
+            r#"[{"type":"e"}]"#,
+            r#"[{"topic":"t.1","type":"e","op":"publish"}]"#,
+            r#"[{"topic":"t.1","type":"e","ref":1}]"#,
+            r#"[{"topic":"t.1","type":"e","events":[]}]"#,
+            r#"[{"topic":"t.1","type":"e","x":1}]"#,
+            r#"[{"topic":"t.1","type":"e"},]"#,
+            r#"[{"topic":"t.1","type":"e"} {"topic":"t.1","type":"e"}]"#,
+            r#"[]"#,
+            r#"[1]"#,
+            r#"{}"#,
+        ]);
+        let required = prop_oneof![
+            1 => Just(None),
+            2 => Just(Some(r#""op":"publish","topic":"t.1","type":"e""#.to_owned())),
+            3 => batch.prop_map(|b| Some(format!(r#""op":"publish","events":{b}"#))),
+        ];
+        (fields(), required, close())
+            .prop_map(|(fields, required, close)| object(required.as_deref(), fields, close))
     }
 
     /// HTTP publish bodies: events of a type and the fields (which may
@@ -427,12 +561,19 @@ mod tests {
     fn the_generator_reaches_the_fast_path() {
         let mut runner = proptest::test_runner::TestRunner::deterministic();
         let strategy = message();
-        let mut fast = 0;
+        let (mut fast, mut batches) = (0, 0);
         for _ in 0..2000 {
             let text = strategy.new_tree(&mut runner).unwrap().current();
-            fast += usize::from(publish(&text).is_some());
+            let request = publish(&text).map(|(_, r)| r);
+            fast += usize::from(request.is_some());
+            batches += usize::from(matches!(request, Some(PublishRequest::Batch(_))));
         }
-        assert!(fast > 100, "only {fast} of 2000 took the fast path");
+        eprintln!("{fast} of 2000 messages took the fast path, {batches} of them batches");
+        assert!(fast > 75, "only {fast} of 2000 took the fast path");
+        assert!(
+            batches > 25,
+            "only {batches} of 2000 batches took the fast path"
+        );
         let strategy = body();
         let mut fast = 0;
         for _ in 0..2000 {

@@ -278,12 +278,12 @@ pub(crate) struct Envelope {
 }
 
 impl<'a> Op<'a> {
-    /// Decodes a WebSocket text message: a plain single-event `publish` on
-    /// the fast path, which gives the general decoder's verdict in one pass
+    /// Decodes a WebSocket text message: a plain `publish` (one event or a
+    /// batch) on the fast path, which gives the general decoder's verdict in one pass
     /// (see `fast_publish`); everything else with the general decoder.
     pub(crate) fn decode(text: &'a str) -> (Envelope, Result<Op<'a>, ApiError>) {
         match super::fast_publish::publish(text) {
-            Some((envelope, p)) => (envelope, Ok(Op::Publish(PublishRequest::One(p), None))),
+            Some((envelope, request)) => (envelope, Ok(Op::Publish(request, None))),
             None => Op::decode_general(text),
         }
     }
