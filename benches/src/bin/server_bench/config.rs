@@ -23,6 +23,9 @@ pub(crate) struct Config {
     pub(crate) client_threads: usize,
     /// Herald's publisher: events per `publish` op (`--publish-batch`).
     pub(crate) publish_batch: usize,
+    /// Herald's WebSocket subscribers ask for batched delivery:
+    /// `(max_events, max_delay_ms)` (`--ws-batch N,D`).
+    pub(crate) ws_batch: Option<(u32, u32)>,
     pub(crate) herald: PathBuf,
     pub(crate) nats: PathBuf,
     pub(crate) herald_workers: Option<usize>,
@@ -55,6 +58,7 @@ impl Config {
             mem_connections: 10_000,
             client_threads: 1,
             publish_batch: 1,
+            ws_batch: None,
             herald: PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/../target/release/herald"
@@ -88,7 +92,7 @@ impl Config {
 pub(crate) const USAGE: &str = "usage: server_bench [--quick] [--runs N] [--only fanout,conn10k,memory]
     [--subscribers N] [--seconds S] [--step-seconds S] [--search-steps N] [--window N]
     [--connections N] [--latency-subscribers N,N…] [--rate-10k R] [--mem-connections N]
-    [--client-threads N] [--publish-batch N] [--herald PATH] [--nats-server PATH] [--herald-workers N]
+    [--client-threads N] [--publish-batch N] [--ws-batch N,D] [--herald PATH] [--nats-server PATH] [--herald-workers N]
     [--herald-config 'key = value']  (repeatable: a line added to Herald's configuration file)
     [--peers herald,nats]  (conn10k and memory only: the fan-out case always runs both)";
 
@@ -138,6 +142,19 @@ pub(crate) fn parse_args() -> Config {
             "--client-threads" => cfg.client_threads = value::<usize>(&arg, args.next()).max(1),
             "--publish-batch" => {
                 cfg.publish_batch = value::<usize>(&arg, args.next()).clamp(1, 1000)
+            }
+            "--ws-batch" => {
+                let v: String = value(&arg, args.next());
+                let parsed = v
+                    .split_once(',')
+                    .and_then(|(n, d)| Some((n.parse().ok()?, d.parse().ok()?)));
+                match parsed {
+                    Some((n, d)) if n > 0 => cfg.ws_batch = Some((n, d)),
+                    _ => {
+                        eprintln!("--ws-batch wants MAX_EVENTS,MAX_DELAY_MS, got {v}");
+                        std::process::exit(2);
+                    }
+                }
             }
             "--herald" => cfg.herald = value(&arg, args.next()),
             "--nats-server" => cfg.nats = value(&arg, args.next()),

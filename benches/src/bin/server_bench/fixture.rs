@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use herald_benches::load::{Clients, Peer, Plan, Publisher, Ready};
+use herald_benches::load::{Clients, Options, Peer, Plan, Publisher, Ready};
 
 use crate::config::Config;
 use crate::servers::{counter, ServerProc};
@@ -24,7 +24,11 @@ pub(crate) struct Fixture {
 impl Fixture {
     pub(crate) fn new(peer: Peer, cfg: &Config, plans: Vec<Plan>) -> Fixture {
         let server = ServerProc::start(peer, cfg, plans.len() + 1_000);
-        let mut clients = Clients::new(peer, server.addr, cfg.client_threads);
+        let options = Options {
+            ws_batch: cfg.ws_batch.filter(|_| peer == Peer::Herald),
+            ..Options::default()
+        };
+        let mut clients = Clients::with_options(peer, server.addr, cfg.client_threads, options);
         let t = Instant::now();
         let opened = clients.open(plans.clone());
         eprintln!(

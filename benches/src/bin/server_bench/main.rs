@@ -28,7 +28,10 @@
 //! `--subscribers 1` measures ingest (one connection publishing flat out);
 //! `--publish-batch N` makes Herald's publisher send `N` events per
 //! `publish` op (`"events":[…]`, one acknowledgement), NATS's publisher
-//! already writes every due `PUB` in one `write`.
+//! already writes every due `PUB` in one `write`. `--ws-batch N,D` makes
+//! Herald's WebSocket subscribers ask for batched delivery (up to `N`
+//! events per `events` message, waiting up to `D` ms to fill one); NATS
+//! has no such mode and delivers one `MSG` per event.
 //!
 //! Every server is a fresh process per fixture, with its own temporary data
 //! directory. Herald runs `herald serve` with a configuration file that only
