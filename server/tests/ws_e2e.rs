@@ -382,7 +382,8 @@ fn batches_and_singles_from_several_connections_keep_topics_dense_and_acks_match
     let url = format!("ws://{}/v1/ws", server.local_addr());
     let topics = ["mix.a", "mix.b"];
     // (connection, message, event) → (topic, seq, topic_seq) acknowledged.
-    let acked: Vec<Vec<((u64, u64, u64), (String, u64, u64))>> = std::thread::scope(|s| {
+    type Acked = Vec<((u64, u64, u64), (String, u64, u64))>;
+    let acked: Vec<Acked> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..3u64)
             .map(|c| {
                 let url = url.clone();
