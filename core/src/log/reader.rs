@@ -274,6 +274,9 @@ pub struct TopicReader {
     visited: u64,
     /// The global sequence of the last record returned (0 before the first).
     last_seq: u64,
+    /// The sequence just after the last record read and where it would be
+    /// in `seg` (a start for offset lookups, see `Segment::offset_near`).
+    after_last: Option<(u64, usize)>,
 }
 
 impl TopicReader {
@@ -300,6 +303,7 @@ impl TopicReader {
             pin,
             visited: 0,
             last_seq: 0,
+            after_last: None,
         }
     }
 
@@ -358,7 +362,10 @@ impl TopicReader {
                 .is_some_and(|s| s.base_seq <= e.seq && e.seq < s.base_seq + s.count());
             if !held {
                 match self.shared.locate(e.seq) {
-                    Some(seg) if seg.base_seq <= e.seq => self.seg = Some(seg),
+                    Some(seg) if seg.base_seq <= e.seq => {
+                        self.seg = Some(seg);
+                        self.after_last = None;
+                    }
                     _ => {
                         gap = Some((gap.map_or(self.next_topic_seq, |g| g.0), e.topic_seq));
                         self.next_topic_seq = e.topic_seq + 1;
@@ -409,17 +416,18 @@ impl TopicReader {
         self.visited += 1;
         self.pin.set(self.buf.front().map_or(e.seq + 1, |n| n.seq));
         let seg = self.seg.as_deref()?;
-        let r = read_at(
-            seg,
-            seg.offset_of(e.seq - seg.base_seq),
-            e.seq,
-            self.shared.config.verify_on_read,
-        );
+        let known = self.after_last.take().map(|(seq, off)| (seq - seg.base_seq, off));
+        let off = seg.offset_near(e.seq - seg.base_seq, known);
+        let r = read_at(seg, off, e.seq, self.shared.config.verify_on_read);
+        if let Ok(v) = &r {
+            let len = REC_HEADER_LEN + v.event_type.len() + v.payload.len() + v.key.len();
+            self.after_last = Some((e.seq + 1, off + aligned(len)));
+        }
         Some(r.and_then(|v| {
             if v.topic_id != self.topic || v.topic_seq != e.topic_seq {
                 Err(LogError::corrupt(
                     seg.path.clone(),
-                    seg.offset_of(e.seq - seg.base_seq) as u64,
+                    off as u64,
                     "topic index disagrees with record",
                 ))
             } else {

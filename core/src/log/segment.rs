@@ -199,19 +199,29 @@ impl Segment {
     /// Offset of record `idx`; only valid for `idx < count()` as loaded by the caller.
     #[inline]
     pub(crate) fn offset_of(&self, idx: u64) -> usize {
+        self.offset_near(idx, None)
+    }
+
+    /// Offset of record `idx`, as [`Self::offset_of`]; `known` is the
+    /// offset of an earlier record of this segment, `(its idx, offset)`, a
+    /// place to walk from when the table is released and it is nearer than
+    /// the sparse table's entry (a reader's last record).
+    #[inline]
+    pub(crate) fn offset_near(&self, idx: u64, known: Option<(u64, usize)>) -> usize {
         // Relaxed: ordered by the caller's Acquire load of `count`.
         match self.offsets[idx as usize].load(Ordering::Relaxed) {
-            0 => self.offset_by_walk(idx),
+            0 => self.offset_by_walk(idx, known),
             off => off as usize,
         }
     }
 
     /// Offset of record `idx` of a sealed segment whose offset table was
-    /// released: from the sparse table's nearest entry below, record by
-    /// record. A corrupt length makes a wrong offset, which the reader's
-    /// record check refuses (the sequence differs).
+    /// released: from the nearest known offset below it (the sparse
+    /// table's, or `known`), record by record. A corrupt length makes a
+    /// wrong offset, which the reader's record check refuses (the sequence
+    /// differs).
     #[cold]
-    fn offset_by_walk(&self, idx: u64) -> usize {
+    fn offset_by_walk(&self, idx: u64, known: Option<(u64, usize)>) -> usize {
         let (mut i, mut off) = match self.sparse.get() {
             Some(sparse) => {
                 let k = idx / SPARSE_EVERY;
@@ -219,6 +229,9 @@ impl Segment {
             }
             None => (0, SEG_HEADER_LEN),
         };
+        if let Some((at, at_off)) = known.filter(|&(at, _)| i <= at && at <= idx) {
+            (i, off) = (at, at_off);
+        }
         let bytes = self.committed(self.end());
         while i < idx {
             let Some(len) = bytes.get(off + REC_LEN_OFF..off + REC_LEN_OFF + 4) else {
