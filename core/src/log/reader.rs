@@ -416,7 +416,10 @@ impl TopicReader {
         self.visited += 1;
         self.pin.set(self.buf.front().map_or(e.seq + 1, |n| n.seq));
         let seg = self.seg.as_deref()?;
-        let known = self.after_last.take().map(|(seq, off)| (seq - seg.base_seq, off));
+        let known = self
+            .after_last
+            .take()
+            .map(|(seq, off)| (seq - seg.base_seq, off));
         let off = seg.offset_near(e.seq - seg.base_seq, known);
         let r = read_at(seg, off, e.seq, self.shared.config.verify_on_read);
         if let Ok(v) = &r {

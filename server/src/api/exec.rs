@@ -361,13 +361,17 @@ impl Caller<'_> {
             }));
         }
         // Every event checked before any topic is created: a refused batch
-        // leaves nothing behind.
-        let mut topics = Vec::with_capacity(ops.len());
+        // leaves nothing behind. An event to the same topic as the one
+        // before it shares that event's checked name and publisher.
+        let mut topics = Vec::new();
+        let mut topic_of = Vec::with_capacity(ops.len());
         let mut payloads = Vec::with_capacity(ops.len());
-        for op in ops {
-            let (topic, payload) = self.checked(op)?;
-            topics.push(topic);
-            payloads.push(payload);
+        for (i, op) in ops.iter().enumerate() {
+            if i == 0 || op.topic != ops[i - 1].topic {
+                topics.push(self.checked_topic(op)?);
+            }
+            topic_of.push(topics.len() - 1);
+            payloads.push(self.checked_event(op)?);
         }
         let publishers = topics
             .iter()
@@ -375,10 +379,10 @@ impl Caller<'_> {
             .collect::<Result<Vec<_>, _>>()?;
         let events: Vec<BatchEvent<'_>> = ops
             .iter()
-            .zip(&publishers)
+            .zip(topic_of)
             .zip(&payloads)
-            .map(|((op, publisher), payload)| BatchEvent {
-                publisher,
+            .map(|((op, topic), payload)| BatchEvent {
+                publisher: &publishers[topic],
                 event_type: &op.event_type,
                 payload,
                 options: options(op),
@@ -461,13 +465,25 @@ impl Caller<'_> {
         &self,
         op: &'o Publish<'p>,
     ) -> Result<(Cow<'o, str>, Cow<'p, [u8]>), ApiError> {
+        let topic = self.checked_topic(op)?;
+        Ok((topic, self.checked_event(op)?))
+    }
+
+    /// The first half of [`Self::checked`]: the topic's broker name.
+    fn checked_topic<'o>(&self, op: &'o Publish<'_>) -> Result<Cow<'o, str>, ApiError> {
         let topic = self.publish_topic(op)?;
         validate_topic(&topic)?;
+        Ok(topic)
+    }
+
+    /// The second half of [`Self::checked`]: the event's payload, type
+    /// and options, against the topic's schema.
+    fn checked_event<'p>(&self, op: &Publish<'p>) -> Result<Cow<'p, [u8]>, ApiError> {
         let payload = payload(op)?;
         self.schemas.check(&op.topic, &op.event_type, &payload)?;
         self.broker
             .check_event(&op.event_type, &payload, options(op))?;
-        Ok((topic, payload))
+        Ok(payload)
     }
 
     /// Takes `n` operations of `kind` from the caller's rate limit.
