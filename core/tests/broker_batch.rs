@@ -47,6 +47,7 @@ fn a_batch_gets_consecutive_sequences_and_dense_topic_sequences() {
     let mut sub = broker
         .subscribe(Filter::patterns(&["acme.>"]).unwrap(), StartAt::Seq(2))
         .unwrap();
+    let mut stamps = Vec::new();
     for (expected, payload) in out.iter().zip([b"1", b"2", b"3"]) {
         let Some(Delivery::Event(e)) = sub.try_next().unwrap() else {
             panic!("missing event {expected:?}");
@@ -54,7 +55,10 @@ fn a_batch_gets_consecutive_sequences_and_dense_topic_sequences() {
         assert_eq!((e.seq, e.topic_seq), (expected.seq, expected.topic_seq));
         assert_eq!((e.payload.as_slice(), e.origin), (payload.as_slice(), 7));
         assert_eq!(e.correlation.as_deref(), Some("c-1"));
+        stamps.push(e.timestamp_ns);
     }
+    // One timestamp for the batch.
+    assert!(stamps.iter().all(|&t| t == stamps[0] && t > 0), "{stamps:?}");
     assert_eq!(broker.metrics().published, 4);
 }
 

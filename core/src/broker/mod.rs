@@ -643,6 +643,8 @@ impl Broker {
                     return Ok(Once::Duplicate);
                 }
             }
+            // One clock read for the batch: its events share a timestamp.
+            let ts = now_ns();
             for (i, e) in events.iter().enumerate() {
                 // Checked above.
                 let checked = Checked {
@@ -653,7 +655,7 @@ impl Broker {
                     payload_json: e.options.payload_is_json,
                 };
                 let key = if i + 1 == events.len() { key } else { &[] };
-                out.push(inner.append_locked(&mut state, &e.publisher.topic, &checked, key)?);
+                out.push(inner.append_stamped(&mut state, &e.publisher.topic, &checked, key, ts)?);
             }
             if record_key.is_some() && !events.is_empty() {
                 let at = state.last_ts;
