@@ -58,7 +58,10 @@ fn a_batch_gets_consecutive_sequences_and_dense_topic_sequences() {
         stamps.push(e.timestamp_ns);
     }
     // One timestamp for the batch.
-    assert!(stamps.iter().all(|&t| t == stamps[0] && t > 0), "{stamps:?}");
+    assert!(
+        stamps.iter().all(|&t| t == stamps[0] && t > 0),
+        "{stamps:?}"
+    );
     assert_eq!(broker.metrics().published, 4);
 }
 

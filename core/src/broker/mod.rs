@@ -655,7 +655,13 @@ impl Broker {
                     payload_json: e.options.payload_is_json,
                 };
                 let key = if i + 1 == events.len() { key } else { &[] };
-                out.push(inner.append_stamped(&mut state, &e.publisher.topic, &checked, key, ts)?);
+                out.push(inner.append_stamped(
+                    &mut state,
+                    &e.publisher.topic,
+                    &checked,
+                    key,
+                    ts,
+                )?);
             }
             if record_key.is_some() && !events.is_empty() {
                 let at = state.last_ts;
