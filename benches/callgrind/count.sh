@@ -10,7 +10,9 @@
 # ops, SUBSCRIBERS (default 0) WebSocket subscribers of the topic; with the
 # last argument, also CONNS idle connections of SUBS subscriptions of
 # PATTERNS wildcard patterns each that match nothing published (see
-# ws_load.py). Needs valgrind, curl and python3.
+# ws_load.py). HERALD_LOAD_BATCH=N publishes batches of N events per op and
+# delivers batches of up to N (see ws_load.py). Needs valgrind, curl and
+# python3.
 set -euo pipefail
 bin=$(realpath "$1"); subs=${2:-0}; small=${3:-2000}; large=${4:-12000}; hostile=${5:-0:0:0}
 here=$(cd "$(dirname "$0")" && pwd)

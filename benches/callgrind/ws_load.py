@@ -10,6 +10,9 @@ first tokens (what a hostile client holds to make every event cost more);
 then one publisher
 that pipelines EVENTS `publish` ops (128-byte JSON payloads), and returns
 once every publish is acknowledged and every subscriber has every event.
+With HERALD_LOAD_BATCH=N in the environment, the publisher sends batches
+of N events per `publish` op and the subscribers ask for batched delivery
+of up to N events per message.
 Standard library only (no WebSocket package): masked client text frames,
 unmasked server frames.
 """
@@ -43,8 +46,10 @@ def frame(text):
     mask = b"\x01\x02\x03\x04"
     if len(p) < 126:
         head = bytes([0x81, 0x80 | len(p)])
-    else:
+    elif len(p) < 1 << 16:
         head = bytes([0x81, 0x80 | 126]) + struct.pack(">H", len(p))
+    else:
+        head = bytes([0x81, 0x80 | 127]) + struct.pack(">Q", len(p))
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(p))
 
 
@@ -57,6 +62,10 @@ def frames(buf):
             if len(buf) < 4:
                 break
             n, off = struct.unpack(">H", buf[2:4])[0], 4
+        elif n == 127:
+            if len(buf) < 10:
+                break
+            n, off = struct.unpack(">Q", buf[2:10])[0], 10
         if len(buf) < off + n:
             break
         out.append(buf[off : off + n])
@@ -88,25 +97,35 @@ def main():
     hostile = [int(n) for n in sys.argv[5].split(":")] if len(sys.argv) > 5 else [0, 0, 0]
     # Held open (and subscribed) until the load is done.
     held = [subscribe_patterns(host, port, c, *hostile[1:]) for c in range(hostile[0])]
+    batch = int(os.environ.get("HERALD_LOAD_BATCH", "1"))
     sel = selectors.DefaultSelector()
     for _ in range(subscribers):
         s, buf = connect(host, port)
-        s.sendall(frame('{"op":"subscribe","id":"s","topic":"%s"}' % TOPIC))
+        delivery = ',"batch":{"max_events":%d,"max_delay_ms":0}' % batch if batch > 1 else ""
+        s.sendall(frame('{"op":"subscribe","id":"s","topic":"%s"%s}' % (TOPIC, delivery)))
         while True:
             buf += s.recv(65536)
             got, buf = frames(buf)
             if got:
                 break
-        sel.register(s, selectors.EVENT_READ, {"buf": buf, "want": events, "kind": b'"event"'})
+        # Each event of a delivery carries one "seq" field.
+        sel.register(s, selectors.EVENT_READ, {"buf": buf, "want": events, "kind": b'"seq":'})
     publisher, buf = connect(host, port)
     payload = json.dumps({"p": "x" * 90, "t": 10**18})
-    publisher.sendall(
-        b"".join(
-            frame('{"op":"publish","topic":"%s","type":"e","ref":%d,"data":%s}' % (TOPIC, i, payload))
+    if batch > 1:
+        event = '{"topic":"%s","type":"e","data":%s}' % (TOPIC, payload)
+        ops = [
+            '{"op":"publish","ref":%d,"events":[%s]}' % (i, ",".join([event] * min(batch, events - i)))
+            for i in range(0, events, batch)
+        ]
+    else:
+        ops = [
+            '{"op":"publish","topic":"%s","type":"e","ref":%d,"data":%s}' % (TOPIC, i, payload)
             for i in range(events)
-        )
-    )
-    sel.register(publisher, selectors.EVENT_READ, {"buf": buf, "want": events, "kind": b'"published"'})
+        ]
+    publisher.sendall(b"".join(frame(op) for op in ops))
+    # Each acknowledged event has one "seq" field in the answers.
+    sel.register(publisher, selectors.EVENT_READ, {"buf": buf, "want": events, "kind": b'"seq":'})
     left = subscribers + 1
     while left:
         for key, _ in sel.select():
@@ -116,7 +135,7 @@ def main():
             for f in got:
                 if b'"type":"error"' in f:
                     sys.exit(f"error: {f!r}")
-            state["want"] -= sum(1 for f in got if state["kind"] in f)
+            state["want"] -= sum(f.count(state["kind"]) for f in got)
             if state["want"] <= 0:
                 sel.unregister(key.fileobj)
                 left -= 1

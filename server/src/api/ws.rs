@@ -211,19 +211,37 @@ fn reply<T: Serialize>(out: &mut Vec<u8>, kind: &'static str, reference: &Value,
     );
 }
 
-/// Appends the reply to a single-event publish: the bytes [`reply`] writes
-/// for it (a test checks), without serde (every publish is answered).
-fn published_reply(out: &mut Vec<u8>, reference: &Value, published: &Published) {
+/// Appends the reply to a publish of one event or a batch: the bytes
+/// [`reply`] writes for it (a test checks), without serde (every publish
+/// is answered).
+fn published_reply(out: &mut Vec<u8>, reference: &Value, published: &PublishedAll) {
     out.extend_from_slice(br#"{"type":"published""#);
     if !reference.is_null() {
         out.extend_from_slice(br#","ref":"#);
         let _ = serde_json::to_writer(&mut *out, reference);
     }
     let mut n = itoa::Buffer::new();
-    out.extend_from_slice(br#","seq":"#);
-    out.extend_from_slice(n.format(published.seq).as_bytes());
-    out.extend_from_slice(br#","topic_seq":"#);
-    out.extend_from_slice(n.format(published.topic_seq).as_bytes());
+    let mut sequences = |out: &mut Vec<u8>, p: &Published| {
+        out.extend_from_slice(br#""seq":"#);
+        out.extend_from_slice(n.format(p.seq).as_bytes());
+        out.extend_from_slice(br#","topic_seq":"#);
+        out.extend_from_slice(n.format(p.topic_seq).as_bytes());
+    };
+    match published {
+        PublishedAll::One(one) => {
+            out.push(b',');
+            sequences(out, one);
+        }
+        PublishedAll::Batch { events } => {
+            out.extend_from_slice(br#","events":["#);
+            for (i, p) in events.iter().enumerate() {
+                out.extend_from_slice(if i == 0 { b"{" } else { b",{" });
+                sequences(out, p);
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+    }
     out.push(b'}');
 }
 
@@ -231,9 +249,9 @@ fn published_reply(out: &mut Vec<u8>, reference: &Value, published: &Published) 
 fn publish_answer(out: &mut Vec<u8>, reference: &Value, answer: Result<PublishAnswer, ApiError>) {
     match answer {
         Ok(PublishAnswer {
-            published: PublishedAll::One(one),
+            published,
             duplicate: false,
-        }) => published_reply(out, reference, &one),
+        }) => published_reply(out, reference, &published),
         Ok(answer) => reply(out, "published", reference, answer),
         Err(e) => {
             let envelope = Envelope {
@@ -670,13 +688,21 @@ mod tests {
         ];
         for reference in references {
             let reference: Value = serde_json::from_str(reference).unwrap();
-            for (seq, topic_seq) in [(1, 1), (0, u64::MAX), (1_234_567, 89)] {
-                let published = Published { seq, topic_seq };
+            let sequences = [(1, 1), (0, u64::MAX), (1_234_567, 89)];
+            let batches = (0..=sequences.len()).map(|n| PublishedAll::Batch {
+                events: sequences[..n]
+                    .iter()
+                    .map(|&(seq, topic_seq)| Published { seq, topic_seq })
+                    .collect(),
+            });
+            let ones = sequences
+                .iter()
+                .map(|&(seq, topic_seq)| PublishedAll::One(Published { seq, topic_seq }));
+            for published in ones.chain(batches) {
                 let mut fast = Vec::new();
                 published_reply(&mut fast, &reference, &published);
                 let mut general = Vec::new();
-                let one = PublishedAll::One(Published { seq, topic_seq });
-                reply(&mut general, "published", &reference, one);
+                reply(&mut general, "published", &reference, published);
                 assert_eq!(
                     String::from_utf8(fast).unwrap(),
                     String::from_utf8(general).unwrap()

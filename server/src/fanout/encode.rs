@@ -275,6 +275,10 @@ pub(crate) struct WsBatch {
     /// Bytes of the elements and their commas.
     bytes: usize,
     events: usize,
+    /// Bytes the last message gathered in `buf`: reserved at once for the
+    /// next, which is likely of its size (instead of growing to it by
+    /// doubling, one copy per step).
+    last_len: usize,
     /// Messages written, counted for `/metrics` (the worker's counter).
     written: Arc<AtomicU64>,
 }
@@ -287,6 +291,7 @@ impl WsBatch {
             buf: BytesMut::new(),
             bytes: 0,
             events: 0,
+            last_len: 0,
             written,
         }
     }
@@ -297,6 +302,9 @@ impl WsBatch {
     }
 
     fn open_element(&mut self) {
+        if self.events == 0 {
+            self.buf.reserve(self.last_len);
+        }
         let open: &[u8] = if self.events == 0 { b"{" } else { b",{" };
         self.buf.extend_from_slice(open);
         self.bytes += open.len();
@@ -337,6 +345,7 @@ impl WsBatch {
                 out.push_shared(part);
             }
         }
+        self.last_len = self.buf.len();
         if self.buf.len() < COPY_BELOW {
             out.extend(&self.buf);
             self.buf.clear();
