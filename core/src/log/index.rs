@@ -162,9 +162,8 @@ impl TopicEntries {
     /// last. Returns whether it filled a chunk: the caller lists the topic
     /// in [`TopicIndex::to_spill`].
     pub(crate) fn push(&mut self, e: Entry) -> bool {
-        self.entries.push(e);
         self.last_topic_seq = Some(e.topic_seq);
-        self.entries.chunk_filled()
+        self.entries.push(e)
     }
 }
 
@@ -252,14 +251,17 @@ impl Entries {
         self.len() == 0
     }
 
-    pub(crate) fn push(&mut self, e: Entry) {
-        if let Some(Chunk::Filling(last)) = self.chunks.back_mut() {
-            last.push(e);
-            if last.len() == CHUNK {
-                let full = std::mem::take(last);
-                *self.chunks.back_mut().expect("just seen") = Chunk::Full(Arc::new(full));
+    /// Appends `e`; returns whether it filled a chunk (for the spill thread).
+    pub(crate) fn push(&mut self, e: Entry) -> bool {
+        if let Some(back) = self.chunks.back_mut() {
+            if let Chunk::Filling(last) = back {
+                last.push(e);
+                if last.len() < CHUNK {
+                    return false;
+                }
+                *back = Chunk::Full(Arc::new(std::mem::take(last)));
+                return true;
             }
-            return;
         }
         // A topic's first chunk grows as it fills (most topics hold a few
         // entries); the next ones are allocated whole.
@@ -270,11 +272,7 @@ impl Entries {
         };
         chunk.push(e);
         self.chunks.push_back(Chunk::Filling(chunk));
-    }
-
-    /// Whether the last push filled a chunk (for the spill thread).
-    fn chunk_filled(&self) -> bool {
-        matches!(self.chunks.back(), Some(Chunk::Full(_)))
+        false
     }
 
     /// The last retained entry.
@@ -422,7 +420,8 @@ mod tests {
                     topic_seq += 1;
                     let e = Entry { topic_seq, seq };
                     pushed.push(e);
-                    chunked.push(e);
+                    let filled = chunked.push(e);
+                    prop_assert_eq!(filled, matches!(chunked.chunks.back(), Some(Chunk::Full(_))));
                 }
                 if spill {
                     let mut full = Vec::new();

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::format::{aligned, check_record_with, RecordCheck, REC_HEADER_LEN};
+use super::format::{check_record_with, RecordCheck};
 use super::index::Entry;
 use super::retention::ReaderPin;
 use super::segment::Segment;
@@ -146,9 +146,9 @@ pub struct LogReader {
     pending_gap: Option<(u64, u64)>,
     pin: Arc<ReaderPin>,
     visited: u64,
-    /// Byte offset of record `idx` in `seg`, known from the record before
-    /// it (a sealed segment's offset table may be released).
-    next_off: Option<usize>,
+    /// `(idx, offset)` in `seg` of the last record read: where a lookup
+    /// in a released offset table walks from (see `Segment::offset_near`).
+    last_read: Option<(u64, usize)>,
 }
 
 enum Step {
@@ -172,7 +172,7 @@ impl LogReader {
             pending_gap,
             pin,
             visited: 0,
-            next_off: None,
+            last_read: None,
         }
     }
 
@@ -205,7 +205,7 @@ impl LogReader {
                 // Read to its end: the pages this reader faulted in go.
                 seg.release_pages();
                 self.seg = None;
-                self.next_off = None;
+                self.last_read = None;
             }
             match self.shared.locate(self.next_seq) {
                 None => return Step::CaughtUp,
@@ -234,21 +234,17 @@ impl LogReader {
             Step::Ready => {}
         }
         let seg = self.seg.as_deref()?;
-        let off = match self.next_off.take() {
-            Some(off) => off,
-            None => seg.offset_of(self.idx),
-        };
+        let idx = self.idx;
+        let off = seg.offset_near(idx, self.last_read);
+        if seg.offsets_released() {
+            self.last_read = Some((idx, off));
+        }
         let seq = self.next_seq;
         self.idx += 1;
         self.next_seq += 1;
         self.visited += 1;
         self.pin.set(self.next_seq);
-        let read = read_at(seg, off, seq, self.shared.config.verify_on_read);
-        if let Ok(r) = &read {
-            let len = REC_HEADER_LEN + r.event_type.len() + r.payload.len() + r.key.len();
-            self.next_off = Some(off + aligned(len));
-        }
-        Some(read.map(ReadItem::Record))
+        Some(read_at(seg, off, seq, self.shared.config.verify_on_read).map(ReadItem::Record))
     }
 }
 
@@ -274,9 +270,9 @@ pub struct TopicReader {
     visited: u64,
     /// The global sequence of the last record returned (0 before the first).
     last_seq: u64,
-    /// The sequence just after the last record read and where it would be
-    /// in `seg` (a start for offset lookups, see `Segment::offset_near`).
-    after_last: Option<(u64, usize)>,
+    /// `(seq, offset)` in `seg` of the last record read: where a lookup in
+    /// a released offset table walks from (see `Segment::offset_near`).
+    last_read: Option<(u64, usize)>,
 }
 
 impl TopicReader {
@@ -303,7 +299,7 @@ impl TopicReader {
             pin,
             visited: 0,
             last_seq: 0,
-            after_last: None,
+            last_read: None,
         }
     }
 
@@ -364,7 +360,7 @@ impl TopicReader {
                 match self.shared.locate(e.seq) {
                     Some(seg) if seg.base_seq <= e.seq => {
                         self.seg = Some(seg);
-                        self.after_last = None;
+                        self.last_read = None;
                     }
                     _ => {
                         gap = Some((gap.map_or(self.next_topic_seq, |g| g.0), e.topic_seq));
@@ -416,16 +412,12 @@ impl TopicReader {
         self.visited += 1;
         self.pin.set(self.buf.front().map_or(e.seq + 1, |n| n.seq));
         let seg = self.seg.as_deref()?;
-        let known = self
-            .after_last
-            .take()
-            .map(|(seq, off)| (seq - seg.base_seq, off));
+        let known = self.last_read.map(|(seq, off)| (seq - seg.base_seq, off));
         let off = seg.offset_near(e.seq - seg.base_seq, known);
-        let r = read_at(seg, off, e.seq, self.shared.config.verify_on_read);
-        if let Ok(v) = &r {
-            let len = REC_HEADER_LEN + v.event_type.len() + v.payload.len() + v.key.len();
-            self.after_last = Some((e.seq + 1, off + aligned(len)));
+        if seg.offsets_released() {
+            self.last_read = Some((e.seq, off));
         }
+        let r = read_at(seg, off, e.seq, self.shared.config.verify_on_read);
         Some(r.and_then(|v| {
             if v.topic_id != self.topic || v.topic_seq != e.topic_seq {
                 Err(LogError::corrupt(

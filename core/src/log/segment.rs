@@ -196,6 +196,13 @@ impl Segment {
         }
     }
 
+    /// Whether the offset table was released (lookups walk, see
+    /// [`Self::offset_near`]).
+    #[inline]
+    pub(crate) fn offsets_released(&self) -> bool {
+        self.sparse.get().is_some()
+    }
+
     /// Offset of record `idx`; only valid for `idx < count()` as loaded by the caller.
     #[inline]
     pub(crate) fn offset_of(&self, idx: u64) -> usize {

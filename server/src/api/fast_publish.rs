@@ -28,7 +28,7 @@ use super::ops::{Envelope, Publish, PublishRequest, MAX_BATCH};
 pub(super) fn publish(text: &str) -> Option<(Envelope, PublishRequest<'_>)> {
     let mut s = Scan { text, i: 0 };
     s.ws();
-    let mut fields = s.object()?;
+    let mut fields = s.object::<true>()?;
     s.ws();
     if s.i != text.len() || fields.op? != "publish" {
         return None;
@@ -140,8 +140,11 @@ impl<'a> Scan<'a> {
     }
 
     /// A plain object: known keys without escapes, each at most once, the
-    /// values of the types described above.
-    fn object(&mut self) -> Option<Plain<'a>> {
+    /// values of the types described above. `MESSAGE`: a whole message,
+    /// which may have `op`, `ref` and `events`; otherwise an event of a
+    /// batch or body, which may not (so this never calls itself: the
+    /// message's form stays inlined on the single-event path).
+    fn object<const MESSAGE: bool>(&mut self) -> Option<Plain<'a>> {
         let mut fields = Plain::default();
         let mut seen = 0u8;
         self.eat(b'{')?;
@@ -152,14 +155,14 @@ impl<'a> Scan<'a> {
             self.eat(b':')?;
             self.ws();
             let bit = match key {
-                "op" => 1,
-                "ref" => 2,
+                "op" if MESSAGE => 1,
+                "ref" if MESSAGE => 2,
                 "topic" => 4,
                 "type" => 8,
                 "data" => 16,
                 "origin" => 32,
                 "correlation_id" => 64,
-                "events" => 128,
+                "events" if MESSAGE => 128,
                 _ => return None,
             };
             if seen & bit != 0 {
@@ -174,7 +177,8 @@ impl<'a> Scan<'a> {
                 16 => fields.data = Some(self.value()?),
                 32 => fields.origin = Some(self.unsigned()?),
                 64 => fields.correlation_id = Some(self.plain_string()?),
-                _ => fields.events = Some(self.events()?),
+                _ if MESSAGE => fields.events = Some(self.events()?),
+                _ => return None,
             }
             self.ws();
             match self.next()? {
@@ -188,12 +192,8 @@ impl<'a> Scan<'a> {
     /// An event of an HTTP body: a plain object without the fields the
     /// body may not have.
     fn body_event(&mut self, topic: &str) -> Option<Publish<'a>> {
-        let fields = self.object()?;
-        if fields.op.is_some()
-            || fields.reference.is_some()
-            || fields.topic.is_some()
-            || fields.events.is_some()
-        {
+        let fields = self.object::<false>()?;
+        if fields.topic.is_some() {
             return None;
         }
         fields.event(Cow::Owned(topic.to_owned()))
@@ -206,10 +206,7 @@ impl<'a> Scan<'a> {
         self.ws();
         let mut events = Vec::new();
         loop {
-            let fields = self.object()?;
-            if fields.op.is_some() || fields.reference.is_some() || fields.events.is_some() {
-                return None;
-            }
+            let fields = self.object::<false>()?;
             let topic = fields.topic?;
             events.push(fields.event(Cow::Borrowed(topic))?);
             if events.len() > MAX_BATCH {
