@@ -76,6 +76,14 @@ pub struct Options {
     pub ws_batch: Option<(u32, u32)>,
 }
 
+/// Parses a `--ws-batch` value, `MAX_EVENTS,MAX_DELAY_MS` (`MAX_EVENTS` at
+/// least 1).
+pub fn parse_ws_batch(v: &str) -> Option<(u32, u32)> {
+    let (n, d) = v.split_once(',')?;
+    let (n, d) = (n.parse().ok()?, d.parse().ok()?);
+    (n > 0).then_some((n, d))
+}
+
 impl Default for Options {
     fn default() -> Options {
         Options {

@@ -118,10 +118,7 @@ fn parse_args() -> Args {
             "--batch" => a.batch = value::<usize>(&arg, args.next()).clamp(1, 1000),
             "--ws-batch" => {
                 let v: String = value(&arg, args.next());
-                let parsed = v
-                    .split_once(',')
-                    .and_then(|(n, d)| Some((n.parse().ok()?, d.parse().ok()?)));
-                match parsed {
+                match herald_benches::load::parse_ws_batch(&v) {
                     Some(nd) => a.ws_batch = Some(nd),
                     None => usage("--ws-batch is MAX_EVENTS,MAX_DELAY_MS"),
                 }

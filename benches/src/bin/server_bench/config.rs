@@ -145,12 +145,9 @@ pub(crate) fn parse_args() -> Config {
             }
             "--ws-batch" => {
                 let v: String = value(&arg, args.next());
-                let parsed = v
-                    .split_once(',')
-                    .and_then(|(n, d)| Some((n.parse().ok()?, d.parse().ok()?)));
-                match parsed {
-                    Some((n, d)) if n > 0 => cfg.ws_batch = Some((n, d)),
-                    _ => {
+                match herald_benches::load::parse_ws_batch(&v) {
+                    Some(nd) => cfg.ws_batch = Some(nd),
+                    None => {
                         eprintln!("--ws-batch wants MAX_EVENTS,MAX_DELAY_MS, got {v}");
                         std::process::exit(2);
                     }
