@@ -134,6 +134,9 @@ fn retention_drops_spilled_chunks_and_readers_get_the_gap() {
         first > 1 && first <= total - 3 * CHUNK as u64,
         "first {first}"
     );
+    // A reader never starts (nor pins retention) below the first retained
+    // record, though a spilled chunk still lists deleted ones.
+    assert!(log.reader_from_topic(1, 1).start_seq() >= first);
     let (records, gaps) = read_topic(&log, 1, 1);
     // One gap up to the first retained record, then every record after it,
     // whether its entry is spilled or in memory.

@@ -6,7 +6,8 @@
 //! A topic reader binary-searches its topic's entries, then jumps straight to
 //! each record through the segment's offset table, so replaying one topic
 //! visits only that topic's records whatever the other topics' traffic.
-//! Cost: 16 bytes per retained record.
+//! Cost: 16 bytes per retained record, in memory only until its chunk is
+//! spilled (below).
 //!
 //! A topic's entries live in fixed-size chunks ([`Entries`]), so that
 //! growing or trimming the index never copies it: an append adds at most one

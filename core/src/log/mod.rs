@@ -448,7 +448,14 @@ impl Log {
             .topics
             .read()
             .fetch(topic_id, topic_seq, 1, &mut first);
-        let pin = pins.register(first.first().map_or(self.next_seq(), |e| e.seq));
+        // A spilled chunk may still hold entries of deleted records (see
+        // `index`): never pin below the first retained sequence.
+        let first_retained = self.shared.first_seq();
+        let pin = pins.register(
+            first
+                .first()
+                .map_or(self.next_seq(), |e| e.seq.max(first_retained)),
+        );
         drop(pins);
         TopicReader::new(Arc::clone(&self.shared), topic_id, topic_seq, pin)
     }

@@ -236,15 +236,18 @@ impl LogReader {
         let seg = self.seg.as_deref()?;
         let idx = self.idx;
         let off = seg.offset_near(idx, self.last_read);
-        if seg.offsets_released() {
-            self.last_read = Some((idx, off));
-        }
         let seq = self.next_seq;
         self.idx += 1;
         self.next_seq += 1;
         self.visited += 1;
         self.pin.set(self.next_seq);
-        Some(read_at(seg, off, seq, self.shared.config.verify_on_read).map(ReadItem::Record))
+        let read = read_at(seg, off, seq, self.shared.config.verify_on_read);
+        // A walk starts only from a record that checked out, so one bad
+        // length does not mislead the lookups after it.
+        if read.is_ok() && seg.offsets_released() {
+            self.last_read = Some((idx, off));
+        }
+        Some(read.map(ReadItem::Record))
     }
 }
 
@@ -414,10 +417,11 @@ impl TopicReader {
         let seg = self.seg.as_deref()?;
         let known = self.last_read.map(|(seq, off)| (seq - seg.base_seq, off));
         let off = seg.offset_near(e.seq - seg.base_seq, known);
-        if seg.offsets_released() {
+        let r = read_at(seg, off, e.seq, self.shared.config.verify_on_read);
+        // As in `LogReader::next_item`: only from a record that checked out.
+        if r.is_ok() && seg.offsets_released() {
             self.last_read = Some((e.seq, off));
         }
-        let r = read_at(seg, off, e.seq, self.shared.config.verify_on_read);
         Some(r.and_then(|v| {
             if v.topic_id != self.topic || v.topic_seq != e.topic_seq {
                 Err(LogError::corrupt(

@@ -8,7 +8,9 @@
 //! then release-stores `count = i + 1`. A reader acquire-loads `count` and may
 //! then read `offsets[j]` and the bytes of record `j` for any `j < count`:
 //! those bytes never change again (recovery zeroes only bytes beyond the
-//! valid prefix, before any reader exists).
+//! valid prefix, before any reader exists). Once the segment is sealed,
+//! its offset table may be released: an offset then reads as 0, never a
+//! record's, and [`Segment::offset_near`] walks to it instead.
 //!
 //! The loom model
 //! `a_log_reader_racing_appends_and_a_segment_roll_reads_each_record_once`

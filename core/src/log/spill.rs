@@ -5,8 +5,8 @@
 //! Spill files (`topics-NNNNNNNNNN.spill`, [`CHUNKS_PER_FILE`] chunks each)
 //! are a cache of what the segments hold, never read back after a restart:
 //! nothing is synced, a file is removed when the last chunk in it is
-//! dropped (retention, or closing the log), and opening the log removes any
-//! left by a crash. A chunk the thread could not write stays in memory.
+//! dropped (retention, or closing the log) and the writer has moved on to
+//! the next file, and opening the log removes any left by a crash. A chunk the thread could not write stays in memory.
 //! The thread takes the index's read lock to find full chunks and its write
 //! lock only to swap a written chunk for its place in the file; the writes
 //! themselves hold no lock, so the appender never waits on them.
