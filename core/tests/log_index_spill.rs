@@ -10,6 +10,15 @@ use herald_core::log::{Durability, Log, LogConfig, LogItem, ReadItem, RecordRef,
 /// Entries per chunk of the index (`log::index::CHUNK`).
 const CHUNK: usize = 4096;
 
+/// 1 MiB segments (no prefault thread), no syncs.
+fn config() -> LogConfig {
+    LogConfig {
+        segment_size: 1 << 20,
+        durability: Durability::Never,
+        ..LogConfig::default()
+    }
+}
+
 fn spill_files(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
@@ -70,11 +79,7 @@ fn read_topic(log: &Log, topic: u64, from: u64) -> (Pairs, Pairs) {
 #[test]
 fn full_index_chunks_leave_memory_and_topic_readers_still_read_every_record() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_size: 1 << 20,
-        durability: Durability::Never,
-        ..LogConfig::default()
-    };
+    let config = config();
     let (log, _) = Log::open(dir.path(), config).unwrap();
     // Two topics interleaved, ten chunks each, and a third with a few.
     let per_topic = 10 * CHUNK as u64 + 100;
@@ -112,13 +117,11 @@ fn full_index_chunks_leave_memory_and_topic_readers_still_read_every_record() {
 fn retention_drops_spilled_chunks_and_readers_get_the_gap() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
-        segment_size: 1 << 20,
-        durability: Durability::Never,
         retention: Retention {
             max_records: Some(3 * CHUNK as u64),
             ..Retention::default()
         },
-        ..LogConfig::default()
+        ..config()
     };
     let (log, _) = Log::open(dir.path(), config).unwrap();
     // Past two spill files' worth of chunks (64 each); retention runs at
@@ -153,11 +156,7 @@ fn retention_drops_spilled_chunks_and_readers_get_the_gap() {
 #[test]
 fn spill_files_go_with_the_log_and_a_crash_leaves_none_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_size: 1 << 20,
-        durability: Durability::Never,
-        ..LogConfig::default()
-    };
+    let config = config();
     {
         let (log, _) = Log::open(dir.path(), config.clone()).unwrap();
         for n in 1..=3 * CHUNK as u64 {

@@ -24,15 +24,21 @@ fn resident_kib(path: &std::path::Path) -> Option<u64> {
     None
 }
 
-#[test]
-fn a_sealed_segment_leaves_resident_memory_and_stays_readable() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_size: 4 << 20, // the smallest size that gets a prefaulter
+/// The smallest segments that get a prefault thread (which releases a
+/// sealed segment's pages), no syncs.
+fn prefaulted() -> LogConfig {
+    LogConfig {
+        segment_size: 4 << 20,
         durability: Durability::Never,
         prefault: true,
         ..LogConfig::default()
-    };
+    }
+}
+
+#[test]
+fn a_sealed_segment_leaves_resident_memory_and_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = prefaulted();
     let (log, _) = Log::open(dir.path(), config).unwrap();
     let payload = vec![7u8; 1000];
     let append = |seq| {
@@ -97,12 +103,7 @@ fn a_sealed_segment_leaves_resident_memory_and_stays_readable() {
 #[test]
 fn records_of_a_segment_whose_offset_table_was_released_are_found_from_anywhere() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_size: 4 << 20, // the smallest size that gets a prefaulter
-        durability: Durability::Never,
-        prefault: true,
-        ..LogConfig::default()
-    };
+    let config = prefaulted();
     // Records of varying sizes, so that a wrong walk lands off a record.
     let payload = |seq: u64| vec![b'a' + (seq % 26) as u8; 40 + (seq as usize * 7) % 300];
     let total = {
