@@ -7,9 +7,11 @@
 //! the count of publishes over 1 ms.
 //!
 //! ```text
-//! cargo run --release -p herald-benches --bin publish_stalls [-- --events N] [--topics N] [--rate R]
+//! cargo run --release -p herald-benches --bin publish_stalls [-- --events N] [--topics N] [--rate R] [--max-bytes B]
 //! ```
-//! `--rate R` paces the publisher at R events/s (default: flat out). Flat
+//! `--max-bytes B` sets retention by total bytes (default: none), so that
+//! rolls also delete segments. `--rate R` paces the publisher at R
+//! events/s (default: flat out). Flat
 //! out, the log is written faster than the kernel writes dirty pages back,
 //! and the kernel throttles the writer: stalls then measure the disk, not
 //! Herald; a paced run below the disk's rate isolates Herald's own.
@@ -26,6 +28,7 @@ fn main() {
     let mut events: u64 = 10_000_000;
     let mut topics: u64 = 1;
     let mut rate: u64 = 0;
+    let mut max_bytes: Option<u64> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = args.next().and_then(|v| v.parse().ok());
@@ -33,8 +36,11 @@ fn main() {
             ("--events", Some(v)) => events = v,
             ("--topics", Some(v)) => topics = v.max(1),
             ("--rate", Some(v)) => rate = v,
+            ("--max-bytes", Some(v)) => max_bytes = Some(v),
             _ => {
-                eprintln!("usage: publish_stalls [--events N] [--topics N] [--rate R]");
+                eprintln!(
+                    "usage: publish_stalls [--events N] [--topics N] [--rate R] [--max-bytes B]"
+                );
                 std::process::exit(2);
             }
         }
@@ -45,6 +51,7 @@ fn main() {
         .expect("temp dir");
     let mut config = BrokerConfig::new(dir.path());
     config.log.durability = Durability::Interval(Duration::from_millis(100));
+    config.log.retention.max_bytes = max_bytes;
     let broker = Broker::open(config).expect("open broker");
     let publishers: Vec<_> = (0..topics)
         .map(|t| broker.publisher(&format!("bench.t{t}")).expect("publisher"))
@@ -79,8 +86,9 @@ fn main() {
     let elapsed = start.elapsed();
     println!("- **Machine**: {}", machine_description());
     println!("- **Build**: {}", toolchain_and_revision());
+    let retention = max_bytes.map_or(String::new(), |b| format!(" --max-bytes {b}"));
     println!(
-        "- **Command**: `cargo run --release -p herald-benches --bin publish_stalls -- --events {events} --topics {topics} --rate {rate}`"
+        "- **Command**: `cargo run --release -p herald-benches --bin publish_stalls -- --events {events} --topics {topics} --rate {rate}{retention}`"
     );
     println!();
     println!("| events | topics | publishes/s | p50 | p99 | p99.9 | p99.99 | max | publishes over 1 ms |");

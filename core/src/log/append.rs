@@ -19,7 +19,8 @@ use crate::sync::Ordering;
 
 /// Creates segment `base` in `dir`: a temporary file is preallocated and
 /// given its header, synced (unless `Never`), then renamed into place and the
-/// directory synced, so a `.seg` file always starts with a complete header.
+/// directory synced, so the `.seg` file starts with a durable header (a
+/// spare named at a roll gets those syncs later: `spare::name`).
 pub(super) fn create_segment(
     dir: &Path,
     cfg: &LogConfig,
@@ -147,9 +148,7 @@ impl Log {
                 r.max_age.is_some() || r.max_bytes.is_some() || r.max_records.is_some()
             };
             if has_policy {
-                // Retention failures (e.g. a file that cannot be removed) do
-                // not fail the append: the segment is out of the list either way.
-                let _ = retention::enforce(sh);
+                retention::enforce_in_background(&self.shared);
             }
         }
         let mut topics = sh.topics.write();
@@ -314,7 +313,7 @@ impl Log {
         }
         // A spare made in the background if one is ready (see `spare`).
         let ready = sh.spare.lock().ready.take();
-        let new = match ready.map(|s| spare::name(s, sh, base, flags)) {
+        let new = match ready.map(|s| spare::name(s, sh, base, flags, &w.tail)) {
             Some(Ok(seg)) => seg,
             // A spare that could not be named is gone: create as without.
             Some(Err(_)) | None => create_segment(&sh.dir, &sh.config, base, flags)?,

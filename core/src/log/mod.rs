@@ -168,6 +168,9 @@ pub(crate) struct Shared {
     spare: Mutex<spare::Slot>,
     /// The index spill thread, woken when a chunk fills (see `spill`).
     spiller: std::sync::OnceLock<std::thread::Thread>,
+    /// The thread removing the files of the last retention pass at a roll,
+    /// if any (see `retention::enforce_in_background`).
+    removing: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -243,9 +246,17 @@ impl Shared {
                     .io
                     .sync_range(seg.map(), synced as usize, (end - synced) as usize)
                     .map_err(|e| LogError::io("syncing a segment", Some(seg.path.clone()), e))?;
-                // Relaxed: only the sync leader (one at a time, under the
-                // group-commit protocol) reads and writes `synced`.
-                seg.synced.store(end, Ordering::Relaxed);
+                if synced == 0 {
+                    // Named at a roll (`spare::name`): its header is durable
+                    // now, and its name once the directory is.
+                    self.config.io.sync_dir(&self.dir).map_err(|e| {
+                        LogError::io("syncing the log directory", Some(self.dir.clone()), e)
+                    })?;
+                }
+                // Release: pairs with the Acquire in `Segment::name_durable`
+                // (the appender at a roll). Only the sync leader (one at a
+                // time, under the group-commit protocol) writes `synced`.
+                seg.synced.store(end, Ordering::Release);
             }
         }
         Ok(target)
@@ -320,6 +331,7 @@ impl Log {
             pins: Mutex::new(Pins::default()),
             spare: Mutex::new(spare::Slot::default()),
             spiller: std::sync::OnceLock::new(),
+            removing: Mutex::new(None),
         });
         let flusher = match config.durability {
             Durability::Interval(every) => Some(Flusher::start(Arc::clone(&shared), every)?),
@@ -522,5 +534,8 @@ impl Drop for Log {
         // Stops the spill thread (its files go with the index).
         drop(self.spiller.take());
         spare::discard(&self.shared);
+        // Retention's files are gone before the log is: a reopen does not
+        // read them back.
+        retention::wait_for_removals(&self.shared);
     }
 }

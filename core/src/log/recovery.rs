@@ -151,9 +151,11 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
         let header = match decode_segment_header(bytes) {
             Ok(h) => h,
             Err(why) => {
-                if is_last && bytes.iter().all(|&b| b == 0) {
-                    // A segment created but never written (e.g. its header was
-                    // not yet on disk at power loss): nothing to keep.
+                if is_last && bytes[..SEG_HEADER_LEN].iter().all(|&b| b == 0) {
+                    // A segment whose header never reached the disk: created
+                    // but never written, or named at a roll whose syncs a
+                    // power loss preempted (`spare::name`). Nothing in it was
+                    // reported durable: nothing to keep.
                     drop(seg);
                     remove_unwritten(cfg, path, &mut report)?;
                     break;

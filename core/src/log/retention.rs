@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
+use std::thread;
 
+use super::segment::Segment;
 use super::{LogError, Shared};
 use crate::sync::{AtomicU64, Ordering};
 
@@ -103,8 +105,114 @@ pub struct RetentionReport {
     pub forced: Vec<ForcedGap>,
 }
 
-/// One retention pass.
+/// Segment files a retention pass took out of the log, and the
+/// high-water marks to persist before they go.
+#[derive(Debug, Default)]
+struct Removal {
+    emptied: Vec<(u64, u64)>,
+    segments: Vec<Arc<Segment>>,
+}
+
+/// One retention pass, its files removed before it returns (after those
+/// of any pass still removing in the background).
 pub(crate) fn enforce(shared: &Shared) -> Result<RetentionReport, LogError> {
+    let (report, removal) = take_out(shared)?;
+    wait_for_removals(shared);
+    remove(shared, removal)?;
+    Ok(report)
+}
+
+/// One retention pass whose files a background thread removes: the pass
+/// at a segment roll, on the appender's path, where removing a 64 MiB
+/// file (and unmapping it) took tens of milliseconds. The segments leave
+/// the log's list, and their records its readers, before this returns;
+/// only their files stay a little longer (a crash meanwhile leaves them
+/// for recovery, which reads them back as retained records). Passes
+/// remove their files in order: each thread first waits for the one
+/// before.
+pub(crate) fn enforce_in_background(shared: &Arc<Shared>) {
+    let Ok((_, removal)) = take_out(shared) else {
+        return;
+    };
+    if removal.segments.is_empty() {
+        return;
+    }
+    let mut pending = shared.removing.lock();
+    // Shared with the thread, so that the job can be taken back and run
+    // here if no thread can be started.
+    let job = Arc::new(std::sync::Mutex::new(Some((pending.take(), removal))));
+    let theirs = Arc::clone(&job);
+    let remover = Arc::clone(shared);
+    let spawned = thread::Builder::new()
+        .name("herald-log-remove".into())
+        .spawn(move || {
+            if let Some((before, removal)) = take_job(&theirs) {
+                run_after(&remover, before, removal);
+            }
+        });
+    match spawned {
+        Ok(handle) => *pending = Some(handle),
+        Err(_) => {
+            drop(pending);
+            if let Some((before, removal)) = take_job(&job) {
+                run_after(shared, before, removal);
+            }
+        }
+    }
+}
+
+type Job = (Option<thread::JoinHandle<()>>, Removal);
+
+fn take_job(job: &std::sync::Mutex<Option<Job>>) -> Option<Job> {
+    job.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// Removes `removal`'s files once the pass before (`before`) is done.
+fn run_after(shared: &Shared, before: Option<thread::JoinHandle<()>>, removal: Removal) {
+    if let Some(before) = before {
+        let _ = before.join();
+    }
+    // Failures (a file that cannot be removed) do not fail the append that
+    // rolled: the segment is out of the list either way.
+    let _ = remove(shared, removal);
+}
+
+/// Waits until every pass's files are removed (closing the log, or a pass
+/// that must see its predecessors' removals done).
+pub(crate) fn wait_for_removals(shared: &Shared) {
+    let pending = shared.removing.lock().take();
+    if let Some(handle) = pending {
+        let _ = handle.join();
+    }
+}
+
+/// Persists the high-water marks, then removes the files and syncs the
+/// directory; dropping the segments unmaps those no reader holds.
+fn remove(shared: &Shared, removal: Removal) -> Result<(), LogError> {
+    if removal.segments.is_empty() {
+        return Ok(());
+    }
+    // Persist the emptied topics' high-water marks before their records go.
+    if !removal.emptied.is_empty() {
+        super::hwm::write(&shared.dir, &shared.config, &removal.emptied)?;
+    }
+    for seg in &removal.segments {
+        shared
+            .config
+            .io
+            .remove(&seg.path)
+            .map_err(|e| LogError::io("removing a segment", Some(seg.path.clone()), e))?;
+    }
+    shared
+        .config
+        .io
+        .sync_dir(&shared.dir)
+        .map_err(|e| LogError::io("syncing the log directory", Some(shared.dir.clone()), e))
+}
+
+/// Decides what the policy deletes and takes it out of the log's memory:
+/// the segment list, the first sequence, the topic index.
+fn take_out(shared: &Shared) -> Result<(RetentionReport, Removal), LogError> {
     let policy = shared.config.retention;
     let mut pins = shared.pins.lock();
     let segs = shared.segments.read().clone();
@@ -112,8 +220,9 @@ pub(crate) fn enforce(shared: &Shared) -> Result<RetentionReport, LogError> {
         first_seq: shared.first_seq(),
         ..Default::default()
     };
+    let nothing = |report| Ok((report, Removal::default()));
     if segs.len() < 2 {
-        return Ok(report);
+        return nothing(report);
     }
     let now = shared.config.clock.now_ns();
     let mut bytes: u64 = segs.iter().map(|s| s.size as u64).sum();
@@ -158,7 +267,7 @@ pub(crate) fn enforce(shared: &Shared) -> Result<RetentionReport, LogError> {
         n += 1;
     }
     if n == 0 {
-        return Ok(report);
+        return nothing(report);
     }
     let new_first = segs[n].base_seq;
     {
@@ -181,21 +290,9 @@ pub(crate) fn enforce(shared: &Shared) -> Result<RetentionReport, LogError> {
     drop(pins);
     report.first_seq = new_first;
     report.forced = forced;
-    // Persist the emptied topics' high-water marks before their records go.
-    if !emptied.is_empty() {
-        super::hwm::write(&shared.dir, &shared.config, &emptied)?;
-    }
-    for seg in &segs[..n] {
-        shared
-            .config
-            .io
-            .remove(&seg.path)
-            .map_err(|e| LogError::io("removing a segment", Some(seg.path.clone()), e))?;
-    }
-    shared
-        .config
-        .io
-        .sync_dir(&shared.dir)
-        .map_err(|e| LogError::io("syncing the log directory", Some(shared.dir.clone()), e))?;
-    Ok(report)
+    let removal = Removal {
+        emptied,
+        segments: segs[..n].to_vec(),
+    };
+    Ok((report, removal))
 }

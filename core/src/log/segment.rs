@@ -67,7 +67,9 @@ pub(crate) struct Segment {
     /// Byte offset just past the last committed record. Written by the
     /// appender with Release after `count`; read by the syncer and retention.
     end: AtomicU64,
-    /// Bytes `0..synced` are known durable. Only the sync leader writes it.
+    /// Bytes `0..synced` are known durable. Only the sync leader writes it
+    /// (once the segment is shared). 0 for a segment named at a roll whose
+    /// header and name are not durable yet (see [`Self::name_durable`]).
     pub(crate) synced: AtomicU64,
     /// Set (Release) by the appender once no record will be added; pairs with
     /// the Acquire load in readers, which then know `count` is final.
@@ -185,6 +187,15 @@ impl Segment {
             });
             self.offsets.release();
         }
+    }
+
+    /// Whether the segment's header and name are durable: not so for a spare
+    /// named at a roll until the log's next sync (`spare::name`). Meaningless
+    /// under `Durability::Never`, where nothing is.
+    pub(crate) fn name_durable(&self) -> bool {
+        // Acquire: pairs with the sync leader's Release store, made after
+        // the header's and the directory's syncs returned.
+        self.synced.load(Ordering::Acquire) > 0
     }
 
     /// Marks the segment closed to appends. Appender only.

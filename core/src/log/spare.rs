@@ -9,11 +9,10 @@
 //! full, a thread now creates `spare.seg.tmp`, preallocates and syncs it,
 //! maps it and populates its first [`prefault::WINDOW`] bytes (not earlier,
 //! so that an idle log does not keep a second window resident). The next roll takes it:
-//! it writes the header (whose base sequence is only known then), syncs
-//! that page, renames the file to its segment name and syncs the
-//! directory, the same order as a segment created at the roll (the header
-//! is durable before the name is). If no spare is ready the roll creates
-//! the segment itself, as before.
+//! it writes the header (whose base sequence is only known then) and
+//! renames the file to its segment name; the log's next sync makes the
+//! header and the name durable (see [`name`]). If no spare is ready the
+//! roll creates the segment itself, syncs and all.
 //!
 //! Only for segments of at least [`prefault::MIN_SEGMENT`] bytes (smaller
 //! ones are cheap to create). Closing the log removes its spare (one still
@@ -128,14 +127,22 @@ fn make(shared: &Shared) -> Result<Spare, LogError> {
     }
 }
 
-/// Turns `spare` into the segment starting at `base`: header written and
-/// synced, file renamed and the directory synced (the steps a segment
-/// created at the roll takes, in the same order).
+/// Turns `spare` into the segment starting at `base`: its header written
+/// and the file renamed to its segment name, both in the page cache, so a
+/// process that dies now loses nothing. The header's and the directory's
+/// syncs are left to the log's next sync, which makes them durable before
+/// any of the segment's records (the new segment's `synced` is 0: see
+/// `Segment::name_durable`). If `previous` (the tail being sealed) still
+/// waits for the same, its header and name are made durable first, here:
+/// so only the newest segment ever lacks them, and recovery deletes it if
+/// its header did not reach the disk (`docs/FORMAT.md`, "Appending and
+/// reading").
 pub(crate) fn name(
     spare: Spare,
     shared: &Shared,
     base: u64,
     flags: u32,
+    previous: &Segment,
 ) -> Result<Arc<Segment>, LogError> {
     let cfg: &LogConfig = &shared.config;
     let path = shared.dir.join(segment_file_name(base));
@@ -146,31 +153,34 @@ pub(crate) fn name(
     let header = encode_segment_header(base, cfg.segment_size, cfg.clock.now_ns(), flags);
     let durable = cfg.durability != Durability::Never;
     let result = (|| {
-        spare
-            .file
-            .write_all_at(&header, 0)
-            .map_err(ioerr("writing a segment header", &spare.path))?;
-        if durable {
+        if durable && !previous.name_durable() {
+            // Two rolls between syncs (rare): the cost of a roll as before.
             cfg.io
-                .sync_range(&spare.map, 0, SEG_HEADER_LEN)
-                .map_err(ioerr("syncing a segment header", &spare.path))?;
-        }
-        cfg.io
-            .rename(&spare.path, &path)
-            .map_err(ioerr("renaming a new segment", &path))?;
-        if durable {
+                .sync_range(previous.map(), 0, SEG_HEADER_LEN)
+                .map_err(ioerr("syncing a segment header", &previous.path))?;
             cfg.io
                 .sync_dir(&shared.dir)
                 .map_err(ioerr("syncing the log directory", &shared.dir))?;
         }
-        Ok(())
+        spare
+            .file
+            .write_all_at(&header, 0)
+            .map_err(ioerr("writing a segment header", &spare.path))?;
+        cfg.io
+            .rename(&spare.path, &path)
+            .map_err(ioerr("renaming a new segment", &path))
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&spare.path);
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
-    Ok(install(cfg, base, path, spare.file, spare.map))
+    let seg = install(cfg, base, path, spare.file, spare.map);
+    if durable {
+        // Relaxed: the segment is not shared yet (the list's lock publishes it).
+        seg.synced.store(0, crate::sync::Ordering::Relaxed);
+    }
+    Ok(seg)
 }
 
 /// Removes a ready spare's file, and one still being made when it is done
