@@ -143,11 +143,7 @@ impl Log {
         if off + alloc > w.tail.size {
             self.roll(&mut w, expected, 0)?;
             off = w.tail.end();
-            let has_policy = {
-                let r = sh.config.retention;
-                r.max_age.is_some() || r.max_bytes.is_some() || r.max_records.is_some()
-            };
-            if has_policy {
+            if sh.config.retention.has_limit() {
                 retention::enforce_in_background(&self.shared);
             }
         }

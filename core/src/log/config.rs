@@ -45,6 +45,13 @@ pub struct Retention {
     pub max_pinned_age: Option<Duration>,
 }
 
+impl Retention {
+    /// Whether any limit is set: without one, retention deletes nothing.
+    pub fn has_limit(&self) -> bool {
+        self.max_age.is_some() || self.max_bytes.is_some() || self.max_records.is_some()
+    }
+}
+
 /// How to open a log.
 #[derive(Debug, Clone)]
 pub struct LogConfig {

@@ -100,12 +100,16 @@ impl TopicIndex {
 
     /// Drops entries with `seq < first_seq` (their segments were deleted),
     /// except those of a spilled chunk that still holds a retained record.
-    pub(crate) fn trim_below(&mut self, first_seq: u64) {
+    /// Returns the whole chunks it took out, for the caller to drop
+    /// where it suits (a spilled one removes its file when dropped).
+    pub(crate) fn trim_below(&mut self, first_seq: u64) -> Vec<Chunk> {
+        let mut chunks = Vec::new();
         for t in self.topics.values_mut() {
-            if let Some(last_dropped) = t.entries.drop_below(first_seq) {
+            if let Some(last_dropped) = t.entries.drop_below(first_seq, &mut chunks) {
                 t.trimmed_through = t.trimmed_through.max(last_dropped.topic_seq);
             }
         }
+        chunks
     }
 
     /// `(topic, last_topic_seq)` of every topic with no retained record.
@@ -173,7 +177,7 @@ pub(crate) const CHUNK: usize = 4096;
 
 /// One chunk of a topic's entries.
 #[derive(Debug)]
-enum Chunk {
+pub(crate) enum Chunk {
     /// The chunk being filled: always the last one.
     Filling(Vec<Entry>),
     /// Full ([`CHUNK`] entries), in memory until the spill thread writes it.
@@ -309,14 +313,15 @@ impl Entries {
     }
 
     /// Drops the entries with `seq < first_seq`, all but those of a spilled
-    /// chunk that keeps a later one; returns the last entry dropped.
-    pub(crate) fn drop_below(&mut self, first_seq: u64) -> Option<Entry> {
+    /// chunk that keeps a later one; returns the last entry dropped. Whole
+    /// chunks go to `taken`.
+    pub(crate) fn drop_below(&mut self, first_seq: u64, taken: &mut Vec<Chunk>) -> Option<Entry> {
         let mut dropped = None;
         while let Some(chunk) = self.chunks.front() {
             match chunk.last() {
                 Some(last) if last.seq < first_seq => {
                     dropped = Some(last);
-                    self.chunks.pop_front();
+                    taken.extend(self.chunks.pop_front());
                     self.front = 0;
                 }
                 _ => break,
@@ -434,7 +439,7 @@ mod tests {
                 }
                 cut = cut.max(drop_below);
                 let before = all(&chunked);
-                let dropped = chunked.drop_below(cut);
+                let dropped = chunked.drop_below(cut, &mut Vec::new());
                 let held = all(&chunked);
                 prop_assert_eq!(dropped, before[..before.len() - held.len()].last().copied());
                 prop_assert_eq!(held.len(), chunked.len());

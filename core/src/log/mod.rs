@@ -168,9 +168,9 @@ pub(crate) struct Shared {
     spare: Mutex<spare::Slot>,
     /// The index spill thread, woken when a chunk fills (see `spill`).
     spiller: std::sync::OnceLock<std::thread::Thread>,
-    /// The thread removing the files of the last retention pass at a roll,
-    /// if any (see `retention::enforce_in_background`).
-    removing: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// What retention passes at a roll left to remove, and the thread
+    /// removing it (see `retention::enforce_in_background`).
+    removals: retention::Removals,
 }
 
 impl Shared {
@@ -331,7 +331,7 @@ impl Log {
             pins: Mutex::new(Pins::default()),
             spare: Mutex::new(spare::Slot::default()),
             spiller: std::sync::OnceLock::new(),
-            removing: Mutex::new(None),
+            removals: retention::Removals::new(),
         });
         let flusher = match config.durability {
             Durability::Interval(every) => Some(Flusher::start(Arc::clone(&shared), every)?),
@@ -344,6 +344,7 @@ impl Log {
         } else {
             Some(spill::Spiller::start(&shared)?)
         };
+        retention::start_removals(&shared);
         Ok((
             Log {
                 shared,
@@ -536,6 +537,6 @@ impl Drop for Log {
         spare::discard(&self.shared);
         // Retention's files are gone before the log is: a reopen does not
         // read them back.
-        retention::wait_for_removals(&self.shared);
+        retention::stop_removals(&self.shared);
     }
 }

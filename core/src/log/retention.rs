@@ -3,13 +3,15 @@
 //! the configuration overrides them.
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
-use std::thread;
+use std::thread::{self, JoinHandle};
 
+use super::index::Chunk;
 use super::segment::Segment;
 use super::{LogError, Shared};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
 
 /// The lowest sequence a live reader may still read. Updated by its reader
 /// only ever upwards, so a stale value read by retention is conservative.
@@ -105,16 +107,44 @@ pub struct RetentionReport {
     pub forced: Vec<ForcedGap>,
 }
 
-/// Segment files a retention pass took out of the log, and the
-/// high-water marks to persist before they go.
+/// What a retention pass took out of the log's memory and still has to
+/// go: the segments' files (and mappings), the topic index's chunks (a
+/// spilled one removes its spill file when dropped), and the high-water
+/// marks to persist before any file goes.
 #[derive(Debug, Default)]
 struct Removal {
     emptied: Vec<(u64, u64)>,
     segments: Vec<Arc<Segment>>,
+    chunks: Vec<Chunk>,
+}
+
+/// The removals left to the background thread, in order.
+#[derive(Debug)]
+pub(crate) struct Removals {
+    queue: Mutex<Queue>,
+    changed: Condvar,
+}
+
+impl Removals {
+    pub(crate) fn new() -> Self {
+        Removals {
+            queue: Mutex::new(Queue::default()),
+            changed: Condvar::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    jobs: VecDeque<Removal>,
+    /// Queued or being removed.
+    unfinished: usize,
+    closed: bool,
+    thread: Option<JoinHandle<()>>,
 }
 
 /// One retention pass, its files removed before it returns (after those
-/// of any pass still removing in the background).
+/// of the passes still queued for the background thread).
 pub(crate) fn enforce(shared: &Shared) -> Result<RetentionReport, LogError> {
     let (report, removal) = take_out(shared)?;
     wait_for_removals(shared);
@@ -123,80 +153,115 @@ pub(crate) fn enforce(shared: &Shared) -> Result<RetentionReport, LogError> {
 }
 
 /// One retention pass whose files a background thread removes: the pass
-/// at a segment roll, on the appender's path, where removing a 64 MiB
-/// file (and unmapping it) took tens of milliseconds. The segments leave
-/// the log's list, and their records its readers, before this returns;
-/// only their files stay a little longer (a crash meanwhile leaves them
-/// for recovery, which reads them back as retained records). Passes
-/// remove their files in order: each thread first waits for the one
-/// before.
+/// at a segment roll, on the appender's path, where removing a 64 MiB file
+/// (and unmapping it, and the spill files of its index entries) took
+/// tens of milliseconds. The segments leave the log's list, and their
+/// records its readers, before this returns; only their files stay a
+/// little longer (a crash meanwhile leaves them to recovery, which reads
+/// them back as retained records). The thread (started with the log,
+/// [`start_removals`]) removes the passes' files in order.
 pub(crate) fn enforce_in_background(shared: &Arc<Shared>) {
     let Ok((_, removal)) = take_out(shared) else {
         return;
     };
-    if removal.segments.is_empty() {
+    if removal.segments.is_empty() && removal.chunks.is_empty() {
         return;
     }
-    let mut pending = shared.removing.lock();
-    // Shared with the thread, so that the job can be taken back and run
-    // here if no thread can be started.
-    let job = Arc::new(std::sync::Mutex::new(Some((pending.take(), removal))));
-    let theirs = Arc::clone(&job);
+    let removals = &shared.removals;
+    let mut queue = removals.queue.lock();
+    if queue.thread.is_none() {
+        // No thread (it could not be started, or the log is closing): here.
+        drop(queue);
+        let _ = remove(shared, removal);
+        return;
+    }
+    queue.jobs.push_back(removal);
+    queue.unfinished += 1;
+    removals.changed.notify_all();
+}
+
+/// Starts the background thread, for a log whose policy deletes segments
+/// at rolls (not under loom, whose models run without it). Without it,
+/// such passes remove their files on the appender's path.
+pub(crate) fn start_removals(shared: &Arc<Shared>) {
+    if !shared.config.retention.has_limit() || cfg!(loom) {
+        return;
+    }
     let remover = Arc::clone(shared);
     let spawned = thread::Builder::new()
         .name("herald-log-remove".into())
-        .spawn(move || {
-            if let Some((before, removal)) = take_job(&theirs) {
-                run_after(&remover, before, removal);
+        .spawn(move || run(&remover));
+    shared.removals.queue.lock().thread = spawned.ok();
+}
+
+/// The background thread: removes queued passes until the log closes.
+fn run(shared: &Shared) {
+    let removals = &shared.removals;
+    loop {
+        let job = {
+            let mut queue = removals.queue.lock();
+            loop {
+                if let Some(job) = queue.jobs.pop_front() {
+                    break Some(job);
+                }
+                if queue.closed {
+                    break None;
+                }
+                removals.changed.wait(&mut queue);
             }
-        });
-    match spawned {
-        Ok(handle) => *pending = Some(handle),
-        Err(_) => {
-            drop(pending);
-            if let Some((before, removal)) = take_job(&job) {
-                run_after(shared, before, removal);
-            }
-        }
+        };
+        let Some(job) = job else {
+            return;
+        };
+        // Failures (a file that cannot be removed) do not fail the append
+        // that rolled: the segment is out of the list either way.
+        let _ = remove(shared, job);
+        let mut queue = removals.queue.lock();
+        queue.unfinished -= 1;
+        removals.changed.notify_all();
     }
 }
 
-type Job = (Option<thread::JoinHandle<()>>, Removal);
-
-fn take_job(job: &std::sync::Mutex<Option<Job>>) -> Option<Job> {
-    job.lock().unwrap_or_else(|e| e.into_inner()).take()
-}
-
-/// Removes `removal`'s files once the pass before (`before`) is done.
-fn run_after(shared: &Shared, before: Option<thread::JoinHandle<()>>, removal: Removal) {
-    if let Some(before) = before {
-        let _ = before.join();
-    }
-    // Failures (a file that cannot be removed) do not fail the append that
-    // rolled: the segment is out of the list either way.
-    let _ = remove(shared, removal);
-}
-
-/// Waits until every pass's files are removed (closing the log, or a pass
-/// that must see its predecessors' removals done).
+/// Waits until every queued pass's files are removed.
 pub(crate) fn wait_for_removals(shared: &Shared) {
-    let pending = shared.removing.lock().take();
-    if let Some(handle) = pending {
-        let _ = handle.join();
+    let removals = &shared.removals;
+    let mut queue = removals.queue.lock();
+    while queue.unfinished > 0 {
+        removals.changed.wait(&mut queue);
+    }
+}
+
+/// Removes what is queued, then stops the thread (closing the log).
+pub(crate) fn stop_removals(shared: &Shared) {
+    let thread = {
+        let mut queue = shared.removals.queue.lock();
+        queue.closed = true;
+        shared.removals.changed.notify_all();
+        queue.thread.take()
+    };
+    if let Some(thread) = thread {
+        let _ = thread.join();
     }
 }
 
 /// Persists the high-water marks, then removes the files and syncs the
-/// directory; dropping the segments unmaps those no reader holds.
+/// directory; dropping the segments unmaps those no reader holds, and
+/// dropping the chunks removes their spill files.
 fn remove(shared: &Shared, removal: Removal) -> Result<(), LogError> {
-    if removal.segments.is_empty() {
+    let Removal {
+        emptied,
+        segments,
+        chunks,
+    } = removal;
+    drop(chunks);
+    if segments.is_empty() {
         return Ok(());
     }
     // Persist the emptied topics' high-water marks before their records go.
-    if !removal.emptied.is_empty() {
-        super::hwm::write(&shared.dir, &shared.config, &removal.emptied)?;
+    if !emptied.is_empty() {
+        super::hwm::write(&shared.dir, &shared.config, &emptied)?;
     }
-    for seg in &removal.segments {
+    for seg in &segments {
         shared
             .config
             .io
@@ -275,10 +340,10 @@ fn take_out(shared: &Shared) -> Result<(RetentionReport, Removal), LogError> {
         list.drain(..n);
     }
     shared.set_first_seq(new_first);
-    let emptied: Vec<(u64, u64)> = {
+    let (emptied, chunks) = {
         let mut topics = shared.topics.write();
-        topics.trim_below(new_first);
-        topics.emptied()
+        let chunks = topics.trim_below(new_first);
+        (topics.emptied(), chunks)
     };
     for seg in &segs[..n] {
         pins.deleted_last_ts = pins
@@ -293,6 +358,7 @@ fn take_out(shared: &Shared) -> Result<(RetentionReport, Removal), LogError> {
     let removal = Removal {
         emptied,
         segments: segs[..n].to_vec(),
+        chunks,
     };
     Ok((report, removal))
 }
