@@ -298,6 +298,87 @@ fn a_segment_whose_header_never_reached_the_disk_is_removed_at_open() {
 }
 
 #[test]
+fn records_whose_header_was_lost_keep_it_written_again_from_the_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || LogConfig {
+        segment_size: 4096,
+        durability: Durability::Always,
+        ..LogConfig::default()
+    };
+    let (next, tail) = {
+        let log = Log::open(dir.path(), cfg()).unwrap().0;
+        for _ in 0..60 {
+            append(&log, b"kept");
+        }
+        let tail = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .filter(|p| p.extension() == Some("seg".as_ref()))
+            .max()
+            .unwrap();
+        (log.next_seq(), tail)
+    };
+    // The tail's records reached the disk, its header did not.
+    let mut bytes = std::fs::read(&tail).unwrap();
+    assert!(
+        bytes[64..].iter().any(|&b| b != 0),
+        "the tail holds records"
+    );
+    bytes[..64].fill(0);
+    std::fs::write(&tail, &bytes).unwrap();
+
+    let (log, report) = Log::open(dir.path(), cfg()).unwrap();
+    assert!(report.removed_files.is_empty(), "{report:?}");
+    assert_eq!(report.truncated.len(), 1, "{report:?}");
+    assert_eq!(log.next_seq(), next, "every record kept");
+    assert_eq!(log.reader_from_seq(1).unwrap().count() as u64, next - 1);
+    drop(log);
+    assert_eq!(Log::open(dir.path(), cfg()).unwrap().1.truncated.len(), 0);
+}
+
+#[test]
+fn a_roll_without_a_spare_or_a_skip_first_makes_the_previous_header_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(GatedIo::default());
+    let cfg = LogConfig {
+        segment_size: 4 << 20,
+        durability: Durability::Interval(Duration::from_secs(3600)),
+        io: io.clone(),
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), cfg).unwrap().0;
+    roll_onto_spare(&log, 2);
+    let before = io.calls().len();
+    // Not half full: no spare, and a skip never takes one anyway.
+    let skip_to = log.next_seq() + 10;
+    log.skip_to(skip_to).unwrap();
+    let calls = io.calls();
+    let kinds: Vec<&str> = calls[before..]
+        .iter()
+        .map(|(k, d)| {
+            if *k == "sync_range" && d.ends_with("+0") {
+                "sync_header"
+            } else {
+                *k
+            }
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "sync_header",
+            "sync_dir",
+            "create",
+            "sync_file",
+            "rename",
+            "sync_dir"
+        ],
+        "the previous segment's header and name, then the skip's segment, durable"
+    );
+    assert_eq!(calls[before + 2].1, format!("{skip_to:020}.seg.tmp"));
+}
+
+#[test]
 fn retention_at_a_roll_removes_files_off_the_appenders_path() {
     let dir = tempfile::tempdir().unwrap();
     let io = Arc::new(GatedIo::default());

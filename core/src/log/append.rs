@@ -290,6 +290,13 @@ impl Log {
 
     fn roll(&self, w: &mut Writer, base: u64, flags: u32) -> Result<(), LogError> {
         let sh = &*self.shared;
+        if w.tail.count() > 0 && sh.config.durability != Durability::Never && !w.tail.name_durable()
+        {
+            // The tail was named at a roll and the log has not synced since
+            // (`spare::name`): its header and name become durable now, so
+            // that only the newest segment ever lacks them.
+            sync_header_and_name(sh, &w.tail)?;
+        }
         if w.tail.count() == 0 {
             // An empty tail too small for the record (a short file left by
             // corruption and repair) would share the new segment's name:
@@ -307,9 +314,14 @@ impl Log {
                 }
             }
         }
-        // A spare made in the background if one is ready (see `spare`).
-        let ready = sh.spare.lock().ready.take();
-        let new = match ready.map(|s| spare::name(s, sh, base, flags, &w.tail)) {
+        // A spare made in the background if one is ready (see `spare`);
+        // not for a skip, which is durable when `skip_to` returns.
+        let ready = if flags == 0 {
+            sh.spare.lock().ready.take()
+        } else {
+            None
+        };
+        let new = match ready.map(|s| spare::name(s, sh, base, flags)) {
             Some(Ok(seg)) => seg,
             // A spare that could not be named is gone: create as without.
             Some(Err(_)) | None => create_segment(&sh.dir, &sh.config, base, flags)?,
@@ -322,4 +334,23 @@ impl Log {
         w.spare_asked = false;
         Ok(())
     }
+}
+
+/// Syncs a segment's header, then the directory: what a roll onto the
+/// spare left to the next sync. A failure poisons the log, as a failed
+/// sync of records does.
+fn sync_header_and_name(sh: &super::Shared, seg: &Segment) -> Result<(), LogError> {
+    let io = &sh.config.io;
+    let result = io
+        .sync_range(seg.map(), 0, SEG_HEADER_LEN)
+        .map_err(|e| LogError::io("syncing a segment header", Some(seg.path.clone()), e))
+        .and_then(|()| {
+            io.sync_dir(&sh.dir)
+                .map_err(|e| LogError::io("syncing the log directory", Some(sh.dir.clone()), e))
+        });
+    if result.is_err() {
+        sh.group.fail();
+        sh.poison();
+    }
+    result
 }

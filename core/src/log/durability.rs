@@ -47,6 +47,13 @@ impl GroupCommit {
         }
     }
 
+    /// Fails every present and later wait: a sync outside the group
+    /// commit failed (the caller poisons the log).
+    pub(crate) fn fail(&self) {
+        self.state.lock().failed = true;
+        self.done.notify_all();
+    }
+
     /// Highest durable sequence.
     pub(crate) fn durable(&self) -> u64 {
         self.state.lock().durable

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use memmap2::MmapOptions;
 
 use super::config::{Durability, LogConfig};
-use super::format::{decode_segment_header, SEG_HEADER_LEN};
+use super::format::{check_record, decode_segment_header, encode_segment_header, SEG_HEADER_LEN};
 use super::index::{Entry, TopicIndex};
 use super::scan::scan_segment;
 use super::segment::{parse_segment_file_name, Segment};
@@ -40,7 +40,8 @@ pub struct RecoveryReport {
     pub first_seq: u64,
     /// Sequence the next append must carry.
     pub next_seq: u64,
-    /// Torn tails (and, with `repair`, corrupt regions) that were zeroed.
+    /// Torn tails (and, with `repair`, corrupt regions) that were zeroed,
+    /// and a last segment's lost header written again (`bytes` 0).
     pub truncated: Vec<Truncation>,
     /// Files deleted: leftover temporaries, unwritten segments, and (with
     /// `repair`) segments after a corrupt point.
@@ -151,20 +152,34 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
         let header = match decode_segment_header(bytes) {
             Ok(h) => h,
             Err(why) => {
-                if is_last && bytes[..SEG_HEADER_LEN].iter().all(|&b| b == 0) {
+                let lost = is_last && bytes[..SEG_HEADER_LEN].iter().all(|&b| b == 0);
+                let first_record =
+                    check_record(bytes, SEG_HEADER_LEN).is_ok_and(|h| h.seq == *base);
+                if lost && !first_record {
                     // A segment whose header never reached the disk: created
                     // but never written, or named at a roll whose syncs a
-                    // power loss preempted (`spare::name`). Nothing in it was
-                    // reported durable: nothing to keep.
+                    // power loss preempted (`spare::name`), before any of its
+                    // records did: nothing to keep.
                     drop(seg);
                     remove_unwritten(cfg, path, &mut report)?;
                     break;
                 }
-                fail_or_cut(cfg, path, 0, why, &mut report)?;
-                cut_from = Some(i);
-                break;
+                if lost && expected.is_none_or(|e| e == *base) {
+                    // Records without their header (a power loss after some
+                    // of their pages were written back, or a disk that lost
+                    // the page): the name gives the base, and where the
+                    // segment follows on, nothing else is missing.
+                    rewrite_header(cfg, &seg, len, &mut report)?;
+                    decode_segment_header(seg.committed(seg.size))
+                        .map_err(|why| LogError::corrupt(path.clone(), 0, why))?
+                } else {
+                    fail_or_cut(cfg, path, 0, why, &mut report)?;
+                    cut_from = Some(i);
+                    break;
+                }
             }
         };
+        let bytes = seg.committed(seg.size);
         if header.base_seq != *base {
             fail_or_cut(
                 cfg,
@@ -327,6 +342,36 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
 }
 
 /// Removes a tail segment file that holds only zeros.
+/// Writes a last segment's lost header again, from its file name.
+fn rewrite_header(
+    cfg: &LogConfig,
+    seg: &Segment,
+    len: u64,
+    report: &mut RecoveryReport,
+) -> Result<(), LogError> {
+    use std::os::unix::fs::FileExt;
+    let header = encode_segment_header(seg.base_seq, len, cfg.clock.now_ns(), 0);
+    let ioerr = |ctx: &'static str| {
+        let p = seg.path.clone();
+        move |e| LogError::io(ctx, Some(p), e)
+    };
+    seg.file
+        .write_all_at(&header, 0)
+        .map_err(ioerr("rewriting a segment header"))?;
+    if cfg.durability != Durability::Never {
+        cfg.io
+            .sync_range(seg.map(), 0, SEG_HEADER_LEN)
+            .map_err(ioerr("syncing a segment header"))?;
+    }
+    report.truncated.push(Truncation {
+        path: seg.path.clone(),
+        offset: 0,
+        bytes: 0,
+        reason: "segment header lost: written again from the file name".into(),
+    });
+    Ok(())
+}
+
 fn remove_unwritten(
     cfg: &LogConfig,
     path: &Path,

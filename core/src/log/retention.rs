@@ -108,12 +108,10 @@ pub struct RetentionReport {
 }
 
 /// What a retention pass took out of the log's memory and still has to
-/// go: the segments' files (and mappings), the topic index's chunks (a
-/// spilled one removes its spill file when dropped), and the high-water
-/// marks to persist before any file goes.
+/// go: the segments' files (and mappings) and the topic index's chunks (a
+/// spilled one removes its spill file when dropped).
 #[derive(Debug, Default)]
 struct Removal {
-    emptied: Vec<(u64, u64)>,
     segments: Vec<Arc<Segment>>,
     chunks: Vec<Chunk>,
 }
@@ -123,6 +121,10 @@ struct Removal {
 pub(crate) struct Removals {
     queue: Mutex<Queue>,
     changed: Condvar,
+    /// One removal at a time, whoever runs it: the high-water-mark file
+    /// has one temporary name, and each write holds every emptied topic
+    /// as of then (so no write can undo a later pass's).
+    one_at_a_time: Mutex<()>,
 }
 
 impl Removals {
@@ -130,6 +132,7 @@ impl Removals {
         Removals {
             queue: Mutex::new(Queue::default()),
             changed: Condvar::new(),
+            one_at_a_time: Mutex::new(()),
         }
     }
 }
@@ -214,8 +217,9 @@ fn run(shared: &Shared) {
             return;
         };
         // Failures (a file that cannot be removed) do not fail the append
-        // that rolled: the segment is out of the list either way.
-        let _ = remove(shared, job);
+        // that rolled: the segment is out of the list either way. Nor does
+        // a panic stop the thread (waiters count on `unfinished`).
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| remove(shared, job)));
         let mut queue = removals.queue.lock();
         queue.unfinished -= 1;
         removals.changed.notify_all();
@@ -248,16 +252,16 @@ pub(crate) fn stop_removals(shared: &Shared) {
 /// directory; dropping the segments unmaps those no reader holds, and
 /// dropping the chunks removes their spill files.
 fn remove(shared: &Shared, removal: Removal) -> Result<(), LogError> {
-    let Removal {
-        emptied,
-        segments,
-        chunks,
-    } = removal;
+    let Removal { segments, chunks } = removal;
     drop(chunks);
     if segments.is_empty() {
         return Ok(());
     }
-    // Persist the emptied topics' high-water marks before their records go.
+    let _one = shared.removals.one_at_a_time.lock();
+    // Persist the emptied topics' high-water marks before their records
+    // go: every topic with no retained record now, this pass's included
+    // (its records left the index before this runs).
+    let emptied = shared.topics.read().emptied();
     if !emptied.is_empty() {
         super::hwm::write(&shared.dir, &shared.config, &emptied)?;
     }
@@ -340,11 +344,7 @@ fn take_out(shared: &Shared) -> Result<(RetentionReport, Removal), LogError> {
         list.drain(..n);
     }
     shared.set_first_seq(new_first);
-    let (emptied, chunks) = {
-        let mut topics = shared.topics.write();
-        let chunks = topics.trim_below(new_first);
-        (topics.emptied(), chunks)
-    };
+    let chunks = shared.topics.write().trim_below(new_first);
     for seg in &segs[..n] {
         pins.deleted_last_ts = pins
             .deleted_last_ts
@@ -356,7 +356,6 @@ fn take_out(shared: &Shared) -> Result<(RetentionReport, Removal), LogError> {
     report.first_seq = new_first;
     report.forced = forced;
     let removal = Removal {
-        emptied,
         segments: segs[..n].to_vec(),
         chunks,
     };

@@ -11,14 +11,14 @@
 //! so that an idle log does not keep a second window resident). The next roll takes it:
 //! it writes the header (whose base sequence is only known then) and
 //! renames the file to its segment name; the log's next sync makes the
-//! header and the name durable (see [`name`]). If no spare is ready the
-//! roll creates the segment itself, syncs and all.
+//! header and the name durable (see [`name`]). If no spare is ready, and
+//! for a skip, the roll creates the segment itself, syncs and all.
 //!
 //! Only for segments of at least [`prefault::MIN_SEGMENT`] bytes (smaller
 //! ones are cheap to create). Closing the log removes its spare (one still
 //! being made is removed when done); a spare left by a crash is a
 //! `.seg.tmp` file, which recovery removes. The disk holds at most one
-//! segment more than the log.
+//! spare more than the log.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -29,7 +29,7 @@ use std::thread;
 use memmap2::{Advice, MmapRaw};
 
 use super::append::install;
-use super::format::{encode_segment_header, SEG_HEADER_LEN};
+use super::format::encode_segment_header;
 use super::prefault;
 use super::segment::{segment_file_name, Segment};
 use super::{Durability, LogConfig, LogError, Shared};
@@ -131,18 +131,15 @@ fn make(shared: &Shared) -> Result<Spare, LogError> {
 /// and the file renamed to its segment name, both in the page cache, so a
 /// process that dies now loses nothing. The header's and the directory's
 /// syncs are left to the log's next sync, which makes them durable before
-/// any of the segment's records (the new segment's `synced` is 0: see
-/// `Segment::name_durable`). If `previous` (the tail being sealed) still
-/// waits for the same, its header and name are made durable first, here:
-/// so only the newest segment ever lacks them, and recovery deletes it if
-/// its header did not reach the disk (`docs/FORMAT.md`, "Appending and
-/// reading").
+/// any of the segment's records, or to the next roll if it comes first
+/// (the new segment's `synced` is 0: see `Segment::name_durable`). So only
+/// the newest segment may lack them, and recovery rebuilds or deletes it
+/// if its header did not reach the disk (`docs/FORMAT.md`).
 pub(crate) fn name(
     spare: Spare,
     shared: &Shared,
     base: u64,
     flags: u32,
-    previous: &Segment,
 ) -> Result<Arc<Segment>, LogError> {
     let cfg: &LogConfig = &shared.config;
     let path = shared.dir.join(segment_file_name(base));
@@ -151,32 +148,22 @@ pub(crate) fn name(
         move |e| LogError::io(ctx, Some(p), e)
     };
     let header = encode_segment_header(base, cfg.segment_size, cfg.clock.now_ns(), flags);
-    let durable = cfg.durability != Durability::Never;
-    let result = (|| {
-        if durable && !previous.name_durable() {
-            // Two rolls between syncs (rare): the cost of a roll as before.
+    let result = spare
+        .file
+        .write_all_at(&header, 0)
+        .map_err(ioerr("writing a segment header", &spare.path))
+        .and_then(|()| {
             cfg.io
-                .sync_range(previous.map(), 0, SEG_HEADER_LEN)
-                .map_err(ioerr("syncing a segment header", &previous.path))?;
-            cfg.io
-                .sync_dir(&shared.dir)
-                .map_err(ioerr("syncing the log directory", &shared.dir))?;
-        }
-        spare
-            .file
-            .write_all_at(&header, 0)
-            .map_err(ioerr("writing a segment header", &spare.path))?;
-        cfg.io
-            .rename(&spare.path, &path)
-            .map_err(ioerr("renaming a new segment", &path))
-    })();
+                .rename(&spare.path, &path)
+                .map_err(ioerr("renaming a new segment", &path))
+        });
     if let Err(e) = result {
         let _ = std::fs::remove_file(&spare.path);
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
     let seg = install(cfg, base, path, spare.file, spare.map);
-    if durable {
+    if cfg.durability != Durability::Never {
         // Relaxed: the segment is not shared yet (the list's lock publishes it).
         seg.synced.store(0, crate::sync::Ordering::Relaxed);
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::MmapOptions;
 
-use super::format::{decode_segment_header, REC_HEADER_LEN, SEG_HEADER_LEN};
+use super::format::{check_record, decode_segment_header, REC_HEADER_LEN, SEG_HEADER_LEN};
 use super::recovery::list_segments;
 use super::scan::scan_segment;
 use super::LogError;
@@ -137,11 +137,13 @@ fn walk(
             }
             Err(why) => {
                 // The newest segment without a header on disk is one that
-                // opening the log deletes (docs/FORMAT.md, "Recovery").
-                let unwritten = is_last
-                    && bytes.len() >= SEG_HEADER_LEN
-                    && bytes[..SEG_HEADER_LEN].iter().all(|&b| b == 0);
-                report.issues.push(issue(0, why, unwritten));
+                // opening the log deletes, or whose header it writes again
+                // if records follow on (docs/FORMAT.md, "Recovery").
+                let lost = is_last && bytes.iter().take(SEG_HEADER_LEN).all(|&b| b == 0);
+                let first_record = bytes.len() > SEG_HEADER_LEN
+                    && check_record(bytes, SEG_HEADER_LEN).is_ok_and(|h| h.seq == *base);
+                let opens = !first_record || expected.is_none_or(|e| e == *base);
+                report.issues.push(issue(0, why, lost && opens));
                 return Ok(());
             }
         };
