@@ -102,6 +102,32 @@ fn returns<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static
         .unwrap_or_else(|_| panic!("{what} did not return: it waits for held I/O"))
 }
 
+/// A log whose segments are big enough for a spare (4 MiB), whose
+/// flusher never runs during a test (a test's `sync` is the next sync).
+fn spare_config(io: &Arc<GatedIo>) -> LogConfig {
+    LogConfig {
+        segment_size: 4 << 20,
+        durability: Durability::Interval(Duration::from_secs(3600)),
+        io: io.clone(),
+        ..LogConfig::default()
+    }
+}
+
+/// The kinds of `calls`, a sync of a segment's first bytes named
+/// `sync_header`.
+fn kinds<'a>(calls: &'a [(&'static str, String)]) -> Vec<&'a str> {
+    calls
+        .iter()
+        .map(|(k, d)| {
+            if *k == "sync_range" && d.ends_with("+0") {
+                "sync_header"
+            } else {
+                k
+            }
+        })
+        .collect()
+}
+
 fn segment_files(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
@@ -113,13 +139,7 @@ fn segment_files(dir: &Path) -> usize {
 fn a_roll_onto_the_spare_leaves_the_header_and_directory_syncs_to_the_next_sync() {
     let dir = tempfile::tempdir().unwrap();
     let io = Arc::new(GatedIo::default());
-    let cfg = LogConfig {
-        segment_size: 4 << 20,
-        // The flusher never runs during the test: `sync` below is the next sync.
-        durability: Durability::Interval(Duration::from_secs(3600)),
-        io: io.clone(),
-        ..LogConfig::default()
-    };
+    let cfg = spare_config(&io);
     let log = Arc::new(Log::open(dir.path(), cfg).unwrap().0);
     let payload = vec![7u8; 4000];
     // Past half full: the spare is made in the background.
@@ -205,38 +225,26 @@ fn roll_onto_spare(log: &Log, segments: usize) -> u64 {
 fn two_rolls_between_syncs_make_the_first_ones_header_and_name_durable_at_the_second() {
     let dir = tempfile::tempdir().unwrap();
     let io = Arc::new(GatedIo::default());
-    let cfg = || LogConfig {
-        segment_size: 4 << 20,
-        durability: Durability::Interval(Duration::from_secs(3600)),
-        io: io.clone(),
-        ..LogConfig::default()
-    };
-    let log = Log::open(dir.path(), cfg()).unwrap().0;
+    let log = Log::open(dir.path(), spare_config(&io)).unwrap().0;
     let first_roll = io.calls().len();
     roll_onto_spare(&log, 2);
     let second_roll = io.calls().len();
     let last = roll_onto_spare(&log, 3);
     let calls = io.calls();
-    let kinds = |from: usize, to: usize| -> Vec<&str> {
-        calls[from..to]
-            .iter()
-            .filter(|(k, _)| *k != "create" && *k != "sync_file")
-            .map(|(k, d)| {
-                if *k == "sync_range" && d.ends_with("+0") {
-                    "sync_header"
-                } else {
-                    *k
-                }
-            })
+    let between = |from: usize, to: usize| -> Vec<&str> {
+        let named = kinds(&calls[from..to]);
+        named
+            .into_iter()
+            .filter(|k| *k != "create" && *k != "sync_file")
             .collect()
     };
     assert_eq!(
-        kinds(first_roll, second_roll),
+        between(first_roll, second_roll),
         ["rename"],
         "the first roll syncs nothing"
     );
     assert_eq!(
-        kinds(second_roll, calls.len()),
+        between(second_roll, calls.len()),
         ["sync_header", "sync_dir", "rename"],
         "the second roll first makes the first one's header and name durable"
     );
@@ -246,7 +254,7 @@ fn two_rolls_between_syncs_make_the_first_ones_header_and_name_durable_at_the_se
         dir.path(),
         LogConfig {
             io: Arc::new(StdIo),
-            ..cfg()
+            ..spare_config(&io)
         },
     )
     .unwrap()
@@ -340,12 +348,7 @@ fn records_whose_header_was_lost_keep_it_written_again_from_the_file_name() {
 fn a_roll_without_a_spare_or_a_skip_first_makes_the_previous_header_durable() {
     let dir = tempfile::tempdir().unwrap();
     let io = Arc::new(GatedIo::default());
-    let cfg = LogConfig {
-        segment_size: 4 << 20,
-        durability: Durability::Interval(Duration::from_secs(3600)),
-        io: io.clone(),
-        ..LogConfig::default()
-    };
+    let cfg = spare_config(&io);
     let log = Log::open(dir.path(), cfg).unwrap().0;
     roll_onto_spare(&log, 2);
     let before = io.calls().len();
@@ -353,18 +356,8 @@ fn a_roll_without_a_spare_or_a_skip_first_makes_the_previous_header_durable() {
     let skip_to = log.next_seq() + 10;
     log.skip_to(skip_to).unwrap();
     let calls = io.calls();
-    let kinds: Vec<&str> = calls[before..]
-        .iter()
-        .map(|(k, d)| {
-            if *k == "sync_range" && d.ends_with("+0") {
-                "sync_header"
-            } else {
-                *k
-            }
-        })
-        .collect();
     assert_eq!(
-        kinds,
+        kinds(&calls[before..]),
         [
             "sync_header",
             "sync_dir",

@@ -340,14 +340,12 @@ impl Log {
 /// spare left to the next sync. A failure poisons the log, as a failed
 /// sync of records does.
 fn sync_header_and_name(sh: &super::Shared, seg: &Segment) -> Result<(), LogError> {
-    let io = &sh.config.io;
-    let result = io
+    let result = sh
+        .config
+        .io
         .sync_range(seg.map(), 0, SEG_HEADER_LEN)
         .map_err(|e| LogError::io("syncing a segment header", Some(seg.path.clone()), e))
-        .and_then(|()| {
-            io.sync_dir(&sh.dir)
-                .map_err(|e| LogError::io("syncing the log directory", Some(sh.dir.clone()), e))
-        });
+        .and_then(|()| sh.sync_dir());
     if result.is_err() {
         sh.group.fail();
         sh.poison();

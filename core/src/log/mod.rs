@@ -223,6 +223,14 @@ impl Shared {
             .cloned()
     }
 
+    /// Syncs the log's directory (creations, renames, removals).
+    pub(crate) fn sync_dir(&self) -> Result<(), LogError> {
+        self.config
+            .io
+            .sync_dir(&self.dir)
+            .map_err(|e| LogError::io("syncing the log directory", Some(self.dir.clone()), e))
+    }
+
     /// Syncs every committed byte; returns the sequence that is now durable.
     pub(crate) fn sync_committed(&self) -> Result<u64, LogError> {
         let target = self.next_seq().saturating_sub(1);
@@ -249,9 +257,7 @@ impl Shared {
                 if synced == 0 {
                     // Named at a roll (`spare::name`): its header is durable
                     // now, and its name once the directory is.
-                    self.config.io.sync_dir(&self.dir).map_err(|e| {
-                        LogError::io("syncing the log directory", Some(self.dir.clone()), e)
-                    })?;
+                    self.sync_dir()?;
                 }
                 // Release: pairs with the Acquire in `Segment::name_durable`
                 // (the appender at a roll). Only the sync leader (one at a

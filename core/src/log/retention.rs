@@ -167,8 +167,8 @@ pub(crate) fn enforce_in_background(shared: &Arc<Shared>) {
     let Ok((_, removal)) = take_out(shared) else {
         return;
     };
-    if removal.segments.is_empty() && removal.chunks.is_empty() {
-        return;
+    if removal.segments.is_empty() {
+        return; // nothing taken out (chunks go only with segments)
     }
     let removals = &shared.removals;
     let mut queue = removals.queue.lock();
@@ -272,11 +272,7 @@ fn remove(shared: &Shared, removal: Removal) -> Result<(), LogError> {
             .remove(&seg.path)
             .map_err(|e| LogError::io("removing a segment", Some(seg.path.clone()), e))?;
     }
-    shared
-        .config
-        .io
-        .sync_dir(&shared.dir)
-        .map_err(|e| LogError::io("syncing the log directory", Some(shared.dir.clone()), e))
+    shared.sync_dir()
 }
 
 /// Decides what the policy deletes and takes it out of the log's memory:
