@@ -341,7 +341,6 @@ pub(crate) fn recover(dir: &Path, cfg: &LogConfig) -> Result<Recovered, LogError
     })
 }
 
-/// Removes a tail segment file that holds only zeros.
 /// Writes a last segment's lost header again, from its file name.
 fn rewrite_header(
     cfg: &LogConfig,
@@ -372,6 +371,8 @@ fn rewrite_header(
     Ok(())
 }
 
+/// Removes a last segment file whose header never reached the disk and
+/// that holds no record after it.
 fn remove_unwritten(
     cfg: &LogConfig,
     path: &Path,
