@@ -23,6 +23,11 @@
 //! slots, tokio's broadcast channel and `bus` hold 16 384 values, the
 //! disruptor has 16 384 slots and each crossbeam channel is `bounded(16384)`.
 //!
+//! Herald's ring is published to by its single publisher
+//! (`Ring::with_single_publisher`, as the broker uses it; the disruptor's
+//! producer is single too), except in `herald (tethered, shared publisher)`,
+//! which uses a shared `Publisher` (the compare-and-swap claim).
+//!
 //! [`WaitStrategy::SpinYield`]: herald_core::ring::WaitStrategy::SpinYield
 
 use std::hint::black_box;
@@ -33,7 +38,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::Backoff;
 use disruptor::Producer as _;
 use hdrhistogram::Histogram;
-use herald_core::ring::{Publisher, Subscriber};
+use herald_core::ring::{Publisher, SinglePublisher, Subscriber};
 use herald_core::{Ring, RingConfig};
 
 /// Message size in bytes.
@@ -50,6 +55,8 @@ type Msg = [u8; MSG_LEN];
 pub enum System {
     /// Herald's ring with tethered (lossless) subscribers; blocking `publish`.
     HeraldTethered,
+    /// As `HeraldTethered`, but published to by a shared publisher.
+    HeraldTetheredShared,
     /// Herald's ring with untethered (default, lossy) subscribers.
     Herald,
     /// `tokio::sync::broadcast` (lossy: slow receivers get `Lagged`).
@@ -64,8 +71,9 @@ pub enum System {
 
 impl System {
     /// Every system, Herald first.
-    pub const ALL: [System; 6] = [
+    pub const ALL: [System; 7] = [
         System::HeraldTethered,
+        System::HeraldTetheredShared,
         System::Herald,
         System::Tokio,
         System::Bus,
@@ -77,6 +85,7 @@ impl System {
     pub fn name(self) -> &'static str {
         match self {
             System::HeraldTethered => "herald (tethered)",
+            System::HeraldTetheredShared => "herald (tethered, shared publisher)",
             System::Herald => "herald (untethered)",
             System::Tokio => "tokio::broadcast",
             System::Bus => "bus",
@@ -89,6 +98,7 @@ impl System {
     pub fn id(self) -> &'static str {
         match self {
             System::HeraldTethered => "herald_tethered",
+            System::HeraldTetheredShared => "herald_tethered_shared",
             System::Herald => "herald",
             System::Tokio => "tokio_broadcast",
             System::Bus => "bus",
@@ -104,7 +114,15 @@ impl System {
 
     /// Whether this is one of Herald's configurations.
     pub fn is_herald(self) -> bool {
-        matches!(self, System::Herald | System::HeraldTethered)
+        matches!(
+            self,
+            System::Herald | System::HeraldTethered | System::HeraldTetheredShared
+        )
+    }
+
+    /// Whether this is Herald with tethered subscribers.
+    fn is_tethered_herald(self) -> bool {
+        matches!(self, System::HeraldTethered | System::HeraldTetheredShared)
     }
 }
 
@@ -355,11 +373,11 @@ fn drive<R: Send>(
 pub fn run(system: System, workload: &Workload) -> Outcome {
     let n = workload.subscribers;
     match system {
-        System::HeraldTethered | System::Herald => {
-            let ring = herald_ring();
+        System::HeraldTethered | System::HeraldTetheredShared | System::Herald => {
+            let (ring, mut publisher) = herald_ring(system);
             let readers: Vec<Subscriber> = (0..n)
                 .map(|_| {
-                    if system == System::HeraldTethered {
+                    if system.is_tethered_herald() {
                         ring.subscribe_tethered()
                             .expect("at most MAX_TETHERED subscribers")
                     } else {
@@ -367,9 +385,8 @@ pub fn run(system: System, workload: &Workload) -> Outcome {
                     }
                 })
                 .collect();
-            let mut publisher = ring.publisher();
             drive(system, workload, readers, herald_read, |msg| {
-                publisher.publish(msg).expect("64 B fits");
+                publisher.publish(msg);
             })
         }
         System::Tokio => {
@@ -417,15 +434,41 @@ pub fn run(system: System, workload: &Workload) -> Outcome {
     }
 }
 
-/// Herald's ring sized like the peers: 1 MiB of data, 16 384 slots of 64 B.
-fn herald_ring() -> Ring {
-    Ring::new(RingConfig {
+/// Herald's publisher in a run: the ring's single publisher, or a shared one.
+enum HeraldPublisher {
+    Single(SinglePublisher),
+    Shared(Publisher),
+}
+
+impl HeraldPublisher {
+    #[inline]
+    fn publish(&mut self, msg: &Msg) {
+        match self {
+            Self::Single(p) => p.publish(msg),
+            Self::Shared(p) => p.publish(msg),
+        }
+        .expect("64 B fits");
+    }
+}
+
+/// Herald's ring sized like the peers (1 MiB of data, 16 384 slots of 64 B)
+/// and the publisher `system` uses.
+fn herald_ring(system: System) -> (Ring, HeraldPublisher) {
+    let config = RingConfig {
         capacity: CAPACITY * MSG_LEN,
         max_record: MSG_LEN,
         slots: Some(CAPACITY),
         first_seq: 0,
-    })
-    .expect("valid ring configuration")
+    };
+    if system == System::HeraldTetheredShared {
+        let ring = Ring::new(config).expect("valid ring configuration");
+        let publisher = HeraldPublisher::Shared(ring.publisher());
+        (ring, publisher)
+    } else {
+        let (ring, publisher) =
+            Ring::with_single_publisher(config).expect("valid ring configuration");
+        (ring, HeraldPublisher::Single(publisher))
+    }
 }
 
 fn herald_read(mut sub: Subscriber, t: &mut Tracker) {
@@ -618,11 +661,11 @@ pub fn publish_cost(system: System, subscribers: usize, rounds: usize, batch: us
         black_box(bytes);
     };
     match system {
-        System::HeraldTethered | System::Herald => {
-            let ring = herald_ring();
+        System::HeraldTethered | System::HeraldTetheredShared | System::Herald => {
+            let (ring, mut publisher) = herald_ring(system);
             let mut subs: Vec<Subscriber> = (0..subscribers)
                 .map(|_| {
-                    if system == System::HeraldTethered {
+                    if system.is_tethered_herald() {
                         ring.subscribe_tethered()
                             .expect("at most MAX_TETHERED subscribers")
                     } else {
@@ -630,21 +673,15 @@ pub fn publish_cost(system: System, subscribers: usize, rounds: usize, batch: us
                     }
                 })
                 .collect();
-            let mut publisher: Publisher = ring.publisher();
-            timed(
-                &mut |m| {
-                    publisher.publish(m).expect("64 B fits");
-                },
-                &mut || {
-                    let mut total = 0;
-                    for sub in &mut subs {
-                        while let Ok(got @ 1..) = sub.read_batch(READ_BATCH, count) {
-                            total += got;
-                        }
+            timed(&mut |m| publisher.publish(m), &mut || {
+                let mut total = 0;
+                for sub in &mut subs {
+                    while let Ok(got @ 1..) = sub.read_batch(READ_BATCH, count) {
+                        total += got;
                     }
-                    total
-                },
-            );
+                }
+                total
+            });
         }
         System::Tokio => {
             let (tx, _) = tokio::sync::broadcast::channel::<Msg>(CAPACITY);

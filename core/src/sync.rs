@@ -79,6 +79,12 @@ mod pair {
         pub(crate) fn load(&self, order: Ordering) -> (u64, u64) {
             unpack(self.0.load(order))
         }
+        /// One 128-bit store (`vmovdqa` where AVX makes it atomic, else a
+        /// `cmpxchg16b` loop): for a ring's single publisher, the only
+        /// thread that moves the pair.
+        pub(crate) fn store(&self, hi: u64, lo: u64, order: Ordering) {
+            self.0.store(pack(hi, lo), order)
+        }
         /// Replaces `current` with `new` if it still holds; returns the value
         /// seen otherwise. Weak: it may fail even though `current` holds (and
         /// then return `current`). Weak is right because every caller retries
@@ -139,6 +145,9 @@ mod pair {
         }
         pub(crate) fn load(&self, order: Ordering) -> (u64, u64) {
             unpack(self.value.load(order))
+        }
+        pub(crate) fn store(&self, hi: u64, lo: u64, order: Ordering) {
+            self.value.store(pack(hi, lo), order)
         }
         /// Loom's own `compare_exchange_weak` never fails spuriously, so this
         /// one does, on every other attempt (the first included): a failed

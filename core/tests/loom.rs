@@ -18,7 +18,9 @@
 use std::sync::Arc;
 
 use herald_core::log::{Durability, Log, LogConfig, ReadItem, RecordRef};
-use herald_core::ring::{RecvError, Ring, RingConfig, WaitStrategy};
+use herald_core::ring::{
+    Claim, Publisher, RecvError, Ring, RingConfig, SinglePublisher, WaitStrategy,
+};
 use loom::thread;
 
 /// The payload a record with sequence `seq` must carry: any torn or mixed
@@ -27,29 +29,75 @@ fn payload(seq: u64) -> [u8; 8] {
     (seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1).to_le_bytes()
 }
 
-fn tiny_ring(slots: usize) -> Ring {
-    Ring::new(RingConfig {
+fn tiny_config(slots: usize) -> RingConfig {
+    RingConfig {
         capacity: 64,
         max_record: 16,
         slots: Some(slots),
         first_seq: 0,
-    })
-    .unwrap()
+    }
+}
+
+fn tiny_ring(slots: usize) -> Ring {
+    Ring::new(tiny_config(slots)).unwrap()
 }
 
 /// Many bytes, two slots: records lap the slots long before the bytes.
-fn slot_bound_ring() -> Ring {
-    Ring::new(RingConfig {
+fn slot_bound_config() -> RingConfig {
+    RingConfig {
         capacity: 1024,
-        max_record: 16,
-        slots: Some(2),
-        first_seq: 0,
-    })
-    .unwrap()
+        ..tiny_config(2)
+    }
 }
 
-fn publish_own_seq(publisher: &mut herald_core::ring::Publisher) -> u64 {
-    let mut claim = publisher.claim(8).unwrap();
+/// Either kind of publisher, so that a model with one publisher checks both
+/// the shared claim (compare-and-swap) and the single publisher's (a store).
+enum AnyPublisher {
+    Shared(Publisher),
+    Single(SinglePublisher),
+}
+
+impl AnyPublisher {
+    fn claim(&mut self, len: usize) -> Claim<'_> {
+        match self {
+            Self::Shared(p) => p.claim(len),
+            Self::Single(p) => p.claim(len),
+        }
+        .unwrap()
+    }
+
+    fn skip_to(&mut self, seq: u64) {
+        match self {
+            Self::Shared(p) => p.skip_to(seq),
+            Self::Single(p) => p.skip_to(seq),
+        }
+    }
+
+    fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        match self {
+            Self::Shared(p) => p.set_wait_strategy(wait),
+            Self::Single(p) => p.set_wait_strategy(wait),
+        }
+    }
+}
+
+/// A ring and its one publisher: a shared one, or the single publisher.
+fn ring_with_publisher(config: RingConfig, single: bool) -> (Ring, AnyPublisher) {
+    if single {
+        let (ring, publisher) = Ring::with_single_publisher(config).unwrap();
+        (ring, AnyPublisher::Single(publisher))
+    } else {
+        let ring = Ring::new(config).unwrap();
+        let publisher = ring.publisher();
+        (ring, AnyPublisher::Shared(publisher))
+    }
+}
+
+fn publish_own_seq(publisher: &mut AnyPublisher) -> u64 {
+    write_own_seq(publisher.claim(8))
+}
+
+fn write_own_seq(mut claim: Claim<'_>) -> u64 {
     let seq = claim.seq();
     claim.write_at(0, &payload(seq));
     claim.commit()
@@ -89,8 +137,8 @@ fn concurrent_publishers_get_distinct_sequences_and_readers_see_whole_records() 
         let mut sub = ring.subscribe();
         let mut p1 = ring.publisher();
         let mut p2 = ring.publisher();
-        let t1 = thread::spawn(move || publish_own_seq(&mut p1));
-        let t2 = thread::spawn(move || publish_own_seq(&mut p2));
+        let t1 = thread::spawn(move || write_own_seq(p1.claim(8).unwrap()));
+        let t2 = thread::spawn(move || write_own_seq(p2.claim(8).unwrap()));
         let got = read_all(&mut sub, 2);
         let a = t1.join().unwrap();
         let b = t2.join().unwrap();
@@ -107,9 +155,9 @@ fn concurrent_publishers_get_distinct_sequences_and_readers_see_whole_records() 
 /// One record published, then two more from another thread while the
 /// reader reads: the later ones reuse the first one's slot (and, in a tiny
 /// ring, its bytes).
-fn reader_races_two_more_publishes(ring: Ring) {
+fn reader_races_two_more_publishes(config: RingConfig, single: bool) {
+    let (ring, mut publisher) = ring_with_publisher(config, single);
     let mut sub = ring.subscribe();
-    let mut publisher = ring.publisher();
     publish_own_seq(&mut publisher);
     let writer = thread::spawn(move || {
         for _ in 0..2 {
@@ -123,12 +171,22 @@ fn reader_races_two_more_publishes(ring: Ring) {
 #[test]
 fn a_reader_racing_an_overwrite_never_returns_torn_bytes() {
     // Two slots and 64 bytes: the third record laps both the slot and the bytes.
-    loom::model(|| reader_races_two_more_publishes(tiny_ring(2)));
+    loom::model(|| reader_races_two_more_publishes(tiny_config(2), false));
+}
+
+#[test]
+fn a_reader_racing_a_single_publishers_overwrite_never_returns_torn_bytes() {
+    loom::model(|| reader_races_two_more_publishes(tiny_config(2), true));
 }
 
 #[test]
 fn a_reader_racing_a_slot_reuse_never_returns_another_record() {
-    loom::model(|| reader_races_two_more_publishes(slot_bound_ring()));
+    loom::model(|| reader_races_two_more_publishes(slot_bound_config(), false));
+}
+
+#[test]
+fn a_reader_racing_a_single_publishers_slot_reuse_never_returns_another_record() {
+    loom::model(|| reader_races_two_more_publishes(slot_bound_config(), true));
 }
 
 #[test]
@@ -139,8 +197,8 @@ fn a_publisher_lapping_a_stalled_publisher_waits_for_its_commit() {
         // mix of both.
         let ring = tiny_ring(2);
         let mut sub = ring.subscribe();
-        let mut slow = ring.publisher();
-        let mut fast = ring.publisher();
+        let mut slow = AnyPublisher::Shared(ring.publisher());
+        let mut fast = AnyPublisher::Shared(ring.publisher());
         let t_slow = thread::spawn(move || publish_own_seq(&mut slow));
         let t_fast = thread::spawn(move || {
             publish_own_seq(&mut fast);
@@ -155,41 +213,47 @@ fn a_publisher_lapping_a_stalled_publisher_waits_for_its_commit() {
 
 #[test]
 fn a_reader_racing_a_skip_that_jumps_the_head_sees_only_real_records_or_lags() {
-    loom::model(|| {
-        // Two slots, starting at 2: a skip to 5 jumps the head to 3, then
-        // aborts 3 and 4, which overwrite the slots (record 5 alone would
-        // leave the slot a reader at 2 waits on untouched).
-        let ring = Ring::new(RingConfig {
-            first_seq: 2,
-            ..tiny_ring(2).config()
-        })
-        .unwrap();
-        let mut sub = ring.subscribe();
-        let mut publisher = ring.publisher();
-        let writer = thread::spawn(move || {
-            publisher.skip_to(5);
-            publish_own_seq(&mut publisher)
-        });
-        let mut got = Vec::new();
-        while got.last() != Some(&5) {
-            let before = sub.next_seq();
-            match sub.try_read(|seq, bytes| {
-                assert_eq!(bytes, payload(seq), "torn or mixed read of record {seq}");
-                seq
-            }) {
-                Ok(seq) => {
-                    assert_eq!(seq, 5, "read {seq}, which was skipped");
-                    got.push(seq);
-                }
-                Err(RecvError::Lagged(lag)) => {
-                    assert_eq!(lag.missed_from, before);
-                    assert!(lag.next_available > before);
-                }
-                Err(_) => thread::yield_now(),
-            }
-        }
-        assert_eq!(writer.join().unwrap(), 5);
+    loom::model(|| reader_races_a_skip(false));
+}
+
+#[test]
+fn a_reader_racing_a_single_publishers_skip_sees_only_real_records_or_lags() {
+    loom::model(|| reader_races_a_skip(true));
+}
+
+fn reader_races_a_skip(single: bool) {
+    // Two slots, starting at 2: a skip to 5 jumps the head to 3, then
+    // aborts 3 and 4, which overwrite the slots (record 5 alone would
+    // leave the slot a reader at 2 waits on untouched).
+    let config = RingConfig {
+        first_seq: 2,
+        ..tiny_config(2)
+    };
+    let (ring, mut publisher) = ring_with_publisher(config, single);
+    let mut sub = ring.subscribe();
+    let writer = thread::spawn(move || {
+        publisher.skip_to(5);
+        publish_own_seq(&mut publisher)
     });
+    let mut got = Vec::new();
+    while got.last() != Some(&5) {
+        let before = sub.next_seq();
+        match sub.try_read(|seq, bytes| {
+            assert_eq!(bytes, payload(seq), "torn or mixed read of record {seq}");
+            seq
+        }) {
+            Ok(seq) => {
+                assert_eq!(seq, 5, "read {seq}, which was skipped");
+                got.push(seq);
+            }
+            Err(RecvError::Lagged(lag)) => {
+                assert_eq!(lag.missed_from, before);
+                assert!(lag.next_available > before);
+            }
+            Err(_) => thread::yield_now(),
+        }
+    }
+    assert_eq!(writer.join().unwrap(), 5);
 }
 
 /// Reads with a tethered subscriber up to `upto`: every record is the one
@@ -215,80 +279,98 @@ fn read_tethered(sub: &mut herald_core::ring::Subscriber, upto: u64) {
 
 #[test]
 fn a_tether_registering_while_a_publisher_publishes_is_never_lapped() {
-    loom::model(|| {
-        // Two slots, three records: the third reuses the first one's slot, so
-        // the publisher must wait for a tether that starts at or before it.
-        let ring = tiny_ring(2);
-        let mut publisher = ring.publisher();
-        publisher.set_wait_strategy(WaitStrategy::Park);
-        let writer = thread::spawn(move || {
-            for _ in 0..3 {
-                publish_own_seq(&mut publisher);
-            }
-        });
-        let mut sub = ring.subscribe_tethered().unwrap();
-        read_tethered(&mut sub, 3);
-        drop(sub);
-        writer.join().unwrap();
+    loom::model(|| tether_registers_during_publishes(false));
+}
+
+#[test]
+fn a_tether_registering_while_a_single_publisher_publishes_is_never_lapped() {
+    loom::model(|| tether_registers_during_publishes(true));
+}
+
+fn tether_registers_during_publishes(single: bool) {
+    // Two slots, three records: the third reuses the first one's slot, so
+    // the publisher must wait for a tether that starts at or before it.
+    let (ring, mut publisher) = ring_with_publisher(tiny_config(2), single);
+    publisher.set_wait_strategy(WaitStrategy::Park);
+    let writer = thread::spawn(move || {
+        for _ in 0..3 {
+            publish_own_seq(&mut publisher);
+        }
     });
+    let mut sub = ring.subscribe_tethered().unwrap();
+    read_tethered(&mut sub, 3);
+    drop(sub);
+    writer.join().unwrap();
 }
 
 #[test]
 fn a_parked_subscriber_is_woken_by_a_concurrent_publish() {
-    loom::model(|| {
-        let ring = tiny_ring(4);
-        let mut sub = ring.subscribe();
-        sub.set_wait_strategy(WaitStrategy::Park);
-        let mut publisher = ring.publisher();
-        let reader = thread::spawn(move || loop {
-            match sub.try_read(|seq, bytes| {
-                assert_eq!(bytes, payload(seq));
-                seq
-            }) {
-                Ok(seq) => return seq,
-                // A lost wake-up leaves this thread parked for ever: loom
-                // reports the deadlock.
-                Err(RecvError::Empty) => {
-                    sub.wait(None);
-                    thread::yield_now();
-                }
-                Err(e) => panic!("{e}"),
+    loom::model(|| parked_subscriber_is_woken(false));
+}
+
+#[test]
+fn a_parked_subscriber_is_woken_by_a_concurrent_single_publish() {
+    loom::model(|| parked_subscriber_is_woken(true));
+}
+
+fn parked_subscriber_is_woken(single: bool) {
+    let (ring, mut publisher) = ring_with_publisher(tiny_config(4), single);
+    let mut sub = ring.subscribe();
+    sub.set_wait_strategy(WaitStrategy::Park);
+    let reader = thread::spawn(move || loop {
+        match sub.try_read(|seq, bytes| {
+            assert_eq!(bytes, payload(seq));
+            seq
+        }) {
+            Ok(seq) => return seq,
+            // A lost wake-up leaves this thread parked for ever: loom
+            // reports the deadlock.
+            Err(RecvError::Empty) => {
+                sub.wait(None);
+                thread::yield_now();
             }
-        });
-        publish_own_seq(&mut publisher);
-        assert_eq!(reader.join().unwrap(), 0);
+            Err(e) => panic!("{e}"),
+        }
     });
+    publish_own_seq(&mut publisher);
+    assert_eq!(reader.join().unwrap(), 0);
 }
 
 #[test]
 fn an_armed_doorbell_is_rung_by_a_concurrent_publish() {
-    loom::model(|| {
-        let ring = tiny_ring(4);
-        let mut sub = ring.subscribe();
-        let bell = ring.doorbell().unwrap();
-        let mut publisher = ring.publisher();
-        // An event loop: read; when empty, arm, and sleep on the fd unless
-        // `arm` says data came meanwhile.
-        let reader = thread::spawn(move || loop {
-            match sub.try_read(|seq, bytes| {
-                assert_eq!(bytes, payload(seq));
-                seq
-            }) {
-                Ok(seq) => return seq,
-                Err(RecvError::Empty) => {
-                    if sub.arm(&bell) {
-                        // A lost wake-up blocks here for ever (loom: deadlock).
-                        bell.wait_readable();
-                    }
-                    bell.clear();
-                    thread::yield_now();
+    loom::model(|| armed_doorbell_is_rung(false));
+}
+
+#[test]
+fn an_armed_doorbell_is_rung_by_a_concurrent_single_publish() {
+    loom::model(|| armed_doorbell_is_rung(true));
+}
+
+fn armed_doorbell_is_rung(single: bool) {
+    let (ring, mut publisher) = ring_with_publisher(tiny_config(4), single);
+    let mut sub = ring.subscribe();
+    let bell = ring.doorbell().unwrap();
+    // An event loop: read; when empty, arm, and sleep on the fd unless
+    // `arm` says data came meanwhile.
+    let reader = thread::spawn(move || loop {
+        match sub.try_read(|seq, bytes| {
+            assert_eq!(bytes, payload(seq));
+            seq
+        }) {
+            Ok(seq) => return seq,
+            Err(RecvError::Empty) => {
+                if sub.arm(&bell) {
+                    // A lost wake-up blocks here for ever (loom: deadlock).
+                    bell.wait_readable();
                 }
-                Err(e) => panic!("{e}"),
+                bell.clear();
+                thread::yield_now();
             }
-        });
-        publish_own_seq(&mut publisher);
-        assert_eq!(reader.join().unwrap(), 0);
+            Err(e) => panic!("{e}"),
+        }
     });
+    publish_own_seq(&mut publisher);
+    assert_eq!(reader.join().unwrap(), 0);
 }
 
 /// A record of the log model: big enough that two do not share a 4 KiB

@@ -431,3 +431,79 @@ fn a_skip_longer_than_the_slots_tells_readers_behind_it_they_lagged() {
         assert_eq!(publisher.publish(&i.to_le_bytes()).unwrap(), 1_000_001 + i);
     }
 }
+
+#[test]
+fn a_single_publisher_publishes_skips_and_holds_for_a_tether_like_a_shared_one() {
+    let config = RingConfig {
+        capacity: 1024,
+        max_record: 64,
+        slots: Some(8),
+        first_seq: 5,
+    };
+    let (ring, mut publisher) = Ring::with_single_publisher(config).unwrap();
+    let mut sub = ring.subscribe();
+    let mut buf = Vec::new();
+    assert_eq!(publisher.publish(b"a"), Ok(5));
+    assert_eq!(sub.try_recv(&mut buf), Ok(5));
+    assert_eq!(buf, b"a");
+    // A skip longer than the slots jumps the head; the reader is told it lagged.
+    publisher.skip_to(1_000_000);
+    assert_eq!(ring.next_seq(), 1_000_000);
+    assert_eq!(publisher.publish(b"b"), Ok(1_000_000));
+    match sub.try_recv(&mut buf) {
+        Err(RecvError::Lagged(Lagged { missed_from, .. })) => assert_eq!(missed_from, 6),
+        other => panic!("expected a lag from 6, got {other:?}"),
+    }
+    let mut seq = sub.try_recv(&mut buf);
+    while let Err(RecvError::Lagged(_)) = seq {
+        seq = sub.try_recv(&mut buf);
+    }
+    assert_eq!((seq, buf.as_slice()), (Ok(1_000_000), &b"b"[..]));
+    // A tethered subscriber holds it back as it holds a shared publisher.
+    let mut tethered = ring.subscribe_tethered().unwrap();
+    for i in 0..8u8 {
+        publisher.try_publish(&[i]).unwrap();
+    }
+    assert_eq!(publisher.try_publish(b"x"), Err(PublishError::Full));
+    assert_eq!(tethered.try_recv(&mut buf), Ok(1_000_001));
+    assert_eq!(publisher.try_publish(b"x"), Ok(1_000_009));
+}
+
+#[test]
+#[should_panic(expected = "single publisher")]
+fn a_ring_with_a_single_publisher_makes_no_other() {
+    let (ring, _publisher) = Ring::with_single_publisher(RingConfig {
+        capacity: 1024,
+        max_record: 64,
+        slots: None,
+        first_seq: 0,
+    })
+    .unwrap();
+    let _second = ring.publisher();
+}
+
+#[test]
+fn a_tethered_batch_releases_its_records_when_the_call_returns() {
+    let ring = ring(1024, 64, Some(8));
+    let mut publisher = ring.publisher();
+    let mut sub = ring.subscribe_tethered().unwrap();
+    for i in 0..8u8 {
+        publisher.try_publish(&[i]).unwrap();
+    }
+    assert_eq!(publisher.try_publish(b"x"), Err(PublishError::Full));
+    let mut read = Vec::new();
+    let got = sub
+        .read_batch(8, |seq, bytes| {
+            // Nothing of the batch is released while it is being read.
+            assert_eq!(publisher.try_publish(b"x"), Err(PublishError::Full));
+            read.push((seq, bytes[0]));
+        })
+        .unwrap();
+    assert_eq!(got, 8);
+    assert_eq!(read, (0..8u8).map(|i| (i as u64, i)).collect::<Vec<_>>());
+    // All of it is released now: a whole ring of room.
+    for i in 8..16u64 {
+        assert_eq!(publisher.try_publish(b"y"), Ok(i));
+    }
+    assert_eq!(publisher.try_publish(b"z"), Err(PublishError::Full));
+}

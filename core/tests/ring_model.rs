@@ -7,11 +7,14 @@
 //! tethered subscribers are run against both, and every answer the ring gives
 //! is checked: records in order with their exact bytes, `Empty` only when
 //! nothing is left, `Lagged` only for records really overwritten, `Full` only
-//! when a tethered subscriber really would be overrun.
+//! when a tethered subscriber really would be overrun. Each case runs with
+//! a shared publisher and again with a ring's single publisher.
 
 use std::collections::VecDeque;
 
-use herald_core::ring::{PublishError, RecvError, Ring, RingConfig, Subscriber};
+use herald_core::ring::{
+    Claim, PublishError, Publisher, RecvError, Ring, RingConfig, SinglePublisher, Subscriber,
+};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -113,6 +116,28 @@ impl Model {
     }
 }
 
+/// The ring's one publisher in a case: a shared one or the single publisher.
+enum AnyPublisher {
+    Shared(Publisher),
+    Single(SinglePublisher),
+}
+
+impl AnyPublisher {
+    fn try_claim(&mut self, len: usize) -> Result<Claim<'_>, PublishError> {
+        match self {
+            Self::Shared(p) => p.try_claim(len),
+            Self::Single(p) => p.try_claim(len),
+        }
+    }
+
+    fn try_publish(&mut self, payload: &[u8]) -> Result<u64, PublishError> {
+        match self {
+            Self::Shared(p) => p.try_publish(payload),
+            Self::Single(p) => p.try_publish(payload),
+        }
+    }
+}
+
 struct Sub {
     sub: Subscriber,
     expected: u64,
@@ -125,15 +150,22 @@ fn run(
     max_record: usize,
     slots: usize,
     ops: Vec<Op>,
+    single: bool,
 ) -> Result<(), TestCaseError> {
-    let ring = Ring::new(RingConfig {
+    let config = RingConfig {
         capacity,
         max_record,
         slots: Some(slots),
         first_seq: 0,
-    })
-    .unwrap();
-    let mut publisher = ring.publisher();
+    };
+    let (ring, mut publisher) = if single {
+        let (ring, publisher) = Ring::with_single_publisher(config).unwrap();
+        (ring, AnyPublisher::Single(publisher))
+    } else {
+        let ring = Ring::new(config).unwrap();
+        let publisher = AnyPublisher::Shared(ring.publisher());
+        (ring, publisher)
+    };
     let mut model = Model {
         capacity: capacity as u64,
         slots: slots as u64,
@@ -299,6 +331,7 @@ proptest! {
             (Just(capacity), Just(max_record.max(1)), Just(slots), proptest::collection::vec(op(max_record.max(1)), 1..300))
         })
     ) {
-        run(capacity, max_record, slots, ops)?;
+        run(capacity, max_record, slots, ops.clone(), false)?;
+        run(capacity, max_record, slots, ops, true)?;
     }
 }

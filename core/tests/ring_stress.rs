@@ -84,27 +84,45 @@ fn subscribe_loop(
 ) -> Seen {
     let mut seen = Seen::default();
     let mut n = 0u64;
+    let mut batch = false;
     loop {
-        match sub.try_read(|seq, bytes| {
-            let (p, c) = decode(bytes);
-            (seq, p, c)
-        }) {
-            Ok(rec) => {
-                seen.records.push(rec);
-                n += 1;
-                if slow && n % 512 == 0 {
+        // Alternate single reads with batches (which a tethered subscriber
+        // releases only at their end).
+        batch = !batch;
+        let read = if batch {
+            let records = &mut seen.records;
+            sub.read_batch(37, |seq, bytes| {
+                let (p, c) = decode(bytes);
+                records.push((seq, p, c));
+            })
+            .map_err(RecvError::Lagged)
+        } else {
+            sub.try_read(|seq, bytes| {
+                let (p, c) = decode(bytes);
+                seen.records.push((seq, p, c));
+                1
+            })
+        };
+        match read {
+            Ok(0) => {}
+            Ok(got) => {
+                let before = n;
+                n += got as u64;
+                if slow && n / 512 != before / 512 {
                     thread::sleep(std::time::Duration::from_micros(300));
                 }
+                continue;
             }
-            Err(RecvError::Lagged(lag)) => seen.lags.push((lag.missed_from, lag.next_available)),
-            Err(_) => {
-                if stop.load(Ordering::Acquire) && sub.next_seq() >= end_seq.load(Ordering::Acquire)
-                {
-                    return seen;
-                }
-                thread::yield_now();
+            Err(RecvError::Lagged(lag)) => {
+                seen.lags.push((lag.missed_from, lag.next_available));
+                continue;
             }
+            Err(_) => {}
         }
+        if stop.load(Ordering::Acquire) && sub.next_seq() >= end_seq.load(Ordering::Acquire) {
+            return seen;
+        }
+        thread::yield_now();
     }
 }
 
@@ -113,22 +131,49 @@ const BYTE_BOUND: (usize, usize) = (1 << 14, 256);
 /// Slots lap before bytes (64 slots, 64 KiB).
 const SLOT_BOUND: (usize, usize) = (1 << 16, 64);
 
+/// Who publishes: `Shared(n)` publishers of a shared ring, or a ring's
+/// single publisher.
+#[derive(Clone, Copy)]
+enum Producers {
+    Shared(u32),
+    Single,
+}
+
 fn stress(
     (capacity, slots): (usize, usize),
-    producers: u32,
+    producers: Producers,
     untethered: usize,
     slow: usize,
     tethered: usize,
     per_producer: u64,
 ) {
     let max = 200;
-    let ring = Ring::new(RingConfig {
+    let config = RingConfig {
         capacity,
         max_record: max,
         slots: Some(slots),
         first_seq: 0,
-    })
-    .unwrap();
+    };
+    // One publish function per producer thread.
+    type Publish = Box<dyn FnMut(&[u8]) -> u64 + Send>;
+    let (ring, publishers): (Ring, Vec<Publish>) = match producers {
+        Producers::Shared(n) => {
+            let ring = Ring::new(config).unwrap();
+            let publishers = (0..n)
+                .map(|_| {
+                    let mut p = ring.publisher();
+                    Box::new(move |bytes: &[u8]| p.publish(bytes).unwrap()) as Publish
+                })
+                .collect();
+            (ring, publishers)
+        }
+        Producers::Single => {
+            let (ring, mut p) = Ring::with_single_publisher(config).unwrap();
+            let publish = Box::new(move |bytes: &[u8]| p.publish(bytes).unwrap()) as Publish;
+            (ring, vec![publish])
+        }
+    };
+    let producers = publishers.len() as u32;
     let stop = Arc::new(AtomicBool::new(false));
     let end_seq = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
     let mut subs = Vec::new();
@@ -149,9 +194,10 @@ fn stress(
             )
         })
         .collect();
-    let writers: Vec<_> = (0..producers)
-        .map(|p| {
-            let mut publisher = ring.publisher();
+    let writers: Vec<_> = publishers
+        .into_iter()
+        .zip(0..)
+        .map(|(mut publish, p)| {
             let start = start.clone();
             thread::spawn(move || {
                 start.wait();
@@ -159,7 +205,7 @@ fn stress(
                 let mut seqs = Vec::with_capacity(per_producer as usize);
                 for counter in 0..per_producer {
                     encode(p, counter, max, &mut buf);
-                    seqs.push(publisher.publish(&buf).unwrap());
+                    seqs.push(publish(&buf));
                 }
                 seqs
             })
@@ -233,15 +279,25 @@ fn stress(
 
 #[test]
 fn publishers_and_lagging_subscribers_account_for_every_record() {
-    stress(BYTE_BOUND, 3, 3, 1, 0, 60_000 * scale());
+    stress(BYTE_BOUND, Producers::Shared(3), 3, 1, 0, 60_000 * scale());
+}
+
+#[test]
+fn a_single_publisher_and_lagging_subscribers_account_for_every_record() {
+    stress(BYTE_BOUND, Producers::Single, 3, 1, 0, 120_000 * scale());
 }
 
 #[test]
 fn slot_bound_ring_accounts_for_every_record() {
-    stress(SLOT_BOUND, 2, 2, 1, 0, 60_000 * scale());
+    stress(SLOT_BOUND, Producers::Shared(2), 2, 1, 0, 60_000 * scale());
 }
 
 #[test]
 fn tethered_subscribers_receive_everything_while_others_lag() {
-    stress(BYTE_BOUND, 2, 2, 1, 2, 40_000 * scale());
+    stress(BYTE_BOUND, Producers::Shared(2), 2, 1, 2, 40_000 * scale());
+}
+
+#[test]
+fn a_single_publisher_with_tethered_and_lagging_subscribers_accounts_for_every_record() {
+    stress(BYTE_BOUND, Producers::Single, 2, 1, 2, 80_000 * scale());
 }

@@ -386,11 +386,7 @@ fn render(
                 out,
                 "| {subs} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 peer.name(),
-                if herald == System::Herald {
-                    "untethered"
-                } else {
-                    "tethered"
-                },
+                herald_label(herald),
                 fmt_ratio(hf.per_sub / pf.per_sub),
                 fmt_ratio(hf.p50 / pf.p50),
                 fmt_ratio(hf.p99 / pf.p99),
@@ -442,11 +438,7 @@ fn render(
     for subs in SUBSCRIBERS {
         let f = |mode, s| m.get(&(mode, subs, s)).copied();
         for herald in [System::Herald, System::HeraldTethered] {
-            let label = if herald == System::Herald {
-                "untethered"
-            } else {
-                "tethered"
-            };
+            let label = herald_label(herald);
             if let (Some(h), Some(t)) = (f(Mode::FlatOut, herald), f(Mode::FlatOut, System::Tokio))
             {
                 let r = h.per_sub / t.per_sub;
@@ -458,27 +450,26 @@ fn render(
                 );
             }
         }
-        if let (Some(h), Some(d)) = (
-            f(Mode::FlatOut, System::HeraldTethered),
-            f(Mode::FlatOut, System::Disruptor),
-        ) {
-            let r = h.per_sub / d.per_sub;
-            let _ = writeln!(
-                out,
-                "| throughput ≥ disruptor | {subs} | tethered | {} | {} |",
-                fmt_ratio(r),
-                status(r >= 1.0)
-            );
+        for herald in [System::HeraldTethered, System::HeraldTetheredShared] {
+            if let (Some(h), Some(d)) = (
+                f(Mode::FlatOut, herald),
+                f(Mode::FlatOut, System::Disruptor),
+            ) {
+                let r = h.per_sub / d.per_sub;
+                let _ = writeln!(
+                    out,
+                    "| throughput ≥ disruptor | {subs} | {} | {} | {} |",
+                    herald_label(herald),
+                    fmt_ratio(r),
+                    status(r >= 1.0)
+                );
+            }
         }
         for (peer, herald) in [
             (System::Tokio, System::Herald),
             (System::Disruptor, System::HeraldTethered),
         ] {
-            let label = if herald == System::Herald {
-                "untethered"
-            } else {
-                "tethered"
-            };
+            let label = herald_label(herald);
             for (mode, name) in [(Mode::Paced, "paced"), (Mode::FlatOut, "flat-out")] {
                 if let (Some(h), Some(p)) = (f(mode, herald), f(mode, peer)) {
                     let r = h.p999 / p.p999;
@@ -501,16 +492,21 @@ fn render(
             let _ = writeln!(
                 out,
                 "| publish cost 1 vs 64 subscribers within 10% | 1→64 | {} | {d:+.1}% | {} |",
-                if herald == System::Herald {
-                    "untethered"
-                } else {
-                    "tethered"
-                },
+                herald_label(herald),
                 status(d.abs() <= 10.0)
             );
         }
     }
     out
+}
+
+/// How the tables name a Herald configuration.
+fn herald_label(herald: System) -> &'static str {
+    match herald {
+        System::Herald => "untethered",
+        System::HeraldTetheredShared => "tethered, shared publisher",
+        _ => "tethered",
+    }
 }
 
 /// (peer, the Herald configuration it is compared with).
@@ -519,6 +515,7 @@ fn pairs() -> Vec<(System, System)> {
         (System::Tokio, System::Herald),
         (System::Tokio, System::HeraldTethered),
         (System::Disruptor, System::HeraldTethered),
+        (System::Disruptor, System::HeraldTetheredShared),
         (System::Bus, System::HeraldTethered),
         (System::Crossbeam, System::HeraldTethered),
     ]

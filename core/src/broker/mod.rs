@@ -364,7 +364,7 @@ pub struct Published {
 /// State behind the publish lock.
 #[derive(Debug)]
 struct PublishState {
-    ring: ring::Publisher,
+    ring: ring::SinglePublisher,
     last_ts: u64,
     /// Idempotency keys of the last window.
     window: idempotency::Window,
@@ -467,7 +467,8 @@ impl Broker {
         let lock = lock_data_dir(&dir)?;
         let (log, _report) = Log::open(dir.join("log"), config.log.clone())?;
         let max_record = RING_HEADER + MAX_TYPE_LEN + MAX_CORRELATION_LEN + config.max_payload;
-        let ring = Ring::new(RingConfig {
+        // One publisher, behind the publish lock.
+        let (ring, ring_publisher) = Ring::with_single_publisher(RingConfig {
             capacity: config.ring_capacity,
             max_record,
             slots: None,
@@ -484,7 +485,7 @@ impl Broker {
         let presence = presence::Presence::new(config.presence_ttl);
         let window = rebuild_window(&log, &config)?;
         let publish = Mutex::new(PublishState {
-            ring: ring.publisher(),
+            ring: ring_publisher,
             last_ts: 0,
             window,
         });

@@ -60,6 +60,9 @@ pub(crate) struct Shared {
     pub(crate) max_record: u64,
     /// The first sequence number this ring hands out.
     pub(crate) first_seq: u64,
+    /// Made for one publisher ([`super::Ring::with_single_publisher`]): it
+    /// moves the head by plain stores, so no other may ever claim.
+    pub(crate) single_publisher: bool,
     /// Frontier units, as shifts: a sixteenth of the slots (at least 1) and
     /// of the bytes. Both are powers of two, so no division on the hot path.
     seq_shift: u32,
@@ -90,7 +93,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(capacity: u64, slots_len: u64, max_record: u64, first_seq: u64) -> Self {
+    pub(crate) fn new(
+        capacity: u64,
+        slots_len: u64,
+        max_record: u64,
+        first_seq: u64,
+        single_publisher: bool,
+    ) -> Self {
         let words = (0..capacity / 8).map(|_| AtomicU64::new(0)).collect();
         let slots = (0..slots_len).map(|_| Slot::default()).collect();
         Self {
@@ -98,6 +107,7 @@ impl Shared {
             slots_len,
             max_record,
             first_seq,
+            single_publisher,
             seq_shift: (slots_len / 16).max(1).trailing_zeros(),
             pos_shift: (capacity / 16).max(1).trailing_zeros(),
             words,

@@ -26,6 +26,17 @@
 //! 4. **Commit**: store the slot's stamp `seq·2 + 1` with Release, then wake
 //!    sleepers if any are registered (one load when none are).
 //!
+//! **A single publisher** ([`Ring::with_single_publisher`], the broker's
+//! ring: its publishes are already serialised by its publish lock) is the
+//! only thread that moves the head, so its claim is a SeqCst *store* of
+//! `(seq + 1, end)` instead of the compare-and-swap, and it skips step 2:
+//! every older claim was its own and committed (or aborted) before its next
+//! claim began. Everything else, the tether check, the frontier, the fence
+//! and the commit, is the same, and so is what readers see. The store stays
+//! SeqCst because it is still the store side of the wake-up and tether
+//! pairs below. [`Ring::publisher`] refuses to make a second publisher for
+//! such a ring.
+//!
 //! # Reading and why it is sound
 //! A subscriber at `seq` loads the slot's stamp with Acquire. Below the
 //! expected stamp: not committed yet. Above: it was lapped. Equal: it copies
@@ -61,6 +72,10 @@
 //! - `a_reader_racing_an_overwrite_never_returns_torn_bytes` and
 //!   `a_reader_racing_a_slot_reuse_never_returns_another_record`: the
 //!   validation above, against a lap of the bytes and of the slots;
+//! - each of these two and each model below with one publisher has a twin
+//!   whose name says `single`, run with [`Ring::with_single_publisher`]'s
+//!   publisher: the stored claim against readers, skips, tethers and
+//!   sleepers;
 //! - `a_publisher_lapping_a_stalled_publisher_waits_for_its_commit`: step 2;
 //! - `a_reader_racing_a_skip_that_jumps_the_head_sees_only_real_records_or_lags`:
 //!   [`Publisher::skip_to`]'s jump of the head and the watermark;
@@ -92,7 +107,7 @@ use std::sync::Arc;
 use layout::Shared;
 use wait::DoorbellInner;
 
-pub use publisher::{Claim, Publisher};
+pub use publisher::{Claim, Publisher, SinglePublisher};
 pub use subscriber::Subscriber;
 pub use tether::MAX_TETHERED;
 pub use wait::WaitStrategy;
@@ -257,8 +272,26 @@ pub struct Ring {
 }
 
 impl Ring {
-    /// Creates a ring.
+    /// Creates a ring that any number of publishers share.
     pub fn new(config: RingConfig) -> Result<Ring, RingConfigError> {
+        Self::create(config, false)
+    }
+
+    /// Creates a ring with its one and only publisher. That publisher claims
+    /// with a plain store of the head instead of a compare-and-swap and never
+    /// waits for an older claim (all of them were its own and are finished),
+    /// which is what a caller that already serialises its publishes (the
+    /// broker, under its publish lock) pays for nothing otherwise.
+    /// [`Ring::publisher`] panics on such a ring.
+    pub fn with_single_publisher(
+        config: RingConfig,
+    ) -> Result<(Ring, SinglePublisher), RingConfigError> {
+        let ring = Self::create(config, true)?;
+        let publisher = SinglePublisher::new(ring.shared.clone());
+        Ok((ring, publisher))
+    }
+
+    fn create(config: RingConfig, single_publisher: bool) -> Result<Ring, RingConfigError> {
         let RingConfig {
             capacity,
             max_record,
@@ -289,7 +322,13 @@ impl Ring {
         if first_seq >= 1 << 62 {
             return bad(format!("first_seq {first_seq} must be below 2^62"));
         }
-        let shared = Shared::new(capacity as u64, slots as u64, max_record as u64, first_seq);
+        let shared = Shared::new(
+            capacity as u64,
+            slots as u64,
+            max_record as u64,
+            first_seq,
+            single_publisher,
+        );
         Ok(Ring {
             shared: Arc::new(shared),
         })
@@ -307,7 +346,15 @@ impl Ring {
     }
 
     /// A new publisher handle (one per publishing thread).
+    ///
+    /// # Panics
+    /// On a ring made by [`Ring::with_single_publisher`], whose one publisher
+    /// must stay the only one.
     pub fn publisher(&self) -> Publisher {
+        assert!(
+            !self.shared.single_publisher,
+            "this ring has a single publisher; no other may be made"
+        );
         Publisher::new(self.shared.clone(), WaitStrategy::default())
     }
 

@@ -24,11 +24,61 @@ pub struct Publisher {
     /// The frontier as we last raised or saw it.
     frontier: (u64, u64),
     wait: WaitStrategy,
+    /// The ring's only publisher ([`SinglePublisher`]): `guess` is always
+    /// the head, a claim stores it, and no claim of another can be in flight.
+    single: bool,
 }
 
 impl Clone for Publisher {
     fn clone(&self) -> Self {
         Publisher::new(self.shared.clone(), self.wait)
+    }
+}
+
+/// The one publisher of a ring made by [`super::Ring::with_single_publisher`].
+/// It publishes as a [`Publisher`] does, but claims by storing the head
+/// rather than by compare-and-swap, and skips the wait for older claims to
+/// commit (there are none but its own, already committed). Not `Clone`: a
+/// second publisher would break both.
+#[derive(Debug)]
+pub struct SinglePublisher(Publisher);
+
+impl SinglePublisher {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        let mut publisher = Publisher::new(shared, WaitStrategy::default());
+        publisher.single = true;
+        Self(publisher)
+    }
+
+    /// As [`Publisher::set_wait_strategy`].
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.0.set_wait_strategy(wait);
+    }
+
+    /// As [`Publisher::publish`].
+    pub fn publish(&mut self, payload: &[u8]) -> Result<u64, PublishError> {
+        self.0.publish(payload)
+    }
+
+    /// As [`Publisher::try_publish`].
+    pub fn try_publish(&mut self, payload: &[u8]) -> Result<u64, PublishError> {
+        self.0.try_publish(payload)
+    }
+
+    /// As [`Publisher::claim`].
+    pub fn claim(&mut self, len: usize) -> Result<Claim<'_>, PublishError> {
+        self.0.claim(len)
+    }
+
+    /// As [`Publisher::try_claim`].
+    pub fn try_claim(&mut self, len: usize) -> Result<Claim<'_>, PublishError> {
+        self.0.try_claim(len)
+    }
+
+    /// As [`Publisher::skip_to`]; with no claim of another in flight, the
+    /// head jumps whenever no subscriber is tethered.
+    pub fn skip_to(&mut self, seq: u64) {
+        self.0.skip_to(seq);
     }
 }
 
@@ -43,6 +93,7 @@ impl Publisher {
             limits: Limits::UNLIMITED,
             frontier: (0, 0),
             wait,
+            single: false,
         }
     }
 
@@ -106,6 +157,12 @@ impl Publisher {
             // SeqCst: the claim is the store side of the store-buffering pairs
             // with tether registration and with sleeping subscribers (which
             // re-read the head with SeqCst after announcing themselves).
+            if self.single {
+                // Nobody else moves the head, so `current` is it: a store
+                // claims (still SeqCst, for the same pairs).
+                self.shared.head.store(seq + 1, end, Ordering::SeqCst);
+                break (seq, start, end);
+            }
             match self.shared.head.compare_exchange_weak(
                 current,
                 (seq + 1, end),
@@ -124,7 +181,10 @@ impl Publisher {
         if active != self.limits.active && !self.tether_allows(seq, end) {
             self.wait_for_tether(seq, end);
         }
-        self.wait_for_written(seq, end);
+        if !self.single {
+            // A single publisher's older claims were its own, all finished.
+            self.wait_for_written(seq, end);
+        }
         // Release: pairs with the reader's Acquire fence before it re-reads the
         // head. Every store below is ordered after our claim, so a reader that
         // sees any of them also sees the claim and discards what it read.
@@ -155,6 +215,11 @@ impl Publisher {
         // SeqCst: as a claim's read of the head.
         let head = shared.head.load(Ordering::SeqCst);
         if jump_to > head.0 && shared.tether.active.load(Ordering::SeqCst) == 0 {
+            if self.single {
+                // Every claim was ours and is finished: nothing to wait for.
+                self.jump(head, (jump_to, head.1));
+                return self.abort_up_to(seq);
+            }
             let mut written = advance_written(&shared);
             while written.0 < head.0 {
                 let more = advance_written(&shared);
@@ -167,7 +232,12 @@ impl Publisher {
                 self.jump(head, (jump_to, head.1));
             }
         }
-        while shared.head.load(Ordering::Relaxed).0 < seq {
+        self.abort_up_to(seq);
+    }
+
+    /// Claims and aborts every sequence below `seq`.
+    fn abort_up_to(&mut self, seq: u64) {
+        while self.shared.head.load(Ordering::Relaxed).0 < seq {
             // A zero-length claim (never too large), aborted; it waits for
             // room only if a subscriber is tethered.
             if let Ok(claim) = self.claim(0) {
@@ -182,6 +252,13 @@ impl Publisher {
     #[cold]
     fn jump(&mut self, from: (u64, u64), to: (u64, u64)) {
         let shared = &*self.shared;
+        if self.single {
+            // SeqCst: as a single publisher's claim. The watermark is only
+            // read by shared publishers, which this ring never has.
+            shared.head.store(to.0, to.1, Ordering::SeqCst);
+            self.guess = to;
+            return;
+        }
         loop {
             // SeqCst: the store side of the wake-up and tether pairs, as a
             // claim's CAS.

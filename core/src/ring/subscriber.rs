@@ -32,6 +32,10 @@ pub struct Subscriber {
     pending_lag: Option<Lagged>,
     /// Tethered: records released since parked publishers were last signalled.
     unsignalled: u32,
+    /// Tethered, inside [`read_batch`](Self::read_batch): where the records
+    /// read so far end, `(next seq, end pos)`, and how many they are; released
+    /// once at the end of the batch rather than record by record.
+    deferred: Option<(u64, u64, u32)>,
 }
 
 /// The scratch buffer's first size (it grows as larger records arrive).
@@ -65,6 +69,7 @@ impl Subscriber {
             wait: WaitStrategy::default(),
             pending_lag: None,
             unsignalled: 0,
+            deferred: None,
         }
     }
 
@@ -98,7 +103,7 @@ impl Subscriber {
     /// together with its sequence number.
     pub fn try_read<R>(&mut self, f: impl FnOnce(u64, &[u8]) -> R) -> Result<R, RecvError> {
         loop {
-            match self.fetch() {
+            match self.fetch(false) {
                 Fetch::Record { seq, len } => return Ok(f(seq, &self.scratch[..len])),
                 Fetch::Skipped => continue,
                 Fetch::Empty => return Err(RecvError::Empty),
@@ -120,15 +125,22 @@ impl Subscriber {
     /// Reads up to `limit` records, handing each to `f`. Stops early at the
     /// end of the committed records. Returns how many were read, or the lag
     /// if it was lapped before reading any (a lag after some records is
-    /// reported by the next call).
-    pub fn read_batch(
+    /// reported by the next call). A tethered subscriber releases the batch's
+    /// records to publishers once, when the call returns.
+    pub fn read_batch(&mut self, limit: usize, f: impl FnMut(u64, &[u8])) -> Result<usize, Lagged> {
+        let result = self.read_batch_deferred(limit, f);
+        self.release_deferred();
+        result
+    }
+
+    fn read_batch_deferred(
         &mut self,
         limit: usize,
         mut f: impl FnMut(u64, &[u8]),
     ) -> Result<usize, Lagged> {
         let mut count = 0;
         while count < limit {
-            match self.fetch() {
+            match self.fetch(true) {
                 Fetch::Record { seq, len } => {
                     f(seq, &self.scratch[..len]);
                     count += 1;
@@ -196,8 +208,9 @@ impl Subscriber {
             .wait(self.wait, deadline, || self.data_claimed())
     }
 
-    /// One attempt to read the record at `self.next`.
-    fn fetch(&mut self) -> Fetch {
+    /// One attempt to read the record at `self.next`. A tethered subscriber
+    /// releases it at once, or with `defer` when `release_deferred` is called.
+    fn fetch(&mut self, defer: bool) -> Fetch {
         if let Some(lag) = self.pending_lag.take() {
             return Fetch::Lagged(lag);
         }
@@ -207,6 +220,7 @@ impl Subscriber {
         // Acquire: pairs with the Release store of the stamp in `commit`.
         let found = slot.stamp.load(Ordering::Acquire);
         if found < stamp(seq) {
+            self.release_deferred();
             if self.unsignalled > 0 {
                 self.signal_release();
             }
@@ -245,7 +259,13 @@ impl Subscriber {
         }
         self.next = seq + 1;
         if let Some(index) = self.tether {
-            self.release(index, seq + 1, start + align8(len as u64));
+            let end = start + align8(len as u64);
+            if defer {
+                let records = self.deferred.map_or(0, |(_, _, n)| n);
+                self.deferred = Some((seq + 1, end, records + 1));
+            } else {
+                self.release(index, seq + 1, end, 1);
+            }
         }
         if raw_len & ABORTED != 0 {
             Fetch::Skipped
@@ -302,18 +322,27 @@ impl Subscriber {
     /// the cursor it registered with.
     pub(crate) fn release_start(&mut self, pos: u64) {
         if let Some(index) = self.tether {
-            self.release(index, self.next, pos);
+            self.release(index, self.next, pos, 1);
             self.signal_release();
         }
     }
 
-    fn release(&mut self, index: usize, seq: u64, pos: u64) {
+    /// Releases what [`fetch`](Self::fetch) deferred, if anything.
+    fn release_deferred(&mut self) {
+        if let (Some((seq, pos, records)), Some(index)) = (self.deferred.take(), self.tether) {
+            self.release(index, seq, pos, records);
+        }
+    }
+
+    /// Releases every slot below `seq` and byte below `pos`: `records` more
+    /// records read.
+    fn release(&mut self, index: usize, seq: u64, pos: u64, records: u32) {
         let cursor = self.shared.tether.cursor(index);
         // Release: pairs with the Acquire loads in `Tether::scan`: our reads of
         // these records happen before a publisher overwrites them.
         cursor.pos.store(pos, Ordering::Release);
         cursor.seq.store(seq, Ordering::Release);
-        self.unsignalled += 1;
+        self.unsignalled += records;
         if self.unsignalled >= SIGNAL_EVERY {
             self.signal_release();
         }
