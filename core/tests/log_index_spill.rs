@@ -125,12 +125,17 @@ fn retention_drops_spilled_chunks_and_readers_get_the_gap() {
     };
     let (log, _) = Log::open(dir.path(), config).unwrap();
     // Past two spill files' worth of chunks (64 each); retention runs at
-    // each segment roll.
+    // each segment roll. Each chunk is spilled before the next fills, so
+    // chunk i is the i-th written, in file i / 64, and no chunk is dropped
+    // before it is written (which would move the later ones down a place,
+    // and could put the retained ones in two files).
     let total = 140 * CHUNK as u64;
     for n in 1..=total {
         append(&log, 1, n);
+        if n % CHUNK as u64 == 0 {
+            assert_eq!(spilled_down_to(&log, 0), 0);
+        }
     }
-    spilled_down_to(&log, CHUNK);
     log.enforce_retention().unwrap();
     let first = log.first_seq();
     assert!(

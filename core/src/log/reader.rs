@@ -333,7 +333,9 @@ impl TopicReader {
             if trimmed < self.next_topic_seq {
                 break;
             }
-            gap = Some((self.next_topic_seq, trimmed));
+            // Retention may trim again between two fetches: the gap still
+            // starts where the reader was.
+            gap = Some((gap.map_or(self.next_topic_seq, |(from, _)| from), trimmed));
             self.next_topic_seq = trimmed + 1;
         }
         self.buf.extend(self.scratch.drain(..));
