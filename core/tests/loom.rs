@@ -93,6 +93,22 @@ fn ring_with_publisher(config: RingConfig, single: bool) -> (Ring, AnyPublisher)
     }
 }
 
+/// Two `#[test]`s of one model: with a shared publisher (`$shared`) and
+/// with the ring's single publisher (`$single`).
+macro_rules! models_with_both_publishers {
+    ($shared:ident, $single:ident, $model:expr) => {
+        #[test]
+        fn $shared() {
+            loom::model(|| ($model)(false));
+        }
+
+        #[test]
+        fn $single() {
+            loom::model(|| ($model)(true));
+        }
+    };
+}
+
 fn publish_own_seq(publisher: &mut AnyPublisher) -> u64 {
     write_own_seq(publisher.claim(8))
 }
@@ -168,26 +184,18 @@ fn reader_races_two_more_publishes(config: RingConfig, single: bool) {
     writer.join().unwrap();
 }
 
-#[test]
-fn a_reader_racing_an_overwrite_never_returns_torn_bytes() {
-    // Two slots and 64 bytes: the third record laps both the slot and the bytes.
-    loom::model(|| reader_races_two_more_publishes(tiny_config(2), false));
-}
+// Two slots and 64 bytes: the third record laps both the slot and the bytes.
+models_with_both_publishers!(
+    a_reader_racing_an_overwrite_never_returns_torn_bytes,
+    a_reader_racing_a_single_publishers_overwrite_never_returns_torn_bytes,
+    |single| reader_races_two_more_publishes(tiny_config(2), single)
+);
 
-#[test]
-fn a_reader_racing_a_single_publishers_overwrite_never_returns_torn_bytes() {
-    loom::model(|| reader_races_two_more_publishes(tiny_config(2), true));
-}
-
-#[test]
-fn a_reader_racing_a_slot_reuse_never_returns_another_record() {
-    loom::model(|| reader_races_two_more_publishes(slot_bound_config(), false));
-}
-
-#[test]
-fn a_reader_racing_a_single_publishers_slot_reuse_never_returns_another_record() {
-    loom::model(|| reader_races_two_more_publishes(slot_bound_config(), true));
-}
+models_with_both_publishers!(
+    a_reader_racing_a_slot_reuse_never_returns_another_record,
+    a_reader_racing_a_single_publishers_slot_reuse_never_returns_another_record,
+    |single| reader_races_two_more_publishes(slot_bound_config(), single)
+);
 
 #[test]
 fn a_publisher_lapping_a_stalled_publisher_waits_for_its_commit() {
@@ -211,15 +219,11 @@ fn a_publisher_lapping_a_stalled_publisher_waits_for_its_commit() {
     });
 }
 
-#[test]
-fn a_reader_racing_a_skip_that_jumps_the_head_sees_only_real_records_or_lags() {
-    loom::model(|| reader_races_a_skip(false));
-}
-
-#[test]
-fn a_reader_racing_a_single_publishers_skip_sees_only_real_records_or_lags() {
-    loom::model(|| reader_races_a_skip(true));
-}
+models_with_both_publishers!(
+    a_reader_racing_a_skip_that_jumps_the_head_sees_only_real_records_or_lags,
+    a_reader_racing_a_single_publishers_skip_sees_only_real_records_or_lags,
+    reader_races_a_skip
+);
 
 fn reader_races_a_skip(single: bool) {
     // Two slots, starting at 2: a skip to 5 jumps the head to 3, then
@@ -277,15 +281,11 @@ fn read_tethered(sub: &mut herald_core::ring::Subscriber, upto: u64) {
     }
 }
 
-#[test]
-fn a_tether_registering_while_a_publisher_publishes_is_never_lapped() {
-    loom::model(|| tether_registers_during_publishes(false));
-}
-
-#[test]
-fn a_tether_registering_while_a_single_publisher_publishes_is_never_lapped() {
-    loom::model(|| tether_registers_during_publishes(true));
-}
+models_with_both_publishers!(
+    a_tether_registering_while_a_publisher_publishes_is_never_lapped,
+    a_tether_registering_while_a_single_publisher_publishes_is_never_lapped,
+    tether_registers_during_publishes
+);
 
 fn tether_registers_during_publishes(single: bool) {
     // Two slots, three records: the third reuses the first one's slot, so
@@ -303,15 +303,11 @@ fn tether_registers_during_publishes(single: bool) {
     writer.join().unwrap();
 }
 
-#[test]
-fn a_parked_subscriber_is_woken_by_a_concurrent_publish() {
-    loom::model(|| parked_subscriber_is_woken(false));
-}
-
-#[test]
-fn a_parked_subscriber_is_woken_by_a_concurrent_single_publish() {
-    loom::model(|| parked_subscriber_is_woken(true));
-}
+models_with_both_publishers!(
+    a_parked_subscriber_is_woken_by_a_concurrent_publish,
+    a_parked_subscriber_is_woken_by_a_concurrent_single_publish,
+    parked_subscriber_is_woken
+);
 
 fn parked_subscriber_is_woken(single: bool) {
     let (ring, mut publisher) = ring_with_publisher(tiny_config(4), single);
@@ -336,15 +332,11 @@ fn parked_subscriber_is_woken(single: bool) {
     assert_eq!(reader.join().unwrap(), 0);
 }
 
-#[test]
-fn an_armed_doorbell_is_rung_by_a_concurrent_publish() {
-    loom::model(|| armed_doorbell_is_rung(false));
-}
-
-#[test]
-fn an_armed_doorbell_is_rung_by_a_concurrent_single_publish() {
-    loom::model(|| armed_doorbell_is_rung(true));
-}
+models_with_both_publishers!(
+    an_armed_doorbell_is_rung_by_a_concurrent_publish,
+    an_armed_doorbell_is_rung_by_a_concurrent_single_publish,
+    armed_doorbell_is_rung
+);
 
 fn armed_doorbell_is_rung(single: bool) {
     let (ring, mut publisher) = ring_with_publisher(tiny_config(4), single);

@@ -24,9 +24,6 @@ pub struct Publisher {
     /// The frontier as we last raised or saw it.
     frontier: (u64, u64),
     wait: WaitStrategy,
-    /// The ring's only publisher ([`SinglePublisher`]): `guess` is always
-    /// the head, a claim stores it, and no claim of another can be in flight.
-    single: bool,
 }
 
 impl Clone for Publisher {
@@ -45,9 +42,7 @@ pub struct SinglePublisher(Publisher);
 
 impl SinglePublisher {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        let mut publisher = Publisher::new(shared, WaitStrategy::default());
-        publisher.single = true;
-        Self(publisher)
+        Self(Publisher::new(shared, WaitStrategy::default()))
     }
 
     /// As [`Publisher::set_wait_strategy`].
@@ -93,7 +88,6 @@ impl Publisher {
             limits: Limits::UNLIMITED,
             frontier: (0, 0),
             wait,
-            single: false,
         }
     }
 
@@ -157,7 +151,7 @@ impl Publisher {
             // SeqCst: the claim is the store side of the store-buffering pairs
             // with tether registration and with sleeping subscribers (which
             // re-read the head with SeqCst after announcing themselves).
-            if self.single {
+            if self.shared.single_publisher {
                 // Nobody else moves the head, so `current` is it: a store
                 // claims (still SeqCst, for the same pairs).
                 self.shared.head.store(seq + 1, end, Ordering::SeqCst);
@@ -181,7 +175,7 @@ impl Publisher {
         if active != self.limits.active && !self.tether_allows(seq, end) {
             self.wait_for_tether(seq, end);
         }
-        if !self.single {
+        if !self.shared.single_publisher {
             // A single publisher's older claims were its own, all finished.
             self.wait_for_written(seq, end);
         }
@@ -214,30 +208,14 @@ impl Publisher {
         let jump_to = seq.saturating_sub(shared.slots_len);
         // SeqCst: as a claim's read of the head.
         let head = shared.head.load(Ordering::SeqCst);
-        if jump_to > head.0 && shared.tether.active.load(Ordering::SeqCst) == 0 {
-            if self.single {
-                // Every claim was ours and is finished: nothing to wait for.
-                self.jump(head, (jump_to, head.1));
-                return self.abort_up_to(seq);
-            }
-            let mut written = advance_written(&shared);
-            while written.0 < head.0 {
-                let more = advance_written(&shared);
-                if more == written {
-                    break;
-                }
-                written = more;
-            }
-            if written == head {
-                self.jump(head, (jump_to, head.1));
-            }
+        // A single publisher's claims were all its own and are finished.
+        if jump_to > head.0
+            && shared.tether.active.load(Ordering::SeqCst) == 0
+            && (shared.single_publisher || all_committed(&shared, head))
+        {
+            self.jump(head, (jump_to, head.1));
         }
-        self.abort_up_to(seq);
-    }
-
-    /// Claims and aborts every sequence below `seq`.
-    fn abort_up_to(&mut self, seq: u64) {
-        while self.shared.head.load(Ordering::Relaxed).0 < seq {
+        while shared.head.load(Ordering::Relaxed).0 < seq {
             // A zero-length claim (never too large), aborted; it waits for
             // room only if a subscriber is tethered.
             if let Ok(claim) = self.claim(0) {
@@ -252,7 +230,7 @@ impl Publisher {
     #[cold]
     fn jump(&mut self, from: (u64, u64), to: (u64, u64)) {
         let shared = &*self.shared;
-        if self.single {
+        if shared.single_publisher {
             // SeqCst: as a single publisher's claim. The watermark is only
             // read by shared publishers, which this ring never has.
             shared.head.store(to.0, to.1, Ordering::SeqCst);
@@ -383,6 +361,20 @@ impl Publisher {
         slot.stamp.store(stamp(seq), Ordering::Release);
         shared.waiters.wake();
     }
+}
+
+/// Whether every claim below `head` is committed, moving the `written`
+/// watermark up to it.
+fn all_committed(shared: &Shared, head: (u64, u64)) -> bool {
+    let mut written = advance_written(shared);
+    while written.0 < head.0 {
+        let more = advance_written(shared);
+        if more == written {
+            break;
+        }
+        written = more;
+    }
+    written == head
 }
 
 /// Moves the `written` watermark past every committed record, helping any
