@@ -256,7 +256,8 @@ pub(crate) fn ws_batch_prefix(id: &str) -> Bytes {
     Bytes::from(v)
 }
 
-/// Event bodies at least this long join a batch shared, not copied.
+/// Frames at least this long are shared between connections (and batches),
+/// shorter ones copied (see [`Frames`]).
 const SHARE_FROM: usize = 1024;
 /// Batched bytes of its own shorter than this are copied into the output
 /// rather than handed over as a chunk of their own.
@@ -311,14 +312,15 @@ impl WsBatch {
         self.events += 1;
     }
 
-    /// Adds an event by its [`ws_event_body`], shared between streams.
-    pub(crate) fn push_body(&mut self, body: &Bytes) {
+    /// Adds an event by its [`ws_event_body`], encoded once per worker.
+    pub(crate) fn push_body(&mut self, body: Encoded<'_>) {
         self.open_element();
-        if body.len() >= SHARE_FROM {
-            self.parts.push(self.buf.split().freeze());
-            self.parts.push(body.clone());
-        } else {
-            self.buf.extend_from_slice(body);
+        match body {
+            Encoded::Short(b) => self.buf.extend_from_slice(b),
+            Encoded::Shared(b) => {
+                self.parts.push(self.buf.split().freeze());
+                self.parts.push(b.clone());
+            }
         }
         self.bytes += body.len();
     }
@@ -563,18 +565,63 @@ pub(crate) fn ws_text_header(out: &mut BytesMut, len: usize) {
     }
 }
 
-/// The frames of the event being routed, encoded on first use. Each frame
-/// is its own allocation: frames carved from one shared block would keep the
-/// whole block alive while any one of them waits in a slow client's output.
+/// The frames of the event being routed, encoded on first use. A frame
+/// shorter than [`SHARE_FROM`] is kept in one buffer reused from event to
+/// event and copied into each connection's output: cheaper than an
+/// allocation, a reference count and a `writev` slice of its own per
+/// event. A longer one gets an allocation of its own, shared by every
+/// connection it goes to (frames carved from one shared block would keep
+/// the whole block alive while any one of them waits in a slow client's
+/// output).
 #[derive(Default)]
 pub(crate) struct Frames {
     /// SSE frames by form and the prefix length they depend on (see
     /// [`payload_prefix`]; an event object names its topic too).
-    sse: Vec<((SseForm, usize), Bytes)>,
+    sse: Vec<((SseForm, usize), Frame)>,
     /// WebSocket message bodies by tenant prefix length.
-    ws: Vec<(usize, Bytes)>,
+    ws: Vec<(usize, Frame)>,
     /// STOMP `MESSAGE` frames after their subscription header, likewise.
-    stomp: Vec<(usize, Bytes)>,
+    stomp: Vec<(usize, Frame)>,
+    /// The short frames' bytes.
+    short: BytesMut,
+}
+
+/// Where [`Frames`] keeps a frame.
+enum Frame {
+    /// Bytes of [`Frames::short`], fewer than [`SHARE_FROM`].
+    Short(std::ops::Range<usize>),
+    /// At least [`SHARE_FROM`] bytes.
+    Shared(Bytes),
+}
+
+/// A frame of the event being routed, as [`Frames`] hands it out.
+#[derive(Clone, Copy)]
+pub(crate) enum Encoded<'a> {
+    /// Fewer than [`SHARE_FROM`] bytes: copied where it goes.
+    Short(&'a [u8]),
+    /// At least [`SHARE_FROM`] bytes: shared where it goes.
+    Shared(&'a Bytes),
+}
+
+impl Encoded<'_> {
+    pub(crate) fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            Encoded::Short(b) => b,
+            Encoded::Shared(b) => b,
+        }
+    }
+
+    /// Appends the frame to a connection's output.
+    pub(crate) fn append_to(self, out: &mut Output) {
+        match self {
+            Encoded::Short(b) => out.extend(b),
+            Encoded::Shared(b) => out.push_shared(b.clone()),
+        }
+    }
 }
 
 impl Frames {
@@ -582,49 +629,83 @@ impl Frames {
         self.sse.clear();
         self.ws.clear();
         self.stomp.clear();
+        self.short.clear();
     }
 
-    fn buffer(e: &EventRef<'_>) -> BytesMut {
-        BytesMut::with_capacity(e.payload.len() + e.topic.len() + 160)
+    fn get<'a>(&'a self, frame: &'a Frame) -> Encoded<'a> {
+        match frame {
+            Frame::Short(range) => Encoded::Short(&self.short[range.clone()]),
+            Frame::Shared(bytes) => Encoded::Shared(bytes),
+        }
     }
 
-    pub(crate) fn sse(&mut self, e: &EventRef<'_>, form: SseForm, prefix_len: usize) -> Bytes {
+    /// Encodes a frame of `e` with `write`. Every frame holds the whole
+    /// payload, so a long payload goes straight to an allocation of its
+    /// own; a short one whose frame still reaches [`SHARE_FROM`] (a long
+    /// type or correlation id) is copied to one.
+    fn encode(&mut self, e: &EventRef<'_>, write: impl FnOnce(&mut BytesMut)) -> Frame {
+        if e.payload.len() >= SHARE_FROM {
+            let mut buf = BytesMut::with_capacity(e.payload.len() + e.topic.len() + 160);
+            write(&mut buf);
+            return Frame::Shared(buf.freeze());
+        }
+        let start = self.short.len();
+        write(&mut self.short);
+        if self.short.len() - start < SHARE_FROM {
+            return Frame::Short(start..self.short.len());
+        }
+        let shared = Bytes::copy_from_slice(&self.short[start..]);
+        self.short.truncate(start);
+        Frame::Shared(shared)
+    }
+
+    pub(crate) fn sse(
+        &mut self,
+        e: &EventRef<'_>,
+        form: SseForm,
+        prefix_len: usize,
+    ) -> Encoded<'_> {
         let prefix = if form.objects {
             prefix_len
         } else {
             payload_prefix(e, prefix_len)
         };
         let key = (form, prefix);
-        if let Some((_, frame)) = self.sse.iter().find(|(k, _)| *k == key) {
-            return frame.clone();
-        }
-        let mut buf = Frames::buffer(e);
-        sse_frame(&mut buf, &DeliveryRef::Event(*e), form, prefix);
-        let frame = buf.freeze();
-        self.sse.push((key, frame.clone()));
-        frame
+        let i = match self.sse.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let frame = self.encode(e, |buf| {
+                    sse_frame(buf, &DeliveryRef::Event(*e), form, prefix)
+                });
+                self.sse.push((key, frame));
+                self.sse.len() - 1
+            }
+        };
+        self.get(&self.sse[i].1)
     }
 
-    pub(crate) fn ws_body(&mut self, e: &EventRef<'_>, prefix_len: usize) -> Bytes {
-        if let Some((_, body)) = self.ws.iter().find(|(p, _)| *p == prefix_len) {
-            return body.clone();
-        }
-        let mut buf = Frames::buffer(e);
-        ws_event_body(&mut buf, e, prefix_len);
-        let body = buf.freeze();
-        self.ws.push((prefix_len, body.clone()));
-        body
+    pub(crate) fn ws_body(&mut self, e: &EventRef<'_>, prefix_len: usize) -> Encoded<'_> {
+        let i = match self.ws.iter().position(|(p, _)| *p == prefix_len) {
+            Some(i) => i,
+            None => {
+                let frame = self.encode(e, |buf| ws_event_body(buf, e, prefix_len));
+                self.ws.push((prefix_len, frame));
+                self.ws.len() - 1
+            }
+        };
+        self.get(&self.ws[i].1)
     }
 
-    pub(crate) fn stomp_body(&mut self, e: &EventRef<'_>, prefix_len: usize) -> Bytes {
-        if let Some((_, body)) = self.stomp.iter().find(|(p, _)| *p == prefix_len) {
-            return body.clone();
-        }
-        let mut buf = Frames::buffer(e);
-        stomp_message_body(&mut buf, e, prefix_len);
-        let body = buf.freeze();
-        self.stomp.push((prefix_len, body.clone()));
-        body
+    pub(crate) fn stomp_body(&mut self, e: &EventRef<'_>, prefix_len: usize) -> Encoded<'_> {
+        let i = match self.stomp.iter().position(|(p, _)| *p == prefix_len) {
+            Some(i) => i,
+            None => {
+                let frame = self.encode(e, |buf| stomp_message_body(buf, e, prefix_len));
+                self.stomp.push((prefix_len, frame));
+                self.stomp.len() - 1
+            }
+        };
+        self.get(&self.stomp[i].1)
     }
 }
 
@@ -699,7 +780,7 @@ mod tests {
         };
         let prefix = "acme.".len();
         let mut frame = stomp_message_prefix("sub:0", "/topic/").to_vec();
-        frame.extend_from_slice(&Frames::default().stomp_body(&e, prefix));
+        frame.extend_from_slice(Frames::default().stomp_body(&e, prefix).as_bytes());
         assert_eq!(
             String::from_utf8(frame).unwrap(),
             "MESSAGE\nsubscription:sub\\c0\ndestination:/topic/orders\\ceu\nmessage-id:812\n\
@@ -737,18 +818,79 @@ mod tests {
         };
         let prefix = "acme.".len();
         let mut frames = Frames::default();
-        let sse = frames.sse(&e, SseForm::new(true, true), prefix);
+        let sse = frames
+            .sse(&e, SseForm::new(true, true), prefix)
+            .as_bytes()
+            .to_vec();
         assert_eq!(
             &sse[..],
             b"id: 1\nevent: presence.join\ndata: {\"topic\":\"room\",\"client_id\":\"c1\"}\n\n"
         );
         // Another tenant's (anonymous) stream gets its own frame.
-        let anonymous = frames.sse(&e, SseForm::new(true, true), 0);
+        let anonymous = frames
+            .sse(&e, SseForm::new(true, true), 0)
+            .as_bytes()
+            .to_vec();
         assert!(anonymous.windows(14).any(|w| w == b"\"acme.room\",\"c"));
-        let body = frames.ws_body(&e, prefix);
+        let body = frames.ws_body(&e, prefix).as_bytes().to_vec();
         let v: Value = serde_json::from_slice(&[&b"{"[..], &body].concat()).unwrap();
         assert_eq!(v["topic"], "$presence.room");
         assert_eq!(v["data"], json!({"topic": "room", "client_id": "c1"}));
+    }
+
+    #[test]
+    fn frames_copy_short_encodings_and_share_long_ones() {
+        let topic: std::sync::Arc<str> = "acme.orders".into();
+        let long_payload = format!(r#"{{"pad":"{}"}}"#, "p".repeat(SHARE_FROM));
+        let long_correlation = "c".repeat(SHARE_FROM);
+        let e = |payload: &'static [u8], correlation: &'static str| EventRef {
+            seq: 7,
+            topic: &topic,
+            topic_seq: 3,
+            event_type: "order.created",
+            timestamp_ns: 11,
+            payload,
+            payload_json: false,
+            origin: 0,
+            correlation,
+        };
+        let long_payload: &'static [u8] = Box::leak(long_payload.into_bytes().into_boxed_slice());
+        let long_correlation: &'static str = Box::leak(long_correlation.into_boxed_str());
+        let encoded = |ev: &EventRef<'_>, prefix: usize| {
+            let mut b = BytesMut::new();
+            ws_event_body(&mut b, ev, prefix);
+            b.to_vec()
+        };
+        let mut frames = Frames::default();
+        // Short, at two prefix lengths: both kept in the one buffer, intact.
+        let short = e(br#"{"id":1}"#, "");
+        for prefix in [5, 0, 5] {
+            let body = frames.ws_body(&short, prefix);
+            assert!(matches!(body, Encoded::Short(_)));
+            assert_eq!(body.as_bytes(), encoded(&short, prefix));
+        }
+        // A long payload, and a short one in a long frame: shared.
+        for ev in [e(long_payload, ""), e(b"1", long_correlation)] {
+            frames.clear();
+            let body = frames.ws_body(&ev, 5);
+            assert!(matches!(body, Encoded::Shared(_)));
+            assert!(body.len() >= SHARE_FROM);
+            assert_eq!(body.as_bytes(), encoded(&ev, 5));
+            // Later short frames of the same event are still right.
+            assert_eq!(frames.ws_body(&ev, 0).as_bytes(), encoded(&ev, 0));
+        }
+        // Appended to an output, in order.
+        frames.clear();
+        let mut out = Output::default();
+        frames.ws_body(&short, 5).append_to(&mut out);
+        frames.clear();
+        frames.ws_body(&e(long_payload, ""), 5).append_to(&mut out);
+        let mut wire = Vec::new();
+        out.write_to(&mut wire).unwrap();
+        assert_eq!(
+            wire,
+            [encoded(&short, 5), encoded(&e(long_payload, ""), 5)].concat()
+        );
     }
 
     #[test]
@@ -819,12 +961,13 @@ mod tests {
         let mut out = Output::default();
         assert_eq!(batch.write(&mut out), 0, "an empty batch writes nothing");
         assert_eq!(out.pending(), 0);
+        let mut frames = Frames::default();
         for (i, ev) in events.iter().enumerate() {
-            // Shared bodies (live) and own encodings (catch-up) mix.
+            // Bodies encoded once per worker (live; the big one shared) and
+            // own encodings (catch-up) mix.
             if i % 2 == 0 {
-                let mut body = BytesMut::new();
-                ws_event_body(&mut body, ev, prefix);
-                batch.push_body(&body.freeze());
+                frames.clear();
+                batch.push_body(frames.ws_body(ev, prefix));
             } else {
                 batch.push_event(ev, prefix);
             }
@@ -981,8 +1124,12 @@ mod tests {
         // A worker's cached frames are per form.
         let mut frames = Frames::default();
         for (single, named) in [(true, true), (false, true), (true, false), (false, false)] {
-            let shared = frames.sse(&e, SseForm::new(single, named), prefix);
-            assert_eq!(shared, frame(single, named).as_bytes(), "{single} {named}");
+            let cached = frames.sse(&e, SseForm::new(single, named), prefix);
+            assert_eq!(
+                cached.as_bytes(),
+                frame(single, named).as_bytes(),
+                "{single} {named}"
+            );
         }
         // Gap notices: the same data, named or not.
         let g = DeliveryRef::Gap(Gap {

@@ -759,7 +759,7 @@ impl<O: Outputs> Deliver<'_, O> {
         }
         if let Some(b) = stream.batch.as_deref_mut() {
             b.start(self.now, stream.last);
-            b.msg.push_body(&self.frames.ws_body(e, stream.prefix_len));
+            b.msg.push_body(self.frames.ws_body(e, stream.prefix_len));
             if b.full() {
                 *self.delivered += b.msg.write(out) as u64;
                 self.dirty.push(stream.conn);
@@ -776,19 +776,19 @@ impl<O: Outputs> Deliver<'_, O> {
         }
         match &stream.encoding {
             Encoding::Sse(form) => {
-                out.push_shared(self.frames.sse(e, *form, stream.prefix_len));
+                self.frames.sse(e, *form, stream.prefix_len).append_to(out);
             }
             Encoding::Ws { prefix, .. } => {
                 let body = self.frames.ws_body(e, stream.prefix_len);
                 ws_text_header(out.tail(), prefix.len() + body.len());
                 out.extend(prefix);
-                out.push_shared(body);
+                body.append_to(out);
             }
             Encoding::Stomp { prefix, .. } => {
                 let body = self.frames.stomp_body(e, stream.prefix_len);
                 ws_text_header(out.tail(), prefix.len() + body.len());
                 out.extend(prefix);
-                out.push_shared(body);
+                body.append_to(out);
             }
         }
         stream.next = e.seq + 1;
