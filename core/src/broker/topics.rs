@@ -121,7 +121,8 @@ pub(crate) struct Topic {
 #[derive(Debug)]
 pub(crate) struct Registry {
     path: PathBuf,
-    by_name: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
+    /// Client-chosen names: a keyed hash (see the workspace manifest).
+    by_name: RwLock<HashMap<Arc<str>, Arc<Topic>, ahash::RandomState>>,
     /// Index `id - 1` → topic.
     by_id: RwLock<Vec<Arc<Topic>>>,
     file: Mutex<File>,
@@ -149,7 +150,7 @@ impl Registry {
             Err(e) => return Err(io("reading the topic registry")(e)),
         };
         let mut by_id: Vec<Arc<Topic>> = Vec::new();
-        let mut by_name = HashMap::new();
+        let mut by_name = HashMap::default();
         let mut valid_len = 0;
         for line in text.split_inclusive(|&b| b == b'\n') {
             let Some(line) = line.strip_suffix(b"\n") else {

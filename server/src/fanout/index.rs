@@ -16,8 +16,9 @@ use super::StreamId;
 
 #[derive(Default)]
 struct Node {
-    /// Literal tokens.
-    children: HashMap<Box<str>, Node>,
+    /// Literal tokens (client-chosen: a keyed hash, see the workspace
+    /// manifest).
+    children: HashMap<Box<str>, Node, ahash::RandomState>,
     /// `*`: any one token.
     star: Option<Box<Node>>,
     /// Streams with a pattern ending at this node.

@@ -185,7 +185,7 @@ pub(crate) struct Router {
     streams: Vec<Option<Stream>>,
     free: Vec<StreamId>,
     /// Live single-topic streams by topic.
-    by_topic: HashMap<Arc<str>, Vec<StreamId>>,
+    by_topic: HashMap<Arc<str>, Vec<StreamId>, ahash::RandomState>,
     /// Live streams of patterns or several topics.
     index: TopicIndex,
     /// The streams `index` matched for the event being routed.
@@ -225,7 +225,7 @@ impl Router {
             feed,
             streams: Vec::new(),
             free: Vec::new(),
-            by_topic: HashMap::new(),
+            by_topic: HashMap::default(),
             index: TopicIndex::default(),
             matched: Vec::new(),
             tokens: 0,
