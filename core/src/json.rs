@@ -162,9 +162,11 @@ pub fn write_compact(out: &mut Vec<u8>, s: &str) -> Result<(), JsonError> {
 /// The first index at or after `i` of a byte that a JSON string cannot
 /// hold as it is (`"`, `\\` or a control character), or `b.len()`. Most of
 /// a payload is string content: eight bytes are tested at a time, with the
-/// word tricks for "has a zero byte" and "has a byte below n" (exact, as
-/// tests of whether any byte qualifies, for n up to 0x80).
-fn plain_end(b: &[u8], mut i: usize) -> usize {
+/// word tricks for "has a zero byte" and "has a byte below n" (for n up to
+/// 0x80). Bytes above a qualifying one may be flagged falsely (a borrow
+/// runs upward), but the lowest flag is always a qualifying byte, so the
+/// word's lowest flag is the answer.
+pub fn plain_end(b: &[u8], mut i: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     const QUOTES: u64 = ONES * b'"' as u64;
@@ -176,8 +178,10 @@ fn plain_end(b: &[u8], mut i: usize) -> usize {
         let special = (quote.wrapping_sub(ONES) & !quote)
             | (backslash.wrapping_sub(ONES) & !backslash)
             | (x.wrapping_sub(ONES * 0x20) & !x);
-        if special & HIGH != 0 {
-            break;
+        let flags = special & HIGH;
+        if flags != 0 {
+            // Little-endian: the lowest flag is the first byte in order.
+            return i + (flags.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }

@@ -238,12 +238,10 @@ impl<'a> Scan<'a> {
         self.eat(b'"')?;
         let bytes = self.text.as_bytes();
         let start = self.i;
-        loop {
-            match *bytes.get(self.i)? {
-                b'"' => break,
-                b'\\' | 0..=0x1f => return None,
-                _ => self.i += 1,
-            }
+        // Stops at a quote, a backslash or a control character.
+        self.i = json::plain_end(bytes, start);
+        if *bytes.get(self.i)? != b'"' {
+            return None;
         }
         self.i += 1;
         // Both ends are ASCII quotes: character boundaries.
