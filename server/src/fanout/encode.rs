@@ -632,33 +632,6 @@ impl Frames {
         self.short.clear();
     }
 
-    fn get<'a>(&'a self, frame: &'a Frame) -> Encoded<'a> {
-        match frame {
-            Frame::Short(range) => Encoded::Short(&self.short[range.clone()]),
-            Frame::Shared(bytes) => Encoded::Shared(bytes),
-        }
-    }
-
-    /// Encodes a frame of `e` with `write`. Every frame holds the whole
-    /// payload, so a long payload goes straight to an allocation of its
-    /// own; a short one whose frame still reaches [`SHARE_FROM`] (a long
-    /// type or correlation id) is copied to one.
-    fn encode(&mut self, e: &EventRef<'_>, write: impl FnOnce(&mut BytesMut)) -> Frame {
-        if e.payload.len() >= SHARE_FROM {
-            let mut buf = BytesMut::with_capacity(e.payload.len() + e.topic.len() + 160);
-            write(&mut buf);
-            return Frame::Shared(buf.freeze());
-        }
-        let start = self.short.len();
-        write(&mut self.short);
-        if self.short.len() - start < SHARE_FROM {
-            return Frame::Short(start..self.short.len());
-        }
-        let shared = Bytes::copy_from_slice(&self.short[start..]);
-        self.short.truncate(start);
-        Frame::Shared(shared)
-    }
-
     pub(crate) fn sse(
         &mut self,
         e: &EventRef<'_>,
@@ -670,42 +643,61 @@ impl Frames {
         } else {
             payload_prefix(e, prefix_len)
         };
-        let key = (form, prefix);
-        let i = match self.sse.iter().position(|(k, _)| *k == key) {
-            Some(i) => i,
-            None => {
-                let frame = self.encode(e, |buf| {
-                    sse_frame(buf, &DeliveryRef::Event(*e), form, prefix)
-                });
-                self.sse.push((key, frame));
-                self.sse.len() - 1
-            }
-        };
-        self.get(&self.sse[i].1)
+        cached(&mut self.sse, &mut self.short, (form, prefix), e, |buf| {
+            sse_frame(buf, &DeliveryRef::Event(*e), form, prefix)
+        })
     }
 
     pub(crate) fn ws_body(&mut self, e: &EventRef<'_>, prefix_len: usize) -> Encoded<'_> {
-        let i = match self.ws.iter().position(|(p, _)| *p == prefix_len) {
-            Some(i) => i,
-            None => {
-                let frame = self.encode(e, |buf| ws_event_body(buf, e, prefix_len));
-                self.ws.push((prefix_len, frame));
-                self.ws.len() - 1
-            }
-        };
-        self.get(&self.ws[i].1)
+        cached(&mut self.ws, &mut self.short, prefix_len, e, |buf| {
+            ws_event_body(buf, e, prefix_len)
+        })
     }
 
     pub(crate) fn stomp_body(&mut self, e: &EventRef<'_>, prefix_len: usize) -> Encoded<'_> {
-        let i = match self.stomp.iter().position(|(p, _)| *p == prefix_len) {
-            Some(i) => i,
-            None => {
-                let frame = self.encode(e, |buf| stomp_message_body(buf, e, prefix_len));
-                self.stomp.push((prefix_len, frame));
-                self.stomp.len() - 1
-            }
-        };
-        self.get(&self.stomp[i].1)
+        cached(&mut self.stomp, &mut self.short, prefix_len, e, |buf| {
+            stomp_message_body(buf, e, prefix_len)
+        })
+    }
+}
+
+/// The frame of `e` cached under `key`, encoded with `write` on first use.
+/// Every frame holds the whole payload, so a long payload goes straight to
+/// an allocation of its own; a short one whose frame still reaches
+/// [`SHARE_FROM`] (a long type or correlation id) is copied to one.
+fn cached<'a, K: PartialEq>(
+    cache: &'a mut Vec<(K, Frame)>,
+    short: &'a mut BytesMut,
+    key: K,
+    e: &EventRef<'_>,
+    write: impl FnOnce(&mut BytesMut),
+) -> Encoded<'a> {
+    let i = match cache.iter().position(|(k, _)| *k == key) {
+        Some(i) => i,
+        None => {
+            let frame = if e.payload.len() >= SHARE_FROM {
+                let mut buf = BytesMut::with_capacity(e.payload.len() + e.topic.len() + 160);
+                write(&mut buf);
+                Frame::Shared(buf.freeze())
+            } else {
+                let start = short.len();
+                write(short);
+                if short.len() - start < SHARE_FROM {
+                    Frame::Short(start..short.len())
+                } else {
+                    let shared = Bytes::copy_from_slice(&short[start..]);
+                    short.truncate(start);
+                    Frame::Shared(shared)
+                }
+            };
+            cache.push((key, frame));
+            cache.len() - 1
+        }
+    };
+    let short: &'a BytesMut = short;
+    match &cache[i].1 {
+        Frame::Short(range) => Encoded::Short(&short[range.clone()]),
+        Frame::Shared(bytes) => Encoded::Shared(bytes),
     }
 }
 
