@@ -256,8 +256,9 @@ pub(crate) fn ws_batch_prefix(id: &str) -> Bytes {
     Bytes::from(v)
 }
 
-/// Frames at least this long are shared between connections (and batches),
-/// shorter ones copied (see [`Frames`]).
+/// Frames at least this long, and frames of payloads this long, are shared
+/// between connections (and batches); shorter ones are copied (see
+/// [`Frames`]).
 const SHARE_FROM: usize = 1024;
 /// Batched bytes of its own shorter than this are copied into the output
 /// rather than handed over as a chunk of their own.
@@ -590,7 +591,9 @@ pub(crate) struct Frames {
 enum Frame {
     /// Bytes of [`Frames::short`], fewer than [`SHARE_FROM`].
     Short(std::ops::Range<usize>),
-    /// At least [`SHARE_FROM`] bytes.
+    /// An allocation of its own: a frame of at least [`SHARE_FROM`] bytes,
+    /// or of a payload that long (which a tenant's stripped prefix may
+    /// leave a little shorter).
     Shared(Bytes),
 }
 
@@ -599,7 +602,7 @@ enum Frame {
 pub(crate) enum Encoded<'a> {
     /// Fewer than [`SHARE_FROM`] bytes: copied where it goes.
     Short(&'a [u8]),
-    /// At least [`SHARE_FROM`] bytes: shared where it goes.
+    /// A long frame (see [`Frame::Shared`]): shared where it goes.
     Shared(&'a Bytes),
 }
 
