@@ -15,7 +15,10 @@ pub enum Durability {
     /// Never sync explicitly (the kernel writes dirty pages back on its own
     /// schedule; a clean [`Log::close`](super::Log::close) syncs).
     Never,
-    /// A background thread syncs everything appended so far at this interval.
+    /// A background thread syncs at this interval what was appended before
+    /// its previous sync, and of what came since, all but the last MiB
+    /// before the appender: a record is durable within about two intervals
+    /// (`docs/FORMAT.md`, "Durability").
     Interval(Duration),
     /// `append` returns only once the record is durable. Concurrent
     /// appenders share one sync (group commit).

@@ -1,6 +1,11 @@
 //! Making appended records durable: group commit for `Always`, the
 //! background flusher for `Interval`.
 //!
+//! The flusher's rounds leave the last MiB before the appender to the next
+//! round, so that the appender never stores into a page being written back
+//! (see [`Shared::sync_settled`]): a record appended under `Interval(d)` is
+//! durable after at most two rounds, about `2d`.
+//!
 //! Group commit: an appender that needs sequence `s` durable either finds it
 //! already durable, waits for the sync in flight, or becomes the leader: it
 //! snapshots the last committed sequence, syncs every segment's unsynced
@@ -12,7 +17,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::{LogError, Shared};
+use super::{FlushRound, LogError, Shared};
 use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
 
 #[derive(Debug)]
@@ -75,23 +80,52 @@ impl GroupCommit {
             }
             st.syncing = true;
             drop(st);
-            let result = shared.sync_committed();
+            self.lead(shared, || shared.sync_committed())?;
             st = self.state.lock();
-            st.syncing = false;
-            match result {
-                Ok(target) => {
-                    st.durable = st.durable.max(target);
-                    self.syncs.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    st.failed = true;
-                    shared.poison();
-                    self.done.notify_all();
-                    return Err(e);
-                }
-            }
-            self.done.notify_all();
         }
+    }
+
+    /// One round of the interval flusher: after any sync in flight, a sync
+    /// that holds back the appender's page ([`Shared::sync_settled`]).
+    pub(crate) fn flush(&self, shared: &Shared, previous: &mut FlushRound) -> Result<(), LogError> {
+        let mut st = self.state.lock();
+        while st.syncing && !st.failed {
+            self.done.wait(&mut st);
+        }
+        if st.failed {
+            return Err(LogError::Poisoned);
+        }
+        st.syncing = true;
+        drop(st);
+        self.lead(shared, || shared.sync_settled(previous))
+    }
+
+    /// Runs `sync` as the leader (the caller set `syncing`), then publishes
+    /// the durable sequence it returns, or poisons the log, and wakes all
+    /// waiters.
+    fn lead(
+        &self,
+        shared: &Shared,
+        sync: impl FnOnce() -> Result<u64, LogError>,
+    ) -> Result<(), LogError> {
+        let result = sync();
+        let mut st = self.state.lock();
+        st.syncing = false;
+        let result = match result {
+            Ok(durable) => {
+                st.durable = st.durable.max(durable);
+                self.syncs.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                st.failed = true;
+                shared.poison();
+                Err(e)
+            }
+        };
+        drop(st);
+        self.done.notify_all();
+        result
     }
 }
 
@@ -109,11 +143,11 @@ impl Flusher {
         let handle = thread::Builder::new()
             .name("herald-log-flush".into())
             .spawn(move || {
+                let mut round = FlushRound::default();
                 // Acquire: pairs with the Release store in `Flusher::stop`.
                 while !stop2.load(Ordering::Acquire) {
                     thread::park_timeout(every);
-                    let last = shared.next_seq().saturating_sub(1);
-                    if shared.group.wait_durable(&shared, last).is_err() {
+                    if shared.group.flush(&shared, &mut round).is_err() {
                         break; // poisoned: appends now fail; nothing more to do
                     }
                 }
@@ -138,5 +172,120 @@ impl Flusher {
 impl Drop for Flusher {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use memmap2::MmapRaw;
+
+    use super::super::{FlushRound, Log, LogConfig, LogIo, RecordRef, HOLD_BACK, PAGE};
+    use crate::log::Durability;
+    use crate::sync::{Mutex, Ordering};
+
+    /// The real file system, recording every range synced.
+    #[derive(Debug, Default)]
+    struct Recording(Mutex<Vec<(u64, u64)>>);
+
+    impl LogIo for Recording {
+        fn sync_range(&self, map: &MmapRaw, offset: usize, len: usize) -> std::io::Result<()> {
+            self.0.lock().push((offset as u64, (offset + len) as u64));
+            super::super::io::StdIo.sync_range(map, offset, len)
+        }
+    }
+
+    fn append(log: &Log) -> u64 {
+        let seq = log.next_seq();
+        log.append(&RecordRef {
+            seq,
+            topic_id: 0,
+            topic_seq: seq,
+            timestamp_ns: 0,
+            origin: 0,
+            event_type: b"e",
+            payload: &[b'x'; 100],
+            key: b"",
+        })
+        .unwrap();
+        seq
+    }
+
+    fn tail_end(log: &Log) -> u64 {
+        log.shared.segments.read().last().unwrap().end() as u64
+    }
+
+    /// Runs one flusher round; returns the ranges it synced and the
+    /// durable sequence after it.
+    fn round(log: &Log, io: &Recording, previous: &mut FlushRound) -> (Vec<(u64, u64)>, u64) {
+        io.0.lock().clear();
+        log.shared.group.flush(&log.shared, previous).unwrap();
+        (io.0.lock().clone(), log.shared.group.durable())
+    }
+
+    /// Appends until the tail's end passes `past`; returns the last sequence.
+    fn append_past(log: &Log, past: u64) -> u64 {
+        let mut last = append(log);
+        while tail_end(log) <= past {
+            last = append(log);
+        }
+        last
+    }
+
+    #[test]
+    fn the_flusher_leaves_the_last_mib_before_the_appender_to_the_next_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(Recording::default());
+        let config = LogConfig {
+            segment_size: 8 << 20,
+            // No flusher thread: the test runs the rounds.
+            durability: Durability::Never,
+            prefault: false,
+            io: io.clone(),
+            ..LogConfig::default()
+        };
+        let (log, _) = Log::open(dir.path(), config).unwrap();
+        let behind = |end: u64| (end - HOLD_BACK) & !(PAGE - 1);
+        let last = append_past(&log, HOLD_BACK + 3 * PAGE + 200);
+        let end = tail_end(&log);
+        let mut previous = FlushRound::default();
+        // The header was synced when the segment was made.
+        let header = log.shared.segments.read()[0].synced.load(Ordering::Relaxed);
+
+        // Up to the page boundary a MiB behind the appender; the records
+        // after it are not reported durable.
+        let (synced, durable) = round(&log, &io, &mut previous);
+        assert_eq!(synced, vec![(header, behind(end))]);
+        assert_eq!(durable, 0);
+
+        // They were there at the previous round: now they are synced.
+        let (synced, durable) = round(&log, &io, &mut previous);
+        assert_eq!(synced, vec![(behind(end), end)]);
+        assert_eq!(durable, last);
+
+        // A record appended since waits for the round after.
+        let newest = append(&log);
+        let end2 = tail_end(&log);
+        let (synced, durable) = round(&log, &io, &mut previous);
+        assert_eq!(synced, vec![]);
+        assert_eq!(durable, last);
+        let (synced, durable) = round(&log, &io, &mut previous);
+        assert_eq!(synced, vec![(end, end2)]);
+        assert_eq!(durable, newest);
+
+        // An appender more than a MiB ahead: synced up to a MiB behind it.
+        let last = append_past(&log, end2 + HOLD_BACK + 2 * PAGE);
+        let end3 = tail_end(&log);
+        let (synced, _) = round(&log, &io, &mut previous);
+        assert_eq!(synced, vec![(end2, behind(end3))]);
+        let (synced, durable) = round(&log, &io, &mut previous);
+        assert_eq!(synced, vec![(behind(end3), end3)]);
+        assert_eq!(durable, last);
+
+        // A full sync (`Log::sync`, a close) still syncs every byte.
+        append(&log);
+        log.sync().unwrap();
+        assert_eq!(io.0.lock().last().map(|r| r.1), Some(tail_end(&log)));
     }
 }
