@@ -123,7 +123,8 @@ pub struct AppendInfo {
 /// Counters, for tests and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogStats {
-    /// Completed group-commit syncs.
+    /// Completed syncs that wrote something (group commit, the interval
+    /// flusher's rounds, [`Log::sync`]).
     pub syncs: u64,
     /// Highest sequence known durable.
     pub durable_seq: u64,
@@ -231,16 +232,16 @@ impl Shared {
             .map_err(|e| LogError::io("syncing the log directory", Some(self.dir.clone()), e))
     }
 
-    /// Syncs every committed byte; returns the sequence that is now durable.
-    pub(crate) fn sync_committed(&self) -> Result<u64, LogError> {
+    /// Syncs every committed byte.
+    pub(crate) fn sync_committed(&self) -> Result<Synced, LogError> {
         self.sync(None)
     }
 
     /// The interval flusher's sync: every committed byte but the last
     /// [`HOLD_BACK`] bytes of the tail, unless they hold records that were
-    /// there at the `previous` round (which this call updates). Returns the
-    /// sequence that is now durable (conservatively: records in the synced
-    /// part of the tail may be durable before it says so).
+    /// there at the `previous` round (which this call updates). The
+    /// sequence it reports durable is conservative: records in the synced
+    /// part of the tail may be durable before it says so.
     ///
     /// Why: a page being written back is locked and write-protected until
     /// the disk is done, and an appender storing into it waits (1–3 ms, once
@@ -249,11 +250,11 @@ impl Shared {
     /// of the range it is asked to (up to 54 pages, 216 KiB, seen), into the
     /// pages populated ahead of the appender. A record is therefore durable
     /// within two rounds instead of one.
-    pub(crate) fn sync_settled(&self, previous: &mut FlushRound) -> Result<u64, LogError> {
+    pub(crate) fn sync_settled(&self, previous: &mut FlushRound) -> Result<Synced, LogError> {
         self.sync(Some(previous))
     }
 
-    fn sync(&self, mut round: Option<&mut FlushRound>) -> Result<u64, LogError> {
+    fn sync(&self, mut round: Option<&mut FlushRound>) -> Result<Synced, LogError> {
         let target = self.next_seq().saturating_sub(1);
         let pending: Vec<Arc<Segment>> = {
             let segs = self.segments.read();
@@ -267,11 +268,15 @@ impl Shared {
             v
         };
         let mut durable = target;
-        for seg in pending {
+        let mut wrote = false;
+        let last = pending.len().saturating_sub(1);
+        for (i, seg) in pending.into_iter().enumerate() {
             // Loaded after `target`, so it covers every record up to `target`.
             let end = seg.end() as u64;
             let mut upto = end;
-            if let Some(round) = round.as_deref_mut() {
+            // Only the last segment is held back: one before it that is not
+            // sealed yet is being sealed by a roll, and is synced whole.
+            if let (Some(round), true) = (round.as_deref_mut(), i == last) {
                 if !seg.is_sealed() {
                     let same_tail = round.tail_base == Some(seg.base_seq);
                     let settled = if same_tail { round.end } else { 0 };
@@ -281,7 +286,7 @@ impl Shared {
                         // Every segment before this one is synced whole;
                         // of this one, what the previous round saw.
                         let seen = if same_tail { round.committed } else { 0 };
-                        durable = seg.base_seq.saturating_sub(1).max(seen);
+                        durable = durable.min(seg.base_seq.saturating_sub(1).max(seen));
                     }
                     *round = FlushRound {
                         tail_base: Some(seg.base_seq),
@@ -305,10 +310,20 @@ impl Shared {
                 // (the appender at a roll). Only the sync leader (one at a
                 // time, under the group-commit protocol) writes `synced`.
                 seg.synced.store(upto, Ordering::Release);
+                wrote = true;
             }
         }
-        Ok(durable)
+        Ok(Synced { durable, wrote })
     }
+}
+
+/// What a sync did.
+#[derive(Debug)]
+pub(crate) struct Synced {
+    /// Every sequence up to this one is durable.
+    pub(crate) durable: u64,
+    /// Whether it synced any bytes.
+    pub(crate) wrote: bool,
 }
 
 /// Page size: the flusher's syncs end on a page boundary.

@@ -190,7 +190,7 @@ impl Segment {
     }
 
     /// Whether the segment's header and name are durable: not so for a spare
-    /// named at a roll until the log's next sync (`spare::name`). Meaningless
+    /// named at a roll until the first sync that reaches it (`spare::name`). Meaningless
     /// under `Durability::Never`, where nothing is.
     pub(crate) fn name_durable(&self) -> bool {
         // Acquire: pairs with the sync leader's Release store, made after

@@ -10,8 +10,8 @@
 //! maps it and populates its first [`prefault::WINDOW`] bytes (not earlier,
 //! so that an idle log does not keep a second window resident). The next roll takes it:
 //! it writes the header (whose base sequence is only known then) and
-//! renames the file to its segment name; the log's next sync makes the
-//! header and the name durable (see [`name`]). If no spare is ready, and
+//! renames the file to its segment name; the first sync that reaches the
+//! segment makes the header and the name durable (see [`name`]). If no spare is ready, and
 //! for a skip, the roll creates the segment itself, syncs and all.
 //!
 //! Only for segments of at least [`prefault::MIN_SEGMENT`] bytes (smaller
@@ -130,7 +130,9 @@ fn make(shared: &Shared) -> Result<Spare, LogError> {
 /// Turns `spare` into the segment starting at `base`: its header written
 /// and the file renamed to its segment name, both in the page cache, so a
 /// process that dies now loses nothing. The header's and the directory's
-/// syncs are left to the log's next sync, which makes them durable before
+/// syncs are left to the first sync that reaches the segment (under
+/// `Interval`, the flusher's second round after the roll at the latest,
+/// since a round holds back the last MiB), which makes them durable before
 /// any of the segment's records, or to the next roll if it comes first
 /// (the new segment's `synced` is 0: see `Segment::name_durable`). So only
 /// the newest segment may lack them, and recovery rebuilds or deletes it
