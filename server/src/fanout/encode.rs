@@ -566,6 +566,15 @@ pub(crate) fn ws_text_header(out: &mut BytesMut, len: usize) {
     }
 }
 
+/// Appends a WebSocket text message holding a subscription's own `prefix`
+/// ([`ws_event_prefix`] or [`stomp_message_prefix`]) and then
+/// `body`, the part every subscription to the event shares.
+pub(crate) fn append_ws_message(out: &mut Output, prefix: &[u8], body: Encoded<'_>) {
+    ws_text_header(out.tail(), prefix.len() + body.len());
+    out.extend(prefix);
+    body.append_to(out);
+}
+
 /// The frames of the event being routed, encoded on first use. A frame
 /// shorter than [`SHARE_FROM`] is kept in one buffer reused from event to
 /// event and copied into each connection's output: cheaper than an

@@ -49,7 +49,7 @@ use crate::api::ops::BatchPolicy;
 use crate::conn::output::Output;
 use crate::metrics::ServerStats;
 use encode::{
-    encode_own, stomp_message_prefix, ws_event_prefix, ws_text_header, Frames, SseForm, WsBatch,
+    append_ws_message, encode_own, stomp_message_prefix, ws_event_prefix, Frames, SseForm, WsBatch,
 };
 use index::TopicIndex;
 
@@ -780,15 +780,11 @@ impl<O: Outputs> Deliver<'_, O> {
             }
             Encoding::Ws { prefix, .. } => {
                 let body = self.frames.ws_body(e, stream.prefix_len);
-                ws_text_header(out.tail(), prefix.len() + body.len());
-                out.extend(prefix);
-                body.append_to(out);
+                append_ws_message(out, prefix, body);
             }
             Encoding::Stomp { prefix, .. } => {
                 let body = self.frames.stomp_body(e, stream.prefix_len);
-                ws_text_header(out.tail(), prefix.len() + body.len());
-                out.extend(prefix);
-                body.append_to(out);
+                append_ws_message(out, prefix, body);
             }
         }
         stream.next = e.seq + 1;
