@@ -86,7 +86,7 @@ impl GroupCommit {
     }
 
     /// One round of the interval flusher: after any sync in flight, a sync
-    /// that holds back the appender's page ([`Shared::sync_settled`]).
+    /// that holds back the last MiB before the appender ([`Shared::sync_settled`]).
     pub(crate) fn flush(&self, shared: &Shared, previous: &mut FlushRound) -> Result<(), LogError> {
         let mut st = self.state.lock();
         while st.syncing && !st.failed {
