@@ -18,10 +18,12 @@
 use std::sync::Arc;
 
 use herald_core::log::{Durability, Log, LogConfig, ReadItem, RecordRef};
-use herald_core::ring::{
-    Claim, Publisher, RecvError, Ring, RingConfig, SinglePublisher, WaitStrategy,
-};
+use herald_core::ring::{Claim, RecvError, Ring, RingConfig, WaitStrategy};
 use loom::thread;
+
+#[path = "shared/any_publisher.rs"]
+mod any_publisher;
+use any_publisher::{ring_with_publisher, AnyPublisher};
 
 /// The payload a record with sequence `seq` must carry: any torn or mixed
 /// read shows up as a mismatch.
@@ -47,49 +49,6 @@ fn slot_bound_config() -> RingConfig {
     RingConfig {
         capacity: 1024,
         ..tiny_config(2)
-    }
-}
-
-/// Either kind of publisher, so that a model with one publisher checks both
-/// the shared claim (compare-and-swap) and the single publisher's (a store).
-enum AnyPublisher {
-    Shared(Publisher),
-    Single(SinglePublisher),
-}
-
-impl AnyPublisher {
-    fn claim(&mut self, len: usize) -> Claim<'_> {
-        match self {
-            Self::Shared(p) => p.claim(len),
-            Self::Single(p) => p.claim(len),
-        }
-        .unwrap()
-    }
-
-    fn skip_to(&mut self, seq: u64) {
-        match self {
-            Self::Shared(p) => p.skip_to(seq),
-            Self::Single(p) => p.skip_to(seq),
-        }
-    }
-
-    fn set_wait_strategy(&mut self, wait: WaitStrategy) {
-        match self {
-            Self::Shared(p) => p.set_wait_strategy(wait),
-            Self::Single(p) => p.set_wait_strategy(wait),
-        }
-    }
-}
-
-/// A ring and its one publisher: a shared one, or the single publisher.
-fn ring_with_publisher(config: RingConfig, single: bool) -> (Ring, AnyPublisher) {
-    if single {
-        let (ring, publisher) = Ring::with_single_publisher(config).unwrap();
-        (ring, AnyPublisher::Single(publisher))
-    } else {
-        let ring = Ring::new(config).unwrap();
-        let publisher = ring.publisher();
-        (ring, AnyPublisher::Shared(publisher))
     }
 }
 

@@ -12,10 +12,12 @@
 
 use std::collections::VecDeque;
 
-use herald_core::ring::{
-    Claim, PublishError, Publisher, RecvError, Ring, RingConfig, SinglePublisher, Subscriber,
-};
+use herald_core::ring::{PublishError, RecvError, RingConfig, Subscriber};
 use proptest::prelude::*;
+
+#[path = "shared/any_publisher.rs"]
+mod any_publisher;
+use any_publisher::ring_with_publisher;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -116,28 +118,6 @@ impl Model {
     }
 }
 
-/// The ring's one publisher in a case: a shared one or the single publisher.
-enum AnyPublisher {
-    Shared(Publisher),
-    Single(SinglePublisher),
-}
-
-impl AnyPublisher {
-    fn try_claim(&mut self, len: usize) -> Result<Claim<'_>, PublishError> {
-        match self {
-            Self::Shared(p) => p.try_claim(len),
-            Self::Single(p) => p.try_claim(len),
-        }
-    }
-
-    fn try_publish(&mut self, payload: &[u8]) -> Result<u64, PublishError> {
-        match self {
-            Self::Shared(p) => p.try_publish(payload),
-            Self::Single(p) => p.try_publish(payload),
-        }
-    }
-}
-
 struct Sub {
     sub: Subscriber,
     expected: u64,
@@ -158,14 +138,7 @@ fn run(
         slots: Some(slots),
         first_seq: 0,
     };
-    let (ring, mut publisher) = if single {
-        let (ring, publisher) = Ring::with_single_publisher(config).unwrap();
-        (ring, AnyPublisher::Single(publisher))
-    } else {
-        let ring = Ring::new(config).unwrap();
-        let publisher = AnyPublisher::Shared(ring.publisher());
-        (ring, publisher)
-    };
+    let (ring, mut publisher) = ring_with_publisher(config, single);
     let mut model = Model {
         capacity: capacity as u64,
         slots: slots as u64,
