@@ -276,24 +276,13 @@ impl Shared {
             let mut upto = end;
             // Only the last segment is held back: one before it that is not
             // sealed yet is being sealed by a roll, and is synced whole.
-            if let (Some(round), true) = (round.as_deref_mut(), i == last) {
-                if !seg.is_sealed() {
-                    let same_tail = round.tail_base == Some(seg.base_seq);
-                    let settled = if same_tail { round.end } else { 0 };
-                    let behind = end.saturating_sub(HOLD_BACK) & !(PAGE - 1);
-                    upto = behind.max(settled).min(end);
-                    if upto < end {
-                        // Every segment before this one is synced whole;
-                        // of this one, what the previous round saw.
-                        let seen = if same_tail { round.committed } else { 0 };
-                        durable = durable.min(seg.base_seq.saturating_sub(1).max(seen));
-                    }
-                    *round = FlushRound {
-                        tail_base: Some(seg.base_seq),
-                        end,
-                        committed: target,
-                    };
-                }
+            if let Some(round) = round
+                .as_deref_mut()
+                .filter(|_| i == last && !seg.is_sealed())
+            {
+                let (held_to, durable_then) = round.hold_back(seg.base_seq, end, target);
+                upto = held_to;
+                durable = durable.min(durable_then);
             }
             let synced = seg.synced.load(Ordering::Relaxed);
             if upto > synced {
@@ -342,6 +331,34 @@ pub(crate) struct FlushRound {
     end: u64,
     /// The last committed sequence then.
     committed: u64,
+}
+
+impl FlushRound {
+    /// Where this round's sync of the tail (based at `base`, ending at `end`
+    /// with every record up to `target` committed) stops, and the highest
+    /// sequence that is durable once it has: a MiB behind `end`, or what
+    /// the previous round saw if that is further. Remembers this round.
+    fn hold_back(&mut self, base: u64, end: u64, target: u64) -> (u64, u64) {
+        let same_tail = self.tail_base == Some(base);
+        let settled = if same_tail { self.end } else { 0 };
+        let upto = (end.saturating_sub(HOLD_BACK) & !(PAGE - 1))
+            .max(settled)
+            .min(end);
+        // Every segment before the tail is synced whole; of the tail, what
+        // the previous round saw.
+        let durable = if upto == end {
+            target
+        } else {
+            let seen = if same_tail { self.committed } else { 0 };
+            base.saturating_sub(1).max(seen)
+        };
+        *self = FlushRound {
+            tail_base: Some(base),
+            end,
+            committed: target,
+        };
+        (upto, durable)
+    }
 }
 
 /// The log. See the [module docs](self).
