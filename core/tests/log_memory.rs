@@ -1,7 +1,8 @@
 //! The log's resident memory does not grow with the log: a sealed segment's
 //! pages are dropped from the process (the page cache keeps them), a reader
 //! of the sealed segment still reads every record, and drops the pages it
-//! faulted in once it has read past the segment.
+//! faulted in once it has read past the segment. The part of the tail
+//! still to be written is read ahead of by no fault; a sealed segment is.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,26 @@ fn resident_kib(path: &std::path::Path) -> Option<u64> {
         }
     }
     None
+}
+
+/// Whether each mapping of `path` in this process is advised
+/// `MADV_RANDOM` (its `VmFlags` hold `rr`), from smaps, in address order.
+fn random_advice(path: &std::path::Path) -> Vec<bool> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = path.to_str().unwrap();
+    let mut found = Vec::new();
+    let mut lines = smaps.lines();
+    while let Some(line) = lines.next() {
+        if line.ends_with(name) {
+            for field in lines.by_ref() {
+                if let Some(flags) = field.strip_prefix("VmFlags:") {
+                    found.push(flags.split_whitespace().any(|f| f == "rr"));
+                    break;
+                }
+            }
+        }
+    }
+    found
 }
 
 /// The smallest segments that get a prefault thread (which releases a
@@ -162,4 +183,59 @@ fn check_every_way(log: &Log, total: u64, payload: &dyn Fn(u64) -> Vec<u8>) {
         }
         assert_eq!(n, (1..=total).filter(|s| s % 3 == topic).count());
     }
+}
+
+/// A write fault ahead of the appender reads nothing ahead: the tail's
+/// unwritten part is advised `MADV_RANDOM` (readahead there zero-filled
+/// megabytes of the file's hole in one fault), and the written part, and
+/// the whole segment once sealed, keep the normal advice for readers.
+#[test]
+fn only_the_unwritten_part_of_the_tail_is_advised_against_readahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("00000000000000000001.seg");
+    let payload = vec![7u8; 1000];
+    let wait_for = |path: &std::path::Path, want: &[bool]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = random_advice(path);
+            if got == want || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut seq = 1;
+    let mut append_until = |log: &Log, next: u64| {
+        while log.next_seq() < next {
+            log.append(&RecordRef {
+                seq,
+                topic_id: 1,
+                topic_seq: seq,
+                timestamp_ns: seq,
+                origin: 0,
+                event_type: b"e",
+                payload: &payload,
+                key: b"",
+            })
+            .unwrap();
+            seq += 1;
+        }
+    };
+    {
+        let (log, _) = Log::open(dir.path(), prefaulted()).unwrap();
+        // A new log's first segment: not a byte of it to read ahead.
+        assert_eq!(wait_for(&first, &[true]), [true]);
+        append_until(&log, 100);
+    }
+    // Reopened, the written part (recovery read it) keeps the normal
+    // advice; the rest, from the page of the end on, is random.
+    let (log, _) = Log::open(dir.path(), prefaulted()).unwrap();
+    assert_eq!(wait_for(&first, &[false, true]), [false, true]);
+    // Sealed: normal advice over the whole segment, for readers.
+    append_until(&log, 5000);
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().count() >= 2,
+        "rolled"
+    );
+    assert_eq!(wait_for(&first, &[false]), [false]);
 }

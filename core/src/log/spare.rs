@@ -112,6 +112,8 @@ fn make(shared: &Shared) -> Result<Spare, LogError> {
             .map_raw(&file)
             .map_err(ioerr("mapping a spare segment"))?;
         if cfg.prefault {
+            // Without readahead, as the prefault thread keeps it.
+            prefault::without_readahead(&map, 0);
             // The appender's first pages, faulted in here rather than by it
             // (unsupported before Linux 5.14: the appender faults them).
             let _ = map.advise_range(Advice::PopulateWrite, 0, prefault::WINDOW.min(map.len()));
