@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 
-use memmap2::{Advice, MmapRaw};
+use memmap2::MmapRaw;
 
 use super::append::install;
 use super::format::encode_segment_header;
@@ -116,7 +116,7 @@ fn make(shared: &Shared) -> Result<Spare, LogError> {
             prefault::without_readahead(&map, 0);
             // The appender's first pages, faulted in here rather than by it
             // (unsupported before Linux 5.14: the appender faults them).
-            let _ = map.advise_range(Advice::PopulateWrite, 0, prefault::WINDOW.min(map.len()));
+            let _ = prefault::populate(&map, 0, prefault::WINDOW.min(map.len()));
         }
         Ok(map)
     })();
