@@ -14,7 +14,8 @@
 //! first (no readahead on its faults), as the log does with the part of a
 //! segment it has yet to write; the default is the kernel's normal advice.
 //! Each file's line gives the time its MiB steps took (the
-//! step's writes, not the pacing sleep): total, median and maximum. Run it
+//! step's writes, not the pacing sleep): total, median and maximum, and the
+//! slowest step's CPU time and page faults. Run it
 //! next to a benchmark (`server_bench`, say) to see what the churn does to
 //! a process that touches no new memory itself.
 
@@ -87,11 +88,19 @@ fn main() {
         // contents.
         unsafe { libc::madvise(map, FILE, advice) };
         let mut took = Vec::with_capacity(FILE / STEP);
+        // The slowest step: its wall time, CPU time and page faults.
+        let mut slowest = (Duration::ZERO, Duration::ZERO, 0);
         for at in (0..FILE).step_by(STEP) {
+            let (cpu0, faults0) = thread_usage();
             let t = Instant::now();
             // SAFETY: `at + STEP <= FILE`, inside the mapping made above.
             unsafe { std::ptr::write_bytes(map.cast::<u8>().add(at), steps as u8, STEP) };
-            took.push(t.elapsed());
+            let wall = t.elapsed();
+            let (cpu1, faults1) = thread_usage();
+            if wall > slowest.0 {
+                slowest = (wall, cpu1.saturating_sub(cpu0), faults1 - faults0);
+            }
+            took.push(wall);
             steps += 1;
             let due = Duration::from_secs_f64(steps as f64 / rate);
             if let Some(wait) = due.checked_sub(start.elapsed()) {
@@ -106,11 +115,14 @@ fn main() {
         took.sort_unstable();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
-            "file {n}: {} MiB written in {:.1} ms (steps: median {:.2} ms, max {:.2} ms)",
+            "file {n}: {} MiB written in {:.1} ms (steps: median {:.2} ms, max {:.2} ms: \
+             {:.2} ms on CPU, {} page faults)",
             took.len(),
             ms(took.iter().sum()),
             ms(took[took.len() / 2]),
-            ms(took[took.len() - 1]),
+            ms(slowest.0),
+            ms(slowest.1),
+            slowest.2,
         );
         if fresh && n >= KEEP {
             let _ = fs::remove_file(tmp.path().join(format!("{}.seg", n - KEEP)));
@@ -119,6 +131,16 @@ fn main() {
             break;
         }
     }
+}
+
+/// The calling thread's CPU time (user and system) and page faults.
+fn thread_usage() -> (Duration, i64) {
+    // SAFETY: all-zero is a valid `rusage`, which getrusage then fills.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage for the call.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+    (t(ru.ru_utime) + t(ru.ru_stime), ru.ru_minflt + ru.ru_majflt)
 }
 
 fn usage(flag: &str) -> ! {
