@@ -17,15 +17,15 @@
 //! while it is the tail ([`without_readahead`]). A write fault on a shared
 //! file mapping otherwise runs the kernel's readahead, whose window grows
 //! as the faults go on, until a single fault reads in (zero-fills) megabytes
-//! of the file's hole: 15 to 25 ms of a core in one fault, every 8 MiB, in
-//! kernel code that a kernel built without preemption does not interrupt,
-//! so every thread queued on that core waited as long. Nothing ahead of the
-//! appender is worth reading ahead; without it the same pages cost about
-//! as much in all, a page per fault. At the seal the whole mapping gets
-//! the normal advice back, for readers catching up through the segment.
-//! And the thread populates a [`PIECE`] at a time, yielding its core
-//! between pieces ([`populate`]), so that a worker waking on that core
-//! waits for a piece, not for a megabyte of faults.
+//! of the file's hole: up to 30 ms of a core in one fault (benches'
+//! `page_churn`), in kernel code that a kernel built without preemption
+//! does not interrupt, so every thread queued on that core waited as long.
+//! Nothing ahead of the appender is worth reading ahead; without it the
+//! same pages cost about as much in all, a page per fault. At the seal the
+//! whole mapping gets the normal advice back, for readers catching up
+//! through the segment. And the thread populates a [`PIECE`] at a time,
+//! yielding its core between pieces ([`populate`]), so that a worker waking
+//! on that core waits for a piece, not for a megabyte of faults.
 
 use std::sync::{Arc, Weak};
 use std::thread;
