@@ -183,18 +183,30 @@ mod tests {
 
     use memmap2::MmapRaw;
 
-    use super::super::{AppendInfo, FlushRound, Log, LogConfig, LogIo, RecordRef, HOLD_BACK, PAGE};
+    use super::super::{
+        AppendInfo, FlushRound, Log, LogConfig, LogIo, RecordRef, HOLD_BACK, PAGE, WRITEBACK_PIECE,
+    };
     use crate::log::Durability;
     use crate::sync::{Mutex, Ordering};
 
-    /// The real file system, recording every range synced.
+    /// The real file system, recording every range synced, and every
+    /// range whose write-back was started.
     #[derive(Debug, Default)]
-    struct Recording(Mutex<Vec<(u64, u64)>>);
+    struct Recording(Mutex<Vec<(u64, u64)>>, Mutex<Vec<(u64, u64)>>);
 
     impl LogIo for Recording {
         fn sync_range(&self, map: &MmapRaw, offset: usize, len: usize) -> std::io::Result<()> {
             self.0.lock().push((offset as u64, (offset + len) as u64));
             super::super::io::StdIo.sync_range(map, offset, len)
+        }
+        fn start_writeback(
+            &self,
+            file: &std::fs::File,
+            offset: u64,
+            len: u64,
+        ) -> std::io::Result<()> {
+            self.1.lock().push((offset, offset + len));
+            super::super::io::StdIo.start_writeback(file, offset, len)
         }
     }
 
@@ -292,6 +304,49 @@ mod tests {
         append(&log);
         log.sync().unwrap();
         assert_eq!(io.0.lock().last().map(|r| r.1), Some(tail_end(&log)));
+    }
+
+    /// A round starts its write-back a piece at a time (yielding between
+    /// pieces) before its `msync`: the pieces, in order, cover exactly the
+    /// range the round syncs, none longer than `WRITEBACK_PIECE`. A full
+    /// sync starts none.
+    #[test]
+    fn the_flusher_starts_its_write_back_in_pieces_over_the_range_it_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(Recording::default());
+        let config = LogConfig {
+            segment_size: 8 << 20,
+            durability: Durability::Never,
+            prefault: false,
+            io: io.clone(),
+            ..LogConfig::default()
+        };
+        let (log, _) = Log::open(dir.path(), config).unwrap();
+        append_past(&log, HOLD_BACK + 3 * WRITEBACK_PIECE + 1000);
+        let mut previous = FlushRound::default();
+        // The first round syncs to a MiB behind the appender, the second
+        // the rest: more than a piece each.
+        for _ in 0..2 {
+            io.1.lock().clear();
+            let (synced, _) = round(&log, &io, &mut previous);
+            let started = io.1.lock().clone();
+            let [(from, to)] = synced[..] else {
+                panic!("one range synced, not {synced:?}")
+            };
+            assert!(started.len() > 1, "{started:?}");
+            assert_eq!((started[0].0, started[started.len() - 1].1), (from, to));
+            assert!(started.windows(2).all(|w| w[0].1 == w[1].0), "{started:?}");
+            assert!(
+                started
+                    .iter()
+                    .all(|&(a, b)| a < b && b - a <= WRITEBACK_PIECE),
+                "{started:?}"
+            );
+        }
+        append(&log);
+        io.1.lock().clear();
+        log.sync().unwrap();
+        assert_eq!(*io.1.lock(), vec![]);
     }
 
     /// Rounds between bursts of appends that roll the log: every sequence a

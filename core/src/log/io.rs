@@ -23,6 +23,12 @@ pub trait LogIo: Send + Sync + fmt::Debug {
     fn sync_range(&self, map: &MmapRaw, offset: usize, len: usize) -> io::Result<()> {
         StdIo.sync_range(map, offset, len)
     }
+    /// Starts writing back bytes `offset..offset+len` of a file without
+    /// waiting for them (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`);
+    /// makes nothing durable. Where there is no such call, does nothing.
+    fn start_writeback(&self, file: &File, offset: u64, len: u64) -> io::Result<()> {
+        StdIo.start_writeback(file, offset, len)
+    }
     /// `fsync`s a file (data and metadata).
     fn sync_file(&self, file: &File) -> io::Result<()> {
         StdIo.sync_file(file)
@@ -62,6 +68,26 @@ impl LogIo for StdIo {
             return Ok(());
         }
         map.flush_range(offset, len)
+    }
+    fn start_writeback(&self, file: &File, offset: u64, len: u64) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+                return Err(io::Error::from(io::ErrorKind::InvalidInput));
+            };
+            // SAFETY: a plain system call on an open descriptor; it reads no
+            // memory of ours.
+            let rc = unsafe {
+                libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (file, offset, len);
+        Ok(())
     }
     fn sync_file(&self, file: &File) -> io::Result<()> {
         file.sync_all()
