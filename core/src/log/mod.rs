@@ -319,16 +319,17 @@ impl Shared {
     fn start_writeback_in_pieces(&self, seg: &Segment, from: u64, to: u64) {
         let mut at = from;
         while at < to {
-            let piece = WRITEBACK_PIECE.min(to - at);
+            // Pieces end on multiples of the piece size, so on page bounds.
+            let end = ((at / WRITEBACK_PIECE + 1) * WRITEBACK_PIECE).min(to);
             if self
                 .config
                 .io
-                .start_writeback(&seg.file, at, piece)
+                .start_writeback(&seg.file, at, end - at)
                 .is_err()
             {
                 return;
             }
-            at += piece;
+            at = end;
             if at < to {
                 std::thread::yield_now();
             }

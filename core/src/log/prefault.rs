@@ -13,19 +13,21 @@
 //! and release them again when they leave it, so the resident memory of the
 //! log stays a window ahead of the appender instead of growing with it.
 //!
-//! The part of the segment still to be written is advised `MADV_RANDOM`
-//! while it is the tail ([`without_readahead`]). A write fault on a shared
-//! file mapping otherwise runs the kernel's readahead, whose window grows
-//! as the faults go on, until a single fault reads in (zero-fills) megabytes
-//! of the file's hole: up to 30 ms of a core in one fault (benches'
-//! `page_churn`), in kernel code that a kernel built without preemption
-//! does not interrupt, so every thread queued on that core waited as long.
-//! Nothing ahead of the appender is worth reading ahead; without it the
-//! same pages cost about as much in all, a page per fault. At the seal the
-//! whole mapping gets the normal advice back, for readers catching up
-//! through the segment. And the thread populates a [`PIECE`] at a time,
-//! yielding its core between pieces ([`populate`]), so that a worker waking
-//! on that core waits for a piece, not for a megabyte of faults.
+//! While a segment is the tail, the part of it not yet written when it
+//! became the tail (a spare's whole length) is advised `MADV_RANDOM`
+//! ([`without_readahead`]). A write fault on a shared file mapping
+//! otherwise runs the kernel's readahead, whose window grows as the faults
+//! go on, until a single fault reads in (zero-fills) megabytes of the
+//! file's hole: up to 30 ms of a core in one fault (benches' `page_churn`,
+//! on a 2-core virtual machine), in kernel code that a kernel built without
+//! preemption does not interrupt, so every thread queued on that core
+//! waited as long. Nothing ahead of the appender is worth reading ahead;
+//! without it the pages are faulted one at a time, each MiB slower, a
+//! 64 MiB segment about as slow in all. At the seal the whole mapping gets the
+//! normal advice back, for readers catching up through the segment. And
+//! the thread populates a [`PIECE`] at a time, yielding its core between
+//! pieces ([`populate`]), so that a worker waking on that core waits for a
+//! piece, not for a megabyte of faults.
 
 use std::sync::{Arc, Weak};
 use std::thread;
@@ -81,14 +83,22 @@ pub(crate) fn spawn(seg: &Arc<Segment>) {
                     continue;
                 }
                 let len = STEP.min(seg.size - off);
-                if populate(seg.map(), off, len).is_err() {
-                    return;
-                }
-                off += len;
+                off = match populate(seg.map(), off, len) {
+                    Ok(()) => off + len,
+                    // Unsupported (before Linux 5.14): the appender faults
+                    // its own pages; the thread still waits for the seal,
+                    // to give the advice back and release the pages.
+                    Err(_) => seg.size,
+                };
             }
         });
-    if let Ok(handle) = spawned {
-        seg.set_prefaulter(handle.thread().clone());
+    match spawned {
+        Ok(handle) => seg.set_prefaulter(handle.thread().clone()),
+        // A spare is advised without readahead whole: without the thread
+        // that would give the advice back at the seal, it gets it back now.
+        Err(_) => {
+            let _ = seg.map().advise(Advice::Normal);
+        }
     }
 }
 
