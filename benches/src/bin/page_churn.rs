@@ -1,6 +1,7 @@
-//! What touching fresh memory costs on this machine, and what it does to
-//! other processes: writes through a shared file mapping at a steady rate,
-//! a MiB at a time, the way the log's appender and prefault thread do.
+//! What writing a growing file through a mapping costs on this machine,
+//! and what it does to other processes: writes through a shared file
+//! mapping at a steady rate, a MiB at a time, the way the log's appender
+//! and prefault thread do.
 //!
 //! ```sh
 //! cargo run --release -p herald-benches --bin page_churn -- --mode fresh --mib-per-s 33 --seconds 60
@@ -10,14 +11,15 @@
 //! the kernel has to find and zero (as for a log that grows); the files are
 //! removed 32 behind to bound the disk used. `--mode reuse`: the same 64 MiB
 //! file over and over, whose pages stay in the page cache (the same writes,
-//! no new pages). `--advice random` marks each mapping `MADV_RANDOM`
-//! first (no readahead on its faults), as the log does with the part of a
-//! segment it has yet to write; the default is the kernel's normal advice.
-//! Each file's line gives the time its MiB steps took (the
-//! step's writes, not the pacing sleep): total, median and maximum, and the
-//! slowest step's CPU time and page faults. Run it
-//! next to a benchmark (`server_bench`, say) to see what the churn does to
-//! a process that touches no new memory itself.
+//! no new pages). `--advice random` marks each mapping `MADV_RANDOM` first
+//! (no readahead on its faults), as the log does with the part of a segment
+//! it has yet to write; the default is the kernel's normal advice. The files
+//! go in a scratch directory under `--dir` (default: the current one).
+//!
+//! Each file's line gives the time its MiB steps took (the step's writes,
+//! not the pacing sleep): total, median and maximum, and the slowest step's
+//! CPU time and page faults. Run it next to a benchmark (`server_bench`,
+//! say) to see what the churn does to a process that writes no such file.
 
 use std::fs::{self, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -54,8 +56,10 @@ fn main() {
             _ => usage(&a),
         }
     }
-    let tmp =
-        tempfile::tempdir_in(dir.unwrap_or_else(std::env::temp_dir)).expect("a scratch directory");
+    // The current directory by default, not the temporary one: that may be
+    // a tmpfs, whose pages are memory with no readahead to measure.
+    let tmp = tempfile::tempdir_in(dir.unwrap_or_else(|| PathBuf::from(".")))
+        .expect("a scratch directory");
     let start = Instant::now();
     let mut steps = 0u64;
     for n in 0.. {
@@ -86,7 +90,8 @@ fn main() {
         assert_ne!(map, libc::MAP_FAILED, "mapping the scratch file");
         // SAFETY: advice over the mapping made above; neither changes its
         // contents.
-        unsafe { libc::madvise(map, FILE, advice) };
+        let advised = unsafe { libc::madvise(map, FILE, advice) };
+        assert_eq!(advised, 0, "madvise: {}", std::io::Error::last_os_error());
         let mut took = Vec::with_capacity(FILE / STEP);
         // The slowest step: its wall time, CPU time and page faults.
         let mut slowest = (Duration::ZERO, Duration::ZERO, 0);
