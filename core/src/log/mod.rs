@@ -313,7 +313,7 @@ impl Shared {
     /// the `msync` that follows then waits for it (asleep, not on a core)
     /// and flushes the device once. Why: the write-back's own work (finding
     /// the dirty pages, allocating their blocks, building the requests) is
-    /// a millisecond or more of a core per round at 100 000 events/s, which
+    /// a millisecond or more of a core per round at 132 000 events/s, which
     /// the scheduler let run to its end while a worker that woke on that
     /// core waited. A failure here is left to that `msync` to report.
     fn start_writeback_in_pieces(&self, seg: &Segment, from: u64, to: u64) {

@@ -23,11 +23,11 @@
 //! preemption does not interrupt, so every thread queued on that core
 //! waited as long. Nothing ahead of the appender is worth reading ahead;
 //! without it the pages are faulted one at a time, each MiB slower, a
-//! 64 MiB segment about as slow in all. At the seal the whole mapping gets the
-//! normal advice back, for readers catching up through the segment. And
-//! the thread populates a [`PIECE`] at a time, yielding its core between
-//! pieces ([`populate`]), so that a worker waking on that core waits for a
-//! piece, not for a megabyte of faults.
+//! 64 MiB segment about as slow in all. At the seal the whole mapping gets
+//! the normal advice back, for readers catching up through the segment.
+//! And the thread populates a [`PIECE`] at a time, yielding its core
+//! between pieces ([`populate`]), so that a worker waking on that core
+//! waits for a piece, not for a megabyte of faults.
 
 use std::sync::{Arc, Weak};
 use std::thread;
