@@ -250,19 +250,25 @@ mod tests {
         last
     }
 
-    #[test]
-    fn the_flusher_leaves_the_last_mib_before_the_appender_to_the_next_round() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A log in `dir` of `segment_size` segments on the recording file
+    /// system, with no flusher thread (the tests run the rounds) and no
+    /// prefault thread.
+    fn recorded_log(dir: &std::path::Path, segment_size: u64) -> (Log, Arc<Recording>) {
         let io = Arc::new(Recording::default());
         let config = LogConfig {
-            segment_size: 8 << 20,
-            // No flusher thread: the test runs the rounds.
+            segment_size,
             durability: Durability::Never,
             prefault: false,
             io: io.clone(),
             ..LogConfig::default()
         };
-        let (log, _) = Log::open(dir.path(), config).unwrap();
+        (Log::open(dir, config).unwrap().0, io)
+    }
+
+    #[test]
+    fn the_flusher_leaves_the_last_mib_before_the_appender_to_the_next_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, io) = recorded_log(dir.path(), 8 << 20);
         let behind = |end: u64| (end - HOLD_BACK) & !(PAGE - 1);
         let last = append_past(&log, HOLD_BACK + 3 * PAGE + 200);
         let end = tail_end(&log);
@@ -313,15 +319,7 @@ mod tests {
     #[test]
     fn the_flusher_starts_its_write_back_in_pieces_over_the_range_it_syncs() {
         let dir = tempfile::tempdir().unwrap();
-        let io = Arc::new(Recording::default());
-        let config = LogConfig {
-            segment_size: 8 << 20,
-            durability: Durability::Never,
-            prefault: false,
-            io: io.clone(),
-            ..LogConfig::default()
-        };
-        let (log, _) = Log::open(dir.path(), config).unwrap();
+        let (log, io) = recorded_log(dir.path(), 8 << 20);
         append_past(&log, HOLD_BACK + 3 * WRITEBACK_PIECE + 1000);
         let mut previous = FlushRound::default();
         // The first round syncs to a MiB behind the appender, the second
@@ -358,14 +356,7 @@ mod tests {
         // whole, several rolls between rounds), and larger than it.
         for segment_size in [64 << 10, 4 << 20] {
             let dir = tempfile::tempdir().unwrap();
-            let config = LogConfig {
-                segment_size,
-                durability: Durability::Never,
-                prefault: false,
-                io: Arc::new(Recording::default()),
-                ..LogConfig::default()
-            };
-            let (log, _) = Log::open(dir.path(), config).unwrap();
+            let (log, _) = recorded_log(dir.path(), segment_size);
             let mut previous = FlushRound::default();
             let mut appended: Vec<AppendInfo> = Vec::new();
             let mut checked = 0usize;

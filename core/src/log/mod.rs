@@ -285,10 +285,10 @@ impl Shared {
                 durable = durable.min(durable_then);
             }
             let synced = seg.synced.load(Ordering::Relaxed);
-            if upto > synced && round.is_some() {
-                self.start_writeback_in_pieces(&seg, synced, upto);
-            }
             if upto > synced {
+                if round.is_some() {
+                    self.start_writeback_in_pieces(&seg, synced, upto);
+                }
                 self.config
                     .io
                     .sync_range(seg.map(), synced as usize, (upto - synced) as usize)
