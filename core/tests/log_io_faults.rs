@@ -8,10 +8,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use herald_core::log::{
-    verify_dir, Durability, Log, LogConfig, LogError, LogIo, LogItem, RecordRef, StdIo,
-};
+use herald_core::log::{verify_dir, Durability, Log, LogConfig, LogError, LogIo, LogItem, StdIo};
 use memmap2::MmapRaw;
+
+#[path = "shared/records.rs"]
+mod records;
+use records::record;
 
 /// Fails the `fail_at`-th fallible call (counting only calls of the kinds in `kinds`).
 #[derive(Debug)]
@@ -73,19 +75,6 @@ fn cfg(io: Arc<dyn LogIo>, durability: Durability) -> LogConfig {
     }
 }
 
-fn rec(seq: u64, p: &[u8]) -> RecordRef<'_> {
-    RecordRef {
-        seq,
-        topic_id: 1,
-        topic_seq: seq,
-        timestamp_ns: seq,
-        origin: 0,
-        event_type: b"e",
-        payload: p,
-        key: b"",
-    }
-}
-
 fn payload(seq: u64) -> Vec<u8> {
     vec![seq as u8; (seq % 200) as usize]
 }
@@ -125,7 +114,7 @@ fn failed_sync_under_always_fails_the_append_and_poisons_the_log() {
     let mut acked = 0;
     let err = loop {
         let seq = log.next_seq();
-        match log.append(&rec(seq, &payload(seq))) {
+        match log.append(&record(seq, &payload(seq))) {
             Ok(_) => acked = seq,
             Err(e) => break e,
         }
@@ -134,7 +123,7 @@ fn failed_sync_under_always_fails_the_append_and_poisons_the_log() {
     assert_eq!(acked, 4);
     let seq = log.next_seq();
     assert!(matches!(
-        log.append(&rec(seq, &payload(seq))),
+        log.append(&record(seq, &payload(seq))),
         Err(LogError::Poisoned)
     ));
     drop(log);
@@ -154,7 +143,7 @@ fn failed_segment_creation_fails_the_append_and_the_log_goes_on() {
     let mut acked = 0;
     while acked < 200 {
         let seq = log.next_seq();
-        match log.append(&rec(seq, &payload(seq))) {
+        match log.append(&record(seq, &payload(seq))) {
             Ok(_) => acked = seq,
             Err(e) => {
                 assert!(matches!(e, LogError::Io { .. }), "{e}");
@@ -180,7 +169,7 @@ fn any_single_failed_io_call_loses_nothing_acknowledged() {
             let mut errors = 0;
             for _ in 0..150 {
                 let seq = log.next_seq();
-                match log.append(&rec(seq, &payload(seq))) {
+                match log.append(&record(seq, &payload(seq))) {
                     Ok(_) => acked = seq,
                     Err(_) => errors += 1,
                 }

@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 
 use herald_core::log::{Durability, Log, LogConfig, RecordRef};
 
+#[path = "shared/records.rs"]
+mod records;
+use records::append_next;
+
 /// The value of `field` in each mapping of `path` in this process, from
 /// smaps, in address order (a segment's mapping is split where advice
 /// differs along it).
@@ -72,26 +76,12 @@ fn a_sealed_segment_leaves_resident_memory_and_stays_readable() {
     let config = prefaulted();
     let (log, _) = Log::open(dir.path(), config).unwrap();
     let payload = vec![7u8; 1000];
-    let append = |seq| {
-        log.append(&RecordRef {
-            seq,
-            topic_id: 1,
-            topic_seq: seq,
-            timestamp_ns: seq,
-            origin: 0,
-            event_type: b"e",
-            payload: &payload,
-            key: b"",
-        })
-        .unwrap()
-    };
     // Fill the first segment and roll into the second.
-    let mut seq = 1;
     let first = dir.path().join("00000000000000000001.seg");
     while log.next_seq() < 5000 {
-        append(seq);
-        seq += 1;
+        append_next(&log, &payload);
     }
+    let seq = log.next_seq();
     assert!(rolled(dir.path()));
     let deadline = Instant::now() + Duration::from_secs(10);
     let resident = loop {
@@ -213,21 +203,9 @@ fn only_the_unwritten_part_of_the_tail_is_advised_against_readahead() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    let mut seq = 1;
-    let mut append_until = |log: &Log, next: u64| {
+    let append_until = |log: &Log, next: u64| {
         while log.next_seq() < next {
-            log.append(&RecordRef {
-                seq,
-                topic_id: 1,
-                topic_seq: seq,
-                timestamp_ns: seq,
-                origin: 0,
-                event_type: b"e",
-                payload: &payload,
-                key: b"",
-            })
-            .unwrap();
-            seq += 1;
+            append_next(log, &payload);
         }
     };
     {

@@ -8,7 +8,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use herald_core::log::{Durability, Log, LogConfig, LogItem, RecordRef};
+use herald_core::log::{Durability, Log, LogConfig, LogItem};
+
+#[path = "shared/records.rs"]
+mod records;
+use records::append_next;
 
 /// The smallest segments that get a spare (and a prefaulter).
 const SEG: u64 = 4 << 20;
@@ -23,20 +27,8 @@ fn cfg(durability: Durability) -> LogConfig {
 }
 
 fn append(log: &Log, n: u64) {
-    let payload = [b'x'; 1000];
     for _ in 0..n {
-        let seq = log.next_seq();
-        log.append(&RecordRef {
-            seq,
-            topic_id: 1,
-            topic_seq: seq,
-            timestamp_ns: seq,
-            origin: 0,
-            event_type: b"e",
-            payload: &payload,
-            key: b"",
-        })
-        .expect("append");
+        append_next(log, &[b'x'; 1000]);
     }
 }
 
