@@ -121,6 +121,30 @@ pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
+/// Runs `op` over `from..to` a piece at a time, pieces ending on multiples
+/// of `piece`, and yields the core between pieces; stops at the first
+/// error. For the log's background work whose kernel side runs for
+/// milliseconds (populating pages, starting write-back): the scheduler let
+/// such a call run to its end while a worker that woke on the same core
+/// waited for it.
+pub(crate) fn in_pieces<E>(
+    from: u64,
+    to: u64,
+    piece: u64,
+    mut op: impl FnMut(u64, u64) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut at = from;
+    while at < to {
+        let end = ((at / piece + 1) * piece).min(to);
+        op(at, end - at)?;
+        at = end;
+        if at < to {
+            std::thread::yield_now();
+        }
+    }
+    Ok(())
+}
+
 /// Wall-clock time for retention by age.
 pub trait Clock: Send + Sync + fmt::Debug {
     /// Nanoseconds since the Unix epoch.

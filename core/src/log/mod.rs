@@ -309,31 +309,16 @@ impl Shared {
     }
 
     /// The flusher's write-back of `from..to` of `seg`, started a
-    /// [`WRITEBACK_PIECE`] at a time, yielding the core between pieces;
-    /// the `msync` that follows then waits for it (asleep, not on a core)
-    /// and flushes the device once. Why: the write-back's own work (finding
-    /// the dirty pages, allocating their blocks, building the requests) is
-    /// a millisecond or more of a core per round at 132 000 events/s, which
-    /// the scheduler let run to its end while a worker that woke on that
-    /// core waited. A failure here is left to that `msync` to report.
+    /// [`WRITEBACK_PIECE`] at a time, yielding the core between pieces
+    /// ([`io::in_pieces`]); the `msync` that follows then waits for it
+    /// (asleep, not on a core) and flushes the device once. The write-back's
+    /// own work (finding the dirty pages, allocating their blocks, building
+    /// the requests) was a millisecond or more of a core per round at
+    /// 132 000 events/s. A failure here is left to that `msync` to report.
     fn start_writeback_in_pieces(&self, seg: &Segment, from: u64, to: u64) {
-        let mut at = from;
-        while at < to {
-            // Pieces end on multiples of the piece size, so on page bounds.
-            let end = ((at / WRITEBACK_PIECE + 1) * WRITEBACK_PIECE).min(to);
-            if self
-                .config
-                .io
-                .start_writeback(&seg.file, at, end - at)
-                .is_err()
-            {
-                return;
-            }
-            at = end;
-            if at < to {
-                std::thread::yield_now();
-            }
-        }
+        let _ = io::in_pieces(from, to, WRITEBACK_PIECE, |at, len| {
+            self.config.io.start_writeback(&seg.file, at, len)
+        });
     }
 }
 

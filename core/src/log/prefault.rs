@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use memmap2::{Advice, MmapRaw};
 
+use super::io;
 use super::segment::Segment;
 
 /// Bytes populated per step (the thread re-checks the segment between steps).
@@ -112,21 +113,14 @@ pub(crate) fn without_readahead(map: &MmapRaw, from: usize) {
 }
 
 /// Populates `len` bytes of `map` from `from` (`MADV_POPULATE_WRITE`), a
-/// [`PIECE`] at a time, yielding the core between pieces: a megabyte of
-/// faults takes one to four milliseconds here, which the scheduler let run
-/// to the end while a worker that woke on the same core waited.
+/// [`PIECE`] at a time, yielding the core between pieces
+/// ([`io::in_pieces`]): a megabyte of faults takes one to four milliseconds
+/// here.
 pub(crate) fn populate(map: &MmapRaw, from: usize, len: usize) -> std::io::Result<()> {
-    let end = from + len;
-    let mut at = from;
-    while at < end {
-        let piece = PIECE.min(end - at);
-        map.advise_range(Advice::PopulateWrite, at, piece)?;
-        at += piece;
-        if at < end {
-            thread::yield_now();
-        }
-    }
-    Ok(())
+    let (from, to) = (from as u64, (from + len) as u64);
+    io::in_pieces(from, to, PIECE as u64, |at, len| {
+        map.advise_range(Advice::PopulateWrite, at as usize, len as usize)
+    })
 }
 
 #[cfg(test)]
