@@ -3,6 +3,7 @@
 //! of the sealed segment still reads every record, and drops the pages it
 //! faulted in once it has read past the segment. The part of the tail
 //! still to be written is read ahead of by no fault; a sealed segment is.
+//! What the interval flusher wrote back of the tail leaves the process too.
 
 use std::time::{Duration, Instant};
 
@@ -224,4 +225,50 @@ fn only_the_unwritten_part_of_the_tail_is_advised_against_readahead() {
     let normal = |a: &[bool]| !a.is_empty() && a.iter().all(|&random| !random);
     let sealed = wait_for(&first, &normal);
     assert!(normal(&sealed), "{sealed:?}");
+}
+
+/// The interval flusher drops the pages it writes back of the tail from the
+/// process (the page cache keeps them): the tail's resident part stays
+/// within the last MiB the flusher holds back, not all that was written of
+/// it, and every record still reads back.
+#[test]
+fn what_the_flusher_wrote_back_of_the_tail_leaves_resident_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_size: 64 << 20,
+        durability: Durability::Interval(Duration::from_millis(10)),
+        // No window populated ahead: what is resident is what was written.
+        prefault: false,
+        ..LogConfig::default()
+    };
+    let (log, _) = Log::open(dir.path(), config).unwrap();
+    let payload = vec![7u8; 1000];
+    let records = 16_000; // 16.6 MiB of the tail
+    while log.next_seq() <= records {
+        append_next(&log, &payload);
+    }
+    assert!(!rolled(dir.path()));
+    let tail = dir.path().join("00000000000000000001.seg");
+    let bound_kib = 1024 + 64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let resident = loop {
+        let kib = resident_kib(&tail).expect("the tail is mapped");
+        if kib <= bound_kib || Instant::now() > deadline {
+            break kib;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        resident <= bound_kib,
+        "the tail keeps {resident} KiB resident after the flusher's rounds"
+    );
+    let mut reader = log.reader_from_seq(1).unwrap();
+    for want in 1..=records {
+        match reader.next_item().unwrap().unwrap().to_owned_item() {
+            herald_core::log::LogItem::Record(r) => {
+                assert_eq!((r.seq, r.payload.as_slice()), (want, payload.as_slice()));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }

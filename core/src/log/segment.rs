@@ -189,6 +189,28 @@ impl Segment {
         }
     }
 
+    /// Drops the pages of bytes `from..to` from the process, as
+    /// [`Self::release_pages`] does for the whole segment: the page holding
+    /// `from` up to the page holding `to`, exclusive. For the flusher, ahead
+    /// of its write-back of a range behind the appender (see
+    /// `Shared::start_writeback_in_pieces`).
+    pub(crate) fn release_range(&self, from: u64, to: u64) {
+        let page = super::PAGE;
+        let (from, to) = (from / page * page, (to / page * page).min(self.size as u64));
+        if from < to {
+            // SAFETY: as in `release_pages`: a shared file mapping, whose
+            // pages stay in the page cache (dirty ones still to be written
+            // back); any later access faults in the same file contents.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    from as usize,
+                    (to - from) as usize,
+                )
+            };
+        }
+    }
+
     /// Whether the segment's header and name are durable: not so for a spare
     /// named at a roll until the first sync that reaches it (`spare::name`). Meaningless
     /// under `Durability::Never`, where nothing is.
