@@ -9,11 +9,12 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream as StdTcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use memchr::memmem::{Finder, FinderRev};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
@@ -163,7 +164,7 @@ pub fn push_payload_sized(out: &mut Vec<u8>, ts: u64, size: usize) {
 /// payload itself; Herald: an event whose last field is `data`).
 pub fn stamp(msg: &[u8]) -> Option<u64> {
     let tail = &msg[msg.len().saturating_sub(40)..];
-    let at = tail.windows(4).rposition(|w| w == br#""t":"#)? + 4;
+    let at = STAMP.rfind(tail)? + STAMP.needle().len();
     let digits = tail[at..].iter().take_while(|c| c.is_ascii_digit());
     let (mut v, mut n) = (0u64, 0);
     for &c in digits {
@@ -173,13 +174,26 @@ pub fn stamp(msg: &[u8]) -> Option<u64> {
     (n == 19).then(|| v.wrapping_sub(TS_OFFSET))
 }
 
+/// The keys looked for in every delivery, each searcher built once
+/// (building one per delivery cost more than the search).
+static TOPIC_SEQ: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""topic_seq":"#));
+static TIMESTAMP_NS: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(br#""timestamp_ns":"#));
+static STAMP: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(br#""t":"#));
+/// In the publisher's acknowledgements, once per event.
+static SEQ: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""seq":"#));
+
 /// The unsigned integer after `key` in `msg` (a JSON field such as
 /// `"topic_seq":`).
-fn field_u64(msg: &[u8], key: &[u8]) -> Option<u64> {
-    let at = find(msg, key)? + key.len();
-    let digits = &msg[at..];
-    let n = digits.iter().take_while(|c| c.is_ascii_digit()).count();
-    std::str::from_utf8(&digits[..n]).ok()?.parse().ok()
+fn field_u64(msg: &[u8], key: &Finder) -> Option<u64> {
+    let at = key.find(msg)? + key.needle().len();
+    let digits = msg[at..].iter().take_while(|c| c.is_ascii_digit());
+    let mut value = None::<u64>;
+    for &c in digits {
+        let v = value.unwrap_or(0).checked_mul(10)?;
+        value = Some(v.checked_add(u64::from(c - b'0'))?);
+    }
+    value
 }
 
 const NATS_CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n";
@@ -348,7 +362,7 @@ impl Sink {
         if let Some(ts) = stamp(msg) {
             if ts >= self.record_from {
                 self.hist.saturating_record(now.saturating_sub(ts).max(1));
-                if let Some(at) = field_u64(msg, br#""timestamp_ns":"#).map(server_time) {
+                if let Some(at) = field_u64(msg, &TIMESTAMP_NS).map(server_time) {
                     self.ingress.saturating_record(at.saturating_sub(ts).max(1));
                     self.egress.saturating_record(now.saturating_sub(at).max(1));
                 }
@@ -446,12 +460,12 @@ fn parse(peer: Peer, opts: &Options, st: &mut St, data: &[u8], sink: &mut Sink, 
                 let msg = &rest[start..end];
                 match opcode {
                     1 if msg.starts_with(br#"{"type":"event""#) => {
-                        let seq = field_u64(msg, br#""topic_seq":"#);
+                        let seq = field_u64(msg, &TOPIC_SEQ);
                         sink.event(st, msg, seq, now)
                     }
                     1 if msg.starts_with(br#"{"type":"events""#) => {
                         for e in batch_events(msg) {
-                            let seq = field_u64(e, br#""topic_seq":"#);
+                            let seq = field_u64(e, &TOPIC_SEQ);
                             sink.event(st, e, seq, now)
                         }
                     }
@@ -1444,7 +1458,7 @@ fn publisher_reader(
                     };
                     if status == 200 {
                         // A batch's answer lists each event's sequences.
-                        let events = body.windows(6).filter(|w| w == br#""seq":"#).count();
+                        let events = SEQ.find_iter(body).count();
                         shared.acks.fetch_add(events as u64, Ordering::Relaxed);
                     } else {
                         shared.error(format!("{status} {}", String::from_utf8_lossy(body)));
@@ -1458,7 +1472,7 @@ fn publisher_reader(
                     let msg = &rest[start..end];
                     if opcode == 1 && contains(msg, br#""type":"published""#) {
                         // A batch's acknowledgement lists each event's sequences.
-                        let events = msg.windows(6).filter(|w| w == br#""seq":"#).count();
+                        let events = SEQ.find_iter(msg).count();
                         shared.acks.fetch_add(events as u64, Ordering::Relaxed);
                     } else if opcode == 1 || opcode == 8 {
                         shared.error(String::from_utf8_lossy(msg).into_owned());
@@ -1526,7 +1540,7 @@ mod tests {
         let events: Vec<&[u8]> = batch_events(&msg).collect();
         assert_eq!(events.len(), 3);
         for (k, e) in (1..=3u64).zip(&events) {
-            assert_eq!(field_u64(e, br#""topic_seq":"#), Some(k));
+            assert_eq!(field_u64(e, &TOPIC_SEQ), Some(k));
             assert_eq!(stamp(e), Some(40 + k));
             let _: serde_json::Value = serde_json::from_slice(e).unwrap();
         }
