@@ -75,6 +75,11 @@ pub struct Options {
     /// WebSocket subscribers ask for batched delivery: (max_events,
     /// max_delay_ms).
     pub ws_batch: Option<(u32, u32)>,
+    /// Latencies are also split at the server's timestamp of each event
+    /// (the snapshot's `ingress` and `egress`): a search and two records
+    /// more per delivery, which a side-by-side run does not make for its
+    /// other peer.
+    pub split_latency: bool,
 }
 
 /// Parses a `--ws-batch` value, `MAX_EVENTS,MAX_DELAY_MS` (`MAX_EVENTS` at
@@ -94,6 +99,7 @@ impl Default for Options {
             sse: false,
             http: false,
             ws_batch: None,
+            split_latency: false,
         }
     }
 }
@@ -329,6 +335,8 @@ struct Sink {
     /// publisher to server, server to receiver.
     ingress: Histogram<u64>,
     egress: Histogram<u64>,
+    /// Whether to fill `ingress` and `egress` ([`Options::split_latency`]).
+    split: bool,
     record_from: u64,
     delivered: u64,
     ready: usize,
@@ -362,7 +370,8 @@ impl Sink {
         if let Some(ts) = stamp(msg) {
             if ts >= self.record_from {
                 self.hist.saturating_record(now.saturating_sub(ts).max(1));
-                if let Some(at) = field_u64(msg, &TIMESTAMP_NS).map(server_time) {
+                let split = self.split.then(|| field_u64(msg, &TIMESTAMP_NS)).flatten();
+                if let Some(at) = split.map(server_time) {
                     self.ingress.saturating_record(at.saturating_sub(ts).max(1));
                     self.egress.saturating_record(now.saturating_sub(at).max(1));
                 }
@@ -1007,6 +1016,7 @@ impl Clients {
                         hist: new_hist(),
                         ingress: new_hist(),
                         egress: new_hist(),
+                        split: opts.split_latency,
                         record_from: NOT_RECORDING,
                         delivered: 0,
                         ready: 0,

@@ -182,6 +182,7 @@ fn run(a: &Args) -> Result<Value, String> {
         sse: a.sse,
         http: a.http,
         ws_batch: a.ws_batch,
+        split_latency: true,
     };
     let threads = a.subs.clamp(1, 2);
     let mut clients = Clients::with_options(Peer::Herald, addr, threads, opts.clone());
