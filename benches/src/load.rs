@@ -582,7 +582,8 @@ pub struct Ready {
 pub struct Snapshot {
     /// Latencies recorded since the last snapshot (ns).
     pub hist: Histogram<u64>,
-    /// Of them, events that carried the server's timestamp (WebSocket):
+    /// Of them, events that carried the server's timestamp (WebSocket),
+    /// with [`Options::split_latency`] only:
     /// from the publisher's stamp to the server's timestamp (the server's
     /// wall clock mapped onto this process's clock, so only meaningful with
     /// the server on this machine).

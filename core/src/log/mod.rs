@@ -321,7 +321,7 @@ impl Shared {
     /// never writes there again). Write-back write-protects every page it
     /// finds mapped, and each such page cost a TLB flush, an interrupt to
     /// every other core running the process (`folio_mkclean`: more than
-    /// half of the write-back's time at 400 000 events/s); released, a
+    /// half of the write-back's time at 412 000 events/s); released, a
     /// piece costs one. It also keeps the tail's resident part to the
     /// window around the appender, not all that was written of it.
     fn start_writeback_in_pieces(&self, seg: &Segment, from: u64, to: u64) {

@@ -198,9 +198,11 @@ impl Segment {
         let page = super::PAGE;
         let (from, to) = (from / page * page, (to / page * page).min(self.size as u64));
         if from < to {
-            // SAFETY: as in `release_pages`: a shared file mapping, whose
-            // pages stay in the page cache (dirty ones still to be written
-            // back); any later access faults in the same file contents.
+            // SAFETY: `from..to` lies within the mapping (`to` is clamped
+            // to its size above). As in `release_pages`: a shared file
+            // mapping, whose pages stay in the page cache (dirty ones still
+            // to be written back); any later access faults in the same file
+            // contents.
             let _ = unsafe {
                 self.map.unchecked_advise_range(
                     memmap2::UncheckedAdvice::DontNeed,
