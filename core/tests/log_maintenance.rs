@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 use herald_core::log::{Durability, Log, LogConfig, LogError, LogIo, RecordRef, Retention, StdIo};
 use memmap2::MmapRaw;
 
+#[path = "shared/records.rs"]
+mod records;
+use records::record;
+
 /// Records every call, and holds the kinds in `held` until released.
 #[derive(Debug, Default)]
 struct GatedIo {
@@ -77,15 +81,10 @@ impl LogIo for GatedIo {
 
 fn append(log: &Log, payload: &[u8]) -> u64 {
     let seq = log.next_seq();
+    // Over three topics.
     log.append(&RecordRef {
-        seq,
         topic_id: seq % 3,
-        topic_seq: seq,
-        timestamp_ns: seq,
-        origin: 0,
-        event_type: b"e",
-        payload,
-        key: b"",
+        ..record(seq, payload)
     })
     .unwrap();
     seq

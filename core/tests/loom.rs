@@ -17,13 +17,16 @@
 
 use std::sync::Arc;
 
-use herald_core::log::{Durability, Log, LogConfig, ReadItem, RecordRef};
+use herald_core::log::{Durability, Log, LogConfig, ReadItem};
 use herald_core::ring::{Claim, RecvError, Ring, RingConfig, WaitStrategy};
 use loom::thread;
 
 #[path = "shared/any_publisher.rs"]
 mod any_publisher;
 use any_publisher::{ring_with_publisher, AnyPublisher};
+#[path = "shared/records.rs"]
+mod records;
+use records::record;
 
 /// The payload a record with sequence `seq` must carry: any torn or mixed
 /// read shows up as a mismatch.
@@ -324,21 +327,8 @@ fn armed_doorbell_is_rung(single: bool) {
     assert_eq!(reader.join().unwrap(), 0);
 }
 
-/// A record of the log model: big enough that two do not share a 4 KiB
-/// segment, so the second append rolls to a new one.
-fn log_record(seq: u64, payload: &[u8]) -> RecordRef<'_> {
-    RecordRef {
-        seq,
-        topic_id: 1,
-        topic_seq: seq,
-        timestamp_ns: seq,
-        origin: 0,
-        event_type: b"t",
-        payload,
-        key: b"",
-    }
-}
-
+/// The payload of the log model's records: big enough that two do not
+/// share a 4 KiB segment, so the second append rolls to a new one.
 fn log_payload(seq: u64) -> Vec<u8> {
     vec![seq as u8; 2048]
 }
@@ -373,7 +363,7 @@ fn a_log_reader_racing_appends_and_a_segment_roll_reads_each_record_once() {
             let log = Arc::clone(&log);
             thread::spawn(move || {
                 for seq in 1..=2 {
-                    log.append(&log_record(seq, &log_payload(seq))).unwrap();
+                    log.append(&record(seq, &log_payload(seq))).unwrap();
                 }
             })
         };
