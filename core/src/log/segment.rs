@@ -167,15 +167,7 @@ impl Segment {
     /// The offset table goes too, once the sparse table that replaces it
     /// is built (an offset every [`SPARSE_EVERY`] records).
     pub(crate) fn release_pages(&self) {
-        // SAFETY: a shared file mapping: MADV_DONTNEED only unmaps its
-        // pages from this process (dirty ones stay in the page cache, to be
-        // written back). Any later access, by a reader holding a slice of
-        // the mapping, faults in the same file contents, so no reference
-        // ever sees different bytes.
-        let _ = unsafe {
-            self.map
-                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
-        };
+        self.release_range(0, self.size as u64);
         if self.is_sealed() {
             // Built once, from the whole table, before any release of it.
             self.sparse.get_or_init(|| {
@@ -189,20 +181,23 @@ impl Segment {
         }
     }
 
-    /// Drops the pages of bytes `from..to` from the process, as
-    /// [`Self::release_pages`] does for the whole segment: the page holding
-    /// `from` up to the page holding `to`, exclusive. For the flusher, ahead
-    /// of its write-back of a range behind the appender (see
+    /// Drops the pages of bytes `from..to` from the process
+    /// (`MADV_DONTNEED`); they stay in the page cache. From the page holding
+    /// `from` up to the page holding `to`, exclusive, or to the end of the
+    /// mapping. For [`Self::release_pages`] (the whole segment), and for the
+    /// flusher, ahead of its write-back of a range behind the appender (see
     /// `Shared::start_writeback_in_pieces`).
     pub(crate) fn release_range(&self, from: u64, to: u64) {
-        let page = super::PAGE;
-        let (from, to) = (from / page * page, (to / page * page).min(self.size as u64));
+        let (page, size) = (super::PAGE, self.size as u64);
+        let from = from / page * page;
+        let to = if to >= size { size } else { to / page * page };
         if from < to {
-            // SAFETY: `from..to` lies within the mapping (`to` is clamped
-            // to its size above). As in `release_pages`: a shared file
-            // mapping, whose pages stay in the page cache (dirty ones still
-            // to be written back); any later access faults in the same file
-            // contents.
+            // SAFETY: `from..to` lies within the mapping (`to` is at most
+            // its size). A shared file mapping: MADV_DONTNEED only unmaps
+            // its pages from this process (dirty ones stay in the page
+            // cache, to be written back). Any later access, by a reader
+            // holding a slice of the mapping, faults in the same file
+            // contents, so no reference ever sees different bytes.
             let _ = unsafe {
                 self.map.unchecked_advise_range(
                     memmap2::UncheckedAdvice::DontNeed,
