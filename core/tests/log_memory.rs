@@ -272,3 +272,51 @@ fn what_the_flusher_wrote_back_of_the_tail_leaves_resident_memory() {
         }
     }
 }
+
+/// A reader behind the appender reads every record intact, in order, while
+/// the flusher drops the pages behind the appender from the process, pages
+/// the reader is reading among them (it lags in bursts).
+#[test]
+fn a_reader_behind_the_appender_reads_every_record_while_the_flusher_releases_its_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_size: 64 << 20,
+        durability: Durability::Interval(Duration::from_millis(1)),
+        prefault: false,
+        ..LogConfig::default()
+    };
+    let log = std::sync::Arc::new(Log::open(dir.path(), config).unwrap().0);
+    let records = 30_000u64; // 30 MiB, in one segment
+    let payload = |seq: u64| vec![seq as u8; 1000];
+    let appender = {
+        let log = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for seq in 1..=records {
+                append_next(&log, &payload(seq));
+            }
+        })
+    };
+    let mut reader = log.reader_from_seq(1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut want = 1;
+    while want <= records {
+        match reader.next_item() {
+            Some(item) => match item.expect("a record reads back intact") {
+                herald_core::log::ReadItem::Record(r) => {
+                    assert_eq!((r.seq, r.payload), (want, &payload(want)[..]));
+                    want += 1;
+                    if want % 2_000 == 0 {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            },
+            None => {
+                assert!(Instant::now() < deadline, "stuck at {want}");
+                std::thread::yield_now();
+            }
+        }
+    }
+    appender.join().unwrap();
+    assert!(!rolled(dir.path()));
+}
