@@ -1,7 +1,16 @@
 //! A connection's unsent bytes: frames shared with other connections
 //! (`Bytes`, encoded once per worker) and bytes of its own, written out with
 //! vectored writes so shared frames are never copied per connection.
+//!
+//! A connection's own bytes go into fixed-size blocks: a full block is
+//! sealed into the chunk queue and the next one started, so a byte is never
+//! copied again once appended (a buffer grown in place is copied whole, its
+//! written front too, at every doubling, and each doubling faults fresh
+//! pages in). Written-out blocks return to their worker's pool (one per
+//! thread) rather than to the allocator, which would hand the memory of a
+//! drained burst back to the kernel and fault it in again at the next one.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 
@@ -9,9 +18,51 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// Most buffers handed to one `writev`.
 const MAX_IOVECS: usize = 64;
-/// The own-bytes buffer grows by at least this much: per-delivery headers
-/// (a few dozen bytes each) then share one allocation.
-const TAIL_BLOCK: usize = 4096;
+/// A block of a connection's own bytes.
+const BLOCK: usize = 16 * 1024;
+/// A connection's first block when the pool has none: enough for a few
+/// deliveries, so that many connections sent an event now and then (or
+/// just subscribed) hold no more until their blocks are released.
+const FIRST_BLOCK: usize = 4096;
+
+thread_local! {
+    /// This worker's written-out blocks.
+    static POOL: RefCell<Pool> = const { RefCell::new(Pool { free: Vec::new(), low: 0 }) };
+}
+
+/// Free blocks, and the fewest there were since the last [`trim_pool`].
+struct Pool {
+    free: Vec<BytesMut>,
+    low: usize,
+}
+
+fn take_block() -> Option<BytesMut> {
+    POOL.with_borrow_mut(|pool| {
+        let block = pool.free.pop();
+        pool.low = pool.low.min(pool.free.len());
+        block
+    })
+}
+
+/// Returns `block` to the pool if it is a block, whole again (no other
+/// handle on its allocation); a larger one (a long response) is freed.
+fn give_block(mut block: BytesMut) {
+    block.clear();
+    if block.try_reclaim(BLOCK) && block.capacity() < 2 * BLOCK {
+        POOL.with_borrow_mut(|pool| pool.free.push(block));
+    }
+}
+
+/// Frees the blocks the pool kept unused since the last call: called on
+/// the worker's timer tick, it keeps what a tick's bursts take, and an idle
+/// worker keeps nothing.
+pub(crate) fn trim_pool() {
+    POOL.with_borrow_mut(|pool| {
+        let unused = pool.low;
+        pool.free.drain(..unused);
+        pool.low = pool.free.len();
+    });
+}
 
 /// Unsent output, in order: `chunks`, then `tail`.
 #[derive(Default)]
@@ -21,8 +72,11 @@ pub(crate) struct Output {
     front_sent: usize,
     /// Bytes of the chunks, `front_sent` included.
     chunk_bytes: usize,
-    /// This connection's own bytes, appended after every chunk.
+    /// This connection's own bytes, appended after every chunk: the block
+    /// being filled.
     tail: BytesMut,
+    /// Bytes were appended since [`Output::release_if_idle`] last looked.
+    used: bool,
 }
 
 impl Output {
@@ -43,18 +97,34 @@ impl Output {
         &mut self.tail
     }
 
-    /// Frees the own-bytes buffer if nothing is pending (an idle
-    /// connection keeps no block).
+    /// Returns the own-bytes block to the pool if nothing is pending and
+    /// nothing was appended since the last call: an idle connection holds
+    /// no block, and a busy one that happens to have drained keeps its own.
     pub(crate) fn release_if_idle(&mut self) {
-        if self.pending() == 0 && self.tail.capacity() > 0 {
-            self.tail = BytesMut::new();
+        let used = std::mem::take(&mut self.used);
+        if !used && self.pending() == 0 && self.tail.capacity() > 0 {
+            give_block(std::mem::take(&mut self.tail));
         }
     }
 
     fn room(&mut self, n: usize) {
-        if self.tail.capacity() - self.tail.len() < n {
-            self.tail.reserve(n.max(TAIL_BLOCK));
+        self.used = true;
+        if self.tail.capacity() - self.tail.len() >= n {
+            return;
         }
+        if !self.tail.is_empty() {
+            let full = self.tail.split().freeze();
+            self.push_chunk(full);
+        } else if self.tail.try_reclaim(n) {
+            return; // written out: reused from its start
+        }
+        self.tail = take_block().unwrap_or_default();
+        let block = if self.pending() == 0 {
+            FIRST_BLOCK
+        } else {
+            BLOCK
+        };
+        self.tail.reserve(n.max(block));
     }
 
     /// Appends a frame shared with other connections (no copy).
@@ -118,7 +188,9 @@ impl Output {
             n -= left;
             self.chunk_bytes -= front.len();
             self.front_sent = 0;
-            self.chunks.pop_front();
+            if let Some(Ok(block)) = self.chunks.pop_front().map(Bytes::try_into_mut) {
+                give_block(block);
+            }
         }
     }
 }
@@ -167,8 +239,9 @@ mod tests {
             step: 7,
             calls: 0,
         };
+        // Own bytes of about 100 each, so they span several blocks.
         for i in 0..500u32 {
-            let own = format!("<{i}>");
+            let own = format!("<{i}>").repeat(20);
             out.extend(own.as_bytes());
             expected.extend_from_slice(own.as_bytes());
             if i % 3 != 0 {
@@ -185,5 +258,64 @@ mod tests {
             out.write_to(&mut sink).unwrap();
         }
         assert_eq!(sink.got, expected);
+    }
+
+    fn pooled() -> usize {
+        POOL.with_borrow(|pool| pool.free.len())
+    }
+
+    fn pooled_blocks() -> Vec<*const u8> {
+        POOL.with_borrow(|pool| pool.free.iter().map(|b| b.as_ptr()).collect())
+    }
+
+    /// Appends `n` deliveries of 300 bytes and writes them all out.
+    fn burst(out: &mut Output, n: usize) {
+        for i in 0..n {
+            out.extend(&[i as u8; 300]);
+        }
+        let mut sink = Vec::new();
+        out.write_to(&mut sink).unwrap();
+        assert_eq!(sink.len(), 300 * n);
+        assert!(sink
+            .chunks(300)
+            .enumerate()
+            .all(|(i, d)| d == [i as u8; 300]));
+    }
+
+    #[test]
+    fn written_out_blocks_serve_the_next_burst_and_an_unused_pool_is_freed() {
+        // The pool is this thread's: the test's own.
+        let mut out = Output::default();
+        burst(&mut out, 200); // 60 000 bytes: three blocks sealed
+        let first = pooled_blocks();
+        assert!(first.len() >= 3, "{} blocks pooled", first.len());
+        trim_pool();
+        // The next burst takes every one of them back (the pool ran dry)
+        // and they return once written.
+        burst(&mut out, 200);
+        assert_eq!(POOL.with_borrow(|pool| pool.low), 0);
+        let second = pooled_blocks();
+        assert!(first.iter().all(|b| second.contains(b)));
+        // Taken in the last tick: none is freed at this one ...
+        trim_pool();
+        assert_eq!(pooled(), second.len());
+        // ... but a tick later, unused since, all are.
+        trim_pool();
+        assert_eq!(pooled(), 0);
+    }
+
+    #[test]
+    fn an_idle_connection_returns_its_block_a_drained_busy_one_keeps_it() {
+        let mut out = Output::default();
+        // Its block is now a whole one, written out.
+        burst(&mut out, 100);
+        // Drained, but bytes were appended since the last look: kept.
+        out.release_if_idle();
+        assert!(out.tail.capacity() > 0);
+        // Nothing appended since: the block goes back to the pool.
+        let before = pooled();
+        out.release_if_idle();
+        assert_eq!(out.tail.capacity(), 0);
+        assert_eq!(pooled(), before + 1);
     }
 }

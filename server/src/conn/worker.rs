@@ -34,7 +34,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::connection::{Conn, Lifecycle, Mode};
 use super::limits::{ConnLimits, Refusal};
-use super::output::Output;
+use super::output::{self, Output};
 use super::tls::TlsConn;
 use super::websocket::WsStatus;
 use crate::api::auth::Authenticator;
@@ -750,6 +750,7 @@ impl Worker {
             return;
         }
         self.clock.next_tick = now + TIMER_TICK;
+        output::trim_pool();
         if self.clock.expires_presence && now >= self.clock.next_presence_expiry {
             self.clock.next_presence_expiry = now + Duration::from_secs(1);
             if let Err(e) = self.shared.broker.presence_expire() {
