@@ -75,8 +75,6 @@ pub(crate) struct Output {
     /// This connection's own bytes, appended after every chunk: the block
     /// being filled.
     tail: BytesMut,
-    /// Bytes were appended since [`Output::release_if_idle`] last looked.
-    used: bool,
 }
 
 impl Output {
@@ -97,18 +95,16 @@ impl Output {
         &mut self.tail
     }
 
-    /// Returns the own-bytes block to the pool if nothing is pending and
-    /// nothing was appended since the last call: an idle connection holds
-    /// no block, and a busy one that happens to have drained keeps its own.
+    /// Returns the own-bytes block to the pool if nothing is pending: an
+    /// idle connection holds no block (a busy one that happens to have
+    /// drained takes one from the pool again).
     pub(crate) fn release_if_idle(&mut self) {
-        let used = std::mem::take(&mut self.used);
-        if !used && self.pending() == 0 && self.tail.capacity() > 0 {
+        if self.pending() == 0 && self.tail.capacity() > 0 {
             give_block(std::mem::take(&mut self.tail));
         }
     }
 
     fn room(&mut self, n: usize) {
-        self.used = true;
         if self.tail.capacity() - self.tail.len() >= n {
             return;
         }
@@ -305,17 +301,16 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_connection_returns_its_block_a_drained_busy_one_keeps_it() {
+    fn an_idle_connection_returns_its_block_to_the_pool() {
         let mut out = Output::default();
         // Its block is now a whole one, written out.
         burst(&mut out, 100);
-        // Drained, but bytes were appended since the last look: kept.
-        out.release_if_idle();
-        assert!(out.tail.capacity() > 0);
-        // Nothing appended since: the block goes back to the pool.
         let before = pooled();
         out.release_if_idle();
         assert_eq!(out.tail.capacity(), 0);
         assert_eq!(pooled(), before + 1);
+        // The next delivery takes it back.
+        out.extend(b"hello");
+        assert_eq!(pooled(), before);
     }
 }
