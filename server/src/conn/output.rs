@@ -2,13 +2,16 @@
 //! (`Bytes`, encoded once per worker) and bytes of its own, written out with
 //! vectored writes so shared frames are never copied per connection.
 //!
-//! A connection's own bytes go into fixed-size blocks: a full block is
-//! sealed into the chunk queue and the next one started, so a byte is never
-//! copied again once appended (a buffer grown in place is copied whole, its
-//! written front too, at every doubling, and each doubling faults fresh
-//! pages in). Written-out blocks return to their worker's pool (one per
-//! thread) rather than to the allocator, which would hand the memory of a
-//! drained burst back to the kernel and fault it in again at the next one.
+//! A connection's own bytes go into blocks of 16 KiB (4 KiB when it has
+//! nothing pending and the pool is empty): when a delivery does not fit,
+//! the block is sealed into the chunk queue and the next one started, so a
+//! delivery is not copied again once appended (a buffer grown in place is
+//! copied whole, its written front too, at every doubling, and each
+//! doubling faults fresh pages in; what is written straight into
+//! [`Output::tail`], such as a response, may still grow it). Written-out
+//! 16 KiB blocks return to their worker's pool (one per thread) rather
+//! than to the allocator, which would hand the memory of a drained burst
+//! back to the kernel and fault it in again at the next one.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -44,18 +47,25 @@ fn take_block() -> Option<BytesMut> {
     })
 }
 
-/// Returns `block` to the pool if it is a block, whole again (no other
-/// handle on its allocation); a larger one (a long response) is freed.
+/// Returns `block`'s allocation to the pool, from its start, if it is no
+/// other handle's and exactly a block; any other (a first block, a long
+/// response, another connection's frame) is freed.
 fn give_block(mut block: BytesMut) {
     block.clear();
-    if block.try_reclaim(BLOCK) && block.capacity() < 2 * BLOCK {
+    // The whole allocation (a copy, of nothing, if it is shared).
+    let whole = Vec::from(block);
+    if whole.capacity() == BLOCK {
+        // Back to a `BytesMut` without a copy (it is the only handle).
+        let block = BytesMut::from(Bytes::from(whole));
         POOL.with_borrow_mut(|pool| pool.free.push(block));
     }
 }
 
-/// Frees the blocks the pool kept unused since the last call: called on
-/// the worker's timer tick, it keeps what a tick's bursts take, and an idle
-/// worker keeps nothing.
+/// Frees the blocks the pool kept that were not taken since the last call
+/// (blocks given back since then are counted from this call on): called
+/// on the worker's timer tick, after its connections gave back their idle
+/// blocks, it keeps what a tick's bursts take, and frees an idle worker's
+/// blocks at the next tick.
 pub(crate) fn trim_pool() {
     POOL.with_borrow_mut(|pool| {
         let unused = pool.low;
@@ -282,7 +292,7 @@ mod tests {
     fn written_out_blocks_serve_the_next_burst_and_an_unused_pool_is_freed() {
         // The pool is this thread's: the test's own.
         let mut out = Output::default();
-        burst(&mut out, 200); // 60 000 bytes: three blocks sealed
+        burst(&mut out, 200); // 60 000 bytes: 4 KiB, then 16 KiB blocks
         let first = pooled_blocks();
         assert!(first.len() >= 3, "{} blocks pooled", first.len());
         trim_pool();
@@ -312,5 +322,33 @@ mod tests {
         // The next delivery takes it back.
         out.extend(b"hello");
         assert_eq!(pooled(), before);
+    }
+
+    #[test]
+    fn only_whole_blocks_of_no_other_handle_are_pooled() {
+        let before = pooled();
+        give_block(BytesMut::with_capacity(FIRST_BLOCK));
+        give_block(BytesMut::with_capacity(4 * BLOCK));
+        // A block's second half, split off: its allocation is a block, but
+        // the front half still holds it.
+        let mut block = BytesMut::with_capacity(BLOCK);
+        block.extend_from_slice(&[1; BLOCK / 2]);
+        let front = block.split().freeze();
+        give_block(block);
+        // The rest of a larger allocation, a block's room left after a split.
+        let mut large = BytesMut::with_capacity(4 * BLOCK);
+        large.extend_from_slice(&[2; 3 * BLOCK - 1000]);
+        let _large_front = large.split().freeze();
+        give_block(large);
+        assert_eq!(pooled(), before);
+        // Once the front half is gone, the whole block comes back.
+        let Ok(front) = front.try_into_mut() else {
+            panic!("the front half is the last handle");
+        };
+        give_block(front);
+        assert_eq!(pooled(), before + 1);
+        let block = take_block().unwrap();
+        assert_eq!(block.capacity(), BLOCK);
+        assert!(block.is_empty());
     }
 }

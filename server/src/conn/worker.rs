@@ -750,7 +750,6 @@ impl Worker {
             return;
         }
         self.clock.next_tick = now + TIMER_TICK;
-        output::trim_pool();
         if self.clock.expires_presence && now >= self.clock.next_presence_expiry {
             self.clock.next_presence_expiry = now + Duration::from_secs(1);
             if let Err(e) = self.shared.broker.presence_expire() {
@@ -771,6 +770,8 @@ impl Worker {
             }
             self.note_token_deadline(index);
         }
+        // After the idle connections gave their blocks back.
+        output::trim_pool();
     }
 
     /// One connection's timers. Returns true to close it now.
