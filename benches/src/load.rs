@@ -171,13 +171,20 @@ pub fn push_payload_sized(out: &mut Vec<u8>, ts: u64, size: usize) {
 pub fn stamp(msg: &[u8]) -> Option<u64> {
     let tail = &msg[msg.len().saturating_sub(40)..];
     let at = STAMP.rfind(tail)? + STAMP.needle().len();
-    let digits = tail[at..].iter().take_while(|c| c.is_ascii_digit());
-    let (mut v, mut n) = (0u64, 0);
-    for &c in digits {
-        v = v.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
-        n += 1;
-    }
+    let (v, n) = leading_u64(&tail[at..])?;
     (n == 19).then(|| v.wrapping_sub(TS_OFFSET))
+}
+
+/// The unsigned integer `bytes` start with, and its number of digits; none
+/// without a digit or past `u64::MAX`.
+fn leading_u64(bytes: &[u8]) -> Option<(u64, usize)> {
+    let n = bytes.iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut value = None::<u64>;
+    for &c in &bytes[..n] {
+        let v = value.unwrap_or(0).checked_mul(10)?;
+        value = Some(v.checked_add(u64::from(c - b'0'))?);
+    }
+    Some((value?, n))
 }
 
 /// The keys looked for in every delivery, each searcher built once
@@ -193,13 +200,7 @@ static SEQ: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""seq":"
 /// `"topic_seq":`).
 fn field_u64(msg: &[u8], key: &Finder) -> Option<u64> {
     let at = key.find(msg)? + key.needle().len();
-    let digits = msg[at..].iter().take_while(|c| c.is_ascii_digit());
-    let mut value = None::<u64>;
-    for &c in digits {
-        let v = value.unwrap_or(0).checked_mul(10)?;
-        value = Some(v.checked_add(u64::from(c - b'0'))?);
-    }
-    value
+    leading_u64(&msg[at..]).map(|(value, _)| value)
 }
 
 const NATS_CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n";
