@@ -227,6 +227,17 @@ fn only_the_unwritten_part_of_the_tail_is_advised_against_readahead() {
     assert!(normal(&sealed), "{sealed:?}");
 }
 
+/// A 64 MiB tail flushed every `interval`, with no window populated ahead
+/// of the appender: what is resident is what was written.
+fn flushed_tail(interval: Duration) -> LogConfig {
+    LogConfig {
+        segment_size: 64 << 20,
+        durability: Durability::Interval(interval),
+        prefault: false,
+        ..LogConfig::default()
+    }
+}
+
 /// The interval flusher drops the pages it writes back of the tail from the
 /// process (the page cache keeps them): the tail's resident part stays
 /// within the last MiB the flusher holds back, not all that was written of
@@ -234,14 +245,7 @@ fn only_the_unwritten_part_of_the_tail_is_advised_against_readahead() {
 #[test]
 fn what_the_flusher_wrote_back_of_the_tail_leaves_resident_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_size: 64 << 20,
-        durability: Durability::Interval(Duration::from_millis(10)),
-        // No window populated ahead: what is resident is what was written.
-        prefault: false,
-        ..LogConfig::default()
-    };
-    let (log, _) = Log::open(dir.path(), config).unwrap();
+    let (log, _) = Log::open(dir.path(), flushed_tail(Duration::from_millis(10))).unwrap();
     let payload = vec![7u8; 1000];
     let records = 16_000; // 16.2 MiB of the tail (1 064 bytes a record)
     while log.next_seq() <= records {
@@ -279,12 +283,7 @@ fn what_the_flusher_wrote_back_of_the_tail_leaves_resident_memory() {
 #[test]
 fn a_reader_behind_the_appender_reads_every_record_while_the_flusher_releases_its_pages() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_size: 64 << 20,
-        durability: Durability::Interval(Duration::from_millis(1)),
-        prefault: false,
-        ..LogConfig::default()
-    };
+    let config = flushed_tail(Duration::from_millis(1));
     let log = std::sync::Arc::new(Log::open(dir.path(), config).unwrap().0);
     let records = 30_000u64; // 30 MiB, in one segment
     let payload = |seq: u64| vec![seq as u8; 1000];
