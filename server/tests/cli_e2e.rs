@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, KillOnDrop};
+use common::{free_port, listening, KillOnDrop};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 
@@ -32,7 +32,7 @@ fn serve_pub_sub_verify_and_stop_gracefully() {
     ));
     let url = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !listening(("127.0.0.1", port)) {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the server did not start"
@@ -151,7 +151,7 @@ fn serve(port: u16, data: &std::path::Path, log: std::fs::File) -> KillOnDrop {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !listening(("127.0.0.1", port)) {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the server did not start"

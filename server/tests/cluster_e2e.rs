@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{free_port, http, http_text, open_sse_at, KillOnDrop};
+use common::{free_port, http, http_text, listening, open_sse_at, KillOnDrop};
 use serde_json::Value;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
@@ -56,7 +56,7 @@ fn nats_binary() -> PathBuf {
 
 fn wait_for_port(addr: SocketAddr, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
+    while !listening(addr) {
         assert!(Instant::now() < deadline, "{what} did not start on {addr}");
         thread::sleep(Duration::from_millis(20));
     }

@@ -5,14 +5,15 @@
 //! gets the same verdict on every transport; and the window survives a
 //! SIGKILL of `herald serve`.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
 use common::{
-    free_port, http, http_text, test_config, token, ws_connect, ws_recv, ws_send, KillOnDrop,
+    free_port, http, http_text, listening, test_config, token, ws_connect, ws_recv, ws_send,
+    KillOnDrop,
 };
 use herald_server::{AuthConfig, Server};
 use serde_json::json;
@@ -296,7 +297,7 @@ fn serve(data: &std::path::Path, secret: &std::path::Path, port: u16) -> KillOnD
             .unwrap(),
     ));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !listening(("127.0.0.1", port)) {
         assert!(Instant::now() < deadline, "herald serve did not listen");
         std::thread::sleep(Duration::from_millis(20));
     }

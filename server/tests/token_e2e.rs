@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod common;
 
-use common::{free_port, ws_connect, ws_recv, ws_send, KillOnDrop, Ws};
+use common::{free_port, listening, ws_connect, ws_recv, ws_send, KillOnDrop, Ws};
 use herald_server::{mint_hs256, Claims};
 use serde_json::{json, Value};
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -48,7 +48,7 @@ fn serve(extra: &str) -> Herald {
             .unwrap(),
     ));
     let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
+    while !listening(addr) {
         assert!(started.elapsed() < Duration::from_secs(30), "no server");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -104,6 +104,15 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Whether a server listens on `addr`. A connection to itself does not
+/// count: a client whose ephemeral port happens to be the free port it
+/// connects to (as `free_port`'s are) connects to itself while nothing
+/// listens, and then holds the port the server was to bind.
+#[allow(dead_code)]
+pub(crate) fn listening(addr: impl std::net::ToSocketAddrs) -> bool {
+    std::net::TcpStream::connect(addr).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
+}
+
 /// A loopback port free a moment ago.
 #[allow(dead_code)]
 pub(crate) fn free_port() -> u16 {
