@@ -154,7 +154,7 @@ pub fn push_payload(out: &mut Vec<u8>, ts: u64) {
 /// at least).
 pub fn push_payload_sized(out: &mut Vec<u8>, ts: u64, size: usize) {
     out.extend_from_slice(br#"{"p":""#);
-    out.extend(std::iter::repeat_n(b'x', size.saturating_sub(32)));
+    out.resize(out.len() + size.saturating_sub(32), b'x');
     out.extend_from_slice(br#"","t":"#);
     let mut v = TS_OFFSET + ts;
     let mut digits = [0u8; 19];
@@ -195,6 +195,9 @@ static TIMESTAMP_NS: LazyLock<Finder<'static>> =
 static STAMP: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(br#""t":"#));
 /// In the publisher's acknowledgements, once per event.
 static SEQ: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""seq":"#));
+/// What marks an acknowledgement, looked for in every message to the publisher.
+static PUBLISHED: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(br#""type":"published""#));
 
 /// The unsigned integer after `key` in `msg` (a JSON field such as
 /// `"topic_seq":`).
@@ -1482,7 +1485,7 @@ fn publisher_reader(
                         break;
                     };
                     let msg = &rest[start..end];
-                    if opcode == 1 && contains(msg, br#""type":"published""#) {
+                    if opcode == 1 && PUBLISHED.find(msg).is_some() {
                         // A batch's acknowledgement lists each event's sequences.
                         let events = SEQ.find_iter(msg).count();
                         shared.acks.fetch_add(events as u64, Ordering::Relaxed);
