@@ -327,6 +327,50 @@ fn armed_doorbell_is_rung(single: bool) {
     assert_eq!(reader.join().unwrap(), 0);
 }
 
+models_with_both_publishers!(
+    a_doorbell_armed_during_a_held_run_is_rung_when_the_hold_ends,
+    a_doorbell_armed_during_a_held_single_run_is_rung_when_the_hold_ends,
+    held_run_rings_armed_doorbell
+);
+
+/// The publisher holds its wake-ups over two publishes; the reader, an
+/// event loop as above, arms before, between or after them and must be
+/// woken for what it has not read. It arms once (module docs), then
+/// spins for the rest.
+fn held_run_rings_armed_doorbell(single: bool) {
+    let (ring, mut publisher) = ring_with_publisher(tiny_config(4), single);
+    let mut sub = ring.subscribe();
+    let bell = ring.doorbell().unwrap();
+    let reader = thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut armed = false;
+        while got.len() < 2 {
+            match sub.try_read(|seq, bytes| {
+                assert_eq!(bytes, payload(seq));
+                seq
+            }) {
+                Ok(seq) => got.push(seq),
+                Err(RecvError::Empty) if !armed => {
+                    armed = true;
+                    if sub.arm(&bell) {
+                        // A lost wake-up blocks here for ever (loom: deadlock).
+                        bell.wait_readable();
+                    }
+                    bell.clear();
+                }
+                Err(RecvError::Empty) => thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got
+    });
+    let hold = ring.hold_wakes();
+    publish_own_seq(&mut publisher);
+    publish_own_seq(&mut publisher);
+    drop(hold);
+    assert_eq!(reader.join().unwrap(), vec![0, 1]);
+}
+
 /// The payload of the log model's records: big enough that two do not
 /// share a 4 KiB segment, so the second append rolls to a new one.
 fn log_payload(seq: u64) -> Vec<u8> {

@@ -290,6 +290,64 @@ fn doorbell_becomes_readable_only_when_armed_and_published() {
     assert!(!poll(bell.as_raw_fd()), "one ring per arming");
 }
 
+#[test]
+fn a_held_run_rings_an_armed_doorbell_once_when_the_hold_ends_or_after_64_publishes() {
+    use std::os::fd::AsRawFd;
+    let readable = |fd: i32| {
+        let mut pfd = libc_pollfd(fd);
+        // SAFETY: one valid pollfd, zero timeout.
+        unsafe { poll_raw(&mut pfd) }
+    };
+    let ring = ring(1 << 16, 64, None);
+    let mut sub = ring.subscribe();
+    let bell = ring.doorbell().unwrap();
+    let mut publisher = ring.publisher();
+    let mut buf = Vec::new();
+    assert!(sub.arm(&bell));
+
+    // Held: the run rings nothing until the hold ends, then rings once.
+    let hold = ring.hold_wakes();
+    for _ in 0..3 {
+        publisher.publish(b"held").unwrap();
+    }
+    assert!(!readable(bell.as_raw_fd()), "a held publish must not ring");
+    drop(hold);
+    assert!(readable(bell.as_raw_fd()), "the end of the hold rings");
+    bell.clear();
+    while sub.try_recv(&mut buf).is_ok() {}
+
+    // A hold with nothing published rings nothing.
+    assert!(sub.arm(&bell));
+    drop(ring.hold_wakes());
+    assert!(!readable(bell.as_raw_fd()), "an empty hold must not ring");
+
+    // A long run rings at its 64th publish, while still held.
+    let hold = ring.hold_wakes();
+    for _ in 0..63 {
+        publisher.publish(b"held").unwrap();
+    }
+    assert!(!readable(bell.as_raw_fd()));
+    publisher.publish(b"64th").unwrap();
+    assert!(readable(bell.as_raw_fd()), "the 64th held publish rings");
+    bell.clear();
+    while sub.try_recv(&mut buf).is_ok() {}
+    assert!(sub.arm(&bell));
+    drop(hold);
+    assert!(
+        !readable(bell.as_raw_fd()),
+        "nothing went unannounced after the 64th"
+    );
+
+    // Another thread's publishes are not held by this thread's hold.
+    let hold = ring.hold_wakes();
+    let mut other = ring.publisher();
+    thread::spawn(move || other.publish(b"elsewhere").unwrap())
+        .join()
+        .unwrap();
+    assert!(readable(bell.as_raw_fd()), "another thread's publish rings");
+    drop(hold);
+}
+
 #[repr(C)]
 struct PollFd {
     fd: i32,

@@ -798,6 +798,13 @@ impl Broker {
         Ok(())
     }
 
+    /// Holds back the wake-ups of this thread's publishes until the hold
+    /// is dropped, so that a run of them (a connection's read) wakes a
+    /// sleeping subscriber once: see [`ring::Ring::hold_wakes`].
+    pub fn hold_wakes(&self) -> ring::WakeHold {
+        self.inner.ring.hold_wakes()
+    }
+
     /// A doorbell (eventfd) for event loops; arm it with [`Subscription::arm`].
     pub fn doorbell(&self) -> std::io::Result<ring::Doorbell> {
         self.inner.ring.doorbell()

@@ -359,7 +359,7 @@ impl Publisher {
         // Release: pairs with the reader's Acquire load of the stamp; the
         // record's bytes and slot fields are visible to whoever sees it.
         slot.stamp.store(stamp(seq), Ordering::Release);
-        shared.waiters.wake();
+        shared.waiters.wake_after_commit();
     }
 }
 

@@ -2,7 +2,11 @@
 //! condvar, and doorbells (eventfds an event loop can poll).
 //!
 //! Coalescing: a publish checks one counter (`sleepers`) and makes no syscall
-//! and takes no lock unless someone is actually asleep or armed.
+//! and takes no lock unless someone is actually asleep or armed. A thread
+//! that publishes a run of events can also hold its wake-ups back
+//! ([`hold`], behind [`super::WakeHold`]): its commits then wake no one
+//! until the hold ends or [`HOLD_MAX`] of them have gone unannounced, and a
+//! sleeper woken once finds the whole run instead of its first event.
 //!
 //! Lost wake-ups are excluded by a store-buffering pair: a sleeper increments
 //! `sleepers` (SeqCst) and then re-checks for work with a SeqCst load (or
@@ -12,6 +16,7 @@
 //! a re-check that reads several (a publisher scanning tether cursors) starts
 //! with a fence. Loom models both sides (`core/tests/loom.rs`).
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::RawFd;
 #[cfg(not(loom))]
@@ -65,6 +70,24 @@ impl Waiters {
         // sleeper's increment in `wait` / `arm` (module docs).
         if self.sleepers.load(Ordering::SeqCst) != 0 {
             self.wake_all();
+        }
+    }
+
+    /// [`wake`](Self::wake) after a commit, unless this thread holds the
+    /// wake-ups of these waiters (then every [`HOLD_MAX`]th commit wakes).
+    #[inline]
+    pub(crate) fn wake_after_commit(&self) {
+        let held = HELD.with(|h| {
+            if !std::ptr::eq(h.waiters.get(), self) {
+                return false;
+            }
+            let commits = h.commits.get() + 1;
+            let held = commits < HOLD_MAX;
+            h.commits.set(if held { commits } else { 0 });
+            held
+        });
+        if !held {
+            self.wake();
         }
     }
 
@@ -147,6 +170,70 @@ impl Waiters {
         if bell.armed.swap(false, Ordering::AcqRel) {
             self.sleepers.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Most commits a hold leaves unannounced: the next one wakes the sleepers
+/// at once, so that a hold over a long run of publishes (a connection that
+/// keeps sending) delays them by at most this many events.
+pub(crate) const HOLD_MAX: u32 = 64;
+
+/// This thread's hold on wake-ups.
+struct Held {
+    /// The waiters whose wake-ups are held; null when none are.
+    waiters: Cell<*const Waiters>,
+    /// Commits since they were last woken.
+    commits: Cell<u32>,
+}
+
+// A model thread is not an OS thread: under loom each gets its own copy
+// only through loom's macro.
+#[cfg(not(loom))]
+std::thread_local! {
+    static HELD: Held = const {
+        Held {
+            waiters: Cell::new(std::ptr::null()),
+            commits: Cell::new(0),
+        }
+    };
+}
+#[cfg(loom)]
+loom::thread_local! {
+    static HELD: Held = Held {
+        waiters: Cell::new(std::ptr::null()),
+        commits: Cell::new(0),
+    };
+}
+
+/// What a hold replaced: the hold it is nested in, if any.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OuterHold {
+    waiters: *const Waiters,
+    commits: u32,
+}
+
+/// Holds back the wake-ups of this thread's commits to `waiters`' ring until
+/// [`release`].
+pub(crate) fn hold(waiters: &Waiters) -> OuterHold {
+    HELD.with(|h| OuterHold {
+        waiters: h.waiters.replace(waiters),
+        commits: h.commits.replace(0),
+    })
+}
+
+/// Ends the hold that [`hold`] returned `outer` for, restoring `outer`, and
+/// wakes the sleepers if a commit went unannounced.
+pub(crate) fn release(waiters: &Waiters, outer: OuterHold) {
+    let unannounced = HELD.with(|h| {
+        h.waiters.set(outer.waiters);
+        h.commits.replace(outer.commits) > 0
+    });
+    if unannounced {
+        // No fence: each held commit's claim stored the head with SeqCst
+        // before this SeqCst load of `sleepers`, in this thread, which is
+        // the publisher's side of the pair (module docs), as it is when a
+        // commit wakes at once.
+        waiters.wake();
     }
 }
 

@@ -367,6 +367,10 @@ impl Worker {
     }
 
     fn on_io(&mut self, index: usize) {
+        // What this read publishes wakes the other workers once, when it is
+        // done (or every 64 events): woken at its first event, a worker
+        // delivers the rest a few events per wake-up, and wakes again.
+        let _hold = self.shared.broker.hold_wakes();
         let max_output = self.shared.config.max_output;
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return;
