@@ -1003,3 +1003,43 @@ fn broker_errors_return_what_they_wrap_as_their_source() {
     // Errors that wrap nothing have no source.
     assert!(BrokerError::NotAConsumer.source().is_none());
 }
+
+#[test]
+fn a_publish_that_waits_for_its_sync_wakes_subscribers_although_its_wake_ups_are_held() {
+    use std::os::fd::AsRawFd;
+    let readable = |fd: i32| {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
+    };
+    for durability in [Durability::Always, Durability::Never] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        c.log.durability = durability;
+        let broker = Broker::open(c).unwrap();
+        let publisher = broker.publisher("acme.sync").unwrap();
+        let mut sub = broker
+            .subscribe(Filter::topic("acme.sync").unwrap(), StartAt::Now)
+            .unwrap();
+        let bell = broker.doorbell().unwrap();
+        assert!(sub.arm(&bell));
+        let hold = broker.hold_wakes();
+        publisher
+            .publish("t", b"{}", PublishOptions::default())
+            .unwrap();
+        // Under `always` the publish waited for its sync: whoever waits for
+        // the event must not have waited for that too, nor for the hold.
+        assert_eq!(
+            readable(bell.as_raw_fd()),
+            durability == Durability::Always,
+            "{durability:?}"
+        );
+        drop(hold);
+        assert!(readable(bell.as_raw_fd()), "{durability:?}");
+        assert_eq!(drain(&mut sub).len(), 1);
+    }
+}

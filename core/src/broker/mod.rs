@@ -800,7 +800,9 @@ impl Broker {
 
     /// Holds back the wake-ups of this thread's publishes until the hold
     /// is dropped, so that a run of them (a connection's read) wakes a
-    /// sleeping subscriber once: see [`ring::Ring::hold_wakes`].
+    /// sleeping subscriber once: see [`ring::Ring::hold_wakes`]. A publish
+    /// that waits for its sync (durability `always`) wakes them before it
+    /// waits.
     pub fn hold_wakes(&self) -> ring::WakeHold {
         self.inner.ring.hold_wakes()
     }
@@ -1199,6 +1201,8 @@ impl Inner {
     /// and counts `events` publishes.
     fn finish_publish(&self, last: u64, events: u64) -> Result<(), BrokerError> {
         if self.config.log.durability == crate::log::Durability::Always {
+            // Subscribers get the event now, not after the sync.
+            self.ring.announce_held();
             self.log.wait_durable(last)?;
         }
         self.metrics.published_n(events);

@@ -430,6 +430,12 @@ impl Ring {
             outer,
         }
     }
+
+    /// Wakes the sleepers for what this thread's hold has left unannounced,
+    /// keeping the hold: before the publisher blocks.
+    pub(crate) fn announce_held(&self) {
+        wait::announce_held(&self.shared.waiters);
+    }
 }
 
 /// This thread's hold on a ring's wake-ups ([`Ring::hold_wakes`]); dropping

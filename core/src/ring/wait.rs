@@ -237,6 +237,17 @@ pub(crate) fn release(waiters: &Waiters, outer: OuterHold) {
     }
 }
 
+/// Wakes the sleepers now if this thread's hold on `waiters` left a commit
+/// unannounced, and keeps the hold: for a publisher about to block (on a
+/// sync), so that no one waits for its wait.
+pub(crate) fn announce_held(waiters: &Waiters) {
+    let unannounced =
+        HELD.with(|h| std::ptr::eq(h.waiters.get(), waiters) && h.commits.replace(0) > 0);
+    if unannounced {
+        waiters.wake();
+    }
+}
+
 /// The eventfd behind a [`super::Doorbell`], and whether it is armed.
 #[derive(Debug)]
 pub(crate) struct DoorbellInner {
