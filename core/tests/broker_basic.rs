@@ -1027,18 +1027,19 @@ fn a_publish_that_waits_for_its_sync_wakes_subscribers_although_its_wake_ups_are
             .unwrap();
         let bell = broker.doorbell().unwrap();
         assert!(sub.arm(&bell));
-        let hold = broker.hold_wakes();
-        publisher
-            .publish("t", b"{}", PublishOptions::default())
-            .unwrap();
-        // Under `always` the publish waited for its sync: whoever waits for
-        // the event must not have waited for that too, nor for the hold.
-        assert_eq!(
-            readable(bell.as_raw_fd()),
-            durability == Durability::Always,
-            "{durability:?}"
-        );
-        drop(hold);
+        broker.with_held_wakes(|| {
+            publisher
+                .publish("t", b"{}", PublishOptions::default())
+                .unwrap();
+            // Under `always` the publish waited for its sync: whoever waits
+            // for the event must not have waited for that too, nor for the
+            // hold.
+            assert_eq!(
+                readable(bell.as_raw_fd()),
+                durability == Durability::Always,
+                "{durability:?}"
+            );
+        });
         assert!(readable(bell.as_raw_fd()), "{durability:?}");
         assert_eq!(drain(&mut sub).len(), 1);
     }

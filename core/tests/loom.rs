@@ -364,10 +364,10 @@ fn held_run_rings_armed_doorbell(single: bool) {
         }
         got
     });
-    let hold = ring.hold_wakes();
-    publish_own_seq(&mut publisher);
-    publish_own_seq(&mut publisher);
-    drop(hold);
+    ring.with_held_wakes(|| {
+        publish_own_seq(&mut publisher);
+        publish_own_seq(&mut publisher);
+    });
     assert_eq!(reader.join().unwrap(), vec![0, 1]);
 }
 

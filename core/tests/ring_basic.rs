@@ -291,61 +291,83 @@ fn doorbell_becomes_readable_only_when_armed_and_published() {
 }
 
 #[test]
-fn a_held_run_rings_an_armed_doorbell_once_when_the_hold_ends_or_after_64_publishes() {
+fn a_held_run_rings_an_armed_doorbell_once_when_the_hold_ends_or_at_its_64th_publish() {
     use std::os::fd::AsRawFd;
     let readable = |fd: i32| {
         let mut pfd = libc_pollfd(fd);
         // SAFETY: one valid pollfd, zero timeout.
         unsafe { poll_raw(&mut pfd) }
     };
+    let other_ring = ring(1 << 16, 64, None);
     let ring = ring(1 << 16, 64, None);
     let mut sub = ring.subscribe();
     let bell = ring.doorbell().unwrap();
+    let fd = bell.as_raw_fd();
     let mut publisher = ring.publisher();
     let mut buf = Vec::new();
     assert!(sub.arm(&bell));
 
     // Held: the run rings nothing until the hold ends, then rings once.
-    let hold = ring.hold_wakes();
-    for _ in 0..3 {
-        publisher.publish(b"held").unwrap();
-    }
-    assert!(!readable(bell.as_raw_fd()), "a held publish must not ring");
-    drop(hold);
-    assert!(readable(bell.as_raw_fd()), "the end of the hold rings");
+    ring.with_held_wakes(|| {
+        for _ in 0..3 {
+            publisher.publish(b"held").unwrap();
+        }
+        assert!(!readable(fd), "a held publish must not ring");
+    });
+    assert!(readable(fd), "the end of the hold rings");
     bell.clear();
     while sub.try_recv(&mut buf).is_ok() {}
 
     // A hold with nothing published rings nothing.
     assert!(sub.arm(&bell));
-    drop(ring.hold_wakes());
-    assert!(!readable(bell.as_raw_fd()), "an empty hold must not ring");
+    ring.with_held_wakes(|| {});
+    assert!(!readable(fd), "an empty hold must not ring");
 
-    // A long run rings at its 64th publish, while still held.
-    let hold = ring.hold_wakes();
-    for _ in 0..63 {
-        publisher.publish(b"held").unwrap();
-    }
-    assert!(!readable(bell.as_raw_fd()));
-    publisher.publish(b"64th").unwrap();
-    assert!(readable(bell.as_raw_fd()), "the 64th held publish rings");
+    // A long run rings at its 64th publish, while still held; a nested
+    // hold's run is announced when it ends, the outer one's at its end.
+    ring.with_held_wakes(|| {
+        for _ in 0..63 {
+            publisher.publish(b"held").unwrap();
+        }
+        assert!(!readable(fd));
+        publisher.publish(b"64th").unwrap();
+        assert!(readable(fd), "the 64th held publish rings");
+        bell.clear();
+        while sub.try_recv(&mut buf).is_ok() {}
+        assert!(sub.arm(&bell));
+        ring.with_held_wakes(|| publisher.publish(b"inner").unwrap());
+        assert!(readable(fd), "the end of the nested hold rings");
+        bell.clear();
+        while sub.try_recv(&mut buf).is_ok() {}
+        assert!(sub.arm(&bell));
+        publisher.publish(b"outer").unwrap();
+        assert!(!readable(fd), "the outer hold holds again");
+    });
+    assert!(readable(fd), "the end of the outer hold rings");
     bell.clear();
     while sub.try_recv(&mut buf).is_ok() {}
     assert!(sub.arm(&bell));
-    drop(hold);
-    assert!(
-        !readable(bell.as_raw_fd()),
-        "nothing went unannounced after the 64th"
-    );
 
-    // Another thread's publishes are not held by this thread's hold.
-    let hold = ring.hold_wakes();
-    let mut other = ring.publisher();
-    thread::spawn(move || other.publish(b"elsewhere").unwrap())
-        .join()
-        .unwrap();
-    assert!(readable(bell.as_raw_fd()), "another thread's publish rings");
-    drop(hold);
+    // Another thread's publishes, and another ring's, are not held.
+    ring.with_held_wakes(|| {
+        let mut other = ring.publisher();
+        thread::spawn(move || other.publish(b"elsewhere").unwrap())
+            .join()
+            .unwrap();
+        assert!(readable(fd), "another thread's publish rings");
+        bell.clear();
+        while sub.try_recv(&mut buf).is_ok() {}
+        assert!(sub.arm(&bell));
+        let other_sub = other_ring.subscribe();
+        let other_bell = other_ring.doorbell().unwrap();
+        assert!(other_sub.arm(&other_bell));
+        other_ring.publisher().publish(b"other ring").unwrap();
+        assert!(
+            readable(other_bell.as_raw_fd()),
+            "another ring's publish rings"
+        );
+    });
+    assert!(!readable(fd), "nothing of this ring went unannounced");
 }
 
 #[repr(C)]

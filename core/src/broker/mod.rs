@@ -514,7 +514,14 @@ impl Broker {
     /// A publisher for `topic` (registered on first use). Publishing through it
     /// does no lookup.
     pub fn publisher(&self, topic: &str) -> Result<TopicPublisher, BrokerError> {
-        let topic = self.inner.topics.get_or_create(topic, false)?;
+        let topic = match self.inner.topics.get(topic) {
+            Some(topic) => topic,
+            None => {
+                // A new topic is synced to the registry.
+                self.inner.ring.announce_held();
+                self.inner.topics.get_or_create(topic, false)?
+            }
+        };
         Ok(TopicPublisher {
             inner: self.inner.clone(),
             topic,
@@ -690,6 +697,8 @@ impl Broker {
         first_time: StartAt,
     ) -> Result<Subscription, BrokerError> {
         checkpoint::validate_name(name)?;
+        // It may write and sync the consumer's checkpoint.
+        self.inner.ring.announce_held();
         let (start, new) = match self.inner.checkpoints.get(name) {
             Some(seq) => (StartAt::Seq(seq.saturating_add(1)), false),
             None => (first_time, true),
@@ -790,6 +799,8 @@ impl Broker {
 
     /// Forgets a durable consumer and releases what retention kept for it.
     pub fn remove_consumer(&self, name: &str) -> Result<(), BrokerError> {
+        // Removing the checkpoint's file syncs its directory.
+        self.inner.ring.announce_held();
         if self.inner.checkpoints.remove(name)?.is_none() {
             return Err(BrokerError::UnknownConsumer(name.to_owned()));
         }
@@ -798,13 +809,13 @@ impl Broker {
         Ok(())
     }
 
-    /// Holds back the wake-ups of this thread's publishes until the hold
-    /// is dropped, so that a run of them (a connection's read) wakes a
-    /// sleeping subscriber once: see [`ring::Ring::hold_wakes`]. A publish
-    /// that waits for its sync (durability `always`) wakes them before it
-    /// waits.
-    pub fn hold_wakes(&self) -> ring::WakeHold {
-        self.inner.ring.hold_wakes()
+    /// Runs `f` with the wake-ups of this thread's publishes held back, so
+    /// that a run of them (a connection's read) wakes a sleeping subscriber
+    /// once: see [`ring::Ring::with_held_wakes`]. What in the broker may
+    /// wait for the disk (a publish under durability `always`, a new
+    /// topic, a consumer's checkpoint) wakes them before it waits.
+    pub fn with_held_wakes<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.inner.ring.with_held_wakes(f)
     }
 
     /// A doorbell (eventfd) for event loops; arm it with [`Subscription::arm`].
@@ -999,6 +1010,8 @@ impl Inner {
     /// it has not read.
     fn store_checkpoint(&self, name: &str, seq: u64) -> Result<(), checkpoint::CheckpointError> {
         let sync = self.config.log.durability == crate::log::Durability::Always;
+        // It may write and sync a file: nothing held waits for that.
+        self.ring.announce_held();
         self.checkpoints.advance(name, seq, sync)?;
         self.log.set_retention_floor(&consumer_floor(name), seq + 1);
         // A concurrent removal may have cleared the floor before it was set:

@@ -25,8 +25,10 @@
 //!    length with relaxed atomic stores.
 //! 4. **Commit**: store the slot's stamp `seq·2 + 1` with Release, then wake
 //!    sleepers if any are registered (one load when none are), unless the
-//!    publishing thread holds its wake-ups ([`Ring::hold_wakes`]): then the
-//!    end of the hold wakes them, after the last of its commits.
+//!    publishing thread holds its wake-ups ([`Ring::with_held_wakes`]):
+//!    then the end of the hold wakes them, after the last of its commits,
+//!    and so does every 64th held commit, and a broker publish about to
+//!    wait for a sync.
 //!
 //! **A single publisher** ([`Ring::with_single_publisher`], the broker's
 //! ring: its publishes are already serialised by its publish lock) is the
@@ -417,18 +419,21 @@ impl Ring {
         })
     }
 
-    /// Holds back the wake-ups of this thread's publishes to this ring until
-    /// the returned hold is dropped: a sleeping subscriber (or armed
-    /// doorbell) is then woken once for the whole run, not at its first
-    /// event, so it reads the run in one go. Every 64th held commit still
-    /// wakes at once, bounding how long a hold over a long run delays
-    /// anyone. Publishes of other threads are not held. Holds nest.
-    pub fn hold_wakes(&self) -> WakeHold {
-        let outer = wait::hold(&self.shared.waiters);
-        WakeHold {
-            shared: self.shared.clone(),
-            outer,
-        }
+    /// Runs `f` with the wake-ups of this thread's publishes to this ring
+    /// held back: a sleeping subscriber (or armed doorbell) is woken once
+    /// for the run, when `f` returns (or unwinds), not at its first event,
+    /// so it reads the run in one go. The 64th held commit still wakes at
+    /// once (and starts a new count), bounding the delay in events; `f`
+    /// must not block (a broker publish that waits for a sync wakes first),
+    /// or whoever waits for its events waits for that too. Parked
+    /// subscribers are held as armed doorbells are. Publishes of other
+    /// threads, and to other rings, are not held. Calls nest.
+    pub fn with_held_wakes<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _hold = WakeHold {
+            outer: wait::hold(&self.shared.waiters),
+            shared: &self.shared,
+        };
+        f()
     }
 
     /// Wakes the sleepers for what this thread's hold has left unannounced,
@@ -438,17 +443,15 @@ impl Ring {
     }
 }
 
-/// This thread's hold on a ring's wake-ups ([`Ring::hold_wakes`]); dropping
-/// it wakes the sleepers if a publish went unannounced. It belongs to the
-/// thread that took it (neither `Send` nor `Sync`).
-#[must_use = "the wake-ups are held only while the hold lives"]
-#[derive(Debug)]
-pub struct WakeHold {
-    shared: Arc<Shared>,
+/// A hold taken by [`Ring::with_held_wakes`], which drops it when `f`
+/// returns or unwinds: holds end in the reverse order they began, which
+/// the thread-local record of the current hold relies on.
+struct WakeHold<'a> {
+    shared: &'a Shared,
     outer: wait::OuterHold,
 }
 
-impl Drop for WakeHold {
+impl Drop for WakeHold<'_> {
     fn drop(&mut self) {
         wait::release(&self.shared.waiters, self.outer);
     }

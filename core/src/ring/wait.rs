@@ -4,8 +4,8 @@
 //! Coalescing: a publish checks one counter (`sleepers`) and makes no syscall
 //! and takes no lock unless someone is actually asleep or armed. A thread
 //! that publishes a run of events can also hold its wake-ups back
-//! ([`hold`], behind [`super::WakeHold`]): its commits then wake no one
-//! until the hold ends or [`HOLD_MAX`] of them have gone unannounced, and a
+//! ([`hold`], behind [`super::Ring::with_held_wakes`]): its commits then
+//! wake no one until the hold ends or the [`HOLD_MAX`]th of them, and a
 //! sleeper woken once finds the whole run instead of its first event.
 //!
 //! Lost wake-ups are excluded by a store-buffering pair: a sleeper increments
@@ -173,9 +173,9 @@ impl Waiters {
     }
 }
 
-/// Most commits a hold leaves unannounced: the next one wakes the sleepers
-/// at once, so that a hold over a long run of publishes (a connection that
-/// keeps sending) delays them by at most this many events.
+/// The held commit that wakes the sleepers at once (and starts the count
+/// again): a hold over a long run of publishes (a connection that keeps
+/// sending) leaves at most `HOLD_MAX - 1` of them unannounced.
 pub(crate) const HOLD_MAX: u32 = 64;
 
 /// This thread's hold on wake-ups.

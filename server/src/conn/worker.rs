@@ -370,7 +370,13 @@ impl Worker {
         // What this read publishes wakes the other workers once, when it is
         // done (or every 64 events): woken at its first event, a worker
         // delivers the rest a few events per wake-up, and wakes again.
-        let _hold = self.shared.broker.hold_wakes();
+        let broker = self.shared.broker.clone();
+        broker.with_held_wakes(|| self.read_and_answer(index));
+    }
+
+    /// [`Worker::on_io`]'s work: reads what the connection sent, answers
+    /// it, writes what the socket takes.
+    fn read_and_answer(&mut self, index: usize) {
         let max_output = self.shared.config.max_output;
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return;
