@@ -17,6 +17,9 @@ enum Path {
     Publish,
     /// `Broker::replicate`, on a replica, with the stream's sequences.
     Replicate,
+    /// `TopicPublisher::publish`, the measured stretch inside one
+    /// `Broker::with_held_wakes` (as a server worker publishes a read).
+    Held,
 }
 
 /// Publishes and reads back 1 000 events to warm up, then 100 000 more
@@ -42,7 +45,7 @@ fn assert_allocations(filter: Filter, options: PublishOptions<'_>, path: Path) {
     let publisher = broker.publisher("alloc.test").unwrap();
     let payload = [b'x'; 64];
     let publish = |topic_seq: u64| match path {
-        Path::Publish => {
+        Path::Publish | Path::Held => {
             publisher.publish("e", &payload, options).unwrap();
         }
         Path::Replicate => {
@@ -76,9 +79,16 @@ fn assert_allocations(filter: Filter, options: PublishOptions<'_>, path: Path) {
     }
     let n = 100_000u64;
     let before = allocations();
-    for topic_seq in 1_001..=1_000 + n {
-        publish(topic_seq);
-        read(&mut sub, &mut sum);
+    let mut measured = || {
+        for topic_seq in 1_001..=1_000 + n {
+            publish(topic_seq);
+            read(&mut sub, &mut sum);
+        }
+    };
+    if path == Path::Held {
+        broker.with_held_wakes(measured);
+    } else {
+        measured();
     }
     let count = allocations() - before;
     eprintln!("{count} allocations for {n} publish+deliver pairs (checksum {sum})");
@@ -125,5 +135,16 @@ fn replication_and_live_delivery_allocate_at_most_for_index_growth() {
         Filter::topic("alloc.test").unwrap(),
         PublishOptions::default(),
         Path::Replicate,
+    );
+}
+
+/// The same with the publishes' wake-ups held: the hold's bookkeeping (a
+/// thread-local count, a wake at every 64th commit) allocates nothing.
+#[test]
+fn held_publish_and_live_delivery_allocate_at_most_for_index_growth() {
+    assert_allocations(
+        Filter::topic("alloc.test").unwrap(),
+        PublishOptions::default(),
+        Path::Held,
     );
 }
