@@ -1,9 +1,12 @@
 //! Behaviour of the ring through its public API, one property per test.
 
+use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::Duration;
 
-use herald_core::ring::{Lagged, PublishError, RecvError, Ring, RingConfig, WaitStrategy};
+use herald_core::ring::{
+    Doorbell, Lagged, PublishError, RecvError, Ring, RingConfig, Subscriber, WaitStrategy,
+};
 
 fn ring(capacity: usize, max_record: usize, slots: Option<usize>) -> Ring {
     Ring::new(RingConfig {
@@ -262,18 +265,12 @@ fn recv_timeout_times_out_then_a_parked_subscriber_is_woken() {
 
 #[test]
 fn doorbell_becomes_readable_only_when_armed_and_published() {
-    use std::os::fd::AsRawFd;
-    let poll = |fd: i32| {
-        let mut pfd = libc_pollfd(fd);
-        // SAFETY: one valid pollfd, zero timeout.
-        unsafe { poll_raw(&mut pfd) }
-    };
     let ring = ring(1024, 64, None);
     let mut sub = ring.subscribe();
     let bell = ring.doorbell().unwrap();
     let mut publisher = ring.publisher();
     publisher.publish(b"before arming").unwrap();
-    assert!(!poll(bell.as_raw_fd()), "unarmed doorbell must stay quiet");
+    assert!(!readable(&bell), "unarmed doorbell must stay quiet");
     assert!(
         !sub.arm(&bell),
         "data is pending, so arming says: read instead"
@@ -281,30 +278,22 @@ fn doorbell_becomes_readable_only_when_armed_and_published() {
     let mut buf = Vec::new();
     assert_eq!(sub.try_recv(&mut buf), Ok(0));
     assert!(sub.arm(&bell), "nothing pending: may sleep");
-    assert!(!poll(bell.as_raw_fd()));
+    assert!(!readable(&bell));
     publisher.publish(b"ring").unwrap();
-    assert!(poll(bell.as_raw_fd()), "a publish rings an armed doorbell");
+    assert!(readable(&bell), "a publish rings an armed doorbell");
     bell.clear();
-    assert!(!poll(bell.as_raw_fd()));
+    assert!(!readable(&bell));
     publisher.publish(b"again").unwrap();
-    assert!(!poll(bell.as_raw_fd()), "one ring per arming");
+    assert!(!readable(&bell), "one ring per arming");
 }
 
 #[test]
 fn a_held_run_rings_an_armed_doorbell_once_when_the_hold_ends_or_at_its_64th_publish() {
-    use std::os::fd::AsRawFd;
-    let readable = |fd: i32| {
-        let mut pfd = libc_pollfd(fd);
-        // SAFETY: one valid pollfd, zero timeout.
-        unsafe { poll_raw(&mut pfd) }
-    };
     let other_ring = ring(1 << 16, 64, None);
     let ring = ring(1 << 16, 64, None);
     let mut sub = ring.subscribe();
     let bell = ring.doorbell().unwrap();
-    let fd = bell.as_raw_fd();
     let mut publisher = ring.publisher();
-    let mut buf = Vec::new();
     assert!(sub.arm(&bell));
 
     // Held: the run rings nothing until the hold ends, then rings once.
@@ -312,16 +301,14 @@ fn a_held_run_rings_an_armed_doorbell_once_when_the_hold_ends_or_at_its_64th_pub
         for _ in 0..3 {
             publisher.publish(b"held").unwrap();
         }
-        assert!(!readable(fd), "a held publish must not ring");
+        assert!(!readable(&bell), "a held publish must not ring");
     });
-    assert!(readable(fd), "the end of the hold rings");
-    bell.clear();
-    while sub.try_recv(&mut buf).is_ok() {}
+    assert!(readable(&bell), "the end of the hold rings");
+    read_all_and_arm(&mut sub, &bell);
 
     // A hold with nothing published rings nothing.
-    assert!(sub.arm(&bell));
     ring.with_held_wakes(|| {});
-    assert!(!readable(fd), "an empty hold must not ring");
+    assert!(!readable(&bell), "an empty hold must not ring");
 
     // A long run rings at its 64th publish, while still held; a nested
     // hold's run is announced when it ends, the outer one's at its end.
@@ -329,24 +316,18 @@ fn a_held_run_rings_an_armed_doorbell_once_when_the_hold_ends_or_at_its_64th_pub
         for _ in 0..63 {
             publisher.publish(b"held").unwrap();
         }
-        assert!(!readable(fd));
+        assert!(!readable(&bell));
         publisher.publish(b"64th").unwrap();
-        assert!(readable(fd), "the 64th held publish rings");
-        bell.clear();
-        while sub.try_recv(&mut buf).is_ok() {}
-        assert!(sub.arm(&bell));
+        assert!(readable(&bell), "the 64th held publish rings");
+        read_all_and_arm(&mut sub, &bell);
         ring.with_held_wakes(|| publisher.publish(b"inner").unwrap());
-        assert!(readable(fd), "the end of the nested hold rings");
-        bell.clear();
-        while sub.try_recv(&mut buf).is_ok() {}
-        assert!(sub.arm(&bell));
+        assert!(readable(&bell), "the end of the nested hold rings");
+        read_all_and_arm(&mut sub, &bell);
         publisher.publish(b"outer").unwrap();
-        assert!(!readable(fd), "the outer hold holds again");
+        assert!(!readable(&bell), "the outer hold holds again");
     });
-    assert!(readable(fd), "the end of the outer hold rings");
-    bell.clear();
-    while sub.try_recv(&mut buf).is_ok() {}
-    assert!(sub.arm(&bell));
+    assert!(readable(&bell), "the end of the outer hold rings");
+    read_all_and_arm(&mut sub, &bell);
 
     // Another thread's publishes, and another ring's, are not held.
     ring.with_held_wakes(|| {
@@ -354,20 +335,30 @@ fn a_held_run_rings_an_armed_doorbell_once_when_the_hold_ends_or_at_its_64th_pub
         thread::spawn(move || other.publish(b"elsewhere").unwrap())
             .join()
             .unwrap();
-        assert!(readable(fd), "another thread's publish rings");
-        bell.clear();
-        while sub.try_recv(&mut buf).is_ok() {}
-        assert!(sub.arm(&bell));
+        assert!(readable(&bell), "another thread's publish rings");
+        read_all_and_arm(&mut sub, &bell);
         let other_sub = other_ring.subscribe();
         let other_bell = other_ring.doorbell().unwrap();
         assert!(other_sub.arm(&other_bell));
         other_ring.publisher().publish(b"other ring").unwrap();
-        assert!(
-            readable(other_bell.as_raw_fd()),
-            "another ring's publish rings"
-        );
+        assert!(readable(&other_bell), "another ring's publish rings");
     });
-    assert!(!readable(fd), "nothing of this ring went unannounced");
+    assert!(!readable(&bell), "nothing of this ring went unannounced");
+}
+
+/// Whether `bell` is readable now (a zero-timeout `poll`).
+fn readable(bell: &Doorbell) -> bool {
+    let mut pfd = libc_pollfd(bell.as_raw_fd());
+    // SAFETY: one valid pollfd, zero timeout.
+    unsafe { poll_raw(&mut pfd) }
+}
+
+/// Consumes `bell`'s ring, reads everything `sub` has, and arms `bell`.
+fn read_all_and_arm(sub: &mut Subscriber, bell: &Doorbell) {
+    bell.clear();
+    let mut buf = Vec::new();
+    while sub.try_recv(&mut buf).is_ok() {}
+    assert!(sub.arm(bell), "nothing pending after reading it all");
 }
 
 #[repr(C)]
