@@ -427,7 +427,9 @@ impl Ring {
     /// must not block (a broker publish that waits for a sync wakes first),
     /// or whoever waits for its events waits for that too. Parked
     /// subscribers are held as armed doorbells are. Publishes of other
-    /// threads, and to other rings, are not held. Calls nest.
+    /// threads, and to other rings, are not held. Calls nest: a nested
+    /// hold counts and announces its own commits, and the outer hold's
+    /// count resumes after it.
     pub fn with_held_wakes<R>(&self, f: impl FnOnce() -> R) -> R {
         let _hold = WakeHold {
             outer: wait::hold(&self.shared.waiters),
