@@ -25,6 +25,9 @@ use crate::fanout::Router;
 /// Largest message a client may send.
 pub(crate) const MAX_MESSAGE: usize = 1 << 20;
 
+/// Size of a worker's read-ahead buffer (see [`ReadAhead`]).
+pub(crate) const READ_AHEAD: usize = 64 * 1024;
+
 /// Where tungstenite's reads come from.
 pub(crate) enum Inbound {
     /// The connection's socket, borrowed: the worker's `TcpStream` owns and
@@ -50,18 +53,80 @@ impl Inbound {
     }
 }
 
+/// Bytes read from a plain socket ahead of tungstenite, which reads at
+/// most 4 KiB at a time (its buffer is per connection, so it stays small):
+/// one `recv` into the worker's [`READ_AHEAD`] buffer serves sixteen of
+/// those reads. The worker lends the buffer for one
+/// [`WsConn::on_readable`]; bytes it still holds when that returns stay
+/// with the connection, in a buffer of their own.
+#[derive(Default)]
+struct ReadAhead {
+    bytes: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// `bytes` is the worker's buffer.
+    lent: bool,
+}
+
+impl ReadAhead {
+    /// Fills `buf` from the unread bytes, reading `socket` into the buffer
+    /// first when they are all read (or straight into `buf` when no buffer
+    /// is lent).
+    fn read(&mut self, socket: &mut StdTcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        if self.start == self.end {
+            if !self.lent {
+                // A connection's own buffer (unread bytes only) is done.
+                self.bytes = Vec::new();
+                return socket.read(buf);
+            }
+            self.start = 0;
+            self.end = 0;
+            self.end = socket.read(&mut self.bytes)?;
+        }
+        let n = buf.len().min(self.end - self.start);
+        buf[..n].copy_from_slice(&self.bytes[self.start..self.start + n]);
+        self.start += n;
+        Ok(n)
+    }
+
+    /// Takes the worker's `buffer` (`READ_AHEAD` initialised bytes), unless
+    /// unread bytes of an earlier read come first.
+    fn lend(&mut self, buffer: &mut Vec<u8>) {
+        if self.start == self.end && buffer.len() == READ_AHEAD {
+            self.bytes = std::mem::take(buffer);
+            self.start = 0;
+            self.end = 0;
+            self.lent = true;
+        }
+    }
+
+    /// Gives the worker's buffer back, keeping a copy of what is unread.
+    fn give_back(&mut self, buffer: &mut Vec<u8>) {
+        if !self.lent {
+            return;
+        }
+        let unread = self.bytes[self.start..self.end].to_vec();
+        *buffer = std::mem::replace(&mut self.bytes, unread);
+        self.end -= self.start;
+        self.start = 0;
+        self.lent = false;
+    }
+}
+
 /// tungstenite's stream: reads come from [`Inbound`]; writes land in a
 /// buffer that the worker moves into the connection's output, behind or
 /// between the event frames that it writes itself.
 struct Duplex {
     inbound: Inbound,
+    /// For [`Inbound::Socket`].
+    ahead: ReadAhead,
     written: Vec<u8>,
 }
 
 impl Read for Duplex {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.inbound {
-            Inbound::Socket(socket) => socket.read(buf),
+            Inbound::Socket(socket) => self.ahead.read(socket, buf),
             Inbound::Decrypted { bytes, read, eof } => {
                 let n = buf.len().min(bytes.len() - *read);
                 buf[..n].copy_from_slice(&bytes[*read..*read + n]);
@@ -124,6 +189,7 @@ impl WsConn {
             .write_buffer_size(0);
         let duplex = Duplex {
             inbound,
+            ahead: ReadAhead::default(),
             written: Vec::new(),
         };
         let ws = WebSocket::from_partially_read(duplex, already_read, Role::Server, Some(config));
@@ -136,8 +202,24 @@ impl WsConn {
     }
 
     /// Reads and answers every message available; `tls`: the connection's
-    /// TLS session, whose plaintext tungstenite reads.
+    /// TLS session, whose plaintext tungstenite reads; `read_ahead`: the
+    /// worker's buffer of [`READ_AHEAD`] bytes, lent for this call (a
+    /// plain connection reads its socket through it, see [`ReadAhead`]).
     pub(crate) fn on_readable(
+        &mut self,
+        cx: &mut WsContext<'_>,
+        out: &mut Output,
+        tls: Option<&mut dyn Read>,
+        read_ahead: &mut Vec<u8>,
+    ) -> WsStatus {
+        self.ws.get_mut().ahead.lend(read_ahead);
+        let status = self.read_messages(cx, out, tls);
+        self.ws.get_mut().ahead.give_back(read_ahead);
+        status
+    }
+
+    /// [`WsConn::on_readable`]'s loop.
+    fn read_messages(
         &mut self,
         cx: &mut WsContext<'_>,
         out: &mut Output,
@@ -429,5 +511,122 @@ impl WsConn {
         if self.ws.send(Message::text(text)).is_err() {
             self.closing = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    use super::{ReadAhead, READ_AHEAD};
+
+    /// A loopback connection: (the client's end, the server's end,
+    /// non-blocking).
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (client, server)
+    }
+
+    fn pattern(from: usize, len: usize) -> Vec<u8> {
+        (from..from + len).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// Reads 4 KiB at a time, as tungstenite does, until `want` bytes or
+    /// the socket has nothing more for a while.
+    fn read_4k(ahead: &mut ReadAhead, socket: &mut TcpStream, want: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut idle = 0;
+        while got.len() < want && idle < 500 {
+            let room = buf.len().min(want - got.len());
+            match ahead.read(socket, &mut buf[..room]) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    idle += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn bytes_read_ahead_come_out_in_order_and_unread_ones_stay_with_the_connection() {
+        let (mut client, mut server) = pair();
+        let total = 3 * READ_AHEAD + 1234;
+        let sent = pattern(0, total);
+        // What the first read finds: more than it takes.
+        let early = READ_AHEAD + 4096;
+        client.write_all(&sent[..early]).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let writer = {
+            let sent = sent.clone();
+            std::thread::spawn(move || client.write_all(&sent[early..]).map(|_| client))
+        };
+        let mut worker_buffer = vec![0u8; READ_AHEAD];
+        let mut ahead = ReadAhead::default();
+
+        // A first read that stops in the middle of a buffered read.
+        ahead.lend(&mut worker_buffer);
+        assert!(worker_buffer.is_empty(), "the buffer is lent");
+        let first = read_4k(&mut ahead, &mut server, READ_AHEAD + 100);
+        assert_eq!(first, sent[..READ_AHEAD + 100]);
+        ahead.give_back(&mut worker_buffer);
+        assert_eq!(worker_buffer.len(), READ_AHEAD, "the buffer is back, whole");
+        let unread = ahead.end - ahead.start;
+        assert!(unread > 0, "the last recv read ahead of the reader");
+        assert_eq!(
+            ahead.bytes.len(),
+            unread,
+            "the connection keeps only what is unread"
+        );
+
+        // The unread bytes come first, even with the buffer lent again.
+        ahead.lend(&mut worker_buffer);
+        assert_eq!(
+            worker_buffer.len(),
+            READ_AHEAD,
+            "not lent over unread bytes"
+        );
+        let second = read_4k(&mut ahead, &mut server, unread);
+        assert_eq!(second, sent[READ_AHEAD + 100..READ_AHEAD + 100 + unread]);
+        ahead.give_back(&mut worker_buffer);
+
+        // Then the socket, through the buffer again.
+        ahead.lend(&mut worker_buffer);
+        let done = first.len() + second.len();
+        let rest = read_4k(&mut ahead, &mut server, total - done);
+        ahead.give_back(&mut worker_buffer);
+        assert_eq!(rest, sent[done..]);
+        assert_eq!(worker_buffer.len(), READ_AHEAD);
+        assert!(ahead.bytes.is_empty(), "nothing unread, nothing kept");
+
+        // The peer's end still reads as the end.
+        let client = writer.join().unwrap().unwrap();
+        drop(client);
+        let mut buf = [0u8; 16];
+        ahead.lend(&mut worker_buffer);
+        let mut eof = None;
+        for _ in 0..500 {
+            match ahead.read(&mut server, &mut buf) {
+                Ok(n) => {
+                    eof = Some(n);
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(eof, Some(0));
+        let _ = server.read(&mut buf);
     }
 }

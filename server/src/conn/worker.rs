@@ -36,7 +36,7 @@ use super::connection::{Conn, Lifecycle, Mode};
 use super::limits::{ConnLimits, Refusal};
 use super::output::{self, Output};
 use super::tls::TlsConn;
-use super::websocket::WsStatus;
+use super::websocket::{WsStatus, READ_AHEAD};
 use crate::api::auth::Authenticator;
 use crate::api::exec::HoldState;
 use crate::api::http::{self as endpoints, Action, HttpContext};
@@ -130,6 +130,8 @@ pub(crate) struct Worker {
     /// WebSocket subscriptions; entries may be stale, as above).
     holding: Vec<usize>,
     clock: Clock,
+    /// Lent to each plain WebSocket connection's read (see `websocket`).
+    read_ahead: Vec<u8>,
     shared: WorkerShared,
 }
 
@@ -168,6 +170,7 @@ impl Worker {
                 next_rate_sweep: now + RATE_SWEEP,
                 token_deadline: None,
             },
+            read_ahead: vec![0; READ_AHEAD],
             shared,
         })
     }
@@ -442,7 +445,8 @@ impl Worker {
         };
         let mut tls = conn.tls.as_mut().map(|tls| tls.stream(&mut conn.stream));
         let tls = tls.as_mut().map(|tls| tls as &mut dyn Read);
-        if let WsStatus::Closed = ws.on_readable(&mut cx, &mut conn.output, tls) {
+        let read_ahead = &mut self.read_ahead;
+        if let WsStatus::Closed = ws.on_readable(&mut cx, &mut conn.output, tls, read_ahead) {
             conn.close_when_flushed();
             self.retire_streams(index);
         }
