@@ -30,8 +30,12 @@ pub(crate) struct LatCase {
 /// measured (the same load for both).
 pub(crate) const COMMON_FRACTIONS: [f64; 4] = [0.01, 0.1, 0.25, 0.5];
 
+/// A fixed rate at which both systems are also measured, where both keep
+/// up with it: the tail target's load (p99 at a steady 100 000 events/s).
+pub(crate) const STEADY_RATE: f64 = 100_000.0;
+
 /// The latency cases: half of each system's own maximum, then the common
-/// rates.
+/// rates, then [`STEADY_RATE`] (the last case).
 pub(crate) fn latency_cases() -> Vec<String> {
     let mut cases = vec!["half of its own max".to_string()];
     cases.extend(
@@ -39,6 +43,7 @@ pub(crate) fn latency_cases() -> Vec<String> {
             .iter()
             .map(|f| format!("{:.0} % of the lower max", f * 100.0)),
     );
+    cases.push(format!("a steady {STEADY_RATE:.0} events/s"));
     cases
 }
 
@@ -90,7 +95,9 @@ pub(crate) fn fanout_run(peers: [Peer; 2], cfg: &Config, notes: &mut Notes) -> [
         for (i, fx) in fixtures.iter_mut().enumerate() {
             let rate = match case {
                 0 => results[i].max_rate / 2.0,
-                c => lower * COMMON_FRACTIONS[c - 1],
+                c if c <= COMMON_FRACTIONS.len() => lower * COMMON_FRACTIONS[c - 1],
+                _ if lower >= STEADY_RATE => STEADY_RATE,
+                _ => 0.0, // one of the two cannot keep up with it
             };
             if rate <= 0.0 {
                 results[i].lat.push(LatCase::default());

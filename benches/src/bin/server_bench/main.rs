@@ -83,7 +83,7 @@ use herald_benches::report::{
 
 use config::{parse_args, Config};
 use conn10k::{conn10k_run, ConnRun};
-use fanout::{fanout_run, latency_cases, FanoutRun, LatCase};
+use fanout::{fanout_run, latency_cases, FanoutRun, LatCase, STEADY_RATE};
 use fixture::Notes;
 use measure::Lat;
 use memory::{memory_run, MemRun};
@@ -660,6 +660,23 @@ fn targets(
             yes(h <= n)
         )
         .unwrap();
+        let steady = latency_cases().len() - 1;
+        let at_steady =
+            |p: usize, q: fn(&Lat) -> f64| median(&col(fanout, p, &|r| q(&r.lat[steady].lat)));
+        let (h, n) = (at_steady(0, |l| l.p99), at_steady(1, |l| l.p99));
+        let (h999, n999) = (at_steady(0, |l| l.p999), at_steady(1, |l| l.p999));
+        if h > 0.0 && n > 0.0 {
+            writeln!(
+                w,
+                "| p99 at a steady {STEADY_RATE:.0} events/s ≤ nats-server's (p99.9: {} vs {}) | {} vs {} | {} |",
+                fmt_ns(h999),
+                fmt_ns(n999),
+                fmt_ns(h),
+                fmt_ns(n),
+                yes(h <= n)
+            )
+            .unwrap();
+        }
     }
     if cfg.conn10k {
         for (runs, m) in conn.iter().zip(&cfg.latency_subscribers) {
