@@ -73,6 +73,9 @@ impl ReadAhead {
     /// first when they are all read (or straight into `buf` when no buffer
     /// is lent).
     fn read(&mut self, socket: &mut StdTcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         if self.start == self.end {
             if !self.lent {
                 // A connection's own buffer (unread bytes only) is done.
@@ -212,7 +215,10 @@ impl WsConn {
         tls: Option<&mut dyn Read>,
         read_ahead: &mut Vec<u8>,
     ) -> WsStatus {
-        self.ws.get_mut().ahead.lend(read_ahead);
+        let duplex = self.ws.get_mut();
+        if let Inbound::Socket(_) = duplex.inbound {
+            duplex.ahead.lend(read_ahead);
+        }
         let status = self.read_messages(cx, out, tls);
         self.ws.get_mut().ahead.give_back(read_ahead);
         status
@@ -516,7 +522,7 @@ impl WsConn {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{ErrorKind, Read, Write};
+    use std::io::{ErrorKind, Write};
     use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
 
@@ -537,16 +543,19 @@ mod tests {
     }
 
     /// Reads 4 KiB at a time, as tungstenite does, until `want` bytes or
-    /// the socket has nothing more for a while.
+    /// the socket has had nothing more for five seconds.
     fn read_4k(ahead: &mut ReadAhead, socket: &mut TcpStream, want: usize) -> Vec<u8> {
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
         let mut idle = 0;
-        while got.len() < want && idle < 500 {
+        while got.len() < want && idle < 5_000 {
             let room = buf.len().min(want - got.len());
             match ahead.read(socket, &mut buf[..room]) {
                 Ok(0) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    idle = 0;
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     idle += 1;
                     std::thread::sleep(Duration::from_millis(1));
@@ -588,15 +597,20 @@ mod tests {
             "the connection keeps only what is unread"
         );
 
-        // The unread bytes come first, even with the buffer lent again.
+        // The unread bytes come first, even with the buffer lent again;
+        // then the socket, straight into the reader's buffer.
         ahead.lend(&mut worker_buffer);
         assert_eq!(
             worker_buffer.len(),
             READ_AHEAD,
             "not lent over unread bytes"
         );
-        let second = read_4k(&mut ahead, &mut server, unread);
-        assert_eq!(second, sent[READ_AHEAD + 100..READ_AHEAD + 100 + unread]);
+        let second = read_4k(&mut ahead, &mut server, unread + 10_000);
+        assert_eq!(second, sent[first.len()..first.len() + unread + 10_000]);
+        assert!(
+            ahead.bytes.is_empty(),
+            "the connection's own buffer is freed"
+        );
         ahead.give_back(&mut worker_buffer);
 
         // Then the socket, through the buffer again.
@@ -627,6 +641,5 @@ mod tests {
             }
         }
         assert_eq!(eof, Some(0));
-        let _ = server.read(&mut buf);
     }
 }

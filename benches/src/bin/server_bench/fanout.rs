@@ -100,6 +100,11 @@ pub(crate) fn fanout_run(peers: [Peer; 2], cfg: &Config, notes: &mut Notes) -> [
                 _ => 0.0, // one of the two cannot keep up with it
             };
             if rate <= 0.0 {
+                if i == 0 && case > COMMON_FRACTIONS.len() {
+                    notes.add(format!(
+                        "latency at {label} not run: the lower maximum is {lower:.0} events/s"
+                    ));
+                }
                 results[i].lat.push(LatCase::default());
                 continue;
             }
