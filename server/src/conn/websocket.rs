@@ -83,7 +83,7 @@ impl ReadAhead {
                 return socket.read(buf);
             }
             self.start = 0;
-            self.end = 0;
+            self.end = 0; // nothing buffered if the read fails
             self.end = socket.read(&mut self.bytes)?;
         }
         let n = buf.len().min(self.end - self.start);
