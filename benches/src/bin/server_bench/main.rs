@@ -437,6 +437,11 @@ fn col(runs: &[[FanoutRun; 2]], p: usize, f: &dyn Fn(&FanoutRun) -> f64) -> Vec<
     runs.iter().map(|r| f(&r[p])).collect()
 }
 
+/// The median over `runs` of Herald's `f` ÷ nats-server's.
+fn ratio(runs: &[[FanoutRun; 2]], f: &dyn Fn(&FanoutRun) -> f64) -> f64 {
+    median(&runs.iter().map(|r| f(&r[0]) / f(&r[1])).collect::<Vec<_>>())
+}
+
 /// The runs in which latency case `c` ran for both systems (the steady
 /// rate is skipped where either cannot keep up with it).
 fn ran(runs: &[[FanoutRun; 2]], c: usize) -> Vec<[FanoutRun; 2]> {
@@ -508,14 +513,6 @@ fn fanout_tables(w: &mut String, cfg: &Config, fanout: &[[FanoutRun; 2]]) {
         }
     }
     writeln!(w).unwrap();
-    let ratio = |f: &dyn Fn(&FanoutRun) -> f64| {
-        median(
-            &fanout
-                .iter()
-                .map(|r| f(&r[0]) / f(&r[1]))
-                .collect::<Vec<_>>(),
-        )
-    };
     writeln!(
         w,
         "| Herald / nats-server (median of per-run ratios; for latency, below 1 means Herald is faster) | ratio |"
@@ -525,19 +522,19 @@ fn fanout_tables(w: &mut String, cfg: &Config, fanout: &[[FanoutRun; 2]]) {
     writeln!(
         w,
         "| saturated deliveries/s | {} |",
-        fmt_ratio(ratio(&|r| r.sat.deliveries))
+        fmt_ratio(ratio(fanout, &|r| r.sat.deliveries))
     )
     .unwrap();
     writeln!(
         w,
         "| max sustainable deliveries/s | {} |",
-        fmt_ratio(ratio(&|r| r.max_rate))
+        fmt_ratio(ratio(fanout, &|r| r.max_rate))
     )
     .unwrap();
     writeln!(
         w,
         "| deliveries per server CPU-second, saturated | {} |",
-        fmt_ratio(ratio(&|r| r.sat.deliveries / r.sat.server_cpu))
+        fmt_ratio(ratio(fanout, &|r| r.sat.deliveries / r.sat.server_cpu))
     )
     .unwrap();
     for (c, label) in latency_cases().iter().enumerate() {
@@ -549,11 +546,8 @@ fn fanout_tables(w: &mut String, cfg: &Config, fanout: &[[FanoutRun; 2]]) {
             ("p50", &(|l: &Lat| l.p50) as &dyn Fn(&Lat) -> f64),
             ("p99", &|l: &Lat| l.p99),
         ] {
-            let ratios: Vec<f64> = ran
-                .iter()
-                .map(|r| f(&r[0].lat[c].lat) / f(&r[1].lat[c].lat))
-                .collect();
-            writeln!(w, "| {q} at {label} | {} |", fmt_ratio(median(&ratios))).unwrap();
+            let r = ratio(&ran, &|r| f(&r.lat[c].lat));
+            writeln!(w, "| {q} at {label} | {} |", fmt_ratio(r)).unwrap();
         }
     }
     writeln!(w).unwrap();
@@ -679,10 +673,6 @@ fn targets(
         .unwrap();
         let steady = latency_cases().len() - 1;
         let ran = ran(fanout, steady);
-        let at_steady =
-            |p: usize, q: fn(&Lat) -> f64| median(&col(&ran, p, &|r| q(&r.lat[steady].lat)));
-        let (h, n) = (at_steady(0, |l| l.p99), at_steady(1, |l| l.p99));
-        let (h999, n999) = (at_steady(0, |l| l.p999), at_steady(1, |l| l.p999));
         let subscribers = cfg.subscribers;
         if ran.is_empty() {
             writeln!(
@@ -691,6 +681,10 @@ fn targets(
             )
             .unwrap();
         } else {
+            let at_steady =
+                |p: usize, q: fn(&Lat) -> f64| median(&col(&ran, p, &|r| q(&r.lat[steady].lat)));
+            let (h, n) = (at_steady(0, |l| l.p99), at_steady(1, |l| l.p99));
+            let (h999, n999) = (at_steady(0, |l| l.p999), at_steady(1, |l| l.p999));
             writeln!(
                 w,
                 "| p99 at a steady {STEADY_RATE:.0} events/s ≤ nats-server's, {subscribers} subscriber(s) (p99.9: {} vs {}; {} of {} runs) | {} vs {} | {} |",
